@@ -1,0 +1,61 @@
+# Device config: one JSON file (config.json on a board). Validated here so a bad file stops the
+# boot with a message that says which field is wrong.
+import json
+from binascii import hexlify
+
+try:
+    import hashlib
+except ImportError:  # pragma: no cover
+    hashlib = None
+
+KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _valid_id(s):
+    if not isinstance(s, str) or not 0 < len(s) <= 32:
+        return False
+    for i, ch in enumerate(s):
+        if not (("a" <= ch <= "z") or ("0" <= ch <= "9") or (ch == "-" and i > 0)):
+            return False
+    return True
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            raw = f.read()
+    except OSError:
+        raise ConfigError("config file %s not found" % path)
+    try:
+        cfg = json.loads(raw)
+    except ValueError:
+        raise ConfigError("config file %s is not valid JSON" % path)
+    if not isinstance(cfg, dict):
+        raise ConfigError("config must be a JSON object")
+    if not _valid_id(cfg.get("device_id")):
+        raise ConfigError("device_id must be 1-32 chars of a-z, 0-9 and '-' (not first)")
+    if cfg.get("kind") not in KINDS:
+        raise ConfigError("kind must be one of " + ", ".join(KINDS))
+    mq = cfg.get("mqtt")
+    if not isinstance(mq, dict) or not isinstance(mq.get("host"), str):
+        raise ConfigError("mqtt.host is required")
+    port = mq.get("port", 1883)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError("mqtt.port must be 1-65535")
+    cfg.setdefault("data_dir", "data")
+    cfg.setdefault("journal_max", 200)
+    cfg.setdefault("wdt_ms", 8000)
+    cfg.setdefault("offline_reboot_s", 900)
+    cfg.setdefault("app", {})
+    cfg["cfg_hash"] = digest(raw)
+    return cfg
+
+
+def digest(raw):
+    if hashlib is None:
+        return "00000000"
+    return hexlify(hashlib.sha256(raw.encode() if isinstance(raw, str) else raw).digest()).decode()[:8]

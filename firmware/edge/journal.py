@@ -1,0 +1,144 @@
+# Event journal: un-acknowledged events on flash, replayed in order after an outage or reboot.
+#
+# journal.log holds lines "<seq> <payload>\n" appended before each publish; journal.json holds
+# the epoch, the first un-acknowledged seq and the next seq. An ack drops entries <= upto; the
+# file is rewritten (compacted) when everything is acked or it holds too many dead lines. The
+# ring is bounded: past `max_events` un-acked entries the oldest is dropped and counted.
+import os
+from binascii import hexlify
+from edge import fsutil
+
+
+class Journal:
+    CACHE = 16  # recent payloads kept in RAM so the hot path does not read flash
+
+    def __init__(self, directory, max_events=200):
+        self.dir = directory
+        self.log_path = directory + "/journal.log"
+        self.meta_path = directory + "/journal.json"
+        self.max_events = max_events
+        fsutil.makedirs(directory)
+        meta = fsutil.load_json(self.meta_path)
+        if not meta or "epoch" not in meta:
+            meta = {"epoch": hexlify(os.urandom(4)).decode(), "first": 1, "next": 1, "dropped": 0}
+        self.epoch = meta["epoch"]
+        self.first = meta["first"]
+        self.next = meta["next"]
+        self.dropped = meta.get("dropped", 0)
+        self._cache = []  # [(seq, payload)] newest last
+        self._dead = 0  # lines in the file below `first`
+        self._recover()
+
+    # --- boot -----------------------------------------------------------------
+    def _recover(self):
+        torn = False
+        last = self.first - 1
+        dead = 0
+        try:
+            with open(self.log_path) as f:
+                for line in f:
+                    if not line.endswith("\n"):
+                        torn = True  # power cut mid-append: that event was never published
+                        break
+                    seq = self._seq(line)
+                    if seq is None:
+                        torn = True
+                        continue
+                    if seq < self.first:
+                        dead += 1
+                    if seq > last:
+                        last = seq
+        except OSError:
+            pass
+        if last + 1 > self.next:
+            self.next = last + 1
+        self._dead = dead
+        if torn or dead:
+            self._compact()
+        else:
+            self._save_meta()
+
+    @staticmethod
+    def _seq(line):
+        sp = line.find(" ")
+        if sp <= 0:
+            return None
+        try:
+            return int(line[:sp])
+        except ValueError:
+            return None
+
+    # --- use --------------------------------------------------------------------
+    def __len__(self):
+        return self.next - self.first
+
+    def append(self, seq, payload):
+        """Store an event whose envelope carries `seq` (must be `self.next`)."""
+        if seq != self.next:
+            raise ValueError("journal expects seq %d" % self.next)
+        with open(self.log_path, "a") as f:
+            f.write("%d %s\n" % (seq, payload))
+        self.next = seq + 1
+        self._cache.append((seq, payload))
+        if len(self._cache) > self.CACHE:
+            self._cache.pop(0)
+        if len(self) > self.max_events:
+            self.dropped += 1  # the ring is full: oldest event goes, the gateway sees the gap
+            self.first += 1
+            self._dead += 1
+            self._save_meta()
+        if self._dead > self.max_events:
+            self._compact()
+
+    def ack(self, upto):
+        """The gateway has persisted every seq <= upto. Returns True if anything was dropped."""
+        if upto < self.first:
+            return False
+        if upto >= self.next:
+            upto = self.next - 1
+        self._dead += upto - self.first + 1
+        self.first = upto + 1
+        if self.first == self.next or self._dead > self.max_events:
+            self._compact()
+        else:
+            self._save_meta()
+        return True
+
+    def entries(self, after, limit):
+        """Up to `limit` journaled (seq, payload) with seq > after, in order."""
+        start = max(after + 1, self.first)
+        if start >= self.next or limit <= 0:
+            return []
+        if self._cache and self._cache[0][0] <= start:
+            return [e for e in self._cache if e[0] >= start][:limit]
+        out = []
+        with open(self.log_path) as f:
+            for line in f:
+                seq = self._seq(line)
+                if seq is not None and seq >= start:
+                    out.append((seq, line[line.find(" ") + 1:-1]))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    # --- storage ----------------------------------------------------------------
+    def _save_meta(self):
+        fsutil.save_json(self.meta_path, {"epoch": self.epoch, "first": self.first,
+                                          "next": self.next, "dropped": self.dropped})
+
+    def _compact(self):
+        tmp = self.log_path + ".tmp"
+        with open(tmp, "w") as out:
+            try:
+                with open(self.log_path) as f:
+                    for line in f:
+                        if not line.endswith("\n"):
+                            break
+                        seq = self._seq(line)
+                        if seq is not None and self.first <= seq < self.next:
+                            out.write(line)
+            except OSError:
+                pass
+        fsutil.replace(tmp, self.log_path)
+        self._dead = 0
+        self._save_meta()

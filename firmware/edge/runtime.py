@@ -1,0 +1,287 @@
+# Device runtime: connects the app to the gateway (docs/protocol.md). It owns the session,
+# the event journal and its replay, the command dispatcher, the clock and the watchdog.
+import asyncio
+import json
+import time
+
+from edge import fsutil
+from edge.cmdlog import CommandLog
+from edge.journal import Journal
+
+FW_VERSION = "0.1.0"
+WINDOW = 16  # events in flight without an ack
+ACK_TIMEOUT_MS = 10000  # re-send from the oldest un-acked event after this long
+MAX_PAYLOAD = 4096
+
+
+class Rejected(Exception):
+    """Raise from a command handler before actuating: the command is answered `rejected`."""
+
+    def __init__(self, reason):
+        Exception.__init__(self, reason)
+        self.reason = reason
+
+
+class Failed(Exception):
+    """Raise from a command handler when actuation started but did not complete."""
+
+    def __init__(self, reason, result=None):
+        Exception.__init__(self, reason)
+        self.reason = reason
+        self.result = result
+
+
+class Runtime:
+    def __init__(self, cfg, hal, app_class, mqtt_class=None):
+        self.cfg = cfg
+        self.hal = hal
+        self.dev = cfg["device_id"]
+        self.prefix = "pe/1/" + self.dev + "/"
+        data = cfg["data_dir"]
+        fsutil.makedirs(data)
+        self.state_path = data + "/state.json"
+        self.state = fsutil.load_json(self.state_path, {"boot": 0, "session": 0})
+        self.state["boot"] += 1
+        fsutil.save_json(self.state_path, self.state)
+        self.journal = Journal(data + "/journal", cfg["journal_max"])
+        self.cmds = CommandLog(data + "/cmds.json")
+        for cid in self.cmds.interrupted():  # power lost mid-actuation: report, never redo
+            self.cmds.finish(cid, "failed", "interrupted")
+        self.reset_cause = hal.reset_cause()
+        self._t0 = time.ticks_ms()
+        self._clock = None  # (unix_ms, ticks) from the last gateway ack
+        self._wake = asyncio.Event()
+        self._sent = self.journal.first - 1  # highest seq published on this connection
+        self._sent_at = 0
+        self._running = {}
+        self._birth_due = False
+        self.gateway_online = None
+        self._alive = time.ticks_ms()
+        self.stats = {"events": 0, "cmds": 0, "bad_msgs": 0}
+        self.app = app_class(self, hal, cfg["app"])
+        if mqtt_class is None:
+            from edge.mqtt import MQTTClient as mqtt_class
+        mq = cfg["mqtt"]
+        self.client = mqtt_class(
+            self.dev, mq["host"], mq.get("port", 1883), keepalive=mq.get("keepalive", 30),
+            user=mq.get("user"), password=mq.get("password"),
+            will=self._will(self.state["session"] + 1), on_message=self._on_message,
+            on_connect=self._on_connect, on_down=self._on_down)
+        self._down_since = time.ticks_ms()
+
+    # --- clock ------------------------------------------------------------------
+    def now(self):
+        """Unix ms from the gateway's clock, or None until the first ack set it."""
+        if self._clock is None:
+            return None
+        return self._clock[0] + time.ticks_diff(time.ticks_ms(), self._clock[1])
+
+    def uptime_ms(self):
+        return time.ticks_diff(time.ticks_ms(), self._t0)
+
+    def log(self, *parts):
+        print(self.dev, *parts)
+
+    # --- envelope ---------------------------------------------------------------
+    def _env(self, mtype, body, **extra):
+        env = {"v": 1, "dev": self.dev, "type": mtype, "t": self.now(), "body": body}
+        for k in extra:
+            env[k] = extra[k]
+        return json.dumps(env)
+
+    def _will(self, session):
+        return (self.prefix + "status", self._env("offline", {"session": session}).encode(), True, 1)
+
+    # --- events -----------------------------------------------------------------
+    def emit(self, etype, body):
+        """Journal an event, then let the sender publish it. Returns its seq."""
+        seq = self.journal.next
+        self.journal.append(seq, self._env(etype, body, seq=seq))
+        self.stats["events"] += 1
+        self._wake.set()
+        return seq
+
+    async def _sender(self):
+        j = self.journal
+        while True:
+            if self.client.is_connected() and not self._birth_due:
+                if self._sent < j.first - 1:
+                    self._sent = j.first - 1
+                inflight = self._sent - (j.first - 1)
+                if inflight and time.ticks_diff(time.ticks_ms(), self._sent_at) > ACK_TIMEOUT_MS:
+                    self.log("no ack for", inflight, "events: re-sending from", j.first)
+                    self._sent = j.first - 1
+                    inflight = 0
+                batch = j.entries(self._sent, WINDOW - inflight)
+                try:
+                    for seq, payload in batch:
+                        await self.client.publish(self.prefix + "evt", payload, 1)
+                        self._sent = seq
+                        self._sent_at = time.ticks_ms()
+                except OSError:
+                    pass  # the client reconnects; the journal still holds everything
+                if batch:
+                    continue
+            elif self._birth_due and self.client.is_connected():
+                try:
+                    await self._publish_birth()
+                except OSError:
+                    pass
+            self._wake.clear()
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), 1000)
+            except asyncio.TimeoutError:
+                pass
+
+    def _on_ack(self, body):
+        if body.get("epoch") != self.journal.epoch:
+            return
+        upto = body.get("upto")
+        now = body.get("now")
+        if isinstance(now, int):
+            self._clock = (now, time.ticks_ms())
+        if isinstance(upto, int) and self.journal.ack(upto):
+            self._sent_at = time.ticks_ms()
+            self._wake.set()
+
+    # --- session ------------------------------------------------------------------
+    async def _on_connect(self, client):
+        session = self.state["session"] + 1
+        self.state["session"] = session
+        fsutil.save_json(self.state_path, self.state)
+        client.will = self._will(session + 1)  # used by the next connect
+        await client.subscribe(self.prefix + "cmd", 1)
+        await client.subscribe(self.prefix + "ctl", 1)
+        await client.subscribe("pe/1/gateway/state", 1)
+        self._sent = self.journal.first - 1
+        await self._publish_birth()
+        await client.publish(self.prefix + "status", self._env("online", {"session": session}), 1, True)
+        self._down_since = None
+        self.log("online session", session)
+        self._wake.set()
+
+    async def _publish_birth(self):
+        j = self.journal
+        body = {"kind": self.cfg["kind"], "fw": FW_VERSION, "caps": self.app.caps + ["ping", "rebirth"],
+                "cfg": self.cfg["cfg_hash"], "session": self.state["session"], "boot": self.state["boot"],
+                "reset": self.reset_cause, "epoch": j.epoch, "first": j.first, "next": j.next}
+        self._birth_due = False
+        await self.client.publish(self.prefix + "birth", self._env("birth", body), 1)
+        self._sent = j.first - 1
+
+    def _on_down(self):
+        if self._down_since is None:
+            self._down_since = time.ticks_ms()
+        self.log("offline")
+
+    # --- incoming -------------------------------------------------------------------
+    def _on_message(self, topic, payload):
+        try:
+            if len(payload) > MAX_PAYLOAD:
+                raise ValueError("oversized")
+            msg = json.loads(payload)
+            if not isinstance(msg, dict) or msg.get("v") != 1:
+                raise ValueError("bad envelope")
+            body = msg.get("body") or {}
+            mtype = msg.get("type")
+            if topic == "pe/1/gateway/state":
+                self.gateway_online = mtype == "online"
+            elif msg.get("dev") != self.dev or not isinstance(body, dict):
+                raise ValueError("not for this device")
+            elif topic.endswith("/ctl"):
+                if mtype == "ack":
+                    self._on_ack(body)
+                elif mtype == "rebirth":
+                    self._birth_due = True
+                    self._wake.set()
+            elif topic.endswith("/cmd") and mtype == "cmd":
+                asyncio.create_task(self._command(msg.get("id"), body))
+        except (ValueError, TypeError, KeyError) as e:
+            self.stats["bad_msgs"] += 1
+            self.log("dropped message on", topic, ":", e)
+
+    # --- commands -------------------------------------------------------------------
+    async def _reply(self, cid, status, reason=None, result=None):
+        try:
+            await self.client.publish(self.prefix + "reply", self._env(
+                "reply", {"status": status, "reason": reason, "result": result}, id=cid), 1)
+        except OSError:
+            pass  # the gateway re-sends the command; the stored outcome answers it then
+
+    async def _command(self, cid, body):
+        if not isinstance(cid, str) or not 0 < len(cid) <= 64:
+            self.stats["bad_msgs"] += 1
+            return
+        done = self.cmds.get(cid)
+        if cid in self._running or (done and done[1] == "started"):
+            await self._reply(cid, "accepted")
+            return
+        if done:  # finished before (maybe before a reboot): answer again, never act again
+            await self._reply(cid, done[1], done[2], done[3])
+            return
+        name = body.get("name")
+        args = body.get("args") or {}
+        deadline = body.get("deadline")
+        now = self.now()
+        handler = self.app.commands.get(name) or {"ping": self._cmd_ping, "rebirth": self._cmd_rebirth}.get(name)
+        reason = None
+        if isinstance(deadline, int) and now is not None and now > deadline:
+            reason = "expired"
+        elif handler is None:
+            reason = "unknown-command"
+        elif not isinstance(args, dict):
+            reason = "bad-args"
+        if reason:
+            e = self.cmds.finish(cid, "rejected", reason)
+            await self._reply(cid, "rejected", reason)
+            return
+        self.cmds.start(cid)
+        self._running[cid] = True
+        self.stats["cmds"] += 1
+        await self._reply(cid, "accepted")
+        status, reason, result = "done", None, None
+        try:
+            result = await handler(args)
+        except Rejected as r:
+            status, reason = "rejected", r.reason
+        except Failed as f:
+            status, reason, result = "failed", f.reason, f.result
+        except Exception as e:  # a bug in a handler must not kill the runtime
+            status, reason = "failed", "error: %s" % e
+        self.cmds.finish(cid, status, reason, result)
+        del self._running[cid]
+        await self._reply(cid, status, reason, result)
+
+    async def _cmd_ping(self, args):
+        return {"up": self.uptime_ms()}
+
+    async def _cmd_rebirth(self, args):
+        self._birth_due = True
+        self._wake.set()
+        return {}
+
+    # --- health -----------------------------------------------------------------------
+    def heartbeat(self):
+        """Apps call this from their main loop; the watchdog is fed only while it is fresh."""
+        self._alive = time.ticks_ms()
+
+    async def _health(self):
+        wdt_ms = self.cfg["wdt_ms"]
+        wdt = self.hal.wdt(wdt_ms) if wdt_ms else None
+        limit = self.cfg["offline_reboot_s"] * 1000
+        while True:
+            if wdt and time.ticks_diff(time.ticks_ms(), self._alive) < wdt_ms // 2:
+                wdt.feed()
+            if limit and self._down_since is not None and \
+                    time.ticks_diff(time.ticks_ms(), self._down_since) > limit:
+                # drivers can wedge while looking connected: a clean reboot is the cure
+                self.log("offline too long: rebooting")
+                self.hal.reset()
+            await asyncio.sleep_ms(1000)
+
+    async def run(self):
+        self.log("boot", self.state["boot"], "fw", FW_VERSION, "journal", len(self.journal), "pending")
+        asyncio.create_task(self.client.run())
+        asyncio.create_task(self._sender())
+        asyncio.create_task(self._health())
+        await self.app.run()

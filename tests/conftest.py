@@ -1,0 +1,19 @@
+import pytest
+
+from tests.support import Mosquitto
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """One real Mosquitto for the whole session (tests use distinct device ids)."""
+    b = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker this test may stop, pause and restart (outage tests)."""
+    b = Mosquitto(tmp_path / "mosquitto").start()
+    yield b
+    b.stop()
