@@ -1,0 +1,134 @@
+"""`phygital` command line: `phygital demo` runs a whole virtual store; `phygital gateway` the gateway."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sys
+from pathlib import Path
+
+DEMO_SAMPLES = Path(__file__).parent / "demo" / "samples.json"
+
+
+def _hostport(value: str, default_port: int) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host:
+        return value, default_port
+    try:
+        return host, int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected host:port, got {value!r}") from None
+
+
+async def _customer(store, samples: list[str], stop: asyncio.Event, rng: random.Random) -> None:
+    """A scripted customer: picks up samples and puts them on pads, one after another."""
+    from hil.sim.mfrc522 import NtagTag
+
+    tags = {sid: NtagTag.with_text(bytes([0x04, 0xDE, 0x30, 0x00, 0x00, 0x00, i + 1]), sid)
+            for i, sid in enumerate(samples)}
+    pads = list(store.pads.values())
+    while not stop.is_set():
+        pad = rng.choice(pads)
+        sid = rng.choice(samples)
+        print(f"  customer puts sample {sid} on {pad.dev}")
+        pad.place(tags[sid])
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), rng.uniform(2.0, 4.0))
+        pad.remove()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), rng.uniform(1.0, 2.0))
+
+
+async def demo(args: argparse.Namespace) -> int:
+    from gateway.app import Gateway, GatewayConfig
+    from gateway.embedded_broker import EmbeddedBroker
+    from hil.sim.store import VirtualStore
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with contextlib.AsyncExitStack() as stack:
+        if args.broker:
+            host, port = args.broker
+            print(f"broker: using {host}:{port}")
+        else:
+            broker = await stack.enter_async_context(EmbeddedBroker())
+            host, port = broker.host, broker.port
+            print(f"broker: embedded (amqtt) on {host}:{port}")
+        http_host, http_port = args.http
+        config = GatewayConfig(broker_host=host, broker_port=port, db_path=str(workdir / "gateway.db"),
+                               http_host=http_host, http_port=http_port, samples_path=str(DEMO_SAMPLES))
+        gw = await stack.enter_async_context(Gateway(config))
+        gw_task = asyncio.create_task(gw.run())
+        stack.push_async_callback(_cancel, gw_task)
+
+        store = VirtualStore(workdir / "store", broker_host=host, broker_port=port)
+        for i in range(args.pads):
+            store.add_pad(f"pad-{i + 1}")
+        store.start()
+        stack.callback(store.stop)
+        await asyncio.to_thread(store.wait_online, 30)
+
+        base = f"http://{http_host}:{http_port}"
+        print(f"""
+Phygital Edge demo store is running: {args.pads} sample pads on real MicroPython firmware.
+  API (OpenAPI):     {base}/docs
+  devices:           {base}/devices
+  events:            {base}/events
+  live event stream: {base}/stream      (try: curl -N {base}/stream)
+  send a command:    curl -X POST {base}/devices/pad-1/commands -H 'content-type: application/json' \\
+                       -d '{{"name":"blink","args":{{"times":3}},"idempotency_key":"try-1"}}'
+Ctrl-C stops everything.
+""", flush=True)
+        samples = sorted(json.loads(DEMO_SAMPLES.read_text()))
+        customer = asyncio.create_task(_customer(store, samples, stop, random.Random(args.seed)))
+        stack.push_async_callback(_cancel, customer)
+        if args.duration:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+        else:
+            await stop.wait()
+        print("stopping ...", flush=True)
+    print("demo stopped cleanly")
+    return 0
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="phygital", description="Phygital Edge: connected-store devices and gateway")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="run a virtual store: broker, gateway, sample pads on real firmware")
+    d.add_argument("--broker", type=lambda v: _hostport(v, 1883), help="use this MQTT broker (host:port) "
+                   "instead of the embedded one")
+    d.add_argument("--http", type=lambda v: _hostport(v, 8080), default=("127.0.0.1", 8080),
+                   help="where the gateway's HTTP API listens (default 127.0.0.1:8080)")
+    d.add_argument("--pads", type=int, default=3, help="number of sample pads (default 3)")
+    d.add_argument("--workdir", default="var/demo", help="where the demo keeps its database and device flash")
+    d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    d.add_argument("--seed", type=int, default=None, help="seed for the scripted customer")
+    sub.add_parser("gateway", help="run the gateway (see `phygital gateway --help`)", add_help=False)
+    args, rest = ap.parse_known_args(argv)
+    if args.cmd == "gateway":
+        from gateway.__main__ import main as gateway_main
+        return gateway_main(rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.pads < 1:
+        ap.error("--pads must be at least 1")
+    return asyncio.run(demo(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The zero-install broker for `phygital demo`: amqtt inside the gateway's event loop.
+
+Production uses Mosquitto (docs/operations.md). amqtt is enough for a demo store: QoS 1,
+retained messages and last wills, on loopback, without persistence.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+
+from amqtt.broker import Broker
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedBroker:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self._broker = Broker({
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        })
+
+    async def __aenter__(self) -> "EmbeddedBroker":
+        # amqtt logs every connect at INFO; the demo's console is for the store, not the broker
+        logging.getLogger("amqtt").setLevel(logging.WARNING)
+        await self._broker.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._broker.shutdown()

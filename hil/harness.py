@@ -1,0 +1,153 @@
+"""Processes a store runs on: a real Mosquitto and the gateway, for tests, benchmarks and rigs."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+class Mosquitto:
+    """A real Mosquitto broker on a free loopback port, stoppable and restartable on the same port."""
+
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = True):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.persistence = persistence
+        self.proc: subprocess.Popen | None = None
+        self.conf = self.workdir / "mosquitto.conf"
+        self.log = self.workdir / "mosquitto.log"
+
+    def write_conf(self) -> None:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "max_queued_messages 100000",
+            f"log_dest file {self.log}",
+            "log_type error", "log_type warning", "log_type notice",
+        ]
+        if self.persistence:
+            lines += ["persistence true", f"persistence_location {self.workdir}/",
+                      "autosave_interval 1"]
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 10) -> "Mosquitto":
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(exe).exists():
+            raise RuntimeError("mosquitto not installed: apt-get install mosquitto (see README)")
+        self.write_conf()
+        self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: {self.log.read_text() if self.log.exists() else ''}")
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+
+class GatewayProcess:
+    """`python -m gateway` as a child process, so a test can SIGKILL and restart it."""
+
+    def __init__(self, workdir: Path, broker_port: int, samples: dict | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker_port = broker_port
+        self.http_port = free_port()
+        self.db = self.workdir / "gateway.db"
+        self.samples = self.workdir / "samples.json"
+        self.samples.write_text(json.dumps(samples or {}))
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> "GatewayProcess":
+        log = open(self.workdir / "gateway.log", "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
+             "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}", "--samples", str(self.samples)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        wait_for(self._healthy, 20, what="gateway /health")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError("gateway exited:\n" + (self.workdir / "gateway.log").read_text()[-3000:])
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def get(self, path: str, **params):
+        r = httpx.get(self.url + path, params=params, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def events(self, device: str, type: str | None = None) -> list[dict]:
+        params = {"device": device, "limit": 1000}
+        if type:
+            params["type"] = type
+        data = self.get("/events", **params)
+        return data["events"] if isinstance(data, dict) else data
+
+

