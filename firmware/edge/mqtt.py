@@ -1,0 +1,497 @@
+# MQTT 3.1.1 client for MicroPython asyncio (ESP32, RP2, unix).
+#
+# Behaviour follows Peter Hinch's mqtt_as, kept small:
+# * non-blocking socket; reads go through asyncio's poller (no busy polling), writes are
+#   tried at once and, if the socket is full, retried every 20 ms up to response_timeout;
+# * one supervisor (run) that connects, pings every keepalive/4, declares the link dead
+#   when nothing arrived for keepalive*1.5, and reconnects forever with capped, jittered
+#   exponential backoff;
+# * QoS 1 publish waits for its PUBACK (matched by packet id), retransmits once with DUP,
+#   then raises OSError and drops the connection; the caller keeps the message;
+# * incoming QoS 1 PUBLISH is PUBACKed after on_message returns; QoS 2 is not supported;
+# * one asyncio.Lock around every socket write, so packets never interleave.
+#
+# Callbacks: on_message(topic:str, payload:bytes) plain, from the reader task, must not
+# block; on_connect(client) async, run as its own task after every CONNACK (an exception
+# there drops the connection so the next one retries); on_down() plain, whenever a
+# connection that had been up goes away (including close()).
+import asyncio
+import errno
+import select
+import socket
+from time import ticks_ms, ticks_diff
+
+try:
+    from random import getrandbits
+except ImportError:  # pragma: no cover - every port we target has it
+    def getrandbits(n):
+        return ticks_ms() & ((1 << n) - 1)
+
+_PING = b"\xc0\x00"
+_DISC = b"\xe0\x00"
+_DOWN = 0
+_CONNECTING = 1
+_UP = 2
+_STABLE_MS = 10000  # a connection that lasted this long resets the backoff
+
+
+def _str(s):
+    return s.encode() if isinstance(s, str) else s
+
+
+def _vlen(n):  # bytes needed for MQTT remaining length n
+    return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
+
+
+def _put_len(buf, i, n):
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        buf[i] = b | 0x80 if n else b
+        i += 1
+        if not n:
+            return i
+
+
+def _put_str(buf, i, s):
+    n = len(s)
+    buf[i] = n >> 8
+    buf[i + 1] = n & 0xFF
+    buf[i + 2:i + 2 + n] = s
+    return i + 2 + n
+
+
+class MQTTClient:
+    max_payload = 8192  # larger incoming messages are read, discarded and counted
+
+    def __init__(self, client_id, host, port=1883, keepalive=30, user=None, password=None,
+                 will=None, on_message=None, on_connect=None, on_down=None,
+                 response_timeout=10, backoff_max=30):
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.keepalive = keepalive
+        self.user = user
+        self.password = password
+        self.will = will
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.on_down = on_down
+        self._rt = int(response_timeout * 1000)
+        self.backoff_max = backoff_max
+        self.stats = {"connects": 0, "disconnects": 0, "pub": 0, "puback": 0,
+                      "rx": 0, "pings": 0, "errors": 0}
+        self._state = _DOWN
+        self._sock = None
+        self._reader = None      # reader task of the current connection
+        self._lock = asyncio.Lock()
+        self._ev = asyncio.Event()   # wakes the supervisor: CONNACK, link lost, close()
+        self._stopped = None
+        self._closing = False
+        self._gen = 0            # connection generation
+        self._pid = 0
+        self._pend = {}          # packet id -> Event with .rc (None: waiting, >=0: acked, -1: lost)
+        self._last_rx = 0
+        self._ack = bytearray(b"\x40\x02\x00\x00")
+        self.last_error = None
+
+    # ---- public API -------------------------------------------------------------------
+
+    def is_connected(self):
+        return self._state == _UP
+
+    async def run(self):
+        if self._stopped is not None:
+            return
+        self._stopped = asyncio.Event()
+        delay = 1
+        try:
+            while not self._closing:
+                up = None
+                try:
+                    await self._open()
+                    t0 = ticks_ms()
+                    while self._state == _CONNECTING and not self._closing:
+                        left = self._rt - ticks_diff(ticks_ms(), t0)
+                        if left <= 0:
+                            raise OSError(errno.ETIMEDOUT)
+                        await self._wait(left)
+                    if self._state == _UP:
+                        up = ticks_ms()
+                        await self._serve()
+                except Exception as e:  # OSError, EOFError, anything unexpected
+                    if not self._closing:
+                        self._err(e)
+                self._lost()
+                if self._closing:
+                    break
+                if up is not None and ticks_diff(ticks_ms(), up) >= _STABLE_MS:
+                    delay = 1
+                ms = delay * 1000
+                await self._wait(ms + ((ms * getrandbits(8)) >> 9))  # +0..50 % jitter
+                delay = min(delay * 2, self.backoff_max)
+        finally:
+            self._lost()
+            self._stopped.set()
+
+    async def publish(self, topic, payload, qos=0, retain=False):
+        if qos not in (0, 1):
+            raise ValueError("qos")
+        if self._state != _UP:
+            raise OSError(errno.ENOTCONN)
+        t = _str(topic)
+        p = _str(payload)
+        n = 2 + len(t) + len(p) + (2 if qos else 0)
+        pkt = bytearray(1 + _vlen(n) + n)
+        pkt[0] = 0x30 | (qos << 1) | (1 if retain else 0)
+        i = _put_str(pkt, _put_len(pkt, 1, n), t)
+        if not qos:
+            pkt[i:] = p
+            await self._send(pkt)
+            self.stats["pub"] += 1
+            return
+        pid = self._newpid()
+        pkt[i] = pid >> 8
+        pkt[i + 1] = pid & 0xFF
+        pkt[i + 2:] = p
+        ev = self._waiter(pid)
+        try:
+            for attempt in (0, 1):
+                if attempt:
+                    pkt[0] |= 0x08  # DUP
+                await self._send(pkt)
+                if not attempt:
+                    self.stats["pub"] += 1
+                rc = await self._result(ev)
+                if rc is not None:
+                    return
+            self._lost()  # no PUBACK twice: give up on this connection
+            raise OSError(errno.ETIMEDOUT)
+        finally:
+            self._pend.pop(pid, None)
+
+    async def subscribe(self, topic, qos=1):
+        if qos not in (0, 1):
+            raise ValueError("qos")
+        if self._state != _UP:
+            raise OSError(errno.ENOTCONN)
+        t = _str(topic)
+        n = 2 + 2 + len(t) + 1
+        pkt = bytearray(1 + _vlen(n) + n)
+        pkt[0] = 0x82
+        i = _put_len(pkt, 1, n)
+        pid = self._newpid()
+        pkt[i] = pid >> 8
+        pkt[i + 1] = pid & 0xFF
+        i = _put_str(pkt, i + 2, t)
+        pkt[i] = qos
+        ev = self._waiter(pid)
+        try:
+            await self._send(pkt)
+            rc = await self._result(ev)
+            if rc is None:
+                self._lost()
+                raise OSError(errno.ETIMEDOUT)
+            if rc > 1:  # 0x80 failure (or a QoS we did not ask for)
+                raise OSError(errno.EPERM)
+        finally:
+            self._pend.pop(pid, None)
+
+    async def close(self):
+        self._closing = True
+        if self._state == _UP:
+            try:
+                async with self._lock:
+                    if self._state == _UP:
+                        await self._write(_DISC)
+            except Exception:
+                pass
+        self._lost()
+        self._ev.set()
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _err(self, e):
+        self.stats["errors"] += 1
+        self.last_error = e
+
+    async def _wait(self, ms):
+        # Sleep up to ms, or until _ev is set. Callers check their condition first: nothing
+        # can set _ev between that check and the clear() below (no await in between).
+        self._ev.clear()
+        try:
+            await asyncio.wait_for_ms(self._ev.wait(), ms)
+        except asyncio.TimeoutError:
+            pass
+
+    def _newpid(self):
+        pid = self._pid
+        while True:
+            pid = pid + 1 if pid < 65535 else 1
+            if pid not in self._pend:
+                self._pid = pid
+                return pid
+
+    def _waiter(self, pid):
+        ev = asyncio.Event()
+        ev.rc = None
+        self._pend[pid] = ev
+        return ev
+
+    async def _result(self, ev):
+        if ev.rc is None:
+            try:
+                await asyncio.wait_for_ms(ev.wait(), self._rt)
+            except asyncio.TimeoutError:
+                pass
+        if ev.rc is not None and ev.rc < 0:
+            raise OSError(errno.ECONNABORTED)  # link lost while waiting
+        return ev.rc
+
+    def _resolve(self, pid, rc):
+        ev = self._pend.pop(pid, None)
+        if ev is not None:
+            ev.rc = rc
+            ev.set()
+        return ev is not None
+
+    async def _send(self, buf):
+        async with self._lock:
+            if self._state != _UP:
+                raise OSError(errno.ENOTCONN)
+            await self._write(buf)
+
+    async def _write(self, buf):
+        # Caller holds the lock. Any failure ends the connection.
+        s = self._sock
+        n = len(buf)
+        off = 0
+        t = ticks_ms()
+        try:
+            while off < n:
+                w = s.write(buf if not off else memoryview(buf)[off:])
+                if w:
+                    off += w
+                    t = ticks_ms()
+                elif ticks_diff(ticks_ms(), t) > self._rt:
+                    raise OSError(errno.ETIMEDOUT)
+                else:
+                    await asyncio.sleep_ms(20)
+                    if s is not self._sock:
+                        raise OSError(errno.ENOTCONN)
+        except Exception:
+            if s is self._sock:
+                self._lost()
+            raise
+
+    async def _open(self):
+        self._ev.clear()
+        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+        s = socket.socket(ai[0], socket.SOCK_STREAM, ai[2])
+        self._sock = s
+        s.setblocking(False)
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            if e.errno != errno.EINPROGRESS:
+                raise
+        # wait until the TCP connection is up (writable), polling, bounded by response_timeout
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        t = ticks_ms()
+        while True:
+            ev = p.poll(0)
+            if ev:
+                if ev[0][1] & (select.POLLERR | select.POLLHUP):
+                    raise OSError(errno.ECONNREFUSED)
+                break
+            if self._closing or ticks_diff(ticks_ms(), t) > self._rt:
+                raise OSError(errno.ETIMEDOUT)
+            await asyncio.sleep_ms(20)
+        if s is not self._sock:
+            raise OSError(errno.ENOTCONN)  # close() meanwhile
+        p.unregister(s)
+        p = None
+        self._gen += 1
+        self._last_rx = ticks_ms()
+        self._state = _CONNECTING
+        self._reader = asyncio.create_task(self._read(asyncio.StreamReader(s), self._gen))
+        async with self._lock:
+            await self._write(self._connect_pkt())
+
+    def _connect_pkt(self):
+        cid = _str(self.client_id)
+        flags = 0x02  # clean session
+        n = 10 + 2 + len(cid)
+        w = self.will
+        if w:
+            wt = _str(w[0])
+            wp = _str(w[1])
+            n += 4 + len(wt) + len(wp)
+            flags |= 0x04 | ((w[3] & 3) << 3) | (0x20 if w[2] else 0)
+        if self.user is not None:
+            u = _str(self.user)
+            n += 2 + len(u)
+            flags |= 0x80
+        if self.password is not None:
+            pw = _str(self.password)
+            n += 2 + len(pw)
+            flags |= 0x40
+        pkt = bytearray(1 + _vlen(n) + n)
+        pkt[0] = 0x10
+        i = _put_str(pkt, _put_len(pkt, 1, n), b"MQTT")
+        pkt[i] = 4  # protocol level 3.1.1
+        pkt[i + 1] = flags
+        pkt[i + 2] = self.keepalive >> 8
+        pkt[i + 3] = self.keepalive & 0xFF
+        i = _put_str(pkt, i + 4, cid)
+        if w:
+            i = _put_str(pkt, i, wt)
+            i = _put_str(pkt, i, wp)
+        if flags & 0x80:
+            i = _put_str(pkt, i, u)
+        if flags & 0x40:
+            i = _put_str(pkt, i, pw)
+        return pkt
+
+    async def _serve(self):
+        self.stats["connects"] += 1
+        if self.on_connect:
+            asyncio.create_task(self._run_on_connect(self._gen))
+        ka = self.keepalive * 1000
+        ping_ms = ka // 4
+        dead_ms = ka * 3 // 2
+        last_ping = ticks_ms()
+        while self._state == _UP and not self._closing:
+            if not ka:
+                await self._wait(60000)
+                continue
+            now = ticks_ms()
+            if ticks_diff(now, self._last_rx) >= dead_ms:
+                raise OSError(errno.ETIMEDOUT)  # nothing heard: broker or link dead
+            if ticks_diff(now, last_ping) >= ping_ms:
+                last_ping = now
+                self.stats["pings"] += 1
+                await self._send(_PING)
+                continue
+            await self._wait(min(ping_ms - ticks_diff(now, last_ping),
+                                 dead_ms - ticks_diff(now, self._last_rx)))
+
+    async def _run_on_connect(self, gen):
+        try:
+            await self.on_connect(self)
+        except Exception as e:
+            self._err(e)
+            if gen == self._gen and self._state == _UP:
+                self._lost()  # not fully set up (e.g. subscribe failed): start over
+
+    def _lost(self):
+        st = self._state
+        if st == _DOWN and self._sock is None:
+            return
+        self._state = _DOWN
+        r = self._reader
+        self._reader = None
+        if r is not None and r is not asyncio.current_task():
+            r.cancel()
+        s = self._sock
+        self._sock = None
+        if s is not None:
+            try:
+                s.close()
+            except Exception:
+                pass
+        for ev in self._pend.values():
+            ev.rc = -1
+            ev.set()
+        self._pend.clear()
+        self._ev.set()
+        if st == _UP:
+            self.stats["disconnects"] += 1
+            if self.on_down:
+                try:
+                    self.on_down()
+                except Exception as e:
+                    self._err(e)
+
+    async def _read(self, r, gen):
+        try:
+            while True:
+                h = (await r.readexactly(1))[0]
+                n = 0
+                sh = 0
+                while True:
+                    b = (await r.readexactly(1))[0]
+                    n |= (b & 0x7F) << sh
+                    if not b & 0x80:
+                        break
+                    sh += 7
+                    if sh > 21:
+                        raise OSError(errno.EIO)  # more than 4 length bytes
+                self._last_rx = ticks_ms()
+                t = h & 0xF0
+                if t == 0x30:
+                    await self._rx_publish(r, h, n)
+                elif t == 0x40 and n == 2:  # PUBACK
+                    b = await r.readexactly(2)
+                    if self._resolve((b[0] << 8) | b[1], 0):
+                        self.stats["puback"] += 1
+                elif t == 0x90 and n >= 3:  # SUBACK
+                    b = await r.readexactly(n)
+                    self._resolve((b[0] << 8) | b[1], b[2])
+                elif t == 0x20 and n == 2:  # CONNACK
+                    b = await r.readexactly(2)
+                    if self._state != _CONNECTING:
+                        raise OSError(errno.EIO)
+                    if b[1]:
+                        raise OSError(errno.ECONNREFUSED)  # rc 1..5: refused by broker
+                    self._state = _UP
+                    self._ev.set()
+                else:  # PINGRESP, UNSUBACK, anything else: skip the body
+                    await self._skip(r, n)
+        except Exception as e:  # EOFError, OSError, protocol errors
+            if gen == self._gen and not self._closing:
+                self._err(e)
+        if gen == self._gen:
+            self._lost()
+
+    async def _skip(self, r, n):
+        while n:
+            k = n if n < 512 else 512
+            await r.readexactly(k)
+            n -= k
+
+    async def _rx_publish(self, r, h, n):
+        qos = (h >> 1) & 3
+        b = await r.readexactly(2)
+        tl = (b[0] << 8) | b[1]
+        topic = await r.readexactly(tl)
+        n -= 2 + tl
+        pid = 0
+        if qos:
+            b = await r.readexactly(2)
+            pid = (b[0] << 8) | b[1]
+            n -= 2
+        if n < 0:
+            raise OSError(errno.EIO)
+        if n > self.max_payload or qos > 1:
+            await self._skip(r, n)  # too big for us, or QoS 2: dropped, counted
+            self._err(OSError(errno.ENOBUFS if qos < 2 else errno.EIO))
+        else:
+            payload = await r.readexactly(n)
+            self.stats["rx"] += 1
+            if self.on_message:
+                try:
+                    self.on_message(topic.decode(), payload)
+                except Exception as e:
+                    self._err(e)
+            payload = None
+        if qos == 1:  # acknowledge even if the handler failed: a redelivery would not help
+            async with self._lock:
+                if self._state == _UP:
+                    a = self._ack
+                    a[2] = pid >> 8
+                    a[3] = pid & 0xFF
+                    await self._write(a)
