@@ -18,7 +18,7 @@ class Rejected(Exception):
     """Raise from a command handler before actuating: the command is answered `rejected`."""
 
     def __init__(self, reason):
-        Exception.__init__(self, reason)
+        super().__init__(reason)
         self.reason = reason
 
 
@@ -26,7 +26,7 @@ class Failed(Exception):
     """Raise from a command handler when actuation started but did not complete."""
 
     def __init__(self, reason, result=None):
-        Exception.__init__(self, reason)
+        super().__init__(reason)
         self.reason = reason
         self.result = result
 
