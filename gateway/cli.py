@@ -63,8 +63,8 @@ async def demo(args: argparse.Namespace) -> int:
             host, port = broker.host, broker.port
             print(f"broker: embedded (amqtt) on {host}:{port}")
         http_host, http_port = args.http
-        config = GatewayConfig(broker_host=host, broker_port=port, db_path=str(workdir / "gateway.db"),
-                               http_host=http_host, http_port=http_port, samples_path=str(DEMO_SAMPLES))
+        config = GatewayConfig(broker_host=host, broker_port=port, db_path=workdir / "gateway.db",
+                               http_host=http_host, http_port=http_port, samples_file=DEMO_SAMPLES)
         gw = await stack.enter_async_context(Gateway(config))
         gw_task = asyncio.create_task(gw.run())
         stack.push_async_callback(_cancel, gw_task)

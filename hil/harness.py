@@ -112,7 +112,9 @@ class GatewayProcess:
         log = open(self.workdir / "gateway.log", "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
-             "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}", "--samples", str(self.samples)],
+             "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}", "--samples", str(self.samples),
+             # one broker session per gateway instance, kept across its restarts
+             "--client-id", f"gw-{self.http_port}"],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         wait_for(self._healthy, 20, what="gateway /health")
         return self

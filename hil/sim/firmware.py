@@ -85,7 +85,7 @@ class FirmwareProcess:
     def __init__(self, config: dict, workdir: Path, heap: str = "96k"):
         self.config = dict(config)
         self.dev = config["device_id"]
-        self.workdir = Path(workdir) / self.dev
+        self.workdir = Path(workdir).resolve() / self.dev
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.setdefault("data_dir", str(self.workdir / "flash"))
         self.config_path = self.workdir / "config.json"

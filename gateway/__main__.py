@@ -1,0 +1,89 @@
+"""`python -m gateway --broker 127.0.0.1:1883 --db var/gw.db --http 127.0.0.1:8080 --samples samples.json`"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .app import Gateway, GatewayConfig
+from .services.pads import CatalogError
+
+log = logging.getLogger("gateway")
+
+
+def host_port(default_port: int):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> tuple[str, int]:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, str(default_port)
+        host = host.strip("[]") or "127.0.0.1"
+        try:
+            p = int(port)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None
+        if not 0 <= p <= 65535:
+            raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
+        return host, p
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gateway",
+                                description="Phygital Edge store gateway (MQTT ↔ SQLite ↔ HTTP).")
+    p.add_argument("--broker", type=host_port(1883), default=("127.0.0.1", 1883),
+                   metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
+    p.add_argument("--db", type=Path, default=Path("var/gw.db"), help="SQLite file (default var/gw.db)")
+    p.add_argument("--http", type=host_port(8080), default=("127.0.0.1", 8080),
+                   metavar="HOST:PORT", help="HTTP API listen address (default 127.0.0.1:8080)")
+    p.add_argument("--samples", type=Path, default=None,
+                   help="sample catalog JSON (loaded at start, API edits written back)")
+    p.add_argument("--client-id", default="pe-gateway",
+                   help="MQTT client id (the broker keeps this session across restarts)")
+    p.add_argument("--keepalive", type=int, default=30, help="MQTT keepalive seconds")
+    p.add_argument("--batch", type=int, default=256,
+                   help="max messages per ingest transaction / ack round (default 256)")
+    p.add_argument("--ack-linger-ms", type=float, default=0.0,
+                   help="wait this long to gather more messages before a commit (default 0)")
+    p.add_argument("--log-level", default="INFO",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> GatewayConfig:
+    return GatewayConfig(broker_host=args.broker[0], broker_port=args.broker[1], db_path=args.db,
+                         http_host=args.http[0], http_port=args.http[1],
+                         samples_file=args.samples, client_id=args.client_id,
+                         keepalive_s=args.keepalive, ingest_batch_max=args.batch,
+                         ack_linger_s=args.ack_linger_ms / 1000)
+
+
+async def serve(config: GatewayConfig) -> None:
+    loop = asyncio.get_running_loop()
+    async with Gateway(config) as gw:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, gw.stop)
+        try:
+            await gw.run()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    try:
+        asyncio.run(serve(config_from_args(args)))
+    except (OSError, CatalogError, RuntimeError) as exc:
+        log.error("gateway cannot run: %s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The gateway process: wires store, bus, ingest, commands, pads and the HTTP API together.
+
+    async with Gateway(GatewayConfig(...)) as gw:   # opens the DB, loads samples, connects
+        await gw.run()                              # serves HTTP until gw.stop()
+
+Everything runs on one asyncio loop (uvicorn included); SQLite runs on its own two threads
+(`gateway.db`). Shutdown order: stop HTTP (ends SSE streams) → stop command ticks → commit
+and acknowledge what is queued → publish retained `offline` → disconnect → close the DB.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .api import create_app
+from .bus import MqttBus
+from .commands import CommandService, now_ms
+from .db import Database
+from .ingest import IngestWorker
+from .services.pads import PadsService
+from .store import Store, StreamItem
+from .stream import Broadcaster
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    db_path: Path = Path("var/gw.db")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080                 # 0: pick a free port (see Gateway.http_port)
+    samples_file: Path | None = None
+    client_id: str = "pe-gateway"         # MQTT client id; the broker keeps its session
+    keepalive_s: int = 30
+    ingest_batch_max: int = 256           # ack coalescing: messages per transaction / ack round
+    ack_linger_s: float = 0.0             # wait this long for more messages before a commit
+    command_resend_s: float = 2.0         # resend pending commands this often while online
+    command_grace_s: float = 2.0          # expire this long after the deadline
+    stream_keep: int = 100_000            # stream rows kept for Last-Event-ID resume
+    shutdown_timeout_s: float = 5.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn inside our loop: the gateway owns signal handling, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, *, clock: Callable[[], int] = now_ms) -> None:
+        self.config = config
+        self.clock = clock
+        self.broadcaster = Broadcaster()
+        self.db = Database(config.db_path, on_commit=self._on_commit)
+        self.bus = MqttBus(config.broker_host, config.broker_port, self._on_message,
+                           client_id=config.client_id, keepalive=config.keepalive_s, clock=clock)
+        self.commands = CommandService(self.db, self.bus.publish,
+                                       resend_s=config.command_resend_s,
+                                       grace_s=config.command_grace_s, clock=clock)
+        self.ingest = IngestWorker(self.db, self.bus.publish, on_birth=self.commands.on_birth,
+                                   batch_max=config.ingest_batch_max,
+                                   linger_s=config.ack_linger_s, clock=clock)
+        self.pads = PadsService(self.db, config.samples_file)
+        self.app = create_app(self)
+        self.http_port: int | None = None
+        self._stop = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+
+    # lifetime -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Gateway:
+        await self.db.__aenter__()
+        try:
+            await self.pads.load()
+            self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
+        except BaseException:
+            await self.db.close()
+            raise
+        self._spawn("ingest", self.ingest.run())
+        self._spawn("bus", self.bus.run())
+        self._spawn("commands", self.commands.run())
+        self._spawn("housekeeping", self._housekeeping())
+        log.info("gateway started broker=%s:%d db=%s client_id=%s", self.config.broker_host,
+                 self.config.broker_port, self.config.db_path, self.config.client_id)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+        self.broadcaster.close()
+        await self._cancel("commands")
+        await self._cancel("housekeeping")
+        if self.bus.connected:
+            await self.ingest.drained(self.config.shutdown_timeout_s)
+        await self.bus.announce_offline()
+        await self._cancel("bus")
+        await self._cancel("ingest")
+        await self.db.close()
+        log.info("gateway stopped")
+
+    def stop(self) -> None:
+        """Ask `run()` to return (safe to call from a signal handler on the loop)."""
+        self._stop.set()
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        return await self.bus.wait_connected(timeout)
+
+    async def run(self) -> None:
+        """Serve the HTTP API until `stop()`."""
+        host, port = self.config.http_host, self.config.http_port
+        try:
+            sock = socket.create_server((host, port), reuse_port=False)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on http://{host}:{port}: {exc.strerror}"
+                                     " (is another gateway running? use --http host:port)"
+                          ) from exc
+        sock.setblocking(False)
+        self.http_port = sock.getsockname()[1]
+        server = _Server(uvicorn.Config(self.app, host=host, port=self.http_port,
+                                        log_level="warning", access_log=False, lifespan="off",
+                                        timeout_graceful_shutdown=2))
+        serve = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+        stop = asyncio.create_task(self._stop.wait())
+        log.info("http listening url=http://%s:%d", host, self.http_port)
+        try:
+            await asyncio.wait({serve, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            server.should_exit = True
+            self.broadcaster.close()  # ends open SSE responses so uvicorn can finish
+            try:
+                await asyncio.wait_for(asyncio.shield(serve), self.config.shutdown_timeout_s)
+            except asyncio.TimeoutError:
+                server.force_exit = True
+                await serve
+            finally:
+                stop.cancel()
+                sock.close()
+        if serve.done() and not serve.cancelled() and serve.exception() is not None:
+            raise serve.exception()  # type: ignore[misc]
+
+    # internals ------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, coro: Any) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks[name] = task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task died task=%s error=%r; stopping", task.get_name(), task.exception(),
+                      exc_info=task.exception())
+            self.stop()
+
+    async def _cancel(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def _on_commit(self, items: list[StreamItem]) -> None:
+        self.broadcaster.publish(items)
+        for item in items:
+            if item.kind == "command":
+                self.commands.notify(item.data)
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        await self.ingest.put(topic, payload)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            try:
+                n = await self.db.write(_prune, self.config.stream_keep)
+                if n:
+                    log.info("stream pruned rows=%d", n)
+            except Exception:
+                log.exception("housekeeping failed")
+
+
+def _prune(store: Store, keep: int) -> int:
+    with store.transaction():
+        return store.prune_stream(keep)

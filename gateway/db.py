@@ -1,0 +1,103 @@
+"""Keep SQLite off the event loop: one writer thread, one reader thread.
+
+SQLite allows one writer at a time, and WAL lets readers run alongside it. So every write
+goes through a single-thread executor that owns the write connection (writes are serialised
+in submission order, no lock contention), and API reads go through a second thread with its
+own connection, so a long ingest batch never makes `GET /devices` wait.
+
+After each write commits, the stream items it appended (the outbox) are handed to the
+`on_commit` callback on the event loop, from the writer thread, with `call_soon_threadsafe`.
+Callbacks run in FIFO order, so subscribers see items in commit order (= stream id order).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from .store import Store, StreamItem, connect, migrate
+
+log = logging.getLogger("gateway.db")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Database:
+    """Async access to the store. Use `async with Database(path, on_commit) as db`."""
+
+    def __init__(self, path: str | Path,
+                 on_commit: Callable[[list[StreamItem]], None] | None = None) -> None:
+        self.path = Path(path)
+        self.on_commit = on_commit
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="db-reader")
+        self._local = threading.local()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> Database:
+        self._loop = asyncio.get_running_loop()
+        await self._loop.run_in_executor(self._writer, self._open, False)
+        await self._loop.run_in_executor(self._reader, self._open, True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _open(self, readonly: bool) -> None:
+        conn = connect(self.path, readonly=readonly)
+        if not readonly:
+            version = migrate(conn)
+            log.info("db open path=%s schema=v%d journal=wal synchronous=full", self.path, version)
+        self._local.store = Store(conn)
+
+    def _close_conn(self) -> None:
+        store: Store | None = getattr(self._local, "store", None)
+        if store is not None:
+            store.conn.close()
+            self._local.store = None
+
+    async def close(self) -> None:
+        if self._loop is None:
+            return
+        loop, self._loop = self._loop, None
+        for ex in (self._reader, self._writer):
+            try:
+                await loop.run_in_executor(ex, self._close_conn)
+            finally:
+                ex.shutdown(wait=True)
+
+    def _run_write(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        store: Store = self._local.store
+        try:
+            return fn(store, *args, **kwargs)
+        finally:
+            if store.conn.in_transaction:  # a bug: fn left a transaction open
+                store.conn.execute("ROLLBACK")
+                store.take_outbox()
+                log.error("write left a transaction open fn=%s; rolled back", fn.__name__)
+            # what committed is announced even if fn raised after its commit
+            items = store.take_outbox()
+            if items and self.on_commit is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_commit, items)
+
+    async def write(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
+                    **kwargs: P.kwargs) -> T:
+        """Run `fn(store, ...)` on the writer thread. `fn` opens its own transaction."""
+        if self._loop is None:
+            raise RuntimeError("database is closed")
+        return await self._loop.run_in_executor(self._writer, self._run_write, fn, args, kwargs)
+
+    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        return fn(self._local.store, *args, **kwargs)
+
+    async def read(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
+                   **kwargs: P.kwargs) -> T:
+        """Run `fn(store, ...)` on the reader thread (sees committed data only)."""
+        if self._loop is None:
+            raise RuntimeError("database is closed")
+        return await self._loop.run_in_executor(self._reader, self._run_read, fn, args, kwargs)

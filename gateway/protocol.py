@@ -1,0 +1,274 @@
+"""The device protocol (docs/protocol.md, version 1): topics, envelopes, validation, encoding.
+
+Pure: no I/O, no clock. Everything the gateway receives goes through `decode`, which either
+returns a typed message or raises `ProtocolError` with one of the rejection reasons the
+protocol names (`oversized`, `malformed`, `bad-version`, `topic-mismatch`, `bad-field`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias
+
+VERSION: Final = 1
+MAX_PAYLOAD: Final = 4096
+PREFIX: Final = "pe/1"
+GATEWAY_ID: Final = "gateway"
+GATEWAY_STATE_TOPIC: Final = f"{PREFIX}/gateway/state"
+
+DEVICE_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
+EVENT_TYPE_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
+MAX_ID_LEN: Final = 64
+
+#: Rejection reasons `decode` raises (the protocol's list minus `unknown-device`, which needs state).
+REASONS: Final = ("oversized", "malformed", "bad-version", "topic-mismatch", "bad-field")
+
+#: Channels a device publishes on, and the ones the gateway publishes on.
+INBOUND: Final = ("birth", "status", "evt", "reply")
+OUTBOUND: Final = ("cmd", "ctl")
+SUBSCRIPTIONS: Final = tuple(f"{PREFIX}/+/{ch}" for ch in INBOUND)
+
+REPLY_STATUSES: Final = ("accepted", "done", "rejected", "failed")
+
+Channel: TypeAlias = Literal["birth", "status", "evt", "reply", "cmd", "ctl"]
+
+
+class ProtocolError(ValueError):
+    """A message the protocol says to drop; `reason` is the counter name at `GET /stats`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Birth:
+    dev: str
+    t: int | None
+    kind: str
+    fw: str
+    caps: tuple[str, ...]
+    cfg: str
+    session: int
+    boot: int
+    reset: str | None
+    epoch: str
+    first: int
+    next: int
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    dev: str
+    t: int | None
+    online: bool
+    session: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    dev: str
+    type: str
+    seq: int
+    t: int | None
+    body: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    dev: str
+    id: str
+    t: int | None
+    status: str
+    reason: str | None
+    result: dict[str, Any] | None = field(hash=False)
+
+    @property
+    def final(self) -> bool:
+        return self.status != "accepted"
+
+
+Message: TypeAlias = Birth | Status | Event | Reply
+
+
+def is_device_id(value: object) -> bool:
+    return isinstance(value, str) and DEVICE_ID_RE.match(value) is not None and value != GATEWAY_ID
+
+
+def topic(dev: str, channel: Channel) -> str:
+    return f"{PREFIX}/{dev}/{channel}"
+
+
+def parse_topic(topic_: str) -> tuple[str, str]:
+    """`pe/1/{dev}/{channel}` → `(dev, channel)` for the channels a device publishes on."""
+    parts = topic_.split("/")
+    if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != PREFIX or parts[3] not in INBOUND:
+        raise ProtocolError("topic-mismatch", f"not a device topic: {topic_!r}")
+    if not is_device_id(parts[2]):
+        raise ProtocolError("topic-mismatch", f"bad device id in topic: {parts[2]!r}")
+    return parts[2], parts[3]
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _field(obj: dict[str, Any], name: str, where: str = "") -> Any:
+    if name not in obj:
+        raise ProtocolError("bad-field", f"missing {where}{name}")
+    return obj[name]
+
+
+def _int(obj: dict[str, Any], name: str, where: str = "", *, minimum: int | None = None) -> int:
+    v = _field(obj, name, where)
+    if not _is_int(v) or (minimum is not None and v < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ProtocolError("bad-field", f"{where}{name} must be an integer{bound}")
+    return v
+
+
+def _str(obj: dict[str, Any], name: str, where: str = "", *, max_len: int = 256,
+         allow_empty: bool = False) -> str:
+    v = _field(obj, name, where)
+    if not isinstance(v, str) or len(v) > max_len or (not v and not allow_empty):
+        raise ProtocolError("bad-field", f"{where}{name} must be a string of 1..{max_len} characters")
+    return v
+
+
+def _opt_str(obj: dict[str, Any], name: str, where: str = "", *, max_len: int = 256) -> str | None:
+    v = obj.get(name)
+    if v is not None and (not isinstance(v, str) or len(v) > max_len):
+        raise ProtocolError("bad-field", f"{where}{name} must be a string or null")
+    return v
+
+
+def _time(obj: dict[str, Any]) -> int | None:
+    t = _field(obj, "t")
+    if t is not None and (not _is_int(t) or t < 0):
+        raise ProtocolError("bad-field", "t must be milliseconds since the epoch or null")
+    return t
+
+
+def _body(obj: dict[str, Any]) -> dict[str, Any]:
+    body = _field(obj, "body")
+    if not isinstance(body, dict):
+        raise ProtocolError("bad-field", "body must be an object")
+    return body
+
+
+def decode_envelope(topic_: str, payload: bytes) -> tuple[str, dict[str, Any]]:
+    """Checks shared by every inbound message; returns `(channel, object)`."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ProtocolError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD}")
+    dev, channel = parse_topic(topic_)
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError("malformed", f"not UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("malformed", "payload is not a JSON object")
+    v = obj.get("v")
+    if not _is_int(v) or v != VERSION:
+        raise ProtocolError("bad-version", f"v={v!r}, this gateway speaks v={VERSION}")
+    d = _field(obj, "dev")
+    if not isinstance(d, str):
+        raise ProtocolError("bad-field", "dev must be a string")
+    if d != dev:
+        raise ProtocolError("topic-mismatch", f"dev={d!r} published on {topic_!r}")
+    _str(obj, "type", max_len=64)
+    return channel, obj
+
+
+def decode(topic_: str, payload: bytes) -> Message:
+    """Validate one inbound MQTT message; raise `ProtocolError(reason)` if the protocol says drop it."""
+    channel, obj = decode_envelope(topic_, payload)
+    dev: str = obj["dev"]
+    mtype: str = obj["type"]
+    t = _time(obj)
+    body = _body(obj)
+    if channel == "birth":
+        if mtype != "birth":
+            raise ProtocolError("bad-field", f"type {mtype!r} on a birth topic")
+        caps = _field(body, "caps", "body.")
+        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+            raise ProtocolError("bad-field", "body.caps must be a list of strings")
+        first = _int(body, "first", "body.", minimum=1)
+        nxt = _int(body, "next", "body.", minimum=1)
+        if nxt < first:
+            raise ProtocolError("bad-field", f"body.next ({nxt}) < body.first ({first})")
+        return Birth(dev=dev, t=t, kind=_str(body, "kind", "body.", max_len=64),
+                     fw=_str(body, "fw", "body.", max_len=64), caps=tuple(caps),
+                     cfg=_str(body, "cfg", "body.", max_len=64),
+                     session=_int(body, "session", "body.", minimum=0),
+                     boot=_int(body, "boot", "body.", minimum=0),
+                     reset=_opt_str(body, "reset", "body.", max_len=64),
+                     epoch=_str(body, "epoch", "body.", max_len=64), first=first, next=nxt)
+    if channel == "status":
+        if mtype not in ("online", "offline"):
+            raise ProtocolError("bad-field", f"status type must be online/offline, not {mtype!r}")
+        return Status(dev=dev, t=t, online=mtype == "online",
+                      session=_int(body, "session", "body.", minimum=0))
+    if channel == "evt":
+        if not EVENT_TYPE_RE.match(mtype):
+            raise ProtocolError("bad-field", f"bad event type {mtype!r}")
+        return Event(dev=dev, type=mtype, seq=_int(obj, "seq", minimum=1), t=t, body=body)
+    # reply
+    if mtype != "reply":
+        raise ProtocolError("bad-field", f"type {mtype!r} on a reply topic")
+    cid = _str(obj, "id", max_len=MAX_ID_LEN)
+    status = _field(body, "status", "body.")
+    if status not in REPLY_STATUSES:
+        raise ProtocolError("bad-field", f"body.status must be one of {', '.join(REPLY_STATUSES)}")
+    result = body.get("result")
+    if result is not None and not isinstance(result, dict):
+        raise ProtocolError("bad-field", "body.result must be an object or null")
+    return Reply(dev=dev, id=cid, t=t, status=status,
+                 reason=_opt_str(body, "reason", "body."), result=result)
+
+
+# -- encoding (gateway → device) -------------------------------------------------------------
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def encode_ack(dev: str, epoch: str, upto: int, now: int) -> bytes:
+    return _encode({"v": VERSION, "dev": dev, "type": "ack", "t": now,
+                    "body": {"epoch": epoch, "upto": upto, "now": now}})
+
+
+def encode_ctl_rebirth(dev: str, now: int) -> bytes:
+    return _encode({"v": VERSION, "dev": dev, "type": "rebirth", "t": now, "body": {}})
+
+
+def encode_cmd(dev: str, command_id: str, name: str, args: dict[str, Any], deadline: int,
+               now: int) -> bytes:
+    """A command envelope; raises `ProtocolError("oversized")` if it would not fit a device."""
+    payload = _encode({"v": VERSION, "dev": dev, "type": "cmd", "id": command_id, "t": now,
+                       "body": {"name": name, "args": args, "deadline": deadline}})
+    if len(payload) > MAX_PAYLOAD:
+        raise ProtocolError("oversized", f"command is {len(payload)} bytes > {MAX_PAYLOAD}")
+    return payload
+
+
+def encode_gateway_state(online: bool, now: int | None) -> bytes:
+    return _encode({"v": VERSION, "dev": GATEWAY_ID, "type": "online" if online else "offline",
+                    "t": now, "body": {}})
+
+
+def is_finite_json(value: Any) -> bool:
+    """True if `value` serialises to strict JSON (no NaN/Infinity)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return not (isinstance(value, float) and not math.isfinite(value))

@@ -1,0 +1,497 @@
+"""SQLite persistence: schema, migrations and the queries the gateway needs.
+
+Synchronous on purpose: a `Store` belongs to one thread (see `gateway.db`, which runs the
+single writer and one reader each on a thread of their own). Every state change that the
+outside world should hear about is also appended to the `stream` table in the same
+transaction (a transactional outbox); the items appended in a transaction are handed to
+`Store.take_outbox()` after it commits, so live subscribers never see something that was
+rolled back and can resume from the table after a disconnect.
+
+Durability: WAL with `synchronous=FULL`. The gateway acknowledges an event to the device
+after the commit, and the device then deletes it from its journal, so a committed
+transaction must survive power loss, not only a crash of the process. `NORMAL` in WAL mode
+survives a process crash but may lose the last commits on power loss: an acknowledged event
+would then be gone from both sides. The cost of FULL (one fsync per commit) is paid once
+per ingest batch, not once per event.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PENDING_STATUSES = ("queued", "sent", "accepted")
+FINAL_STATUSES = ("done", "rejected", "failed", "expired")
+COMMAND_STATUSES = PENDING_STATUSES + FINAL_STATUSES
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the walking skeleton
+    """
+    CREATE TABLE devices (
+        id         TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        fw         TEXT NOT NULL,
+        caps       TEXT NOT NULL,              -- JSON list
+        cfg        TEXT NOT NULL,
+        session    INTEGER NOT NULL,
+        epoch      TEXT NOT NULL,
+        boot       INTEGER NOT NULL,
+        reset      TEXT,
+        online     INTEGER NOT NULL DEFAULT 0,
+        last_seen  INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL
+    );
+    CREATE TABLE events (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        device    TEXT NOT NULL,
+        epoch     TEXT NOT NULL,
+        seq       INTEGER,                     -- NULL for events the gateway makes (journal.overflow)
+        type      TEXT NOT NULL,
+        t_device  INTEGER,
+        t_gateway INTEGER NOT NULL,
+        body      TEXT NOT NULL,               -- JSON object
+        UNIQUE (device, epoch, seq)
+    );
+    CREATE INDEX events_by_type ON events (type, id);
+    CREATE INDEX events_by_device ON events (device, id);
+    CREATE TABLE acks (
+        device TEXT NOT NULL,
+        epoch  TEXT NOT NULL,
+        upto   INTEGER NOT NULL,               -- every seq <= upto of this epoch is settled
+        PRIMARY KEY (device, epoch)
+    );
+    CREATE TABLE commands (
+        id        TEXT PRIMARY KEY,
+        device    TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        args      TEXT NOT NULL,               -- JSON object
+        idem_key  TEXT NOT NULL,
+        status    TEXT NOT NULL CHECK (status IN
+                  ('queued','sent','accepted','done','rejected','failed','expired')),
+        reason    TEXT,
+        result    TEXT,                        -- JSON object or NULL
+        deadline  INTEGER NOT NULL,
+        created   INTEGER NOT NULL,
+        updated   INTEGER NOT NULL,
+        late      INTEGER NOT NULL DEFAULT 0,
+        sends     INTEGER NOT NULL DEFAULT 0,
+        last_sent INTEGER,
+        UNIQUE (device, idem_key)
+    );
+    CREATE INDEX commands_pending ON commands (status) WHERE status IN ('queued','sent','accepted');
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    CREATE TABLE rejections (
+        reason TEXT PRIMARY KEY,
+        count  INTEGER NOT NULL
+    );
+    CREATE TABLE samples (
+        id          TEXT PRIMARY KEY,
+        title       TEXT NOT NULL,
+        image       TEXT,
+        url         TEXT,
+        description TEXT,
+        uid         TEXT UNIQUE
+    );
+    CREATE TABLE stream (
+        id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind  TEXT NOT NULL,                   -- event | device | command
+        data  TEXT NOT NULL
+    );
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One entry of the gateway's outward stream (SSE `id:` = `id`)."""
+    id: int
+    kind: str
+    data: dict[str, Any]
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open a connection in autocommit mode (transactions are explicit) with our pragmas."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True,
+                               isolation_level=None, check_same_thread=True)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 5000")
+    if not readonly:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RuntimeError(f"could not switch {path} to WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version (by `PRAGMA user_version`); returns it."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise RuntimeError(f"database schema v{current} is newer than this gateway "
+                           f"(v{len(MIGRATIONS)}): upgrade the gateway or use another --db")
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(MIGRATIONS[version - 1]):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
+
+
+def _statements(script: str) -> Iterator[str]:
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                yield buf
+            buf = ""
+    if buf.strip():
+        yield buf
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class Store:
+    """Queries over one connection. Not thread-safe: one Store per thread."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._outbox: list[StreamItem] = []
+        self._depth = 0
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """`BEGIN IMMEDIATE … COMMIT`; nested use becomes a savepoint that rolls back alone."""
+        if self._depth:
+            name = f"sp{self._depth}"
+            mark = len(self._outbox)
+            self.conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+                del self._outbox[mark:]
+                raise
+            else:
+                self.conn.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._outbox.clear()
+            raise
+        finally:
+            self._depth = 0
+
+    def take_outbox(self) -> list[StreamItem]:
+        """Stream items of the transactions committed since the last call."""
+        items, self._outbox = self._outbox, []
+        return items
+
+    # -- devices --------------------------------------------------------------------------
+
+    @staticmethod
+    def _device(row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        d = dict(row)
+        d["caps"] = _loads(d["caps"])
+        d["online"] = bool(d["online"])
+        return d
+
+    def get_device(self, device: str) -> dict[str, Any] | None:
+        return self._device(self.conn.execute("SELECT * FROM devices WHERE id = ?",
+                                              (device,)).fetchone())
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM devices ORDER BY id").fetchall()
+        return [d for d in map(self._device, rows) if d is not None]
+
+    def upsert_device(self, *, id: str, kind: str, fw: str, caps: Sequence[str], cfg: str,
+                      session: int, epoch: str, boot: int, reset: str | None, online: bool,
+                      now: int) -> None:
+        self.conn.execute(
+            """INSERT INTO devices (id, kind, fw, caps, cfg, session, epoch, boot, reset, online,
+                                    last_seen, first_seen)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT (id) DO UPDATE SET kind=excluded.kind, fw=excluded.fw,
+                 caps=excluded.caps, cfg=excluded.cfg, session=excluded.session,
+                 epoch=excluded.epoch, boot=excluded.boot, reset=excluded.reset,
+                 online=excluded.online, last_seen=excluded.last_seen""",
+            (id, kind, fw, _dumps(list(caps)), cfg, session, epoch, boot, reset, int(online),
+             now, now))
+
+    def set_online(self, device: str, online: bool, now: int) -> None:
+        self.conn.execute("UPDATE devices SET online = ?, last_seen = ? WHERE id = ?",
+                          (int(online), now, device))
+
+    def touch(self, devices: Sequence[str], now: int) -> None:
+        self.conn.executemany("UPDATE devices SET last_seen = ? WHERE id = ?",
+                              [(now, d) for d in devices])
+
+    # -- events ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        d["body"] = _loads(d["body"])
+        return d
+
+    def insert_event(self, device: str, epoch: str, seq: int | None, type: str,
+                     t_device: int | None, t_gateway: int, body: dict[str, Any]) -> int | None:
+        """Store one event and append it to the stream; returns its id if it was new, None for
+        a duplicate `(device, epoch, seq)`. Call inside `transaction()`."""
+        cur = self.conn.execute(
+            """INSERT INTO events (device, epoch, seq, type, t_device, t_gateway, body)
+               VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, epoch, seq) DO NOTHING""",
+            (device, epoch, seq, type, t_device, t_gateway, _dumps(body)))
+        if cur.rowcount == 0:
+            return None
+        eid = cur.lastrowid
+        assert eid is not None
+        self.append_stream("event", {"id": eid, "device": device, "epoch": epoch, "seq": seq,
+                                     "type": type, "t_device": t_device, "t_gateway": t_gateway,
+                                     "body": body})
+        return eid
+
+    def insert_events(self, rows: Sequence[tuple[str, str, int | None, str, int | None, int,
+                                                 dict[str, Any]]]) -> list[int | None]:
+        """`insert_event` for a batch, in one transaction."""
+        with self.transaction():
+            return [self.insert_event(*row) for row in rows]
+
+    def has_event(self, device: str, epoch: str, seq: int) -> bool:
+        return self.conn.execute("SELECT 1 FROM events WHERE device=? AND epoch=? AND seq=?",
+                                 (device, epoch, seq)).fetchone() is not None
+
+    def count_events_between(self, device: str, epoch: str, lo: int, hi: int) -> int:
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM events WHERE device=? AND epoch=? AND seq BETWEEN ? AND ?",
+            (device, epoch, lo, hi)).fetchone()[0]
+
+    def get_event(self, event_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else self._event(row)
+
+    def list_events(self, *, device: str | None = None, type: str | None = None,
+                    after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events WHERE id > ?"
+        args: list[Any] = [after]
+        if device is not None:
+            sql += " AND device = ?"
+            args.append(device)
+        if type is not None:
+            sql += " AND type = ?"
+            args.append(type)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [self._event(r) for r in self.conn.execute(sql, args).fetchall()]
+
+    # -- acknowledgement watermark --------------------------------------------------------
+
+    def get_watermark(self, device: str, epoch: str) -> int | None:
+        row = self.conn.execute("SELECT upto FROM acks WHERE device=? AND epoch=?",
+                                (device, epoch)).fetchone()
+        return None if row is None else row[0]
+
+    def set_watermark(self, device: str, epoch: str, upto: int) -> None:
+        self.conn.execute(
+            """INSERT INTO acks (device, epoch, upto) VALUES (?,?,?)
+               ON CONFLICT (device, epoch) DO UPDATE SET upto = MAX(upto, excluded.upto)""",
+            (device, epoch, upto))
+
+    def advance_watermark(self, device: str, epoch: str, start: int | None = None) -> int:
+        """Move the watermark over every stored seq contiguous above it; returns it."""
+        w = self.get_watermark(device, epoch) or 0
+        if start is not None:
+            w = max(w, start)
+        while self.has_event(device, epoch, w + 1):
+            w += 1
+        self.set_watermark(device, epoch, w)
+        return w
+
+    # -- commands -------------------------------------------------------------------------
+
+    @staticmethod
+    def _command(row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        d = dict(row)
+        d["args"] = _loads(d["args"])
+        d["result"] = _loads(d["result"])
+        d["late"] = bool(d["late"])
+        d["final"] = d["status"] in FINAL_STATUSES
+        return d
+
+    def get_command(self, command_id: str) -> dict[str, Any] | None:
+        return self._command(self.conn.execute("SELECT * FROM commands WHERE id = ?",
+                                               (command_id,)).fetchone())
+
+    def find_command(self, device: str, idem_key: str) -> dict[str, Any] | None:
+        return self._command(self.conn.execute(
+            "SELECT * FROM commands WHERE device = ? AND idem_key = ?",
+            (device, idem_key)).fetchone())
+
+    def insert_command(self, *, id: str, device: str, name: str, args: dict[str, Any],
+                       idem_key: str, deadline: int, now: int) -> dict[str, Any]:
+        self.conn.execute(
+            """INSERT INTO commands (id, device, name, args, idem_key, status, deadline,
+                                     created, updated)
+               VALUES (?,?,?,?,?,'queued',?,?,?)""",
+            (id, device, name, _dumps(args), idem_key, deadline, now, now))
+        cmd = self.get_command(id)
+        assert cmd is not None
+        self.append_stream("command", public_command(cmd))
+        return cmd
+
+    def update_command(self, command_id: str, *, status: str, now: int,
+                       expect: Sequence[str], reason: str | None = None,
+                       result: dict[str, Any] | None = None,
+                       late: bool = False) -> dict[str, Any] | None:
+        """Set the status if the current one is in `expect`; returns the new record or None."""
+        marks = ",".join("?" * len(expect))
+        cur = self.conn.execute(
+            f"""UPDATE commands SET status=?, reason=?, result=?, late=?, updated=?
+                WHERE id=? AND status IN ({marks})""",
+            (status, reason, None if result is None else _dumps(result), int(late), now,
+             command_id, *expect))
+        if cur.rowcount == 0:
+            return None
+        cmd = self.get_command(command_id)
+        assert cmd is not None
+        self.append_stream("command", public_command(cmd))
+        return cmd
+
+    def record_send(self, command_id: str, now: int) -> dict[str, Any] | None:
+        """Count a delivered publish; `queued` becomes `sent`. Returns the record if the
+        status changed."""
+        self.conn.execute("UPDATE commands SET sends = sends + 1, last_sent = ? WHERE id = ?",
+                          (now, command_id))
+        return self.update_command(command_id, status="sent", now=now, expect=("queued",))
+
+    def pending_commands(self, device: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT c.*, d.online AS device_online FROM commands c "
+               "JOIN devices d ON d.id = c.device "
+               "WHERE c.status IN ('queued','sent','accepted')")
+        args: tuple[Any, ...] = ()
+        if device is not None:
+            sql += " AND c.device = ?"
+            args = (device,)
+        out = []
+        for row in self.conn.execute(sql + " ORDER BY c.created", args).fetchall():
+            cmd = self._command(row)
+            assert cmd is not None
+            cmd["device_online"] = bool(cmd["device_online"])
+            out.append(cmd)
+        return out
+
+    def count_commands(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, COUNT(*) FROM commands GROUP BY status")
+        return {s: n for s, n in rows.fetchall()}
+
+    # -- counters -------------------------------------------------------------------------
+
+    def bump(self, name: str, n: int = 1) -> None:
+        if n:
+            self.conn.execute(
+                """INSERT INTO counters (name, value) VALUES (?, ?)
+                   ON CONFLICT (name) DO UPDATE SET value = value + excluded.value""", (name, n))
+
+    def bump_rejection(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.conn.execute(
+                """INSERT INTO rejections (reason, count) VALUES (?, ?)
+                   ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count""",
+                (reason, n))
+
+    def counters(self) -> dict[str, int]:
+        return {k: v for k, v in self.conn.execute("SELECT name, value FROM counters")}
+
+    def rejections(self) -> dict[str, int]:
+        return {k: v for k, v in self.conn.execute("SELECT reason, count FROM rejections")}
+
+    # -- samples --------------------------------------------------------------------------
+
+    def list_samples(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM samples ORDER BY id")]
+
+    def get_sample(self, sample_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def sample_by_uid(self, uid: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM samples WHERE uid = ?", (uid,)).fetchone()
+        return None if row is None else dict(row)
+
+    def put_sample(self, sample: dict[str, Any]) -> None:
+        self.conn.execute(
+            """INSERT INTO samples (id, title, image, url, description, uid) VALUES (?,?,?,?,?,?)
+               ON CONFLICT (id) DO UPDATE SET title=excluded.title, image=excluded.image,
+                 url=excluded.url, description=excluded.description, uid=excluded.uid""",
+            (sample["id"], sample["title"], sample.get("image"), sample.get("url"),
+             sample.get("description"), sample.get("uid")))
+
+    # -- stream (outbox) ------------------------------------------------------------------
+
+    def append_stream(self, kind: str, data: dict[str, Any]) -> StreamItem:
+        cur = self.conn.execute("INSERT INTO stream (kind, data) VALUES (?, ?)",
+                                (kind, _dumps(data)))
+        assert cur.lastrowid is not None
+        item = StreamItem(cur.lastrowid, kind, data)
+        self._outbox.append(item)
+        return item
+
+    def stream_after(self, after: int, limit: int = 500) -> list[StreamItem]:
+        rows = self.conn.execute("SELECT id, kind, data FROM stream WHERE id > ? ORDER BY id "
+                                 "LIMIT ?", (after, limit)).fetchall()
+        return [StreamItem(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def last_stream_id(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM stream").fetchone()[0]
+
+    def prune_stream(self, keep: int) -> int:
+        """Drop stream rows older than the newest `keep` (resume only reaches that far)."""
+        cur = self.conn.execute("DELETE FROM stream WHERE id <= (SELECT MAX(id) FROM stream) - ?",
+                                (keep,))
+        return cur.rowcount
+
+
+def public_command(cmd: dict[str, Any]) -> dict[str, Any]:
+    """The command record as the API shows it."""
+    return {k: cmd[k] for k in ("id", "device", "name", "args", "idem_key", "status", "reason",
+                                "result", "deadline", "created", "updated", "late", "sends",
+                                "last_sent")} | {"final": cmd["status"] in FINAL_STATUSES}

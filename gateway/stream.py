@@ -1,0 +1,137 @@
+"""The outward stream: fan committed stream items out to subscribers, and render SSE.
+
+The `stream` table is the source of truth (see `gateway.store`); live delivery is a fast path.
+Each subscriber has a bounded queue; a subscriber that falls behind is marked `overflowed`
+instead of blocking everybody, and its SSE generator catches up from the table, so a slow
+client gets every item (or, past the retention window, knows it missed some) and never
+stalls ingest.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from .store import StreamItem
+
+KEEPALIVE_S = 15.0
+CATCHUP_PAGE = 500
+OVERFLOW = "overflow"
+CLOSED = "closed"
+
+
+class Subscription:
+    """One subscriber's bounded queue. On overflow the queue is emptied and replaced by a
+    single `OVERFLOW` marker; the consumer then catches up from the table."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[StreamItem | str] = asyncio.Queue(maxsize + 1)
+        self.maxsize = maxsize
+        self.overflowed = False
+        self.closed = False
+        self.first_dropped: int | None = None
+
+    def offer(self, item: StreamItem) -> None:
+        if self.closed:
+            return
+        if self.overflowed:
+            return
+        if self.queue.qsize() >= self.maxsize:
+            self.overflowed = True
+            self.first_dropped = item.id
+            self._empty()
+            self.queue.put_nowait(OVERFLOW)
+            return
+        self.queue.put_nowait(item)
+
+    def close(self) -> None:
+        self.closed = True
+        self._empty()
+        self.queue.put_nowait(CLOSED)
+
+    def reset(self) -> None:
+        self.overflowed = False
+        self.first_dropped = None
+        if not self.closed:
+            self._empty()
+
+    def _empty(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+
+class Broadcaster:
+    def __init__(self, queue_size: int = 1000) -> None:
+        self.queue_size = queue_size
+        self.subscribers: set[Subscription] = set()
+        self.last_id = 0
+        self.closed = False
+
+    def publish(self, items: list[StreamItem]) -> None:
+        for item in items:
+            self.last_id = max(self.last_id, item.id)
+            for sub in self.subscribers:
+                sub.offer(item)
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self.queue_size)
+        if self.closed:
+            sub.close()
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscribers.discard(sub)
+
+    def close(self) -> None:
+        """End every subscription (gateway shutdown)."""
+        self.closed = True
+        for sub in self.subscribers:
+            sub.close()
+
+
+def format_sse(item: StreamItem, data: dict[str, Any]) -> str:
+    return (f"id: {item.id}\nevent: {item.kind}\n"
+            f"data: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n")
+
+
+async def sse_events(broadcaster: Broadcaster, read_after: Callable[[int, int], Awaitable[list[StreamItem]]],
+                     render: Callable[[StreamItem], dict[str, Any]], last_event_id: int | None,
+                     keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[str]:
+    """SSE text for one client: items after `last_event_id` from the table (if given), then
+    live items; catch up from the table again whenever the live queue overflowed."""
+    sub = broadcaster.subscribe()
+    try:
+        yield "retry: 1000\n\n"
+        last = last_event_id
+        catch_up = last is not None
+        while True:
+            if catch_up and last is not None:
+                sub.reset()
+                page = await read_after(last, CATCHUP_PAGE)
+                for item in page:
+                    yield format_sse(item, render(item))
+                    last = item.id
+                if len(page) == CATCHUP_PAGE:
+                    continue
+                catch_up = False
+            try:
+                item = await asyncio.wait_for(sub.queue.get(), keepalive_s)
+            except asyncio.TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            if item == CLOSED:
+                return
+            if item == OVERFLOW:
+                if last is None:
+                    last = (sub.first_dropped or 1) - 1
+                catch_up = True
+                continue
+            assert isinstance(item, StreamItem)
+            if last is not None and item.id <= last:
+                continue
+            yield format_sse(item, render(item))
+            last = item.id
+    finally:
+        broadcaster.unsubscribe(sub)
