@@ -5,6 +5,7 @@ from edge import config
 
 APPS = {
     "sample-pad": ("edge.apps.pad", "SamplePad"),
+    "locker-bank": ("edge.apps.locker", "LockerBank"),
 }
 
 

@@ -1,0 +1,679 @@
+# Locker bank: compartments with a lock solenoid and a door reed each (optional occupancy
+# sensor), a keypad + display on one UART. docs/lockers.md is the contract: states, commands,
+# events, timings, what works offline.
+#
+# Safety rules enforced here, whatever the gateway says:
+# * one lock energized at a time (solenoid power budget), pulse never longer than 2 s;
+# * a door must be seen open after its pulse, else one retry, then `lock.jammed` + blocked;
+# * a door that opens without an unlock is `door.forced`: alarm, compartment blocked;
+# * no lock is ever energized at boot; a pickup cut short by a power failure is resolved by
+#   the door (and occupancy) sensor, not guessed;
+# * a pickup code opens once; codes are checked locally, so pickups work offline.
+#
+# Memory: per compartment a short list (not a dict) and entries in flat lists/bytearrays,
+# indexed by position `i`; `n` is the compartment number used on the wire.
+import asyncio
+import hashlib
+import time
+from binascii import hexlify
+
+from micropython import const
+
+from edge import fsutil
+from edge.runtime import Failed, Rejected
+
+# fields of a compartment record (persisted as a JSON list, in this order)
+_O = const(0)  # order id
+_H = const(1)  # live code hash (hex) or None
+_E = const(2)  # code expiry, unix ms, or None
+_X = const(3)  # out of order: 0/1
+_B = const(4)  # blocked cause ("forced", "jammed") or None
+_W = const(5)  # why the door is (about to be) open: pickup/load/service/retrieve/forced/boot
+_P = const(6)  # unlock pending: authorised, not yet seen open (persisted: a boot resolves it)
+_PH = const(7)  # the hash a pending pickup spent (given back if the door never opens)
+_NF = const(8)
+
+SIZES = ("S", "M", "L")
+STAFF_WHY = ("load", "service", "retrieve")
+USED_KEEP = 32  # spent/revoked code hashes remembered (to say `code.reused`, not `unknown`)
+USED_HEX = 16  # hex digits of a spent hash kept (collisions are irrelevant at this length)
+
+IDLE = "Enter your pickup code, then #"
+
+
+def hash_code(code, salt):
+    """Same as gateway.core.lockers.hash_code: hex SHA-256 of salt + code."""
+    return hexlify(hashlib.sha256((salt + code).encode()).digest()).decode()
+
+
+def _is_hash(h):
+    if not isinstance(h, str) or len(h) != 64:
+        return False
+    for ch in h:
+        if not ("0" <= ch <= "9" or "a" <= ch <= "f"):
+            return False
+    return True
+
+
+def _minutes(secs):
+    m = max(1, (int(secs) + 59) // 60)
+    return "%d minute%s" % (m, "" if m == 1 else "s")
+
+
+class LockerBank:
+    caps = ["lock", "door", "keypad", "set_order", "load_codes", "revoke", "open", "open_all",
+            "set_out_of_order", "clear", "status"]
+
+    def __init__(self, rt, hal, cfg):
+        self.rt = rt
+        rcfg = getattr(rt, "cfg", None) or {}
+        comps = cfg.get("compartments")
+        if not isinstance(comps, list) or not comps:
+            raise ValueError("app.compartments: list the compartments, e.g. [\"S\", \"M\", {\"id\": 3, \"size\": \"L\"}]")
+        self.pulse_ms = cfg.get("pulse_ms", 1000)
+        if not isinstance(self.pulse_ms, int) or not 50 <= self.pulse_ms <= 2000:
+            raise ValueError("app.pulse_ms must be 50-2000 (a lock solenoid is powered at most 2 s)")
+        self.verify_ms = cfg.get("verify_ms", 500)  # after the pulse, wait this long for the door to show open
+        self.retry_ms = cfg.get("retry_ms", 300)
+        self.gap_ms = cfg.get("gap_ms", 200)  # between two unlocks: the supply recovers
+        self.poll_ms = cfg.get("door_poll_ms", 100)
+        self.ajar_ms = int(cfg.get("ajar_s", 60) * 1000)
+        self.digits = cfg.get("code_digits", 6)
+        self.entry_ms = int(cfg.get("entry_timeout_s", 30) * 1000)
+        self.key_ms = cfg.get("key_poll_ms", 50)
+        lk = cfg.get("lockout") or {}
+        self.lk_after = lk.get("after", 3)
+        self.lk_window = int(lk.get("window_s", 300) * 1000)
+        self.lk_secs = lk.get("lock_s", [600, 1200, 1800])
+        self.lk_reset = int(lk.get("reset_s", 3600) * 1000)
+        self.salt = cfg.get("salt") or rcfg.get("device_id", "")
+        self.salt_id = hash_code("", self.salt)[:8]
+        occ_all = cfg.get("occupancy", False)
+
+        self.ids = []  # compartment numbers, in config order
+        self.idx = {}  # number -> position
+        self.size = ""
+        self.lock = []
+        self.door = []
+        self.occ = []  # occupancy input or None
+        for i, c in enumerate(comps):
+            if isinstance(c, str):
+                c = {"size": c}
+            n = c.get("id", i + 1)
+            if not isinstance(n, int) or n in self.idx or c.get("size") not in SIZES:
+                raise ValueError("app.compartments[%d]: needs a unique int id and size S/M/L" % i)
+            self.idx[n] = len(self.ids)
+            self.ids.append(n)
+            self.size += c["size"]
+            self.lock.append(hal.pin_out("lock_%d" % n, 0))  # de-energized from the first instant
+            self.door.append(hal.pin_in("door_%d" % n, "up"))  # reed to ground: 0 closed, 1 open (or cut wire)
+            self.occ.append(hal.pin_in("occ_%d" % n) if c.get("occ", occ_all) else None)
+        count = len(self.ids)
+        kp = cfg.get("keypad", "keypad")
+        self.kp = hal.uart(kp)
+        disp = cfg.get("display", kp)
+        self.disp = self.kp if disp == kp else hal.uart(disp)
+
+        data = rcfg.get("data_dir", "data")
+        fsutil.makedirs(data)
+        self.path = data + "/locker.json"
+        st = fsutil.load_json(self.path, None) or {}
+        saved = st.get("c") or {}
+        self.c = []
+        for n in self.ids:
+            s = saved.get(str(n))
+            self.c.append(s if isinstance(s, list) and len(s) == _NF else [None, None, None, 0, None, None, 0, None])
+        self.used = st.get("used") or []  # [hash[:16], compartment, order, "u" used | "r" revoked]
+        self.clk = None  # (unix ms, ticks) - a lower bound of the time after a reboot
+        if isinstance(st.get("clk"), int):
+            self.clk = (st["clk"], time.ticks_ms())
+        lkst = st.get("lk") or [0, 0]
+        self.lk_level = lkst[0]
+        self.lk_until = time.ticks_add(time.ticks_ms(), lkst[1]) if lkst[1] > 0 else None
+        self.lk_fails = []
+        self.lk_last = None
+
+        self.is_open = bytearray(count)
+        self.raw = bytearray(count)
+        self.ajar = bytearray(count)  # door.ajar already reported for this opening
+        self.opened_at = [0] * count
+        self.energized = None  # position of the lock being powered, or None
+        self.unlocking = None  # position whose unlock (pulse + verify) is running, or None
+        self.mutex = asyncio.Lock()
+        self.entry = ""
+        self.key_at = 0
+        self.commands = {"set_order": self.cmd_set_order, "load_codes": self.cmd_load_codes,
+                         "revoke": self.cmd_revoke, "open": self.cmd_open, "open_all": self.cmd_open_all,
+                         "set_out_of_order": self.cmd_set_out_of_order, "clear": self.cmd_clear,
+                         "status": self.cmd_status}
+
+    # --- helpers ----------------------------------------------------------------------
+    def _now(self):
+        t = self.rt.now()
+        if t is not None:
+            self.clk = (t, time.ticks_ms())
+            return t
+        if self.clk:
+            return self.clk[0] + time.ticks_diff(time.ticks_ms(), self.clk[1])
+        return None  # never had a clock: code expiry cannot be checked (the gateway revokes)
+
+    def _save(self):
+        rem = 0
+        if self._locked():
+            rem = time.ticks_diff(self.lk_until, time.ticks_ms())
+        c = {}
+        for i in range(len(self.ids)):
+            c[str(self.ids[i])] = self.c[i]
+        fsutil.save_json(self.path, {"v": 1, "c": c, "used": self.used, "lk": [self.lk_level, rem],
+                                     "clk": self._now()})
+
+    def _emit(self, etype, i, **kw):
+        kw["compartment"] = self.ids[i] if i is not None else None
+        self.rt.emit(etype, kw)
+
+    def _show(self, text):
+        try:
+            self.disp.write(text.encode() + b"\n")
+        except OSError:
+            pass  # a dead display must not stop the bank
+
+    def _occ(self, i):
+        p = self.occ[i]
+        return None if p is None else p.value()
+
+    def _state(self, i):
+        s = self.c[i]
+        if s[_B]:
+            return "blocked"
+        if s[_X]:
+            return "out_of_order"
+        if s[_O]:
+            return "loaded" if s[_H] else "held"
+        return "free"
+
+    def _find(self, h):
+        for i in range(len(self.c)):
+            if self.c[i][_H] == h:
+                return i
+        return None
+
+    def _used_entry(self, h):
+        h = h[:USED_HEX]
+        for u in self.used:
+            if u[0] == h:
+                return u
+        return None
+
+    def _remember(self, h, i, kind):
+        self._forget(h)
+        self.used.append([h[:USED_HEX], self.ids[i], self.c[i][_O], kind])
+        if len(self.used) > USED_KEEP:
+            self.used.pop(0)
+
+    def _forget(self, h):
+        h = h[:USED_HEX]
+        for k in range(len(self.used)):
+            if self.used[k][0] == h:
+                self.used.pop(k)
+                return
+
+    def _clear_order(self, s):
+        s[_O] = s[_H] = s[_E] = s[_PH] = None
+
+    def _offline(self):
+        if getattr(self.rt, "gateway_online", None) is False:
+            return True
+        cl = getattr(self.rt, "client", None)
+        return cl is not None and not cl.is_connected()
+
+    # --- boot: resolve what a power cut interrupted ---------------------------------------
+    def _boot(self):
+        now = time.ticks_ms()
+        for i in range(len(self.ids)):
+            v = self.door[i].value()
+            self.is_open[i] = self.raw[i] = v
+            self.opened_at[i] = now
+            s = self.c[i]
+            if v:
+                if s[_W] and s[_P]:  # released just before the cut: the sensor says it opened
+                    s[_P] = 0
+                    self._emit("door.opened", i, why=s[_W], order=s[_O], boot=True)
+                elif not s[_W]:  # open for no known reason: report it, do not call it forced
+                    s[_W] = "boot"
+                    self._emit("door.open_at_boot", i, order=s[_O])
+            elif s[_W]:
+                if s[_P]:  # never seen open
+                    if s[_W] == "pickup":
+                        if self._occ(i) == 0:  # parcel gone: it opened and closed while we were down
+                            self._emit("pickup.collected", i, order=s[_O], occupied=0, boot=True)
+                            self._clear_order(s)
+                        else:  # the door stayed shut: the customer keeps the code
+                            s[_H] = s[_PH]
+                            s[_PH] = None
+                            if s[_H]:
+                                self._forget(s[_H])
+                            self._emit("pickup.interrupted", i, order=s[_O])
+                    s[_W] = None
+                    s[_P] = 0
+                else:  # was open at the cut and closed since: handle it as a close
+                    self._closed(i, None)
+        self._save()
+
+    # --- doors ------------------------------------------------------------------------------
+    def _opened(self, i):
+        s = self.c[i]
+        self.opened_at[i] = time.ticks_ms()
+        if s[_P] and self.unlocking == i:  # authorised only while its unlock is running
+            s[_P] = 0
+            self._save()
+            self._emit("door.opened", i, why=s[_W], order=s[_O])
+            if s[_W] == "pickup":
+                self._show("Door %d is open - please take your parcel and close the door" % self.ids[i])
+        else:
+            s[_W] = "forced"
+            s[_B] = "forced"
+            self._save()
+            self._emit("door.forced", i, order=s[_O])
+
+    def _closed(self, i, open_ms):
+        s = self.c[i]
+        why = s[_W]
+        s[_W] = None
+        self.ajar[i] = 0
+        occ = self._occ(i)
+        self._emit("door.closed", i, why=why, open_ms=open_ms, occupied=occ)
+        if why == "pickup":
+            if occ == 1:  # closed with the parcel still inside: the code is spent, staff reissue
+                s[_PH] = None
+                self._emit("pickup.incomplete", i, order=s[_O])
+            else:
+                self._emit("pickup.collected", i, order=s[_O], occupied=occ)
+                self._clear_order(s)
+                self._show("Thank you - enjoy your order")
+        elif why == "load":
+            if occ == 0:
+                self._emit("load.empty", i)
+            else:
+                self._emit("order.loaded", i, occupied=occ)
+        elif why == "retrieve":
+            self._emit("order.retrieved", i, order=s[_O], occupied=occ)
+            if occ != 1:
+                if s[_H]:
+                    self._remember(s[_H], i, "r")
+                self._clear_order(s)
+        self._save()
+
+    async def _doors(self):
+        count = len(self.ids)
+        while True:
+            self.rt.heartbeat()
+            now = time.ticks_ms()
+            for i in range(count):
+                v = self.door[i].value()
+                if v != self.is_open[i]:
+                    if v == self.raw[i]:  # same new value on two polls in a row: debounced
+                        self.is_open[i] = v
+                        if v:
+                            self._opened(i)
+                        else:
+                            self._closed(i, time.ticks_diff(now, self.opened_at[i]))
+                elif v and not self.ajar[i] and time.ticks_diff(now, self.opened_at[i]) > self.ajar_ms:
+                    self.ajar[i] = 1
+                    self._emit("door.ajar", i, why=self.c[i][_W], open_ms=time.ticks_diff(now, self.opened_at[i]))
+                    self._show("Door %d is still open - please close it" % self.ids[i])
+                self.raw[i] = v
+            await asyncio.sleep_ms(self.poll_ms)
+
+    # --- the lock ----------------------------------------------------------------------------
+    async def _pulse(self, i):
+        """Power one lock for at most pulse_ms; True once the door is confirmed open."""
+        if self.energized is not None:  # the mutex makes this impossible; refuse rather than trust it
+            raise Failed("unsafe")
+        lock = self.lock[i]
+        door = self.door[i]
+        self.energized = i
+        t0 = time.ticks_ms()
+        try:
+            lock.on()
+            while time.ticks_diff(time.ticks_ms(), t0) < self.pulse_ms:
+                if door.value():
+                    break  # the latch let go: stop powering it
+                await asyncio.sleep_ms(20)
+        finally:
+            lock.off()
+            self.energized = None
+        s = self.c[i]
+        t1 = time.ticks_ms()
+        while s[_P] and time.ticks_diff(time.ticks_ms(), t1) < self.verify_ms:
+            await asyncio.sleep_ms(20)
+        return not s[_P]  # the door monitor saw it open (debounced)
+
+    async def _unlock(self, i, why, check=None):
+        """One door at a time. Returns the attempt that opened it (1 or 2), or 0: jammed."""
+        async with self.mutex:
+            if check:
+                check()
+            s = self.c[i]
+            s[_W] = why
+            s[_P] = 1
+            self._save()  # a power cut from here on is resolved by the door sensor at boot
+            self.unlocking = i
+            try:
+                for attempt in (1, 2):
+                    if await self._pulse(i):
+                        return attempt
+                    if attempt == 1:
+                        await asyncio.sleep_ms(self.retry_ms)
+                s[_P] = 0
+                s[_W] = None
+                s[_B] = "jammed"
+                if why == "pickup" and s[_PH]:  # the door never opened: the code was not used
+                    s[_H] = s[_PH]
+                    self._forget(s[_PH])
+                    s[_PH] = None
+                self._save()
+                self._emit("lock.jammed", i, why=why, attempts=2)
+                return 0
+            finally:
+                self.unlocking = None
+                await asyncio.sleep_ms(self.gap_ms)
+
+    # --- keypad ------------------------------------------------------------------------------
+    def _locked(self):
+        if self.lk_until is None:
+            return False
+        if time.ticks_diff(self.lk_until, time.ticks_ms()) > 0:
+            return True
+        self.lk_until = None
+        return False
+
+    def _reject(self, etype, n, reason, msg, order=None):
+        """Every rejected code counts toward the lockout: that also bounds how many events a
+        person at the keypad can put in the journal. `n` is a compartment number or None."""
+        now = time.ticks_ms()
+        if self.lk_last is not None and time.ticks_diff(now, self.lk_last) >= self.lk_reset:
+            self.lk_level = 0
+        self.lk_last = now
+        fails = [t for t in self.lk_fails if time.ticks_diff(now, t) < self.lk_window]
+        fails.append(now)
+        self.lk_fails = fails
+        body = {"compartment": n, "failures": len(fails)}
+        if reason:
+            body["reason"] = reason
+        if order:
+            body["order"] = order
+        self.rt.emit(etype, body)
+        if len(fails) < self.lk_after:
+            self._show(msg)
+            return
+        secs = self.lk_secs[min(self.lk_level, len(self.lk_secs) - 1)]
+        self.lk_level += 1
+        self.lk_fails = []
+        self.lk_until = time.ticks_add(now, int(secs * 1000))
+        self._save()
+        self.rt.emit("keypad.locked", {"for_s": secs, "level": self.lk_level, "failures": len(fails)})
+        self._show("Too many wrong codes - the keypad is locked for " + _minutes(secs))
+
+    def _enter(self, code):
+        if self._locked():
+            left = time.ticks_diff(self.lk_until, time.ticks_ms()) // 1000
+            self._show("The keypad is locked - please try again in " + _minutes(left))
+            return
+        if len(code) != self.digits:
+            self._show("Please enter all %d digits of your code, then #" % self.digits)
+            return
+        h = hash_code(code, self.salt)
+        i = self._find(h)
+        if i is None:
+            u = self._used_entry(h)
+            j = self.idx.get(u[1]) if u else None
+            if j is not None and self.c[j][_P]:
+                self._show("Door %d is opening" % u[1])  # the same code twice in a row
+            elif u and u[3] == "u":
+                self._reject("code.reused", u[1], None, "This code has already been used - "
+                             "if you did not get your parcel, please ask staff", u[2])
+            elif u:
+                self._reject("code.rejected", u[1], "revoked", "This code is no longer valid - please contact the store")
+            else:
+                self._reject("code.rejected", None, "unknown", "Code not recognised - please check it and try again")
+            return
+        s = self.c[i]
+        n = self.ids[i]
+        now = self._now()
+        if s[_B] or s[_X]:
+            self._reject("code.rejected", n, "blocked" if s[_B] else "out-of-order",
+                         "Locker %d needs staff attention - please ask at the store counter" % n)
+        elif s[_W] or self.is_open[i]:
+            self._reject("code.rejected", n, "door-open", "Door %d is already open" % n)
+        elif s[_E] is not None and now is not None and now >= s[_E]:
+            self._reject("code.rejected", n, "expired", "This code has expired - please contact the store")
+        else:
+            # spend the code before anything moves: a second entry is refused from here on
+            s[_PH] = h
+            s[_H] = None
+            s[_W] = "pickup"
+            s[_P] = 1
+            self._remember(h, i, "u")
+            self.lk_fails = []
+            self.lk_level = 0
+            self._save()
+            self._show("Code OK - door %d is opening" % n)
+            asyncio.create_task(self._pickup(i))
+
+    def _check_pickup(self, i):
+        # while this pickup waited for another door, its compartment may have been forced
+        # open (blocked) or taken out of order: give the code back and move nothing
+        s = self.c[i]
+        if s[_B] or s[_X] or s[_W] != "pickup" or self.is_open[i]:
+            if s[_W] == "pickup":
+                s[_W] = None
+            s[_P] = 0
+            if s[_PH]:
+                s[_H] = s[_PH]
+                self._forget(s[_PH])
+                s[_PH] = None
+            self._save()
+            raise Rejected("unavailable")
+
+    async def _pickup(self, i):
+        try:
+            ok = await self._unlock(i, "pickup", lambda: self._check_pickup(i))
+        except Rejected:
+            self._emit("pickup.interrupted", i, order=self.c[i][_O])
+            self._show("Locker %d needs staff attention - please ask at the store counter" % self.ids[i])
+            return
+        if not ok:
+            self._show("Sorry, door %d did not open. Staff have been told - please ask at the store "
+                       "counter, your parcel is safe" % self.ids[i])
+
+    def _key(self, k):
+        if 0x30 <= k <= 0x39:
+            if not self.entry and self._offline():
+                self._show("This locker is offline for new orders - your code still works")
+            if len(self.entry) <= self.digits:  # one extra digit marks an over-long entry
+                self.entry += chr(k)
+            self.key_at = time.ticks_ms()
+        elif k == 0x2A:  # '*': clear
+            self.entry = ""
+            self._show("Cleared - " + IDLE)
+        elif k == 0x23:  # '#': enter
+            code = self.entry
+            self.entry = ""
+            self._enter(code)
+
+    async def _keys(self):
+        while True:
+            data = self.kp.read()
+            if data:
+                for k in data:
+                    self._key(k)
+            elif self.entry and time.ticks_diff(time.ticks_ms(), self.key_at) > self.entry_ms:
+                self.entry = ""
+                self._show(IDLE)
+            await asyncio.sleep_ms(self.key_ms)
+
+    # --- commands ----------------------------------------------------------------------------
+    def _arg_c(self, args):
+        """The compartment named in `args`, as a position."""
+        n = args.get("compartment")
+        if not isinstance(n, int):
+            raise Rejected("bad-args")
+        i = self.idx.get(n)
+        if i is None:
+            raise Rejected("no-compartment")
+        return i
+
+    def _check_salt(self, args):
+        sid = args.get("salt_id")
+        if sid is not None and sid != self.salt_id:
+            raise Rejected("salt-mismatch")
+
+    def _set_order(self, e):
+        if not isinstance(e, dict):
+            raise Rejected("bad-args")
+        i = self._arg_c(e)
+        o = e.get("order")
+        h = e.get("hash")
+        exp = e.get("exp")
+        if not isinstance(o, str) or not 0 < len(o) <= 64 or not _is_hash(h) or \
+                not (exp is None or isinstance(exp, int)):
+            raise Rejected("bad-args")
+        s = self.c[i]
+        if s[_B]:
+            raise Rejected("blocked")
+        if s[_X]:
+            raise Rejected("out-of-order")
+        if s[_P] or s[_W] == "pickup":
+            raise Rejected("busy")
+        if s[_O] and s[_O] != o:
+            raise Rejected("occupied")
+        now = self._now()
+        if exp is not None and now is not None and exp <= now:
+            raise Rejected("expired")
+        other = self._find(h)
+        if other is not None and other != i:
+            raise Rejected("code-in-use")
+        if s[_H] and s[_H] != h:
+            self._remember(s[_H], i, "r")  # a reissued code replaces the old one
+        self._forget(h)
+        s[_O] = o
+        s[_H] = h
+        s[_E] = exp
+        return i
+
+    def _reply(self, i):
+        return {"compartment": self.ids[i], "state": self._state(i)}
+
+    async def cmd_set_order(self, args):
+        self._check_salt(args)
+        i = self._set_order(args)
+        self._save()
+        return self._reply(i)
+
+    async def cmd_load_codes(self, args):
+        self._check_salt(args)
+        orders = args.get("orders")
+        if not isinstance(orders, list) or len(orders) > len(self.ids):
+            raise Rejected("bad-args")
+        done, refused = [], []
+        for e in orders:
+            try:
+                done.append(self.ids[self._set_order(e)])
+            except Rejected as r:
+                refused.append([e.get("compartment") if isinstance(e, dict) else None, r.reason])
+        self._save()
+        return {"set": done, "refused": refused}
+
+    async def cmd_revoke(self, args):
+        i = self._arg_c(args)
+        s = self.c[i]
+        order = args.get("order")
+        if not s[_O]:
+            raise Rejected("empty")
+        if order is not None and order != s[_O]:
+            raise Rejected("wrong-order")
+        if s[_P] or s[_W] == "pickup":
+            raise Rejected("busy")
+        if s[_H]:
+            self._remember(s[_H], i, "r")
+        s[_H] = s[_E] = None
+        if args.get("forget"):  # the gateway knows the compartment is empty
+            self._clear_order(s)
+        self._save()
+        return self._reply(i)
+
+    def _check_open(self, i, why):
+        s = self.c[i]
+        if s[_P]:
+            raise Rejected("busy")
+        if s[_W] or self.is_open[i]:
+            raise Rejected("door-open")
+        if why == "service":
+            return  # staff may always open for service: that is how faults get fixed
+        if s[_B]:
+            raise Rejected("blocked")
+        if s[_X]:
+            raise Rejected("out-of-order")
+        if why == "load" and s[_O]:
+            raise Rejected("occupied")
+        if why == "retrieve" and not s[_O]:
+            raise Rejected("empty")
+
+    async def cmd_open(self, args):
+        i = self._arg_c(args)
+        why = args.get("reason")
+        if why not in STAFF_WHY:
+            raise Rejected("bad-args")
+        self._check_open(i, why)  # answer at once when the state says no
+        attempts = await self._unlock(i, why, lambda: self._check_open(i, why))  # and again in turn
+        if not attempts:
+            raise Failed("jammed", {"compartment": self.ids[i], "attempts": 2})
+        return {"compartment": self.ids[i], "attempts": attempts}
+
+    async def cmd_open_all(self, args):
+        if args.get("reason", "service") != "service":
+            raise Rejected("bad-args")
+        opened, jammed, skipped = [], [], []
+        for i in range(len(self.ids)):  # strictly one after the other
+            try:
+                a = await self._unlock(i, "service", lambda i=i: self._check_open(i, "service"))
+            except Rejected:
+                skipped.append(self.ids[i])
+                continue
+            (opened if a else jammed).append(self.ids[i])
+        return {"opened": opened, "jammed": jammed, "skipped": skipped}
+
+    async def cmd_set_out_of_order(self, args):
+        i = self._arg_c(args)
+        on = args.get("on", True)
+        s = self.c[i]
+        if on and s[_O] and not args.get("force"):
+            raise Rejected("occupied")
+        s[_X] = 1 if on else 0
+        self._save()
+        return self._reply(i)
+
+    async def cmd_clear(self, args):
+        i = self._arg_c(args)
+        s = self.c[i]
+        if not s[_B]:
+            raise Rejected("not-blocked")
+        if s[_W] or self.is_open[i]:
+            raise Rejected("door-open")
+        s[_B] = None
+        self._save()
+        return self._reply(i)
+
+    async def cmd_status(self, args):
+        comps = []
+        for i in range(len(self.ids)):
+            comps.append([self.ids[i], self.size[i], self._state(i), self.is_open[i], self._occ(i)])
+        left = time.ticks_diff(self.lk_until, time.ticks_ms()) // 1000 if self._locked() else 0
+        return {"compartments": comps, "keypad_locked_s": left, "salt_id": self.salt_id}
+
+    # --- main ----------------------------------------------------------------------------------
+    async def run(self):
+        self._boot()  # before any await: no command or key is handled until boot is resolved
+        self._show(IDLE)
+        asyncio.create_task(self._keys())
+        await self._doors()

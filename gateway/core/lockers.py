@@ -1,0 +1,629 @@
+"""Locker bank: compartments, orders and pickup codes. The pure core of the locker service.
+
+No I/O, no asyncio, no clock: every call that depends on time takes `now` (seconds; the
+service passes Unix time). Randomness comes from an injected `rng(n) -> int in [0, n)`
+(default `secrets.randbelow`), so tests are deterministic.
+
+Two kinds of calls:
+
+* **decisions** (`assign`, `check_open`, `redeem`, `cancel`, `set_out_of_order`, ...): they
+  change nothing and raise `Refused(reason)` when the rules say no;
+* **facts** reported by the bank's firmware (`loaded`, `pickup_opened`, `collected`,
+  `retrieved`, `block`, ...): a door that opened did open, so facts are applied even when the
+  gateway did not expect them; they raise `Refused` only when they name something unknown.
+
+Every order state change is recorded as a `Transition`; `take_changes()` hands them to the
+service, which turns each one into an event for the order system.
+
+Rules (docs/lockers.md): smallest fitting size (S→S/M/L, M→M/L, L→L), one live order per
+compartment, one live code per bank value, a code opens at most once, reservations and pickup
+windows expire, keypad lockout after repeated wrong codes.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from itertools import pairwise
+
+Rng = Callable[[int], int]
+
+
+# --- vocabulary ----------------------------------------------------------------------------
+class Size(StrEnum):
+    S = "S"
+    M = "M"
+    L = "L"
+
+
+# a parcel of size k may go into these compartment sizes, in order of preference
+FITS: dict[Size, tuple[Size, ...]] = {
+    Size.S: (Size.S, Size.M, Size.L),
+    Size.M: (Size.M, Size.L),
+    Size.L: (Size.L,),
+}
+
+
+class CompartmentState(StrEnum):
+    FREE = "free"  # empty, in service
+    RESERVED = "reserved"  # an order is assigned, waiting for staff to load it
+    LOADED = "loaded"  # parcel inside, order ready, code live
+    COLLECTING = "collecting"  # the pickup code opened the door; waiting for it to close empty
+    EXPIRED = "expired"  # parcel inside, pickup window passed: staff retrieves it
+    OUT_OF_ORDER = "out_of_order"  # staff took it out of service
+    BLOCKED = "blocked"  # the device saw a fault (door forced, lock jammed): staff must clear it
+
+
+class OrderState(StrEnum):
+    ASSIGNED = "assigned"
+    READY = "ready"
+    COLLECTED = "collected"
+    EXPIRED = "expired"
+    RETURNED = "returned"
+    CANCELLED = "cancelled"
+
+
+LIVE = frozenset({OrderState.ASSIGNED, OrderState.READY, OrderState.EXPIRED})  # holds a compartment
+
+# the order state machine; anything else is a bug and raises
+ORDER_TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
+    OrderState.ASSIGNED: frozenset({OrderState.READY, OrderState.CANCELLED}),
+    OrderState.READY: frozenset({OrderState.COLLECTED, OrderState.EXPIRED, OrderState.RETURNED}),
+    # a bank offline at expiry may still hand the parcel out: the door sensor is the truth
+    OrderState.EXPIRED: frozenset({OrderState.RETURNED, OrderState.COLLECTED}),
+    OrderState.COLLECTED: frozenset(),
+    OrderState.RETURNED: frozenset(),
+    OrderState.CANCELLED: frozenset(),
+}
+
+
+class Reason:
+    """Refusal reasons (the same words the firmware uses where the rule is the same)."""
+
+    BANK_FULL = "bank-full"  # fitting compartments exist but all are taken
+    NO_SIZE = "no-size"  # no in-service compartment of a fitting size in this bank
+    BAD_SIZE = "bad-size"
+    DUPLICATE_ORDER = "duplicate-order"  # the order id was used before and is finished
+    UNKNOWN_ORDER = "unknown-order"
+    NO_COMPARTMENT = "no-compartment"
+    NOT_RESERVED = "not-reserved"  # load: the compartment has no order waiting to be loaded
+    OCCUPIED = "occupied"  # holds a live order
+    EMPTY = "empty"  # holds no order
+    BUSY = "busy"  # a pickup is under way at that compartment
+    BLOCKED = "blocked"
+    OUT_OF_ORDER = "out-of-order"
+    NOT_BLOCKED = "not-blocked"
+    ORDER_STATE = "order-state"  # the order's state does not allow the action
+    BAD_PURPOSE = "bad-purpose"
+    BAD_CODE = "bad-code"  # not N digits
+    CODE_UNKNOWN = "code-unknown"
+    CODE_USED = "code-used"
+    CODE_REVOKED = "code-revoked"  # replaced by a newer code for the same order
+    CODE_EXPIRED = "code-expired"
+    KEYPAD_LOCKED = "keypad-locked"
+    NO_CODE = "no-code"  # could not draw a unique code (the rng is broken)
+
+
+class Refused(Exception):
+    """A rule said no. `reason` is one of `Reason`; nothing was changed."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# --- codes -----------------------------------------------------------------------------------
+def hash_code(code: str, salt: str) -> str:
+    """Hex SHA-256 of `salt + code`. The firmware computes the same with `hashlib.sha256`.
+
+    Deliberately cheap (one hash per keypad entry on a microcontroller). The trade-off: a
+    6-digit code has 10**6 values, so anyone holding a leaked hash and the salt finds the code
+    offline in well under a second, and a slow KDF (PBKDF2 at 10**5 rounds) would only stretch
+    that to hours while making every keypad entry take seconds on an ESP32. The hash keeps
+    codes out of logs, backups and flash dumps at a glance; the real defences are that codes
+    are one-use, expire, are useless without standing at the bank, and that the keypad locks
+    out after a few wrong entries.
+    """
+    return hashlib.sha256((salt + code).encode()).hexdigest()
+
+
+def salt_id(salt: str) -> str:
+    """First 8 hex digits of SHA-256(salt): lets the device check it holds the same salt."""
+    return hashlib.sha256(salt.encode()).hexdigest()[:8]
+
+
+def is_weak(code: str) -> bool:
+    """Codes a person might guess first: one repeated digit, or a straight run (123456, 654321)."""
+    if len(set(code)) == 1:
+        return True
+    steps = {(int(b) - int(a)) % 10 for a, b in pairwise(code)}
+    return steps in ({1}, {9})
+
+
+def draw_code(rng: Rng, digits: int = 6) -> str:
+    return str(rng(10**digits)).zfill(digits)
+
+
+# --- keypad lockout ----------------------------------------------------------------------------
+@dataclass
+class LockoutPolicy:
+    """`after` wrong codes within `window_s` lock the keypad for `lock_s[level]` (the last value
+    repeats); the level falls back to 0 after `reset_s` without a failure or on a good code."""
+
+    after: int = 3
+    window_s: float = 300.0
+    lock_s: tuple[float, ...] = (600.0, 1200.0, 1800.0)
+    reset_s: float = 3600.0
+
+
+@dataclass
+class Lockout:
+    policy: LockoutPolicy = field(default_factory=LockoutPolicy)
+    failures: list[float] = field(default_factory=list)
+    level: int = 0
+    until: float | None = None
+    last_failure: float | None = None
+
+    def locked(self, now: float) -> bool:
+        return self.until is not None and now < self.until
+
+    def failure(self, now: float) -> float | None:
+        """Count a wrong code. Returns the lock duration if this failure locks the keypad."""
+        p = self.policy
+        if self.last_failure is not None and now - self.last_failure >= p.reset_s:
+            self.level = 0
+        self.last_failure = now
+        self.failures = [t for t in self.failures if now - t < p.window_s] + [now]
+        if len(self.failures) < p.after:
+            return None
+        duration = p.lock_s[min(self.level, len(p.lock_s) - 1)]
+        self.level += 1
+        self.failures = []
+        self.until = now + duration
+        return duration
+
+    def success(self) -> None:
+        self.failures = []
+        self.level = 0
+
+
+# --- model ---------------------------------------------------------------------------------------
+@dataclass
+class Transition:
+    order_id: str
+    compartment_id: int
+    old: OrderState | None
+    new: OrderState
+    at: float
+    reason: str = ""
+
+
+@dataclass
+class IssuedCode:
+    """A freshly drawn pickup code. `code` (plain text) exists only here: hand it to the order
+    system once and drop it; the bank keeps `code_hash`. The device gets `set_order` with
+    `compartment`, `order`, `hash` and `exp` (= `expires_at`, in ms)."""
+
+    order_id: str
+    compartment_id: int
+    code: str
+    code_hash: str
+    expires_at: float
+
+
+@dataclass
+class Compartment:
+    id: int
+    size: Size
+    order_id: str | None = None
+    out_of_order: bool = False
+    blocked: str | None = None  # cause: "forced", "jammed", ...
+
+
+@dataclass
+class Order:
+    id: str
+    size: Size
+    compartment_id: int
+    state: OrderState
+    assigned_at: float
+    reserve_until: float
+    ready_at: float | None = None
+    pickup_until: float | None = None
+    code_hash: str | None = None
+    code_used_at: float | None = None  # the code opened the door (or was redeemed)
+    needs_code: bool = False  # the code was spent but the parcel is still inside: reissue
+    closed_at: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+
+PURPOSES = ("load", "service", "retrieve")
+
+
+class LockerBank:
+    """One bank: its compartments, the orders in them and their pickup codes."""
+
+    def __init__(self, bank_id: str, compartments: Iterable[tuple[int, Size | str]], *, salt: str,
+                 reserve_s: float = 4 * 3600, pickup_window_s: float = 3 * 24 * 3600, code_digits: int = 6,
+                 rng: Rng | None = None, lockout: LockoutPolicy | None = None):
+        self.id = bank_id
+        self.salt = salt
+        self.reserve_s = reserve_s
+        self.pickup_window_s = pickup_window_s
+        self.code_digits = code_digits
+        self.rng: Rng = rng or secrets.randbelow
+        self.lockout = Lockout(lockout or LockoutPolicy())
+        self.compartments: dict[int, Compartment] = {}
+        for cid, size in compartments:
+            if cid in self.compartments:
+                raise ValueError(f"compartment {cid} listed twice")
+            self.compartments[cid] = Compartment(cid, Size(size))
+        if not self.compartments:
+            raise ValueError("a bank needs at least one compartment")
+        self.orders: dict[str, Order] = {}
+        self._by_hash: dict[str, str] = {}  # every hash issued (until the order is forgotten) -> order id
+        self._changes: list[Transition] = []
+
+    # --- queries ------------------------------------------------------------------------------
+    def compartment(self, cid: int) -> Compartment:
+        c = self.compartments.get(cid)
+        if c is None:
+            raise Refused(Reason.NO_COMPARTMENT, str(cid))
+        return c
+
+    def order(self, order_id: str) -> Order:
+        o = self.orders.get(order_id)
+        if o is None:
+            raise Refused(Reason.UNKNOWN_ORDER, order_id)
+        return o
+
+    def order_in(self, cid: int) -> Order | None:
+        oid = self.compartment(cid).order_id
+        return self.orders[oid] if oid is not None else None
+
+    def state_of(self, cid: int) -> CompartmentState:
+        c = self.compartment(cid)
+        if c.blocked:
+            return CompartmentState.BLOCKED
+        if c.out_of_order:
+            return CompartmentState.OUT_OF_ORDER
+        o = self.orders[c.order_id] if c.order_id else None
+        if o is None:
+            return CompartmentState.FREE
+        if o.state is OrderState.ASSIGNED:
+            return CompartmentState.RESERVED
+        if o.state is OrderState.EXPIRED:
+            return CompartmentState.EXPIRED
+        if o.code_used_at is not None and not o.needs_code:
+            return CompartmentState.COLLECTING
+        return CompartmentState.LOADED
+
+    def live_orders(self) -> list[Order]:
+        return [o for o in self.orders.values() if o.live]
+
+    def take_changes(self) -> list[Transition]:
+        """Order state changes since the last call, oldest first (the service's outbox)."""
+        out, self._changes = self._changes, []
+        return out
+
+    # --- internal -----------------------------------------------------------------------------
+    def _move(self, o: Order, new: OrderState, now: float, reason: str = "") -> None:
+        if new not in ORDER_TRANSITIONS[o.state]:
+            raise AssertionError(f"order {o.id}: {o.state} -> {new} is not a transition")
+        old, o.state = o.state, new
+        if not o.live:
+            o.closed_at = now
+            c = self.compartments[o.compartment_id]
+            if c.order_id == o.id:
+                c.order_id = None
+        self._changes.append(Transition(o.id, o.compartment_id, old, new, now, reason))
+
+    def _usable(self, c: Compartment) -> bool:
+        return not c.blocked and not c.out_of_order
+
+    def _unavailable(self, c: Compartment) -> None:
+        if c.blocked:
+            raise Refused(Reason.BLOCKED, f"compartment {c.id}: {c.blocked}")
+        if c.out_of_order:
+            raise Refused(Reason.OUT_OF_ORDER, f"compartment {c.id}")
+
+    def _issue(self, o: Order, now: float) -> IssuedCode:
+        for _ in range(1000):
+            code = draw_code(self.rng, self.code_digits)
+            h = hash_code(code, self.salt)
+            # unique against every hash still remembered: live codes, and recently spent ones,
+            # so a `code.reused` report from the device always means what it says
+            if not is_weak(code) and h not in self._by_hash:
+                break
+        else:
+            raise Refused(Reason.NO_CODE, "1000 draws gave no unused code")
+        o.code_hash = h
+        o.code_used_at = None
+        o.needs_code = False
+        o.pickup_until = now + self.pickup_window_s
+        self._by_hash[h] = o.id
+        return IssuedCode(o.id, o.compartment_id, code, h, o.pickup_until)
+
+    # --- assignment -----------------------------------------------------------------------------
+    def assign(self, order_id: str, size: Size | str, now: float, reserve_s: float | None = None) -> Order:
+        """Reserve the smallest free compartment that fits. Asking again for a live order
+        returns its existing reservation (never a second compartment)."""
+        try:
+            size = Size(size)
+        except ValueError:
+            raise Refused(Reason.BAD_SIZE, repr(size)) from None
+        old = self.orders.get(order_id)
+        if old is not None:
+            if old.live and old.size is size:
+                return old
+            raise Refused(Reason.DUPLICATE_ORDER, order_id)
+        fitting = [c for c in self.compartments.values() if c.size in FITS[size] and self._usable(c)]
+        if not fitting:
+            raise Refused(Reason.NO_SIZE, f"no {size}-fitting compartment in service")
+        free = [c for c in fitting if c.order_id is None]
+        if not free:
+            raise Refused(Reason.BANK_FULL, f"all {len(fitting)} fitting compartments are taken")
+        rank = FITS[size].index
+        best = min(free, key=lambda c: (rank(c.size), c.id))
+        o = Order(order_id, size, best.id, OrderState.ASSIGNED, now,
+                  now + (self.reserve_s if reserve_s is None else reserve_s))
+        best.order_id = order_id
+        self.orders[order_id] = o
+        self._changes.append(Transition(order_id, best.id, None, OrderState.ASSIGNED, now, "assigned"))
+        return o
+
+    def cancel(self, order_id: str, now: float) -> Order:
+        """Drop a reservation before the parcel is loaded (a loaded one is retrieved instead)."""
+        o = self.order(order_id)
+        if o.state is not OrderState.ASSIGNED:
+            raise Refused(Reason.ORDER_STATE, f"order {order_id} is {o.state}")
+        self._move(o, OrderState.CANCELLED, now, "cancelled")
+        return o
+
+    # --- staff ------------------------------------------------------------------------------------
+    def check_open(self, cid: int, purpose: str) -> None:
+        """May staff open this compartment for `purpose` (load / service / retrieve)?"""
+        if purpose not in PURPOSES:
+            raise Refused(Reason.BAD_PURPOSE, purpose)
+        c = self.compartment(cid)
+        if purpose == "service":
+            return  # staff may always open for service (that is how faults get fixed)
+        self._unavailable(c)
+        st = self.state_of(cid)
+        if purpose == "load":
+            if st is CompartmentState.FREE:
+                raise Refused(Reason.NOT_RESERVED, f"compartment {cid}")
+            if st is not CompartmentState.RESERVED:
+                raise Refused(Reason.OCCUPIED, f"compartment {cid} is {st}")
+        else:  # retrieve
+            if st is CompartmentState.COLLECTING:
+                raise Refused(Reason.BUSY, f"a pickup is under way at compartment {cid}")
+            if st not in (CompartmentState.LOADED, CompartmentState.EXPIRED):
+                raise Refused(Reason.EMPTY, f"compartment {cid} is {st}")
+
+    def open_for_load(self, order_id: str) -> int:
+        o = self.order(order_id)
+        if o.state is not OrderState.ASSIGNED:
+            raise Refused(Reason.ORDER_STATE, f"order {order_id} is {o.state}")
+        self.check_open(o.compartment_id, "load")
+        return o.compartment_id
+
+    def open_for_retrieve(self, order_id: str) -> int:
+        o = self.order(order_id)
+        if o.state not in (OrderState.READY, OrderState.EXPIRED):
+            raise Refused(Reason.ORDER_STATE, f"order {order_id} is {o.state}")
+        self.check_open(o.compartment_id, "retrieve")
+        return o.compartment_id
+
+    def set_out_of_order(self, cid: int, on: bool, now: float, force: bool = False) -> None:
+        """Take a compartment out of service (or back). A compartment holding a live order is
+        refused unless `force` (its customer could not collect)."""
+        c = self.compartment(cid)
+        if on and c.order_id is not None and not force:
+            raise Refused(Reason.OCCUPIED, f"compartment {cid} holds order {c.order_id}")
+        c.out_of_order = on
+
+    def clear(self, cid: int) -> None:
+        """Staff checked a blocked compartment and releases it."""
+        c = self.compartment(cid)
+        if not c.blocked:
+            raise Refused(Reason.NOT_BLOCKED, f"compartment {cid}")
+        c.blocked = None
+
+    def reissue_code(self, order_id: str, now: float) -> IssuedCode:
+        """A new code for a ready order (the old one was spent without a pickup, or lost).
+        The old hash is revoked; the pickup window restarts."""
+        o = self.order(order_id)
+        if o.state is not OrderState.READY:
+            raise Refused(Reason.ORDER_STATE, f"order {order_id} is {o.state}")
+        return self._issue(o, now)
+
+    # --- time ----------------------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Transition]:
+        """Expire reservations (→ cancelled, compartment free) and pickup windows (→ expired,
+        code dead, staff retrieves). A pickup under way (code used, door open) is left alone."""
+        before = len(self._changes)
+        for o in list(self.orders.values()):
+            if o.state is OrderState.ASSIGNED and now >= o.reserve_until:
+                self._move(o, OrderState.CANCELLED, now, "reservation-expired")
+            elif (o.state is OrderState.READY and (o.code_used_at is None or o.needs_code)
+                  and o.pickup_until is not None and now >= o.pickup_until):
+                self._move(o, OrderState.EXPIRED, now, "pickup-window-passed")
+        return self._changes[before:]
+
+    # --- codes ---------------------------------------------------------------------------------------
+    def redeem(self, code: str, now: float) -> Order:
+        """Validate a code entered through the gateway (a kiosk or QR reader on the API). On
+        success the code is spent and the order's compartment may be opened for pickup. Wrong
+        codes count toward the keypad lockout. (The bank's firmware applies the same rules to
+        its own keypad, offline too.)"""
+        if self.lockout.locked(now):
+            raise Refused(Reason.KEYPAD_LOCKED)
+        if len(code) != self.code_digits or not code.isdigit():
+            raise Refused(Reason.BAD_CODE)
+        h = hash_code(code, self.salt)
+        oid = self._by_hash.get(h)
+        o = self.orders.get(oid) if oid else None
+        reason = None
+        if o is None:
+            reason = Reason.CODE_UNKNOWN
+        elif o.code_hash != h:
+            reason = Reason.CODE_REVOKED
+        elif o.code_used_at is not None or o.state is OrderState.COLLECTED:
+            reason = Reason.CODE_USED
+        elif o.state is not OrderState.READY or (o.pickup_until is not None and now >= o.pickup_until):
+            reason = Reason.CODE_EXPIRED
+        if reason:
+            self.lockout.failure(now)
+            raise Refused(reason)
+        assert o is not None
+        self._unavailable(self.compartments[o.compartment_id])
+        o.code_used_at = now
+        self.lockout.success()
+        return o
+
+    # --- facts from the device -------------------------------------------------------------------------
+    def loaded(self, cid: int, occupied: bool | None, now: float) -> IssuedCode | None:
+        """The load door closed. Occupied (or no sensor: `None`) → order ready and a code is
+        issued; sensed empty → the order stays assigned (staff must load again)."""
+        o = self.order_in(cid)
+        if o is None or o.state is not OrderState.ASSIGNED:
+            raise Refused(Reason.NOT_RESERVED, f"compartment {cid}")
+        if occupied is False:
+            return None
+        issued = self._issue(o, now)
+        o.ready_at = now
+        self._move(o, OrderState.READY, now, "loaded")
+        return issued
+
+    def pickup_opened(self, cid: int, now: float) -> Order:
+        """The device let a code open this door (possibly offline): the code is spent."""
+        o = self.order_in(cid)
+        if o is None or o.state not in (OrderState.READY, OrderState.EXPIRED):
+            raise Refused(Reason.EMPTY, f"compartment {cid}")
+        if o.code_used_at is None:
+            o.code_used_at = now
+        return o
+
+    def pickup_interrupted(self, cid: int, now: float) -> Order:
+        """Power failed while the lock was being released and the door stayed shut: the device
+        gave the code back, and so do we."""
+        o = self.order_in(cid)
+        if o is None:
+            raise Refused(Reason.EMPTY, f"compartment {cid}")
+        if o.state is OrderState.READY:
+            o.code_used_at = None
+        return o
+
+    def pickup_incomplete(self, cid: int, now: float) -> Order:
+        """The pickup door closed but the occupancy sensor still sees the parcel. The code is
+        spent (one use); the order stays ready and needs `reissue_code`."""
+        o = self.order_in(cid)
+        if o is None or o.state not in (OrderState.READY, OrderState.EXPIRED):
+            raise Refused(Reason.EMPTY, f"compartment {cid}")
+        if o.code_used_at is None:
+            o.code_used_at = now
+        o.needs_code = True
+        return o
+
+    def collected(self, cid: int, now: float) -> Order:
+        """The pickup door closed with the compartment empty."""
+        o = self.order_in(cid)
+        if o is None or o.state not in (OrderState.READY, OrderState.EXPIRED):
+            raise Refused(Reason.EMPTY, f"compartment {cid}")
+        if o.code_used_at is None:
+            o.code_used_at = now
+        self._move(o, OrderState.COLLECTED, now, "collected")
+        return o
+
+    def retrieved(self, cid: int, occupied: bool | None, now: float) -> Order | None:
+        """Staff's retrieve door closed. Empty (or no sensor) → order returned, compartment free;
+        still occupied → nothing changes."""
+        o = self.order_in(cid)
+        if o is None or o.state not in (OrderState.READY, OrderState.EXPIRED):
+            raise Refused(Reason.EMPTY, f"compartment {cid}")
+        if occupied:
+            return None
+        self._move(o, OrderState.RETURNED, now, "retrieved")
+        return o
+
+    def block(self, cid: int, cause: str) -> None:
+        """The device blocked the compartment (door forced, lock jammed)."""
+        self.compartment(cid).blocked = cause
+
+    # --- housekeeping ----------------------------------------------------------------------------------
+    def forget(self, order_id: str) -> None:
+        """Drop a finished order (and its hashes) once the service has archived it."""
+        o = self.order(order_id)
+        if o.live:
+            raise Refused(Reason.ORDER_STATE, f"order {order_id} is {o.state}")
+        del self.orders[order_id]
+        for h in [h for h, oid in self._by_hash.items() if oid == order_id]:
+            del self._by_hash[h]
+
+    def to_dict(self) -> dict:
+        """Everything but the rng and the outbox, JSON-ready (the service stores it)."""
+        from dataclasses import asdict
+        return {"id": self.id, "salt": self.salt, "reserve_s": self.reserve_s,
+                "pickup_window_s": self.pickup_window_s, "code_digits": self.code_digits,
+                "lockout": {**asdict(self.lockout.policy), "lock_s": list(self.lockout.policy.lock_s)},
+                "lockout_state": {"failures": self.lockout.failures, "level": self.lockout.level,
+                                  "until": self.lockout.until, "last_failure": self.lockout.last_failure},
+                "compartments": [asdict(c) for c in self.compartments.values()],
+                "orders": [asdict(o) for o in self.orders.values()], "hashes": dict(self._by_hash)}
+
+    @classmethod
+    def from_dict(cls, d: dict, rng: Rng | None = None) -> LockerBank:
+        pol = dict(d["lockout"])
+        pol["lock_s"] = tuple(pol["lock_s"])
+        bank = cls(d["id"], [(c["id"], c["size"]) for c in d["compartments"]], salt=d["salt"],
+                   reserve_s=d["reserve_s"], pickup_window_s=d["pickup_window_s"],
+                   code_digits=d["code_digits"], rng=rng, lockout=LockoutPolicy(**pol))
+        for c in d["compartments"]:
+            comp = bank.compartments[c["id"]]
+            comp.order_id, comp.out_of_order, comp.blocked = c["order_id"], c["out_of_order"], c["blocked"]
+        for o in d["orders"]:
+            o = dict(o, size=Size(o["size"]), state=OrderState(o["state"]))
+            bank.orders[o["id"]] = Order(**o)
+        bank._by_hash = dict(d["hashes"])
+        ls = d.get("lockout_state") or {}
+        bank.lockout.failures = list(ls.get("failures", []))
+        bank.lockout.level = ls.get("level", 0)
+        bank.lockout.until = ls.get("until")
+        bank.lockout.last_failure = ls.get("last_failure")
+        return bank
+
+    def snapshot(self) -> list[dict]:
+        """Compartments with their state and order, for the API and the dashboard."""
+        return [{"id": c.id, "size": str(c.size), "state": str(self.state_of(c.id)), "order": c.order_id,
+                 "blocked": c.blocked} for c in sorted(self.compartments.values(), key=lambda c: c.id)]
+
+
+def device_event(bank: LockerBank, etype: str, body: dict, now: float) -> IssuedCode | None:
+    """Apply one firmware event (docs/lockers.md) to the bank. Returns a freshly issued code
+    when the event made an order ready (the service then sends `set_order` to the device and
+    the code to the order system). Events that change no order state (alarms, rejected codes)
+    are ignored here; the service records and forwards them."""
+    cid = body.get("compartment")
+    if etype == "order.loaded":
+        return bank.loaded(cid, None if body.get("occupied") is None else bool(body["occupied"]), now)
+    if etype == "door.opened" and body.get("why") == "pickup":
+        bank.pickup_opened(cid, now)
+    elif etype == "pickup.collected":
+        bank.collected(cid, now)
+    elif etype == "pickup.incomplete":
+        bank.pickup_incomplete(cid, now)
+    elif etype == "pickup.interrupted":
+        bank.pickup_interrupted(cid, now)
+    elif etype == "order.retrieved":
+        occ = body.get("occupied")
+        bank.retrieved(cid, None if occ is None else bool(occ), now)
+    elif etype in ("door.forced", "lock.jammed"):
+        bank.block(cid, "forced" if etype == "door.forced" else "jammed")
+    return None

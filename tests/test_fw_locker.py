@@ -1,0 +1,467 @@
+"""The locker bank app (firmware/edge/apps/locker.py) in the real MicroPython binary, compiled
+with mpy-cross, on the real sim HAL against a real virtual rig.
+
+No MQTT here: a tiny fake runtime prints each event as a JSON line and takes commands as JSON
+lines on a rig UART named `ctl`. The test plays the world: spring-loaded doors that pop open
+when their lock is powered (unless the test jams them), customers typing on the keypad UART,
+parcels seen by the occupancy sensors.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from itertools import pairwise
+
+import pytest
+
+from gateway.core.lockers import hash_code, salt_id
+from hil.sim.firmware import build_mpy, micropython_binary, micropython_env
+from hil.sim.rig import VirtualRig
+
+SALT = "bank-salt-1"
+
+FAKE_RUNTIME = r'''
+import asyncio, json, sys, time
+from edge.hal_sim import SimHal
+from edge.runtime import Rejected, Failed
+from edge.apps.locker import LockerBank
+
+cfg = json.load(open(sys.argv[1]))
+
+class FakeRuntime:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.gateway_online = cfg.get("online")
+        self.n = 0
+    def now(self):
+        return int(time.time() * 1000)
+    def heartbeat(self):
+        pass
+    def emit(self, etype, body):
+        self.n += 1
+        print(json.dumps({"evt": etype, "n": self.n, "body": body}))
+        return self.n
+
+async def run_cmd(app, msg):
+    status, reason, result = "done", None, None
+    try:
+        result = await app.commands[msg["name"]](msg.get("args") or {})
+    except Rejected as r:
+        status, reason = "rejected", r.reason
+    except Failed as f:
+        status, reason, result = "failed", f.reason, f.result
+    print(json.dumps({"reply": msg["id"], "status": status, "reason": reason, "result": result}))
+
+async def commands(hal, app):
+    u = hal.uart("ctl")
+    buf = b""
+    while True:
+        d = u.read()
+        if d:
+            buf += d
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                asyncio.create_task(run_cmd(app, json.loads(line)))
+        await asyncio.sleep_ms(20)
+
+async def main():
+    hal = SimHal(cfg)
+    app = LockerBank(FakeRuntime(cfg), hal, cfg["app"])
+    print(json.dumps({"ready": 1}))
+    asyncio.create_task(commands(hal, app))
+    await app.run()
+
+asyncio.run(main())
+'''
+
+APP = {
+    "compartments": ["S", "M", {"id": 3, "size": "L"}],
+    "occupancy": True,
+    "salt": SALT,
+    "pulse_ms": 300,
+    "verify_ms": 300,
+    "retry_ms": 200,
+    "gap_ms": 100,
+    "door_poll_ms": 50,
+    "ajar_s": 1,
+    "lockout": {"after": 3, "window_s": 300, "lock_s": [2, 4, 6]},
+}
+
+
+class Bank:
+    """One locker-bank process plus the world around it (doors, parcels, keypad)."""
+
+    def __init__(self, rig: VirtualRig, workdir, dev: str, app: dict | None = None):
+        self.rig, self.dev = rig, dev
+        self.sim = rig.device(dev)
+        self.dir = workdir / dev
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "fake_rt.py").write_text(FAKE_RUNTIME)
+        cfg = {"device_id": dev, "data_dir": str(self.dir / "flash"), "app": app or APP,
+               "sim": {"host": "127.0.0.1", "port": rig.port}}
+        (self.dir / "config.json").write_text(json.dumps(cfg))
+        self.env = micropython_env(path=build_mpy())  # run bytecode, as a board does
+        self.jammed: set[int] = set()
+        self.msgs: list[dict] = []
+        self.cond = threading.Condition()
+        self.proc: subprocess.Popen | None = None
+        self.cmd_n = 0
+        self.sim.on_output.append(self._spring)
+
+    def _spring(self, pin: str, value: int) -> None:
+        # a powered lock releases the latch and the door springs open, unless jammed
+        if value and pin.startswith("lock_"):
+            n = int(pin[5:])
+            if n not in self.jammed:
+                self.sim.set_input(f"door_{n}", 1)
+
+    # --- process -------------------------------------------------------------------------
+    def start(self) -> Bank:
+        self.started_at = self.rig.trace.now()
+        self.proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=96k", str(self.dir / "fake_rt.py"),
+                                      str(self.dir / "config.json")], cwd=self.dir, env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self.wait(lambda m: m.get("ready"), "ready", start=len(self.msgs))
+        return self
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                msg = {"text": line.rstrip()}
+            with self.cond:
+                self.msgs.append(msg)
+                self.cond.notify_all()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    # --- reading ---------------------------------------------------------------------------
+    def wait(self, pred, what: str, timeout: float = 5.0, start: int = 0) -> dict:
+        with self.cond:
+            ok = self.cond.wait_for(lambda: any(pred(m) for m in self.msgs[start:]), timeout)
+            if not ok:
+                tail = "\n".join(json.dumps(m) for m in self.msgs[-15:])
+                raise AssertionError(f"{self.dev}: no {what} within {timeout}s; last messages:\n{tail}")
+            return next(m for m in self.msgs[start:] if pred(m))
+
+    def events(self, etype: str, start: int = 0) -> list[dict]:
+        with self.cond:
+            return [m["body"] for m in self.msgs[start:] if m.get("evt") == etype]
+
+    def wait_event(self, etype: str, timeout: float = 5.0, start: int = 0, **match) -> dict:
+        return self.wait(lambda m: m.get("evt") == etype and all(m["body"].get(k) == v for k, v in match.items()),
+                         f"event {etype} {match}", timeout, start)["body"]
+
+    def mark(self) -> int:
+        with self.cond:
+            return len(self.msgs)
+
+    # --- acting ----------------------------------------------------------------------------
+    def send(self, name: str, **args) -> str:
+        self.cmd_n += 1
+        cid = f"c{self.cmd_n}"
+        self.sim.uart_feed("ctl", json.dumps({"id": cid, "name": name, "args": args}).encode() + b"\n")
+        return cid
+
+    def reply(self, cid: str, timeout: float = 8.0) -> dict:
+        return self.wait(lambda m: m.get("reply") == cid, f"reply to {cid}", timeout)
+
+    def cmd(self, name: str, timeout: float = 8.0, **args) -> dict:
+        return self.reply(self.send(name, **args), timeout)
+
+    def set_order(self, n: int, order: str, code: str, exp: int | None = None) -> dict:
+        r = self.cmd("set_order", compartment=n, order=order, hash=hash_code(code, SALT), exp=exp,
+                     salt_id=salt_id(SALT))
+        assert r["status"] == "done", r
+        return r
+
+    def type(self, keys: str) -> None:
+        self.sim.uart_feed("keypad", keys.encode())
+
+    def display(self) -> str:
+        return bytes(self.sim.uart_from_fw.get("keypad", b"")).decode()
+
+    def wait_display(self, text: str, timeout: float = 3.0) -> None:
+        ok = self.sim.wait_for(lambda d: text in bytes(d.uart_from_fw.get("keypad", b"")).decode(), timeout)
+        assert ok, f"display never showed {text!r}; it showed:\n{self.display()}"
+
+    def pulses(self, n: int, since: float = 0.0) -> list[tuple[float, float]]:
+        """(on, off) intervals of lock n, from the rig's trace."""
+        out, on = [], None
+        for t, v in self.sim.output_history(f"lock_{n}"):
+            if t < since:
+                continue
+            if v and on is None:
+                on = t
+            elif not v and on is not None:
+                out.append((on, t))
+                on = None
+        if on is not None:
+            out.append((on, float("inf")))
+        return out
+
+    def all_pulses(self, since: float = 0.0) -> list[tuple[float, float, int]]:
+        return sorted((a, b, n) for n in (1, 2, 3) for a, b in self.pulses(n, since))
+
+    def close_door(self, n: int, parcel_inside: bool) -> None:
+        self.sim.set_input(f"occ_{n}", 1 if parcel_inside else 0)
+        self.sim.set_input(f"door_{n}", 0)
+
+
+@pytest.fixture
+def rig():
+    with VirtualRig() as r:
+        yield r
+
+
+@pytest.fixture
+def bank(rig, tmp_path):
+    made: list[Bank] = []
+
+    def make(dev: str = "locker-t1", app: dict | None = None, **world) -> Bank:
+        b = Bank(rig, tmp_path, dev, app)
+        for n in (1, 2, 3):  # doors shut, compartments empty, before power-on
+            b.sim.set_input(f"door_{n}", 0)
+            b.sim.set_input(f"occ_{n}", 0)
+        made.append(b)
+        return b
+    yield make
+    for b in made:
+        b.kill()
+
+
+def no_overlap(pulses) -> bool:
+    return all(b1 <= a2 for (_, b1, _), (a2, _, _) in pairwise(pulses))
+
+
+def test_code_opens_exactly_its_door_and_an_empty_close_reports_collected(bank):
+    b = bank().start()
+    b.set_order(2, "ord-2", "482913")
+    b.sim.set_input("occ_2", 1)  # the parcel is in
+    t0 = b.rig.trace.now()
+    b.type("48")
+    b.type("2913#")
+    opened = b.wait_event("door.opened", compartment=2)
+    assert opened == {"compartment": 2, "why": "pickup", "order": "ord-2"}
+    assert len(b.pulses(2, t0)) == 1 and not b.pulses(1, t0) and not b.pulses(3, t0)
+    on, off = b.pulses(2, t0)[0]
+    assert off - on < 0.3 + 0.15, "the pulse stops when the door opens, and never exceeds pulse_ms"
+    b.wait_display("Door 2 is open - please take your parcel and close the door")
+    ajar = b.wait_event("door.ajar", compartment=2, timeout=3)
+    assert ajar["why"] == "pickup" and ajar["open_ms"] >= 1000
+    b.close_door(2, parcel_inside=False)
+    collected = b.wait_event("pickup.collected")
+    assert collected == {"compartment": 2, "order": "ord-2", "occupied": 0}
+    closed = b.events("door.closed")[0]
+    assert closed["why"] == "pickup" and closed["occupied"] == 0 and closed["open_ms"] >= 1000
+    st = b.cmd("status")["result"]
+    assert [c[2] for c in st["compartments"]] == ["free", "free", "free"]
+
+
+def test_a_code_opens_once_and_its_reuse_is_refused_and_reported(bank):
+    b = bank().start()
+    b.set_order(1, "ord-1", "730145")
+    b.sim.set_input("occ_1", 1)
+    b.type("730145#")
+    b.wait_event("door.opened", compartment=1)
+    b.close_door(1, parcel_inside=False)
+    b.wait_event("pickup.collected", compartment=1)
+    t1 = b.rig.trace.now()
+    m = b.mark()
+    b.type("730145#")
+    reused = b.wait_event("code.reused", start=m)
+    assert reused == {"compartment": 1, "order": "ord-1", "failures": 1}
+    time.sleep(0.3)
+    assert not b.all_pulses(t1), "a spent code powers no lock"
+    b.wait_display("already been used")
+
+
+def test_three_wrong_codes_lock_the_keypad_with_growing_lockouts(bank):
+    b = bank().start()
+    b.set_order(3, "ord-3", "615204")
+    b.type("111112#")
+    b.type("999990#")
+    b.type("123450#")
+    locked = b.wait_event("keypad.locked")
+    assert locked == {"for_s": 2, "level": 1, "failures": 3}
+    rejected = b.events("code.rejected")
+    assert [r["reason"] for r in rejected] == ["unknown"] * 3 and [r["failures"] for r in rejected] == [1, 2, 3]
+    b.wait_display("locked for 1 minute")
+    b.kill()  # pulling the plug does not unlock the keypad
+    b.start()
+    t = b.rig.trace.now()
+    b.type("615204#")  # the right code, but the keypad is locked
+    b.wait_display("keypad is locked")
+    time.sleep(0.3)
+    assert not b.all_pulses(t) and not b.events("door.opened")
+    time.sleep(2.0)
+    m = b.mark()
+    for code in ("000001", "000002", "000003"):
+        b.type(code + "#")
+    assert b.wait_event("keypad.locked", start=m) == {"for_s": 4, "level": 2, "failures": 3}
+
+
+def test_lock_pulsed_but_door_never_opens_is_jammed_after_one_retry(bank):
+    b = bank().start()
+    b.set_order(1, "ord-1", "274610")
+    b.sim.set_input("occ_1", 1)
+    b.jammed.add(1)
+    t0 = b.rig.trace.now()
+    b.type("274610#")
+    jam = b.wait_event("lock.jammed", timeout=5)
+    assert jam == {"compartment": 1, "why": "pickup", "attempts": 2}
+    pulses = b.pulses(1, t0)
+    assert len(pulses) == 2 and all(0.25 <= off - on < 0.45 for on, off in pulses), pulses
+    assert not b.events("door.opened") and not b.events("door.forced")
+    b.wait_display("did not open")
+    assert b.cmd("status")["result"]["compartments"][0][2] == "blocked"
+    # staff free the latch and clear the block: the customer's code still works
+    b.jammed.clear()
+    assert b.cmd("clear", compartment=1)["status"] == "done"
+    b.type("274610#")
+    assert b.wait_event("door.opened", compartment=1)["why"] == "pickup"
+    # a staff command on a jammed lock fails with the reason
+    b.close_door(1, parcel_inside=False)
+    b.wait_event("pickup.collected", compartment=1)
+    b.jammed.add(2)
+    r = b.cmd("open", compartment=2, reason="load")
+    assert (r["status"], r["reason"], r["result"]) == ("failed", "jammed", {"compartment": 2, "attempts": 2})
+
+
+def test_door_opened_without_unlock_is_forced_and_blocks_the_compartment(bank):
+    b = bank().start()
+    b.set_order(3, "ord-3", "508317")
+    b.sim.set_input("door_3", 1)  # crowbar
+    forced = b.wait_event("door.forced")
+    assert forced == {"compartment": 3, "order": "ord-3"}
+    assert b.cmd("status")["result"]["compartments"][2][2] == "blocked"
+    b.type("508317#")
+    assert b.wait_event("code.rejected", compartment=3)["reason"] == "blocked"
+    r = b.cmd("clear", compartment=3)
+    assert (r["status"], r["reason"]) == ("rejected", "door-open")
+    b.sim.set_input("door_3", 0)
+    assert b.wait_event("door.closed", compartment=3)["why"] == "forced"
+    assert b.cmd("clear", compartment=3)["result"] == {"compartment": 3, "state": "loaded"}
+    assert not b.all_pulses(), "nothing was ever unlocked"
+
+
+def test_reboot_never_pulses_a_lock_restores_codes_and_resolves_the_pickup_by_the_sensor(bank):
+    b = bank().start()
+    b.set_order(1, "ord-1", "846201")
+    b.set_order(2, "ord-2", "319574")
+    b.set_order(3, "ord-3", "672058")
+    for n in (1, 2, 3):
+        b.sim.set_input(f"occ_{n}", 1)
+    # power fails while lock 2 is powered; the latch had let go and the customer opens the door
+    b.jammed.add(2)
+    b.type("319574#")
+    assert b.sim.wait_output("lock_2", 1, 3)
+    b.kill()
+    b.sim.set_input("door_2", 1)
+    b.jammed.clear()
+    m = b.mark()
+    b.start()
+    opened = b.wait_event("door.opened", compartment=2, start=m)
+    assert opened == {"compartment": 2, "why": "pickup", "order": "ord-2", "boot": True}
+    b.close_door(2, parcel_inside=False)
+    b.wait_event("pickup.collected", compartment=2)
+    assert not any(v for t, v in b.sim.output_history("lock_2") if t > b.started_at)
+    # power fails again mid-unlock, and this time the door stays shut
+    b.jammed.add(3)
+    b.type("672058#")
+    assert b.sim.wait_output("lock_3", 1, 3)
+    b.kill()
+    m = b.mark()
+    b.start()
+    assert b.wait_event("pickup.interrupted", start=m) == {"compartment": 3, "order": "ord-3"}
+    time.sleep(0.5)
+    assert not b.all_pulses(b.started_at), "no lock is powered at boot"
+    assert b.events("door.forced") == []
+    # codes survived both reboots: 1 still works, 3 got its code back, 2 is spent
+    b.jammed.clear()
+    b.type("846201#")
+    b.wait_event("door.opened", compartment=1, start=m)
+    b.type("672058#")
+    b.wait_event("door.opened", compartment=3, start=m)
+    b.type("319574#")
+    b.wait_event("code.reused", compartment=2, start=m)
+
+
+def test_unlocks_are_serialised_one_lock_at_a_time(bank):
+    b = bank().start()
+    b.set_order(3, "ord-3", "902746")
+    t0 = b.rig.trace.now()
+    c1 = b.send("open", compartment=1, reason="load")
+    c2 = b.send("open", compartment=2, reason="service")
+    b.type("902746#")  # a customer at the same moment
+    r1, r2 = b.reply(c1), b.reply(c2)
+    assert r1["status"] == r2["status"] == "done"
+    b.wait_event("door.opened", compartment=3)
+    pulses = b.all_pulses(t0)
+    assert sorted(n for _, _, n in pulses) == [1, 2, 3]
+    assert no_overlap(pulses), pulses
+    # staff: open all for service, strictly one after the other
+    m = b.mark()
+    for n in (1, 2, 3):
+        b.sim.set_input(f"door_{n}", 0)
+    b.wait(lambda _: len(b.events("door.closed", m)) == 3, "three doors closed")
+    t1 = b.rig.trace.now()
+    r = b.cmd("open_all", reason="service")
+    assert r["result"] == {"opened": [1, 2, 3], "jammed": [], "skipped": []}
+    pulses = b.all_pulses(t1)
+    assert [n for _, _, n in pulses] == [1, 2, 3] and no_overlap(pulses)
+
+
+def test_commands_are_refused_when_the_compartment_state_does_not_allow_them(bank):
+    b = bank().start()
+    # load flow: staff opens a free compartment, closes it with the parcel in
+    assert b.cmd("open", compartment=1, reason="load")["status"] == "done"
+    b.close_door(1, parcel_inside=True)
+    assert b.wait_event("order.loaded", compartment=1) == {"compartment": 1, "occupied": 1}
+    # ... or closes it empty: not loaded
+    assert b.cmd("open", compartment=2, reason="load")["status"] == "done"
+    b.close_door(2, parcel_inside=False)
+    assert b.wait_event("load.empty") == {"compartment": 2}
+    b.set_order(1, "ord-1", "385120")
+
+    def refused(name, **args):
+        r = b.cmd(name, **args)
+        assert r["status"] == "rejected", r
+        return r["reason"]
+
+    assert refused("open", compartment=1, reason="load") == "occupied"
+    assert refused("open", compartment=2, reason="retrieve") == "empty"
+    assert refused("open", compartment=9, reason="service") == "no-compartment"
+    assert refused("open", compartment=1, reason="pickup") == "bad-args"
+    assert refused("set_order", compartment=1, order="other", hash=hash_code("111", SALT)) == "occupied"
+    assert refused("set_order", compartment=2, order="ord-2", hash=hash_code("385120", SALT)) == "code-in-use"
+    assert refused("set_order", compartment=2, order="ord-2", hash="00" * 32, salt_id="deadbeef") == "salt-mismatch"
+    assert refused("set_order", compartment=2, order="ord-2", hash="00" * 32,
+                   exp=int(time.time() * 1000) - 1000) == "expired"
+    assert refused("revoke", compartment=2) == "empty"
+    assert refused("revoke", compartment=1, order="nope") == "wrong-order"
+    assert refused("set_out_of_order", compartment=1) == "occupied"
+    assert refused("clear", compartment=1) == "not-blocked"
+    assert b.cmd("set_out_of_order", compartment=2)["result"]["state"] == "out_of_order"
+    assert refused("open", compartment=2, reason="load") == "out-of-order"
+    assert refused("set_order", compartment=2, order="ord-2", hash="11" * 32) == "out-of-order"
+    # revoke: the code stops working, the parcel stays until staff retrieve it
+    assert b.cmd("revoke", compartment=1, order="ord-1")["result"]["state"] == "held"
+    b.type("385120#")
+    assert b.wait_event("code.rejected", compartment=1)["reason"] == "revoked"
+    assert b.cmd("open", compartment=1, reason="retrieve")["status"] == "done"
+    b.close_door(1, parcel_inside=False)
+    assert b.wait_event("order.retrieved") == {"compartment": 1, "order": "ord-1", "occupied": 0}
+    # load_codes: several at once, each refused on its own
+    r = b.cmd("load_codes", salt_id=salt_id(SALT), orders=[
+        {"compartment": 1, "order": "a", "hash": hash_code("104729", SALT)},
+        {"compartment": 2, "order": "b", "hash": hash_code("130363", SALT)},
+        {"compartment": 3, "order": "c", "hash": hash_code("104729", SALT)}])["result"]
+    assert r == {"set": [1], "refused": [[2, "out-of-order"], [3, "code-in-use"]]}
