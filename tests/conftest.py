@@ -1,5 +1,7 @@
 import pytest
 
+pytest_plugins = ["hil.pytest_plugin", "pytester"]
+
 from tests.support import Mosquitto
 
 
