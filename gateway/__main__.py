@@ -1,4 +1,8 @@
-"""`python -m gateway --broker 127.0.0.1:1883 --db var/gw.db --http 127.0.0.1:8080 --samples samples.json`"""
+"""Run the gateway.
+
+    python -m gateway --broker 127.0.0.1:1883 --db var/gw.db --http 127.0.0.1:8080 \\
+        --samples samples.json
+"""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Phygital Edge store gateway (MQTT ↔ SQLite ↔ HTTP).")
     p.add_argument("--broker", type=host_port(1883), default=("127.0.0.1", 1883),
                    metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
-    p.add_argument("--db", type=Path, default=Path("var/gw.db"), help="SQLite file (default var/gw.db)")
+    p.add_argument("--db", type=Path, default=Path("var/gw.db"),
+                   help="SQLite file (default var/gw.db)")
     p.add_argument("--http", type=host_port(8080), default=("127.0.0.1", 8080),
                    metavar="HOST:PORT", help="HTTP API listen address (default 127.0.0.1:8080)")
     p.add_argument("--samples", type=Path, default=None,
@@ -44,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default="pe-gateway",
                    help="MQTT client id (the broker keeps this session across restarts)")
     p.add_argument("--keepalive", type=int, default=30, help="MQTT keepalive seconds")
+    p.add_argument("--publish-timeout", type=float, default=5.0,
+                   help="seconds to wait for the broker's PUBACK before a publish counts as "
+                        "failed (default 5)")
     p.add_argument("--batch", type=int, default=256,
                    help="max messages per ingest transaction / ack round (default 256)")
     p.add_argument("--ack-linger-ms", type=float, default=0.0,
@@ -57,7 +65,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     return GatewayConfig(broker_host=args.broker[0], broker_port=args.broker[1], db_path=args.db,
                          http_host=args.http[0], http_port=args.http[1],
                          samples_file=args.samples, client_id=args.client_id,
-                         keepalive_s=args.keepalive, ingest_batch_max=args.batch,
+                         keepalive_s=args.keepalive, publish_timeout_s=args.publish_timeout,
+                         ingest_batch_max=args.batch,
                          ack_linger_s=args.ack_linger_ms / 1000)
 
 

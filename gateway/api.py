@@ -35,7 +35,8 @@ class CommandRequest(BaseModel):
         description="the caller's key: a retry with the same key returns the same command")
     timeout_s: float = Field(default=10.0, ge=0.1, le=300.0,
                              description="the device must answer within this many seconds")
-    wait: bool = Field(default=True, description="wait for the final outcome (up to timeout_s + 2 s)")
+    wait: bool = Field(default=True,
+                       description="wait for the final outcome (up to timeout_s + 2 s)")
 
 
 class SampleIn(BaseModel):
@@ -44,7 +45,8 @@ class SampleIn(BaseModel):
     image: str | None = None
     url: str | None = None
     description: str | None = None
-    uid: str | None = Field(default=None, description="tag UID (8 or 14 hex digits) mapped to this sample")
+    uid: str | None = Field(default=None,
+                            description="tag UID (8 or 14 hex digits) mapped to this sample")
 
 
 def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -103,14 +105,14 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.post("/devices/{device}/commands",
               responses={200: {"description": "final outcome"},
-                         202: {"description": "accepted, outcome pending (poll GET /commands/{id})"},
+                         202: {"description": "outcome pending (poll GET /commands/{id})"},
                          404: {"description": "unknown device"},
                          409: {"description": "idempotency key reused for a different command"}})
     async def post_command(device: str, req: CommandRequest) -> JSONResponse:
         if not protocol.is_device_id(device):
             raise HTTPException(404, f"unknown device {device!r}: not a valid device id")
         try:
-            cmd, created = await gw.commands.submit(device, req.name, req.args,
+            cmd, _created = await gw.commands.submit(device, req.name, req.args,
                                                     req.idempotency_key, req.timeout_s)
         except UnknownDevice:
             raise HTTPException(404, f"unknown device {device!r}: it has never sent a birth "

@@ -42,6 +42,7 @@ class GatewayConfig:
     samples_file: Path | None = None
     client_id: str = "pe-gateway"         # MQTT client id; the broker keeps its session
     keepalive_s: int = 30
+    publish_timeout_s: float = 5.0        # a QoS 1 publish without PUBACK by then has failed
     ingest_batch_max: int = 256           # ack coalescing: messages per transaction / ack round
     ack_linger_s: float = 0.0             # wait this long for more messages before a commit
     command_resend_s: float = 2.0         # resend pending commands this often while online
@@ -65,7 +66,8 @@ class Gateway:
         self.broadcaster = Broadcaster()
         self.db = Database(config.db_path, on_commit=self._on_commit)
         self.bus = MqttBus(config.broker_host, config.broker_port, self._on_message,
-                           client_id=config.client_id, keepalive=config.keepalive_s, clock=clock)
+                           client_id=config.client_id, keepalive=config.keepalive_s,
+                           publish_timeout=config.publish_timeout_s, clock=clock)
         self.commands = CommandService(self.db, self.bus.publish,
                                        resend_s=config.command_resend_s,
                                        grace_s=config.command_grace_s, clock=clock)
@@ -140,7 +142,7 @@ class Gateway:
             self.broadcaster.close()  # ends open SSE responses so uvicorn can finish
             try:
                 await asyncio.wait_for(asyncio.shield(serve), self.config.shutdown_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 server.force_exit = True
                 await serve
             finally:

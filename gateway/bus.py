@@ -59,7 +59,7 @@ class MqttBus:
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def _now(self) -> int | None:

@@ -150,13 +150,14 @@ class CommandService:
     """Submit commands, deliver them until a final answer or expiry, and wait for outcomes."""
 
     def __init__(self, db: Database, publish: Publisher, *, resend_s: float = 2.0,
-                 grace_s: float = 2.0, tick_s: float = 0.25,
+                 grace_s: float = 2.0, tick_s: float = 0.25, send_wait_s: float = 1.0,
                  clock: Callable[[], int] = now_ms) -> None:
         self.db = db
         self.publish = publish
         self.resend_ms = int(resend_s * 1000)
         self.grace_ms = int(grace_s * 1000)
         self.tick_s = tick_s
+        self.send_wait_s = send_wait_s
         self.clock = clock
         self.publish_failures = 0
         self._waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
@@ -190,8 +191,14 @@ class CommandService:
             log.info("command submitted command=%s device=%s name=%s deadline=%d online=%s",
                      cmd["id"], device, name, deadline, online)
             if online:
-                await self._send(cmd)
-                cmd = await self.get(cmd["id"]) or cmd
+                # deliver now, but do not hold the caller longer than `send_wait_s` if the
+                # broker is slow: the send goes on in the background, and ticks retry it
+                send = asyncio.get_running_loop().create_task(self._send(cmd))
+                self._tasks.add(send)
+                send.add_done_callback(self._tasks.discard)
+                await asyncio.wait({send}, timeout=self.send_wait_s)
+                latest = await self.db.read(Store.get_command, cmd["id"])
+                cmd = latest if latest is not None else cmd
         return public_command(cmd), created
 
     async def get(self, command_id: str) -> dict[str, Any] | None:
@@ -211,7 +218,7 @@ class CommandService:
                 return cmd
             try:
                 return await asyncio.wait_for(fut, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return await self.get(command_id)
         finally:
             waiters = self._waiters.get(command_id)

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,7 +231,7 @@ class IngestWorker:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def run(self) -> None:
@@ -254,8 +254,8 @@ class IngestWorker:
         eff = await self.db.write(apply_batch, batch, self.clock())
         self.batches += 1
         now = self.clock()
-        sends = [self._publish_ack(dev, epoch, upto, now)
-                 for dev, (epoch, upto) in eff.acks.items()]
+        sends: list[Awaitable[Any]] = [self._publish_ack(dev, epoch, upto, now)
+                                       for dev, (epoch, upto) in eff.acks.items()]
         mono = time.monotonic()
         for dev in eff.rebirths:
             if mono - self._last_rebirth.get(dev, -1e9) >= self.rebirth_interval_s:

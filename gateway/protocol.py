@@ -7,7 +7,6 @@ protocol names (`oversized`, `malformed`, `bad-version`, `topic-mismatch`, `bad-
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
@@ -22,7 +21,8 @@ DEVICE_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 EVENT_TYPE_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 MAX_ID_LEN: Final = 64
 
-#: Rejection reasons `decode` raises (the protocol's list minus `unknown-device`, which needs state).
+#: Rejection reasons `decode` raises (the protocol's list minus `unknown-device`: that one
+#: needs state, see gateway.ingest).
 REASONS: Final = ("oversized", "malformed", "bad-version", "topic-mismatch", "bad-field")
 
 #: Channels a device publishes on, and the ones the gateway publishes on.
@@ -133,14 +133,15 @@ def _int(obj: dict[str, Any], name: str, where: str = "", *, minimum: int | None
     if not _is_int(v) or (minimum is not None and v < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
         raise ProtocolError("bad-field", f"{where}{name} must be an integer{bound}")
-    return v
+    return int(v)
 
 
 def _str(obj: dict[str, Any], name: str, where: str = "", *, max_len: int = 256,
          allow_empty: bool = False) -> str:
     v = _field(obj, name, where)
     if not isinstance(v, str) or len(v) > max_len or (not v and not allow_empty):
-        raise ProtocolError("bad-field", f"{where}{name} must be a string of 1..{max_len} characters")
+        raise ProtocolError("bad-field",
+                            f"{where}{name} must be a string of 1..{max_len} characters")
     return v
 
 
@@ -155,7 +156,7 @@ def _time(obj: dict[str, Any]) -> int | None:
     t = _field(obj, "t")
     if t is not None and (not _is_int(t) or t < 0):
         raise ProtocolError("bad-field", "t must be milliseconds since the epoch or null")
-    return t
+    return None if t is None else int(t)
 
 
 def _body(obj: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +190,8 @@ def decode_envelope(topic_: str, payload: bytes) -> tuple[str, dict[str, Any]]:
 
 
 def decode(topic_: str, payload: bytes) -> Message:
-    """Validate one inbound MQTT message; raise `ProtocolError(reason)` if the protocol says drop it."""
+    """Validate one inbound MQTT message; raise `ProtocolError(reason)` if the protocol says
+    to drop it."""
     channel, obj = decode_envelope(topic_, payload)
     dev: str = obj["dev"]
     mtype: str = obj["type"]
@@ -264,11 +266,3 @@ def encode_gateway_state(online: bool, now: int | None) -> bytes:
     return _encode({"v": VERSION, "dev": GATEWAY_ID, "type": "online" if online else "offline",
                     "t": now, "body": {}})
 
-
-def is_finite_json(value: Any) -> bool:
-    """True if `value` serialises to strict JSON (no NaN/Infinity)."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return not (isinstance(value, float) and not math.isfinite(value))

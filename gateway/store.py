@@ -49,7 +49,7 @@ MIGRATIONS: tuple[str, ...] = (
         id        INTEGER PRIMARY KEY AUTOINCREMENT,
         device    TEXT NOT NULL,
         epoch     TEXT NOT NULL,
-        seq       INTEGER,                     -- NULL for events the gateway makes (journal.overflow)
+        seq       INTEGER,                     -- NULL: made by the gateway (journal.overflow)
         type      TEXT NOT NULL,
         t_device  INTEGER,
         t_gateway INTEGER NOT NULL,
@@ -104,6 +104,11 @@ MIGRATIONS: tuple[str, ...] = (
         kind  TEXT NOT NULL,                   -- event | device | command
         data  TEXT NOT NULL
     );
+    """,
+    # 2: remember which version of a samples-file entry was imported, so API edits survive a
+    #    restart unless the file's entry itself changed
+    """
+    ALTER TABLE samples ADD COLUMN seed TEXT;
     """,
 )
 
@@ -204,6 +209,7 @@ class Store:
             finally:
                 self._depth -= 1
             return
+        mark = len(self._outbox)  # items of earlier, committed transactions stay
         self.conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
@@ -212,7 +218,7 @@ class Store:
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
-            self._outbox.clear()
+            del self._outbox[mark:]
             raise
         finally:
             self._depth = 0
@@ -299,9 +305,9 @@ class Store:
                                  (device, epoch, seq)).fetchone() is not None
 
     def count_events_between(self, device: str, epoch: str, lo: int, hi: int) -> int:
-        return self.conn.execute(
+        return int(self.conn.execute(
             "SELECT COUNT(*) FROM events WHERE device=? AND epoch=? AND seq BETWEEN ? AND ?",
-            (device, epoch, lo, hi)).fetchone()[0]
+            (device, epoch, lo, hi)).fetchone()[0])
 
     def get_event(self, event_id: int) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
@@ -446,24 +452,37 @@ class Store:
 
     # -- samples --------------------------------------------------------------------------
 
+    _SAMPLE_COLS = "id, title, image, url, description, uid"
+
     def list_samples(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute("SELECT * FROM samples ORDER BY id")]
+        return [dict(r) for r in self.conn.execute(
+            f"SELECT {self._SAMPLE_COLS} FROM samples ORDER BY id")]
 
     def get_sample(self, sample_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        row = self.conn.execute(f"SELECT {self._SAMPLE_COLS} FROM samples WHERE id = ?",
+                                (sample_id,)).fetchone()
         return None if row is None else dict(row)
+
+    def sample_seed(self, sample_id: str) -> str | None:
+        row = self.conn.execute("SELECT seed FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        return None if row is None else row[0]
 
     def sample_by_uid(self, uid: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM samples WHERE uid = ?", (uid,)).fetchone()
+        row = self.conn.execute(f"SELECT {self._SAMPLE_COLS} FROM samples WHERE uid = ?",
+                                (uid,)).fetchone()
         return None if row is None else dict(row)
 
-    def put_sample(self, sample: dict[str, Any]) -> None:
+    def put_sample(self, sample: dict[str, Any], seed: str | None = None) -> None:
+        """Insert or replace a sample; `seed` (the imported file entry's hash) is kept as it
+        is unless given."""
         self.conn.execute(
-            """INSERT INTO samples (id, title, image, url, description, uid) VALUES (?,?,?,?,?,?)
+            """INSERT INTO samples (id, title, image, url, description, uid, seed)
+               VALUES (?,?,?,?,?,?,?)
                ON CONFLICT (id) DO UPDATE SET title=excluded.title, image=excluded.image,
-                 url=excluded.url, description=excluded.description, uid=excluded.uid""",
+                 url=excluded.url, description=excluded.description, uid=excluded.uid,
+                 seed=COALESCE(excluded.seed, seed)""",
             (sample["id"], sample["title"], sample.get("image"), sample.get("url"),
-             sample.get("description"), sample.get("uid")))
+             sample.get("description"), sample.get("uid"), seed))
 
     # -- stream (outbox) ------------------------------------------------------------------
 
@@ -481,7 +500,7 @@ class Store:
         return [StreamItem(r[0], r[1], json.loads(r[2])) for r in rows]
 
     def last_stream_id(self) -> int:
-        return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM stream").fetchone()[0]
+        return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM stream").fetchone()[0])
 
     def prune_stream(self, keep: int) -> int:
         """Drop stream rows older than the newest `keep` (resume only reaches that far)."""

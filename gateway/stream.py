@@ -96,7 +96,10 @@ def format_sse(item: StreamItem, data: dict[str, Any]) -> str:
             f"data: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n")
 
 
-async def sse_events(broadcaster: Broadcaster, read_after: Callable[[int, int], Awaitable[list[StreamItem]]],
+ReadAfter = Callable[[int, int], Awaitable[list[StreamItem]]]
+
+
+async def sse_events(broadcaster: Broadcaster, read_after: ReadAfter,
                      render: Callable[[StreamItem], dict[str, Any]], last_event_id: int | None,
                      keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[str]:
     """SSE text for one client: items after `last_event_id` from the table (if given), then
@@ -117,21 +120,21 @@ async def sse_events(broadcaster: Broadcaster, read_after: Callable[[int, int], 
                     continue
                 catch_up = False
             try:
-                item = await asyncio.wait_for(sub.queue.get(), keepalive_s)
-            except asyncio.TimeoutError:
+                got = await asyncio.wait_for(sub.queue.get(), keepalive_s)
+            except TimeoutError:
                 yield ": keepalive\n\n"
                 continue
-            if item == CLOSED:
-                return
-            if item == OVERFLOW:
+            if isinstance(got, str):
+                if got == CLOSED:
+                    return
+                # OVERFLOW: this client fell behind; continue from the table
                 if last is None:
                     last = (sub.first_dropped or 1) - 1
                 catch_up = True
                 continue
-            assert isinstance(item, StreamItem)
-            if last is not None and item.id <= last:
+            if last is not None and got.id <= last:
                 continue
-            yield format_sse(item, render(item))
-            last = item.id
+            yield format_sse(got, render(got))
+            last = got.id
     finally:
         broadcaster.unsubscribe(sub)

@@ -699,3 +699,36 @@ def test_firmware_compiles_with_mpy_cross(path, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "x.mpy").stat().st_size > 0
+
+
+def test_instant_emulator_card_reply_beats_the_timer():
+    """A card answering REQA must raise RxIRq, not TimerIRq, even with every delay at zero
+    (found by the tag station: the RPi mfrc522 library read the Timer IRQ as 'no tag')."""
+    from hil.sim.mfrc522 import MFRC522Emulator, NtagTag
+
+    emu = MFRC522Emulator(timing="instant")
+
+    def write(reg, *vals):
+        emu.transfer(bytes([(reg << 1) & 0x7E, *vals]))
+
+    def read(reg):
+        return emu.transfer(bytes([0x80 | ((reg << 1) & 0x7E), 0]))[1]
+
+    write(0x01, 0x0F)  # SoftReset
+    write(0x2A, 0x80)  # TModeReg: TAuto, timer starts after each frame
+    write(0x2B, 0xA9)
+    write(0x2C, 0x03)
+    write(0x2D, 0xE8)
+    write(0x14, 0x83)  # antenna on
+    emu.place(NtagTag.with_text(bytes([4, 1, 2, 3, 4, 5, 6]), "S-1"))
+    write(0x01, 0x00)
+    write(0x04, 0x7F)  # clear IRQs
+    write(0x0A, 0x80)  # flush FIFO
+    write(0x09, 0x26)  # REQA
+    write(0x0D, 0x07)
+    write(0x01, 0x0C)  # Transceive
+    write(0x0D, 0x87)  # StartSend
+    irq = read(0x04)
+    assert irq & 0x20, f"RxIRq not set: ComIrqReg={irq:#04x}"
+    assert not irq & 0x01, f"TimerIRq fired although the card answered: ComIrqReg={irq:#04x}"
+    assert read(0x0A) == 2  # ATQA in the FIFO

@@ -5,20 +5,20 @@ Tags without a readable id are mapped by UID: a catalog entry may name the `uid`
 attached to that sample. `tag.placed` events on the stream (and in `GET /events`) carry the
 resolved `content` (or `null`).
 
-The catalog lives in the `samples` table; `samples.json` seeds it at start (its entries
-overwrite the table's) and, when configured, every API edit is written back to it
-(atomically: temp file + rename, inside the DB transaction so a failed write rolls the edit
-back). The file stays the human-editable source and the table never disagrees with it
-after a restart. File format: `{"samples": [{"id", "title", "image", "url", "description",
-"uid"}]}`; a bare list, or an object keyed by sample id, is read too.
+The catalog lives in the `samples` table. `samples.json` seeds it at every start; `PUT
+/samples/{id}` edits the table only (the file is never written: it may be a packaged, read-only
+or version-controlled file). Each imported entry remembers a hash of its file version, so at
+the next start an entry is re-imported only if the file's entry changed: API edits survive
+restarts, and an edit made in the file still wins over an older API edit. File format: an
+object keyed by sample id (`{"S-1001": {"title": ...}}`), `{"samples": [{"id": ...}]}`, or a
+bare list of objects with `id`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,44 +86,39 @@ def parse_catalog(data: Any) -> list[dict[str, Any]]:
     return samples
 
 
-def _write_file(path: Path, samples: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".samples-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"samples": samples}, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _seed_hash(sample: dict[str, Any]) -> str:
+    canon = json.dumps(sample, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
-def _import_tx(store: Store, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _import_tx(store: Store, samples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Import file entries that are new or changed since their last import."""
+    changed = 0
     with store.transaction():
-        by_uid = {s["uid"]: s["id"] for s in samples if s["uid"]}
-        # a uid moving between samples: free it on the old one first
-        for s in store.list_samples():
-            if s["uid"] and by_uid.get(s["uid"], s["id"]) != s["id"]:
-                store.put_sample({**s, "uid": None})
         for s in samples:
-            store.put_sample(s)
-        return store.list_samples()
+            seed = _seed_hash(s)
+            if store.sample_seed(s["id"]) == seed and store.get_sample(s["id"]) is not None:
+                continue  # unchanged in the file: keep any API edit
+            if s["uid"]:
+                other = store.sample_by_uid(s["uid"])
+                if other is not None and other["id"] != s["id"]:
+                    log.warning("uid moved by samples file uid=%s from=%s to=%s", s["uid"],
+                                other["id"], s["id"])
+                    store.put_sample({**other, "uid": None})
+            store.put_sample(s, seed=seed)
+            changed += 1
+        return store.list_samples(), changed
 
 
-def _put_tx(store: Store, sample: dict[str, Any], file: Path | None) -> list[dict[str, Any]]:
+def _put_tx(store: Store, sample: dict[str, Any]) -> list[dict[str, Any]]:
     with store.transaction():
         if sample["uid"]:
             other = store.sample_by_uid(sample["uid"])
             if other is not None and other["id"] != sample["id"]:
-                raise CatalogConflict(f"uid {sample['uid']} already maps to sample {other['id']}")
+                raise CatalogConflict(f"uid {sample['uid']} already maps to sample {other['id']}; "
+                                      f"clear it there first (PUT /samples/{other['id']})")
         store.put_sample(sample)
-        catalog = store.list_samples()
-        if file is not None:
-            _write_file(file, catalog)
-        return catalog
+        return store.list_samples()
 
 
 class PadsService:
@@ -136,13 +131,16 @@ class PadsService:
         self._by_uid: dict[str, str] = {}
 
     async def load(self) -> None:
-        if self.samples_file is not None and self.samples_file.exists():
+        if self.samples_file is not None:
+            if not self.samples_file.is_file():
+                raise CatalogError(f"samples file {self.samples_file} not found (--samples)")
             try:
                 samples = parse_catalog(json.loads(self.samples_file.read_text("utf-8")))
             except (OSError, ValueError) as exc:
                 raise CatalogError(f"cannot load {self.samples_file}: {exc}") from exc
-            catalog = await self.db.write(_import_tx, samples)
-            log.info("samples loaded file=%s count=%d", self.samples_file, len(samples))
+            catalog, changed = await self.db.write(_import_tx, samples)
+            log.info("samples loaded file=%s entries=%d imported=%d", self.samples_file,
+                     len(samples), changed)
         else:
             catalog = await self.db.read(Store.list_samples)
         self._cache(catalog)
@@ -159,7 +157,7 @@ class PadsService:
 
     async def put(self, sample_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         sample = validate_sample({**fields, "id": sample_id})
-        catalog = await self.db.write(_put_tx, sample, self.samples_file)
+        catalog = await self.db.write(_put_tx, sample)
         self._cache(catalog)
         return self._by_id[sample_id]
 

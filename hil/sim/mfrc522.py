@@ -583,7 +583,11 @@ class MFRC522Emulator:
         while True:
             now = self._now()
             t_timer = self._timer_due if self._timer_running else float("inf")
-            if self._events and self._events[0][0] <= now and self._events[0][0] <= t_timer:
+            # In "instant" mode every delay is 0, so a card's reply and the chip timer fall due
+            # at (nearly) the same instant; the reply must win, as it does on a real chip
+            # where the frame delay (~0.1 ms) is far shorter than the timer period (25 ms).
+            if self._events and self._events[0][0] <= now and (
+                    self.timing == "instant" or self._events[0][0] <= t_timer):
                 _, _, gen, fn = self._events.pop(0)
                 if gen == self._gen:
                     fn()

@@ -1,0 +1,505 @@
+"""Test doubles that speak docs/protocol.md: a fake device, a gateway subprocess, an SSE reader.
+
+Used by tests/test_gateway_*.py and usable from a REPL against a running gateway. The fake
+device is written from the protocol document, not from the gateway's code: journal with
+application acks, resend after silence, sessions and wills, at-most-once commands.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def wait_until(pred: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class FakeDevice:
+    """A device on a paho-mqtt thread.
+
+    `connect()` does the session dance (will, subscribe, birth, status online, replay the
+    journal). `emit()` journals and publishes an event. Acks drop journal entries; with no ack
+    for `resend_after` s the device re-sends from the oldest unacknowledged event. Commands
+    are applied at most once per id (`actuations` counts real applications).
+    """
+
+    def __init__(self, dev: str, port: int, *, host: str = "127.0.0.1", kind: str = "sample-pad",
+                 caps: tuple[str, ...] = ("tag", "led", "blink"), epoch: str | None = None,
+                 resend_after: float = 10.0, window: int = 16, journal_size: int = 200,
+                 keepalive: int = 30) -> None:
+        self.dev, self.host, self.port, self.kind, self.caps = dev, host, port, kind, caps
+        self.epoch = epoch or secrets.token_hex(4)
+        self.resend_after, self.window, self.journal_size = resend_after, window, journal_size
+        self.keepalive = keepalive
+        self.session = 0
+        self.boot = 0
+        self.next_seq = 1
+        self.journal: dict[int, dict[str, Any]] = {}
+        self.acked = 0
+        self.sent_upto = 0
+        self.dropped = 0
+        self.last_progress = time.monotonic()
+        self.acks: list[dict[str, Any]] = []
+        self.ctl: list[dict[str, Any]] = []
+        self.cmds: list[dict[str, Any]] = []
+        self.replies: list[dict[str, Any]] = []
+        self.gateway_state: str | None = None
+        self.actuations: Counter[str] = Counter()
+        self.finished: dict[str, dict[str, Any]] = {}
+        self.running: dict[str, dict[str, Any]] = {}
+        self.hold = False          # accept commands but do not finish them (release() does)
+        self.ignore_commands = False  # drop command deliveries on the floor
+        self.lock = threading.RLock()
+        self.connected = threading.Event()
+        self.client: mqtt.Client | None = None
+        self._stop = threading.Event()
+        self._resender: threading.Thread | None = None
+
+    # topics / envelopes
+
+    def topic(self, channel: str) -> str:
+        return f"pe/1/{self.dev}/{channel}"
+
+    def envelope(self, type_: str, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"v": 1, "dev": self.dev, "type": type_, "t": now_ms(), **extra, "body": body}
+
+    def birth_message(self) -> dict[str, Any]:
+        with self.lock:
+            first = min(self.journal) if self.journal else self.next_seq
+            return self.envelope("birth", {
+                "kind": self.kind, "fw": "0.1.0-fake", "caps": list(self.caps), "cfg": "00000000",
+                "session": self.session, "boot": self.boot, "reset": "power",
+                "epoch": self.epoch, "first": first, "next": self.next_seq})
+
+    # connection
+
+    def connect(self, timeout: float = 10.0) -> FakeDevice:
+        self.session += 1
+        self.boot += 1
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fake-{self.dev}",
+                             clean_session=True)
+        self._set_will(client)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(1, 2)
+        self.client = client
+        client.connect(self.host, self.port, keepalive=self.keepalive)
+        client.loop_start()
+        if self._resender is None:
+            self._stop.clear()
+            self._resender = threading.Thread(target=self._resend_loop, daemon=True,
+                                              name=f"fake-{self.dev}-resend")
+            self._resender.start()
+        if not self.connected.wait(timeout):
+            raise AssertionError(f"{self.dev}: could not connect to broker")
+        return self
+
+    def _set_will(self, client: mqtt.Client) -> None:
+        client.will_set(self.topic("status"),
+                        json.dumps(self.envelope("offline", {"session": self.session})),
+                        qos=1, retain=True)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any = None) -> None:
+        if rc.is_failure:
+            return
+        client.subscribe([(self.topic("cmd"), 1), (self.topic("ctl"), 1),
+                          ("pe/1/gateway/state", 1)])
+        self.publish("birth", self.birth_message())
+        self.publish("status", self.envelope("online", {"session": self.session}), retain=True)
+        with self.lock:
+            self.sent_upto = self.acked if not self.journal else min(self.journal) - 1
+            self.last_progress = time.monotonic()
+        self.connected.set()
+        self._pump()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any = None) -> None:
+        self.connected.clear()
+        if client is self.client and not self._stop.is_set():
+            # paho reconnects by itself: the next connection is a new session
+            self.session += 1
+            self._set_will(client)
+
+    def crash(self) -> None:
+        """Lose power: the TCP connection drops without DISCONNECT, so the broker sends the will."""
+        client, self.client = self.client, None
+        self.connected.clear()
+        if client is not None:
+            client.loop_stop()
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+
+    def disconnect(self) -> None:
+        """Orderly shutdown: say offline, then disconnect."""
+        client = self.client
+        if client is None:
+            return
+        info = client.publish(self.topic("status"),
+                              json.dumps(self.envelope("offline", {"session": self.session})),
+                              qos=1, retain=True)
+        try:
+            info.wait_for_publish(5)
+        except (RuntimeError, ValueError):
+            pass  # not connected: the will covers it
+        self.client = None
+        self.connected.clear()
+        client.disconnect()
+        client.loop_stop()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.client is not None:
+            self.disconnect()
+        if self._resender is not None:
+            self._resender.join(2)
+            self._resender = None
+
+    def wipe(self) -> None:
+        """Flash wiped: a new journal epoch, seq starts again at 1."""
+        with self.lock:
+            self.epoch = secrets.token_hex(4)
+            self.journal.clear()
+            self.next_seq = 1
+            self.acked = 0
+            self.sent_upto = 0
+
+    # publishing
+
+    def publish(self, channel: str, message: dict[str, Any] | bytes | str, *, qos: int = 1,
+                retain: bool = False) -> None:
+        client = self.client
+        if client is None:
+            return
+        payload = message if isinstance(message, (bytes, str)) else json.dumps(message)
+        client.publish(self.topic(channel) if "/" not in channel else channel, payload, qos=qos,
+                       retain=retain)
+
+    def emit(self, type_: str, body: dict[str, Any]) -> int:
+        """Journal an event (dropping the oldest if the journal is full), then send it."""
+        with self.lock:
+            seq = self.next_seq
+            self.next_seq += 1
+            self.journal[seq] = self.envelope(type_, body, seq=seq)
+            while len(self.journal) > self.journal_size:
+                del self.journal[min(self.journal)]
+                self.dropped += 1
+        self._pump()
+        return seq
+
+    def _pump(self) -> None:
+        with self.lock:
+            if not self.connected.is_set() or self.client is None:
+                return
+            for seq in sorted(self.journal):
+                if seq <= self.sent_upto:
+                    continue
+                if seq - self.acked > self.window:
+                    break
+                self.publish("evt", self.journal[seq])
+                self.sent_upto = seq
+
+    def _resend_loop(self) -> None:
+        while not self._stop.wait(0.05):
+            with self.lock:
+                if (self.journal and self.connected.is_set()
+                        and time.monotonic() - self.last_progress >= self.resend_after):
+                    self.sent_upto = min(self.journal) - 1
+                    self.last_progress = time.monotonic()
+                    resend = True
+                else:
+                    resend = False
+            if resend:
+                self._pump()
+
+    # inbound
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            obj = json.loads(msg.payload)
+        except ValueError:
+            return
+        if msg.topic == "pe/1/gateway/state":
+            self.gateway_state = obj.get("type")
+        elif msg.topic == self.topic("ctl"):
+            self.ctl.append(obj)
+            if obj.get("type") == "ack":
+                self._on_ack(obj["body"])
+            elif obj.get("type") == "rebirth":
+                self.publish("birth", self.birth_message())
+        elif msg.topic == self.topic("cmd"):
+            self._on_cmd(obj)
+
+    def _on_ack(self, body: dict[str, Any]) -> None:
+        with self.lock:
+            self.acks.append(body)
+            if body.get("epoch") != self.epoch:
+                return
+            upto = body["upto"]
+            if upto > self.acked:
+                self.acked = upto
+                self.last_progress = time.monotonic()
+            for seq in [s for s in self.journal if s <= upto]:
+                del self.journal[seq]
+        self._pump()
+
+    def _reply(self, cid: str, status: str, reason: str | None = None,
+               result: dict[str, Any] | None = None) -> None:
+        msg = self.envelope("reply", {"status": status, "reason": reason, "result": result},
+                            id=cid)
+        self.replies.append(msg)
+        self.publish("reply", msg)
+
+    def _on_cmd(self, msg: dict[str, Any]) -> None:
+        with self.lock:
+            self.cmds.append(msg)
+            if self.ignore_commands:
+                return
+            cid, body = msg["id"], msg["body"]
+            if cid in self.finished:
+                done = self.finished[cid]
+                self._reply(cid, done["status"], done["reason"], done["result"])
+                return
+            if cid in self.running:
+                self._reply(cid, "accepted")
+                return
+            if now_ms() > body["deadline"]:
+                self._finish(cid, "rejected", "expired", None)
+                return
+            if body["name"] not in self.caps and body["name"] not in ("ping", "rebirth"):
+                self._finish(cid, "rejected", "unknown-command", None)
+                return
+            self.actuations[cid] += 1
+            if self.hold:
+                self.running[cid] = msg
+                self._reply(cid, "accepted")
+                return
+            self._complete(cid, msg)
+
+    def _complete(self, cid: str, msg: dict[str, Any]) -> None:
+        name, args = msg["body"]["name"], msg["body"].get("args") or {}
+        result: dict[str, Any] = {}
+        if name == "blink":
+            result = {"times": args.get("times", 3)}
+        elif name == "ping":
+            result = {"up": 1}
+        self._finish(cid, "done", None, result)
+
+    def _finish(self, cid: str, status: str, reason: str | None,
+                result: dict[str, Any] | None) -> None:
+        self.finished[cid] = {"status": status, "reason": reason, "result": result}
+        self._reply(cid, status, reason, result)
+
+    def release(self) -> None:
+        """Finish every command held by `hold`."""
+        with self.lock:
+            running, self.running = self.running, {}
+            for cid, msg in running.items():
+                self._complete(cid, msg)
+
+    def wait_acked(self, seq: int, timeout: float = 10.0) -> None:
+        wait_until(lambda: self.acked >= seq, timeout, f"{self.dev} acked >= {seq}")
+
+
+class GatewayProcess:
+    """`python -m gateway` as a subprocess (so a test can SIGKILL it)."""
+
+    def __init__(self, broker_port: int, workdir: Path, *, http_port: int,
+                 samples: Path | None = None, client_id: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.broker_port = broker_port
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.db = self.workdir / "gw.db"
+        self.log = self.workdir / "gateway.log"
+        self.http_port = http_port
+        self.samples = samples
+        self.client_id = client_id or f"gw-{secrets.token_hex(3)}"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{http_port}"
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self, timeout: float = 20.0, wait_mqtt: bool = True) -> GatewayProcess:
+        cmd = [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
+               "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}",
+               "--client-id", self.client_id, *self.extra]
+        if self.samples is not None:
+            cmd += ["--samples", str(self.samples)]
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                h = self.http.get("/health", timeout=1).json()
+                if not wait_mqtt or h["mqtt"] == "connected":
+                    return self
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"gateway did not become healthy:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.http.close()
+
+    def get(self, path: str, **params: Any) -> Any:
+        r = self.http.get(path, params=params)
+        r.raise_for_status()
+        return r.json()
+
+    def events(self, device: str, **params: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = self.get("/events", device=device, after=after, limit=1000, **params)
+            out += page["events"]
+            if not page["events"]:
+                return out
+            after = page["next_after"]
+
+
+class SseReader:
+    """Read `GET /stream` on a thread; `items` collects `{"id", "event", "data"}` dicts."""
+
+    def __init__(self, url: str, last_event_id: int | None = None) -> None:
+        self.url = url
+        self.headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        self.items: list[dict[str, Any]] = []
+        self.status: int | None = None
+        self.open = threading.Event()
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sse-reader")
+        self._response: httpx.Response | None = None
+
+    def __enter__(self) -> SseReader:
+        self._thread.start()
+        if not self.open.wait(10):
+            raise AssertionError("SSE stream did not open")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        resp = self._response
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:  # noqa: BLE001 - closing from another thread is best effort
+                pass
+
+    def _run(self) -> None:
+        try:
+            with httpx.Client(timeout=httpx.Timeout(5, read=None)) as c:
+                with c.stream("GET", self.url + "/stream", headers=self.headers) as r:
+                    self._response = r
+                    self.status = r.status_code
+                    self.open.set()
+                    cur: dict[str, Any] = {}
+                    for line in r.iter_lines():
+                        if self._stop.is_set():
+                            return
+                        if line == "":
+                            if "data" in cur:
+                                cur["data"] = json.loads(cur["data"])
+                                self.items.append(cur)
+                            cur = {}
+                        elif line.startswith(":"):
+                            continue
+                        else:
+                            key, _, value = line.partition(":")
+                            value = value[1:] if value.startswith(" ") else value
+                            if key == "id":
+                                cur["id"] = int(value)
+                            elif key in ("event", "data"):
+                                cur[key] = value
+        except Exception:  # noqa: BLE001 - the stream ends when the server or test closes it
+            pass
+        finally:
+            self.open.set()
+            self.done.set()
+
+    def of(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+        """Items of one kind whose data has all the `match` fields."""
+        return [i for i in list(self.items) if i.get("event") == kind
+                and all(i["data"].get(k) == v for k, v in match.items())]
+
+
+class MqttProbe:
+    """A plain MQTT client for tests: publish anything, record what arrives on `topics`."""
+
+    def __init__(self, port: int, topics: tuple[str, ...] = (), host: str = "127.0.0.1") -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"probe-{secrets.token_hex(3)}")
+        self.client.on_message = lambda c, u, m: self.messages.append(
+            (m.topic, bytes(m.payload), bool(m.retain)))
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if topics:
+            self.client.subscribe([(t, 1) for t in topics])
+            if not self._subscribed.wait(5):
+                raise AssertionError("probe could not subscribe")
+
+    def publish(self, topic: str, payload: bytes | str | dict[str, Any], *, qos: int = 1,
+                retain: bool = False) -> None:
+        data = json.dumps(payload) if isinstance(payload, dict) else payload
+        self.client.publish(topic, data, qos=qos, retain=retain).wait_for_publish(5)
+
+    def json_on(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(p) for t, p, _ in list(self.messages) if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,297 @@
+"""The synchronous cores on a real SQLite file: store, ingest rules, command state machine."""
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway import commands, protocol
+from gateway.db import Database
+from gateway.services.pads import CatalogConflict, CatalogError, PadsService, parse_catalog
+from gateway.commands import reply_transition
+from gateway.ingest import OVERFLOW_EVENT, apply_batch
+from gateway.store import MIGRATIONS, Store, connect, migrate
+
+NOW = 1_795_426_642_000
+
+
+@pytest.fixture
+def store(tmp_path):
+    conn = connect(tmp_path / "gw.db")
+    migrate(conn)
+    yield Store(conn)
+    conn.close()
+
+
+def birth(dev="pad-1", session=1, epoch="e1", first=1, nxt=None):
+    return (f"pe/1/{dev}/birth", json.dumps({
+        "v": 1, "dev": dev, "type": "birth", "t": None,
+        "body": {"kind": "sample-pad", "fw": "0.1.0", "caps": ["blink"], "cfg": "0",
+                 "session": session, "boot": 1, "reset": "power", "epoch": epoch,
+                 "first": first, "next": nxt or first}}).encode())
+
+
+def evt(seq, dev="pad-1", type_="tag.placed"):
+    return (f"pe/1/{dev}/evt", json.dumps({"v": 1, "dev": dev, "type": type_, "seq": seq,
+                                           "t": None, "body": {"n": seq}}).encode())
+
+
+def status(online, session, dev="pad-1"):
+    return (f"pe/1/{dev}/status", json.dumps({
+        "v": 1, "dev": dev, "type": "online" if online else "offline", "t": None,
+        "body": {"session": session}}).encode())
+
+
+def reply(cid, st, dev="pad-1"):
+    return (f"pe/1/{dev}/reply", json.dumps({
+        "v": 1, "dev": dev, "type": "reply", "id": cid, "t": None,
+        "body": {"status": st, "reason": None, "result": {"ok": st}}}).encode())
+
+
+def seqs(store, dev="pad-1"):
+    return [e["seq"] for e in store.list_events(device=dev, limit=1000)]
+
+
+def test_schema_is_wal_full_and_migrations_are_idempotent(tmp_path):
+    conn = connect(tmp_path / "a.db")
+    assert migrate(conn) == len(MIGRATIONS) == migrate(conn)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(RuntimeError, match="newer than this gateway"):
+        migrate(conn)
+
+
+def test_v1_database_migrates_keeping_its_data(tmp_path):
+    from gateway import store as store_mod
+    conn = connect(tmp_path / "old.db")
+    store_mod.MIGRATIONS, saved = MIGRATIONS[:1], store_mod.MIGRATIONS
+    try:
+        assert migrate(conn) == 1
+    finally:
+        store_mod.MIGRATIONS = saved
+    conn.execute("INSERT INTO samples (id, title) VALUES ('S-1', 'Oak')")
+    assert migrate(conn) == len(MIGRATIONS) >= 2
+    assert Store(conn).list_samples()[0]["title"] == "Oak"
+    assert Store(conn).sample_seed("S-1") is None
+
+
+def test_insert_event_reports_new_or_duplicate_and_batch_is_one_transaction(store):
+    with store.transaction():
+        assert store.insert_event("pad-1", "e1", 1, "x", None, NOW, {}) is not None
+        assert store.insert_event("pad-1", "e1", 1, "x", None, NOW, {"other": 1}) is None
+        assert store.insert_event("pad-1", "e2", 1, "x", None, NOW, {}) is not None
+    assert [i.kind for i in store.take_outbox()] == ["event", "event"]
+    res = store.insert_events([("pad-1", "e1", 2, "x", None, NOW, {}),
+                               ("pad-1", "e1", 1, "x", None, NOW, {})])
+    assert [r is not None for r in res] == [True, False]
+    # a failing batch leaves nothing behind, not even stream items
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert_events([("pad-1", "e1", 3, "x", None, NOW, {}),
+                             ("pad-1", "e1", 4, None, None, NOW, {})])  # type NOT NULL
+    assert not store.has_event("pad-1", "e1", 3)
+    assert [i.kind for i in store.take_outbox()] == ["event"]  # only the committed seq 2
+
+
+def test_event_from_unknown_device_is_rejected_with_rebirth(store):
+    eff = apply_batch(store, [evt(1)], NOW)
+    assert eff.rejections["unknown-device"] == 1 and eff.rebirths == {"pad-1"}
+    assert not eff.acks and seqs(store) == []
+    assert store.rejections() == {"unknown-device": 1}
+
+
+def test_events_ack_contiguous_upto_and_duplicates_reacked(store):
+    eff = apply_batch(store, [birth(), evt(1), evt(2)], NOW)
+    assert eff.acks == {"pad-1": ("e1", 2)} and eff.persisted == 2
+    eff = apply_batch(store, [evt(2)], NOW)
+    assert eff.duplicates == 1 and eff.acks == {"pad-1": ("e1", 2)}
+    eff = apply_batch(store, [evt(4), evt(5)], NOW)         # gap at 3
+    assert eff.acks == {"pad-1": ("e1", 2)}
+    eff = apply_batch(store, [evt(3)], NOW)                  # fills it
+    assert eff.acks == {"pad-1": ("e1", 5)}
+    assert seqs(store) == [1, 2, 4, 5, 3]
+    assert store.counters() == {"messages_received": 7, "events_persisted": 5, "duplicates": 1}
+
+
+def test_birth_first_settles_and_records_overflow_once(store):
+    apply_batch(store, [birth(), evt(1), evt(2), evt(4)], NOW)
+    # device lost 3..5 (journal full), except 4 which we already have: 2 lost
+    eff = apply_batch(store, [birth(session=2, first=6, nxt=9)], NOW)
+    assert eff.acks == {"pad-1": ("e1", 5)}
+    over = store.list_events(type=OVERFLOW_EVENT)
+    assert len(over) == 1 and over[0]["body"] == {"lost": 2, "from": 3, "to": 5, "epoch": "e1"}
+    # the same birth again (QoS 1 redelivery) adds nothing
+    apply_batch(store, [birth(session=2, first=6, nxt=9)], NOW)
+    assert len(store.list_events(type=OVERFLOW_EVENT)) == 1
+    eff = apply_batch(store, [evt(6), evt(7), evt(8)], NOW)
+    assert eff.acks == {"pad-1": ("e1", 8)}
+
+
+def test_birth_acks_what_we_already_have(store):
+    apply_batch(store, [birth(), evt(1), evt(2), evt(3)], NOW)
+    eff = apply_batch(store, [birth(session=2, first=2, nxt=4)], NOW)  # it missed our ack
+    assert eff.acks == {"pad-1": ("e1", 3)} and eff.births == ["pad-1"]
+
+
+def test_new_epoch_restarts_sequence(store):
+    apply_batch(store, [birth(), evt(1), evt(2)], NOW)
+    eff = apply_batch(store, [birth(session=2, epoch="e2"), evt(1)], NOW)
+    assert eff.persisted == 1 and eff.duplicates == 0 and eff.acks == {"pad-1": ("e2", 1)}
+    assert sorted((e["epoch"], e["seq"]) for e in store.list_events()) == [
+        ("e1", 1), ("e1", 2), ("e2", 1)]
+
+
+def test_late_will_of_an_older_session_is_ignored(store):
+    apply_batch(store, [birth(session=1), birth(session=2)], NOW)
+    apply_batch(store, [status(False, 1)], NOW)
+    assert store.get_device("pad-1")["online"] is True
+    apply_batch(store, [status(False, 2)], NOW)
+    assert store.get_device("pad-1")["online"] is False
+    apply_batch(store, [status(True, 2)], NOW)               # retained online of this session
+    assert store.get_device("pad-1")["online"] is True
+    eff = apply_batch(store, [status(True, 3)], NOW)         # a session we have no birth for
+    assert eff.rebirths == {"pad-1"}
+
+
+def test_a_bad_message_does_not_spoil_its_batch(store):
+    eff = apply_batch(store, [birth(), (b"pe/1/pad-1/evt".decode(), b"{"), evt(1)], NOW)
+    assert eff.rejections == {"malformed": 1} and eff.acks == {"pad-1": ("e1", 1)}
+
+
+@pytest.mark.parametrize("current,incoming,expected", [
+    ("queued", "accepted", ("accepted", False)),
+    ("sent", "accepted", ("accepted", False)),
+    ("accepted", "accepted", None),
+    ("sent", "done", ("done", False)),
+    ("queued", "done", ("done", False)),      # reply raced ahead of our own bookkeeping
+    ("accepted", "failed", ("failed", False)),
+    ("done", "accepted", None),               # final never overwritten by non-final
+    ("done", "rejected", None),               # ... nor by another final
+    ("rejected", "done", None),
+    ("expired", "accepted", None),
+    ("expired", "done", ("done", True)),      # late final answer is recorded
+])
+def test_reply_transition(current, incoming, expected):
+    assert reply_transition(current, incoming) == expected
+
+
+def test_commands_idempotency_expiry_and_late_reply(store):
+    apply_batch(store, [birth()], NOW)
+    cmd, created, online = commands._submit_tx(store, device="pad-1", name="blink", args={},
+                                               key="k", deadline=NOW + 1000, now=NOW, new_id="c-1")
+    assert created and online and cmd["status"] == "queued"
+    again, created, _ = commands._submit_tx(store, device="pad-1", name="blink", args={},
+                                            key="k", deadline=NOW + 9999, now=NOW, new_id="c-2")
+    assert not created and again["id"] == "c-1"
+    with pytest.raises(commands.IdempotencyConflict):
+        commands._submit_tx(store, device="pad-1", name="blink", args={"times": 9}, key="k",
+                            deadline=NOW, now=NOW, new_id="c-3")
+    with pytest.raises(commands.UnknownDevice):
+        commands._submit_tx(store, device="pad-9", name="blink", args={}, key="k",
+                            deadline=NOW, now=NOW, new_id="c-4")
+    commands._record_send(store, "c-1", NOW + 1)
+    assert store.get_command("c-1")["status"] == "sent"
+    assert commands.expire_due(store, NOW + 2999, 2000) == []
+    assert [c["id"] for c in commands.expire_due(store, NOW + 3000, 2000)] == ["c-1"]
+    apply_batch(store, [reply("c-1", "accepted")], NOW + 4000)
+    assert store.get_command("c-1")["status"] == "expired"
+    apply_batch(store, [reply("c-1", "done")], NOW + 5000)
+    c = store.get_command("c-1")
+    assert (c["status"], c["late"], c["result"]) == ("done", True, {"ok": "done"})
+    eff = apply_batch(store, [reply("c-404", "done")], NOW)
+    assert eff.rejections == {"unknown-command": 1}
+
+
+def test_decode_and_store_agree_on_device_ids():
+    assert protocol.DEVICE_ID_RE.pattern.startswith("[a-z0-9]")
+
+
+def test_samples_file_seeds_and_api_edits_survive_restarts(tmp_path):
+    file = tmp_path / "samples.json"
+    file.write_text(json.dumps({"S-1": {"title": "Oak"}, "S-2": {"title": "Walnut",
+                                                                "uid": "04A1B2C3D4E5F6"}}))
+
+    async def session(edit=None):
+        async with Database(tmp_path / "gw.db") as db:
+            pads = PadsService(db, file)
+            await pads.load()
+            if edit:
+                await edit(pads)
+            return pads.list(), pads.content_for(None, "04a1b2c3d4e5f6")
+
+    async def edit(pads):
+        await pads.put("S-1", {"title": "Oak, oiled"})
+        with pytest.raises(CatalogConflict):
+            await pads.put("S-3", {"title": "x", "uid": "04a1b2c3d4e5f6"})
+
+    before = file.read_text()
+    catalog, by_uid = asyncio.run(session(edit))
+    assert [s["title"] for s in catalog] == ["Oak, oiled", "Walnut"] and by_uid["id"] == "S-2"
+    assert file.read_text() == before
+    catalog, _ = asyncio.run(session())                 # restart: the API edit is kept
+    assert catalog[0]["title"] == "Oak, oiled"
+    file.write_text(json.dumps({"S-1": {"title": "Oak, raw"}, "S-2": {"title": "Walnut"}}))
+    catalog, by_uid = asyncio.run(session())            # the file changed: the file wins
+    assert [s["title"] for s in catalog] == ["Oak, raw", "Walnut"] and by_uid is None
+
+
+def test_catalog_formats_and_errors(tmp_path):
+    demo = Path(__file__).resolve().parent.parent / "gateway" / "demo" / "samples.json"
+    assert len(parse_catalog(json.loads(demo.read_text()))) >= 1
+    assert parse_catalog({"samples": [{"id": "S-1", "title": "a"}]})[0]["uid"] is None
+    for bad in ([{"id": "S 1", "title": "a"}], [{"id": "S-1"}],
+                [{"id": "S-1", "title": "a"}, {"id": "S-1", "title": "b"}],
+                [{"id": "S-1", "title": "a", "uid": "xyz"}]):
+        with pytest.raises(CatalogError):
+            parse_catalog(bad)
+
+    async def missing():
+        async with Database(tmp_path / "gw.db") as db:
+            await PadsService(db, tmp_path / "nope.json").load()
+    with pytest.raises(CatalogError, match="not found"):
+        asyncio.run(missing())
+
+
+def test_slow_stream_client_catches_up_from_the_table_in_order():
+    from gateway.store import StreamItem
+    from gateway.stream import Broadcaster, sse_events
+
+    table = [StreamItem(i, "event", {"n": i}) for i in range(1, 41)]
+    committed = []  # what the stream table holds so far
+
+    async def read_after(after, limit):
+        return [it for it in committed if it.id > after][:limit]
+
+    class Committing(Broadcaster):
+        def publish(self, items):  # commit, then announce (as gateway.db does)
+            committed.extend(items)
+            super().publish(items)
+
+    async def main():
+        b = Committing(queue_size=3)
+        gen = sse_events(b, read_after, lambda it: it.data, last_event_id=None)
+
+        async def nxt():  # bounded: a stuck stream fails the test instead of hanging it
+            return await asyncio.wait_for(gen.__anext__(), 2)
+
+        assert await nxt() == "retry: 1000\n\n"
+        pending = asyncio.ensure_future(nxt())
+        await asyncio.sleep(0)                 # the client is subscribed and waiting
+        b.publish(table[:1])
+        got = [await pending]
+        b.publish(table[1:30])                 # a burst far beyond its queue: overflow
+        got += [await nxt() for _ in range(28)]
+        b.publish(table[30:])                  # then live again
+        got += [await nxt() for _ in range(5)]
+        b.close()                              # shutdown: the stream ends after what it owes
+        while True:
+            try:
+                got.append(await nxt())
+            except StopAsyncIteration:
+                return got
+
+    frames = asyncio.run(main())
+    ids = [int(f.split("\n")[0].removeprefix("id: ")) for f in frames]
+    assert ids == list(range(1, 41))
