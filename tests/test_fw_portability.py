@@ -15,7 +15,7 @@ from hil.sim.firmware import FIRMWARE, ROOT, mpy_cross_binary
 STUB_PACKAGES = {"esp32": "micropython-esp32-stubs", "rp2": "micropython-rp2-stubs"}
 # modules whose attributes we check (asyncio/os/json stubs come from a stdlib package that
 # re-exports; the unix port tests cover those)
-CHECKED = {"machine", "time", "gc", "socket", "select", "random", "binascii", "hashlib", "errno", "micropython"}
+CHECKED = {"machine", "time", "gc", "socket", "select", "random", "binascii", "hashlib", "errno", "micropython", "network"}
 FIRMWARE_FILES = sorted(p for p in FIRMWARE.rglob("*.py"))
 
 

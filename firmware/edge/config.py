@@ -46,6 +46,9 @@ def load(path):
     port = mq.get("port", 1883)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError("mqtt.port must be 1-65535")
+    wifi = cfg.get("wifi")
+    if wifi is not None and not (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str)):
+        raise ConfigError("wifi must be an object with an ssid (and a password)")
     cfg.setdefault("data_dir", "data")
     cfg.setdefault("journal_max", 200)
     cfg.setdefault("wdt_ms", 8000)

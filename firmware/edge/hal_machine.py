@@ -81,5 +81,31 @@ class MachineHal:
     def log(self, text):
         print(text)
 
+    async def keep_network(self, cfg):
+        """Join the Wi-Fi in config `wifi` {ssid, password} and rejoin whenever it drops.
+
+        Boards on Ethernet, or without `wifi` in their config, skip this. The MQTT client
+        just fails to connect (and backs off) while the link is down."""
+        w = cfg.get("wifi")
+        if not w:
+            return
+        import asyncio
+        import network
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        while True:
+            if not wlan.isconnected():
+                self.log("wifi: joining " + w["ssid"])
+                try:
+                    wlan.connect(w["ssid"], w.get("password", ""))
+                except OSError as e:
+                    self.log("wifi: " + str(e))
+                for _ in range(30):  # give the join up to 15 s before trying again
+                    if wlan.isconnected():
+                        self.log("wifi: up")
+                        break
+                    await asyncio.sleep_ms(500)
+            await asyncio.sleep_ms(5000)
+
     def reset(self):
         machine.reset()

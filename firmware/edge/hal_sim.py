@@ -114,6 +114,9 @@ class SimHal:
     def log(self, text):
         self.link.send("D " + text)
 
+    async def keep_network(self, cfg):
+        return  # the unix port uses the host's network
+
     def reset(self):
         # A board would reboot; the sim process exits and its supervisor restarts it.
         import sys

@@ -281,6 +281,9 @@ class Runtime:
 
     async def run(self):
         self.log("boot", self.state["boot"], "fw", FW_VERSION, "journal", len(self.journal), "pending")
+        keep_network = getattr(self.hal, "keep_network", None)
+        if keep_network:
+            asyncio.create_task(keep_network(self.cfg))
         asyncio.create_task(self.client.run())
         asyncio.create_task(self._sender())
         asyncio.create_task(self._health())
