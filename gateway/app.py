@@ -1,4 +1,5 @@
-"""The gateway process: wires store, bus, ingest, commands, pads and the HTTP API together.
+"""The gateway process: wires store, bus, ingest, commands, pads, lockers and the HTTP
+API together.
 
     async with Gateway(GatewayConfig(...)) as gw:   # opens the DB, loads samples, connects
         await gw.run()                              # serves HTTP until gw.stop()
@@ -25,6 +26,7 @@ from .bus import MqttBus
 from .commands import CommandService, now_ms
 from .db import Database
 from .ingest import IngestWorker
+from .services.lockers import LockersService
 from .services.pads import PadsService
 from .store import Store, StreamItem
 from .stream import Broadcaster
@@ -48,6 +50,7 @@ class GatewayConfig:
     command_resend_s: float = 2.0         # resend pending commands this often while online
     command_grace_s: float = 2.0          # expire this long after the deadline
     stream_keep: int = 100_000            # stream rows kept for Last-Event-ID resume
+    locker_tick_s: float = 1.0            # locker banks: expiry tick / event catch-up period
     shutdown_timeout_s: float = 5.0
 
 
@@ -71,10 +74,12 @@ class Gateway:
         self.commands = CommandService(self.db, self.bus.publish,
                                        resend_s=config.command_resend_s,
                                        grace_s=config.command_grace_s, clock=clock)
-        self.ingest = IngestWorker(self.db, self.bus.publish, on_birth=self.commands.on_birth,
+        self.ingest = IngestWorker(self.db, self.bus.publish, on_birth=self._on_birth,
                                    batch_max=config.ingest_batch_max,
                                    linger_s=config.ack_linger_s, clock=clock)
         self.pads = PadsService(self.db, config.samples_file)
+        self.lockers = LockersService(self.db, self.commands, tick_s=config.locker_tick_s,
+                                      clock=clock)
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()
@@ -86,6 +91,7 @@ class Gateway:
         await self.db.__aenter__()
         try:
             await self.pads.load()
+            await self.lockers.load()
             self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
         except BaseException:
             await self.db.close()
@@ -93,6 +99,7 @@ class Gateway:
         self._spawn("ingest", self.ingest.run())
         self._spawn("bus", self.bus.run())
         self._spawn("commands", self.commands.run())
+        self._spawn("lockers", self.lockers.run())
         self._spawn("housekeeping", self._housekeeping())
         log.info("gateway started broker=%s:%d db=%s client_id=%s", self.config.broker_host,
                  self.config.broker_port, self.config.db_path, self.config.client_id)
@@ -102,6 +109,7 @@ class Gateway:
         self.stop()
         self.broadcaster.close()
         await self._cancel("commands")
+        await self._cancel("lockers")
         await self._cancel("housekeeping")
         if self.bus.connected:
             await self.ingest.drained(self.config.shutdown_timeout_s)
@@ -177,6 +185,12 @@ class Gateway:
         for item in items:
             if item.kind == "command":
                 self.commands.notify(item.data)
+            else:
+                self.lockers.on_commit_item(item.kind, item.data)
+
+    async def _on_birth(self, device: str) -> None:
+        await self.commands.on_birth(device)
+        self.lockers.on_birth(device)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         await self.ingest.put(topic, payload)

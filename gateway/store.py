@@ -110,6 +110,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE samples ADD COLUMN seed TEXT;
     """,
+    # 3: locker banks: the pure core's state (`LockerBank.to_dict()`, never a plain code) and
+    #    the id of the last device event applied to it
+    """
+    CREATE TABLE lockers (
+        bank    TEXT PRIMARY KEY,
+        state   TEXT NOT NULL,                 -- JSON: {"bank": to_dict(), "meta": {...}}
+        cursor  INTEGER NOT NULL DEFAULT 0,    -- events.id of the last event applied
+        updated INTEGER NOT NULL
+    );
+    """,
 )
 
 
@@ -483,6 +493,18 @@ class Store:
                  seed=COALESCE(excluded.seed, seed)""",
             (sample["id"], sample["title"], sample.get("image"), sample.get("url"),
              sample.get("description"), sample.get("uid"), seed))
+
+    # -- lockers -------------------------------------------------------------------------
+
+    def list_lockers(self) -> list[tuple[str, dict[str, Any], int]]:
+        return [(r[0], json.loads(r[1]), r[2]) for r in self.conn.execute(
+            "SELECT bank, state, cursor FROM lockers ORDER BY bank")]
+
+    def put_locker(self, bank: str, state: dict[str, Any], cursor: int, now: int) -> None:
+        self.conn.execute(
+            """INSERT INTO lockers (bank, state, cursor, updated) VALUES (?,?,?,?)
+               ON CONFLICT (bank) DO UPDATE SET state=excluded.state, cursor=excluded.cursor,
+                 updated=excluded.updated""", (bank, _dumps(state), cursor, now))
 
     # -- stream (outbox) ------------------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""The gateway's locker service (gateway/services/lockers.py) on a real SQLite store, with the
+device's events written as ingest writes them and a clock the test moves. No broker."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.core.lockers import hash_code, salt_id
+from gateway.db import Database
+from gateway.services.lockers import LockersService
+from gateway.store import Store
+
+BANK = "lk-u1"
+DAY = 24 * 3600
+
+
+class Clock:
+    def __init__(self, t_s: float = 1_800_000_000.0) -> None:
+        self.ms = int(t_s * 1000)
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, s: float) -> None:
+        self.ms += int(s * 1000)
+
+
+def _device_tx(store: Store, now: int) -> None:
+    with store.transaction():
+        store.upsert_device(id=BANK, kind="locker-bank", fw="t", caps=[], cfg="x", session=1,
+                            epoch="e1", boot=1, reset=None, online=True, now=now)
+
+
+def _event_tx(store: Store, seq: int, etype: str, body: dict[str, Any], now: int) -> None:
+    with store.transaction():
+        store.insert_event(BANK, "e1", seq, etype, now, now, body)
+
+
+def _commands(store: Store) -> list[dict[str, Any]]:
+    rows = store.conn.execute("SELECT id FROM commands ORDER BY created, id").fetchall()
+    return [store.get_command(r[0]) for r in rows]
+
+
+def _locker_items(store: Store) -> list[dict[str, Any]]:
+    return [i.data for i in store.stream_after(0, 10_000) if i.kind == "locker"]
+
+
+class Rig:
+    def __init__(self, path) -> None:
+        self.path = path
+        self.clock = Clock()
+        self.seq = 0
+
+    async def open(self) -> LockersService:
+        self.db = Database(self.path)
+        await self.db.__aenter__()
+        svc = LockersService(self.db, None, clock=self.clock)  # type: ignore[arg-type]
+        await svc.load()
+        return svc
+
+    async def event(self, etype: str, **body: Any) -> None:
+        self.seq += 1
+        await self.db.write(_event_tx, self.seq, etype, body, self.clock())
+
+
+def test_ready_code_set_order_expiry_and_restart_never_double_send(tmp_path):
+    async def main() -> None:
+        rig = Rig(tmp_path / "gw.db")
+        svc = await rig.open()
+        await rig.db.write(_device_tx, rig.clock())
+        await svc.create_bank(BANK, [(1, "S"), (2, "M"), (3, "L")])
+        assert (await svc.assign(BANK, "o-1", "S"))["compartment"] == 1
+        assert (await svc.assign(BANK, "o-2", "L"))["compartment"] == 3
+
+        # the device reports the parcel loaded: ready, a code, one set_order with its hash
+        await rig.event("door.opened", compartment=1, why="load", order=None)
+        await rig.event("door.closed", compartment=1, why="load", open_ms=900, occupied=1)
+        await rig.event("order.loaded", compartment=1, occupied=1)
+        await svc.step()
+        o = await svc.order_view(BANK, "o-1")
+        assert o["state"] == "ready"
+        cmds = await rig.db.read(_commands)
+        assert [c["name"] for c in cmds] == ["set_order"]
+        args = cmds[0]["args"]
+        assert args["compartment"] == 1 and args["order"] == "o-1"
+        assert args["salt_id"] == salt_id(BANK) and args["exp"] == int((rig.clock() / 1000 + 3 * DAY) * 1000)
+        assert cmds[0]["idem_key"].startswith("lk:o-1:set_order:")
+        ready = [i for i in await rig.db.read(_locker_items) if i["type"] == "order.ready"]
+        assert len(ready) == 1 and "code" not in ready[0], "the stored item has no code"
+        code = svc.render(ready[0])["code"]
+        assert hash_code(code, BANK) == args["hash"]
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("gw.db"))
+        assert f'"code":"{code}"'.encode() not in raw
+        assert o["code_sync"]["status"] == "queued"
+
+        # restart: state and cursor come back; nothing is applied or sent twice
+        await rig.db.close()
+        svc = await rig.open()
+        await svc.step()
+        assert len(await rig.db.read(_commands)) == 1
+        assert len([i for i in await rig.db.read(_locker_items) if i["type"] == "order.ready"]) == 1
+        assert svc.render(ready[0])["code"] is None, "a restarted gateway has forgotten the code"
+
+        # time: o-2's reservation lapses, o-1's pickup window passes -> revoke, once
+        rig.clock.advance(4 * 3600 + 1)
+        await svc.step()
+        assert (await svc.order_view(BANK, "o-2"))["state"] == "cancelled"
+        rig.clock.advance(3 * DAY)
+        await svc.step()
+        await svc.step()
+        assert (await svc.order_view(BANK, "o-1"))["state"] == "expired"
+        cmds = await rig.db.read(_commands)
+        assert [(c["name"], c["idem_key"]) for c in cmds][1:] == [("revoke", "lk:o-1:revoke")]
+        assert cmds[1]["args"] == {"compartment": 1, "order": "o-1"}
+        types = [i["type"] for i in await rig.db.read(_locker_items)]
+        assert types == ["order.assigned", "order.assigned", "order.ready", "order.cancelled",
+                         "order.expired"]
+        await rig.db.close()
+
+    asyncio.run(main())
+
+
+def test_refusals_and_pickup_facts(tmp_path):
+    async def main() -> None:
+        rig = Rig(tmp_path / "gw.db")
+        svc = await rig.open()
+        await rig.db.write(_device_tx, rig.clock())
+        await svc.create_bank(BANK, [(1, "S"), (2, "M")])
+        from gateway.core.lockers import Refused
+        for order, size, reason in [("a", "L", "no-size"), ("b", "XL", "bad-size")]:
+            try:
+                await svc.assign(BANK, order, size)
+            except Refused as exc:
+                assert exc.reason == reason
+            else:
+                raise AssertionError("refused expected")
+        await svc.assign(BANK, "a", "M")
+        try:
+            await svc.assign(BANK, "c", "M")
+        except Refused as exc:
+            assert exc.reason == "bank-full"
+        await rig.event("order.loaded", compartment=2, occupied=1)
+        # an unexpected fact is logged and skipped, the cursor moves on
+        await rig.event("pickup.collected", compartment=1, order="zzz", occupied=0)
+        await rig.event("door.opened", compartment=2, why="pickup", order="a")
+        await rig.event("pickup.incomplete", compartment=2, order="a")
+        await svc.step()
+        # the spent-but-still-inside code is reissued: a second set_order, an order.code item
+        cmds = await rig.db.read(_commands)
+        assert [c["name"] for c in cmds] == ["set_order", "set_order"]
+        assert cmds[0]["args"]["hash"] != cmds[1]["args"]["hash"]
+        items = await rig.db.read(_locker_items)
+        assert [i["type"] for i in items][-2:] == ["order.ready", "order.code"]
+        assert svc.render(items[-1])["code"]
+        await rig.event("door.opened", compartment=2, why="pickup", order="a")
+        await rig.event("pickup.collected", compartment=2, order="a", occupied=0)
+        await svc.step()
+        assert (await svc.order_view(BANK, "a"))["state"] == "collected"
+        assert svc.view(BANK)["compartments"][1]["state"] == "free"
+        await rig.db.close()
+
+    asyncio.run(main())
