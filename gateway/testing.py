@@ -22,6 +22,8 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hil.harness import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,14 +32,7 @@ def now_ms() -> int:
 
 
 def wait_until(pred: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return wait_for(pred, timeout, interval=0.02, what=what)
 
 
 class FakeDevice:

@@ -14,6 +14,7 @@ Backends write into it from their own threads; exporters (`hil.vcd`, `hil.timeli
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -110,3 +111,21 @@ class Trace:
         rows = [(t, f"{d}.{s} = {v}") for t, d, s, v in sig] + [(t, f"[{src}] {x}") for t, src, x in notes]
         rows.sort(key=lambda r: r[0])
         return "\n".join(f"{t:9.3f}s  {x}" for t, x in rows[-n:])
+
+
+def wait_console_line(cond: threading.Condition, lines: list[str], name: str, pattern: str,
+                      timeout: float = 10.0, start: int = 0) -> str:
+    """Wait (holding `cond`, which guards `lines`) for a line matching regex `pattern` from
+    index `start`; TimeoutError with the console's last lines otherwise."""
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    with cond:
+        while True:
+            for line in lines[start:]:
+                if rx.search(line):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0:
+                tail = "\n".join(lines[-20:])
+                raise TimeoutError(f"{name}: no console line /{pattern}/ in {timeout}s; last lines:\n{tail}")
+            cond.wait(left)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import serial
 
-from hil.trace import Trace
+from hil.trace import Trace, wait_console_line
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 RESET_PATTERNS = (
@@ -301,20 +301,8 @@ class SerialBoard:
                 self._cond.wait(min(left, 0.2))
 
     def wait_line(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines[start:]:
-                    if rx.search(line):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{self.name}: no console line /{pattern}/ in {timeout}s; last lines:\n"
-                                       + "\n".join(self.lines[-20:]))
-                self._cond.wait(left)
+        return wait_console_line(self._cond, self.lines, self.name, pattern, timeout, start)
 
-    # --- raw REPL ------------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
         self.ser.write(data)
         self.ser.flush()

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+
+from hil.trace import wait_console_line
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -117,18 +117,7 @@ class FirmwareProcess:
 
     def wait_line(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
         """Wait for a console line matching regex `pattern` (searching from line `start`)."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines[start:]:
-                    if rx.search(line):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    tail = "\n".join(self.lines[-20:])
-                    raise TimeoutError(f"{self.dev}: no console line /{pattern}/ in {timeout}s; last lines:\n{tail}")
-                self._cond.wait(left)
+        return wait_console_line(self._cond, self.lines, self.dev, pattern, timeout, start)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
