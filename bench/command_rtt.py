@@ -1,0 +1,216 @@
+"""Command round trip: API call → device actuates → outcome to the caller, under ingest load.
+
+    .venv/bin/python bench/command_rtt.py                     # 300 commands per load level
+    .venv/bin/python bench/command_rtt.py --quick             # CI smoke: 20 commands, 2 levels
+    .venv/bin/python bench/command_rtt.py --levels 0,400,2000,saturate --commands 500
+
+One real Mosquitto and the gateway on loopback. A simulated device (tools/loadgen.py, a
+process of its own, as a device is its own machine) answers every command like the firmware
+does: `accepted`, then `done` at once; it dedupes command ids. The caller is this process:
+`POST /devices/{id}/commands` with `wait: true` (a fresh idempotency key each time), one
+command after the other, timing each call from request to the final response (`status` must be
+`done`). Meanwhile a second load generator process runs the ingest load in the background:
+200 devices (`--bg-devices`) at each of `--levels` (total events/s offered; `0` = no background
+load; `saturate` = every device keeps its 16-event window full, the ingest benchmark's load).
+
+Prints one `command rtt` line per level (p50/p99/max in ms, the gateway-side share from the
+command record, the background events/s actually acknowledged) and the goal (p99 < 25 ms).
+Exits 1 if a command did not end `done` or the background load lost an event.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from bench.ingest import BenchBroker, BenchGateway, check_db, machine  # noqa: E402
+from tools.loadgen import percentiles  # noqa: E402
+
+PY = sys.executable
+GOAL_P99_MS = 25.0
+
+
+class LoadgenProcess:
+    """`python -m tools.loadgen ... --duration 0` in the background until `stop()`."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen([PY, "-m", "tools.loadgen", *args, "--duration", "0"],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines: list[str] = []
+        self.started = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith("load start"):
+                self.started.set()
+
+    def wait_started(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.started.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise RuntimeError(f"loadgen did not start: {err[-2000:]}")
+
+    def stop(self, timeout: float = 90) -> dict[str, Any]:
+        """SIGTERM: the generator stops offering load, drains (all acked), prints its summary."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
+        for line in reversed(self.lines):
+            if line.startswith("{"):
+                return json.loads(line)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        raise RuntimeError(f"loadgen gave no summary (rc={self.proc.returncode}): {err[-2000:]}")
+
+
+def background_args(port: int, level: str, devices: int, prefix: str) -> list[str] | None:
+    if level in ("0", "none", "idle"):
+        return None
+    args = ["--broker", f"127.0.0.1:{port}", "--devices", str(devices), "--prefix", prefix,
+            "--json"]
+    return args + (["--saturate"] if level == "saturate" else ["--rate", str(float(level))])
+
+
+def run_commands(client: httpx.Client, url: str, device: str, n: int, tag: str,
+                 pause_s: float) -> tuple[list[float], list[float], list[str]]:
+    """Sequential commands; returns (caller ms, gateway-side ms, failures)."""
+    rtts: list[float] = []
+    inside: list[float] = []
+    failures: list[str] = []
+    for i in range(n):
+        body = {"name": "blink", "args": {"times": 1}, "idempotency_key": f"{tag}-{i}",
+                "timeout_s": 5.0, "wait": True}
+        t0 = time.perf_counter()
+        r = client.post(f"{url}/devices/{device}/commands", json=body)
+        dt = (time.perf_counter() - t0) * 1000
+        try:
+            rec = r.json()
+        except ValueError:
+            rec = {}
+        if r.status_code != 200 or rec.get("status") != "done":
+            failures.append(f"{r.status_code} {rec.get('status')} {r.text[:200]}")
+        else:
+            rtts.append(dt)
+            inside.append(float(rec["updated"] - rec["created"]))
+        if pause_s:
+            time.sleep(pause_s)
+    return rtts, inside, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="CI smoke: 20 commands at levels 0 and 200 events/s, 20 devices")
+    ap.add_argument("--commands", type=int, default=300, help="commands per level")
+    ap.add_argument("--levels", default="0,1000,saturate",
+                    help="background loads, comma-separated: events/s, or 'saturate'")
+    ap.add_argument("--bg-devices", type=int, default=200)
+    ap.add_argument("--pause-ms", type=float, default=5.0, help="pause between commands")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed commands per level")
+    ap.add_argument("--gateway-arg", action="append", default=[],
+                    help="extra argument for `python -m gateway` (repeat)")
+    ap.add_argument("--gateway-root", type=Path, default=None,
+                    help="run `python -m gateway` from this directory (e.g. a patched copy)")
+    ap.add_argument("--broker-nodelay", action="store_true",
+                    help="Mosquitto with `set_tcp_nodelay true` (default: the harness config)")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.commands, a.levels, a.bg_devices, a.warmup = min(a.commands, 20), "0,200", 20, 3
+    levels = [x.strip() for x in a.levels.split(",") if x.strip()]
+    print(f"command round-trip benchmark: {a.commands} sequential `blink` commands per level "
+          f"(POST wait=true → device accepted+done → response), background load "
+          f"{a.bg_devices} devices at {', '.join(levels)} events/s"
+          + (f", gateway args {' '.join(a.gateway_arg)}" if a.gateway_arg else "")
+          + (", broker set_tcp_nodelay" if a.broker_nodelay else "")
+          + (f", gateway from {a.gateway_root}" if a.gateway_root else ""))
+    print(f"machine: {machine()}", flush=True)
+    failed = False
+    results = []
+    with tempfile.TemporaryDirectory(prefix="pe-bench-cmd-") as tmp:
+        work = Path(tmp)
+        broker = BenchBroker(work / "mosq", nodelay=a.broker_nodelay).start()
+        gw = BenchGateway(work / "gw", broker.port, a.gateway_arg, a.gateway_root).start()
+        device = "cmd-0000"
+        target = LoadgenProcess(["--broker", f"127.0.0.1:{broker.port}", "--devices", "1",
+                                 "--prefix", "cmd", "--rate", "0"])
+        sent_bg: dict[str, int] = {}
+        try:
+            target.wait_started()
+            with httpx.Client(timeout=30) as client:
+                for n, level in enumerate(levels):
+                    bg = None
+                    args = background_args(broker.port, level, a.bg_devices, f"bg{n}")
+                    if args is not None:
+                        bg = LoadgenProcess(args)
+                        bg.wait_started()
+                        time.sleep(1.0)  # let the load settle
+                    try:
+                        run_commands(client, gw.url, device, a.warmup, f"warm{n}", a.pause_ms / 1000)
+                        rtts, inside, failures = run_commands(client, gw.url, device, a.commands,
+                                                              f"rtt{n}", a.pause_ms / 1000)
+                    finally:
+                        summary = bg.stop() if bg is not None else None
+                    p = percentiles(rtts)
+                    q = percentiles(inside)
+                    bg_rate = summary["acked_per_s"] if summary else 0.0
+                    bg_ok = summary is None or (summary["drained"] and not summary["lost_connections"])
+                    if summary:
+                        sent_bg.update(summary["sent_per_device"])
+                    label = "none" if args is None else (
+                        "saturated" if level == "saturate" else f"{float(level):g} events/s")
+                    print(f"command rtt ms (background {label}): p50 {p.get('p50', float('nan')):.1f}  "
+                          f"p99 {p.get('p99', float('nan')):.1f}  max {p.get('max', float('nan')):.1f}  "
+                          f"(n={p.get('n', 0)}, failed {len(failures)}; gateway-side p50 "
+                          f"{q.get('p50', float('nan')):.0f} p99 {q.get('p99', float('nan')):.0f}; "
+                          f"background acknowledged {bg_rate:.0f} events/s"
+                          + ("" if bg_ok else ", BACKGROUND LOAD NOT DRAINED") + ")", flush=True)
+                    if failures:
+                        print("  failures:", failures[:3])
+                    failed |= bool(failures) or not bg_ok
+                    results.append({"level": level, "rtt": p, "gateway": q, "bg": bg_rate,
+                                    "failed": len(failures)})
+        finally:
+            tsum = target.stop()
+            stats = {}
+            try:
+                stats = gw.get("/stats")
+            except Exception:  # noqa: BLE001 - figures only
+                pass
+            gw.stop()
+            broker.stop()
+        check = check_db(gw.db, sent_bg) if sent_bg else {"ok": True, "sent": 0}
+    worst = max((r["rtt"].get("p99", float("inf")) for r in results), default=float("nan"))
+    print(f"goal: p99 < {GOAL_P99_MS:.0f} ms; per level: " + ", ".join(
+        f"{r['level']}: {'met' if r['rtt'].get('p99', 1e9) < GOAL_P99_MS else 'MISSED'}"
+        for r in results) + f" (worst p99 {worst:.1f} ms)")
+    print(f"device: {tsum['cmds_received']} command deliveries, {tsum['cmds_duplicate']} "
+          f"duplicates answered from its store; gateway commands {stats.get('commands', {})}")
+    print(f"integrity: {'OK' if check['ok'] else 'FAILED'}  background events sent "
+          f"{check['sent']}, stored {check.get('stored', 0)}, lost {check.get('lost', 0)}, "
+          f"duplicates {check.get('duplicates', 0)}")
+    return 1 if failed or not check["ok"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""CI smoke run of the ingest and command round-trip benchmarks (docs/benchmarks.md).
+
+Each script runs with `--quick` (tiny sizes) as a subprocess: it must exit 0 (which includes its
+integrity check: no event lost or duplicated, every command `done`) and print its figure lines.
+The figures themselves are never asserted: timings belong to the benchmark, not to tests.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None
+                                and not Path("/usr/sbin/mosquitto").exists(),
+                                reason="mosquitto not installed")
+
+NUM = r"[0-9]+(?:\.[0-9]+)?"
+
+
+def run_quick(script: str, timeout: float = 60) -> str:
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"{script} --quick failed (rc={p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+def test_ingest_benchmark_quick_prints_its_figures():
+    out = run_quick("ingest.py")
+    assert re.search(rf"^raw ceiling: {NUM} msgs/s", out, re.M), out
+    assert re.search(rf"^gateway events/s: {NUM} .*CPU {NUM} us/event", out, re.M), out
+    assert re.search(rf"^ratio: {NUM}", out, re.M), out
+    assert re.search(rf"^latency publish->persisted \(ack\) ms: p50 {NUM}\s+p99 {NUM}", out, re.M), out
+    assert re.search(r"^integrity: OK .*lost 0, duplicates 0", out, re.M), out
+
+
+def test_command_rtt_benchmark_quick_prints_its_figures():
+    out = run_quick("command_rtt.py")
+    lines = re.findall(rf"^command rtt ms \(background [^)]*\): p50 {NUM}\s+p99 {NUM}.*failed 0",
+                       out, re.M)
+    assert len(lines) == 2, out  # --quick: no background load, then a light one
+    assert re.search(r"^goal: p99 < 25 ms", out, re.M), out
+    assert re.search(r"^integrity: OK", out, re.M), out
