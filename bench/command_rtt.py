@@ -32,10 +32,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.ingest import BenchBroker, BenchGateway, check_db, machine  # noqa: E402
-from tools.loadgen import percentiles  # noqa: E402
+from bench.ingest import BenchBroker, BenchGateway, check_db, machine
+from tools.loadgen import percentiles
 
 PY = sys.executable
 GOAL_P99_MS = 25.0
@@ -192,11 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                                     "failed": len(failures)})
         finally:
             tsum = target.stop()
-            stats = {}
             try:
                 stats = gw.get("/stats")
-            except Exception:  # noqa: BLE001 - figures only
-                pass
+            except Exception as exc:  # noqa: BLE001 - figures only
+                stats = {"error": repr(exc)}
             gw.stop()
             broker.stop()
         check = check_db(gw.db, sent_bg) if sent_bg else {"ok": True, "sent": 0}

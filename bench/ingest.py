@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hil.harness import GatewayProcess, Mosquitto, wait_for  # noqa: E402
+from hil.harness import GatewayProcess, Mosquitto, wait_for
 
 PY = sys.executable
 
@@ -74,16 +74,20 @@ class BenchGateway(GatewayProcess):
         self.extra = list(extra or [])
         self.root = Path(root) if root else ROOT
 
-    def start(self) -> "BenchGateway":
-        log = open(self.workdir / "gateway.log", "a")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
-             "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}",
-             "--samples", str(self.samples), "--client-id", f"gw-{self.http_port}",
-             "--log-level", "WARNING", *self.extra],
-            cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        wait_for(self._healthy, 20, what="gateway /health")
+    def start(self) -> BenchGateway:
+        with open(self.workdir / "gateway.log", "a") as log:  # the child keeps its own fd
+            self.proc = subprocess.Popen(
+                [PY, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
+                 "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}",
+                 "--samples", str(self.samples), "--client-id", f"gw-{self.http_port}",
+                 "--log-level", "WARNING", *self.extra],
+                cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        try:
+            wait_for(self._healthy, 20, what="gateway /health")
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def pid(self) -> int:
@@ -115,7 +119,8 @@ def loadgen_cmd(port: int, *, devices: int, prefix: str, duration: float, qos: i
 
 def run_json(cmd: list[str], timeout: float) -> dict[str, Any]:
     """Run a loadgen command; its last stdout line is the JSON summary."""
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                       check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"{' '.join(cmd[2:4])} failed (rc={p.returncode}):\n{p.stderr[-2000:]}")
@@ -203,7 +208,8 @@ def machine() -> str:
     except (ValueError, OSError):
         mem = float("nan")
     try:
-        mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.split("\n")[0]
+        mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True,
+                              check=False).stdout.split("\n")[0]
     except OSError:
         mosq = "mosquitto ?"
     return (f"{cpus} CPUs, {mem:.0f} GiB, {platform.platform(terse=True)}, "

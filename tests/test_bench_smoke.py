@@ -25,24 +25,24 @@ NUM = r"[0-9]+(?:\.[0-9]+)?"
 
 def run_quick(script: str, timeout: float = 60) -> str:
     p = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=timeout, check=False)
     assert p.returncode == 0, f"{script} --quick failed (rc={p.returncode}):\n{p.stdout}\n{p.stderr}"
     return p.stdout
 
 
 def test_ingest_benchmark_quick_prints_its_figures():
     out = run_quick("ingest.py")
-    assert re.search(rf"^raw ceiling: {NUM} msgs/s", out, re.M), out
-    assert re.search(rf"^gateway events/s: {NUM} .*CPU {NUM} us/event", out, re.M), out
-    assert re.search(rf"^ratio: {NUM}", out, re.M), out
-    assert re.search(rf"^latency publish->persisted \(ack\) ms: p50 {NUM}\s+p99 {NUM}", out, re.M), out
-    assert re.search(r"^integrity: OK .*lost 0, duplicates 0", out, re.M), out
+    assert re.search(rf"^raw ceiling: {NUM} msgs/s", out, re.MULTILINE), out
+    assert re.search(rf"^gateway events/s: {NUM} .*CPU {NUM} us/event", out, re.MULTILINE), out
+    assert re.search(rf"^ratio: {NUM}", out, re.MULTILINE), out
+    assert re.search(rf"^latency publish->persisted \(ack\) ms: p50 {NUM}\s+p99 {NUM}", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK .*lost 0, duplicates 0", out, re.MULTILINE), out
 
 
 def test_command_rtt_benchmark_quick_prints_its_figures():
     out = run_quick("command_rtt.py")
     lines = re.findall(rf"^command rtt ms \(background [^)]*\): p50 {NUM}\s+p99 {NUM}.*failed 0",
-                       out, re.M)
+                       out, re.MULTILINE)
     assert len(lines) == 2, out  # --quick: no background load, then a light one
-    assert re.search(r"^goal: p99 < 25 ms", out, re.M), out
-    assert re.search(r"^integrity: OK", out, re.M), out
+    assert re.search(r"^goal: p99 < 25 ms", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK", out, re.MULTILINE), out
