@@ -1,0 +1,675 @@
+# CoAP (RFC 7252) transport for the device runtime: the same interface as edge.mqtt.MQTTClient
+# (run / is_connected / publish / subscribe / close, on_message / on_connect / on_down, `will`
+# accepted and ignored), so Runtime(cfg, hal, App, mqtt_class=CoapTransport) runs unchanged.
+# The mapping is in docs/coap.md:
+# * publish("pe/1/{dev}/{ch}", payload) -> CON POST /pe/1/{dev}/{ch}?s={session}; a payload in
+#   the response (the gateway's ack or rebirth) goes to on_message("pe/1/{dev}/ctl", ...)
+#   before publish returns, so an event's ack rides its own response;
+# * subscribe("pe/1/{dev}/cmd") starts a long poll, CON GET /pe/1/{dev}/cmd?hold=H: each
+#   response carries one `cmd` (-> .../cmd) or `ctl` (-> .../ctl) message, or nothing;
+# * subscribe("pe/1/gateway/state") gets "online" at once (like a retained message), and
+#   "offline" when the gateway is lost;
+# * keepalive = the heartbeat interval `hb`: the gateway hears from us at least that often (the
+#   poll itself; POST /hb when nothing else went out), and calls us offline after 3 missed.
+# Message layer: CON with RFC 7252 retransmission (ACK_TIMEOUT 2 s, ACK_RANDOM_FACTOR 1.5,
+# MAX_RETRANSMIT 4: give up after ~62-93 s), piggybacked and separate responses, random
+# tokens, incoming message-id dedupe (a repeated CON response is ACKed again, delivered
+# once), Block1 for requests over 1024 bytes, Block2 for responses. Two lanes, each with one
+# outstanding request (NSTART 1 per lane): the long poll, and everything else.
+# A request whose retransmissions all go unanswered fails (ETIMEDOUT) and makes the transport
+# ping the gateway (empty CON, answered by RST); if 3 pings go unanswered too, the link is
+# down (on_down) and is probed with pings with jittered exponential backoff; the next answer
+# is a new "connection" (on_connect: a new session and birth).
+import asyncio
+import errno
+import json
+import socket
+from time import ticks_ms, ticks_diff
+
+try:
+    from random import getrandbits
+except ImportError:  # pragma: no cover - every port we target has it
+    def getrandbits(n):
+        return ticks_ms() & ((1 << n) - 1)
+
+CON = 0
+NON = 1
+ACK = 2
+RST = 3
+GET = 1
+POST = 2
+CONTENT = 69      # 2.05
+CONTINUE = 95     # 2.31
+OPT_OBSERVE = 6
+OPT_URI_PATH = 11
+OPT_CONTENT_FORMAT = 12
+OPT_MAX_AGE = 14
+OPT_URI_QUERY = 15
+OPT_BLOCK2 = 23
+OPT_BLOCK1 = 27
+BLOCK_SZX = 6     # 1024-byte blocks
+BLOCK = 1024
+RX_MAX = 1280     # largest datagram we read (a 1024-byte block + header and options)
+_DOWN = 0
+_UP = 2
+_STABLE_MS = 10000
+
+
+def code_str(code):
+    return "%d.%02d" % (code >> 5, code & 31)
+
+
+def _opt_bytes(value):
+    if isinstance(value, int):  # uint: big-endian, no leading zero bytes
+        n = 0
+        while value >> (8 * n):
+            n += 1
+        return bytes((value >> (8 * (n - 1 - i))) & 0xFF for i in range(n))
+    return value.encode() if isinstance(value, str) else value
+
+
+def _ext(n):
+    # nibble and extension bytes for an option delta or length
+    if n < 13:
+        return n, b""
+    if n < 269:
+        return 13, bytes((n - 13,))
+    n -= 269
+    return 14, bytes((n >> 8, n & 0xFF))
+
+
+def encode(mtype, code, mid, token, opts=(), payload=None):
+    """A CoAP message. `opts`: (number, value) pairs in option-number order (repeated options
+    such as Uri-Path in their own order), value bytes/str/int."""
+    out = bytearray(4)
+    out[0] = 0x40 | (mtype << 4) | len(token)
+    out[1] = code
+    out[2] = mid >> 8
+    out[3] = mid & 0xFF
+    out += token
+    last = 0
+    for num, value in opts:
+        if num < last:
+            raise ValueError("options out of order")
+        v = _opt_bytes(value)
+        dn, dx = _ext(num - last)
+        ln, lx = _ext(len(v))
+        out.append((dn << 4) | ln)
+        out += dx
+        out += lx
+        out += v
+        last = num
+    if payload:
+        out.append(0xFF)
+        out += payload
+    return out
+
+
+def decode(buf):
+    """(mtype, code, mid, token, opts {number: [bytes]}, payload) or None if malformed."""
+    n = len(buf)
+    if n < 4 or buf[0] >> 6 != 1:
+        return None
+    tkl = buf[0] & 0x0F
+    if tkl > 8 or 4 + tkl > n:
+        return None
+    mtype = (buf[0] >> 4) & 3
+    code = buf[1]
+    mid = (buf[2] << 8) | buf[3]
+    token = bytes(buf[4:4 + tkl])
+    i = 4 + tkl
+    num = 0
+    opts = {}
+    payload = b""
+    while i < n:
+        b = buf[i]
+        i += 1
+        if b == 0xFF:
+            if i == n:
+                return None  # a payload marker with no payload
+            payload = bytes(buf[i:])
+            break
+        vals = []
+        for nib in (b >> 4, b & 0x0F):
+            if nib == 13:
+                if i >= n:
+                    return None
+                nib = buf[i] + 13
+                i += 1
+            elif nib == 14:
+                if i + 1 >= n:
+                    return None
+                nib = ((buf[i] << 8) | buf[i + 1]) + 269
+                i += 2
+            elif nib == 15:
+                return None
+            vals.append(nib)
+        num += vals[0]
+        if i + vals[1] > n:
+            return None
+        opts.setdefault(num, []).append(bytes(buf[i:i + vals[1]]))
+        i += vals[1]
+    return mtype, code, mid, token, opts, payload
+
+
+def opt_uint(opts, num, default=None):
+    v = opts.get(num)
+    if not v:
+        return default
+    r = 0
+    for b in v[0]:
+        r = (r << 8) | b
+    return r
+
+
+def block_opt(num, more, szx=BLOCK_SZX):
+    return (num << 4) | (8 if more else 0) | szx
+
+
+class _Exchange:
+    def __init__(self, mid, token, ping=False):
+        self.mid = mid
+        self.token = token
+        self.ping = ping
+        self.ev = asyncio.Event()
+        self.acked = False
+        self.rst = False
+        self.resp = None  # (code, opts, payload)
+
+
+class CoapTransport:
+    ACK_TIMEOUT_MS = 2000
+    ACK_RANDOM_FACTOR = 1.5
+    MAX_RETRANSMIT = 4
+
+    def __init__(self, client_id, host, port=5683, keepalive=30, user=None, password=None,
+                 will=None, on_message=None, on_connect=None, on_down=None, hold=None,
+                 ack_timeout=None, backoff_max=30, response_timeout=10, queue_max=4):
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.keepalive = keepalive
+        self.will = will  # MQTT's last will has no CoAP counterpart: the gateway uses silence
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.on_down = on_down
+        self.prefix = "pe/1/" + client_id + "/"
+        self.path = ("pe", "1", client_id)
+        self.hb_ms = max(1, keepalive) * 1000
+        self.hold = hold if hold is not None else max(1, keepalive * 3 // 4)
+        self.ack_timeout = ack_timeout or self.ACK_TIMEOUT_MS
+        self.backoff_max = backoff_max
+        self.queue_max = queue_max
+        self._queued = 0
+        self._rt = int(response_timeout * 1000)  # a separate response after an empty ACK
+        self.stats = {"connects": 0, "disconnects": 0, "req": 0, "retx": 0, "rx": 0, "dup": 0,
+                      "rejected": 0, "busy": 0, "dropped": 0, "polls": 0, "cmds": 0, "hb": 0, "errors": 0,
+                      "timeouts": 0, "suspects": 0}
+        self.last_error = None
+        self.session = None
+        self._state = _DOWN
+        self._sock = None
+        self._reader = None
+        self._tasks = []
+        self._gen = 0
+        self._ev = asyncio.Event()
+        self._closing = False
+        self._suspect = False
+        self._stopped = None
+        self._mid = getrandbits(16)
+        self._ex = {}        # mid -> exchange awaiting ACK/RST
+        self._bytoken = {}   # token -> exchange awaiting a response
+        self._buf = bytearray(RX_MAX)  # one receive buffer for the transport's lifetime
+        self._seen = [None] * 8  # recent incoming CON/NON message ids (dedupe)
+        self._seen_i = 0
+        self._req_lock = asyncio.Lock()
+        self._poll_lock = asyncio.Lock()
+        self._subs = {}
+        self._last_tx = ticks_ms()
+
+    # ---- public API (as MQTTClient) -------------------------------------------------------
+
+    def is_connected(self):
+        return self._state == _UP
+
+    async def run(self):
+        if self._stopped is not None:
+            return
+        self._stopped = asyncio.Event()
+        delay = 1
+        try:
+            while not self._closing:
+                up = None
+                try:
+                    self._open()
+                    await self._probe()
+                    up = ticks_ms()
+                    await self._serve()
+                except Exception as e:  # OSError (unreachable), anything unexpected
+                    if not self._closing:
+                        self._err(e)
+                self._lost()
+                if self._closing:
+                    break
+                if up is not None and ticks_diff(ticks_ms(), up) >= _STABLE_MS:
+                    delay = 1
+                ms = delay * 1000
+                try:
+                    await self._wait(ms + ((ms * getrandbits(8)) >> 9))  # +0..50 % jitter
+                except Exception as e:  # MemoryError: the supervisor must survive it
+                    self._err(e)
+                    await asyncio.sleep_ms(ms)
+                delay = min(delay * 2, self.backoff_max)
+        finally:
+            self._lost()
+            self._close_sock()
+            self._stopped.set()
+
+    async def publish(self, topic, payload, qos=0, retain=False):
+        """POST the message; returns once the gateway has answered (2.xx, or 4.xx which, like a
+        broker taking a message the gateway then drops, is counted in stats["rejected"]).
+        Raises OSError when not connected, when the link is lost, or on 5.xx (after waiting
+        the Max-Age the gateway asked for)."""
+        if self._state != _UP:
+            raise OSError(errno.ENOTCONN)
+        if not topic.startswith(self.prefix):
+            raise ValueError("topic")
+        ch = topic[len(self.prefix):]
+        p = payload.encode() if isinstance(payload, str) else payload
+        if ch in ("birth", "status"):
+            try:
+                self.session = json.loads(p)["body"]["session"]
+            except (ValueError, KeyError, TypeError):
+                pass
+        code, opts, body = await self._call(self._req_lock, POST, ch, self._query(), p)
+        cls = code >> 5
+        if cls == 2:
+            if body:
+                self._deliver(body)
+            return
+        if cls == 4:
+            self.stats["rejected"] += 1
+            self._err(ValueError("%s %s %s" % (ch, code_str(code), body[:60])))
+            return
+        self.stats["busy"] += 1
+        await asyncio.sleep_ms(1000 * opt_uint(opts, OPT_MAX_AGE, 2))
+        raise OSError(errno.EAGAIN)
+
+    async def subscribe(self, topic, qos=1):
+        if self._state != _UP:
+            raise OSError(errno.ENOTCONN)
+        self._subs[topic] = qos
+        if topic == "pe/1/gateway/state":
+            self._gateway_state(True)
+        elif topic.startswith(self.prefix) and not self._tasks:  # cmd (or ctl): one poller
+            self._tasks.append(asyncio.create_task(self._poller(self._gen)))
+
+    async def close(self):
+        self._closing = True
+        self._lost()
+        self._ev.set()
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    # ---- connection -----------------------------------------------------------------------
+
+    def _err(self, e):
+        self.stats["errors"] += 1
+        self.last_error = e
+
+    async def _wait(self, ms):
+        self._ev.clear()
+        try:
+            await asyncio.wait_for_ms(self._ev.wait(), ms)
+        except asyncio.TimeoutError:
+            pass
+
+    def _open(self):
+        self._close_sock()
+        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_DGRAM)[0]
+        s = socket.socket(ai[0], socket.SOCK_DGRAM, ai[2])
+        s.connect(ai[-1])  # the kernel then drops datagrams that are not from the gateway
+        s.setblocking(False)
+        self._sock = s
+        self._gen += 1
+        self._reader = asyncio.create_task(self._read(s, self._gen))
+
+    def _close_sock(self):
+        r = self._reader
+        self._reader = None
+        if r is not None:
+            r.cancel()
+        s = self._sock
+        self._sock = None
+        if s is not None:
+            try:
+                s.close()
+            except Exception:
+                pass
+
+    async def _ping(self, sends):
+        # CoAP ping: an empty CON, answered by RST. True if answered within `sends` tries.
+        mid = self._next_mid()
+        ex = _Exchange(mid, b"", ping=True)
+        self._ex[mid] = ex
+        try:
+            msg = encode(CON, 0, mid, b"")
+            to = self._first_timeout()
+            for _ in range(sends):
+                self._send(msg)
+                if await self._until(ex, to):
+                    return True
+                to *= 2
+            return False
+        finally:
+            self._ex.pop(mid, None)
+
+    async def _probe(self):
+        if not await self._ping(2):  # then back off
+            raise OSError(errno.ETIMEDOUT)
+        self._state = _UP
+        self._suspect = False
+        self.session = None  # learnt from this connection's birth
+        self.stats["connects"] += 1
+        if self.on_connect:
+            asyncio.create_task(self._run_on_connect(self._gen))
+
+    async def _run_on_connect(self, gen):
+        try:
+            await self.on_connect(self)
+        except Exception as e:
+            self._err(e)
+            if gen == self._gen and self._state == _UP:
+                self._lost()
+
+    async def _serve(self):
+        # Up until the gateway stops answering. Make sure it hears from us every hb_ms.
+        while self._state == _UP and not self._closing:
+            if self._suspect:
+                # A request went unanswered through all its retransmissions: on a lossy link
+                # that happens now and then without the gateway being gone. Ask with a ping
+                # (3 tries) before calling the link down and starting a new session.
+                self._suspect = False
+                self.stats["suspects"] += 1
+                if not await self._ping(3):
+                    raise OSError(errno.ETIMEDOUT)
+                continue
+            idle = ticks_diff(ticks_ms(), self._last_tx)
+            if idle >= self.hb_ms and not self._req_lock.locked():
+                self.stats["hb"] += 1
+                try:
+                    await self._call(self._req_lock, POST, "hb", self._query(), None)
+                except OSError:
+                    pass
+                continue
+            await self._wait(min(1000, max(50, self.hb_ms - idle)))
+
+    def _lost(self):
+        st = self._state
+        self._state = _DOWN
+        for ex in self._ex.values():
+            ex.ev.set()
+        for ex in self._bytoken.values():
+            ex.ev.set()
+        for t in self._tasks:
+            if t is not asyncio.current_task():
+                t.cancel()
+        self._tasks = []
+        self._ev.set()
+        if st == _UP:
+            self.stats["disconnects"] += 1
+            self._gateway_state(False)
+            if self.on_down:
+                try:
+                    self.on_down()
+                except Exception as e:
+                    self._err(e)
+
+    def _gateway_state(self, online):
+        if "pe/1/gateway/state" in self._subs and self.on_message:
+            msg = '{"v":1,"dev":"gateway","type":"%s","t":null,"body":{}}' % (
+                "online" if online else "offline")
+            try:
+                self.on_message("pe/1/gateway/state", msg.encode())
+            except Exception as e:
+                self._err(e)
+
+    # ---- long poll ------------------------------------------------------------------------
+
+    async def _poller(self, gen):
+        while gen == self._gen and self._state == _UP:
+            q = self._query()
+            q.append("hold=%d" % self.hold)
+            try:
+                code, opts, body = await self._call(self._poll_lock, GET, "cmd", q, None,
+                                                    (self.hold * 1000) + self._rt)
+            except OSError:
+                if self._state != _UP:
+                    return
+                continue  # answered by an empty ACK but the response never came: poll again
+            except Exception as e:  # MemoryError: a dead poller would look connected but deaf
+                self._err(e)
+                await asyncio.sleep_ms(500)
+                continue
+            self.stats["polls"] += 1
+            if code == CONTENT:
+                if body:
+                    self._deliver(body)
+            else:  # 5.03 with Max-Age, or the gateway does not know this resource
+                self.stats["busy"] += 1
+                await asyncio.sleep_ms(1000 * opt_uint(opts, OPT_MAX_AGE, self.hold))
+
+    def _deliver(self, body):
+        try:
+            mtype = json.loads(body).get("type")
+        except (ValueError, AttributeError):
+            self._err(ValueError("bad message from gateway"))
+            return
+        topic = self.prefix + ("cmd" if mtype == "cmd" else "ctl")
+        if mtype == "cmd":
+            self.stats["cmds"] += 1
+        if topic in self._subs and self.on_message:
+            try:
+                self.on_message(topic, body)
+            except Exception as e:
+                self._err(e)
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def _query(self):
+        q = ["hb=%d" % (self.hb_ms // 1000)]
+        if self.session is not None:
+            q.append("s=%d" % self.session)
+        return q
+
+    def _next_mid(self):
+        self._mid = (self._mid + 1) & 0xFFFF
+        return self._mid
+
+    def _first_timeout(self):
+        # ACK_TIMEOUT .. ACK_TIMEOUT * ACK_RANDOM_FACTOR
+        span = int(self.ack_timeout * (self.ACK_RANDOM_FACTOR - 1))
+        return self.ack_timeout + ((span * getrandbits(8)) >> 8)
+
+    def _send(self, msg):
+        s = self._sock
+        if s is None:
+            raise OSError(errno.ENOTCONN)
+        self._last_tx = ticks_ms()
+        try:
+            s.send(msg)
+        except OSError as e:  # e.g. ECONNREFUSED reported late, ENOBUFS: retransmission covers it
+            self._err(e)
+
+    async def _until(self, ex, ms):
+        # wait up to ms for something to happen to the exchange; True if it did
+        if not ex.ev.is_set():
+            try:
+                await asyncio.wait_for_ms(ex.ev.wait(), ms)
+            except asyncio.TimeoutError:
+                pass
+        ex.ev.clear()
+        if self._state != _UP and not ex.ping:
+            raise OSError(errno.ECONNABORTED)
+        return ex.acked or ex.rst or ex.resp is not None
+
+    async def _call(self, lock, code, ch, query, payload, wait_ms=None):
+        """One request, Block1/Block2 as needed. Returns (code, opts, payload)."""
+        if lock is self._req_lock and ch == "reply":
+            # Replies wait in a bounded queue (mqtt_as keeps one too): on a slow, lossy link
+            # repeated command deliveries would otherwise pile up reply tasks until the heap
+            # runs out. A refused reply costs nothing: the gateway re-sends the command and
+            # the command log answers it again. Events, births and status are never refused
+            # (one sender each). Never fail without yielding: callers retry in loops.
+            if self._queued >= self.queue_max:
+                self.stats["dropped"] += 1
+                await asyncio.sleep_ms(20)
+                raise OSError(errno.EAGAIN)
+            self._queued += 1
+            try:
+                return await self._call_locked(lock, code, ch, query, payload, wait_ms)
+            finally:
+                self._queued -= 1
+        return await self._call_locked(lock, code, ch, query, payload, wait_ms)
+
+    async def _call_locked(self, lock, code, ch, query, payload, wait_ms):
+        async with lock:
+            if self._state != _UP:
+                raise OSError(errno.ENOTCONN)
+            opts = [(OPT_URI_PATH, p) for p in self.path]  # in option-number order
+            opts.append((OPT_URI_PATH, ch))
+            if payload:
+                opts.append((OPT_CONTENT_FORMAT, 50))
+            for item in query:
+                opts.append((OPT_URI_QUERY, item))
+            if payload and len(payload) > BLOCK:
+                n = (len(payload) + BLOCK - 1) // BLOCK
+                for i in range(n):
+                    part = payload[i * BLOCK:(i + 1) * BLOCK]
+                    r = await self._exchange(code, opts + [(OPT_BLOCK1, block_opt(i, i < n - 1))],
+                                             part, wait_ms)
+                    if i < n - 1 and r[0] != CONTINUE:
+                        return r  # the gateway refused the transfer (4.13, 4.08 ...)
+            else:
+                r = await self._exchange(code, opts, payload, wait_ms)
+            body = r[2]
+            while True:
+                b2 = opt_uint(r[1], OPT_BLOCK2)
+                if b2 is None or not b2 & 8:
+                    break
+                nxt = (b2 >> 4) + 1
+                if len(body) > 4096:
+                    raise OSError(errno.ENOBUFS)  # larger than the protocol allows
+                r = await self._exchange(code, opts + [(OPT_BLOCK2, block_opt(nxt, False, b2 & 7))],
+                                         None, wait_ms)
+                if r[0] >> 5 != 2:
+                    return r
+                body += r[2]
+            return r[0], r[1], body
+
+    async def _exchange(self, code, opts, payload, wait_ms=None):
+        """One CON request with RFC 7252 retransmission. A request nobody ever acknowledges
+        means the gateway is gone: the link is declared lost."""
+        mid = self._next_mid()
+        token = bytes((getrandbits(8), getrandbits(8), getrandbits(8), getrandbits(8)))
+        ex = _Exchange(mid, token)
+        self._ex[mid] = ex
+        self._bytoken[token] = ex
+        msg = encode(CON, code, mid, token, opts, payload)
+        self.stats["req"] += 1
+        try:
+            to = self._first_timeout()
+            for attempt in range(self.MAX_RETRANSMIT + 1):
+                if attempt:
+                    self.stats["retx"] += 1
+                self._send(msg)
+                if await self._until(ex, to):
+                    break
+                to *= 2
+            else:
+                self.stats["timeouts"] += 1
+                self._suspect = True  # the supervisor checks whether the gateway is still there
+                self._ev.set()
+                raise OSError(errno.ETIMEDOUT)
+            self._ex.pop(mid, None)
+            if ex.rst:
+                raise OSError(errno.ECONNRESET)
+            if ex.resp is None:  # empty ACK: the response comes separately
+                limit = wait_ms or self._rt
+                t0 = ticks_ms()
+                while ex.resp is None:
+                    left = limit - ticks_diff(ticks_ms(), t0)
+                    if left <= 0:
+                        raise OSError(errno.ETIMEDOUT)
+                    await self._until(ex, left)
+            return ex.resp
+        finally:
+            self._ex.pop(mid, None)
+            self._bytoken.pop(token, None)
+
+    # ---- receiving ------------------------------------------------------------------------
+
+    async def _read(self, s, gen):
+        r = asyncio.StreamReader(s)
+        buf = self._buf
+        mv = memoryview(buf)
+        while gen == self._gen:
+            try:
+                n = await r.readinto(buf)
+                if n:
+                    self._rx(mv[:n])
+            except OSError as e:  # ICMP port unreachable and the like: the timers decide
+                if gen != self._gen:
+                    return
+                self._err(e)
+                await asyncio.sleep_ms(100)
+            except Exception as e:  # MemoryError, a bug: keep reading, the timers recover
+                self._err(e)
+                await asyncio.sleep_ms(20)
+
+    def _rx(self, d):
+        m = decode(d)
+        if m is None:
+            self.stats["errors"] += 1
+            return
+        mtype, code, mid, token, opts, payload = m
+        if mtype == ACK or mtype == RST:
+            ex = self._ex.get(mid)
+            if ex is None:
+                return  # late or duplicated ACK of an exchange that is over
+            if mtype == RST:
+                ex.rst = True
+            else:
+                ex.acked = True
+                if code and ex.resp is None and token == ex.token:
+                    ex.resp = (code, opts, payload)
+                    self.stats["rx"] += 1
+            ex.ev.set()
+            return
+        # CON or NON: a separate response (we serve nothing: requests and pings get RST)
+        if code < 64:
+            if mtype == CON:
+                self._send(encode(RST, 0, mid, b""))
+            return
+        if mid in self._seen:
+            self.stats["dup"] += 1
+            if mtype == CON:
+                self._send(encode(ACK, 0, mid, b""))  # our ACK got lost: ACK again
+            return
+        ex = self._bytoken.get(token)
+        if ex is None:
+            if mtype == CON:
+                self._send(encode(RST, 0, mid, b""))
+            return
+        self._seen[self._seen_i] = mid
+        self._seen_i = (self._seen_i + 1) % len(self._seen)
+        if mtype == CON:
+            self._send(encode(ACK, 0, mid, b""))
+        if ex.resp is None:
+            ex.acked = True
+            ex.resp = (code, opts, payload)
+            self.stats["rx"] += 1
+            ex.ev.set()
+
+
+MQTTClient = CoapTransport  # `from edge.coap import MQTTClient` picks the CoAP transport

@@ -1,0 +1,356 @@
+"""Harness for the CoAP tests: the real gateway in-process with the CoAP edge wired in, a
+lossy UDP proxy, and a MicroPython device on the CoAP transport. (No tests here.)
+
+The gateway runs on its own thread and event loop, exactly as `gateway.app.Gateway` builds it;
+`wire()` does what the wiring patch in docs/coap.md does inside `Gateway.__init__`: the
+ingest worker and the command service publish through a `TransportRouter`, and the edge feeds
+`IngestWorker.put`, like the MQTT bus does.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.app import Gateway, GatewayConfig
+from gateway.coap import CoapEdge, TransportRouter
+from hil.sim.firmware import (
+    FirmwareProcess,
+    build_mpy,
+    micropython_binary,
+    micropython_env,
+)
+from tests.support import wait_for
+
+
+def coap_client() -> str | None:
+    """Debian's libcoap3-bin installs coap-client-notls (and -gnutls/-openssl); `coap-client`
+    is an alternatives link that may be missing."""
+    for name in ("coap-client", "coap-client-notls", "coap-client-gnutls", "coap-client-openssl"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def wire(gw: Gateway, edge: CoapEdge) -> TransportRouter:
+    router = TransportRouter(gw.bus.publish, edge)
+    gw.ingest.publish = router.publish
+    gw.commands.publish = router.publish
+    return router
+
+
+class CoapGateway:
+    """Gateway + CoAP edge on a background loop; HTTP API on a free port."""
+
+    def __init__(self, workdir: Path, broker_port: int, **edge_options: Any) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker_port = broker_port
+        self.edge_options = {"heartbeat_s": 2.0, **edge_options}
+        self.client_id = f"gw-coap-{secrets.token_hex(3)}"
+        self.coap_port = 0
+        self.gw: Gateway | None = None
+        self.edge: CoapEdge | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.url = ""
+
+    def start(self) -> CoapGateway:
+        ready = threading.Event()
+        port = self.coap_port
+
+        async def main() -> None:
+            cfg = GatewayConfig(broker_port=self.broker_port, db_path=self.workdir / "gw.db",
+                                http_port=0, client_id=self.client_id)
+            gw = Gateway(cfg)
+            edge = CoapEdge("127.0.0.1", port, gw.ingest.put, clock=gw.clock,
+                            **self.edge_options)
+            wire(gw, edge)
+            self.gw, self.edge, self.loop = gw, edge, asyncio.get_running_loop()
+            async with gw:
+                await edge.start()
+                http = asyncio.create_task(gw.run())
+                while gw.http_port is None and not http.done():
+                    await asyncio.sleep(0.01)
+                ready.set()
+                try:
+                    await http
+                finally:
+                    await edge.stop()
+
+        def run() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as exc:  # surfaced by start()/stop()
+                self._error = exc
+            finally:
+                ready.set()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="coap-gateway")
+        self._thread.start()
+        assert ready.wait(20), "gateway did not start"
+        if self._error:
+            raise self._error
+        self.coap_port = self.edge.port  # a restart keeps the port: devices know it
+        self.url = f"http://127.0.0.1:{self.gw.http_port}"
+        return self
+
+    def stop(self) -> None:
+        if self._thread and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.gw.stop)
+            self._thread.join(20)
+        self._thread = None
+
+    def call(self, fn, *args, timeout: float = 10) -> Any:
+        """Run a coroutine function on the gateway's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(fn(*args), self.loop).result(timeout)
+
+    def get(self, path: str, **params: Any) -> Any:
+        r = httpx.get(self.url + path, params=params, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def device(self, dev: str) -> dict | None:
+        r = httpx.get(f"{self.url}/devices/{dev}", timeout=10)
+        return r.json() if r.status_code == 200 else None
+
+    def events(self, dev: str) -> list[dict]:
+        return self.get("/events", device=dev, limit=1000)["events"]
+
+    def command(self, dev: str, name: str, args: dict, key: str, timeout_s: float = 10,
+                wait: bool = True) -> dict:
+        r = httpx.post(f"{self.url}/devices/{dev}/commands", timeout=timeout_s + 10,
+                       json={"name": name, "args": args, "idempotency_key": key,
+                             "timeout_s": timeout_s, "wait": wait})
+        assert r.status_code in (200, 202), r.text
+        return r.json()
+
+    def wait_online(self, dev: str, online: bool = True, timeout: float = 15) -> dict:
+        return wait_for(lambda: (d := self.device(dev)) is not None and d["online"] is online
+                        and d, timeout, what=f"{dev} online={online}")
+
+
+class LossyProxy:
+    """A UDP relay between one device and the gateway that drops, duplicates and reorders.
+
+    Each datagram, in each direction: dropped with `drop`; else sent once, plus a duplicate
+    with `dup` (after 0-30 ms); with `reorder` it is held back 5-60 ms so later datagrams
+    overtake it. Deterministic per `seed`."""
+
+    def __init__(self, target_port: int, drop: float = 0.2, dup: float = 0.1,
+                 reorder: float = 0.2, seed: int = 7) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.drop, self.dup, self.reorder = drop, dup, reorder
+        self.rng = random.Random(seed)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # towards the gateway
+        self.up.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.client: tuple[str, int] | None = None
+        self.counts = {"in": 0, "dropped": 0, "duplicated": 0, "reordered": 0}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
+        for target in (self._down, self._up):
+            threading.Thread(target=target, daemon=True).start()
+
+    def _send(self, sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
+        with self._lock:
+            self.counts["in"] += 1
+            r = self.rng.random()
+            if r < self.drop:
+                self.counts["dropped"] += 1
+                return
+            delays = [self.rng.uniform(0.005, 0.06) if self.rng.random() < self.reorder else 0.0]
+            if self.rng.random() < self.dup:
+                self.counts["duplicated"] += 1
+                delays.append(self.rng.uniform(0.0, 0.03))
+            if delays[0]:
+                self.counts["reordered"] += 1
+        for d in delays:
+            if d == 0:
+                sock.sendto(data, addr)
+            else:
+                t = threading.Timer(d, sock.sendto, (data, addr))
+                t.daemon = True
+                t.start()
+
+    def _down(self) -> None:  # device → gateway
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.client = addr
+            self._send(self.up, data, self.target)
+
+    def _up(self) -> None:  # gateway → device
+        self.up.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                data, _ = self.up.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.client:
+                self._send(self.sock, data, self.client)
+
+    def close(self) -> None:
+        self._stop.set()
+        time.sleep(0.3)
+        self.sock.close()
+        self.up.close()
+
+
+APP = '''
+import asyncio, gc, sys, time
+from edge import config
+from edge.coap import CoapTransport
+from edge.runtime import Runtime, Rejected
+
+class FakeHal:
+    class _W:
+        def feed(self): pass
+    def wdt(self, ms): return self._W()
+    def reset_cause(self): return "power"
+    def reset(self): sys.exit(3)
+
+class App:
+    caps = ["act", "emit"]
+    def __init__(self, rt, hal, cfg):
+        self.rt = rt
+        self.cfg_tick = cfg.get("tick_ms", 0)  # emit an event every tick_ms by itself
+        self.commands = {"act": self.act, "emit": self.emit}
+    async def act(self, args):
+        with open("actuations.txt", "a") as f:
+            f.write("%s\\n" % args.get("tag"))
+        await asyncio.sleep_ms(args.get("ms", 0))
+        return {"tag": args.get("tag")}
+    async def emit(self, args):
+        n = args.get("n", 1)
+        if n > 100:
+            raise Rejected("too-many")
+        for i in range(n):
+            self.rt.emit("test.n", {"i": i})
+            if args.get("gap_ms"):
+                await asyncio.sleep_ms(args["gap_ms"])
+        return {"n": n}
+    async def run(self):
+        t = time.ticks_ms()
+        tick = self.cfg_tick
+        last = time.ticks_ms()
+        while True:
+            self.rt.heartbeat()
+            await asyncio.sleep_ms(100)
+            if tick and time.ticks_diff(time.ticks_ms(), last) >= tick:
+                last = time.ticks_ms()
+                self.rt.emit("test.tick", {})
+            if time.ticks_diff(time.ticks_ms(), t) > 2000:
+                t = time.ticks_ms()
+                gc.collect()
+                print("heap free", gc.mem_free(), "stats", self.rt.client.stats)
+
+cfg = config.load(sys.argv[1])
+opts = cfg.get("coap_test", {})
+def transport(*a, **k):
+    for name in opts:
+        k[name] = opts[name]
+    return CoapTransport(*a, **k)
+rt = Runtime(cfg, FakeHal(), App, mqtt_class=transport)
+asyncio.run(rt.run())
+'''
+
+
+class CoapDevice:
+    """The real firmware runtime (bytecode from mpy-cross) on the CoAP transport, in the
+    MicroPython unix port, with a scripted app (like tests/test_fw_runtime.py)."""
+
+    def __init__(self, tmp_path: Path, port: int, dev: str, keepalive: int = 2,
+                 app: dict | None = None, **transport: Any) -> None:
+        self.dev = dev
+        self.dir = Path(tmp_path) / dev
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "app.py").write_text(APP)
+        self.config = {"device_id": dev, "kind": "sample-pad", "transport": "coap",
+                       "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": keepalive},
+                       "data_dir": str(self.dir / "flash"), "journal_max": 100,
+                       "app": app or {}, "coap_test": transport}
+        self.write_config()
+        self.env = micropython_env(path=build_mpy())
+        self.env["MICROPYPATH"] = f"{self.dir}:{self.env['MICROPYPATH']}"
+        self.proc: subprocess.Popen | None = None
+
+    def write_config(self) -> None:
+        (self.dir / "config.json").write_text(json.dumps(self.config))
+
+    def start(self) -> CoapDevice:
+        self.proc = subprocess.Popen(
+            [micropython_binary(), "-X", "heapsize=96k", str(self.dir / "app.py"),
+             str(self.dir / "config.json")], cwd=self.dir, env=self.env,
+            stdout=open(self.dir / "console.log", "a"), stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def console(self) -> str:
+        p = self.dir / "console.log"
+        return p.read_text() if p.exists() else ""
+
+    def actuations(self) -> list[str]:
+        p = self.dir / "actuations.txt"
+        return p.read_text().split() if p.exists() else []
+
+
+RUNNER = """
+# what edge.boot.main does, with the CoAP transport (until boot.py reads "transport")
+import asyncio, gc, sys
+from edge import config
+from edge.boot import load_app, make_hal
+from edge.coap import CoapTransport
+gc.collect()
+from edge.runtime import Runtime
+gc.collect()
+cfg = config.load(sys.argv[1])
+app = load_app(cfg["kind"])
+gc.collect()
+rt = Runtime(cfg, make_hal(cfg), app, mqtt_class=CoapTransport)
+gc.collect()
+asyncio.run(rt.run())
+"""
+
+
+class CoapFirmware(FirmwareProcess):
+    """A real device app (e.g. the sample pad on the virtual rig) on the CoAP transport."""
+
+    def start(self) -> CoapFirmware:
+        script = self.workdir / "coap_main.py"
+        script.write_text(RUNNER)
+        self.starts += 1
+        self.proc = subprocess.Popen(
+            [micropython_binary(), "-X", f"heapsize={self.heap}", str(script),
+             str(self.config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=micropython_env(path=build_mpy()),
+            cwd=self.workdir, text=True, bufsize=1)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True,
+                         name=f"fw-{self.dev}").start()
+        return self
