@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SQLite file (default var/gw.db)")
     p.add_argument("--http", type=host_port(8080), default=("127.0.0.1", 8080),
                    metavar="HOST:PORT", help="HTTP API listen address (default 127.0.0.1:8080)")
+    p.add_argument("--coap", type=host_port(5683), default=None, metavar="HOST:PORT",
+                   help="also serve CoAP devices on this UDP address, e.g. 0.0.0.0:5683 "
+                        "(default: off; docs/coap.md)")
+    p.add_argument("--coap-heartbeat", type=float, default=30.0, metavar="SECONDS",
+                   help="heartbeat of CoAP devices that do not declare one: offline after 3 "
+                        "missed (default 30)")
     p.add_argument("--samples", type=Path, default=None,
                    help="sample catalog JSON (loaded at start, API edits written back)")
     p.add_argument("--client-id", default="pe-gateway",
@@ -67,7 +73,10 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                          samples_file=args.samples, client_id=args.client_id,
                          keepalive_s=args.keepalive, publish_timeout_s=args.publish_timeout,
                          ingest_batch_max=args.batch,
-                         ack_linger_s=args.ack_linger_ms / 1000)
+                         ack_linger_s=args.ack_linger_ms / 1000,
+                         coap_host=args.coap[0] if args.coap else "127.0.0.1",
+                         coap_port=args.coap[1] if args.coap else None,
+                         coap_heartbeat_s=args.coap_heartbeat)
 
 
 async def serve(config: GatewayConfig) -> None:

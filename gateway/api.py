@@ -201,6 +201,7 @@ def create_app(gw: Gateway) -> FastAPI:
             "commands": await gw.db.read(Store.count_commands),
             "mqtt": {"connected": gw.bus.connected, "connects": gw.bus.connects,
                      "publish_failures": gw.bus.publish_failures},
+            "coap": gw.coap.stats() if gw.coap is not None else None,
             "acks_failed": gw.ingest.ack_failures,
             "ingest_batches": gw.ingest.batches,
             "stream_subscribers": len(gw.broadcaster.subscribers),

@@ -23,6 +23,7 @@ import uvicorn
 
 from .api import create_app
 from .bus import MqttBus
+from .coap import CoapEdge, TransportRouter
 from .commands import CommandService, now_ms
 from .db import Database
 from .ingest import IngestWorker
@@ -51,6 +52,10 @@ class GatewayConfig:
     command_grace_s: float = 2.0          # expire this long after the deadline
     stream_keep: int = 100_000            # stream rows kept for Last-Event-ID resume
     locker_tick_s: float = 1.0            # locker banks: expiry tick / event catch-up period
+    coap_host: str = "127.0.0.1"
+    coap_port: int | None = None          # CoAP device edge (UDP): None = off, 0 = a free port
+    coap_heartbeat_s: float = 30.0        # CoAP devices that do not say: offline after 3 missed
+    coap_dedupe_max: int = 8192           # bound of the CoAP duplicate table (docs/coap.md)
     shutdown_timeout_s: float = 5.0
 
 
@@ -71,10 +76,17 @@ class Gateway:
         self.bus = MqttBus(config.broker_host, config.broker_port, self._on_message,
                            client_id=config.client_id, keepalive=config.keepalive_s,
                            publish_timeout=config.publish_timeout_s, clock=clock)
-        self.commands = CommandService(self.db, self.bus.publish,
+        self.coap = None if config.coap_port is None else CoapEdge(
+            config.coap_host, config.coap_port, self._on_coap_message, clock=clock,
+            heartbeat_s=config.coap_heartbeat_s, dedupe_max=config.coap_dedupe_max,
+            state_path=config.db_path.with_name(config.db_path.name + ".coap.json"))
+        # one publisher for everything the gateway sends a device: CoAP devices get theirs
+        # from the CoAP edge, the others (and the gateway state) from the MQTT bus
+        self.router = TransportRouter(self.bus.publish, *([self.coap] if self.coap else []))
+        self.commands = CommandService(self.db, self.router.publish,
                                        resend_s=config.command_resend_s,
                                        grace_s=config.command_grace_s, clock=clock)
-        self.ingest = IngestWorker(self.db, self.bus.publish, on_birth=self._on_birth,
+        self.ingest = IngestWorker(self.db, self.router.publish, on_birth=self._on_birth,
                                    batch_max=config.ingest_batch_max,
                                    linger_s=config.ack_linger_s, clock=clock)
         self.pads = PadsService(self.db, config.samples_file)
@@ -93,6 +105,8 @@ class Gateway:
             await self.pads.load()
             await self.lockers.load()
             self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
+            if self.coap is not None:
+                await self.coap.start()
         except BaseException:
             await self.db.close()
             raise
@@ -101,17 +115,20 @@ class Gateway:
         self._spawn("commands", self.commands.run())
         self._spawn("lockers", self.lockers.run())
         self._spawn("housekeeping", self._housekeeping())
-        log.info("gateway started broker=%s:%d db=%s client_id=%s", self.config.broker_host,
-                 self.config.broker_port, self.config.db_path, self.config.client_id)
+        log.info("gateway started broker=%s:%d db=%s client_id=%s coap=%s",
+                 self.config.broker_host, self.config.broker_port, self.config.db_path,
+                 self.config.client_id, self.coap.port if self.coap else "off")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
         self.broadcaster.close()
+        if self.coap is not None:
+            await self.coap.stop()  # in-flight CoAP requests are retransmitted to the next run
         await self._cancel("commands")
         await self._cancel("lockers")
         await self._cancel("housekeeping")
-        if self.bus.connected:
+        if self.bus.connected or self.coap is not None:
             await self.ingest.drained(self.config.shutdown_timeout_s)
         await self.bus.announce_offline()
         await self._cancel("bus")
@@ -193,6 +210,11 @@ class Gateway:
         self.lockers.on_birth(device)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
+        if self.coap is not None:
+            self.coap.mqtt_seen(topic)  # a device that moved to MQTT is routed there again
+        await self.ingest.put(topic, payload)
+
+    async def _on_coap_message(self, topic: str, payload: bytes) -> None:
         await self.ingest.put(topic, payload)
 
     async def _housekeeping(self) -> None:

@@ -37,7 +37,10 @@ def main(argv):
     # each step keeps the heap unfragmented (the difference between fitting in 96 KB or not).
     gc.collect()
     import asyncio
-    from edge import mqtt  # noqa: F401  (largest module first)
+    if cfg["transport"] == "coap":  # docs/coap.md
+        from edge.coap import CoapTransport as client_class  # (largest module first)
+    else:
+        from edge.mqtt import MQTTClient as client_class
     gc.collect()
     from edge.runtime import Runtime
     gc.collect()
@@ -45,7 +48,7 @@ def main(argv):
     gc.collect()
     hal = make_hal(cfg)
     gc.collect()
-    rt = Runtime(cfg, hal, app)
+    rt = Runtime(cfg, hal, app, mqtt_class=client_class)
     gc.collect()
     # collect early rather than when the heap is exhausted: fewer holes, shorter pauses
     gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())

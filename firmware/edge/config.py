@@ -40,12 +40,17 @@ def load(path):
         raise ConfigError("device_id must be 1-32 chars of a-z, 0-9 and '-' (not first)")
     if cfg.get("kind") not in KINDS:
         raise ConfigError("kind must be one of " + ", ".join(KINDS))
+    transport = cfg.setdefault("transport", "mqtt")
+    if transport not in ("mqtt", "coap"):
+        raise ConfigError('transport must be "mqtt" or "coap"')
+    if transport == "coap" and "coap" in cfg:
+        cfg["mqtt"] = cfg["coap"]  # the runtime takes the gateway's address from "mqtt"
     mq = cfg.get("mqtt")
     if not isinstance(mq, dict) or not isinstance(mq.get("host"), str):
-        raise ConfigError("mqtt.host is required")
-    port = mq.get("port", 1883)
+        raise ConfigError(transport + ".host is required")
+    port = mq.setdefault("port", 5683 if transport == "coap" else 1883)
     if not isinstance(port, int) or not 0 < port < 65536:
-        raise ConfigError("mqtt.port must be 1-65535")
+        raise ConfigError(transport + ".port must be 1-65535")
     wifi = cfg.get("wifi")
     if wifi is not None and not (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str)):
         raise ConfigError("wifi must be an object with an ssid (and a password)")

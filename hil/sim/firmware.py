@@ -99,8 +99,13 @@ class FirmwareProcess:
 
     def start(self) -> "FirmwareProcess":
         self.starts += 1
+        # main.py runs from the device's directory: next to firmware/edge, MicroPython would
+        # import the package from source (sys.path[0] is the script's directory), compiling
+        # it in the heap, instead of from the .mpy build on MICROPYPATH
+        main = self.workdir / "main.py"
+        shutil.copyfile(FIRMWARE / "main.py", main)
         self.proc = subprocess.Popen(
-            [micropython_binary(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py"), str(self.config_path)],
+            [micropython_binary(), "-X", f"heapsize={self.heap}", str(main), str(self.config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=micropython_env(path=build_mpy()),
             cwd=self.workdir, text=True, bufsize=1)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True, name=f"fw-{self.dev}").start()

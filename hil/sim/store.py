@@ -92,18 +92,19 @@ class LockerHandle:
 
 class VirtualStore:
     def __init__(self, workdir: Path, broker_host: str = "127.0.0.1", broker_port: int = 1883,
-                 heap: str = "96k", keepalive: int = 10):
+                 heap: str = "96k", keepalive: int = 10, transport: str = "mqtt"):
         self.workdir = Path(workdir)
         self.broker = (broker_host, broker_port)
         self.heap = heap
         self.keepalive = keepalive
+        self.transport = transport  # "coap": broker_port is the gateway's CoAP port
         self.rig = VirtualRig().start()
         self.devices: dict[str, FirmwareProcess] = {}
         self.pads: dict[str, PadHandle] = {}
         self.lockers: dict[str, LockerHandle] = {}
 
     def _config(self, dev: str, kind: str, app: dict) -> dict:
-        return {"device_id": dev, "kind": kind, "board": "sim",
+        return {"device_id": dev, "kind": kind, "board": "sim", "transport": self.transport,
                 "mqtt": {"host": self.broker[0], "port": self.broker[1], "keepalive": self.keepalive},
                 "sim": {"host": self.rig.host, "port": self.rig.port}, "app": app}
 
