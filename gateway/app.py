@@ -15,7 +15,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class GatewayConfig:
     coap_port: int | None = None          # CoAP device edge (UDP): None = off, 0 = a free port
     coap_heartbeat_s: float = 30.0        # CoAP devices that do not say: offline after 3 missed
     coap_dedupe_max: int = 8192           # bound of the CoAP duplicate table (docs/coap.md)
+    coap_options: dict = field(default_factory=dict)  # further CoapEdge keywords (tests, tuning)
     shutdown_timeout_s: float = 5.0
 
 
@@ -79,7 +80,8 @@ class Gateway:
         self.coap = None if config.coap_port is None else CoapEdge(
             config.coap_host, config.coap_port, self._on_coap_message, clock=clock,
             heartbeat_s=config.coap_heartbeat_s, dedupe_max=config.coap_dedupe_max,
-            state_path=config.db_path.with_name(config.db_path.name + ".coap.json"))
+            state_path=config.db_path.with_name(config.db_path.name + ".coap.json"),
+            **config.coap_options)
         # one publisher for everything the gateway sends a device: CoAP devices get theirs
         # from the CoAP edge, the others (and the gateway state) from the MQTT bus
         self.router = TransportRouter(self.bus.publish, *([self.coap] if self.coap else []))

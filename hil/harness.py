@@ -94,10 +94,45 @@ class Mosquitto:
         self.proc.send_signal(signal.SIGCONT)
 
 
-class GatewayProcess:
+class GatewayClient:
+    """The HTTP API calls tests make of a gateway at `self.url` (a process or in-process)."""
+
+    url: str
+
+    def get(self, path: str, **params):
+        r = httpx.get(self.url + path, params=params, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def events(self, device: str, type: str | None = None) -> list[dict]:
+        params = {"device": device, "limit": 1000}
+        if type:
+            params["type"] = type
+        data = self.get("/events", **params)
+        return data["events"] if isinstance(data, dict) else data
+
+    def device(self, dev: str) -> dict | None:
+        r = httpx.get(f"{self.url}/devices/{dev}", timeout=10)
+        return r.json() if r.status_code == 200 else None
+
+    def command(self, dev: str, name: str, args: dict, key: str, timeout_s: float = 10,
+                wait: bool = True) -> dict:
+        r = httpx.post(f"{self.url}/devices/{dev}/commands", timeout=timeout_s + 10,
+                       json={"name": name, "args": args, "idempotency_key": key,
+                             "timeout_s": timeout_s, "wait": wait})
+        assert r.status_code in (200, 202), r.text
+        return r.json()
+
+    def wait_online(self, dev: str, online: bool = True, timeout: float = 15) -> dict:
+        return wait_for(lambda: (d := self.device(dev)) is not None and d["online"] is online
+                        and d, timeout, what=f"{dev} online={online}")
+
+
+class GatewayProcess(GatewayClient):
     """`python -m gateway` as a child process, so a test can SIGKILL and restart it."""
 
-    def __init__(self, workdir: Path, broker_port: int, samples: dict | None = None):
+    def __init__(self, workdir: Path, broker_port: int, samples: dict | None = None,
+                 coap_heartbeat_s: float | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker_port = broker_port
@@ -107,6 +142,10 @@ class GatewayProcess:
         self.samples.write_text(json.dumps(samples or {}))
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.http_port}"
+        # CoAP edge on a fixed free UDP port (kept across restarts: devices know it)
+        self.coap_port = None if coap_heartbeat_s is None else free_port(socket.SOCK_DGRAM)
+        self.coap_args = [] if self.coap_port is None else [
+            "--coap", f"127.0.0.1:{self.coap_port}", "--coap-heartbeat", str(coap_heartbeat_s)]
 
     def start(self) -> "GatewayProcess":
         log = open(self.workdir / "gateway.log", "a")
@@ -114,7 +153,7 @@ class GatewayProcess:
             [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
              "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}", "--samples", str(self.samples),
              # one broker session per gateway instance, kept across its restarts
-             "--client-id", f"gw-{self.http_port}"],
+             "--client-id", f"gw-{self.http_port}", *self.coap_args],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         wait_for(self._healthy, 20, what="gateway /health")
         return self
@@ -140,16 +179,5 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def get(self, path: str, **params):
-        r = httpx.get(self.url + path, params=params, timeout=10)
-        r.raise_for_status()
-        return r.json()
-
-    def events(self, device: str, type: str | None = None) -> list[dict]:
-        params = {"device": device, "limit": 1000}
-        if type:
-            params["type"] = type
-        data = self.get("/events", **params)
-        return data["events"] if isinstance(data, dict) else data
 
 

@@ -3,29 +3,23 @@ CoAP transport, against the real gateway with its CoAP edge. The same checks as 
 skeleton (events once and in order, commands once, outages), plus a lossy link."""
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
 from hil.sim.store import PadHandle
 from tests.e2e import sample_tag
-from tests.support import free_port, wait_for
+from hil.harness import GatewayProcess
+from tests.support import wait_for
 from tests.test_coap_harness import CoapDevice, CoapFirmware, CoapGateway, LossyProxy
 
 
 @pytest.fixture
 def cgw(broker, tmp_path):
-    g = CoapGateway(tmp_path / "gw", broker.port,
-                    state_path=tmp_path / "gw" / "coap-devices.json").start()
+    g = CoapGateway(tmp_path / "gw", broker.port).start()
     yield g
     g.stop()
 
@@ -208,65 +202,8 @@ def test_lossy_link_every_event_once_in_order_every_command_once(lossy_gw, devic
         proxy.close()
 
 
-# -- once the wiring in docs/coap.md is applied: `python -m gateway --coap` and boot.py ------
-
-def _wired() -> bool:
-    import dataclasses
-
-    from gateway.app import GatewayConfig
-    return "coap_port" in {f.name for f in dataclasses.fields(GatewayConfig)}
-
-
-def _boot_wired() -> bool:
-    import inspect
-
-    from hil.sim.store import VirtualStore
-    return "transport" in inspect.signature(VirtualStore).parameters and \
-        "coap" in (Path(__file__).parents[1] / "firmware" / "edge" / "boot.py").read_text()
-
-
-class WiredGateway(CoapGateway):
-    """`python -m gateway --coap 127.0.0.1:PORT` as a process (SIGKILL-able)."""
-
-    def __init__(self, workdir: Path, broker_port: int) -> None:
-        super().__init__(workdir, broker_port)
-        self.coap_port = free_port(socket.SOCK_DGRAM)
-        self.http_port = free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> WiredGateway:
-        log = open(self.workdir / "gateway.log", "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
-             "--db", str(self.workdir / "gw.db"), "--http", f"127.0.0.1:{self.http_port}",
-             "--client-id", self.client_id, "--coap", f"127.0.0.1:{self.coap_port}",
-             "--coap-heartbeat", "2"],
-            cwd=Path(__file__).parents[1], stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._healthy, 20, what="gateway /health")
-        return self
-
-    def _healthy(self) -> bool:
-        assert self.proc.poll() is None, (self.workdir / "gateway.log").read_text()[-3000:]
-        try:
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(15)
-
-
-@pytest.mark.skipif(not _wired(), reason="GatewayConfig has no coap_port yet (wiring patch)")
 def test_wired_gateway_process_serves_coap_devices_across_a_crash(broker, devices, tmp_path):
-    g = WiredGateway(tmp_path / "gw", broker.port).start()
+    g = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2).start()
     try:
         d = CoapDevice(tmp_path, g.coap_port, "wired-1", app={"tick_ms": 400},
                        ack_timeout=500).start()
@@ -288,16 +225,12 @@ def test_wired_gateway_process_serves_coap_devices_across_a_crash(broker, device
         g.stop()
 
 
-@pytest.mark.skipif(not (_wired() and _boot_wired()),
-                    reason="boot.py / VirtualStore do not know `transport` yet (wiring patch)")
 def test_wired_boot_runs_the_sample_pad_over_coap(broker, tmp_path):
     from hil.sim.store import VirtualStore
 
-    g = WiredGateway(tmp_path / "gw", broker.port).start()
-    # 128k: hil.sim.firmware.FirmwareProcess runs firmware/main.py, so MicroPython imports the
-    # edge package from source next to it (compiled in the heap), not from the .mpy build
+    g = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2).start()
     store = VirtualStore(tmp_path / "store", broker_port=g.coap_port, keepalive=2,
-                         transport="coap", heap="128k")
+                         transport="coap")
     try:
         pad = store.add_pad("pad-wired")
         store.start()

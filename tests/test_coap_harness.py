@@ -1,10 +1,8 @@
 """Harness for the CoAP tests: the real gateway in-process with the CoAP edge wired in, a
 lossy UDP proxy, and a MicroPython device on the CoAP transport. (No tests here.)
 
-The gateway runs on its own thread and event loop, exactly as `gateway.app.Gateway` builds it;
-`wire()` does what the wiring patch in docs/coap.md does inside `Gateway.__init__`: the
-ingest worker and the command service publish through a `TransportRouter`, and the edge feeds
-`IngestWorker.put`, like the MQTT bus does.
+The gateway runs on its own thread and event loop, built by `gateway.app.Gateway` with its
+CoAP edge on (`GatewayConfig.coap_port`), so the tests can reach into it (`.gw`, `.edge`).
 """
 from __future__ import annotations
 
@@ -20,17 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 from gateway.app import Gateway, GatewayConfig
-from gateway.coap import CoapEdge, TransportRouter
+from gateway.coap import CoapEdge
 from hil.sim.firmware import (
     FirmwareProcess,
     build_mpy,
     micropython_binary,
     micropython_env,
 )
-from tests.support import wait_for
+from hil.harness import GatewayClient
 
 
 def coap_client() -> str | None:
@@ -43,21 +40,14 @@ def coap_client() -> str | None:
     return None
 
 
-def wire(gw: Gateway, edge: CoapEdge) -> TransportRouter:
-    router = TransportRouter(gw.bus.publish, edge)
-    gw.ingest.publish = router.publish
-    gw.commands.publish = router.publish
-    return router
-
-
-class CoapGateway:
+class CoapGateway(GatewayClient):
     """Gateway + CoAP edge on a background loop; HTTP API on a free port."""
 
     def __init__(self, workdir: Path, broker_port: int, **edge_options: Any) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker_port = broker_port
-        self.edge_options = {"heartbeat_s": 2.0, **edge_options}
+        self.edge_options = edge_options  # further CoapEdge keywords
         self.client_id = f"gw-coap-{secrets.token_hex(3)}"
         self.coap_port = 0
         self.gw: Gateway | None = None
@@ -72,23 +62,20 @@ class CoapGateway:
         port = self.coap_port
 
         async def main() -> None:
+            options = dict(self.edge_options)
             cfg = GatewayConfig(broker_port=self.broker_port, db_path=self.workdir / "gw.db",
-                                http_port=0, client_id=self.client_id)
+                                http_port=0, client_id=self.client_id, coap_port=port,
+                                coap_heartbeat_s=options.pop("heartbeat_s", 2.0),
+                                coap_dedupe_max=options.pop("dedupe_max", 8192),
+                                coap_options=options)
             gw = Gateway(cfg)
-            edge = CoapEdge("127.0.0.1", port, gw.ingest.put, clock=gw.clock,
-                            **self.edge_options)
-            wire(gw, edge)
-            self.gw, self.edge, self.loop = gw, edge, asyncio.get_running_loop()
+            self.gw, self.edge, self.loop = gw, gw.coap, asyncio.get_running_loop()
             async with gw:
-                await edge.start()
                 http = asyncio.create_task(gw.run())
                 while gw.http_port is None and not http.done():
                     await asyncio.sleep(0.01)
                 ready.set()
-                try:
-                    await http
-                finally:
-                    await edge.stop()
+                await http
 
         def run() -> None:
             try:
@@ -116,30 +103,6 @@ class CoapGateway:
     def call(self, fn, *args, timeout: float = 10) -> Any:
         """Run a coroutine function on the gateway's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(fn(*args), self.loop).result(timeout)
-
-    def get(self, path: str, **params: Any) -> Any:
-        r = httpx.get(self.url + path, params=params, timeout=10)
-        r.raise_for_status()
-        return r.json()
-
-    def device(self, dev: str) -> dict | None:
-        r = httpx.get(f"{self.url}/devices/{dev}", timeout=10)
-        return r.json() if r.status_code == 200 else None
-
-    def events(self, dev: str) -> list[dict]:
-        return self.get("/events", device=dev, limit=1000)["events"]
-
-    def command(self, dev: str, name: str, args: dict, key: str, timeout_s: float = 10,
-                wait: bool = True) -> dict:
-        r = httpx.post(f"{self.url}/devices/{dev}/commands", timeout=timeout_s + 10,
-                       json={"name": name, "args": args, "idempotency_key": key,
-                             "timeout_s": timeout_s, "wait": wait})
-        assert r.status_code in (200, 202), r.text
-        return r.json()
-
-    def wait_online(self, dev: str, online: bool = True, timeout: float = 15) -> dict:
-        return wait_for(lambda: (d := self.device(dev)) is not None and d["online"] is online
-                        and d, timeout, what=f"{dev} online={online}")
 
 
 class LossyProxy:
