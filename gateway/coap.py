@@ -6,7 +6,8 @@ payload)` with the MQTT topic `pe/1/{dev}/{channel}`), and everything the gatewa
 for a device (`ctl` acks and rebirth requests from ingest, `cmd` from the command service)
 goes through one publisher, `TransportRouter.publish`, which hands it to this edge when the
 device is a CoAP device and to the MQTT bus otherwise. Store systems cannot tell the
-transports apart. docs/coap.md has the mapping with examples.
+transports apart. The mapping with examples: docs/protocol.md ("CoAP mapping"); memory
+bounds and sizes: docs/coap.md.
 
 Resources (`{dev}` is the device id; query `s` = the device's session, `hb` = its heartbeat
 interval in seconds, both optional):

@@ -37,7 +37,7 @@ def main(argv):
     # each step keeps the heap unfragmented (the difference between fitting in 96 KB or not).
     gc.collect()
     import asyncio
-    if cfg["transport"] == "coap":  # docs/coap.md
+    if cfg["transport"] == "coap":  # docs/protocol.md "CoAP mapping"
         from edge.coap import CoapTransport as client_class  # (largest module first)
     else:
         from edge.mqtt import MQTTClient as client_class

@@ -1,7 +1,7 @@
 # CoAP (RFC 7252) transport for the device runtime: the same interface as edge.mqtt.MQTTClient
 # (run / is_connected / publish / subscribe / close, on_message / on_connect / on_down, `will`
 # accepted and ignored), so Runtime(cfg, hal, App, mqtt_class=CoapTransport) runs unchanged.
-# The mapping is in docs/coap.md:
+# The mapping is in docs/protocol.md ("CoAP mapping"):
 # * publish("pe/1/{dev}/{ch}", payload) -> CON POST /pe/1/{dev}/{ch}?s={session}; a payload in
 #   the response (the gateway's ack or rebirth) goes to on_message("pe/1/{dev}/ctl", ...)
 #   before publish returns, so an event's ack rides its own response;
