@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="HOST:PORT", help="HTTP API listen address (default 127.0.0.1:8080)")
     p.add_argument("--coap", type=host_port(5683), default=None, metavar="HOST:PORT",
                    help="also serve CoAP devices on this UDP address, e.g. 0.0.0.0:5683 "
-                        "(default: off; docs/protocol.md "CoAP mapping")")
+                        "(default: off; docs/protocol.md, CoAP mapping)")
     p.add_argument("--coap-heartbeat", type=float, default=30.0, metavar="SECONDS",
                    help="heartbeat of CoAP devices that do not declare one: offline after 3 "
                         "missed (default 30)")

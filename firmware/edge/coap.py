@@ -26,11 +26,7 @@ import json
 import socket
 from time import ticks_ms, ticks_diff
 
-try:
-    from random import getrandbits
-except ImportError:  # pragma: no cover - every port we target has it
-    def getrandbits(n):
-        return ticks_ms() & ((1 << n) - 1)
+from edge.link import DOWN as _DOWN, UP as _UP, Link, getrandbits
 
 CON = 0
 NON = 1
@@ -50,9 +46,6 @@ OPT_BLOCK1 = 27
 BLOCK_SZX = 6     # 1024-byte blocks
 BLOCK = 1024
 RX_MAX = 1280     # largest datagram we read (a 1024-byte block + header and options)
-_DOWN = 0
-_UP = 2
-_STABLE_MS = 10000
 
 
 def code_str(code):
@@ -177,7 +170,7 @@ class _Exchange:
         self.resp = None  # (code, opts, payload)
 
 
-class CoapTransport:
+class CoapTransport(Link):
     ACK_TIMEOUT_MS = 2000
     ACK_RANDOM_FACTOR = 1.5
     MAX_RETRANSMIT = 4
@@ -229,41 +222,11 @@ class CoapTransport:
 
     # ---- public API (as MQTTClient) -------------------------------------------------------
 
-    def is_connected(self):
-        return self._state == _UP
-
     async def run(self):
-        if self._stopped is not None:
-            return
-        self._stopped = asyncio.Event()
-        delay = 1
         try:
-            while not self._closing:
-                up = None
-                try:
-                    self._open()
-                    await self._probe()
-                    up = ticks_ms()
-                    await self._serve()
-                except Exception as e:  # OSError (unreachable), anything unexpected
-                    if not self._closing:
-                        self._err(e)
-                self._lost()
-                if self._closing:
-                    break
-                if up is not None and ticks_diff(ticks_ms(), up) >= _STABLE_MS:
-                    delay = 1
-                ms = delay * 1000
-                try:
-                    await self._wait(ms + ((ms * getrandbits(8)) >> 9))  # +0..50 % jitter
-                except Exception as e:  # MemoryError: the supervisor must survive it
-                    self._err(e)
-                    await asyncio.sleep_ms(ms)
-                delay = min(delay * 2, self.backoff_max)
+            await Link.run(self)
         finally:
-            self._lost()
             self._close_sock()
-            self._stopped.set()
 
     async def publish(self, topic, payload, qos=0, retain=False):
         """POST the message; returns once the gateway has answered (2.xx, or 4.xx which, like a
@@ -306,23 +269,9 @@ class CoapTransport:
 
     async def close(self):
         self._closing = True
-        self._lost()
-        self._ev.set()
-        if self._stopped is not None:
-            await self._stopped.wait()
+        await self._closed()
 
     # ---- connection -----------------------------------------------------------------------
-
-    def _err(self, e):
-        self.stats["errors"] += 1
-        self.last_error = e
-
-    async def _wait(self, ms):
-        self._ev.clear()
-        try:
-            await asyncio.wait_for_ms(self._ev.wait(), ms)
-        except asyncio.TimeoutError:
-            pass
 
     def _open(self):
         self._close_sock()
@@ -364,23 +313,15 @@ class CoapTransport:
         finally:
             self._ex.pop(mid, None)
 
-    async def _probe(self):
+    async def _connect(self):
+        self._open()
         if not await self._ping(2):  # then back off
             raise OSError(errno.ETIMEDOUT)
         self._state = _UP
         self._suspect = False
         self.session = None  # learnt from this connection's birth
-        self.stats["connects"] += 1
-        if self.on_connect:
-            asyncio.create_task(self._run_on_connect(self._gen))
-
-    async def _run_on_connect(self, gen):
-        try:
-            await self.on_connect(self)
-        except Exception as e:
-            self._err(e)
-            if gen == self._gen and self._state == _UP:
-                self._lost()
+        self._connected()
+        return True
 
     async def _serve(self):
         # Up until the gateway stops answering. Make sure it hears from us every hb_ms.
@@ -417,13 +358,8 @@ class CoapTransport:
         self._tasks = []
         self._ev.set()
         if st == _UP:
-            self.stats["disconnects"] += 1
             self._gateway_state(False)
-            if self.on_down:
-                try:
-                    self.on_down()
-                except Exception as e:
-                    self._err(e)
+        self._went_down(st)
 
     def _gateway_state(self, online):
         if "pe/1/gateway/state" in self._subs and self.on_message:

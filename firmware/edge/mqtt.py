@@ -21,18 +21,10 @@ import select
 import socket
 from time import ticks_ms, ticks_diff
 
-try:
-    from random import getrandbits
-except ImportError:  # pragma: no cover - every port we target has it
-    def getrandbits(n):
-        return ticks_ms() & ((1 << n) - 1)
+from edge.link import CONNECTING as _CONNECTING, DOWN as _DOWN, UP as _UP, Link
 
 _PING = b"\xc0\x00"
 _DISC = b"\xe0\x00"
-_DOWN = 0
-_CONNECTING = 1
-_UP = 2
-_STABLE_MS = 10000  # a connection that lasted this long resets the backoff
 
 
 def _str(s):
@@ -61,7 +53,7 @@ def _put_str(buf, i, s):
     return i + 2 + n
 
 
-class MQTTClient:
+class MQTTClient(Link):
     max_payload = 8192  # larger incoming messages are read, discarded and counted
 
     def __init__(self, client_id, host, port=1883, keepalive=30, user=None, password=None,
@@ -96,43 +88,6 @@ class MQTTClient:
         self.last_error = None
 
     # ---- public API -------------------------------------------------------------------
-
-    def is_connected(self):
-        return self._state == _UP
-
-    async def run(self):
-        if self._stopped is not None:
-            return
-        self._stopped = asyncio.Event()
-        delay = 1
-        try:
-            while not self._closing:
-                up = None
-                try:
-                    await self._open()
-                    t0 = ticks_ms()
-                    while self._state == _CONNECTING and not self._closing:
-                        left = self._rt - ticks_diff(ticks_ms(), t0)
-                        if left <= 0:
-                            raise OSError(errno.ETIMEDOUT)
-                        await self._wait(left)
-                    if self._state == _UP:
-                        up = ticks_ms()
-                        await self._serve()
-                except Exception as e:  # OSError, EOFError, anything unexpected
-                    if not self._closing:
-                        self._err(e)
-                self._lost()
-                if self._closing:
-                    break
-                if up is not None and ticks_diff(ticks_ms(), up) >= _STABLE_MS:
-                    delay = 1
-                ms = delay * 1000
-                await self._wait(ms + ((ms * getrandbits(8)) >> 9))  # +0..50 % jitter
-                delay = min(delay * 2, self.backoff_max)
-        finally:
-            self._lost()
-            self._stopped.set()
 
     async def publish(self, topic, payload, qos=0, retain=False):
         if qos not in (0, 1):
@@ -206,25 +161,19 @@ class MQTTClient:
                         await self._write(_DISC)
             except Exception:
                 pass
-        self._lost()
-        self._ev.set()
-        if self._stopped is not None:
-            await self._stopped.wait()
+        await self._closed()
 
     # ---- internals --------------------------------------------------------------------
 
-    def _err(self, e):
-        self.stats["errors"] += 1
-        self.last_error = e
-
-    async def _wait(self, ms):
-        # Sleep up to ms, or until _ev is set. Callers check their condition first: nothing
-        # can set _ev between that check and the clear() below (no await in between).
-        self._ev.clear()
-        try:
-            await asyncio.wait_for_ms(self._ev.wait(), ms)
-        except asyncio.TimeoutError:
-            pass
+    async def _connect(self):
+        await self._open()
+        t0 = ticks_ms()
+        while self._state == _CONNECTING and not self._closing:  # until the CONNACK
+            left = self._rt - ticks_diff(ticks_ms(), t0)
+            if left <= 0:
+                raise OSError(errno.ETIMEDOUT)
+            await self._wait(left)
+        return self._state == _UP
 
     def _newpid(self):
         pid = self._pid
@@ -357,9 +306,7 @@ class MQTTClient:
         return pkt
 
     async def _serve(self):
-        self.stats["connects"] += 1
-        if self.on_connect:
-            asyncio.create_task(self._run_on_connect(self._gen))
+        self._connected()
         ka = self.keepalive * 1000
         ping_ms = ka // 4
         dead_ms = ka * 3 // 2
@@ -378,14 +325,6 @@ class MQTTClient:
                 continue
             await self._wait(min(ping_ms - ticks_diff(now, last_ping),
                                  dead_ms - ticks_diff(now, self._last_rx)))
-
-    async def _run_on_connect(self, gen):
-        try:
-            await self.on_connect(self)
-        except Exception as e:
-            self._err(e)
-            if gen == self._gen and self._state == _UP:
-                self._lost()  # not fully set up (e.g. subscribe failed): start over
 
     def _lost(self):
         st = self._state
@@ -408,13 +347,7 @@ class MQTTClient:
             ev.set()
         self._pend.clear()
         self._ev.set()
-        if st == _UP:
-            self.stats["disconnects"] += 1
-            if self.on_down:
-                try:
-                    self.on_down()
-                except Exception as e:
-                    self._err(e)
+        self._went_down(st)
 
     async def _read(self, r, gen):
         try:
