@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import protocol
+from .api_staff import add_staff_routes
 from .commands import CommandRejected, IdempotencyConflict, UnknownDevice
 from .core.lockers import Reason, Refused
 from .ingest import public_device
@@ -293,4 +294,5 @@ def create_app(gw: Gateway) -> FastAPI:
         except Refused as exc:
             return _refused(exc)
 
+    add_staff_routes(app, gw)
     return app

@@ -27,6 +27,7 @@ from .coap import CoapEdge, TransportRouter
 from .commands import CommandService, now_ms
 from .db import Database
 from .ingest import IngestWorker
+from .services.alerts import AlertsService
 from .services.lockers import LockersService
 from .services.pads import PadsService
 from .store import Store, StreamItem
@@ -94,6 +95,7 @@ class Gateway:
         self.pads = PadsService(self.db, config.samples_file)
         self.lockers = LockersService(self.db, self.commands, tick_s=config.locker_tick_s,
                                       clock=clock)
+        self.alerts = AlertsService(self.db, clock)
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()
@@ -116,6 +118,7 @@ class Gateway:
         self._spawn("bus", self.bus.run())
         self._spawn("commands", self.commands.run())
         self._spawn("lockers", self.lockers.run())
+        self._spawn("alerts", self.alerts.run())
         self._spawn("housekeeping", self._housekeeping())
         log.info("gateway started broker=%s:%d db=%s client_id=%s coap=%s",
                  self.config.broker_host, self.config.broker_port, self.config.db_path,
@@ -129,6 +132,7 @@ class Gateway:
             await self.coap.stop()  # in-flight CoAP requests are retransmitted to the next run
         await self._cancel("commands")
         await self._cancel("lockers")
+        await self._cancel("alerts")
         await self._cancel("housekeeping")
         if self.bus.connected or self.coap is not None:
             await self.ingest.drained(self.config.shutdown_timeout_s)
@@ -206,6 +210,7 @@ class Gateway:
                 self.commands.notify(item.data)
             else:
                 self.lockers.on_commit_item(item.kind, item.data)
+            self.alerts.on_commit_item(item.kind, item.data)
 
     async def _on_birth(self, device: str) -> None:
         await self.commands.on_birth(device)

@@ -120,6 +120,30 @@ MIGRATIONS: tuple[str, ...] = (
         updated INTEGER NOT NULL
     );
     """,
+    # 4: staff alerts derived from the stream (gateway/services/alerts.py); the cursor starts
+    #    at the stream's end, so an upgraded gateway does not raise alerts for old history
+    """
+    CREATE TABLE alerts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        key         TEXT NOT NULL,             -- one open (or acked) alert per key
+        severity    TEXT NOT NULL,             -- info | warning | critical
+        device      TEXT,
+        type        TEXT NOT NULL,
+        text        TEXT NOT NULL,
+        data        TEXT NOT NULL,             -- JSON: the item's fields
+        state       TEXT NOT NULL,             -- open | acked | resolved
+        count       INTEGER NOT NULL,
+        created     INTEGER NOT NULL,
+        last        INTEGER NOT NULL,
+        acked_by    TEXT,
+        acked_at    INTEGER,
+        resolved_at INTEGER,
+        source      INTEGER NOT NULL           -- stream.id of the item that raised it
+    );
+    CREATE INDEX alerts_by_key ON alerts (key, state);
+    CREATE TABLE alerts_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO alerts_meta (name, value) SELECT 'cursor', COALESCE(MAX(id), 0) FROM stream;
+    """,
 )
 
 
