@@ -19,8 +19,16 @@ answers. MFAuthent compares keys instead of running Crypto1; "encrypted" frames 
 as a flag both ends must agree on (a reader that forgets to clear MFCrypto1On cannot talk to a
 fresh card, as on hardware).
 
-Not emulated: bit-oriented anticollision (one card in the field, so no collisions),
-RxAlign, parity/modem settings, receive gain, power-down, the Mem/RandomID buffer, MSBFirst
+Several cards in the field (a fitting room's shelf): every card that is addressed answers,
+and answers that differ collide. The first differing bit sets CollErr in ErrorReg, ErrIRq, and
+CollReg.CollPos (1-based, counted from bit 0 of the first received byte, so it includes the
+RxAlign offset; 0 = bit 32, CollPosNotValid past 32); the FIFO holds the bits received before
+the collision (ValuesAfterColl = 0: later bits read as 0). Cards answer bit-oriented
+anticollision frames (NVB with a bit count, TxLastBits) with the rest of their cascade level,
+the bits the reader sent masked to 0 (what RxAlign would align). ``place`` keeps the one-card
+behaviour (it replaces whatever is on the reader); ``add``/``remove(tag)`` hold several.
+
+Not emulated: RxAlign itself (see above), parity/modem settings, receive gain, power-down, the Mem/RandomID buffer, MSBFirst
 CRC, interrupts on the IRQ pin (only the register bits).
 
 Timing: ``timing="instant"`` (default) runs the air interface in zero time: a card's answer
@@ -107,6 +115,31 @@ def bcc(data: bytes) -> int:
     return x
 
 
+def merge_answers(replies: list) -> tuple[bytes, int, int | None] | None:
+    """What the reader receives when `replies` ((data, last-byte bits) each) are sent at once:
+    (data, bits, None) if they agree, else the bits before the first difference and its
+    1-based position (bits after a collision read as 0)."""
+    if not replies:
+        return None
+    first = replies[0]
+    if all(r == first for r in replies):
+        return first[0], first[1], None
+
+    def nbits(r):
+        return (len(r[0]) - 1) * 8 + r[1] if r[0] else 0
+
+    def bit(r, i):
+        return (r[0][i // 8] >> (i % 8)) & 1 if i < nbits(r) else None
+
+    i = 0
+    while len({bit(r, i) for r in replies}) == 1:
+        i += 1
+    data = bytearray(first[0][:i // 8 + 1] if i % 8 else first[0][:i // 8])
+    if i % 8:
+        data[-1] &= (1 << (i % 8)) - 1
+    return bytes(data), (i % 8) or 8, i + 1
+
+
 # --- cards ----------------------------------------------------------------------------------
 
 class Iso14443aTag:
@@ -185,14 +218,14 @@ class Iso14443aTag:
             return None
         if self.state in ("IDLE", "HALT"):
             return None
+        if self.state == "READY" and data:  # bit-oriented anticollision frames end mid-byte
+            return self._anticollision(data, bits)
         if bits != 8 or not data:
             self._to_idle()
             return None
-        if self.state == "READY":
-            return self._anticollision(data)
         return self._active(data)
 
-    def _anticollision(self, data: bytes):
+    def _anticollision(self, data: bytes, bits: int = 8):
         levels = self.cascade_levels()
         level = self._level
         if len(data) < 2 or data[0] != SEL_CL[level]:
@@ -211,14 +244,18 @@ class Iso14443aTag:
                 return with_crc(bytes([0x04])), 8  # cascade bit: UID not complete
             self.state = "ACTIVE"
             return with_crc(bytes([self.sak])), 8
-        nbytes = nvb >> 4
-        if nvb & 0x0F or not 2 <= nbytes <= 6 or len(data) != nbytes:
-            self._to_idle()  # bit-oriented anticollision frames are not emulated
+        nbytes, nbits = nvb >> 4, nvb & 0x0F
+        if not 2 <= nbytes <= 6 or nbits > 7 or len(data) != nbytes + (1 if nbits else 0) \
+                or (bits if nbits else 8) != (nbits or 8) or nbytes * 8 + nbits >= 56:
+            self._to_idle()
             return None
-        known = data[2:]
-        if cl[:len(known)] != known:
-            return None
-        return cl[len(known):], 8
+        k = (nbytes - 2) * 8 + nbits  # UID bits the reader already knows
+        for i in range(k):
+            if (data[2 + i // 8] >> (i % 8)) & 1 != (cl[i // 8] >> (i % 8)) & 1:
+                return None  # not this card: stay READY, silent
+        rest = bytearray(cl[k // 8:])
+        rest[0] &= (0xFF << (k % 8)) & 0xFF  # only the bits after the known ones are sent
+        return bytes(rest), 8
 
     def _halt_frame(self, data: bytes) -> bool:
         return len(data) == 4 and data[0] == HLTA and data[1] == 0x00 and check_crc(data)
@@ -461,7 +498,7 @@ class MifareClassic1K(Iso14443aTag):
 # --- the reader chip ------------------------------------------------------------------------
 
 class MFRC522Emulator:
-    """The MFRC522 as its SPI registers show it, with at most one card in its field."""
+    """The MFRC522 as its SPI registers show it, with the cards in its field."""
 
     def __init__(self, version: int = 0x92, timing: str = "instant"):
         if timing not in ("instant", "realtime"):
@@ -469,7 +506,8 @@ class MFRC522Emulator:
         self.version = version
         self.timing = timing
         self._lock = threading.RLock()
-        self._tag: Iso14443aTag | None = None
+        self._tags: list[Iso14443aTag] = []
+        self.collisions = 0  # answers that collided
         self.transfers = 0  # SPI chip-select cycles
         self.exchanges = 0  # frames sent over the air
         self.frames: deque = deque(maxlen=256)  # (sent, sent_bits, answer-or-None)
@@ -479,27 +517,42 @@ class MFRC522Emulator:
     # --- the world ------------------------------------------------------------------------
     @property
     def tag(self) -> Iso14443aTag | None:
-        return self._tag
+        """The (first) card in the field."""
+        return self._tags[0] if self._tags else None
+
+    @property
+    def tags(self) -> list[Iso14443aTag]:
+        return list(self._tags)
 
     def place(self, tag: Iso14443aTag) -> Iso14443aTag:
         """Put a card on the reader (replacing any card there)."""
         with self._lock:
-            if self._tag is not None:
-                self._tag.power_off()
-            self._tag = tag
+            for t in self._tags:
+                t.power_off()
+            self._tags = []
+            return self.add(tag)
+
+    def add(self, tag: Iso14443aTag) -> Iso14443aTag:
+        """Bring one more card into the field (the others stay)."""
+        with self._lock:
+            if any(t is tag for t in self._tags):
+                return tag
+            self._tags.append(tag)
             if self.field_on:
                 tag.power_on()
             else:
                 tag.power_off()
             return tag
 
-    def remove(self) -> Iso14443aTag | None:
-        """Take the card away (it loses power: a HALTed card answers REQA again when placed back)."""
+    def remove(self, tag: Iso14443aTag | None = None) -> Iso14443aTag | None:
+        """Take `tag` (default: every card) away. A card out of the field loses power: a
+        HALTed card answers REQA again when it comes back."""
         with self._lock:
-            tag, self._tag = self._tag, None
-            if tag is not None:
-                tag.power_off()
-            return tag
+            gone = [t for t in self._tags if tag is None or t is tag]
+            self._tags = [t for t in self._tags if not any(t is g for g in gone)]
+            for t in gone:
+                t.power_off()
+            return gone[0] if gone else None
 
     @property
     def field_on(self) -> bool:
@@ -565,8 +618,10 @@ class MFRC522Emulator:
         self._crc = 0xFFFF
         self._crc_done = True
         self._modem = 0
-        if getattr(self, "_tag", None) is not None:
-            self._tag.power_off()  # TxControlReg reset: antenna off
+        for t in getattr(self, "_tags", ()):
+            t.power_off()  # TxControlReg reset: antenna off
+        self._collpos = 0x20  # CollReg: CollPosNotValid
+        self._busy = 0.0
 
     def _now(self) -> float:
         return time.monotonic()
@@ -659,12 +714,20 @@ class MFRC522Emulator:
         return ((nbytes - 1) * 9 + bits + 3) * BIT_TIME
 
     def _air(self, frame: bytes, bits: int):
+        """Every card hears the frame; returns (data, last-byte bits, collision pos or None)."""
         self.exchanges += 1
-        tag = self._tag
-        reply = None
-        if self.field_on and tag is not None:
-            reply = tag.receive(frame, bits, encrypted=self.crypto1_on)
-        self.frames.append((frame, bits, reply))
+        replies = []
+        self._busy = 0.0
+        if self.field_on:
+            for tag in self._tags:
+                r = tag.receive(frame, bits, encrypted=self.crypto1_on)
+                self._busy = max(self._busy, tag.busy_s)
+                if r is not None:
+                    replies.append(r)
+        reply = merge_answers(replies)
+        if reply is not None and reply[2] is not None:
+            self.collisions += 1
+        self.frames.append((frame, bits, reply[:2] if reply else None))
         return reply
 
     def _begin_tx(self) -> None:
@@ -691,19 +754,23 @@ class MFRC522Emulator:
         if self._tauto():
             self._timer_start_now()
         if reply is not None:
-            data, rbits = reply
-            busy = self._tag.busy_s if self._tag is not None else 0.0
-            fdt = FDT + busy
+            data, rbits, coll = reply
+            fdt = FDT + self._busy
             self._schedule(fdt, self._rx_start)
-            self._schedule(fdt + self._air_time(len(data), rbits), lambda: self._rx_done(data, rbits))
+            self._schedule(fdt + self._air_time(max(1, len(data)), rbits),
+                           lambda: self._rx_done(data, rbits, coll))
 
     def _rx_start(self) -> None:
         self._modem = 6
         if self._tauto():
             self._timer_stop()
 
-    def _rx_done(self, data: bytes, rbits: int) -> None:
-        if self.regs[RxModeReg] & 0x80:
+    def _rx_done(self, data: bytes, rbits: int, coll: int | None = None) -> None:
+        self._collpos = 0x20
+        if coll is not None:
+            self.regs[ErrorReg] |= ERR_COLL
+            self._collpos = 0x20 if coll > 32 else coll & 0x1F
+        if self.regs[RxModeReg] & 0x80 and coll is None:
             if rbits != 8 or len(data) < 3:
                 self.regs[ErrorReg] |= ERR_CRC
             else:
@@ -732,7 +799,7 @@ class MFRC522Emulator:
     def _auth_done(self, data: bytes) -> None:
         self.regs[ComIrqReg] |= IRQ_TX
         self.exchanges += 1
-        tag = self._tag
+        tag = next((t for t in self._tags if t.state in ("ACTIVE", "AUTH")), None)
         ok = (self.field_on and tag is not None and hasattr(tag, "authenticate")
               and tag.authenticate(data[0], data[1], data[2:8], data[8:12], encrypted=self.crypto1_on))
         self.frames.append((data[:2], 8, b"auth-ok" if ok else None))
@@ -781,7 +848,7 @@ class MFRC522Emulator:
         if reg == Status2Reg:
             return (self.regs[Status2Reg] & 0xF8) | (self._modem & 0x07)
         if reg == CollReg:
-            return (self.regs[CollReg] & 0x80) | 0x20
+            return (self.regs[CollReg] & 0x80) | self._collpos
         if reg in (TCounterValRegH, TCounterValRegL):
             reload = (self.regs[TReloadRegH] << 8) | self.regs[TReloadRegL]
             val = 0
@@ -829,11 +896,13 @@ class MFRC522Emulator:
         elif reg == TxControlReg:
             was = self.field_on
             self.regs[TxControlReg] = val
-            if self._tag is not None and was != self.field_on:
-                if self.field_on:
-                    self._tag.power_on()
-                else:
-                    self._tag.power_off()
+            if was != self.field_on:
+                for t in self._tags:
+                    if self.field_on:
+                        t.power_on()
+                    else:
+                        t.power_off()
+                if not self.field_on:
                     self.regs[Status2Reg] &= ~STATUS2_CRYPTO1_ON & 0xFF
         else:
             self.regs[reg] = val

@@ -4,6 +4,8 @@
 #   r.init()                  # -> VersionReg (0x91/0x92 on genuine chips; 0x00/0xFF: no chip)
 #   card = r.poll()           # -> Card(uid, uid_hex, sak, tech) or None
 #   r.read_sample_id(card)    # -> "S-1001" or None
+#   r.find()                  # several cards (fitting room): one card not yet HALTed, or None
+#   r.present(uid)            # is this HALTed card still in the field? (leaves it HALTed)
 #
 # Every exchange ends on the chip's own IRQ bits: RxIRq (answer), IdleIRq (command done) or
 # TimerIRq. The timer runs in TAuto mode (starts when a frame has been sent, stops when an
@@ -17,6 +19,14 @@
 # so a card that stays in the field is seen by every poll. A removed card loses power; the app
 # declares removal after 3 polls without it.
 #
+# Several cards in the field: anticollision is bit-oriented (ISO 14443-3 6.5.3): on a
+# collision (CollErr, CollReg.CollPos) the reader takes the branch with a 1 at that bit and
+# asks again with one more known bit, until one card's full cascade level is known. An
+# inventory is: `present(uid)` for each card found before (WUPA, SELECT by UID, HLTA: every
+# other woken card sees the HLTA as a bad frame and drops back to HALT), then `find()` until
+# it returns None (REQA wakes only cards that are not HALTed: new ones, or ones that lost
+# power at the edge of the field; anticollision + SELECT + HLTA each).
+#
 # CRC_A is computed in software (no CalcCRC round trips); ModeReg still presets the chip's
 # coprocessor to 0x6363.
 from time import sleep_ms
@@ -26,6 +36,7 @@ from micropython import const
 from edge.ndef import find_tlv, sample_id
 
 _COMMAND = const(0x01)
+_COLL = const(0x0E)
 _COMIRQ = const(0x04)
 _ERROR = const(0x06)
 _STATUS2 = const(0x08)
@@ -100,6 +111,7 @@ class MFRC522:
         self._last = None
         self.stalls = 0               # exchanges ended by the software bound (chip timer failed)
         self.errors = 0               # answers with ErrorReg set
+        self.coll = 0
 
     # --- registers ------------------------------------------------------------------------
     def _wr(self, reg, val):
@@ -156,15 +168,22 @@ class MFRC522:
         self.stalls += 1
         return 0
 
-    def _transceive(self, n, txbits=0):
-        # send self._tx[1:1 + n]; answer -> self._buf, returns its length (-1: none/error)
+    def _transceive(self, n, txbits=0, errs=0x1B):
+        # send self._tx[1:1 + n]; answer -> self._buf, returns its length (-1: none/error).
+        # errs: ErrorReg bits that void the answer (BufferOvfl, CollErr, ParityErr,
+        # ProtocolErr); self.coll is CollReg's CollPos after a collision, else 0
         self._load(n, txbits)
         self._wr(_COMMAND, _TRANSCEIVE)
         self._wr(_BITFRAMING, 0x80 | txbits)  # StartSend
         irq = self._wait(_IRQ_RX | _IRQ_IDLE | _IRQ_TIMER)
         if not irq & _IRQ_RX:
             return -1  # timer: nobody answered
-        if self._rd(_ERROR) & 0x1B:  # BufferOvfl, CollErr, ParityErr, ProtocolErr
+        err = self._rd(_ERROR)
+        self.coll = 0
+        if err & 0x08:
+            c = self._rd(_COLL)
+            self.coll = -1 if c & 0x20 else (c & 0x1F) or 32
+        if err & errs:
             self.errors += 1
             return -1
         n = self._rd(_FIFOLEVEL)
@@ -199,11 +218,12 @@ class MFRC522:
         self._wr(_STATUS2, 0x00)  # clears MFCrypto1On
         self._crypto = False
 
-    def _wupa(self):
+    def _wupa(self, cmd=0x52):
+        # WUPA (or REQA 0x26): some card answered. ATQAs of different cards may collide.
         if self._crypto:
             self._stop_crypto()
-        self._tx[1] = 0x52
-        return self._transceive(1, 7) == 2  # ATQA
+        self._tx[1] = cmd
+        return self._transceive(1, 7, 0x13) > 0
 
     def _select(self, uid=None):
         # anticollision + select (uid None), or select a known UID; returns SAK or -1
@@ -214,14 +234,8 @@ class MFRC522:
         for level in range(3):
             t[1] = 0x93 + 2 * level
             if uid is None:
-                t[2] = 0x20
-                if self._transceive(2) != 5:
+                if not self._anticoll():
                     return -1
-                b = self._buf
-                if b[0] ^ b[1] ^ b[2] ^ b[3] != b[4]:
-                    return -1
-                for i in range(5):
-                    t[3 + i] = b[i]
             else:
                 if level < levels - 1:
                     t[3] = 0x88
@@ -249,6 +263,59 @@ class MFRC522:
                 self._ulen = ulen + 4
                 return sak
         return -1
+
+    def _anticoll(self):
+        # this cascade level's 4 UID bytes + BCC of one card -> self._tx[3:8] (the SEL code is
+        # in self._tx[1]); on a collision take the branch with a 1 and ask again
+        t = self._tx
+        b = self._buf
+        known = 0
+        for i in range(5):
+            t[3 + i] = 0
+        while known < 32:
+            nb = known >> 3
+            nbits = known & 7
+            t[2] = ((2 + nb) << 4) | nbits  # NVB: bytes sent (with SEL, NVB) and bits
+            n = self._transceive(2 + nb + (1 if nbits else 0), (nbits << 4) | nbits, 0x13)
+            if n <= 0 or self.coll < 0:
+                return False
+            # b[0] holds bits nbits.. of UID byte nb (RxAlign), then whole bytes
+            keep = (1 << nbits) - 1
+            for i in range(n):
+                if nb + i < 5:
+                    t[3 + nb + i] = (t[3 + nb + i] & keep) | (b[i] & ~keep & 0xFF) if i == 0 else b[i]
+            if not self.coll:
+                break
+            c = nb * 8 + self.coll - 1  # the colliding bit of this level's 40
+            if c < known or c >= 32:
+                return False
+            t[3 + (c >> 3)] |= 1 << (c & 7)  # bits after c arrived as 0
+            known = c + 1
+        else:
+            # all 32 bits known through collisions: the BCC is ours to compute
+            t[7] = t[3] ^ t[4] ^ t[5] ^ t[6]
+            return True
+        return t[3] ^ t[4] ^ t[5] ^ t[6] == t[7]
+
+    def find(self):
+        """One card in the field that is not HALTed (REQA), or None. Leaves it HALTed."""
+        card = None
+        if self._wupa(0x26):
+            sak = self._select()
+            if sak >= 0:
+                if self._same_as_last(sak):
+                    card = self._last
+                else:
+                    card = Card(bytes(self._uid[:self._ulen]), sak, self._tech(sak))
+                    self._last = card
+        self.halt()  # also sends cards left READY back to IDLE, to answer the next REQA
+        return card
+
+    def present(self, uid):
+        """Does the card with this UID (bytes) answer? WUPA + SELECT + HLTA."""
+        ok = self._wupa() and self._select(uid) >= 0
+        self.halt()  # the selected card and every other card woken by WUPA: HALT
+        return ok
 
     def _tech(self, sak):
         if sak == 0x08:
