@@ -264,3 +264,26 @@ def sample_id_from_block4(block: bytes) -> str | None:
     if not raw or any(c < 0x20 or c > 0x7E for c in raw):
         return None
     return raw.decode("ascii")
+
+
+# --- garments (fitting rooms): GS1 Digital Link, docs/fitting-rooms.md -----------------------
+
+def ntag_pages_for_garment(gtin: str, serial: str, kind: str = "ntag213",
+                           resolver: str | None = None) -> bytes:
+    """NTAG pages holding one garment's GS1 Digital Link URI record (GTIN check digit checked)."""
+    from gateway.core import gs1
+
+    return ntag_pages_for_uri(gs1.digital_link(gtin, serial, resolver or gs1.DEFAULT_RESOLVER), kind)
+
+
+def garment_from_records(records: list[NdefRecord]) -> tuple[str, str] | None:
+    """(GTIN-14, serial) of the first URI record that is a valid GS1 Digital Link, else None."""
+    from gateway.core import gs1
+
+    for r in records:
+        if r.is_uri:
+            try:
+                return gs1.parse_digital_link(r.uri or "")
+            except gs1.Gs1Error:
+                continue
+    return None

@@ -11,11 +11,15 @@ What is written is what the sample pad firmware reads (docs/protocol.md, tools/t
   ``--uri-base`` a URI record ``<base><identity>`` (a GS1 Digital Link or shop URL whose last
   path segment is the identity). The capability container (page 3) is written if blank.
 * MIFARE Classic 1K: block 4, the identity in ASCII, NUL-padded (key A, default FF..FF).
+* Garments (``--gs1``, docs/fitting-rooms.md): the identity is ``<GTIN>/<serial>``; the tag
+  gets a URI record ``https://id.gs1.org/01/<GTIN-14>/21/<serial>`` (GS1 Digital Link). A GTIN
+  with a wrong check digit is refused before anything is written. NTAG only.
 
     python -m tools.tagstation write S-1001 S-1002      # one tag per identity, in order
     python -m tools.tagstation verify S-1001
     python -m tools.tagstation read
     python -m tools.tagstation --emulate write S-1001   # no hardware: the MFRC522 emulator
+    python -m tools.tagstation --gs1 write 9506000134352/A17   # garment: GTIN/serial
 
 Pins (BCM): ``--rst 25 --green 23 --red 24 --buzzer 18``, SPI ``--spi-bus 0 --spi-dev 0``.
 
@@ -169,14 +173,31 @@ class Reader:
 
 # --- what goes on a tag -------------------------------------------------------------------------------
 
-def ndef_area(identity: str, uri_base: str | None) -> bytes:
-    rec = tags.ndef_uri_record(uri_base + identity) if uri_base else tags.ndef_text_record(identity)
+def garment_identity(identity: str) -> str:
+    """``<GTIN>/<serial>`` normalised to ``<GTIN-14>/<serial>`` (raises ValueError: bad GTIN)."""
+    from gateway.core import gs1
+
+    gtin, sep, serial = identity.partition("/")
+    if not sep:
+        raise ValueError(f"garment identity {identity!r} must be <GTIN>/<serial>")
+    return f"{gs1.normalise_gtin(gtin)}/{gs1.validate_serial(serial)}"
+
+
+def ndef_area(identity: str, uri_base: str | None, gs1: bool = False) -> bytes:
+    if gs1:
+        from gateway.core.gs1 import digital_link
+
+        rec = tags.ndef_uri_record(digital_link(*garment_identity(identity).split("/", 1)))
+    else:
+        rec = tags.ndef_uri_record(uri_base + identity) if uri_base else tags.ndef_text_record(identity)
     area = tags.ndef_tlv(tags.ndef_message([rec]))
     return area + b"\x00" * (-len(area) % 4)
 
 
 def write_identity(reader: Reader, card: Card, identity: str, uri_base: str | None = None,
-                   key: bytes = DEFAULT_KEY) -> None:
+                   key: bytes = DEFAULT_KEY, gs1: bool = False) -> None:
+    if gs1 and not card.tech.startswith("ntag"):
+        raise StationError(f"garment tags are NTAG21x (GS1 Digital Link in NDEF), not {card.tech}")
     if card.tech == "mifare-1k":
         block = tags.mifare_block4(identity)
         reader.mifare_auth(MIFARE_BLOCK, key, card.uid)
@@ -185,7 +206,7 @@ def write_identity(reader: Reader, card: Card, identity: str, uri_base: str | No
     if not card.tech.startswith("ntag"):
         raise StationError(f"cannot write a {card.tech} tag (SAK {card.sak:#04x}); use NTAG21x or MIFARE Classic 1K")
     geo = tags.NTAG_KINDS[card.tech]
-    area = ndef_area(identity, uri_base)
+    area = ndef_area(identity, uri_base, gs1)
     user_bytes = (geo["user_last"] - geo["user_first"] + 1) * 4
     if len(area) > user_bytes:
         raise StationError(f"identity needs {len(area)} bytes, a {card.tech} holds {user_bytes}")
@@ -199,8 +220,10 @@ def write_identity(reader: Reader, card: Card, identity: str, uri_base: str | No
         reader.ntag_write_page(4 + i // 4, area[i:i + 4])
 
 
-def read_identity(reader: Reader, card: Card, key: bytes = DEFAULT_KEY) -> tuple[str | None, bytes]:
-    """The identity the pad firmware would read, and the raw bytes it was read from."""
+def read_identity(reader: Reader, card: Card, key: bytes = DEFAULT_KEY,
+                  gs1: bool = False) -> tuple[str | None, bytes]:
+    """The identity the pad firmware would read (``gs1``: ``<GTIN-14>/<serial>`` as the
+    fitting room reads it), and the raw bytes it was read from."""
     if card.tech == "mifare-1k":
         reader.mifare_auth(MIFARE_BLOCK, key, card.uid)
         block = reader.read16(MIFARE_BLOCK)
@@ -219,7 +242,11 @@ def read_identity(reader: Reader, card: Card, key: bytes = DEFAULT_KEY) -> tuple
                     break
             except ValueError:  # TLV longer than what is read so far
                 pass
-    return tags.sample_id_from_records(tags.ntag_records_from_pages(bytes(mem))), bytes(mem)
+    records = tags.ntag_records_from_pages(bytes(mem))
+    if gs1:
+        found = tags.garment_from_records(records)
+        return (None if found is None else "/".join(found)), bytes(mem)
+    return tags.sample_id_from_records(records), bytes(mem)
 
 
 # --- feedback -----------------------------------------------------------------------------------------
@@ -268,8 +295,9 @@ class Feedback:
 
 class TagStation:
     def __init__(self, reader: Reader, feedback: Feedback | None = None, *, uri_base: str | None = None,
-                 key: bytes = DEFAULT_KEY, poll_s: float = 0.05, log=None):
+                 key: bytes = DEFAULT_KEY, poll_s: float = 0.05, log=None, gs1: bool = False):
         self.reader = reader
+        self.gs1 = gs1
         self.feedback = feedback
         self.uri_base = uri_base
         self.key = key
@@ -323,9 +351,10 @@ class TagStation:
             return self._finish(Result(False, identity, reason=f"no tag within {timeout:.0f}s"), t0)
         res = Result(False, identity, uid=card.uid_hex, tech=card.tech)
         try:
-            write_identity(self.reader, card, identity, self.uri_base, self.key)
-            res.found, _ = read_identity(self.reader, card, self.key)
-            res.ok = res.found == identity
+            want = garment_identity(identity) if self.gs1 else identity
+            write_identity(self.reader, card, identity, self.uri_base, self.key, self.gs1)
+            res.found, _ = read_identity(self.reader, card, self.key, self.gs1)
+            res.ok = res.found == want
             if not res.ok:
                 res.reason = f"read back {res.found!r}"
         except (StationError, ValueError) as e:
@@ -344,7 +373,9 @@ class TagStation:
             return self._finish(Result(False, identity, reason=f"no tag within {timeout:.0f}s"), t0)
         res = Result(False, identity, uid=card.uid_hex, tech=card.tech)
         try:
-            res.found, _ = read_identity(self.reader, card, self.key)
+            res.found, _ = read_identity(self.reader, card, self.key, self.gs1)
+            if identity is not None and self.gs1:
+                identity = garment_identity(identity)
             res.ok = res.found is not None if identity is None else res.found == identity
             if not res.ok:
                 res.reason = "no identity on the tag" if res.found is None else f"holds {res.found!r}"
@@ -457,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--red", default="24", help="BCM pin of the red LED ('' for none)")
     ap.add_argument("--buzzer", default="18", help="BCM pin of the buzzer ('' for none)")
     ap.add_argument("--uri-base", help="write a URI record <base><id> instead of a Text record (NTAG)")
+    ap.add_argument("--gs1", action="store_true",
+                    help="garment tags: ids are <GTIN>/<serial>, written as a GS1 Digital Link URI")
     ap.add_argument("--key", default="ffffffffffff", help="MIFARE key A (hex)")
     ap.add_argument("--timeout", type=float, default=60, help="seconds to wait for each tag")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -480,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         mf = hardware_mfrc522(args.spi_bus, args.spi_dev, args.rst)
     fb = Feedback(pin(args.green), pin(args.red), pin(args.buzzer))
-    station = TagStation(Reader(mf), fb, uri_base=args.uri_base, key=bytes.fromhex(args.key), log=print)
+    station = TagStation(Reader(mf), fb, uri_base=args.uri_base, key=bytes.fromhex(args.key), log=print,
+                         gs1=args.gs1)
     failures = 0
     try:
         if args.cmd == "write":

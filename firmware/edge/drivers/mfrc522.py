@@ -33,7 +33,7 @@ from time import sleep_ms
 from binascii import hexlify
 from micropython import const
 
-from edge.ndef import find_tlv, sample_id
+from edge.ndef import find_tlv, gs1_ids, sample_id
 
 _COMMAND = const(0x01)
 _COLL = const(0x0E)
@@ -374,8 +374,13 @@ class MFRC522:
         if self._crypto:
             self._stop_crypto()
 
-    def read_sample_id(self, card):
-        """Sample id on `card` (NDEF Text/URI on Type 2 tags, block 4 on MIFARE 1K) or None."""
+    def read_garment(self, card):
+        """(gtin, serial) from a GS1 Digital Link URI record on a Type 2 tag, or None."""
+        return self.read_sample_id(card, gs1_ids)
+
+    def read_sample_id(self, card, parse=None):
+        """Sample id on `card` (NDEF Text/URI on Type 2 tags, block 4 on MIFARE 1K) or None.
+        `parse(buf, start, length)`: what to take from the NDEF message instead (NTAG only)."""
         if card is None:
             return None
         sak = -1
@@ -386,10 +391,10 @@ class MFRC522:
         if sak < 0:
             return None
         try:
-            if card.tech == "mifare-1k":
+            if card.tech == "mifare-1k" and parse is None:
                 return self._read_mifare(card.uid)
             if sak == 0x00:
-                return self._read_ndef()
+                return self._read_ndef(parse or sample_id)
             return None
         finally:
             self.halt()
@@ -431,7 +436,7 @@ class MFRC522:
                 return None
         return bytes(b[a:e]).decode()
 
-    def _read_ndef(self):
+    def _read_ndef(self, parse):
         area = bytearray(_NDEF_MAX)
         n = 0
         page = 4
@@ -451,7 +456,7 @@ class MFRC522:
             if start < 0:
                 return None
             if ln >= 0 and start + ln <= n:
-                return sample_id(area, start, ln) if ln else None
+                return parse(area, start, ln) if ln else None
             if ln >= 0 and start + ln > _NDEF_MAX:
                 return None  # message larger than we read
         return None
