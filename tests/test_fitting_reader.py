@@ -46,6 +46,9 @@ def test_emulator_collision_sets_collerr_and_collpos():
 
 
 INVENTORY = """
+from edge.drivers.inventory import InventoryReader
+rdr = InventoryReader(spi)
+rdr.init()
 known = []
 def cycle():
     seen = []

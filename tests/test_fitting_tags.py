@@ -87,7 +87,7 @@ def test_firmware_reads_gtin_and_serial_like_the_gateway():
     cases = {"https://id.gs1.org/01/09506000134352/21/SN-0042": ["09506000134352", "SN-0042"],
              "https://brand.example/01/9506000134352/21/A%2F7?lot=3": ["9506000134352", "A%2F7"],
              "https://id.phygital.example/s/S-1003": None}
-    code = "import json\nfrom edge.ndef import find_tlv, gs1_ids\nout = []\n"
+    code = "import json\nfrom edge.ndef import find_tlv\nfrom edge.gs1 import gs1_ids\nout = []\n"
     for uri in cases:
         area = tags.ntag_pages_for_uri(uri)[16:]
         code += (f"b = {bytes(area)!r}\ns, n = find_tlv(b, len(b))\n"

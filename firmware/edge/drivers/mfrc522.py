@@ -4,8 +4,8 @@
 #   r.init()                  # -> VersionReg (0x91/0x92 on genuine chips; 0x00/0xFF: no chip)
 #   card = r.poll()           # -> Card(uid, uid_hex, sak, tech) or None
 #   r.read_sample_id(card)    # -> "S-1001" or None
-#   r.find()                  # several cards (fitting room): one card not yet HALTed, or None
-#   r.present(uid)            # is this HALTed card still in the field? (leaves it HALTed)
+#
+# Several cards at once (fitting room): edge.drivers.inventory.InventoryReader.
 #
 # Every exchange ends on the chip's own IRQ bits: RxIRq (answer), IdleIRq (command done) or
 # TimerIRq. The timer runs in TAuto mode (starts when a frame has been sent, stops when an
@@ -19,21 +19,13 @@
 # so a card that stays in the field is seen by every poll. A removed card loses power; the app
 # declares removal after 3 polls without it.
 #
-# Several cards in the field: anticollision is bit-oriented (ISO 14443-3 6.5.3): on a
-# collision (CollErr, CollReg.CollPos) the reader takes the branch with a 1 at that bit and
-# asks again with one more known bit, until one card's full cascade level is known. An
-# inventory is: `present(uid)` for each card found before (WUPA, SELECT by UID, HLTA: every
-# other woken card sees the HLTA as a bad frame and drops back to HALT), then `find()` until
-# it returns None (REQA wakes only cards that are not HALTed: new ones, or ones that lost
-# power at the edge of the field; anticollision + SELECT + HLTA each).
-#
 # CRC_A is computed in software (no CalcCRC round trips); ModeReg still presets the chip's
 # coprocessor to 0x6363.
 from time import sleep_ms
 from binascii import hexlify
 from micropython import const
 
-from edge.ndef import find_tlv, gs1_ids, sample_id
+from edge.ndef import find_tlv, sample_id
 
 _COMMAND = const(0x01)
 _COLL = const(0x0E)
@@ -265,57 +257,18 @@ class MFRC522:
         return -1
 
     def _anticoll(self):
-        # this cascade level's 4 UID bytes + BCC of one card -> self._tx[3:8] (the SEL code is
-        # in self._tx[1]); on a collision take the branch with a 1 and ask again
+        # this cascade level's 4 UID bytes + BCC -> self._tx[3:8] (SEL code in self._tx[1]);
+        # one card in the field: a collision fails (edge.drivers.inventory resolves them)
         t = self._tx
+        t[2] = 0x20
+        if self._transceive(2) != 5:
+            return False
         b = self._buf
-        known = 0
+        if b[0] ^ b[1] ^ b[2] ^ b[3] != b[4]:
+            return False
         for i in range(5):
-            t[3 + i] = 0
-        while known < 32:
-            nb = known >> 3
-            nbits = known & 7
-            t[2] = ((2 + nb) << 4) | nbits  # NVB: bytes sent (with SEL, NVB) and bits
-            n = self._transceive(2 + nb + (1 if nbits else 0), (nbits << 4) | nbits, 0x13)
-            if n <= 0 or self.coll < 0:
-                return False
-            # b[0] holds bits nbits.. of UID byte nb (RxAlign), then whole bytes
-            keep = (1 << nbits) - 1
-            for i in range(n):
-                if nb + i < 5:
-                    t[3 + nb + i] = (t[3 + nb + i] & keep) | (b[i] & ~keep & 0xFF) if i == 0 else b[i]
-            if not self.coll:
-                break
-            c = nb * 8 + self.coll - 1  # the colliding bit of this level's 40
-            if c < known or c >= 32:
-                return False
-            t[3 + (c >> 3)] |= 1 << (c & 7)  # bits after c arrived as 0
-            known = c + 1
-        else:
-            # all 32 bits known through collisions: the BCC is ours to compute
-            t[7] = t[3] ^ t[4] ^ t[5] ^ t[6]
-            return True
-        return t[3] ^ t[4] ^ t[5] ^ t[6] == t[7]
-
-    def find(self):
-        """One card in the field that is not HALTed (REQA), or None. Leaves it HALTed."""
-        card = None
-        if self._wupa(0x26):
-            sak = self._select()
-            if sak >= 0:
-                if self._same_as_last(sak):
-                    card = self._last
-                else:
-                    card = Card(bytes(self._uid[:self._ulen]), sak, self._tech(sak))
-                    self._last = card
-        self.halt()  # also sends cards left READY back to IDLE, to answer the next REQA
-        return card
-
-    def present(self, uid):
-        """Does the card with this UID (bytes) answer? WUPA + SELECT + HLTA."""
-        ok = self._wupa() and self._select(uid) >= 0
-        self.halt()  # the selected card and every other card woken by WUPA: HALT
-        return ok
+            t[3 + i] = b[i]
+        return True
 
     def _tech(self, sak):
         if sak == 0x08:
@@ -373,10 +326,6 @@ class MFRC522:
         self._wr(_COMMAND, _IDLE)
         if self._crypto:
             self._stop_crypto()
-
-    def read_garment(self, card):
-        """(gtin, serial) from a GS1 Digital Link URI record on a Type 2 tag, or None."""
-        return self.read_sample_id(card, gs1_ids)
 
     def read_sample_id(self, card, parse=None):
         """Sample id on `card` (NDEF Text/URI on Type 2 tags, block 4 on MIFARE 1K) or None.
