@@ -129,6 +129,27 @@ class Rig(ABC):
             self.trace.step(f"{dev}: remove tag")
         self._remove_tag(dev)
 
+    def add_tag(self, dev: str, tag: Any) -> None:
+        """Bring one more tag into the reader's field; the tags already there stay (a garment
+        hung in a fitting room). `remove_tag` still takes every tag away."""
+        spec = self.tag_spec(dev, tag) if isinstance(tag, (str, TagSpec)) else tag
+        label = getattr(spec, "name", None) or getattr(spec, "uid_hex", "tag")
+        self.trace.step(f"{dev}: add tag {label}")
+        self._add_tag(dev, spec)
+
+    def take_tag(self, dev: str, tag: Any) -> None:
+        """Take one tag out of the reader's field (the others stay)."""
+        spec = self.tag_spec(dev, tag) if isinstance(tag, (str, TagSpec)) else tag
+        label = getattr(spec, "name", None) or getattr(spec, "uid_hex", "tag")
+        self.trace.step(f"{dev}: take tag {label}")
+        self._take_tag(dev, spec)
+
+    def _add_tag(self, dev: str, spec: Any) -> None:
+        raise RigError(f"rig {self.name!r} cannot hold several tags at {dev}'s reader")
+
+    def _take_tag(self, dev: str, spec: Any) -> None:
+        raise RigError(f"rig {self.name!r} cannot hold several tags at {dev}'s reader")
+
     def set_input(self, dev: str, pin: str, value: int) -> None:
         self._set_input(dev, pin, 1 if value else 0)
 
@@ -311,7 +332,8 @@ class DeviceHandle:
         return f"<{self.kind} {self.dev} on {self.rig.backend} rig {self.rig.name}>"
 
 
-_BOUND = {"start", "power_cut", "power_on", "place_tag", "remove_tag", "set_input", "open_door",
+_BOUND = {"start", "power_cut", "power_on", "place_tag", "remove_tag", "add_tag", "take_tag",
+          "set_input", "open_door",
           "close_door", "press", "insert_carrier", "remove_carrier", "uart_feed", "output",
           "wait_output", "expect_output", "output_history", "rises", "console", "wait_console",
           "tag_spec", "messages", "wait_message"}
@@ -343,6 +365,7 @@ class VirtualRigBackend(Rig):
         self._tags: dict[str, Any] = {}  # one emulated card per tag name: it keeps its memory
         self._killed: set[str] = set()
         self._on_reader: dict[str, str] = {}  # device -> name of the tag on its reader
+        self._in_field: dict[str, list[str]] = {}  # device -> tags added with add_tag
         self._lock = threading.Lock()
 
     @property
@@ -363,6 +386,8 @@ class VirtualRigBackend(Rig):
         if dev not in self.store.devices:
             if w.kind == "sample-pad":
                 self.store.add_pad(dev, **w.app)  # with its emulated MFRC522 on SPI "rfid"
+            elif w.kind == "fitting-room":
+                self.store.add_fitting_room(dev, **w.app)  # MFRC522 that holds several tags
             else:  # pins and UARTs only: the SimDevice holds whatever the firmware drives
                 from hil.sim.firmware import FirmwareProcess
 
@@ -424,6 +449,27 @@ class VirtualRigBackend(Rig):
         name = self._on_reader.pop(dev, None)
         if name is not None:
             self.trace.signal(dev, f"tag.{name}", 0)
+        for name in self._in_field.pop(dev, []):
+            self.trace.signal(dev, f"tag.{name}", 0)
+
+    def _card(self, spec: Any):
+        if isinstance(spec, TagSpec):
+            with self._lock:
+                return self._tags.get(spec.name) or self._tags.setdefault(spec.name, spec.emulated()), spec.name
+        return spec, spec.uid.hex()
+
+    def _add_tag(self, dev: str, spec: Any) -> None:
+        card, name = self._card(spec)
+        self._reader(dev).add(card)
+        self._in_field.setdefault(dev, []).append(name)
+        self.trace.signal(dev, f"tag.{name}", 1)
+
+    def _take_tag(self, dev: str, spec: Any) -> None:
+        card, name = self._card(spec)
+        self._reader(dev).remove(card)
+        if name in self._in_field.get(dev, []):
+            self._in_field[dev].remove(name)
+        self.trace.signal(dev, f"tag.{name}", 0)
 
     def emulated_tag(self, name: str):
         """The emulated card of a catalogue tag (to inspect what firmware wrote to it)."""

@@ -6,6 +6,7 @@ from edge import config
 APPS = {
     "sample-pad": ("edge.apps.pad", "SamplePad"),
     "locker-bank": ("edge.apps.locker", "LockerBank"),
+    "fitting-room": ("edge.apps.fitting_room", "FittingRoom"),
 }
 
 

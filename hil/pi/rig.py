@@ -197,15 +197,27 @@ class PiRig(Rig):
 
     # --- what the world does -------------------------------------------------------------------------
     def _place_tag(self, dev: str, spec: Any) -> None:
+        relay = self._relay(dev, spec)
+        self._remove_tag(dev)
+        relay.on()
+        self._tag_on[dev] = spec.name
+        self.trace.signal(dev, f"tag.{spec.name}", 1)
+
+    def _relay(self, dev: str, spec: Any):
         if not isinstance(spec, TagSpec):
             raise RigError("on a Pi rig a tag is a name from the wiring file (tags are fixed at readers)")
         relays = self.tag_relays.get(dev, {})
         if spec.name not in relays:
             raise RigError(f"{dev} has no relay for tag {spec.name!r}")
-        self._remove_tag(dev)
-        relays[spec.name].on()
-        self._tag_on[dev] = spec.name
+        return relays[spec.name]
+
+    def _add_tag(self, dev: str, spec: Any) -> None:
+        self._relay(dev, spec).on()  # each tag's coil has its own relay: several can be on
         self.trace.signal(dev, f"tag.{spec.name}", 1)
+
+    def _take_tag(self, dev: str, spec: Any) -> None:
+        self._relay(dev, spec).off()
+        self.trace.signal(dev, f"tag.{spec.name}", 0)
 
     def _remove_tag(self, dev: str) -> None:
         for name, relay in self.tag_relays.get(dev, {}).items():

@@ -5,6 +5,7 @@ benchmarks. The gateway and the broker are not part of it: point it at any broke
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from hil.sim.firmware import FirmwareProcess
@@ -90,6 +91,40 @@ class LockerHandle:
         return self.sim.trace.now()
 
 
+class FittingRoomHandle:
+    """The world of a fitting room: garments on the hook (several tags in the reader's
+    field), the door/curtain occupancy sensor, the call button and its LED."""
+
+    def __init__(self, fw: FirmwareProcess, sim: SimDevice, reader: MFRC522Emulator):
+        self.fw, self.sim, self.reader = fw, sim, reader
+        sim.set_input("occupancy", 0)
+        sim.set_input("button", 0)
+
+    @property
+    def dev(self) -> str:
+        return self.fw.dev
+
+    def hang(self, tag) -> None:
+        self.sim.trace.note(self.dev, f"garment in {tag.uid.hex()}")
+        self.reader.add(tag)
+
+    def take(self, tag) -> None:
+        self.sim.trace.note(self.dev, f"garment out {tag.uid.hex()}")
+        self.reader.remove(tag)
+
+    def occupy(self, value: bool = True) -> None:
+        self.sim.set_input("occupancy", 1 if value else 0)
+
+    def press(self, ms: int = 150) -> None:
+        self.sim.set_input("button", 1)
+        time.sleep(ms / 1000)
+        self.sim.set_input("button", 0)
+
+    @property
+    def call_led(self) -> int:
+        return self.sim.output("call_led")
+
+
 class VirtualStore:
     def __init__(self, workdir: Path, broker_host: str = "127.0.0.1", broker_port: int = 1883,
                  heap: str = "96k", keepalive: int = 10, transport: str = "mqtt"):
@@ -102,6 +137,7 @@ class VirtualStore:
         self.devices: dict[str, FirmwareProcess] = {}
         self.pads: dict[str, PadHandle] = {}
         self.lockers: dict[str, LockerHandle] = {}
+        self.rooms: dict[str, FittingRoomHandle] = {}
 
     def _config(self, dev: str, kind: str, app: dict) -> dict:
         return {"device_id": dev, "kind": kind, "board": "sim", "transport": self.transport,
@@ -116,6 +152,16 @@ class VirtualStore:
         self.devices[dev] = fw
         self.pads[dev] = PadHandle(fw, sim, reader)
         return self.pads[dev]
+
+    def add_fitting_room(self, dev: str, heap: str | None = None, **app) -> FittingRoomHandle:
+        """A fitting room (`kind: fitting-room`) with an emulated MFRC522 on SPI "rfid"."""
+        sim = self.rig.device(dev)
+        reader = MFRC522Emulator()
+        sim.attach_spi("rfid", reader)
+        fw = FirmwareProcess(self._config(dev, "fitting-room", app), self.workdir, heap or self.heap)
+        self.devices[dev] = fw
+        self.rooms[dev] = FittingRoomHandle(fw, sim, reader)
+        return self.rooms[dev]
 
     def add_locker(self, dev: str, compartments: list | None = None, heap: str = "192k",
                    **app) -> LockerHandle:
