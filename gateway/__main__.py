@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .app import Gateway, GatewayConfig
 from .services.pads import CatalogError
+from .services.stock import StockError
 
 log = logging.getLogger("gateway")
 
@@ -52,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "missed (default 30)")
     p.add_argument("--samples", type=Path, default=None,
                    help="sample catalog JSON (loaded at start, API edits written back)")
+    p.add_argument("--stock", type=Path, default=None,
+                   help="fitting rooms: stock JSON file (docs/fitting-rooms.md)")
+    p.add_argument("--stock-url", default=None,
+                   help="fitting rooms: a store system's stock API instead of --stock")
+    p.add_argument("--fitting-swaps", type=int, default=3, metavar="N",
+                   help="back-and-forth alert after N swaps (default 3) ...")
+    p.add_argument("--fitting-swap-window", type=float, default=600.0, metavar="SECONDS",
+                   help="... within this many seconds (default 600)")
     p.add_argument("--client-id", default="pe-gateway",
                    help="MQTT client id (the broker keeps this session across restarts)")
     p.add_argument("--keepalive", type=int, default=30, help="MQTT keepalive seconds")
@@ -76,7 +85,10 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                          ack_linger_s=args.ack_linger_ms / 1000,
                          coap_host=args.coap[0] if args.coap else "127.0.0.1",
                          coap_port=args.coap[1] if args.coap else None,
-                         coap_heartbeat_s=args.coap_heartbeat)
+                         coap_heartbeat_s=args.coap_heartbeat,
+                         stock_file=args.stock, stock_url=args.stock_url,
+                         fitting_swap_n=args.fitting_swaps,
+                         fitting_swap_window_s=args.fitting_swap_window)
 
 
 async def serve(config: GatewayConfig) -> None:
@@ -97,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     try:
         asyncio.run(serve(config_from_args(args)))
-    except (OSError, CatalogError, RuntimeError) as exc:
+    except (OSError, CatalogError, StockError, RuntimeError, ValueError) as exc:
         log.error("gateway cannot run: %s", exc)
         return 2
     return 0

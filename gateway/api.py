@@ -22,6 +22,7 @@ from .services.lockers import UnknownBank
 from .services.pads import CatalogConflict, CatalogError
 from .store import Store, StreamItem
 from .stream import sse_events
+from .fitting_api import add_fitting_routes
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -227,6 +228,8 @@ def create_app(gw: Gateway) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         except CatalogError as exc:
             raise HTTPException(422, str(exc)) from None
+
+    add_fitting_routes(app, gw)  # fitting rooms + mirror page (docs/fitting-rooms.md)
 
     # -- lockers (docs/lockers.md) ----------------------------------------------------------
 

@@ -30,6 +30,9 @@ from .ingest import IngestWorker
 from .services.alerts import AlertsService
 from .services.lockers import LockersService
 from .services.pads import PadsService
+from .services.fitting import FittingService
+from .services.stock import FileStock, HttpStock
+from .core.fitting import Rules as FittingRules
 from .store import Store, StreamItem
 from .stream import Broadcaster
 
@@ -59,6 +62,10 @@ class GatewayConfig:
     coap_dedupe_max: int = 8192           # bound of the CoAP duplicate table (docs/coap.md)
     coap_options: dict = field(default_factory=dict)  # further CoapEdge keywords (tests, tuning)
     shutdown_timeout_s: float = 5.0
+    stock_file: Path | None = None        # fitting rooms: stock JSON (docs/fitting-rooms.md)
+    stock_url: str | None = None          # ... or a store system's stock API
+    fitting_swap_n: int = 3               # back-and-forth alert: swaps ...
+    fitting_swap_window_s: float = 600.0  # ... within this long
 
 
 class _Server(uvicorn.Server):
@@ -96,6 +103,12 @@ class Gateway:
         self.lockers = LockersService(self.db, self.commands, tick_s=config.locker_tick_s,
                                       clock=clock)
         self.alerts = AlertsService(self.db, clock)
+        self.fitting = FittingService(
+            self.db, HttpStock(config.stock_url) if config.stock_url else
+            FileStock(config.stock_file) if config.stock_file else None,
+            rules=FittingRules(swap_n=config.fitting_swap_n,
+                               swap_window_ms=int(config.fitting_swap_window_s * 1000)),
+            clock=clock)
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()
@@ -108,6 +121,7 @@ class Gateway:
         try:
             await self.pads.load()
             await self.lockers.load()
+            await self.fitting.load()
             self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
             if self.coap is not None:
                 await self.coap.start()
@@ -119,6 +133,7 @@ class Gateway:
         self._spawn("commands", self.commands.run())
         self._spawn("lockers", self.lockers.run())
         self._spawn("alerts", self.alerts.run())
+        self._spawn("fitting", self.fitting.run())
         self._spawn("housekeeping", self._housekeeping())
         log.info("gateway started broker=%s:%d db=%s client_id=%s coap=%s",
                  self.config.broker_host, self.config.broker_port, self.config.db_path,
@@ -133,6 +148,7 @@ class Gateway:
         await self._cancel("commands")
         await self._cancel("lockers")
         await self._cancel("alerts")
+        await self._cancel("fitting")
         await self._cancel("housekeeping")
         if self.bus.connected or self.coap is not None:
             await self.ingest.drained(self.config.shutdown_timeout_s)
@@ -210,6 +226,7 @@ class Gateway:
                 self.commands.notify(item.data)
             else:
                 self.lockers.on_commit_item(item.kind, item.data)
+                self.fitting.on_commit_item(item.kind, item.data)
             self.alerts.on_commit_item(item.kind, item.data)
 
     async def _on_birth(self, device: str) -> None:

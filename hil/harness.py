@@ -132,7 +132,9 @@ class GatewayProcess(GatewayClient):
     """`python -m gateway` as a child process, so a test can SIGKILL and restart it."""
 
     def __init__(self, workdir: Path, broker_port: int, samples: dict | None = None,
-                 coap_heartbeat_s: float | None = None):
+                 coap_heartbeat_s: float | None = None,
+                 extra_args: list[str] | None = None):
+        self.extra_args = list(extra_args or [])  # e.g. ["--stock", path]
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker_port = broker_port
@@ -153,7 +155,7 @@ class GatewayProcess(GatewayClient):
             [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
              "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}", "--samples", str(self.samples),
              # one broker session per gateway instance, kept across its restarts
-             "--client-id", f"gw-{self.http_port}", *self.coap_args],
+             "--client-id", f"gw-{self.http_port}", *self.coap_args, *self.extra_args],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         wait_for(self._healthy, 20, what="gateway /health")
         return self
