@@ -92,3 +92,17 @@ out(techs=sorted(set(k.tech for k in known)))
     assert res[4]["c"] == sorted(ntags + [MIFARE.hex()])
     assert res[5]["techs"] == ["mifare-1k", "ntag213"]
     assert emu.collisions > 0  # the inventory really resolved collisions
+
+
+def test_driver_inventories_cards_that_all_arrive_at_once():
+    # the MIFARE NUID and the NTAGs' cascade tag 0x88 differ in the very first bit: the
+    # collision leaves nothing in the FIFO, only CollPos
+    emu = MFRC522Emulator()
+    for c in [NtagTag(u) for u in SHARED] + [MifareClassic1K(MIFARE)]:
+        emu.add(c)
+    res = run_driver(emu, INVENTORY + """
+out(c=cycle())
+out(c=cycle())
+""")
+    everything = sorted([u.hex() for u in SHARED] + [MIFARE.hex()])
+    assert res[0]["c"] == everything and res[1]["c"] == everything

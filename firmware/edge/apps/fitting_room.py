@@ -48,6 +48,7 @@ class FittingRoom:
                 raise ValueError("app.%s must be a positive integer" % k)
         self.tags = {}  # uid_hex -> list (fields above)
         self.dropped = 0  # tags ignored because max_garments were tracked
+        self.errors = 0  # inventory cycles that failed
         self.occupied = False
         self.occ_since = 0
         self._occ_raw = 0
@@ -137,7 +138,11 @@ class FittingRoom:
         asyncio.create_task(self._inputs())
         while True:
             self.rt.heartbeat()
-            self.inventory()
+            try:
+                self.inventory()
+            except Exception as e:  # a reader glitch must not stop the room; say so
+                self.errors += 1
+                self.rt.log("inventory failed:", repr(e))
             await asyncio.sleep_ms(self.poll_ms)
 
     # --- commands ----------------------------------------------------------------------------

@@ -32,8 +32,8 @@ class InventoryReader(MFRC522):
             nbits = known & 7
             t[2] = ((2 + nb) << 4) | nbits  # NVB: bytes sent (with SEL, NVB) and bits
             n = self._transceive(2 + nb + (1 if nbits else 0), (nbits << 4) | nbits, 0x13)
-            if n <= 0 or self.coll < 0:
-                return False
+            if n < 0 or self.coll < 0 or (n == 0 and not self.coll):
+                return False  # nobody, or a collision the chip could not place
             # b[0] holds bits nbits.. of UID byte nb (RxAlign), then whole bytes
             keep = (1 << nbits) - 1
             for i in range(n):
