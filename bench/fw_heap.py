@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/fw_heap.py            # full search, 8 KB..256 KB
     .venv/bin/python bench/fw_heap.py --quick    # CI smoke: two heap sizes only
+    .venv/bin/python bench/fw_heap.py --app fitting-room   # the fitting room's scenario
 
 Runs the real firmware in `micropython -X heapsize=N` against the virtual rig, a real Mosquitto
 and the gateway, and plays the device's scenario (sample pad: boot, online, tag placed,
@@ -72,13 +73,53 @@ def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int 
     return latencies
 
 
-def run_at(heap_kb: int, broker: Mosquitto, gw: GatewayProcess, workdir: Path, n: int) -> tuple[bool, list[float], str]:
-    dev = f"pad-h{n}"
+def fitting_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int = 2) -> list[float]:
+    """Fitting room: occupied, four garments in at once (collisions), two out, call button,
+    `call_ack` done, free. Returns garments-in -> last garment.in persisted (ms)."""
+    from tools import tags
+
+    room = store.rooms[dev]
+    fw = store.devices[dev]
+    fw.wait_line(r"online session", 20)
+    latencies = []
+    for r in range(rounds):
+        cards = [NtagTag(bytes([4, 0x60, r, 0, 0, 0, i + 1]), pages=tags.ntag_pages_for_garment(
+            "9506000134352", f"B{r}-{i}")) for i in range(4)]
+        room.occupy(True)
+        t0 = time.monotonic()
+        for c in cards:
+            room.hang(c)
+        wait_for(lambda: len(gw.events(dev, "garment.in")) >= 4 * (r + 1), 20, what="4 garments in")
+        latencies.append((time.monotonic() - t0) * 1000)
+        for c in cards[:2]:
+            room.take(c)
+        wait_for(lambda: len(gw.events(dev, "garment.out")) >= 2 * (r + 1), 20, what="2 garments out")
+        room.press()
+        wait_for(lambda: len(gw.events(dev, "call.pressed")) >= r + 1, 10, what="call.pressed")
+        cmd = httpx.post(f"{gw.url}/devices/{dev}/commands", timeout=15,
+                         json={"name": "call_ack", "idempotency_key": f"bench-{time.time()}"}).json()
+        if cmd.get("status") != "done":
+            raise RuntimeError(f"call_ack not done: {cmd}")
+        for c in cards[2:]:
+            room.take(c)
+        room.occupy(False)
+        wait_for(lambda: len(gw.events(dev, "room.free")) >= r + 1, 10, what="room.free")
+    if not fw.alive():
+        raise RuntimeError("firmware died")
+    return latencies
+
+
+def run_at(heap_kb: int, broker: Mosquitto, gw: GatewayProcess, workdir: Path, n: int,
+           app: str = "sample-pad") -> tuple[bool, list[float], str]:
+    dev = f"{'room' if app == 'fitting-room' else 'pad'}-h{n}"
     store = VirtualStore(workdir / f"h{n}", broker_port=broker.port, heap=f"{heap_kb}k")
-    store.add_pad(dev)
+    if app == "fitting-room":
+        store.add_fitting_room(dev)
+    else:
+        store.add_pad(dev)
     store.start()
     try:
-        lat = pad_scenario(store, gw, dev)
+        lat = (fitting_scenario if app == "fitting-room" else pad_scenario)(store, gw, dev)
         return True, lat, ""
     except Exception as e:  # noqa: BLE001 - any failure means this heap is too small
         tail = "\n".join(store.devices[dev].lines[-3:])
@@ -92,6 +133,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="CI smoke: try 96 KB and 12 KB only")
     ap.add_argument("--low", type=int, default=8)
     ap.add_argument("--high", type=int, default=256)
+    ap.add_argument("--app", choices=["sample-pad", "fitting-room"], default="sample-pad")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -104,7 +146,7 @@ def main() -> int:
             def probe(kb: int) -> bool:
                 nonlocal n
                 n += 1
-                ok, lat, why = run_at(kb, broker, gw, work, n)
+                ok, lat, why = run_at(kb, broker, gw, work, n, args.app)
                 results[kb] = ok
                 latencies.extend(lat)
                 print(f"  heap {kb:4d} KB: {'ok' if ok else 'FAIL'} {why[:160]}", flush=True)
@@ -129,11 +171,12 @@ def main() -> int:
             broker.stop()
     passing = sorted(k for k, ok in results.items() if ok)
     print("\nfirmware heap benchmark (MicroPython unix port, 64-bit)")
-    print(f"{'app':<14}{'min heap (KB)':>14}{'goal (KB)':>11}{'tag->publish p50 (ms)':>23}{'p99 (ms)':>10}")
+    what = "4 in->persisted" if args.app == "fitting-room" else "tag->publish"
+    print(f"{'app':<14}{'min heap (KB)':>14}{'goal (KB)':>11}{what + ' p50 (ms)':>23}{'p99 (ms)':>10}")
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = max(latencies) if latencies else float("nan")  # few samples: the max is the honest p99
     smallest = passing[0] if passing else None
-    print(f"{'sample-pad':<14}{str(smallest) if smallest else '-':>14}{96:>11}{p50:>23.1f}{p99:>10.1f}")
+    print(f"{args.app:<14}{str(smallest) if smallest else '-':>14}{96:>11}{p50:>23.1f}{p99:>10.1f}")
     return 0 if passing else 1
 
 

@@ -1,35 +1,22 @@
 # Garment identity on a tag: a GS1 Digital Link URI record (docs/fitting-rooms.md, "Tags"),
 # `https://id.gs1.org/01/<GTIN>/21/<serial>`. Plain Python (MicroPython and CPython).
-from edge.ndef import _find as find_bytes
+from edge.ndef import _find as find_bytes, record
 
 
 def _uri_payload(b, start, length):
     # (payload start, end) of the first URI record of the message, or (-1, -1)
     i = start
     end = start + length
-    while i + 2 <= end:
-        hdr = b[i]
-        tl = b[i + 1]
-        i += 2
-        if hdr & 0x10:
-            pl = b[i]
-            i += 1
-        else:
-            pl = (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
-            i += 4
-        il = 0
-        if hdr & 0x08:
-            il = b[i]
-            i += 1
-        p = i + tl + il
-        if p + pl > end:
-            break
-        if hdr & 0x07 == 0x01 and tl == 1 and b[i] == 0x55:
+    while True:
+        r = record(b, i, end)
+        if r is None:
+            return -1, -1
+        hdr, t, tl, p, pl = r
+        if hdr & 0x07 == 0x01 and tl == 1 and b[t] == 0x55:
             return p, p + pl
-        i = p + pl
         if hdr & 0x40:
-            break
-    return -1, -1
+            return -1, -1
+        i = p + pl
 
 
 def gs1_ids(b, start, length):

@@ -109,43 +109,54 @@ def _uri_id(b, p, pl):
         return None
 
 
+def record(b, i, end):
+    """The NDEF record at b[i:end]: (header, type start, type length, payload start, payload
+    length), or None if it is truncated."""
+    if i + 2 > end:
+        return None
+    hdr = b[i]
+    tl = b[i + 1]
+    i += 2
+    if hdr & 0x10:  # short record
+        if i >= end:
+            return None
+        pl = b[i]
+        i += 1
+    else:
+        if i + 4 > end:
+            return None
+        pl = (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
+        i += 4
+    il = 0
+    if hdr & 0x08:
+        if i >= end:
+            return None
+        il = b[i]
+        i += 1
+    p = i + tl + il
+    if p + pl > end:
+        return None
+    return hdr, i, tl, p, pl
+
+
 def sample_id(b, start, length):
     """Sample id from the NDEF message b[start:start + length], or None."""
     i = start
     end = start + length
     uri = None
-    while i + 2 <= end:
-        hdr = b[i]
-        tl = b[i + 1]
-        i += 2
-        if hdr & 0x10:  # short record
-            if i >= end:
-                break
-            pl = b[i]
-            i += 1
-        else:
-            if i + 4 > end:
-                break
-            pl = (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
-            i += 4
-        il = 0
-        if hdr & 0x08:
-            if i >= end:
-                break
-            il = b[i]
-            i += 1
-        p = i + tl + il
-        nxt = p + pl
-        if nxt > end:
+    while True:
+        r = record(b, i, end)
+        if r is None:
             break
+        hdr, t, tl, p, pl = r
         if hdr & 0x07 == 0x01 and tl == 1:  # NFC Forum well-known type
-            if b[i] == 0x54:  # 'T'
+            if b[t] == 0x54:  # 'T'
                 return _text(b, p, pl)
-            if b[i] == 0x55 and uri is None:  # 'U'
+            if b[t] == 0x55 and uri is None:  # 'U'
                 uri = _uri_id(b, p, pl)
-        i = nxt
         if hdr & 0x40:  # ME
             break
+        i = p + pl
     return uri
 
 

@@ -32,6 +32,7 @@ from ..core.fitting import FittingError, FittingRooms, Rules
 from ..db import Database
 from ..store import Store
 from .stock import StockError, StockSource, where_to_fetch
+from .ticker import tick_loop
 
 log = logging.getLogger("gateway.fitting")
 
@@ -105,18 +106,7 @@ class FittingService:
             self.core = FittingRooms.from_dict(state, self.rules)
 
     async def run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.tick_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("fitting step failed")
+        await tick_loop(self._wake, self.tick_s, self.step, log, "fitting step")
 
     def on_commit_item(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "event" and self._kinds.get(data.get("device", "")) != "locker-bank":

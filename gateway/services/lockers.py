@@ -47,6 +47,7 @@ from ..core.lockers import (
 )
 from ..db import Database
 from ..store import Store
+from .ticker import tick_loop
 
 log = logging.getLogger("gateway.lockers")
 
@@ -124,18 +125,7 @@ class LockersService:
     async def run(self) -> None:
         """Apply device events and expire orders, forever (cancel to stop)."""
         try:
-            while True:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.tick_s)
-                except TimeoutError:
-                    pass
-                self._wake.clear()
-                try:
-                    await self.step()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("locker tick failed")
+            await tick_loop(self._wake, self.tick_s, self.step, log, "locker tick")
         finally:
             for task in list(self._tasks):
                 task.cancel()
