@@ -19,7 +19,7 @@ from .protocol import is_device_id
 if TYPE_CHECKING:
     from .app import Gateway
 
-MIRROR_HTML = Path(__file__).parent / "static" / "mirror.html"
+MIRROR_HTML = Path(__file__).parent / "web" / "mirror.html"
 _STATUS = {"unknown-room": 404, "unknown-request": 404, "bad-gtin": 422, "bad-state": 422,
            "unknown-product": 404}
 

@@ -27,7 +27,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture(scope="session")
+# Function scope on purpose: Playwright's sync API keeps its event loop on the main thread
+# while it is open, and any later test calling asyncio.run() would then fail.
+@pytest.fixture
 def browser():
     exe = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
     if not exe:
