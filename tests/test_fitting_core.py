@@ -233,3 +233,56 @@ def test_http_stock_adapter_against_a_real_http_server():
         asyncio.run(go())
     finally:
         srv.shutdown()
+
+
+# --- the service on a real SQLite database: cursor, restart, identity --------------------------
+
+def _device_events(store, events):
+    with store.transaction():
+        store.upsert_device(id="room-9", kind="fitting-room", fw="0.1.0", caps=[], cfg="x",
+                            session=1, epoch="e1", boot=1, reset=None, online=True, now=DAY0)
+        store.upsert_device(id="pad-9", kind="sample-pad", fw="0.1.0", caps=[], cfg="x",
+                            session=1, epoch="e2", boot=1, reset=None, online=True, now=DAY0)
+        for seq, (dev, etype, body) in enumerate(events, 1):
+            store.insert_event(dev, "e1" if dev == "room-9" else "e2", seq, etype, at(seq), at(seq), body)
+
+
+def test_service_applies_room_events_once_across_a_restart(tmp_path):
+    from gateway.db import Database
+    from gateway.services.fitting import FittingService
+    from gateway.store import Store
+
+    async def go():
+        async with Database(tmp_path / "gw.db") as db:
+            svc = FittingService(db, FileStock(data=STOCK), clock=lambda: at(100))
+            await svc.load()
+            await db.write(_device_events, [
+                ("room-9", "room.occupied", {}),
+                ("pad-9", "tag.placed", {"uid": "04a1", "sample": "S-1"}),  # not a room: ignored
+                ("room-9", "garment.in", {"uid": "04aa", "tech": "ntag213", "gtin": A, "serial": "SN%2F1"}),
+                ("room-9", "garment.in", {"uid": "a1b2c3d4", "tech": "mifare-1k", "gtin": None, "serial": None}),
+                ("room-9", "garment.in", {"uid": "04bb", "tech": "ntag213", "gtin": "09506000134353", "serial": "X"}),
+            ])
+            await svc.step()
+            keys = sorted(svc.core.rooms["room-9"]["garments"])
+            # GS1 link (serial decoded), UID mapping, bad check digit -> UID only
+            assert keys == sorted([f"{A}/SN/1", f"{A}/U-1", "uid:04bb"])
+            items = await db.read(Store.stream_after, 0, 100)
+            assert sum(1 for i in items if i.kind == "fitting") == 4  # started + 3 garments
+        async with Database(tmp_path / "gw.db") as db:  # a restart: state and cursor come back
+            svc2 = FittingService(db, FileStock(data=STOCK), clock=lambda: at(100))
+            await svc2.load()
+            assert svc2.core.to_dict() == svc.core.to_dict()
+            await svc2.step()  # nothing new: nothing applied twice
+            items = await db.read(Store.stream_after, 0, 100)
+            assert sum(1 for i in items if i.kind == "fitting") == 4
+            q = await svc2.ask_size("room-9", B, A)
+            assert (q["where"], q["via"], q["state"]) == ("stockroom", "staff", "open")
+            with pytest.raises(FittingError) as e:
+                await svc2.ask_size("room-9", D, A)  # chino: nothing anywhere
+            assert e.value.reason == "out-of-stock"
+            with pytest.raises(FittingError) as e:
+                await svc2.ask_size("room-9", "09506000134353", A)
+            assert e.value.reason == "bad-gtin"
+
+    asyncio.run(go())

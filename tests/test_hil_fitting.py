@@ -116,6 +116,22 @@ def test_two_garments_in_one_out_other_size_requested_associate_called(rig, gw, 
         assert {"fitting.session.started", "fitting.garment.in", "fitting.garment.out",
                 "fitting.request"} <= kinds
 
+    # the POS sells the size that was brought; the door counter reports; the figures follow
+    r = httpx.post(f"{gw.url}/fitting/purchases", timeout=10,
+                   json={"receipt": "rc-77", "items": [{"gtin": SHIRT_L, "qty": 1}]})
+    assert r.status_code == 201, r.text
+    assert len(r.json()["lines"][0]["sessions"]) == 1
+    assert httpx.post(f"{gw.url}/fitting/footfall", json={"entries": 20}, timeout=10).status_code == 204
+    fig = gw.get("/fitting/analytics")
+    by = {p["gtin"]: p for p in fig["products"]}
+    assert (by[SHIRT_L]["try_ons"], by[SHIRT_L]["converted"]) == (1, 1)
+    assert (by[SHIRT_M]["try_ons"], by[SHIRT_M]["converted"]) == (1, 0)
+    assert (fig["sessions"], fig["session_conversion"], fig["footfall_conversion"]) == (1, 1.0, 0.05)
+    bad = httpx.post(f"{gw.url}/fitting/purchases", timeout=10,
+                     json={"receipt": "rc-78", "items": [{"gtin": "09506000134353"}]})
+    assert bad.status_code == 422 and bad.json()["reason"] == "bad-gtin"
+    assert httpx.get(f"{gw.url}/fitting/rooms/room-404", timeout=10).status_code == 404
+
 
 def test_back_and_forth_alert_fires_at_the_rule_and_not_before(rig, gw, room):
     room.set_input("occupancy", 1)
