@@ -43,6 +43,7 @@ async def _customer(store, samples: list[str], stop: asyncio.Event, rng: random.
 
 
 async def demo(args: argparse.Namespace) -> int:
+    from gateway.fitting_demo import DEMO_STOCK, fitting_customer
     from gateway.app import Gateway, GatewayConfig
     from gateway.embedded_broker import EmbeddedBroker
     from hil.sim.store import VirtualStore
@@ -64,7 +65,8 @@ async def demo(args: argparse.Namespace) -> int:
             print(f"broker: embedded (amqtt) on {host}:{port}")
         http_host, http_port = args.http
         config = GatewayConfig(broker_host=host, broker_port=port, db_path=workdir / "gateway.db",
-                               http_host=http_host, http_port=http_port, samples_file=DEMO_SAMPLES)
+                               http_host=http_host, http_port=http_port, samples_file=DEMO_SAMPLES,
+                               stock_file=DEMO_STOCK)
         gw = await stack.enter_async_context(Gateway(config))
         gw_task = asyncio.create_task(gw.run())
         stack.push_async_callback(_cancel, gw_task)
@@ -72,6 +74,7 @@ async def demo(args: argparse.Namespace) -> int:
         store = VirtualStore(workdir / "store", broker_host=host, broker_port=port)
         for i in range(args.pads):
             store.add_pad(f"pad-{i + 1}")
+        room = store.add_fitting_room("room-1")  # docs/fitting-rooms.md
         store.start()
         stack.callback(store.stop)
         await asyncio.to_thread(store.wait_online, 30)
@@ -83,6 +86,7 @@ Phygital Edge demo store is running: {args.pads} sample pads on real MicroPython
   devices:           {base}/devices
   events:            {base}/events
   live event stream: {base}/stream      (try: curl -N {base}/stream)
+  fitting room:      {base}/mirror/room-1   (the mirror; staff: {base}/fitting/requests)
   send a command:    curl -X POST {base}/devices/pad-1/commands -H 'content-type: application/json' \\
                        -d '{{"name":"blink","args":{{"times":3}},"idempotency_key":"try-1"}}'
 Ctrl-C stops everything.
@@ -90,6 +94,8 @@ Ctrl-C stops everything.
         samples = sorted(json.loads(DEMO_SAMPLES.read_text()))
         customer = asyncio.create_task(_customer(store, samples, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, customer)
+        fitting = asyncio.create_task(fitting_customer(room, stop, random.Random(args.seed)))
+        stack.push_async_callback(_cancel, fitting)
         if args.duration:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.duration)
