@@ -22,6 +22,7 @@ from .services.lockers import UnknownBank
 from .services.pads import CatalogConflict, CatalogError
 from .store import Store, StreamItem
 from .stream import sse_events
+from .ops_api import add_ops_routes
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -295,4 +296,5 @@ def create_app(gw: Gateway) -> FastAPI:
             return _refused(exc)
 
     add_staff_routes(app, gw)
+    add_ops_routes(app, gw)  # webhooks, /metrics (gateway/ops_api.py)
     return app

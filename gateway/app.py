@@ -32,6 +32,9 @@ from .services.lockers import LockersService
 from .services.pads import PadsService
 from .store import Store, StreamItem
 from .stream import Broadcaster
+from .chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS, ChainService
+from .metrics import GatewayMetrics
+from .webhooks import WebhookService, WebhookSettings
 
 log = logging.getLogger("gateway")
 
@@ -59,6 +62,12 @@ class GatewayConfig:
     coap_dedupe_max: int = 8192           # bound of the CoAP duplicate table (docs/coap.md)
     coap_options: dict = field(default_factory=dict)  # further CoapEdge keywords (tests, tuning)
     shutdown_timeout_s: float = 5.0
+    # integrations (docs/configuration.md): webhooks, chain of stores
+    webhook_backoff_min_s: float = 1.0    # first retry after ~this, doubling ...
+    webhook_backoff_max_s: float = 300.0  # ... up to this (jittered)
+    webhook_timeout_s: float = 10.0       # one HTTP attempt
+    store_id: str | None = None           # chain of stores: this store's id; None = off
+    chain_kinds: tuple[str, ...] = DEFAULT_CHAIN_KINDS
 
 
 class _Server(uvicorn.Server):
@@ -96,6 +105,14 @@ class Gateway:
         self.lockers = LockersService(self.db, self.commands, tick_s=config.locker_tick_s,
                                       clock=clock)
         self.alerts = AlertsService(self.db, clock)
+        self.metrics = GatewayMetrics()
+        self.ingest.on_processed = self.metrics.observe_ingest
+        self.webhooks = WebhookService(self.db, WebhookSettings(
+            config.webhook_backoff_min_s, config.webhook_backoff_max_s, config.webhook_timeout_s),
+            clock=clock, on_attempt=self.metrics.observe_webhook)
+        self.chain = None if config.store_id is None else ChainService(
+            self.db, self.bus.publish, self.bus.wait_connected, config.store_id,
+            kinds=config.chain_kinds)
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()
@@ -109,6 +126,9 @@ class Gateway:
             await self.pads.load()
             await self.lockers.load()
             self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
+            await self.webhooks.start()  # before ingest: the outbox hooks see every item
+            if self.chain is not None:
+                await self.chain.start()
             if self.coap is not None:
                 await self.coap.start()
         except BaseException:
@@ -120,6 +140,9 @@ class Gateway:
         self._spawn("lockers", self.lockers.run())
         self._spawn("alerts", self.alerts.run())
         self._spawn("housekeeping", self._housekeeping())
+        self._spawn("webhooks", self.webhooks.run())
+        if self.chain is not None:
+            self._spawn("chain", self.chain.run())
         log.info("gateway started broker=%s:%d db=%s client_id=%s coap=%s",
                  self.config.broker_host, self.config.broker_port, self.config.db_path,
                  self.config.client_id, self.coap.port if self.coap else "off")
@@ -134,6 +157,8 @@ class Gateway:
         await self._cancel("lockers")
         await self._cancel("alerts")
         await self._cancel("housekeeping")
+        await self._cancel("webhooks")
+        await self._cancel("chain")
         if self.bus.connected or self.coap is not None:
             await self.ingest.drained(self.config.shutdown_timeout_s)
         await self.bus.announce_offline()
@@ -205,6 +230,10 @@ class Gateway:
 
     def _on_commit(self, items: list[StreamItem]) -> None:
         self.broadcaster.publish(items)
+        self.metrics.on_commit(items)
+        self.webhooks.notify()
+        if self.chain is not None:
+            self.chain.notify()
         for item in items:
             if item.kind == "command":
                 self.commands.notify(item.data)

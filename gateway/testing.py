@@ -498,3 +498,68 @@ class MqttProbe:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class WebhookReceiver:
+    """A store system's webhook endpoint on a thread: checks each delivery's signature and
+    records it. `hold` (an Event, set = answer) lets a test keep a delivery in flight;
+    `status` is the HTTP status answered. `start()` / `stop()` may be repeated on one port."""
+
+    def __init__(self, secret: str, port: int | None = None) -> None:
+        from hil.harness import free_port
+        self.secret = secret
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.received: list[dict[str, Any]] = []   # every request, duplicates included
+        self.hold = threading.Event()
+        self.hold.set()
+        self.status = 200
+        self._server: Any = None
+
+    def start(self) -> WebhookReceiver:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from gateway.webhooks import (DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+                                      verify_signature)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                entry = {
+                    "delivery": self.headers.get(DELIVERY_HEADER),
+                    "signed": verify_signature(outer.secret, self.headers.get(TIMESTAMP_HEADER),
+                                               body, self.headers.get(SIGNATURE_HEADER, "")),
+                    "body": json.loads(body), "raw": body, "headers": dict(self.headers),
+                    "answered": None}
+                outer.received.append(entry)
+                outer.hold.wait(60)
+                status = outer.status
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                entry["answered"] = status
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self.hold.set()
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def accepted(self) -> list[dict[str, Any]]:
+        """Signed deliveries answered 2xx, one per delivery id (the receiver's dedupe), in
+        arrival order."""
+        seen: dict[str, dict[str, Any]] = {}
+        for r in list(self.received):
+            if r["signed"] and r["answered"] is not None and 200 <= r["answered"] < 300:
+                seen.setdefault(r["delivery"], r)
+        return list(seen.values())
