@@ -210,3 +210,39 @@ class ChainService:
                 log.warning("chain publish failed rows=%d error=%r retry_in=%.1fs",
                             len(rows) - len(acked), err, self.retry_s)
                 await asyncio.sleep(self.retry_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gateway.chain bridge --store ID --central HOST:PORT [...]`: print the bridge
+    section for a store's mosquitto.conf."""
+    import argparse
+    import sys
+
+    from .__main__ import host_port
+
+    ap = argparse.ArgumentParser(prog="python -m gateway.chain",
+                                 description="Chain of stores helpers (docs/chain.md)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bridge", help="print the Mosquitto bridge section of a store broker")
+    b.add_argument("--store", required=True, help="store id, e.g. store-0042")
+    b.add_argument("--central", required=True, type=host_port(1883), metavar="HOST:PORT")
+    b.add_argument("--username", default=None, help="bridge user on the central broker")
+    b.add_argument("--password-file", default=None,
+                   help="file holding the bridge password (kept off the command line)")
+    b.add_argument("--cafile", default=None, help="CA file: connect to the central with TLS")
+    args = ap.parse_args(argv)
+    try:
+        password = None
+        if args.password_file:
+            with open(args.password_file, encoding="utf-8") as f:
+                password = f.read().strip()
+        sys.stdout.write(bridge_config(args.store, *args.central, username=args.username,
+                                       password=password, cafile=args.cafile))
+    except (ValueError, OSError) as exc:
+        print(f"gateway.chain: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
