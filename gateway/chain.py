@@ -140,9 +140,9 @@ def _install(store: Store, hook: _Hook) -> None:
     store.stream_hooks.append(hook)
 
 
-def _oldest(store: Store, limit: int) -> list[dict[str, Any]]:
+def _after(store: Store, after: int, limit: int) -> list[dict[str, Any]]:
     return [dict(r) for r in store.conn.execute(
-        "SELECT * FROM chain_outbox ORDER BY id LIMIT ?", (limit,))]
+        "SELECT * FROM chain_outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit))]
 
 
 def _count(store: Store) -> int:
@@ -160,12 +160,16 @@ Publish = Callable[..., Awaitable[None]]
 
 
 class ChainService:
-    """Publishes the chain outbox in order; a row goes once its PUBACK arrived."""
+    """Publishes the chain outbox in order; a row goes once its PUBACK arrived.
+
+    Acknowledged rows are deleted in batches (`delete_batch`, or when the outbox is idle), not
+    one transaction per window: a crash before the delete only republishes them (QoS 1 may
+    duplicate anyway; the central side dedupes by `seq`)."""
 
     def __init__(self, db: Database, publish: Publish,
                  wait_connected: Callable[[float], Awaitable[bool]], store_id: str, *,
-                 kinds: tuple[str, ...] = DEFAULT_KINDS, window: int = 8,
-                 retry_s: float = 1.0) -> None:
+                 kinds: tuple[str, ...] = DEFAULT_KINDS, window: int = 10,
+                 retry_s: float = 1.0, delete_batch: int = 500) -> None:
         self.db = db
         self.publish = publish
         self.wait_connected = wait_connected
@@ -173,9 +177,12 @@ class ChainService:
         self.hook = _Hook(store_id, tuple(kinds))
         self.window = window
         self.retry_s = retry_s
+        self.delete_batch = delete_batch
         self.published = 0
         self.failures = 0
         self._wake = asyncio.Event()
+        self._upto = 0                 # rows <= this were published and PUBACKed ...
+        self._acked: set[int] = set()  # ... and these of them are not deleted yet
 
     async def start(self) -> None:
         await self.db.write(_install, self.hook)
@@ -184,13 +191,21 @@ class ChainService:
         self._wake.set()
 
     async def backlog(self) -> int:
-        return await self.db.read(_count)
+        """Rows not yet acknowledged by the broker."""
+        return max(0, await self.db.read(_count) - len(self._acked))
+
+    async def _flush(self) -> None:
+        acked, self._acked = self._acked, set()
+        await self.db.write(_delete, sorted(acked))
 
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            rows = await self.db.read(_oldest, self.window)
+            rows = await self.db.read(_after, self._upto, self.window)
             if not rows:
+                if self._acked:
+                    await self._flush()
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 5.0)
                 continue
@@ -201,10 +216,14 @@ class ChainService:
                 *(self.publish(r["topic"], chain_payload(self.store_id, r), qos=1, retain=False)
                   for r in rows), return_exceptions=True)
             acked = [r["id"] for r, res in zip(rows, results) if not isinstance(res, BaseException)]
-            if acked:
-                await self.db.write(_delete, acked)
-                self.published += len(acked)
-            if len(acked) < len(rows):
+            self._acked.update(acked)
+            self.published += len(acked)
+            failed = [r["id"] for r, res in zip(rows, results) if isinstance(res, BaseException)]
+            # resume from the first failure (rows acked after it go again: duplicates, no loss)
+            self._upto = failed[0] - 1 if failed else rows[-1]["id"]
+            if len(self._acked) >= self.delete_batch:
+                await self._flush()
+            if failed:
                 self.failures += len(rows) - len(acked)
                 err = next(res for res in results if isinstance(res, BaseException))
                 log.warning("chain publish failed rows=%d error=%r retry_in=%.1fs",

@@ -22,7 +22,8 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hil.harness import wait_for
+from gateway.chain import bridge_config
+from hil.harness import Mosquitto, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -563,3 +564,57 @@ class WebhookReceiver:
             if r["signed"] and r["answered"] is not None and 200 <= r["answered"] < 300:
                 seen.setdefault(r["delivery"], r)
         return list(seen.values())
+
+
+class StoreBroker(Mosquitto):
+    """The store's Mosquitto with the generated bridge section appended."""
+
+    def __init__(self, workdir: Path, central_port: int, store_id: str) -> None:
+        super().__init__(workdir)
+        self.bridge = bridge_config(store_id, "127.0.0.1", central_port, keepalive_s=5,
+                                    restart_backoff=(1, 2))
+
+    def write_conf(self) -> None:
+        super().write_conf()
+        with open(self.conf, "a") as f:
+            # as deploy/mosquitto/store.conf: without it PUBACKs wait on Nagle/delayed ACK
+            # (~40 ms) and the gateway's chain publisher runs ~3x slower (bench/chain.py)
+            f.write("set_tcp_nodelay true\n")
+            f.write(self.bridge)
+
+
+class CentralConsumer:
+    """A consumer on the central broker with a persistent session (it gets what was queued
+    for it across a central restart); keeps chain messages by (store, seq)."""
+
+    def __init__(self, port: int, store_id: str) -> None:
+        self.store_id = store_id
+        self.by_seq: dict[int, dict[str, Any]] = {}
+        self.topics: dict[str, list[bytes]] = {}
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"central-{secrets.token_hex(3)}", clean_session=False)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("chain/1/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.topics.setdefault(msg.topic, []).append(msg.payload)
+            if msg.topic.endswith("/gateway/state"):
+                return
+            m = json.loads(msg.payload)
+            if m.get("store") != self.store_id:        # e.g. what the test publishes on central
+                return
+            self.by_seq.setdefault(m["seq"], m | {"topic": msg.topic})
+
+    def events(self, device: str) -> list[int]:
+        with self.lock:
+            return sorted(m["data"]["seq"] for m in self.by_seq.values()
+                          if m["type"].startswith("event.") and m["data"]["device"] == device)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,17 +1,13 @@
 """Chain of stores: a store Mosquitto bridged to a "central" Mosquitto on loopback, the
 gateway's chain outbox, outages of either broker, and nothing coming back in."""
-import json
 import secrets
-import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.chain import bridge_config, chain_topic, main as chain_main, wanted
 from gateway.store import StreamItem
-from gateway.testing import FakeDevice, GatewayProcess, MqttProbe
+from gateway.testing import CentralConsumer, FakeDevice, GatewayProcess, MqttProbe, StoreBroker
 from tests.support import Mosquitto, free_port, wait_for
 
 STORE = "store-t1"
@@ -51,56 +47,6 @@ def test_what_leaves_the_store():
     assert chain_topic("s1", StreamItem(5, "device", {"id": "pad-1"})) == "chain/1/s1/device/pad-1"
 
 
-class StoreBroker(Mosquitto):
-    """The store's Mosquitto with the generated bridge section appended."""
-
-    def __init__(self, workdir, central_port):
-        super().__init__(workdir)
-        self.bridge = bridge_config(STORE, "127.0.0.1", central_port, keepalive_s=5,
-                                    restart_backoff=(1, 2))
-
-    def write_conf(self):
-        super().write_conf()
-        with open(self.conf, "a") as f:
-            f.write(self.bridge)
-
-
-class CentralConsumer:
-    """A consumer on the central broker with a persistent session (it gets what was queued
-    for it across a central restart); keeps chain messages by (store, seq)."""
-
-    def __init__(self, port):
-        self.by_seq: dict[int, dict] = {}
-        self.topics: dict[str, list] = {}
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"central-{secrets.token_hex(3)}", clean_session=False)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("chain/1/#", qos=1)
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 1)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def _on_message(self, client, userdata, msg):
-        with self.lock:
-            self.topics.setdefault(msg.topic, []).append(msg.payload)
-            if msg.topic.endswith("/gateway/state"):
-                return
-            m = json.loads(msg.payload)
-            if m.get("store") != STORE:        # e.g. what the test publishes on central
-                return
-            self.by_seq.setdefault(m["seq"], m | {"topic": msg.topic})
-
-    def events(self, device):
-        with self.lock:
-            return sorted(m["data"]["seq"] for m in self.by_seq.values()
-                          if m["type"].startswith("event.") and m["data"]["device"] == device)
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def _chain_backlog(gw) -> float:
     for line in gw.http.get("/metrics").text.splitlines():
         if line.startswith('pe_queue_depth{queue="chain_outbox"}'):
@@ -110,8 +56,8 @@ def _chain_backlog(gw) -> float:
 
 def test_two_brokers_outages_lose_nothing_and_nothing_comes_in(tmp_path):
     central = Mosquitto(tmp_path / "central").start()
-    store = StoreBroker(tmp_path / "store", central.port).start()
-    consumer = CentralConsumer(central.port)
+    store = StoreBroker(tmp_path / "store", central.port, STORE).start()
+    consumer = CentralConsumer(central.port, STORE)
     cfg = tmp_path / "gw.toml"
     cfg.write_text(f'[chain]\nstore_id = "{STORE}"\n[commands]\ngrace_s = 0.2\n')
     gw = GatewayProcess(store.port, tmp_path / "gw", http_port=free_port(),
