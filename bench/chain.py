@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.testing import CentralConsumer, FakeDevice, GatewayProcess, StoreBroker  # noqa: E402
-from hil.harness import Mosquitto, free_port, wait_for  # noqa: E402
+from gateway.testing import ChainRig, FakeDevice  # noqa: E402
+from hil.harness import wait_for  # noqa: E402
 
 STORE = "store-bench"
 
@@ -49,13 +49,8 @@ def main() -> int:
         args.devices, args.events, args.backlog = 4, 25, 200
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        central = Mosquitto(work / "central").start()
-        store = StoreBroker(work / "store", central.port, STORE).start()
-        consumer = CentralConsumer(central.port, STORE)
-        cfg = work / "gw.toml"
-        cfg.write_text(f'[chain]\nstore_id = "{STORE}"\n[logging]\nlevel = "WARNING"\n')
-        gw = GatewayProcess(store.port, work / "gw", http_port=free_port(),
-                            extra=("--config", str(cfg))).start()
+        rig = ChainRig(work, STORE, '[logging]\nlevel = "WARNING"\n').start()
+        central, store, consumer, gw = rig.central, rig.store, rig.consumer, rig.gw
         devs = [FakeDevice(f"pad-{secrets.token_hex(3)}", store.port, journal_size=100_000)
                 for _ in range(args.devices)]
         try:
@@ -86,8 +81,8 @@ def main() -> int:
                     sent[d.dev].append(d.emit("bench", {"i": i, "backlog": True}))
             for d in devs:
                 d.wait_acked(sent[d.dev][-1], 600)
-            wait_for(lambda: "chain_outbox\"} 0.0" in gw.http.get("/metrics").text, 600,
-                     interval=0.2, what="chain outbox drained into the store broker")
+            wait_for(lambda: rig.chain_backlog() == 0, 600, interval=0.2,
+                     what="chain outbox drained into the store broker")
             backlog = per * args.devices
             t1 = time.monotonic()
             central.start()
@@ -105,10 +100,7 @@ def main() -> int:
         finally:
             for d in devs:
                 d.close()
-            gw.stop()
-            consumer.close()
-            store.stop()
-            central.stop()
+            rig.stop()
 
 
 if __name__ == "__main__":

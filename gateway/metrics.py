@@ -40,6 +40,14 @@ def _db_snapshot(store: Store) -> dict[str, Any]:
             "rejections": store.rejections(), "commands": store.count_commands()}
 
 
+def _by_label(family: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str,
+              help_: str, label: str, values: dict[str, int]) -> Metric:
+    fam = family(name, help_, labels=[label])
+    for key, n in sorted(values.items()):
+        fam.add_metric([key], n)
+    return fam
+
+
 class _Snapshot(Collector):
     """Yields the families computed by `GatewayMetrics.render` just before exposition."""
 
@@ -95,34 +103,20 @@ class GatewayMetrics:
 
     async def render(self, gw: Gateway) -> bytes:
         snap = await gw.db.read(_db_snapshot)
-        fams: list[Metric] = []
-
-        g = GaugeMetricFamily("pe_devices_online", "Devices online, by kind", labels=["kind"])
-        for kind, n in sorted(snap["online"].items()):
-            g.add_metric([kind], n)
-        fams.append(g)
-        g = GaugeMetricFamily("pe_devices_known", "Devices that ever sent a birth, by kind",
-                              labels=["kind"])
-        for kind, n in sorted(snap["known"].items()):
-            g.add_metric([kind], n)
-        fams.append(g)
-
+        fams: list[Metric] = [
+            _by_label(GaugeMetricFamily, "pe_devices_online", "Devices online, by kind", "kind",
+                      snap["online"]),
+            _by_label(GaugeMetricFamily, "pe_devices_known",
+                      "Devices that ever sent a birth, by kind", "kind", snap["known"]),
+            _by_label(CounterMetricFamily, "pe_rejections", "Device messages rejected, by reason",
+                      "reason", snap["rejections"]),
+            _by_label(GaugeMetricFamily, "pe_commands", "Commands in the database, by status",
+                      "status", snap["commands"])]
         c = snap["counters"]
         for name, help_ in (("messages_received", "Device messages received"),
                             ("events_persisted", "Device events persisted (new, not duplicates)"),
                             ("duplicates", "Duplicate device events (acknowledged again)")):
             fams.append(CounterMetricFamily(f"pe_{name}", help_, value=c.get(name, 0)))
-        rej = CounterMetricFamily("pe_rejections", "Device messages rejected, by reason",
-                                  labels=["reason"])
-        for reason, n in sorted(snap["rejections"].items()):
-            rej.add_metric([reason], n)
-        fams.append(rej)
-
-        cmds = GaugeMetricFamily("pe_commands", "Commands in the database, by status",
-                                 labels=["status"])
-        for status, n in sorted(snap["commands"].items()):
-            cmds.add_metric([status], n)
-        fams.append(cmds)
 
         depth = GaugeMetricFamily("pe_queue_depth", "Items waiting in gateway queues",
                                   labels=["queue"])

@@ -618,3 +618,45 @@ class CentralConsumer:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class ChainRig:
+    """A chain of one store on loopback: a "central" Mosquitto, the store's Mosquitto bridged
+    to it, a consumer on the central broker and the gateway (subprocess) with `[chain]
+    store_id` plus `toml_extra`. `stop()` tears down whatever was started."""
+
+    def __init__(self, workdir: Path, store_id: str, toml_extra: str = "") -> None:
+        self.workdir, self.store_id, self.toml_extra = Path(workdir), store_id, toml_extra
+        self.central: Mosquitto | None = None
+        self.store: StoreBroker | None = None
+        self.consumer: CentralConsumer | None = None
+        self.gw: GatewayProcess | None = None
+
+    def start(self) -> ChainRig:
+        from hil.harness import free_port
+        try:
+            self.central = Mosquitto(self.workdir / "central").start()
+            self.store = StoreBroker(self.workdir / "store", self.central.port,
+                                     self.store_id).start()
+            self.consumer = CentralConsumer(self.central.port, self.store_id)
+            cfg = self.workdir / "gw.toml"
+            cfg.write_text(f'[chain]\nstore_id = "{self.store_id}"\n{self.toml_extra}')
+            self.gw = GatewayProcess(self.store.port, self.workdir / "gw",
+                                     http_port=free_port(), extra=("--config", str(cfg))).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def chain_backlog(self) -> float:
+        """`pe_queue_depth{queue="chain_outbox"}` from the gateway's /metrics."""
+        assert self.gw is not None
+        for line in self.gw.http.get("/metrics").text.splitlines():
+            if line.startswith('pe_queue_depth{queue="chain_outbox"}'):
+                return float(line.split()[-1])
+        raise AssertionError("no chain_outbox depth in /metrics")
+
+    def stop(self) -> None:
+        for part in (self.gw, self.consumer, self.store, self.central):
+            if part is not None:
+                part.close() if isinstance(part, CentralConsumer) else part.stop()

@@ -7,8 +7,8 @@ import pytest
 
 from gateway.chain import bridge_config, chain_topic, main as chain_main, wanted
 from gateway.store import StreamItem
-from gateway.testing import CentralConsumer, FakeDevice, GatewayProcess, MqttProbe, StoreBroker
-from tests.support import Mosquitto, free_port, wait_for
+from gateway.testing import ChainRig, FakeDevice, MqttProbe
+from tests.support import wait_for
 
 STORE = "store-t1"
 
@@ -47,21 +47,20 @@ def test_what_leaves_the_store():
     assert chain_topic("s1", StreamItem(5, "device", {"id": "pad-1"})) == "chain/1/s1/device/pad-1"
 
 
-def _chain_backlog(gw) -> float:
-    for line in gw.http.get("/metrics").text.splitlines():
-        if line.startswith('pe_queue_depth{queue="chain_outbox"}'):
-            return float(line.split()[-1])
-    raise AssertionError("no chain_outbox depth in /metrics")
+class _Missing:
+    """Rendered only when a wait fails: which events the central side lacks."""
+
+    def __init__(self, consumer, dev, sent):
+        self.consumer, self.dev, self.sent = consumer, dev, sent
+
+    def __str__(self):
+        got = set(self.consumer.events(self.dev.dev))
+        return str([s for s in self.sent if s not in got])
 
 
 def test_two_brokers_outages_lose_nothing_and_nothing_comes_in(tmp_path):
-    central = Mosquitto(tmp_path / "central").start()
-    store = StoreBroker(tmp_path / "store", central.port, STORE).start()
-    consumer = CentralConsumer(central.port, STORE)
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(f'[chain]\nstore_id = "{STORE}"\n[commands]\ngrace_s = 0.2\n')
-    gw = GatewayProcess(store.port, tmp_path / "gw", http_port=free_port(),
-                        extra=("--config", str(cfg))).start()
+    rig = ChainRig(tmp_path, STORE, "[commands]\ngrace_s = 0.2\n").start()
+    central, store, consumer, gw = rig.central, rig.store, rig.consumer, rig.gw
     dev = FakeDevice(f"pad-{secrets.token_hex(3)}", store.port)
     probe = None
     try:
@@ -75,11 +74,12 @@ def test_two_brokers_outages_lose_nothing_and_nothing_comes_in(tmp_path):
         sent += [dev.emit("tag.placed", {"uid": f"05{i:02x}"}) for i in range(30)]
         dev.wait_acked(sent[-1], 30)
         # the gateway's outbox is cleared as the store broker PUBACKs, bridge or no bridge
-        wait_for(lambda: _chain_backlog(gw) == 0, 30, what="chain outbox drained to the store")
+        wait_for(lambda: rig.chain_backlog() == 0, 30, what="chain outbox drained to the store")
         time.sleep(1.0)            # the central stays down a while longer (bridge retrying)
         central.start()
         sent += [dev.emit("tag.placed", {"uid": f"06{i:02x}"}) for i in range(10)]
-        wait_for(lambda: consumer.events(dev.dev) == sent, 60, what="all 60 events at central")
+        wait_for(lambda: consumer.events(dev.dev) == sent, 60,
+                 what=f"all 60 events at central (missing: {_Missing(consumer, dev, sent)})")
 
         # 2. the store broker goes away: the gateway's outbox holds what it cannot publish
         store.stop()
@@ -87,10 +87,10 @@ def test_two_brokers_outages_lose_nothing_and_nothing_comes_in(tmp_path):
                          json={"name": "blink", "idempotency_key": "chain-1", "timeout_s": 0.5,
                                "wait": False})
         cmd = r.json()
-        wait_for(lambda: _chain_backlog(gw) >= 1, 30,
+        wait_for(lambda: rig.chain_backlog() >= 1, 30,
                  what="expired command waiting in the chain outbox")
         store.start()
-        wait_for(lambda: _chain_backlog(gw) == 0, 60, what="outbox flushed after reconnect")
+        wait_for(lambda: rig.chain_backlog() == 0, 60, what="outbox flushed after reconnect")
         outcome = wait_for(lambda: [m for m in list(consumer.by_seq.values())
                                     if m["type"] == "command.expired"], 60,
                            what="command outcome at central")
@@ -122,7 +122,4 @@ def test_two_brokers_outages_lose_nothing_and_nothing_comes_in(tmp_path):
         if probe is not None:
             probe.close()
         dev.close()
-        gw.stop()
-        consumer.close()
-        store.stop()
-        central.stop()
+        rig.stop()
