@@ -96,13 +96,13 @@ class UnknownSubscription(LookupError):
 
 def event_type(item: StreamItem) -> str:
     """The type a subscriber filters on: `event.<device event type>` (`event.tag.placed`),
-    `device.<online|offline|birth>`, `command.<status>`, `<kind>.<type>` for the rest
-    (`locker.order.ready`)."""
+    `device.<online|offline|birth>`, `alert.<raised|repeated|acked|resolved>`,
+    `command.<status>`, `<kind>.<type>` for the rest (`locker.order.ready`)."""
     d = item.data
     if item.kind == "event":
         return f"event.{d.get('type')}"
-    if item.kind == "device":
-        return f"device.{d.get('change')}"
+    if item.kind in ("device", "alert"):
+        return f"{item.kind}.{d.get('change')}"
     if item.kind == "command":
         return f"command.{d.get('status')}"
     return f"{item.kind}.{d.get('type', 'changed')}"
@@ -372,7 +372,10 @@ class WebhookService:
                     self._wake.clear()
                     now = self.clock()
                     next_due: int | None = None
-                    for head in await self.db.read(due_heads):
+                    # no subscription, no delivery (they cascade): skip the query on the
+                    # ingest hot path (every commit wakes this loop)
+                    heads = await self.db.read(due_heads) if self.fanout.subs else []
+                    for head in heads:
                         if head["sub"] in self._inflight:
                             continue
                         if head["next_at"] <= now:
@@ -418,6 +421,7 @@ class WebhookService:
                             "retry_in=%.1fs", d["sub"], d["id"], d["attempts"] + 1, error, delay)
         except Exception:  # noqa: BLE001 - recorded nowhere else; the dispatcher retries
             log.exception("webhook attempt crashed delivery=%s", d.get("id"))
+            await asyncio.sleep(self.settings.backoff_min_s)  # no hot loop on a persistent bug
         finally:
             self._inflight.pop(d["sub"], None)
             self._wake.set()

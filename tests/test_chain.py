@@ -39,7 +39,7 @@ def test_bridge_cli_prints_the_section(capsys):
 
 
 def test_what_leaves_the_store():
-    kinds = ("event", "device", "command", "locker")
+    kinds = ("event", "device", "command", "locker", "alert")
     assert wanted(StreamItem(1, "event", {"device": "pad-1"}), kinds)
     assert wanted(StreamItem(2, "command", {"device": "pad-1", "status": "done"}), kinds)
     assert not wanted(StreamItem(3, "command", {"device": "pad-1", "status": "sent"}), kinds)

@@ -37,6 +37,8 @@ def test_event_types_and_wildcards():
     assert event_type(StreamItem(2, "device", {"change": "offline"})) == "device.offline"
     assert event_type(StreamItem(3, "command", {"status": "done"})) == "command.done"
     assert event_type(StreamItem(4, "locker", {"type": "order.ready"})) == "locker.order.ready"
+    assert event_type(StreamItem(5, "alert", {"change": "raised", "type": "door.forced"})) == \
+        "alert.raised"
     assert matches(["event.*"], "event.tag.placed")
     assert matches(["*.offline"], "device.offline")
     assert not matches(["event.tag.*"], "event.door.opened")
