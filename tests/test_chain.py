@@ -69,7 +69,8 @@ def test_two_brokers_outages_lose_nothing_and_nothing_comes_in(tmp_path):
         wait_for(lambda: consumer.events(dev.dev) == sent, 30, what="first 20 at central")
         assert f"chain/1/{STORE}/gateway/state" in consumer.topics      # remapped, retained
 
-        # 1. the central broker goes away; the store broker queues for the bridge
+        # 1. the central broker goes away (SIGTERM: a clean stop; a SIGKILL of this single
+        #    Mosquitto 2.0.11 can stall the bridge, see docs/chain.md "Known problems")
         central.stop()
         sent += [dev.emit("tag.placed", {"uid": f"05{i:02x}"}) for i in range(30)]
         dev.wait_acked(sent[-1], 30)
