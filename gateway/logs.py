@@ -10,7 +10,8 @@ import sys
 from datetime import datetime, timezone
 
 TEXT_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
-_PAIR = re.compile(r"(?<![\w.])([a-z_][a-z0-9_]*)=(\S+)")
+# a value is one token of plain characters; `error=MqttError('[Errno 111] ...')` is left to `msg`
+_PAIR = re.compile(r"(?<![\w.])([a-z_][a-z0-9_]*)=([\w.:/@+,%-]+)(?=\s|$)")
 RESERVED = ("ts", "level", "logger", "msg", "exc")
 
 

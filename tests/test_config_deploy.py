@@ -139,3 +139,20 @@ def test_systemd_units_verify(tmp_path):
                        text=True, timeout=60)
     # verify exits 0 on unknown keys too; it reports them on stderr
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
+
+
+def test_json_log_lines_carry_the_key_value_pairs():
+    import json
+    import logging
+
+    from gateway.logs import JsonFormatter
+
+    rec = logging.LogRecord("gateway.bus", logging.WARNING, __file__, 1,
+                            "mqtt connection lost broker=%s:%d error=%r retry_in=%.2fs",
+                            ("127.0.0.1", 1883, OSError("refused"), 0.25), None)
+    line = json.loads(JsonFormatter().format(rec))
+    assert line["level"] == "WARNING" and line["logger"] == "gateway.bus"
+    assert line["msg"].startswith("mqtt connection lost broker=127.0.0.1:1883")
+    assert line["broker"] == "127.0.0.1:1883" and line["retry_in"] == "0.25s"
+    assert "error" not in line                      # OSError('refused'): not a plain token
+    assert line["ts"].endswith("Z")
