@@ -131,6 +131,13 @@ class GatewayMetrics:
         depth.add_metric(["chain_outbox"], await chain.backlog() if chain else 0)
         fams.append(depth)
 
+        if chain is not None:
+            fams.append(CounterMetricFamily("pe_chain_published",
+                                            "Chain messages PUBACKed by the store broker",
+                                            value=chain.published))
+            fams.append(CounterMetricFamily("pe_chain_publish_failures",
+                                            "Chain publishes that failed (retried)",
+                                            value=chain.failures))
         fams.append(GaugeMetricFamily("pe_mqtt_connected", "1 while connected to the broker",
                                       value=1 if gw.bus.connected else 0))
         fams.append(CounterMetricFamily("pe_mqtt_publish_failures",

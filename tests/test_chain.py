@@ -92,6 +92,9 @@ def test_two_brokers_outages_lose_nothing_and_nothing_comes_in(tmp_path):
                  what="expired command waiting in the chain outbox")
         store.start()
         wait_for(lambda: rig.chain_backlog() == 0, 60, what="outbox flushed after reconnect")
+        published = [float(line.split()[-1]) for line in gw.http.get("/metrics").text.splitlines()
+                     if line.startswith("pe_chain_published_total ")]
+        assert published and published[0] >= 61          # 60 events + the command outcome
         outcome = wait_for(lambda: [m for m in list(consumer.by_seq.values())
                                     if m["type"] == "command.expired"], 60,
                            what="command outcome at central")

@@ -122,7 +122,12 @@ def test_receiver_down_then_up_gets_everything_in_order(broker, tmp_path):
                         limit=1)["deliveries"][0]
         assert second["attempts"] == 0
 
+        receiver.status = 503                     # up, but failing: not a delivery either
         receiver.start()
+        wait_for(lambda: "HTTP 503" in (gw.get(f"/webhooks/{sub['id']}")["last_error"] or ""),
+                 30, what="HTTP 503 recorded")
+        assert gw.get(f"/webhooks/{sub['id']}")["delivered"] == 0
+        receiver.status = 200
         wait_for(lambda: len(receiver.accepted()) == 20, 60, what="20 deliveries")
         got = receiver.accepted()
         assert all(r["signed"] for r in receiver.received)
