@@ -2,6 +2,9 @@
 
     python -m gateway --broker 127.0.0.1:1883 --db var/gw.db --http 127.0.0.1:8080 \\
         --samples samples.json
+    python -m gateway --config /etc/phygital/gateway.toml     # docs/configuration.md
+
+With `--config`, flags given explicitly on the command line override the file.
 """
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .app import Gateway, GatewayConfig
+from .config_file import ConfigError, load as load_config_file
+from .logs import setup_logging
 from .services.pads import CatalogError
 from .services.stock import StockError
 
@@ -73,7 +79,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait this long to gather more messages before a commit (default 0)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="text: key=value lines; json: one JSON object per line (default text)")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="TOML config file (docs/configuration.md); explicit flags override it")
     return p
+
+
+# which GatewayConfig fields each flag sets (for flags that override a --config file)
+_FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
+                "http": ("http_host", "http_port"), "coap": ("coap_host", "coap_port"),
+                "coap_heartbeat": ("coap_heartbeat_s",), "samples": ("samples_file",),
+                "client_id": ("client_id",), "keepalive": ("keepalive_s",),
+                "publish_timeout": ("publish_timeout_s",), "batch": ("ingest_batch_max",),
+                "ack_linger_ms": ("ack_linger_s",), "stock": ("stock_file",),
+                "stock_url": ("stock_url",), "fitting_swaps": ("fitting_swap_n",),
+                "fitting_swap_window": ("fitting_swap_window_s",)}
+
+
+def explicit_flags(argv: Sequence[str] | None) -> set[str]:
+    """Destinations of the flags actually given (a parser without defaults tells)."""
+    p = build_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv)))
+
+
+def resolve(args: argparse.Namespace, argv: Sequence[str] | None
+            ) -> tuple[GatewayConfig, str, str]:
+    """(config, log level, log format) from the flags and the --config file if any."""
+    if args.config is None:
+        return config_from_args(args), args.log_level, args.log_format
+    loaded = load_config_file(args.config)
+    given = explicit_flags(argv)
+    from_flags = config_from_args(args)
+    config = replace(loaded.gateway, **{f: getattr(from_flags, f) for flag in given
+                                         for f in _FLAG_FIELDS.get(flag, ())})
+    return (config, args.log_level if "log_level" in given else loaded.log_level,
+            args.log_format if "log_format" in given else loaded.log_format)
 
 
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
@@ -105,10 +148,14 @@ async def serve(config: GatewayConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     try:
-        asyncio.run(serve(config_from_args(args)))
+        config, level, fmt = resolve(args, argv)
+    except ConfigError as exc:
+        print(f"gateway: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(level, fmt)
+    try:
+        asyncio.run(serve(config))
     except (OSError, CatalogError, StockError, RuntimeError, ValueError) as exc:
         log.error("gateway cannot run: %s", exc)
         return 2

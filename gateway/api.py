@@ -23,6 +23,7 @@ from .services.pads import CatalogConflict, CatalogError
 from .store import Store, StreamItem
 from .stream import sse_events
 from .fitting_api import add_fitting_routes
+from .ops_api import add_ops_routes
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -298,4 +299,5 @@ def create_app(gw: Gateway) -> FastAPI:
             return _refused(exc)
 
     add_staff_routes(app, gw)
+    add_ops_routes(app, gw)  # webhooks, /metrics (gateway/ops_api.py)
     return app

@@ -35,6 +35,9 @@ from .services.stock import FileStock, HttpStock
 from .core.fitting import Rules as FittingRules
 from .store import Store, StreamItem
 from .stream import Broadcaster
+from .chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS, ChainService
+from .metrics import GatewayMetrics
+from .webhooks import WebhookService, WebhookSettings
 
 log = logging.getLogger("gateway")
 
@@ -66,6 +69,12 @@ class GatewayConfig:
     stock_url: str | None = None          # ... or a store system's stock API
     fitting_swap_n: int = 3               # back-and-forth alert: swaps ...
     fitting_swap_window_s: float = 600.0  # ... within this long
+    # integrations (docs/configuration.md): webhooks, chain of stores
+    webhook_backoff_min_s: float = 1.0    # first retry after ~this, doubling ...
+    webhook_backoff_max_s: float = 300.0  # ... up to this (jittered)
+    webhook_timeout_s: float = 10.0       # one HTTP attempt
+    store_id: str | None = None           # chain of stores: this store's id; None = off
+    chain_kinds: tuple[str, ...] = DEFAULT_CHAIN_KINDS
 
 
 class _Server(uvicorn.Server):
@@ -109,6 +118,14 @@ class Gateway:
             rules=FittingRules(swap_n=config.fitting_swap_n,
                                swap_window_ms=int(config.fitting_swap_window_s * 1000)),
             clock=clock)
+        self.metrics = GatewayMetrics()
+        self.ingest.on_processed = self.metrics.observe_ingest
+        self.webhooks = WebhookService(self.db, WebhookSettings(
+            config.webhook_backoff_min_s, config.webhook_backoff_max_s, config.webhook_timeout_s),
+            clock=clock, on_attempt=self.metrics.observe_webhook)
+        self.chain = None if config.store_id is None else ChainService(
+            self.db, self.bus.publish, self.bus.wait_connected, config.store_id,
+            kinds=config.chain_kinds)
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()
@@ -123,6 +140,9 @@ class Gateway:
             await self.lockers.load()
             await self.fitting.load()
             self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
+            await self.webhooks.start()  # before ingest: the outbox hooks see every item
+            if self.chain is not None:
+                await self.chain.start()
             if self.coap is not None:
                 await self.coap.start()
         except BaseException:
@@ -135,6 +155,9 @@ class Gateway:
         self._spawn("alerts", self.alerts.run())
         self._spawn("fitting", self.fitting.run())
         self._spawn("housekeeping", self._housekeeping())
+        self._spawn("webhooks", self.webhooks.run())
+        if self.chain is not None:
+            self._spawn("chain", self.chain.run())
         log.info("gateway started broker=%s:%d db=%s client_id=%s coap=%s",
                  self.config.broker_host, self.config.broker_port, self.config.db_path,
                  self.config.client_id, self.coap.port if self.coap else "off")
@@ -150,6 +173,8 @@ class Gateway:
         await self._cancel("alerts")
         await self._cancel("fitting")
         await self._cancel("housekeeping")
+        await self._cancel("webhooks")
+        await self._cancel("chain")
         if self.bus.connected or self.coap is not None:
             await self.ingest.drained(self.config.shutdown_timeout_s)
         await self.bus.announce_offline()
@@ -221,6 +246,10 @@ class Gateway:
 
     def _on_commit(self, items: list[StreamItem]) -> None:
         self.broadcaster.publish(items)
+        self.metrics.on_commit(items)
+        self.webhooks.notify()
+        if self.chain is not None:
+            self.chain.notify()
         for item in items:
             if item.kind == "command":
                 self.commands.notify(item.data)

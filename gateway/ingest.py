@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,11 +220,15 @@ class IngestWorker:
         self._last_rebirth: dict[str, float] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # metrics: called with the arrival times (monotonic) of a committed, acked batch
+        self.on_processed: Callable[[list[float], float], None] | None = None
+        self._arrivals: deque[float] = deque()  # parallel to `queue` (FIFO)
 
     async def put(self, topic: str, payload: bytes) -> None:
         """Queue one message (waits when the queue is full: backpressure on the bus)."""
         self._idle.clear()
         await self.queue.put((topic, payload))
+        self._arrivals.append(time.monotonic())  # same step as the put: order matches
 
     async def drained(self, timeout: float) -> bool:
         """Wait until everything queued so far is committed and acknowledged."""
@@ -241,8 +245,11 @@ class IngestWorker:
                 await asyncio.sleep(self.linger_s)
             while len(batch) < self.batch_max and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
+            arrivals = [self._arrivals.popleft() for _ in batch if self._arrivals]
             try:
                 await self._process(batch)
+                if self.on_processed is not None:
+                    self.on_processed(arrivals, time.monotonic())
             except asyncio.CancelledError:
                 raise
             except Exception:  # the device re-sends what we did not acknowledge

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +220,9 @@ class Store:
         self.conn = conn
         self._outbox: list[StreamItem] = []
         self._depth = 0
+        # called with every appended stream item, inside its transaction: integrations
+        # (gateway.webhooks, gateway.chain) add their own outbox rows atomically with it
+        self.stream_hooks: list[Callable[[Store, StreamItem], None]] = []
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -538,6 +541,8 @@ class Store:
         assert cur.lastrowid is not None
         item = StreamItem(cur.lastrowid, kind, data)
         self._outbox.append(item)
+        for hook in self.stream_hooks:
+            hook(self, item)
         return item
 
     def stream_after(self, after: int, limit: int = 500) -> list[StreamItem]:

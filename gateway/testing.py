@@ -22,7 +22,8 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hil.harness import wait_for
+from gateway.chain import bridge_config
+from hil.harness import Mosquitto, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -498,3 +499,164 @@ class MqttProbe:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class WebhookReceiver:
+    """A store system's webhook endpoint on a thread: checks each delivery's signature and
+    records it. `hold` (an Event, set = answer) lets a test keep a delivery in flight;
+    `status` is the HTTP status answered. `start()` / `stop()` may be repeated on one port."""
+
+    def __init__(self, secret: str, port: int | None = None) -> None:
+        from hil.harness import free_port
+        self.secret = secret
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.received: list[dict[str, Any]] = []   # every request, duplicates included
+        self.hold = threading.Event()
+        self.hold.set()
+        self.status = 200
+        self._server: Any = None
+
+    def start(self) -> WebhookReceiver:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from gateway.webhooks import (DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+                                      verify_signature)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                entry = {
+                    "delivery": self.headers.get(DELIVERY_HEADER),
+                    "signed": verify_signature(outer.secret, self.headers.get(TIMESTAMP_HEADER),
+                                               body, self.headers.get(SIGNATURE_HEADER, "")),
+                    "body": json.loads(body), "raw": body, "headers": dict(self.headers),
+                    "answered": None}
+                outer.received.append(entry)
+                outer.hold.wait(60)
+                status = outer.status
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                entry["answered"] = status
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self.hold.set()
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def accepted(self) -> list[dict[str, Any]]:
+        """Signed deliveries answered 2xx, one per delivery id (the receiver's dedupe), in
+        arrival order."""
+        seen: dict[str, dict[str, Any]] = {}
+        for r in list(self.received):
+            if r["signed"] and r["answered"] is not None and 200 <= r["answered"] < 300:
+                seen.setdefault(r["delivery"], r)
+        return list(seen.values())
+
+
+class StoreBroker(Mosquitto):
+    """The store's Mosquitto with the generated bridge section appended."""
+
+    def __init__(self, workdir: Path, central_port: int, store_id: str) -> None:
+        super().__init__(workdir)
+        self.bridge = bridge_config(store_id, "127.0.0.1", central_port, keepalive_s=5,
+                                    restart_backoff=(1, 2))
+
+    def write_conf(self) -> None:
+        super().write_conf()
+        with open(self.conf, "a") as f:
+            # as deploy/mosquitto/store.conf: without it PUBACKs wait on Nagle/delayed ACK
+            # (~40 ms) and the gateway's chain publisher runs ~3x slower (bench/chain.py)
+            f.write("set_tcp_nodelay true\n")
+            f.write(self.bridge)
+
+
+class CentralConsumer:
+    """A consumer on the central broker with a persistent session (it gets what was queued
+    for it across a central restart); keeps chain messages by (store, seq)."""
+
+    def __init__(self, port: int, store_id: str) -> None:
+        self.store_id = store_id
+        self.by_seq: dict[int, dict[str, Any]] = {}
+        self.topics: dict[str, list[bytes]] = {}
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"central-{secrets.token_hex(3)}", clean_session=False)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("chain/1/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.topics.setdefault(msg.topic, []).append(msg.payload)
+            if msg.topic.endswith("/gateway/state"):
+                return
+            m = json.loads(msg.payload)
+            if m.get("store") != self.store_id:        # e.g. what the test publishes on central
+                return
+            self.by_seq.setdefault(m["seq"], m | {"topic": msg.topic})
+
+    def events(self, device: str) -> list[int]:
+        with self.lock:
+            return sorted(m["data"]["seq"] for m in self.by_seq.values()
+                          if m["type"].startswith("event.") and m["data"]["device"] == device)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class ChainRig:
+    """A chain of one store on loopback: a "central" Mosquitto, the store's Mosquitto bridged
+    to it, a consumer on the central broker and the gateway (subprocess) with `[chain]
+    store_id` plus `toml_extra`. `stop()` tears down whatever was started."""
+
+    def __init__(self, workdir: Path, store_id: str, toml_extra: str = "") -> None:
+        self.workdir, self.store_id, self.toml_extra = Path(workdir), store_id, toml_extra
+        self.central: Mosquitto | None = None
+        self.store: StoreBroker | None = None
+        self.consumer: CentralConsumer | None = None
+        self.gw: GatewayProcess | None = None
+
+    def start(self) -> ChainRig:
+        from hil.harness import free_port
+        try:
+            self.central = Mosquitto(self.workdir / "central").start()
+            self.store = StoreBroker(self.workdir / "store", self.central.port,
+                                     self.store_id).start()
+            self.consumer = CentralConsumer(self.central.port, self.store_id)
+            cfg = self.workdir / "gw.toml"
+            cfg.write_text(f'[chain]\nstore_id = "{self.store_id}"\n{self.toml_extra}')
+            self.gw = GatewayProcess(self.store.port, self.workdir / "gw",
+                                     http_port=free_port(), extra=("--config", str(cfg))).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def chain_backlog(self) -> float:
+        """`pe_queue_depth{queue="chain_outbox"}` from the gateway's /metrics."""
+        assert self.gw is not None
+        for line in self.gw.http.get("/metrics").text.splitlines():
+            if line.startswith('pe_queue_depth{queue="chain_outbox"}'):
+                return float(line.split()[-1])
+        raise AssertionError("no chain_outbox depth in /metrics")
+
+    def stop(self) -> None:
+        for part in (self.gw, self.consumer, self.store, self.central):
+            if part is not None:
+                part.close() if isinstance(part, CentralConsumer) else part.stop()

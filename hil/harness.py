@@ -54,6 +54,10 @@ class Mosquitto:
             f"log_dest file {self.log}",
             "log_type error", "log_type warning", "log_type notice",
         ]
+        if os.geteuid() == 0:
+            # as root, mosquitto drops to user `mosquitto`, which cannot write this workdir:
+            # it would silently run without its log and without persistence
+            lines.append("user root")
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.workdir}/",
                       "autosave_interval 1"]

@@ -46,3 +46,11 @@ def test_command_rtt_benchmark_quick_prints_its_figures():
     assert len(lines) == 2, out  # --quick: no background load, then a light one
     assert re.search(r"^goal: p99 < 25 ms", out, re.MULTILINE), out
     assert re.search(r"^integrity: OK", out, re.MULTILINE), out
+
+
+def test_chain_benchmark_quick_prints_its_figures():
+    out = run_quick("chain.py", timeout=120)
+    assert re.search(rf"^end to end device->central events/s: {NUM}; persisted\+acked at the "
+                     rf"gateway: {NUM}/s", out, re.MULTILINE), out
+    assert re.search(rf"^bridge catch-up events/s: {NUM}", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK lost 0, chain seq gaps 0", out, re.MULTILINE), out

@@ -1,0 +1,216 @@
+"""The gateway's TOML config file (`phygital gateway --config FILE`), validated at start.
+
+Every key is documented in docs/configuration.md (a test checks that the two agree). The
+file maps onto `GatewayConfig`; what it does not set keeps the `GatewayConfig` default, and
+command-line flags given explicitly override the file. All problems are reported at once:
+
+    gateway.toml: 2 problems
+      [broker] port: expected an integer 1..65535, got 70000
+      [http] hots: unknown key (did you mean `host`?); known keys: host, port
+
+Relative paths (`database.path`, `samples.file`) are relative to the config file's folder,
+so a unit file can point at /etc/phygital/gateway.toml and keep data paths beside it.
+"""
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .app import GatewayConfig
+from .chain import DEFAULT_KINDS, STORE_ID_RE
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Key:
+    field: str                   # GatewayConfig field, or `log_level`/`log_format`/`coap_enabled`
+    kind: str                    # str | int | float | bool | path | port | list
+    check: Callable[[Any], str | None] | None = None   # returns a problem or None
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else f"must be > 0, got {v}"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else f"must be >= 0, got {v}"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+    return check
+
+
+def _nonempty(v: Any) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _store_id(v: Any) -> str | None:
+    return None if STORE_ID_RE.match(v) else \
+        f"must match [a-z0-9][a-z0-9-]{{0,31}} (an MQTT topic level), got {v!r}"
+
+
+def _kinds(v: Any) -> str | None:
+    bad = [k for k in v if k not in DEFAULT_KINDS]
+    return None if not bad else f"unknown kind(s) {bad}; choose from {', '.join(DEFAULT_KINDS)}"
+
+
+SPEC: dict[str, dict[str, Key]] = {
+    "broker": {
+        "host": Key("broker_host", "str", _nonempty),
+        "port": Key("broker_port", "port"),
+        "client_id": Key("client_id", "str", _nonempty),
+        "keepalive_s": Key("keepalive_s", "int", _positive),
+        "publish_timeout_s": Key("publish_timeout_s", "float", _positive),
+    },
+    "http": {
+        "host": Key("http_host", "str", _nonempty),
+        "port": Key("http_port", "port0"),
+    },
+    "database": {
+        "path": Key("db_path", "path"),
+        "stream_keep": Key("stream_keep", "int", _positive),
+    },
+    "ingest": {
+        "batch_max": Key("ingest_batch_max", "int", _positive),
+        "ack_linger_ms": Key("ack_linger_s", "ms", _non_negative),
+    },
+    "commands": {
+        "resend_s": Key("command_resend_s", "float", _positive),
+        "grace_s": Key("command_grace_s", "float", _non_negative),
+    },
+    "samples": {"file": Key("samples_file", "path")},
+    "lockers": {"tick_s": Key("locker_tick_s", "float", _positive)},
+    "fitting": {
+        "stock_file": Key("stock_file", "path"),
+        "stock_url": Key("stock_url", "str", _nonempty),
+        "swap_n": Key("fitting_swap_n", "int", _positive),
+        "swap_window_s": Key("fitting_swap_window_s", "float", _positive),
+    },
+    "coap": {
+        "enabled": Key("coap_enabled", "bool"),
+        "host": Key("coap_host", "str", _nonempty),
+        "port": Key("coap_port", "port0"),
+        "heartbeat_s": Key("coap_heartbeat_s", "float", _positive),
+        "dedupe_max": Key("coap_dedupe_max", "int", _positive),
+    },
+    "webhooks": {
+        "backoff_min_s": Key("webhook_backoff_min_s", "float", _positive),
+        "backoff_max_s": Key("webhook_backoff_max_s", "float", _positive),
+        "timeout_s": Key("webhook_timeout_s", "float", _positive),
+    },
+    "chain": {
+        "store_id": Key("store_id", "str", _store_id),
+        "kinds": Key("chain_kinds", "list", _kinds),
+    },
+    "logging": {
+        "level": Key("log_level", "str", _one_of(*LOG_LEVELS)),
+        "format": Key("log_format", "str", _one_of(*LOG_FORMATS)),
+    },
+    "gateway": {"shutdown_timeout_s": Key("shutdown_timeout_s", "float", _positive)},
+}
+
+_TYPE_TEXT = {"str": "a string", "int": "an integer", "float": "a number", "ms": "a number",
+              "bool": "true or false", "path": "a path (string)", "list": "a list of strings",
+              "port": "an integer 1..65535", "port0": "an integer 0..65535 (0: any free port)"}
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    gateway: GatewayConfig
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+
+def _convert(key: Key, value: Any, base: Path) -> Any:
+    """The typed value, or raise ValueError with what was expected."""
+    k = key.kind
+    ok = {"str": isinstance(value, str), "path": isinstance(value, str),
+          "bool": isinstance(value, bool),
+          "int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "list": isinstance(value, list) and all(isinstance(x, str) for x in value)}
+    ok["ms"] = ok["float"]
+    ok["port"] = ok["port0"] = ok["int"]
+    if not ok[k] or (k == "port" and not 0 < value < 65536) or \
+            (k == "port0" and not 0 <= value < 65536):
+        raise ValueError(f"expected {_TYPE_TEXT[k]}, got {value!r}")
+    if key.check is not None and (problem := key.check(value)):
+        raise ValueError(problem)
+    if k == "path":
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+    if k == "float":
+        return float(value)
+    if k == "ms":
+        return value / 1000
+    if k == "list":
+        return tuple(value)
+    return value
+
+
+def parse(data: dict[str, Any], *, source: str = "config", base: Path = Path(".")) -> FileConfig:
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for section, body in data.items():
+        if section not in SPEC:
+            close = difflib.get_close_matches(section, list(SPEC), n=1)
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            problems.append(f"[{section}]: unknown section{hint}; known sections: "
+                            f"{', '.join(SPEC)}")
+            continue
+        if not isinstance(body, dict):
+            problems.append(f"{section}: expected a [{section}] table, got {body!r}")
+            continue
+        for name, value in body.items():
+            key = SPEC[section].get(name)
+            if key is None:
+                close = difflib.get_close_matches(name, list(SPEC[section]), n=1)
+                hint = f" (did you mean `{close[0]}`?)" if close else ""
+                problems.append(f"[{section}] {name}: unknown key{hint}; known keys: "
+                                f"{', '.join(SPEC[section])}")
+                continue
+            try:
+                values[key.field] = _convert(key, value, base)
+            except ValueError as exc:
+                problems.append(f"[{section}] {name}: {exc}")
+    lo = values.get("webhook_backoff_min_s", GatewayConfig.webhook_backoff_min_s)
+    hi = values.get("webhook_backoff_max_s", GatewayConfig.webhook_backoff_max_s)
+    if lo > hi:
+        problems.append(f"[webhooks] backoff_min_s ({lo}) must not exceed backoff_max_s ({hi})")
+    if problems:
+        n = len(problems)
+        raise ConfigError(f"{source}: {n} problem{'s' if n > 1 else ''}\n  " +
+                          "\n  ".join(problems))
+    log_level = values.pop("log_level", "INFO")
+    log_format = values.pop("log_format", "text")
+    coap_enabled = values.pop("coap_enabled", False)
+    if coap_enabled:
+        values.setdefault("coap_port", 5683)
+    else:
+        values["coap_port"] = None
+    return FileConfig(replace(GatewayConfig(), **values), log_level, log_format)
+
+
+def load(path: str | Path) -> FileConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, source=str(path), base=path.resolve().parent)

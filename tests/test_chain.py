@@ -1,0 +1,129 @@
+"""Chain of stores: a store Mosquitto bridged to a "central" Mosquitto on loopback, the
+gateway's chain outbox, outages of either broker, and nothing coming back in."""
+import secrets
+import time
+
+import pytest
+
+from gateway.chain import bridge_config, chain_topic, main as chain_main, wanted
+from gateway.store import StreamItem
+from gateway.testing import ChainRig, FakeDevice, MqttProbe
+from tests.support import wait_for
+
+STORE = "store-t1"
+
+
+def test_bridge_config_only_sends_out():
+    conf = bridge_config("store-0042", "central.example", 8883, username="bridge-0042",
+                         password="pw", cafile="/etc/ssl/ca.pem")
+    lines = [l for l in conf.splitlines() if l and not l.startswith("#")]
+    topics = [l.split() for l in lines if l.startswith("topic ")]
+    assert topics == [["topic", "chain/1/store-0042/#", "out", "1"],
+                      ["topic", "gateway/state", "out", "1", "pe/1/", "chain/1/store-0042/"]]
+    assert all(t[2] == "out" and t[3] == "1" for t in topics)   # never in/both, always QoS 1
+    for needed in ("connection pe-chain-store-0042", "address central.example:8883",
+                   "cleansession false", "remote_username bridge-0042", "remote_password pw",
+                   "bridge_cafile /etc/ssl/ca.pem", "try_private false"):
+        assert needed in lines
+    with pytest.raises(ValueError, match="store id"):
+        bridge_config("Store 42", "central", 1883)
+    with pytest.raises(ValueError, match="port"):
+        bridge_config("s1", "central", 0)
+
+
+def test_bridge_cli_prints_the_section(capsys):
+    assert chain_main(["bridge", "--store", "s7", "--central", "c.example:1884"]) == 0
+    assert "address c.example:1884" in capsys.readouterr().out
+    assert chain_main(["bridge", "--store", "S 7", "--central", "c:1"]) == 2
+    assert "store id" in capsys.readouterr().err
+
+
+def test_what_leaves_the_store():
+    kinds = ("event", "device", "command", "locker", "alert")
+    assert wanted(StreamItem(1, "event", {"device": "pad-1"}), kinds)
+    assert wanted(StreamItem(2, "command", {"device": "pad-1", "status": "done"}), kinds)
+    assert not wanted(StreamItem(3, "command", {"device": "pad-1", "status": "sent"}), kinds)
+    assert not wanted(StreamItem(4, "event", {"device": "pad-1"}), ("device",))
+    assert chain_topic("s1", StreamItem(5, "device", {"id": "pad-1"})) == "chain/1/s1/device/pad-1"
+
+
+class _Missing:
+    """Rendered only when a wait fails: which events the central side lacks."""
+
+    def __init__(self, consumer, dev, sent):
+        self.consumer, self.dev, self.sent = consumer, dev, sent
+
+    def __str__(self):
+        got = set(self.consumer.events(self.dev.dev))
+        return str([s for s in self.sent if s not in got])
+
+
+def test_two_brokers_outages_lose_nothing_and_nothing_comes_in(tmp_path):
+    rig = ChainRig(tmp_path, STORE, "[commands]\ngrace_s = 0.2\n").start()
+    central, store, consumer, gw = rig.central, rig.store, rig.consumer, rig.gw
+    dev = FakeDevice(f"pad-{secrets.token_hex(3)}", store.port)
+    probe = None
+    try:
+        dev.connect()
+        sent = [dev.emit("tag.placed", {"uid": f"04{i:02x}"}) for i in range(20)]
+        wait_for(lambda: consumer.events(dev.dev) == sent, 30, what="first 20 at central")
+        assert f"chain/1/{STORE}/gateway/state" in consumer.topics      # remapped, retained
+
+        # 1. the central broker goes away (SIGTERM: a clean stop; a SIGKILL of this single
+        #    Mosquitto 2.0.11 can stall the bridge, see docs/chain.md "Known problems")
+        central.stop()
+        sent += [dev.emit("tag.placed", {"uid": f"05{i:02x}"}) for i in range(30)]
+        dev.wait_acked(sent[-1], 30)
+        # the gateway's outbox is cleared as the store broker PUBACKs, bridge or no bridge
+        wait_for(lambda: rig.chain_backlog() == 0, 30, what="chain outbox drained to the store")
+        time.sleep(1.0)            # the central stays down a while longer (bridge retrying)
+        central.start()
+        sent += [dev.emit("tag.placed", {"uid": f"06{i:02x}"}) for i in range(10)]
+        wait_for(lambda: consumer.events(dev.dev) == sent, 60,
+                 what=f"all 60 events at central (missing: {_Missing(consumer, dev, sent)})")
+
+        # 2. the store broker goes away: the gateway's outbox holds what it cannot publish
+        store.stop()
+        r = gw.http.post(f"/devices/{dev.dev}/commands",
+                         json={"name": "blink", "idempotency_key": "chain-1", "timeout_s": 0.5,
+                               "wait": False})
+        cmd = r.json()
+        wait_for(lambda: rig.chain_backlog() >= 1, 30,
+                 what="expired command waiting in the chain outbox")
+        store.start()
+        wait_for(lambda: rig.chain_backlog() == 0, 60, what="outbox flushed after reconnect")
+        published = [float(line.split()[-1]) for line in gw.http.get("/metrics").text.splitlines()
+                     if line.startswith("pe_chain_published_total ")]
+        assert published and published[0] >= 61          # 60 events + the command outcome
+        outcome = wait_for(lambda: [m for m in list(consumer.by_seq.values())
+                                    if m["type"] == "command.expired"], 60,
+                           what="command outcome at central")
+        assert outcome[0]["data"]["id"] == cmd["id"]
+        assert outcome[0]["topic"] == f"chain/1/{STORE}/command/{dev.dev}"
+
+        # every chain message arrived once per seq, and the seqs have no gap
+        seqs = sorted(consumer.by_seq)
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "gap in chain seq"
+        assert all(m["store"] == STORE for m in consumer.by_seq.values())
+
+        # 3. nothing published on the central broker reaches the store (bridge is `out` only)
+        probe = MqttProbe(store.port, ("pe/#", "chain/#"))
+        attacker = MqttProbe(central.port)
+        for topic in (f"pe/1/{dev.dev}/cmd", f"pe/1/{dev.dev}/ctl", "pe/1/gateway/state",
+                      f"chain/1/{STORE}/event/{dev.dev}"):
+            attacker.publish(topic, {"v": 1, "dev": dev.dev, "type": "cmd", "id": "evil",
+                                     "t": None, "body": {"name": "open", "args": {}}})
+        attacker.close()
+        # absence can only be checked over a period: give the bridge ample time to (wrongly)
+        # forward; a local control message proves the probe is receiving meanwhile
+        time.sleep(2.0)
+        probe.publish("chain/control", b"local")
+        wait_for(lambda: any(t == "chain/control" for t, _, _ in probe.messages), 10,
+                 what="local control message")
+        assert not [m for m in probe.messages if b"evil" in m[1]]
+        assert "evil" not in dev.actuations
+    finally:
+        if probe is not None:
+            probe.close()
+        dev.close()
+        rig.stop()
