@@ -16,9 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import protocol
 from .api_staff import add_staff_routes
 from .commands import CommandRejected, IdempotencyConflict, UnknownDevice
-from .core.lockers import Reason, Refused
+from .api_lockers import add_locker_routes
 from .ingest import public_device
-from .services.lockers import UnknownBank
 from .services.pads import CatalogConflict, CatalogError
 from .store import Store, StreamItem
 from .stream import sse_events
@@ -54,23 +53,6 @@ class SampleIn(BaseModel):
                             description="tag UID (8 or 14 hex digits) mapped to this sample")
 
 
-class LockerOrderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    order: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@/+=-]+$",
-                       description="the order system's order id", examples=["ord-1042"])
-    size: str = Field(description="parcel size: S, M or L", examples=["M"])
-
-
-# refusal reason -> HTTP status (the body's `reason` says which rule said no)
-_REFUSAL_STATUS = {Reason.NO_SIZE: 422, Reason.BAD_SIZE: 422, Reason.UNKNOWN_ORDER: 404,
-                   Reason.NO_COMPARTMENT: 404}
-
-
-def _refused(exc: Refused) -> JSONResponse:
-    return JSONResponse(status_code=_REFUSAL_STATUS.get(exc.reason, 409),
-                        content={"detail": str(exc), "reason": exc.reason})
-
-
 def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
@@ -93,10 +75,6 @@ def create_app(gw: Gateway) -> FastAPI:
         if item.kind == "locker":
             return gw.lockers.render(item.data)
         return item.data
-
-    def _bank_404(bank: str) -> HTTPException:
-        return HTTPException(404, f"unknown locker bank {bank!r}: a locker-bank device appears "
-                                  "here after its first birth (GET /devices)")
 
     async def _device_or_404(device: str) -> dict[str, Any]:
         dev = await gw.db.read(Store.get_device, device)
@@ -232,71 +210,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
     add_fitting_routes(app, gw)  # fitting rooms + mirror page (docs/fitting-rooms.md)
 
-    # -- lockers (docs/lockers.md) ----------------------------------------------------------
-
-    @app.post("/lockers/{bank}/orders", status_code=201,
-              responses={201: {"description": "compartment reserved (or the existing "
-                                              "reservation of this order)"},
-                         404: {"description": "unknown bank"},
-                         409: {"description": "`bank-full` or `duplicate-order`"},
-                         422: {"description": "`no-size` or `bad-size`"}})
-    async def locker_assign(bank: str, body: LockerOrderIn) -> JSONResponse:
-        """Reserve the smallest free compartment that fits the order (`order.assigned` on the
-        stream). Example: `{"order": "ord-1042", "size": "M"}` →
-        `{"order": "ord-1042", "compartment": 2, "state": "assigned", ...}`."""
-        try:
-            o = await gw.lockers.assign(bank, body.order, body.size)
-        except UnknownBank:
-            raise _bank_404(bank) from None
-        except Refused as exc:
-            return _refused(exc)
-        return JSONResponse(status_code=201, content=o)
-
-    @app.post("/lockers/{bank}/orders/{order}/load",
-              responses={200: {"description": "the door is open: put the parcel in, close it"},
-                         202: {"description": "the device has not answered yet"},
-                         409: {"description": "refused by the gateway or the device (`reason`)"}})
-    async def locker_load(bank: str, order: str) -> JSONResponse:
-        """Staff: open the order's reserved compartment for loading (device `open reason=load`).
-        When the door closes with the parcel inside, the gateway draws the pickup code, sends
-        it (hashed) to the bank and emits `order.ready` with the plain code on the stream."""
-        try:
-            cid, cmd = await gw.lockers.open_for_load(bank, order)
-        except UnknownBank:
-            raise _bank_404(bank) from None
-        except Refused as exc:
-            return _refused(exc)
-        except UnknownDevice:
-            raise _bank_404(bank) from None
-        content = {"order": order, "compartment": cid, "command": cmd}
-        if cmd["status"] == "done":
-            return JSONResponse(status_code=200, content=content)
-        if cmd["final"]:
-            return JSONResponse(status_code=409, content={
-                **content, "reason": cmd["reason"],
-                "detail": f"the bank did not open compartment {cid}: {cmd['status']} "
-                          f"({cmd['reason']})"})
-        return JSONResponse(status_code=202, content=content,
-                            headers={"Location": f"/commands/{cmd['id']}"})
-
-    @app.get("/lockers/{bank}")
-    async def locker_bank(bank: str) -> dict[str, Any]:
-        """Compartments (`free`/`reserved`/`loaded`/`collecting`/`expired`/`out_of_order`/
-        `blocked`) and orders (never a code)."""
-        try:
-            return gw.lockers.view(bank)
-        except UnknownBank:
-            raise _bank_404(bank) from None
-
-    @app.get("/lockers/{bank}/orders/{order}")
-    async def locker_order(bank: str, order: str) -> JSONResponse:
-        """One order; `code_sync` is the `set_order` command that puts its code on the bank."""
-        try:
-            return JSONResponse(await gw.lockers.order_view(bank, order))
-        except UnknownBank:
-            raise _bank_404(bank) from None
-        except Refused as exc:
-            return _refused(exc)
+    add_locker_routes(app, gw)  # gateway/api_lockers.py (docs/lockers.md)
 
     add_staff_routes(app, gw)
     add_ops_routes(app, gw)  # webhooks, /metrics (gateway/ops_api.py)

@@ -22,6 +22,8 @@ them in the report and adds them as JUnit ``<property>`` entries. A reset the ri
 
 Marker: ``@pytest.mark.rig_kinds("locker-bank")`` skips a scenario on a rig without such a
 device (a bench with only a pad skips the locker scenarios instead of failing them).
+``@pytest.mark.rig_own_broker``: the scenario takes the broker down (`rig.broker_down()`); on
+the virtual rig it gets a Mosquitto of its own, on a Pi the wiring's `broker.stop/start`.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from hil.rig import Rig, VirtualRigBackend, parse_rig_option
 
 ROOT = Path(__file__).resolve().parents[1]
 _REPORTS = pytest.StashKey[dict]()
+_OWN_BROKER = pytest.StashKey[object]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,6 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rig_kinds(*kinds): skip unless the rig has devices of these kinds")
+    config.addinivalue_line("markers", "rig_own_broker: the scenario stops/starts the broker (rig.broker_down/"
+                                       "broker_up); virtual: a broker of its own, Pi: the wiring's broker commands")
     try:
         parse_rig_option(config.getoption("--rig"))
     except ValueError as e:
@@ -90,6 +95,13 @@ def _pi_rig(request: pytest.FixtureRequest):
 def rig_broker(request: pytest.FixtureRequest, _pi_rig) -> tuple[str, int]:
     if _pi_rig is not None:
         return _pi_rig.broker
+    if request.node.get_closest_marker("rig_own_broker"):  # the scenario stops and restarts it
+        from hil.harness import Mosquitto
+
+        b = Mosquitto(request.getfixturevalue("tmp_path") / "rig-own-broker").start()
+        request.addfinalizer(b.stop)
+        request.node.stash[_OWN_BROKER] = b
+        return ("127.0.0.1", b.port)
     try:
         b = request.getfixturevalue("broker")  # the suite's session Mosquitto (tests/conftest.py)
     except pytest.FixtureLookupError:
@@ -111,6 +123,7 @@ def rig(request: pytest.FixtureRequest, _pi_rig, rig_broker, tmp_path) -> Rig:
     else:
         r = VirtualRigBackend(tmp_path / "rig", rig_broker, wiring=path)
         r.trace.title = request.node.nodeid
+        r.broker_control = request.node.stash.get(_OWN_BROKER, None)
     marker = request.node.get_closest_marker("rig_kinds")
     if marker:
         missing = [k for k in marker.args if not r.has_kind(k)]

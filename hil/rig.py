@@ -50,6 +50,8 @@ class Rig(ABC):
         self.name = wiring.name
         self.trace = trace or Trace(wiring.name)
         self._tap: BrokerTap | None = None
+        self._jammed: set[tuple[str, str]] = set()  # (device, door) whose spring is stuck
+        self.broker_control = None  # an object with stop()/start() (virtual: the test's own broker)
 
     # --- devices ---------------------------------------------------------------------------
     def devices(self) -> list[str]:
@@ -89,6 +91,7 @@ class Rig(ABC):
 
     def reset_world(self) -> None:
         """Every input back to its idle level, every tag off every reader."""
+        self._jammed.clear()
         for dev, w in self.wiring.devices.items():
             self.remove_tag(dev, quiet=True)
             for pin in w.inputs:
@@ -187,6 +190,57 @@ class Rig(ABC):
     def uart_feed(self, dev: str, uart: str, data: bytes) -> None:
         """Bytes arriving at one of the board's UARTs (a keypad, a scanner)."""
 
+    # keypads, scanners, displays, doors with springs (locker banks)
+    def type_code(self, dev: str, code: str, uart: str = "keypad", enter: bool = True) -> None:
+        """A customer types `code` on the keypad, then `#` (unless `enter=False`)."""
+        self.trace.step(f"{dev}: type {len(code)} keys" + (" and #" if enter else ""))
+        self.uart_feed(dev, uart, (code + ("#" if enter else "")).encode())
+
+    def scan(self, dev: str, payload: str, uart: str = "keypad") -> None:
+        """A QR code shown to the scanner: a keyboard-mode scanner sends its text and CR."""
+        self.trace.step(f"{dev}: scan a QR code")
+        self.uart_feed(dev, uart, payload.encode() + b"\r")
+
+    def place_parcel(self, dev: str, compartment: int) -> None:
+        self.trace.step(f"{dev}: parcel into compartment {compartment}")
+        self.set_input(dev, f"occ_{compartment}", 1)
+
+    def take_parcel(self, dev: str, compartment: int) -> None:
+        self.trace.step(f"{dev}: parcel out of compartment {compartment}")
+        self.set_input(dev, f"occ_{compartment}", 0)
+
+    def jam(self, dev: str, door: str, jammed: bool = True) -> None:
+        """A door whose latch sticks: its lock pulses but the door stays shut (see `springs`)."""
+        self.trace.step(f"{dev}: {door} {'jammed' if jammed else 'free again'}")
+        (self._jammed.add if jammed else self._jammed.discard)((dev, door))
+
+    def _output_changed(self, dev: str, pin: str, value: int) -> None:
+        """Backends call this on every output edge: plays the wiring's door springs."""
+        door = self.wiring.device(dev).springs.get(pin)
+        if door and value and (dev, door) not in self._jammed:
+            self._set_input(dev, door, self._level(dev, "door_open"))
+
+    # the broker (outage scenarios)
+    def broker_down(self) -> None:
+        self.trace.step("broker down")
+        self._broker_ctl(0)
+
+    def broker_up(self) -> None:
+        self.trace.step("broker up")
+        self._broker_ctl(1)
+
+    def _broker_ctl(self, up: int) -> None:
+        if self.broker_control is not None:
+            (self.broker_control.start if up else self.broker_control.stop)()
+        elif self.wiring.broker_control is not None:
+            import shlex
+            import subprocess
+
+            subprocess.run(shlex.split(self.wiring.broker_control[up]), check=True, timeout=30)
+        else:
+            raise RigError(f"rig {self.name!r} cannot stop its broker: add broker.stop/start commands "
+                           "to the wiring file (virtual: mark the test rig_own_broker)")
+
     # --- what the world sees -----------------------------------------------------------------
     @abstractmethod
     def output(self, dev: str, pin: str) -> int:
@@ -213,6 +267,29 @@ class Rig(ABC):
                 n += 1
             prev = v
         return n
+
+    @abstractmethod
+    def uart_output(self, dev: str, uart: str) -> bytes:
+        """Everything the board wrote on one of its UARTs (a display) so far."""
+
+    def display(self, dev: str, uart: str = "keypad") -> list[str]:
+        """The lines the board showed on its display (one message per line)."""
+        return self.uart_output(dev, uart).decode(errors="replace").splitlines()
+
+    def wait_display(self, dev: str, pattern: str, timeout: float = 5.0, start: int = 0,
+                     uart: str = "keypad") -> str:
+        """Wait for a display line matching regex `pattern` (from line `start`)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.display(dev, uart)
+            for line in lines[start:]:
+                if rx.search(line):
+                    return line
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{dev}: the display never showed /{pattern}/ in {timeout}s; "
+                                     f"it showed:\n" + "\n".join(lines[-10:]))
+            time.sleep(0.02)
 
     @abstractmethod
     def console(self, dev: str) -> list[str]:
@@ -336,7 +413,8 @@ _BOUND = {"start", "power_cut", "power_on", "place_tag", "remove_tag", "add_tag"
           "set_input", "open_door",
           "close_door", "press", "insert_carrier", "remove_carrier", "uart_feed", "output",
           "wait_output", "expect_output", "output_history", "rises", "console", "wait_console",
-          "tag_spec", "messages", "wait_message"}
+          "tag_spec", "messages", "wait_message", "type_code", "scan", "place_parcel", "take_parcel",
+          "jam", "uart_output", "display", "wait_display"}
 
 
 # --- the virtual rig -----------------------------------------------------------------------------
@@ -391,9 +469,10 @@ class VirtualRigBackend(Rig):
             else:  # pins and UARTs only: the SimDevice holds whatever the firmware drives
                 from hil.sim.firmware import FirmwareProcess
 
-                self.store.rig.device(dev)
+                sim = self.store.rig.device(dev)
+                sim.on_output.append(lambda pin, v, dev=dev: self._output_changed(dev, pin, v))
                 self.store.devices[dev] = FirmwareProcess(self.store._config(dev, w.kind, w.app),
-                                                          self.store.workdir, self.store.heap)
+                                                          self.store.workdir, w.heap or self.store.heap)
         return self.store.devices[dev]
 
     def start(self, dev: str, timeout: float = 20.0) -> None:
@@ -482,6 +561,11 @@ class VirtualRigBackend(Rig):
     def uart_feed(self, dev: str, uart: str, data: bytes) -> None:
         self._ensure(dev)
         self.sim(dev).uart_feed(uart, data)
+
+    def uart_output(self, dev: str, uart: str) -> bytes:
+        self._ensure(dev)
+        with self.sim(dev)._cond:
+            return bytes(self.sim(dev).uart_from_fw.get(uart, b""))
 
     def output(self, dev: str, pin: str) -> int:
         return self.sim(dev).output(pin)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..commands import CommandService, now_ms
+from ..commands import CommandService, IdempotencyConflict, now_ms
 from ..core.lockers import (
     IssuedCode,
     LockerBank,
@@ -56,6 +56,7 @@ CODE_TTL_S = 600.0  # how long a fresh plain code stays in memory for live subsc
 DEVICE_CMD_TIMEOUT_S = 24 * 3600  # set_order / revoke: keep delivering for a day
 STATUS_TIMEOUT_S = 10.0
 EVENT_PAGE = 200
+OPS_KEEP = 500  # idempotency keys of staff/order-system operations remembered per bank
 
 
 class UnknownBank(LookupError):
@@ -222,11 +223,23 @@ class LockersService:
                                    f"lk:{tr.order_id}:revoke", deadline))
             batch.items.append(data)
         for ic in batch.issued.values():  # a reissued code: no state change
-            batch.items.append({"type": "order.code", "device": bank.id, "bank": bank.id,
-                                "order": ic.order_id, "compartment": ic.compartment_id,
-                                "state": "ready", "at": self._now(),
-                                **self._code_fields(bank, ic, batch)})
+            self._code_item(bank, ic, batch)
         batch.issued.clear()
+
+    def _code_item(self, bank: LockerBank, ic: IssuedCode, batch: _Batch) -> dict[str, Any]:
+        item = {"type": "order.code", "device": bank.id, "bank": bank.id, "order": ic.order_id,
+                "compartment": ic.compartment_id, "state": "ready", "at": self._now(),
+                **self._code_fields(bank, ic, batch)}
+        batch.items.append(item)
+        return item
+
+    def _compartment_item(self, bank: LockerBank, cid: int, type_: str, batch: _Batch,
+                          **extra: Any) -> None:
+        """A compartment state change on the stream (`compartment.blocked`, `.out_of_order`,
+        `.in_service`, `.cleared`)."""
+        batch.items.append({"type": f"compartment.{type_}", "device": bank.id, "bank": bank.id,
+                            "compartment": cid, "state": str(bank.state_of(cid)),
+                            "at": self._now(), **extra})
 
     def _code_fields(self, bank: LockerBank, ic: IssuedCode, batch: _Batch) -> dict[str, Any]:
         key = f"lk:{ic.order_id}:set_order:{ic.code_hash[:16]}"
@@ -284,6 +297,8 @@ class LockersService:
                     n = self.meta[bank.id].setdefault("load_n", {})
                     n[o.id] = n.get(o.id, 0) + 1
             issued = device_event(bank, etype, body, now)
+            if etype in ("door.forced", "lock.jammed"):
+                self._compartment_item(bank, cid, "blocked", batch, cause=bank.compartment(cid).blocked)
             if issued is not None:
                 batch.issued[issued.order_id] = issued
             if etype == "pickup.incomplete":  # the code is spent, the parcel still inside
@@ -319,28 +334,130 @@ class LockersService:
             raise UnknownBank(bank_id)
         return bank
 
-    async def _decide(self, bank_id: str, fn: Callable[[LockerBank, float], Any]) -> Any:
-        """Run a decision that may change the bank, then persist it (under the lock)."""
+    async def _decide(self, bank_id: str, fn: Callable[[LockerBank, float, _Batch], Any],
+                      key: str | None = None, op: str = "") -> Any:
+        """Run a decision that may change the bank, then persist it (under the lock). With an
+        idempotency `key`, the first outcome is stored with the bank and returned again for
+        the same key (never a second change); a Refused decision is not stored."""
         async with self._lock:
             bank = self.bank(bank_id)
+            done = self.meta[bank_id].get("ops", {}).get(key) if key else None
+            if done is not None:
+                if done["op"] != op:
+                    raise IdempotencyConflict(f"idempotency key {key!r} was used for {done['op']}")
+                return done["result"]
             before, meta_before = bank.to_dict(), _copy(self.meta[bank_id])
+            batch = _Batch()
             try:
-                out = fn(bank, self._now())
+                out = fn(bank, self._now(), batch)
             except Refused:
                 self.banks[bank_id] = LockerBank.from_dict(before, rng=bank.rng)
                 raise
-            batch = _Batch()
             self._drain(bank, batch)
+            if key:
+                ops = self.meta[bank_id].setdefault("ops", {})
+                ops[key] = {"op": op, "result": out}
+                while len(ops) > OPS_KEEP:  # dicts keep insertion order: drop the oldest
+                    del ops[next(iter(ops))]
             await self._commit(bank_id, before, meta_before, batch, self.cursor[bank_id])
             return out
 
+    async def _dry_run(self, bank_id: str, fn: Callable[[LockerBank, float], Any]) -> Any:
+        """Check a decision against a copy of the bank (raises Refused), changing nothing."""
+        async with self._lock:
+            return fn(LockerBank.from_dict(self.bank(bank_id).to_dict()), self._now())
+
     async def assign(self, bank_id: str, order: str, size: str) -> dict[str, Any]:
-        o = await self._decide(bank_id, lambda b, now: b.assign(order, size, now))
+        o = await self._decide(bank_id, lambda b, now, _: b.assign(order, size, now))
         return public_order(o)
 
-    async def cancel(self, bank_id: str, order: str) -> dict[str, Any]:
-        o = await self._decide(bank_id, lambda b, now: b.cancel(order, now))
-        return public_order(o)
+    # -- staff and order-system operations (each: state checked, Refused with a reason,
+    # a stream item per state change, idempotent by the caller's key) -----------------------
+
+    async def cancel(self, bank_id: str, order: str, key: str | None = None) -> dict[str, Any]:
+        """Drop a reservation that was never loaded (a loaded order is retrieved instead)."""
+        return await self._decide(bank_id, lambda b, now, _: public_order(b.cancel(order, now)),
+                                  key, f"cancel {order}")
+
+    async def reissue(self, bank_id: str, order: str, key: str | None = None) -> dict[str, Any]:
+        """A new code for a ready order: `order.code` on the stream, `set_order` to the bank
+        (the old code stops working there: `code.rejected reason=revoked`). The result holds
+        `ready_id`; `render` adds the plain code while it is in memory."""
+        def fn(b: LockerBank, now: float, batch: _Batch) -> dict[str, Any]:
+            item = self._code_item(b, b.reissue_code(order, now), batch)
+            return {"order": order, "compartment": item["compartment"], "state": "ready",
+                    "expires_at": item["expires_at"], "ready_id": item["ready_id"]}
+        return await self._decide(bank_id, fn, key, f"reissue {order}")
+
+    async def device_op(self, bank_id: str, name: str, args: dict[str, Any], key: str,
+                        timeout_s: float, check: Callable[[LockerBank, float], Any] | None = None
+                        ) -> dict[str, Any]:
+        """Check the gateway's rules (`check`, a dry run: raises Refused), send a staff command
+        to the bank and wait for its answer. A retry with the same key skips the check and
+        gets the same command back (the command service dedupes): never a second actuation."""
+        self.bank(bank_id)
+        if check is not None and await self.db.read(Store.find_command, bank_id, f"api:{key}") is None:
+            await self._dry_run(bank_id, check)
+        cmd, _ = await self.commands.submit(bank_id, name, args, f"api:{key}", timeout_s)
+        if not cmd["final"]:
+            cmd = await self.commands.wait(cmd["id"], timeout_s + 2.5) or cmd
+        return cmd
+
+    async def open_one(self, bank_id: str, cid: int, key: str,
+                       timeout_s: float = 15.0) -> dict[str, Any]:
+        """Staff: open one compartment for service (allowed in any state but mid-unlock)."""
+        return await self.device_op(bank_id, "open", {"compartment": cid, "reason": "service"},
+                                    key, timeout_s, lambda b, now: b.check_open(cid, "service"))
+
+    async def open_all(self, bank_id: str, key: str, timeout_s: float | None = None) -> dict[str, Any]:
+        """Staff: open every door for service, one after the other (one lock at a time)."""
+        n = len(self.bank(bank_id).compartments)
+        return await self.device_op(bank_id, "open_all", {"reason": "service"}, key,
+                                    timeout_s or 10.0 + 3.0 * n)
+
+    async def retrieve(self, bank_id: str, order: str, key: str,
+                       timeout_s: float = 15.0) -> tuple[int, dict[str, Any]]:
+        """Staff: open a ready or expired order's compartment to take the parcel back; the
+        order becomes `returned` when the door closes with the compartment empty."""
+        cid = self.bank(bank_id).order(order).compartment_id
+        return cid, await self.device_op(bank_id, "open", {"compartment": cid, "reason": "retrieve"},
+                                         key, timeout_s, lambda b, now: b.open_for_retrieve(order))
+
+    async def set_out_of_order(self, bank_id: str, cid: int, on: bool, force: bool, key: str,
+                               timeout_s: float = 10.0) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Staff: take a compartment out of service (or back). The bank applies it first;
+        once it says done the gateway stops (or resumes) assigning it. Returns (command,
+        compartment view or None while the bank has not answered)."""
+        cmd = await self.device_op(bank_id, "set_out_of_order",
+                                   {"compartment": cid, "on": on, "force": force}, key, timeout_s,
+                                   lambda b, now: b.set_out_of_order(cid, on, now, force))
+        if cmd["status"] != "done":
+            return cmd, None
+
+        def fn(b: LockerBank, now: float, batch: _Batch) -> dict[str, Any]:
+            b.set_out_of_order(cid, on, now, force=True)  # the bank said yes: it is the truth
+            self._compartment_item(b, cid, "out_of_order" if on else "in_service", batch)
+            return self._compartment_view(b, cid)
+        return cmd, await self._decide(bank_id, fn, key, f"out_of_order {cid} {on}")
+
+    async def clear(self, bank_id: str, cid: int, key: str,
+                    timeout_s: float = 10.0) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Staff checked a blocked compartment (forced door, jammed lock) and release it."""
+        cmd = await self.device_op(bank_id, "clear", {"compartment": cid}, key, timeout_s,
+                                   lambda b, now: b.clear(cid))
+        if cmd["status"] != "done":
+            return cmd, None
+
+        def fn(b: LockerBank, now: float, batch: _Batch) -> dict[str, Any]:
+            if b.compartment(cid).blocked:
+                b.clear(cid)
+            self._compartment_item(b, cid, "cleared", batch)
+            return self._compartment_view(b, cid)
+        return cmd, await self._decide(bank_id, fn, key, f"clear {cid}")
+
+    @staticmethod
+    def _compartment_view(b: LockerBank, cid: int) -> dict[str, Any]:
+        return next(c for c in b.snapshot() if c["id"] == cid)
 
     async def open_for_load(self, bank_id: str, order: str,
                             timeout_s: float = 15.0) -> tuple[int, dict[str, Any]]:

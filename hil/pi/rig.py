@@ -55,6 +55,48 @@ class _Output:
         return int(self.device.value) ^ int(self.invert)
 
 
+class _UartLine:
+    """A Pi serial port wired to one of the board's UARTs: the Pi's TX is the keypad/scanner
+    the board reads, the Pi's RX is what the board writes (its display). A reader thread keeps
+    everything received, opened on first use so the display's output is kept from then on."""
+
+    def __init__(self, port: str, baud: int, dev: str, uart: str, rig: Rig):
+        import serial
+
+        self.dev, self.uart, self.rig = dev, uart, rig
+        self.port = serial.serial_for_url(port, baud, timeout=0.1)
+        self._rx = bytearray()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True, name=f"uart-{dev}-{uart}")
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.port.read(256)
+            except Exception:  # the port went away: stop reading, the scenario fails on content
+                return
+            if data:
+                with self._lock:
+                    self._rx.extend(data)
+                self.rig.trace.note(self.dev, f"uart {self.uart} -> {data!r}")
+
+    def write(self, data: bytes) -> None:
+        self.rig.trace.note(self.dev, f"uart {self.uart} <- {data!r}")
+        self.port.write(data)
+        self.port.flush()
+
+    def received(self) -> bytes:
+        with self._lock:
+            return bytes(self._rx)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        self.port.close()
+
+
 class PiRig(Rig):
     backend = "pi"
 
@@ -148,6 +190,7 @@ class PiRig(Rig):
         self.trace.signal(dev, pin, value)
         with self._cond:
             self._cond.notify_all()
+        self._output_changed(dev, pin, value)  # door springs (wiring `springs`)
 
     # --- strategies ------------------------------------------------------------------------------------
     def board(self, dev: str) -> SerialBoard:
@@ -237,8 +280,21 @@ class PiRig(Rig):
             self._input_level[(dev, pin)] = value
             self.trace.signal(dev, pin, value)
 
+    def _uart(self, dev: str, uart: str) -> _UartLine:
+        key = (dev, uart)
+        if key not in self._uarts:
+            spec = self.wiring.device(dev).uarts.get(uart)
+            if spec is None:
+                raise RigError(f"{dev}: UART {uart!r} is not wired to the Pi on this rig "
+                               f"(add devices.{dev}.uarts.{uart}: the Pi serial port on it)")
+            self._uarts[key] = _UartLine(spec.port, spec.baud, dev, uart, self)
+        return self._uarts[key]
+
     def uart_feed(self, dev: str, uart: str, data: bytes) -> None:
-        raise RigError(f"{dev}: UART {uart!r} is not wired to the Pi on this rig")
+        self._uart(dev, uart).write(data)
+
+    def uart_output(self, dev: str, uart: str) -> bytes:
+        return self._uart(dev, uart).received()
 
     # --- what the world sees ---------------------------------------------------------------------------
     def _out(self, dev: str, pin: str) -> _Output:
@@ -280,6 +336,8 @@ class PiRig(Rig):
         super().close()
         for b in self.boards.values():
             b.close()
+        for u in self._uarts.values():
+            u.close()
         for group in (self.inputs, self.tag_relays):
             for devs in group.values():
                 for d in devs.values():

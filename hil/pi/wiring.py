@@ -95,6 +95,13 @@ class DeviceWiring:
     levels: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
     app: dict = field(default_factory=dict)  # app config for the virtual rig's firmware
     ready: str = r"online session"  # console line that says the device is up
+    # the board's UARTs the Pi drives (keypad, QR scanner) and reads (display): a Pi serial
+    # port wired to each; the virtual rig needs no entry
+    uarts: dict[str, SerialSpec] = field(default_factory=dict)
+    # world physics: a door input that springs open while its lock output is powered
+    # ({"lock_1": "door_1"}); the rig plays the spring on both backends (`Rig.jam` stops it)
+    springs: dict[str, str] = field(default_factory=dict)
+    heap: str | None = None  # virtual rig only: MicroPython heap for this device (e.g. "192k")
 
 
 @dataclass
@@ -104,6 +111,8 @@ class Wiring:
     devices: dict[str, DeviceWiring]
     pin_factory: str | None = None
     broker: tuple[str, int] | None = None
+    # shell commands that stop / start the rig's broker (outage scenarios on a bench)
+    broker_control: tuple[str, str] | None = None
 
     def device(self, name: str) -> DeviceWiring:
         try:
@@ -139,6 +148,10 @@ class Wiring:
                 if tl.line is None or tl.line.gpio is None:
                     raise WiringError(f"{self._where()}devices.{dev.name}.tags.{tag}.gpio is required on a Pi rig "
                                       "(the relay that connects the tag's coil)")
+            for out, door in dev.springs.items():
+                if out not in dev.outputs or door not in dev.inputs:
+                    raise WiringError(f"{self._where()}devices.{dev.name}.springs.{out}: a Pi rig needs "
+                                      f"{out!r} in outputs and {door!r} in inputs")
 
     def _where(self) -> str:
         return f"{self.path}: " if self.path else ""
@@ -221,22 +234,33 @@ def _tag(name: str, d, where: str) -> TagLine:
     return TagLine(spec, line)
 
 
+def _serial(s, where: str, baud: int = 115200) -> SerialSpec:
+    if isinstance(s, str):
+        s = {"port": s}
+    if not isinstance(s, dict) or not isinstance(s.get("port"), str):
+        raise _err(where, "must be a port path or {'port': ..., 'baud': ...}")
+    baud = s.get("baud", baud)
+    if not isinstance(baud, int) or baud <= 0:
+        raise _err(f"{where}.baud", "must be a positive integer")
+    return SerialSpec(s["port"], baud)
+
+
+def _str_map(d, where: str) -> dict[str, str]:
+    if not isinstance(d, dict) or not all(isinstance(v, str) for v in d.values()):
+        raise _err(where, "must be an object of name -> name")
+    return dict(d)
+
+
 def _device(name: str, d, where: str) -> DeviceWiring:
     if not isinstance(d, dict):
         raise _err(where, "must be an object")
     if d.get("kind") not in KINDS:
         raise _err(f"{where}.kind", f"must be one of {', '.join(KINDS)}")
-    serial = None
-    if d.get("serial") is not None:
-        s = d["serial"]
-        if isinstance(s, str):
-            s = {"port": s}
-        if not isinstance(s, dict) or not isinstance(s.get("port"), str):
-            raise _err(f"{where}.serial", "must be a port path or {'port': ..., 'baud': ...}")
-        baud = s.get("baud", 115200)
-        if not isinstance(baud, int) or baud <= 0:
-            raise _err(f"{where}.serial.baud", "must be a positive integer")
-        serial = SerialSpec(s["port"], baud)
+    serial = _serial(d["serial"], f"{where}.serial") if d.get("serial") is not None else None
+    uarts = d.get("uarts", {})
+    if not isinstance(uarts, dict):
+        raise _err(f"{where}.uarts", "must be an object of board UART name -> Pi serial port")
+    uarts = {u: _serial(s, f"{where}.uarts.{u}", 9600) for u, s in uarts.items()}
     reset = d.get("reset")
     if reset is not None:
         if reset in ("rts", "machine"):
@@ -260,7 +284,7 @@ def _device(name: str, d, where: str) -> DeviceWiring:
         if k not in DEFAULT_LEVELS or v not in (0, 1):
             raise _err(f"{where}.levels.{k}", f"known levels are {', '.join(DEFAULT_LEVELS)}, each 0 or 1")
         levels[k] = v
-    for k in ("board", "config", "ready", "reader"):
+    for k in ("board", "config", "ready", "reader", "heap"):
         if d.get(k) is not None and not isinstance(d[k], str):
             raise _err(f"{where}.{k}", "must be a string")
     if not isinstance(d.get("app", {}), dict):
@@ -270,7 +294,8 @@ def _device(name: str, d, where: str) -> DeviceWiring:
         reset=reset, power=power, inputs=groups["inputs"], outputs=groups["outputs"],
         tags={t: _tag(t, td, f"{where}.tags.{t}") for t, td in tags.items()},
         reader=d.get("reader", "rfid"), levels=levels, app=dict(d.get("app", {})),
-        ready=d.get("ready", r"online session"))
+        ready=d.get("ready", r"online session"), uarts=uarts,
+        springs=_str_map(d.get("springs", {}), f"{where}.springs"), heap=d.get("heap"))
 
 
 def parse_wiring(data: dict, path: Path | None = None) -> Wiring:
@@ -286,9 +311,15 @@ def parse_wiring(data: dict, path: Path | None = None) -> Wiring:
         if not isinstance(b, dict) or not isinstance(b.get("host"), str) or not isinstance(b.get("port", 1883), int):
             raise _err(f"{where}: broker", "must be {'host': ..., 'port': ...}")
         broker = (b["host"], b.get("port", 1883))
+    control = None
+    if isinstance(data.get("broker"), dict) and ("stop" in data["broker"] or "start" in data["broker"]):
+        b = data["broker"]
+        if not isinstance(b.get("stop"), str) or not isinstance(b.get("start"), str):
+            raise _err(f"{where}: broker", "'stop' and 'start' go together, each a shell command")
+        control = (b["stop"], b["start"])
     w = Wiring(name=data.get("rig") or (path.stem if path else "rig"), path=path,
                devices={n: _device(n, d, f"{where}: devices.{n}") for n, d in devices.items()},
-               pin_factory=data.get("pin_factory"), broker=broker)
+               pin_factory=data.get("pin_factory"), broker=broker, broker_control=control)
     seen: dict[str, str] = {}
     for owner, ln in w.gpio_lines():
         key = str(ln.gpio).upper().replace("GPIO", "").replace("BCM", "")

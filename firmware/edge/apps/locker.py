@@ -496,7 +496,7 @@ class LockerBank:
         elif k == 0x2A:  # '*': clear
             self.entry = ""
             self._show("Cleared - " + IDLE)
-        elif k == 0x23:  # '#': enter
+        elif k == 0x23 or (k in (0x0A, 0x0D) and self.entry):  # '#', or a QR scanner's CR/LF
             code = self.entry
             self.entry = ""
             self._enter(code)
