@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max messages per ingest transaction / ack round (default 256)")
     p.add_argument("--ack-linger-ms", type=float, default=0.0,
                    help="wait this long to gather more messages before a commit (default 0)")
+    p.add_argument("--locker-reserve", type=float, default=4 * 3600, metavar="SECONDS",
+                   help="locker banks: how long an unloaded reservation lasts (default 4 h)")
+    p.add_argument("--locker-pickup-window", type=float, default=3 * 24 * 3600, metavar="SECONDS",
+                   help="locker banks: how long a pickup code works (default 3 days)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", default="text", choices=["text", "json"],
@@ -94,7 +98,9 @@ _FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
                 "publish_timeout": ("publish_timeout_s",), "batch": ("ingest_batch_max",),
                 "ack_linger_ms": ("ack_linger_s",), "stock": ("stock_file",),
                 "stock_url": ("stock_url",), "fitting_swaps": ("fitting_swap_n",),
-                "fitting_swap_window": ("fitting_swap_window_s",)}
+                "fitting_swap_window": ("fitting_swap_window_s",),
+                "locker_reserve": ("locker_reserve_s",),
+                "locker_pickup_window": ("locker_pickup_window_s",)}
 
 
 def explicit_flags(argv: Sequence[str] | None) -> set[str]:
@@ -131,7 +137,9 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                          coap_heartbeat_s=args.coap_heartbeat,
                          stock_file=args.stock, stock_url=args.stock_url,
                          fitting_swap_n=args.fitting_swaps,
-                         fitting_swap_window_s=args.fitting_swap_window)
+                         fitting_swap_window_s=args.fitting_swap_window,
+                         locker_reserve_s=args.locker_reserve,
+                         locker_pickup_window_s=args.locker_pickup_window)
 
 
 async def serve(config: GatewayConfig) -> None:

@@ -59,6 +59,8 @@ class GatewayConfig:
     command_grace_s: float = 2.0          # expire this long after the deadline
     stream_keep: int = 100_000            # stream rows kept for Last-Event-ID resume
     locker_tick_s: float = 1.0            # locker banks: expiry tick / event catch-up period
+    locker_reserve_s: float = 4 * 3600    # locker banks: an unloaded reservation lasts this long
+    locker_pickup_window_s: float = 3 * 24 * 3600  # locker banks: a pickup code works this long
     coap_host: str = "127.0.0.1"
     coap_port: int | None = None          # CoAP device edge (UDP): None = off, 0 = a free port
     coap_heartbeat_s: float = 30.0        # CoAP devices that do not say: offline after 3 missed
@@ -110,7 +112,8 @@ class Gateway:
                                    linger_s=config.ack_linger_s, clock=clock)
         self.pads = PadsService(self.db, config.samples_file)
         self.lockers = LockersService(self.db, self.commands, tick_s=config.locker_tick_s,
-                                      clock=clock)
+                                      clock=clock, reserve_s=config.locker_reserve_s,
+                                      pickup_window_s=config.locker_pickup_window_s)
         self.alerts = AlertsService(self.db, clock)
         self.fitting = FittingService(
             self.db, HttpStock(config.stock_url) if config.stock_url else

@@ -115,8 +115,13 @@ class Bank:
 
 
 @pytest.fixture
-def bank(rig: Rig, rig_broker, tmp_path):
-    gw = GatewayProcess(tmp_path / "gw", rig_broker[1]).start()
+def gateway_args() -> list[str]:
+    return []  # a scenario may parametrize it: more `python -m gateway` options
+
+
+@pytest.fixture
+def bank(rig: Rig, rig_broker, tmp_path, gateway_args):
+    gw = GatewayProcess(tmp_path / "gw", rig_broker[1], extra_args=gateway_args).start()
     try:
         with StreamReader(gw.url) as stream:
             b = Bank(rig, gw, stream)
@@ -360,3 +365,106 @@ def test_reboot_mid_pickup_is_resolved_by_the_door_sensor(bank: Bank):
     assert bank.pulses(m, t1) == 0
     collected = [e for e in bank.events("pickup.collected") if e["body"]["order"] == "ord-r2"]
     assert len(collected) == 1
+
+
+# --- staff and the order system ----------------------------------------------------------------
+
+def test_staff_and_order_system_operations_check_state_and_are_idempotent(bank: Bank):
+    sizes = _sizes(bank)
+    big = max(sizes, key=lambda k: ("SML".index(sizes[k]), k))
+
+    # cancel a reservation that was never loaded; a retry with the key answers the same
+    n = bank.assign("ord-c", "M")
+    r = bank.post("/orders/ord-c/cancel", idempotency_key="cancel-c")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert bank.post("/orders/ord-c/cancel", idempotency_key="cancel-c").json() == r.json()
+    again = bank.op("/orders/ord-c/cancel")
+    assert again.status_code == 409 and again.json()["reason"] == "order-state"
+    assert bank.compartment(n)["state"] == "free"
+    assert len(bank.items("order.cancelled", order="ord-c")) == 1
+
+    # reissue: a new code; the old one stops working on the bank
+    s, old = bank.load("ord-s", "S")
+    r = bank.post("/orders/ord-s/reissue", idempotency_key="re-1")
+    assert r.status_code == 200, r.text
+    new = r.json()["code"]
+    assert new and new != old and len(new) == 6
+    assert bank.post("/orders/ord-s/reissue", idempotency_key="re-1").json() == r.json(), "no second code"
+    assert len(wait_for(lambda: bank.items("order.code", order="ord-s"), 10, what="order.code")) == 1
+    wait_for(lambda: (bank.order("ord-s").get("code_sync") or {}).get("status") == "done", 20,
+             what="the new code on the bank")
+    t0, start = bank.rig.trace.now(), bank.shown()
+    bank.lk.type_code(old)
+    bank.lk.wait_display(r"^This code is no longer valid - please contact the store$", start=start)
+    rej = bank.lk.wait_message("code.rejected", kind="evt", where=lambda m: m["body"].get("reason") == "revoked")
+    assert rej["body"]["compartment"] == s
+    assert bank.pulses(s, t0) == 0
+    bad = bank.op("/orders/ord-nope/reissue")
+    assert bad.status_code == 404 and bad.json()["reason"] == "unknown-order"
+
+    # out of order: refused while an order is inside, then on and off for a free compartment
+    r = bank.op(f"/compartments/{s}/out-of-order", on=True)
+    assert r.status_code == 409 and r.json()["reason"] == "occupied"
+    r = bank.post(f"/compartments/{big}/out-of-order", on=True, idempotency_key="ooo-1")
+    assert r.status_code == 200, r.text
+    assert r.json()["state"]["state"] == "out_of_order"
+    assert bank.post(f"/compartments/{big}/out-of-order", on=True, idempotency_key="ooo-1").json() == r.json()
+    refused = bank.post("/orders", order="ord-l", size="L")
+    assert refused.status_code == 422 and refused.json()["reason"] == "no-size"
+    r = bank.op(f"/compartments/{big}/out-of-order", on=False)
+    assert r.status_code == 200 and r.json()["state"]["state"] == "free"
+    wait_for(lambda: bank.items("compartment.out_of_order", compartment=big)
+             and bank.items("compartment.in_service", compartment=big), 10, what="compartment items")
+    assert bank.op("/compartments/99/open").status_code == 404
+
+    # open one for service: the door opens (whatever the state), staff close it
+    r = bank.post(f"/compartments/{big}/open", idempotency_key="svc-1")
+    assert r.status_code == 200 and r.json()["command"]["result"]["attempts"] == 1
+    t1 = bank.rig.trace.now()
+    assert bank.post(f"/compartments/{big}/open", idempotency_key="svc-1").json()["command"]["id"] == \
+        r.json()["command"]["id"]
+    bank.lk.wait_message("door.opened", kind="evt", where=lambda m: m["body"]["why"] == "service")
+    busy = bank.op(f"/compartments/{big}/open")
+    assert busy.status_code == 409 and busy.json()["reason"] == "door-open"
+    bank.lk.close_door(f"door_{big}")
+    assert bank.pulses(big, t1) == 0, "the retry did not pulse the lock again"
+
+    # retrieve: the parcel comes back out, the order is returned, the compartment free
+    r = bank.op("/orders/ord-s/retrieve")
+    assert r.status_code == 200, r.text
+    bank.lk.take_parcel(s)
+    bank.lk.close_door(f"door_{s}")
+    wait_for(lambda: bank.order("ord-s")["state"] == "returned", 15, what="order returned")
+    assert bank.compartment(s)["state"] == "free"
+    r = bank.op("/orders/ord-s/retrieve")
+    assert r.status_code == 409 and r.json()["reason"] == "order-state"
+
+    # open all: every door, one after the other
+    t2 = bank.rig.trace.now()
+    r = bank.op("/open-all")
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["command"]["result"]["opened"]) == sorted(sizes)
+    assert all(bank.pulses(k, t2) == 1 for k in sizes)
+    for k in sizes:
+        bank.lk.close_door(f"door_{k}")
+
+
+@pytest.mark.parametrize("gateway_args", [["--locker-pickup-window", "4"]])
+def test_expired_order_code_is_dead_on_the_bank_and_staff_retrieve_it(bank: Bank):
+    n, code = bank.load("ord-e", "M")
+    wait_for(lambda: bank.order("ord-e")["state"] == "expired", 20, what="order expired")
+    assert bank.compartment(n)["state"] == "expired"
+    wait_for(lambda: bank.items("order.expired", order="ord-e"), 10, what="order.expired on the stream")
+    # the gateway revokes the code on the bank; it would refuse it by its expiry anyway
+    t0, start = bank.rig.trace.now(), bank.shown()
+    wait_for(lambda: any(m["body"].get("result") == {"compartment": n, "state": "held"}  # revoke's answer
+                         for m in bank.lk.messages("reply")), 20, what="revoke done on the bank")
+    bank.lk.type_code(code)
+    bank.lk.wait_display(r"^This code (is no longer valid|has expired) - please contact the store$", start=start)
+    assert bank.pulses(n, t0) == 0
+    r = bank.op("/orders/ord-e/retrieve")
+    assert r.status_code == 200, r.text
+    bank.lk.take_parcel(n)
+    bank.lk.close_door(f"door_{n}")
+    wait_for(lambda: bank.order("ord-e")["state"] == "returned", 15, what="expired order returned")
+    assert bank.compartment(n)["state"] == "free"
