@@ -381,6 +381,7 @@ def test_reboot_never_pulses_a_lock_restores_codes_and_resolves_the_pickup_by_th
     m = b.mark()
     b.start()
     assert b.wait_event("pickup.interrupted", start=m) == {"compartment": 3, "order": "ord-3"}
+    b.wait_display("Sorry, the locker restarted - please enter your code again")
     time.sleep(0.5)
     assert not b.all_pulses(b.started_at), "no lock is powered at boot"
     assert b.events("door.forced") == []
@@ -465,3 +466,39 @@ def test_commands_are_refused_when_the_compartment_state_does_not_allow_them(ban
         {"compartment": 2, "order": "b", "hash": hash_code("130363", SALT)},
         {"compartment": 3, "order": "c", "hash": hash_code("104729", SALT)}])["result"]
     assert r == {"set": [1], "refused": [[2, "out-of-order"], [3, "code-in-use"]]}
+
+
+def test_the_display_says_what_happened_and_what_to_do_next(bank):
+    """Every keypad outcome not shown by the other tests (and the HIL scenarios) has its text."""
+    b = bank(app={**APP, "entry_timeout_s": 1}).start()
+    idle = "Enter your pickup code, then #"
+    b.wait_display(idle)
+
+    def shows(text: str, times: int = 1) -> None:
+        ok = b.sim.wait_for(lambda d: bytes(d.uart_from_fw.get("keypad", b"")).decode().count(text) >= times, 3)
+        assert ok, f"display never showed {text!r} {times}x; it showed:\n{b.display()}"
+
+    b.type("12#")
+    shows("Please enter all 6 digits of your code, then #")
+    b.type("12*")
+    shows("Cleared - " + idle)
+    b.type("12")  # the customer walks away: the entry times out and the bank greets the next one
+    shows(idle, 3)
+
+    b.set_order(1, "ord-1", "530917")
+    b.sim.set_input("occ_1", 1)
+    b.jammed.add(1)
+    b.type("530917#")
+    shows("Code OK - door 1 is opening")
+    b.type("530917#")  # impatient: the same code again while the lock works
+    shows("Door 1 is opening - please wait")
+    shows("Sorry, door 1 did not open. Staff have been told - please ask at the store counter, "
+          "your parcel is safe")
+    assert b.events("code.reused") == [], "the same code twice in a row is not a reuse"
+
+    b.set_order(2, "ord-2", "264081")
+    b.sim.set_input("occ_2", 1)
+    assert b.cmd("open", compartment=2, reason="service")["status"] == "done"
+    b.type("264081#")
+    shows("Door 2 is open right now - please ask at the store counter")
+    b.close_door(2, parcel_inside=True)

@@ -253,6 +253,7 @@ class LockerBank:
                             if s[_H]:
                                 self._forget(s[_H])
                             self._emit("pickup.interrupted", i, order=s[_O])
+                            self.boot_msg = "Sorry, the locker restarted - please enter your code again"
                     s[_W] = None
                     s[_P] = 0
                 else:  # was open at the cut and closed since: handle it as a close
@@ -428,7 +429,7 @@ class LockerBank:
             u = self._used_entry(h)
             j = self.idx.get(u[1]) if u else None
             if j is not None and self.c[j][_P]:
-                self._show("Door %d is opening" % u[1])  # the same code twice in a row
+                self._show("Door %d is opening - please wait" % u[1])  # the same code twice in a row
             elif u and u[3] == "u":
                 self._reject("code.reused", u[1], None, "This code has already been used - "
                              "if you did not get your parcel, please ask staff", u[2])
@@ -444,7 +445,8 @@ class LockerBank:
             self._reject("code.rejected", n, "blocked" if s[_B] else "out-of-order",
                          "Locker %d needs staff attention - please ask at the store counter" % n)
         elif s[_W] or self.is_open[i]:
-            self._reject("code.rejected", n, "door-open", "Door %d is already open" % n)
+            self._reject("code.rejected", n, "door-open",
+                         "Door %d is open right now - please ask at the store counter" % n)
         elif s[_E] is not None and now is not None and now >= s[_E]:
             self._reject("code.rejected", n, "expired", "This code has expired - please contact the store")
         else:
@@ -673,7 +675,8 @@ class LockerBank:
 
     # --- main ----------------------------------------------------------------------------------
     async def run(self):
+        self.boot_msg = IDLE
         self._boot()  # before any await: no command or key is handled until boot is resolved
-        self._show(IDLE)
+        self._show(self.boot_msg)
         asyncio.create_task(self._keys())
         await self._doors()
