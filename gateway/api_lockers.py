@@ -140,6 +140,12 @@ class DeviceOpOut(BaseModel):
 
 
 class DeviceOpRefusedOut(DeviceOpOut):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "bank": "lk-1", "compartment": 3, "order": None, "state": None,
+        "command": {"id": "c-77e0c1d2a3b4f5e6", "device": "lk-1", "name": "clear",
+                    "args": {"compartment": 3}, "status": "rejected", "result": None,
+                    "reason": "door-open", "final": True},
+        "detail": "the bank did not do compartment 3: rejected (door-open)", "reason": "door-open"}]})
     detail: str
     reason: str | None = Field(examples=["door-open"])
 
@@ -275,8 +281,7 @@ def add_locker_routes(app: FastAPI, gw: Gateway) -> None:
         if isinstance(out, JSONResponse):
             return out
         cmd, state = out
-        resp = _device_answer({"bank": bank, "compartment": compartment, "state": state}, cmd)
-        return resp
+        return _device_answer({"bank": bank, "compartment": compartment, "state": state}, cmd)
 
     @app.post("/lockers/{bank}/compartments/{compartment}/out-of-order", tags=["lockers"],
               responses=_DEVICE)

@@ -125,10 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--seed", type=int, default=None, help="seed for the scripted customer")
     sub.add_parser("gateway", help="run the gateway (see `phygital gateway --help`)", add_help=False)
+    sub.add_parser("lockers", help="staff operations on locker banks (see `phygital lockers --help`)",
+                   add_help=False)
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "gateway":
         from gateway.__main__ import main as gateway_main
         return gateway_main(rest)
+    if args.cmd == "lockers":
+        from tools.lockers import main as lockers_main
+        return lockers_main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.pads < 1:

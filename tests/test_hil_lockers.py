@@ -21,6 +21,7 @@ from hil.harness import GatewayProcess
 from hil.rig import Rig
 from tests.e2e import StreamReader, settle, wait_events
 from tests.support import wait_for
+from tools import lockers as lockers_cli
 
 pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("locker-bank")
@@ -369,7 +370,7 @@ def test_reboot_mid_pickup_is_resolved_by_the_door_sensor(bank: Bank):
 
 # --- staff and the order system ----------------------------------------------------------------
 
-def test_staff_and_order_system_operations_check_state_and_are_idempotent(bank: Bank):
+def test_staff_and_order_system_operations_check_state_and_are_idempotent(bank: Bank, capsys):
     sizes = _sizes(bank)
     big = max(sizes, key=lambda k: ("SML".index(sizes[k]), k))
 
@@ -411,8 +412,12 @@ def test_staff_and_order_system_operations_check_state_and_are_idempotent(bank: 
     assert bank.post(f"/compartments/{big}/out-of-order", on=True, idempotency_key="ooo-1").json() == r.json()
     refused = bank.post("/orders", order="ord-l", size="L")
     assert refused.status_code == 422 and refused.json()["reason"] == "no-size"
-    r = bank.op(f"/compartments/{big}/out-of-order", on=False)
-    assert r.status_code == 200 and r.json()["state"]["state"] == "free"
+    # back in service through the staff command line (tools/lockers.py → the same API)
+    assert lockers_cli.main(["--url", bank.gw.url, "out-of-order", bank.id, str(big), "--off",
+                             "--key", "ooo-2"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"]["state"] == "free"
+    assert lockers_cli.main(["--url", bank.gw.url, "cancel", bank.id, "ord-nope"]) == 1
+    assert "unknown-order" in capsys.readouterr().out
     wait_for(lambda: bank.items("compartment.out_of_order", compartment=big)
              and bank.items("compartment.in_service", compartment=big), 10, what="compartment items")
     assert bank.op("/compartments/99/open").status_code == 404
