@@ -3,6 +3,7 @@
     .venv/bin/python bench/fw_heap.py            # full search, 8 KB..256 KB
     .venv/bin/python bench/fw_heap.py --quick    # CI smoke: two heap sizes only
     .venv/bin/python bench/fw_heap.py --app fitting-room   # the fitting room's scenario
+    .venv/bin/python bench/fw_heap.py --app locker-bank [--compartments 24]   # the locker bank
 
 Runs the real firmware in `micropython -X heapsize=N` against the virtual rig, a real Mosquitto
 and the gateway, and plays the device's scenario (sample pad: boot, online, tag placed,
@@ -27,6 +28,7 @@ import httpx  # noqa: E402
 from hil.harness import GatewayProcess, Mosquitto, wait_for  # noqa: E402
 from hil.sim.mfrc522 import NtagTag  # noqa: E402
 from hil.sim.store import VirtualStore  # noqa: E402
+from tests.e2e import StreamReader  # noqa: E402
 
 
 def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int = 3) -> list[float]:
@@ -109,17 +111,75 @@ def fitting_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: 
     return latencies
 
 
+def locker_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, wrong: int = 40) -> list[float]:
+    """Locker bank: online, the gateway builds the bank from `status`, every compartment
+    assigned and loaded (a code each on the bank), `wrong` rejected codes (journal, used list,
+    lockout), one pickup collected. Returns code entered -> `door.opened` persisted by the
+    gateway (ms)."""
+    lk = store.lockers[dev]
+    store.devices[dev].wait_line(r"online session", 20)
+    wait_for(lambda: httpx.get(f"{gw.url}/lockers/{dev}", timeout=5).status_code == 200, 20,
+             what="bank created")
+    sizes = {c["id"]: c["size"] for c in httpx.get(f"{gw.url}/lockers/{dev}", timeout=5).json()["compartments"]}
+    codes: dict[int, str] = {}
+    with StreamReader(gw.url) as stream:
+        for n, size in sizes.items():
+            order = f"{dev}-o{n}"
+            r = httpx.post(f"{gw.url}/lockers/{dev}/orders", json={"order": order, "size": size}, timeout=15)
+            r.raise_for_status()
+            n = r.json()["compartment"]
+            r = httpx.post(f"{gw.url}/lockers/{dev}/orders/{order}/load", timeout=30)
+            if r.status_code != 200:
+                raise RuntimeError(f"load {order}: {r.text}")
+            wait_for(lambda: len(gw.events(dev, "door.opened")) >= len(codes) + 1, 10, what="load door open")
+            lk.set_occupied(n, True)
+            lk.close_door(n)
+            ready = wait_for(lambda: [m for m in stream.messages if m.get("type") == "order.ready"
+                                      and m.get("order") == order], 20, what=f"{order} ready")
+            codes[n] = ready[0]["code"]
+        for n in codes:
+            order = f"{dev}-o{n}"
+            wait_for(lambda: (gw.get(f"/lockers/{dev}/orders/{order}")["code_sync"] or {}).get("status") == "done",
+                     30, what=f"code of {order} on the bank")
+    for i in range(wrong):
+        lk.type_code(str(100000 + i * 7919 % 900000))
+        time.sleep(0.06)
+    wait_for(lambda: len(gw.events(dev, "code.rejected")) + len(gw.events(dev, "keypad.locked")) >= 1, 20,
+             what="rejections reported")
+    time.sleep(1.5)  # the last lockout (1 s in the bench config) runs out
+    n, code = next(iter(codes.items()))
+    t0 = time.monotonic()
+    lk.type_code(code)
+    wait_for(lambda: [e for e in gw.events(dev, "door.opened") if e["body"]["why"] == "pickup"], 20,
+             what="pickup door.opened persisted")
+    opened = (time.monotonic() - t0) * 1000
+    lk.set_occupied(n, False)
+    lk.close_door(n)
+    wait_for(lambda: gw.events(dev, "pickup.collected"), 20, what="pickup.collected persisted")
+    if not store.devices[dev].alive():
+        raise RuntimeError("firmware died")
+    return [opened]
+
+
+LOCKER_APP = {"occupancy": True, "pulse_ms": 300, "verify_ms": 300, "retry_ms": 200, "gap_ms": 50,
+              "door_poll_ms": 50, "lockout": {"after": 5, "window_s": 300, "lock_s": [1]}}
+
+
 def run_at(heap_kb: int, broker: Mosquitto, gw: GatewayProcess, workdir: Path, n: int,
-           app: str = "sample-pad") -> tuple[bool, list[float], str]:
-    dev = f"{'room' if app == 'fitting-room' else 'pad'}-h{n}"
+           app: str = "sample-pad", compartments: int = 12) -> tuple[bool, list[float], str]:
+    prefix = {"fitting-room": "room", "locker-bank": "lk"}.get(app, "pad")
+    dev = f"{prefix}-h{n}"
     store = VirtualStore(workdir / f"h{n}", broker_port=broker.port, heap=f"{heap_kb}k")
     if app == "fitting-room":
         store.add_fitting_room(dev)
+    elif app == "locker-bank":
+        store.add_locker(dev, ["SML"[i % 3] for i in range(compartments)], heap=f"{heap_kb}k", **LOCKER_APP)
     else:
         store.add_pad(dev)
     store.start()
     try:
-        lat = (fitting_scenario if app == "fitting-room" else pad_scenario)(store, gw, dev)
+        scenario = {"fitting-room": fitting_scenario, "locker-bank": locker_scenario}.get(app, pad_scenario)
+        lat = scenario(store, gw, dev)
         return True, lat, ""
     except Exception as e:  # noqa: BLE001 - any failure means this heap is too small
         tail = "\n".join(store.devices[dev].lines[-3:])
@@ -133,7 +193,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="CI smoke: try 96 KB and 12 KB only")
     ap.add_argument("--low", type=int, default=8)
     ap.add_argument("--high", type=int, default=256)
-    ap.add_argument("--app", choices=["sample-pad", "fitting-room"], default="sample-pad")
+    ap.add_argument("--app", choices=["sample-pad", "fitting-room", "locker-bank"], default="sample-pad")
+    ap.add_argument("--compartments", type=int, default=12, help="locker bank size (default 12)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -146,10 +207,10 @@ def main() -> int:
             def probe(kb: int) -> bool:
                 nonlocal n
                 n += 1
-                ok, lat, why = run_at(kb, broker, gw, work, n, args.app)
+                ok, lat, why = run_at(kb, broker, gw, work, n, args.app, args.compartments)
                 results[kb] = ok
                 latencies.extend(lat)
-                print(f"  heap {kb:4d} KB: {'ok' if ok else 'FAIL'} {why[:160]}", flush=True)
+                print(f"  heap {kb:4d} KB: {'ok' if ok else 'FAIL'} {why[-300:]}", flush=True)
                 return ok
 
             if args.quick:
@@ -171,7 +232,7 @@ def main() -> int:
             broker.stop()
     passing = sorted(k for k, ok in results.items() if ok)
     print("\nfirmware heap benchmark (MicroPython unix port, 64-bit)")
-    what = "4 in->persisted" if args.app == "fitting-room" else "tag->publish"
+    what = {"fitting-room": "4 in->persisted", "locker-bank": "code->opened"}.get(args.app, "tag->publish")
     print(f"{'app':<14}{'min heap (KB)':>14}{'goal (KB)':>11}{what + ' p50 (ms)':>25}{'p99 (ms)':>10}")
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = max(latencies) if latencies else float("nan")  # few samples: the max is the honest p99

@@ -119,10 +119,13 @@ class LockerBank:
         self.path = data + "/locker.json"
         st = fsutil.load_json(self.path, None) or {}
         saved = st.get("c") or {}
+        if isinstance(saved, list):  # v2: records in the order of the saved `ids`
+            saved = {str(n): s for n, s in zip(st.get("ids") or [], saved)}
         self.c = []
         for n in self.ids:
             s = saved.get(str(n))
             self.c.append(s if isinstance(s, list) and len(s) == _NF else [None, None, None, 0, None, None, 0, None])
+        saved = None
         self.used = st.get("used") or []  # [hash[:16], compartment, order, "u" used | "r" revoked]
         self.clk = None  # (unix ms, ticks) - a lower bound of the time after a reboot
         if isinstance(st.get("clk"), int):
@@ -161,11 +164,9 @@ class LockerBank:
         rem = 0
         if self._locked():
             rem = time.ticks_diff(self.lk_until, time.ticks_ms())
-        c = {}
-        for i in range(len(self.ids)):
-            c[str(self.ids[i])] = self.c[i]
-        fsutil.save_json(self.path, {"v": 1, "c": c, "used": self.used, "lk": [self.lk_level, rem],
-                                     "clk": self._now()})
+        # the records as they are (no per-save dict keyed by number: less garbage per save)
+        fsutil.save_json(self.path, {"v": 2, "ids": self.ids, "c": self.c, "used": self.used,
+                                     "lk": [self.lk_level, rem], "clk": self._now()})
 
     def _emit(self, etype, i, **kw):
         kw["compartment"] = self.ids[i] if i is not None else None
