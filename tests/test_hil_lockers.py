@@ -102,6 +102,15 @@ class Bank:
                  what=f"the code of {order} on the bank")
         return n, code
 
+    def retrieve(self, order: str, n: int) -> None:
+        """Staff take the parcel back out: the order is returned, the compartment free."""
+        r = self.op(f"/orders/{order}/retrieve")
+        assert r.status_code == 200, r.text
+        self.lk.take_parcel(n)
+        self.lk.close_door(f"door_{n}")
+        wait_for(lambda: self.order(order)["state"] == "returned", 15, what=f"{order} returned")
+        assert self.compartment(n)["state"] == "free"
+
     def collect(self, n: int, code: str) -> None:
         """The customer enters the code, takes the parcel, closes the door."""
         start = self.shown()
@@ -435,12 +444,7 @@ def test_staff_and_order_system_operations_check_state_and_are_idempotent(bank: 
     assert bank.pulses(big, t1) == 0, "the retry did not pulse the lock again"
 
     # retrieve: the parcel comes back out, the order is returned, the compartment free
-    r = bank.op("/orders/ord-s/retrieve")
-    assert r.status_code == 200, r.text
-    bank.lk.take_parcel(s)
-    bank.lk.close_door(f"door_{s}")
-    wait_for(lambda: bank.order("ord-s")["state"] == "returned", 15, what="order returned")
-    assert bank.compartment(s)["state"] == "free"
+    bank.retrieve("ord-s", s)
     r = bank.op("/orders/ord-s/retrieve")
     assert r.status_code == 409 and r.json()["reason"] == "order-state"
 
@@ -467,9 +471,4 @@ def test_expired_order_code_is_dead_on_the_bank_and_staff_retrieve_it(bank: Bank
     bank.lk.type_code(code)
     bank.lk.wait_display(r"^This code (is no longer valid|has expired) - please contact the store$", start=start)
     assert bank.pulses(n, t0) == 0
-    r = bank.op("/orders/ord-e/retrieve")
-    assert r.status_code == 200, r.text
-    bank.lk.take_parcel(n)
-    bank.lk.close_door(f"door_{n}")
-    wait_for(lambda: bank.order("ord-e")["state"] == "returned", 15, what="expired order returned")
-    assert bank.compartment(n)["state"] == "free"
+    bank.retrieve("ord-e", n)

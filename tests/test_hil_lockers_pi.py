@@ -8,23 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from hil.pi.rig import PiRig
 from hil.pi.wiring import WiringError, parse_wiring
 from hil.rig import RigError
 from tests.support import wait_for
+from tests.test_hil_pi import pins  # noqa: F401 - gpiozero's MockFactory as the Pi's pins
 
 BENCH = Path(__file__).resolve().parents[1] / "boards" / "rigs" / "bench-lockers.json"
 DOOR_1, LOCK_1, DOOR_2 = 17, 16, 27  # bench-lockers.json
-
-
-@pytest.fixture
-def pins():
-    Device.pin_factory = MockFactory()
-    yield Device.pin_factory
-    Device.pin_factory.reset()
 
 
 @pytest.fixture
