@@ -274,6 +274,10 @@ def test_jammed_door_blocks_the_compartment_until_staff_clear_it_and_the_code_su
     assert again.status_code == 200 and again.json()["command"]["id"] == r.json()["command"]["id"]
     assert len(bank.items("compartment.cleared", compartment=n)) <= 1
     wait_for(lambda: len(bank.items("compartment.cleared", compartment=n)) == 1, 10, what="one cleared item")
+    # the staff alert raised by the jam is resolved by the clear
+    def jam_alerts():
+        return [a for a in bank.gw.get("/alerts", state="all") if a["key"] == f"lock.jammed:{bank.id}:{n}"]
+    wait_for(lambda: jam_alerts() and jam_alerts()[0]["state"] == "resolved", 15, what="jam alert resolved")
     other = bank.post(f"/compartments/{n}/clear", idempotency_key="staff-clear-2")
     assert other.status_code == 409 and other.json()["reason"] == "not-blocked"
     bank.collect(n, code)

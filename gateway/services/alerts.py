@@ -63,6 +63,9 @@ RULES: tuple[Rule, ...] = (
     Rule("event", "door.closed", "info", "", "", resolves="door.ajar:{device}:{compartment}"),
     Rule("event", "lock.jammed", "critical", "lock.jammed:{device}:{compartment}",
          "Locker {device}, door {compartment} did not open (lock jammed): service it"),
+    # staff cleared the compartment (POST /lockers/{bank}/compartments/{n}/clear, done by the bank)
+    Rule("locker", "compartment.cleared", "info", "", "", resolves="door.forced:{device}:{compartment}"),
+    Rule("locker", "compartment.cleared", "info", "", "", resolves="lock.jammed:{device}:{compartment}"),
     Rule("event", "keypad.locked", "warning", "keypad.locked:{device}",
          "Locker {device}: keypad locked for {for_s} s after {failures} wrong codes"),
     Rule("event", "pickup.interrupted", "warning", "pickup.interrupted:{device}:{compartment}",
