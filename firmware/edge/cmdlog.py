@@ -1,7 +1,5 @@
 # Command ids the device has started or finished, kept on flash so a command is applied at
 # most once, across reboots too (docs/protocol.md, "At most once per id").
-import json
-
 from edge import fsutil
 
 
@@ -9,21 +7,13 @@ class CommandLog:
     def __init__(self, path, keep=32):
         self.path = path
         self.keep = keep
-        # [[id, status, reason, result as JSON text], ...] oldest first. The result is kept as
-        # text: a short string costs a fraction of a dict's heap (32 entries: ~3 KB less)
-        self.entries = fsutil.load_json(path, [])
+        self.entries = fsutil.load_json(path, [])  # [[id, status, reason, result], ...] oldest first
 
-    def _find(self, cid):
+    def get(self, cid):
         for e in self.entries:
             if e[0] == cid:
                 return e
         return None
-
-    def get(self, cid):
-        e = self._find(cid)
-        if e is None:
-            return None
-        return [e[0], e[1], e[2], json.loads(e[3]) if isinstance(e[3], str) else e[3]]
 
     def start(self, cid):
         self.entries.append([cid, "started", None, None])
@@ -31,9 +21,7 @@ class CommandLog:
         fsutil.save_json(self.path, self.entries)
 
     def finish(self, cid, status, reason=None, result=None):
-        if result is not None:
-            result = json.dumps(result)
-        e = self._find(cid)
+        e = self.get(cid)
         if e is None:
             e = [cid, status, reason, result]
             self.entries.append(e)
