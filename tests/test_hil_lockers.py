@@ -404,6 +404,8 @@ def test_staff_and_order_system_operations_check_state_and_are_idempotent(bank: 
     new = r.json()["code"]
     assert new and new != old and len(new) == 6
     assert bank.post("/orders/ord-s/reissue", idempotency_key="re-1").json() == r.json(), "no second code"
+    clash = bank.post("/orders/ord-s/reissue", idempotency_key="cancel-c")  # a key of another operation
+    assert clash.status_code == 409 and clash.json()["reason"] == "idempotency-conflict"
     assert len(wait_for(lambda: bank.items("order.code", order="ord-s"), 10, what="order.code")) == 1
     wait_for(lambda: (bank.order("ord-s").get("code_sync") or {}).get("status") == "done", 20,
              what="the new code on the bank")
