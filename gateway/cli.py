@@ -44,6 +44,7 @@ async def _customer(store, samples: list[str], stop: asyncio.Event, rng: random.
 
 async def demo(args: argparse.Namespace) -> int:
     from gateway.fitting_demo import DEMO_STOCK, fitting_customer
+    from gateway.locker_demo import locker_day
     from gateway.app import Gateway, GatewayConfig
     from gateway.embedded_broker import EmbeddedBroker
     from hil.sim.store import VirtualStore
@@ -75,18 +76,22 @@ async def demo(args: argparse.Namespace) -> int:
         for i in range(args.pads):
             store.add_pad(f"pad-{i + 1}")
         room = store.add_fitting_room("room-1")  # docs/fitting-rooms.md
+        bank = store.add_locker("lk-1", ["S", "S", "M", "M", "L", "L"])  # docs/lockers.md
         store.start()
         stack.callback(store.stop)
         await asyncio.to_thread(store.wait_online, 30)
 
         base = f"http://{http_host}:{http_port}"
         print(f"""
-Phygital Edge demo store is running: {args.pads} sample pads on real MicroPython firmware.
+Phygital Edge demo store is running on real MicroPython firmware: {args.pads} sample pads,
+a fitting room and a locker bank.
+  staff dashboard:   {base}/dashboard
   API (OpenAPI):     {base}/docs
   devices:           {base}/devices
   events:            {base}/events
   live event stream: {base}/stream      (try: curl -N {base}/stream)
   fitting room:      {base}/mirror/room-1   (the mirror; staff: {base}/fitting/requests)
+  locker bank:       {base}/lockers/lk-1
   send a command:    curl -X POST {base}/devices/pad-1/commands -H 'content-type: application/json' \\
                        -d '{{"name":"blink","args":{{"times":3}},"idempotency_key":"try-1"}}'
 Ctrl-C stops everything.
@@ -96,6 +101,8 @@ Ctrl-C stops everything.
         stack.push_async_callback(_cancel, customer)
         fitting = asyncio.create_task(fitting_customer(room, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, fitting)
+        lockers = asyncio.create_task(locker_day(bank, base, stop, random.Random(args.seed)))
+        stack.push_async_callback(_cancel, lockers)
         if args.duration:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.duration)
