@@ -4,14 +4,17 @@
 # Hardware: door reed (`door`, 1 = open), send-chamber photo-eye (`chamber`, 1 = carrier
 # loaded), receive-bin photo-eye (`bin`, 1 = carrier in the bin), send button (`send`),
 # e-stop loop (`estop`), the station's air relays (`air` on/off, `air_dir` 1 = blow /
-# 0 = suck: the blower at the stockroom, the air gate at a floor station), a display on a
-# UART, and optionally line photo-eyes cabled to this board (`eyes`).
+# 0 = suck: the blower at the stockroom, the air gate at a floor station), the send gate
+# (`gate`, 1 = release the carrier from the chamber into the tube), a display on a UART, and
+# optionally line photo-eyes cabled to this board (`eyes`).
 #
 # Enforced here, whatever the gateway says:
 # * no air while this station's door is open: `air on` is refused, and a door opening cuts
 #   the air at once (`air.cut`);
 # * the e-stop cuts the air and refuses it until released;
 # * a send press with no carrier in the chamber (or no dispatch shown) is refused;
+# * the gate releases the carrier only for the air of the dispatch it was loaded for: air
+#   still on for the previous carrier never takes the next one along;
 # * air is off at boot; an `air` command older than the last applied one is ignored.
 import asyncio
 
@@ -33,6 +36,7 @@ class TubeStation:
         self.poll_ms, n, self.estop = inputs_cfg(hal, cfg)
         self.air = hal.pin_out("air", 0)  # off from the first instant
         self.air_dir = hal.pin_out("air_dir", 0)
+        self.gate = hal.pin_out("gate", 0)
         self.door = Input(hal.pin_in("door", "up"), n)  # reed to ground: 1 = open (or cut wire)
         self.chamber = Input(hal.pin_in("chamber"), n)
         self.bin = Input(hal.pin_in("bin"), n)
@@ -63,6 +67,7 @@ class TubeStation:
         self.rt.emit(etype, body)
 
     def _air_off(self, reason):
+        self.gate.off()
         if self.air.value():
             self.air.off()
             job = self.air_job[0] if self.air_job else None
@@ -89,6 +94,7 @@ class TubeStation:
         self._save()
         if not on:
             self.air.off()
+            self.gate.off()
             self.air_job = None
             return {"air": 0}
         d = args.get("dir")
@@ -102,11 +108,13 @@ class TubeStation:
         self.air_dir.value(1 if d == "blow" else 0)
         self.air_job = [job, role]
         self.air.on()
-        return {"air": 1}
+        if role == "origin" and self.chamber.v and self.job and self.job[0] == job:
+            self.gate.on()  # release this dispatch's carrier into the air stream
+        return {"air": 1, "gate": self.gate.value()}
 
     async def cmd_status(self, args):
         return {"station": self.station, "door": self.door.v, "chamber": self.chamber.v,
-                "bin": self.bin.v, "air": self.air.value(), "estop": self.estop.v if self.estop else 0,
+                "bin": self.bin.v, "air": self.air.value(), "gate": self.gate.value(), "estop": self.estop.v if self.estop else 0,
                 "job": self.job[0] if self.job else None}
 
     # --- inputs --------------------------------------------------------------------------------
@@ -137,8 +145,9 @@ class TubeStation:
         if v is not None:
             if v:
                 self._emit("carrier.loaded")
-            elif self.air_job and self.air_job[1] == "origin":
-                self._emit("carrier.sent", job=self.air_job[0])
+            elif self.gate.value():
+                self.gate.off()
+                self._emit("carrier.sent", job=self.air_job[0] if self.air_job else None)
                 if self.job and self.job[0] == self.air_job[0]:
                     self.job = None
                     self._save()
