@@ -183,9 +183,12 @@ def test_jam_detected_line_blocked_other_route_works_staff_recover(tube):
         tube.send("stockroom", "JAM")
         lost = tube.wait_state("j-1", "lost")
         assert "PE-T2" in lost["reason"] or "T2" in lost["reason"], lost
-        alerts = wait_for(lambda: _stream_of(stream, type="alert", kind="carrier_lost"), 10,
+        alerts = wait_for(lambda: _stream_of(stream, type="alert.carrier_lost"), 10,
                           what="carrier_lost alert on the stream")
         assert alerts[0]["severity"] == "error" and alerts[0]["job_id"] == "j-1"
+        staff = wait_for(lambda: [a for a in tube.gw.get("/alerts") if a["key"] == "tube.lost:j-1"], 10,
+                         what="staff alert for the lost carrier")
+        assert staff[0]["severity"] == "critical" and staff[0]["state"] == "open"
         blocked = tube.line()["blocked"]
         assert {"seg:T1", "seg:T2"} <= set(blocked) and blocked["seg:T2"] == "j-1"
         wait_for(lambda: tube.air("stockroom") == 0 and tube.air("floor-mens") == 0, T,
@@ -206,6 +209,8 @@ def test_jam_detected_line_blocked_other_route_works_staff_recover(tube):
         assert any(c.get("kind") == "jam_cleared" for c in r.json()["changes"])
         assert httpx.post(f"{tube.gw.url}/tube/jams/T4/clear", timeout=30).status_code == 409
         assert not tube.line()["blocked"]
+        wait_for(lambda: [a for a in tube.gw.get("/alerts", state="resolved") if a["key"] == "tube.lost:j-1"],
+                 10, what="the staff alert resolved by the clear")
         tube.send("stockroom", "JAM")
         tube.wait_state("j-1", "arrived")
         tube.take("floor-mens")

@@ -26,7 +26,8 @@
   `diverter.position`, `estop.*` (the line is stopped while any board reports its e-stop).
   Time is the gateway's receive time of the event (`t_gateway`).
 * **stream**: kind `tube`: `{"type": "dispatch.<state>", "job", "state", "reason", ...}` for
-  every job state change and `{"type": "alert", "kind", "severity", "message", ...}`.
+  every job state change and `{"type": "alert.<kind>", "kind", "severity", "message", ...}`
+  (the staff alerts service raises and resolves dashboard alerts from these).
 """
 from __future__ import annotations
 
@@ -368,7 +369,7 @@ class TubeService:
                       action.command_id)
         elif isinstance(action, Alert):
             d = action_to_dict(action)
-            d["type"] = "alert"
+            d["type"] = f"alert.{action.kind}"  # staff alerts match on it (services/alerts.py)
             d["at"] = self._now()
             batch.items.append(d)
             log.log(logging.ERROR if action.severity == "error" else logging.INFO,
