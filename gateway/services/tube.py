@@ -61,6 +61,7 @@ from ..core.tube import (
 )
 from ..db import Database
 from ..store import Store
+from .ticker import tick_loop
 
 log = logging.getLogger("gateway.tube")
 
@@ -227,22 +228,16 @@ class TubeService:
                  ",".join(live) or "-")
 
     async def run(self) -> None:
-        while True:
-            timeout = self.tick_s
-            due = self.arbiter.next_deadline()
-            if due is not None:
-                timeout = min(timeout, max(0.01, due - self._now() + 0.01))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("tube step failed")
+        """Apply device events and tick the arbiter, forever (cancel to stop)."""
+        await tick_loop(self._wake, self._sleep_s, self.step, log, "tube step")
+
+    def _sleep_s(self) -> float:
+        """Until the arbiter's next deadline (just after it: deadlines fire strictly later),
+        at most `tick_s`."""
+        due = self.arbiter.next_deadline()
+        if due is None:
+            return self.tick_s
+        return min(self.tick_s, max(0.01, due - self._now() + 0.01))
 
     async def step(self) -> None:
         async with self._lock:
