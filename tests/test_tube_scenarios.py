@@ -58,12 +58,15 @@ class Line:
         return bytes(self.rig.sim(DEV[station]).uart_from_fw.get("display", b"")).decode(errors="replace")
 
     def send(self, station: str, item: str) -> None:
-        """Staff: wait for the station to show the item, load a carrier, press send."""
+        """Staff: wait for the station to show the item, open the door, load a carrier, close
+        the door, press send."""
         dev = DEV[station]
         wait_for(lambda: self.display(station).rstrip("\n").rsplit("\n", 1)[-1].startswith(f"Load {item} "),
                  T, what=f"{station} showing {item}")
         n = len(self.gw.events(dev, "carrier.loaded"))
+        self.rig.open_door(dev)  # (the previous carrier may still be flying: its air stays on)
         self.rig.load_carrier(dev)
+        self.rig.close_door(dev)
         wait_for(lambda: len(self.gw.events(dev, "carrier.loaded")) > n, T, what=f"{station} chamber loaded")
         self.rig.press_send(dev)
 

@@ -9,8 +9,11 @@
 # optionally line photo-eyes cabled to this board (`eyes`).
 #
 # Enforced here, whatever the gateway says:
-# * no air while this station's door is open: `air on` is refused, and a door opening cuts
-#   the air at once (`air.cut`);
+# * no air where this station's open door is: at a destination (the bin is the tube's end),
+#   or at an origin whose gate is open or about to open (the carrier still in the chamber).
+#   Such an `air on` is refused and a door opening cuts the air at once (`air.cut`). After
+#   the carrier has left, the shut gate seals the chamber from the tube: staff may open the
+#   door to load the next carrier while the air still carries the previous one;
 # * the e-stop cuts the air and refuses it until released;
 # * a send press with no carrier in the chamber (or no dispatch shown) is refused;
 # * the gate releases the carrier only for the air of the dispatch it was loaded for: air
@@ -103,12 +106,13 @@ class TubeStation:
             raise Rejected("bad-args")
         if self.estop and self.estop.v:
             raise Rejected("estop")
-        if self.door.v:
+        release = role == "origin" and self.chamber.v and self.job and self.job[0] == job
+        if self.door.v and (release or role == "destination"):
             raise Rejected("door-open")
         self.air_dir.value(1 if d == "blow" else 0)
         self.air_job = [job, role]
         self.air.on()
-        if role == "origin" and self.chamber.v and self.job and self.job[0] == job:
+        if release:
             self.gate.on()  # release this dispatch's carrier into the air stream
         return {"air": 1, "gate": self.gate.value()}
 
@@ -138,7 +142,7 @@ class TubeStation:
                 emit_estop(self.rt, v)
         v = self.door.poll()
         if v is not None:
-            if v:
+            if v and self.air_job and (self.gate.value() or self.air_job[1] == "destination"):
                 self._air_off("door-open")  # safety first, then report
             self._emit("door.opened" if v else "door.closed")
         v = self.chamber.poll()
