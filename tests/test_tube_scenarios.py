@@ -292,6 +292,8 @@ def test_gateway_restart_mid_transit_neither_loses_nor_duplicates(tube):
     wait_for(lambda: tube.model.in_tube(), T, what="carrier in the tube")
     tube.gw.kill()  # mid-transit; the devices keep their air, journal their events
     wait_for(lambda: tube.model.arrivals, T, what="the carrier arrives while the gateway is down")
+    # the station saw it (its display says so) before someone takes it out
+    wait_for(lambda: "Carrier arrived" in tube.display("fitting-rooms"), T, what="arrival seen by the station")
     tube.take("fitting-rooms")
     tube.gw.start()
     job = tube.wait_state("g-1", "delivered", timeout=60)

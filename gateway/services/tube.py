@@ -15,7 +15,8 @@
   are written in ONE transaction: ingest has already persisted each event before acknowledging
   it (decision 2), and the cursor makes applying it exactly-once across crashes and restarts.
   On start: `from_dict` + `resume(now)`, then the events journaled meanwhile are applied.
-* **actions -> device commands**, inserted as queued commands in that transaction, with the
+* **actions -> device commands**, inserted as queued commands in that transaction (and sent
+  right after the commit, `CommandService.send_soon`), with the
   arbiter's `command_id` as the idempotency key (`tube:<command_id>:<device>`): a re-emitted
   action (after a restart) finds its command and sends nothing twice. `SetDiverter` ->
   `set_diverter` on the diverter's device; `StartBlower`/`StopBlower` -> `air` on the origin
@@ -142,7 +143,9 @@ def _load_tx(store: Store, network: str) -> tuple[dict[str, Any] | None, int]:
 
 def _save_tx(store: Store, network: str, state: dict[str, Any], cursor: int,
              items: list[dict[str, Any]], jobs: dict[str, dict[str, Any]],
-             cmds: list[tuple[str, str, dict[str, Any], str, int]], now: int) -> None:
+             cmds: list[tuple[str, str, dict[str, Any], str, int]], now: int) -> list[dict[str, Any]]:
+    """Returns the commands it inserted (a re-emitted action finds its command: none)."""
+    inserted = []
     with store.transaction():
         store.conn.execute(
             """INSERT INTO tube_state (network, state, cursor, updated) VALUES (?,?,?,?)
@@ -157,8 +160,10 @@ def _save_tx(store: Store, network: str, state: dict[str, Any], cursor: int,
             store.append_stream("tube", data)
         for device, name, args, key, deadline in cmds:
             if store.find_command(device, key) is None:
-                store.insert_command(id="c-" + secrets.token_hex(8), device=device, name=name,
-                                     args=args, idem_key=key, deadline=deadline, now=now)
+                inserted.append(store.insert_command(id="c-" + secrets.token_hex(8), device=device,
+                                                     name=name, args=args, idem_key=key,
+                                                     deadline=deadline, now=now))
+    return inserted
 
 
 def _events_tx(store: Store, devices: tuple[str, ...], after: int, limit: int) -> list[dict[str, Any]]:
@@ -285,13 +290,14 @@ class TubeService:
             self._carry_out(action, batch)
         state = {"arbiter": self.arbiter.to_dict(), "meta": self.meta}
         try:
-            await self.db.write(_save_tx, self.net.name, state,
+            inserted = await self.db.write(_save_tx, self.net.name, state,
                                 self.cursor if cursor is None else cursor, batch.items, batch.jobs,
                                 batch.cmds, self.clock())
         except BaseException:
             self.arbiter = TubeArbiter.from_dict(self.net, before)
             self.meta = meta_before
             raise
+        self.commands.send_soon(inserted)
         if cursor is not None:
             self.cursor = cursor
         self._records.update(batch.jobs)

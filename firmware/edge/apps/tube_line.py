@@ -77,7 +77,7 @@ class TubeLine:
         if d[_TGT] is not None:
             d[_TGT] = None
             d[_RES] = res
-            if res != "ok":
+            if res not in ("ok", "superseded"):  # a newer command took over: not a fault
                 self.rt.emit("diverter.fault", {"diverter": d[_ID], "reason": res})
 
     # --- commands ------------------------------------------------------------------------------
