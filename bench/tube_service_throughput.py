@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--customer-share", type=float, default=0.6)
     p.add_argument("--return-share", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--workdir", type=Path, default=None, help="keep logs, database and flash here")
     args = p.parse_args(argv)
 
     cfg = json.loads(NETWORK.read_text())
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     stations = {s: cfg["devices"][s] for s in net.stations}
     demand = Demand(net, args.seed, args.customer_share, args.return_share)
     with tempfile.TemporaryDirectory(prefix="tube-bench-") as tmp:
-        tmp = Path(tmp)
+        tmp = args.workdir or Path(tmp)
         broker = Mosquitto(tmp / "mosquitto").start()
         gw = GatewayProcess(tmp / "gw", broker.port, extra_args=["--tube-network", str(NETWORK),
                                                                  "--log-level", "WARNING"]).start()
@@ -131,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     times = sorted(next(t for t, s, _ in j["history"] if s == "delivered") for j in delivered.values())
     n = len(times)
     if n < 10:
-        print(f"only {n} dispatches delivered: run longer (--seconds)")
+        from collections import Counter
+        print(f"only {n} dispatches delivered: run longer (--seconds); states: "
+              f"{dict(Counter(j['state'] for j in jobs.values()))}; violations: {model.violations[:3]}")
         return 1
     ia, ib = int(0.1 * n), int(0.9 * n) - 1
     per_hour = (ib - ia) / (times[ib] - times[ia]) * 3600

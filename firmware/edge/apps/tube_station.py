@@ -54,6 +54,7 @@ class TubeStation:
         self.job = st.get("job")  # [job, item, destination] shown for loading, or None
         self.seq = st.get("seq") or {}
         self.air_job = None  # [job, role] while the air is on
+        self.pressed = None  # job whose send was pressed (its carrier waits for the line)
         self.commands = {"load": self.cmd_load, "air": self.cmd_air, "status": self.cmd_status}
 
     def _save(self):
@@ -64,6 +65,16 @@ class TubeStation:
             self.disp.write(text.encode() + b"\n")
         except OSError:
             pass  # a dead display must not stop the station
+
+    def _prompt(self):
+        """What the display says when nothing else is happening: the carrier to load, if any
+        (an arrival in the bin must not make staff forget it)."""
+        if not self.job:
+            self._show(IDLE)
+        elif self.pressed == self.job[0] and self.chamber.v:
+            self._show("Sending %s to %s" % (self.job[1], self.job[2]))
+        else:
+            self._show("Load %s for %s, then press SEND" % (self.job[1], self.job[2]))
 
     def _emit(self, etype, **body):
         body["station"] = self.station
@@ -84,7 +95,7 @@ class TubeStation:
             raise Rejected("bad-args")
         self.job = [job, item, to]
         self._save()
-        self._show("Load %s for %s, then press SEND" % (item, to))
+        self._prompt()
         return {"job": job, "loaded": self.chamber.v}
 
     async def cmd_air(self, args):
@@ -130,8 +141,9 @@ class TubeStation:
             self._emit("send.refused", reason="no-dispatch", job=None)
             self._show("Nothing to send - wait for a dispatch on this display")
         else:
+            self.pressed = self.job[0]
             self._emit("send.pressed", job=self.job[0])
-            self._show("Sending %s to %s" % (self.job[1], self.job[2]))
+            self._prompt()
 
     def poll_once(self):
         if self.estop:
@@ -152,10 +164,10 @@ class TubeStation:
             elif self.gate.value():
                 self.gate.off()
                 self._emit("carrier.sent", job=self.air_job[0] if self.air_job else None)
-                if self.job and self.job[0] == self.air_job[0]:
+                if self.job and self.air_job and self.job[0] == self.air_job[0]:
                     self.job = None
                     self._save()
-                self._show(IDLE)
+                self._prompt()
             else:
                 self._emit("carrier.unloaded")
         v = self.bin.poll()
@@ -165,7 +177,7 @@ class TubeStation:
                 self._show("Carrier arrived - please take it out")
             else:
                 self._emit("carrier.removed")
-                self._show(IDLE)
+                self._prompt()
         if self.btn.poll() == 1:
             self._send_pressed()
         self.eyes.poll()
@@ -174,10 +186,7 @@ class TubeStation:
         # what the gateway cannot know after a power cut: the world as it is now
         self._emit("station.boot", door=self.door.v, chamber=self.chamber.v, bin=self.bin.v,
                    estop=self.estop.v if self.estop else 0)
-        if self.job:
-            self._show("Load %s for %s, then press SEND" % (self.job[1], self.job[2]))
-        else:
-            self._show(IDLE)
+        self._prompt()
         while True:
             self.rt.heartbeat()
             self.poll_once()
