@@ -60,9 +60,12 @@ class Line:
     def send(self, station: str, item: str) -> None:
         """Staff: wait for the station to show the item, open the door, load a carrier, close
         the door, press send."""
-        dev = DEV[station]
         wait_for(lambda: self.display(station).rstrip("\n").rsplit("\n", 1)[-1].startswith(f"Load {item} "),
                  T, what=f"{station} showing {item}")
+        self.load_and_send(station)
+
+    def load_and_send(self, station: str) -> None:
+        dev = DEV[station]
         n = len(self.gw.events(dev, "carrier.loaded"))
         self.rig.open_door(dev)  # (the previous carrier may still be flying: its air stays on)
         self.rig.load_carrier(dev)
@@ -102,7 +105,14 @@ def test_dispatch_end_to_end_with_diverters(tube):
     with StreamReader(tube.gw.url) as stream:
         rec = tube.dispatch("d-1", "stockroom", "fitting-rooms", item="SKU-42")
         assert rec["state"] == "queued" and rec["from"] == "stockroom"
-        tube.send("stockroom", "SKU-42")
+        # send pressed with an empty chamber: refused on the station, nothing moves
+        wait_for(lambda: "Load SKU-42 " in tube.display("stockroom"), T, what="load prompt")
+        tube.rig.press_send(DEV["stockroom"])
+        refused = wait_for(lambda: tube.gw.events(DEV["stockroom"], "send.refused"), T, what="send.refused")
+        assert refused[0]["body"]["reason"] == "no-carrier" and refused[0]["body"]["job"] == "d-1"
+        assert "No carrier" in tube.display("stockroom")
+        assert tube.job("d-1")["state"] == "queued" and tube.air("stockroom") == 0
+        tube.load_and_send("stockroom")
         tube.wait_state("d-1", "arrived")
         assert tube.model.arrivals and tube.model.arrivals[-1][1:] == ("stockroom", "fitting-rooms")
         wait_for(lambda: tube.air("stockroom") == 0 and tube.air("fitting-rooms") == 0, T,

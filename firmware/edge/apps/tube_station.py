@@ -129,8 +129,8 @@ class TubeStation:
 
     async def cmd_status(self, args):
         return {"station": self.station, "door": self.door.v, "chamber": self.chamber.v,
-                "bin": self.bin.v, "air": self.air.value(), "gate": self.gate.value(), "estop": self.estop.v if self.estop else 0,
-                "job": self.job[0] if self.job else None}
+                "bin": self.bin.v, "air": self.air.value(), "gate": self.gate.value(),
+                "estop": self.estop.v if self.estop else 0, "job": self.job[0] if self.job else None}
 
     # --- inputs --------------------------------------------------------------------------------
     def _send_pressed(self):
