@@ -59,13 +59,14 @@ def tube_router(gw: Gateway) -> APIRouter:
 
     @r.get("/dispatches")
     async def list_dispatches(state: str | None = None) -> list[dict[str, Any]]:
-        """Every dispatch (oldest first), optionally in one `state`."""
+        """Live dispatches and the last 1000 finished (least recently updated first),
+        optionally in one `state`; older ones: GET /tube/dispatches/{job}."""
         return gw.tube.jobs(state)
 
     @r.get("/dispatches/{job}")
     async def get_dispatch(job: str) -> dict[str, Any]:
         try:
-            return gw.tube.job(job)
+            return await gw.tube.get_job(job)
         except UnknownJob:
             raise _404(job) from None
 

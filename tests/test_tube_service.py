@@ -188,3 +188,34 @@ def test_lost_by_the_clock_blocks_then_staff_clear_and_resend(tmp_path):
         await w.db.close()
 
     asyncio.run(main())
+
+
+def test_finished_dispatches_beyond_the_memory_bound_are_read_from_the_store(tmp_path, monkeypatch):
+    import gateway.services.tube as tube_mod
+
+    monkeypatch.setattr(tube_mod, "RECENT_KEEP", 2)
+
+    async def main() -> None:
+        w = World(tmp_path / "gw.db")
+        svc = await w.open()
+        for i in range(4):
+            await svc.dispatch(origin="floor-mens", destination="stockroom", priority="replenishment",
+                               item=f"R{i}", key=f"c-{i}")
+            await svc.cancel(f"c-{i}")
+        await svc.dispatch(origin="stockroom", destination="floor-mens", priority="customer",
+                           item="LIVE", key="live")
+        assert [j["job"] for j in svc.jobs()] == ["c-2", "c-3", "live"]
+        old = await svc.get_job("c-0")
+        assert old["state"] == "cancelled"
+        again, created = await svc.dispatch(origin="floor-mens", destination="stockroom",
+                                            priority="replenishment", item="R0", key="c-0")
+        assert not created and again["state"] == "cancelled", "an old key is still idempotent"
+        with pytest.raises(JobConflict):
+            await svc.dispatch(origin="stockroom", destination="floor-mens", priority="customer",
+                               item="R0", key="c-0")
+        await w.db.close()
+        svc = await w.open()  # a restart loads the live ones and the recent ones only
+        assert [j["job"] for j in svc.jobs()] == ["c-2", "c-3", "live"]
+        await w.db.close()
+
+    asyncio.run(main())

@@ -10,7 +10,8 @@
   with the same lock: the core is never called concurrently.
 * **storage**: table `tube_state` (one row: `{"arbiter": to_dict(), "meta": ...}` and `cursor`,
   the id of the last device event applied) and `tube_jobs` (the public record of every
-  dispatch, kept after the arbiter forgets a finished one). Like the locker service, a batch of
+  dispatch, kept after the arbiter forgets a finished one; memory holds the live ones and the
+  last `RECENT_KEEP` finished, older ones are read on demand). Like the locker service, a batch of
   events, the snapshot, the cursor, the stream items and the device commands the batch caused
   are written in ONE transaction: ingest has already persisted each event before acknowledging
   it (decision 2), and the cursor makes applying it exactly-once across crashes and restarts.
@@ -71,6 +72,7 @@ KINDS = ("tube-station", "tube-line")
 DEVICE_CMD_TIMEOUT_S = 60.0
 EVENT_PAGE = 200
 HISTORY_KEEP = 40
+RECENT_KEEP = 1000  # finished dispatches kept in memory (older ones: read from tube_jobs)
 JOB_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,64}\Z")
 
 SCHEMA = (
@@ -176,10 +178,15 @@ def _events_tx(store: Store, devices: tuple[str, ...], after: int, limit: int) -
 
 
 def _jobs_tx(store: Store, job: str | None = None) -> list[dict[str, Any]]:
+    """One record, or the live ones and the `RECENT_KEEP` last finished, oldest update first."""
     if job is not None:
         rows = store.conn.execute("SELECT data FROM tube_jobs WHERE id = ?", (job,)).fetchall()
     else:
-        rows = store.conn.execute("SELECT data FROM tube_jobs ORDER BY rowid").fetchall()
+        rows = store.conn.execute(
+            "SELECT data FROM tube_jobs WHERE json_extract(data, '$.final') = 0 OR id IN "
+            "(SELECT id FROM tube_jobs WHERE json_extract(data, '$.final') = 1 "
+            " ORDER BY updated DESC, rowid DESC LIMIT ?) "
+            "ORDER BY updated, rowid", (RECENT_KEEP,)).fetchall()
     return [json.loads(r[0]) for r in rows]
 
 
@@ -215,8 +222,7 @@ class TubeService:
         force, with the same command ids)."""
         await self.db.write(_schema_tx)
         state, self.cursor = await self.db.read(_load_tx, self.net.name)
-        for rec in await self.db.read(_jobs_tx):
-            self._records[rec["job"]] = rec
+        self._remember(await self.db.read(_jobs_tx))
         if state is None:
             log.info("tube network %s: fresh arbiter (%d stations, %d diverters)", self.net.name,
                      len(self.net.stations), len(self.net.diverters))
@@ -300,7 +306,7 @@ class TubeService:
         self.commands.send_soon(inserted)
         if cursor is not None:
             self.cursor = cursor
-        self._records.update(batch.jobs)
+        self._remember(batch.jobs.values())
         self.arbiter.forget_finished()  # their records are in tube_jobs now
 
     def _apply(self, a: TubeArbiter, e: dict[str, Any]) -> list[Action]:
@@ -405,22 +411,26 @@ class TubeService:
         if not JOB_ID_RE.match(key):
             raise InvalidJob("idempotency_key must be 1-64 characters of A-Z a-z 0-9 . _ : @ / + = -")
         async with self._lock:
-            old = self._records.get(key)
+            try:
+                old: dict[str, Any] | None = await self.get_job(key)
+            except UnknownJob:
+                old = None
             if old is not None:
                 if (old["from"], old["to"], old["priority"], old["item"]) != (origin, destination, priority, item):
                     raise JobConflict(f"idempotency key {key!r} was already used for dispatch "
                                       f"{old['from']} -> {old['to']} ({old['priority']}, {old['item']}); "
                                       "use a new key for a different dispatch")
-                return self.job(key), False
+                return old, False
             req = DispatchRequest(key, origin, destination, priority, item, self._now())
             await self._decide(lambda a, now: a.submit(req, now))
             return self.job(key), True
 
     async def cancel(self, job: str) -> dict[str, Any]:
         async with self._lock:
-            self.job(job)
-            if job in {j.request.id for j in self.arbiter.jobs()}:
-                await self._decide(lambda a, now: a.cancel(job, now, "cancelled by the API"))
+            rec = await self.get_job(job)
+            if job not in {j.request.id for j in self.arbiter.jobs()}:
+                return rec  # finished (and forgotten by the arbiter): nothing to cancel
+            await self._decide(lambda a, now: a.cancel(job, now, "cancelled by the API"))
             return self.job(job)
 
     async def clear_jam(self, target: str, resend: bool = True) -> list[dict[str, Any]]:
@@ -429,13 +439,33 @@ class TubeService:
             actions = await self._decide(lambda a, now: a.clear_jam(target, now, resend=resend))
             return [action_to_dict(x) for x in actions if isinstance(x, (Alert, JobUpdate))]
 
+    def _remember(self, recs: Any) -> None:
+        """Keep every live record and the `RECENT_KEEP` last finished ones in memory."""
+        for rec in recs:
+            self._records.pop(rec["job"], None)
+            self._records[rec["job"]] = rec  # most recently updated last
+        extra = sum(1 for r in self._records.values() if r["final"]) - RECENT_KEEP
+        for jid in [j for j, r in self._records.items() if r["final"]][:max(0, extra)]:
+            del self._records[jid]
+
     def job(self, job: str) -> dict[str, Any]:
+        """A live or recent dispatch (memory only; `get_job` also reads older ones)."""
         rec = self._records.get(job)
         if rec is None:
             raise UnknownJob(job)
         return rec
 
+    async def get_job(self, job: str) -> dict[str, Any]:
+        rec = self._records.get(job)
+        if rec is None:
+            found = await self.db.read(_jobs_tx, job)
+            if not found:
+                raise UnknownJob(job)
+            rec = found[0]
+        return rec
+
     def jobs(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Live dispatches and the `RECENT_KEEP` last finished, oldest update first."""
         return [r for r in self._records.values() if state is None or r["state"] == state]
 
     def view(self) -> dict[str, Any]:
