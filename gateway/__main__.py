@@ -102,7 +102,8 @@ _FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
                 "stock_url": ("stock_url",), "fitting_swaps": ("fitting_swap_n",),
                 "fitting_swap_window": ("fitting_swap_window_s",),
                 "locker_reserve": ("locker_reserve_s",),
-                "locker_pickup_window": ("locker_pickup_window_s",)}
+                "locker_pickup_window": ("locker_pickup_window_s",),
+                "tube_network": ("tube_network",)}
 
 
 def explicit_flags(argv: Sequence[str] | None) -> set[str]:
