@@ -115,3 +115,20 @@ def test_tube_wiring_files():
     assert {"door", "chamber", "bin", "send", "estop"} <= set(st.inputs)
     assert {"air", "air_dir", "gate"} <= set(st.outputs)
     assert st.levels["estop_active"] == 1
+
+
+def test_tube_board_files_map_every_pin_the_apps_use():
+    import json
+
+    bench = load_wiring(ROOT / "boards" / "rigs" / "tube-bench.json")
+    for dev in bench.devices.values():
+        pins = json.loads((ROOT / dev.board).read_text())["pins"]
+        wired = set(dev.inputs) | set(dev.outputs)
+        assert wired <= set(pins), (dev.name, wired - set(pins))
+        if dev.kind == "tube-station":
+            need = {"door", "chamber", "bin", "send", "estop", "air", "air_dir", "gate", *dev.app["eyes"]}
+        else:
+            need = {"estop", *dev.app["eyes"]}
+            for d in dev.app["diverters"]:
+                need |= {f"{d['id']}.run", f"{d['id']}.dir"} | {f"{d['id']}.{p}" for p in d["positions"]}
+        assert need <= set(pins), (dev.name, need - set(pins))

@@ -169,7 +169,7 @@ class TubeLineModel:
                 step = dt / float(spec["travel_time_s"])
                 last = len(spec["positions"]) - 1
                 self.div_pos[d] = min(last, max(0.0, self.div_pos[d] + (step if sim.output(f"{d}.dir") else -step)))
-                self._set_limits(d)
+            self._set_limits(d)  # every step: a `reset_world()` cannot leave them wrong
         for eye, t_off in list(self._eye_off.items()):
             if now >= t_off:
                 del self._eye_off[eye]
