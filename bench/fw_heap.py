@@ -30,6 +30,9 @@ from hil.sim.mfrc522 import NtagTag  # noqa: E402
 from hil.sim.store import VirtualStore  # noqa: E402
 from tests.e2e import StreamReader  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tube_heap  # noqa: E402  (bench/tube_heap.py: the tube apps' scenarios)
+
 
 def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int = 3) -> list[float]:
     """Returns tag-placed → event-published latencies (ms), measured by an MQTT subscriber."""
@@ -167,18 +170,22 @@ LOCKER_APP = {"occupancy": True, "pulse_ms": 300, "verify_ms": 300, "retry_ms": 
 
 def run_at(heap_kb: int, broker: Mosquitto, gw: GatewayProcess, workdir: Path, n: int,
            app: str = "sample-pad", compartments: int = 12) -> tuple[bool, list[float], str]:
-    prefix = {"fitting-room": "room", "locker-bank": "lk"}.get(app, "pad")
+    prefix = {"fitting-room": "room", "locker-bank": "lk", "tube-station": "tube", "tube-line": "tube"}.get(app, "pad")
     dev = f"{prefix}-h{n}"
     store = VirtualStore(workdir / f"h{n}", broker_port=broker.port, heap=f"{heap_kb}k")
     if app == "fitting-room":
         store.add_fitting_room(dev)
     elif app == "locker-bank":
         store.add_locker(dev, ["SML"[i % 3] for i in range(compartments)], heap=f"{heap_kb}k", **LOCKER_APP)
+    elif app.startswith("tube"):  # bench/tube_heap.py
+        tube_heap.add(store, dev, app)
     else:
         store.add_pad(dev)
     store.start()
     try:
-        scenario = {"fitting-room": fitting_scenario, "locker-bank": locker_scenario}.get(app, pad_scenario)
+        scenario = {"fitting-room": fitting_scenario, "locker-bank": locker_scenario,
+                    "tube-station": tube_heap.station_scenario,
+                    "tube-line": tube_heap.line_scenario}.get(app, pad_scenario)
         lat = scenario(store, gw, dev)
         return True, lat, ""
     except Exception as e:  # noqa: BLE001 - any failure means this heap is too small
@@ -193,7 +200,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="CI smoke: try 96 KB and 12 KB only")
     ap.add_argument("--low", type=int, default=8)
     ap.add_argument("--high", type=int, default=256)
-    ap.add_argument("--app", choices=["sample-pad", "fitting-room", "locker-bank"], default="sample-pad")
+    ap.add_argument("--app", choices=["sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line"],
+                    default="sample-pad")
     ap.add_argument("--compartments", type=int, default=12, help="locker bank size (default 12)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,7 +240,8 @@ def main() -> int:
             broker.stop()
     passing = sorted(k for k, ok in results.items() if ok)
     print("\nfirmware heap benchmark (MicroPython unix port, 64-bit)")
-    what = {"fitting-room": "4 in->persisted", "locker-bank": "code->opened"}.get(args.app, "tag->publish")
+    what = {"fitting-room": "4 in->persisted", "locker-bank": "code->opened", "tube-station": "input->persisted",
+            "tube-line": "move->done"}.get(args.app, "tag->publish")
     print(f"{'app':<14}{'min heap (KB)':>14}{'goal (KB)':>11}{what + ' p50 (ms)':>25}{'p99 (ms)':>10}")
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = max(latencies) if latencies else float("nan")  # few samples: the max is the honest p99

@@ -165,25 +165,8 @@ def run(cfg: dict, sc: Scenario, args) -> Result:
 
     # bounds from the delivered mix
     reqs = {j.request.id: j.request for j in arb.jobs() if j.state == DELIVERED}
-    work: dict[str, float] = {}
-    pipe: dict[str, float] = {}
-    serial = []
-    speed = net.blower.speed_m_s
-    for r in reqs.values():
-        route = net.route(r.origin, r.destination)
-        for w in (work, pipe):
-            w[f"send:{r.origin}"] = w.get(f"send:{r.origin}", 0.0) + sc.load_s
-            w[f"recv:{r.destination}"] = w.get(f"recv:{r.destination}", 0.0) + sc.unload_s
-        for leg in route.legs:
-            work[f"seg:{leg.segment_id}"] = work.get(f"seg:{leg.segment_id}", 0.0) + route.transit_s
-            pipe[f"seg:{leg.segment_id}"] = pipe.get(f"seg:{leg.segment_id}", 0.0) + leg.length_m / speed
-        if sc.one_blower:
-            work["blower"] = work.get("blower", 0.0) + route.transit_s
-            pipe["blower"] = pipe.get("blower", 0.0) + route.transit_s
-        serial.append(sc.load_s + route.setup_s + route.transit_s + sc.unload_s)
-    binding, heaviest = max(work.items(), key=lambda kv: kv[1])
-    capacity = 3600 * len(reqs) / heaviest
-    pipelined = 3600 * len(reqs) / max(pipe.values())
+    capacity, binding, pipelined, serial = bounds(net, list(reqs.values()), sc.load_s, sc.unload_s,
+                                                  sc.one_blower)
 
     # waits, and whether the backlog ever ran dry inside the window
     routed = world.times(ROUTING)
@@ -198,6 +181,30 @@ def run(cfg: dict, sc: Scenario, args) -> Result:
     return Result(sc, n, per_hour, line_busy, busiest, capacity, binding, pipelined,
                   3600 / statistics.mean(serial), med(waits["customer"]), med(waits["replenishment"]),
                   saturated, lost)
+
+
+def bounds(net: TubeNetwork, reqs: list[DispatchRequest], load_s: float, unload_s: float,
+           one_blower: bool = False) -> tuple[float, str, float, list[float]]:
+    """(capacity/h, binding resource, pipelined/h, serial s per dispatch) for a delivered mix
+    (see "Columns" above)."""
+    work: dict[str, float] = {}
+    pipe: dict[str, float] = {}
+    serial = []
+    speed = net.blower.speed_m_s
+    for r in reqs:
+        route = net.route(r.origin, r.destination)
+        for w in (work, pipe):
+            w[f"send:{r.origin}"] = w.get(f"send:{r.origin}", 0.0) + load_s
+            w[f"recv:{r.destination}"] = w.get(f"recv:{r.destination}", 0.0) + unload_s
+        for leg in route.legs:
+            work[f"seg:{leg.segment_id}"] = work.get(f"seg:{leg.segment_id}", 0.0) + route.transit_s
+            pipe[f"seg:{leg.segment_id}"] = pipe.get(f"seg:{leg.segment_id}", 0.0) + leg.length_m / speed
+        if one_blower:
+            work["blower"] = work.get("blower", 0.0) + route.transit_s
+            pipe["blower"] = pipe.get("blower", 0.0) + route.transit_s
+        serial.append(load_s + route.setup_s + route.transit_s + unload_s)
+    binding, heaviest = max(work.items(), key=lambda kv: kv[1])
+    return 3600 * len(reqs) / heaviest, binding, 3600 * len(reqs) / max(pipe.values()), serial
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="locker banks: how long an unloaded reservation lasts (default 4 h)")
     p.add_argument("--locker-pickup-window", type=float, default=3 * 24 * 3600, metavar="SECONDS",
                    help="locker banks: how long a pickup code works (default 3 days)")
+    p.add_argument("--tube-network", type=Path, default=None, metavar="FILE",
+                   help="pneumatic tube network (default boards/tube/store-demo.json; docs/tube.md)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", default="text", choices=["text", "json"],
@@ -100,7 +102,8 @@ _FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
                 "stock_url": ("stock_url",), "fitting_swaps": ("fitting_swap_n",),
                 "fitting_swap_window": ("fitting_swap_window_s",),
                 "locker_reserve": ("locker_reserve_s",),
-                "locker_pickup_window": ("locker_pickup_window_s",)}
+                "locker_pickup_window": ("locker_pickup_window_s",),
+                "tube_network": ("tube_network",)}
 
 
 def explicit_flags(argv: Sequence[str] | None) -> set[str]:
@@ -139,7 +142,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                          fitting_swap_n=args.fitting_swaps,
                          fitting_swap_window_s=args.fitting_swap_window,
                          locker_reserve_s=args.locker_reserve,
-                         locker_pickup_window_s=args.locker_pickup_window)
+                         locker_pickup_window_s=args.locker_pickup_window,
+                         tube_network=args.tube_network)
 
 
 async def serve(config: GatewayConfig) -> None:

@@ -23,6 +23,7 @@ from .store import Store, StreamItem
 from .stream import sse_events
 from .fitting_api import add_fitting_routes
 from .ops_api import add_ops_routes
+from .tube_api import tube_router
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -214,4 +215,5 @@ def create_app(gw: Gateway) -> FastAPI:
 
     add_staff_routes(app, gw)
     add_ops_routes(app, gw)  # webhooks, /metrics (gateway/ops_api.py)
+    app.include_router(tube_router(gw))  # /tube/... (docs/tube.md)
     return app

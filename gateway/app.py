@@ -33,6 +33,7 @@ from .services.pads import PadsService
 from .services.fitting import FittingService
 from .services.stock import FileStock, HttpStock
 from .core.fitting import Rules as FittingRules
+from .services.tube import TubeService
 from .store import Store, StreamItem
 from .stream import Broadcaster
 from .chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS, ChainService
@@ -77,6 +78,8 @@ class GatewayConfig:
     webhook_timeout_s: float = 10.0       # one HTTP attempt
     store_id: str | None = None           # chain of stores: this store's id; None = off
     chain_kinds: tuple[str, ...] = DEFAULT_CHAIN_KINDS
+    tube_network: Path | None = None      # tube network file (None: boards/tube/store-demo.json)
+    tube_tick_s: float = 0.5              # tube arbiter: longest sleep between ticks
 
 
 class _Server(uvicorn.Server):
@@ -129,6 +132,8 @@ class Gateway:
         self.chain = None if config.store_id is None else ChainService(
             self.db, self.bus.publish, self.bus.wait_connected, config.store_id,
             kinds=config.chain_kinds)
+        self.tube = TubeService(self.db, self.commands, config.tube_network,
+                                tick_s=config.tube_tick_s, clock=clock)
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()
@@ -142,6 +147,7 @@ class Gateway:
             await self.pads.load()
             await self.lockers.load()
             await self.fitting.load()
+            await self.tube.load()
             self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
             await self.webhooks.start()  # before ingest: the outbox hooks see every item
             if self.chain is not None:
@@ -157,6 +163,7 @@ class Gateway:
         self._spawn("lockers", self.lockers.run())
         self._spawn("alerts", self.alerts.run())
         self._spawn("fitting", self.fitting.run())
+        self._spawn("tube", self.tube.run())
         self._spawn("housekeeping", self._housekeeping())
         self._spawn("webhooks", self.webhooks.run())
         if self.chain is not None:
@@ -175,6 +182,7 @@ class Gateway:
         await self._cancel("lockers")
         await self._cancel("alerts")
         await self._cancel("fitting")
+        await self._cancel("tube")
         await self._cancel("housekeeping")
         await self._cancel("webhooks")
         await self._cancel("chain")
@@ -259,6 +267,7 @@ class Gateway:
             else:
                 self.lockers.on_commit_item(item.kind, item.data)
                 self.fitting.on_commit_item(item.kind, item.data)
+                self.tube.on_commit_item(item.kind, item.data)
             self.alerts.on_commit_item(item.kind, item.data)
 
     async def _on_birth(self, device: str) -> None:

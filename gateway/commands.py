@@ -261,6 +261,12 @@ class CommandService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def send_soon(self, cmds: list[dict[str, Any]]) -> None:
+        """Deliver commands a service inserted in its own transaction (after it committed) now,
+        rather than at the next tick: a tube diverter waits for its command in a time window."""
+        for cmd in cmds:
+            self._spawn_send(cmd)
+
     async def on_birth(self, device: str) -> None:
         """A device (re)connected: send it every pending command now."""
         for cmd in await self.db.read(Store.pending_commands, device):

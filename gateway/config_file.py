@@ -98,6 +98,10 @@ SPEC: dict[str, dict[str, Key]] = {
         "swap_n": Key("fitting_swap_n", "int", _positive),
         "swap_window_s": Key("fitting_swap_window_s", "float", _positive),
     },
+    "tube": {
+        "network": Key("tube_network", "path"),
+        "tick_s": Key("tube_tick_s", "float", _positive),
+    },
     "coap": {
         "enabled": Key("coap_enabled", "bool"),
         "host": Key("coap_host", "str", _nonempty),

@@ -186,6 +186,24 @@ class Rig(ABC):
         self.trace.step(f"{dev}: carrier taken from {eye}")
         self.set_input(dev, eye, 1 - self._level(dev, "eye_blocked"))
 
+    # tube stations (docs/tube.md): a carrier goes into the send `chamber` and comes out of the `bin`
+    def load_carrier(self, dev: str) -> None:
+        """Staff put a carrier in the station's send chamber."""
+        self.insert_carrier(dev, "chamber")
+
+    def take_carrier(self, dev: str) -> None:
+        """Someone takes the carrier out of the station's receive bin."""
+        self.remove_carrier(dev, "bin")
+
+    def press_send(self, dev: str) -> None:
+        self.press(dev, "send")
+
+    def estop(self, dev: str, pressed: bool = True) -> None:
+        """Press (or release) the emergency stop wired to `dev`'s `estop` input."""
+        self.trace.step(f"{dev}: e-stop {'pressed' if pressed else 'released'}")
+        lvl = self._level(dev, "estop_active")
+        self.set_input(dev, "estop", lvl if pressed else 1 - lvl)
+
     @abstractmethod
     def uart_feed(self, dev: str, uart: str, data: bytes) -> None:
         """Bytes arriving at one of the board's UARTs (a keypad, a scanner)."""
@@ -384,8 +402,12 @@ class Rig(ABC):
             return 1 - w.levels["door_open"]
         if "eye" in low:
             return 1 - w.levels["eye_blocked"]
-        if "button" in low or "btn" in low:
+        if "button" in low or "btn" in low or low == "send":
             return 1 - w.levels["button_pressed"]
+        if low == "estop":
+            return 1 - w.levels["estop_active"]
+        if low in ("chamber", "bin"):
+            return 1 - w.levels["eye_blocked"]
         return 0
 
 
@@ -411,7 +433,8 @@ class DeviceHandle:
 
 _BOUND = {"start", "power_cut", "power_on", "place_tag", "remove_tag", "add_tag", "take_tag",
           "set_input", "open_door",
-          "close_door", "press", "insert_carrier", "remove_carrier", "uart_feed", "output",
+          "close_door", "press", "insert_carrier", "remove_carrier", "uart_feed",
+          "load_carrier", "take_carrier", "press_send", "estop", "output",
           "wait_output", "expect_output", "output_history", "rises", "console", "wait_console",
           "tag_spec", "messages", "wait_message", "type_code", "scan", "place_parcel", "take_parcel",
           "jam", "uart_output", "display", "wait_display"}
@@ -445,6 +468,20 @@ class VirtualRigBackend(Rig):
         self._on_reader: dict[str, str] = {}  # device -> name of the tag on its reader
         self._in_field: dict[str, list[str]] = {}  # device -> tags added with add_tag
         self._lock = threading.Lock()
+        self._tube = None
+
+    def tube_line(self):
+        """The tube line model between the rig's tube devices (virtual rig only: faults such as
+        a stuck carrier or diverter are injected here). Created on first use, before the tube
+        firmware starts, from the wiring file's `tube` network file."""
+        if self._tube is None:
+            from hil.sim.tube import TubeLineModel
+
+            if self.wiring.tube is None:
+                raise RigError(f"rig {self.name!r} has no tube network: add \"tube\": \"boards/tube/<file>.json\"")
+            path = self.wiring.tube if self.wiring.tube.is_absolute() else ROOT / self.wiring.tube
+            self._tube = TubeLineModel(self.store.rig, path).start()
+        return self._tube
 
     @property
     def broker(self) -> tuple[str, int]:
@@ -588,6 +625,8 @@ class VirtualRigBackend(Rig):
     def close(self) -> None:
         super().close()
         self._killed.update(self.store.devices)
+        if self._tube is not None:
+            self._tube.stop()
         self.store.stop()
 
 

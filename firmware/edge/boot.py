@@ -7,6 +7,8 @@ APPS = {
     "sample-pad": ("edge.apps.pad", "SamplePad"),
     "locker-bank": ("edge.apps.locker", "LockerBank"),
     "fitting-room": ("edge.apps.fitting_room", "FittingRoom"),
+    "tube-station": ("edge.apps.tube_station", "TubeStation"),
+    "tube-line": ("edge.apps.tube_line", "TubeLine"),
 }
 
 

@@ -8,7 +8,7 @@ try:
 except ImportError:  # pragma: no cover
     hashlib = None
 
-KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station")
+KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line")
 
 
 class ConfigError(Exception):

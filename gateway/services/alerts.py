@@ -72,6 +72,16 @@ RULES: tuple[Rule, ...] = (
          "Locker {device}, door {compartment}: a pickup was interrupted by a power cut"),
     Rule("event", "journal.overflow", "warning", "journal.overflow:{device}",
          "{device} lost events while offline (journal full)"),
+    # pneumatic tube (gateway/services/tube.py: `tube` items of type `alert.<kind>`)
+    Rule("tube", "alert.carrier_lost", "critical", "tube.lost:{job_id}", "Tube: {message}"),
+    Rule("tube", "alert.job_failed", "critical", "tube.failed:{job_id}", "Tube: {message}"),
+    Rule("tube", "alert.jam_cleared", "info", "", "", resolves="tube.lost:{job_id}"),
+    Rule("tube", "alert.jam_cleared", "info", "", "", resolves="tube.diverter:{diverter_id}"),
+    Rule("tube", "alert.diverter_timeout", "warning", "tube.diverter:{diverter_id}", "Tube: {message}"),
+    Rule("tube", "alert.diverter_recovered", "info", "", "", resolves="tube.diverter:{diverter_id}"),
+    Rule("tube", "alert.hold_timeout", "warning", "tube.hold:{job_id}", "Tube: {message}"),
+    Rule("tube", "alert.estop", "critical", "tube.estop", "Tube: {message}"),
+    Rule("tube", "alert.estop_released", "info", "", "", resolves="tube.estop"),
 )
 
 

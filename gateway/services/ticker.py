@@ -6,12 +6,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 
-async def tick_loop(wake: asyncio.Event, period_s: float, step: Callable[[], Awaitable[None]],
-                    log: logging.Logger, what: str) -> None:
-    """Forever (cancel to stop): wait for `wake` or `period_s`, then `step()`."""
+async def tick_loop(wake: asyncio.Event, period_s: float | Callable[[], float],
+                    step: Callable[[], Awaitable[None]], log: logging.Logger, what: str) -> None:
+    """Forever (cancel to stop): wait for `wake` or `period_s` (or `period_s()`, asked before
+    each wait: e.g. until the tube arbiter's next deadline), then `step()`."""
     while True:
         try:
-            await asyncio.wait_for(wake.wait(), period_s)
+            await asyncio.wait_for(wake.wait(), period_s() if callable(period_s) else period_s)
         except TimeoutError:
             pass
         wake.clear()

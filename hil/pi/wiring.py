@@ -14,13 +14,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station")
+KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line")
 TAG_TECHS = ("ntag213", "ntag215", "ntag216", "mifare-1k")
 
 # Logical levels the board's firmware reads for world states (overridable per device with
 # "levels"): a reed switch opens with the door, a photo-eye reports a blocked beam, a button
 # reads 1 while pressed.
-DEFAULT_LEVELS = {"door_open": 1, "button_pressed": 1, "eye_blocked": 1}
+DEFAULT_LEVELS = {"door_open": 1, "button_pressed": 1, "eye_blocked": 1, "estop_active": 1}
 
 
 class WiringError(ValueError):
@@ -113,6 +113,7 @@ class Wiring:
     broker: tuple[str, int] | None = None
     # shell commands that stop / start the rig's broker (outage scenarios on a bench)
     broker_control: tuple[str, str] | None = None
+    tube: Path | None = None  # tube network file of the rig's tube devices (docs/tube.md)
 
     def device(self, name: str) -> DeviceWiring:
         try:
@@ -311,6 +312,9 @@ def parse_wiring(data: dict, path: Path | None = None) -> Wiring:
         if not isinstance(b, dict) or not isinstance(b.get("host"), str) or not isinstance(b.get("port", 1883), int):
             raise _err(f"{where}: broker", "must be {'host': ..., 'port': ...}")
         broker = (b["host"], b.get("port", 1883))
+    tube = data.get("tube")
+    if tube is not None and not isinstance(tube, str):
+        raise _err(f"{where}: tube", "must be the path of a tube network file (boards/tube/...)")
     control = None
     if isinstance(data.get("broker"), dict) and ("stop" in data["broker"] or "start" in data["broker"]):
         b = data["broker"]
@@ -319,7 +323,8 @@ def parse_wiring(data: dict, path: Path | None = None) -> Wiring:
         control = (b["stop"], b["start"])
     w = Wiring(name=data.get("rig") or (path.stem if path else "rig"), path=path,
                devices={n: _device(n, d, f"{where}: devices.{n}") for n, d in devices.items()},
-               pin_factory=data.get("pin_factory"), broker=broker, broker_control=control)
+               pin_factory=data.get("pin_factory"), broker=broker, broker_control=control,
+               tube=Path(tube) if tube else None)
     seen: dict[str, str] = {}
     for owner, ln in w.gpio_lines():
         key = str(ln.gpio).upper().replace("GPIO", "").replace("BCM", "")
