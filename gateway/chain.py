@@ -36,7 +36,7 @@ log = logging.getLogger("gateway.chain")
 
 PREFIX = "chain/1"
 STORE_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
-DEFAULT_KINDS = ("event", "device", "command", "locker", "alert", "fitting")
+DEFAULT_KINDS = ("event", "device", "command", "locker", "alert", "fitting", "tube")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chain_outbox (

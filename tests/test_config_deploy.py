@@ -53,7 +53,7 @@ def test_values_types_and_relative_paths(tmp_path):
     ({"ingest": {"batch_max": 0}}, "[ingest] batch_max: must be > 0, got 0"),
     ({"logging": {"format": "xml"}}, "[logging] format: must be one of text, json"),
     ({"chain": {"store_id": "Store 1"}}, "[chain] store_id: must match"),
-    ({"chain": {"kinds": ["event", "tube"]}}, "unknown kind(s) ['tube']"),
+    ({"chain": {"kinds": ["event", "tubes"]}}, "unknown kind(s) ['tubes']"),
     ({"webhooks": {"backoff_min_s": 10, "backoff_max_s": 1}}, "must not exceed backoff_max_s"),
     ({"broker": 5}, "broker: expected a [broker] table"),
 ])

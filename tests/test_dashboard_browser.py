@@ -24,6 +24,10 @@ def test_staff_acknowledge_an_alarm_clear_the_door_and_open_one_for_service(brow
         assert cell.get_attribute("data-state") == "loaded"
         row = page.locator(f'[data-device="{bank.id}"]')
         assert "online" in row.inner_text()
+        # the tube panel draws the configured line (boards/tube/store-demo.json), all free
+        segs = page.locator('#tube [data-resource^="seg:"]')
+        segs.first.wait_for(timeout=20_000)
+        assert segs.count() == 5 and all("free" in t for t in segs.all_inner_texts())
 
         # live: a door pried open shows up as a critical alert and a blocked compartment
         bank.lk.open_door(f"door_{n}")

@@ -473,5 +473,8 @@ class TubeService:
         return {"network": self.net.name, "estop": a.estop_active, "estop_devices": self.meta.get("estop", []),
                 "reservations": a.reservations(), "blocked": a.blocked(),
                 "stations": {s: a.station_state(s) for s in self.net.stations},
+                "segments": [{"id": g.id, "from": g.from_node, "to": g.to_node}
+                             for g in self.net.segments.values()],
+                "diverters": sorted(self.net.diverters),
                 "devices": self.cfg.devices, "cursor": self.cursor,
                 "live": [r for r in self._records.values() if not r["final"]]}
