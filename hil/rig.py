@@ -453,13 +453,16 @@ class VirtualRigBackend(Rig):
     backend = "virtual"
 
     def __init__(self, workdir: Path, broker: tuple[str, int], wiring: Wiring | str | Path | None = None,
-                 heap: str = "96k", keepalive: int = 5):
+                 heap: str = "96k", keepalive: int = 5, coap: tuple[str, int] | None = None):
         from hil.sim.store import VirtualStore
 
         if not isinstance(wiring, Wiring):
             wiring = load_wiring(wiring or DEFAULT_VIRTUAL_WIRING)
-        self.store = VirtualStore(Path(workdir), broker_host=broker[0], broker_port=broker[1], heap=heap,
-                                  keepalive=keepalive)
+        # coap=(host, port): the devices speak CoAP to the gateway there instead of MQTT
+        # (docs/protocol.md, CoAP mapping); the broker tap then sees no device traffic
+        host, port = coap or broker
+        self.store = VirtualStore(Path(workdir), broker_host=host, broker_port=port, heap=heap,
+                                  keepalive=keepalive, transport="coap" if coap else "mqtt")
         super().__init__(wiring, trace=self.store.rig.trace)
         self.trace.title = wiring.name
         self._broker = broker

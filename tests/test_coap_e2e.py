@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import pytest
 
 from hil.sim.mfrc522 import MFRC522Emulator
@@ -240,4 +241,56 @@ def test_wired_boot_runs_the_sample_pad_over_coap(broker, tmp_path):
         assert g.command("pad-wired", "blink", {"times": 1}, "wb-1")["status"] == "done"
     finally:
         store.stop()
+        g.stop()
+
+
+def test_every_device_app_of_the_store_runs_over_coap(broker, tmp_path):
+    """The virtual rig's pad, fitting room and locker bank, all on CoAP (tube stations and
+    line controller: tests/test_tube_scenarios.py runs its end-to-end dispatch over CoAP)."""
+    from hil.rig import VirtualRigBackend
+    from tests.e2e import StreamReader
+
+    g = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2).start()
+    rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port),
+                            coap=("127.0.0.1", g.coap_port))
+    try:
+        with StreamReader(g.url) as stream:
+            for dev in ("pad-1", "room-1", "lk-1"):
+                rig.start(dev, timeout=40)
+            for dev in ("pad-1", "room-1", "lk-1"):
+                g.wait_online(dev, timeout=30)
+            assert g.get("/stats")["coap"]["devices"] == 3
+            # sample pad: a tag placed is an event with the sample
+            rig.place_tag("pad-1", "S-1001")
+            placed = wait_for(lambda: g.events("pad-1", "tag.placed"), 20, what="tag.placed over CoAP")
+            assert placed[0]["body"]["sample"] == "S-1001"
+            # fitting room: occupied, a garment hung on the hook
+            rig.set_input("room-1", "occupancy", 1)
+            rig.add_tag("room-1", "shirt-m")
+            wait_for(lambda: g.events("room-1", "garment.in"), 30, what="garment.in over CoAP")
+            # locker bank: the whole click-and-collect flow, commands and code over CoAP
+            lk = "lk-1"
+            wait_for(lambda: httpx.get(f"{g.url}/lockers/{lk}", timeout=5).status_code == 200, 30,
+                     what="locker bank created from its status")
+            r = httpx.post(f"{g.url}/lockers/{lk}/orders", json={"order": "o-1", "size": "S"}, timeout=30)
+            assert r.status_code == 201, r.text
+            n = r.json()["compartment"]
+            r = httpx.post(f"{g.url}/lockers/{lk}/orders/o-1/load", timeout=60)
+            assert r.status_code == 200 and r.json()["command"]["status"] == "done", r.text
+            rig.place_parcel(lk, n)
+            rig.close_door(lk, f"door_{n}")
+            ready = wait_for(lambda: [m for m in stream.messages if m.get("type") == "order.ready"
+                                      and m.get("order") == "o-1"], 30, what="order.ready")
+            wait_for(lambda: (g.get(f"/lockers/{lk}/orders/o-1").get("code_sync") or {}).get("status")
+                     == "done", 30, what="the code on the bank over CoAP")
+            rig.type_code(lk, ready[0]["code"])
+            wait_for(lambda: [e for e in g.events(lk, "door.opened") if e["body"]["why"] != "load"],
+                     20, what="the door opened by the code")
+            rig.take_parcel(lk, n)
+            rig.close_door(lk, f"door_{n}")
+            wait_for(lambda: g.get(f"/lockers/{lk}/orders/o-1")["state"] == "collected", 30,
+                     what="order collected")
+            assert len(g.events(lk, "pickup.collected")) == 1
+    finally:
+        rig.close()
         g.stop()

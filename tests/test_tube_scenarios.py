@@ -81,12 +81,15 @@ class Line:
 
 
 @pytest.fixture
-def tube(tmp_path, broker):
-    gw = GatewayProcess(tmp_path / "gw", broker.port,
+def tube(tmp_path, broker, request):
+    # parametrize indirectly with "coap" to run a scenario with every tube device on CoAP
+    coap = getattr(request, "param", "mqtt") == "coap"
+    gw = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2 if coap else None,
                         extra_args=["--tube-network", str(NETWORK)]).start()
     # every tube app runs in the 96 KB heap of a board (TUBE_FW_HEAP to measure smaller ones)
     rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port), wiring=WIRING,
-                            heap=os.environ.get("TUBE_FW_HEAP", "96k"))
+                            heap=os.environ.get("TUBE_FW_HEAP", "96k"),
+                            coap=("127.0.0.1", gw.coap_port) if coap else None)
     try:
         line = Line(gw, rig)  # the line model first: it sets the idle world before power-on
         for dev in rig.devices():
@@ -101,6 +104,7 @@ def tube(tmp_path, broker):
         gw.stop()
 
 
+@pytest.mark.parametrize("tube", ["mqtt", "coap"], indirect=True)
 def test_dispatch_end_to_end_with_diverters(tube):
     with StreamReader(tube.gw.url) as stream:
         rec = tube.dispatch("d-1", "stockroom", "fitting-rooms", item="SKU-42")
