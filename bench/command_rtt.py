@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra argument for `python -m gateway` (repeat)")
     ap.add_argument("--gateway-root", type=Path, default=None,
                     help="run `python -m gateway` from this directory (e.g. a patched copy)")
-    ap.add_argument("--broker-nodelay", action="store_true",
-                    help="Mosquitto with `set_tcp_nodelay true` (default: the harness config)")
+    ap.add_argument("--broker-nagle", action="store_true",
+                    help="Mosquitto without `set_tcp_nodelay true` (the config before the fix)")
     a = ap.parse_args(argv)
     if a.quick:
         a.commands, a.levels, a.bg_devices, a.warmup = min(a.commands, 20), "0,200", 20, 3
@@ -142,14 +142,14 @@ def main(argv: list[str] | None = None) -> int:
           f"(POST wait=true → device accepted+done → response), background load "
           f"{a.bg_devices} devices at {', '.join(levels)} events/s"
           + (f", gateway args {' '.join(a.gateway_arg)}" if a.gateway_arg else "")
-          + (", broker set_tcp_nodelay" if a.broker_nodelay else "")
+          + (", broker with Nagle (no set_tcp_nodelay)" if a.broker_nagle else "")
           + (f", gateway from {a.gateway_root}" if a.gateway_root else ""))
     print(f"machine: {machine()}", flush=True)
     failed = False
     results = []
     with tempfile.TemporaryDirectory(prefix="pe-bench-cmd-") as tmp:
         work = Path(tmp)
-        broker = BenchBroker(work / "mosq", nodelay=a.broker_nodelay).start()
+        broker = BenchBroker(work / "mosq", nagle=a.broker_nagle).start()
         gw = BenchGateway(work / "gw", broker.port, a.gateway_arg, a.gateway_root).start()
         device = "cmd-0000"
         target = LoadgenProcess(["--broker", f"127.0.0.1:{broker.port}", "--devices", "1",

@@ -51,17 +51,21 @@ PY = sys.executable
 
 
 class BenchBroker(Mosquitto):
-    """The harness's Mosquitto, optionally with `set_tcp_nodelay true` (Nagle off)."""
+    """The harness's Mosquitto (`set_tcp_nodelay true` since the benchmarks found the 40 ms
+    delayed-ACK stalls), optionally with Nagle back on (`nagle`, to measure the old config)
+    and extra config lines."""
 
-    def __init__(self, workdir: Path, *, persistence: bool = True, nodelay: bool = False) -> None:
+    def __init__(self, workdir: Path, *, persistence: bool = True, nagle: bool = False,
+                 extra: list[str] | None = None) -> None:
         super().__init__(workdir, persistence=persistence)
-        self.nodelay = nodelay
+        self.nagle = nagle
+        self.extra = list(extra or [])
 
     def write_conf(self) -> None:
         super().write_conf()
-        if self.nodelay:
-            with self.conf.open("a") as f:
-                f.write("set_tcp_nodelay true\n")
+        lines = [ln for ln in self.conf.read_text().splitlines()
+                 if not (self.nagle and ln.startswith("set_tcp_nodelay"))]
+        self.conf.write_text("\n".join(lines + self.extra) + "\n")
 
 
 class BenchGateway(GatewayProcess):
@@ -266,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="Mosquitto persistence as the harness runs it (default on)")
     ap.add_argument("--gateway-arg", action="append", default=[],
                     help="extra argument for `python -m gateway` (repeat)")
-    ap.add_argument("--broker-nodelay", action="store_true",
-                    help="Mosquitto with `set_tcp_nodelay true` (default: the harness config)")
+    ap.add_argument("--broker-nagle", action="store_true",
+                    help="Mosquitto without `set_tcp_nodelay true` (the config before the fix)")
     ap.add_argument("--gateway-root", type=Path, default=None,
                     help="run `python -m gateway` from this directory (e.g. a patched copy)")
     ap.add_argument("--skip-raw", action="store_true", help="gateway phase only")
@@ -281,14 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     load = "saturated (16 in flight per device)" if a.rate is None else f"{a.rate:g} events/s offered"
     print(f"ingest benchmark: {a.devices} devices, {load}, QoS {a.qos}, {a.size} B events, "
           f"{a.duration:g} s per phase, broker persistence {'on' if a.broker_persistence else 'off'}"
-          + (", broker set_tcp_nodelay" if a.broker_nodelay else "")
+          + (", broker with Nagle (no set_tcp_nodelay)" if a.broker_nagle else "")
           + (f", gateway from {a.gateway_root}" if a.gateway_root else "")
           + (f", gateway args {' '.join(a.gateway_arg)}" if a.gateway_arg else ""))
     print(f"machine: {machine()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="pe-bench-ingest-") as tmp:
         work = Path(tmp)
         broker = BenchBroker(work / "mosq", persistence=a.broker_persistence,
-                             nodelay=a.broker_nodelay).start()
+                             nagle=a.broker_nagle).start()
         try:
             raw_gen, sunk = ({}, {}) if a.skip_raw else raw_phase(broker, a)
             gen, stats, check, _ = gateway_phase(broker, work, a)

@@ -163,6 +163,7 @@ class CommandService:
         self._waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
         self._sending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_submit: Callable[[float], None] | None = None  # told each command's timeout
 
     # API side
 
@@ -177,6 +178,8 @@ class CommandService:
         if not COMMAND_NAME_RE.match(name):
             raise CommandRejected(f"bad command name {name!r}: use lowercase letters, digits, "
                                   "'_', '.', '-' (e.g. 'blink')")
+        if self.on_submit is not None:
+            self.on_submit(min(timeout_s, 5.0))
         now = self.clock()
         deadline = now + max(1, round(timeout_s * 1000))
         new_id = "c-" + secrets.token_hex(8)

@@ -205,8 +205,9 @@ def _statements(script: str) -> Iterator[str]:
         yield buf
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# one encoder for the process: json.dumps with non-default options builds a new JSONEncoder
+# on every call, which costs as much as encoding a small event
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _loads(text: str | None) -> Any:
