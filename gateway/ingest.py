@@ -167,12 +167,15 @@ def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
 
 
 class _Batch:
-    """Per-batch caches for the event fast path: device rows read once per batch, and the
-    ack watermark advanced once per device per batch (not once per event)."""
+    """Per-batch caches for the event fast path: device rows read once per batch, events
+    inserted together (`Store.insert_events_many`), and the ack watermark advanced once per
+    device per batch (not once per event)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, now: int) -> None:
         self.store = store
+        self.now = now
         self.devices: dict[str, dict[str, Any] | None] = {}
+        self.events: list[tuple[Event, str]] = []  # (event, epoch) not inserted yet
         self.seqs: dict[tuple[str, str], set[int]] = {}
 
     def device(self, dev: str) -> dict[str, Any] | None:
@@ -182,9 +185,29 @@ class _Batch:
             row = self.devices[dev] = self.store.get_device(dev)
             return row
 
+    def add_event(self, e: Event, eff: Effects) -> None:
+        dev = self.device(e.dev)
+        if dev is None:
+            eff.rejections["unknown-device"] += 1
+            eff.rebirths.add(e.dev)
+            return
+        self.events.append((e, dev["epoch"]))
+
     def flush(self, eff: Effects) -> None:
-        """Advance and store the watermark of every device with events in this batch."""
+        """Insert the pending events, then advance and store the watermark of every device
+        with events in this batch."""
         store = self.store
+        now = self.now
+        ids = store.insert_events_many([(e.dev, epoch, e.seq, e.type, e.t, now, e.body)
+                                        for e, epoch in self.events])
+        for (e, epoch), eid in zip(self.events, ids):
+            if eid is None:
+                eff.duplicates += 1
+            else:
+                eff.persisted += 1
+            self.seqs.setdefault((e.dev, epoch), set()).add(e.seq)
+            eff.touched.add(e.dev)
+        self.events.clear()
         for (dev, epoch), seqs in self.seqs.items():
             w = start = store.get_watermark(dev, epoch) or 0
             while (w + 1) in seqs or store.has_event(dev, epoch, w + 1):
@@ -195,27 +218,12 @@ class _Batch:
         self.seqs.clear()
 
 
-def _apply_event_fast(batch: _Batch, e: Event, now: int, eff: Effects) -> None:
-    dev = batch.device(e.dev)
-    if dev is None:
-        eff.rejections["unknown-device"] += 1
-        eff.rebirths.add(e.dev)
-        return
-    epoch = dev["epoch"]
-    if batch.store.insert_event(e.dev, epoch, e.seq, e.type, e.t, now, e.body) is None:
-        eff.duplicates += 1
-    else:
-        eff.persisted += 1
-    batch.seqs.setdefault((e.dev, epoch), set()).add(e.seq)
-    eff.touched.add(e.dev)
-
-
 def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff: Effects) -> None:
     """All messages in one savepoint, no savepoint per message (the common case)."""
-    batch = _Batch(store)
+    batch = _Batch(store, now)
     for topic, msg in messages:
         if isinstance(msg, Event):
-            _apply_event_fast(batch, msg, now, eff)
+            batch.add_event(msg, eff)
             continue
         batch.flush(eff)  # births/status read the watermark and change the device row
         batch.devices.pop(msg.dev, None)

@@ -95,6 +95,29 @@ def test_insert_event_reports_new_or_duplicate_and_batch_is_one_transaction(stor
     assert [i.kind for i in store.take_outbox()] == ["event"]  # only the committed seq 2
 
 
+def test_insert_events_many_writes_what_insert_event_writes(tmp_path, store):
+    rows = [("pad-1", "e1", s, "x", s * 10, NOW, {"n": s, "s": "é"}) for s in (1, 2, 3)]
+    one = Store(connect(tmp_path / "one.db"))
+    migrate(one.conn)
+    with one.transaction():
+        expected = [one.insert_event(*r) for r in rows]
+    with store.transaction():
+        assert store.insert_events_many(rows) == expected == [1, 2, 3]
+    dump = "SELECT * FROM events ORDER BY id", "SELECT * FROM stream ORDER BY id"
+    for sql in dump:  # same rows, same JSON text in the stream
+        assert [tuple(r) for r in store.conn.execute(sql)] == [
+            tuple(r) for r in one.conn.execute(sql)]
+    assert store.take_outbox() == one.take_outbox()
+    # a duplicate (of a stored row, or inside the batch) sends the rows one by one
+    with store.transaction():
+        res = store.insert_events_many(rows[2:] + [("pad-1", "e1", 4, "x", None, NOW, {}),
+                                                   ("pad-1", "e1", 4, "x", None, NOW, {})])
+    assert res[0] is None and res[1] > 3 and res[2] is None
+    assert [(i.data["id"], i.data["seq"]) for i in store.take_outbox()] == [(res[1], 4)]
+    assert store.conn.execute("SELECT COUNT(*) FROM stream").fetchone()[0] == 4
+    one.conn.close()
+
+
 def test_event_from_unknown_device_is_rejected_with_rebirth(store):
     eff = apply_batch(store, [evt(1)], NOW)
     assert eff.rejections["unknown-device"] == 1 and eff.rebirths == {"pad-1"}
@@ -113,6 +136,9 @@ def test_events_ack_contiguous_upto_and_duplicates_reacked(store):
     assert eff.acks == {"pad-1": ("e1", 5)}
     assert seqs(store) == [1, 2, 4, 5, 3]
     assert store.counters() == {"messages_received": 7, "events_persisted": 5, "duplicates": 1}
+    eff = apply_batch(store, [evt(5), evt(6), evt(7)], NOW)  # a duplicate inside a batch
+    assert (eff.persisted, eff.duplicates, eff.acks) == (2, 1, {"pad-1": ("e1", 7)})
+    assert seqs(store) == [1, 2, 4, 5, 3, 6, 7]
 
 
 def test_birth_first_settles_and_records_overflow_once(store):
