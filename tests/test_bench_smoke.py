@@ -1,4 +1,4 @@
-"""CI smoke run of the ingest, command round-trip and scale benchmarks (docs/benchmarks.md).
+"""CI smoke run of the ingest, command round-trip, scale and firmware heap benchmarks (docs/benchmarks.md).
 
 Each script runs with `--quick` (tiny sizes) as a subprocess: it must exit 0 (which includes its
 integrity check: no event lost or duplicated, every command `done`) and print its figure lines.
@@ -63,3 +63,9 @@ def test_scale_benchmark_quick_prints_its_figures():
     assert re.search(rf"^birth storm: .*all 30 devices reconnected .* {NUM} s after", out, re.MULTILINE), out
     assert re.search(r"^integrity: OK .*lost 0, duplicates 0; latest session stored for 30 of 30",
                      out, re.MULTILINE), out
+
+
+def test_fw_heap_benchmark_quick_prints_its_figures():
+    out = run_quick("fw_heap.py", timeout=240)
+    assert re.search(r"^\s+heap\s+96 KB: ok", out, re.MULTILINE), out
+    assert re.search(rf"^sample-pad\s+96\s+96\s+{NUM}\s+{NUM}$", out, re.MULTILINE), out

@@ -60,6 +60,8 @@ def test_pending_reads_only_what_a_rule_may_match_and_moves_the_cursor_past_the_
              append(store, "event", event("lk-1", "door.forced", compartment=3)),
              append(store, "alert", {"change": "raised", "type": "door.forced"}),
              append(store, "device", offline("pad-1")),
+             append(store, "device", {**offline("pad-1"), "change": "birth"}),
+             append(store, "command", {"id": "c-1", "status": "done", "type": "door.forced"}),
              append(store, "event", event("pad-1", "tag.removed", uid="04"))]
     got, upto = pending(store, 0)
     assert [i.id for i in got] == [items[1].id, items[3].id] and upto == items[-1].id

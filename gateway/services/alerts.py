@@ -149,10 +149,16 @@ def save_cursor(store: Store, upto: int) -> int:
     return upto
 
 
-# Events of other types can match no rule: `pending` leaves them out in SQL, so a store's
-# ordinary event traffic costs neither a JSON decode nor a transaction here (the ingest
-# benchmark measured ~14 us of gateway CPU per event for reading and "applying" them all).
-_EVENT_TYPES = tuple(sorted({r.type for r in RULES if r.kind == "event"}))
+# Only items of these kinds and types can match a rule (as `match` decides): `pending` leaves
+# the others out in SQL, so a store's ordinary traffic (events, commands) costs neither a JSON
+# decode nor a transaction here (the ingest benchmark measured ~14 us of gateway CPU per event
+# for reading and "applying" them all, and each command step added a commit).
+_TAGS = {kind: tuple(sorted({r.type for r in RULES if r.kind == kind}))
+         for kind in sorted({r.kind for r in RULES})}
+_WHERE = " OR ".join(
+    f"(kind = ? AND json_extract(data, '$.{'change' if kind == 'device' else 'type'}') "
+    f"IN ({','.join('?' * len(tags))}))" for kind, tags in _TAGS.items())
+_WHERE_ARGS = tuple(x for kind, tags in _TAGS.items() for x in (kind, *tags))
 SCAN = 20_000  # stream rows looked at per read
 
 
@@ -160,11 +166,9 @@ def pending(store: Store, after: int, limit: int = PAGE) -> tuple[list[StreamIte
     """The stream items past `after` that a rule may match (at most `limit`), and the id up to
     which every item has been looked at (where the cursor may move)."""
     hi = min(store.last_stream_id(), after + SCAN)
-    marks = ",".join("?" * len(_EVENT_TYPES))
     rows = store.conn.execute(
-        f"SELECT id, kind, data FROM stream WHERE id > ? AND id <= ? AND kind <> 'alert' AND "
-        f"(kind <> 'event' OR json_extract(data, '$.type') IN ({marks})) ORDER BY id LIMIT ?",
-        (after, hi, *_EVENT_TYPES, limit)).fetchall()
+        f"SELECT id, kind, data FROM stream WHERE id > ? AND id <= ? AND ({_WHERE}) "
+        "ORDER BY id LIMIT ?", (after, hi, *_WHERE_ARGS, limit)).fetchall()
     items = [StreamItem(r[0], r[1], json.loads(r[2])) for r in rows]
     return items, (items[-1].id if len(items) == limit else hi)
 
