@@ -168,8 +168,13 @@ class CommandService:
     # API side
 
     async def submit(self, device: str, name: str, args: dict[str, Any], idempotency_key: str,
-                     timeout_s: float) -> tuple[dict[str, Any], bool]:
+                     timeout_s: float, *, wait_send: bool = True) -> tuple[dict[str, Any], bool]:
         """Create (or find, for a known `(device, key)`) a command; returns `(record, created)`.
+
+        `wait_send=False`: return once the command is published, without waiting for the
+        `sent` record to commit (a caller that waits for the outcome next: that write then
+        runs alongside the device's answer instead of before it; the reply's transition
+        accepts a `queued` command).
 
         Raises UnknownDevice, IdempotencyConflict or CommandRejected."""
         if not IDEMPOTENCY_KEY_RE.match(idempotency_key):
@@ -196,12 +201,14 @@ class CommandService:
             if online:
                 # deliver now, but do not hold the caller longer than `send_wait_s` if the
                 # broker is slow: the send goes on in the background, and ticks retry it
-                send = asyncio.get_running_loop().create_task(self._send(cmd))
+                published = asyncio.get_running_loop().create_future()
+                send = asyncio.get_running_loop().create_task(self._send(cmd, published))
                 self._tasks.add(send)
                 send.add_done_callback(self._tasks.discard)
-                await asyncio.wait({send}, timeout=self.send_wait_s)
-                latest = await self.db.read(Store.get_command, cmd["id"])
-                cmd = latest if latest is not None else cmd
+                await asyncio.wait({send if wait_send else published}, timeout=self.send_wait_s)
+                if wait_send:
+                    latest = await self.db.read(Store.get_command, cmd["id"])
+                    cmd = latest if latest is not None else cmd
         return public_command(cmd), created
 
     async def get(self, command_id: str) -> dict[str, Any] | None:
@@ -239,7 +246,8 @@ class CommandService:
 
     # delivery
 
-    async def _send(self, cmd: dict[str, Any]) -> None:
+    async def _send(self, cmd: dict[str, Any],
+                    published: asyncio.Future[None] | None = None) -> None:
         cid = cmd["id"]
         now = self.clock()
         if cid in self._sending or now >= cmd["deadline"]:
@@ -256,6 +264,8 @@ class CommandService:
             return
         finally:
             self._sending.discard(cid)
+            if published is not None and not published.done():
+                published.set_result(None)
         await self.db.write(_record_send, cid, self.clock())
         log.debug("command sent command=%s device=%s", cid, cmd["device"])
 
