@@ -141,6 +141,11 @@ def _record_send(store: Store, command_id: str, now: int) -> None:
 
 # -- asynchronous edge ------------------------------------------------------------------------
 
+def _resolve(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
 class Publisher(Protocol):
     def __call__(self, topic: str, payload: bytes, *, qos: int = 1,
                  retain: bool = False) -> Awaitable[None]: ...
@@ -251,6 +256,7 @@ class CommandService:
         cid = cmd["id"]
         now = self.clock()
         if cid in self._sending or now >= cmd["deadline"]:
+            _resolve(published)  # being sent by another task (a tick), or too late
             return
         self._sending.add(cid)
         try:
@@ -264,8 +270,7 @@ class CommandService:
             return
         finally:
             self._sending.discard(cid)
-            if published is not None and not published.done():
-                published.set_result(None)
+            _resolve(published)
         await self.db.write(_record_send, cid, self.clock())
         log.debug("command sent command=%s device=%s", cid, cmd["device"])
 

@@ -230,6 +230,26 @@ def test_commands_idempotency_expiry_and_late_reply(store):
     assert eff.rejections == {"unknown-command": 1}
 
 
+def test_a_send_in_progress_elsewhere_does_not_hold_a_caller_waiting_for_publish():
+    async def main():
+        gate = asyncio.Event()
+
+        async def publish(topic, payload, *, qos=1, retain=False):
+            await gate.wait()  # the broker has not answered yet
+
+        svc = commands.CommandService(None, publish)  # type: ignore[arg-type]
+        cmd = {"id": "c-1", "device": "pad-1", "name": "blink", "args": {},
+               "deadline": commands.now_ms() + 10_000}
+        ticking = asyncio.create_task(svc._send(cmd))  # a tick got to it first
+        await asyncio.sleep(0)
+        published = asyncio.get_running_loop().create_future()
+        await svc._send(cmd, published)  # returns at once: the tick is sending it
+        assert published.done() and not ticking.done()
+        ticking.cancel()
+
+    asyncio.run(main())
+
+
 def test_decode_and_store_agree_on_device_ids():
     assert protocol.DEVICE_ID_RE.pattern.startswith("[a-z0-9]")
 
