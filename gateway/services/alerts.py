@@ -223,10 +223,11 @@ def ack_alert(store: Store, alert_id: int, by: str, now: int) -> dict[str, Any] 
 
 class AlertsService:
     def __init__(self, db: Database, clock: Callable[[], int], poll_s: float = 1.0,
-                 cursor_save_s: float = 10.0) -> None:
+                 cursor_save_s: float = 10.0, gather_s: float = 0.05) -> None:
         self.db = db
         self.clock = clock
         self.poll_s = poll_s
+        self.gather_s = gather_s  # after a wake-up, gather more commits into one step
         self.cursor_save_s = cursor_save_s
         self._wake = asyncio.Event()
         self._after = 0       # looked at up to here; saved with the next alert, or lazily:
@@ -259,6 +260,9 @@ class AlertsService:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                # at 1,000 events/s the ingest commits every few ms: one step per commit
+                # cost two reader-thread round trips each (benchmarks: docs/benchmarks.md)
+                await asyncio.sleep(self.gather_s)
             except TimeoutError:
                 pass
             self._wake.clear()
