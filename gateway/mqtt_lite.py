@@ -27,6 +27,31 @@ class MqttLiteError(ConnectionError):
     pass
 
 
+def frames(buf: bytes) -> tuple[list[tuple[int, int, int]], int]:
+    """Split the complete MQTT packets off the front of `buf`: a list of (first byte, body
+    start, body end) offsets, and the offset where the incomplete rest begins."""
+    out = []
+    n = len(buf)
+    i = 0
+    while n - i >= 2:
+        j, rl, mult = i + 1, 0, 1
+        while True:  # remaining length: 1-4 bytes, 7 bits each
+            if j >= n:
+                return out, i
+            b = buf[j]
+            j += 1
+            rl += (b & 0x7F) * mult
+            if b < 0x80:
+                break
+            mult *= 128
+        end = j + rl
+        if end > n:
+            break
+        out.append((buf[i], j, end))
+        i = end
+    return out, i
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -185,27 +210,11 @@ class MqttLite(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
-        n = len(buf)
-        i = 0
+        packets, rest = frames(buf)
+        self._buf = buf[rest:]
         got = False
         acks: list[bytes] = []  # PUBACKs for this read go out in one write
-        while n - i >= 2:
-            h = buf[i]
-            j, rl, mult = i + 1, 0, 1
-            while True:
-                if j >= n:
-                    self._buf = buf[i:]
-                    self._wake(got, acks)
-                    return
-                b = buf[j]
-                j += 1
-                rl += (b & 0x7F) * mult
-                if b < 0x80:
-                    break
-                mult *= 128
-            end = j + rl
-            if end > n:
-                break
+        for h, j, end in packets:
             kind = h >> 4
             if kind == 3:  # PUBLISH
                 tl = (buf[j] << 8) | buf[j + 1]
@@ -227,8 +236,6 @@ class MqttLite(asyncio.Protocol):
                 sub = self._subacks.pop((buf[j] << 8) | buf[j + 1], None)
                 if sub is not None and not sub.done():
                     sub.set_result(bytes(buf[j + 2:end]))
-            i = end
-        self._buf = buf[i:]
         self._wake(got, acks)
 
     def _wake(self, got: bool, acks: list[bytes]) -> None:

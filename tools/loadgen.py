@@ -51,6 +51,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.mqtt_lite import frames
+
 WINDOW = 16          # unacknowledged events in flight per device (docs/protocol.md)
 RESEND_S = 10.0      # re-send from the oldest unacknowledged event after this long without an ack
 
@@ -170,27 +172,10 @@ class MqttConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
-        n = len(buf)
-        i = 0
+        packets, rest = frames(buf)
+        self._buf = buf[rest:]
         on_puback = self.on_puback
-        while n - i >= 2:
-            h = buf[i]
-            j = i + 1
-            rl = 0
-            mult = 1
-            while True:
-                if j >= n:
-                    self._buf = buf[i:]
-                    return
-                b = buf[j]
-                j += 1
-                rl += (b & 0x7F) * mult
-                if b < 0x80:
-                    break
-                mult *= 128
-            end = j + rl
-            if end > n:
-                break
+        for h, j, end in packets:
             kind = h >> 4
             if kind == 4:  # PUBACK
                 if on_puback is not None:
@@ -212,8 +197,6 @@ class MqttConnection(asyncio.Protocol):
                 fut = self._subacks.pop((buf[j] << 8) | buf[j + 1], None)
                 if fut is not None and not fut.done():
                     fut.set_result(buf[j + 2:end])
-            i = end
-        self._buf = buf[i:]
 
 
 # -- a simulated device -----------------------------------------------------------------------
