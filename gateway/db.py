@@ -5,6 +5,13 @@ goes through a single-thread executor that owns the write connection (writes are
 in submission order, no lock contention), and API reads go through a second thread with its
 own connection, so a long ingest batch never makes `GET /devices` wait.
 
+Group commit: writes that queue up while the writer is busy (an ingest batch, a command
+being submitted, its reply, a locker update...) run together in ONE transaction, each in its
+own savepoint (`Store.transaction` nests), so they share one fsync instead of waiting for one
+each. A write whose function raises rolls back alone (its savepoint) and gets its exception;
+every caller gets its result only after the shared COMMIT (`synchronous=FULL`) returned, so
+nothing is reported done before it is durable, exactly as with one transaction per write.
+
 After each write commits, the stream items it appended (the outbox) are handed to the
 `on_commit` callback on the event loop, from the writer thread, with `call_soon_threadsafe`.
 Callbacks run in FIFO order, so subscribers see items in commit order (= stream id order).
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +46,11 @@ class Database:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="db-reader")
         self._local = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # writes waiting for the writer thread: (fn, args, kwargs, future on the loop)
+        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
+                                 asyncio.Future[Any]]] = deque()
+        self.groups = 0          # transactions the writer ran for queued writes
+        self.grouped_writes = 0  # writes that shared a transaction with others
 
     async def __aenter__(self) -> Database:
         self._loop = asyncio.get_running_loop()
@@ -87,10 +100,49 @@ class Database:
 
     async def write(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
                     **kwargs: P.kwargs) -> T:
-        """Run `fn(store, ...)` on the writer thread. `fn` opens its own transaction."""
+        """Run `fn(store, ...)` on the writer thread. `fn` opens its own transaction (it
+        becomes a savepoint when the write shares a group commit with others)."""
         if self._loop is None:
             raise RuntimeError("database is closed")
-        return await self._loop.run_in_executor(self._writer, self._run_write, fn, args, kwargs)
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._queue.append((fn, args, kwargs, fut))
+        self._loop.run_in_executor(self._writer, self._run_queued)
+        return await fut
+
+    def _run_queued(self) -> None:
+        """On the writer thread: run every queued write, several in one transaction."""
+        group = []
+        while self._queue:
+            group.append(self._queue.popleft())
+        if not group:
+            return  # an earlier call took them
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        if len(group) == 1:
+            fn, args, kwargs, _ = group[0]
+            try:
+                outcomes.append((self._run_write(fn, args, kwargs), None))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                outcomes.append((None, exc))
+        else:
+            store: Store = self._local.store
+            try:
+                with store.transaction():
+                    for fn, args, kwargs, _ in group:
+                        try:
+                            outcomes.append((fn(store, *args, **kwargs), None))
+                        except Exception as exc:  # noqa: BLE001 - rolled back alone
+                            outcomes.append((None, exc))
+            except Exception as exc:  # noqa: BLE001 - the commit failed: nothing is durable
+                outcomes = [(None, exc)] * len(group)
+            self.groups += 1
+            self.grouped_writes += len(group)
+            items = store.take_outbox()
+            if items and self.on_commit is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_commit, items)
+        loop = self._loop
+        if loop is not None:
+            for (_, _, _, fut), (result, exc) in zip(group, outcomes):
+                loop.call_soon_threadsafe(_settle, fut, result, exc)
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         return fn(self._local.store, *args, **kwargs)
@@ -101,3 +153,12 @@ class Database:
         if self._loop is None:
             raise RuntimeError("database is closed")
         return await self._loop.run_in_executor(self._reader, self._run_read, fn, args, kwargs)
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():  # the caller was cancelled
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)

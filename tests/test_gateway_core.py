@@ -341,3 +341,38 @@ def test_slow_stream_client_catches_up_from_the_table_in_order():
     frames = asyncio.run(main())
     ids = [int(f.split("\n")[0].removeprefix("id: ")) for f in frames]
     assert ids == list(range(1, 41))
+
+
+def test_writes_queued_behind_a_busy_writer_share_one_commit_and_fail_alone(tmp_path):
+    import threading
+
+    committed = []
+
+    def slow(store, gate):  # keeps the writer thread busy until released
+        gate.wait(10)
+
+    def put(store, n):
+        with store.transaction():
+            store.append_stream("event", {"n": n})
+            if n == 2:
+                raise ValueError("bad write")
+        return n
+
+    async def main():
+        db = Database(tmp_path / "gw.db", on_commit=committed.extend)
+        async with db:
+            gate = threading.Event()
+            busy = asyncio.ensure_future(db.write(slow, gate))
+            await asyncio.sleep(0.05)
+            writes = [asyncio.ensure_future(db.write(put, n)) for n in (1, 2, 3)]
+            await asyncio.sleep(0)
+            gate.set()
+            await busy
+            results = await asyncio.gather(*writes, return_exceptions=True)
+            assert results[0] == 1 and results[2] == 3 and isinstance(results[1], ValueError)
+            assert (db.groups, db.grouped_writes) == (1, 3)
+            rows = await db.read(Store.stream_after, 0)
+        assert [r.data["n"] for r in rows] == [1, 3]  # the failed write rolled back alone
+        assert [i.data["n"] for i in committed] == [1, 3]
+
+    asyncio.run(main())
