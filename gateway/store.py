@@ -374,8 +374,11 @@ class Store:
                     data["body"] = body
                     items.append(data)
                 conn.executemany("INSERT INTO stream (kind, data) VALUES ('event', ?)", texts)
-                self._outbox.extend(StreamItem(sid, "event", data) for sid, data in
-                                    zip(self._new_ids("stream", len(rows)), items))
+                for sid, data in zip(self._new_ids("stream", len(rows)), items):
+                    item = StreamItem(sid, "event", data)
+                    self._outbox.append(item)
+                    for hook in self.stream_hooks:  # as append_stream does, same transaction
+                        hook(self, item)
         except _NotAllNew:
             return [self.insert_event(*row) for row in rows]
         return list(ids)

@@ -115,6 +115,13 @@ def test_insert_events_many_writes_what_insert_event_writes(tmp_path, store):
     assert res[0] is None and res[1] > 3 and res[2] is None
     assert [(i.data["id"], i.data["seq"]) for i in store.take_outbox()] == [(res[1], 4)]
     assert store.conn.execute("SELECT COUNT(*) FROM stream").fetchone()[0] == 4
+    hooked = []  # integrations' outbox hooks see every item, inside the transaction
+    store.stream_hooks.append(lambda st, item: hooked.append((st.conn.in_transaction, item.id)))
+    with store.transaction():
+        ids = store.insert_events_many([("pad-1", "e1", s, "x", None, NOW, {}) for s in (7, 8)])
+    assert hooked == [(True, i.id) for i in store.take_outbox()] and len(hooked) == 2
+    store.stream_hooks.clear()
+    assert len(ids) == 2 and None not in ids
     one.conn.close()
 
 
