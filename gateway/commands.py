@@ -197,7 +197,7 @@ class CommandService:
             protocol.encode_cmd(device, new_id, name, args, deadline, now)
         except (ProtocolError, ValueError, TypeError) as exc:
             raise CommandRejected(f"command does not fit the protocol: {exc}") from None
-        cmd, created, online = await self.db.write(
+        cmd, created, online = await self.db.write_grouped(
             _submit_tx, device=device, name=name, args=args, key=idempotency_key,
             deadline=deadline, now=now, new_id=new_id)
         if created:
@@ -271,7 +271,7 @@ class CommandService:
         finally:
             self._sending.discard(cid)
             _resolve(published)
-        await self.db.write(_record_send, cid, self.clock())
+        await self.db.write_grouped(_record_send, cid, self.clock())
         log.debug("command sent command=%s device=%s", cid, cmd["device"])
 
     def _spawn_send(self, cmd: dict[str, Any]) -> None:

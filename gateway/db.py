@@ -5,10 +5,11 @@ goes through a single-thread executor that owns the write connection (writes are
 in submission order, no lock contention), and API reads go through a second thread with its
 own connection, so a long ingest batch never makes `GET /devices` wait.
 
-Group commit: writes that queue up while the writer is busy (an ingest batch, a command
-being submitted, its reply, a locker update...) run together in ONE transaction, each in its
-own savepoint (`Store.transaction` nests), so they share one fsync instead of waiting for one
-each. A write whose function raises rolls back alone (its savepoint) and gets its exception;
+Group commit: `write_grouped` writes that queue up while the writer is busy (ingest batches,
+command submits and sends) run together in ONE transaction, each in its own savepoint
+(`Store.transaction` nests), so they share one fsync instead of waiting for one each. Plain
+`write` calls keep a transaction of their own (they may run scripts: `executescript` commits
+whatever is open), in the same FIFO order. A write whose function raises rolls back alone (its savepoint) and gets its exception;
 every caller gets its result only after the shared COMMIT (`synchronous=FULL`) returned, so
 nothing is reported done before it is durable, exactly as with one transaction per write.
 
@@ -46,9 +47,9 @@ class Database:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="db-reader")
         self._local = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # writes waiting for the writer thread: (fn, args, kwargs, future on the loop)
+        # writes waiting for the writer thread: (fn, args, kwargs, future, may be grouped)
         self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
-                                 asyncio.Future[Any]]] = deque()
+                                 asyncio.Future[Any], bool]] = deque()
         self.groups = 0          # transactions the writer ran for queued writes
         self.grouped_writes = 0  # writes that shared a transaction with others
 
@@ -100,25 +101,44 @@ class Database:
 
     async def write(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
                     **kwargs: P.kwargs) -> T:
-        """Run `fn(store, ...)` on the writer thread. `fn` opens its own transaction (it
-        becomes a savepoint when the write shares a group commit with others)."""
+        """Run `fn(store, ...)` on the writer thread. `fn` opens its own transaction."""
+        return await self._submit(fn, args, kwargs, False)
+
+    async def write_grouped(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
+                            **kwargs: P.kwargs) -> T:
+        """`write`, but `fn` may share one transaction (one fsync) with other grouped writes
+        queued at the same time: its `store.transaction()` becomes a savepoint. `fn` must
+        only use `store.transaction()` and plain statements (no scripts, no BEGIN/COMMIT)."""
+        return await self._submit(fn, args, kwargs, True)
+
+    async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...],
+                      kwargs: dict[str, Any], grouped: bool) -> T:
         if self._loop is None:
             raise RuntimeError("database is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.append((fn, args, kwargs, fut))
+        self._queue.append((fn, args, kwargs, fut, grouped))
         self._loop.run_in_executor(self._writer, self._run_queued)
         return await fut
 
     def _run_queued(self) -> None:
-        """On the writer thread: run every queued write, several in one transaction."""
-        group = []
+        """On the writer thread: run every queued write in order, consecutive grouped ones
+        in one transaction."""
+        jobs = []
         while self._queue:
-            group.append(self._queue.popleft())
-        if not group:
-            return  # an earlier call took them
+            jobs.append(self._queue.popleft())
+        i = 0
+        while i < len(jobs):  # empty: an earlier call took them
+            j = i + 1
+            while jobs[i][4] and j < len(jobs) and jobs[j][4]:
+                j += 1
+            self._run_group(jobs[i:j])
+            i = j
+
+    def _run_group(self, group: list[tuple[Callable[..., Any], tuple[Any, ...],
+                                           dict[str, Any], asyncio.Future[Any], bool]]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
         if len(group) == 1:
-            fn, args, kwargs, _ = group[0]
+            fn, args, kwargs, _, _ = group[0]
             try:
                 outcomes.append((self._run_write(fn, args, kwargs), None))
             except Exception as exc:  # noqa: BLE001 - handed to the caller
@@ -127,7 +147,7 @@ class Database:
             store: Store = self._local.store
             try:
                 with store.transaction():
-                    for fn, args, kwargs, _ in group:
+                    for fn, args, kwargs, _, _ in group:
                         try:
                             outcomes.append((fn(store, *args, **kwargs), None))
                         except Exception as exc:  # noqa: BLE001 - rolled back alone
@@ -141,7 +161,7 @@ class Database:
                 self._loop.call_soon_threadsafe(self.on_commit, items)
         loop = self._loop
         if loop is not None:
-            for (_, _, _, fut), (result, exc) in zip(group, outcomes):
+            for (_, _, _, fut, _), (result, exc) in zip(group, outcomes):
                 loop.call_soon_threadsafe(_settle, fut, result, exc)
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

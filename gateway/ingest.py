@@ -397,7 +397,8 @@ class IngestWorker:
     async def _process(self, batch: list[tuple[str, bytes]]) -> None:
         # validate on the loop: the writer thread (the serial stage) only applies
         decoded, rejections = decode_batch(batch)
-        eff = await self.db.write(apply_decoded, decoded, rejections, len(batch), self.clock())
+        eff = await self.db.write_grouped(apply_decoded, decoded, rejections, len(batch),
+                                          self.clock())
         self.batches += 1
         now = self.clock()
         sends: list[Awaitable[Any]] = [self._publish_ack(dev, epoch, upto, now)

@@ -371,15 +371,16 @@ def test_writes_queued_behind_a_busy_writer_share_one_commit_and_fail_alone(tmp_
             gate = threading.Event()
             busy = asyncio.ensure_future(db.write(slow, gate))
             await asyncio.sleep(0.05)
-            writes = [asyncio.ensure_future(db.write(put, n)) for n in (1, 2, 3)]
+            writes = [asyncio.ensure_future(db.write_grouped(put, n)) for n in (1, 2, 3)]
+            alone = asyncio.ensure_future(db.write(put, 4))  # not grouped: its own commit
             await asyncio.sleep(0)
             gate.set()
             await busy
-            results = await asyncio.gather(*writes, return_exceptions=True)
+            results = await asyncio.gather(*writes, alone, return_exceptions=True)
             assert results[0] == 1 and results[2] == 3 and isinstance(results[1], ValueError)
-            assert (db.groups, db.grouped_writes) == (1, 3)
+            assert results[3] == 4 and (db.groups, db.grouped_writes) == (1, 3)
             rows = await db.read(Store.stream_after, 0)
-        assert [r.data["n"] for r in rows] == [1, 3]  # the failed write rolled back alone
-        assert [i.data["n"] for i in committed] == [1, 3]
+        assert [r.data["n"] for r in rows] == [1, 3, 4]  # the failed write rolled back alone
+        assert [i.data["n"] for i in committed] == [1, 3, 4]
 
     asyncio.run(main())
