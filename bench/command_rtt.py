@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx
 
-from bench.ingest import BenchBroker, BenchGateway, check_db, machine
+from bench.ingest import BenchBroker, BenchGateway, check_db, load_line, machine
 from tools.loadgen import percentiles
 
 PY = sys.executable
@@ -44,8 +45,9 @@ GOAL_P99_MS = 25.0
 class LoadgenProcess:
     """`python -m tools.loadgen ... --duration 0` in the background until `stop()`."""
 
-    def __init__(self, args: list[str]) -> None:
-        self.proc = subprocess.Popen([PY, "-m", "tools.loadgen", *args, "--duration", "0"],
+    def __init__(self, args: list[str], nice: int = 0) -> None:
+        self.proc = subprocess.Popen([*(["nice", "-n", str(nice)] if nice else []),
+                                      PY, "-m", "tools.loadgen", *args, "--duration", "0"],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.lines: list[str] = []
@@ -132,8 +134,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra argument for `python -m gateway` (repeat)")
     ap.add_argument("--gateway-root", type=Path, default=None,
                     help="run `python -m gateway` from this directory (e.g. a patched copy)")
-    ap.add_argument("--broker-nodelay", action="store_true",
-                    help="Mosquitto with `set_tcp_nodelay true` (default: the harness config)")
+    ap.add_argument("--bg-nice", type=int, default=0,
+                    help="run the background load generator at this niceness (e.g. 19): the "
+                         "simulated devices then do not take CPU from the gateway, as real "
+                         "devices (their own hardware) would not")
+    ap.add_argument("--priority", type=int, default=0,
+                    help="renice the gateway, broker, target device and caller by -N (needs "
+                         "root): shows how much of the p99 is waiting for a core on a busy box")
+    ap.add_argument("--broker-nagle", action="store_true",
+                    help="Mosquitto without `set_tcp_nodelay true` (the config before the fix)")
     a = ap.parse_args(argv)
     if a.quick:
         a.commands, a.levels, a.bg_devices, a.warmup = min(a.commands, 20), "0,200", 20, 3
@@ -142,18 +151,25 @@ def main(argv: list[str] | None = None) -> int:
           f"(POST wait=true → device accepted+done → response), background load "
           f"{a.bg_devices} devices at {', '.join(levels)} events/s"
           + (f", gateway args {' '.join(a.gateway_arg)}" if a.gateway_arg else "")
-          + (", broker set_tcp_nodelay" if a.broker_nodelay else "")
+          + (", broker with Nagle (no set_tcp_nodelay)" if a.broker_nagle else "")
           + (f", gateway from {a.gateway_root}" if a.gateway_root else ""))
     print(f"machine: {machine()}", flush=True)
+    print(load_line(), flush=True)
+    if a.bg_nice or a.priority:
+        print(f"priorities: background load generator nice {a.bg_nice}; gateway, broker, "
+              f"target device and caller nice -{a.priority}", flush=True)
     failed = False
     results = []
     with tempfile.TemporaryDirectory(prefix="pe-bench-cmd-") as tmp:
         work = Path(tmp)
-        broker = BenchBroker(work / "mosq", nodelay=a.broker_nodelay).start()
+        broker = BenchBroker(work / "mosq", nagle=a.broker_nagle).start()
         gw = BenchGateway(work / "gw", broker.port, a.gateway_arg, a.gateway_root).start()
         device = "cmd-0000"
         target = LoadgenProcess(["--broker", f"127.0.0.1:{broker.port}", "--devices", "1",
                                  "--prefix", "cmd", "--rate", "0"])
+        if a.priority:
+            for pid in (gw.pid(), broker.proc.pid, target.proc.pid, os.getpid()):
+                os.setpriority(os.PRIO_PROCESS, pid, -a.priority)
         sent_bg: dict[str, int] = {}
         try:
             target.wait_started()
@@ -162,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     bg = None
                     args = background_args(broker.port, level, a.bg_devices, f"bg{n}")
                     if args is not None:
-                        bg = LoadgenProcess(args)
+                        bg = LoadgenProcess(args, nice=a.bg_nice)
                         bg.wait_started()
                         time.sleep(1.0)  # let the load settle
                     try:
@@ -205,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in results) + f" (worst p99 {worst:.1f} ms)")
     print(f"device: {tsum['cmds_received']} command deliveries, {tsum['cmds_duplicate']} "
           f"duplicates answered from its store; gateway commands {stats.get('commands', {})}")
+    print(load_line())
     print(f"integrity: {'OK' if check['ok'] else 'FAILED'}  background events sent "
           f"{check['sent']}, stored {check.get('stored', 0)}, lost {check.get('lost', 0)}, "
           f"duplicates {check.get('duplicates', 0)}")

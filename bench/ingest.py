@@ -51,17 +51,21 @@ PY = sys.executable
 
 
 class BenchBroker(Mosquitto):
-    """The harness's Mosquitto, optionally with `set_tcp_nodelay true` (Nagle off)."""
+    """The harness's Mosquitto (`set_tcp_nodelay true` since the benchmarks found the 40 ms
+    delayed-ACK stalls), optionally with Nagle back on (`nagle`, to measure the old config)
+    and extra config lines."""
 
-    def __init__(self, workdir: Path, *, persistence: bool = True, nodelay: bool = False) -> None:
+    def __init__(self, workdir: Path, *, persistence: bool = True, nagle: bool = False,
+                 extra: list[str] | None = None) -> None:
         super().__init__(workdir, persistence=persistence)
-        self.nodelay = nodelay
+        self.nagle = nagle
+        self.extra = list(extra or [])
 
     def write_conf(self) -> None:
         super().write_conf()
-        if self.nodelay:
-            with self.conf.open("a") as f:
-                f.write("set_tcp_nodelay true\n")
+        lines = [ln for ln in self.conf.read_text().splitlines()
+                 if not (self.nagle and ln.startswith("set_tcp_nodelay"))]
+        self.conf.write_text("\n".join(lines + self.extra) + "\n")
 
 
 class BenchGateway(GatewayProcess):
@@ -96,11 +100,52 @@ class BenchGateway(GatewayProcess):
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the gateway process has used so far (Linux /proc)."""
-        try:
-            fields = Path(f"/proc/{self.pid()}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return float("nan")
+        return proc_cpu_s(self.pid())
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine have spent busy so far (/proc/stat)."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+class CpuShares:
+    """Cores used over a phase: the gateway, the broker, the load generator (children of this
+    process), and everything else on the machine (other users included)."""
+
+    def __init__(self, gateway: int | None, broker: int) -> None:
+        self.pids = {"gateway": gateway, "broker": broker}
+        self.t0 = time.monotonic()
+        self.start = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        import resource
+        out = {k: proc_cpu_s(p) for k, p in self.pids.items() if p is not None}
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # loadgen/sink once they exited
+        out["loadgen"] = ru.ru_utime + ru.ru_stime
+        out["machine"] = machine_busy_s()
+        return out
+
+    def line(self) -> str:
+        end = self._sample()
+        wall = time.monotonic() - self.t0
+        used = {k: (end[k] - self.start[k]) / wall for k in end}
+        mine = sum(v for k, v in used.items() if k != "machine")
+        parts = [f"{k} {v:.2f}" for k, v in used.items() if k != "machine"]
+        return (f"cores used ({os.cpu_count()} on the machine): {', '.join(parts)}, everything "
+                f"else {max(0.0, used['machine'] - mine):.2f} (other users' work included)")
 
 
 def loadgen_cmd(port: int, *, devices: int, prefix: str, duration: float, qos: int, size: int,
@@ -201,6 +246,21 @@ def check_db(db: Path, sent: dict[str, int]) -> dict[str, Any]:
             "ok": lost == 0 and dup == 0 and bad == 0 and overflow == 0}
 
 
+def load_line() -> str:
+    """Machine load right now: load average and CPU pressure (PSI: share of time runnable tasks
+    waited for a core), our own processes included; benchmarks print it at start and end."""
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "?"
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split("\n", 1)[0].split()
+        psi = ", cpu pressure " + " ".join(x for x in some[1:3])
+    except (OSError, IndexError):
+        psi = ""
+    return f"machine load: load average {load}{psi}"
+
+
 def machine() -> str:
     cpus = os.cpu_count()
     try:
@@ -208,16 +268,22 @@ def machine() -> str:
     except (ValueError, OSError):
         mem = float("nan")
     try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in
+                   Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = "?"
+    try:
         mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True,
                               check=False).stdout.split("\n")[0]
     except OSError:
         mosq = "mosquitto ?"
-    return (f"{cpus} CPUs, {mem:.0f} GiB, {platform.platform(terse=True)}, "
+    return (f"{cpus} CPUs ({cpu}), {mem:.0f} GiB, {platform.platform(terse=True)}, "
             f"CPython {platform.python_version()}, {mosq.strip()}")
 
 
 def raw_phase(broker: Mosquitto, a: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     sink = Sink(broker.port, a.qos)
+    shares = CpuShares(None, broker.proc.pid)
     try:
         gen = run_json(loadgen_cmd(broker.port, devices=a.devices, prefix="raw",
                                    duration=a.duration, qos=a.qos, size=a.size, ack="mqtt",
@@ -226,6 +292,7 @@ def raw_phase(broker: Mosquitto, a: argparse.Namespace) -> tuple[dict[str, Any],
     finally:
         if sink.proc.poll() is None:
             sink.proc.kill()
+    sunk["cpu"] = shares.line().replace("loadgen", "loadgen+sink")
     return gen, sunk
 
 
@@ -240,10 +307,12 @@ def gateway_phase(broker: Mosquitto, work: Path, a: argparse.Namespace
                  str(int(a.duration) + 2), "-r", "100", "--threads", "-f", "raw", "-o",
                  str(a.profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu0 = gw.cpu_s()
+        shares = CpuShares(gw.pid(), broker.proc.pid)
         gen = run_json(loadgen_cmd(gw.broker_port, devices=a.devices, prefix="ld",
                                    duration=a.duration, qos=a.qos, size=a.size, ack="app",
                                    rate=a.rate), timeout=a.duration + 180)
         gen["gateway_cpu_s"] = gw.cpu_s() - cpu0
+        gen["cpu"] = shares.line()
         if profiler is not None:
             profiler.wait(60)
         stats = gw.get("/stats")
@@ -266,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="Mosquitto persistence as the harness runs it (default on)")
     ap.add_argument("--gateway-arg", action="append", default=[],
                     help="extra argument for `python -m gateway` (repeat)")
-    ap.add_argument("--broker-nodelay", action="store_true",
-                    help="Mosquitto with `set_tcp_nodelay true` (default: the harness config)")
+    ap.add_argument("--broker-nagle", action="store_true",
+                    help="Mosquitto without `set_tcp_nodelay true` (the config before the fix)")
     ap.add_argument("--gateway-root", type=Path, default=None,
                     help="run `python -m gateway` from this directory (e.g. a patched copy)")
     ap.add_argument("--skip-raw", action="store_true", help="gateway phase only")
@@ -281,14 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     load = "saturated (16 in flight per device)" if a.rate is None else f"{a.rate:g} events/s offered"
     print(f"ingest benchmark: {a.devices} devices, {load}, QoS {a.qos}, {a.size} B events, "
           f"{a.duration:g} s per phase, broker persistence {'on' if a.broker_persistence else 'off'}"
-          + (", broker set_tcp_nodelay" if a.broker_nodelay else "")
+          + (", broker with Nagle (no set_tcp_nodelay)" if a.broker_nagle else "")
           + (f", gateway from {a.gateway_root}" if a.gateway_root else "")
           + (f", gateway args {' '.join(a.gateway_arg)}" if a.gateway_arg else ""))
     print(f"machine: {machine()}", flush=True)
+    print(load_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="pe-bench-ingest-") as tmp:
         work = Path(tmp)
         broker = BenchBroker(work / "mosq", persistence=a.broker_persistence,
-                             nodelay=a.broker_nodelay).start()
+                             nagle=a.broker_nagle).start()
         try:
             raw_gen, sunk = ({}, {}) if a.skip_raw else raw_phase(broker, a)
             gen, stats, check, _ = gateway_phase(broker, work, a)
@@ -306,11 +376,13 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; {dropped} never reached it: Mosquitto drops QoS 1 messages beyond "
                  "max_queued_messages for a subscriber that falls behind" if dropped > 0 else "")
               + ")")
+        print(f"  raw phase {sunk['cpu']}")
     cpu_us = gen["gateway_cpu_s"] / max(1, gen["generated"]) * 1e6
     print(f"gateway events/s: {rate:.0f}  (persisted and acknowledged in {gen['window_s']:.1f} s; "
           f"gateway CPU {cpu_us:.0f} us/event; {stats.get('ingest_batches', 0)} batches, "
           f"{stats.get('events_persisted', 0) / max(1, stats.get('ingest_batches', 1)):.0f} "
           f"events/batch)")
+    print(f"  gateway phase {gen['cpu']}")
     if not a.skip_raw:
         print(f"ratio: {rate / raw if raw else float('nan'):.2f}  (goal >= 0.5)")
     print(f"latency publish->persisted (ack) ms: p50 {lat.get('p50', float('nan')):.1f}  "
@@ -322,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
           f"re-sent by devices {gen['resent']}, gateway duplicates {stats.get('duplicates', 0)}, "
           f"unacked at end {gen['unacked']}, rejections {stats.get('rejections', {})}, "
           f"ack failures {stats.get('acks_failed', 0)}")
+    print(load_line())
     if a.json:
         a.json.write_text(json.dumps({"raw_loadgen": raw_gen, "sink": sunk, "gateway_loadgen": {
             k: v for k, v in gen.items() if k != "sent_per_device"}, "stats": stats,

@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish-timeout", type=float, default=5.0,
                    help="seconds to wait for the broker's PUBACK before a publish counts as "
                         "failed (default 5)")
-    p.add_argument("--batch", type=int, default=256,
-                   help="max messages per ingest transaction / ack round (default 256)")
+    p.add_argument("--batch", type=int, default=2048,
+                   help="max messages per ingest transaction / ack round (default 2048)")
     p.add_argument("--ack-linger-ms", type=float, default=0.0,
                    help="wait this long to gather more messages before a commit (default 0)")
     p.add_argument("--locker-reserve", type=float, default=4 * 3600, metavar="SECONDS",

@@ -122,7 +122,8 @@ def create_app(gw: Gateway) -> FastAPI:
             raise HTTPException(404, f"unknown device {device!r}: not a valid device id")
         try:
             cmd, _created = await gw.commands.submit(device, req.name, req.args,
-                                                    req.idempotency_key, req.timeout_s)
+                                                    req.idempotency_key, req.timeout_s,
+                                                    wait_send=not req.wait)
         except UnknownDevice:
             raise HTTPException(404, f"unknown device {device!r}: it has never sent a birth "
                                      "(GET /devices lists known devices)") from None

@@ -54,7 +54,7 @@ class GatewayConfig:
     client_id: str = "pe-gateway"         # MQTT client id; the broker keeps its session
     keepalive_s: int = 30
     publish_timeout_s: float = 5.0        # a QoS 1 publish without PUBACK by then has failed
-    ingest_batch_max: int = 256           # ack coalescing: messages per transaction / ack round
+    ingest_batch_max: int = 2048          # ack coalescing: messages per transaction / ack round
     ack_linger_s: float = 0.0             # wait this long for more messages before a commit
     command_resend_s: float = 2.0         # resend pending commands this often while online
     command_grace_s: float = 2.0          # expire this long after the deadline
@@ -113,6 +113,7 @@ class Gateway:
         self.ingest = IngestWorker(self.db, self.router.publish, on_birth=self._on_birth,
                                    batch_max=config.ingest_batch_max,
                                    linger_s=config.ack_linger_s, clock=clock)
+        self.commands.on_submit = self.ingest.expedite  # small batches while commands wait
         self.pads = PadsService(self.db, config.samples_file)
         self.lockers = LockersService(self.db, self.commands, tick_s=config.locker_tick_s,
                                       clock=clock, reserve_s=config.locker_reserve_s,
@@ -210,6 +211,11 @@ class Gateway:
             raise OSError(exc.errno, f"cannot listen on http://{host}:{port}: {exc.strerror}"
                                      " (is another gateway running? use --http host:port)"
                           ) from exc
+        # Nagle off for every accepted connection (Linux copies it from the listening socket):
+        # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and
+        # create_server makes proto 0, so uvicorn's separate header/body writes would wait
+        # for the client's delayed ACK: ~40 ms on every keep-alive response.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         self.http_port = sock.getsockname()[1]
         server = _Server(uvicorn.Config(self.app, host=host, port=self.http_port,

@@ -1,15 +1,17 @@
-"""The MQTT edge: a supervised aiomqtt connection.
+"""The MQTT edge: a supervised MQTT connection (`gateway.mqtt_lite`).
 
 * Reconnects forever with exponential backoff (0.25 s doubling to 10 s, with jitter).
 * Persistent session (clean_session=False, fixed client id): while the gateway restarts, the
-  broker queues QoS 1 device messages for it. aiomqtt acknowledges a message (PUBACK) before
-  our handler runs, so an MQTT ack is not persistence: the device keeps each event until the
-  gateway's application-level ack, which is published only after the commit.
+  broker queues QoS 1 device messages for it. The client acknowledges a message (PUBACK) when
+  it reads it, before our handler runs, so an MQTT ack is not persistence: the device keeps
+  each event until the gateway's application-level ack, published only after the commit.
 * Subscribes `pe/1/+/{birth,status,evt,reply}` at QoS 1; publishes `pe/1/gateway/state`
   retained `online`, with a retained `offline` last will (and publishes `offline` itself on a
   clean stop, when the broker would not fire the will).
 * `publish` waits for the broker's PUBACK (QoS 1) and raises `PublishError` when not
   connected, on a broker error or on timeout: a publish is never silently lost.
+* Inbound messages are handed to the handler in arrival order; while the handler (the ingest
+  queue) is full, the client stops reading the socket, so the broker holds the backlog.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-import aiomqtt
+from .mqtt_lite import MqttLite, MqttLiteError
 
 from . import protocol
 
@@ -47,7 +49,7 @@ class MqttBus:
         self.clock = clock
         self.connects = 0
         self.publish_failures = 0
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttLite | None = None
         self._connected = asyncio.Event()
         self._stopping = False
 
@@ -74,7 +76,7 @@ class MqttBus:
         try:
             await client.publish(topic, payload, qos=qos, retain=retain,
                                  timeout=self.publish_timeout)
-        except aiomqtt.MqttError as exc:
+        except (MqttLiteError, OSError) as exc:
             self.publish_failures += 1
             raise PublishError(f"publish to {topic} failed: {exc}") from exc
 
@@ -82,30 +84,26 @@ class MqttBus:
         """Connect, subscribe, deliver messages to the handler; reconnect on any loss."""
         backoff = self.backoff_min
         while not self._stopping:
-            will = aiomqtt.Will(protocol.GATEWAY_STATE_TOPIC,
-                                protocol.encode_gateway_state(False, None), qos=1, retain=True)
+            will = (protocol.GATEWAY_STATE_TOPIC, protocol.encode_gateway_state(False, None), 1,
+                    True)
+            client = MqttLite(self.client_id, clean_session=False, keepalive=self.keepalive,
+                              will=will)
             try:
-                async with aiomqtt.Client(self.host, self.port, identifier=self.client_id,
-                                          clean_session=False, keepalive=self.keepalive,
-                                          will=will, timeout=self.publish_timeout) as client:
-                    await client.subscribe([(t, 1) for t in protocol.SUBSCRIPTIONS])
-                    await client.publish(protocol.GATEWAY_STATE_TOPIC,
-                                         protocol.encode_gateway_state(True, self._now()),
-                                         qos=1, retain=True)
-                    self._client = client
-                    self._connected.set()
-                    self.connects += 1
-                    backoff = self.backoff_min
-                    log.info("mqtt connected broker=%s:%d client_id=%s connects=%d", self.host,
-                             self.port, self.client_id, self.connects)
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, str):
-                            payload = payload.encode()
-                        elif not isinstance(payload, (bytes, bytearray)):
-                            payload = b"" if payload is None else str(payload).encode()
-                        await self.handler(str(message.topic), bytes(payload))
-            except aiomqtt.MqttError as exc:
+                await client.connect(self.host, self.port, timeout=self.publish_timeout)
+                await client.subscribe([(t, 1) for t in protocol.SUBSCRIPTIONS])
+                self._client = client
+                await client.publish(protocol.GATEWAY_STATE_TOPIC,
+                                     protocol.encode_gateway_state(True, self._now()),
+                                     qos=1, retain=True, timeout=self.publish_timeout)
+                self._connected.set()
+                self.connects += 1
+                backoff = self.backoff_min
+                log.info("mqtt connected broker=%s:%d client_id=%s connects=%d", self.host,
+                         self.port, self.client_id, self.connects)
+                while True:
+                    for topic, payload in await client.next_batch():
+                        await self.handler(topic, payload)
+            except (MqttLiteError, OSError, asyncio.TimeoutError) as exc:
                 if self._stopping:
                     break
                 log.warning("mqtt connection lost broker=%s:%d error=%r retry_in=%.2fs",
@@ -116,6 +114,10 @@ class MqttBus:
             finally:
                 self._connected.clear()
                 self._client = None
+                if self._stopping:
+                    client.disconnect()  # clean: no will (announce_offline published offline)
+                else:
+                    client.abort()       # the broker fires the will
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self.backoff_max)
 

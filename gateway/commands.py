@@ -141,6 +141,11 @@ def _record_send(store: Store, command_id: str, now: int) -> None:
 
 # -- asynchronous edge ------------------------------------------------------------------------
 
+def _resolve(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
 class Publisher(Protocol):
     def __call__(self, topic: str, payload: bytes, *, qos: int = 1,
                  retain: bool = False) -> Awaitable[None]: ...
@@ -163,12 +168,18 @@ class CommandService:
         self._waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
         self._sending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_submit: Callable[[float], None] | None = None  # told each command's timeout
 
     # API side
 
     async def submit(self, device: str, name: str, args: dict[str, Any], idempotency_key: str,
-                     timeout_s: float) -> tuple[dict[str, Any], bool]:
+                     timeout_s: float, *, wait_send: bool = True) -> tuple[dict[str, Any], bool]:
         """Create (or find, for a known `(device, key)`) a command; returns `(record, created)`.
+
+        `wait_send=False`: return once the command is published, without waiting for the
+        `sent` record to commit (a caller that waits for the outcome next: that write then
+        runs alongside the device's answer instead of before it; the reply's transition
+        accepts a `queued` command).
 
         Raises UnknownDevice, IdempotencyConflict or CommandRejected."""
         if not IDEMPOTENCY_KEY_RE.match(idempotency_key):
@@ -177,6 +188,8 @@ class CommandService:
         if not COMMAND_NAME_RE.match(name):
             raise CommandRejected(f"bad command name {name!r}: use lowercase letters, digits, "
                                   "'_', '.', '-' (e.g. 'blink')")
+        if self.on_submit is not None:
+            self.on_submit(min(timeout_s, 5.0))
         now = self.clock()
         deadline = now + max(1, round(timeout_s * 1000))
         new_id = "c-" + secrets.token_hex(8)
@@ -184,7 +197,7 @@ class CommandService:
             protocol.encode_cmd(device, new_id, name, args, deadline, now)
         except (ProtocolError, ValueError, TypeError) as exc:
             raise CommandRejected(f"command does not fit the protocol: {exc}") from None
-        cmd, created, online = await self.db.write(
+        cmd, created, online = await self.db.write_grouped(
             _submit_tx, device=device, name=name, args=args, key=idempotency_key,
             deadline=deadline, now=now, new_id=new_id)
         if created:
@@ -193,12 +206,14 @@ class CommandService:
             if online:
                 # deliver now, but do not hold the caller longer than `send_wait_s` if the
                 # broker is slow: the send goes on in the background, and ticks retry it
-                send = asyncio.get_running_loop().create_task(self._send(cmd))
+                published = asyncio.get_running_loop().create_future()
+                send = asyncio.get_running_loop().create_task(self._send(cmd, published))
                 self._tasks.add(send)
                 send.add_done_callback(self._tasks.discard)
-                await asyncio.wait({send}, timeout=self.send_wait_s)
-                latest = await self.db.read(Store.get_command, cmd["id"])
-                cmd = latest if latest is not None else cmd
+                await asyncio.wait({send if wait_send else published}, timeout=self.send_wait_s)
+                if wait_send:
+                    latest = await self.db.read(Store.get_command, cmd["id"])
+                    cmd = latest if latest is not None else cmd
         return public_command(cmd), created
 
     async def get(self, command_id: str) -> dict[str, Any] | None:
@@ -236,10 +251,12 @@ class CommandService:
 
     # delivery
 
-    async def _send(self, cmd: dict[str, Any]) -> None:
+    async def _send(self, cmd: dict[str, Any],
+                    published: asyncio.Future[None] | None = None) -> None:
         cid = cmd["id"]
         now = self.clock()
         if cid in self._sending or now >= cmd["deadline"]:
+            _resolve(published)  # being sent by another task (a tick), or too late
             return
         self._sending.add(cid)
         try:
@@ -253,7 +270,8 @@ class CommandService:
             return
         finally:
             self._sending.discard(cid)
-        await self.db.write(_record_send, cid, self.clock())
+            _resolve(published)
+        await self.db.write_grouped(_record_send, cid, self.clock())
         log.debug("command sent command=%s device=%s", cid, cmd["device"])
 
     def _spawn_send(self, cmd: dict[str, Any]) -> None:

@@ -166,31 +166,133 @@ def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
         apply_reply_message(store, msg, now, eff)
 
 
+class _Batch:
+    """Per-batch caches for the event fast path: device rows read once per batch, events
+    inserted together (`Store.insert_events_many`), and the ack watermark advanced once per
+    device per batch (not once per event)."""
+
+    def __init__(self, store: Store, now: int) -> None:
+        self.store = store
+        self.now = now
+        self.devices: dict[str, dict[str, Any] | None] = {}
+        self.events: list[tuple[Event, str]] = []  # (event, epoch) not inserted yet
+        self.seqs: dict[tuple[str, str], set[int]] = {}
+
+    def device(self, dev: str) -> dict[str, Any] | None:
+        try:
+            return self.devices[dev]
+        except KeyError:
+            row = self.devices[dev] = self.store.get_device(dev)
+            return row
+
+    def add_event(self, e: Event, eff: Effects) -> None:
+        dev = self.device(e.dev)
+        if dev is None:
+            eff.rejections["unknown-device"] += 1
+            eff.rebirths.add(e.dev)
+            return
+        self.events.append((e, dev["epoch"]))
+
+    def flush(self, eff: Effects) -> None:
+        """Insert the pending events, then advance and store the watermark of every device
+        with events in this batch."""
+        store = self.store
+        now = self.now
+        ids = store.insert_events_many([(e.dev, epoch, e.seq, e.type, e.t, now, e.body)
+                                        for e, epoch in self.events])
+        for (e, epoch), eid in zip(self.events, ids):
+            if eid is None:
+                eff.duplicates += 1
+            else:
+                eff.persisted += 1
+            self.seqs.setdefault((e.dev, epoch), set()).add(e.seq)
+            eff.touched.add(e.dev)
+        self.events.clear()
+        for (dev, epoch), seqs in self.seqs.items():
+            w = start = store.get_watermark(dev, epoch) or 0
+            while (w + 1) in seqs or store.has_event(dev, epoch, w + 1):
+                w += 1
+            if w != start or start == 0:
+                store.set_watermark(dev, epoch, w)
+            eff.acks[dev] = (epoch, w)
+        self.seqs.clear()
+
+
+def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff: Effects) -> None:
+    """All messages in one savepoint, no savepoint per message (the common case)."""
+    batch = _Batch(store, now)
+    for topic, msg in messages:
+        if isinstance(msg, Event):
+            batch.add_event(msg, eff)
+            continue
+        batch.flush(eff)  # births/status read the watermark and change the device row
+        batch.devices.pop(msg.dev, None)
+        one = Effects()
+        apply_message(store, msg, now, one)
+        if one.rejections:
+            log.warning("message rejected topic=%s reason=%s", topic, ",".join(one.rejections))
+        eff.merge(one)
+    batch.flush(eff)
+
+
+def _apply_careful(store: Store, messages: list[tuple[str, Message]], now: int,
+                   eff: Effects) -> None:
+    """Each message in its own savepoint, so a message that trips a bug rolls back alone."""
+    for topic, msg in messages:
+        one = Effects()
+        try:
+            with store.transaction():  # savepoint
+                apply_message(store, msg, now, one)
+        except Exception:
+            log.exception("message failed topic=%s; rolled back alone", topic)
+            eff.rejections["internal-error"] += 1
+            continue
+        if one.rejections:
+            log.warning("message rejected topic=%s reason=%s", topic, ",".join(one.rejections))
+        eff.merge(one)
+
+
+def decode_batch(messages: Sequence[tuple[str, bytes]]
+                 ) -> tuple[list[tuple[str, Message]], Counter[str]]:
+    """Validate raw messages (pure, no store access)."""
+    decoded: list[tuple[str, Message]] = []
+    rejections: Counter[str] = Counter()
+    for topic, payload in messages:
+        try:
+            decoded.append((topic, protocol.decode(topic, payload)))
+        except ProtocolError as exc:
+            rejections[exc.reason] += 1
+            log.warning("message rejected topic=%s reason=%s detail=%r bytes=%d", topic,
+                        exc.reason, exc.detail, len(payload))
+    return decoded, rejections
+
+
 def apply_batch(store: Store, messages: Sequence[tuple[str, bytes]], now: int) -> Effects:
     """Decode and apply raw `(topic, payload)` messages in one transaction."""
-    eff = Effects()
+    decoded, rejections = decode_batch(messages)
+    return apply_decoded(store, decoded, rejections, len(messages), now)
+
+
+def apply_decoded(store: Store, decoded: list[tuple[str, Message]], rejections: Counter[str],
+                  received: int, now: int) -> Effects:
+    """Apply validated messages in one transaction.
+
+    Fast path first (one savepoint for the whole batch, per-batch caches); if any message
+    raises, that savepoint is rolled back and the batch is applied again message by message,
+    each in its own savepoint, as before."""
+    eff = Effects(received=received)
+    eff.rejections.update(rejections)
     with store.transaction():
-        for topic, payload in messages:
-            eff.received += 1
-            try:
-                msg = protocol.decode(topic, payload)
-            except ProtocolError as exc:
-                eff.rejections[exc.reason] += 1
-                log.warning("message rejected topic=%s reason=%s detail=%r bytes=%d", topic,
-                            exc.reason, exc.detail, len(payload))
-                continue
-            one = Effects()
-            try:
-                with store.transaction():  # savepoint
-                    apply_message(store, msg, now, one)
-            except Exception:
-                log.exception("message failed topic=%s; rolled back alone", topic)
-                eff.rejections["internal-error"] += 1
-                continue
-            if one.rejections:
-                log.warning("message rejected topic=%s reason=%s", topic,
-                            ",".join(one.rejections))
-            eff.merge(one)
+        applied = Effects()
+        try:
+            with store.transaction():  # savepoint
+                _apply_fast(store, decoded, now, applied)
+        except Exception:
+            log.exception("batch fast path failed size=%d; applying message by message",
+                          len(decoded))
+            applied = Effects()
+            _apply_careful(store, decoded, now, applied)
+        eff.merge(applied)
         store.bump("messages_received", eff.received)
         store.bump("events_persisted", eff.persisted)
         store.bump("duplicates", eff.duplicates)
@@ -201,22 +303,32 @@ def apply_batch(store: Store, messages: Sequence[tuple[str, bytes]], now: int) -
 
 
 class IngestWorker:
-    """Batch inbound messages into transactions; acknowledge after each commit."""
+    """Batch inbound messages into transactions; acknowledge after each commit.
+
+    Command replies take a priority lane: they go into the next batch ahead of queued events,
+    so a caller waiting for an outcome does not wait for the event backlog. While commands are
+    in progress (`expedite`), batches are kept small (`urgent_batch_max`): the writer thread is
+    shared, and every step of a command (submit, record the send, apply the reply) waits for
+    the batch in progress."""
 
     def __init__(self, db: Database, publish: Publisher, *,
                  on_birth: Callable[[str], Any] | None = None, batch_max: int = 256,
                  linger_s: float = 0.0, queue_max: int = 10_000,
-                 rebirth_interval_s: float = 2.0, clock: Callable[[], int] = now_ms) -> None:
+                 rebirth_interval_s: float = 2.0, urgent_batch_max: int = 64,
+                 clock: Callable[[], int] = now_ms) -> None:
         self.db = db
         self.publish = publish
         self.on_birth = on_birth
         self.batch_max = max(1, batch_max)
+        self.urgent_batch_max = max(1, min(urgent_batch_max, self.batch_max))
         self.linger_s = linger_s
         self.rebirth_interval_s = rebirth_interval_s
         self.clock = clock
-        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(queue_max)
+        self.queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(queue_max)
+        self.priority: deque[tuple[str, bytes]] = deque()
         self.ack_failures = 0
         self.batches = 0
+        self._urgent_until = 0.0
         self._last_rebirth: dict[str, float] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -224,9 +336,20 @@ class IngestWorker:
         self.on_processed: Callable[[list[float], float], None] | None = None
         self._arrivals: deque[float] = deque()  # parallel to `queue` (FIFO)
 
+    def expedite(self, seconds: float = 2.0) -> None:
+        """Keep batches small for the next `seconds` (a command is waiting for its reply)."""
+        self._urgent_until = max(self._urgent_until, time.monotonic() + seconds)
+
     async def put(self, topic: str, payload: bytes) -> None:
         """Queue one message (waits when the queue is full: backpressure on the bus)."""
         self._idle.clear()
+        if topic.endswith("/reply"):
+            self.priority.append((topic, payload))
+            try:
+                self.queue.put_nowait(None)  # wakes `run` if it waits on an empty queue
+            except asyncio.QueueFull:
+                pass  # not waiting then
+            return
         await self.queue.put((topic, payload))
         self._arrivals.append(time.monotonic())  # same step as the put: order matches
 
@@ -240,25 +363,42 @@ class IngestWorker:
 
     async def run(self) -> None:
         while True:
-            batch = [await self.queue.get()]
+            arrivals: list[float] = []  # of the queued (not priority) messages in the batch
+            if not self.priority:
+                first = await self.queue.get()
+                if first is not None:
+                    self.priority.append(first)  # not a reply: the batch just starts with it
+                    if self._arrivals:
+                        arrivals.append(self._arrivals.popleft())
             if self.linger_s > 0:
                 await asyncio.sleep(self.linger_s)
-            while len(batch) < self.batch_max and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            arrivals = [self._arrivals.popleft() for _ in batch if self._arrivals]
-            try:
-                await self._process(batch)
-                if self.on_processed is not None:
-                    self.on_processed(arrivals, time.monotonic())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the device re-sends what we did not acknowledge
-                log.exception("ingest batch failed size=%d; not acknowledged", len(batch))
-            if self.queue.empty():
+            limit = (self.urgent_batch_max if time.monotonic() < self._urgent_until
+                     else self.batch_max)
+            batch = list(self.priority)  # replies (and the first message) first
+            self.priority.clear()
+            while len(batch) < limit and not self.queue.empty():
+                item = self.queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
+                    if self._arrivals:
+                        arrivals.append(self._arrivals.popleft())
+            if batch:
+                try:
+                    await self._process(batch)
+                    if self.on_processed is not None:
+                        self.on_processed(arrivals, time.monotonic())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the device re-sends what we did not acknowledge
+                    log.exception("ingest batch failed size=%d; not acknowledged", len(batch))
+            if self.queue.empty() and not self.priority:
                 self._idle.set()
 
     async def _process(self, batch: list[tuple[str, bytes]]) -> None:
-        eff = await self.db.write(apply_batch, batch, self.clock())
+        # validate on the loop: the writer thread (the serial stage) only applies
+        decoded, rejections = decode_batch(batch)
+        eff = await self.db.write_grouped(apply_decoded, decoded, rejections, len(batch),
+                                          self.clock())
         self.batches += 1
         now = self.clock()
         sends: list[Awaitable[Any]] = [self._publish_ack(dev, epoch, upto, now)

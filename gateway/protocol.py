@@ -122,6 +122,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
 
 
+# built once: json.loads with parse_constant= builds a new JSONDecoder on every call
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _field(obj: dict[str, Any], name: str, where: str = "") -> Any:
     if name not in obj:
         raise ProtocolError("bad-field", f"missing {where}{name}")
@@ -172,7 +176,7 @@ def decode_envelope(topic_: str, payload: bytes) -> tuple[str, dict[str, Any]]:
         raise ProtocolError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD}")
     dev, channel = parse_topic(topic_)
     try:
-        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+        obj = _DECODER.decode(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError("malformed", f"not UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -239,8 +243,11 @@ def decode(topic_: str, payload: bytes) -> Message:
 
 # -- encoding (gateway → device) -------------------------------------------------------------
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _encode(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def encode_ack(dev: str, epoch: str, upto: int, now: int) -> bytes:

@@ -1,4 +1,4 @@
-"""CI smoke run of the ingest and command round-trip benchmarks (docs/benchmarks.md).
+"""CI smoke run of the ingest, command round-trip, scale and firmware heap benchmarks (docs/benchmarks.md).
 
 Each script runs with `--quick` (tiny sizes) as a subprocess: it must exit 0 (which includes its
 integrity check: no event lost or duplicated, every command `done`) and print its figure lines.
@@ -54,3 +54,18 @@ def test_chain_benchmark_quick_prints_its_figures():
                      rf"gateway: {NUM}/s", out, re.MULTILINE), out
     assert re.search(rf"^bridge catch-up events/s: {NUM}", out, re.MULTILINE), out
     assert re.search(r"^integrity: OK lost 0, chain seq gaps 0", out, re.MULTILINE), out
+
+
+def test_scale_benchmark_quick_prints_its_figures():
+    out = run_quick("scale.py", timeout=240)
+    assert re.search(rf"^memory: gateway RSS {NUM} MB .*: -?{NUM} KB per device", out, re.MULTILINE), out
+    assert re.search(rf"^offline detection: 10 devices .* in {NUM} ms", out, re.MULTILINE), out
+    assert re.search(rf"^birth storm: .*all 30 devices reconnected .* {NUM} s after", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK .*lost 0, duplicates 0; latest session stored for 30 of 30",
+                     out, re.MULTILINE), out
+
+
+def test_fw_heap_benchmark_quick_prints_its_figures():
+    out = run_quick("fw_heap.py", timeout=240)
+    assert re.search(r"^\s+heap\s+96 KB: ok", out, re.MULTILINE), out
+    assert re.search(rf"^sample-pad\s+96\s+96\s+{NUM}\s+{NUM}$", out, re.MULTILINE), out

@@ -4,7 +4,8 @@ import secrets
 
 import pytest
 
-from gateway.services.alerts import ack_alert, apply_items, cursor, list_alerts, match
+from gateway.services.alerts import (ack_alert, apply_items, cursor, list_alerts, match,
+                                     pending)
 from gateway.store import Store, StreamItem, connect, migrate
 from gateway.testing import FakeDevice, GatewayProcess, SseReader
 from tests.support import free_port, wait_for
@@ -52,6 +53,24 @@ def test_rules_raise_fold_and_resolve(store):
     changes = [(i.data["change"], i.data["key"]) for i in store.stream_after(items[-1].id)]
     assert changes == [("raised", "offline:pad-1"), ("repeated", "offline:pad-1"),
                        ("raised", "door.ajar:lk-1:7"), ("resolved", "offline:pad-1")]
+
+
+def test_pending_reads_only_what_a_rule_may_match_and_moves_the_cursor_past_the_rest(store):
+    items = [append(store, "event", event("pad-1", "tag.placed", uid="04")),
+             append(store, "event", event("lk-1", "door.forced", compartment=3)),
+             append(store, "alert", {"change": "raised", "type": "door.forced"}),
+             append(store, "device", offline("pad-1")),
+             append(store, "device", {**offline("pad-1"), "change": "birth"}),
+             append(store, "command", {"id": "c-1", "status": "done", "type": "door.forced"}),
+             append(store, "event", event("pad-1", "tag.removed", uid="04"))]
+    got, upto = pending(store, 0)
+    assert [i.id for i in got] == [items[1].id, items[3].id] and upto == items[-1].id
+    assert [match(i)[0][0].type for i in got] == ["door.forced", "offline"]
+    got, upto = pending(store, 0, limit=1)  # a full page: the cursor stops at its last item
+    assert [i.id for i in got] == [items[1].id] and upto == items[1].id
+    assert pending(store, items[-1].id) == ([], items[-1].id)
+    assert apply_items(store, got, now=5, upto=items[2].id) == items[2].id == cursor(store)
+    assert [a["key"] for a in list_alerts(store)] == ["door.forced:lk-1:3"]
 
 
 def test_alert_items_and_unknown_types_raise_nothing():

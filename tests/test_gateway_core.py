@@ -95,6 +95,36 @@ def test_insert_event_reports_new_or_duplicate_and_batch_is_one_transaction(stor
     assert [i.kind for i in store.take_outbox()] == ["event"]  # only the committed seq 2
 
 
+def test_insert_events_many_writes_what_insert_event_writes(tmp_path, store):
+    rows = [("pad-1", "e1", s, "x", s * 10, NOW, {"n": s, "s": "é"}) for s in (1, 2, 3)]
+    one = Store(connect(tmp_path / "one.db"))
+    migrate(one.conn)
+    with one.transaction():
+        expected = [one.insert_event(*r) for r in rows]
+    with store.transaction():
+        assert store.insert_events_many(rows) == expected == [1, 2, 3]
+    dump = "SELECT * FROM events ORDER BY id", "SELECT * FROM stream ORDER BY id"
+    for sql in dump:  # same rows, same JSON text in the stream
+        assert [tuple(r) for r in store.conn.execute(sql)] == [
+            tuple(r) for r in one.conn.execute(sql)]
+    assert store.take_outbox() == one.take_outbox()
+    # a duplicate (of a stored row, or inside the batch) sends the rows one by one
+    with store.transaction():
+        res = store.insert_events_many(rows[2:] + [("pad-1", "e1", 4, "x", None, NOW, {}),
+                                                   ("pad-1", "e1", 4, "x", None, NOW, {})])
+    assert res[0] is None and res[1] > 3 and res[2] is None
+    assert [(i.data["id"], i.data["seq"]) for i in store.take_outbox()] == [(res[1], 4)]
+    assert store.conn.execute("SELECT COUNT(*) FROM stream").fetchone()[0] == 4
+    hooked = []  # integrations' outbox hooks see every item, inside the transaction
+    store.stream_hooks.append(lambda st, item: hooked.append((st.conn.in_transaction, item.id)))
+    with store.transaction():
+        ids = store.insert_events_many([("pad-1", "e1", s, "x", None, NOW, {}) for s in (7, 8)])
+    assert hooked == [(True, i.id) for i in store.take_outbox()] and len(hooked) == 2
+    store.stream_hooks.clear()
+    assert len(ids) == 2 and None not in ids
+    one.conn.close()
+
+
 def test_event_from_unknown_device_is_rejected_with_rebirth(store):
     eff = apply_batch(store, [evt(1)], NOW)
     assert eff.rejections["unknown-device"] == 1 and eff.rebirths == {"pad-1"}
@@ -113,6 +143,9 @@ def test_events_ack_contiguous_upto_and_duplicates_reacked(store):
     assert eff.acks == {"pad-1": ("e1", 5)}
     assert seqs(store) == [1, 2, 4, 5, 3]
     assert store.counters() == {"messages_received": 7, "events_persisted": 5, "duplicates": 1}
+    eff = apply_batch(store, [evt(5), evt(6), evt(7)], NOW)  # a duplicate inside a batch
+    assert (eff.persisted, eff.duplicates, eff.acks) == (2, 1, {"pad-1": ("e1", 7)})
+    assert seqs(store) == [1, 2, 4, 5, 3, 6, 7]
 
 
 def test_birth_first_settles_and_records_overflow_once(store):
@@ -202,6 +235,26 @@ def test_commands_idempotency_expiry_and_late_reply(store):
     assert (c["status"], c["late"], c["result"]) == ("done", True, {"ok": "done"})
     eff = apply_batch(store, [reply("c-404", "done")], NOW)
     assert eff.rejections == {"unknown-command": 1}
+
+
+def test_a_send_in_progress_elsewhere_does_not_hold_a_caller_waiting_for_publish():
+    async def main():
+        gate = asyncio.Event()
+
+        async def publish(topic, payload, *, qos=1, retain=False):
+            await gate.wait()  # the broker has not answered yet
+
+        svc = commands.CommandService(None, publish)  # type: ignore[arg-type]
+        cmd = {"id": "c-1", "device": "pad-1", "name": "blink", "args": {},
+               "deadline": commands.now_ms() + 10_000}
+        ticking = asyncio.create_task(svc._send(cmd))  # a tick got to it first
+        await asyncio.sleep(0)
+        published = asyncio.get_running_loop().create_future()
+        await svc._send(cmd, published)  # returns at once: the tick is sending it
+        assert published.done() and not ticking.done()
+        ticking.cancel()
+
+    asyncio.run(main())
 
 
 def test_decode_and_store_agree_on_device_ids():
@@ -295,3 +348,39 @@ def test_slow_stream_client_catches_up_from_the_table_in_order():
     frames = asyncio.run(main())
     ids = [int(f.split("\n")[0].removeprefix("id: ")) for f in frames]
     assert ids == list(range(1, 41))
+
+
+def test_writes_queued_behind_a_busy_writer_share_one_commit_and_fail_alone(tmp_path):
+    import threading
+
+    committed = []
+
+    def slow(store, gate):  # keeps the writer thread busy until released
+        gate.wait(10)
+
+    def put(store, n):
+        with store.transaction():
+            store.append_stream("event", {"n": n})
+            if n == 2:
+                raise ValueError("bad write")
+        return n
+
+    async def main():
+        db = Database(tmp_path / "gw.db", on_commit=committed.extend)
+        async with db:
+            gate = threading.Event()
+            busy = asyncio.ensure_future(db.write(slow, gate))
+            await asyncio.sleep(0.05)
+            writes = [asyncio.ensure_future(db.write_grouped(put, n)) for n in (1, 2, 3)]
+            alone = asyncio.ensure_future(db.write(put, 4))  # not grouped: its own commit
+            await asyncio.sleep(0)
+            gate.set()
+            await busy
+            results = await asyncio.gather(*writes, alone, return_exceptions=True)
+            assert results[0] == 1 and results[2] == 3 and isinstance(results[1], ValueError)
+            assert results[3] == 4 and (db.groups, db.grouped_writes) == (1, 3)
+            rows = await db.read(Store.stream_after, 0)
+        assert [r.data["n"] for r in rows] == [1, 3, 4]  # the failed write rolled back alone
+        assert [i.data["n"] for i in committed] == [1, 3, 4]
+
+    asyncio.run(main())

@@ -51,6 +51,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.mqtt_lite import frames
+
 WINDOW = 16          # unacknowledged events in flight per device (docs/protocol.md)
 RESEND_S = 10.0      # re-send from the oldest unacknowledged event after this long without an ack
 
@@ -170,27 +172,10 @@ class MqttConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
-        n = len(buf)
-        i = 0
+        packets, rest = frames(buf)
+        self._buf = buf[rest:]
         on_puback = self.on_puback
-        while n - i >= 2:
-            h = buf[i]
-            j = i + 1
-            rl = 0
-            mult = 1
-            while True:
-                if j >= n:
-                    self._buf = buf[i:]
-                    return
-                b = buf[j]
-                j += 1
-                rl += (b & 0x7F) * mult
-                if b < 0x80:
-                    break
-                mult *= 128
-            end = j + rl
-            if end > n:
-                break
+        for h, j, end in packets:
             kind = h >> 4
             if kind == 4:  # PUBACK
                 if on_puback is not None:
@@ -212,8 +197,6 @@ class MqttConnection(asyncio.Protocol):
                 fut = self._subacks.pop((buf[j] << 8) | buf[j + 1], None)
                 if fut is not None and not fut.done():
                     fut.set_result(buf[j + 2:end])
-            i = end
-        self._buf = buf[i:]
 
 
 # -- a simulated device -----------------------------------------------------------------------
@@ -233,6 +216,7 @@ class Stats:
     cmds_duplicate: int = 0
     replies: int = 0
     lost_connections: int = 0
+    reconnects: int = 0         # --reconnect: sessions re-established after a lost connection
 
 
 class Device:
@@ -253,6 +237,7 @@ class Device:
         "next",
         "pid_seq",
         "pub_time",
+        "reconnecting",
         "sent_upto",
         "session",
         "t0",
@@ -275,6 +260,7 @@ class Device:
         self.ctl_topic = f"pe/1/{dev}/ctl".encode()
         self.pid_seq: dict[int, int] = {}     # --ack mqtt: packet id → seq
         self.finished_cmds: dict[str, bytes] = {}  # command id → stored final reply
+        self.reconnecting = False
         pad = max(0, gen.size - len(self._event(1, now_ms(), "")))
         # %-template: filling in seq and t is the cheapest formatting per event
         self.template = ('{"v":1,"dev":"%s","type":"bench.tick","seq":%%d,"t":%%d,'  # noqa: UP031
@@ -298,12 +284,36 @@ class Device:
         conn = MqttConnection(self.dev, keepalive=g.keepalive, will=will,
                               on_message=self.on_message, on_puback=self.on_puback,
                               on_lost=g.on_lost)
-        await conn.connect(g.host, g.port)
         self.conn = conn
+        await conn.connect(g.host, g.port)
         await conn.subscribe([(f"pe/1/{self.dev}/cmd", 1), (f"pe/1/{self.dev}/ctl", 1)])
         self.send_birth()
         self.publish_raw(f"pe/1/{self.dev}/status",
                          self._env("online", {"session": self.session}), retain=True)
+
+    async def reconnect(self) -> None:
+        """Like the firmware after a lost link: retry every `reconnect_s` (no backoff, so that
+        after a broker restart every device comes back at once: a birth storm), then a new
+        session (birth, online), and re-send what is not acknowledged yet."""
+        g = self.gen
+        self.reconnecting = True
+        try:
+            while not g.stopped:
+                await asyncio.sleep(g.reconnect_s)
+                self.session += 1
+                try:
+                    await self.start()
+                except (OSError, ConnectionError, TimeoutError):
+                    if self.conn is not None and self.conn.transport is not None:
+                        self.conn.transport.abort()
+                    continue
+                g.stats.reconnects += 1
+                if self.sent_upto > self.acked:
+                    self._publish_range(self.acked + 1, self.sent_upto, first=False)
+                self.pump()
+                return
+        finally:
+            self.reconnecting = False
 
     def send_birth(self) -> None:
         self.gen.stats.births += 1
@@ -483,7 +493,8 @@ class LoadGen:
                  prefix: str = "ld", rate: float = 0.0, saturate: bool = False,
                  duration: float = 10.0, qos: int = 1, size: int = 150, ack_mode: str = "app",
                  resend_s: float = RESEND_S, keepalive: int = 60, reply_accepted: bool = True,
-                 connect_parallel: int = 64, drain_timeout: float = 60.0) -> None:
+                 connect_parallel: int = 64, drain_timeout: float = 60.0,
+                 reconnect_s: float | None = None) -> None:
         if ack_mode not in ("app", "mqtt"):
             raise ValueError("ack_mode is 'app' or 'mqtt'")
         self.host, self.port = host, port
@@ -500,6 +511,8 @@ class LoadGen:
         self.reply_accepted = reply_accepted
         self.connect_parallel = connect_parallel
         self.drain_timeout = drain_timeout
+        self.reconnect_s = reconnect_s  # None: a lost connection is an error (benchmarks)
+        self.stopped = False
         self.stats = Stats()
         self.devices: list[Device] = []
         self.generating = False
@@ -509,12 +522,20 @@ class LoadGen:
         self._stop = asyncio.Event()
         self._drained = asyncio.Event()
         self._undrained = 0
+        self._by_id: dict[str, Device] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.errors: list[str] = []
 
     def stop(self) -> None:
         self._stop.set()
 
     def on_lost(self, conn: MqttConnection, exc: Exception | None) -> None:
+        if self.reconnect_s is not None and not self.stopped:
+            dev = self._by_id.get(conn.client_id)
+            if dev is not None and dev.conn is conn and not dev.reconnecting:
+                self._tasks.add(t := asyncio.get_running_loop().create_task(dev.reconnect()))
+                t.add_done_callback(self._tasks.discard)
+            return
         if not self.draining or exc is not None:
             self.stats.lost_connections += 1
             if len(self.errors) < 5:
@@ -529,6 +550,7 @@ class LoadGen:
         sem = asyncio.Semaphore(self.connect_parallel)
         width = max(4, len(str(self.n_devices - 1)))
         self.devices = [Device(self, f"{self.prefix}-{i:0{width}d}") for i in range(self.n_devices)]
+        self._by_id = {d.dev: d for d in self.devices}
 
         async def one(d: Device) -> None:
             async with sem:
@@ -627,6 +649,7 @@ class LoadGen:
             drain_s = time.perf_counter() - t_drain
         finally:
             hk.cancel()
+            self.stopped = True
             for d in self.devices:
                 if d.conn is not None:
                     d.conn.disconnect()
@@ -646,8 +669,10 @@ class LoadGen:
             "latency_ms": percentiles(win), "latency_all_ms": percentiles(lat),
             "births": s.births, "rebirths": s.rebirths, "acks_received": s.acks_received,
             "cmds_received": s.cmds_received, "cmds_duplicate": s.cmds_duplicate,
-            "replies": s.replies, "lost_connections": s.lost_connections, "errors": self.errors,
+            "replies": s.replies, "lost_connections": s.lost_connections,
+            "reconnects": s.reconnects, "errors": self.errors,
             "sent_per_device": {d.dev: d.next - 1 for d in self.devices},
+            "session_per_device": {d.dev: d.session for d in self.devices},
         }
 
 
@@ -733,6 +758,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-accepted", action="store_true",
                    help="answer commands with `done` only (default: `accepted` then `done`)")
     p.add_argument("--drain-timeout", type=float, default=60.0)
+    p.add_argument("--keepalive", type=int, default=60, help="MQTT keepalive seconds")
+    p.add_argument("--reconnect", type=float, default=None, metavar="S",
+                   help="reconnect a lost connection every S seconds (new session, birth, "
+                        "re-send); default: a lost connection is an error")
     p.add_argument("--json", action="store_true",
                    help="no human summary line; the JSON summary gets per-device seq counts")
     p.add_argument("--sink", action="store_true",
@@ -768,7 +797,8 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
     gen = LoadGen(host=host, port=port, devices=args.devices, prefix=args.prefix, rate=rate,
                   saturate=args.saturate, duration=args.duration, qos=args.qos, size=args.size,
                   ack_mode=args.ack, resend_s=args.resend_s,
-                  reply_accepted=not args.no_accepted, drain_timeout=args.drain_timeout)
+                  reply_accepted=not args.no_accepted, drain_timeout=args.drain_timeout,
+                  keepalive=args.keepalive, reconnect_s=args.reconnect)
     _install_stop(gen.stop)
     return await gen.run(on_window=lambda what: print(f"load {what}", flush=True))
 
@@ -790,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     out = dict(result)
     if not args.json:
         out.pop("sent_per_device", None)
+        out.pop("session_per_device", None)
     print(json.dumps(out), flush=True)
     return 0 if result.get("drained", True) and not result.get("lost_connections") else 1
 
