@@ -30,6 +30,11 @@ def _room_tx(store: Store, now: int) -> None:
                             epoch="e1", boot=1, reset=None, online=True, now=now)
 
 
+def _forget_tx(store: Store, dev: str) -> None:
+    with store.transaction():
+        store.conn.execute("DELETE FROM devices WHERE id = ?", (dev,))
+
+
 def _fitting_requests(store: Store) -> list[dict[str, Any]]:
     return [i.data["request"] for i in store.stream_after(0, 10_000)
             if i.kind == "fitting" and i.data["type"] == "fitting.request"]
@@ -168,6 +173,16 @@ def test_tube_station_setting(tmp_path):
         await fit.step()
         q = await fit.ask_size(ROOM, STOCKROOM_ONLY, None)
         assert q["via"] == "staff" and "dispatch" not in q and await w.db.read(_tube_jobs) == []
+        await w.db.close()
+
+        # the default station, but the fitting-rooms station's board was never seen: no tube here
+        w = Store_(tmp_path / "gw2.db")
+        tube, fit = await w.open_all()
+        await w.db.write(_forget_tx, "tube-fitting")
+        await w.event(ROOM, "room.occupied")
+        await fit.step()
+        q = await fit.ask_size(ROOM, STOCKROOM_ONLY, None)
+        assert q["via"] == "staff" and await w.db.read(_tube_jobs) == []
         await w.db.close()
 
     asyncio.run(main())

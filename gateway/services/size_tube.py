@@ -3,8 +3,10 @@
 station, and reports the carrier's progress to the fitting-room service.
 
 * **when**: the stock source says the size is to be fetched from the stockroom
-  (`where == "stockroom"`: none on the sales floor, some in the stockroom) and a tube station
-  serves the fitting rooms (`GatewayConfig.fitting_tube_station`). Otherwise: staff.
+  (`where == "stockroom"`: none on the sales floor, some in the stockroom), a tube station
+  serves the fitting rooms (`GatewayConfig.fitting_tube_station`) and the boards of both
+  stations have been seen by this gateway (a store without a tube keeps the default network
+  file: its sizes must not wait for a tube that is not there). Otherwise: staff.
 * **the dispatch**: first stockroom station → that station, priority `customer`, item
   `<GTIN> <name> <size>` (what the stockroom display asks staff to load), idempotency key
   `fitting:<request id>`: asking again (a retry, a restart) finds the same dispatch.
@@ -19,6 +21,7 @@ import logging
 from typing import Any
 
 from ..core.tube import InvalidCommand, InvalidJob
+from ..store import Store
 from .tube import JobConflict, TubeConfigError, TubeService, UnknownJob
 
 log = logging.getLogger("gateway.fitting.tube")
@@ -54,6 +57,10 @@ def tube_station(tube: TubeService, configured: str | None) -> str | None:
     return configured
 
 
+def _known(store: Store, devices: list[str]) -> bool:
+    return all(store.get_device(d) is not None for d in devices)
+
+
 def dispatch_key(request_id: str) -> str:
     return f"fitting:{request_id}"
 
@@ -67,6 +74,8 @@ class TubeSizeDispatcher:
     async def dispatch(self, request: dict[str, Any], variant: dict[str, Any]) -> str:
         if self.station is None or self.origin is None or request.get("where") != "stockroom":
             return "staff"
+        if not await self.tube.db.read(_known, [self.tube.cfg.devices[s] for s in (self.origin, self.station)]):
+            return "staff"  # no tube installed here (its boards were never seen): staff
         item = f"{request['gtin']} {variant.get('name', '')} {variant.get('size', '')}".strip()[:128]
         try:
             await self.tube.dispatch(origin=self.origin, destination=self.station,
