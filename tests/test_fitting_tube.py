@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -205,3 +206,15 @@ def test_no_fitting_rooms_station_in_the_network_means_staff(tmp_path, monkeypat
         await w.db.close()
 
     asyncio.run(main())
+
+
+def test_gateway_refuses_a_tube_station_the_network_lacks(tmp_path):
+    from gateway.app import Gateway
+    from gateway.config_file import parse
+
+    fc = parse({"fitting": {"tube_station": "attic"}}, base=tmp_path)
+    assert fc.gateway.fitting_tube_station == "attic"
+    with pytest.raises(TubeConfigError, match="fitting tube_station 'attic': not a floor station"):
+        Gateway(replace(fc.gateway, db_path=tmp_path / "gw.db"))
+    gw = Gateway(replace(fc.gateway, db_path=tmp_path / "gw.db", fitting_tube_station=None))
+    assert gw.fitting.dispatcher.station == "fitting-rooms"
