@@ -45,7 +45,7 @@ def _tube_jobs(store: Store) -> list[str]:
     return [r[0] for r in store.conn.execute("SELECT id FROM tube_jobs ORDER BY id")]
 
 
-class Store_(World):
+class TubeFittingWorld(World):
     """The tube world plus a fitting room and the fitting service wired to the tube."""
 
     async def open_all(self, station: str | None = None) -> tuple[Any, FittingService]:
@@ -56,6 +56,14 @@ class Store_(World):
         await fit.load()
         return tube, fit
 
+    async def staff_only(self, fit: FittingService) -> None:
+        """A stockroom size asked in an occupied room goes to staff, no dispatch; closes."""
+        await self.event(ROOM, "room.occupied")
+        await fit.step()
+        q = await fit.ask_size(ROOM, STOCKROOM_ONLY, None)
+        assert q["via"] == "staff" and "dispatch" not in q and await self.db.read(_tube_jobs) == []
+        await self.db.close()
+
     async def steps(self, tube, fit) -> None:
         await tube.step()
         await fit.step()
@@ -63,7 +71,7 @@ class Store_(World):
 
 def test_stockroom_size_travels_by_tube_falls_back_to_staff_and_survives_restart(tmp_path):
     async def main() -> None:
-        w = Store_(tmp_path / "gw.db")
+        w = TubeFittingWorld(tmp_path / "gw.db")
         tube, fit = await w.open_all()
         await w.event(ROOM, "room.occupied")
         await fit.step()
@@ -162,29 +170,20 @@ def test_stockroom_size_travels_by_tube_falls_back_to_staff_and_survives_restart
 
 def test_tube_station_setting(tmp_path):
     async def main() -> None:
-        w = Store_(tmp_path / "gw.db")
+        w = TubeFittingWorld(tmp_path / "gw.db")
         tube, fit = await w.open_all(station="off")
         assert tube_station(tube, None) == "fitting-rooms"
         assert tube_station(tube, "floor-mens") == "floor-mens"
         for bad in ("attic", "stockroom"):
             with pytest.raises(TubeConfigError, match="not a floor station.*floor-womens"):
                 tube_station(tube, bad)
-        # "off": every size goes to staff
-        await w.event(ROOM, "room.occupied")
-        await fit.step()
-        q = await fit.ask_size(ROOM, STOCKROOM_ONLY, None)
-        assert q["via"] == "staff" and "dispatch" not in q and await w.db.read(_tube_jobs) == []
-        await w.db.close()
+        await w.staff_only(fit)  # "off": every size goes to staff
 
         # the default station, but the fitting-rooms station's board was never seen: no tube here
-        w = Store_(tmp_path / "gw2.db")
+        w = TubeFittingWorld(tmp_path / "gw2.db")
         tube, fit = await w.open_all()
         await w.db.write(_forget_tx, "tube-fitting")
-        await w.event(ROOM, "room.occupied")
-        await fit.step()
-        q = await fit.ask_size(ROOM, STOCKROOM_ONLY, None)
-        assert q["via"] == "staff" and await w.db.read(_tube_jobs) == []
-        await w.db.close()
+        await w.staff_only(fit)
 
     asyncio.run(main())
 
@@ -196,14 +195,10 @@ def test_no_fitting_rooms_station_in_the_network_means_staff(tmp_path, monkeypat
     monkeypatch.setattr(ts, "NETWORK", other)
 
     async def main() -> None:
-        w = Store_(tmp_path / "gw.db")
+        w = TubeFittingWorld(tmp_path / "gw.db")
         tube, fit = await w.open_all()
         assert tube_station(tube, None) is None and "desk" in tube.net.stations
-        await w.event(ROOM, "room.occupied")
-        await fit.step()
-        q = await fit.ask_size(ROOM, STOCKROOM_ONLY, None)
-        assert q["via"] == "staff" and await w.db.read(_tube_jobs) == []
-        await w.db.close()
+        await w.staff_only(fit)
 
     asyncio.run(main())
 
