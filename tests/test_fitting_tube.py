@@ -46,7 +46,7 @@ def _tube_jobs(store: Store) -> list[str]:
 
 
 class TubeFittingWorld(World):
-    """The tube world plus a fitting room and the fitting service wired to the tube."""
+    """The tube world plus an occupied fitting room and the fitting service wired to the tube."""
 
     async def open_all(self, station: str | None = None) -> tuple[Any, FittingService]:
         tube = await self.open()
@@ -54,12 +54,12 @@ class TubeFittingWorld(World):
         fit = FittingService(self.db, FileStock(DEMO_STOCK), clock=self.clock,
                              dispatcher=TubeSizeDispatcher(tube, tube_station(tube, station)))
         await fit.load()
+        await self.event(ROOM, "room.occupied")  # (again after a restart: the same session)
+        await fit.step()
         return tube, fit
 
     async def staff_only(self, fit: FittingService) -> None:
-        """A stockroom size asked in an occupied room goes to staff, no dispatch; closes."""
-        await self.event(ROOM, "room.occupied")
-        await fit.step()
+        """A stockroom size asked in the room goes to staff, no dispatch; closes."""
         q = await fit.ask_size(ROOM, STOCKROOM_ONLY, None)
         assert q["via"] == "staff" and "dispatch" not in q and await self.db.read(_tube_jobs) == []
         await self.db.close()
@@ -73,8 +73,6 @@ def test_stockroom_size_travels_by_tube_falls_back_to_staff_and_survives_restart
     async def main() -> None:
         w = TubeFittingWorld(tmp_path / "gw.db")
         tube, fit = await w.open_all()
-        await w.event(ROOM, "room.occupied")
-        await fit.step()
 
         # a stockroom-only size: a customer dispatch stockroom -> fitting-rooms keyed by the request
         q = await fit.ask_size(ROOM, STOCKROOM_ONLY, ON_FLOOR)
@@ -213,3 +211,33 @@ def test_gateway_refuses_a_tube_station_the_network_lacks(tmp_path):
         Gateway(replace(fc.gateway, db_path=tmp_path / "gw.db"))
     gw = Gateway(replace(fc.gateway, db_path=tmp_path / "gw.db", fitting_tube_station=None))
     assert gw.fitting.dispatcher.station == "fitting-rooms"
+
+
+def test_a_carrier_lost_twice_fails_and_the_request_goes_back_to_staff(tmp_path):
+    async def main() -> None:
+        w = TubeFittingWorld(tmp_path / "gw.db")
+        tube, fit = await w.open_all()
+        q = await fit.ask_size(ROOM, STOCKROOM_ONLY, None)
+        job = dispatch_key(q["id"])
+        for attempt in (1, 2):
+            await w.event("tube-stockroom", "send.pressed", station="stockroom", job=job)
+            await w.steps(tube, fit)
+            for dv, pos in (("DV1", "through"), ("DV2", "fitting")):
+                await w.event("tube-line", "diverter.position", diverter=dv, position=pos)
+            await w.event("tube-stockroom", "eye", eye="PE-T1")
+            await w.steps(tube, fit)
+            assert fit.core.requests[q["id"]]["state"] == "on_the_way"
+            w.clock.advance(30)  # PE-T2 never sees it
+            await w.steps(tube, fit)
+            if attempt == 1:
+                assert fit.core.requests[q["id"]]["dispatch"]["state"] == "lost"
+                await tube.clear_jam(job)  # staff find it and send it once more
+                await w.steps(tube, fit)
+                q = fit.core.requests[q["id"]]  # never backwards: still on its way
+                assert (q["state"], q["dispatch"]["state"], q["dispatch"]["attempt"]) == ("on_the_way", "queued", 2)
+        q = fit.core.requests[q["id"]]
+        assert (q["state"], q["via"], q["fallback"], q["reason"]) == ("open", "staff", "tube", "tube-failed")
+        assert q["dispatch"]["state"] == "failed" and q["id"] in {r["id"] for r in fit.requests("open")}
+        await w.db.close()
+
+    asyncio.run(main())
