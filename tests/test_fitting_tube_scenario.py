@@ -33,7 +33,7 @@ def _wiring(tmp_path):
 
 def test_size_from_the_mirror_comes_by_tube(tmp_path, broker, browser):  # noqa: F811
     with tube_store(tmp_path, broker, wiring=_wiring(tmp_path),
-                    extra_args=["--stock", str(DEMO_STOCK)]) as line:
+                    extra_args=["--stock", str(DEMO_STOCK), "--fitting-tube-station", "fitting-rooms"]) as line:
         gw, rig = line.gw, line.rig
         rig.set_input(ROOM, "occupancy", 1)
         rig.add_tag(ROOM, "shirt-m")
