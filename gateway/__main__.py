@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="locker banks: how long a pickup code works (default 3 days)")
     p.add_argument("--tube-network", type=Path, default=None, metavar="FILE",
                    help="pneumatic tube network (default boards/tube/store-demo.json; docs/tube.md)")
+    p.add_argument("--fitting-tube-station", default=None, metavar="STATION",
+                   help="tube station serving the fitting rooms: stockroom sizes come by tube "
+                        "(default fitting-rooms if the network has it; off: staff bring every size)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", default="text", choices=["text", "json"],
@@ -103,7 +106,8 @@ _FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
                 "fitting_swap_window": ("fitting_swap_window_s",),
                 "locker_reserve": ("locker_reserve_s",),
                 "locker_pickup_window": ("locker_pickup_window_s",),
-                "tube_network": ("tube_network",)}
+                "tube_network": ("tube_network",),
+                "fitting_tube_station": ("fitting_tube_station",)}
 
 
 def explicit_flags(argv: Sequence[str] | None) -> set[str]:
@@ -143,7 +147,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                          fitting_swap_window_s=args.fitting_swap_window,
                          locker_reserve_s=args.locker_reserve,
                          locker_pickup_window_s=args.locker_pickup_window,
-                         tube_network=args.tube_network)
+                         tube_network=args.tube_network,
+                         fitting_tube_station=args.fitting_tube_station)
 
 
 async def serve(config: GatewayConfig) -> None:

@@ -34,6 +34,7 @@ from .services.fitting import FittingService
 from .services.stock import FileStock, HttpStock
 from .core.fitting import Rules as FittingRules
 from .services.tube import TubeService
+from .services.size_tube import TubeSizeDispatcher, tube_station
 from .store import Store, StreamItem
 from .stream import Broadcaster
 from .chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS, ChainService
@@ -80,6 +81,7 @@ class GatewayConfig:
     chain_kinds: tuple[str, ...] = DEFAULT_CHAIN_KINDS
     tube_network: Path | None = None      # tube network file (None: boards/tube/store-demo.json)
     tube_tick_s: float = 0.5              # tube arbiter: longest sleep between ticks
+    fitting_tube_station: str | None = None  # sizes by tube to this station; None: "fitting-rooms" if any, "off": never
 
 
 class _Server(uvicorn.Server):
@@ -135,6 +137,8 @@ class Gateway:
             kinds=config.chain_kinds)
         self.tube = TubeService(self.db, self.commands, config.tube_network,
                                 tick_s=config.tube_tick_s, clock=clock)
+        self.fitting.dispatcher = TubeSizeDispatcher(  # stockroom sizes by tube
+            self.tube, tube_station(self.tube, config.fitting_tube_station))
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()

@@ -97,6 +97,7 @@ SPEC: dict[str, dict[str, Key]] = {
         "stock_url": Key("stock_url", "str", _nonempty),
         "swap_n": Key("fitting_swap_n", "int", _positive),
         "swap_window_s": Key("fitting_swap_window_s", "float", _positive),
+        "tube_station": Key("fitting_tube_station", "str", _nonempty),
     },
     "tube": {
         "network": Key("tube_network", "path"),
