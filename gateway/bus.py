@@ -37,8 +37,14 @@ class MqttBus:
     def __init__(self, host: str, port: int, handler: Handler, *, client_id: str = "pe-gateway",
                  keepalive: int = 30, publish_timeout: float = 5.0,
                  backoff_min: float = 0.25, backoff_max: float = 10.0,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None, username: str | None = None,
+                 password: str | None = None, tls_ca: str | None = None) -> None:
         self.host = host
+        # broker credentials and TLS (tools/provision.py writes them to gateway.json)
+        self.auth: dict[str, object] = {"username": username, "password": password}
+        if tls_ca:
+            import ssl
+            self.auth["tls_context"] = ssl.create_default_context(cafile=tls_ca)
         self.port = port
         self.handler = handler
         self.client_id = client_id
@@ -104,6 +110,28 @@ class MqttBus:
                     for topic, payload in await client.next_batch():
                         await self.handler(topic, payload)
             except (MqttLiteError, OSError, asyncio.TimeoutError) as exc:
+                async with aiomqtt.Client(self.host, self.port, identifier=self.client_id,
+                                          clean_session=False, keepalive=self.keepalive,
+                                          will=will, timeout=self.publish_timeout,
+                                          **self.auth) as client:  # type: ignore[arg-type]
+                    await client.subscribe([(t, 1) for t in protocol.SUBSCRIPTIONS])
+                    await client.publish(protocol.GATEWAY_STATE_TOPIC,
+                                         protocol.encode_gateway_state(True, self._now()),
+                                         qos=1, retain=True)
+                    self._client = client
+                    self._connected.set()
+                    self.connects += 1
+                    backoff = self.backoff_min
+                    log.info("mqtt connected broker=%s:%d client_id=%s connects=%d", self.host,
+                             self.port, self.client_id, self.connects)
+                    async for message in client.messages:
+                        payload = message.payload
+                        if isinstance(payload, str):
+                            payload = payload.encode()
+                        elif not isinstance(payload, (bytes, bytearray)):
+                            payload = b"" if payload is None else str(payload).encode()
+                        await self.handler(str(message.topic), bytes(payload))
+            except aiomqtt.MqttError as exc:
                 if self._stopping:
                     break
                 log.warning("mqtt connection lost broker=%s:%d error=%r retry_in=%.2fs",

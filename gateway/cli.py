@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("gateway", help="run the gateway (see `phygital gateway --help`)", add_help=False)
     sub.add_parser("lockers", help="staff operations on locker banks (see `phygital lockers --help`)",
                    add_help=False)
+    sub.add_parser("provision", help="store CA, broker config, device credentials "
+                   "(see `phygital provision --help`)", add_help=False)
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "gateway":
         from gateway.__main__ import main as gateway_main
@@ -141,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "lockers":
         from tools.lockers import main as lockers_main
         return lockers_main(rest)
+    if args.cmd == "provision":
+        from tools.provision import main as provision_main
+        return provision_main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.pads < 1:

@@ -65,6 +65,7 @@ class Runtime:
         self.client = mqtt_class(
             self.dev, mq["host"], mq.get("port", 1883), keepalive=mq.get("keepalive", 30),
             user=mq.get("user"), password=mq.get("password"),
+            **({"tls": mq["tls"]} if mq.get("tls") else {}),
             will=self._will(self.state["session"] + 1), on_message=self._on_message,
             on_connect=self._on_connect, on_down=self._on_down)
         self._down_since = time.ticks_ms()
