@@ -291,7 +291,12 @@ class AuthMiddleware:
             return
         async with self._lock:
             if not self._ready:
-                await self.gw.db.write(_setup, os.environ.get("PHYGITAL_ADMIN_TOKEN"))
+                try:
+                    await self.gw.db.write(_setup, os.environ.get("PHYGITAL_ADMIN_TOKEN"))
+                except sqlite3.OperationalError as exc:  # disk full/locked: tokens may exist
+                    log.error("auth setup could not write (%s); retrying on the next request",
+                              exc)
+                    return
                 self._ready = True
 
     async def _principal(self, token: str) -> Principal | None:

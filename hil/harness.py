@@ -181,6 +181,7 @@ class GatewayProcess(GatewayClient):
         self.coap_port = None if coap_heartbeat_s is None else free_port(socket.SOCK_DGRAM)
         self.coap_args = [] if self.coap_port is None else [
             "--coap", f"127.0.0.1:{self.coap_port}", "--coap-heartbeat", str(coap_heartbeat_s)]
+        self.env: dict[str, str] = {}   # extra environment (fault injection: hil/faults.py)
 
     def start(self) -> "GatewayProcess":
         log = open(self.workdir / "gateway.log", "a")
@@ -189,7 +190,8 @@ class GatewayProcess(GatewayClient):
              "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}", "--samples", str(self.samples),
              # one broker session per gateway instance, kept across its restarts
              "--client-id", f"gw-{self.http_port}", *self.coap_args, *self.extra_args],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env))
         wait_for(self._healthy, 20, what="gateway /health")
         return self
 
