@@ -53,21 +53,6 @@ def _put_str(buf, i, s):
     return i + 2 + n
 
 
-def _wrap_tls(s, tls, host):
-    # Server-authenticated TLS with the store CA (tools/provision.py). The handshake runs on
-    # the non-blocking socket during the first writes/reads (CONNECT, CONNACK), bounded by
-    # the same response timeout.
-    import ssl
-    from binascii import a2b_base64
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    # MicroPython's mbedtls wants DER here: strip the PEM armour
-    b64 = "".join(ln for ln in tls["ca"].split("\n") if ln and not ln.startswith("-----"))
-    ctx.load_verify_locations(cadata=a2b_base64(b64))
-    return ctx.wrap_socket(s, server_hostname=tls.get("server_hostname") or host,
-                           do_handshake_on_connect=False)
-
-
 class MQTTClient(Link):
     max_payload = 8192  # larger incoming messages are read, discarded and counted
 
@@ -279,8 +264,9 @@ class MQTTClient(Link):
             raise OSError(errno.ENOTCONN)  # close() meanwhile
         p.unregister(s)
         p = None
-        if self.tls:
-            s = self._sock = _wrap_tls(s, self.tls, self.host)
+        if self.tls:  # imported only by devices that use TLS (heap)
+            from edge.tls import wrap
+            s = self._sock = wrap(s, self.tls, self.host)
         self._gen += 1
         self._last_rx = ticks_ms()
         self._state = _CONNECTING
