@@ -356,7 +356,7 @@ class AuthMiddleware:
             if audit or status != 401:
                 log.warning("api refused status=%d who=%s ip=%s %s %s", status, principal.name,
                             ip, method, path)
-            if audit:
+            if audit and status != 429:  # a flood of throttled requests must not fill the disk
                 await self._audit(principal, ip, method, path, status, detail)
             return
         scope.setdefault("state", {})["principal"] = principal

@@ -233,3 +233,12 @@ def test_gateway_connects_with_its_credentials_over_tls(store, tmp_path):
         assert gw.get("/health")["mqtt"] == "connected"
     finally:
         gw.stop()
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert provision.main(["device", str(tmp_path), "pad-1", "--kind", "sample-pad"]) == 2
+    assert "not a provisioned store" in capsys.readouterr().err
+    assert provision.main(["init", str(tmp_path / "s"), "--ip", "not-an-ip"]) == 2
+    assert "bad --ip" in capsys.readouterr().err
+    assert provision.main(["init", str(tmp_path / "s2"), "--port", "0"]) == 2
+    assert "ports must be" in capsys.readouterr().err
