@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import ssl
 import subprocess
 
@@ -28,6 +29,9 @@ class ProvisionedMosquitto(Mosquitto):
         pass
 
 
+BROKERS: dict = {}
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("store")
@@ -36,6 +40,7 @@ def store(tmp_path_factory):
     for dev in ("pad-a", "pad-b"):
         provision.add_device(d, dev, "sample-pad")
     broker = ProvisionedMosquitto(d, local_port).start()
+    BROKERS[d] = broker
     wait_for(lambda: _can_connect(tls_port), 10, what="TLS listener")
     yield d, tls_port, local_port
     broker.stop()
@@ -242,3 +247,32 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "bad --ip" in capsys.readouterr().err
     assert provision.main(["init", str(tmp_path / "s2"), "--port", "0"]) == 2
     assert "ports must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("heap", ["96k"])
+def test_provisioned_pad_end_to_end_over_tls(store, tmp_path, heap):
+    """The real pad firmware (main.py, its provisioned config.json) and the gateway, both over
+    TLS with their own credentials: the pad comes online and a tag reaches the database."""
+    from gateway.testing import GatewayProcess
+    from hil.sim.store import VirtualStore
+    from tests.e2e import sample_tag
+    d, tls_port, _ = store
+    cfg = provision.add_device(d, "pad-tls", "sample-pad", host="127.0.0.1", port=tls_port)
+    BROKERS[d].proc.send_signal(signal.SIGHUP)  # mosquitto re-reads its password file
+    gw = GatewayProcess(tls_port, tmp_path / "gw", http_port=free_port(), client_id="gw-tls-e2e",
+                        extra=("--mqtt-auth", str(d / "gateway.json")))
+    vs = VirtualStore(tmp_path / "vs", broker_port=tls_port, heap=heap)
+    try:
+        gw.start()
+        pad = vs.add_pad("pad-tls")
+        pad.fw.config["mqtt"] = {**cfg["mqtt"], "keepalive": 10}  # user, password, tls.ca
+        pad.fw.config_path.write_text(json.dumps(pad.fw.config))
+        vs.start()
+        wait_for(lambda: (gw.http.get("/devices/pad-tls").json() or {}).get("online") is True,
+                 30, what="pad online through TLS")
+        pad.place(sample_tag(1, "S-TLS"))
+        ev = wait_for(lambda: gw.events("pad-tls", type="tag.placed"), 20, what="tag.placed")
+        assert ev[0]["body"]["sample"] == "S-TLS"
+    finally:
+        vs.stop()
+        gw.stop()
