@@ -35,10 +35,12 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Query
+from fastapi.responses import FileResponse
 
 from .store import Store
 
@@ -62,14 +64,18 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/health", PUBLIC),
     ("GET", "/docs", PUBLIC),
     ("GET", "/openapi.json", PUBLIC),
-    ("GET", "/dashboard", PUBLIC),          # a static page: its data calls need tokens
+    ("GET", "/dashboard", PUBLIC),          # static pages: their data calls need tokens
+    ("GET", "/mirror", PUBLIC),
+    ("GET", "/web/auth.js", PUBLIC),
     ("GET", "/audit", ("admin",)),
     ("POST", "/lockers/*/orders/*/load", ("operations", "lockers")),
     ("POST", "/lockers/*/orders", ("lockers",)),
     ("POST", "/alerts/*/ack", ("operations",)),
     ("POST", "/devices/*/commands", ("operations",)),
-    ("POST", "/requests", ("requests",)),
-    ("POST", "/fitting-rooms/*/requests", ("requests",)),
+    ("POST", "/fitting/rooms/*/requests", ("requests",)),   # the mirror asks for a size
+    ("POST", "/fitting/requests/*", ("operations",)),       # staff work the requests
+    ("POST", "/fitting/purchases", ("operations",)),        # POS receipts
+    ("POST", "/fitting/footfall", ("operations",)),         # door counter
 )
 
 CODE_SEGMENTS = ("code", "codes", "pickup")
@@ -431,6 +437,11 @@ def install(app: FastAPI, gw: Gateway) -> None:
         HTTP `status` and `outcome` (the command's status/reason or the refusal)."""
         rows = await gw.db.read(read_audit, after, limit, who)
         return {"audit": rows, "next_after": rows[-1]["id"] if rows else after}
+
+    @app.get("/web/auth.js", include_in_schema=False)
+    async def auth_js() -> FileResponse:
+        return FileResponse(Path(__file__).with_name("web") / "auth.js",
+                            media_type="text/javascript")
 
     app.add_middleware(AuthMiddleware, gw=gw)
 

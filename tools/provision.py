@@ -36,7 +36,7 @@ from typing import Any
 
 from gateway import protocol
 
-GATEWAY_USER = protocol.GATEWAY_ID       # the ACL's gateway user; never a device id
+GATEWAY_USER = "pe-gateway"              # as in deploy/mosquitto/store.acl; never a device id
 PBKDF2_ITERATIONS = 101                  # what mosquitto_passwd 2.0 writes for `$7$`
 KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station")
 
@@ -82,7 +82,9 @@ def acl_text() -> str:
               f"user {GATEWAY_USER}"]
     lines += [f"topic read {p}/+/{ch}" for ch in protocol.INBOUND]
     lines += [f"topic write {p}/+/{ch}" for ch in protocol.OUTBOUND]
-    lines += [f"topic readwrite {protocol.GATEWAY_STATE_TOPIC}", ""]
+    lines += [f"topic readwrite {protocol.GATEWAY_STATE_TOPIC}",
+              "# chain of stores: the bridge forwards what the gateway writes here (docs/chain.md)",
+              "topic write chain/1/#", ""]
     return "\n".join(lines)
 
 
@@ -237,7 +239,7 @@ def add_device(out: Path, dev: str, kind: str, *, host: str | None = None,
     """Give a device its password (hash into the broker's file) and its firmware config."""
     out = Path(out)
     st = _load_store(out)
-    if not protocol.is_device_id(dev):
+    if not protocol.is_device_id(dev) or dev == GATEWAY_USER:
         raise ProvisionError(f"bad device id {dev!r}: 1-32 chars of a-z, 0-9 and '-' (not "
                              f"first), and not {GATEWAY_USER!r}")
     if kind not in KINDS:
