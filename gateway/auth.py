@@ -430,7 +430,7 @@ def _setup(store: Store, bootstrap: str | None) -> None:
 def install(app: FastAPI, gw: Gateway) -> None:
     """Protect every route of `app` and add `GET /audit`."""
     @app.get("/audit", tags=["security"])
-    async def audit(after: int = Query(0, ge=0, description="audit id to page after"),
+    async def audit(after: int = Query(0, ge=0, le=2**62, description="audit id to page after"),
                     limit: int = Query(100, ge=1, le=1000),
                     who: str | None = Query(None, max_length=64)) -> dict[str, Any]:
         """Every actuation and change: `t` (ms), `who` (token name), `ip`, `method`, `path`,
