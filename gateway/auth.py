@@ -69,7 +69,10 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/web/auth.js", PUBLIC),
     ("GET", "/audit", ("admin",)),
     ("POST", "/lockers/*/orders/*/load", ("operations", "lockers")),
-    ("POST", "/lockers/*/orders", ("lockers",)),
+    ("POST", "/lockers/*/orders/*/retrieve", ("operations",)),   # staff takes an expired parcel
+    ("POST", "/lockers/*/orders", ("lockers",)),                 # assign, cancel, reissue
+    ("POST", "/lockers/*/compartments", ("operations",)),        # open, out-of-order, clear
+    ("POST", "/lockers/*/open-all", ("operations",)),
     ("POST", "/alerts/*/ack", ("operations",)),
     ("POST", "/devices/*/commands", ("operations",)),
     ("POST", "/fitting/rooms/*/requests", ("requests",)),   # the mirror asks for a size
@@ -419,6 +422,13 @@ def _bearer(scope: dict[str, Any]) -> str | None:
         if part.startswith("access_token="):
             return unquote(part[len("access_token="):]) or None
     return None
+
+
+def bearer_headers(token: str | None = None) -> dict[str, str]:
+    """For the gateway's own clients (demo, CLIs): `token`, else $PHYGITAL_TOKEN, else the
+    bootstrap $PHYGITAL_ADMIN_TOKEN; {} when there is none."""
+    token = token or os.environ.get("PHYGITAL_TOKEN") or os.environ.get("PHYGITAL_ADMIN_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _setup(store: Store, bootstrap: str | None) -> None:

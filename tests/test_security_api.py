@@ -129,33 +129,3 @@ def test_rate_limits_429(tmp_path, broker, monkeypatch):
     finally:
         g.stop()
 
-
-def test_pickup_codes_are_stored_hashed_only(tmp_path, broker):
-    """A real pickup code, then grep the gateway's database (and its WAL) and the locker's
-    flash for it: only its hash may be there."""
-    from hil.sim.store import VirtualStore
-    from tests.e2e import GatewayProcess as E2EGateway, StreamReader
-    from tests.test_e2e_locker import APP, BANK, bank_ready, load_parcel
-
-    g = E2EGateway(tmp_path / "gw", broker.port).start()
-    store = VirtualStore(tmp_path / "store", broker_port=broker.port, keepalive=5)
-    try:
-        locker = store.add_locker(BANK, ["S", "M", "L"], **APP)
-        store.start()
-        wait_for(lambda: bank_ready(g, BANK), 20, what="locker bank")
-        with StreamReader(g.url) as stream:
-            r = httpx.post(g.url + f"/lockers/{BANK}/orders", json={"order": "o-h", "size": "S"})
-            assert r.status_code == 201, r.text
-            code = load_parcel(g, locker, stream, "o-h", 1)
-    finally:
-        store.stop()
-        g.stop()
-    files = [p for p in (tmp_path / "gw").glob("gateway.db*")] + \
-        [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
-    assert any(p.name == "gateway.db" for p in files)
-    plain = [p for p in files if code.encode() in p.read_bytes()]
-    assert plain == [], f"plain pickup code {code} found in {plain}"
-    # the hash is what they hold (so the grep looked in the right places)
-    from gateway.core.lockers import hash_code
-    h = hash_code(code, BANK).encode()  # the salt is the bank's id (docs/security.md)
-    assert any(h in p.read_bytes() for p in files if p.name.startswith("gateway.db"))
