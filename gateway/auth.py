@@ -79,6 +79,9 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("POST", "/fitting/requests/*", ("operations",)),       # staff work the requests
     ("POST", "/fitting/purchases", ("operations",)),        # POS receipts
     ("POST", "/fitting/footfall", ("operations",)),         # door counter
+    ("POST", "/tube/dispatches", ("operations",)),          # staff send a carrier
+    ("DELETE", "/tube/dispatches", ("operations",)),        # ... or cancel it
+    ("POST", "/tube/jams", ("operations",)),                # clear a jam
 )
 
 CODE_SEGMENTS = ("code", "codes", "pickup")
