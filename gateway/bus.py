@@ -44,7 +44,7 @@ class MqttBus:
         self.auth: dict[str, object] = {"username": username, "password": password}
         if tls_ca:
             import ssl
-            self.auth["tls_context"] = ssl.create_default_context(cafile=tls_ca)
+            self.auth["ssl"] = ssl.create_default_context(cafile=tls_ca)
         self.port = port
         self.handler = handler
         self.client_id = client_id
@@ -93,7 +93,7 @@ class MqttBus:
             will = (protocol.GATEWAY_STATE_TOPIC, protocol.encode_gateway_state(False, None), 1,
                     True)
             client = MqttLite(self.client_id, clean_session=False, keepalive=self.keepalive,
-                              will=will)
+                              will=will, **self.auth)  # type: ignore[arg-type]
             try:
                 await client.connect(self.host, self.port, timeout=self.publish_timeout)
                 await client.subscribe([(t, 1) for t in protocol.SUBSCRIPTIONS])
@@ -110,28 +110,6 @@ class MqttBus:
                     for topic, payload in await client.next_batch():
                         await self.handler(topic, payload)
             except (MqttLiteError, OSError, asyncio.TimeoutError) as exc:
-                async with aiomqtt.Client(self.host, self.port, identifier=self.client_id,
-                                          clean_session=False, keepalive=self.keepalive,
-                                          will=will, timeout=self.publish_timeout,
-                                          **self.auth) as client:  # type: ignore[arg-type]
-                    await client.subscribe([(t, 1) for t in protocol.SUBSCRIPTIONS])
-                    await client.publish(protocol.GATEWAY_STATE_TOPIC,
-                                         protocol.encode_gateway_state(True, self._now()),
-                                         qos=1, retain=True)
-                    self._client = client
-                    self._connected.set()
-                    self.connects += 1
-                    backoff = self.backoff_min
-                    log.info("mqtt connected broker=%s:%d client_id=%s connects=%d", self.host,
-                             self.port, self.client_id, self.connects)
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, str):
-                            payload = payload.encode()
-                        elif not isinstance(payload, (bytes, bytearray)):
-                            payload = b"" if payload is None else str(payload).encode()
-                        await self.handler(str(message.topic), bytes(payload))
-            except aiomqtt.MqttError as exc:
                 if self._stopping:
                     break
                 log.warning("mqtt connection lost broker=%s:%d error=%r retry_in=%.2fs",
