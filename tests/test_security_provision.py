@@ -186,7 +186,7 @@ def test_tls_with_the_store_ca_works_and_without_it_fails(store):
 FW_CLIENT = """
 import asyncio, json
 from edge import config
-from edge.mqtt import MQTTClient
+from edge.tls import TLSClient
 cfg = config.load({path!r})
 mq = cfg["mqtt"]
 done = []
@@ -194,7 +194,7 @@ async def on_connect(c):
     await c.publish("pe/1/" + cfg["device_id"] + "/evt", b"from-firmware", 1)
     done.append(1)
 async def main():
-    c = MQTTClient(cfg["device_id"], "127.0.0.1", {port}, keepalive=10, user=mq["user"],
+    c = TLSClient(cfg["device_id"], "127.0.0.1", {port}, keepalive=10, user=mq["user"],
                    password=mq["password"], tls=mq.get("tls"), on_connect=on_connect,
                    response_timeout=5)
     asyncio.create_task(c.run())

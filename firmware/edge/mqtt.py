@@ -58,9 +58,8 @@ class MQTTClient(Link):
 
     def __init__(self, client_id, host, port=1883, keepalive=30, user=None, password=None,
                  will=None, on_message=None, on_connect=None, on_down=None,
-                 response_timeout=10, backoff_max=30, tls=None):
+                 response_timeout=10, backoff_max=30):
         self.client_id = client_id
-        self.tls = tls  # None, or {"ca": PEM of the store CA, "server_hostname": name}
         self.host = host
         self.port = port
         self.keepalive = keepalive
@@ -264,9 +263,6 @@ class MQTTClient(Link):
             raise OSError(errno.ENOTCONN)  # close() meanwhile
         p.unregister(s)
         p = None
-        if self.tls:  # imported only by devices that use TLS (heap)
-            from edge.tls import wrap
-            s = self._sock = wrap(s, self.tls, self.host)
         self._gen += 1
         self._last_rx = ticks_ms()
         self._state = _CONNECTING

@@ -59,13 +59,16 @@ class Runtime:
         self._alive = time.ticks_ms()
         self.stats = {"events": 0, "cmds": 0, "bad_msgs": 0}
         self.app = app_class(self, hal, cfg["app"])
+        tls = cfg["mqtt"].get("tls")
+        if tls and cfg.get("transport", "mqtt") == "mqtt":  # TLS only loads where configured (heap)
+            from edge.tls import TLSClient
+            mqtt_class = lambda *a, **k: TLSClient(*a, tls=tls, **k)  # noqa: E731
         if mqtt_class is None:
             from edge.mqtt import MQTTClient as mqtt_class
         mq = cfg["mqtt"]
         self.client = mqtt_class(
             self.dev, mq["host"], mq.get("port", 1883), keepalive=mq.get("keepalive", 30),
             user=mq.get("user"), password=mq.get("password"),
-            **({"tls": mq["tls"]} if mq.get("tls") else {}),
             will=self._will(self.state["session"] + 1), on_message=self._on_message,
             on_connect=self._on_connect, on_down=self._on_down)
         self._down_since = time.ticks_ms()
