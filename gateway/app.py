@@ -82,6 +82,9 @@ class GatewayConfig:
     tube_network: Path | None = None      # tube network file (None: boards/tube/store-demo.json)
     tube_tick_s: float = 0.5              # tube arbiter: longest sleep between ticks
     fitting_tube_station: str | None = None  # sizes by tube to this station; None: "fitting-rooms" if any, "off": never
+    mqtt_user: str | None = None          # broker credentials (tools/provision.py gateway.json)
+    mqtt_password: str | None = None
+    mqtt_ca: str | None = None            # store CA file: connect with TLS, verify the broker
 
 
 class _Server(uvicorn.Server):
@@ -100,7 +103,9 @@ class Gateway:
         self.db = Database(config.db_path, on_commit=self._on_commit)
         self.bus = MqttBus(config.broker_host, config.broker_port, self._on_message,
                            client_id=config.client_id, keepalive=config.keepalive_s,
-                           publish_timeout=config.publish_timeout_s, clock=clock)
+                           publish_timeout=config.publish_timeout_s, clock=clock,
+                           username=config.mqtt_user, password=config.mqtt_password,
+                           tls_ca=config.mqtt_ca)
         self.coap = None if config.coap_port is None else CoapEdge(
             config.coap_host, config.coap_port, self._on_coap_message, clock=clock,
             heartbeat_s=config.coap_heartbeat_s, dedupe_max=config.coap_dedupe_max,

@@ -73,6 +73,10 @@ SPEC: dict[str, dict[str, Key]] = {
         "client_id": Key("client_id", "str", _nonempty),
         "keepalive_s": Key("keepalive_s", "int", _positive),
         "publish_timeout_s": Key("publish_timeout_s", "float", _positive),
+        # credentials + store CA (tools/provision.py, docs/operations.md)
+        "user": Key("mqtt_user", "str", _nonempty),
+        "password": Key("mqtt_password", "str", _nonempty),
+        "ca_file": Key("mqtt_ca", "path"),
     },
     "http": {
         "host": Key("http_host", "str", _nonempty),
