@@ -7,6 +7,7 @@ station and hang it in the room; the mirror shows each step."""
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 
@@ -40,7 +41,7 @@ def test_size_from_the_mirror_comes_by_tube(tmp_path, broker, browser):  # noqa:
         wait_gtins(gw, ROOM, [SHIRT_M])
         page = browser.new_page(viewport={"width": 900, "height": 1000})
         try:
-            page.goto(f"{gw.url}/mirror/{ROOM}")
+            page.goto(f"{gw.url}/mirror/{ROOM}#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")  # gateway/web/auth.js
             garment = page.locator('[data-testid="garment"][data-gtin="%s"]' % SHIRT_M)
             garment.wait_for(timeout=T * 1000)
             garment.locator('[data-testid="variant"][data-gtin="%s"] [data-testid="ask-size"]'
