@@ -50,7 +50,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rig = ChainRig(work, STORE, '[logging]\nlevel = "WARNING"\n').start()
-        central, store, consumer, gw = rig.central, rig.store, rig.consumer, rig.gw
+        central, store, consumer = rig.central, rig.store, rig.consumer
         devs = [FakeDevice(f"pad-{secrets.token_hex(3)}", store.port, journal_size=100_000)
                 for _ in range(args.devices)]
         try:

@@ -5,7 +5,6 @@ carrier; a cancelled dispatch hands it back to staff; a restart neither loses no
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import replace
 from typing import Any
 

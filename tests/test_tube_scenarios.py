@@ -9,6 +9,7 @@ so a dispatch takes ~2-3 s.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 import httpx
@@ -85,8 +86,16 @@ class Line:
 def tube_store(tmp_path, broker, *, coap: bool = False, wiring=WIRING, extra_args=()):
     """The gateway process and the virtual tube rig, every device online; yields the Line.
     On the way out: no physical violation in the line model, no unexpected firmware reset."""
+    network = NETWORK
+    if coap:
+        # over CoAP a lost or late datagram costs a retransmission (ACK_TIMEOUT 2-3 s): the
+        # arbiter's confirmation windows must cover one (docs/tube.md, "Timing over CoAP")
+        net = json.loads(NETWORK.read_text())
+        net["timing"]["window_margin_s"] = 8.0
+        network = tmp_path / "network-coap.json"
+        network.write_text(json.dumps(net))
     gw = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2 if coap else None,
-                        extra_args=["--tube-network", str(NETWORK), *extra_args]).start()
+                        extra_args=["--tube-network", str(network), *extra_args]).start()
     # every tube app runs in the 96 KB heap of a board (TUBE_FW_HEAP to measure smaller ones)
     rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port), wiring=wiring,
                             heap=os.environ.get("TUBE_FW_HEAP", "96k"),
