@@ -14,6 +14,7 @@
 # indexed by position `i`; `n` is the compartment number used on the wire.
 import asyncio
 import hashlib
+import sys
 import time
 from binascii import hexlify
 
@@ -34,6 +35,7 @@ _PH = const(7)  # the hash a pending pickup spent (given back if the door never 
 _NF = const(8)
 
 SIZES = ("S", "M", "L")
+STAFF_CMDS = ("load_codes", "revoke", "open_all", "set_out_of_order", "clear", "status")
 STAFF_WHY = ("load", "service", "retrieve")
 USED_KEEP = 32  # spent/revoked code hashes remembered (to say `code.reused`, not `unknown`)
 USED_HEX = 16  # hex digits of a spent hash kept (collisions are irrelevant at this length)
@@ -53,6 +55,16 @@ def _is_hash(h):
         if not ("0" <= ch <= "9" or "a" <= ch <= "f"):
             return False
     return True
+
+
+def _drop(name):
+    """Forget the module edge.apps.<name>: once nothing runs its code the GC frees it."""
+    sys.modules.pop("edge.apps." + name, None)
+    import edge.apps
+    try:
+        delattr(edge.apps, name)
+    except AttributeError:
+        pass
 
 
 def _minutes(secs):
@@ -459,37 +471,16 @@ class LockerBank:
         self._save()
         return self._reply(i)
 
-    async def cmd_load_codes(self, args):
-        self._check_salt(args)
-        orders = args.get("orders")
-        if not isinstance(orders, list) or len(orders) > len(self.ids):
-            raise Rejected("bad-args")
-        done, refused = [], []
-        for e in orders:
-            try:
-                done.append(self.ids[self._set_order(e)])
-            except Rejected as r:
-                refused.append([e.get("compartment") if isinstance(e, dict) else None, r.reason])
-        self._save()
-        return {"set": done, "refused": refused}
-
-    async def cmd_revoke(self, args):
-        i = self._arg_c(args)
-        s = self.c[i]
-        order = args.get("order")
-        if not s[_O]:
-            raise Rejected("empty")
-        if order is not None and order != s[_O]:
-            raise Rejected("wrong-order")
-        if s[_P] or s[_W] == "pickup":
-            raise Rejected("busy")
-        if s[_H]:
-            self._remember(s[_H], i, "r")
-        s[_H] = s[_E] = None
-        if args.get("forget"):  # the gateway knows the compartment is empty
-            self._clear_order(s)
-        self._save()
-        return self._reply(i)
+    def _staff(self, name):
+        """The handler of a staff command: edge.apps.locker_staff is imported for the command
+        and dropped after it (a command still running keeps its own code alive)."""
+        async def run(args):
+            from edge.apps import locker_staff
+            fn = getattr(locker_staff, "cmd_" + name)
+            locker_staff = None
+            _drop("locker_staff")
+            return await fn(self, args)
+        return run
 
     def _check_open(self, i, why):
         s = self.c[i]
@@ -519,54 +510,13 @@ class LockerBank:
             raise Failed("jammed", {"compartment": self.ids[i], "attempts": 2})
         return {"compartment": self.ids[i], "attempts": attempts}
 
-    async def cmd_open_all(self, args):
-        if args.get("reason", "service") != "service":
-            raise Rejected("bad-args")
-        opened, jammed, skipped = [], [], []
-        for i in range(len(self.ids)):  # strictly one after the other
-            try:
-                a = await self._unlock(i, "service", lambda i=i: self._check_open(i, "service"))
-            except Rejected:
-                skipped.append(self.ids[i])
-                continue
-            (opened if a else jammed).append(self.ids[i])
-        return {"opened": opened, "jammed": jammed, "skipped": skipped}
-
-    async def cmd_set_out_of_order(self, args):
-        i = self._arg_c(args)
-        on = args.get("on", True)
-        s = self.c[i]
-        if on and s[_O] and not args.get("force"):
-            raise Rejected("occupied")
-        s[_X] = 1 if on else 0
-        self._save()
-        return self._reply(i)
-
-    async def cmd_clear(self, args):
-        i = self._arg_c(args)
-        s = self.c[i]
-        if not s[_B]:
-            raise Rejected("not-blocked")
-        if s[_W] or self.is_open[i]:
-            raise Rejected("door-open")
-        s[_B] = None
-        self._save()
-        return self._reply(i)
-
-    async def cmd_status(self, args):
-        comps = []
-        for i in range(len(self.ids)):
-            comps.append([self.ids[i], self.size[i], self._state(i), self.is_open[i], self._occ(i)])
-        left = time.ticks_diff(self.lk_until, time.ticks_ms()) // 1000 if self._locked() else 0
-        return {"compartments": comps, "keypad_locked_s": left, "salt_id": self.salt_id}
-
     # --- main ----------------------------------------------------------------------------------
     async def run(self):
         self.boot_msg = IDLE
         from edge.apps import locker_boot
         locker_boot.resolve(self)  # before any await: no command or key is handled until boot is resolved
-        locker_boot.free()
         locker_boot = None
+        _drop("locker_boot")
         self._show(self.boot_msg)
         asyncio.create_task(self._keys())
         await self._doors()

@@ -1,14 +1,13 @@
 # The locker bank's run-once code: config and saved state (LockerBank.__init__) and what a
 # power cut interrupted (boot resolution). Kept out of edge.apps.locker so its bytecode is
-# freed once the bank runs (free()): the heap is the device's tightest budget.
+# freed once the bank runs (locker._drop): the heap is the device's tightest budget.
 import asyncio
-import sys
 import time
 
 from micropython import const
 
 from edge import fsutil
-from edge.apps.locker import SIZES, hash_code
+from edge.apps.locker import SIZES, STAFF_CMDS, hash_code
 
 _O = const(0)  # fields of a compartment record: see edge.apps.locker
 _H = const(1)
@@ -99,10 +98,9 @@ def setup(b, rt, hal, cfg):
     b.mutex = asyncio.Lock()
     b.entry = ""
     b.key_at = 0
-    b.commands = {"set_order": b.cmd_set_order, "load_codes": b.cmd_load_codes,
-                  "revoke": b.cmd_revoke, "open": b.cmd_open, "open_all": b.cmd_open_all,
-                  "set_out_of_order": b.cmd_set_out_of_order, "clear": b.cmd_clear,
-                  "status": b.cmd_status}
+    b.commands = {"set_order": b.cmd_set_order, "open": b.cmd_open}
+    for name in STAFF_CMDS:  # edge.apps.locker_staff, loaded per command
+        b.commands[name] = b._staff(name)
 
 
 def resolve(b):
@@ -139,12 +137,3 @@ def resolve(b):
                 b._closed(i, None)
     b._save()
 
-
-def free():
-    """Drop this module: its functions are unreachable from here on and the GC reclaims them."""
-    sys.modules.pop(__name__, None)
-    import edge.apps
-    try:
-        delattr(edge.apps, "locker_boot")
-    except AttributeError:
-        pass
