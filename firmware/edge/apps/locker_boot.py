@@ -4,17 +4,11 @@
 import asyncio
 import time
 
-from micropython import const
-
 from edge import fsutil
 from edge.apps.locker import SIZES, STAFF_CMDS, hash_code
 
-_O = const(0)  # fields of a compartment record: see edge.apps.locker
-_H = const(1)
-_W = const(5)
-_P = const(6)
-_PH = const(7)
-_NF = const(8)
+# the fields of a compartment record, in edge.apps.locker's order (its _O.._PH, _NF)
+_O, _H, _E, _X, _B, _W, _P, _PH, _NF = range(9)
 
 
 def setup(b, rt, hal, cfg):

@@ -3,17 +3,10 @@
 # The customer's path (codes, doors, set_order, open) stays in edge.apps.locker.
 import time
 
-from micropython import const
-
 from edge.runtime import Rejected
 
-_O = const(0)  # fields of a compartment record: see edge.apps.locker
-_H = const(1)
-_E = const(2)
-_X = const(3)
-_B = const(4)
-_W = const(5)
-_P = const(6)
+# the fields of a compartment record, in edge.apps.locker's order (its _O.._PH, _NF)
+_O, _H, _E, _X, _B, _W, _P, _PH, _NF = range(9)
 
 
 async def cmd_load_codes(b, args):
