@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="locker banks: how long a pickup code works (default 3 days)")
     p.add_argument("--tube-network", type=Path, default=None, metavar="FILE",
                    help="pneumatic tube network (default boards/tube/store-demo.json; docs/tube.md)")
+    p.add_argument("--fitting-tube-station", default=None, metavar="STATION",
+                   help="tube station serving the fitting rooms: stockroom sizes come by tube "
+                        "(default fitting-rooms if the network has it; off: staff bring every size)")
+    p.add_argument("--mqtt-auth", type=Path, default=None, metavar="GATEWAY_JSON",
+                   help="broker user, password and store CA (TLS) from the gateway.json that "
+                        "tools/provision.py writes (docs/operations.md)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", default="text", choices=["text", "json"],
@@ -103,7 +109,9 @@ _FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
                 "fitting_swap_window": ("fitting_swap_window_s",),
                 "locker_reserve": ("locker_reserve_s",),
                 "locker_pickup_window": ("locker_pickup_window_s",),
-                "tube_network": ("tube_network",)}
+                "tube_network": ("tube_network",),
+                "fitting_tube_station": ("fitting_tube_station",),
+                "mqtt_auth": ("mqtt_user", "mqtt_password", "mqtt_ca")}
 
 
 def explicit_flags(argv: Sequence[str] | None) -> set[str]:
@@ -128,8 +136,22 @@ def resolve(args: argparse.Namespace, argv: Sequence[str] | None
             args.log_format if "log_format" in given else loaded.log_format)
 
 
+def _mqtt_auth(path: Path | None) -> dict[str, str | None]:
+    if path is None:
+        return {}
+    import json
+    try:
+        auth = json.loads(path.read_text())
+        return {"mqtt_user": auth["user"], "mqtt_password": auth["password"],
+                "mqtt_ca": auth.get("ca") if auth.get("tls", True) else None}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"--mqtt-auth {path}: not a gateway.json from tools/provision.py "
+                         f"({exc!r})") from None
+
+
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
-    return GatewayConfig(broker_host=args.broker[0], broker_port=args.broker[1], db_path=args.db,
+    return GatewayConfig(**_mqtt_auth(args.mqtt_auth),  # type: ignore[arg-type]
+                         broker_host=args.broker[0], broker_port=args.broker[1], db_path=args.db,
                          http_host=args.http[0], http_port=args.http[1],
                          samples_file=args.samples, client_id=args.client_id,
                          keepalive_s=args.keepalive, publish_timeout_s=args.publish_timeout,
@@ -143,7 +165,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                          fitting_swap_window_s=args.fitting_swap_window,
                          locker_reserve_s=args.locker_reserve,
                          locker_pickup_window_s=args.locker_pickup_window,
-                         tube_network=args.tube_network)
+                         tube_network=args.tube_network,
+                         fitting_tube_station=args.fitting_tube_station)
 
 
 async def serve(config: GatewayConfig) -> None:

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import protocol
+from . import auth, protocol, resilience
 from .api_staff import add_staff_routes
 from .commands import CommandRejected, IdempotencyConflict, UnknownDevice
 from .api_lockers import add_locker_routes
@@ -217,4 +217,6 @@ def create_app(gw: Gateway) -> FastAPI:
     add_staff_routes(app, gw)
     add_ops_routes(app, gw)  # webhooks, /metrics (gateway/ops_api.py)
     app.include_router(tube_router(gw))  # /tube/... (docs/tube.md)
+    resilience.install(app)  # disk full / database locked: a clear 507 / 503
+    auth.install(app, gw)  # every route above and below: tokens, scopes, limits, audit
     return app

@@ -34,6 +34,7 @@ from .services.fitting import FittingService
 from .services.stock import FileStock, HttpStock
 from .core.fitting import Rules as FittingRules
 from .services.tube import TubeService
+from .services.size_tube import TubeSizeDispatcher, tube_station
 from .store import Store, StreamItem
 from .stream import Broadcaster
 from .chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS, ChainService
@@ -80,6 +81,10 @@ class GatewayConfig:
     chain_kinds: tuple[str, ...] = DEFAULT_CHAIN_KINDS
     tube_network: Path | None = None      # tube network file (None: boards/tube/store-demo.json)
     tube_tick_s: float = 0.5              # tube arbiter: longest sleep between ticks
+    fitting_tube_station: str | None = None  # sizes by tube to this station; None: "fitting-rooms" if any, "off": never
+    mqtt_user: str | None = None          # broker credentials (tools/provision.py gateway.json)
+    mqtt_password: str | None = None
+    mqtt_ca: str | None = None            # store CA file: connect with TLS, verify the broker
 
 
 class _Server(uvicorn.Server):
@@ -98,7 +103,9 @@ class Gateway:
         self.db = Database(config.db_path, on_commit=self._on_commit)
         self.bus = MqttBus(config.broker_host, config.broker_port, self._on_message,
                            client_id=config.client_id, keepalive=config.keepalive_s,
-                           publish_timeout=config.publish_timeout_s, clock=clock)
+                           publish_timeout=config.publish_timeout_s, clock=clock,
+                           username=config.mqtt_user, password=config.mqtt_password,
+                           tls_ca=config.mqtt_ca)
         self.coap = None if config.coap_port is None else CoapEdge(
             config.coap_host, config.coap_port, self._on_coap_message, clock=clock,
             heartbeat_s=config.coap_heartbeat_s, dedupe_max=config.coap_dedupe_max,
@@ -135,6 +142,8 @@ class Gateway:
             kinds=config.chain_kinds)
         self.tube = TubeService(self.db, self.commands, config.tube_network,
                                 tick_s=config.tube_tick_s, clock=clock)
+        self.fitting.dispatcher = TubeSizeDispatcher(  # stockroom sizes by tube
+            self.tube, tube_station(self.tube, config.fitting_tube_station))
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()

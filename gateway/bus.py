@@ -37,8 +37,14 @@ class MqttBus:
     def __init__(self, host: str, port: int, handler: Handler, *, client_id: str = "pe-gateway",
                  keepalive: int = 30, publish_timeout: float = 5.0,
                  backoff_min: float = 0.25, backoff_max: float = 10.0,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None, username: str | None = None,
+                 password: str | None = None, tls_ca: str | None = None) -> None:
         self.host = host
+        # broker credentials and TLS (tools/provision.py writes them to gateway.json)
+        self.auth: dict[str, object] = {"username": username, "password": password}
+        if tls_ca:
+            import ssl
+            self.auth["ssl"] = ssl.create_default_context(cafile=tls_ca)
         self.port = port
         self.handler = handler
         self.client_id = client_id
@@ -87,7 +93,7 @@ class MqttBus:
             will = (protocol.GATEWAY_STATE_TOPIC, protocol.encode_gateway_state(False, None), 1,
                     True)
             client = MqttLite(self.client_id, clean_session=False, keepalive=self.keepalive,
-                              will=will)
+                              will=will, **self.auth)  # type: ignore[arg-type]
             try:
                 await client.connect(self.host, self.port, timeout=self.publish_timeout)
                 await client.subscribe([(t, 1) for t in protocol.SUBSCRIPTIONS])

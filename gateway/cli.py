@@ -5,7 +5,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -65,6 +67,8 @@ async def demo(args: argparse.Namespace) -> int:
             host, port = broker.host, broker.port
             print(f"broker: embedded (amqtt) on {host}:{port}")
         http_host, http_port = args.http
+        # the API needs a token (docs/security.md): the demo makes itself an admin one
+        token = os.environ.setdefault("PHYGITAL_ADMIN_TOKEN", f"pe_demo_{secrets.token_hex(16)}")
         config = GatewayConfig(broker_host=host, broker_port=port, db_path=workdir / "gateway.db",
                                http_host=http_host, http_port=http_port, samples_file=DEMO_SAMPLES,
                                stock_file=DEMO_STOCK)
@@ -96,6 +100,8 @@ a fitting room and a locker bank.
                        -d '{{"name":"blink","args":{{"times":3}},"idempotency_key":"try-1"}}'
 Ctrl-C stops everything.
 """, flush=True)
+        print(f"API token (admin, this demo only): {token}\n  curl -H 'Authorization: Bearer "
+              f"{token}' {base}/devices\n  dashboard: {base}/dashboard#token={token}\n", flush=True)
         samples = sorted(json.loads(DEMO_SAMPLES.read_text()))
         customer = asyncio.create_task(_customer(store, samples, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, customer)
@@ -134,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("gateway", help="run the gateway (see `phygital gateway --help`)", add_help=False)
     sub.add_parser("lockers", help="staff operations on locker banks (see `phygital lockers --help`)",
                    add_help=False)
+    sub.add_parser("token", help="API tokens: create/list/revoke (see `phygital token --help`)",
+                   add_help=False)
+    sub.add_parser("provision", help="store CA, broker config, device credentials "
+                   "(see `phygital provision --help`)", add_help=False)
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "gateway":
         from gateway.__main__ import main as gateway_main
@@ -141,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "lockers":
         from tools.lockers import main as lockers_main
         return lockers_main(rest)
+    if args.cmd == "token":
+        from gateway.auth import cli as token_cli
+        return token_cli(rest)
+    if args.cmd == "provision":
+        from tools.provision import main as provision_main
+        return provision_main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.pads < 1:

@@ -73,6 +73,10 @@ SPEC: dict[str, dict[str, Key]] = {
         "client_id": Key("client_id", "str", _nonempty),
         "keepalive_s": Key("keepalive_s", "int", _positive),
         "publish_timeout_s": Key("publish_timeout_s", "float", _positive),
+        # credentials + store CA (tools/provision.py, docs/operations.md)
+        "user": Key("mqtt_user", "str", _nonempty),
+        "password": Key("mqtt_password", "str", _nonempty),
+        "ca_file": Key("mqtt_ca", "path"),
     },
     "http": {
         "host": Key("http_host", "str", _nonempty),
@@ -97,6 +101,7 @@ SPEC: dict[str, dict[str, Key]] = {
         "stock_url": Key("stock_url", "str", _nonempty),
         "swap_n": Key("fitting_swap_n", "int", _positive),
         "swap_window_s": Key("fitting_swap_window_s", "float", _positive),
+        "tube_station": Key("fitting_tube_station", "str", _nonempty),
     },
     "tube": {
         "network": Key("tube_network", "path"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -66,6 +67,9 @@ class Database:
         conn = connect(self.path, readonly=readonly)
         if not readonly:
             version = migrate(conn)
+            pages = os.environ.get("PHYGITAL_DB_MAX_PAGES")  # fault injection: a full disk
+            if pages:
+                conn.execute(f"PRAGMA max_page_count = {int(pages)}")
             log.info("db open path=%s schema=v%d journal=wal synchronous=full", self.path, version)
         self._local.store = Store(conn)
 

@@ -10,13 +10,16 @@ import random
 
 import httpx
 
+from gateway.auth import bearer_headers
+
 
 async def _codes(base: str, codes: dict[str, str], stop: asyncio.Event) -> None:
     """Follow the stream and keep the plain code of each `order.ready` (live subscribers only
     get it: it is never stored, docs/lockers.md)."""
     while not stop.is_set():
         try:
-            async with httpx.AsyncClient(base_url=base, timeout=None) as http, \
+            async with httpx.AsyncClient(base_url=base, timeout=None,
+                                         headers=bearer_headers()) as http, \
                     http.stream("GET", "/stream") as r:
                 async for line in r.aiter_lines():
                     if line.startswith("data:") and '"order.ready"' in line:
@@ -45,7 +48,8 @@ async def locker_day(bank, base: str, stop: asyncio.Event, rng: random.Random) -
         return False
 
     try:
-        async with httpx.AsyncClient(base_url=f"{base}/lockers/{bank.dev}", timeout=60) as http:
+        async with httpx.AsyncClient(base_url=f"{base}/lockers/{bank.dev}", timeout=60,
+                                     headers=bearer_headers()) as http:
             n = 0
             while not stop.is_set():
                 n += 1

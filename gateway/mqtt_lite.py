@@ -10,14 +10,15 @@ than its MQTT edge.
 
 Scope: CONNECT (clean session or persistent, will, keepalive), SUBSCRIBE, PUBLISH QoS 0/1 in
 both directions (inbound QoS 1 is PUBACKed on receipt, as aiomqtt does: the application ack
-is what means "persisted"), PINGREQ, DISCONNECT. No QoS 2, no MQTT 5, no TLS (add
-`ssl=` to `create_connection` if needed). Reconnection is the caller's job (`MqttBus.run`).
+is what means "persisted"), PINGREQ, DISCONNECT. No QoS 2, no MQTT 5. User/password and TLS
+(an `ssl.SSLContext`) for a provisioned broker (tools/provision.py). Reconnection is the caller's job (`MqttBus.run`).
 """
 from __future__ import annotations
 
 import asyncio
 import struct
 from collections import deque
+from typing import Any
 from collections.abc import Callable
 
 _H = struct.Struct("!H")
@@ -72,8 +73,11 @@ class MqttLite(asyncio.Protocol):
 
     def __init__(self, client_id: str, *, clean_session: bool = True, keepalive: int = 30,
                  will: tuple[str, bytes, int, bool] | None = None, max_queued: int = 10_000,
-                 ) -> None:
+                 username: str | None = None, password: str | None = None,
+                 ssl: Any = None) -> None:
         self.client_id = client_id
+        self.username, self.password = username, password  # tools/provision.py credentials
+        self.ssl = ssl                                       # an SSLContext: TLS to the broker
         self.clean_session = clean_session
         self.keepalive = keepalive
         self.will = will
@@ -96,13 +100,20 @@ class MqttLite(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._connack = loop.create_future()
         self.closed = loop.create_future()
-        await asyncio.wait_for(loop.create_connection(lambda: self, host, port), timeout)
+        await asyncio.wait_for(loop.create_connection(lambda: self, host, port, ssl=self.ssl),
+                               timeout)
         flags = 0x02 if self.clean_session else 0
         payload = _mstr(self.client_id)
         if self.will is not None:
             topic, data, qos, retain = self.will
             flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
             payload += _mstr(topic) + _mstr(data)
+        if self.username is not None:
+            flags |= 0x80
+            payload += _mstr(self.username)
+            if self.password is not None:
+                flags |= 0x40
+                payload += _mstr(self.password)
         var = _mstr("MQTT") + bytes((4, flags)) + _H.pack(self.keepalive)
         self._write(b"\x10" + _varint(len(var) + len(payload)) + var + payload)
         try:

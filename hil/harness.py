@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -14,6 +15,32 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def authorize_local_clients() -> str:
+    """Test and bench rigs: every gateway this process starts gets a bootstrap admin token
+    (`PHYGITAL_ADMIN_TOKEN`, gateway/auth.py) and every httpx client carries it unless the
+    caller sets its own `Authorization` (an empty one sends none). Rate limits are lifted so
+    benchmarks measure the gateway, not the limiter (tests of the limits set their own)."""
+    token = os.environ.setdefault("PHYGITAL_ADMIN_TOKEN", f"pe_rig_{secrets.token_hex(16)}")
+    os.environ.setdefault("PHYGITAL_RATE_LIMITS", "per_token=1e6/1e6")
+    for cls in (httpx.Client, httpx.AsyncClient):
+        if getattr(cls.__init__, "_rig_token", False):
+            continue
+        orig = cls.__init__
+
+        def init(self, *args, headers=None, _orig=orig, **kwargs):
+            h = httpx.Headers(headers)
+            if "authorization" not in h:
+                h["Authorization"] = f"Bearer {os.environ['PHYGITAL_ADMIN_TOKEN']}"
+            _orig(self, *args, headers=h, **kwargs)
+
+        init._rig_token = True
+        cls.__init__ = init
+    return token
+
+
+authorize_local_clients()
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -154,6 +181,7 @@ class GatewayProcess(GatewayClient):
         self.coap_port = None if coap_heartbeat_s is None else free_port(socket.SOCK_DGRAM)
         self.coap_args = [] if self.coap_port is None else [
             "--coap", f"127.0.0.1:{self.coap_port}", "--coap-heartbeat", str(coap_heartbeat_s)]
+        self.env: dict[str, str] = {}   # extra environment (fault injection: hil/faults.py)
 
     def start(self) -> "GatewayProcess":
         log = open(self.workdir / "gateway.log", "a")
@@ -162,7 +190,8 @@ class GatewayProcess(GatewayClient):
              "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}", "--samples", str(self.samples),
              # one broker session per gateway instance, kept across its restarts
              "--client-id", f"gw-{self.http_port}", *self.coap_args, *self.extra_args],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env))
         wait_for(self._healthy, 20, what="gateway /health")
         return self
 

@@ -2,6 +2,8 @@
 fitting-room firmware on the virtual rig behind it (docs/fitting-rooms.md, "Mirror")."""
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
@@ -18,7 +20,8 @@ def test_mirror_shows_garments_live_and_sends_requests(browser, rig, gw, room): 
     wait_gtins(gw, room.dev, [SHIRT_M])
     page = browser.new_page(viewport={"width": 900, "height": 1000})
     try:
-        page.goto(f"{gw.url}/mirror/{room.dev}")
+        # the page's API calls carry the token given in the fragment (gateway/web/auth.js)
+        page.goto(f"{gw.url}/mirror/{room.dev}#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")
         garment = page.locator('[data-testid="garment"][data-gtin="%s"]' % SHIRT_M)
         garment.wait_for(timeout=20_000)
         assert "Oxford shirt" in garment.inner_text()

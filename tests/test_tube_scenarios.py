@@ -8,6 +8,7 @@ so a dispatch takes ~2-3 s.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import httpx
@@ -80,14 +81,14 @@ class Line:
         return self.rig.output(DEV[station], "air")
 
 
-@pytest.fixture
-def tube(tmp_path, broker, request):
-    # parametrize indirectly with "coap" to run a scenario with every tube device on CoAP
-    coap = getattr(request, "param", "mqtt") == "coap"
+@contextlib.contextmanager
+def tube_store(tmp_path, broker, *, coap: bool = False, wiring=WIRING, extra_args=()):
+    """The gateway process and the virtual tube rig, every device online; yields the Line.
+    On the way out: no physical violation in the line model, no unexpected firmware reset."""
     gw = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2 if coap else None,
-                        extra_args=["--tube-network", str(NETWORK)]).start()
+                        extra_args=["--tube-network", str(NETWORK), *extra_args]).start()
     # every tube app runs in the 96 KB heap of a board (TUBE_FW_HEAP to measure smaller ones)
-    rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port), wiring=WIRING,
+    rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port), wiring=wiring,
                             heap=os.environ.get("TUBE_FW_HEAP", "96k"),
                             coap=("127.0.0.1", gw.coap_port) if coap else None)
     try:
@@ -95,13 +96,20 @@ def tube(tmp_path, broker, request):
         for dev in rig.devices():
             rig.start(dev, timeout=40)
         wait_for(lambda: {d["id"] for d in gw.get("/devices") if d["online"]} >= set(rig.devices()),
-                 T, what="tube devices online at the gateway")
+                 T, what="devices online at the gateway")
         yield line
         assert not line.model.violations, line.model.violations
         assert not rig.unexpected_resets(), rig.unexpected_resets()
     finally:
         rig.close()
         gw.stop()
+
+
+@pytest.fixture
+def tube(tmp_path, broker, request):
+    # parametrize indirectly with "coap" to run a scenario with every tube device on CoAP
+    with tube_store(tmp_path, broker, coap=getattr(request, "param", "mqtt") == "coap") as line:
+        yield line
 
 
 @pytest.mark.parametrize("tube", ["mqtt", "coap"], indirect=True)

@@ -28,6 +28,8 @@ import sys
 
 import httpx
 
+from gateway.auth import bearer_headers
+
 # name -> (HTTP method, path template, positional arguments, takes an idempotency key)
 OPS = {
     "show": ("GET", "/lockers/{bank}", [], False),
@@ -55,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--url", default=os.environ.get("PHYGITAL_URL", "http://127.0.0.1:8080"),
                     help="the gateway's HTTP API (default $PHYGITAL_URL or http://127.0.0.1:8080)")
     ap.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout in seconds")
+    ap.add_argument("--token", default=None, help="API token with the operations scope "
+                    "(default: $PHYGITAL_TOKEN; docs/security.md)")
     sub = ap.add_subparsers(dest="op", required=True)
     for name, (_, _, pos, keyed) in OPS.items():
         p = sub.add_parser(name, help=HELP[name])
@@ -88,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     if body and "idempotency_key" in body and not args.key:
         print(f"idempotency key: {body['idempotency_key']} (repeat with --key to retry)", file=sys.stderr)
     try:
-        r = httpx.request(method, args.url.rstrip("/") + path, json=body, timeout=args.timeout)
+        r = httpx.request(method, args.url.rstrip("/") + path, json=body, timeout=args.timeout,
+                          headers=bearer_headers(args.token))
     except httpx.HTTPError as exc:
         print(f"gateway {args.url} unreachable: {exc}", file=sys.stderr)
         return 3

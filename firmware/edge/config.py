@@ -51,6 +51,7 @@ def load(path):
     port = mq.setdefault("port", 5683 if transport == "coap" else 1883)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(transport + ".port must be 1-65535")
+    _check_credentials(mq, transport)
     wifi = cfg.get("wifi")
     if wifi is not None and not (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str)):
         raise ConfigError("wifi must be an object with an ssid (and a password)")
@@ -61,6 +62,28 @@ def load(path):
     cfg.setdefault("app", {})
     cfg["cfg_hash"] = digest(raw)
     return cfg
+
+
+def _check_credentials(mq, transport):
+    # written by tools/provision.py: user + password together, TLS with the store CA (PEM)
+    user = mq.get("user")
+    password = mq.get("password")
+    if (user is None) != (password is None):
+        raise ConfigError(transport + ".user and " + transport + ".password go together")
+    if user is not None and not (isinstance(user, str) and isinstance(password, str)
+                                 and 0 < len(user) <= 64 and 0 < len(password) <= 256):
+        raise ConfigError(transport + ".user/password must be non-empty strings")
+    tls = mq.get("tls")
+    if tls is None:
+        return
+    if transport != "mqtt":
+        raise ConfigError("tls is only supported with the mqtt transport")
+    if not isinstance(tls, dict) or not isinstance(tls.get("ca"), str) \
+            or "BEGIN CERTIFICATE" not in tls["ca"]:
+        raise ConfigError("mqtt.tls must be an object with ca = the store CA certificate (PEM)")
+    name = tls.get("server_hostname")
+    if name is not None and not (isinstance(name, str) and name):
+        raise ConfigError("mqtt.tls.server_hostname must be a host name")
 
 
 def digest(raw):

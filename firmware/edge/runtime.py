@@ -59,6 +59,10 @@ class Runtime:
         self._alive = time.ticks_ms()
         self.stats = {"events": 0, "cmds": 0, "bad_msgs": 0}
         self.app = app_class(self, hal, cfg["app"])
+        tls = cfg["mqtt"].get("tls")
+        if tls and cfg.get("transport", "mqtt") == "mqtt":  # TLS only loads where configured (heap)
+            from edge.tls import TLSClient
+            mqtt_class = lambda *a, **k: TLSClient(*a, tls=tls, **k)  # noqa: E731
         if mqtt_class is None:
             from edge.mqtt import MQTTClient as mqtt_class
         mq = cfg["mqtt"]

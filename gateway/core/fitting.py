@@ -216,6 +216,32 @@ class FittingRooms:
         q["via"] = via
         return q
 
+    def dispatch_progress(self, rid: str, at: int, via: str, dispatch: dict[str, Any],
+                          state: str | None, fallback: bool) -> None:
+        """A size request's dispatch (tube carrier) moved on: record it on the request and move
+        the request forward to `state` (never back). `fallback`: the dispatch failed or was
+        cancelled, so the request goes back to staff (`open`, `via: staff`)."""
+        q = self.requests[rid]
+        changed = q.get("dispatch") != dispatch
+        q["dispatch"] = dispatch
+        if q["state"] in FINAL:
+            if changed:
+                self._emit("request", q["room"], at, request=q)
+            return
+        if fallback:
+            if q.get("fallback") is None:  # once: staff may move it on from there
+                q["via"], q["fallback"] = "staff", via
+                self._set_state(q, "open", at, f"{via}-{dispatch['state']}")
+            elif changed:
+                self._emit("request", q["room"], at, request=q)
+            return
+        if "dispatched" not in q:  # first report: the dispatcher took it
+            q["via"], q["dispatched"] = via, at
+        if state is not None and REQUEST_STATES.index(state) > REQUEST_STATES.index(q["state"]):
+            self._set_state(q, state, at, f"{via}-{dispatch['state']}")
+        elif changed:
+            self._emit("request", q["room"], at, request=q)
+
     def _set_state(self, q: dict[str, Any], state: str, at: int, reason: str | None) -> None:
         q["state"], q["updated"], q["reason"] = state, at, reason
         q["history"].append([state, at])

@@ -12,9 +12,13 @@ device events, the stock source, staff requests and the API:
 * **storage**: table `fitting` (one row: the core's JSON state and the cursor), created by
   this module on first use (no shared migration).
 * **outward stream**: kind `fitting`, `{"type": "fitting.<what>", "room", "device", "at", ...}`.
-* **another size**: `SizeDispatcher` decides how a wanted size gets to the room. Today every
-  request goes to staff (`StaffDispatcher`); the tube service plugs in here (a dispatcher that
-  returns `"tube"` for stockroom items and moves the request along as the carrier travels).
+* **another size**: `SizeDispatcher` decides how a wanted size gets to the room, once the
+  request exists (its id keys the dispatch): `StaffDispatcher` sends every request to staff;
+  `gateway.services.size_tube.TubeSizeDispatcher` sends stockroom items by tube. A dispatcher
+  that also has `progress()` (a `TrackedDispatcher`) is asked, at each step, where each live
+  size request's dispatch is, and the request follows it (`FittingRooms.dispatch_progress`).
+  That state is read from the dispatcher's own persisted record, so after a restart the
+  next step catches up: nothing to replay, nothing applied twice.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from urllib.parse import unquote
 
 from ..commands import now_ms
 from ..core import gs1
-from ..core.fitting import FittingError, FittingRooms, Rules
+from ..core.fitting import FINAL as FINAL_STATES
+from ..core.fitting import REQUEST_STATES, FittingError, FittingRooms, Rules
 from ..db import Database
 from ..store import Store
 from .stock import StockError, StockSource, where_to_fetch
@@ -51,6 +56,17 @@ class SizeDispatcher(Protocol):
     """How a wanted size reaches a room. Returns who brings it (`"staff"`, `"tube"`)."""
 
     async def dispatch(self, request: dict[str, Any], variant: dict[str, Any]) -> str: ...
+
+
+class TrackedDispatcher(SizeDispatcher, Protocol):
+    """A dispatcher whose dispatches move on by themselves (a tube carrier)."""
+
+    def progress(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """None: not dispatched by it. Else `{"via", "dispatch": {...shown on the request},
+        "state": request state it implies or None, "fallback": bool, "cancellable": bool}`."""
+        ...
+
+    async def cancel(self, request: dict[str, Any]) -> None: ...
 
 
 class StaffDispatcher:
@@ -121,8 +137,13 @@ class FittingService:
         await tick_loop(self._wake, self.tick_s, self.step, log, "fitting step")
 
     def on_commit_item(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "event":  # a cheap look: `_room_events` filters in SQL
+        # a cheap look: `_room_events` filters in SQL; `tube`: a carrier may have moved
+        if kind == "event" or (kind == "tube" and self._tracked is not None):
             self._wake.set()
+
+    @property
+    def _tracked(self) -> TrackedDispatcher | None:
+        return self.dispatcher if hasattr(self.dispatcher, "progress") else None
 
     async def step(self) -> None:
         async with self._lock:
@@ -132,7 +153,7 @@ class FittingService:
                     # nothing for the rooms: move on without a write (after a crash the
                     # saved cursor re-reads only events that match nothing here)
                     self.cursor = max(self.cursor, upto)
-                    return
+                    break
                 before = self.core.to_dict()
                 try:
                     for e in rows:
@@ -141,6 +162,41 @@ class FittingService:
                 except BaseException:
                     self.core = FittingRooms.from_dict(before, self.rules)
                     raise
+            await self._follow_dispatches()
+
+    async def _follow_dispatches(self) -> None:
+        """Move size requests along with their dispatches (under the lock); cancel the
+        dispatch of a request cancelled before its carrier left (the customer has gone)."""
+        tracked = self._tracked
+        if tracked is None:
+            return
+        todo, cancel = [], []
+        for q in self.core.requests.values():
+            d = q.get("dispatch")
+            if q["kind"] != "size" or (q["state"] in FINAL_STATES and (d is None or d["final"])):
+                continue
+            p = tracked.progress(q)
+            if p is None:
+                continue
+            if q["state"] == "cancelled" and p["cancellable"]:
+                cancel.append(q)
+            ahead = p["state"] is not None and q["state"] not in FINAL_STATES and \
+                REQUEST_STATES.index(p["state"]) > REQUEST_STATES.index(q["state"])
+            if p["dispatch"] != d or ahead or (p["fallback"] and q.get("fallback") is None):
+                todo.append((q["id"], p))
+        for q in cancel:
+            await tracked.cancel(q)  # its `dispatch.cancelled` wakes the next step
+        if not todo:
+            return
+        before = self.core.to_dict()
+        try:
+            for rid, p in todo:
+                self.core.dispatch_progress(rid, self.clock(), p["via"], p["dispatch"], p["state"],
+                                            p["fallback"])
+            await self._commit(self.cursor)
+        except BaseException:
+            self.core = FittingRooms.from_dict(before, self.rules)
+            raise
 
     async def _commit(self, cursor: int) -> None:
         items = [{**c, "device": c["room"]} for c in self.core.take_changes()]
@@ -241,10 +297,16 @@ class FittingService:
         if where is None:
             raise FittingError("out-of-stock", f"{variant['name']} {variant['size']} is out of "
                                                "stock here and nearby")
-        probe = {"room": room, "gtin": gtin, "where": where}
-        via = await self.dispatcher.dispatch(probe, variant)
-        return await self._change(lambda c: c.ask_size(room, self.clock(), gtin, instead_of,
-                                                       where, via))
+        q = await self._change(lambda c: c.ask_size(room, self.clock(), gtin, instead_of, where))
+        if q["state"] != "open" or q.get("dispatched") or q.get("fallback"):
+            return q  # a double tap: already on its way
+        # the request is persisted (staff see it) before a dispatcher acts on it: a crash in
+        # between leaves a staff request, never a dispatch nobody waits for
+        via = await self.dispatcher.dispatch(dict(q), variant)
+        if via != "staff":  # the dispatcher took it: show where it is now
+            async with self._lock:
+                await self._follow_dispatches()
+        return self.core.requests[q["id"]]
 
     async def call(self, room: str) -> dict[str, Any]:
         if room not in self.core.rooms:
