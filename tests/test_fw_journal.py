@@ -102,7 +102,7 @@ for i in range(4):
 import json
 from edge.cmdlog import CommandLog
 c = CommandLog('cmds.json', keep=4)
-print(json.dumps([c.get('a'), c.get('x3'), c.interrupted(), [e[0] for e in c.entries]]))
+print(json.dumps([c.get('a'), c.get('x3'), c.interrupted(), c.ids]))
 """, tmp_path)
     a, x3, interrupted, ids = out[0]
     assert a is None  # oldest finished id trimmed first
@@ -123,3 +123,75 @@ from edge.cmdlog import CommandLog
 print(json.dumps(CommandLog('cmds.json').get('a')))
 """, tmp_path)
     assert out[0] == ["a", "done", None, {"times": 2}]
+
+
+def test_command_log_compact_format_round_trip_and_torn_line(tmp_path):
+    # one JSON record per line on flash; RAM holds only ids and statuses
+    mp("""
+from edge.cmdlog import CommandLog
+c = CommandLog('cmds.json')
+c.start('a'); c.finish('a', 'done', None, {'n': [1, 2]})
+c.finish('r', 'rejected', 'busy')
+c.start('s')
+""", tmp_path)
+    lines = (tmp_path / "cmds.json").read_text().splitlines()
+    assert [json.loads(l) for l in lines] == [["a", "done", None, {"n": [1, 2]}],
+                                              ["r", "rejected", "busy", None], ["s", "started", None, None]]
+    # a power cut mid-write of the tmp file never touches the file itself; a torn last line
+    # (or garbage) in it is skipped, the whole records before it are kept
+    with open(tmp_path / "cmds.json", "a") as f:
+        f.write('["t", "do')
+    out = mp("""
+import json
+from edge.cmdlog import CommandLog
+c = CommandLog('cmds.json')
+print(json.dumps([c.get('a'), c.get('r'), c.get('t'), c.interrupted(), c.ids]))
+c.finish('s', 'failed', 'interrupted')
+print(json.dumps(CommandLog('cmds.json').get('s')))
+""", tmp_path)
+    assert out[0] == [["a", "done", None, {"n": [1, 2]}], ["r", "rejected", "busy", None], None, ["s"],
+                      ["a", "r", "s"]]
+    assert out[1] == ["s", "failed", "interrupted", None]
+
+
+def test_command_log_reads_the_old_format_and_a_lone_tmp_file(tmp_path):
+    # before the compact format the file was one JSON list; a cut between remove and rename
+    # on FAT leaves only the tmp file
+    (tmp_path / "cmds.json.tmp").write_text(json.dumps([["a", "done", None, {"x": 1}], ["b", "started", None, None]]))
+    out = mp("""
+import json
+from edge.cmdlog import CommandLog
+c = CommandLog('cmds.json')
+print(json.dumps([c.get('a'), c.interrupted()]))
+c.finish('b', 'failed', 'interrupted')
+c2 = CommandLog('cmds.json')
+print(json.dumps([c2.get('a'), c2.get('b'), c2.ids]))
+""", tmp_path)
+    assert out[0] == [["a", "done", None, {"x": 1}], ["b"]]
+    assert out[1] == [["a", "done", None, {"x": 1}], ["b", "failed", "interrupted", None], ["a", "b"]]
+    assert not (tmp_path / "cmds.json.tmp").exists()
+
+
+def test_journal_recent_entries_by_offset_match_a_full_scan(tmp_path):
+    # recent entries are found by their file offset (no payload copy in RAM): same answer as
+    # reading the log from the start, with multi-byte UTF-8 payloads and across a compaction
+    out = mp("""
+import json
+from edge.journal import Journal
+j = Journal('d', 50)
+for i in range(20):
+    j.append(j.next, '{"n":%d,"t":"caf\\u00e9 \\u2713"}' % i)
+print(json.dumps(j.entries(0, 50)))       # older than the offsets: full scan
+print(json.dumps(j.entries(9, 3)))        # by offset
+j.ack(20)                                 # all acked: compacted, offsets reset
+for i in range(3):
+    j.append(j.next, '{"m":%d}' % i)
+print(json.dumps(j.entries(20, 5)))
+print(json.dumps(Journal('d', 50).entries(21, 5)))  # after a reboot: no offsets, a scan
+""", tmp_path)
+    full, window, after, reboot = out
+    assert [e[0] for e in full] == list(range(1, 21))
+    assert json.loads(full[3][1]) == {"n": 3, "t": "café ✓"}
+    assert window == [[s, full[s - 1][1]] for s in (10, 11, 12)]
+    assert after == [[21, '{"m":0}'], [22, '{"m":1}'], [23, '{"m":2}']]
+    assert reboot == after[1:]

@@ -502,3 +502,19 @@ def test_the_display_says_what_happened_and_what_to_do_next(bank):
     b.type("264081#")
     shows("Door 2 is open right now - please ask at the store counter")
     b.close_door(2, parcel_inside=True)
+
+
+def test_helper_modules_use_the_locker_record_layout():
+    # edge.apps.locker_boot / locker_staff (loaded on use, then dropped) cannot import the
+    # locker's hidden const() fields: they restate them and must agree
+    import ast
+    import re
+    from hil.sim.firmware import FIRMWARE
+    src = (FIRMWARE / "edge/apps/locker.py").read_text()
+    fields = {m[0]: int(m[1]) for m in re.findall(r"^(_[A-Z]+) = const\((\d+)\)", src, re.M)}
+    assert len(fields) == 9
+    for helper in ("locker_boot.py", "locker_staff.py"):
+        tree = ast.parse((FIRMWARE / "edge/apps" / helper).read_text())
+        unpack = next(n for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Tuple))
+        names = [t.id for t in unpack.targets[0].elts]
+        assert {n: i for i, n in enumerate(names)} == fields, helper

@@ -1,45 +1,124 @@
 # Command ids the device has started or finished, kept on flash so a command is applied at
 # most once, across reboots too (docs/protocol.md, "At most once per id").
+#
+# Memory: RAM holds only the ids and their status (an interned string); reason and result live
+# on flash, one JSON record `[id, status, reason, result]` per line, oldest first, and are read
+# back only when a duplicate id arrives. Every save rewrites the file to a tmp file and renames
+# it over the old one (fsutil.replace), so a power cut leaves the old or the new file whole; a
+# torn or unreadable line is skipped at boot. A file in the old format (one JSON list of
+# records on one line) is read the same way.
+import json
+
 from edge import fsutil
+
+STATUSES = ("started", "done", "rejected", "failed")
+
+
+def _status(s):
+    for k in STATUSES:  # the literal: one shared object instead of a string per entry
+        if k == s:
+            return k
+    return s
 
 
 class CommandLog:
     def __init__(self, path, keep=32):
         self.path = path
         self.keep = keep
-        self.entries = fsutil.load_json(path, [])  # [[id, status, reason, result], ...] oldest first
+        self.ids = []  # oldest first, in the order of the file's lines
+        self.st = []  # status of each id
+        for rec in self._records():
+            cid = rec[0]
+            if cid in self.ids:
+                continue
+            self.ids.append(cid)
+            self.st.append(_status(rec[1]))
+
+    def _records(self, paths=None):
+        """The records on flash, oldest first (a generator: one line in RAM at a time)."""
+        for p in paths or (self.path, self.path + ".tmp"):
+            try:
+                f = open(p)
+            except OSError:
+                continue
+            with f:
+                for line in f:
+                    try:  # a torn last line does not parse (the old format had no newline)
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if not isinstance(rec, list) or not rec:
+                        continue
+                    if isinstance(rec[0], list):  # old format: every record in one list
+                        for r in rec:
+                            if isinstance(r, list) and len(r) == 4:
+                                yield r
+                    elif len(rec) == 4:
+                        yield rec
+            return
 
     def get(self, cid):
-        for e in self.entries:
-            if e[0] == cid:
-                return e
-        return None
+        """[id, status, reason, result], or None for an id never seen (or trimmed)."""
+        try:
+            k = self.ids.index(cid)
+        except ValueError:
+            return None
+        if self.st[k] == "started":
+            return [cid, "started", None, None]
+        for rec in self._records():
+            if rec[0] == cid:
+                return rec
+        return [cid, self.st[k], None, None]  # unreachable unless the file was lost
 
     def start(self, cid):
-        self.entries.append([cid, "started", None, None])
-        self._trim()
-        fsutil.save_json(self.path, self.entries)
+        self._put(cid, "started", None, None)
 
     def finish(self, cid, status, reason=None, result=None):
-        e = self.get(cid)
-        if e is None:
-            e = [cid, status, reason, result]
-            self.entries.append(e)
-        else:
-            e[1], e[2], e[3] = status, reason, result
-        self._trim()
-        fsutil.save_json(self.path, self.entries)
-        return e
+        return self._put(cid, status, reason, result)
 
     def interrupted(self):
         """Ids started but never finished (the device lost power mid-actuation)."""
-        return [e[0] for e in self.entries if e[1] == "started"]
+        return [self.ids[k] for k in range(len(self.ids)) if self.st[k] == "started"]
+
+    def _put(self, cid, status, reason, result):
+        e = [cid, status, reason, result]
+        try:
+            k = self.ids.index(cid)
+            self.st[k] = _status(status)
+        except ValueError:
+            self.ids.append(cid)
+            self.st.append(_status(status))
+        self._trim()
+        self._save(e)
+        return e
 
     def _trim(self):
         # drop the oldest finished ids; a started one must stay until it is finished
         i = 0
-        while len(self.entries) > self.keep and i < len(self.entries):
-            if self.entries[i][1] == "started":
+        while len(self.ids) > self.keep and i < len(self.ids):
+            if self.st[i] == "started":
                 i += 1
             else:
-                self.entries.pop(i)
+                self.ids.pop(i)
+                self.st.pop(i)
+
+    def _save(self, e):
+        """Copy the kept records to a tmp file, `e` in its place (or last), then rename."""
+        cid = e[0]
+        tmp = self.path + ".tmp"
+        if not fsutil.exists(self.path) and fsutil.exists(tmp):
+            fsutil.replace(tmp, self.path)  # a cut between remove and rename left only tmp
+        written = False
+        with open(tmp, "w") as out:
+            for rec in self._records((self.path,)):
+                if rec[0] == cid:
+                    rec = e
+                    written = True
+                elif rec[0] not in self.ids:
+                    continue  # trimmed
+                json.dump(rec, out)
+                out.write("\n")
+            if not written:
+                json.dump(e, out)
+                out.write("\n")
+        fsutil.replace(tmp, self.path)

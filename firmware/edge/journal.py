@@ -10,7 +10,7 @@ from edge import fsutil
 
 
 class Journal:
-    CACHE = 16  # recent payloads kept in RAM so the hot path does not read flash
+    CACHE = 16  # file offsets of the recent entries: the hot path seeks instead of scanning
 
     def __init__(self, directory, max_events=200):
         self.dir = directory
@@ -25,7 +25,8 @@ class Journal:
         self.first = meta["first"]
         self.next = meta["next"]
         self.dropped = meta.get("dropped", 0)
-        self._cache = []  # [(seq, payload)] newest last
+        self._c0 = 0  # seq of the entry at _offs[0]
+        self._offs = []  # where the recent entries start in the log (small ints: no payload in RAM)
         self._dead = 0  # lines in the file below `first`
         self._recover()
 
@@ -77,11 +78,16 @@ class Journal:
         if seq != self.next:
             raise ValueError("journal expects seq %d" % self.next)
         with open(self.log_path, "a") as f:
+            f.seek(0, 2)
+            pos = f.tell()
             f.write("%d %s\n" % (seq, payload))
         self.next = seq + 1
-        self._cache.append((seq, payload))
-        if len(self._cache) > self.CACHE:
-            self._cache.pop(0)
+        if not self._offs:
+            self._c0 = seq
+        self._offs.append(pos)
+        if len(self._offs) > self.CACHE:
+            self._offs.pop(0)
+            self._c0 += 1
         if len(self) > self.max_events:
             self.dropped += 1  # the ring is full: oldest event goes, the gateway sees the gap
             self.first += 1
@@ -109,10 +115,10 @@ class Journal:
         start = max(after + 1, self.first)
         if start >= self.next or limit <= 0:
             return []
-        if self._cache and self._cache[0][0] <= start:
-            return [e for e in self._cache if e[0] >= start][:limit]
         out = []
         with open(self.log_path) as f:
+            if self._offs and self._c0 <= start < self._c0 + len(self._offs):
+                f.seek(self._offs[start - self._c0])
             for line in f:
                 seq = self._seq(line)
                 if seq is not None and seq >= start:
@@ -140,5 +146,6 @@ class Journal:
             except OSError:
                 pass
         fsutil.replace(tmp, self.log_path)
+        self._offs = []  # the offsets moved
         self._dead = 0
         self._save_meta()

@@ -14,6 +14,7 @@
 # indexed by position `i`; `n` is the compartment number used on the wire.
 import asyncio
 import hashlib
+import sys
 import time
 from binascii import hexlify
 
@@ -34,6 +35,7 @@ _PH = const(7)  # the hash a pending pickup spent (given back if the door never 
 _NF = const(8)
 
 SIZES = ("S", "M", "L")
+STAFF_CMDS = ("load_codes", "revoke", "open_all", "set_out_of_order", "clear", "status")
 STAFF_WHY = ("load", "service", "retrieve")
 USED_KEEP = 32  # spent/revoked code hashes remembered (to say `code.reused`, not `unknown`)
 USED_HEX = 16  # hex digits of a spent hash kept (collisions are irrelevant at this length)
@@ -55,6 +57,16 @@ def _is_hash(h):
     return True
 
 
+def _drop(name):
+    """Forget the module edge.apps.<name>: once nothing runs its code the GC frees it."""
+    sys.modules.pop("edge.apps." + name, None)
+    import edge.apps
+    try:
+        delattr(edge.apps, name)
+    except AttributeError:
+        pass
+
+
 def _minutes(secs):
     m = max(1, (int(secs) + 59) // 60)
     return "%d minute%s" % (m, "" if m == 1 else "s")
@@ -65,90 +77,10 @@ class LockerBank:
             "set_out_of_order", "clear", "status"]
 
     def __init__(self, rt, hal, cfg):
-        self.rt = rt
-        rcfg = getattr(rt, "cfg", None) or {}
-        comps = cfg.get("compartments")
-        if not isinstance(comps, list) or not comps:
-            raise ValueError("app.compartments: list the compartments, e.g. [\"S\", \"M\", {\"id\": 3, \"size\": \"L\"}]")
-        self.pulse_ms = cfg.get("pulse_ms", 1000)
-        if not isinstance(self.pulse_ms, int) or not 50 <= self.pulse_ms <= 2000:
-            raise ValueError("app.pulse_ms must be 50-2000 (a lock solenoid is powered at most 2 s)")
-        self.verify_ms = cfg.get("verify_ms", 500)  # after the pulse, wait this long for the door to show open
-        self.retry_ms = cfg.get("retry_ms", 300)
-        self.gap_ms = cfg.get("gap_ms", 200)  # between two unlocks: the supply recovers
-        self.poll_ms = cfg.get("door_poll_ms", 100)
-        self.ajar_ms = int(cfg.get("ajar_s", 60) * 1000)
-        self.digits = cfg.get("code_digits", 6)
-        self.entry_ms = int(cfg.get("entry_timeout_s", 30) * 1000)
-        self.key_ms = cfg.get("key_poll_ms", 50)
-        lk = cfg.get("lockout") or {}
-        self.lk_after = lk.get("after", 3)
-        self.lk_window = int(lk.get("window_s", 300) * 1000)
-        self.lk_secs = lk.get("lock_s", [600, 1200, 1800])
-        self.lk_reset = int(lk.get("reset_s", 3600) * 1000)
-        self.salt = cfg.get("salt") or rcfg.get("device_id", "")
-        self.salt_id = hash_code("", self.salt)[:8]
-        occ_all = cfg.get("occupancy", False)
-
-        self.ids = []  # compartment numbers, in config order
-        self.idx = {}  # number -> position
-        self.size = ""
-        self.lock = []
-        self.door = []
-        self.occ = []  # occupancy input or None
-        for i, c in enumerate(comps):
-            if isinstance(c, str):
-                c = {"size": c}
-            n = c.get("id", i + 1)
-            if not isinstance(n, int) or n in self.idx or c.get("size") not in SIZES:
-                raise ValueError("app.compartments[%d]: needs a unique int id and size S/M/L" % i)
-            self.idx[n] = len(self.ids)
-            self.ids.append(n)
-            self.size += c["size"]
-            self.lock.append(hal.pin_out("lock_%d" % n, 0))  # de-energized from the first instant
-            self.door.append(hal.pin_in("door_%d" % n, "up"))  # reed to ground: 0 closed, 1 open (or cut wire)
-            self.occ.append(hal.pin_in("occ_%d" % n) if c.get("occ", occ_all) else None)
-        count = len(self.ids)
-        kp = cfg.get("keypad", "keypad")
-        self.kp = hal.uart(kp)
-        disp = cfg.get("display", kp)
-        self.disp = self.kp if disp == kp else hal.uart(disp)
-
-        data = rcfg.get("data_dir", "data")
-        fsutil.makedirs(data)
-        self.path = data + "/locker.json"
-        st = fsutil.load_json(self.path, None) or {}
-        saved = st.get("c") or {}
-        if isinstance(saved, list):  # v2: records in the order of the saved `ids`
-            saved = {str(n): s for n, s in zip(st.get("ids") or [], saved)}
-        self.c = []
-        for n in self.ids:
-            s = saved.get(str(n))
-            self.c.append(s if isinstance(s, list) and len(s) == _NF else [None, None, None, 0, None, None, 0, None])
-        saved = None
-        self.used = st.get("used") or []  # [hash[:16], compartment, order, "u" used | "r" revoked]
-        self.clk = None  # (unix ms, ticks) - a lower bound of the time after a reboot
-        if isinstance(st.get("clk"), int):
-            self.clk = (st["clk"], time.ticks_ms())
-        lkst = st.get("lk") or [0, 0]
-        self.lk_level = lkst[0]
-        self.lk_until = time.ticks_add(time.ticks_ms(), lkst[1]) if lkst[1] > 0 else None
-        self.lk_fails = []
-        self.lk_last = None
-
-        self.is_open = bytearray(count)
-        self.raw = bytearray(count)
-        self.ajar = bytearray(count)  # door.ajar already reported for this opening
-        self.opened_at = [0] * count
-        self.energized = None  # position of the lock being powered, or None
-        self.unlocking = None  # position whose unlock (pulse + verify) is running, or None
-        self.mutex = asyncio.Lock()
-        self.entry = ""
-        self.key_at = 0
-        self.commands = {"set_order": self.cmd_set_order, "load_codes": self.cmd_load_codes,
-                         "revoke": self.cmd_revoke, "open": self.cmd_open, "open_all": self.cmd_open_all,
-                         "set_out_of_order": self.cmd_set_out_of_order, "clear": self.cmd_clear,
-                         "status": self.cmd_status}
+        # config, pins and the saved state: run once, so the code lives in a module that is
+        # freed after boot (see run())
+        from edge.apps import locker_boot
+        locker_boot.setup(self, rt, hal, cfg)
 
     # --- helpers ----------------------------------------------------------------------
     def _now(self):
@@ -226,40 +158,6 @@ class LockerBank:
             return True
         cl = getattr(self.rt, "client", None)
         return cl is not None and not cl.is_connected()
-
-    # --- boot: resolve what a power cut interrupted ---------------------------------------
-    def _boot(self):
-        now = time.ticks_ms()
-        for i in range(len(self.ids)):
-            v = self.door[i].value()
-            self.is_open[i] = self.raw[i] = v
-            self.opened_at[i] = now
-            s = self.c[i]
-            if v:
-                if s[_W] and s[_P]:  # released just before the cut: the sensor says it opened
-                    s[_P] = 0
-                    self._emit("door.opened", i, why=s[_W], order=s[_O], boot=True)
-                elif not s[_W]:  # open for no known reason: report it, do not call it forced
-                    s[_W] = "boot"
-                    self._emit("door.open_at_boot", i, order=s[_O])
-            elif s[_W]:
-                if s[_P]:  # never seen open
-                    if s[_W] == "pickup":
-                        if self._occ(i) == 0:  # parcel gone: it opened and closed while we were down
-                            self._emit("pickup.collected", i, order=s[_O], occupied=0, boot=True)
-                            self._clear_order(s)
-                        else:  # the door stayed shut: the customer keeps the code
-                            s[_H] = s[_PH]
-                            s[_PH] = None
-                            if s[_H]:
-                                self._forget(s[_H])
-                            self._emit("pickup.interrupted", i, order=s[_O])
-                            self.boot_msg = "Sorry, the locker restarted - please enter your code again"
-                    s[_W] = None
-                    s[_P] = 0
-                else:  # was open at the cut and closed since: handle it as a close
-                    self._closed(i, None)
-        self._save()
 
     # --- doors ------------------------------------------------------------------------------
     def _opened(self, i):
@@ -573,37 +471,16 @@ class LockerBank:
         self._save()
         return self._reply(i)
 
-    async def cmd_load_codes(self, args):
-        self._check_salt(args)
-        orders = args.get("orders")
-        if not isinstance(orders, list) or len(orders) > len(self.ids):
-            raise Rejected("bad-args")
-        done, refused = [], []
-        for e in orders:
-            try:
-                done.append(self.ids[self._set_order(e)])
-            except Rejected as r:
-                refused.append([e.get("compartment") if isinstance(e, dict) else None, r.reason])
-        self._save()
-        return {"set": done, "refused": refused}
-
-    async def cmd_revoke(self, args):
-        i = self._arg_c(args)
-        s = self.c[i]
-        order = args.get("order")
-        if not s[_O]:
-            raise Rejected("empty")
-        if order is not None and order != s[_O]:
-            raise Rejected("wrong-order")
-        if s[_P] or s[_W] == "pickup":
-            raise Rejected("busy")
-        if s[_H]:
-            self._remember(s[_H], i, "r")
-        s[_H] = s[_E] = None
-        if args.get("forget"):  # the gateway knows the compartment is empty
-            self._clear_order(s)
-        self._save()
-        return self._reply(i)
+    def _staff(self, name):
+        """The handler of a staff command: edge.apps.locker_staff is imported for the command
+        and dropped after it (a command still running keeps its own code alive)."""
+        async def run(args):
+            from edge.apps import locker_staff
+            fn = getattr(locker_staff, "cmd_" + name)
+            locker_staff = None
+            _drop("locker_staff")
+            return await fn(self, args)
+        return run
 
     def _check_open(self, i, why):
         s = self.c[i]
@@ -633,51 +510,13 @@ class LockerBank:
             raise Failed("jammed", {"compartment": self.ids[i], "attempts": 2})
         return {"compartment": self.ids[i], "attempts": attempts}
 
-    async def cmd_open_all(self, args):
-        if args.get("reason", "service") != "service":
-            raise Rejected("bad-args")
-        opened, jammed, skipped = [], [], []
-        for i in range(len(self.ids)):  # strictly one after the other
-            try:
-                a = await self._unlock(i, "service", lambda i=i: self._check_open(i, "service"))
-            except Rejected:
-                skipped.append(self.ids[i])
-                continue
-            (opened if a else jammed).append(self.ids[i])
-        return {"opened": opened, "jammed": jammed, "skipped": skipped}
-
-    async def cmd_set_out_of_order(self, args):
-        i = self._arg_c(args)
-        on = args.get("on", True)
-        s = self.c[i]
-        if on and s[_O] and not args.get("force"):
-            raise Rejected("occupied")
-        s[_X] = 1 if on else 0
-        self._save()
-        return self._reply(i)
-
-    async def cmd_clear(self, args):
-        i = self._arg_c(args)
-        s = self.c[i]
-        if not s[_B]:
-            raise Rejected("not-blocked")
-        if s[_W] or self.is_open[i]:
-            raise Rejected("door-open")
-        s[_B] = None
-        self._save()
-        return self._reply(i)
-
-    async def cmd_status(self, args):
-        comps = []
-        for i in range(len(self.ids)):
-            comps.append([self.ids[i], self.size[i], self._state(i), self.is_open[i], self._occ(i)])
-        left = time.ticks_diff(self.lk_until, time.ticks_ms()) // 1000 if self._locked() else 0
-        return {"compartments": comps, "keypad_locked_s": left, "salt_id": self.salt_id}
-
     # --- main ----------------------------------------------------------------------------------
     async def run(self):
         self.boot_msg = IDLE
-        self._boot()  # before any await: no command or key is handled until boot is resolved
+        from edge.apps import locker_boot
+        locker_boot.resolve(self)  # before any await: no command or key is handled until boot is resolved
+        locker_boot = None
+        _drop("locker_boot")
         self._show(self.boot_msg)
         asyncio.create_task(self._keys())
         await self._doors()

@@ -1,0 +1,133 @@
+# The locker bank's run-once code: config and saved state (LockerBank.__init__) and what a
+# power cut interrupted (boot resolution). Kept out of edge.apps.locker so its bytecode is
+# freed once the bank runs (locker._drop): the heap is the device's tightest budget.
+import asyncio
+import time
+
+from edge import fsutil
+from edge.apps.locker import SIZES, STAFF_CMDS, hash_code
+
+# the fields of a compartment record, in edge.apps.locker's order (its _O.._PH, _NF)
+_O, _H, _E, _X, _B, _W, _P, _PH, _NF = range(9)
+
+
+def setup(b, rt, hal, cfg):
+    b.rt = rt
+    rcfg = getattr(rt, "cfg", None) or {}
+    comps = cfg.get("compartments")
+    if not isinstance(comps, list) or not comps:
+        raise ValueError("app.compartments: list the compartments, e.g. [\"S\", \"M\", {\"id\": 3, \"size\": \"L\"}]")
+    b.pulse_ms = cfg.get("pulse_ms", 1000)
+    if not isinstance(b.pulse_ms, int) or not 50 <= b.pulse_ms <= 2000:
+        raise ValueError("app.pulse_ms must be 50-2000 (a lock solenoid is powered at most 2 s)")
+    b.verify_ms = cfg.get("verify_ms", 500)  # after the pulse, wait this long for the door to show open
+    b.retry_ms = cfg.get("retry_ms", 300)
+    b.gap_ms = cfg.get("gap_ms", 200)  # between two unlocks: the supply recovers
+    b.poll_ms = cfg.get("door_poll_ms", 100)
+    b.ajar_ms = int(cfg.get("ajar_s", 60) * 1000)
+    b.digits = cfg.get("code_digits", 6)
+    b.entry_ms = int(cfg.get("entry_timeout_s", 30) * 1000)
+    b.key_ms = cfg.get("key_poll_ms", 50)
+    lk = cfg.get("lockout") or {}
+    b.lk_after = lk.get("after", 3)
+    b.lk_window = int(lk.get("window_s", 300) * 1000)
+    b.lk_secs = lk.get("lock_s", [600, 1200, 1800])
+    b.lk_reset = int(lk.get("reset_s", 3600) * 1000)
+    b.salt = cfg.get("salt") or rcfg.get("device_id", "")
+    b.salt_id = hash_code("", b.salt)[:8]
+    occ_all = cfg.get("occupancy", False)
+
+    b.ids = []  # compartment numbers, in config order
+    b.idx = {}  # number -> position
+    b.size = ""
+    b.lock = []
+    b.door = []
+    b.occ = []  # occupancy input or None
+    for i, c in enumerate(comps):
+        if isinstance(c, str):
+            c = {"size": c}
+        n = c.get("id", i + 1)
+        if not isinstance(n, int) or n in b.idx or c.get("size") not in SIZES:
+            raise ValueError("app.compartments[%d]: needs a unique int id and size S/M/L" % i)
+        b.idx[n] = len(b.ids)
+        b.ids.append(n)
+        b.size += c["size"]
+        b.lock.append(hal.pin_out("lock_%d" % n, 0))  # de-energized from the first instant
+        b.door.append(hal.pin_in("door_%d" % n, "up"))  # reed to ground: 0 closed, 1 open (or cut wire)
+        b.occ.append(hal.pin_in("occ_%d" % n) if c.get("occ", occ_all) else None)
+    count = len(b.ids)
+    kp = cfg.get("keypad", "keypad")
+    b.kp = hal.uart(kp)
+    disp = cfg.get("display", kp)
+    b.disp = b.kp if disp == kp else hal.uart(disp)
+
+    data = rcfg.get("data_dir", "data")
+    fsutil.makedirs(data)
+    b.path = data + "/locker.json"
+    st = fsutil.load_json(b.path, None) or {}
+    saved = st.get("c") or {}
+    if isinstance(saved, list):  # v2: records in the order of the saved `ids`
+        saved = {str(n): s for n, s in zip(st.get("ids") or [], saved)}
+    b.c = []
+    for n in b.ids:
+        s = saved.get(str(n))
+        b.c.append(s if isinstance(s, list) and len(s) == _NF else [None, None, None, 0, None, None, 0, None])
+    saved = None
+    b.used = st.get("used") or []  # [hash[:16], compartment, order, "u" used | "r" revoked]
+    b.clk = None  # (unix ms, ticks) - a lower bound of the time after a reboot
+    if isinstance(st.get("clk"), int):
+        b.clk = (st["clk"], time.ticks_ms())
+    lkst = st.get("lk") or [0, 0]
+    b.lk_level = lkst[0]
+    b.lk_until = time.ticks_add(time.ticks_ms(), lkst[1]) if lkst[1] > 0 else None
+    b.lk_fails = []
+    b.lk_last = None
+
+    b.is_open = bytearray(count)
+    b.raw = bytearray(count)
+    b.ajar = bytearray(count)  # door.ajar already reported for this opening
+    b.opened_at = [0] * count
+    b.energized = None  # position of the lock being powered, or None
+    b.unlocking = None  # position whose unlock (pulse + verify) is running, or None
+    b.mutex = asyncio.Lock()
+    b.entry = ""
+    b.key_at = 0
+    b.commands = {"set_order": b.cmd_set_order, "open": b.cmd_open}
+    for name in STAFF_CMDS:  # edge.apps.locker_staff, loaded per command
+        b.commands[name] = b._staff(name)
+
+
+def resolve(b):
+    """A boot: resolve what a power cut interrupted (no lock is energized here)."""
+    now = time.ticks_ms()
+    for i in range(len(b.ids)):
+        v = b.door[i].value()
+        b.is_open[i] = b.raw[i] = v
+        b.opened_at[i] = now
+        s = b.c[i]
+        if v:
+            if s[_W] and s[_P]:  # released just before the cut: the sensor says it opened
+                s[_P] = 0
+                b._emit("door.opened", i, why=s[_W], order=s[_O], boot=True)
+            elif not s[_W]:  # open for no known reason: report it, do not call it forced
+                s[_W] = "boot"
+                b._emit("door.open_at_boot", i, order=s[_O])
+        elif s[_W]:
+            if s[_P]:  # never seen open
+                if s[_W] == "pickup":
+                    if b._occ(i) == 0:  # parcel gone: it opened and closed while we were down
+                        b._emit("pickup.collected", i, order=s[_O], occupied=0, boot=True)
+                        b._clear_order(s)
+                    else:  # the door stayed shut: the customer keeps the code
+                        s[_H] = s[_PH]
+                        s[_PH] = None
+                        if s[_H]:
+                            b._forget(s[_H])
+                        b._emit("pickup.interrupted", i, order=s[_O])
+                        b.boot_msg = "Sorry, the locker restarted - please enter your code again"
+                s[_W] = None
+                s[_P] = 0
+            else:  # was open at the cut and closed since: handle it as a close
+                b._closed(i, None)
+    b._save()
+
