@@ -50,6 +50,9 @@ async def locker_day(bank, base: str, stop: asyncio.Event, rng: random.Random) -
     try:
         async with httpx.AsyncClient(base_url=f"{base}/lockers/{bank.dev}", timeout=60,
                                      headers=bearer_headers()) as http:
+            async def bank_known() -> bool:  # the bank's first birth reached the gateway
+                return (await http.get(f"{base}/lockers/{bank.dev}")).status_code == 200
+            await until(bank_known, 60)
             n = 0
             while not stop.is_set():
                 n += 1

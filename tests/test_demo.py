@@ -47,3 +47,4 @@ def test_demo_store_runs_every_device_and_stops_cleanly(tmp_path):
     text = log.read_text()
     assert rc == 0, text[-3000:]
     assert "demo stopped cleanly" in text and "Traceback" not in text, text[-3000:]
+    assert "unknown locker bank" not in text, text[-3000:]  # orders wait for the bank's birth

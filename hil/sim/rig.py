@@ -126,6 +126,17 @@ class _Handler(socketserver.StreamRequestHandler):
     rig: "VirtualRig"
 
     def handle(self) -> None:  # one firmware process
+        self._dev: SimDevice | None = None
+        try:
+            self._serve()
+        except (ConnectionResetError, BrokenPipeError):
+            # The firmware process was killed (demo stop, reset fault): an
+            # abrupt close is a normal end of the link, not an error.
+            pass
+        if self._dev is not None:
+            self._dev._log("link: firmware disconnected")
+
+    def _serve(self) -> None:
         dev: SimDevice | None = None
         rfile, wfile = self.rfile, self.wfile
         for raw in rfile:
@@ -135,7 +146,7 @@ class _Handler(socketserver.StreamRequestHandler):
             op, _, rest = line.partition(" ")
             try:
                 if op == "H":
-                    dev = self.server.rig.device(rest.strip())  # type: ignore[attr-defined]
+                    dev = self._dev = self.server.rig.device(rest.strip())  # type: ignore[attr-defined]
                     dev.connections += 1
                     dev._log("link: firmware connected")
                     wfile.write(b"OK\n")
@@ -165,8 +176,6 @@ class _Handler(socketserver.StreamRequestHandler):
             except (ValueError, KeyError) as exc:
                 wfile.write(f"E {exc}\n".encode())
                 wfile.flush()
-        if dev is not None:
-            dev._log("link: firmware disconnected")
 
 
 class _Server(socketserver.ThreadingTCPServer):
