@@ -99,6 +99,7 @@ class CoapGateway(GatewayClient):
             self.loop.call_soon_threadsafe(self.gw.stop)
             self._thread.join(20)
         self._thread = None
+        self.close_http()
 
     def call(self, fn, *args, timeout: float = 10) -> Any:
         """Run a coroutine function on the gateway's loop and return its result."""
