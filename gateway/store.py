@@ -265,13 +265,15 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to the newest version (by `PRAGMA user_version`); returns it."""
+def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
+    """Bring the schema to the newest version (by `PRAGMA user_version`); returns it.
+    `upto`: stop at that version instead (tests build an older gateway's database)."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > len(MIGRATIONS):
         raise RuntimeError(f"database schema v{current} is newer than this gateway "
                            f"(v{len(MIGRATIONS)}): upgrade the gateway or use another --db")
-    for version in range(current + 1, len(MIGRATIONS) + 1):
+    target = len(MIGRATIONS) if upto is None else upto
+    for version in range(current + 1, target + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
             for stmt in _statements(MIGRATIONS[version - 1]):
@@ -281,7 +283,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return len(MIGRATIONS)
+    return max(current, target)
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -127,18 +127,23 @@ class Mosquitto:
         self.proc.send_signal(signal.SIGCONT)
 
 
+EVENT_PAGE = 1000  # the API's largest /events page
+
+
 class GatewayClient:
-    """The HTTP API calls tests make of a gateway at `self.url` (a process or in-process)."""
+    """The HTTP API calls tests make of a gateway at `self.url` (a process or in-process).
+
+    The methods open a connection per call, so threads may share the object; `http` is one
+    kept-open client for a test's own requests from one thread."""
 
     url: str
     _http: httpx.Client | None = None
 
     @property
     def http(self) -> httpx.Client:
-        """A client on `self.url` (kept open; a new one when the url changed or it was closed)."""
+        """A client on `self.url` (a new one when the url changed or it was closed)."""
         if self._http is None or self._http.is_closed or str(self._http.base_url) != self.url + "/":
-            if self._http is not None:
-                self._http.close()
+            self.close_http()
             self._http = httpx.Client(base_url=self.url, timeout=30)
         return self._http
 
@@ -148,7 +153,7 @@ class GatewayClient:
             self._http = None
 
     def get(self, path: str, **params):
-        r = self.http.get(path, params=params)
+        r = httpx.get(self.url + path, params=params, timeout=30)
         r.raise_for_status()
         return r.json()
 
@@ -159,21 +164,21 @@ class GatewayClient:
         out: list[dict] = []
         after = 0
         while True:
-            page = self.get("/events", device=device, after=after, limit=1000, **params)
-            if not page["events"]:
-                return out
+            page = self.get("/events", device=device, after=after, limit=EVENT_PAGE, **params)
             out += page["events"]
+            if len(page["events"]) < EVENT_PAGE:
+                return out
             after = page["next_after"]
 
     def device(self, dev: str) -> dict | None:
-        r = self.http.get(f"/devices/{dev}", timeout=10)
+        r = httpx.get(f"{self.url}/devices/{dev}", timeout=10)
         return r.json() if r.status_code == 200 else None
 
     def command(self, dev: str, name: str, args: dict, key: str, timeout_s: float = 10,
                 wait: bool = True) -> dict:
-        r = self.http.post(f"/devices/{dev}/commands", timeout=timeout_s + 10,
-                           json={"name": name, "args": args, "idempotency_key": key,
-                                 "timeout_s": timeout_s, "wait": wait})
+        r = httpx.post(f"{self.url}/devices/{dev}/commands", timeout=timeout_s + 10,
+                       json={"name": name, "args": args, "idempotency_key": key,
+                             "timeout_s": timeout_s, "wait": wait})
         assert r.status_code in (200, 202), r.text
         return r.json()
 

@@ -104,13 +104,8 @@ def test_ack_once_then_unchanged_and_a_new_alert_after_resolution(store):
 
 def test_an_upgraded_database_does_not_alert_on_old_history(tmp_path):
     conn = connect(tmp_path / "old.db")
-    conn.execute("PRAGMA user_version = 0")
     # an older gateway's database: build v3, add history, then migrate to the newest
-    from gateway import store as store_mod
-    for version, sql in enumerate(store_mod.MIGRATIONS[:3], 1):
-        for stmt in store_mod._statements(sql):
-            conn.execute(stmt)
-        conn.execute(f"PRAGMA user_version = {version}")
+    migrate(conn, upto=3)
     conn.execute("INSERT INTO stream (kind, data) VALUES ('device', ?)",
                  ('{"change": "offline", "id": "pad-9"}',))
     migrate(conn)

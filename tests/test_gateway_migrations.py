@@ -10,7 +10,7 @@ from gateway import auth, chain, webhooks
 from gateway.cli import main as phygital
 from gateway.db import Database
 from gateway.services import fitting, tube
-from gateway.store import MIGRATIONS, Store, _statements, connect, migrate
+from gateway.store import MIGRATIONS, Store, connect, migrate
 
 # What the services of a v4 gateway ran on start (before v5..v9 existed), verbatim: the test
 # builds a database the way that code did, not with today's migrations.
@@ -89,10 +89,7 @@ def old_v4_store(path) -> None:
     """A store database as the v4 gateway left it: v1..v4 migrations, then the services'
     tables, with rows in them."""
     conn = connect(path)
-    for version, script in enumerate(MIGRATIONS[:4], 1):
-        for stmt in _statements(script):
-            conn.execute(stmt)
-        conn.execute(f"PRAGMA user_version = {version}")
+    assert migrate(conn, upto=4) == 4
     for ddl in OLD_SERVICE_DDL.values():
         for stmt in ddl:
             conn.execute(stmt)
