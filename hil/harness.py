@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -128,13 +129,14 @@ class Mosquitto:
 
 
 EVENT_PAGE = 1000  # the API's largest /events page
+_HTTP_LOCK = threading.Lock()
 
 
 class GatewayClient:
     """The HTTP API calls tests make of a gateway at `self.url` (a process or in-process).
 
-    The methods open a connection per call, so threads may share the object; `http` is one
-    kept-open client for a test's own requests from one thread."""
+    The methods open a connection per call; `http` is one kept-open client for a test's own
+    requests (httpx's pool; threads may share it)."""
 
     url: str
     _http: httpx.Client | None = None
@@ -142,10 +144,12 @@ class GatewayClient:
     @property
     def http(self) -> httpx.Client:
         """A client on `self.url` (a new one when the url changed or it was closed)."""
-        if self._http is None or self._http.is_closed or str(self._http.base_url) != self.url + "/":
-            self.close_http()
-            self._http = httpx.Client(base_url=self.url, timeout=30)
-        return self._http
+        with _HTTP_LOCK:  # two threads must not each make one (the loser's would be closed)
+            if (self._http is None or self._http.is_closed
+                    or str(self._http.base_url) != self.url + "/"):
+                self.close_http()
+                self._http = httpx.Client(base_url=self.url, timeout=30)
+            return self._http
 
     def close_http(self) -> None:
         if self._http is not None:
