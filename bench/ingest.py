@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hil.harness import GatewayProcess, Mosquitto, wait_for
+from hil.harness import GatewayProcess, Mosquitto
 
 PY = sys.executable
 
@@ -74,25 +74,8 @@ class BenchGateway(GatewayProcess):
 
     def __init__(self, workdir: Path, broker_port: int, extra: list[str] | None = None,
                  root: Path | None = None) -> None:
-        super().__init__(workdir, broker_port)
-        self.extra = list(extra or [])
-        self.root = Path(root) if root else ROOT
-
-    def start(self) -> BenchGateway:
-        with open(self.workdir / "gateway.log", "a") as log:  # the child keeps its own fd
-            self.proc = subprocess.Popen(
-                [PY, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
-                 "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}",
-                 "--samples", str(self.samples), "--client-id", f"gw-{self.http_port}",
-                 "--log-level", "WARNING", *self.extra],
-                cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        try:
-            wait_for(self._healthy, 20, what="gateway /health")
-        except BaseException:
-            self.kill()
-            raise
-        return self
+        super().__init__(workdir, broker_port, extra_args=["--log-level", "WARNING", *(extra or [])],
+                         root=root)
 
     def pid(self) -> int:
         assert self.proc is not None

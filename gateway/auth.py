@@ -128,33 +128,6 @@ def is_code_entry(path: str) -> bool:
 
 # -- storage ---------------------------------------------------------------------------------
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_tokens (
-    id      TEXT PRIMARY KEY,
-    name    TEXT NOT NULL,
-    scopes  TEXT NOT NULL,          -- space separated
-    hash    TEXT NOT NULL,          -- sha256 hex of the secret part
-    created INTEGER NOT NULL,
-    revoked INTEGER
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id      INTEGER PRIMARY KEY,
-    t       INTEGER NOT NULL,       -- unix ms
-    who     TEXT NOT NULL,
-    token   TEXT,
-    ip      TEXT,
-    method  TEXT NOT NULL,
-    path    TEXT NOT NULL,
-    status  INTEGER NOT NULL,
-    outcome TEXT
-);
-"""
-
-
-def ensure_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(SCHEMA)
-
-
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -183,7 +156,6 @@ def resolve_scopes(role: str | None, scopes: Iterable[str] = ()) -> list[str]:
 def create_token(conn: sqlite3.Connection, name: str, scopes: Iterable[str], *,
                  token: str | None = None, now: int | None = None) -> str:
     """Store a new token (hashed) and return it; the only time it is ever shown."""
-    ensure_schema(conn)
     if not name or len(name) > 64:
         raise AuthError("name must be 1-64 characters")
     if token is None:
@@ -197,13 +169,11 @@ def create_token(conn: sqlite3.Connection, name: str, scopes: Iterable[str], *,
 
 
 def revoke_token(conn: sqlite3.Connection, ident: str) -> int:
-    ensure_schema(conn)
     return conn.execute("UPDATE api_tokens SET revoked = ? WHERE (id = ? OR name = ?) "
                         "AND revoked IS NULL", (int(time.time() * 1000), ident, ident)).rowcount
 
 
 def list_tokens(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    ensure_schema(conn)
     return [dict(r) | {"scopes": r["scopes"].split()} for r in conn.execute(
         "SELECT id, name, scopes, created, revoked FROM api_tokens ORDER BY created")]
 
@@ -435,7 +405,6 @@ def bearer_headers(token: str | None = None) -> dict[str, str]:
 
 
 def _setup(store: Store, bootstrap: str | None) -> None:
-    ensure_schema(store.conn)
     if bootstrap:
         create_token(store.conn, "bootstrap-admin", ["admin"], token=bootstrap)
 
@@ -464,7 +433,7 @@ def cli(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from .store import connect
+    from .store import connect, migrate
 
     ap = argparse.ArgumentParser(prog="phygital token", description="API tokens (docs/security.md)")
     ap.add_argument("--db", default="var/gw.db", help="the gateway's SQLite file")
@@ -481,6 +450,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     conn = connect(args.db)
     try:
+        migrate(conn)  # tables of a gateway that never ran on this file (store.MIGRATIONS)
         if args.cmd == "create":
             print(create_token(conn, args.name, resolve_scopes(args.role, args.scope)))
         elif args.cmd == "list":

@@ -38,18 +38,6 @@ PREFIX = "chain/1"
 STORE_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 DEFAULT_KINDS = ("event", "device", "command", "locker", "alert", "fitting", "tube")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS chain_outbox (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,   -- the chain message's `seq`
-    stream_id INTEGER NOT NULL,
-    topic     TEXT NOT NULL,
-    type      TEXT NOT NULL,
-    data      TEXT NOT NULL,
-    created   INTEGER NOT NULL
-);
-"""
-
-
 def check_store_id(store_id: str) -> str:
     if not STORE_ID_RE.match(store_id):
         raise ValueError(f"store id {store_id!r} must match [a-z0-9][a-z0-9-]{{0,31}} "
@@ -136,7 +124,6 @@ class _Hook:
 
 
 def _install(store: Store, hook: _Hook) -> None:
-    store.conn.executescript(SCHEMA)
     store.stream_hooks.append(hook)
 
 
@@ -146,9 +133,7 @@ def _after(store: Store, after: int, limit: int) -> list[dict[str, Any]]:
 
 
 def _count(store: Store) -> int:
-    if store.conn.execute("SELECT 1 FROM sqlite_master WHERE name='chain_outbox'").fetchone():
-        return int(store.conn.execute("SELECT COUNT(*) FROM chain_outbox").fetchone()[0])
-    return 0
+    return int(store.conn.execute("SELECT COUNT(*) FROM chain_outbox").fetchone()[0])
 
 
 def _delete(store: Store, ids: list[int]) -> None:

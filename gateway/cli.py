@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("provision", help="store CA, broker config, device credentials "
                    "(see `phygital provision --help`)", add_help=False)
+    sub.add_parser("schema", help="a gateway database's schema version (see `phygital schema --help`)",
+                   add_help=False)
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "gateway":
         from gateway.__main__ import main as gateway_main
@@ -157,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "provision":
         from tools.provision import main as provision_main
         return provision_main(rest)
+    if args.cmd == "schema":
+        from gateway.schema_cli import main as schema_main
+        return schema_main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.pads < 1:

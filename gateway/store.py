@@ -144,6 +144,97 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE alerts_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO alerts_meta (name, value) SELECT 'cursor', COALESCE(MAX(id), 0) FROM stream;
     """,
+    # 5 and later: tables that services used to create on start with CREATE TABLE IF NOT
+    # EXISTS. A store upgraded from such a gateway already has them without this migration's
+    # row, so each keeps IF NOT EXISTS (same columns as before): running it there only records
+    # the version (tests/test_gateway_migrations.py).
+    # 5: the tube network's arbiter state and its dispatches (gateway/services/tube.py)
+    """
+    CREATE TABLE IF NOT EXISTS tube_state (
+        network TEXT PRIMARY KEY,
+        state   TEXT NOT NULL,             -- JSON: {"arbiter": to_dict(), "meta": {...}}
+        cursor  INTEGER NOT NULL,          -- events.id of the last tube event applied
+        updated INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS tube_jobs (
+        id      TEXT PRIMARY KEY,
+        data    TEXT NOT NULL,             -- JSON: the public dispatch record
+        updated INTEGER NOT NULL);
+    """,
+    # 6: the fitting rooms' state, one row (gateway/services/fitting.py)
+    """
+    CREATE TABLE IF NOT EXISTS fitting (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        state   TEXT NOT NULL,              -- JSON: FittingRooms.to_dict()
+        cursor  INTEGER NOT NULL,           -- events.id of the last event applied
+        updated INTEGER NOT NULL);
+    """,
+    # 7: webhook subscriptions and their delivery outbox (gateway/webhooks.py)
+    """
+    CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+        id          TEXT PRIMARY KEY,
+        url         TEXT NOT NULL,
+        secret      TEXT NOT NULL,
+        events      TEXT NOT NULL,                 -- JSON list of patterns
+        description TEXT,
+        created     INTEGER NOT NULL,
+        delivered   INTEGER NOT NULL DEFAULT 0,    -- deliveries answered 2xx
+        failures    INTEGER NOT NULL DEFAULT 0,    -- failed attempts, all time
+        failing     INTEGER NOT NULL DEFAULT 0,    -- failed attempts since the last success
+        last_attempt INTEGER,
+        last_success INTEGER,
+        last_error  TEXT
+    );
+    CREATE TABLE IF NOT EXISTS webhook_deliveries (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        sub         TEXT NOT NULL REFERENCES webhook_subscriptions(id) ON DELETE CASCADE,
+        stream_id   INTEGER NOT NULL,
+        type        TEXT NOT NULL,
+        data        TEXT NOT NULL,                 -- JSON, as committed with the event
+        created     INTEGER NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     INTEGER NOT NULL,
+        last_attempt INTEGER,
+        last_code   INTEGER,
+        last_error  TEXT,
+        delivered_at INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS webhook_pending ON webhook_deliveries (sub, id)
+        WHERE status = 'pending';
+    """,
+    # 8: messages for the chain's central broker, until PUBACKed (gateway/chain.py)
+    """
+    CREATE TABLE IF NOT EXISTS chain_outbox (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,   -- the chain message's `seq`
+        stream_id INTEGER NOT NULL,
+        topic     TEXT NOT NULL,
+        type      TEXT NOT NULL,
+        data      TEXT NOT NULL,
+        created   INTEGER NOT NULL
+    );
+    """,
+    # 9: API tokens (hashed) and the audit log (gateway/auth.py)
+    """
+    CREATE TABLE IF NOT EXISTS api_tokens (
+        id      TEXT PRIMARY KEY,
+        name    TEXT NOT NULL,
+        scopes  TEXT NOT NULL,          -- space separated
+        hash    TEXT NOT NULL,          -- sha256 hex of the secret part
+        created INTEGER NOT NULL,
+        revoked INTEGER
+    );
+    CREATE TABLE IF NOT EXISTS audit (
+        id      INTEGER PRIMARY KEY,
+        t       INTEGER NOT NULL,       -- unix ms
+        who     TEXT NOT NULL,
+        token   TEXT,
+        ip      TEXT,
+        method  TEXT NOT NULL,
+        path    TEXT NOT NULL,
+        status  INTEGER NOT NULL,
+        outcome TEXT
+    );
+    """,
 )
 
 
@@ -174,13 +265,15 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to the newest version (by `PRAGMA user_version`); returns it."""
+def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
+    """Bring the schema to the newest version (by `PRAGMA user_version`); returns it.
+    `upto`: stop at that version instead (tests build an older gateway's database)."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > len(MIGRATIONS):
         raise RuntimeError(f"database schema v{current} is newer than this gateway "
                            f"(v{len(MIGRATIONS)}): upgrade the gateway or use another --db")
-    for version in range(current + 1, len(MIGRATIONS) + 1):
+    target = len(MIGRATIONS) if upto is None else upto
+    for version in range(current + 1, target + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
             for stmt in _statements(MIGRATIONS[version - 1]):
@@ -190,7 +283,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return len(MIGRATIONS)
+    return max(current, target)
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -1,4 +1,4 @@
-"""Test doubles that speak docs/protocol.md: a fake device, a gateway subprocess, an SSE reader.
+"""Test doubles that speak docs/protocol.md: a fake device, an SSE reader, an MQTT probe.
 
 Used by tests/test_gateway_*.py and usable from a REPL against a running gateway. The fake
 device is written from the protocol document, not from the gateway's code: journal with
@@ -7,11 +7,7 @@ application acks, resend after silence, sessions and wills, at-most-once command
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,9 +19,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.chain import bridge_config
-from hil.harness import Mosquitto, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
+from hil.harness import GatewayProcess, Mosquitto, wait_for
 
 
 def now_ms() -> int:
@@ -325,85 +319,6 @@ class FakeDevice:
         wait_until(lambda: self.acked >= seq, timeout, f"{self.dev} acked >= {seq}")
 
 
-class GatewayProcess:
-    """`python -m gateway` as a subprocess (so a test can SIGKILL it)."""
-
-    def __init__(self, broker_port: int, workdir: Path, *, http_port: int,
-                 samples: Path | None = None, client_id: str | None = None,
-                 extra: tuple[str, ...] = ()) -> None:
-        self.broker_port = broker_port
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.db = self.workdir / "gw.db"
-        self.log = self.workdir / "gateway.log"
-        self.http_port = http_port
-        self.samples = samples
-        self.client_id = client_id or f"gw-{secrets.token_hex(3)}"
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{http_port}"
-        self.http = httpx.Client(base_url=self.url, timeout=30)
-
-    def start(self, timeout: float = 20.0, wait_mqtt: bool = True) -> GatewayProcess:
-        cmd = [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
-               "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}",
-               "--client-id", self.client_id, *self.extra]
-        if self.samples is not None:
-            cmd += ["--samples", str(self.samples)]
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gateway exited {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                h = self.http.get("/health", timeout=1).json()
-                if not wait_mqtt or h["mqtt"] == "connected":
-                    return self
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"gateway did not become healthy:\n{self.log_text()}")
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.terminate()
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.http.close()
-
-    def get(self, path: str, **params: Any) -> Any:
-        r = self.http.get(path, params=params)
-        r.raise_for_status()
-        return r.json()
-
-    def events(self, device: str, **params: Any) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        after = 0
-        while True:
-            page = self.get("/events", device=device, after=after, limit=1000, **params)
-            out += page["events"]
-            if not page["events"]:
-                return out
-            after = page["next_after"]
-
-
 class SseReader:
     """Read `GET /stream` on a thread; `items` collects `{"id", "event", "data"}` dicts."""
 
@@ -633,7 +548,6 @@ class ChainRig:
         self.gw: GatewayProcess | None = None
 
     def start(self) -> ChainRig:
-        from hil.harness import free_port
         try:
             self.central = Mosquitto(self.workdir / "central").start()
             self.store = StoreBroker(self.workdir / "store", self.central.port,
@@ -641,8 +555,8 @@ class ChainRig:
             self.consumer = CentralConsumer(self.central.port, self.store_id)
             cfg = self.workdir / "gw.toml"
             cfg.write_text(f'[chain]\nstore_id = "{self.store_id}"\n{self.toml_extra}')
-            self.gw = GatewayProcess(self.store.port, self.workdir / "gw",
-                                     http_port=free_port(), extra=("--config", str(cfg))).start()
+            self.gw = GatewayProcess(self.workdir / "gw", self.store.port,
+                                     extra_args=["--config", str(cfg)]).start()
         except BaseException:
             self.stop()
             raise

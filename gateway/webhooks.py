@@ -47,40 +47,6 @@ from .store import Store, StreamItem
 
 log = logging.getLogger("gateway.webhooks")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_subscriptions (
-    id          TEXT PRIMARY KEY,
-    url         TEXT NOT NULL,
-    secret      TEXT NOT NULL,
-    events      TEXT NOT NULL,                 -- JSON list of patterns
-    description TEXT,
-    created     INTEGER NOT NULL,
-    delivered   INTEGER NOT NULL DEFAULT 0,    -- deliveries answered 2xx
-    failures    INTEGER NOT NULL DEFAULT 0,    -- failed attempts, all time
-    failing     INTEGER NOT NULL DEFAULT 0,    -- failed attempts since the last success
-    last_attempt INTEGER,
-    last_success INTEGER,
-    last_error  TEXT
-);
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    sub         TEXT NOT NULL REFERENCES webhook_subscriptions(id) ON DELETE CASCADE,
-    stream_id   INTEGER NOT NULL,
-    type        TEXT NOT NULL,
-    data        TEXT NOT NULL,                 -- JSON, as committed with the event
-    created     INTEGER NOT NULL,
-    status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered')),
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    next_at     INTEGER NOT NULL,
-    last_attempt INTEGER,
-    last_code   INTEGER,
-    last_error  TEXT,
-    delivered_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS webhook_pending ON webhook_deliveries (sub, id)
-    WHERE status = 'pending';
-"""
-
 PATTERN_RE = re.compile(r"[a-z0-9_.*-]{1,64}\Z")
 SIGNATURE_HEADER = "X-Phygital-Signature"
 TIMESTAMP_HEADER = "X-Phygital-Timestamp"
@@ -184,7 +150,6 @@ class Fanout:
 
 
 def install(store: Store, fanout: Fanout) -> None:
-    store.conn.executescript(SCHEMA)
     fanout.load(store)
     if fanout not in store.stream_hooks:
         store.stream_hooks.append(fanout)
@@ -239,11 +204,6 @@ def _prune_tx(store: Store, keep: int) -> int:
 
 # -- queries (reader thread) ------------------------------------------------------------------
 
-def _table_exists(store: Store) -> bool:
-    return store.conn.execute("SELECT 1 FROM sqlite_master WHERE name='webhook_deliveries'"
-                              ).fetchone() is not None
-
-
 def due_heads(store: Store) -> list[dict[str, Any]]:
     """The oldest pending delivery of every subscription, with where to send it."""
     rows = store.conn.execute(
@@ -254,8 +214,6 @@ def due_heads(store: Store) -> list[dict[str, Any]]:
 
 
 def backlog(store: Store) -> int:
-    if not _table_exists(store):
-        return 0
     return int(store.conn.execute(
         "SELECT COUNT(*) FROM webhook_deliveries WHERE status='pending'").fetchone()[0])
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,22 +128,51 @@ class Mosquitto:
         self.proc.send_signal(signal.SIGCONT)
 
 
+EVENT_PAGE = 1000  # the API's largest /events page
+_HTTP_LOCK = threading.Lock()
+
+
 class GatewayClient:
-    """The HTTP API calls tests make of a gateway at `self.url` (a process or in-process)."""
+    """The HTTP API calls tests make of a gateway at `self.url` (a process or in-process).
+
+    The methods open a connection per call; `http` is one kept-open client for a test's own
+    requests (httpx's pool; threads may share it)."""
 
     url: str
+    _http: httpx.Client | None = None
+
+    @property
+    def http(self) -> httpx.Client:
+        """A client on `self.url` (a new one when the url changed or it was closed)."""
+        with _HTTP_LOCK:  # two threads must not each make one (the loser's would be closed)
+            if (self._http is None or self._http.is_closed
+                    or str(self._http.base_url) != self.url + "/"):
+                self.close_http()
+                self._http = httpx.Client(base_url=self.url, timeout=30)
+            return self._http
+
+    def close_http(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def get(self, path: str, **params):
-        r = httpx.get(self.url + path, params=params, timeout=10)
+        r = httpx.get(self.url + path, params=params, timeout=30)
         r.raise_for_status()
         return r.json()
 
-    def events(self, device: str, type: str | None = None) -> list[dict]:
-        params = {"device": device, "limit": 1000}
+    def events(self, device: str, type: str | None = None, **params) -> list[dict]:
+        """Every event of `device` (of `type`), oldest first, read page by page."""
         if type:
             params["type"] = type
-        data = self.get("/events", **params)
-        return data["events"] if isinstance(data, dict) else data
+        out: list[dict] = []
+        after = 0
+        while True:
+            page = self.get("/events", device=device, after=after, limit=EVENT_PAGE, **params)
+            out += page["events"]
+            if len(page["events"]) < EVENT_PAGE:
+                return out
+            after = page["next_after"]
 
     def device(self, dev: str) -> dict | None:
         r = httpx.get(f"{self.url}/devices/{dev}", timeout=10)
@@ -162,19 +192,31 @@ class GatewayClient:
 
 
 class GatewayProcess(GatewayClient):
-    """`python -m gateway` as a child process, so a test can SIGKILL and restart it."""
+    """`python -m gateway` as a child process, so a test can SIGKILL and restart it.
 
-    def __init__(self, workdir: Path, broker_port: int, samples: dict | None = None,
+    `samples`: a catalog (written to the workdir) or the path of a samples file. The HTTP
+    port, the client id (one broker session per instance, kept across its restarts) and the
+    CoAP port stay the same across restarts. `root`: the source tree to run (a patched copy)."""
+
+    def __init__(self, workdir: Path, broker_port: int, samples: dict | Path | None = None,
                  coap_heartbeat_s: float | None = None,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | tuple[str, ...] | None = None, *,
+                 http_port: int | None = None, client_id: str | None = None,
+                 root: Path | None = None):
         self.extra_args = list(extra_args or [])  # e.g. ["--stock", path]
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker_port = broker_port
-        self.http_port = free_port()
+        self.http_port = http_port or free_port()
+        self.client_id = client_id or f"gw-{self.http_port}"
+        self.root = Path(root) if root else ROOT
         self.db = self.workdir / "gateway.db"
-        self.samples = self.workdir / "samples.json"
-        self.samples.write_text(json.dumps(samples or {}))
+        self.log = self.workdir / "gateway.log"
+        if isinstance(samples, (str, Path)):
+            self.samples = Path(samples)
+        else:
+            self.samples = self.workdir / "samples.json"
+            self.samples.write_text(json.dumps(samples or {}))
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.http_port}"
         # CoAP edge on a fixed free UDP port (kept across restarts: devices know it)
@@ -183,38 +225,52 @@ class GatewayProcess(GatewayClient):
             "--coap", f"127.0.0.1:{self.coap_port}", "--coap-heartbeat", str(coap_heartbeat_s)]
         self.env: dict[str, str] = {}   # extra environment (fault injection: hil/faults.py)
 
-    def start(self) -> "GatewayProcess":
-        log = open(self.workdir / "gateway.log", "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
-             "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}", "--samples", str(self.samples),
-             # one broker session per gateway instance, kept across its restarts
-             "--client-id", f"gw-{self.http_port}", *self.coap_args, *self.extra_args],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env))
-        wait_for(self._healthy, 20, what="gateway /health")
+    def command_line(self) -> list[str]:
+        return [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
+                "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}",
+                "--samples", str(self.samples), "--client-id", self.client_id,
+                *self.coap_args, *self.extra_args]
+
+    def start(self, timeout: float = 20.0, wait_mqtt: bool = True) -> "GatewayProcess":
+        """Start and wait for `/health` (and, with `wait_mqtt`, its broker connection)."""
+        with open(self.log, "ab") as log:  # the child keeps its own fd
+            self.proc = subprocess.Popen(
+                self.command_line(), cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env))
+        try:
+            wait_for(lambda: self._healthy(wait_mqtt), timeout, what="gateway /health")
+        except BaseException:
+            self.kill()
+            raise
         return self
 
-    def _healthy(self) -> bool:
+    def _healthy(self, wait_mqtt: bool = False) -> bool:
         if self.proc.poll() is not None:
-            raise AssertionError("gateway exited:\n" + (self.workdir / "gateway.log").read_text()[-3000:])
+            raise AssertionError(f"gateway exited {self.proc.returncode}:\n" + self.log_text()[-3000:])
         try:
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
+            r = httpx.get(self.url + "/health", timeout=1)
+            return r.status_code == 200 and (not wait_mqtt or r.json()["mqtt"] == "connected")
+        except (httpx.HTTPError, ValueError):
             return False
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
 
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM (a clean shutdown) and its exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.terminate()
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-
+        self.close_http()

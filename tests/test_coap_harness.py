@@ -7,7 +7,6 @@ CoAP edge on (`GatewayConfig.coap_port`), so the tests can reach into it (`.gw`,
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import secrets
 import shutil
@@ -28,6 +27,7 @@ from hil.sim.firmware import (
     micropython_env,
 )
 from hil.harness import GatewayClient
+from tests.scripted_device import ScriptedDevice
 
 
 def coap_client() -> str | None:
@@ -99,6 +99,7 @@ class CoapGateway(GatewayClient):
             self.loop.call_soon_threadsafe(self.gw.stop)
             self._thread.join(20)
         self._thread = None
+        self.close_http()
 
     def call(self, fn, *args, timeout: float = 10) -> Any:
         """Run a coroutine function on the gateway's loop and return its result."""
@@ -182,106 +183,14 @@ class LossyProxy:
         self.up.close()
 
 
-APP = '''
-import asyncio, gc, sys, time
-from edge import config
-from edge.coap import CoapTransport
-from edge.runtime import Runtime, Rejected
-
-class FakeHal:
-    class _W:
-        def feed(self): pass
-    def wdt(self, ms): return self._W()
-    def reset_cause(self): return "power"
-    def reset(self): sys.exit(3)
-
-class App:
-    caps = ["act", "emit"]
-    def __init__(self, rt, hal, cfg):
-        self.rt = rt
-        self.cfg_tick = cfg.get("tick_ms", 0)  # emit an event every tick_ms by itself
-        self.commands = {"act": self.act, "emit": self.emit}
-    async def act(self, args):
-        with open("actuations.txt", "a") as f:
-            f.write("%s\\n" % args.get("tag"))
-        await asyncio.sleep_ms(args.get("ms", 0))
-        return {"tag": args.get("tag")}
-    async def emit(self, args):
-        n = args.get("n", 1)
-        if n > 100:
-            raise Rejected("too-many")
-        for i in range(n):
-            self.rt.emit("test.n", {"i": i})
-            if args.get("gap_ms"):
-                await asyncio.sleep_ms(args["gap_ms"])
-        return {"n": n}
-    async def run(self):
-        t = time.ticks_ms()
-        tick = self.cfg_tick
-        last = time.ticks_ms()
-        while True:
-            self.rt.heartbeat()
-            await asyncio.sleep_ms(100)
-            if tick and time.ticks_diff(time.ticks_ms(), last) >= tick:
-                last = time.ticks_ms()
-                self.rt.emit("test.tick", {})
-            if time.ticks_diff(time.ticks_ms(), t) > 2000:
-                t = time.ticks_ms()
-                gc.collect()
-                print("heap free", gc.mem_free(), "stats", self.rt.client.stats)
-
-cfg = config.load(sys.argv[1])
-opts = cfg.get("coap_test", {})
-def transport(*a, **k):
-    for name in opts:
-        k[name] = opts[name]
-    return CoapTransport(*a, **k)
-rt = Runtime(cfg, FakeHal(), App, mqtt_class=transport)
-asyncio.run(rt.run())
-'''
-
-
-class CoapDevice:
-    """The real firmware runtime (bytecode from mpy-cross) on the CoAP transport, in the
-    MicroPython unix port, with a scripted app (like tests/test_fw_runtime.py)."""
+class CoapDevice(ScriptedDevice):
+    """The real firmware runtime on the CoAP transport with the scripted app
+    (tests/scripted_device.py), logging its heap; `transport`: CoapTransport keywords."""
 
     def __init__(self, tmp_path: Path, port: int, dev: str, keepalive: int = 2,
                  app: dict | None = None, **transport: Any) -> None:
-        self.dev = dev
-        self.dir = Path(tmp_path) / dev
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "app.py").write_text(APP)
-        self.config = {"device_id": dev, "kind": "sample-pad", "transport": "coap",
-                       "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": keepalive},
-                       "data_dir": str(self.dir / "flash"), "journal_max": 100,
-                       "app": app or {}, "coap_test": transport}
-        self.write_config()
-        self.env = micropython_env(path=build_mpy())
-        self.env["MICROPYPATH"] = f"{self.dir}:{self.env['MICROPYPATH']}"
-        self.proc: subprocess.Popen | None = None
-
-    def write_config(self) -> None:
-        (self.dir / "config.json").write_text(json.dumps(self.config))
-
-    def start(self) -> CoapDevice:
-        self.proc = subprocess.Popen(
-            [micropython_binary(), "-X", "heapsize=96k", str(self.dir / "app.py"),
-             str(self.dir / "config.json")], cwd=self.dir, env=self.env,
-            stdout=open(self.dir / "console.log", "a"), stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def console(self) -> str:
-        p = self.dir / "console.log"
-        return p.read_text() if p.exists() else ""
-
-    def actuations(self) -> list[str]:
-        p = self.dir / "actuations.txt"
-        return p.read_text().split() if p.exists() else []
+        super().__init__(tmp_path, port, dev, keepalive=keepalive,
+                         app={"heap_log": True, **(app or {})}, coap=transport)
 
 
 RUNNER = """

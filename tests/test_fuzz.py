@@ -18,7 +18,7 @@ from gateway.ingest import apply_batch
 from gateway.protocol import ProtocolError
 from gateway.services.pads import CatalogError, parse_catalog
 from gateway.store import Store, connect, migrate
-from tests.support import ROOT, free_port, run_micropython
+from tests.support import ROOT, run_micropython
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -236,8 +236,9 @@ def test_firmware_decoders_in_micropython(tmp_path_factory, cases):
 
 @pytest.fixture(scope="module")
 def live_gateway(tmp_path_factory, broker):
-    from gateway.testing import FakeDevice, GatewayProcess
-    gw = GatewayProcess(broker.port, tmp_path_factory.mktemp("st"), http_port=free_port()).start()
+    from gateway.testing import FakeDevice
+    from hil.harness import GatewayProcess
+    gw = GatewayProcess(tmp_path_factory.mktemp("st"), broker.port).start()
     dev = FakeDevice("pad-st", broker.port).connect()
     yield gw
     dev.close()

@@ -4,54 +4,14 @@ The test plays the gateway with paho-mqtt, so these tests pin the device's behav
 independently of the gateway implementation.
 """
 import json
-import subprocess
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from hil.sim.firmware import build_mpy, micropython_binary, micropython_env
+from tests.scripted_device import ScriptedDevice
 from tests.support import wait_for
-
-APP = '''
-import asyncio, sys
-from edge import config
-from edge.runtime import Runtime, Rejected
-
-class FakeHal:
-    class _W:
-        def feed(self): pass
-    def wdt(self, ms): return self._W()
-    def reset_cause(self): return "power"
-    def reset(self): sys.exit(3)
-
-class App:
-    caps = ["act", "emit"]
-    def __init__(self, rt, hal, cfg):
-        self.rt = rt
-        self.commands = {"act": self.act, "emit": self.emit}
-    async def act(self, args):
-        with open("actuations.txt", "a") as f:
-            f.write("%s\\n" % args.get("tag"))
-        await asyncio.sleep_ms(args.get("ms", 0))
-        return {"tag": args.get("tag")}
-    async def emit(self, args):
-        n = args.get("n", 1)
-        if n > 50:
-            raise Rejected("too-many")
-        for i in range(n):
-            self.rt.emit("test.n", {"i": i})
-        return {"n": n}
-    async def run(self):
-        while True:
-            self.rt.heartbeat()
-            await asyncio.sleep_ms(100)
-
-cfg = config.load(sys.argv[1])
-asyncio.run(Runtime(cfg, FakeHal(), App).run())
-'''
-
 
 class FakeGateway:
     """Records what the device publishes; acks and commands are sent by the test."""
@@ -101,40 +61,13 @@ class FakeGateway:
         self.c.disconnect()
 
 
-class Device:
-    def __init__(self, tmp_path, port: int, dev: str):
-        self.dir = tmp_path / dev
-        self.dir.mkdir()
-        (self.dir / "app.py").write_text(APP)
-        (self.dir / "config.json").write_text(json.dumps({
-            "device_id": dev, "kind": "sample-pad", "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 5},
-            "data_dir": str(self.dir / "flash"), "journal_max": 100}))
-        self.env = micropython_env(path=build_mpy())
-        self.env["MICROPYPATH"] = f"{self.dir}:{self.env['MICROPYPATH']}"
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=96k", str(self.dir / "app.py"),
-                                      str(self.dir / "config.json")], cwd=self.dir, env=self.env,
-                                     stdout=open(self.dir / "console.log", "a"), stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-
-    def actuations(self) -> list[str]:
-        p = self.dir / "actuations.txt"
-        return p.read_text().split() if p.exists() else []
-
-
 @pytest.fixture
 def rig(tmp_path, broker):
     made = []
 
     def make(dev, auto_ack=True):
         gw = FakeGateway(broker.port, dev, auto_ack)
-        d = Device(tmp_path, broker.port, dev)
+        d = ScriptedDevice(tmp_path, broker.port, dev)
         made.append((gw, d))
         return gw, d
     yield make

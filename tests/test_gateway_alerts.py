@@ -7,8 +7,9 @@ import pytest
 from gateway.services.alerts import (ack_alert, apply_items, cursor, list_alerts, match,
                                      pending)
 from gateway.store import Store, StreamItem, connect, migrate
-from gateway.testing import FakeDevice, GatewayProcess, SseReader
-from tests.support import free_port, wait_for
+from gateway.testing import FakeDevice, SseReader
+from hil.harness import GatewayProcess
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -103,13 +104,8 @@ def test_ack_once_then_unchanged_and_a_new_alert_after_resolution(store):
 
 def test_an_upgraded_database_does_not_alert_on_old_history(tmp_path):
     conn = connect(tmp_path / "old.db")
-    conn.execute("PRAGMA user_version = 0")
     # an older gateway's database: build v3, add history, then migrate to the newest
-    from gateway import store as store_mod
-    for version, sql in enumerate(store_mod.MIGRATIONS[:3], 1):
-        for stmt in store_mod._statements(sql):
-            conn.execute(stmt)
-        conn.execute(f"PRAGMA user_version = {version}")
+    migrate(conn, upto=3)
     conn.execute("INSERT INTO stream (kind, data) VALUES ('device', ?)",
                  ('{"change": "offline", "id": "pad-9"}',))
     migrate(conn)
@@ -121,7 +117,7 @@ def test_an_upgraded_database_does_not_alert_on_old_history(tmp_path):
 # -- through the gateway process ------------------------------------------------------------
 
 def test_alerts_from_devices_acknowledged_over_the_api_and_kept_across_a_restart(broker, tmp_path):
-    gw = GatewayProcess(broker.port, tmp_path / "gw", http_port=free_port())
+    gw = GatewayProcess(tmp_path / "gw", broker.port)
     gw.start()
     bank = FakeDevice(f"lk-{secrets.token_hex(3)}", broker.port, kind="locker-bank",
                       caps=("open",), keepalive=2)

@@ -8,8 +8,9 @@ import time
 import httpx
 import pytest
 
-from gateway.testing import FakeDevice, GatewayProcess, MqttProbe, SseReader
-from tests.support import free_port, wait_for
+from gateway.testing import FakeDevice, MqttProbe, SseReader
+from hil.harness import GatewayProcess
+from tests.support import wait_for
 
 PAD_BODY = {"uid": "04a1b2c3d4e5f6", "tech": "ntag213", "sample": "S-1001"}
 
@@ -25,7 +26,7 @@ def samples_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gw(broker, tmp_path_factory, samples_file):
-    g = GatewayProcess(broker.port, tmp_path_factory.mktemp("gw"), http_port=free_port(),
+    g = GatewayProcess(tmp_path_factory.mktemp("gw"), broker.port,
                        samples=samples_file)
     g.start()
     yield g

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from gateway.app import Gateway, GatewayConfig
-from gateway.testing import FakeDevice, GatewayProcess, MqttProbe, SseReader
-from tests.support import free_port, wait_for
+from gateway.testing import FakeDevice, MqttProbe, SseReader
+from hil.harness import GatewayProcess
+from tests.support import wait_for
 
 
 def test_in_process_lifetime_with_open_stream(broker, tmp_path):
@@ -62,7 +63,7 @@ def test_in_process_lifetime_with_open_stream(broker, tmp_path):
 
 def test_sigkill_mid_stream_loses_and_duplicates_nothing_and_pending_command_completes(
         broker, tmp_path):
-    gw = GatewayProcess(broker.port, tmp_path / "gw", http_port=free_port()).start()
+    gw = GatewayProcess(tmp_path / "gw", broker.port).start()
     d = FakeDevice(f"pad-{secrets.token_hex(3)}", broker.port, resend_after=1.0)
     try:
         d.connect()
@@ -110,7 +111,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing_and_pending_command_com
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_exits_cleanly_and_says_offline(broker, tmp_path, sig):
-    gw = GatewayProcess(broker.port, tmp_path / "gw", http_port=free_port()).start()
+    gw = GatewayProcess(tmp_path / "gw", broker.port).start()
     probe = MqttProbe(broker.port, ("pe/1/gateway/state",))
     try:
         wait_for(lambda: probe.json_on("pe/1/gateway/state"), 5, what="retained state")
@@ -132,8 +133,8 @@ def test_signal_exits_cleanly_and_says_offline(broker, tmp_path, sig):
 
 
 def test_broker_outage_publish_failure_detected_then_recovers(own_broker, tmp_path):
-    gw = GatewayProcess(own_broker.port, tmp_path / "gw", http_port=free_port(),
-                        extra=("--publish-timeout", "1")).start()
+    gw = GatewayProcess(tmp_path / "gw", own_broker.port,
+                        extra_args=["--publish-timeout", "1"]).start()
     d = FakeDevice(f"pad-{secrets.token_hex(3)}", own_broker.port, resend_after=1.0)
     try:
         d.connect()

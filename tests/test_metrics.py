@@ -3,7 +3,8 @@ import secrets
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.testing import FakeDevice, GatewayProcess
+from gateway.testing import FakeDevice
+from hil.harness import GatewayProcess
 from tests.support import free_port, wait_for
 
 
@@ -19,7 +20,7 @@ def scrape(gw) -> dict[tuple[str, tuple], float]:
 
 
 def test_metrics_follow_devices_events_commands_and_webhooks(broker, tmp_path):
-    gw = GatewayProcess(broker.port, tmp_path / "gw", http_port=free_port()).start()
+    gw = GatewayProcess(tmp_path / "gw", broker.port).start()
     dev = FakeDevice(f"pad-{secrets.token_hex(3)}", broker.port)
     try:
         m = scrape(gw)

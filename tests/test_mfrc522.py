@@ -41,8 +41,7 @@ def setup_reader(emu):
     wr(emu, m.TxControlReg, 0x83)
 
 
-def xchg(emu, frame: bytes, txbits: int = 0):
-    """One Transceive as a driver does it; returns (answer bytes, last bits) or None."""
+def start_transceive(emu, frame: bytes, txbits: int) -> None:
     wr(emu, m.CommandReg, m.CMD_IDLE)
     wr(emu, m.ComIrqReg, 0x7F)
     wr(emu, m.FIFOLevelReg, 0x80)
@@ -50,6 +49,11 @@ def xchg(emu, frame: bytes, txbits: int = 0):
     wr(emu, m.BitFramingReg, txbits)
     wr(emu, m.CommandReg, m.CMD_TRANSCEIVE)
     wr(emu, m.BitFramingReg, 0x80 | txbits)
+
+
+def xchg(emu, frame: bytes, txbits: int = 0):
+    """One Transceive as a driver does it; returns (answer bytes, last bits) or None."""
+    start_transceive(emu, frame, txbits)
     for _ in range(200):
         irq = rd(emu, m.ComIrqReg)
         if irq & 0x31:
@@ -175,13 +179,7 @@ def test_realtime_timer_takes_its_period():
 
 
 def xchg_wait(emu, frame, txbits=0):
-    wr(emu, m.CommandReg, m.CMD_IDLE)
-    wr(emu, m.ComIrqReg, 0x7F)
-    wr(emu, m.FIFOLevelReg, 0x80)
-    wr(emu, m.FIFODataReg, *frame)
-    wr(emu, m.BitFramingReg, txbits)
-    wr(emu, m.CommandReg, m.CMD_TRANSCEIVE)
-    wr(emu, m.BitFramingReg, 0x80 | txbits)
+    start_transceive(emu, frame, txbits)
     deadline = time.monotonic() + 1
     while time.monotonic() < deadline:
         irq = rd(emu, m.ComIrqReg)

@@ -10,8 +10,9 @@ import pytest
 
 from gateway import auth
 from gateway.store import connect
-from gateway.testing import FakeDevice, GatewayProcess
-from tests.support import ROOT, free_port, wait_for
+from gateway.testing import FakeDevice
+from hil.harness import GatewayProcess
+from tests.support import ROOT, wait_for
 
 NO_AUTH = {"Authorization": ""}  # the rig's clients carry an admin token unless told otherwise
 
@@ -31,7 +32,7 @@ def token(gw, name, role):
 
 @pytest.fixture
 def gw(tmp_path, broker):
-    g = GatewayProcess(broker.port, tmp_path / "gw", http_port=free_port()).start()
+    g = GatewayProcess(tmp_path / "gw", broker.port).start()
     yield g
     g.stop()
 
@@ -109,7 +110,7 @@ def test_scopes_403_and_audit_of_every_actuation(gw, broker):
 def test_rate_limits_429(tmp_path, broker, monkeypatch):
     monkeypatch.setenv("PHYGITAL_RATE_LIMITS",
                        "per_token=0.01/3,auth_fail_per_ip=0.01/2,code_entry=0.01/2")
-    g = GatewayProcess(broker.port, tmp_path / "gw", http_port=free_port()).start()
+    g = GatewayProcess(tmp_path / "gw", broker.port).start()
     try:
         staff = token(g, "staff-rl", "staff")
         codes = [httpx.get(g.url + "/devices", headers=bearer(staff)).status_code

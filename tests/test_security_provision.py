@@ -229,10 +229,10 @@ def test_firmware_connects_with_its_credentials_over_tls(store, tmp_path):
 
 
 def test_gateway_connects_with_its_credentials_over_tls(store, tmp_path):
-    from gateway.testing import GatewayProcess
+    from hil.harness import GatewayProcess
     d, tls_port, _ = store
-    gw = GatewayProcess(tls_port, tmp_path / "gw", http_port=free_port(),
-                        client_id="gateway-tls", extra=("--mqtt-auth", str(d / "gateway.json")))
+    gw = GatewayProcess(tmp_path / "gw", tls_port,
+                        client_id="gateway-tls", extra_args=["--mqtt-auth", str(d / "gateway.json")])
     try:
         gw.start()  # waits for /health mqtt == connected
         assert gw.get("/health")["mqtt"] == "connected"
@@ -253,14 +253,14 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 def test_provisioned_pad_end_to_end_over_tls(store, tmp_path, heap):
     """The real pad firmware (main.py, its provisioned config.json) and the gateway, both over
     TLS with their own credentials: the pad comes online and a tag reaches the database."""
-    from gateway.testing import GatewayProcess
+    from hil.harness import GatewayProcess
     from hil.sim.store import VirtualStore
     from tests.e2e import sample_tag
     d, tls_port, _ = store
     cfg = provision.add_device(d, "pad-tls", "sample-pad", host="127.0.0.1", port=tls_port)
     BROKERS[d].proc.send_signal(signal.SIGHUP)  # mosquitto re-reads its password file
-    gw = GatewayProcess(tls_port, tmp_path / "gw", http_port=free_port(), client_id="gw-tls-e2e",
-                        extra=("--mqtt-auth", str(d / "gateway.json")))
+    gw = GatewayProcess(tmp_path / "gw", tls_port, client_id="gw-tls-e2e",
+                        extra_args=["--mqtt-auth", str(d / "gateway.json")])
     vs = VirtualStore(tmp_path / "vs", broker_port=tls_port, heap=heap)
     try:
         gw.start()

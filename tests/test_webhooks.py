@@ -7,10 +7,11 @@ import secrets
 import pytest
 
 from gateway.store import Store, StreamItem, connect, migrate
-from gateway.testing import FakeDevice, GatewayProcess, WebhookReceiver
+from gateway.testing import FakeDevice, WebhookReceiver
 from gateway.webhooks import (Fanout, _create_tx, backoff_s, due_heads, event_type, install,
                               matches, sign, validate_patterns, verify_signature)
-from tests.support import free_port, wait_for
+from hil.harness import GatewayProcess
+from tests.support import wait_for
 
 SECRET = "s3cret-for-the-tests-" + "x" * 8
 
@@ -87,8 +88,8 @@ def _gateway(broker, tmp_path, name):
     cfg = tmp_path / f"{name}.toml"
     cfg.write_text('[webhooks]\nbackoff_min_s = 0.05\nbackoff_max_s = 0.5\ntimeout_s = 5\n'
                    '[logging]\nformat = "json"\n')
-    return GatewayProcess(broker.port, tmp_path / name, http_port=free_port(),
-                          extra=("--config", str(cfg))).start()
+    return GatewayProcess(tmp_path / name, broker.port,
+                          extra_args=["--config", str(cfg)]).start()
 
 
 def _subscribe(gw, receiver, events):

@@ -489,6 +489,20 @@ class LockerBank:
         return o
 
     # --- facts from the device -------------------------------------------------------------------------
+    def _holding(self, cid: int) -> Order:
+        """The order a pickup or a retrieve takes out of `cid` (ready or expired)."""
+        o = self.order_in(cid)
+        if o is None or o.state not in (OrderState.READY, OrderState.EXPIRED):
+            raise Refused(Reason.EMPTY, f"compartment {cid}")
+        return o
+
+    def _spend_code(self, cid: int, now: float) -> Order:
+        """A pickup door opened with the code of `cid`'s order: the code is used (once)."""
+        o = self._holding(cid)
+        if o.code_used_at is None:
+            o.code_used_at = now
+        return o
+
     def loaded(self, cid: int, occupied: bool | None, now: float) -> IssuedCode | None:
         """The load door closed. Occupied (or no sensor: `None`) → order ready and a code is
         issued; sensed empty → the order stays assigned (staff must load again)."""
@@ -504,12 +518,7 @@ class LockerBank:
 
     def pickup_opened(self, cid: int, now: float) -> Order:
         """The device let a code open this door (possibly offline): the code is spent."""
-        o = self.order_in(cid)
-        if o is None or o.state not in (OrderState.READY, OrderState.EXPIRED):
-            raise Refused(Reason.EMPTY, f"compartment {cid}")
-        if o.code_used_at is None:
-            o.code_used_at = now
-        return o
+        return self._spend_code(cid, now)
 
     def pickup_interrupted(self, cid: int, now: float) -> Order:
         """Power failed while the lock was being released and the door stayed shut: the device
@@ -524,30 +533,20 @@ class LockerBank:
     def pickup_incomplete(self, cid: int, now: float) -> Order:
         """The pickup door closed but the occupancy sensor still sees the parcel. The code is
         spent (one use); the order stays ready and needs `reissue_code`."""
-        o = self.order_in(cid)
-        if o is None or o.state not in (OrderState.READY, OrderState.EXPIRED):
-            raise Refused(Reason.EMPTY, f"compartment {cid}")
-        if o.code_used_at is None:
-            o.code_used_at = now
+        o = self._spend_code(cid, now)
         o.needs_code = True
         return o
 
     def collected(self, cid: int, now: float) -> Order:
         """The pickup door closed with the compartment empty."""
-        o = self.order_in(cid)
-        if o is None or o.state not in (OrderState.READY, OrderState.EXPIRED):
-            raise Refused(Reason.EMPTY, f"compartment {cid}")
-        if o.code_used_at is None:
-            o.code_used_at = now
+        o = self._spend_code(cid, now)
         self._move(o, OrderState.COLLECTED, now, "collected")
         return o
 
     def retrieved(self, cid: int, occupied: bool | None, now: float) -> Order | None:
         """Staff's retrieve door closed. Empty (or no sensor) → order returned, compartment free;
         still occupied → nothing changes."""
-        o = self.order_in(cid)
-        if o is None or o.state not in (OrderState.READY, OrderState.EXPIRED):
-            raise Refused(Reason.EMPTY, f"compartment {cid}")
+        o = self._holding(cid)
         if occupied:
             return None
         self._move(o, OrderState.RETURNED, now, "retrieved")

@@ -27,7 +27,7 @@ import hashlib
 import heapq
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,15 +200,21 @@ class TubeNetwork:
                 raise NetworkConfigError(where, f"duplicate id {ident!r} (already used by {ids[ident]})")
             ids[ident] = where
 
+        def entries(key: str, items: Any, non_empty: bool = False
+                    ) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+            """(where, id, object) for each object of the list at `key`, its id claimed."""
+            if not isinstance(items, list) or (non_empty and not items):
+                raise NetworkConfigError(key, f"expected a {'non-empty ' if non_empty else ''}list")
+            for i, obj in enumerate(items):
+                w = f"{key}[{i}]"
+                if not isinstance(obj, Mapping):
+                    raise NetworkConfigError(w, "expected an object")
+                ident = _req(obj, "id", w, str)
+                claim(ident, f"{w}.id")
+                yield w, ident, obj
+
         stations: dict[str, Station] = {}
-        if not isinstance(data["stations"], list) or not data["stations"]:
-            raise NetworkConfigError("stations", "expected a non-empty list")
-        for i, s in enumerate(data["stations"]):
-            w = f"stations[{i}]"
-            if not isinstance(s, Mapping):
-                raise NetworkConfigError(w, "expected an object")
-            sid = _req(s, "id", w, str)
-            claim(sid, f"{w}.id")
+        for w, sid, s in entries("stations", data["stations"], non_empty=True):
             kind = _req(s, "kind", w, str)
             if kind not in STATION_KINDS:
                 raise NetworkConfigError(f"{w}.kind", f"{kind!r} is not one of {', '.join(STATION_KINDS)}")
@@ -216,29 +222,14 @@ class TubeNetwork:
         if not any(s.kind == "stockroom" for s in stations.values()):
             raise NetworkConfigError("stations", "needs at least one station of kind 'stockroom'")
 
-        raw_div = data.get("diverters", [])
-        if not isinstance(raw_div, list):
-            raise NetworkConfigError("diverters", "expected a list")
         div_raw: dict[str, tuple[str, Mapping[str, Any]]] = {}
-        for i, d in enumerate(raw_div):
-            w = f"diverters[{i}]"
-            if not isinstance(d, Mapping):
-                raise NetworkConfigError(w, "expected an object")
-            did = _req(d, "id", w, str)
-            claim(did, f"{w}.id")
+        for w, did, d in entries("diverters", data.get("diverters", [])):
             div_raw[did] = (w, d)
 
         nodes = set(stations) | set(div_raw)
         segments: dict[str, TubeSegment] = {}
         eye_segment: dict[str, str] = {}
-        if not isinstance(data["segments"], list):
-            raise NetworkConfigError("segments", "expected a list")
-        for i, s in enumerate(data["segments"]):
-            w = f"segments[{i}]"
-            if not isinstance(s, Mapping):
-                raise NetworkConfigError(w, "expected an object")
-            gid = _req(s, "id", w, str)
-            claim(gid, f"{w}.id")
+        for w, gid, s in entries("segments", data["segments"]):
             ends = []
             for end in ("from", "to"):
                 node = _req(s, end, w, str)

@@ -45,13 +45,6 @@ KIND = "fitting-room"
 EVENT_PAGE = 200
 CMD_TIMEOUT_MS = 10 * 60_000
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS fitting (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    state   TEXT NOT NULL,              -- JSON: FittingRooms.to_dict()
-    cursor  INTEGER NOT NULL,           -- events.id of the last event applied
-    updated INTEGER NOT NULL)"""
-
-
 class SizeDispatcher(Protocol):
     """How a wanted size reaches a room. Returns who brings it (`"staff"`, `"tube"`)."""
 
@@ -75,8 +68,6 @@ class StaffDispatcher:
 
 
 def _load_tx(store: Store) -> tuple[dict[str, Any] | None, int]:
-    with store.transaction():
-        store.conn.execute(_SCHEMA)
     row = store.conn.execute("SELECT state, cursor FROM fitting WHERE id = 1").fetchone()
     return (json.loads(row[0]), row[1]) if row else (None, 0)
 
@@ -129,7 +120,7 @@ class FittingService:
     # -- lifetime ---------------------------------------------------------------------------
 
     async def load(self) -> None:
-        state, self.cursor = await self.db.write(_load_tx)
+        state, self.cursor = await self.db.read(_load_tx)
         if state is not None:
             self.core = FittingRooms.from_dict(state, self.rules)
 

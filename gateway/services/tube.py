@@ -75,19 +75,6 @@ HISTORY_KEEP = 40
 RECENT_KEEP = 1000  # finished dispatches kept in memory (older ones: read from tube_jobs)
 JOB_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,64}\Z")
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS tube_state (
-        network TEXT PRIMARY KEY,
-        state   TEXT NOT NULL,             -- JSON: {"arbiter": to_dict(), "meta": {...}}
-        cursor  INTEGER NOT NULL,          -- events.id of the last tube event applied
-        updated INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS tube_jobs (
-        id      TEXT PRIMARY KEY,
-        data    TEXT NOT NULL,             -- JSON: the public dispatch record
-        updated INTEGER NOT NULL)""",
-)
-
-
 class TubeConfigError(RuntimeError):
     """The tube network file is missing or invalid (the gateway does not start)."""
 
@@ -130,12 +117,6 @@ def load_network(path: Path) -> TubeConfig:
 
 
 # -- store operations (writer thread) -------------------------------------------------------
-
-def _schema_tx(store: Store) -> None:
-    with store.transaction():
-        for stmt in SCHEMA:
-            store.conn.execute(stmt)
-
 
 def _load_tx(store: Store, network: str) -> tuple[dict[str, Any] | None, int]:
     row = store.conn.execute("SELECT state, cursor FROM tube_state WHERE network = ?",
@@ -218,9 +199,8 @@ class TubeService:
     # -- lifetime ---------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Open the tables, restore the arbiter and resume it (re-emitting what must be in
-        force, with the same command ids)."""
-        await self.db.write(_schema_tx)
+        """Restore the arbiter and resume it (re-emitting what must be in force, with the
+        same command ids)."""
         state, self.cursor = await self.db.read(_load_tx, self.net.name)
         self._remember(await self.db.read(_jobs_tx))
         if state is None:

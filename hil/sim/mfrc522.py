@@ -487,12 +487,7 @@ class MifareClassic1K(Iso14443aTag):
                 return _nak(0x04)
             self._write_block = blk
             return bytes([ACK]), 4
-        if self._halt_frame(data):
-            self.state = "HALT"
-            self._reset_session()
-            return None
-        self._to_idle()
-        return None
+        return super()._active(data)  # HLTA, or anything else: back to idle
 
 
 # --- the reader chip ------------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""Every table comes from a numbered migration (gateway/store.py), including on a store upgraded
+from a gateway whose services created their tables on start; `phygital schema` reports it."""
+import asyncio
+import json
+import sqlite3
+
+import pytest
+
+from gateway import auth, chain, webhooks
+from gateway.cli import main as phygital
+from gateway.db import Database
+from gateway.services import fitting, tube
+from gateway.store import MIGRATIONS, Store, connect, migrate
+
+# What the services of a v4 gateway ran on start (before v5..v9 existed), verbatim: the test
+# builds a database the way that code did, not with today's migrations.
+OLD_SERVICE_DDL = {
+    "tube": ["""CREATE TABLE IF NOT EXISTS tube_state (
+        network TEXT PRIMARY KEY,
+        state   TEXT NOT NULL,
+        cursor  INTEGER NOT NULL,
+        updated INTEGER NOT NULL)""",
+             """CREATE TABLE IF NOT EXISTS tube_jobs (
+        id      TEXT PRIMARY KEY,
+        data    TEXT NOT NULL,
+        updated INTEGER NOT NULL)"""],
+    "fitting": ["""CREATE TABLE IF NOT EXISTS fitting (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    state   TEXT NOT NULL,
+    cursor  INTEGER NOT NULL,
+    updated INTEGER NOT NULL)"""],
+    "webhooks": ["""CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+    id          TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    events      TEXT NOT NULL,
+    description TEXT,
+    created     INTEGER NOT NULL,
+    delivered   INTEGER NOT NULL DEFAULT 0,
+    failures    INTEGER NOT NULL DEFAULT 0,
+    failing     INTEGER NOT NULL DEFAULT 0,
+    last_attempt INTEGER,
+    last_success INTEGER,
+    last_error  TEXT)""",
+                 """CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    sub         TEXT NOT NULL REFERENCES webhook_subscriptions(id) ON DELETE CASCADE,
+    stream_id   INTEGER NOT NULL,
+    type        TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     INTEGER NOT NULL,
+    last_attempt INTEGER,
+    last_code   INTEGER,
+    last_error  TEXT,
+    delivered_at INTEGER)""",
+                 """CREATE INDEX IF NOT EXISTS webhook_pending ON webhook_deliveries (sub, id)
+    WHERE status = 'pending'"""],
+    "auth": ["""CREATE TABLE IF NOT EXISTS api_tokens (
+    id      TEXT PRIMARY KEY,
+    name    TEXT NOT NULL,
+    scopes  TEXT NOT NULL,
+    hash    TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    revoked INTEGER)""",
+             """CREATE TABLE IF NOT EXISTS audit (
+    id      INTEGER PRIMARY KEY,
+    t       INTEGER NOT NULL,
+    who     TEXT NOT NULL,
+    token   TEXT,
+    ip      TEXT,
+    method  TEXT NOT NULL,
+    path    TEXT NOT NULL,
+    status  INTEGER NOT NULL,
+    outcome TEXT)"""],
+    # (no chain: that store never configured [chain], so it has no chain_outbox)
+}
+
+
+def tables(conn: sqlite3.Connection) -> dict[str, str]:
+    """name -> type of every table and index (SQLite's own ones left out)."""
+    return {r[0]: r[1] for r in conn.execute(
+        "SELECT name, type FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")}
+
+
+def old_v4_store(path) -> None:
+    """A store database as the v4 gateway left it: v1..v4 migrations, then the services'
+    tables, with rows in them."""
+    conn = connect(path)
+    assert migrate(conn, upto=4) == 4
+    for ddl in OLD_SERVICE_DDL.values():
+        for stmt in ddl:
+            conn.execute(stmt)
+    conn.execute("INSERT INTO tube_state VALUES ('line-1', ?, 41, 1000)",
+                 (json.dumps({"arbiter": {"jobs": []}, "meta": {"m": 1}}),))
+    conn.execute("INSERT INTO tube_jobs VALUES ('job-1', ?, 1000)", (json.dumps({"id": "job-1", "final": 0}),))
+    conn.execute("INSERT INTO fitting VALUES (1, ?, 17, 1000)", (json.dumps({"rooms": {}}),))
+    conn.execute("INSERT INTO webhook_subscriptions (id, url, secret, events, created) "
+                 "VALUES ('wh-1', 'http://pos.local/hook', 's3cret', '[\"locker.*\"]', 1000)")
+    conn.execute("INSERT INTO webhook_deliveries (sub, stream_id, type, data, created, next_at) "
+                 "VALUES ('wh-1', 5, 'locker.ready', '{}', 1000, 1000)")
+    auth.create_token(conn, "kiosk-1", ["read"], token="pe_abc123_secretpart", now=1000)
+    conn.close()
+
+
+def test_a_fresh_database_gets_every_table_from_the_migrations(tmp_path):
+    conn = connect(tmp_path / "gw.db")
+    assert migrate(conn) == len(MIGRATIONS) == 9
+    got = tables(conn)
+    for name in ("tube_state", "tube_jobs", "fitting", "webhook_subscriptions",
+                 "webhook_deliveries", "chain_outbox", "api_tokens", "audit", "alerts"):
+        assert got.get(name) == "table", name
+    assert got.get("webhook_pending") == "index"
+    conn.close()
+
+
+def test_a_store_upgraded_from_service_created_tables_keeps_its_data(tmp_path):
+    old_v4_store(tmp_path / "gw.db")
+
+    async def upgraded():
+        # the gateway's own open path: Database migrates the writer connection
+        async with Database(tmp_path / "gw.db") as db:
+            return (await db.read(tube._load_tx, "line-1"), await db.read(tube._jobs_tx),
+                    await db.read(fitting._load_tx), await db.read(webhooks.backlog),
+                    await db.read(chain._count))
+
+    tube_state, jobs, fit, pending, outbox = asyncio.run(upgraded())
+    assert tube_state == ({"arbiter": {"jobs": []}, "meta": {"m": 1}}, 41)
+    assert jobs == [{"id": "job-1", "final": 0}]
+    assert fit == ({"rooms": {}}, 17)
+    assert (pending, outbox) == (1, 0)  # chain_outbox was missing: v8 created it
+    conn = connect(tmp_path / "gw.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert [t["name"] for t in auth.list_tokens(conn)] == ["kiosk-1"]
+    assert auth.lookup(Store(conn), "pe_abc123_secretpart") is not None
+    # the same tables (and indexes) as a database built by the migrations alone
+    fresh = connect(tmp_path / "fresh.db")
+    migrate(fresh)
+    assert tables(conn) == tables(fresh)
+    fresh.close()
+    conn.close()
+
+
+def test_a_failed_step_leaves_the_previous_version(tmp_path, monkeypatch):
+    from gateway import store as store_mod
+    old_v4_store(tmp_path / "gw.db")
+    conn = connect(tmp_path / "gw.db")
+    broken = MIGRATIONS[:5] + ("CREATE TABLE fitting (x INTEGER);",) + MIGRATIONS[6:]
+    monkeypatch.setattr(store_mod, "MIGRATIONS", broken)
+    with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        migrate(conn)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+    monkeypatch.undo()
+    assert migrate(conn) == len(MIGRATIONS)
+    assert conn.execute("SELECT cursor FROM fitting").fetchone()[0] == 17
+    conn.close()
+
+
+def test_phygital_schema_reports_the_version(tmp_path, capsys):
+    old_v4_store(tmp_path / "gw.db")
+    assert phygital(["schema", "--db", str(tmp_path / "gw.db")]) == 0
+    out = capsys.readouterr().out
+    assert f"schema v4; this gateway: v{len(MIGRATIONS)}" in out and "applies v5.." in out
+    conn = connect(tmp_path / "gw.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4  # only looked at
+    migrate(conn)
+    assert phygital(["schema", "--db", str(tmp_path / "gw.db")]) == 0
+    assert "(up to date)" in capsys.readouterr().out
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+    assert phygital(["schema", "--db", str(tmp_path / "gw.db")]) == 1
+    assert "newer than this gateway" in capsys.readouterr().err
+    assert phygital(["schema", "--db", str(tmp_path / "none.db")]) == 2
+    assert "no such database" in capsys.readouterr().err
+    (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
+    assert phygital(["schema", "--db", str(tmp_path / "junk.db")]) == 2
+    assert "not a readable SQLite database" in capsys.readouterr().err
+
+
+def test_token_cli_on_a_new_file_creates_the_schema(tmp_path, capsys):
+    db = tmp_path / "gw.db"
+    assert phygital(["token", "--db", str(db), "create", "--name", "oms", "--role", "orders"]) == 0
+    assert capsys.readouterr().out.startswith("pe_")
+    conn = connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert [t["name"] for t in auth.list_tokens(conn)] == ["oms"]
+    conn.close()
