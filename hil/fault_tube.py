@@ -137,7 +137,7 @@ class TubeLine:
         # send is accepted once the station has seen the chamber full (as staff wait for it)
         wait_for(lambda: len(gw.events(dev, "carrier.loaded")) > loaded, T,
                  what=f"{origin} chamber loaded")
-        self.rig.press_send(STATIONS[origin])
+        self.rig.press_send(dev)
         wait_for(lambda: not self.model.held_at("chamber", origin), T,
                  what=f"carrier of {key} left {origin}")
 
