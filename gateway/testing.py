@@ -509,11 +509,22 @@ class CentralConsumer:
         self.lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"central-{secrets.token_hex(3)}", clean_session=False)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("chain/1/#", qos=1)
+        self.connects = 0
+        self.sessions_lost = 0  # reconnects where the broker no longer had our session
+        self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 1)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any = None) -> None:
+        # a broker that lost our session (it crashed before saving it) dropped what was
+        # published for us until this subscribe: the loss shows as a seq gap
+        if self.connects and not flags.session_present:
+            self.sessions_lost += 1
+        self.connects += 1
+        client.subscribe("chain/1/#", qos=1)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:

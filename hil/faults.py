@@ -4,21 +4,25 @@ database and the devices' own flash.
     python -m hil.faults                 # the CI sequence: every fault once (~1-2 min)
     python -m hil.faults --soak 600      # random faults for 10 minutes, then the same checks
 
-The store: sample pads and a locker bank on the real firmware (MicroPython), the gateway as a
-process (`python -m gateway`), a real Mosquitto with persistence. Between faults a scripted
-world keeps placing tags on pads and staff keep opening locker doors through the API.
+The store: sample pads, a locker bank and a small tube line (two stations and a line
+controller, hil/fault_tube.py) on the real firmware (MicroPython), the gateway as a process
+(`python -m gateway`), a real Mosquitto with persistence. Between faults a scripted world keeps
+placing tags on pads, staff keep opening locker doors and dispatching capsules through the API.
 
 Faults: broker SIGKILLed and restarted, broker SIGSTOPped past the devices' keepalive,
-gateway SIGKILLed right after a command was submitted, locker rebooted while its lock is
-powered, a device's clock jumped by an hour, the gateway's disk full (`PRAGMA
+gateway SIGKILLed right after a command was submitted, gateway SIGKILLed while a carrier is in
+the tube (it arrives while the gateway is down), the sending tube station power-cut while its
+carrier is in the tube (lost, then located and resent by staff), locker rebooted while its lock
+is powered, a device's clock jumped by an hour, the gateway's disk full (`PRAGMA
 max_page_count`), the database locked by another process past the busy timeout.
 
 Invariants: every event a device journaled is in the database exactly once and every tag
 placed was reported once; every command finished exactly once (done / rejected / expired /
 failed), each was answered by the device from one actuation at most (lock pulses vs.
 commands); no locker door opened without a staff command (this suite enters no codes) and
-none was forced. `INVARIANTS` is the hook for more (the tube branch adds "no segment held two
-carriers").
+none was forced; no tube segment ever held two carriers (the line model's own record AND the
+gateway's persisted dispatch records); every capsule dispatched ended delivered, or cancelled /
+failed with a reason, none left in the tube. `INVARIANTS` is the hook for more.
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ from pathlib import Path
 
 import httpx
 
+from hil.fault_tube import NETWORK as TUBE_NETWORK
+from hil.fault_tube import TubeLine, no_capsule_lost, one_carrier_per_segment
 from hil.harness import GatewayProcess, Mosquitto, wait_for
 from hil.sim.mfrc522 import NtagTag
 from hil.sim.store import VirtualStore
@@ -78,7 +84,9 @@ class FaultRig:
     def __enter__(self) -> FaultRig:
         self.rng = random.Random(self.seed)
         self.broker = Mosquitto(self.workdir / "mosquitto", persistence=True).start()
-        self.gw = GatewayProcess(self.workdir / "gw", self.broker.port).start()
+        self.tube = TubeLine(self.workdir / "tube", self.broker.port, KEEPALIVE)
+        self.gw = GatewayProcess(self.workdir / "gw", self.broker.port,
+                                 extra_args=self.tube.gateway_args()).start()
         self.store = VirtualStore(self.workdir / "store", broker_port=self.broker.port,
                                   keepalive=KEEPALIVE)
         self.pad_ids = [f"pad-f{i + 1}" for i in range(self.pads)]
@@ -88,17 +96,23 @@ class FaultRig:
         self.tags = {dev: NtagTag.with_text(bytes([4, 0xFA, 0x17, 0, 0, 0, i + 1]), f"S-{i}")
                      for i, dev in enumerate(self.pad_ids)}
         self.store.start()
+        self.tube.start()
         self.wait_all_online()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.tube.close()
         self.store.stop()
         self.gw.stop()
         self.broker.resume() if self.broker.proc else None
         self.broker.stop()
 
     def devices(self) -> list[str]:
-        return [*self.pad_ids, BANK]
+        return [*self.pad_ids, BANK, *self.tube.devices()]
+
+    def firmware(self, dev: str):
+        fw = self.store.devices.get(dev)
+        return fw if fw is not None else self.tube.firmware(dev)
 
     def wait_all_online(self, timeout: float = 60) -> None:
         for dev in self.devices():
@@ -116,6 +130,23 @@ class FaultRig:
             for pad in self.store.pads.values():
                 pad.remove()
             time.sleep(0.6)
+
+    def tube_begin(self) -> tuple[str, str]:
+        """A capsule dispatched through the API and sent by staff; alternates direction."""
+        n = len(self.tube.dispatched)
+        origin, dest = ("stockroom", "floor") if n % 2 == 0 else ("floor", "stockroom")
+        key = f"tube-{n + 1}"
+        self.tube.begin(self.gw, key, origin, dest)
+        return key, dest
+
+    def tube_finish(self, key: str, dest: str) -> dict:
+        return self.tube.finish(self.gw, key, dest)
+
+    def between_faults(self) -> None:
+        """Tags on pads while a capsule flies."""
+        flying = self.tube_begin()
+        self.activity(1)
+        self.tube_finish(*flying)
 
     def submit(self, dev: str, name: str, args: dict, timeout_s: float = 10) -> httpx.Response:
         key = f"f-{len(self.commands)}-{self.rng.randrange(1 << 30)}"
@@ -179,6 +210,34 @@ class FaultRig:
         cmd = self.finish_open(cid)
         self.wait_all_online()
         return f"SIGKILL right after submit; command {cmd['status']}"
+
+    def gateway_killed_mid_transit(self) -> str:
+        key, dest = self.tube_begin()
+        self.gw.kill()  # the carrier flies on: the stations keep their air, journal their events
+        self.activity(1)
+        wait_for(lambda: self.tube.model.held_at("bin", dest), 60, what=f"{key} arrived, gateway down")
+        self.gw.start()
+        job = self.tube_finish(key, dest)
+        self.wait_all_online()
+        return f"SIGKILL with capsule {key} in the tube, it arrived meanwhile; dispatch {job['state']}"
+
+    def station_rebooted_mid_transit(self) -> str:
+        key, dest = self.tube_begin()
+        origin = next(s for s in ("stockroom", "floor") if s != dest)
+        self.tube.rig.power_cut(self.tube.station(origin))  # its air stops: the carrier stands
+        time.sleep(1.0)
+        self.tube.rig.power_on(self.tube.station(origin))
+        # the line lost sight of it: the dispatch is `lost` until staff locate it (docs/tube.md)
+        job = wait_for(lambda: (j := self.tube.job(self.gw.url, key))["state"] in ("lost", "arrived")
+                       and j, 60, what=f"{key} lost or arrived")
+        note = f"{job['state']} ({job['reason']})"
+        if job["state"] == "lost":
+            pulled = self.tube.recover_lost(self.gw, key, origin)
+            note += f"; staff pulled {pulled} carrier out, cleared the jam, sent it again"
+        job = self.tube_finish(key, dest)
+        self.wait_all_online()
+        return (f"{origin} station power-cut 1 s with capsule {key} in the tube: {note}; "
+                f"dispatch {job['state']} (attempt {job['attempt']})")
 
     def device_rebooted_mid_actuation(self) -> str:
         fw = self.store.devices[BANK]
@@ -268,15 +327,16 @@ class FaultRig:
         cmd = self.finish_open(self.open_door(n))
         return f"compartment {n}: {cmd['status']}"
 
-    SEQUENCE = ("broker_killed", "gateway_killed_mid_command", "device_rebooted_mid_actuation",
-                "broker_paused", "clock_jump", "disk_full", "db_locked")
+    SEQUENCE = ("broker_killed", "gateway_killed_mid_command", "gateway_killed_mid_transit",
+                "station_rebooted_mid_transit", "device_rebooted_mid_actuation", "broker_paused", "clock_jump", "disk_full",
+                "db_locked")
 
     def run_sequence(self, names: tuple[str, ...] = SEQUENCE) -> None:
-        self.activity(1)
+        self.between_faults()
         self._fault("staff_open (baseline)", self.staff_open)
         for name in names:
             self._fault(name, getattr(self, name))
-            self.activity(1)
+            self.between_faults()
 
     def soak(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -284,7 +344,8 @@ class FaultRig:
         while time.monotonic() < end:
             name = self.rng.choice((*self.SEQUENCE, "staff_open"))
             self._fault(name, getattr(self, name))
-            self.activity(self.rng.randint(1, 3))
+            self.between_faults()
+            self.activity(self.rng.randint(0, 2))
 
     # -- invariants ---------------------------------------------------------------------------------
 
@@ -301,7 +362,7 @@ class FaultRig:
     def journal(self, dev: str) -> dict:
         """The device's journal as its flash holds it. The meta file is written on acks only,
         so `next` is one past the last seq in the log (events not yet acknowledged)."""
-        d = self.store.devices[dev].workdir / "flash" / "journal"
+        d = self.firmware(dev).workdir / "flash" / "journal"
         meta = json.loads((d / "journal.json").read_text())
         log = (d / "journal.log").read_text() if (d / "journal.log").exists() else ""
         seqs = [int(ln.split(" ", 1)[0]) for ln in log.splitlines()
@@ -356,7 +417,7 @@ def commands_exactly_once(rig: FaultRig) -> Check:
     # the devices' own command logs: an id is started at most once, never redone
     redone = []
     for dev in rig.devices():
-        cmds = rig.store.devices[dev].workdir / "flash" / "cmds.json"
+        cmds = rig.firmware(dev).workdir / "flash" / "cmds.json"
         if cmds.exists():
             raw = cmds.read_text()
             redone += [cid for cid in rig.commands if raw.count(f'"{cid}"') > 1]
@@ -390,14 +451,28 @@ def doors_only_by_staff_or_code(rig: FaultRig) -> Check:
                  f"forced {len(forced)}")
 
 
+def _tube_records(rig: FaultRig) -> list[dict]:
+    with _db(rig) as db:
+        return [json.loads(r[0]) for r in db.execute("SELECT data FROM tube_jobs")]
+
+
 def tube_one_carrier_per_segment(rig: FaultRig) -> Check:
-    """Hook for the tube branch: replace with the real check once tube stations join the rig."""
-    return Check("no tube segment held two carriers", True, "n/a: no tube stations in this rig")
+    m = rig.tube.model
+    ok, detail = one_carrier_per_segment(TUBE_NETWORK, dict(m.max_occupancy), list(m.crowded),
+                                         _tube_records(rig))
+    return Check("no tube segment held two carriers", ok, detail)
+
+
+def tube_no_capsule_lost(rig: FaultRig) -> Check:
+    m = rig.tube.model
+    ok, detail = no_capsule_lost(rig.tube.dispatched, _tube_records(rig), list(m.arrivals),
+                                 len(m.in_tube()))
+    return Check("every capsule delivered or ended with a reason", ok, detail)
 
 
 INVARIANTS: list[Callable[[FaultRig], Check]] = [
     events_exactly_once, commands_exactly_once, doors_only_by_staff_or_code,
-    tube_one_carrier_per_segment]
+    tube_one_carrier_per_segment, tube_no_capsule_lost]
 
 
 def main(argv: list[str] | None = None) -> int:

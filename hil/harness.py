@@ -84,6 +84,8 @@ class Mosquitto:
             f"log_dest file {self.log}",
             "log_type error", "log_type warning", "log_type notice",
         ]
+        if os.environ.get("PE_MOSQUITTO_DEBUG"):  # every packet in the log, to diagnose a test
+            lines += ["log_type debug", "log_type information", "log_timestamp_format %H:%M:%S"]
         if os.geteuid() == 0:
             # as root, mosquitto drops to user `mosquitto`, which cannot write this workdir:
             # it would silently run without its log and without persistence
@@ -120,6 +122,20 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no final persistence save (what a crash does)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def wait_persisted(self, after: float, timeout: float = 15) -> None:
+        """Until the broker has written its persistence file (every `autosave_interval`) at or
+        after `after` (time.time()): what it held then survives a SIGKILL."""
+        db = self.workdir / "mosquitto.db"
+        wait_for(lambda: db.exists() and db.stat().st_mtime >= after, timeout,
+                 what=f"mosquitto on port {self.port} saved its state")
 
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)

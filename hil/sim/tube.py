@@ -19,7 +19,9 @@ file the gateway loads (lengths, blower speed and spin-up, diverter travel times
   good (never arrives) until `retrieve_stuck()` (staff pull it out).
 
 It records physical violations (two carriers in one segment, a drop into an occupied bin) for
-scenarios to assert on.
+scenarios to assert on, and, step by step, how many carriers each segment held at once
+(`max_occupancy`, and `crowded`: every (time, segment, carrier ids) with two or more) — the
+line's own evidence, independent of the gateway's arbiter (hil/faults.py checks it).
 """
 from __future__ import annotations
 
@@ -69,6 +71,8 @@ class TubeLineModel:
         self.carriers: list[Carrier] = []
         self.violations: list[str] = []
         self.arrivals: list[tuple[int, str, str]] = []  # (carrier, from, to)
+        self.max_occupancy: dict[str, int] = {seg: 0 for seg in self.segments}
+        self.crowded: list[tuple[float, str, tuple[int, ...]]] = []  # (time, segment, carriers)
         self._eye_off: dict[str, float] = {}
         self._n = 0
         self._lock = threading.RLock()
@@ -119,15 +123,22 @@ class TubeLineModel:
             self.jams.add(seg)
         self.rig.trace.note("tube", f"the next carrier into {seg} will stick")
 
-    def retrieve_stuck(self) -> int:
-        """Staff pull every stuck carrier out of the tube; returns how many."""
+    def retrieve_stuck(self, stopped: bool = False) -> int:
+        """Staff pull every stuck carrier out of the tube (with `stopped`, also those standing
+        in the tube for want of air, e.g. after a station lost power); returns how many."""
         with self._lock:
-            stuck = [c for c in self.carriers if c.at == "stuck"]
+            stuck = [c for c in self.carriers if c.at == "stuck"
+                     or (stopped and c.at == "tube" and c.air_since is None)]
             for c in stuck:
                 self.carriers.remove(c)
             self.jams.clear()
         self.rig.trace.note("tube", f"staff retrieved {len(stuck)} stuck carrier(s)")
         return len(stuck)
+
+    def held_at(self, where: str, station: str) -> int:
+        """How many carriers are in `station`'s "chamber" or "bin"."""
+        with self._lock:
+            return sum(1 for c in self.carriers if c.at == where and c.station == station)
 
     def in_tube(self) -> list[Carrier]:
         with self._lock:
@@ -191,6 +202,17 @@ class TubeLineModel:
                 self._depart(c, now)
             elif c.at == "tube":
                 self._fly(c, now, dt)
+        self._record_occupancy(now)
+
+    def _record_occupancy(self, now: float) -> None:
+        held: dict[str, list[int]] = {}
+        for c in self.carriers:
+            if c.at in ("tube", "stuck"):
+                held.setdefault(self._segment_at(c, c.dist), []).append(c.id)
+        for seg, ids in held.items():
+            self.max_occupancy[seg] = max(self.max_occupancy.get(seg, 0), len(ids))
+            if len(ids) > 1 and (not self.crowded or self.crowded[-1][1:] != (seg, tuple(ids))):
+                self.crowded.append((now, seg, tuple(ids)))
 
     def _air_path(self, c: Carrier) -> bool:
         if not self._air(c.station):
