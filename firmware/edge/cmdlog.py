@@ -34,9 +34,9 @@ class CommandLog:
             self.ids.append(cid)
             self.st.append(_status(rec[1]))
 
-    def _records(self, paths=None):
+    def _records(self):
         """The records on flash, oldest first (a generator: one line in RAM at a time)."""
-        for p in paths or (self.path, self.path + ".tmp"):
+        for p in (self.path, self.path + ".tmp"):
             try:
                 f = open(p)
             except OSError:
@@ -88,37 +88,72 @@ class CommandLog:
         except ValueError:
             self.ids.append(cid)
             self.st.append(_status(status))
-        self._trim()
-        self._save(e)
+        self._save(e, self._trim())
         return e
 
     def _trim(self):
         # drop the oldest finished ids; a started one must stay until it is finished
+        gone = []
         i = 0
         while len(self.ids) > self.keep and i < len(self.ids):
             if self.st[i] == "started":
                 i += 1
             else:
-                self.ids.pop(i)
+                gone.append(self.ids.pop(i))
                 self.st.pop(i)
+        return gone
 
-    def _save(self, e):
-        """Copy the kept records to a tmp file, `e` in its place (or last), then rename."""
-        cid = e[0]
+    def _save(self, e, gone):
+        """Copy the file to a tmp file, `e` in its record's place (or last), without the
+        trimmed ids, then rename. Lines are matched by their id prefix, not parsed: a save
+        makes no garbage per record beyond reading the line."""
         tmp = self.path + ".tmp"
         if not fsutil.exists(self.path) and fsutil.exists(tmp):
             fsutil.replace(tmp, self.path)  # a cut between remove and rename left only tmp
-        written = False
+        key = _key(e[0])
+        drop = [_key(g) for g in gone]
+        written = e[0] in gone  # trimmed at once (only when `keep` ids are all started)
         with open(tmp, "w") as out:
-            for rec in self._records((self.path,)):
-                if rec[0] == cid:
-                    rec = e
+            for line in self._lines():
+                if line.startswith(key):
+                    if written:
+                        continue  # trimmed, or a duplicate line of this id: keep one
                     written = True
-                elif rec[0] not in self.ids:
-                    continue  # trimmed
-                json.dump(rec, out)
-                out.write("\n")
+                    line = json.dumps(e) + "\n"
+                else:
+                    for k in drop:
+                        if line.startswith(k):
+                            line = None
+                            break
+                    if line is None:
+                        continue  # trimmed
+                out.write(line)
             if not written:
                 json.dump(e, out)
                 out.write("\n")
         fsutil.replace(tmp, self.path)
+
+    def _lines(self):
+        """The file's record lines, oldest first; a torn (or blank) line is skipped and a line
+        in the old format (every record in one list) comes back as one line per record."""
+        try:
+            f = open(self.path)
+        except OSError:
+            return
+        with f:
+            for line in f:
+                if line.startswith("[["):
+                    try:
+                        recs = json.loads(line)
+                    except ValueError:
+                        continue
+                    for r in recs:
+                        if isinstance(r, list) and len(r) == 4:
+                            yield json.dumps(r) + "\n"
+                elif line.endswith("]\n"):
+                    yield line
+
+
+def _key(cid):
+    # how a record line of `cid` starts (json.dump writes the id first)
+    return "[" + json.dumps(cid) + ","
