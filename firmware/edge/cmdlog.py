@@ -27,6 +27,7 @@ class CommandLog:
         self.keep = keep
         self.ids = []  # oldest first, in the order of the file's lines
         self.st = []  # status of each id
+        self._clean = True  # every line a whole record (False: a torn line, the old format)
         for rec in self._records():
             cid = rec[0]
             if cid in self.ids:
@@ -34,9 +35,9 @@ class CommandLog:
             self.ids.append(cid)
             self.st.append(_status(rec[1]))
 
-    def _records(self):
+    def _records(self, paths=None):
         """The records on flash, oldest first (a generator: one line in RAM at a time)."""
-        for p in (self.path, self.path + ".tmp"):
+        for p in paths or (self.path, self.path + ".tmp"):
             try:
                 f = open(p)
             except OSError:
@@ -46,7 +47,10 @@ class CommandLog:
                     try:  # a torn last line does not parse (the old format had no newline)
                         rec = json.loads(line)
                     except ValueError:
+                        self._clean = False
                         continue
+                    if not isinstance(rec, list) or len(rec) != 4 or not line.endswith("]\n"):
+                        self._clean = False  # the next save rewrites record by record
                     if not isinstance(rec, list) or not rec:
                         continue
                     if isinstance(rec[0], list):  # old format: every record in one list
@@ -105,55 +109,66 @@ class CommandLog:
 
     def _save(self, e, gone):
         """Copy the file to a tmp file, `e` in its record's place (or last), without the
-        trimmed ids, then rename. Lines are matched by their id prefix, not parsed: a save
-        makes no garbage per record beyond reading the line."""
+        trimmed ids, then rename. A clean file is copied in pieces of at most a few hundred
+        bytes, each line matched by its id prefix, never parsed (a `status` result line can
+        be long: no line is held whole in RAM); a file with a torn or unreadable line, or in
+        the old format, is rewritten record by record once."""
         tmp = self.path + ".tmp"
         if not fsutil.exists(self.path) and fsutil.exists(tmp):
             fsutil.replace(tmp, self.path)  # a cut between remove and rename left only tmp
-        key = _key(e[0])
-        drop = [_key(g) for g in gone]
-        written = e[0] in gone  # trimmed at once (only when `keep` ids are all started)
+        cid = e[0]
+        written = cid in gone  # trimmed at once (only when `keep` ids are all started)
         with open(tmp, "w") as out:
-            for line in self._lines():
-                if line.startswith(key):
-                    if written:
-                        continue  # trimmed, or a duplicate line of this id: keep one
-                    written = True
-                    line = json.dumps(e) + "\n"
-                else:
-                    for k in drop:
-                        if line.startswith(k):
-                            line = None
-                            break
-                    if line is None:
+            if self._clean:
+                written = self._copy(out, e, gone, written)
+            else:
+                for rec in self._records((self.path,)):
+                    if rec[0] == cid:
+                        if written:
+                            continue
+                        rec = e
+                        written = True
+                    elif rec[0] not in self.ids:
                         continue  # trimmed
-                out.write(line)
+                    json.dump(rec, out)
+                    out.write("\n")
             if not written:
                 json.dump(e, out)
                 out.write("\n")
         fsutil.replace(tmp, self.path)
+        self._clean = True
 
-    def _lines(self):
-        """The file's record lines, oldest first; a torn (or blank) line is skipped and a line
-        in the old format (every record in one list) comes back as one line per record."""
+    def _copy(self, out, e, gone, written):
+        key = _key(e[0])  # bytes: pieces of a UTF-8 line are read as bytes
+        drop = [_key(g) for g in gone]
+        lim = 128
+        for k in drop + [key]:
+            lim = max(lim, len(k))  # a line's first piece holds any id's prefix
         try:
-            f = open(self.path)
+            f = open(self.path, "rb")
         except OSError:
-            return
+            return written
         with f:
-            for line in f:
-                if line.startswith("[["):
-                    try:
-                        recs = json.loads(line)
-                    except ValueError:
-                        continue
-                    for r in recs:
-                        if isinstance(r, list) and len(r) == 4:
-                            yield json.dumps(r) + "\n"
-                elif line.endswith("]\n"):
-                    yield line
+            start = True
+            keep = True
+            while True:
+                piece = f.readline(lim)
+                if not piece:
+                    return written
+                if start:
+                    keep = not piece.startswith(key)
+                    if not keep and not written:
+                        json.dump(e, out)
+                        out.write("\n")
+                        written = True
+                    for k in drop:
+                        if piece.startswith(k):
+                            keep = False  # trimmed
+                if keep:
+                    out.write(piece)
+                start = piece.endswith(b"\n")
 
 
 def _key(cid):
     # how a record line of `cid` starts (json.dump writes the id first)
-    return "[" + json.dumps(cid) + ","
+    return ("[" + json.dumps(cid) + ",").encode()

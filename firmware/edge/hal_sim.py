@@ -10,13 +10,13 @@ from binascii import hexlify, unhexlify
 
 class _Io:
     def __init__(self, hal, name):
-        name = name.encode()
-        if not 0 < len(name) < 256:
-            raise ValueError("rig names are 1-255 bytes")
         n = hal.names
+        o = len(n)
+        n.extend(name)  # a str's UTF-8 bytes (no encoded copy: less garbage between pins)
+        if not 0 < len(n) - o < 256:
+            raise ValueError("rig names are 1-255 bytes")
         self.h = hal
-        self.k = len(n) << 8 | len(name)  # offset << 8 | length
-        n.extend(name)
+        self.k = o << 8 | (len(n) - o)  # offset << 8 | length
 
     def _op(self, op, arg=None):
         k = self.k
