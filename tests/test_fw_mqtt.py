@@ -162,8 +162,9 @@ def test_mpy_cross_compiles_and_mpy_imports(tmp_path):
     assert r.returncode == 0, r.stderr
     words = r.stdout.split()
     assert words[0] == "MPY" and words[1].endswith("mqtt.mpy"), r.stdout
-    # module + edge.link + one client (13.8 KB measured, 1 KB of it the send and receive buffers)
-    assert int(words[2]) < 14500, r.stdout
+    # module + edge.link + one client (14.9 KB measured; 1.8 KB of it the client's send, JSON
+    # and receive buffers, which spare the heap a block per message)
+    assert int(words[2]) < 15500, r.stdout
 
 
 def test_roundtrip_qos0_qos1_big_concurrent_and_incoming(broker, mp):

@@ -90,7 +90,7 @@ class CommandLog:
             k = self.ids.index(cid)
             self.st[k] = _status(status)
         except ValueError:
-            self.ids.append(cid)
+            self.ids.append(fsutil.settle(cid))
             self.st.append(_status(status))
         self._save(e, self._trim())
         return e

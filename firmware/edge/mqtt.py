@@ -15,7 +15,9 @@
 # incoming packets are read into another (rx_size), so the usual small messages allocate
 # nothing per message; bigger ones get a buffer of their own, read with readinto (no
 # concatenation of partial reads). A str payload is copied through memoryview(str), which
-# MicroPython allows (CPython does not), instead of being encoded to a new bytes first.
+# MicroPython allows (CPython does not), instead of being encoded to a new bytes first; a
+# dict payload is json.dump'ed into a preallocated BytesIO under the send lock (no JSON
+# string: a reply or birth costs no ~300 B block of its own).
 #
 # Callbacks: on_message(topic:str, payload) plain, from the reader task, must not block;
 # payload is a memoryview into the receive buffer, valid only until the callback returns
@@ -24,6 +26,8 @@
 # connection that had been up goes away (including close()).
 import asyncio
 import errno
+import io
+import json
 import select
 import socket
 from time import ticks_ms, ticks_diff
@@ -62,7 +66,7 @@ def _put_str(buf, i, s):
 
 class MQTTClient(Link):
     max_payload = 8192  # larger incoming messages are read, discarded and counted
-    tx_size = 512  # outgoing PUBLISH packets up to this size use the client's buffer
+    tx_size = 640  # outgoing PUBLISH packets up to this size use the client's buffer
     rx_size = 512  # incoming packets (after the fixed header) up to this size use the other
 
     def __init__(self, client_id, host, port=1883, keepalive=30, user=None, password=None,
@@ -95,6 +99,7 @@ class MQTTClient(Link):
         self._last_rx = 0
         self._ack = bytearray(b"\x40\x02\x00\x00")
         self._tx = bytearray(self.tx_size)  # allocated at boot, before the heap fragments
+        self._js = io.BytesIO(self.tx_size)  # a dict payload's JSON
         self._rx = memoryview(bytearray(self.rx_size))
         self._b1 = self._rx[:1]  # the fixed header's bytes
         self.last_error = None
@@ -107,7 +112,8 @@ class MQTTClient(Link):
         if self._state != _UP:
             raise OSError(errno.ENOTCONN)
         t = _str(topic)
-        p = memoryview(payload)  # a str's UTF-8 bytes, no copy (MicroPython)
+        # a str's UTF-8 bytes without a copy (MicroPython); a dict is dumped when sent
+        p = payload if isinstance(payload, dict) else memoryview(payload)
         h = 0x30 | (qos << 1) | (1 if retain else 0)
         if not qos:
             await self._send_pub(h, t, 0, p)
@@ -217,20 +223,32 @@ class MQTTClient(Link):
 
     async def _send_pub(self, h, t, pid, p):
         # build the PUBLISH in the client's buffer (under the lock: one packet at a time)
-        n = 2 + len(t) + len(p) + (2 if pid else 0)
-        size = 1 + _vlen(n) + n
         async with self._lock:
             if self._state != _UP:
                 raise OSError(errno.ENOTCONN)
-            buf = self._tx if size <= len(self._tx) else bytearray(size)
+            js = None
+            if isinstance(p, dict):
+                js = self._js
+                js.seek(0)
+                json.dump(p, js)
+                m = js.tell()
+                js.seek(0)
+            else:
+                m = len(p)
+            n = 2 + len(t) + m + (2 if pid else 0)
+            size = 1 + _vlen(n) + n
+            buf = memoryview(self._tx if size <= self.tx_size else bytearray(size))
             buf[0] = h
             i = _put_str(buf, _put_len(buf, 1, n), t)
             if pid:
                 buf[i] = pid >> 8
                 buf[i + 1] = pid & 0xFF
                 i += 2
-            buf[i:size] = p
-            await self._write(memoryview(buf)[:size])
+            if js:
+                js.readinto(buf[i:size])
+            else:
+                buf[i:size] = p
+            await self._write(buf[:size])
 
     async def _write(self, buf):
         # Caller holds the lock. Any failure ends the connection.

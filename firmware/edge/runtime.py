@@ -163,7 +163,7 @@ class Runtime:
         await client.subscribe("pe/1/gateway/state", 1)
         self._sent = self.journal.first - 1
         await self._publish_birth()
-        await client.publish(self.prefix + "status", self._env("online", {"session": session}), 1, True)
+        await client.publish(self.prefix + "status", self._msg("online", {"session": session}), 1, True)
         self._down_since = None
         self.log("online session", session)
         self._wake.set()
@@ -174,7 +174,7 @@ class Runtime:
                 "cfg": self.cfg["cfg_hash"], "session": self.state["session"], "boot": self.state["boot"],
                 "reset": self.reset_cause, "epoch": j.epoch, "first": j.first, "next": j.next}
         self._birth_due = False
-        await self.client.publish(self.prefix + "birth", self._env("birth", body), 1)
+        await self.client.publish(self.prefix + "birth", self._msg("birth", body), 1)
         self._sent = j.first - 1
 
     def _on_down(self):
@@ -211,7 +211,7 @@ class Runtime:
     # --- commands -------------------------------------------------------------------
     async def _reply(self, cid, status, reason=None, result=None):
         try:
-            await self.client.publish(self.prefix + "reply", self._env(
+            await self.client.publish(self.prefix + "reply", self._msg(  # a dict: the client dumps it
                 "reply", {"status": status, "reason": reason, "result": result}, id=cid), 1)
         except OSError:
             pass  # the gateway re-sends the command; the stored outcome answers it then
