@@ -115,24 +115,26 @@ class MQTTClient(Link):
         # a str's UTF-8 bytes without a copy (MicroPython); a dict is dumped when sent
         p = payload if isinstance(payload, dict) else memoryview(payload)
         h = 0x30 | (qos << 1) | (1 if retain else 0)
-        if not qos:
-            await self._send_pub(h, t, 0, p)
-            self.stats["pub"] += 1
-            return
-        pid = self._newpid()
-        ev = self._waiter(pid)
+        pid = self._newpid() if qos else 0
+        ev = self._waiter(pid) if qos else None
         try:
             for attempt in (0, 1):
-                await self._send_pub(h | 0x08 if attempt else h, t, pid, p)  # 0x08: DUP
+                async with self._lock:  # the packet is built in the shared buffer: under the lock
+                    if self._state != _UP:
+                        raise OSError(errno.ENOTCONN)
+                    await self._write(self._packet(h | 0x08 if attempt else h, t, pid, p))  # 0x08: DUP
                 if not attempt:
                     self.stats["pub"] += 1
+                if not qos:
+                    return
                 rc = await self._result(ev)
                 if rc is not None:
                     return
             self._lost()  # no PUBACK twice: give up on this connection
             raise OSError(errno.ETIMEDOUT)
         finally:
-            self._pend.pop(pid, None)
+            if qos:
+                self._pend.pop(pid, None)
 
     async def subscribe(self, topic, qos=1):
         if qos not in (0, 1):
@@ -221,34 +223,32 @@ class MQTTClient(Link):
                 raise OSError(errno.ENOTCONN)
             await self._write(buf)
 
-    async def _send_pub(self, h, t, pid, p):
-        # build the PUBLISH in the client's buffer (under the lock: one packet at a time)
-        async with self._lock:
-            if self._state != _UP:
-                raise OSError(errno.ENOTCONN)
-            js = None
-            if isinstance(p, dict):
-                js = self._js
-                js.seek(0)
-                json.dump(p, js)
-                m = js.tell()
-                js.seek(0)
-            else:
-                m = len(p)
-            n = 2 + len(t) + m + (2 if pid else 0)
-            size = 1 + _vlen(n) + n
-            buf = memoryview(self._tx if size <= self.tx_size else bytearray(size))
-            buf[0] = h
-            i = _put_str(buf, _put_len(buf, 1, n), t)
-            if pid:
-                buf[i] = pid >> 8
-                buf[i + 1] = pid & 0xFF
-                i += 2
-            if js:
-                js.readinto(buf[i:size])
-            else:
-                buf[i:size] = p
-            await self._write(buf[:size])
+    def _packet(self, h, t, pid, p):
+        # the PUBLISH, built in the client's buffer (the caller holds the lock); a plain
+        # function, not a coroutine: no frame on the heap per publish
+        js = None
+        if isinstance(p, dict):
+            js = self._js
+            js.seek(0)
+            json.dump(p, js)
+            m = js.tell()
+            js.seek(0)
+        else:
+            m = len(p)
+        n = 2 + len(t) + m + (2 if pid else 0)
+        size = 1 + _vlen(n) + n
+        buf = memoryview(self._tx if size <= self.tx_size else bytearray(size))
+        buf[0] = h
+        i = _put_str(buf, _put_len(buf, 1, n), t)
+        if pid:
+            buf[i] = pid >> 8
+            buf[i + 1] = pid & 0xFF
+            i += 2
+        if js:
+            js.readinto(buf[i:size])
+        else:
+            buf[i:size] = p
+        return buf[:size]
 
     async def _write(self, buf):
         # Caller holds the lock. Any failure ends the connection.
