@@ -21,8 +21,9 @@
 #
 # Callbacks: on_message(topic:str, payload) plain, from the reader task, must not block;
 # payload is a memoryview into the receive buffer, valid only until the callback returns
-# (json.loads and hashlib take it as it is; bytes(payload) keeps a copy); on_connect(client) async, run as its own task after every CONNACK (an exception
-# there drops the connection so the next one retries); on_down() plain, whenever a
+# (json.loads and hashlib take it as it is; bytes(payload) keeps a copy); on_connect(client)
+# async, run as its own task after every CONNACK (an exception there drops the connection
+# so the next one retries); on_down() plain, whenever a
 # connection that had been up goes away (including close()).
 import asyncio
 import errno
@@ -244,7 +245,7 @@ class MQTTClient(Link):
             buf[i] = pid >> 8
             buf[i + 1] = pid & 0xFF
             i += 2
-        if js:
+        if js is not None:
             js.readinto(buf[i:size])
         else:
             buf[i:size] = p
