@@ -172,6 +172,31 @@ print(json.dumps([c2.get('a'), c2.get('b'), c2.ids]))
     assert not (tmp_path / "cmds.json.tmp").exists()
 
 
+def test_command_log_save_matches_whole_ids_by_prefix(tmp_path):
+    # a save copies the other lines without parsing them, matching each by its id prefix:
+    # ids that are prefixes of each other, quotes, commas and UTF-8 must not be confused
+    ids = ["a", "ab", 'a"b', "a,", "caf\u00e9", "a\\"]
+    out = mp("""
+import json
+from edge.cmdlog import CommandLog
+ids = %s
+c = CommandLog('cmds.json', keep=4)
+for cid in ids:
+    c.start(cid)
+for cid in ids:
+    c.finish(cid, 'done', None, {'id': cid, 'long': cid * 150})  # lines longer than a copy piece
+c.finish('z', 'rejected', 'busy')   # trims the two oldest finished ids
+print(json.dumps(c.ids))
+c2 = CommandLog('cmds.json', keep=4)
+print(json.dumps([c2.get(cid) for cid in ids + ['z']]))
+""" % json.dumps(ids), tmp_path)
+    assert out[0] == ids[3:] + ["z"]
+    assert out[1] == [None, None, None] + [[cid, "done", None, {"id": cid, "long": cid * 150}] for cid in ids[3:]] + \
+        [["z", "rejected", "busy", None]]
+    lines = (tmp_path / "cmds.json").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(l)[0] for l in lines] == ids[3:] + ["z"]  # one line per id, in order
+
+
 def test_journal_recent_entries_by_offset_match_a_full_scan(tmp_path):
     # recent entries are found by their file offset (no payload copy in RAM): same answer as
     # reading the log from the start, with multi-byte UTF-8 payloads and across a compaction
@@ -188,8 +213,20 @@ for i in range(3):
     j.append(j.next, '{"m":%d}' % i)
 print(json.dumps(j.entries(20, 5)))
 print(json.dumps(Journal('d', 50).entries(21, 5)))  # after a reboot: no offsets, a scan
+j = Journal('d2', 50)
+for i in range(40):
+    j.append(j.next, '{"k":%d,"t":"\u00e9"}' % i)
+j = Journal('d2', 50)                     # rebooted: no offsets; one at a time uses the hint
+one = []
+while True:
+    e = j.entries(one[-1][0] if one else 0, 1)
+    if not e:
+        break
+    one += e
+print(json.dumps([one, j.entries(0, 50)]))
 """, tmp_path)
-    full, window, after, reboot = out
+    full, window, after, reboot, (one, scan) = out
+    assert len(one) == 40 and one == scan
     assert [e[0] for e in full] == list(range(1, 21))
     assert json.loads(full[3][1]) == {"n": 3, "t": "café ✓"}
     assert window == [[s, full[s - 1][1]] for s in (10, 11, 12)]

@@ -162,7 +162,9 @@ def test_mpy_cross_compiles_and_mpy_imports(tmp_path):
     assert r.returncode == 0, r.stderr
     words = r.stdout.split()
     assert words[0] == "MPY" and words[1].endswith("mqtt.mpy"), r.stdout
-    assert int(words[2]) < 13000, r.stdout  # module + edge.link + one client (12.0 KB measured)
+    # module + edge.link + one client (14.9 KB measured; 1.8 KB of it the client's send, JSON
+    # and receive buffers, which spare the heap a block per message)
+    assert int(words[2]) < 15500, r.stdout
 
 
 def test_roundtrip_qos0_qos1_big_concurrent_and_incoming(broker, mp):
@@ -293,7 +295,7 @@ def test_last_will_on_kill_and_none_on_clean_close(broker, mp):
 OUTAGE_SNIPPET = """
 n = 0
 def on_message(t, p):
-    say("RX", p.decode())
+    say("RX", str(p, "utf-8"))  # p: a memoryview, valid in the callback
 async def on_connect(c):
     await c.subscribe("{dev}/cmd", 1)
     say("CONNECTED", c.stats["connects"])
@@ -366,7 +368,7 @@ def test_broker_paused_detected_by_keepalive_then_reconnects(own_broker, mp):
 PUBACK_SNIPPET = """
 seen = []
 def on_message(t, p):
-    seen.append(int(p))
+    seen.append(int(str(p, "utf-8")))
 async def on_connect(c):
     await c.subscribe("pa/{dev}/in", 1)
     say("CONNECTED", c.stats["connects"])

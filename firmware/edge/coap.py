@@ -239,6 +239,8 @@ class CoapTransport(Link):
             raise ValueError("topic")
         ch = topic[len(self.prefix):]
         p = payload.encode() if isinstance(payload, str) else payload
+        if isinstance(p, dict):  # the runtime hands replies and births over as dicts
+            p = json.dumps(p).encode()
         if ch in ("birth", "status"):
             try:
                 self.session = json.loads(p)["body"]["session"]

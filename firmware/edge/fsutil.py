@@ -1,4 +1,5 @@
-# Small file helpers that behave the same on littlefs, FAT and the unix port.
+# Small file helpers that behave the same on littlefs, FAT and the unix port (and settle()).
+import gc
 import json
 import os
 
@@ -50,3 +51,11 @@ def load_json(path, default=None):
         except (OSError, ValueError):
             pass
     return default
+
+
+def settle(s):
+    """A copy of str `s` for keeping long, made just after a collection: the allocator takes
+    the lowest free hole that fits, so long-lived strings fill old holes instead of pinning
+    the middle of the free space (a parsed message's strings sit among its garbage)."""
+    gc.collect()
+    return s[:]

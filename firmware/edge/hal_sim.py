@@ -1,44 +1,40 @@
 # Sim HAL: the unix port talks to the virtual rig over TCP (docs/hil.md, "Sim link").
 # Calls block for one loopback round trip (~0.1 ms), like a short SPI transfer on a board.
+#
+# Same API as hal_machine.py. Memory (a locker bank has 36+ pins): every rig object (pin, SPI
+# device, UART, watchdog) is one small `_Io` of two attributes, the HAL and where its name sits
+# in the HAL's shared name buffer; one class instead of one per kind (a class costs ~1 KB).
 import socket
 from binascii import hexlify, unhexlify
 
 
-class _Link:
-    def __init__(self, host, port, dev):
-        ai = socket.getaddrinfo(host, port)[0][-1]
-        self.s = socket.socket()
-        self.s.connect(ai)
-        self.ask("H " + dev)
+class _Io:
+    def __init__(self, hal, name):
+        n = hal.names
+        o = len(n)
+        n.extend(name)  # a str's UTF-8 bytes (no encoded copy: less garbage between pins)
+        if not 0 < len(n) - o < 256:
+            raise ValueError("rig names are 1-255 bytes")
+        self.h = hal
+        self.k = o << 8 | (len(n) - o)  # offset << 8 | length
 
-    def send(self, line):
-        self.s.write(line.encode() + b"\n")
+    def _op(self, op, arg=None):
+        k = self.k
+        o = k >> 8
+        line = op + self.h.names[o:o + (k & 0xFF)]
+        return line if arg is None else line + b" " + arg
 
-    def ask(self, line):
-        self.send(line)
-        r = self.s.readline()
-        if not r:
-            raise OSError("rig link closed")
-        r = r.decode().strip()
-        if r.startswith("E "):
-            raise OSError("rig: " + r[2:])
-        return r
-
-
-class _OutPin:
-    def __init__(self, link, name, value):
-        self.link = link
-        self.name = name
-        self._v = None
-        self.value(value)
-
+    # pin (in and out); an out pin's last value lives in the HAL's `out` dict (few per device)
     def value(self, v=None):
+        h = self.h
         if v is None:
-            return self._v
+            if self.k in h.out:
+                return h.out[self.k]
+            return 1 if h.ask(self._op(b"R ")) == b"1" else 0
         v = 1 if v else 0
-        if v != self._v:  # only changes cross the link
-            self._v = v
-            self.link.send("W %s %d" % (self.name, v))
+        if h.out.get(self.k) != v:  # only changes cross the link
+            h.out[self.k] = v
+            h.send(self._op(b"W ", b"1" if v else b"0"))
 
     def on(self):
         self.value(1)
@@ -46,44 +42,21 @@ class _OutPin:
     def off(self):
         self.value(0)
 
-
-class _InPin:
-    def __init__(self, link, name):
-        self.link = link
-        self.name = name
-
-    def value(self):
-        return 1 if self.link.ask("R " + self.name) == "1" else 0
-
-
-class _SpiDevice:
-    def __init__(self, link, bus):
-        self.link = link
-        self.bus = bus
-
+    # SPI device
     def xfer(self, data):
-        return unhexlify(self.link.ask("S %s %s" % (self.bus, hexlify(data).decode())))
+        return unhexlify(self.h.ask(self._op(b"S ", hexlify(data))))
 
-
-class _Uart:
-    def __init__(self, link, name):
-        self.link = link
-        self.name = name
-
+    # UART
     def write(self, b):
-        self.link.send("T %s %s" % (self.name, hexlify(b).decode()))
+        self.h.send(self._op(b"T ", hexlify(b)))
 
     def read(self):
-        r = self.link.ask("X " + self.name)
-        return None if r == "-" else unhexlify(r)
+        r = self.h.ask(self._op(b"X "))
+        return None if r == b"-" else unhexlify(r)
 
-
-class _Wdt:
-    def __init__(self, link):
-        self.link = link
-
+    # watchdog
     def feed(self):
-        self.link.send("F")
+        self.h.send(b"F")
 
 
 class SimHal:
@@ -91,28 +64,48 @@ class SimHal:
 
     def __init__(self, cfg):
         sim = cfg.get("sim") or {}
-        self.link = _Link(sim.get("host", "127.0.0.1"), sim.get("port", 7000), cfg["device_id"])
+        self.names = bytearray()
+        self.out = {}  # out pin key -> last value written
+        ai = socket.getaddrinfo(sim.get("host", "127.0.0.1"), sim.get("port", 7000))[0][-1]
+        self.s = socket.socket()
+        self.s.connect(ai)
+        self.ask(b"H " + cfg["device_id"].encode())
+
+    def send(self, line):
+        self.s.write(line + b"\n")
+
+    def ask(self, line):
+        self.send(line)
+        r = self.s.readline()
+        if not r:
+            raise OSError("rig link closed")
+        r = r.strip()
+        if r[:2] == b"E ":
+            raise OSError("rig: " + r[2:].decode())
+        return r
 
     def pin_out(self, name, value=0):
-        return _OutPin(self.link, name, value)
+        p = _Io(self, name)
+        p.value(value)
+        return p
 
     def pin_in(self, name, pull=None):
-        return _InPin(self.link, name)
+        return _Io(self, name)
 
     def spi_device(self, name):
-        return _SpiDevice(self.link, name)
+        return _Io(self, name)
 
     def uart(self, name):
-        return _Uart(self.link, name)
+        return _Io(self, name)
 
     def wdt(self, timeout_ms):
-        return _Wdt(self.link)
+        return _Io(self, "wdt")
 
     def reset_cause(self):
         return "power"
 
     def log(self, text):
-        self.link.send("D " + text)
+        self.send(b"D " + text.encode())
 
     async def keep_network(self, cfg):
         return  # the unix port uses the host's network

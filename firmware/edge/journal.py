@@ -4,6 +4,7 @@
 # the epoch, the first un-acknowledged seq and the next seq. An ack drops entries <= upto; the
 # file is rewritten (compacted) when everything is acked or it holds too many dead lines. The
 # ring is bounded: past `max_events` un-acked entries the oldest is dropped and counted.
+import json
 import os
 from binascii import hexlify
 from edge import fsutil
@@ -28,6 +29,7 @@ class Journal:
         self._c0 = 0  # seq of the entry at _offs[0]
         self._offs = []  # where the recent entries start in the log (small ints: no payload in RAM)
         self._dead = 0  # lines in the file below `first`
+        self._hint = None  # (seq, offset): where the entry after the last one read starts
         self._recover()
 
     # --- boot -----------------------------------------------------------------
@@ -74,13 +76,20 @@ class Journal:
         return self.next - self.first
 
     def append(self, seq, payload):
-        """Store an event whose envelope carries `seq` (must be `self.next`)."""
+        """Store an event whose envelope carries `seq` (must be `self.next`): a JSON str, or
+        an object json.dump writes straight to the file (no string of it in RAM)."""
         if seq != self.next:
             raise ValueError("journal expects seq %d" % self.next)
         with open(self.log_path, "a") as f:
             f.seek(0, 2)
             pos = f.tell()
-            f.write("%d %s\n" % (seq, payload))
+            f.write(str(seq))  # in pieces: no copy of the payload in RAM
+            f.write(" ")
+            if isinstance(payload, str):
+                f.write(payload)
+            else:
+                json.dump(payload, f)
+            f.write("\n")
         self.next = seq + 1
         if not self._offs:
             self._c0 = seq
@@ -117,14 +126,18 @@ class Journal:
             return []
         out = []
         with open(self.log_path) as f:
+            h = self._hint
             if self._offs and self._c0 <= start < self._c0 + len(self._offs):
                 f.seek(self._offs[start - self._c0])
+            elif h and h[0] == start:  # the sender reads one entry at a time: no rescans
+                f.seek(h[1])
             for line in f:
                 seq = self._seq(line)
                 if seq is not None and seq >= start:
                     out.append((seq, line[line.find(" ") + 1:-1]))
                     if len(out) >= limit:
                         break
+            self._hint = (out[-1][0] + 1, f.tell()) if out else None
         return out
 
     # --- storage ----------------------------------------------------------------
@@ -147,5 +160,6 @@ class Journal:
                 pass
         fsutil.replace(tmp, self.log_path)
         self._offs = []  # the offsets moved
+        self._hint = None
         self._dead = 0
         self._save_meta()

@@ -11,12 +11,24 @@
 # * incoming QoS 1 PUBLISH is PUBACKed after on_message returns; QoS 2 is not supported;
 # * one asyncio.Lock around every socket write, so packets never interleave.
 #
-# Callbacks: on_message(topic:str, payload:bytes) plain, from the reader task, must not
-# block; on_connect(client) async, run as its own task after every CONNACK (an exception
-# there drops the connection so the next one retries); on_down() plain, whenever a
+# Heap: a PUBLISH is built in one buffer allocated with the client (tx_size bytes) and
+# incoming packets are read into another (rx_size), so the usual small messages allocate
+# nothing per message; bigger ones get a buffer of their own, read with readinto (no
+# concatenation of partial reads). A str payload is copied through memoryview(str), which
+# MicroPython allows (CPython does not), instead of being encoded to a new bytes first; a
+# dict payload is json.dump'ed into a preallocated BytesIO under the send lock (no JSON
+# string: a reply or birth costs no ~300 B block of its own).
+#
+# Callbacks: on_message(topic:str, payload) plain, from the reader task, must not block;
+# payload is a memoryview into the receive buffer, valid only until the callback returns
+# (json.loads and hashlib take it as it is; bytes(payload) keeps a copy); on_connect(client)
+# async, run as its own task after every CONNACK (an exception there drops the connection
+# so the next one retries); on_down() plain, whenever a
 # connection that had been up goes away (including close()).
 import asyncio
 import errno
+import io
+import json
 import select
 import socket
 from time import ticks_ms, ticks_diff
@@ -55,6 +67,8 @@ def _put_str(buf, i, s):
 
 class MQTTClient(Link):
     max_payload = 8192  # larger incoming messages are read, discarded and counted
+    tx_size = 640  # outgoing PUBLISH packets up to this size use the client's buffer
+    rx_size = 512  # incoming packets (after the fixed header) up to this size use the other
 
     def __init__(self, client_id, host, port=1883, keepalive=30, user=None, password=None,
                  will=None, on_message=None, on_connect=None, on_down=None,
@@ -85,6 +99,10 @@ class MQTTClient(Link):
         self._pend = {}          # packet id -> Event with .rc (None: waiting, >=0: acked, -1: lost)
         self._last_rx = 0
         self._ack = bytearray(b"\x40\x02\x00\x00")
+        self._tx = bytearray(self.tx_size)  # allocated at boot, before the heap fragments
+        self._js = io.BytesIO(self.tx_size)  # a dict payload's JSON
+        self._rx = memoryview(bytearray(self.rx_size))
+        self._b1 = self._rx[:1]  # the fixed header's bytes
         self.last_error = None
 
     # ---- public API -------------------------------------------------------------------
@@ -95,35 +113,29 @@ class MQTTClient(Link):
         if self._state != _UP:
             raise OSError(errno.ENOTCONN)
         t = _str(topic)
-        p = _str(payload)
-        n = 2 + len(t) + len(p) + (2 if qos else 0)
-        pkt = bytearray(1 + _vlen(n) + n)
-        pkt[0] = 0x30 | (qos << 1) | (1 if retain else 0)
-        i = _put_str(pkt, _put_len(pkt, 1, n), t)
-        if not qos:
-            pkt[i:] = p
-            await self._send(pkt)
-            self.stats["pub"] += 1
-            return
-        pid = self._newpid()
-        pkt[i] = pid >> 8
-        pkt[i + 1] = pid & 0xFF
-        pkt[i + 2:] = p
-        ev = self._waiter(pid)
+        # a str's UTF-8 bytes without a copy (MicroPython); a dict is dumped when sent
+        p = payload if isinstance(payload, dict) else memoryview(payload)
+        h = 0x30 | (qos << 1) | (1 if retain else 0)
+        pid = self._newpid() if qos else 0
+        ev = self._waiter(pid) if qos else None
         try:
             for attempt in (0, 1):
-                if attempt:
-                    pkt[0] |= 0x08  # DUP
-                await self._send(pkt)
+                async with self._lock:  # the packet is built in the shared buffer: under the lock
+                    if self._state != _UP:
+                        raise OSError(errno.ENOTCONN)
+                    await self._write(self._packet(h | 0x08 if attempt else h, t, pid, p))  # 0x08: DUP
                 if not attempt:
                     self.stats["pub"] += 1
+                if not qos:
+                    return
                 rc = await self._result(ev)
                 if rc is not None:
                     return
             self._lost()  # no PUBACK twice: give up on this connection
             raise OSError(errno.ETIMEDOUT)
         finally:
-            self._pend.pop(pid, None)
+            if qos:
+                self._pend.pop(pid, None)
 
     async def subscribe(self, topic, qos=1):
         if qos not in (0, 1):
@@ -211,6 +223,33 @@ class MQTTClient(Link):
             if self._state != _UP:
                 raise OSError(errno.ENOTCONN)
             await self._write(buf)
+
+    def _packet(self, h, t, pid, p):
+        # the PUBLISH, built in the client's buffer (the caller holds the lock); a plain
+        # function, not a coroutine: no frame on the heap per publish
+        js = None
+        if isinstance(p, dict):
+            js = self._js
+            js.seek(0)
+            json.dump(p, js)
+            m = js.tell()
+            js.seek(0)
+        else:
+            m = len(p)
+        n = 2 + len(t) + m + (2 if pid else 0)
+        size = 1 + _vlen(n) + n
+        buf = memoryview(self._tx if size <= self.tx_size else bytearray(size))
+        buf[0] = h
+        i = _put_str(buf, _put_len(buf, 1, n), t)
+        if pid:
+            buf[i] = pid >> 8
+            buf[i + 1] = pid & 0xFF
+            i += 2
+        if js is not None:
+            js.readinto(buf[i:size])
+        else:
+            buf[i:size] = p
+        return buf[:size]
 
     async def _write(self, buf):
         # Caller holds the lock. Any failure ends the connection.
@@ -352,11 +391,14 @@ class MQTTClient(Link):
     async def _read(self, r, gen):
         try:
             while True:
-                h = (await r.readexactly(1))[0]
+                b1 = self._b1
+                await _fill(r, b1)
+                h = b1[0]
                 n = 0
                 sh = 0
                 while True:
-                    b = (await r.readexactly(1))[0]
+                    await _fill(r, b1)
+                    b = b1[0]
                     n |= (b & 0x7F) << sh
                     if not b & 0x80:
                         break
@@ -368,14 +410,14 @@ class MQTTClient(Link):
                 if t == 0x30:
                     await self._rx_publish(r, h, n)
                 elif t == 0x40 and n == 2:  # PUBACK
-                    b = await r.readexactly(2)
+                    b = await self._body(r, 2)
                     if self._resolve((b[0] << 8) | b[1], 0):
                         self.stats["puback"] += 1
-                elif t == 0x90 and n >= 3:  # SUBACK
-                    b = await r.readexactly(n)
+                elif t == 0x90 and 3 <= n <= self.rx_size:  # SUBACK
+                    b = await self._body(r, n)
                     self._resolve((b[0] << 8) | b[1], b[2])
                 elif t == 0x20 and n == 2:  # CONNACK
-                    b = await r.readexactly(2)
+                    b = await self._body(r, 2)
                     if self._state != _CONNECTING:
                         raise OSError(errno.EIO)
                     if b[1]:
@@ -390,37 +432,49 @@ class MQTTClient(Link):
         if gen == self._gen:
             self._lost()
 
+    async def _body(self, r, n):
+        # the next n bytes (n <= rx_size), read into the client's receive buffer
+        b = self._rx[:n]
+        await _fill(r, b)
+        return b
+
     async def _skip(self, r, n):
+        rx = self._rx
         while n:
-            k = n if n < 512 else 512
-            await r.readexactly(k)
+            k = n if n < len(rx) else len(rx)
+            await _fill(r, rx[:k])
             n -= k
 
     async def _rx_publish(self, r, h, n):
         qos = (h >> 1) & 3
-        b = await r.readexactly(2)
-        tl = (b[0] << 8) | b[1]
-        topic = await r.readexactly(tl)
-        n -= 2 + tl
-        pid = 0
-        if qos:
-            b = await r.readexactly(2)
-            pid = (b[0] << 8) | b[1]
-            n -= 2
-        if n < 0:
+        if n < 2:
             raise OSError(errno.EIO)
-        if n > self.max_payload or qos > 1:
-            await self._skip(r, n)  # too big for us, or QoS 2: dropped, counted
+        b = await self._body(r, 2)
+        tl = (b[0] << 8) | b[1]
+        k = tl + (2 if qos else 0)  # topic and packet id: where the payload starts
+        n -= 2
+        if n < k:
+            raise OSError(errno.EIO)
+        pid = 0
+        if n - k > self.max_payload or qos > 1:  # too big for us, or QoS 2: dropped, counted
+            await self._skip(r, tl)
+            if qos:
+                b = await self._body(r, 2)
+                pid = (b[0] << 8) | b[1]
+            await self._skip(r, n - k)
             self._err(OSError(errno.ENOBUFS if qos < 2 else errno.EIO))
         else:
-            payload = await r.readexactly(n)
+            b = self._rx[:n] if n <= self.rx_size else memoryview(bytearray(n))
+            await _fill(r, b)
+            if qos:
+                pid = (b[tl] << 8) | b[tl + 1]
             self.stats["rx"] += 1
             if self.on_message:
                 try:
-                    self.on_message(topic.decode(), payload)
+                    self.on_message(str(b[:tl], "utf-8"), b[k:])
                 except Exception as e:
                     self._err(e)
-            payload = None
+            b = None
         if qos == 1:  # acknowledge even if the handler failed: a redelivery would not help
             async with self._lock:
                 if self._state == _UP:
@@ -428,3 +482,15 @@ class MQTTClient(Link):
                     a[2] = pid >> 8
                     a[3] = pid & 0xFF
                     await self._write(a)
+
+
+async def _fill(r, mv):
+    # read exactly len(mv) bytes into the memoryview mv (no allocation beyond the slices)
+    n = len(mv)
+    got = 0
+    while got < n:
+        k = await r.readinto(mv[got:] if got else mv)
+        if k == 0:
+            raise EOFError
+        if k:
+            got += k

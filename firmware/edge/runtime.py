@@ -87,11 +87,14 @@ class Runtime:
         print(self.dev, *parts)
 
     # --- envelope ---------------------------------------------------------------
-    def _env(self, mtype, body, **extra):
+    def _msg(self, mtype, body, **extra):
         env = {"v": 1, "dev": self.dev, "type": mtype, "t": self.now(), "body": body}
         for k in extra:
             env[k] = extra[k]
-        return json.dumps(env)
+        return env
+
+    def _env(self, mtype, body, **extra):
+        return json.dumps(self._msg(mtype, body, **extra))
 
     def _will(self, session):
         return (self.prefix + "status", self._env("offline", {"session": session}).encode(), True, 1)
@@ -100,7 +103,7 @@ class Runtime:
     def emit(self, etype, body):
         """Journal an event, then let the sender publish it. Returns its seq."""
         seq = self.journal.next
-        self.journal.append(seq, self._env(etype, body, seq=seq))
+        self.journal.append(seq, self._msg(etype, body, seq=seq))  # dumped straight to flash
         self.stats["events"] += 1
         self._wake.set()
         return seq
@@ -116,7 +119,8 @@ class Runtime:
                     self.log("no ack for", inflight, "events: re-sending from", j.first)
                     self._sent = j.first - 1
                     inflight = 0
-                batch = j.entries(self._sent, WINDOW - inflight)
+                # one at a time: a batch of payloads in RAM needs many ~300 B blocks at once
+                batch = j.entries(self._sent, 1 if inflight < WINDOW else 0)
                 try:
                     for seq, payload in batch:
                         await self.client.publish(self.prefix + "evt", payload, 1)
@@ -159,7 +163,7 @@ class Runtime:
         await client.subscribe("pe/1/gateway/state", 1)
         self._sent = self.journal.first - 1
         await self._publish_birth()
-        await client.publish(self.prefix + "status", self._env("online", {"session": session}), 1, True)
+        await client.publish(self.prefix + "status", self._msg("online", {"session": session}), 1, True)
         self._down_since = None
         self.log("online session", session)
         self._wake.set()
@@ -170,7 +174,7 @@ class Runtime:
                 "cfg": self.cfg["cfg_hash"], "session": self.state["session"], "boot": self.state["boot"],
                 "reset": self.reset_cause, "epoch": j.epoch, "first": j.first, "next": j.next}
         self._birth_due = False
-        await self.client.publish(self.prefix + "birth", self._env("birth", body), 1)
+        await self.client.publish(self.prefix + "birth", self._msg("birth", body), 1)
         self._sent = j.first - 1
 
     def _on_down(self):
@@ -207,7 +211,7 @@ class Runtime:
     # --- commands -------------------------------------------------------------------
     async def _reply(self, cid, status, reason=None, result=None):
         try:
-            await self.client.publish(self.prefix + "reply", self._env(
+            await self.client.publish(self.prefix + "reply", self._msg(  # a dict: the client dumps it
                 "reply", {"status": status, "reason": reason, "result": result}, id=cid), 1)
         except OSError:
             pass  # the gateway re-sends the command; the stored outcome answers it then

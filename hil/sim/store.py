@@ -167,7 +167,8 @@ class VirtualStore:
                    **app) -> LockerHandle:
         """A locker bank (`kind: locker-bank`); `compartments` as in its app config (sizes, or
         objects with `id`/`size`/`occ`). The locker app needs a bigger heap on the unix port
-        than a board's ~96 KB: 12 compartments need 99-101 KB (bench/fw_heap.py --app locker-bank;
+        than a board's ~96 KB: 12 compartments need ~97 KB (bench/fw_heap.py --app locker-bank;
+        96 KB passes 1 run in 3; 99-101 KB before the second heap pass, docs/benchmarks.md;
         103-108 KB before the compact command log/journal and the locker modules dropped after use)."""
         compartments = compartments or ["S", "M", "L"]
         ids = [c.get("id", i + 1) if isinstance(c, dict) else i + 1 for i, c in enumerate(compartments)]

@@ -457,8 +457,10 @@ class LockerBank:
         if s[_H] and s[_H] != h:
             self._remember(s[_H], i, "r")  # a reissued code replaces the old one
         self._forget(h)
-        s[_O] = o
-        s[_H] = h
+        if s[_O] != o:
+            s[_O] = fsutil.settle(o)
+        if s[_H] != h:
+            s[_H] = fsutil.settle(h)
         s[_E] = exp
         return i
 

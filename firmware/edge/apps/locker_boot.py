@@ -2,6 +2,7 @@
 # power cut interrupted (boot resolution). Kept out of edge.apps.locker so its bytecode is
 # freed once the bank runs (locker._drop): the heap is the device's tightest budget.
 import asyncio
+import gc
 import time
 
 from edge import fsutil
@@ -55,6 +56,7 @@ def setup(b, rt, hal, cfg):
         b.lock.append(hal.pin_out("lock_%d" % n, 0))  # de-energized from the first instant
         b.door.append(hal.pin_in("door_%d" % n, "up"))  # reed to ground: 0 closed, 1 open (or cut wire)
         b.occ.append(hal.pin_in("occ_%d" % n) if c.get("occ", occ_all) else None)
+        gc.collect()  # the next compartment's garbage reuses these holes: its pins pack in
     count = len(b.ids)
     kp = cfg.get("keypad", "keypad")
     b.kp = hal.uart(kp)
