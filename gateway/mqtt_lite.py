@@ -87,6 +87,7 @@ class MqttLite(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         self._paused = False
         self._buf = b""
+        self._out: list[bytes] | None = None  # written this loop pass, not yet sent
         self._pid = 0
         self._inflight: dict[int, asyncio.Future[None]] = {}
         self._connack: asyncio.Future[int] | None = None
@@ -166,6 +167,7 @@ class MqttLite(asyncio.Protocol):
 
     def disconnect(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self._flush()
             self.transport.write(b"\xe0\x00")
             self.transport.close()
 
@@ -199,8 +201,20 @@ class MqttLite(asyncio.Protocol):
                 return self._pid
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        """Queue `data`; everything written in one pass of the event loop goes out in one
+        `send` (a batch's acks: one per device, each its own publish)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._out is None:
+            self._out = [data]
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
