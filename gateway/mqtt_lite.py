@@ -8,7 +8,7 @@ event. Measured on the standard machine, a subscriber doing nothing but counting
 messages/s with aiomqtt and ~35k/s with this module: the gateway's ingest cannot go faster
 than its MQTT edge.
 
-Scope: CONNECT (clean session or persistent, will, keepalive), SUBSCRIBE, PUBLISH QoS 0/1 in
+Scope: CONNECT (clean session or persistent, will, keepalive), (UN)SUBSCRIBE, PUBLISH QoS 0/1 in
 both directions (inbound QoS 1 is PUBACKed on receipt, as aiomqtt does: the application ack
 is what means "persisted"), PINGREQ, DISCONNECT. No QoS 2, no MQTT 5. User/password and TLS
 (an `ssl.SSLContext`) for a provisioned broker (tools/provision.py). Reconnection is the caller's job (`MqttBus.run`).
@@ -144,6 +144,14 @@ class MqttLite(asyncio.Protocol):
             raise MqttLiteError(f"subscription refused: {topics}")
         return codes
 
+    async def unsubscribe(self, topics: list[str], timeout: float = 10.0) -> None:
+        pid = self._next_pid()
+        body = _H.pack(pid) + b"".join(_mstr(t) for t in topics)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._subacks[pid] = fut  # UNSUBACK carries the same packet id
+        self._write(b"\xa2" + _varint(len(body)) + body)
+        await asyncio.wait_for(fut, timeout)
+
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                       timeout: float = 5.0) -> None:
         """Send; for QoS 1 wait for the broker's PUBACK (raises on timeout or connection loss)."""
@@ -257,7 +265,7 @@ class MqttLite(asyncio.Protocol):
             elif kind == 2:  # CONNACK
                 if self._connack is not None and not self._connack.done():
                     self._connack.set_result(buf[j + 1])
-            elif kind == 9:  # SUBACK
+            elif kind == 9 or kind == 11:  # SUBACK, UNSUBACK
                 sub = self._subacks.pop((buf[j] << 8) | buf[j + 1], None)
                 if sub is not None and not sub.done():
                     sub.set_result(bytes(buf[j + 2:end]))

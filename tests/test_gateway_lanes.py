@@ -1,10 +1,15 @@
-"""Ingest linger (fewer, larger commits at moderate load) on a real SQLite file."""
+"""Ingest linger (fewer, larger commits at moderate load) on a real SQLite file, and the MQTT
+command lane (replies and command publishes on a connection the event backlog cannot block)
+against a real Mosquitto."""
 import asyncio
 import json
+import secrets
 import time
 
+from gateway.bus import MqttBus
 from gateway.db import Database
 from gateway.ingest import IngestWorker
+from gateway.testing import MqttProbe
 from tests.test_gateway_core import birth, evt, reply
 
 
@@ -52,5 +57,84 @@ def test_linger_gathers_a_tiny_batch_until_enough_queue_and_a_reply_ends_it(tmp_
                 await until(lambda: w.batches == 3, "the batch after a submit")
             finally:
                 task.cancel()
+
+    asyncio.run(main())
+
+
+def test_command_lane_carries_replies_and_commands_while_the_event_connection_is_stalled(broker):
+    dev = f"lane-{secrets.token_hex(3)}"
+    got: list[tuple[str, bytes]] = []
+
+    async def handler(topic, payload):
+        got.append((topic, payload))
+
+    async def main():
+        probe = await asyncio.to_thread(MqttProbe, broker.port, (f"pe/1/{dev}/cmd",))
+        bus = MqttBus("127.0.0.1", broker.port, handler, client_id=f"gw-{secrets.token_hex(3)}")
+        task = asyncio.create_task(bus.run())
+        try:
+            assert await bus.wait_connected(30) and bus.lane is not None and bus.lane.connected
+            # what a saturated gateway does: the ingest queue is full, the main socket unread
+            bus._client.transport.pause_reading()
+            await asyncio.to_thread(probe.publish, f"pe/1/{dev}/evt", b"E1")
+            await asyncio.to_thread(probe.publish, f"pe/1/{dev}/reply", b"R1")
+            await until(lambda: (f"pe/1/{dev}/reply", b"R1") in got, "the reply on the lane")
+            assert (f"pe/1/{dev}/evt", b"E1") not in got  # still behind the stalled socket
+            # a command goes out (and its PUBACK comes back) on the lane as well
+            await asyncio.wait_for(bus.publish(f"pe/1/{dev}/cmd", b"C1"), 30)
+            await until(lambda: probe.messages, "the command at the device")
+            assert probe.messages[0][:2] == (f"pe/1/{dev}/cmd", b"C1")
+            bus._client.transport.resume_reading()
+            await until(lambda: (f"pe/1/{dev}/evt", b"E1") in got, "the event after the stall")
+        finally:
+            await bus.announce_offline()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            probe.close()
+
+    asyncio.run(main())
+
+
+def test_a_session_from_before_the_lane_stops_receiving_replies(broker):
+    """The persistent session of a gateway without the lane subscribed `reply` too: the main
+    connection unsubscribes it, so each reply is handled once (on the lane)."""
+    dev = f"lane-{secrets.token_hex(3)}"
+    client_id = f"gw-{secrets.token_hex(3)}"
+    got: list[tuple[str, bytes]] = []
+
+    async def handler(topic, payload):
+        got.append((topic, payload))
+
+    async def run_bus(bus, body):
+        task = asyncio.create_task(bus.run())
+        try:
+            assert await bus.wait_connected(30)
+            await body()
+        finally:
+            await bus.announce_offline()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def main():
+        probe = await asyncio.to_thread(MqttProbe, broker.port)
+        try:
+            async def nothing():
+                pass
+            old = MqttBus("127.0.0.1", broker.port, handler, client_id=client_id,
+                          command_lane=False)
+            await run_bus(old, nothing)  # leaves a persistent session subscribed to reply
+
+            async def reply_then_event():
+                for topic, payload in (("reply", b"R"), ("evt", b"E"), ("reply", b"R2")):
+                    await asyncio.to_thread(probe.publish, f"pe/1/{dev}/{topic}", payload)
+                # every copy of R is in: each connection delivers in publish order, the main
+                # one R before E, the lane R before R2
+                await until(lambda: (f"pe/1/{dev}/evt", b"E") in got, "the event")
+                await until(lambda: (f"pe/1/{dev}/reply", b"R2") in got, "the last reply")
+            await run_bus(MqttBus("127.0.0.1", broker.port, handler, client_id=client_id),
+                          reply_then_event)
+            assert got.count((f"pe/1/{dev}/reply", b"R")) == 1, got
+        finally:
+            probe.close()
 
     asyncio.run(main())
