@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,7 +322,8 @@ class IngestWorker:
                  on_birth: Callable[[str], Any] | None = None, batch_max: int = 256,
                  linger_s: float = 0.0, queue_max: int = 10_000,
                  rebirth_interval_s: float = 2.0, urgent_batch_max: int = 64,
-                 linger_below: int = 32, clock: Callable[[], int] = now_ms) -> None:
+                 linger_below: int = 32, acks_in_flight_max: int = 8192,
+                 clock: Callable[[], int] = now_ms) -> None:
         self.db = db
         self.publish = publish
         self.on_birth = on_birth
@@ -331,6 +332,9 @@ class IngestWorker:
         self.linger_s = linger_s
         self.linger_below = max(1, linger_below)
         self._linger: asyncio.Future[None] | None = None  # set while lingering
+        # acks/rebirths published, PUBACK not yet in: the next batch does not wait for them
+        self._sending: set[asyncio.Task[Any]] = set()
+        self.acks_in_flight_max = acks_in_flight_max
         self.rebirth_interval_s = rebirth_interval_s
         self.clock = clock
         self.queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(queue_max)
@@ -372,13 +376,25 @@ class IngestWorker:
 
     async def drained(self, timeout: float) -> bool:
         """Wait until everything queued so far is committed and acknowledged."""
+        deadline = time.monotonic() + timeout
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
         except TimeoutError:
             return False
+        if self._sending:
+            _, pending = await asyncio.wait(set(self._sending),
+                                            timeout=max(0.0, deadline - time.monotonic()))
+            return not pending
+        return True
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:  # cancelled (shutdown, after `drained`): what is still unsent stays unacked
+            for task in list(self._sending):
+                task.cancel()
+
+    async def _run(self) -> None:
         while True:
             arrivals: list[float] = []  # of the queued (not priority) messages in the batch
             if not self.priority:
@@ -432,7 +448,7 @@ class IngestWorker:
                                           self.clock())
         self.batches += 1
         now = self.clock()
-        sends: list[Awaitable[Any]] = [self._publish_ack(dev, epoch, upto, now)
+        sends: list[Coroutine[Any, Any, Any]] = [self._publish_ack(dev, epoch, upto, now)
                                        for dev, (epoch, upto) in eff.acks.items()]
         mono = time.monotonic()
         for dev in eff.rebirths:
@@ -441,8 +457,16 @@ class IngestWorker:
                 log.info("rebirth requested device=%s", dev)
                 sends.append(self._publish(protocol.topic(dev, "ctl"),
                                            protocol.encode_ctl_rebirth(dev, now)))
-        if sends:
-            await asyncio.gather(*sends)
+        # not awaited: the broker's PUBACKs come back behind whatever the broker sends us,
+        # and a reply waiting in the priority lane must not wait for them (the acks are
+        # written in order now; a failed one is counted and the device re-sends)
+        loop = asyncio.get_running_loop()
+        for send in sends:
+            task = loop.create_task(send)
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        while len(self._sending) > self.acks_in_flight_max:  # bound memory and packet ids
+            await asyncio.wait(set(self._sending), return_when=asyncio.FIRST_COMPLETED)
         if self.on_birth is not None:
             for dev in eff.births:
                 result = self.on_birth(dev)

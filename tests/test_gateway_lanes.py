@@ -6,6 +6,8 @@ import json
 import secrets
 import time
 
+import pytest
+
 from gateway.bus import MqttBus
 from gateway.db import Database
 from gateway.ingest import IngestWorker
@@ -138,3 +140,28 @@ def test_a_session_from_before_the_lane_stops_receiving_replies(broker):
             probe.close()
 
     asyncio.run(main())
+
+
+def test_batch_histogram_exposes_what_a_prometheus_histogram_does():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from gateway.metrics import LATENCY_BUCKETS, BatchHistogram
+
+    starts = [10.0 - v for v in (0.0005, 0.001, 0.003, 0.003, 0.2, 1.0, 45.0)]  # 0.001: <= 0.001
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    h = BatchHistogram("x_seconds", "help", LATENCY_BUCKETS)
+    ours.register(h)
+    ref = Histogram("x_seconds", "help", buckets=LATENCY_BUCKETS, registry=theirs)
+    h.observe_since(starts[:3], 10.0)
+    h.observe_since(starts[3:], 10.0)
+    for t in starts:
+        ref.observe(10.0 - t)
+
+    def lines(reg):
+        return [ln for ln in generate_latest(reg).decode().splitlines()
+                if "x_seconds_created" not in ln and not ln.startswith("x_seconds_sum")]
+
+    def total(reg):
+        return reg.get_sample_value("x_seconds_sum")
+    assert lines(ours) == lines(theirs) and len(lines(ours)) == 2 + 15 + 1  # 14 bounds, +Inf
+    assert total(ours) == pytest.approx(total(theirs)) and total(ours) > 46
