@@ -272,8 +272,11 @@ class MqttLite(asyncio.Protocol):
         self._wake(got, acks)
 
     def _wake(self, got: bool, acks: list[bytes]) -> None:
-        if acks:
-            self._write(b"".join(acks))
+        if acks:  # at once, not at the end of the loop pass: the broker sends at most
+            # `max_inflight_messages` (Mosquitto: 20) unacknowledged messages, so these
+            # PUBACKs pace the whole inbound flow
+            self._out = [*(self._out or ()), *acks]
+            self._flush()
         if not got:
             return
         if self._wakeup is not None and not self._wakeup.done():
