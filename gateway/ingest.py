@@ -314,9 +314,9 @@ class IngestWorker:
     Linger (`linger_s`, 0 = off): when a batch would be tiny (fewer than `linger_below`
     messages queued) and no reply waits, wait up to `linger_s` for more before committing, so
     a moderate load makes fewer, larger commits (less per-commit CPU and fewer fsyncs for a
-    little more event latency; docs/benchmarks.md). A reply, a submitted command or
-    `linger_below` queued messages end the wait at once. Command writes do not wait for it:
-    they go to the writer thread directly, which is idle while the ingest lingers."""
+    little more event latency; docs/benchmarks.md). A reply or `linger_below` queued messages
+    end the wait at once. Command writes do not wait for it: they go to the writer thread
+    directly, which is idle while the ingest lingers."""
 
     def __init__(self, db: Database, publish: Publisher, *,
                  on_birth: Callable[[str], Any] | None = None, batch_max: int = 256,
@@ -352,7 +352,8 @@ class IngestWorker:
     def expedite(self, seconds: float = 2.0) -> None:
         """Keep batches small for the next `seconds` (a command is waiting for its reply)."""
         self._urgent_until = max(self._urgent_until, time.monotonic() + seconds)
-        self._end_linger()
+        # a linger in progress goes on: the writer is idle meanwhile, so the command's own
+        # write runs at once instead of after a commit of the lingering events
 
     def _end_linger(self) -> None:
         if self._linger is not None and not self._linger.done():
