@@ -323,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gateway-root", type=Path, default=None,
                     help="run `python -m gateway` from this directory (e.g. a patched copy)")
     ap.add_argument("--skip-raw", action="store_true", help="gateway phase only")
+    ap.add_argument("--broker-conf", action="append", default=[], metavar="LINE",
+                    help="extra Mosquitto config line (repeat), e.g. 'max_inflight_messages 0'")
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy raw profile of the gateway during its phase (needs py-spy)")
     ap.add_argument("--json", type=Path, default=None, help="also write all results here")
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pe-bench-ingest-") as tmp:
         work = Path(tmp)
         broker = BenchBroker(work / "mosq", persistence=a.broker_persistence,
-                             nagle=a.broker_nagle).start()
+                             nagle=a.broker_nagle, extra=a.broker_conf).start()
         try:
             raw_gen, sunk = ({}, {}) if a.skip_raw else raw_phase(broker, a)
             gen, stats, check, _ = gateway_phase(broker, work, a)

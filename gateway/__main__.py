@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "failed (default 5)")
     p.add_argument("--batch", type=int, default=2048,
                    help="max messages per ingest transaction / ack round (default 2048)")
-    p.add_argument("--ack-linger-ms", type=float, default=0.0,
-                   help="wait this long to gather more messages before a commit (default 0)")
+    p.add_argument("--ack-linger-ms", type=float, default=5.0,
+                   help="when a batch would be tiny and no reply waits, wait up to this long "
+                        "for more messages before a commit (default 5; 0: off)")
     p.add_argument("--locker-reserve", type=float, default=4 * 3600, metavar="SECONDS",
                    help="locker banks: how long an unloaded reservation lasts (default 4 h)")
     p.add_argument("--locker-pickup-window", type=float, default=3 * 24 * 3600, metavar="SECONDS",

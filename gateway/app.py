@@ -56,7 +56,7 @@ class GatewayConfig:
     keepalive_s: int = 30
     publish_timeout_s: float = 5.0        # a QoS 1 publish without PUBACK by then has failed
     ingest_batch_max: int = 2048          # ack coalescing: messages per transaction / ack round
-    ack_linger_s: float = 0.0             # wait this long for more messages before a commit
+    ack_linger_s: float = 0.005           # a tiny batch waits this long for more (IngestWorker)
     command_resend_s: float = 2.0         # resend pending commands this often while online
     command_grace_s: float = 2.0          # expire this long after the deadline
     stream_keep: int = 100_000            # stream rows kept for Last-Event-ID resume

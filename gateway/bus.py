@@ -12,13 +12,21 @@
   connected, on a broker error or on timeout: a publish is never silently lost.
 * Inbound messages are handed to the handler in arrival order; while the handler (the ingest
   queue) is full, the client stops reading the socket, so the broker holds the backlog.
+* Command lane: a second connection (client id `<client_id>.cmd`, persistent session too,
+  same user: the broker ACL is per user) subscribes only to `pe/1/+/reply` and carries the
+  `pe/1/{dev}/cmd` publishes. Saturated, the main connection's socket holds a backlog of
+  events (and the PUBACKs behind them); replies and command PUBACKs on their own connection
+  do not queue behind it. The main connection unsubscribes `reply` (a session from before
+  the lane). The lane connects first; if it is down, commands go out on the main connection
+  and replies wait in the lane's session until it is back. (`.` is not allowed in a device id,
+  so no device can take over the lane's client id.)
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from .mqtt_lite import MqttLite, MqttLiteError
 
@@ -27,6 +35,9 @@ from . import protocol
 log = logging.getLogger("gateway.bus")
 
 Handler = Callable[[str, bytes], Awaitable[None]]
+
+REPLY_TOPIC = protocol.topic("+", "reply")  # type: ignore[arg-type]
+LANE_SUFFIX = ".cmd"
 
 
 class PublishError(RuntimeError):
@@ -38,7 +49,9 @@ class MqttBus:
                  keepalive: int = 30, publish_timeout: float = 5.0,
                  backoff_min: float = 0.25, backoff_max: float = 10.0,
                  clock: Callable[[], int] | None = None, username: str | None = None,
-                 password: str | None = None, tls_ca: str | None = None) -> None:
+                 password: str | None = None, tls_ca: str | None = None,
+                 command_lane: bool = True, subscriptions: Sequence[str] | None = None,
+                 announce: bool = True) -> None:
         self.host = host
         # broker credentials and TLS (tools/provision.py writes them to gateway.json)
         self.auth: dict[str, object] = {"username": username, "password": password}
@@ -58,6 +71,17 @@ class MqttBus:
         self._client: MqttLite | None = None
         self._connected = asyncio.Event()
         self._stopping = False
+        self.announce = announce  # retained gateway state + will (the main connection only)
+        self.subscriptions = tuple(subscriptions if subscriptions is not None else
+                                   (t for t in protocol.SUBSCRIPTIONS
+                                    if not command_lane or t != REPLY_TOPIC))
+        self.unsubscriptions = (REPLY_TOPIC,) if command_lane else ()
+        self.lane = MqttBus(host, port, handler, client_id=client_id + LANE_SUFFIX,
+                            keepalive=keepalive, publish_timeout=publish_timeout,
+                            backoff_min=backoff_min, backoff_max=backoff_max, clock=clock,
+                            username=username, password=password, tls_ca=tls_ca,
+                            command_lane=False, subscriptions=(REPLY_TOPIC,), announce=False
+                            ) if command_lane else None
 
     @property
     def connected(self) -> bool:
@@ -75,6 +99,12 @@ class MqttBus:
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
                       retain: bool = False) -> None:
+        if self.lane is not None and self.lane.connected and topic.endswith("/cmd"):
+            try:
+                return await self.lane.publish(topic, payload, qos=qos, retain=retain)
+            except PublishError:
+                self.publish_failures += 1  # the gateway's figure (/stats) counts the lane's
+                raise
         client = self._client
         if client is None or not self._connected.is_set():
             self.publish_failures += 1
@@ -88,19 +118,37 @@ class MqttBus:
 
     async def run(self) -> None:
         """Connect, subscribe, deliver messages to the handler; reconnect on any loss."""
+        lane = None
+        if self.lane is not None:  # first, so that no reply of a command sent on main is lost
+            lane = asyncio.create_task(self.lane.run(), name="mqtt-command-lane")
+            if not await self.lane.wait_connected(self.publish_timeout):
+                log.error("mqtt command lane not connected broker=%s:%d client_id=%s: "
+                          "command replies wait until it is", self.host, self.port,
+                          self.lane.client_id)
+        try:
+            await self._supervise()
+        finally:
+            if lane is not None:
+                lane.cancel()
+                await asyncio.gather(lane, return_exceptions=True)
+
+    async def _supervise(self) -> None:
         backoff = self.backoff_min
         while not self._stopping:
             will = (protocol.GATEWAY_STATE_TOPIC, protocol.encode_gateway_state(False, None), 1,
-                    True)
+                    True) if self.announce else None
             client = MqttLite(self.client_id, clean_session=False, keepalive=self.keepalive,
                               will=will, **self.auth)  # type: ignore[arg-type]
             try:
                 await client.connect(self.host, self.port, timeout=self.publish_timeout)
-                await client.subscribe([(t, 1) for t in protocol.SUBSCRIPTIONS])
+                await client.subscribe([(t, 1) for t in self.subscriptions])
+                if self.unsubscriptions:
+                    await client.unsubscribe(list(self.unsubscriptions))
                 self._client = client
-                await client.publish(protocol.GATEWAY_STATE_TOPIC,
-                                     protocol.encode_gateway_state(True, self._now()),
-                                     qos=1, retain=True, timeout=self.publish_timeout)
+                if self.announce:
+                    await client.publish(protocol.GATEWAY_STATE_TOPIC,
+                                         protocol.encode_gateway_state(True, self._now()),
+                                         qos=1, retain=True, timeout=self.publish_timeout)
                 self._connected.set()
                 self.connects += 1
                 backoff = self.backoff_min
@@ -130,6 +178,8 @@ class MqttBus:
     async def announce_offline(self) -> None:
         """Publish the retained `offline` state (a clean disconnect does not fire the will)."""
         self._stopping = True
+        if self.lane is not None:
+            self.lane._stopping = True  # its connection ends cleanly with `run`
         try:
             await self.publish(protocol.GATEWAY_STATE_TOPIC,
                                protocol.encode_gateway_state(False, self._now()),

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -309,12 +309,20 @@ class IngestWorker:
     so a caller waiting for an outcome does not wait for the event backlog. While commands are
     in progress (`expedite`), batches are kept small (`urgent_batch_max`): the writer thread is
     shared, and every step of a command (submit, record the send, apply the reply) waits for
-    the batch in progress."""
+    the batch in progress.
+
+    Linger (`linger_s`, 0 = off): when a batch would be tiny (fewer than `linger_below`
+    messages queued) and no reply waits, wait up to `linger_s` for more before committing, so
+    a moderate load makes fewer, larger commits (less per-commit CPU and fewer fsyncs for a
+    little more event latency; docs/benchmarks.md). A reply or `linger_below` queued messages
+    end the wait at once. Command writes do not wait for it: they go to the writer thread
+    directly, which is idle while the ingest lingers."""
 
     def __init__(self, db: Database, publish: Publisher, *,
                  on_birth: Callable[[str], Any] | None = None, batch_max: int = 256,
                  linger_s: float = 0.0, queue_max: int = 10_000,
                  rebirth_interval_s: float = 2.0, urgent_batch_max: int = 64,
+                 linger_below: int = 32, acks_in_flight_max: int = 8192,
                  clock: Callable[[], int] = now_ms) -> None:
         self.db = db
         self.publish = publish
@@ -322,6 +330,11 @@ class IngestWorker:
         self.batch_max = max(1, batch_max)
         self.urgent_batch_max = max(1, min(urgent_batch_max, self.batch_max))
         self.linger_s = linger_s
+        self.linger_below = max(1, linger_below)
+        self._linger: asyncio.Future[None] | None = None  # set while lingering
+        # acks/rebirths published, PUBACK not yet in: the next batch does not wait for them
+        self._sending: set[asyncio.Task[Any]] = set()
+        self.acks_in_flight_max = acks_in_flight_max
         self.rebirth_interval_s = rebirth_interval_s
         self.clock = clock
         self.queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(queue_max)
@@ -339,12 +352,19 @@ class IngestWorker:
     def expedite(self, seconds: float = 2.0) -> None:
         """Keep batches small for the next `seconds` (a command is waiting for its reply)."""
         self._urgent_until = max(self._urgent_until, time.monotonic() + seconds)
+        # a linger in progress goes on: the writer is idle meanwhile, so the command's own
+        # write runs at once instead of after a commit of the lingering events
+
+    def _end_linger(self) -> None:
+        if self._linger is not None and not self._linger.done():
+            self._linger.set_result(None)
 
     async def put(self, topic: str, payload: bytes) -> None:
         """Queue one message (waits when the queue is full: backpressure on the bus)."""
         self._idle.clear()
         if topic.endswith("/reply"):
             self.priority.append((topic, payload))
+            self._end_linger()
             try:
                 self.queue.put_nowait(None)  # wakes `run` if it waits on an empty queue
             except asyncio.QueueFull:
@@ -352,16 +372,30 @@ class IngestWorker:
             return
         await self.queue.put((topic, payload))
         self._arrivals.append(time.monotonic())  # same step as the put: order matches
+        if self._linger is not None and self.queue.qsize() >= self.linger_below:
+            self._end_linger()
 
     async def drained(self, timeout: float) -> bool:
         """Wait until everything queued so far is committed and acknowledged."""
+        deadline = time.monotonic() + timeout
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
         except TimeoutError:
             return False
+        if self._sending:
+            _, pending = await asyncio.wait(set(self._sending),
+                                            timeout=max(0.0, deadline - time.monotonic()))
+            return not pending
+        return True
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:  # cancelled (shutdown, after `drained`): what is still unsent stays unacked
+            for task in list(self._sending):
+                task.cancel()
+
+    async def _run(self) -> None:
         while True:
             arrivals: list[float] = []  # of the queued (not priority) messages in the batch
             if not self.priority:
@@ -370,8 +404,8 @@ class IngestWorker:
                     self.priority.append(first)  # not a reply: the batch just starts with it
                     if self._arrivals:
                         arrivals.append(self._arrivals.popleft())
-            if self.linger_s > 0:
-                await asyncio.sleep(self.linger_s)
+                    if self.linger_s > 0:
+                        await self._maybe_linger()
             limit = (self.urgent_batch_max if time.monotonic() < self._urgent_until
                      else self.batch_max)
             batch = list(self.priority)  # replies (and the first message) first
@@ -394,6 +428,20 @@ class IngestWorker:
             if self.queue.empty() and not self.priority:
                 self._idle.set()
 
+    async def _maybe_linger(self) -> None:
+        """Wait up to `linger_s` for more messages if the batch would be tiny and no reply
+        waits (see the class docstring)."""
+        if len(self.priority) > 1 or self.queue.qsize() + 1 >= self.linger_below:
+            return
+        loop = asyncio.get_running_loop()
+        self._linger = fut = loop.create_future()
+        timer = loop.call_later(self.linger_s, self._end_linger)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._linger = None
+
     async def _process(self, batch: list[tuple[str, bytes]]) -> None:
         # validate on the loop: the writer thread (the serial stage) only applies
         decoded, rejections = decode_batch(batch)
@@ -401,7 +449,7 @@ class IngestWorker:
                                           self.clock())
         self.batches += 1
         now = self.clock()
-        sends: list[Awaitable[Any]] = [self._publish_ack(dev, epoch, upto, now)
+        sends: list[Coroutine[Any, Any, Any]] = [self._publish_ack(dev, epoch, upto, now)
                                        for dev, (epoch, upto) in eff.acks.items()]
         mono = time.monotonic()
         for dev in eff.rebirths:
@@ -410,8 +458,16 @@ class IngestWorker:
                 log.info("rebirth requested device=%s", dev)
                 sends.append(self._publish(protocol.topic(dev, "ctl"),
                                            protocol.encode_ctl_rebirth(dev, now)))
-        if sends:
-            await asyncio.gather(*sends)
+        # not awaited: the broker's PUBACKs come back behind whatever the broker sends us,
+        # and a reply waiting in the priority lane must not wait for them (the acks are
+        # written in order now; a failed one is counted and the device re-sends)
+        loop = asyncio.get_running_loop()
+        for send in sends:
+            task = loop.create_task(send)
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        while len(self._sending) > self.acks_in_flight_max:  # bound memory and packet ids
+            await asyncio.wait(set(self._sending), return_when=asyncio.FIRST_COMPLETED)
         if self.on_birth is not None:
             for dev in eff.births:
                 result = self.on_birth(dev)

@@ -12,12 +12,15 @@ Each `Gateway` has its own registry (several gateways can run in one test proces
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .store import FINAL_STATUSES, Store, StreamItem
 
@@ -58,13 +61,46 @@ class _Snapshot(Collector):
         return list(self.families)
 
 
+class BatchHistogram(Collector):
+    """A histogram observed a batch at a time: the ingest observes every message of a batch at
+    once, and `prometheus_client.Histogram.observe` per message (a lock and a bucket scan
+    each) was ~4 % of a saturated gateway's CPU. Same exposition (`_bucket`, `_count`, `_sum`).
+    Event loop only."""
+
+    def __init__(self, name: str, help_: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.help = name, help_
+        self.bounds = tuple(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe_since(self, starts: Iterable[float], now: float) -> None:
+        """Observe `now - t` for every `t` in `starts` (values <= a bound count in it)."""
+        counts, bounds = self.counts, self.bounds
+        total = 0.0
+        for t in starts:
+            v = now - t
+            counts[bisect_left(bounds, v)] += 1
+            total += v
+        self.sum += total
+
+    def collect(self) -> Iterable[Metric]:
+        fam = HistogramMetricFamily(self.name, self.help)
+        cumulative, buckets = 0, []
+        for bound, n in zip((*self.bounds, float("inf")), self.counts):
+            cumulative += n
+            buckets.append((floatToGoString(bound), cumulative))
+        fam.add_metric([], buckets, self.sum)
+        return [fam]
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.ingest_latency = Histogram(
+        self.ingest_latency = BatchHistogram(
             "pe_ingest_latency_seconds",
             "Device message received by the gateway to its batch committed and acknowledged",
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+            LATENCY_BUCKETS)
+        self.registry.register(self.ingest_latency)
         self.command_rtt = Histogram(
             "pe_command_round_trip_seconds",
             "Command submitted to its final device answer (done/rejected/failed)",
@@ -83,8 +119,7 @@ class GatewayMetrics:
     # live instruments ---------------------------------------------------------------------
 
     def observe_ingest(self, received_at: list[float], now: float) -> None:
-        for t in received_at:
-            self.ingest_latency.observe(now - t)
+        self.ingest_latency.observe_since(received_at, now)
 
     def observe_webhook(self, ok: bool, seconds: float) -> None:
         self.webhook_attempts.labels("ok" if ok else "failed").observe(seconds)

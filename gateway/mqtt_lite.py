@@ -8,7 +8,7 @@ event. Measured on the standard machine, a subscriber doing nothing but counting
 messages/s with aiomqtt and ~35k/s with this module: the gateway's ingest cannot go faster
 than its MQTT edge.
 
-Scope: CONNECT (clean session or persistent, will, keepalive), SUBSCRIBE, PUBLISH QoS 0/1 in
+Scope: CONNECT (clean session or persistent, will, keepalive), (UN)SUBSCRIBE, PUBLISH QoS 0/1 in
 both directions (inbound QoS 1 is PUBACKed on receipt, as aiomqtt does: the application ack
 is what means "persisted"), PINGREQ, DISCONNECT. No QoS 2, no MQTT 5. User/password and TLS
 (an `ssl.SSLContext`) for a provisioned broker (tools/provision.py). Reconnection is the caller's job (`MqttBus.run`).
@@ -87,6 +87,7 @@ class MqttLite(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         self._paused = False
         self._buf = b""
+        self._out: list[bytes] | None = None  # written this loop pass, not yet sent
         self._pid = 0
         self._inflight: dict[int, asyncio.Future[None]] = {}
         self._connack: asyncio.Future[int] | None = None
@@ -143,6 +144,14 @@ class MqttLite(asyncio.Protocol):
             raise MqttLiteError(f"subscription refused: {topics}")
         return codes
 
+    async def unsubscribe(self, topics: list[str], timeout: float = 10.0) -> None:
+        pid = self._next_pid()
+        body = _H.pack(pid) + b"".join(_mstr(t) for t in topics)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._subacks[pid] = fut  # UNSUBACK carries the same packet id
+        self._write(b"\xa2" + _varint(len(body)) + body)
+        await asyncio.wait_for(fut, timeout)
+
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                       timeout: float = 5.0) -> None:
         """Send; for QoS 1 wait for the broker's PUBACK (raises on timeout or connection loss)."""
@@ -166,6 +175,7 @@ class MqttLite(asyncio.Protocol):
 
     def disconnect(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self._flush()
             self.transport.write(b"\xe0\x00")
             self.transport.close()
 
@@ -199,8 +209,20 @@ class MqttLite(asyncio.Protocol):
                 return self._pid
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        """Queue `data`; everything written in one pass of the event loop goes out in one
+        `send` (a batch's acks: one per device, each its own publish)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._out is None:
+            self._out = [data]
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -243,15 +265,18 @@ class MqttLite(asyncio.Protocol):
             elif kind == 2:  # CONNACK
                 if self._connack is not None and not self._connack.done():
                     self._connack.set_result(buf[j + 1])
-            elif kind == 9:  # SUBACK
+            elif kind == 9 or kind == 11:  # SUBACK, UNSUBACK
                 sub = self._subacks.pop((buf[j] << 8) | buf[j + 1], None)
                 if sub is not None and not sub.done():
                     sub.set_result(bytes(buf[j + 2:end]))
         self._wake(got, acks)
 
     def _wake(self, got: bool, acks: list[bytes]) -> None:
-        if acks:
-            self._write(b"".join(acks))
+        if acks:  # at once, not at the end of the loop pass: the broker sends at most
+            # `max_inflight_messages` (Mosquitto: 20) unacknowledged messages, so these
+            # PUBACKs pace the whole inbound flow
+            self._out = [*(self._out or ()), *acks]
+            self._flush()
         if not got:
             return
         if self._wakeup is not None and not self._wakeup.done():

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 PENDING_STATUSES = ("queued", "sent", "accepted")
 FINAL_STATUSES = ("done", "rejected", "failed", "expired")
 COMMAND_STATUSES = PENDING_STATUSES + FINAL_STATUSES
@@ -303,6 +305,13 @@ def _statements(script: str) -> Iterator[str]:
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
+def _dumps_decoded(obj: Any) -> str:
+    """Encode what `protocol.decode` produced (or plain ints/strings): orjson, ~5x faster than
+    `_dumps` on the ingest path. Not for other input: orjson writes NaN as null and has no
+    `allow_nan=False`; the decoder never yields NaN, so event bodies round-trip exactly."""
+    return orjson.dumps(obj).decode()
+
+
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -419,7 +428,7 @@ class Store:
         cur = self.conn.execute(
             """INSERT INTO events (device, epoch, seq, type, t_device, t_gateway, body)
                VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, epoch, seq) DO NOTHING""",
-            (device, epoch, seq, type, t_device, t_gateway, _dumps(body)))
+            (device, epoch, seq, type, t_device, t_gateway, _dumps_decoded(body)))
         if cur.rowcount == 0:
             return None
         eid = cur.lastrowid
@@ -444,7 +453,7 @@ class Store:
         `insert_event` instead (in a savepoint rolled back first)."""
         if len(rows) < 2:
             return [self.insert_event(*row) for row in rows]
-        bodies = [_dumps(row[6]) for row in rows]
+        bodies = [_dumps_decoded(row[6]) for row in rows]
         conn = self.conn
         try:
             with self.transaction():  # savepoint
@@ -463,7 +472,7 @@ class Store:
                     data = {"id": eid, "device": device, "epoch": epoch, "seq": seq,
                             "type": type_, "t_device": t_device, "t_gateway": t_gateway}
                     # the same text append_stream writes, without encoding the body twice
-                    texts.append((_dumps(data)[:-1] + ',"body":' + text + "}",))
+                    texts.append((_dumps_decoded(data)[:-1] + ',"body":' + text + "}",))
                     data["body"] = body
                     items.append(data)
                 conn.executemany("INSERT INTO stream (kind, data) VALUES ('event', ?)", texts)
