@@ -99,7 +99,8 @@ def tube_store(tmp_path, broker, *, coap: bool = False, wiring=WIRING, extra_arg
     # every tube app runs in the 96 KB heap of a board (TUBE_FW_HEAP to measure smaller ones)
     rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port), wiring=wiring,
                             heap=os.environ.get("TUBE_FW_HEAP", "96k"),
-                            coap=("127.0.0.1", gw.coap_port) if coap else None)
+                            coap=("127.0.0.1", gw.coap_port) if coap else None,
+                            coap_keys=gw.coap_keys)
     try:
         line = Line(gw, rig)  # the line model first: it sets the idle world before power-on
         for dev in rig.devices():
