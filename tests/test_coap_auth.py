@@ -232,3 +232,54 @@ def test_allow_unauthenticated_is_explicit(broker, tmp_path):
         assert code == "4.01"  # a device with a key must always use it
     finally:
         g.stop()
+
+
+def _datagram(key: bytes, nonce: bytes, counter: int, dev: str, channel: str, mid: int,
+              payload: bytes = b"", query: tuple[str, ...] = ()) -> bytes:
+    from aiocoap import Message
+    from aiocoap.numbers.types import Type
+    from aiocoap.optiontypes import OpaqueOption
+
+    m = Message(code=Code.POST, payload=payload, uri_path=("pe", "1", dev, channel),
+                uri_query=query)
+    m.mid, m.token, m.mtype = mid, mid.to_bytes(2, "big"), Type.CON
+    m.opt.add_option(OpaqueOption(coap_auth.OPTION, coap_auth.option_value(
+        key, nonce, counter, int(Code.POST), f"pe/1/{dev}/{channel}", list(query), payload)))
+    return m.encode()
+
+
+def _exchange(sock, data: bytes) -> tuple[str, bytes]:
+    from aiocoap import Message
+
+    sock.send(data)
+    while True:
+        r = Message.decode(sock.recv(2048))
+        if r.code != Code.EMPTY:
+            return r.code.dotted, r.payload
+
+
+def test_a_retransmission_is_answered_again_a_replay_after_the_dedupe_table_is_refused(
+        broker, tmp_path):
+    """The same datagram (same message id) again is a CoAP retransmission: answered from the
+    dedupe table, never taken for a replay. Once its entry is gone (a table of one entry
+    here), the same counter is a replay: 4.01, and the device starts a new session."""
+    import socket
+
+    g = CoapGateway(tmp_path / "gw", broker.port, dedupe_max=1).start()
+    try:
+        key = bytes.fromhex(add_key(g.keys_file, "rt-1"))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(10)
+            s.connect(("127.0.0.1", g.coap_port))
+            code, nonce = _exchange(s, _datagram(key, bytes(8), 99, "rt-1", "auth", 1))
+            assert code == "2.04" and len(nonce) == 8
+            hb = _datagram(key, nonce, 1, "rt-1", "hb", 2, query=("hb=60",))
+            assert _exchange(s, hb) == ("2.04", b"")
+            assert _exchange(s, hb) == ("2.04", b"")  # retransmission: same answer
+            hits = g.get("/stats")["coap"]["dedupe_hits"]
+            assert hits >= 1 and g.get("/stats")["coap"].get("auth_refused_replay", 0) == 0
+            assert _exchange(s, _datagram(key, nonce, 2, "rt-1", "hb", 3)) == ("2.04", b"")
+            code, why = _exchange(s, hb)  # mid 2 left the one-entry table: a replay now
+            assert code == "4.01" and b"replayed or stale counter 1" in why
+    finally:
+        g.stop()
