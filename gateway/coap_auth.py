@@ -1,7 +1,8 @@
 """Authentication of CoAP devices: per-device keys, an HMAC on every request, replay windows.
 
-DTLS-PSK is not available in MicroPython's ESP32/RP2 ports, so CoAP devices authenticate at
-the application level (docs/protocol.md, "CoAP authentication"; docs/security.md):
+No DTLS-PSK (MicroPython's `tls` does DTLS with certificates only, aiocoap's DTLS server PSK
+only), so CoAP devices authenticate at the application level (docs/protocol.md, "CoAP
+authentication"; docs/security.md):
 
 * every device has a 32-byte key (`tools/provision.py device`, the same run that makes its
   MQTT password); the gateway reads `{device id: hex key}` from its keys file

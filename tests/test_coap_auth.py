@@ -216,6 +216,8 @@ def test_signed_requests_work_forged_and_replayed_ones_are_refused(agw):
     assert code == "4.01"
     code, _ = signed(agw, k1, nonce2, 1, "post", "/pe/1/ca-2/hb?s=1")
     assert code == "2.04"
+    code, _ = signed(agw, k1, bytes(8), 7, "get", "/pe/1/ca-2/auth")
+    assert code == "4.05"  # a session is asked for with POST
     assert [e["seq"] for e in agw.events("ca-2")] == [1] and agw.events("ca-3") == []
     stats = agw.get("/stats")["coap"]
     assert stats["auth_refused_replay"] >= 1 and stats["auth_refused_bad_mac"] >= 3
