@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fitting-tube-station", default=None, metavar="STATION",
                    help="tube station serving the fitting rooms: stockroom sizes come by tube "
                         "(default fitting-rooms if the network has it; off: staff bring every size)")
+    p.add_argument("--coap-keys", type=Path, default=None, metavar="FILE",
+                   help="per-device CoAP keys (coap-keys.json from tools/provision.py); "
+                        "CoAP requests without a valid MAC get 4.01 (docs/security.md)")
+    p.add_argument("--coap-allow-unauthenticated", action="store_true", default=False,
+                   help="also serve CoAP devices that have no key (isolated test networks only)")
     p.add_argument("--mqtt-auth", type=Path, default=None, metavar="GATEWAY_JSON",
                    help="broker user, password and store CA (TLS) from the gateway.json that "
                         "tools/provision.py writes (docs/operations.md)")
@@ -112,7 +117,9 @@ _FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
                 "locker_pickup_window": ("locker_pickup_window_s",),
                 "tube_network": ("tube_network",),
                 "fitting_tube_station": ("fitting_tube_station",),
-                "mqtt_auth": ("mqtt_user", "mqtt_password", "mqtt_ca")}
+                "mqtt_auth": ("mqtt_user", "mqtt_password", "mqtt_ca"),
+                "coap_keys": ("coap_keys_file",),
+                "coap_allow_unauthenticated": ("coap_allow_unauthenticated",)}
 
 
 def explicit_flags(argv: Sequence[str] | None) -> set[str]:
@@ -161,6 +168,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                          coap_host=args.coap[0] if args.coap else "127.0.0.1",
                          coap_port=args.coap[1] if args.coap else None,
                          coap_heartbeat_s=args.coap_heartbeat,
+                         coap_keys_file=args.coap_keys,
+                         coap_allow_unauthenticated=args.coap_allow_unauthenticated,
                          stock_file=args.stock, stock_url=args.stock_url,
                          fitting_swap_n=args.fitting_swaps,
                          fitting_swap_window_s=args.fitting_swap_window,

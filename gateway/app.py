@@ -68,6 +68,8 @@ class GatewayConfig:
     coap_heartbeat_s: float = 30.0        # CoAP devices that do not say: offline after 3 missed
     coap_dedupe_max: int = 8192           # bound of the CoAP duplicate table (docs/coap.md)
     coap_options: dict = field(default_factory=dict)  # further CoapEdge keywords (tests, tuning)
+    coap_keys_file: Path | None = None    # per-device CoAP keys (tools/provision.py, coap-keys.json)
+    coap_allow_unauthenticated: bool = False  # serve CoAP devices that have no key (docs/security.md)
     shutdown_timeout_s: float = 5.0
     stock_file: Path | None = None        # fitting rooms: stock JSON (docs/fitting-rooms.md)
     stock_url: str | None = None          # ... or a store system's stock API
@@ -110,6 +112,8 @@ class Gateway:
             config.coap_host, config.coap_port, self._on_coap_message, clock=clock,
             heartbeat_s=config.coap_heartbeat_s, dedupe_max=config.coap_dedupe_max,
             state_path=config.db_path.with_name(config.db_path.name + ".coap.json"),
+            keys_file=config.coap_keys_file,
+            allow_unauthenticated=config.coap_allow_unauthenticated,
             **config.coap_options)
         # one publisher for everything the gateway sends a device: CoAP devices get theirs
         # from the CoAP edge, the others (and the gateway state) from the MQTT bus

@@ -64,6 +64,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
 from . import protocol
+from .coap_auth import AUTH_CHANNEL, OPTION as AUTH_OPTION, CoapAuth, Refused
 from .protocol import ProtocolError
 
 log = logging.getLogger("gateway.coap")
@@ -231,7 +232,9 @@ class CoapEdge:
                  max_inflight: int = 256, max_polls: int = 4096, max_devices: int = 10_000,
                  mailbox_max: int = 16, forget_after_s: float = 600.0,
                  enqueue_timeout_s: float = 2.0, state_path: Path | None = None,
-                 sweep_s: float = 0.5) -> None:
+                 sweep_s: float = 0.5, keys_file: Path | None = None,
+                 allow_unauthenticated: bool = False,
+                 keys: dict[str, bytes] | None = None) -> None:
         self.host = host
         self.port = port
         self.handler = handler
@@ -261,6 +264,9 @@ class CoapEdge:
         self._sweeper: asyncio.Task[None] | None = None
         self._dirty = False
         self._saved: dict[str, Any] | None = None
+        # who may speak for a device (gateway/coap_auth.py); refuses everything without keys
+        # unless unauthenticated devices are explicitly allowed
+        self.auth = CoapAuth(keys_file, allow_unauthenticated, keys)
 
     # lifetime ---------------------------------------------------------------------------
 
@@ -280,8 +286,9 @@ class CoapEdge:
                 .message_interface._local_port()
         self._load_state()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="coap-sweep")
-        log.info("coap listening url=coap://%s:%d dedupe_max=%d heartbeat_s=%.0f", self.host,
-                 self.port, self.dedupe_max, self.heartbeat_s)
+        log.info("coap listening url=coap://%s:%d dedupe_max=%d heartbeat_s=%.0f keys=%d "
+                 "allow_unauthenticated=%s", self.host, self.port, self.dedupe_max,
+                 self.heartbeat_s, len(self.auth.keys), self.auth.allow_unauthenticated)
         return self
 
     async def stop(self) -> None:
@@ -462,6 +469,32 @@ class CoapEdge:
         d.offline_at = None
         return d, revive
 
+    def authenticate(self, dev: str, channel: str,
+                     request: aiocoap.Message) -> aiocoap.Message | None:
+        """Check a request's Edge-Auth option before anything else sees it (every Block1
+        block on its own). Returns the response for a refusal (4.01) or a session request
+        (`auth`), None to go on."""
+        if not protocol.is_device_id(dev):
+            return None  # answered 4.04 by `handle`
+        b1, b2 = request.opt.block1, request.opt.block2
+        opt = request.opt.get_option(AUTH_OPTION)
+        try:
+            nonce = self.auth.check(
+                dev, channel, int(request.code), list(request.opt.uri_query),
+                0 if b1 is None else _block_value(b1), 0 if b2 is None else _block_value(b2),
+                request.payload, bytes(opt[0].value) if opt else None)
+        except Refused as exc:
+            self.counters["auth_refused"] += 1
+            self.counters["auth_refused_" + exc.reason] += 1
+            self.auth.note_refusal(dev, request.remote, exc.reason, str(exc))
+            return self._reply(Code.UNAUTHORIZED, str(exc).encode())
+        if channel != AUTH_CHANNEL:
+            return None
+        if request.code != Code.POST:
+            raise aiocoap.error.UnallowedMethod()
+        self.counters["auth_sessions"] += 1
+        return self._reply(Code.CHANGED, nonce or b"", content_format=42)
+
     async def handle(self, dev: str, channel: str, request: aiocoap.Message) -> aiocoap.Message:
         self.counters["requests"] += 1
         if not protocol.is_device_id(dev):
@@ -581,6 +614,7 @@ class CoapEdge:
                 log.exception("coap sweep failed")
 
     async def sweep_once(self) -> None:
+        self.auth.reload()  # a device provisioned or rotated meanwhile (one stat)
         now = time.monotonic()
         for d in list(self.devices.values()):
             silent = now - d.last_seen
@@ -636,6 +670,11 @@ class CoapEdge:
 
     # observability ----------------------------------------------------------------------
 
+    def auth_refusals(self) -> dict[str, int]:
+        """4.01s by reason (for /metrics)."""
+        pre = "auth_refused_"
+        return {k[len(pre):]: v for k, v in self.counters.items() if k.startswith(pre)}
+
     def stats(self) -> dict[str, Any]:
         return {
             "port": self.port,
@@ -661,6 +700,11 @@ def _wants(msg: protocol.Message) -> Callable[[dict[str, Any]], bool]:
     epoch, settled = msg.epoch, msg.first - 1
     return lambda body: body.get("epoch") == epoch and isinstance(body.get("upto"), int) \
         and body["upto"] >= settled
+
+
+def _block_value(b: Any) -> int:
+    """A Block1/Block2 option as its uint value (RFC 7959: NUM | M | SZX)."""
+    return (b.block_number << 4) | (8 if b.more else 0) | b.size_exponent
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -706,6 +750,16 @@ class _PeResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         super().__init__()
         self._block1 = _CappedBlock1Spool()
         self.edge = edge
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        # authenticate each request as received: before Block1 assembly and the Block2 cache
+        path = pipe.request.opt.uri_path
+        if len(path) == 2:
+            answer = self.edge.authenticate(path[0], path[1], pipe.request)
+            if answer is not None:
+                pipe.add_response(answer, is_last=True)
+                return
+        await super().render_to_pipe(pipe)
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
         path = request.opt.uri_path

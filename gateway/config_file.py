@@ -113,6 +113,8 @@ SPEC: dict[str, dict[str, Key]] = {
         "port": Key("coap_port", "port0"),
         "heartbeat_s": Key("coap_heartbeat_s", "float", _positive),
         "dedupe_max": Key("coap_dedupe_max", "int", _positive),
+        "keys_file": Key("coap_keys_file", "path"),
+        "allow_unauthenticated": Key("coap_allow_unauthenticated", "bool"),
     },
     "webhooks": {
         "backoff_min_s": Key("webhook_backoff_min_s", "float", _positive),

@@ -182,5 +182,10 @@ class GatewayMetrics:
                                         value=gw.ingest.ack_failures))
         fams.append(GaugeMetricFamily("pe_stream_subscribers", "Open live stream clients",
                                       value=len(gw.broadcaster.subscribers)))
+        coap = getattr(gw, "coap", None)
+        if coap is not None:  # CoAP requests refused by authentication (gateway/coap_auth.py)
+            fams.append(_by_label(CounterMetricFamily, "pe_coap_auth_refused",
+                                  "CoAP requests refused 4.01, by reason", "reason",
+                                  coap.auth_refusals()))
         self._snapshot.families = fams
         return generate_latest(self.registry)

@@ -239,6 +239,12 @@ class GatewayProcess(GatewayClient):
         self.coap_port = None if coap_heartbeat_s is None else free_port(socket.SOCK_DGRAM)
         self.coap_args = [] if self.coap_port is None else [
             "--coap", f"127.0.0.1:{self.coap_port}", "--coap-heartbeat", str(coap_heartbeat_s)]
+        # CoAP devices authenticate: their keys go here (hil.sim.store.VirtualStore(coap_keys=))
+        self.coap_keys = self.workdir / "coap-keys.json"
+        if self.coap_port is not None:
+            if not self.coap_keys.exists():
+                self.coap_keys.write_text("{}")
+            self.coap_args += ["--coap-keys", str(self.coap_keys)]
         self.env: dict[str, str] = {}   # extra environment (fault injection: hil/faults.py)
 
     def command_line(self) -> list[str]:

@@ -13,6 +13,7 @@ from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
 from hil.sim.store import PadHandle
 from tests.e2e import sample_tag
+from gateway.coap_auth import add_key
 from hil.harness import GatewayProcess
 from tests.support import wait_for
 from tests.test_coap_harness import CoapDevice, CoapFirmware, CoapGateway, LossyProxy
@@ -43,7 +44,7 @@ def wait_events(g: CoapGateway, dev: str, n: int, timeout: float = 20) -> list[d
 
 
 def test_runtime_over_coap_events_commands_offline_and_reboot(cgw, devices, tmp_path):
-    d = CoapDevice(tmp_path, cgw.coap_port, "rc-1").start()
+    d = CoapDevice(tmp_path, cgw.coap_port, "rc-1", keys=cgw.keys_file).start()
     devices.append(d)
     dev = cgw.wait_online("rc-1")
     assert dev["session"] == 1 and dev["boot"] == 1
@@ -81,7 +82,7 @@ def test_runtime_over_coap_events_commands_offline_and_reboot(cgw, devices, tmp_
 
 
 def test_power_cut_mid_burst_replays_the_journal_once_and_in_order(cgw, devices, tmp_path):
-    d = CoapDevice(tmp_path, cgw.coap_port, "rc-2").start()
+    d = CoapDevice(tmp_path, cgw.coap_port, "rc-2", keys=cgw.keys_file).start()
     devices.append(d)
     cgw.wait_online("rc-2")
     cmd = cgw.command("rc-2", "emit", {"n": 40, "gap_ms": 25}, "k-burst", wait=False)
@@ -105,7 +106,7 @@ def test_power_cut_mid_burst_replays_the_journal_once_and_in_order(cgw, devices,
 
 def test_gateway_outage_loses_nothing_and_keeps_order(cgw, devices, tmp_path):
     # events made by the app itself every 300 ms, before, during and after the outage
-    d = CoapDevice(tmp_path, cgw.coap_port, "rc-3", app={"tick_ms": 300},
+    d = CoapDevice(tmp_path, cgw.coap_port, "rc-3", app={"tick_ms": 300}, keys=cgw.keys_file,
                    ack_timeout=500).start()
     devices.append(d)
     cgw.wait_online("rc-3")
@@ -130,7 +131,8 @@ def test_sample_pad_app_over_coap(cgw, tmp_path):
     sim.attach_spi("rfid", reader)
     fw = CoapFirmware({"device_id": "pad-coap", "kind": "sample-pad", "board": "sim",
                        "transport": "coap",
-                       "mqtt": {"host": "127.0.0.1", "port": cgw.coap_port, "keepalive": 2},
+                       "mqtt": {"host": "127.0.0.1", "port": cgw.coap_port, "keepalive": 2,
+                                "key": add_key(cgw.keys_file, "pad-coap")},
                        "sim": {"host": rig.host, "port": rig.port}, "app": {}},
                       tmp_path / "store", heap="96k")
     pad = PadHandle(fw, sim, reader)
@@ -170,7 +172,8 @@ def test_lossy_link_every_event_once_in_order_every_command_once(lossy_gw, devic
     60 ms) to keep the test short; the logic does not depend on the scale."""
     cgw = lossy_gw
     proxy = LossyProxy(cgw.coap_port, drop=0.2, dup=0.1, reorder=0.2, seed=11)
-    d = CoapDevice(tmp_path, proxy.port, "lossy-1", keepalive=2, ack_timeout=150).start()
+    d = CoapDevice(tmp_path, proxy.port, "lossy-1", keepalive=2, ack_timeout=150,
+                   keys=cgw.keys_file).start()
     devices.append(d)
     try:
         cgw.wait_online("lossy-1", timeout=30)
@@ -206,7 +209,7 @@ def test_lossy_link_every_event_once_in_order_every_command_once(lossy_gw, devic
 def test_wired_gateway_process_serves_coap_devices_across_a_crash(broker, devices, tmp_path):
     g = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2).start()
     try:
-        d = CoapDevice(tmp_path, g.coap_port, "wired-1", app={"tick_ms": 400},
+        d = CoapDevice(tmp_path, g.coap_port, "wired-1", app={"tick_ms": 400}, keys=g.coap_keys,
                        ack_timeout=500).start()
         devices.append(d)
         g.wait_online("wired-1")
@@ -231,7 +234,7 @@ def test_wired_boot_runs_the_sample_pad_over_coap(broker, tmp_path):
 
     g = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2).start()
     store = VirtualStore(tmp_path / "store", broker_port=g.coap_port, keepalive=2,
-                         transport="coap")
+                         transport="coap", coap_keys=g.coap_keys)
     try:
         pad = store.add_pad("pad-wired")
         store.start()
@@ -252,7 +255,7 @@ def test_every_device_app_of_the_store_runs_over_coap(broker, tmp_path):
 
     g = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2).start()
     rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port),
-                            coap=("127.0.0.1", g.coap_port))
+                            coap=("127.0.0.1", g.coap_port), coap_keys=g.coap_keys)
     try:
         with StreamReader(g.url) as stream:
             for dev in ("pad-1", "room-1", "lk-1"):

@@ -19,18 +19,24 @@ pytestmark = pytest.mark.skipif(CLIENT is None, reason="coap-client not installe
                                 "(apt-get install libcoap3-bin)")
 
 PDU = re.compile(r"v:1 t:(CON|NON|ACK|RST) c:(\d\.\d\d) i:([0-9a-f]+)")
+DIAG = re.compile(r"c:[45]\.\d\d i:[0-9a-f]+ .*:: '(.*)'$", re.M)
 
 
 @pytest.fixture(scope="module")
 def cgw(broker, tmp_path_factory):
-    g = CoapGateway(tmp_path_factory.mktemp("coap-gw"), broker.port, heartbeat_s=1.0).start()
+    # these tests are about the resources: unauthenticated devices explicitly allowed
+    # (authentication: tests/test_coap_auth.py)
+    g = CoapGateway(tmp_path_factory.mktemp("coap-gw"), broker.port, heartbeat_s=1.0,
+                    allow_unauthenticated=True).start()
     yield g
     g.stop()
 
 
 def coap(g: CoapGateway, method: str, path: str, payload: str | bytes | None = None,
-         timeout: float = 15, extra: tuple[str, ...] = ()) -> tuple[str, bytes]:
-    """Run coap-client; returns (response code like '2.04', response payload)."""
+         timeout: float = 15, extra: tuple[str, ...] = (),
+         keep_body: bool = False) -> tuple[str, bytes]:
+    """Run coap-client; returns (response code like '2.04', response payload: only for 2.xx
+    unless keep_body)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "payload"
         args = [CLIENT, "-m", method, "-v", "7", "-B", str(int(timeout)), "-o", str(out),
@@ -46,7 +52,9 @@ def coap(g: CoapGateway, method: str, path: str, payload: str | bytes | None = N
         codes = [m.group(2) for m in PDU.finditer(log) if m.group(2) != "0.00"]
         assert codes, f"no response from the gateway:\n{log[-2000:]}"
         body = out.read_bytes() if out.exists() else b""
-    return codes[-1], body if codes[-1].startswith("2.") else b""
+    if keep_body and not codes[-1].startswith("2."):  # libcoap logs an error's diagnostic
+        body = b"".join(m.group(1).encode() for m in DIAG.finditer(log))[-500:]
+    return codes[-1], body if keep_body or codes[-1].startswith("2.") else b""
 
 
 def envelope(dev: str, type_: str, body: dict, **extra) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.app import Gateway, GatewayConfig
 from gateway.coap import CoapEdge
+from gateway.coap_auth import add_key
 from hil.sim.firmware import (
     FirmwareProcess,
     build_mpy,
@@ -41,11 +42,18 @@ def coap_client() -> str | None:
 
 
 class CoapGateway(GatewayClient):
-    """Gateway + CoAP edge on a background loop; HTTP API on a free port."""
+    """Gateway + CoAP edge on a background loop; HTTP API on a free port. Devices need a key
+    in `keys_file` (`CoapDevice(..., keys=g.keys_file)`), unless the gateway is made with
+    `allow_unauthenticated=True`."""
 
-    def __init__(self, workdir: Path, broker_port: int, **edge_options: Any) -> None:
+    def __init__(self, workdir: Path, broker_port: int, allow_unauthenticated: bool = False,
+                 **edge_options: Any) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.keys_file = self.workdir / "coap-keys.json"
+        if not self.keys_file.exists():
+            self.keys_file.write_text("{}")
+        self.allow_unauthenticated = allow_unauthenticated
         self.broker_port = broker_port
         self.edge_options = edge_options  # further CoapEdge keywords
         self.client_id = f"gw-coap-{secrets.token_hex(3)}"
@@ -67,6 +75,8 @@ class CoapGateway(GatewayClient):
                                 http_port=0, client_id=self.client_id, coap_port=port,
                                 coap_heartbeat_s=options.pop("heartbeat_s", 2.0),
                                 coap_dedupe_max=options.pop("dedupe_max", 8192),
+                                coap_keys_file=self.keys_file,
+                                coap_allow_unauthenticated=self.allow_unauthenticated,
                                 coap_options=options)
             gw = Gateway(cfg)
             self.gw, self.edge, self.loop = gw, gw.coap, asyncio.get_running_loop()
@@ -188,9 +198,12 @@ class CoapDevice(ScriptedDevice):
     (tests/scripted_device.py), logging its heap; `transport`: CoapTransport keywords."""
 
     def __init__(self, tmp_path: Path, port: int, dev: str, keepalive: int = 2,
-                 app: dict | None = None, **transport: Any) -> None:
+                 app: dict | None = None, keys: Path | None = None, **transport: Any) -> None:
         super().__init__(tmp_path, port, dev, keepalive=keepalive,
                          app={"heap_log": True, **(app or {})}, coap=transport)
+        if keys is not None:  # provisioned: the gateway's keys file gets a key for it
+            self.config["mqtt"]["key"] = add_key(keys, dev, rotate=True)
+            self.write_config()
 
 
 RUNNER = """

@@ -156,7 +156,8 @@ def measure(broker_port: int, workdir: Path, seconds: float, devices: int, stock
             rate: float = 0) -> dict:
     """Gateway in-process (traced), load from another process. Returns figures."""
     options = {"dedupe_max": dedupe_max, "heartbeat_s": 3600.0}
-    g = CoapGateway(workdir, broker_port, **options)
+    # the load's virtual devices do not sign: unauthenticated devices explicitly allowed
+    g = CoapGateway(workdir, broker_port, allow_unauthenticated=True, **options)
     if trace:
         tracemalloc.start()
     g.start()
@@ -307,7 +308,8 @@ def test_table_entry_costs_well_under_a_kilobyte_and_the_total_is_capped():
 def test_evicted_duplicate_is_still_applied_once(broker, tmp_path):
     """With a table of 1 entry, a retransmitted event is past the table: the gateway
     processes it again, and the protocol (dedupe by seq) keeps it to one stored event."""
-    g = CoapGateway(tmp_path / "gw", broker.port, dedupe_max=1).start()
+    g = CoapGateway(tmp_path / "gw", broker.port, dedupe_max=1,
+                    allow_unauthenticated=True).start()  # (with keys: tests/test_coap_auth.py)
     try:
         async def scenario() -> list[bytes]:
             loop = asyncio.get_running_loop()

@@ -276,3 +276,34 @@ def test_provisioned_pad_end_to_end_over_tls(store, tmp_path, heap):
     finally:
         vs.stop()
         gw.stop()
+
+
+def test_coap_keys_come_with_the_device_and_rotate_with_it(tmp_path):
+    """The device config's CoAP key is the one the gateway reads from coap-keys.json; a
+    rotation replaces both (and the gateway then refuses the old key)."""
+    import json
+
+    from gateway.coap_auth import CoapAuth, Refused, option_value
+
+    d = tmp_path / "store"
+    provision.init_store(d, port=free_port())
+    keys = d / "coap-keys.json"
+    assert json.loads(keys.read_text()) == {} and keys.stat().st_mode & 0o077 == 0
+    cfg = provision.add_device(d, "pad-c", "sample-pad", transport="coap")
+    assert cfg["transport"] == "coap" and cfg["coap"]["port"] == 5683
+    old = bytes.fromhex(cfg["coap"]["key"])
+    auth = CoapAuth(keys)
+    assert auth.keys == {"pad-c": old}
+
+    def session(key):
+        opt = option_value(key, bytes(8), 1, 2, "pe/1/pad-c/auth", [])
+        return auth.check("pad-c", "auth", 2, [], 0, 0, b"", opt)
+
+    assert len(session(old)) == 8
+    new = provision.add_device(d, "pad-c", "sample-pad", rotate=True)
+    assert json.loads((d / "devices" / "pad-c.config.json").read_text())["coap"]["key"] == \
+        new["coap"]["key"] != cfg["coap"]["key"]
+    auth.reload(force=True)
+    with pytest.raises(Refused, match="bad MAC"):
+        session(old)
+    assert len(session(bytes.fromhex(new["coap"]["key"]))) == 8

@@ -96,10 +96,13 @@ def tube_store(tmp_path, broker, *, coap: bool = False, wiring=WIRING, extra_arg
         network.write_text(json.dumps(net))
     gw = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2 if coap else None,
                         extra_args=["--tube-network", str(network), *extra_args]).start()
-    # every tube app runs in the 96 KB heap of a board (TUBE_FW_HEAP to measure smaller ones)
+    # every tube app runs in the 96 KB heap of a board (TUBE_FW_HEAP to measure smaller ones).
+    # Over CoAP the line controller used to run out at 96 KB with two diverter moves in flight
+    # and its event sender died (the old flake, docs/tube.md "Timing over CoAP")
     rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port), wiring=wiring,
                             heap=os.environ.get("TUBE_FW_HEAP", "96k"),
-                            coap=("127.0.0.1", gw.coap_port) if coap else None)
+                            coap=("127.0.0.1", gw.coap_port) if coap else None,
+                            coap_keys=gw.coap_keys)
     try:
         line = Line(gw, rig)  # the line model first: it sets the idle world before power-on
         for dev in rig.devices():

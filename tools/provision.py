@@ -14,10 +14,14 @@ What lands in the store directory (docs/operations.md):
     mosquitto/passwd                  PBKDF2-SHA512 hashes, the format `mosquitto_passwd` writes
     mosquitto/acl                     each device only under pe/1/<its id>/, the gateway its pattern
     gateway.json                      the gateway's MQTT user, password and CA (mode 0600)
+    coap-keys.json                    each device's CoAP key, for the gateway (`[coap] keys_file`,
+                                      `--coap-keys`; mode 0600; docs/protocol.md)
     devices/<id>.config.json          firmware config.json with the device's credentials (0600)
     store.json                        what `device` needs: broker host/port, listener settings
 
 Plain passwords exist only in `gateway.json` and the device configs; the broker keeps hashes.
+CoAP keys are shared secrets (an HMAC needs the key at both ends): they are in
+`coap-keys.json` and in each device's config.
 """
 from __future__ import annotations
 
@@ -35,10 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway import protocol
+from gateway.coap_auth import add_key as add_coap_key
 
 GATEWAY_USER = "pe-gateway"              # as in deploy/mosquitto/store.acl; never a device id
 PBKDF2_ITERATIONS = 101                  # what mosquitto_passwd 2.0 writes for `$7$`
 KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station")
+COAP_KEYS = "coap-keys.json"
 
 
 class ProvisionError(Exception):
@@ -225,6 +231,7 @@ def init_store(out: Path, *, store: str = "store", hostnames: list[str] | None =
     password = new_password()
     _write_passwd(out, {GATEWAY_USER: hash_password(password)})
     _write(out / "mosquitto" / "acl", acl_text())
+    _write(out / COAP_KEYS, "{}\n", secret=True)
     _write(out / "mosquitto" / "mosquitto.conf", mosquitto_conf(out, st))
     _write(out / "gateway.json", json.dumps(
         {"user": GATEWAY_USER, "password": password, "ca": str((out / "ca.crt").resolve()),
@@ -235,8 +242,10 @@ def init_store(out: Path, *, store: str = "store", hostnames: list[str] | None =
 
 def add_device(out: Path, dev: str, kind: str, *, host: str | None = None,
                port: int | None = None, app: dict[str, Any] | None = None,
-               rotate: bool = False) -> dict[str, Any]:
-    """Give a device its password (hash into the broker's file) and its firmware config."""
+               rotate: bool = False, transport: str = "mqtt",
+               coap_port: int = 5683) -> dict[str, Any]:
+    """Give a device its password (hash into the broker's file), its CoAP key (into the
+    gateway's coap-keys.json) and its firmware config."""
     out = Path(out)
     st = _load_store(out)
     if not protocol.is_device_id(dev) or dev == GATEWAY_USER:
@@ -244,6 +253,8 @@ def add_device(out: Path, dev: str, kind: str, *, host: str | None = None,
                              f"first), and not {GATEWAY_USER!r}")
     if kind not in KINDS:
         raise ProvisionError(f"kind must be one of {', '.join(KINDS)}")
+    if transport not in ("mqtt", "coap"):
+        raise ProvisionError("transport must be mqtt or coap")
     users = _read_passwd(out)
     if dev in users and not rotate:
         raise ProvisionError(f"device {dev!r} already has credentials; --rotate gives it a new "
@@ -254,7 +265,10 @@ def add_device(out: Path, dev: str, kind: str, *, host: str | None = None,
            "mqtt": {"host": host or st["host"], "port": port or st["port"], "keepalive": 30,
                     "user": dev, "password": password,
                     "tls": {"ca": ca_pem, "server_hostname": st["host"]}},
-           "app": app or {}}
+           # the same device over CoAP (`"transport": "coap"`): the gateway's CoAP edge
+           "coap": {"host": host or st["host"], "port": coap_port, "keepalive": 30,
+                    "key": add_coap_key(out / COAP_KEYS, dev, rotate=True)},
+           "transport": transport, "app": app or {}}
     _write(out / "devices" / f"{dev}.config.json", json.dumps(cfg, indent=2) + "\n", secret=True)
     users[dev] = hash_password(password)
     _write_passwd(out, users)
@@ -286,7 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--host", help="broker host the device connects to (default: the store's)")
     d.add_argument("--port", type=int, help="broker port (default: the TLS listener)")
     d.add_argument("--app", type=json.loads, default=None, help="app config as JSON")
-    d.add_argument("--rotate", action="store_true", help="replace an existing password")
+    d.add_argument("--rotate", action="store_true", help="replace an existing password "
+                   "and CoAP key")
+    d.add_argument("--transport", choices=("mqtt", "coap"), default="mqtt",
+                   help="what the device speaks (default mqtt; coap: the gateway's CoAP edge "
+                        "with the device's key)")
+    d.add_argument("--coap-port", type=int, default=5683, help="the gateway's CoAP port")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "init":
@@ -297,9 +316,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.dir}; run: mosquitto -c {args.dir}/mosquitto/mosquitto.conf")
         else:
             add_device(args.dir, args.device_id, args.kind, host=args.host, port=args.port,
-                       app=args.app, rotate=args.rotate)
+                       app=args.app, rotate=args.rotate, transport=args.transport,
+                       coap_port=args.coap_port)
             print(f"{args.dir}/devices/{args.device_id}.config.json: deploy it as config.json "
-                  "(mosquitto reloads its password file on SIGHUP)")
+                  "(mosquitto reloads its password file on SIGHUP; the gateway re-reads "
+                  f"{args.dir}/{COAP_KEYS} by itself)")
     except ProvisionError as exc:
         print(f"provision: {exc}", file=sys.stderr)
         return 2

@@ -20,10 +20,17 @@
 # ping the gateway (empty CON, answered by RST); if 3 pings go unanswered too, the link is
 # down (on_down) and is probed with pings with jittered exponential backoff; the next answer
 # is a new "connection" (on_connect: a new session and birth).
+# Authentication (docs/protocol.md, "CoAP authentication"): with a key (`password`, 64 hex
+# digits from tools/provision.py) the link starts with POST .../auth, which returns a session
+# nonce, and every request carries the Edge-Auth option: counter + HMAC-SHA256 over nonce,
+# counter, method, path, query, block options and payload. A 4.01 (wrong key, or a gateway
+# that restarted and forgot the session) takes the link down: the next connect gets a new one.
 import asyncio
 import errno
 import json
 import socket
+from binascii import unhexlify
+from hashlib import sha256
 from time import ticks_ms, ticks_diff
 
 from edge.link import DOWN as _DOWN, UP as _UP, Link, getrandbits
@@ -34,7 +41,9 @@ ACK = 2
 RST = 3
 GET = 1
 POST = 2
+CHANGED = 68      # 2.04
 CONTENT = 69      # 2.05
+UNAUTHORIZED = 129  # 4.01
 CONTINUE = 95     # 2.31
 OPT_OBSERVE = 6
 OPT_URI_PATH = 11
@@ -43,9 +52,27 @@ OPT_MAX_AGE = 14
 OPT_URI_QUERY = 15
 OPT_BLOCK2 = 23
 OPT_BLOCK1 = 27
+OPT_AUTH = 65000  # Edge-Auth (experimental range): counter (4) + tag (16)
 BLOCK_SZX = 6     # 1024-byte blocks
 BLOCK = 1024
 RX_MAX = 1280     # largest datagram we read (a 1024-byte block + header and options)
+
+
+def hmac_pads(key):
+    # HMAC-SHA256 (RFC 2104; the boards' hashlib has no hmac), key <= 64 bytes: the inner
+    # and outer keys. HMAC(m) = hmac_end(opad, sha256(ipad) fed m)
+    k = key + bytes(64 - len(key))
+    return bytes(b ^ 0x36 for b in k), bytes(b ^ 0x5C for b in k)
+
+
+def hmac_end(opad, inner):
+    o = sha256(opad)
+    o.update(inner.digest())
+    return o.digest()
+
+
+def _u32(n):
+    return bytes((n >> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255))
 
 
 def code_str(code):
@@ -197,7 +224,10 @@ class CoapTransport(Link):
         self._rt = int(response_timeout * 1000)  # a separate response after an empty ACK
         self.stats = {"connects": 0, "disconnects": 0, "req": 0, "retx": 0, "rx": 0, "dup": 0,
                       "rejected": 0, "busy": 0, "dropped": 0, "polls": 0, "cmds": 0, "hb": 0, "errors": 0,
-                      "timeouts": 0, "suspects": 0}
+                      "timeouts": 0, "suspects": 0, "unauth": 0}
+        self.key = hmac_pads(unhexlify(password)) if password else None  # CoAP key (config.py checks it)
+        self._nonce = None  # session nonce from POST .../auth
+        self._ctr = 0
         self.last_error = None
         self.session = None
         self._state = _DOWN
@@ -317,13 +347,60 @@ class CoapTransport(Link):
 
     async def _connect(self):
         self._open()
-        if not await self._ping(2):  # then back off
+        if self.key is not None:
+            await self._handshake()
+        elif not await self._ping(2):  # then back off
             raise OSError(errno.ETIMEDOUT)
         self._state = _UP
         self._suspect = False
         self.session = None  # learnt from this connection's birth
         self._connected()
         return True
+
+    async def _handshake(self):
+        # a new session nonce (the request is signed with a zero nonce); 2 tries, like the ping
+        self._nonce = None
+        self._ctr = getrandbits(30)
+        code, _, body = await self._exchange(POST, [(OPT_URI_PATH, p) for p in self.path]
+                                             + [(OPT_URI_PATH, "auth")], None, None, 2)
+        if code != CHANGED or len(body) != 8:
+            self._err(ValueError("auth " + code_str(code)))
+            raise OSError(errno.EACCES)
+        self._nonce = body
+        self._ctr = 0
+
+    def _sign(self, code, opts, payload):
+        # the Edge-Auth option value: counter + HMAC-SHA256(key, nonce | counter | code | path
+        # | 0 | query | 0 | block1 | block2 | payload)[:16]
+        self._ctr = c = (self._ctr + 1) & 0xFFFFFFFF
+        h = sha256(self.key[0])  # fed piece by piece: no copies (opts are in number order)
+        h.update(self._nonce or bytes(8))
+        h.update(_u32(c))
+        h.update(bytes((code,)))
+        b1 = b2 = 0
+        sep = b""
+        q = b"\0"
+        for n, v in opts:
+            if n == OPT_URI_PATH:
+                h.update(sep)
+                h.update(v)
+                sep = b"/"
+            elif n == OPT_URI_QUERY:
+                h.update(q)
+                h.update(v)
+                q = b"&"
+            elif n == OPT_BLOCK1:
+                b1 = v
+            elif n == OPT_BLOCK2:
+                b2 = v
+        if q != b"&":
+            h.update(q)  # no query: the separator after the path still goes in
+        h.update(b"\0")
+        h.update(_u32(b1))
+        h.update(_u32(b2))
+        if payload:
+            h.update(payload)
+        return _u32(c) + hmac_end(self.key[1], h)[:16]
 
     async def _serve(self):
         # Up until the gateway stops answering. Make sure it hears from us every hb_ms.
@@ -505,19 +582,21 @@ class CoapTransport(Link):
                 body += r[2]
             return r[0], r[1], body
 
-    async def _exchange(self, code, opts, payload, wait_ms=None):
+    async def _exchange(self, code, opts, payload, wait_ms=None, sends=0):
         """One CON request with RFC 7252 retransmission. A request nobody ever acknowledges
-        means the gateway is gone: the link is declared lost."""
+        means the gateway is gone: the link is declared lost. (sends: the handshake's tries.)"""
         mid = self._next_mid()
         token = bytes((getrandbits(8), getrandbits(8), getrandbits(8), getrandbits(8)))
-        ex = _Exchange(mid, token)
+        ex = _Exchange(mid, token, sends > 0)
         self._ex[mid] = ex
         self._bytoken[token] = ex
+        if self.key is not None:  # signed once: a retransmission repeats the counter
+            opts = opts + [(OPT_AUTH, self._sign(code, opts, payload))]
         msg = encode(CON, code, mid, token, opts, payload)
         self.stats["req"] += 1
         try:
             to = self._first_timeout()
-            for attempt in range(self.MAX_RETRANSMIT + 1):
+            for attempt in range(sends or self.MAX_RETRANSMIT + 1):
                 if attempt:
                     self.stats["retx"] += 1
                 self._send(msg)
@@ -540,6 +619,13 @@ class CoapTransport(Link):
                     if left <= 0:
                         raise OSError(errno.ETIMEDOUT)
                     await self._until(ex, left)
+            if ex.resp[0] == UNAUTHORIZED and self.key is not None:
+                # the gateway does not know our session (it restarted) or our key: start over
+                self.stats["unauth"] += 1
+                self._err(ValueError(ex.resp[2][:80]))
+                if not sends:
+                    self._lost()
+                raise OSError(errno.EACCES)
             return ex.resp
         finally:
             self._ex.pop(mid, None)

@@ -51,6 +51,8 @@ def load(path):
     port = mq.setdefault("port", 5683 if transport == "coap" else 1883)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(transport + ".port must be 1-65535")
+    if transport == "coap":
+        _coap_key(mq, cfg["device_id"])
     _check_credentials(mq, transport)
     wifi = cfg.get("wifi")
     if wifi is not None and not (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str)):
@@ -62,6 +64,18 @@ def load(path):
     cfg.setdefault("app", {})
     cfg["cfg_hash"] = digest(raw)
     return cfg
+
+
+def _coap_key(mq, dev):
+    # coap.key (tools/provision.py): 64 hex digits; the transport takes it as the password
+    key = mq.get("key")
+    if key is None:
+        return
+    if not isinstance(key, str) or len(key) != 64 or \
+            any(c not in "0123456789abcdefABCDEF" for c in key):
+        raise ConfigError("coap.key must be 64 hex digits")
+    mq["user"] = dev
+    mq["password"] = key
 
 
 def _check_credentials(mq, transport):

@@ -109,6 +109,15 @@ class Runtime:
         return seq
 
     async def _sender(self):
+        while True:
+            try:
+                await self._send_some()
+            except Exception as e:  # MemoryError on a full heap: this task must not die (it
+                # did, and events stopped for good: the tube's diverter confirms were never sent)
+                self.log("sender:", repr(e))
+                await asyncio.sleep_ms(200)
+
+    async def _send_some(self):
         j = self.journal
         while True:
             if self.client.is_connected() and not self._birth_due:

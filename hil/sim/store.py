@@ -127,12 +127,14 @@ class FittingRoomHandle:
 
 class VirtualStore:
     def __init__(self, workdir: Path, broker_host: str = "127.0.0.1", broker_port: int = 1883,
-                 heap: str = "96k", keepalive: int = 10, transport: str = "mqtt"):
+                 heap: str = "96k", keepalive: int = 10, transport: str = "mqtt",
+                 coap_keys: Path | None = None):
         self.workdir = Path(workdir)
         self.broker = (broker_host, broker_port)
         self.heap = heap
         self.keepalive = keepalive
         self.transport = transport  # "coap": broker_port is the gateway's CoAP port
+        self.coap_keys = coap_keys  # "coap": each device gets a key in the gateway's keys file
         self.rig = VirtualRig().start()
         self.devices: dict[str, FirmwareProcess] = {}
         self.pads: dict[str, PadHandle] = {}
@@ -140,9 +142,13 @@ class VirtualStore:
         self.rooms: dict[str, FittingRoomHandle] = {}
 
     def _config(self, dev: str, kind: str, app: dict) -> dict:
-        return {"device_id": dev, "kind": kind, "board": "sim", "transport": self.transport,
-                "mqtt": {"host": self.broker[0], "port": self.broker[1], "keepalive": self.keepalive},
-                "sim": {"host": self.rig.host, "port": self.rig.port}, "app": app}
+        cfg = {"device_id": dev, "kind": kind, "board": "sim", "transport": self.transport,
+               "mqtt": {"host": self.broker[0], "port": self.broker[1], "keepalive": self.keepalive},
+               "sim": {"host": self.rig.host, "port": self.rig.port}, "app": app}
+        if self.transport == "coap" and self.coap_keys is not None:
+            from gateway.coap_auth import add_key
+            cfg["mqtt"]["key"] = add_key(self.coap_keys, dev, rotate=True)
+        return cfg
 
     def add_pad(self, dev: str, **app) -> PadHandle:
         sim = self.rig.device(dev)

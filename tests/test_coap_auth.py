@@ -1,0 +1,287 @@
+"""CoAP device authentication (gateway/coap_auth.py, docs/protocol.md "CoAP authentication"):
+the firmware's HMAC against Python's, the gateway against an independent peer (`coap-client`,
+libcoap3-bin) sending unsigned, forged and replayed requests, and the firmware's own signing."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+
+import httpx
+import pytest
+from aiocoap.numbers.codes import Code
+
+from gateway import coap_auth
+from gateway.coap_auth import CoapAuth, KeyFileError, Refused, Session, add_key, parse_keys
+from tests.support import run_micropython
+from tests.test_coap_gateway import CLIENT, birth, coap, envelope
+from tests.test_coap_harness import CoapGateway
+
+needs_client = pytest.mark.skipif(CLIENT is None, reason="coap-client not installed "
+                                  "(apt-get install libcoap3-bin)")
+
+
+# -- the firmware's HMAC and signature -----------------------------------------------------------
+
+FW_HMAC = '''
+from binascii import hexlify, unhexlify
+from hashlib import sha256
+from edge.coap import hmac_pads, hmac_end, CoapTransport, POST, OPT_URI_PATH, OPT_URI_QUERY, \\
+    OPT_CONTENT_FORMAT, OPT_BLOCK1, block_opt
+for k, m in %(cases)r:
+    ipad, opad = hmac_pads(unhexlify(k))
+    h = sha256(ipad)
+    h.update(unhexlify(m))
+    print(hexlify(hmac_end(opad, h)).decode())
+t = CoapTransport("pad-1", "127.0.0.1", password=%(key)r)
+t._nonce = unhexlify(%(nonce)r)
+t._ctr = 41
+opts = [(OPT_URI_PATH, "pe"), (OPT_URI_PATH, "1"), (OPT_URI_PATH, "pad-1"), (OPT_URI_PATH, "evt"),
+        (OPT_CONTENT_FORMAT, 50), (OPT_URI_QUERY, "hb=30"), (OPT_URI_QUERY, "s=7"),
+        (OPT_BLOCK1, block_opt(1, True))]
+print(hexlify(t._sign(POST, opts, b'{"a":1}')).decode())
+t._nonce = None
+print(hexlify(t._sign(POST, opts[:3] + [(OPT_URI_PATH, "auth")], None)).decode())
+print(hexlify(t._sign(POST, opts[:4] + [(OPT_URI_QUERY, "hold=5")], None)).decode())
+'''
+
+
+def test_firmware_hmac_and_signature_match_python():
+    rng = random.Random(5)
+    # key lengths around the block size, messages empty to several blocks
+    cases = [(bytes(rng.randrange(256) for _ in range(kl)).hex(),
+              bytes(rng.randrange(256) for _ in range(ml)).hex())
+             for kl, ml in [(32, 0), (32, 5), (1, 64), (63, 65), (64, 200), (32, 1500)]]
+    key = bytes(range(32))
+    nonce = bytes.fromhex("0102030405060708")
+    r = run_micropython(FW_HMAC % {"cases": cases, "key": key.hex(), "nonce": nonce.hex()})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    for (k, m), got in zip(cases, lines):
+        assert got == hmac.new(bytes.fromhex(k), bytes.fromhex(m), hashlib.sha256).hexdigest()
+    b1 = (1 << 4) | 8 | 6
+    assert lines[len(cases)] == coap_auth.option_value(
+        key, nonce, 42, int(Code.POST), "pe/1/pad-1/evt", ["hb=30", "s=7"], b'{"a":1}',
+        block1=b1).hex()
+    assert lines[len(cases) + 1] == coap_auth.option_value(
+        key, bytes(8), 43, int(Code.POST), "pe/1/pad-1/auth", []).hex()
+    assert lines[len(cases) + 2] == coap_auth.option_value(
+        key, bytes(8), 44, int(Code.POST), "pe/1/pad-1/evt", ["hold=5"]).hex()
+
+
+def test_firmware_config_checks_the_key():
+    r = run_micropython('''
+import json
+from edge import config
+def load(key):
+    with open("/tmp/pe-auth-cfg.json", "w") as f:
+        json.dump({"device_id": "pad-1", "kind": "sample-pad", "transport": "coap",
+                   "coap": {"host": "10.0.0.1", "key": key}}, f)
+    try:
+        c = config.load("/tmp/pe-auth-cfg.json")
+        print(c["mqtt"]["password"] == key, c["mqtt"]["user"])
+    except config.ConfigError as e:
+        print("error", e)
+load("ab" * 32)
+load("ab" * 31)
+load("zz" * 32)
+''')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["True pad-1", "error coap.key must be 64 hex digits",
+                                     "error coap.key must be 64 hex digits"]
+
+
+# -- the check, the window and the keys file -----------------------------------------------------
+
+def test_replay_window_accepts_reordering_refuses_repeats_and_stale_counters():
+    s = Session(b"n" * 8)
+    assert all(s.accept(c) for c in (1, 3, 2, 10))
+    assert not s.accept(3) and not s.accept(10)
+    assert s.accept(9) and s.accept(10 + 70)            # jumps ahead
+    assert not s.accept(80 - 64) and s.accept(80 - 63)  # the window is 64 counters
+    assert not s.accept(80 - 63)
+
+
+def test_keys_file_is_validated_and_rotation_ends_the_session(tmp_path):
+    keys = tmp_path / "coap-keys.json"
+    with pytest.raises(KeyFileError, match="not found"):
+        CoapAuth(keys)
+    k1 = add_key(keys, "pad-1")
+    assert keys.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(KeyFileError, match="already has"):
+        add_key(keys, "pad-1")
+    for bad, why in [("[]", "expected an object"), ('{"Pad": "00"}', "not a device id"),
+                     ('{"pad-2": "abcd"}', "64 hex digits"), ("{", "not valid JSON")]:
+        with pytest.raises(KeyFileError, match=why):
+            parse_keys(bad, "f")
+    auth = CoapAuth(keys)
+    opt = coap_auth.option_value(bytes.fromhex(k1), bytes(8), 7, int(Code.POST),
+                                 "pe/1/pad-1/auth", [])
+    nonce = auth.check("pad-1", "auth", int(Code.POST), [], 0, 0, b"", opt)
+    assert len(nonce) == 8 and "pad-1" in auth.sessions
+    add_key(keys, "pad-1", rotate=True)
+    auth.reload(force=True)
+    assert "pad-1" not in auth.sessions  # the old key's session is over
+    with pytest.raises(Refused) as e:
+        auth.check("pad-1", "auth", int(Code.POST), [], 0, 0, b"", opt)
+    assert e.value.reason == "bad_mac"
+    keys.write_text("{broken")  # a bad edit later: logged, the loaded keys stay
+    auth.reload(force=False)
+    assert "pad-1" in auth.keys
+
+
+# -- the gateway against coap-client -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def agw(broker, tmp_path_factory):
+    g = CoapGateway(tmp_path_factory.mktemp("coap-auth"), broker.port, heartbeat_s=5.0).start()
+    yield g
+    g.stop()
+
+
+def signed(g: CoapGateway, key: bytes, nonce: bytes, counter: int, method: str, path: str,
+           payload: str | None = None, as_dev: str | None = None) -> tuple[str, bytes]:
+    """coap-client with the Edge-Auth option; the MAC is made for `as_dev`'s path if given
+    (a forgery: another device's valid MAC on this request)."""
+    uri_path, _, query = path.lstrip("/").partition("?")
+    mac_path = uri_path if as_dev is None else uri_path.replace(uri_path.split("/")[2], as_dev, 1)
+    opt = coap_auth.option_value(key, nonce, counter, int(getattr(Code, method.upper())),
+                                 mac_path, query.split("&") if query else [],
+                                 (payload or "").encode())
+    return coap(g, method, path, payload, extra=("-O", f"{coap_auth.OPTION},0x{opt.hex()}"),
+                keep_body=True)
+
+
+def session(g: CoapGateway, dev: str, key: bytes) -> bytes:
+    code, nonce = signed(g, key, bytes(8), 12345, "post", f"/pe/1/{dev}/auth")
+    assert code == "2.04" and len(nonce) == 8, (code, nonce)
+    return nonce
+
+
+@needs_client
+def test_unsigned_requests_get_401_and_nothing_is_kept(agw):
+    add_key(agw.keys_file, "ca-1")
+    before = agw.get("/stats")["coap"].get("auth_refused", 0)
+    code, body = coap(agw, "post", "/pe/1/ca-1/birth?s=1", birth("ca-1"), keep_body=True)
+    assert code == "4.01" and b"Edge-Auth option (65000) missing" in body
+    # a device nobody provisioned: refused too (no key, and unauthenticated devices are off)
+    code, body = coap(agw, "post", "/pe/1/ca-zz/evt?s=1",
+                      envelope("ca-zz", "tag.placed", {}, seq=1), keep_body=True)
+    assert code == "4.01" and b"no CoAP key for device 'ca-zz'" in body
+    code, _ = coap(agw, "get", "/pe/1/ca-1/cmd?hold=0", keep_body=True)
+    assert code == "4.01"
+    stats = agw.get("/stats")["coap"]
+    assert stats["auth_refused"] == before + 3
+    assert stats["auth_refused_missing"] >= 2 and stats["auth_refused_unknown_device"] >= 1
+    assert not agw.edge.handles("ca-1") and not agw.edge.handles("ca-zz")  # not registered
+    assert agw.device("ca-1") is None and agw.events("ca-1") == []
+    r = httpx.get(agw.url + "/metrics", timeout=10)
+    assert r.status_code == 200, r.text
+    assert 'pe_coap_auth_refused_total{reason="missing"}' in r.text
+
+
+@needs_client
+def test_signed_requests_work_forged_and_replayed_ones_are_refused(agw):
+    k1 = bytes.fromhex(add_key(agw.keys_file, "ca-2"))
+    k3 = bytes.fromhex(add_key(agw.keys_file, "ca-3"))
+    nonce = session(agw, "ca-2", k1)
+    nonce3 = session(agw, "ca-3", k3)  # ca-3 is up: only its key can speak for it
+    code, body = signed(agw, k1, nonce, 1, "post", "/pe/1/ca-2/birth?s=1", birth("ca-2"))
+    assert code == "2.04" and json.loads(body)["type"] == "ack"
+    evt = envelope("ca-2", "tag.placed", {"uid": "04a1"}, seq=1)
+    code, body = signed(agw, k1, nonce, 2, "post", "/pe/1/ca-2/evt?s=1", evt)
+    assert code == "2.04" and json.loads(body)["body"]["upto"] == 1
+    # the same request again (a new message id: not a retransmission): a replay
+    code, body = signed(agw, k1, nonce, 2, "post", "/pe/1/ca-2/evt?s=1", evt)
+    assert code == "4.01" and b"replayed or stale counter 2" in body
+    # ca-2's valid MAC on a request that speaks for ca-3
+    forged = envelope("ca-3", "tag.placed", {"uid": "66"}, seq=1)
+    code, body = signed(agw, k1, nonce, 3, "post", "/pe/1/ca-3/evt?s=1", forged, as_dev="ca-2")
+    assert code == "4.01" and b"bad MAC" in body
+    # ca-2's key on ca-3's path, with either nonce
+    for n in (nonce, nonce3):
+        code, body = signed(agw, k1, n, 4, "post", "/pe/1/ca-3/evt?s=1", forged)
+        assert code == "4.01" and b"bad MAC" in body
+    # a changed payload under a valid MAC
+    code, body = coap(agw, "post", "/pe/1/ca-2/evt?s=1",
+                      envelope("ca-2", "tag.placed", {"uid": "ff"}, seq=2),
+                      extra=("-O", f"{coap_auth.OPTION},0x" + coap_auth.option_value(
+                          k1, nonce, 5, int(Code.POST), "pe/1/ca-2/evt", ["s=1"],
+                          evt.encode()).hex()), keep_body=True)
+    assert code == "4.01" and b"bad MAC" in body
+    # a new session: the old nonce's requests are refused
+    nonce2 = session(agw, "ca-2", k1)
+    code, _ = signed(agw, k1, nonce, 6, "post", "/pe/1/ca-2/hb?s=1")
+    assert code == "4.01"
+    code, _ = signed(agw, k1, nonce2, 1, "post", "/pe/1/ca-2/hb?s=1")
+    assert code == "2.04"
+    code, _ = signed(agw, k1, bytes(8), 7, "get", "/pe/1/ca-2/auth")
+    assert code == "4.05"  # a session is asked for with POST
+    assert [e["seq"] for e in agw.events("ca-2")] == [1] and agw.events("ca-3") == []
+    stats = agw.get("/stats")["coap"]
+    assert stats["auth_refused_replay"] >= 1 and stats["auth_refused_bad_mac"] >= 3
+
+
+@needs_client
+def test_allow_unauthenticated_is_explicit(broker, tmp_path):
+    g = CoapGateway(tmp_path / "gw", broker.port, allow_unauthenticated=True).start()
+    try:
+        add_key(g.keys_file, "cu-keyed")
+        code, _ = coap(g, "post", "/pe/1/cu-open/birth?s=1", birth("cu-open"), keep_body=True)
+        assert code == "2.04"  # a device without a key: served, as configured
+        code, _ = coap(g, "post", "/pe/1/cu-keyed/birth?s=1", birth("cu-keyed"), keep_body=True)
+        assert code == "4.01"  # a device with a key must always use it
+    finally:
+        g.stop()
+
+
+def _datagram(key: bytes, nonce: bytes, counter: int, dev: str, channel: str, mid: int,
+              payload: bytes = b"", query: tuple[str, ...] = ()) -> bytes:
+    from aiocoap import Message
+    from aiocoap.numbers.types import Type
+    from aiocoap.optiontypes import OpaqueOption
+
+    m = Message(code=Code.POST, payload=payload, uri_path=("pe", "1", dev, channel),
+                uri_query=query)
+    m.mid, m.token, m.mtype = mid, mid.to_bytes(2, "big"), Type.CON
+    m.opt.add_option(OpaqueOption(coap_auth.OPTION, coap_auth.option_value(
+        key, nonce, counter, int(Code.POST), f"pe/1/{dev}/{channel}", list(query), payload)))
+    return m.encode()
+
+
+def _exchange(sock, data: bytes) -> tuple[str, bytes]:
+    from aiocoap import Message
+
+    sock.send(data)
+    while True:
+        r = Message.decode(sock.recv(2048))
+        if r.code != Code.EMPTY:
+            return r.code.dotted, r.payload
+
+
+def test_a_retransmission_is_answered_again_a_replay_after_the_dedupe_table_is_refused(
+        broker, tmp_path):
+    """The same datagram (same message id) again is a CoAP retransmission: answered from the
+    dedupe table, never taken for a replay. Once its entry is gone (a table of one entry
+    here), the same counter is a replay: 4.01, and the device starts a new session."""
+    import socket
+
+    g = CoapGateway(tmp_path / "gw", broker.port, dedupe_max=1).start()
+    try:
+        key = bytes.fromhex(add_key(g.keys_file, "rt-1"))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(10)
+            s.connect(("127.0.0.1", g.coap_port))
+            code, nonce = _exchange(s, _datagram(key, bytes(8), 99, "rt-1", "auth", 1))
+            assert code == "2.04" and len(nonce) == 8
+            hb = _datagram(key, nonce, 1, "rt-1", "hb", 2, query=("hb=60",))
+            assert _exchange(s, hb) == ("2.04", b"")
+            assert _exchange(s, hb) == ("2.04", b"")  # retransmission: same answer
+            hits = g.get("/stats")["coap"]["dedupe_hits"]
+            assert hits >= 1 and g.get("/stats")["coap"].get("auth_refused_replay", 0) == 0
+            assert _exchange(s, _datagram(key, nonce, 2, "rt-1", "hb", 3)) == ("2.04", b"")
+            code, why = _exchange(s, hb)  # mid 2 left the one-entry table: a replay now
+            assert code == "4.01" and b"replayed or stale counter 1" in why
+    finally:
+        g.stop()
