@@ -163,21 +163,6 @@ class LockerBank:
         s[_O] = s[_H] = s[_E] = s[_PH] = None
 
     # --- doors ------------------------------------------------------------------------------
-    def _opened(self, i):
-        s = self.c[i]
-        self.opened_at[i] = time.ticks_ms()
-        if s[_P] and self.unlocking == i:  # authorised only while its unlock is running
-            s[_P] = 0
-            self._save()
-            self._emit("door.opened", i, why=s[_W], order=s[_O])
-            if s[_W] == "pickup":
-                self._show("Door %d is open - please take your parcel and close the door" % self.ids[i])
-        else:
-            s[_W] = "forced"
-            s[_B] = "forced"
-            self._save()
-            self._emit("door.forced", i, order=s[_O])
-
     def _closed(self, i, open_ms):
         s = self.c[i]
         why = s[_W]
@@ -217,7 +202,19 @@ class LockerBank:
                     if v == self.raw[i]:  # same new value on two polls in a row: debounced
                         self.is_open[i] = v
                         if v:
-                            self._opened(i)
+                            s = self.c[i]
+                            self.opened_at[i] = now
+                            if s[_P] and self.unlocking == i:  # authorised only while its unlock is running
+                                s[_P] = 0
+                                self._save()
+                                self._emit("door.opened", i, why=s[_W], order=s[_O])
+                                if s[_W] == "pickup":
+                                    self._show("Door %d is open - please take your parcel and close the door" % self.ids[i])
+                            else:
+                                s[_W] = "forced"
+                                s[_B] = "forced"
+                                self._save()
+                                self._emit("door.forced", i, order=s[_O])
                         else:
                             self._closed(i, time.ticks_diff(now, self.opened_at[i]))
                 elif v and not self.ajar[i] and time.ticks_diff(now, self.opened_at[i]) > self.ajar_ms:
@@ -228,32 +225,10 @@ class LockerBank:
             await asyncio.sleep_ms(self.poll_ms)
 
     # --- the lock ----------------------------------------------------------------------------
-    async def _pulse(self, i):
-        """Power one lock for at most pulse_ms; True once the door is confirmed open."""
-        if self.energized is not None:  # the mutex makes this impossible; refuse rather than trust it
-            raise Failed("unsafe")
-        lock = self.lock[i]
-        door = self.door[i]
-        self.energized = i
-        t0 = time.ticks_ms()
-        try:
-            lock.on()
-            while time.ticks_diff(time.ticks_ms(), t0) < self.pulse_ms:
-                if door.value():
-                    break  # the latch let go: stop powering it
-                await asyncio.sleep_ms(20)
-        finally:
-            lock.off()
-            self.energized = None
-        s = self.c[i]
-        t1 = time.ticks_ms()
-        while s[_P] and time.ticks_diff(time.ticks_ms(), t1) < self.verify_ms:
-            await asyncio.sleep_ms(20)
-        return not s[_P]  # the door monitor saw it open (debounced)
-
     async def _unlock(self, i, why):
         """One door at a time. Returns the attempt that opened it (1 or 2), or 0: jammed.
-        Raises Rejected if, once its turn came, the compartment may no longer be opened."""
+        Raises Rejected if, once its turn came, the compartment may no longer be opened.
+        (The pulse is inline, not a coroutine of its own: one frame less in the heap.)"""
         async with self.mutex:
             self._check_open(i, why)
             s = self.c[i]
@@ -261,9 +236,28 @@ class LockerBank:
             s[_P] = 1
             self._save()  # a power cut from here on is resolved by the door sensor at boot
             self.unlocking = i
+            lock = self.lock[i]
+            door = self.door[i]
             try:
                 for attempt in (1, 2):
-                    if await self._pulse(i):
+                    # power the lock for at most pulse_ms
+                    if self.energized is not None:  # the mutex makes this impossible; refuse rather than trust it
+                        raise Failed("unsafe")
+                    self.energized = i
+                    t0 = time.ticks_ms()
+                    try:
+                        lock.on()
+                        while time.ticks_diff(time.ticks_ms(), t0) < self.pulse_ms:
+                            if door.value():
+                                break  # the latch let go: stop powering it
+                            await asyncio.sleep_ms(20)
+                    finally:
+                        lock.off()
+                        self.energized = None
+                    t0 = time.ticks_ms()
+                    while s[_P] and time.ticks_diff(time.ticks_ms(), t0) < self.verify_ms:
+                        await asyncio.sleep_ms(20)
+                    if not s[_P]:  # the door monitor saw it open (debounced)
                         return attempt
                     if attempt == 1:
                         await asyncio.sleep_ms(self.retry_ms)
