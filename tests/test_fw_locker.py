@@ -47,7 +47,7 @@ class FakeRuntime:
 async def run_cmd(app, msg):
     status, reason, result = "done", None, None
     try:
-        result = await app.commands[msg["name"]](msg.get("args") or {})
+        result = await app.commands.get(msg["name"])(msg.get("args") or {})
     except Rejected as r:
         status, reason = "rejected", r.reason
     except Failed as f:
@@ -518,3 +518,42 @@ def test_helper_modules_use_the_locker_record_layout():
         unpack = next(n for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Tuple))
         names = [t.id for t in unpack.targets[0].elts]
         assert {n: i for i, n in enumerate(names)} == fields, helper
+
+
+def test_a_bank_upgraded_in_the_field_keeps_its_orders_from_the_hex_state_file(bank):
+    # locker.json exactly as the firmware before raw (32-byte) hashes in RAM wrote it: hashes as
+    # 64 hex digits. Compartment 1 loaded; 3 loaded with a pickup cut short by a power failure
+    # (door shut, parcel in: the code is given back); 2 held with an unreadable hash; a spent code.
+    b = bank()
+    flash = b.dir / "flash"
+    flash.mkdir(parents=True)
+    spent = hash_code("555123", SALT)
+    old = {"v": 2, "ids": [1, 2, 3], "used": [[spent[:16], 2, "ord-old", "u"]], "lk": [0, 0], "clk": None,
+           "c": [["ord-1", hash_code("246810", SALT), None, 0, None, None, 0, None],
+                 ["ord-2", "zz" * 32, None, 0, None, None, 0, None],
+                 ["ord-3", None, None, 0, None, "pickup", 1, hash_code("135791", SALT)]]}
+    (flash / "locker.json").write_text(json.dumps(old))
+    for n in (1, 3):
+        b.sim.set_input(f"occ_{n}", 1)
+    b.start()
+    assert b.wait_event("pickup.interrupted") == {"compartment": 3, "order": "ord-3"}
+    st = b.cmd("status")["result"]
+    assert [c[2] for c in st["compartments"]] == ["loaded", "held", "loaded"]
+    # saved again in the same hex format: the new hashes are readable by the old firmware too
+    saved = json.loads((flash / "locker.json").read_text())
+    assert saved["v"] == 2 and saved["ids"] == [1, 2, 3]
+    assert [s[1] for s in saved["c"]] == [hash_code("246810", SALT), None, hash_code("135791", SALT)]
+    assert saved["used"] == old["used"]
+    m = b.mark()
+    b.type("555123#")
+    assert b.wait_event("code.reused", start=m) == {"compartment": 2, "order": "ord-old", "failures": 1}
+    b.type("246810#")
+    assert b.wait_event("door.opened", compartment=1, start=m)["order"] == "ord-1"
+    b.close_door(1, parcel_inside=False)
+    b.wait_event("pickup.collected", compartment=1, start=m)
+    b.type("135791#")
+    assert b.wait_event("door.opened", compartment=3, start=m)["order"] == "ord-3"
+    # a spent raw hash is remembered under the same 16 hex digits as before
+    saved = json.loads((flash / "locker.json").read_text())
+    assert [hash_code("246810", SALT)[:16], 1, "ord-1", "u"] in saved["used"]
+    assert saved["c"][2][1] is None and saved["c"][2][7] == hash_code("135791", SALT)

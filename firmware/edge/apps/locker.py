@@ -14,9 +14,10 @@
 # indexed by position `i`; `n` is the compartment number used on the wire.
 import asyncio
 import hashlib
+import json
 import sys
 import time
-from binascii import hexlify
+from binascii import hexlify, unhexlify
 
 from micropython import const
 
@@ -25,36 +26,22 @@ from edge.runtime import Failed, Rejected
 
 # fields of a compartment record (persisted as a JSON list, in this order)
 _O = const(0)  # order id
-_H = const(1)  # live code hash (hex) or None
+_H = const(1)  # live code hash: 32 raw bytes (hex on flash and on the wire) or None
 _E = const(2)  # code expiry, unix ms, or None
 _X = const(3)  # out of order: 0/1
 _B = const(4)  # blocked cause ("forced", "jammed") or None
 _W = const(5)  # why the door is (about to be) open: pickup/load/service/retrieve/forced/boot
 _P = const(6)  # unlock pending: authorised, not yet seen open (persisted: a boot resolves it)
-_PH = const(7)  # the hash a pending pickup spent (given back if the door never opens)
+_PH = const(7)  # the hash (raw) a pending pickup spent (given back if the door never opens)
 _NF = const(8)
 
 SIZES = ("S", "M", "L")
 STAFF_CMDS = ("load_codes", "revoke", "open_all", "set_out_of_order", "clear", "status")
 STAFF_WHY = ("load", "service", "retrieve")
 USED_KEEP = 32  # spent/revoked code hashes remembered (to say `code.reused`, not `unknown`)
-USED_HEX = 16  # hex digits of a spent hash kept (collisions are irrelevant at this length)
+USED_BYTES = 8  # bytes of a spent hash kept, as 16 hex digits (collisions are irrelevant at this length)
 
 IDLE = "Enter your pickup code, then #"
-
-
-def hash_code(code, salt):
-    """Same as gateway.core.lockers.hash_code: hex SHA-256 of salt + code."""
-    return hexlify(hashlib.sha256((salt + code).encode()).digest()).decode()
-
-
-def _is_hash(h):
-    if not isinstance(h, str) or len(h) != 64:
-        return False
-    for ch in h:
-        if not ("0" <= ch <= "9" or "a" <= ch <= "f"):
-            return False
-    return True
 
 
 def _drop(name):
@@ -96,9 +83,26 @@ class LockerBank:
         rem = 0
         if self._locked():
             rem = time.ticks_diff(self.lk_until, time.ticks_ms())
-        # the records as they are (no per-save dict keyed by number: less garbage per save)
-        fsutil.save_json(self.path, {"v": 2, "ids": self.ids, "c": self.c, "used": self.used,
-                                     "lk": [self.lk_level, rem], "clk": self._now()})
+        # the same v2 JSON as before the hashes were kept raw (a bank can be downgraded), written
+        # a record at a time: json.dump would write raw bytes as a str, and a copy of all the
+        # records with hex hashes would be ~4 KB of garbage per save
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write('{"v": 2')
+            for key, val in (("ids", self.ids), ("used", self.used), ("lk", [self.lk_level, rem]),
+                             ("clk", self._now()), ("c", self.c)):
+                f.write(', "%s": ' % key)
+                if key != "c":
+                    json.dump(val, f)
+                    continue
+                for k, s in enumerate(val):
+                    f.write(", " if k else "[")
+                    if s[_H] or s[_PH]:
+                        s = [hexlify(x).decode() if isinstance(x, bytes) else x for x in s]
+                    json.dump(s, f)
+                f.write("]" if val else "[]")
+            f.write("}")
+        fsutil.replace(tmp, self.path)
 
     def _emit(self, etype, i, **kw):
         kw["compartment"] = self.ids[i] if i is not None else None
@@ -125,56 +129,40 @@ class LockerBank:
         return "free"
 
     def _find(self, h):
+        """The position holding the live raw hash `h`, or None. Constant time in the hash: every
+        live hash is compared in full (a typed code must not learn how many bytes matched)."""
+        found = None
         for i in range(len(self.c)):
-            if self.c[i][_H] == h:
-                return i
-        return None
+            x = self.c[i][_H]
+            if x is not None:
+                d = 0
+                for k in range(32):
+                    d |= x[k] ^ h[k]
+                if not d:
+                    found = i
+        return found
 
-    def _used_entry(self, h):
-        h = h[:USED_HEX]
-        for u in self.used:
+    def _forget(self, h, keep=False):
+        """Drop the spent/revoked entry of raw hash `h` (keep=True: only return it), or None."""
+        h = hexlify(h[:USED_BYTES]).decode()
+        for k in range(len(self.used)):
+            u = self.used[k]
             if u[0] == h:
+                if not keep:
+                    self.used.pop(k)
                 return u
         return None
 
     def _remember(self, h, i, kind):
         self._forget(h)
-        self.used.append([h[:USED_HEX], self.ids[i], self.c[i][_O], kind])
+        self.used.append([hexlify(h[:USED_BYTES]).decode(), self.ids[i], self.c[i][_O], kind])
         if len(self.used) > USED_KEEP:
             self.used.pop(0)
-
-    def _forget(self, h):
-        h = h[:USED_HEX]
-        for k in range(len(self.used)):
-            if self.used[k][0] == h:
-                self.used.pop(k)
-                return
 
     def _clear_order(self, s):
         s[_O] = s[_H] = s[_E] = s[_PH] = None
 
-    def _offline(self):
-        if getattr(self.rt, "gateway_online", None) is False:
-            return True
-        cl = getattr(self.rt, "client", None)
-        return cl is not None and not cl.is_connected()
-
     # --- doors ------------------------------------------------------------------------------
-    def _opened(self, i):
-        s = self.c[i]
-        self.opened_at[i] = time.ticks_ms()
-        if s[_P] and self.unlocking == i:  # authorised only while its unlock is running
-            s[_P] = 0
-            self._save()
-            self._emit("door.opened", i, why=s[_W], order=s[_O])
-            if s[_W] == "pickup":
-                self._show("Door %d is open - please take your parcel and close the door" % self.ids[i])
-        else:
-            s[_W] = "forced"
-            s[_B] = "forced"
-            self._save()
-            self._emit("door.forced", i, order=s[_O])
-
     def _closed(self, i, open_ms):
         s = self.c[i]
         why = s[_W]
@@ -214,7 +202,19 @@ class LockerBank:
                     if v == self.raw[i]:  # same new value on two polls in a row: debounced
                         self.is_open[i] = v
                         if v:
-                            self._opened(i)
+                            s = self.c[i]
+                            self.opened_at[i] = now
+                            if s[_P] and self.unlocking == i:  # authorised only while its unlock is running
+                                s[_P] = 0
+                                self._save()
+                                self._emit("door.opened", i, why=s[_W], order=s[_O])
+                                if s[_W] == "pickup":
+                                    self._show("Door %d is open - please take your parcel and close the door" % self.ids[i])
+                            else:
+                                s[_W] = "forced"
+                                s[_B] = "forced"
+                                self._save()
+                                self._emit("door.forced", i, order=s[_O])
                         else:
                             self._closed(i, time.ticks_diff(now, self.opened_at[i]))
                 elif v and not self.ajar[i] and time.ticks_diff(now, self.opened_at[i]) > self.ajar_ms:
@@ -225,42 +225,39 @@ class LockerBank:
             await asyncio.sleep_ms(self.poll_ms)
 
     # --- the lock ----------------------------------------------------------------------------
-    async def _pulse(self, i):
-        """Power one lock for at most pulse_ms; True once the door is confirmed open."""
-        if self.energized is not None:  # the mutex makes this impossible; refuse rather than trust it
-            raise Failed("unsafe")
-        lock = self.lock[i]
-        door = self.door[i]
-        self.energized = i
-        t0 = time.ticks_ms()
-        try:
-            lock.on()
-            while time.ticks_diff(time.ticks_ms(), t0) < self.pulse_ms:
-                if door.value():
-                    break  # the latch let go: stop powering it
-                await asyncio.sleep_ms(20)
-        finally:
-            lock.off()
-            self.energized = None
-        s = self.c[i]
-        t1 = time.ticks_ms()
-        while s[_P] and time.ticks_diff(time.ticks_ms(), t1) < self.verify_ms:
-            await asyncio.sleep_ms(20)
-        return not s[_P]  # the door monitor saw it open (debounced)
-
-    async def _unlock(self, i, why, check=None):
-        """One door at a time. Returns the attempt that opened it (1 or 2), or 0: jammed."""
+    async def _unlock(self, i, why):
+        """One door at a time. Returns the attempt that opened it (1 or 2), or 0: jammed.
+        Raises Rejected if, once its turn came, the compartment may no longer be opened.
+        (The pulse is inline, not a coroutine of its own: one frame less in the heap.)"""
         async with self.mutex:
-            if check:
-                check()
+            self._check_open(i, why)
             s = self.c[i]
             s[_W] = why
             s[_P] = 1
             self._save()  # a power cut from here on is resolved by the door sensor at boot
             self.unlocking = i
+            lock = self.lock[i]
+            door = self.door[i]
             try:
                 for attempt in (1, 2):
-                    if await self._pulse(i):
+                    # power the lock for at most pulse_ms
+                    if self.energized is not None:  # the mutex makes this impossible; refuse rather than trust it
+                        raise Failed("unsafe")
+                    self.energized = i
+                    t0 = time.ticks_ms()
+                    try:
+                        lock.on()
+                        while time.ticks_diff(time.ticks_ms(), t0) < self.pulse_ms:
+                            if door.value():
+                                break  # the latch let go: stop powering it
+                            await asyncio.sleep_ms(20)
+                    finally:
+                        lock.off()
+                        self.energized = None
+                    t0 = time.ticks_ms()
+                    while s[_P] and time.ticks_diff(time.ticks_ms(), t0) < self.verify_ms:
+                        await asyncio.sleep_ms(20)
+                    if not s[_P]:  # the door monitor saw it open (debounced)
                         return attempt
                     if attempt == 1:
                         await asyncio.sleep_ms(self.retry_ms)
@@ -322,10 +319,10 @@ class LockerBank:
         if len(code) != self.digits:
             self._show("Please enter all %d digits of your code, then #" % self.digits)
             return
-        h = hash_code(code, self.salt)
+        h = hashlib.sha256((self.salt + code).encode()).digest()  # raw, like the stored hashes
         i = self._find(h)
         if i is None:
-            u = self._used_entry(h)
+            u = self._forget(h, True)
             j = self.idx.get(u[1]) if u else None
             if j is not None and self.c[j][_P]:
                 self._show("Door %d is opening - please wait" % u[1])  # the same code twice in a row
@@ -361,24 +358,9 @@ class LockerBank:
             self._show("Code OK - door %d is opening" % n)
             asyncio.create_task(self._pickup(i))
 
-    def _check_pickup(self, i):
-        # while this pickup waited for another door, its compartment may have been forced
-        # open (blocked) or taken out of order: give the code back and move nothing
-        s = self.c[i]
-        if s[_B] or s[_X] or s[_W] != "pickup" or self.is_open[i]:
-            if s[_W] == "pickup":
-                s[_W] = None
-            s[_P] = 0
-            if s[_PH]:
-                s[_H] = s[_PH]
-                self._forget(s[_PH])
-                s[_PH] = None
-            self._save()
-            raise Rejected("unavailable")
-
     async def _pickup(self, i):
         try:
-            ok = await self._unlock(i, "pickup", lambda: self._check_pickup(i))
+            ok = await self._unlock(i, "pickup")
         except Rejected:
             self._emit("pickup.interrupted", i, order=self.c[i][_O])
             self._show("Locker %d needs staff attention - please ask at the store counter" % self.ids[i])
@@ -387,27 +369,27 @@ class LockerBank:
             self._show("Sorry, door %d did not open. Staff have been told - please ask at the store "
                        "counter, your parcel is safe" % self.ids[i])
 
-    def _key(self, k):
-        if 0x30 <= k <= 0x39:
-            if not self.entry and self._offline():
-                self._show("This locker is offline for new orders - your code still works")
-            if len(self.entry) <= self.digits:  # one extra digit marks an over-long entry
-                self.entry += chr(k)
-            self.key_at = time.ticks_ms()
-        elif k == 0x2A:  # '*': clear
-            self.entry = ""
-            self._show("Cleared - " + IDLE)
-        elif k == 0x23 or (k in (0x0A, 0x0D) and self.entry):  # '#', or a QR scanner's CR/LF
-            code = self.entry
-            self.entry = ""
-            self._enter(code)
-
     async def _keys(self):
+        rt = self.rt
         while True:
             data = self.kp.read()
             if data:
                 for k in data:
-                    self._key(k)
+                    if 0x30 <= k <= 0x39:
+                        if not self.entry:
+                            cl = getattr(rt, "client", None)
+                            if getattr(rt, "gateway_online", None) is False or (cl is not None and not cl.is_connected()):
+                                self._show("This locker is offline for new orders - your code still works")
+                        if len(self.entry) <= self.digits:  # one extra digit marks an over-long entry
+                            self.entry += chr(k)
+                        self.key_at = time.ticks_ms()
+                    elif k == 0x2A:  # '*': clear
+                        self.entry = ""
+                        self._show("Cleared - " + IDLE)
+                    elif k == 0x23 or (k in (0x0A, 0x0D) and self.entry):  # '#', or a QR scanner's CR/LF
+                        code = self.entry
+                        self.entry = ""
+                        self._enter(code)
             elif self.entry and time.ticks_diff(time.ticks_ms(), self.key_at) > self.entry_ms:
                 self.entry = ""
                 self._show(IDLE)
@@ -436,7 +418,11 @@ class LockerBank:
         o = e.get("order")
         h = e.get("hash")
         exp = e.get("exp")
-        if not isinstance(o, str) or not 0 < len(o) <= 64 or not _is_hash(h) or \
+        try:  # hex on the wire, 32 raw bytes here
+            h = unhexlify(h) if isinstance(h, str) and len(h) == 64 else None
+        except ValueError:
+            h = None
+        if not isinstance(o, str) or not 0 < len(o) <= 64 or h is None or \
                 not (exp is None or isinstance(exp, int)):
             raise Rejected("bad-args")
         s = self.c[i]
@@ -460,7 +446,7 @@ class LockerBank:
         if s[_O] != o:
             s[_O] = fsutil.settle(o)
         if s[_H] != h:
-            s[_H] = fsutil.settle(h)
+            s[_H] = fsutil.settle(h)  # a raw copy of the parsed hash
         s[_E] = exp
         return i
 
@@ -473,9 +459,18 @@ class LockerBank:
         self._save()
         return self._reply(i)
 
-    def _staff(self, name):
-        """The handler of a staff command: edge.apps.locker_staff is imported for the command
-        and dropped after it (a command still running keeps its own code alive)."""
+    def get(self, name):
+        """The handler of command `name`, or None: the bank is its own `commands` (the runtime
+        only calls commands.get), so no dict of handlers and closures lives in the heap. A staff
+        command's edge.apps.locker_staff is imported for the command and dropped after it (a
+        command still running keeps its own code alive)."""
+        if name == "set_order":
+            return self.cmd_set_order
+        if name == "open":
+            return self.cmd_open
+        if name not in STAFF_CMDS:
+            return None
+
         async def run(args):
             from edge.apps import locker_staff
             fn = getattr(locker_staff, "cmd_" + name)
@@ -486,6 +481,20 @@ class LockerBank:
 
     def _check_open(self, i, why):
         s = self.c[i]
+        if why == "pickup":
+            # while this pickup waited for another door, its compartment may have been forced
+            # open (blocked) or taken out of order: give the code back and move nothing
+            if s[_B] or s[_X] or s[_W] != "pickup" or self.is_open[i]:
+                if s[_W] == "pickup":
+                    s[_W] = None
+                s[_P] = 0
+                if s[_PH]:
+                    s[_H] = s[_PH]
+                    self._forget(s[_PH])
+                    s[_PH] = None
+                self._save()
+                raise Rejected("unavailable")
+            return
         if s[_P]:
             raise Rejected("busy")
         if s[_W] or self.is_open[i]:
@@ -507,7 +516,7 @@ class LockerBank:
         if why not in STAFF_WHY:
             raise Rejected("bad-args")
         self._check_open(i, why)  # answer at once when the state says no
-        attempts = await self._unlock(i, why, lambda: self._check_open(i, why))  # and again in turn
+        attempts = await self._unlock(i, why)  # and checks again in turn
         if not attempts:
             raise Failed("jammed", {"compartment": self.ids[i], "attempts": 2})
         return {"compartment": self.ids[i], "attempts": attempts}

@@ -3,10 +3,12 @@
 # freed once the bank runs (locker._drop): the heap is the device's tightest budget.
 import asyncio
 import gc
+import hashlib
 import time
+from binascii import hexlify, unhexlify
 
 from edge import fsutil
-from edge.apps.locker import SIZES, STAFF_CMDS, hash_code
+from edge.apps.locker import SIZES
 
 # the fields of a compartment record, in edge.apps.locker's order (its _O.._PH, _NF)
 _O, _H, _E, _X, _B, _W, _P, _PH, _NF = range(9)
@@ -35,7 +37,7 @@ def setup(b, rt, hal, cfg):
     b.lk_secs = lk.get("lock_s", [600, 1200, 1800])
     b.lk_reset = int(lk.get("reset_s", 3600) * 1000)
     b.salt = cfg.get("salt") or rcfg.get("device_id", "")
-    b.salt_id = hash_code("", b.salt)[:8]
+    b.salt_id = hexlify(hashlib.sha256(b.salt.encode()).digest()[:4]).decode()  # = gateway's salt_id
     occ_all = cfg.get("occupancy", False)
 
     b.ids = []  # compartment numbers, in config order
@@ -73,7 +75,15 @@ def setup(b, rt, hal, cfg):
     b.c = []
     for n in b.ids:
         s = saved.get(str(n))
-        b.c.append(s if isinstance(s, list) and len(s) == _NF else [None, None, None, 0, None, None, 0, None])
+        if isinstance(s, list) and len(s) == _NF:
+            for k in (_H, _PH):  # hex on flash (every format so far), 32 raw bytes in RAM
+                try:
+                    s[k] = unhexlify(s[k]) if isinstance(s[k], str) and len(s[k]) == 64 else None
+                except ValueError:
+                    s[k] = None  # unreadable: the order stays (held), staff issue a new code
+        else:
+            s = [None, None, None, 0, None, None, 0, None]
+        b.c.append(s)
     saved = None
     b.used = st.get("used") or []  # [hash[:16], compartment, order, "u" used | "r" revoked]
     b.clk = None  # (unix ms, ticks) - a lower bound of the time after a reboot
@@ -94,9 +104,7 @@ def setup(b, rt, hal, cfg):
     b.mutex = asyncio.Lock()
     b.entry = ""
     b.key_at = 0
-    b.commands = {"set_order": b.cmd_set_order, "open": b.cmd_open}
-    for name in STAFF_CMDS:  # edge.apps.locker_staff, loaded per command
-        b.commands[name] = b._staff(name)
+    b.commands = b  # LockerBank.get: the handlers, staff commands loaded per command
 
 
 def resolve(b):

@@ -49,7 +49,7 @@ async def cmd_open_all(b, args):
     opened, jammed, skipped = [], [], []
     for i in range(len(b.ids)):  # strictly one after the other
         try:
-            a = await b._unlock(i, "service", lambda i=i: b._check_open(i, "service"))
+            a = await b._unlock(i, "service")
         except Rejected:
             skipped.append(b.ids[i])
             continue
