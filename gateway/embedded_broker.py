@@ -17,6 +17,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+class _SnapshotDict(dict):
+    """amqtt 0.12 iterates its subscription table across `await`s (retained messages for a
+    connecting client) while another client's SUBSCRIBE adds to it: "dictionary changed size
+    during iteration" kills that client's connection (seen when the gateway's two connections
+    and the devices connect at once). Iterating a snapshot is what the loop meant."""
+
+    def __iter__(self):
+        return iter(list(dict.keys(self)))
+
+    def items(self):
+        return list(dict.items(self))
+
+
 class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int | None = None):
         self.host = host
@@ -25,6 +38,7 @@ class EmbeddedBroker:
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         })
+        self._broker._subscriptions = _SnapshotDict(self._broker._subscriptions)
 
     async def __aenter__(self) -> "EmbeddedBroker":
         # amqtt logs every connect at INFO; the demo's console is for the store, not the broker
