@@ -38,7 +38,9 @@ class EmbeddedBroker:
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         })
-        self._broker._subscriptions = _SnapshotDict(self._broker._subscriptions)
+        table = getattr(self._broker, "_subscriptions", None)
+        if type(table) is dict:  # amqtt internals: a later release may rename or fix this
+            self._broker._subscriptions = _SnapshotDict(table)
 
     async def __aenter__(self) -> "EmbeddedBroker":
         # amqtt logs every connect at INFO; the demo's console is for the store, not the broker
