@@ -489,10 +489,12 @@ class LockersService:
                                                      "reason": cmd["reason"]}
         return out
 
-    def render(self, data: dict[str, Any]) -> dict[str, Any]:
-        """A stored `locker` stream item as subscribers see it: fresh codes added from memory."""
+    def render(self, data: dict[str, Any], reveal: bool = True) -> dict[str, Any]:
+        """A stored `locker` stream item as subscribers see it: fresh codes added from memory,
+        for a subscriber that may see them (`reveal`, `gateway.redact.may_see_codes`); the
+        others get the item without `code`."""
         rid = data.get("ready_id")
-        if rid is None:
+        if rid is None or not reveal:
             return data
         got = self._codes.get(rid)
         return {**data, "code": None if got is None else got[0]}
