@@ -148,6 +148,10 @@ class Receiver:
         return [json.loads(b)["type"] for b in self.bodies.get(path, [])]
 
 
+def _around(text: str, start: int, end: int) -> str:
+    return text[max(0, start - 70):end + 30].replace("\n", " | ")
+
+
 class Secrets:
     """The values that must not appear, and a search for them in any text."""
 
@@ -165,17 +169,17 @@ class Secrets:
         if codes:
             for c in self.codes:
                 for m in re.finditer(rf"(?<![0-9]){c}(?![0-9])", text):
-                    found.append(f"pickup code {c}: ...{text[max(0, m.start() - 80):m.end() + 40]}...")
+                    found.append(f"pickup code {c}: ...{_around(text, m.start(), m.end())}...")
         wins = self.windows()
         for m in re.finditer(r"[0-9a-fA-F]{%d,}" % HEX_WINDOW, text):
             run = m.group().lower()
             if any(run[i:i + HEX_WINDOW] in wins for i in range(len(run) - HEX_WINDOW + 1)):
-                found.append(f"code verifier (hash/MAC) {run[:24]}...: "
-                             f"...{text[max(0, m.start() - 80):m.end() + 20]}...")
+                found.append(f"code verifier (hash/MAC) {run[:16]}...: "
+                             f"...{_around(text, m.start(), m.end())}...")
         for value, what in self.plain.items():
             if value in text:
                 i = text.index(value)
-                found.append(f"{what}: ...{text[max(0, i - 60):i + len(value) + 20]}...")
+                found.append(f"{what}: ...{_around(text, i, i + len(value))}...")
         return found
 
 
@@ -369,7 +373,7 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
     opted = {json.loads(b)["data"].get("code") for b in hooks.bodies["/opt-in"]} - {None}
     assert opted == sec.codes, "the opted-in subscription gets every code"
     found += [f"gateway log: {f}" for f in sec.find(gw.log_text())]
-    assert not found, (f"{len(found)} secret(s) exposed:\n" + "\n".join(found[:40]))
+    assert not found, (f"{len(found)} secret(s) exposed:\n" + "\n".join(sorted(found)[:60]))
     print(f"searched {sum(len(b) for b in bodies.values())} GET responses of {len(routes)} routes "
           f"for {len(ROLES)} roles, {len(ROLES)} streams over {streamed_s:.1f} s ({rounds} "
           f"rounds, {len(sec.codes)} codes), "
