@@ -38,6 +38,7 @@ import re
 import socket
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
@@ -372,7 +373,9 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
     opted = {json.loads(b)["data"].get("code") for b in hooks.bodies["/opt-in"]} - {None}
     assert opted == sec.codes, "the opted-in subscription gets every code"
     found += [f"gateway log: {f}" for f in sec.find(gw.log_text())]
-    assert not found, (f"{len(found)} secret(s) exposed:\n" + "\n".join(sorted(found)[:60]))
+    where = Counter(" ".join(f.split(" ")[:2]).rstrip(":") for f in found)
+    assert not found, (f"{len(found)} secret(s) exposed, by reader and channel: "
+                       f"{dict(sorted(where.items()))}\n" + "\n".join(sorted(found)[:40]))
     print(f"searched {sum(len(b) for b in bodies.values())} GET responses of {len(routes)} routes "
           f"for {len(ROLES)} roles, {len(ROLES)} streams over {streamed_s:.1f} s ({rounds} "
           f"rounds, {len(sec.codes)} codes), "
