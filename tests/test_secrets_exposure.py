@@ -19,14 +19,14 @@ Secrets searched for, by value (whatever the field is called):
 
 Who may see what (the test asserts exactly this):
 
-| role (scopes)                    | plain codes                                   | anything else above |
-|----------------------------------|-----------------------------------------------|---------------------|
-| kiosk, mirror (read, requests)   | never                                         | never               |
-| staff (read, operations)         | never                                         | never               |
-| orders (read, lockers)           | `code` of `order.ready`/`order.code` on the live stream (and POST answers) | never |
-| admin                            | as orders                                     | never               |
-| webhook, default                 | never                                         | never               |
-| webhook with `include_secrets`   | `code` of `locker.order.ready`/`.code`        | never               |
+| reader (scopes)                  | plain codes                                  | the rest |
+|----------------------------------|----------------------------------------------|----------|
+| kiosk, mirror (read, requests)   | never                                        | never    |
+| staff (read, operations)         | never                                        | never    |
+| orders (read, lockers)           | `code` of `order.ready` / `order.code` items on the live stream (and POST answers) | never |
+| admin                            | as orders                                    | never    |
+| webhook, default                 | never                                        | never    |
+| webhook with `include_secrets`   | `code` of `locker.order.ready` / `.code`     | never    |
 
 No GET route returns a code to anyone. POST answers are not searched: the reissue answer
 holds the new code for the order system (and the webhook creation answer its secret).
