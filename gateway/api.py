@@ -18,6 +18,7 @@ from .api_staff import add_staff_routes
 from .commands import CommandRejected, IdempotencyConflict, UnknownDevice
 from .api_lockers import add_locker_routes
 from .ingest import public_device
+from .redact import may_see_codes, redact_event, redact_item
 from .services.pads import CatalogConflict, CatalogError
 from .store import Store, StreamItem
 from .stream import sse_events
@@ -70,12 +71,15 @@ def create_app(gw: Gateway) -> FastAPI:
         return JSONResponse(status_code=422,
                             content={"detail": detail, "errors": jsonable_encoder(errors)})
 
-    def render(item: StreamItem) -> dict[str, Any]:
+    def render(item: StreamItem, reveal: bool = False) -> dict[str, Any]:
+        """A stream item for one subscriber: plain pickup codes only with `reveal`
+        (gateway/redact.py); verifiers never."""
+        data = redact_item(item.kind, item.data)
         if item.kind == "event":
-            return gw.pads.enrich(item.data)
+            return gw.pads.enrich(data)
         if item.kind == "locker":
-            return gw.lockers.render(item.data)
-        return item.data
+            return gw.lockers.render(data, reveal)
+        return data
 
     async def _device_or_404(device: str) -> dict[str, Any]:
         dev = await gw.db.read(Store.get_device, device)
@@ -109,7 +113,7 @@ def create_app(gw: Gateway) -> FastAPI:
                           ) -> dict[str, Any]:
         rows = await gw.db.read(Store.list_events, device=device, type=type, after=after,
                                 limit=min(limit, MAX_EVENTS_PAGE))
-        events = [gw.pads.enrich(e) for e in rows]
+        events = [gw.pads.enrich(redact_event(e)) for e in rows]
         return {"events": events, "next_after": events[-1]["id"] if events else after}
 
     @app.post("/devices/{device}/commands",
@@ -147,14 +151,16 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.get("/stream", response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}}})
-    async def stream(last_event_id: str | None = Header(default=None),
+    async def stream(request: Request, last_event_id: str | None = Header(default=None),
                      after: int | None = Query(None, ge=0,
                                                description="resume after this stream id "
                                                            "(same as Last-Event-ID)")
                      ) -> StreamingResponse:
         """Server-Sent Events: `event` (persisted device events, `tag.placed` with `content`),
         `device` (birth/online/offline) and `command` (status changes). `id:` is the stream id;
-        reconnect with `Last-Event-ID` to get everything after it."""
+        reconnect with `Last-Event-ID` to get everything after it. `order.ready` /
+        `order.code` carry the plain pickup `code` only for a token with the `lockers` or
+        `admin` scope (docs/security.md, "Secrets")."""
         resume = after
         if last_event_id is not None and last_event_id.strip():
             try:
@@ -168,8 +174,14 @@ def create_app(gw: Gateway) -> FastAPI:
         async def read_after(after_id: int, limit: int) -> list[StreamItem]:
             return await gw.db.read(Store.stream_after, after_id, limit)
 
+        principal = request.scope.get("state", {}).get("principal", auth.ANONYMOUS)
+        reveal = may_see_codes(principal.scopes)
+
+        def render_for(item: StreamItem) -> dict[str, Any]:
+            return render(item, reveal)
+
         return StreamingResponse(
-            sse_events(gw.broadcaster, read_after, render, resume),
+            sse_events(gw.broadcaster, read_after, render_for, resume),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -222,7 +222,8 @@ def add_locker_routes(app: FastAPI, gw: Gateway) -> None:
     async def locker_load(bank: str, order: str) -> JSONResponse:
         """Staff: open the order's reserved compartment for loading (device `open reason=load`).
         When the door closes with the parcel inside, the gateway draws the pickup code, sends
-        it (hashed) to the bank and emits `order.ready` with the plain code on the stream.
+        it (hashed) to the bank and emits `order.ready` on the stream (with the plain code
+        for `lockers`/`admin` subscribers only).
         Idempotent per loading attempt (a `load.empty` starts a new one)."""
         out = await _call(bank, svc().open_for_load(bank, order))
         if isinstance(out, JSONResponse):

@@ -141,6 +141,9 @@ class Gateway:
         self.webhooks = WebhookService(self.db, WebhookSettings(
             config.webhook_backoff_min_s, config.webhook_backoff_max_s, config.webhook_timeout_s),
             clock=clock, on_attempt=self.metrics.observe_webhook)
+        # a subscription with include_secrets gets the plain pickup code (gateway/redact.py)
+        self.webhooks.reveal = lambda kind, data: (self.lockers.render(data) if kind == "locker"
+                                                   else data)
         self.chain = None if config.store_id is None else ChainService(
             self.db, self.bus.publish, self.bus.wait_connected, config.store_id,
             kinds=config.chain_kinds)

@@ -68,6 +68,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/mirror", PUBLIC),
     ("GET", "/web/auth.js", PUBLIC),
     ("GET", "/audit", ("admin",)),
+    ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
     ("POST", "/lockers/*/orders/*/load", ("operations", "lockers")),
     ("POST", "/lockers/*/orders/*/retrieve", ("operations",)),   # staff takes an expired parcel
     ("POST", "/lockers/*/orders", ("lockers",)),                 # assign, cancel, reissue

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from . import protocol
 from .db import Database
 from .protocol import ProtocolError, Reply
+from .redact import redact_args
 from .store import FINAL_STATUSES, PENDING_STATUSES, Store, public_command
 
 log = logging.getLogger("gateway.commands")
@@ -126,8 +127,8 @@ def _submit_tx(store: Store, *, device: str, name: str, args: dict[str, Any], ke
             if existing["name"] != name or existing["args"] != args:
                 raise IdempotencyConflict(
                     f"idempotency key {key!r} was already used for command {existing['id']} "
-                    f"({existing['name']} {existing['args']}) on {device}; use a new key for a "
-                    "different command")
+                    f"({existing['name']} {redact_args(existing['name'], existing['args'])}) "
+                    f"on {device}; use a new key for a different command")
             return existing, False, dev["online"]
         cmd = store.insert_command(id=new_id, device=device, name=name, args=args, idem_key=key,
                                    deadline=deadline, now=now)

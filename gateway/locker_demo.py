@@ -15,7 +15,9 @@ from gateway.auth import bearer_headers
 
 async def _codes(base: str, codes: dict[str, str], stop: asyncio.Event) -> None:
     """Follow the stream and keep the plain code of each `order.ready` (live subscribers only
-    get it: it is never stored, docs/lockers.md)."""
+    get it: it is never stored, docs/lockers.md). Plays the order system, so its token needs
+    the `lockers` scope or `admin` (the demo's bootstrap admin token): a kiosk, mirror or staff
+    token gets `order.ready` without the code (gateway/redact.py)."""
     while not stop.is_set():
         try:
             async with httpx.AsyncClient(base_url=base, timeout=None,

@@ -23,6 +23,10 @@ class WebhookIn(BaseModel):
     secret: str | None = Field(default=None, min_length=16, max_length=256,
                                description="HMAC key; the gateway makes one if not given")
     description: str | None = Field(default=None, max_length=200)
+    include_secrets: bool = Field(
+        default=False, description="also deliver plain pickup codes (`code` of "
+        "`locker.order.ready` / `locker.order.code`), e.g. to an order system that texts them "
+        "to customers. Off by default: payloads carry no secret (docs/webhooks.md)")
 
 
 def add_ops_routes(app: FastAPI, gw: Gateway) -> None:
@@ -35,10 +39,10 @@ def add_ops_routes(app: FastAPI, gw: Gateway) -> None:
         """Subscribe `url` to event types: `event.<device event type>` (`event.tag.placed`),
         `device.online|offline|birth`, `command.<status>`, `locker.order.<state>`; `*`
         matches anything. Only events committed after this call are delivered. The answer
-        holds the signing `secret` (shown only here)."""
+        holds the signing `secret` (shown only here). Admin only, like every webhook route."""
         try:
             return await gw.webhooks.create(body.url, body.events, body.secret,
-                                            body.description)
+                                            body.description, body.include_secrets)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 

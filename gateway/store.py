@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from .redact import redact_command
+
 PENDING_STATUSES = ("queued", "sent", "accepted")
 FINAL_STATUSES = ("done", "rejected", "failed", "expired")
 COMMAND_STATUSES = PENDING_STATUSES + FINAL_STATUSES
@@ -236,6 +238,10 @@ MIGRATIONS: tuple[str, ...] = (
         status  INTEGER NOT NULL,
         outcome TEXT
     );
+    """,
+    # 10: a webhook subscription may opt in to plain pickup codes (gateway/redact.py)
+    """
+    ALTER TABLE webhook_subscriptions ADD COLUMN include_secrets INTEGER NOT NULL DEFAULT 0;
     """,
 )
 
@@ -720,7 +726,9 @@ class Store:
 
 
 def public_command(cmd: dict[str, Any]) -> dict[str, Any]:
-    """The command record as the API shows it."""
-    return {k: cmd[k] for k in ("id", "device", "name", "args", "idem_key", "status", "reason",
-                                "result", "deadline", "created", "updated", "late", "sends",
-                                "last_sent")} | {"final": cmd["status"] in FINAL_STATUSES}
+    """The command record as the API, the stream, webhooks and the chain show it: a code
+    verifier in its arguments is redacted (`gateway.redact.COMMAND_SECRETS`)."""
+    return redact_command(
+        {k: cmd[k] for k in ("id", "device", "name", "args", "idem_key", "status", "reason",
+                             "result", "deadline", "created", "updated", "late", "sends",
+                             "last_sent")} | {"final": cmd["status"] in FINAL_STATUSES})

@@ -43,6 +43,7 @@ import httpx
 
 from .commands import now_ms
 from .db import Database
+from .redact import redact_item
 from .store import Store, StreamItem
 
 log = logging.getLogger("gateway.webhooks")
@@ -104,11 +105,27 @@ def backoff_s(attempts: int, lo: float, hi: float, rng: random.Random | None = N
     return base * (rng or random).uniform(0.5, 1.0)
 
 
-def delivery_body(d: dict[str, Any]) -> bytes:
-    """The POST body: the same bytes on every attempt of a delivery."""
+Reveal = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def delivery_data(d: dict[str, Any], reveal: Reveal | None = None) -> dict[str, Any]:
+    """The `data` of a delivery: the stream item as committed, secrets redacted
+    (gateway/redact.py); for a subscription with `include_secrets`, `reveal(kind, data)` adds
+    what only it may get (the plain pickup code of `locker.order.ready`/`.code`, while the
+    gateway still holds it in memory)."""
+    kind = d["type"].partition(".")[0]
+    data = redact_item(kind, json.loads(d["data"]))
+    if reveal is not None and d.get("include_secrets"):
+        data = reveal(kind, data)
+    return data
+
+
+def delivery_body(d: dict[str, Any], reveal: Reveal | None = None) -> bytes:
+    """The POST body: the same bytes on every attempt of a delivery (with `include_secrets`,
+    a pickup code becomes null once the gateway no longer holds it: 10 min, or a restart)."""
     return json.dumps({"delivery": d["id"], "subscription": d["sub"], "type": d["type"],
                        "stream_id": d["stream_id"], "created": d["created"],
-                       "data": json.loads(d["data"])},
+                       "data": delivery_data(d, reveal)},
                       separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -158,10 +175,10 @@ def install(store: Store, fanout: Fanout) -> None:
 def _create_tx(store: Store, fanout: Fanout, sub: dict[str, Any]) -> None:
     with store.transaction():
         store.conn.execute(
-            "INSERT INTO webhook_subscriptions (id, url, secret, events, description, created) "
-            "VALUES (?,?,?,?,?,?)", (sub["id"], sub["url"], sub["secret"],
-                                     json.dumps(sub["events"]), sub["description"],
-                                     sub["created"]))
+            "INSERT INTO webhook_subscriptions (id, url, secret, events, description, created, "
+            "include_secrets) VALUES (?,?,?,?,?,?,?)",
+            (sub["id"], sub["url"], sub["secret"], json.dumps(sub["events"]),
+             sub["description"], sub["created"], int(sub.get("include_secrets", False))))
     fanout.load(store)
 
 
@@ -207,7 +224,7 @@ def _prune_tx(store: Store, keep: int) -> int:
 def due_heads(store: Store) -> list[dict[str, Any]]:
     """The oldest pending delivery of every subscription, with where to send it."""
     rows = store.conn.execute(
-        "SELECT d.*, s.url, s.secret FROM webhook_deliveries d "
+        "SELECT d.*, s.url, s.secret, s.include_secrets FROM webhook_deliveries d "
         "JOIN webhook_subscriptions s ON s.id = d.sub WHERE d.id IN "
         "(SELECT MIN(id) FROM webhook_deliveries WHERE status='pending' GROUP BY sub)")
     return [dict(r) for r in rows]
@@ -220,8 +237,9 @@ def backlog(store: Store) -> int:
 
 def _public_sub(row: sqlite3.Row, stats: dict[str, Any]) -> dict[str, Any]:
     d = dict(row)
-    d.pop("secret")
+    d.pop("secret")  # shown once, in the answer that created it; never again
     d["events"] = json.loads(d["events"])
+    d["include_secrets"] = bool(d.get("include_secrets"))
     return d | stats
 
 
@@ -255,7 +273,7 @@ def list_deliveries(store: Store, sub_id: str, status: str | None, after: int,
         sql += " AND status = ?"
         args.append(status)
     rows = store.conn.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-    return [dict(r) | {"data": json.loads(r["data"])} for r in rows]
+    return [dict(r) | {"data": delivery_data(dict(r))} for r in rows]  # never a code
 
 
 # -- the asynchronous edge --------------------------------------------------------------------
@@ -278,6 +296,7 @@ class WebhookService:
         self.settings = settings
         self.clock = clock
         self.on_attempt = on_attempt      # metrics: (ok, seconds)
+        self.reveal: Reveal | None = None  # include_secrets: adds plain codes (gateway/app.py)
         self.fanout = Fanout()
         self._wake = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -290,14 +309,15 @@ class WebhookService:
         self._wake.set()
 
     async def create(self, url: str, events: list[str], secret: str | None = None,
-                     description: str | None = None) -> dict[str, Any]:
+                     description: str | None = None,
+                     include_secrets: bool = False) -> dict[str, Any]:
         sub = {"id": "wh-" + secrets.token_hex(6), "url": url,
                "secret": secret or secrets.token_urlsafe(32),
                "events": validate_patterns(events), "description": description,
-               "created": self.clock()}
+               "created": self.clock(), "include_secrets": include_secrets}
         await self.db.write(_create_tx, self.fanout, sub)
-        log.info("webhook subscribed id=%s url=%s events=%s", sub["id"], url,
-                 ",".join(sub["events"]))
+        log.info("webhook subscribed id=%s url=%s events=%s include_secrets=%s", sub["id"], url,
+                 ",".join(sub["events"]), include_secrets)
         return (await self.get(sub["id"])) | {"secret": sub["secret"]}
 
     async def delete(self, sub_id: str) -> None:
@@ -354,7 +374,7 @@ class WebhookService:
 
     async def _attempt(self, client: httpx.AsyncClient, d: dict[str, Any]) -> None:
         try:
-            body = delivery_body(d)
+            body = delivery_body(d, self.reveal)
             ts = int(time.time())
             headers = {"content-type": "application/json", DELIVERY_HEADER: str(d["id"]),
                        EVENT_HEADER: d["type"], TIMESTAMP_HEADER: str(ts),

@@ -21,7 +21,7 @@ events, the API and device commands:
 * **outward stream**: every order state change is a stream item of kind `locker`
   (`{"type": "order.<state>", "bank", "order", "compartment", "old", "state", "reason"}`).
   `order.ready` (and `order.code` for a reissued code) carry the plain `code` to live
-  subscribers only: the stored stream row holds a `ready_id` token, the code itself lives in
+  subscribers that may see it (`lockers`/`admin`, gateway/redact.py) only: the stored stream row holds a `ready_id` token, the code itself lives in
   this process's memory for `CODE_TTL_S` and is added when the item is rendered. After that,
   or after a restart, the item shows `code: null` and the order system asks for a reissue.
 * **time**: `tick(now)` every `tick_s` expires reservations and pickup windows.
@@ -489,10 +489,12 @@ class LockersService:
                                                      "reason": cmd["reason"]}
         return out
 
-    def render(self, data: dict[str, Any]) -> dict[str, Any]:
-        """A stored `locker` stream item as subscribers see it: fresh codes added from memory."""
+    def render(self, data: dict[str, Any], reveal: bool = True) -> dict[str, Any]:
+        """A stored `locker` stream item as subscribers see it: fresh codes added from memory,
+        for a subscriber that may see them (`reveal`, `gateway.redact.may_see_codes`); the
+        others get the item without `code`."""
         rid = data.get("ready_id")
-        if rid is None:
+        if rid is None or not reveal:
             return data
         got = self._codes.get(rid)
         return {**data, "code": None if got is None else got[0]}
