@@ -119,6 +119,37 @@ class Devices:
         raise RuntimeError(f"device load gave no summary: {err[-2000:]}")
 
 
+class HealthProbe:
+    """GET /health every 50 ms on one keep-alive connection: a response that takes long means
+    the gateway's event loop was blocked (it measures the loop, not the devices)."""
+
+    def __init__(self, port: int) -> None:
+        import http.client
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.points: list[tuple[float, float]] = []  # (sent, ms)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.05):
+            t = time.monotonic()
+            try:
+                self.conn.request("GET", "/health")
+                self.conn.getresponse().read()
+            except OSError:
+                continue
+            self.points.append((t, (time.monotonic() - t) * 1000))
+
+    def max_ms(self, t_a: float, t_b: float) -> float:
+        return max((ms for t, ms in self.points if t_a <= t <= t_b), default=float("nan"))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(150)
+        self.conn.close()
+
+
 # -- the attacker --------------------------------------------------------------------------------
 
 def attack(port: int, token: str, total: int, chunked: bool, timeout: float) -> dict[str, Any]:
@@ -223,18 +254,12 @@ def phase_figures(samples: list[list[float]], lat: list[float], t_a: float, t_b:
                   ) -> dict[str, Any]:
     inside = [s for s in samples if t_a <= s[0] <= t_b]
     if len(inside) < 2:
-        return {"events_s": float("nan"), "lat": {}, "gap_ms": float("nan")}
+        return {"events_s": float("nan"), "lat": {}, "paused_ms": float("nan")}
     first, last = inside[0], inside[-1]
     span = last[0] - first[0]
-    gap = 0.0
-    since = first[0]
-    prev = first[1]
-    for t, acked, _n in inside[1:]:
-        if acked != prev:
-            prev, since = acked, t
-        gap = max(gap, t - since)
+    paused = max(b[0] - a[0] for a, b in zip(inside, inside[1:]))  # the device process's own
     return {"events_s": (last[1] - first[1]) / span if span else float("nan"),
-            "lat": percentiles(lat[int(first[2]):int(last[2])]), "gap_ms": gap * 1000}
+            "lat": percentiles(lat[int(first[2]):int(last[2])]), "paused_ms": paused * 1000}
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -270,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attack-timeout", type=float, default=300.0)
     ap.add_argument("--gateway-root", type=Path, default=None,
                     help="run `python -m gateway` from this directory (e.g. /work/main)")
+    ap.add_argument("--priority", type=int, default=5 if os.geteuid() == 0 else 0,
+                    help="renice the device process by -N (needs root; default 5 as root): the "
+                         "devices are other machines in a store, they should not starve here")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the phases, attacks and the device samples here")
     a = ap.parse_args(argv)
     if a.quick:
         a.attack_mb, a.devices, a.rate = min(a.attack_mb, 20.0), 20, 100.0
@@ -279,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"body flood benchmark: kiosk token POSTs {a.attack_mb:g} MB to {PATH} "
           f"(Content-Length, then chunked) while {a.devices} devices send {a.rate:g} events/s; "
           f"phases {a.phase_s:g} s, attack windows >= {a.min_attack_window:g} s"
-          + (f", gateway from {a.gateway_root}" if a.gateway_root else ""))
+          + (f", gateway from {a.gateway_root}" if a.gateway_root else "")
+          + (f", device process nice -{a.priority}" if a.priority else ""))
     print(f"machine: {machine()}", flush=True)
     print(load_line(), flush=True)
     marks: dict[str, tuple[float, float]] = {}
@@ -290,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         gw = BenchGateway(work / "gw", broker.port, root=a.gateway_root).start()
         hwm = {"start": vm_hwm_mb(gw.pid())}
         devices = Devices(broker.port, a.devices, a.rate)
+        if a.priority:
+            os.setpriority(os.PRIO_PROCESS, devices.proc.pid, -a.priority)
+        probe = HealthProbe(gw.http_port)
         try:
             token = kiosk_token(gw, root)
             devices.wait_started()
@@ -308,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(a.phase_s)
                 marks["between" if n == 0 else "after"] = (t, time.monotonic())
         finally:
+            probe.close()
             load = devices.stop()
             gw.stop()
             broker.stop()
@@ -330,14 +365,18 @@ def main(argv: list[str] | None = None) -> int:
           f"attack {hwm.get('content-length', float('nan')):.0f}, after the chunked attack "
           f"{hwm.get('chunked', float('nan')):.0f}")
     print(f"{'phase':<24} {'s':>5} {'events/s':>9} {'ack p50 ms':>11} {'p99 ms':>8} "
-          f"{'max ms':>8} {'longest no-ack ms':>18}")
+          f"{'max ms':>8} {'/health max ms':>15} {'devices paused ms':>18}")
     for name, (t_a, t_b) in marks.items():
         f = phase_figures(load["samples"], load["latencies"], t_a, t_b)
         lat = f["lat"]
         print(f"{name:<24} {t_b - t_a:>5.1f} {f['events_s']:>9.0f} "
               f"{lat.get('p50', float('nan')):>11.1f} {lat.get('p99', float('nan')):>8.1f} "
-              f"{lat.get('max', float('nan')):>8.1f} {f['gap_ms']:>18.0f}")
+              f"{lat.get('max', float('nan')):>8.1f} {probe.max_ms(t_a, t_b):>15.1f} "
+              f"{f['paused_ms']:>18.0f}")
     print(load_line())
+    if a.json:
+        a.json.write_text(json.dumps({"marks": marks, "attacks": attacks, "hwm": hwm,
+                                      "samples": load["samples"], "latencies": load["latencies"]}))
     ok = check["ok"] and load["drained"] and not load["lost_connections"]
     print(f"integrity: {'OK' if ok else 'FAILED'}  sent {check['sent']}, stored "
           f"{check['stored']}, lost {check['lost']}, duplicates {check['duplicates']}")
