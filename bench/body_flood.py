@@ -13,9 +13,10 @@ socket, sending as fast as the gateway takes it, twice: with `Content-Length` de
 chunked. It times from the request head sent to the first byte of the answer (goal for a
 413: < 100 ms) and stops when the answer is complete.
 
-Phases: before, during the Content-Length attack, between, during the chunked attack,
-after. A "during" phase lasts from the attack's first byte until its answer arrived, and at
-least `--min-attack-window` s. Per phase: events acknowledged per second, publish→ack
+Phases (contiguous from the first attack on): before, during the Content-Length attack,
+between, during the chunked attack, after. A "during" phase lasts from the attack's first
+byte until 0.5 s after its answer arrived (the backlog the gateway then catches up on),
+and at least `--min-attack-window` s. The attacker runs in a process of its own. Per phase: events acknowledged per second, publish→ack
 latency p50/p99/max of the events acknowledged in it, and the longest time no ack arrived
 at all (sampled every 20 ms). Also the gateway's peak RSS (VmHWM) before and after.
 
@@ -248,6 +249,19 @@ def attack(port: int, token: str, total: int, chunked: bool, timeout: float) -> 
             "detail": detail, "t0": t0, "t_end": end}
 
 
+def run_attack(port: int, token: str, total: int, chunked: bool, timeout: float
+               ) -> dict[str, Any]:
+    """`attack` in a process of its own (the attacker is another machine; in this process its
+    sending loop would take the GIL from the /health probe)."""
+    p = subprocess.run([PY, str(Path(__file__).resolve()), "--attack-child", str(port), token,
+                        str(total), "chunked" if chunked else "length", str(timeout)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=timeout + 30, check=False)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"attacker failed (rc={p.returncode}): {p.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
 # -- figures --------------------------------------------------------------------------------------
 
 def phase_figures(samples: list[list[float]], lat: list[float], t_a: float, t_b: float
@@ -279,6 +293,11 @@ def kiosk_token(gw: BenchGateway, root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--attack-child":
+        port, token, total, chunked, timeout = sys.argv[2:7]
+        print(json.dumps(attack(int(port), token, int(total), chunked == "chunked",
+                                float(timeout))), flush=True)
+        return 0
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--devices-child":
         port, devices, rate = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
         print(json.dumps(asyncio.run(_devices_child(port, devices, rate))), flush=True)
@@ -332,15 +351,14 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(a.phase_s)
             marks["before"] = (t, time.monotonic())
             for n, (name, chunked) in enumerate((("content-length", False), ("chunked", True))):
-                res = attack(gw.http_port, token, total, chunked, a.attack_timeout)
-                end = max(res["t_end"], res["t0"] + a.min_attack_window)
+                res = run_attack(gw.http_port, token, total, chunked, a.attack_timeout)
+                end = max(res["t_end"] + 0.5, res["t0"] + a.min_attack_window)
                 time.sleep(max(0.0, end - time.monotonic()))
                 marks[f"during {name}"] = (res["t0"], end)
                 attacks[name] = res
                 hwm[name] = vm_hwm_mb(gw.pid())
-                t = time.monotonic()
                 time.sleep(a.phase_s)
-                marks["between" if n == 0 else "after"] = (t, time.monotonic())
+                marks["between" if n == 0 else "after"] = (end, time.monotonic())
         finally:
             probe.close()
             load = devices.stop()
