@@ -427,6 +427,8 @@ def install(app: FastAPI, gw: Gateway) -> None:
                             media_type="text/javascript")
 
     app.add_middleware(AuthMiddleware, gw=gw)
+    from . import body_limit  # outside auth: an oversized body is refused before anything runs
+    body_limit.install(app)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""CI smoke run of the ingest, command round-trip, scale and firmware heap benchmarks (docs/benchmarks.md).
+"""CI smoke run of the ingest, command round-trip, scale, body flood and firmware heap benchmarks (docs/benchmarks.md).
 
 Each script runs with `--quick` (tiny sizes) as a subprocess: it must exit 0 (which includes its
 integrity check: no event lost or duplicated, every command `done`) and print its figure lines.
@@ -63,6 +63,16 @@ def test_scale_benchmark_quick_prints_its_figures():
     assert re.search(rf"^birth storm: .*all 30 devices reconnected .* {NUM} s after", out, re.MULTILINE), out
     assert re.search(r"^integrity: OK .*lost 0, duplicates 0; latest session stored for 30 of 30",
                      out, re.MULTILINE), out
+
+
+def test_body_flood_benchmark_quick_prints_its_figures():
+    out = run_quick("body_flood.py", timeout=120)
+    assert re.search(r"^machine: .*CPUs", out, re.MULTILINE), out
+    for name in ("content-length", "chunked"):
+        assert re.search(rf"^attack {name}: answer \d+ after {NUM} ms", out, re.MULTILINE), out
+    for phase in ("before", "during content-length", "between", "during chunked", "after"):
+        assert re.search(rf"^{phase}\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK .*lost 0, duplicates 0", out, re.MULTILINE), out
 
 
 def test_fw_heap_benchmark_quick_prints_its_figures():
