@@ -285,3 +285,148 @@ def test_a_retransmission_is_answered_again_a_replay_after_the_dedupe_table_is_r
             assert code == "4.01" and b"replayed or stale counter 1" in why
     finally:
         g.stop()
+
+
+# -- replaying a captured `auth` (issue 14) -----------------------------------------------------
+
+class RecordingRelay:
+    """A UDP relay between one device and the gateway that records every datagram the device
+    sends (what a sniffer on the Wi-Fi sees) and passes everything on unchanged."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target = ("127.0.0.1", target_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.up.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sent: list[bytes] = []
+        self.client = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import select
+
+        while not self._stop:
+            ready, _, _ = select.select([self.sock, self.up], [], [], 0.1)
+            for s in ready:
+                try:
+                    data, addr = s.recvfrom(2048)
+                except OSError:
+                    return
+                if s is self.sock:
+                    self.client = addr
+                    self.sent.append(data)
+                    self.up.sendto(data, self.target)
+                elif self.client is not None:
+                    self.sock.sendto(data, self.client)
+
+    def auth_requests(self) -> list[bytes]:
+        """The device's requests on .../auth, as captured (the exact bytes)."""
+        from aiocoap import Message
+
+        out = []
+        for d in self.sent:
+            try:
+                m = Message.decode(d)
+            except Exception:  # noqa: BLE001 - pings, not our business
+                continue
+            if m.code.is_request() and m.opt.uri_path[-1:] == ("auth",):
+                out.append(d)
+        return out
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+        self.up.close()
+
+
+REPLAY_DEVICE = r'''
+import asyncio, os
+from edge.coap import CoapTransport
+def exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+async def main():
+    c = CoapTransport("%(dev)s", "127.0.0.1", %(port)d, keepalive=60, password="%(key)s",
+                      ack_timeout=300)
+    asyncio.create_task(c.run())
+    while not c.is_connected():
+        await asyncio.sleep_ms(20)
+    while not exists("%(go)s"):  # the test replays the captured auth meanwhile
+        await asyncio.sleep_ms(20)
+    try:
+        await c.publish("pe/1/%(dev)s/hb", b"")
+        print("next request ok")
+    except OSError as e:
+        print("next request failed", e)
+    print("connects", c.stats["connects"], "unauth", c.stats["unauth"])
+asyncio.run(main())
+'''
+
+
+def test_replaying_a_captured_auth_does_not_reset_the_session(broker, tmp_path):
+    """The real firmware authenticates through a relay that records its datagrams; the
+    captured `auth` requests are sent again, byte for byte, from another address (a sniffer
+    replaying them). The device's session must be untouched: its next request succeeds, no
+    4.01, no reconnect; the replayed proof is answered 4.01 and counted."""
+    import socket
+    import subprocess
+
+    from aiocoap import Message
+    from hil.sim.firmware import build_mpy, micropython_binary, micropython_env
+    from tests.support import wait_for
+
+    g = CoapGateway(tmp_path / "gw", broker.port).start()
+    relay = RecordingRelay(g.coap_port)
+    go = tmp_path / "go"
+    script = tmp_path / "replay_device.py"
+    dev = "rp-1"
+    key = add_key(g.keys_file, dev)
+    script.write_text(REPLAY_DEVICE % {"dev": dev, "port": relay.port, "key": key,
+                                       "go": go})
+    proc = subprocess.Popen([micropython_binary(), str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=micropython_env(path=build_mpy()))
+    try:
+        wait_for(lambda: dev in g.edge.auth.sessions, 20, what="the device's session")
+        session = g.edge.auth.sessions[dev]
+        captured = relay.auth_requests()
+        assert captured, relay.sent
+        before = dict(g.edge.counters)
+        answers = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # the attacker
+            s.settimeout(10)
+            s.connect(("127.0.0.1", g.coap_port))
+            for data in captured:
+                s.send(data)
+                while True:
+                    r = Message.decode(s.recv(2048))
+                    if r.code.is_response():
+                        answers.append((r.code.dotted, bytes(r.payload)))
+                        break
+        untouched = g.edge.auth.sessions.get(dev) is session
+        go.write_text("go")
+        out, _ = proc.communicate(timeout=60)
+        # the device did not notice: its next request succeeds, no 4.01, no new session
+        assert "next request ok" in out and "connects 1 unauth 0" in out, (out, answers)
+        assert untouched
+        # the replayed session start is refused, and counted
+        post = [a for d, a in zip(captured, answers) if Message.decode(d).code == Code.POST]
+        assert post and all(code == "4.01" for code, _ in post), answers
+        assert g.edge.counters["auth_refused"] > before.get("auth_refused", 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        relay.close()
+        g.stop()
