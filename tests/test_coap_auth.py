@@ -566,3 +566,22 @@ def test_a_challenge_flood_keeps_no_state_and_does_not_crowd_out_the_device():
     nonce = auth.check("pad-1", "auth", int(Code.POST), [], 0, 0, mine,
                        coap_auth.proof_option(key, "pad-1", mine))
     assert auth.sessions["pad-1"].nonce == nonce
+
+
+def test_the_documented_examples_are_what_the_code_computes():
+    """docs/protocol.md is the contract other teams implement the exchange from: its example
+    proof and request options must be the real ones."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    key = bytes(range(32))
+    ch = bytes.fromhex("000000000000002a0000012c9d41e07b5a6c2f18")
+    assert ch.hex() in doc and len(ch) == coap_auth.CHALLENGE_LEN
+    assert "0x" + coap_auth.proof_option(key, "pad-1", ch, 0x3039).hex() in doc
+    printf = "".join(f"\\x{b:02x}" for b in ch)
+    assert printf in doc
+    evt = b'{"v":1,"dev":"pad-1","type":"tag.placed","seq":121,"t":1795426642001,' \
+          b'"body":{"uid":"04a1b2c3d4e5f6"}}'
+    assert evt.decode() in doc
+    assert "0x" + coap_auth.option_value(key, bytes.fromhex("5b0e9f1c33a27d41"), 1, 2,
+                                         "pe/1/pad-1/evt", ["s=42"], evt).hex() in doc
