@@ -19,6 +19,9 @@ interval in seconds, both optional):
     GET  /pe/1/{dev}/cmd?hold=N   → long poll: 2.05 with the next `cmd` or `ctl` message for
                                     the device, or an empty 2.05 after N s (hold=0: just look).
     POST /pe/1/{dev}/hb           → 2.04, liveness only.
+    GET  /pe/1/{dev}/auth         → 2.05, a fresh challenge (changes nothing);
+    POST /pe/1/{dev}/auth         → 2.04, a new session nonce for a signed, unused challenge
+                                    (gateway/coap_auth.py).
     A payload the protocol rejects → 4.00 (4.13 if oversized) with `reason: detail`; it is
     also counted at `GET /stats` like an MQTT message would be. Overload → 5.03, Max-Age.
 
@@ -472,13 +475,19 @@ class CoapEdge:
     def authenticate(self, dev: str, channel: str,
                      request: aiocoap.Message) -> aiocoap.Message | None:
         """Check a request's Edge-Auth option before anything else sees it (every Block1
-        block on its own). Returns the response for a refusal (4.01) or a session request
-        (`auth`), None to go on."""
+        block on its own). Returns the response for a refusal (4.01), a challenge (`GET auth`)
+        or a new session (`POST auth` with a valid proof), None to go on."""
         if not protocol.is_device_id(dev):
             return None  # answered 4.04 by `handle`
-        b1, b2 = request.opt.block1, request.opt.block2
-        opt = request.opt.get_option(AUTH_OPTION)
         try:
+            if channel == AUTH_CHANNEL and request.code == Code.GET:
+                challenge = self.auth.challenge(dev)  # unsigned; changes no session
+                self.counters["auth_challenges"] += 1
+                return self._reply(Code.CONTENT, challenge, content_format=42, max_age=0)
+            if channel == AUTH_CHANNEL and request.code != Code.POST:
+                raise aiocoap.error.UnallowedMethod()
+            b1, b2 = request.opt.block1, request.opt.block2
+            opt = request.opt.get_option(AUTH_OPTION)
             nonce = self.auth.check(
                 dev, channel, int(request.code), list(request.opt.uri_query),
                 0 if b1 is None else _block_value(b1), 0 if b2 is None else _block_value(b2),
@@ -490,8 +499,6 @@ class CoapEdge:
             return self._reply(Code.UNAUTHORIZED, str(exc).encode())
         if channel != AUTH_CHANNEL:
             return None
-        if request.code != Code.POST:
-            raise aiocoap.error.UnallowedMethod()
         self.counters["auth_sessions"] += 1
         return self._reply(Code.CHANGED, nonce or b"", content_format=42)
 

@@ -7,10 +7,18 @@ authentication"; docs/security.md):
 * every device has a 32-byte key (`tools/provision.py device`, the same run that makes its
   MQTT password); the gateway reads `{device id: hex key}` from its keys file
   (`[coap] keys_file`, written 0600 by the provisioning tool) and re-reads it when it changes;
-* after the link comes up, the device asks for a session nonce: `POST /pe/1/{dev}/auth`
-  signed with an all-zero nonce; the gateway answers 2.04 with 8 random bytes and forgets
-  any earlier session of that device (a gateway restart forgets them all: the devices' next
-  request gets 4.01 and they start a new session);
+* a session starts with a challenge and a proof. `GET /pe/1/{dev}/auth` (unsigned) returns a
+  fresh challenge and changes nothing; `POST /pe/1/{dev}/auth` whose payload is that challenge,
+  signed like every request (below) with the all-zero nonce, proves the key over it: the
+  gateway answers 2.04 with 8 random bytes, the new session nonce, and only then forgets the
+  device's previous session. A challenge starts at most one session: challenges carry an
+  issue number that grows with every challenge the gateway hands out, and a proof is taken
+  only over a challenge newer than the last one that started a session for that device, and
+  younger than `challenge_ttl_s`. Challenges are stateless (issue number, issue time and a
+  MAC under a per-process secret, bound to the device id): a flood of challenge requests
+  costs no memory, and cannot crowd out the device's own challenge. A gateway restart makes
+  outstanding challenges invalid, and forgets all sessions (the devices' next request gets
+  4.01 and they start a new session);
 * every request carries the Edge-Auth option (number 65000, experimental range, elective):
   counter (4 bytes, big-endian, +1 per request; retransmissions repeat it) + the first 16
   bytes of HMAC-SHA256(key, nonce | counter | code | path | 0 | query | 0 | block1 | block2 |
@@ -21,8 +29,9 @@ authentication"; docs/security.md):
   deduplication (by message id) runs first, so a retransmission of a request the gateway
   already answered gets the stored answer and never reaches this check.
 
-A refused request is answered 4.01 Unauthorized with a one-line diagnostic, counted
-(`auth_refused_<reason>` at `GET /stats` and `GET /metrics`) and logged (rate-limited).
+A refused request (a replayed or forged proof included) is answered 4.01 Unauthorized with a
+one-line diagnostic, counted (`auth_refused_<reason>` at `GET /stats` and `GET /metrics`) and
+logged (rate-limited), and changes no session.
 """
 from __future__ import annotations
 
@@ -47,6 +56,10 @@ OPTION_LEN = 4 + TAG_LEN
 WINDOW = 64             # counters accepted out of order (two request lanes, reordering links)
 AUTH_CHANNEL = "auth"
 ZERO_NONCE = bytes(NONCE_LEN)
+# a challenge: issue number (8, big-endian) | issue time (4, s since the gateway started) |
+# HMAC-SHA256(gateway secret, device id | 0 | the 12 bytes before)[:8]. Opaque to devices.
+CHALLENGE_LEN = 20
+CHALLENGE_TTL_S = 60.0
 
 
 class KeyFileError(ValueError):
@@ -72,6 +85,14 @@ def option_value(key: bytes, nonce: bytes, counter: int, code: int, path: str,
     """The Edge-Auth option a device sends (tests and tools sign requests with it)."""
     return counter.to_bytes(4, "big") + tag(
         key, mac_input(nonce, counter, code, path, query, block1, block2, payload))
+
+
+def proof_option(key: bytes, dev: str, challenge: bytes, counter: int = 1,
+                 query: list[str] | None = None) -> bytes:
+    """The Edge-Auth option of a proof: `POST /pe/1/{dev}/auth`, payload = the challenge,
+    signed with the all-zero nonce."""
+    return option_value(key, ZERO_NONCE, counter, 2, f"pe/1/{dev}/{AUTH_CHANNEL}",
+                        query or [], challenge)
 
 
 # -- the keys file -----------------------------------------------------------------------------
@@ -150,15 +171,24 @@ class Refused(Exception):
 
 
 class CoapAuth:
-    """Keys, sessions and the check. `check` returns the nonce to hand out for an `auth`
-    request, None for any other accepted request, and raises `Refused` otherwise."""
+    """Keys, sessions, challenges and the check. `challenge` hands out a challenge (and
+    changes nothing); `check` returns the new session nonce for a valid proof (`POST auth`),
+    None for any other accepted request, and raises `Refused` otherwise (changing nothing)."""
 
     def __init__(self, keys_file: Path | None = None, allow_unauthenticated: bool = False,
-                 keys: dict[str, bytes] | None = None, log_every_s: float = 5.0) -> None:
+                 keys: dict[str, bytes] | None = None, log_every_s: float = 5.0,
+                 challenge_ttl_s: float = CHALLENGE_TTL_S,
+                 clock: Any = time.monotonic) -> None:
         self.keys_file = Path(keys_file) if keys_file is not None else None
         self.allow_unauthenticated = allow_unauthenticated
         self.keys: dict[str, bytes] = dict(keys or {})
         self.sessions: dict[str, Session] = {}
+        self.challenge_ttl_s = challenge_ttl_s
+        self.clock = clock
+        self._t0 = clock()
+        self._secret = secrets.token_bytes(KEY_LEN)  # per process: a restart voids challenges
+        self._issued = 0  # challenges handed out (the issue number of the last one)
+        self.used: dict[str, int] = {}  # device -> issue number of the challenge of its session
         self._mtime: int | None = None
         self.log_every_s = log_every_s
         self._logged: dict[str, float] = {}
@@ -195,6 +225,8 @@ class CoapAuth:
             return
         for dev in [d for d in self.sessions if self.keys.get(d) != keys.get(d)]:
             del self.sessions[dev]  # a rotated or removed key ends the device's session
+        for dev in [d for d in self.used if d not in keys]:
+            del self.used[dev]  # (bounded by the provisioned devices)
         self.keys = keys
         log.info("coap keys loaded devices=%d file=%s", len(keys), self.keys_file)
 
@@ -204,6 +236,39 @@ class CoapAuth:
             self.reload()  # provisioned a minute ago? (one stat per miss)
             key = self.keys.get(dev)
         return key
+
+    def _now_s(self) -> int:
+        return int(self.clock() - self._t0)
+
+    def _challenge_mac(self, dev: str, head: bytes) -> bytes:
+        return hmac.new(self._secret, dev.encode() + b"\0" + head, hashlib.sha256).digest()[:8]
+
+    def challenge(self, dev: str) -> bytes:
+        """A fresh challenge for `dev` (`GET auth`). Keeps no state: it only moves the
+        issue counter on. Refused for a device without a key (unless unauthenticated devices
+        are allowed)."""
+        if self.key_of(dev) is None and not self.allow_unauthenticated:
+            raise Refused("unknown_device", f"unauthenticated: no CoAP key for device {dev!r} "
+                          "(tools/provision.py device ...)")
+        self._issued += 1
+        head = self._issued.to_bytes(8, "big") + self._now_s().to_bytes(4, "big")
+        return head + self._challenge_mac(dev, head)
+
+    def _take_challenge(self, dev: str, challenge: bytes) -> int:
+        """The issue number of a challenge `dev` may still use; raises `Refused` otherwise."""
+        head = challenge[:12]
+        if not hmac.compare_digest(self._challenge_mac(dev, head), challenge[12:]):
+            raise Refused("bad_challenge", "unauthenticated: not a challenge this gateway "
+                          f"gave {dev!r} (it restarted since?): GET .../{AUTH_CHANNEL} again")
+        number = int.from_bytes(head[:8], "big")
+        age = self._now_s() - int.from_bytes(head[8:], "big")
+        if age > self.challenge_ttl_s:
+            raise Refused("challenge_expired", f"unauthenticated: challenge expired ({age} s "
+                          f"old, limit {self.challenge_ttl_s:.0f} s): GET .../{AUTH_CHANNEL} again")
+        if number <= self.used.get(dev, 0):
+            raise Refused("auth_replay", f"unauthenticated: replayed auth: challenge {number} "
+                          "already used, or older than the one that started the session")
+        return number
 
     def check(self, dev: str, channel: str, code: int, query: list[str],
               block1: int, block2: int, payload: bytes, opt: bytes | None) -> bytes | None:
@@ -222,20 +287,26 @@ class CoapAuth:
         counter = int.from_bytes(opt[:4], "big")
         path = f"pe/1/{dev}/{channel}"
         if channel == AUTH_CHANNEL:
+            if len(payload) != CHALLENGE_LEN or block1 or block2:
+                # what firmware from before challenge auth sends: an empty signed POST
+                raise Refused("no_challenge", "unauthenticated: auth needs a challenge: GET "
+                              f"/{path} first, then POST it back signed (firmware too old? "
+                              "docs/protocol.md, CoAP authentication)")
             nonce = ZERO_NONCE
         else:
             session = self.sessions.get(dev)
             if session is None:
                 raise Refused("no_session", f"unauthenticated: no session for {dev!r}: "
-                              f"POST /{path.rsplit('/', 1)[0]}/{AUTH_CHANNEL} first")
+                              f"start one with /{path.rsplit('/', 1)[0]}/{AUTH_CHANNEL} first")
             nonce = session.nonce
         want = tag(key, mac_input(nonce, counter, code, path, query, block1, block2, payload))
         if not hmac.compare_digest(want, opt[4:]):
             raise Refused("bad_mac", "unauthenticated: bad MAC (wrong key, or a session that "
-                          f"ended: POST .../{AUTH_CHANNEL} again)")
+                          f"ended: start a new one with .../{AUTH_CHANNEL})")
         if channel == AUTH_CHANNEL:
+            self.used[dev] = self._take_challenge(dev, payload)
             fresh = secrets.token_bytes(NONCE_LEN)
-            self.sessions[dev] = Session(fresh)
+            self.sessions[dev] = Session(fresh)  # only now does the old session end
             return fresh
         if not session.accept(counter):
             raise Refused("replay", f"unauthenticated: replayed or stale counter {counter} "

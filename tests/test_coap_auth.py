@@ -116,15 +116,17 @@ def test_keys_file_is_validated_and_rotation_ends_the_session(tmp_path):
         with pytest.raises(KeyFileError, match=why):
             parse_keys(bad, "f")
     auth = CoapAuth(keys)
-    opt = coap_auth.option_value(bytes.fromhex(k1), bytes(8), 7, int(Code.POST),
-                                 "pe/1/pad-1/auth", [])
-    nonce = auth.check("pad-1", "auth", int(Code.POST), [], 0, 0, b"", opt)
+    challenge = auth.challenge("pad-1")
+    opt = coap_auth.proof_option(bytes.fromhex(k1), "pad-1", challenge, 7)
+    nonce = auth.check("pad-1", "auth", int(Code.POST), [], 0, 0, challenge, opt)
     assert len(nonce) == 8 and "pad-1" in auth.sessions
     add_key(keys, "pad-1", rotate=True)
     auth.reload(force=True)
     assert "pad-1" not in auth.sessions  # the old key's session is over
+    challenge = auth.challenge("pad-1")
     with pytest.raises(Refused) as e:
-        auth.check("pad-1", "auth", int(Code.POST), [], 0, 0, b"", opt)
+        auth.check("pad-1", "auth", int(Code.POST), [], 0, 0, challenge,
+                   coap_auth.proof_option(bytes.fromhex(k1), "pad-1", challenge, 8))
     assert e.value.reason == "bad_mac"
     keys.write_text("{broken")  # a bad edit later: logged, the loaded keys stay
     auth.reload(force=False)
@@ -153,8 +155,22 @@ def signed(g: CoapGateway, key: bytes, nonce: bytes, counter: int, method: str, 
                 keep_body=True)
 
 
+def challenge(g: CoapGateway, dev: str) -> bytes:
+    code, ch = coap(g, "get", f"/pe/1/{dev}/auth", keep_body=True)
+    assert code == "2.05" and len(ch) == coap_auth.CHALLENGE_LEN, (code, ch)
+    return ch
+
+
+def prove(g: CoapGateway, dev: str, key: bytes, ch: bytes, counter: int = 12345
+          ) -> tuple[str, bytes]:
+    """coap-client POSTs the challenge back, signed: (code, session nonce or diagnostic)."""
+    opt = coap_auth.proof_option(key, dev, ch, counter)
+    return coap(g, "post", f"/pe/1/{dev}/auth", ch,
+                extra=("-O", f"{coap_auth.OPTION},0x{opt.hex()}"), keep_body=True)
+
+
 def session(g: CoapGateway, dev: str, key: bytes) -> bytes:
-    code, nonce = signed(g, key, bytes(8), 12345, "post", f"/pe/1/{dev}/auth")
+    code, nonce = prove(g, dev, key, challenge(g, dev))
     assert code == "2.04" and len(nonce) == 8, (code, nonce)
     return nonce
 
@@ -216,8 +232,8 @@ def test_signed_requests_work_forged_and_replayed_ones_are_refused(agw):
     assert code == "4.01"
     code, _ = signed(agw, k1, nonce2, 1, "post", "/pe/1/ca-2/hb?s=1")
     assert code == "2.04"
-    code, _ = signed(agw, k1, bytes(8), 7, "get", "/pe/1/ca-2/auth")
-    assert code == "4.05"  # a session is asked for with POST
+    code, _ = signed(agw, k1, bytes(8), 7, "put", "/pe/1/ca-2/auth")
+    assert code == "4.05"  # GET a challenge, POST a proof
     assert [e["seq"] for e in agw.events("ca-2")] == [1] and agw.events("ca-3") == []
     stats = agw.get("/stats")["coap"]
     assert stats["auth_refused_replay"] >= 1 and stats["auth_refused_bad_mac"] >= 3
@@ -273,7 +289,8 @@ def test_a_retransmission_is_answered_again_a_replay_after_the_dedupe_table_is_r
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(10)
             s.connect(("127.0.0.1", g.coap_port))
-            code, nonce = _exchange(s, _datagram(key, bytes(8), 99, "rt-1", "auth", 1))
+            ch = g.edge.auth.challenge("rt-1")
+            code, nonce = _exchange(s, _datagram(key, bytes(8), 99, "rt-1", "auth", 1, ch))
             assert code == "2.04" and len(nonce) == 8
             hb = _datagram(key, nonce, 1, "rt-1", "hb", 2, query=("hb=60",))
             assert _exchange(s, hb) == ("2.04", b"")
@@ -285,3 +302,286 @@ def test_a_retransmission_is_answered_again_a_replay_after_the_dedupe_table_is_r
             assert code == "4.01" and b"replayed or stale counter 1" in why
     finally:
         g.stop()
+
+
+# -- replaying a captured `auth` (issue 14) -----------------------------------------------------
+
+class RecordingRelay:
+    """A UDP relay between one device and the gateway that records every datagram the device
+    sends (what a sniffer on the Wi-Fi sees) and passes everything on unchanged."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target = ("127.0.0.1", target_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.up.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sent: list[bytes] = []
+        self.client = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import select
+
+        while not self._stop:
+            ready, _, _ = select.select([self.sock, self.up], [], [], 0.1)
+            for s in ready:
+                try:
+                    data, addr = s.recvfrom(2048)
+                except OSError:
+                    return
+                if s is self.sock:
+                    self.client = addr
+                    self.sent.append(data)
+                    self.up.sendto(data, self.target)
+                elif self.client is not None:
+                    self.sock.sendto(data, self.client)
+
+    def auth_requests(self) -> list[bytes]:
+        """The device's requests on .../auth, as captured (the exact bytes)."""
+        from aiocoap import Message
+
+        out = []
+        for d in self.sent:
+            try:
+                m = Message.decode(d)
+            except Exception:  # noqa: BLE001 - pings, not our business
+                continue
+            if m.code.is_request() and m.opt.uri_path[-1:] == ("auth",):
+                out.append(d)
+        return out
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+        self.up.close()
+
+
+REPLAY_DEVICE = r'''
+import asyncio, os
+from edge.coap import CoapTransport
+def exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+async def main():
+    c = CoapTransport("%(dev)s", "127.0.0.1", %(port)d, keepalive=60, password="%(key)s",
+                      ack_timeout=300)
+    asyncio.create_task(c.run())
+    while not c.is_connected():
+        await asyncio.sleep_ms(20)
+    while not exists("%(go)s"):  # the test replays the captured auth meanwhile
+        await asyncio.sleep_ms(20)
+    try:
+        await c.publish("pe/1/%(dev)s/hb", b"")
+        print("next request ok")
+    except OSError as e:
+        print("next request failed", e)
+    print("connects", c.stats["connects"], "unauth", c.stats["unauth"])
+asyncio.run(main())
+'''
+
+
+def test_replaying_a_captured_auth_does_not_reset_the_session(broker, tmp_path):
+    """The real firmware authenticates through a relay that records its datagrams; the
+    captured `auth` requests are sent again, byte for byte, from another address (a sniffer
+    replaying them). The device's session must be untouched: its next request succeeds, no
+    4.01, no reconnect; the replayed proof is answered 4.01 and counted."""
+    import socket
+    import subprocess
+
+    from aiocoap import Message
+    from hil.sim.firmware import build_mpy, micropython_binary, micropython_env
+    from tests.support import wait_for
+
+    g = CoapGateway(tmp_path / "gw", broker.port).start()
+    relay = RecordingRelay(g.coap_port)
+    go = tmp_path / "go"
+    script = tmp_path / "replay_device.py"
+    dev = "rp-1"
+    key = add_key(g.keys_file, dev)
+    script.write_text(REPLAY_DEVICE % {"dev": dev, "port": relay.port, "key": key,
+                                       "go": go})
+    proc = subprocess.Popen([micropython_binary(), str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=micropython_env(path=build_mpy()))
+    try:
+        wait_for(lambda: dev in g.edge.auth.sessions, 20, what="the device's session")
+        session = g.edge.auth.sessions[dev]
+        captured = relay.auth_requests()
+        assert captured, relay.sent
+        before = dict(g.edge.counters)
+        answers = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # the attacker
+            s.settimeout(10)
+            s.connect(("127.0.0.1", g.coap_port))
+            for data in captured:
+                s.send(data)
+                while True:
+                    r = Message.decode(s.recv(2048))
+                    if r.code.is_response():
+                        answers.append((r.code.dotted, bytes(r.payload)))
+                        break
+        untouched = g.edge.auth.sessions.get(dev) is session
+        go.write_text("go")
+        out, _ = proc.communicate(timeout=60)
+        # the device did not notice: its next request succeeds, no 4.01, no new session
+        assert "next request ok" in out and "connects 1 unauth 0" in out, (out, answers)
+        assert untouched
+        # the replayed session start is refused, and counted
+        post = [a for d, a in zip(captured, answers) if Message.decode(d).code == Code.POST]
+        assert post and all(code == "4.01" for code, _ in post), answers
+        assert all(b"replayed auth" in why for _, why in post), answers
+        # (asking for a challenge is unsigned and harmless: the replay just gets a new one)
+        for d, (code, _) in zip(captured, answers):
+            if Message.decode(d).code == Code.GET:
+                assert code == "2.05" and not Message.decode(d).opt.get_option(
+                    coap_auth.OPTION)
+        assert g.edge.counters["auth_refused"] > before.get("auth_refused", 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        relay.close()
+        g.stop()
+
+
+@needs_client
+def test_a_replayed_or_forged_proof_is_refused_and_the_session_stays(agw, caplog):
+    """coap-client as the attacker: the same proof again (a new message id, so not a
+    retransmission), proofs over a forged, another device's or a superseded challenge, and
+    firmware from before challenges (an empty signed POST): all 4.01, counted, logged, and
+    the device's current session still works."""
+    import logging
+
+    key = bytes.fromhex(add_key(agw.keys_file, "cr-1"))
+    k2 = bytes.fromhex(add_key(agw.keys_file, "cr-2"))
+    ch = challenge(agw, "cr-1")
+    code, nonce = prove(agw, "cr-1", key, ch)
+    assert code == "2.04" and len(nonce) == 8
+    code, _ = signed(agw, key, nonce, 1, "post", "/pe/1/cr-1/hb?hb=60")
+    assert code == "2.04"
+    before = dict(agw.get("/stats")["coap"])
+    agw.edge.auth.log_every_s = 1e9  # one log line per reason, however long this takes
+    caplog.set_level(logging.WARNING, logger="gateway.coap")
+    refused = []
+    for _ in range(3):  # the captured proof, again and again
+        refused.append(prove(agw, "cr-1", key, ch))
+    later = challenge(agw, "cr-1")  # a challenge issued after ch, never used: still fine...
+    forged = bytearray(later)
+    forged[7] ^= 1  # ...but not with another issue number
+    refused.append(prove(agw, "cr-1", key, bytes(forged)))
+    refused.append(prove(agw, "cr-1", key, challenge(agw, "cr-2")))  # cr-2's challenge
+    refused.append(prove(agw, "cr-1", k2, later))  # another device's key
+    old = coap_auth.option_value(key, bytes(8), 99, int(Code.POST), "pe/1/cr-1/auth", [])
+    refused.append(coap(agw, "post", "/pe/1/cr-1/auth",  # firmware before challenges
+                        extra=("-O", f"{coap_auth.OPTION},0x{old.hex()}"), keep_body=True))
+    assert [c for c, _ in refused] == ["4.01"] * 7, refused
+    assert all(b"replayed auth: challenge" in b for _, b in refused[:3]), refused
+    assert b"not a challenge this gateway gave" in refused[3][1]
+    assert b"not a challenge this gateway gave" in refused[4][1]
+    assert b"bad MAC" in refused[5][1]
+    assert b"auth needs a challenge: GET /pe/1/cr-1/auth first" in refused[6][1]
+    # the session the device started is untouched: its next counter is accepted
+    code, _ = signed(agw, key, nonce, 2, "post", "/pe/1/cr-1/hb?hb=60")
+    assert code == "2.04"
+    stats = agw.get("/stats")["coap"]
+    for reason, n in [("auth_replay", 3), ("bad_challenge", 2), ("bad_mac", 1),
+                      ("no_challenge", 1)]:
+        assert stats.get(f"auth_refused_{reason}", 0) - before.get(f"auth_refused_{reason}", 0) \
+            == n, reason
+    lines = [r.getMessage() for r in caplog.records if "reason=auth_replay" in r.getMessage()]
+    assert len(lines) == 1 and "device=cr-1" in lines[0], lines  # rate-limited
+    r = httpx.get(agw.url + "/metrics", timeout=10)
+    assert 'pe_coap_auth_refused_total{reason="auth_replay"}' in r.text
+    # the unused later challenge still starts a session (and only once)
+    code, nonce2 = prove(agw, "cr-1", key, later)
+    assert code == "2.04" and nonce2 != nonce
+    assert prove(agw, "cr-1", key, later)[0] == "4.01"
+    assert signed(agw, key, nonce, 3, "post", "/pe/1/cr-1/hb?hb=60")[0] == "4.01"  # old one ended
+    assert signed(agw, key, nonce2, 1, "post", "/pe/1/cr-1/hb?hb=60")[0] == "2.04"
+
+
+def test_challenges_expire_are_single_use_and_bound_to_the_gateway_run():
+    now = [1000.0]
+    key = bytes(range(32))
+    auth = CoapAuth(keys={"pad-1": key, "pad-2": bytes(32)}, challenge_ttl_s=60,
+                    clock=lambda: now[0])
+
+    def prove_(ch, dev="pad-1", a=auth):
+        return a.check(dev, "auth", int(Code.POST), [], 0, 0, ch,
+                       coap_auth.proof_option(key, dev, ch, 5))
+
+    ch = auth.challenge("pad-1")
+    assert auth.sessions == {} and auth.used == {}  # asking changes nothing
+    now[0] += 61
+    with pytest.raises(Refused) as e:
+        prove_(ch)
+    assert e.value.reason == "challenge_expired" and auth.sessions == {}
+    ch = auth.challenge("pad-1")
+    now[0] += 60
+    first = prove_(ch)  # 60 s old: still fine
+    with pytest.raises(Refused) as e:
+        prove_(ch)
+    assert e.value.reason == "auth_replay" and auth.sessions["pad-1"].nonce == first
+    restarted = CoapAuth(keys={"pad-1": key}, clock=lambda: now[0])  # a new gateway process
+    with pytest.raises(Refused) as e:
+        prove_(auth.challenge("pad-1"), a=restarted)
+    assert e.value.reason == "bad_challenge" and restarted.sessions == {}
+    with pytest.raises(Refused) as e:
+        auth.challenge("pad-9")  # nobody provisioned it
+    assert e.value.reason == "unknown_device"
+
+
+def test_a_challenge_flood_keeps_no_state_and_does_not_crowd_out_the_device():
+    """Challenges are stateless: 20,000 of them for one device leave the gateway's memory
+    where it was, and the challenge the device asked for before the flood still works."""
+    import tracemalloc
+
+    key = bytes(range(32))
+    auth = CoapAuth(keys={"pad-1": key})
+    mine = auth.challenge("pad-1")
+    auth.challenge("pad-1")  # warm up
+    only_auth = [tracemalloc.Filter(True, coap_auth.__file__)]  # not other tests' threads
+    tracemalloc.start()
+    try:
+        base = tracemalloc.take_snapshot().filter_traces(only_auth)
+        for _ in range(20_000):
+            auth.challenge("pad-1")
+        after = tracemalloc.take_snapshot().filter_traces(only_auth)
+    finally:
+        tracemalloc.stop()
+    grown = sum(d.size_diff for d in after.compare_to(base, "filename"))
+    assert grown < 4096, grown  # (a table of 20,000 challenges would be over a megabyte)
+    assert auth.sessions == {} and auth.used == {}
+    nonce = auth.check("pad-1", "auth", int(Code.POST), [], 0, 0, mine,
+                       coap_auth.proof_option(key, "pad-1", mine))
+    assert auth.sessions["pad-1"].nonce == nonce
+
+
+def test_the_documented_examples_are_what_the_code_computes():
+    """docs/protocol.md is the contract other teams implement the exchange from: its example
+    proof and request options must be the real ones."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    key = bytes(range(32))
+    ch = bytes.fromhex("000000000000002a0000012c9d41e07b5a6c2f18")
+    assert ch.hex() in doc and len(ch) == coap_auth.CHALLENGE_LEN
+    assert "0x" + coap_auth.proof_option(key, "pad-1", ch, 0x3039).hex() in doc
+    printf = "".join(f"\\x{b:02x}" for b in ch)
+    assert printf in doc
+    evt = b'{"v":1,"dev":"pad-1","type":"tag.placed","seq":121,"t":1795426642001,' \
+          b'"body":{"uid":"04a1b2c3d4e5f6"}}'
+    assert evt.decode() in doc
+    assert "0x" + coap_auth.option_value(key, bytes.fromhex("5b0e9f1c33a27d41"), 1, 2,
+                                         "pe/1/pad-1/evt", ["s=42"], evt).hex() in doc

@@ -283,7 +283,7 @@ def test_coap_keys_come_with_the_device_and_rotate_with_it(tmp_path):
     rotation replaces both (and the gateway then refuses the old key)."""
     import json
 
-    from gateway.coap_auth import CoapAuth, Refused, option_value
+    from gateway.coap_auth import CoapAuth, Refused, proof_option
 
     d = tmp_path / "store"
     provision.init_store(d, port=free_port())
@@ -296,8 +296,8 @@ def test_coap_keys_come_with_the_device_and_rotate_with_it(tmp_path):
     assert auth.keys == {"pad-c": old}
 
     def session(key):
-        opt = option_value(key, bytes(8), 1, 2, "pe/1/pad-c/auth", [])
-        return auth.check("pad-c", "auth", 2, [], 0, 0, b"", opt)
+        ch = auth.challenge("pad-c")
+        return auth.check("pad-c", "auth", 2, [], 0, 0, ch, proof_option(key, "pad-c", ch))
 
     assert len(session(old)) == 8
     new = provision.add_device(d, "pad-c", "sample-pad", rotate=True)

@@ -21,10 +21,12 @@
 # down (on_down) and is probed with pings with jittered exponential backoff; the next answer
 # is a new "connection" (on_connect: a new session and birth).
 # Authentication (docs/protocol.md, "CoAP authentication"): with a key (`password`, 64 hex
-# digits from tools/provision.py) the link starts with POST .../auth, which returns a session
-# nonce, and every request carries the Edge-Auth option: counter + HMAC-SHA256 over nonce,
-# counter, method, path, query, block options and payload. A 4.01 (wrong key, or a gateway
-# that restarted and forgot the session) takes the link down: the next connect gets a new one.
+# digits from tools/provision.py) the link starts with GET .../auth (unsigned), which returns
+# a single-use challenge, then POST .../auth with that challenge as payload, signed, which
+# returns a session nonce; every request carries the Edge-Auth option: counter +
+# HMAC-SHA256 over nonce, counter, method, path, query, block options and payload. A 4.01
+# (wrong key, or a gateway that restarted and forgot the session) takes the link down: the
+# next connect gets a new one.
 import asyncio
 import errno
 import json
@@ -358,11 +360,15 @@ class CoapTransport(Link):
         return True
 
     async def _handshake(self):
-        # a new session nonce (the request is signed with a zero nonce); 2 tries, like the ping
+        # GET a challenge (unsigned), POST it back signed with a zero nonce: a new session
+        # nonce. 2 tries each, like the ping
         self._nonce = None
         self._ctr = getrandbits(30)
-        code, _, body = await self._exchange(POST, [(OPT_URI_PATH, p) for p in self.path]
-                                             + [(OPT_URI_PATH, "auth")], None, None, 2)
+        p = [(OPT_URI_PATH, x) for x in self.path]
+        p.append((OPT_URI_PATH, "auth"))
+        code, _, body = await self._exchange(GET, p, None, None, 2)
+        if code == CONTENT and body:
+            code, _, body = await self._exchange(POST, p, body, None, 2)
         if code != CHANGED or len(body) != 8:
             self._err(ValueError("auth " + code_str(code)))
             raise OSError(errno.EACCES)
@@ -590,7 +596,9 @@ class CoapTransport(Link):
         ex = _Exchange(mid, token, sends > 0)
         self._ex[mid] = ex
         self._bytoken[token] = ex
-        if self.key is not None:  # signed once: a retransmission repeats the counter
+        if self.key is not None and (self._nonce or code == POST):
+            # signed once: a retransmission repeats the counter (GET auth, the challenge,
+            # is the one request without a nonce that is not signed)
             opts = opts + [(OPT_AUTH, self._sign(code, opts, payload))]
         msg = encode(CON, code, mid, token, opts, payload)
         self.stats["req"] += 1
