@@ -161,8 +161,11 @@ class ProvisionedMosquitto(Mosquitto):
         self.conf = self.workdir / "mosquitto.conf"
         self.log = self.workdir / "mosquitto.log"
 
-    def write_conf(self) -> None:  # the tool wrote it
-        pass
+    def write_conf(self) -> None:  # the tool wrote it; PE_MOSQUITTO_DEBUG: every packet logged
+        text = self.conf.read_text()
+        debug = "log_type debug\nlog_type information\n"
+        if os.environ.get("PE_MOSQUITTO_DEBUG") and debug not in text:
+            self.conf.write_text(text + "\n" + debug)
 
 
 EVENT_PAGE = 1000  # the API's largest /events page
