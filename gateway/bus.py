@@ -21,7 +21,8 @@
   do not queue behind it. The main connection unsubscribes `reply` (a session from before
   the lane). The lane connects first; if it is down, commands go out on the main connection
   and replies wait in the lane's session until it is back. (`.` is not allowed in a device id,
-  so no device can take over the lane's client id.)
+  so no device's id is the lane's; what stops a device from connecting with the gateway's
+  client ids is the broker binding ids to users, docs/security.md.)
 """
 from __future__ import annotations
 
