@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coap-allow-unauthenticated", action="store_true", default=False,
                    help="also serve CoAP devices that have no key (isolated test networks only)")
     p.add_argument("--mqtt-auth", type=Path, default=None, metavar="GATEWAY_JSON",
-                   help="broker user, password and store CA (TLS) from the gateway.json that "
-                        "tools/provision.py writes (docs/operations.md)")
+                   help="broker users (main connection and command lane), passwords and store "
+                        "CA (TLS) from the gateway.json that tools/provision.py writes "
+                        "(docs/operations.md)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", default="text", choices=["text", "json"],
@@ -117,7 +118,8 @@ _FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
                 "locker_pickup_window": ("locker_pickup_window_s",),
                 "tube_network": ("tube_network",),
                 "fitting_tube_station": ("fitting_tube_station",),
-                "mqtt_auth": ("mqtt_user", "mqtt_password", "mqtt_ca"),
+                "mqtt_auth": ("mqtt_user", "mqtt_password", "mqtt_ca", "mqtt_cmd_user",
+                              "mqtt_cmd_password"),
                 "coap_keys": ("coap_keys_file",),
                 "coap_allow_unauthenticated": ("coap_allow_unauthenticated",)}
 
@@ -151,7 +153,10 @@ def _mqtt_auth(path: Path | None) -> dict[str, str | None]:
     try:
         auth = json.loads(path.read_text())
         return {"mqtt_user": auth["user"], "mqtt_password": auth["password"],
-                "mqtt_ca": auth.get("ca") if auth.get("tls", True) else None}
+                "mqtt_ca": auth.get("ca") if auth.get("tls", True) else None,
+                # the command lane's user (gateway.json from before it: the main user)
+                "mqtt_cmd_user": auth.get("cmd_user"),
+                "mqtt_cmd_password": auth.get("cmd_password") if auth.get("cmd_user") else None}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"--mqtt-auth {path}: not a gateway.json from tools/provision.py "
                          f"({exc!r})") from None

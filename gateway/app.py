@@ -87,6 +87,8 @@ class GatewayConfig:
     mqtt_user: str | None = None          # broker credentials (tools/provision.py gateway.json)
     mqtt_password: str | None = None
     mqtt_ca: str | None = None            # store CA file: connect with TLS, verify the broker
+    mqtt_cmd_user: str | None = None      # the command lane's own user (None: the main one's);
+    mqtt_cmd_password: str | None = None  # a provisioned broker binds client ids to users
 
 
 class _Server(uvicorn.Server):
@@ -107,7 +109,8 @@ class Gateway:
                            client_id=config.client_id, keepalive=config.keepalive_s,
                            publish_timeout=config.publish_timeout_s, clock=clock,
                            username=config.mqtt_user, password=config.mqtt_password,
-                           tls_ca=config.mqtt_ca)
+                           tls_ca=config.mqtt_ca, lane_username=config.mqtt_cmd_user,
+                           lane_password=config.mqtt_cmd_password)
         self.coap = None if config.coap_port is None else CoapEdge(
             config.coap_host, config.coap_port, self._on_coap_message, clock=clock,
             heartbeat_s=config.coap_heartbeat_s, dedupe_max=config.coap_dedupe_max,

@@ -12,14 +12,17 @@
   connected, on a broker error or on timeout: a publish is never silently lost.
 * Inbound messages are handed to the handler in arrival order; while the handler (the ingest
   queue) is full, the client stops reading the socket, so the broker holds the backlog.
-* Command lane: a second connection (client id `<client_id>.cmd`, persistent session too,
-  same user: the broker ACL is per user) subscribes only to `pe/1/+/reply` and carries the
+* Command lane: a second connection (client id `<client_id>.cmd`, persistent session too;
+  its own user `lane_username` when given — a provisioned broker makes every client id its
+  user name (`use_username_as_clientid`), so each connection needs a user, and the ACL gives
+  each only what it does; otherwise the main user) subscribes only to `pe/1/+/reply` and carries the
   `pe/1/{dev}/cmd` publishes. Saturated, the main connection's socket holds a backlog of
   events (and the PUBACKs behind them); replies and command PUBACKs on their own connection
   do not queue behind it. The main connection unsubscribes `reply` (a session from before
   the lane). The lane connects first; if it is down, commands go out on the main connection
   and replies wait in the lane's session until it is back. (`.` is not allowed in a device id,
-  so no device can take over the lane's client id.)
+  so no device's id is the lane's; what stops a device from connecting with the gateway's
+  client ids is the broker binding ids to users, docs/security.md.)
 """
 from __future__ import annotations
 
@@ -51,7 +54,8 @@ class MqttBus:
                  clock: Callable[[], int] | None = None, username: str | None = None,
                  password: str | None = None, tls_ca: str | None = None,
                  command_lane: bool = True, subscriptions: Sequence[str] | None = None,
-                 announce: bool = True) -> None:
+                 announce: bool = True, lane_username: str | None = None,
+                 lane_password: str | None = None) -> None:
         self.host = host
         # broker credentials and TLS (tools/provision.py writes them to gateway.json)
         self.auth: dict[str, object] = {"username": username, "password": password}
@@ -79,8 +83,9 @@ class MqttBus:
         self.lane = MqttBus(host, port, handler, client_id=client_id + LANE_SUFFIX,
                             keepalive=keepalive, publish_timeout=publish_timeout,
                             backoff_min=backoff_min, backoff_max=backoff_max, clock=clock,
-                            username=username, password=password, tls_ca=tls_ca,
-                            command_lane=False, subscriptions=(REPLY_TOPIC,), announce=False
+                            username=lane_username or username,
+                            password=lane_password if lane_username else password,
+                            tls_ca=tls_ca, command_lane=False, subscriptions=(REPLY_TOPIC,), announce=False
                             ) if command_lane else None
 
     @property

@@ -77,6 +77,9 @@ SPEC: dict[str, dict[str, Key]] = {
         "user": Key("mqtt_user", "str", _nonempty),
         "password": Key("mqtt_password", "str", _nonempty),
         "ca_file": Key("mqtt_ca", "path"),
+        # the command lane's own user (a broker with use_username_as_clientid needs it)
+        "cmd_user": Key("mqtt_cmd_user", "str", _nonempty),
+        "cmd_password": Key("mqtt_cmd_password", "str", _nonempty),
     },
     "http": {
         "host": Key("http_host", "str", _nonempty),
@@ -200,6 +203,8 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path = Path("."
     hi = values.get("webhook_backoff_max_s", GatewayConfig.webhook_backoff_max_s)
     if lo > hi:
         problems.append(f"[webhooks] backoff_min_s ({lo}) must not exceed backoff_max_s ({hi})")
+    if ("mqtt_cmd_user" in values) != ("mqtt_cmd_password" in values):
+        problems.append("[broker] cmd_user and cmd_password go together")
     if problems:
         n = len(problems)
         raise ConfigError(f"{source}: {n} problem{'s' if n > 1 else ''}\n  " +

@@ -66,6 +66,7 @@ class TubeLine:
     workdir: Path
     broker_port: int
     keepalive: int
+    provisioned: Path | None = None                  # devices' credentials (VirtualStore)
     dispatched: list = field(default_factory=list)   # idempotency keys the world requested
     _arrivals_seen: dict = field(default_factory=dict)  # key -> arrivals its destination showed before
 
@@ -77,6 +78,7 @@ class TubeLine:
         wiring.write_text(json.dumps(WIRING | {"tube": str(self.network)}))
         self.rig = VirtualRigBackend(self.workdir / "rig", ("127.0.0.1", self.broker_port),
                                      wiring=wiring, keepalive=self.keepalive)
+        self.rig.store.provisioned = self.provisioned
         self.model = self.rig.tube_line()  # before power-on: it sets the idle world
 
     def gateway_args(self) -> list[str]:

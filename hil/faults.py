@@ -6,8 +6,16 @@ database and the devices' own flash.
 
 The store: sample pads, a locker bank and a small tube line (two stations and a line
 controller, hil/fault_tube.py) on the real firmware (MicroPython), the gateway as a process
-(`python -m gateway`), a real Mosquitto with persistence. Between faults a scripted world keeps
-placing tags on pads, staff keep opening locker doors and dispatching capsules through the API.
+(`python -m gateway`), a real Mosquitto running the production configuration that
+`phygital provision` writes: no anonymous clients, a password per device and per gateway
+connection, the ACL, client ids bound to users, persistence saved every `autosave_interval`
+(10 s) as deployed. The gateway connects over TLS with the store CA; the devices use the
+provisioned loopback listener (same passwords, ACL and id binding, no TLS): with TLS the
+firmware cannot reconnect within a board's 96 KB heap (MemoryError in the handshake after a
+broker restart; docs/operations.md, "Fault injection"). The one addition to the config: a
+user for the fault injector itself (`clock_jump` forges a gateway ack), which may only write
+`ctl`. Between faults a scripted world keeps placing tags on pads, staff keep opening locker
+doors and dispatching capsules through the API.
 
 Faults: broker SIGKILLed and restarted, broker SIGSTOPped past the devices' keepalive,
 gateway SIGKILLed right after a command was submitted, gateway SIGKILLed while a carrier is in
@@ -41,17 +49,36 @@ from pathlib import Path
 
 import httpx
 
+from hil.fault_tube import LINE, STATIONS, TubeLine, no_capsule_lost, one_carrier_per_segment
 from hil.fault_tube import NETWORK as TUBE_NETWORK
-from hil.fault_tube import TubeLine, no_capsule_lost, one_carrier_per_segment
-from hil.harness import GatewayProcess, Mosquitto, wait_for
+from hil.harness import GatewayProcess, ProvisionedMosquitto, free_port, wait_for
 from hil.sim.mfrc522 import NtagTag
 from hil.sim.store import VirtualStore
+from tools import provision
 
 BANK = "lk-f1"
 LOCKER_APP = {"occupancy": True, "pulse_ms": 300, "verify_ms": 300, "retry_ms": 200,
               "gap_ms": 100, "door_poll_ms": 50}
 KEEPALIVE = 5          # devices' MQTT keepalive (s): SIGSTOP lasts longer than 1.5x this
 FINAL = ("done", "rejected", "expired", "failed")
+INJECTOR = "fault.injector"  # the fault injector's broker user (`.`: never a device id)
+
+
+def provision_store(store: Path, devices: dict[str, str]) -> dict:
+    """A store as `phygital provision` makes it (TLS listener and the plain loopback one on
+    free ports), the devices' credentials (`devices`: id -> kind) and the fault injector's
+    user; returns the injector's connection settings."""
+    provision.init_store(store, store="faults", port=free_port(), bind="127.0.0.1",
+                         local_port=free_port())
+    for dev, kind in devices.items():
+        provision.add_device(store, dev, kind, host="127.0.0.1")
+    password = provision.new_password()
+    users = provision._read_passwd(store)
+    provision._write_passwd(store, users | {INJECTOR: provision.hash_password(password)})
+    acl = store / "mosquitto" / "acl"
+    acl.write_text(acl.read_text() + f"\n# the fault suite's injector (hil/faults.py)\n"
+                   f"user {INJECTOR}\ntopic write pe/1/+/ctl\n")
+    return {"user": INJECTOR, "password": password, "ca": str(store / "ca.crt")}
 
 
 @dataclass
@@ -83,13 +110,18 @@ class FaultRig:
 
     def __enter__(self) -> FaultRig:
         self.rng = random.Random(self.seed)
-        self.broker = Mosquitto(self.workdir / "mosquitto", persistence=True).start()
-        self.tube = TubeLine(self.workdir / "tube", self.broker.port, KEEPALIVE)
-        self.gw = GatewayProcess(self.workdir / "gw", self.broker.port,
-                                 extra_args=self.tube.gateway_args()).start()
-        self.store = VirtualStore(self.workdir / "store", broker_port=self.broker.port,
-                                  keepalive=KEEPALIVE)
         self.pad_ids = [f"pad-f{i + 1}" for i in range(self.pads)]
+        prov = self.workdir / "provisioned"
+        kinds = {**dict.fromkeys(self.pad_ids, "sample-pad"), BANK: "locker-bank",
+                 **dict.fromkeys(STATIONS.values(), "tube-station"), LINE: "tube-line"}
+        self.injector = provision_store(prov, kinds)
+        self.broker = ProvisionedMosquitto(prov).start()   # its port: the TLS listener
+        local = json.loads((prov / "store.json").read_text())["local_port"]  # devices' listener
+        self.tube = TubeLine(self.workdir / "tube", local, KEEPALIVE, provisioned=prov)
+        self.gw = GatewayProcess(self.workdir / "gw", self.broker.port, extra_args=[
+            *self.tube.gateway_args(), "--mqtt-auth", str(prov / "gateway.json")]).start()
+        self.store = VirtualStore(self.workdir / "store", broker_port=local,
+                                  keepalive=KEEPALIVE, provisioned=prov)
         for dev in self.pad_ids:
             self.store.add_pad(dev)
         self.locker = self.store.add_locker(BANK, ["S", "M", "L"], **LOCKER_APP)
@@ -184,12 +216,17 @@ class FaultRig:
         self.faults.append(FaultRecord(name, time.monotonic() - t0, note))
 
     def broker_killed(self) -> str:
+        # a crash does not wait for a save: the broker restarts with what it saved last
+        # (every autosave_interval), maybe seconds old, maybe nothing yet
+        db = self.broker.workdir / "mosquitto.db"
+        saved = f"{time.time() - db.stat().st_mtime:.1f} s" if db.exists() else "never"
         self.broker.proc.kill()
         self.broker.proc.wait()
         self.activity(1)  # devices journal while the broker is gone
         self.broker.start()
         self.wait_all_online()
-        return "SIGKILL, 1 round of tags while down, restarted on its port (persistence)"
+        return (f"SIGKILL (its last save: {saved} before), 1 round of tags while down, "
+                "restarted on its port with what it had saved")
 
     def broker_paused(self) -> str:
         t0 = time.monotonic()
@@ -266,6 +303,8 @@ class FaultRig:
         epoch = json.loads((self.store.devices[dev].workdir / "flash" / "journal" /
                             "journal.json").read_text())["epoch"]
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fault-clock")
+        c.username_pw_set(self.injector["user"], self.injector["password"])
+        c.tls_set(ca_certs=self.injector["ca"])
         c.connect("127.0.0.1", self.broker.port)
         c.loop_start()
         jump = 3_600_000 * self.rng.choice([1, -1])

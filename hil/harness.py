@@ -143,6 +143,30 @@ class Mosquitto:
     def resume(self) -> None:
         self.proc.send_signal(signal.SIGCONT)
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password file and ACL (new device credentials)."""
+        self.proc.send_signal(signal.SIGHUP)
+
+
+class ProvisionedMosquitto(Mosquitto):
+    """The production broker: the config `tools/provision.py init` wrote into `store_dir`
+    (TLS listener, no anonymous clients, per-user passwords, the ACL, client id = user name,
+    persistence with the deployed autosave interval), run as it is. `port`: the TLS listener
+    (`port_name="local_port"`: the plain loopback listener, if provisioned)."""
+
+    def __init__(self, store_dir: Path, port_name: str = "port"):
+        self.store_dir = Path(store_dir)
+        st = json.loads((self.store_dir / "store.json").read_text())
+        super().__init__(self.store_dir / "mosquitto", port=st[port_name])
+        self.conf = self.workdir / "mosquitto.conf"
+        self.log = self.workdir / "mosquitto.log"
+
+    def write_conf(self) -> None:  # the tool wrote it; PE_MOSQUITTO_DEBUG: every packet logged
+        text = self.conf.read_text()
+        debug = "log_type debug\nlog_type information\n"
+        if os.environ.get("PE_MOSQUITTO_DEBUG") and debug not in text:
+            self.conf.write_text(text + "\n" + debug)
+
 
 EVENT_PAGE = 1000  # the API's largest /events page
 _HTTP_LOCK = threading.Lock()

@@ -156,3 +156,32 @@ def test_json_log_lines_carry_the_key_value_pairs():
     assert line["broker"] == "127.0.0.1:1883" and line["retry_in"] == "0.25s"
     assert "error" not in line                      # OSError('refused'): not a plain token
     assert line["ts"].endswith("Z")
+
+
+def test_command_lane_credentials_from_file_and_gateway_json(tmp_path):
+    """The lane's own broker user ([broker] cmd_user/cmd_password, or gateway.json's) reaches
+    the bus; without one the lane uses the main user (a broker that does not bind ids)."""
+    from gateway.bus import MqttBus
+
+    c = parse({"broker": {"user": "pe-gateway", "password": "a", "cmd_user": "pe-gateway.cmd",
+                          "cmd_password": "b"}}).gateway
+    assert (c.mqtt_cmd_user, c.mqtt_cmd_password) == ("pe-gateway.cmd", "b")
+    with pytest.raises(ConfigError, match="cmd_user and cmd_password go together"):
+        parse({"broker": {"cmd_user": "pe-gateway.cmd"}})
+    auth = tmp_path / "gateway.json"
+    auth.write_text('{"user": "pe-gateway", "password": "a", "cmd_user": "pe-gateway.cmd", '
+                    '"cmd_password": "b", "tls": false}')
+    argv = ["--mqtt-auth", str(auth)]
+    config, _, _ = resolve(build_parser().parse_args(argv), argv)
+    assert (config.mqtt_user, config.mqtt_cmd_user, config.mqtt_cmd_password) == \
+        ("pe-gateway", "pe-gateway.cmd", "b")
+
+    async def handler(topic, payload):
+        pass
+
+    bus = MqttBus("127.0.0.1", 1883, handler, username="pe-gateway", password="a",
+                  lane_username="pe-gateway.cmd", lane_password="b")
+    assert bus.auth["username"] == "pe-gateway" and bus.lane.auth == \
+        {"username": "pe-gateway.cmd", "password": "b"}
+    shared = MqttBus("127.0.0.1", 1883, handler, username="u", password="p")
+    assert shared.lane.auth == {"username": "u", "password": "p"}

@@ -117,7 +117,8 @@ def test_password_hash_is_mosquitto_pbkdf2_sha512():
 def test_passwd_file_holds_only_hashes_and_bad_input_is_refused(store, tmp_path):
     d, _, _ = store
     text = (d / "mosquitto" / "passwd").read_text()
-    assert {line.split(":")[0] for line in text.splitlines()} == {"pe-gateway", "pad-a", "pad-b"}
+    assert {line.split(":")[0] for line in text.splitlines()} == {"pe-gateway", "pe-gateway.cmd",
+                                                                  "pad-a", "pad-b"}
     for dev in ("pad-a", "pad-b", "gateway"):
         assert creds(d, dev)[1] not in text
     assert (d / "devices" / "pad-a.config.json").stat().st_mode & 0o077 == 0

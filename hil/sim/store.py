@@ -5,6 +5,7 @@ benchmarks. The gateway and the broker are not part of it: point it at any broke
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -128,13 +129,18 @@ class FittingRoomHandle:
 class VirtualStore:
     def __init__(self, workdir: Path, broker_host: str = "127.0.0.1", broker_port: int = 1883,
                  heap: str = "96k", keepalive: int = 10, transport: str = "mqtt",
-                 coap_keys: Path | None = None):
+                 coap_keys: Path | None = None, provisioned: Path | None = None):
         self.workdir = Path(workdir)
         self.broker = (broker_host, broker_port)
         self.heap = heap
         self.keepalive = keepalive
         self.transport = transport  # "coap": broker_port is the gateway's CoAP port
         self.coap_keys = coap_keys  # "coap": each device gets a key in the gateway's keys file
+        # a store directory from tools/provision.py: each device logs in with its credentials
+        # as provisioned there (provisioned now if it has none: then make the broker re-read
+        # its password file, Mosquitto.reload), with TLS (the store CA) when `broker_port` is
+        # the store's TLS listener, without on its loopback listener (`--local-port`)
+        self.provisioned = provisioned
         self.rig = VirtualRig().start()
         self.devices: dict[str, FirmwareProcess] = {}
         self.pads: dict[str, PadHandle] = {}
@@ -145,10 +151,24 @@ class VirtualStore:
         cfg = {"device_id": dev, "kind": kind, "board": "sim", "transport": self.transport,
                "mqtt": {"host": self.broker[0], "port": self.broker[1], "keepalive": self.keepalive},
                "sim": {"host": self.rig.host, "port": self.rig.port}, "app": app}
+        if self.provisioned is not None and self.transport == "mqtt":
+            cfg["mqtt"].update(self._credentials(dev, kind))
         if self.transport == "coap" and self.coap_keys is not None:
             from gateway.coap_auth import add_key
             cfg["mqtt"]["key"] = add_key(self.coap_keys, dev, rotate=True)
         return cfg
+
+    def _credentials(self, dev: str, kind: str) -> dict:
+        from tools import provision
+
+        path = Path(self.provisioned) / "devices" / f"{dev}.config.json"
+        if path.exists():
+            mq = json.loads(path.read_text())["mqtt"]
+        else:
+            mq = provision.add_device(self.provisioned, dev, kind, host=self.broker[0],
+                                      port=self.broker[1])["mqtt"]
+        tls = self.broker[1] == json.loads((Path(self.provisioned) / "store.json").read_text())["port"]
+        return {k: mq[k] for k in ("user", "password", "tls") if k != "tls" or tls}
 
     def add_pad(self, dev: str, **app) -> PadHandle:
         sim = self.rig.device(dev)
