@@ -13,9 +13,10 @@
 * Inbound messages are handed to the handler in arrival order; while the handler (the ingest
   queue) is full, the client stops reading the socket, so the broker holds the backlog.
 * Command lane: a second connection (client id `<client_id>.cmd`, persistent session too;
-  its own user `lane_username` when given — a provisioned broker makes every client id its
-  user name (`use_username_as_clientid`), so each connection needs a user, and the ACL gives
-  each only what it does; otherwise the main user) subscribes only to `pe/1/+/reply` and carries the
+  its own user `lane_username`: a provisioned broker makes every client id its user name
+  (`use_username_as_clientid`), so each connection needs a user, and the ACL gives each only
+  what it does; with a main user but no lane user there is no lane, since the two connections
+  would take the id from each other; an anonymous lab broker gets a lane) subscribes only to `pe/1/+/reply` and carries the
   `pe/1/{dev}/cmd` publishes. Saturated, the main connection's socket holds a backlog of
   events (and the PUBACKs behind them); replies and command PUBACKs on their own connection
   do not queue behind it. The main connection unsubscribes `reply` (a session from before
@@ -76,6 +77,14 @@ class MqttBus:
         self._connected = asyncio.Event()
         self._stopping = False
         self.announce = announce  # retained gateway state + will (the main connection only)
+        if command_lane and username is not None and lane_username is None:
+            # One user for both connections: a provisioned broker makes each client id its
+            # user name, so the two would take the id from each other forever. No lane, then
+            # (an old gateway.json without cmd_user after an upgrade): commands and replies
+            # use the main connection, as before the lane existed.
+            log.warning("mqtt broker user %r has no command-lane user (cmd_user): commands and "
+                        "replies use the main connection", username)
+            command_lane = False
         self.subscriptions = tuple(subscriptions if subscriptions is not None else
                                    (t for t in protocol.SUBSCRIPTIONS
                                     if not command_lane or t != REPLY_TOPIC))

@@ -160,8 +160,8 @@ def test_json_log_lines_carry_the_key_value_pairs():
 
 def test_command_lane_credentials_from_file_and_gateway_json(tmp_path):
     """The lane's own broker user ([broker] cmd_user/cmd_password, or gateway.json's) reaches
-    the bus; without one the lane uses the main user (a broker that does not bind ids)."""
-    from gateway.bus import MqttBus
+    the bus; a main user without a lane user means no lane (the two would kick each other)."""
+    from gateway.bus import REPLY_TOPIC, MqttBus
 
     c = parse({"broker": {"user": "pe-gateway", "password": "a", "cmd_user": "pe-gateway.cmd",
                           "cmd_password": "b"}}).gateway
@@ -183,5 +183,11 @@ def test_command_lane_credentials_from_file_and_gateway_json(tmp_path):
                   lane_username="pe-gateway.cmd", lane_password="b")
     assert bus.auth["username"] == "pe-gateway" and bus.lane.auth == \
         {"username": "pe-gateway.cmd", "password": "b"}
+    # one user for both connections: on a provisioned broker (client id := user name) the two
+    # would take the id from each other forever, so there is no lane; commands and replies
+    # travel on the main connection (an old gateway.json without cmd_user after an upgrade)
     shared = MqttBus("127.0.0.1", 1883, handler, username="u", password="p")
-    assert shared.lane.auth == {"username": "u", "password": "p"}
+    assert shared.lane is None and REPLY_TOPIC in shared.subscriptions
+    assert not shared.unsubscriptions
+    anonymous = MqttBus("127.0.0.1", 1883, handler)  # a lab broker: ids are the clients' own
+    assert anonymous.lane is not None and REPLY_TOPIC not in anonymous.subscriptions
