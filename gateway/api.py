@@ -11,6 +11,7 @@ from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import auth, protocol, resilience
@@ -59,9 +60,18 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+#: Swagger UI's script, style and icon (and ReDoc's unused script), served by the gateway
+#: itself (a store may have no internet): public under the `/docs` row of auth.POLICY.
+DOCS_STATIC = "/docs/static"
+
+
 def create_app(gw: Gateway) -> FastAPI:
-    app = FastAPI(title="Phygital Edge gateway", version="0.1.0",
-                  description="Store gateway: devices, events, commands (docs/protocol.md).")
+    # FastAPI's own /docs loads its assets from a CDN; fastapi-offline serves the same page
+    # (same path, FastAPI's own HTML) with the assets it vendors, at DOCS_STATIC. /redoc is
+    # off: ReDoc's bundle always fetches its vendor's logo from the vendor's CDN.
+    app = FastAPIOffline(title="Phygital Edge gateway", version="0.1.0",
+                         description="Store gateway: devices, events, commands (docs/protocol.md).",
+                         docs_url="/docs", redoc_url=None, static_url=DOCS_STATIC)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -62,7 +62,7 @@ PUBLIC = ()  # no scope needed
 #: (method, path pattern, scopes that may). First match wins; see the module docstring.
 POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/health", PUBLIC),
-    ("GET", "/docs", PUBLIC),
+    ("GET", "/docs", PUBLIC),               # Swagger UI, its assets (/docs/static), OAuth2 redirect
     ("GET", "/openapi.json", PUBLIC),
     ("GET", "/dashboard", PUBLIC),          # static pages: their data calls need tokens
     ("GET", "/mirror", PUBLIC),
