@@ -22,7 +22,7 @@ from .ingest import public_device
 from .redact import may_see_codes, redact_event, redact_item
 from .services.pads import CatalogConflict, CatalogError
 from .store import Store, StreamItem
-from .stream import sse_events
+from .stream import Broadcaster, Subscription, TooManyStreams, sse_events
 from .fitting_api import add_fitting_routes
 from .ops_api import add_ops_routes
 from .tube_api import tube_router
@@ -54,6 +54,36 @@ class SampleIn(BaseModel):
     description: str | None = None
     uid: str | None = Field(default=None,
                             description="tag UID (8 or 14 hex digits) mapped to this sample")
+
+
+#: `Retry-After` of a refused `/stream`: a slot frees when another stream of the token closes,
+#: which the server cannot predict; a browser tab reloading comes back within seconds.
+STREAM_RETRY_AFTER_S = 10
+
+
+def _too_many_streams(exc: TooManyStreams, who: str) -> str:
+    if exc.limit == "per_token":
+        return (f"too many live streams for token {who!r}: at most {exc.cap} open at once. "
+                "Close one (every EventSource, e.g. each browser tab, holds one) and retry; "
+                "the cap is streams_per_token in PHYGITAL_RATE_LIMITS (docs/security.md)")
+    return (f"too many live streams on this gateway: at most {exc.cap} open at once. Retry "
+            "later; the cap is streams_total in PHYGITAL_RATE_LIMITS (docs/security.md)")
+
+
+class _StreamResponse(StreamingResponse):
+    """Releases the stream's subscription however the response ends, even if its generator
+    never started (the client went away before the headers were sent)."""
+
+    def __init__(self, broadcaster: Broadcaster, sub: Subscription, *args: Any,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = lambda: broadcaster.unsubscribe(sub)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -160,7 +190,9 @@ def create_app(gw: Gateway) -> FastAPI:
         return cmd
 
     @app.get("/stream", response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}}}})
+             responses={200: {"content": {"text/event-stream": {}}},
+                        429: {"description": "too many open streams for this token (default "
+                                             "16) or the gateway (256); see Retry-After"}})
     async def stream(request: Request, last_event_id: str | None = Header(default=None),
                      after: int | None = Query(None, ge=0,
                                                description="resume after this stream id "
@@ -170,7 +202,8 @@ def create_app(gw: Gateway) -> FastAPI:
         `device` (birth/online/offline) and `command` (status changes). `id:` is the stream id;
         reconnect with `Last-Event-ID` to get everything after it. `order.ready` /
         `order.code` carry the plain pickup `code` only for a token with the `lockers` or
-        `admin` scope (docs/security.md, "Secrets")."""
+        `admin` scope (docs/security.md, "Secrets"). Open streams are capped per token and
+        in total (429 past either; docs/security.md, "Rate limits")."""
         resume = after
         if last_event_id is not None and last_event_id.strip():
             try:
@@ -190,8 +223,14 @@ def create_app(gw: Gateway) -> FastAPI:
         def render_for(item: StreamItem) -> dict[str, Any]:
             return render(item, reveal)
 
-        return StreamingResponse(
-            sse_events(gw.broadcaster, read_after, render_for, resume),
+        try:  # a slot of this token's (and the gateway's) open-stream budget
+            sub = gw.broadcaster.subscribe(principal.id or None)
+        except TooManyStreams as exc:
+            raise HTTPException(429, _too_many_streams(exc, principal.name),
+                                headers={"Retry-After": str(STREAM_RETRY_AFTER_S)}) from None
+        return _StreamResponse(
+            gw.broadcaster, sub,
+            sse_events(gw.broadcaster, read_after, render_for, resume, sub=sub),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

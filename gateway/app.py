@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from .api import create_app
+from .auth import Limits
 from .bus import MqttBus
 from .coap import CoapEdge, TransportRouter
 from .commands import CommandService, now_ms
@@ -103,7 +104,9 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, clock: Callable[[], int] = now_ms) -> None:
         self.config = config
         self.clock = clock
-        self.broadcaster = Broadcaster()
+        self.limits = Limits.from_env()  # PHYGITAL_RATE_LIMITS: a bad value fails here, at start
+        self.broadcaster = Broadcaster(max_per_key=self.limits.streams_per_token,
+                                       max_total=self.limits.streams_total)
         self.db = Database(config.db_path, on_commit=self._on_commit)
         self.bus = MqttBus(config.broker_host, config.broker_port, self._on_message,
                            client_id=config.client_id, keepalive=config.keepalive_s,

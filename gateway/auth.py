@@ -17,6 +17,8 @@ start of a store, test harnesses). `?access_token=` works where a header cannot 
 Rate limits (token buckets): per token on everything; per client IP on failed
 authentications (token guessing); and a much tighter one on code entry, per token and per
 IP, for any path with a `code`/`pickup` segment. A refusal is 429 with Retry-After.
+`Limits` also holds the caps on open live streams (per token and in total), which
+`gateway.stream.Broadcaster` enforces for `GET /stream`.
 
 Audit: every request that is not a GET/HEAD (any actuation or change, allowed or refused) is
 a row of `audit` — when, who (token name or `anonymous`), client IP, method, path, HTTP
@@ -236,17 +238,28 @@ class Limits:
     per_token: tuple[float, float] = (50.0, 200.0)       # requests/s, burst
     auth_fail_per_ip: tuple[float, float] = (0.2, 10.0)  # failed authentications
     code_entry: tuple[float, float] = (1 / 60, 5.0)      # code attempts per token and per IP
+    # open `GET /stream` connections (a count, not a rate): each is a queue the event loop
+    # feeds on every commit. A screen needs one or two; 16 covers a dashboard in a few tabs.
+    streams_per_token: int = 16
+    streams_total: int = 256
 
     @classmethod
     def from_env(cls) -> Limits:
-        """`PHYGITAL_RATE_LIMITS='per_token=5/10,code_entry=0.1/3'` (rate/burst) overrides."""
+        """`PHYGITAL_RATE_LIMITS='per_token=5/10,code_entry=0.1/3,streams_per_token=4'`
+        overrides (rate/burst; the `streams_*` caps are plain counts)."""
         spec = os.environ.get("PHYGITAL_RATE_LIMITS", "")
-        kw: dict[str, tuple[float, float]] = {}
+        kw: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in spec.split(","))):
             key, _, val = part.partition("=")
-            rate, _, burst = val.partition("/")
             if key not in cls.__dataclass_fields__:
                 raise ValueError(f"PHYGITAL_RATE_LIMITS: unknown limit {key!r}")
+            if key.startswith("streams_"):
+                if not val.strip().isdigit() or int(val) < 1:
+                    raise ValueError(f"PHYGITAL_RATE_LIMITS: {key} must be a whole number >= 1 "
+                                     f"(open streams), got {val!r}")
+                kw[key] = int(val)
+                continue
+            rate, _, burst = val.partition("/")
             kw[key] = (float(rate), float(burst))
         return cls(**kw)
 
@@ -260,7 +273,7 @@ class AuthMiddleware:
     def __init__(self, app: Any, gw: Gateway, limits: Limits | None = None) -> None:
         self.app = app
         self.gw = gw
-        self.limits = limits or Limits.from_env()
+        self.limits = limits or getattr(gw, "limits", None) or Limits.from_env()
         self.token_bucket = Bucket(*self.limits.per_token)
         self.fail_bucket = Bucket(*self.limits.auth_fail_per_ip)
         self.code_bucket = Bucket(*self.limits.code_entry)

@@ -14,7 +14,8 @@ Two hops, each with its own store-and-forward:
 
 Every chain message carries `seq` (the outbox row id: contiguous per store because SQLite's
 AUTOINCREMENT is rolled back with its transaction), so the central side can order, dedupe
-(QoS 1 may deliver twice) and spot a gap.
+(QoS 1 may deliver twice) and spot a gap. Its `data` is redacted when it is published
+(`chain_payload`, gateway/redact.py): no code verifier or plain pickup code leaves the store.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import Any
 from . import protocol
 from .commands import now_ms
 from .db import Database
+from .redact import redact_item
 from .store import FINAL_STATUSES, Store, StreamItem
 from .webhooks import event_type
 
@@ -59,9 +61,15 @@ def wanted(item: StreamItem, kinds: tuple[str, ...]) -> bool:
 
 
 def chain_payload(store_id: str, row: dict[str, Any]) -> bytes:
+    """The chain message of an outbox row. Its `data` is redacted here, at publish time, by
+    the same rules as the stream and webhooks (gateway/redact.py): a row committed before a
+    rule existed, or by a path that forgot `public_command`, still sends no code verifier and
+    no plain code to the central side."""
+    kind = row["type"].partition(".")[0]  # `command.done` -> command (webhooks.event_type)
+    data = redact_item(kind, json.loads(row["data"]))
     return json.dumps({"v": 1, "store": store_id, "seq": row["id"],
                        "stream_id": row["stream_id"], "type": row["type"],
-                       "t": row["created"], "data": json.loads(row["data"])},
+                       "t": row["created"], "data": data},
                       separators=(",", ":"), ensure_ascii=False).encode()
 
 

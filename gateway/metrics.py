@@ -182,6 +182,9 @@ class GatewayMetrics:
                                         value=gw.ingest.ack_failures))
         fams.append(GaugeMetricFamily("pe_stream_subscribers", "Open live stream clients",
                                       value=len(gw.broadcaster.subscribers)))
+        fams.append(_by_label(CounterMetricFamily, "pe_stream_refused",
+                              "Live stream requests refused 429 (too many open), by limit",
+                              "limit", gw.broadcaster.refused))
         coap = getattr(gw, "coap", None)
         if coap is not None:  # CoAP requests refused by authentication (gateway/coap_auth.py)
             fams.append(_by_label(CounterMetricFamily, "pe_coap_auth_refused",

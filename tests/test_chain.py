@@ -1,11 +1,16 @@
 """Chain of stores: a store Mosquitto bridged to a "central" Mosquitto on loopback, the
 gateway's chain outbox, outages of either broker, and nothing coming back in."""
+import asyncio
+import contextlib
+import json
 import secrets
 import time
 
 import pytest
 
-from gateway.chain import bridge_config, chain_topic, main as chain_main, wanted
+from gateway.chain import (ChainService, bridge_config, chain_payload, chain_topic,
+                           main as chain_main, wanted)
+from gateway.db import Database
 from gateway.store import StreamItem
 from gateway.testing import CentralConsumer, ChainRig, FakeDevice, MqttProbe
 from hil.harness import Mosquitto
@@ -46,6 +51,88 @@ def test_what_leaves_the_store():
     assert not wanted(StreamItem(3, "command", {"device": "pad-1", "status": "sent"}), kinds)
     assert not wanted(StreamItem(4, "event", {"device": "pad-1"}), ("device",))
     assert chain_topic("s1", StreamItem(5, "device", {"id": "pad-1"})) == "chain/1/s1/device/pad-1"
+
+
+VERIFIER = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+CODE = "482913"
+
+
+def _secret_rows():
+    """Outbox rows as a gateway older than gateway/redact.py committed them: a `set_order`
+    outcome with its verifier (and a plain code, and the verifier-derived idempotency key),
+    a `load_codes` outcome, a keypad event carrying the typed code."""
+    set_order = {"id": "c1", "device": "lk-1", "name": "set_order", "status": "done",
+                 "args": {"compartment": 3, "hash": VERIFIER, "code": CODE, "ttl": 600},
+                 "idem_key": f"lk:o1:set_order:{VERIFIER[:16]}", "final": True}
+    load_codes = {"id": "c2", "device": "lk-1", "name": "load_codes", "status": "done",
+                  "args": {"orders": [{"compartment": 1, "mac": VERIFIER}]}, "final": True}
+    event = {"id": 7, "device": "lk-1", "type": "code.rejected",
+             "body": {"compartment": 3, "code": CODE}}
+    return [{"id": i, "stream_id": 100 + i, "type": t, "created": 1_700_000_000_000 + i,
+             "topic": f"chain/1/{STORE}/{t.partition('.')[0]}/lk-1",
+             "data": json.dumps(d)}
+            for i, (t, d) in enumerate((("command.done", set_order),
+                                        ("command.done", load_codes),
+                                        ("event.code.rejected", event)), start=1)]
+
+
+def _assert_no_secret(payloads):
+    for raw in payloads:
+        text = raw.decode()
+        assert VERIFIER not in text and VERIFIER[:16] not in text and CODE not in text, text
+    msgs = [json.loads(raw) for raw in payloads]
+    assert msgs[0]["data"]["args"] == {"compartment": 3, "hash": "[redacted]",
+                                       "code": "[redacted]", "ttl": 600}
+    assert msgs[0]["data"]["idem_key"] == "[redacted]"
+    assert msgs[1]["data"]["args"]["orders"] == [{"compartment": 1, "mac": "[redacted]"}]
+    assert msgs[2]["data"]["body"] == {"compartment": 3, "code": "[redacted]"}
+    # everything else of the message is as committed
+    assert [(m["seq"], m["stream_id"], m["type"], m["store"]) for m in msgs] == [
+        (1, 101, "command.done", STORE), (2, 102, "command.done", STORE),
+        (3, 103, "event.code.rejected", STORE)]
+
+
+def test_chain_payload_redacts_what_the_outbox_row_carries():
+    _assert_no_secret([chain_payload(STORE, row) for row in _secret_rows()])
+
+
+def test_chain_service_publishes_old_outbox_rows_redacted(tmp_path):
+    """The publisher itself, on a database whose outbox already holds such rows."""
+    rows = _secret_rows()
+    published: list[tuple[str, bytes]] = []
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            def insert(store):
+                with store.transaction():
+                    store.conn.executemany(
+                        "INSERT INTO chain_outbox (stream_id, topic, type, data, created) "
+                        "VALUES (?,?,?,?,?)",
+                        [(r["stream_id"], r["topic"], r["type"], r["data"], r["created"])
+                         for r in rows])
+            await db.write(insert)
+            done = asyncio.Event()
+
+            async def publish(topic, payload, qos, retain):
+                published.append((topic, payload))
+                if len(published) == len(rows):
+                    done.set()
+
+            async def connected(_timeout):
+                return True
+
+            chain = ChainService(db, publish, connected, STORE)
+            task = asyncio.create_task(chain.run())
+            try:  # bounded: a publisher that never gets there fails instead of hanging
+                await asyncio.wait_for(done.wait(), 30)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    asyncio.run(main())
+    assert [t for t, _ in published] == [r["topic"] for r in rows]
+    _assert_no_secret([p for _, p in published])
 
 
 class _Missing:
