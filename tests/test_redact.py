@@ -44,3 +44,17 @@ def test_who_sees_plain_codes():
     assert may_see_codes({"read", "lockers"}) and may_see_codes({"admin"})
     for scopes in ({"read", "requests"}, {"read", "operations"}, {"read"}, set()):
         assert not may_see_codes(scopes), scopes
+
+
+def test_a_stored_locker_item_never_carries_a_plain_code():
+    """Locker stream rows are committed without the code (the service adds it from memory for
+    readers that may see it). A row that has one anyway (an old or hand-made row) loses it
+    wherever committed items are read: stream, webhooks, chain."""
+    from gateway.redact import REDACTED, redact_item
+
+    row = {"type": "order.ready", "bank": "lk-1", "order": "o1", "ready_id": "r1", "code": "482913"}
+    out = redact_item("locker", row)
+    assert out["code"] == REDACTED and "482913" not in repr(out)
+    assert out["ready_id"] == "r1" and row["code"] == "482913"  # a copy
+    clean = {"type": "order.ready", "bank": "lk-1", "order": "o1", "ready_id": "r1"}
+    assert redact_item("locker", clean) == clean
