@@ -297,8 +297,8 @@ class LockerBank:
         fails = [t for t in self.lk_fails if time.ticks_diff(now, t) < self.lk_window]
         fails.append(now)
         self.lk_fails = fails
-        locks = len(fails) >= self.lk_after
-        if locks:
+        secs = None
+        if len(fails) >= self.lk_after:
             secs = self.lk_secs[min(self.lk_level, len(self.lk_secs) - 1)]
             self.lk_level += 1
             self.lk_fails = []
@@ -310,7 +310,7 @@ class LockerBank:
         if order:
             body["order"] = order
         self.rt.emit(etype, body)
-        if not locks:
+        if secs is None:
             self._show(msg)
             return
         self.rt.emit("keypad.locked", {"for_s": secs, "level": self.lk_level, "failures": len(fails)})
