@@ -102,14 +102,16 @@ class CompartmentOut(BaseModel):
 
 class BankOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "bank": "lk-1", "keypad_locked_until": None,
+        "bank": "lk-1", "keypad_locked_until": None, "keypad_failures": 1,
         "compartments": [{"id": 1, "size": "S", "state": "free", "order": None, "blocked": None},
                          {"id": 2, "size": "M", "state": "loaded", "order": "ord-1042", "blocked": None}],
         "orders": [OrderOut.model_config["json_schema_extra"]["examples"][0]]}]})
     bank: str
     compartments: list[CompartmentOut]
     orders: list[OrderOut]
-    keypad_locked_until: float | None = None
+    keypad_locked_until: float | None = Field(
+        default=None, description="while the keypad is locked after wrong codes: when it unlocks (unix s)")
+    keypad_failures: int = Field(default=0, description="wrong codes in the lockout window (counted by the bank)")
 
 
 class CodeOut(BaseModel):

@@ -34,9 +34,10 @@ class FakeRuntime:
     def __init__(self, cfg):
         self.cfg = cfg
         self.gateway_online = cfg.get("online")
+        self.clock = cfg.get("clock", True)  # False: no gateway clock yet (a bank just booted offline)
         self.n = 0
     def now(self):
-        return int(time.time() * 1000)
+        return int(time.time() * 1000) if self.clock else None
     def heartbeat(self):
         pass
     def emit(self, etype, body):
@@ -93,14 +94,14 @@ APP = {
 class Bank:
     """One locker-bank process plus the world around it (doors, parcels, keypad)."""
 
-    def __init__(self, rig: VirtualRig, workdir, dev: str, app: dict | None = None):
+    def __init__(self, rig: VirtualRig, workdir, dev: str, app: dict | None = None, clock: bool = True):
         self.rig, self.dev = rig, dev
         self.sim = rig.device(dev)
         self.dir = workdir / dev
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "fake_rt.py").write_text(FAKE_RUNTIME)
         cfg = {"device_id": dev, "data_dir": str(self.dir / "flash"), "app": app or APP,
-               "sim": {"host": "127.0.0.1", "port": rig.port}}
+               "sim": {"host": "127.0.0.1", "port": rig.port}, "clock": clock}
         (self.dir / "config.json").write_text(json.dumps(cfg))
         self.env = micropython_env(path=build_mpy())  # run bytecode, as a board does
         self.jammed: set[int] = set()
@@ -120,11 +121,12 @@ class Bank:
     # --- process -------------------------------------------------------------------------
     def start(self) -> Bank:
         self.started_at = self.rig.trace.now()
+        m = self.mark()  # before the process exists: its "ready" may be read before Popen returns here
         self.proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=96k", str(self.dir / "fake_rt.py"),
                                       str(self.dir / "config.json")], cwd=self.dir, env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        self.wait(lambda m: m.get("ready"), "ready", start=len(self.msgs))
+        self.wait(lambda msg: msg.get("ready"), "ready", start=m)
         return self
 
     def _read(self, proc) -> None:
@@ -225,8 +227,8 @@ def rig():
 def bank(rig, tmp_path):
     made: list[Bank] = []
 
-    def make(dev: str = "locker-t1", app: dict | None = None, **world) -> Bank:
-        b = Bank(rig, tmp_path, dev, app)
+    def make(dev: str = "locker-t1", app: dict | None = None, clock: bool = True, **world) -> Bank:
+        b = Bank(rig, tmp_path, dev, app, clock)
         for n in (1, 2, 3):  # doors shut, compartments empty, before power-on
             b.sim.set_input(f"door_{n}", 0)
             b.sim.set_input(f"occ_{n}", 0)
@@ -305,6 +307,94 @@ def test_three_wrong_codes_lock_the_keypad_with_growing_lockouts(bank):
     m = b.mark()
     for code in ("000001", "000002", "000003"):
         b.type(code + "#")
+    assert b.wait_event("keypad.locked", start=m) == {"for_s": 4, "level": 2, "failures": 3}
+
+
+@pytest.mark.parametrize("clock", [True, False], ids=["clock", "no-clock"])
+def test_wrong_codes_count_across_reboots(bank, clock):
+    # the tester's attack: reboot the bank after every 2 wrong codes. Without the gateway's
+    # clock the time the bank was off is unknown: the failures still count (as recent ones).
+    b = bank(clock=clock).start()
+    b.type("111112#")
+    b.type("999990#")
+    assert b.wait_event("code.rejected", failures=2)["reason"] == "unknown"
+    b.kill()
+    m = b.mark()
+    b.start()
+    b.type("123450#")
+    assert b.wait_event("code.rejected", start=m)["failures"] == 3
+    assert b.wait_event("keypad.locked", start=m) == {"for_s": 2, "level": 1, "failures": 3}
+    b.wait_display("locked for 1 minute")
+
+
+def test_a_wrong_code_is_on_flash_before_the_keypad_answers(bank):
+    # the plug is pulled the moment the bank reports the wrong code (before or while the display
+    # answers): each one still counts after power-on
+    b = bank()
+    b.start()
+    for n in (1, 2):
+        m = b.mark()
+        b.type("%06d#" % (424240 + n))
+        assert b.wait_event("code.rejected", start=m)["failures"] == n
+        b.kill()
+        b.start()
+    m = b.mark()
+    b.type("424243#")
+    assert b.wait_event("keypad.locked", start=m) == {"for_s": 2, "level": 1, "failures": 3}
+
+
+def _state_file(b: Bank, lk: list, clk: int | None) -> None:
+    flash = b.dir / "flash"
+    flash.mkdir(parents=True)
+    (flash / "locker.json").write_text(json.dumps(
+        {"v": 2, "ids": [1, 2, 3], "used": [], "lk": lk, "clk": clk,
+         "c": [["ord-1", hash_code("246810", SALT), None, 0, None, None, 0, None],
+               [None, None, None, 0, None, None, 0, None], [None, None, None, 0, None, None, 0, None]]}))
+
+
+def test_an_old_state_file_without_the_failures_loads_and_keeps_the_level(bank):
+    # locker.json as the firmware before this change wrote it: "lk" is [level, ms left]
+    b = bank()
+    _state_file(b, [1, 0], None)
+    b.sim.set_input("occ_1", 1)
+    b.start()
+    assert b.cmd("status")["result"]["keypad_locked_s"] == 0
+    m = b.mark()
+    b.type("111112#")
+    assert b.wait_event("code.rejected", start=m)["failures"] == 1
+    b.kill()
+    saved = json.loads((b.dir / "flash" / "locker.json").read_text())
+    assert saved["lk"][:2] == [1, 0], "an older firmware still reads level and lockout"
+    m = b.mark()
+    b.start()
+    b.type("111113#")
+    b.type("111114#")
+    # the level of the old file (1) and the failure from before the reboot both count
+    assert b.wait_event("keypad.locked", start=m) == {"for_s": 4, "level": 2, "failures": 3}
+
+
+@pytest.mark.parametrize("clock", [True, False], ids=["clock", "no-clock"])
+def test_time_off_is_credited_only_when_the_clock_proves_it(bank, clock):
+    # saved 400 s ago by the gateway's clock: a 60 s lockout then running, two failures just
+    # before it, the last failure 401 s ago (under reset_s: the level stays)
+    b = bank(clock=clock)
+    t = 100_000  # the ticks of the previous boot
+    _state_file(b, [1, 60_000, t, t - 1000, [t - 1000, t - 500], int(time.time() * 1000) - 400_000],
+                int(time.time() * 1000) - 400_000)
+    b.sim.set_input("occ_1", 1)
+    b.start()
+    left = b.cmd("status")["result"]["keypad_locked_s"]
+    if not clock:  # the time off is unknown: the lockout resumes where it was, failures stay
+        assert 50 <= left <= 60
+        b.type("246810#")
+        b.wait_display("The keypad is locked - please try again in 1 minute")
+        return
+    assert left == 0, "the lockout ended while the bank was off"
+    m = b.mark()
+    b.type("111112#")
+    assert b.wait_event("code.rejected", start=m)["failures"] == 1, "the old failures are out of the window"
+    b.type("111113#")
+    b.type("111114#")
     assert b.wait_event("keypad.locked", start=m) == {"for_s": 4, "level": 2, "failures": 3}
 
 

@@ -31,9 +31,10 @@ def _device_tx(store: Store, now: int) -> None:
                             epoch="e1", boot=1, reset=None, online=True, now=now)
 
 
-def _event_tx(store: Store, seq: int, etype: str, body: dict[str, Any], now: int) -> None:
+def _event_tx(store: Store, seq: int, etype: str, body: dict[str, Any], now: int,
+              t_device: int | None = None) -> None:
     with store.transaction():
-        store.insert_event(BANK, "e1", seq, etype, now, now, body)
+        store.insert_event(BANK, "e1", seq, etype, now if t_device is None else t_device, now, body)
 
 
 def _commands(store: Store) -> list[dict[str, Any]]:
@@ -58,9 +59,9 @@ class Rig:
         await svc.load()
         return svc
 
-    async def event(self, etype: str, **body: Any) -> None:
+    async def event(self, etype: str, t_device: int | None = None, **body: Any) -> None:
         self.seq += 1
-        await self.db.write(_event_tx, self.seq, etype, body, self.clock())
+        await self.db.write(_event_tx, self.seq, etype, body, self.clock(), t_device)
 
 
 def test_ready_code_set_order_expiry_and_restart_never_double_send(tmp_path):
@@ -157,6 +158,79 @@ def test_refusals_and_pickup_facts(tmp_path):
         await svc.step()
         assert (await svc.order_view(BANK, "a"))["state"] == "collected"
         assert svc.view(BANK)["compartments"][1]["state"] == "free"
+        await rig.db.close()
+
+    asyncio.run(main())
+
+
+def test_the_keypad_lockout_of_the_bank_is_shown_and_survives_a_restart(tmp_path):
+    async def main() -> None:
+        rig = Rig(tmp_path / "gw.db")
+        svc = await rig.open()
+        await rig.db.write(_device_tx, rig.clock())
+        await svc.create_bank(BANK, [(1, "S"), (2, "M")])
+        assert svc.view(BANK)["keypad_locked_until"] is None
+        # the third wrong code locks the keypad at the bank (it counts and decides, offline too)
+        t_lock = rig.clock() / 1000
+        await rig.event("code.rejected", compartment=None, reason="unknown", failures=3)
+        await rig.event("keypad.locked", for_s=600, level=1, failures=3)
+        await svc.step()
+        assert svc.view(BANK)["keypad_locked_until"] == t_lock + 600
+
+        await rig.db.close()  # a gateway restart keeps it
+        svc = await rig.open()
+        await svc.step()
+        rig.clock.advance(599)
+        assert svc.view(BANK)["keypad_locked_until"] == t_lock + 600
+        rig.clock.advance(1)  # over: the view clears
+        assert svc.view(BANK)["keypad_locked_until"] is None
+
+        # a lockout journaled while the bank was offline is dated by the bank's clock: one that
+        # already ended is not shown as running, a running one ends when the bank's does
+        now_ms = rig.clock()
+        await rig.event("keypad.locked", t_device=now_ms - 1300_000, for_s=1200, level=2, failures=3)
+        await svc.step()
+        assert svc.view(BANK)["keypad_locked_until"] is None
+        await rig.event("keypad.locked", t_device=now_ms - 100_000, for_s=1800, level=3, failures=3)
+        await svc.step()
+        assert svc.view(BANK)["keypad_locked_until"] == (now_ms - 100_000) / 1000 + 1800
+        await rig.db.close()
+
+    asyncio.run(main())
+
+
+def test_the_wrong_codes_counted_at_the_bank_are_shown(tmp_path):
+    async def main() -> None:
+        rig = Rig(tmp_path / "gw.db")
+        svc = await rig.open()
+        await rig.db.write(_device_tx, rig.clock())
+        await svc.create_bank(BANK, [(1, "S"), (2, "M")])
+        assert svc.view(BANK)["keypad_failures"] == 0
+        await rig.event("code.rejected", compartment=None, reason="unknown", failures=1)
+        await rig.event("code.reused", compartment=1, order="o-x", failures=2)
+        await svc.step()
+        assert svc.view(BANK)["keypad_failures"] == 2
+        await rig.db.close()  # a gateway restart keeps them
+        svc = await rig.open()
+        assert svc.view(BANK)["keypad_failures"] == 2
+        # the bank's count is the truth: after its reboot it goes on from where it was
+        await rig.event("code.rejected", compartment=None, reason="unknown", failures=3)
+        await rig.event("keypad.locked", for_s=600, level=1, failures=3)
+        await svc.step()
+        assert svc.view(BANK)["keypad_failures"] == 0, "a lockout starts a new count, as at the bank"
+        rig.clock.advance(600)
+        await rig.event("code.rejected", compartment=None, reason="unknown", failures=1)
+        await svc.step()
+        assert svc.view(BANK)["keypad_failures"] == 1
+        rig.clock.advance(300)  # out of the window (the policy's window_s, the bank's default)
+        assert svc.view(BANK)["keypad_failures"] == 0
+        await rig.event("code.rejected", compartment=None, reason="unknown", failures=1)
+        await svc.step()
+        assert svc.view(BANK)["keypad_failures"] == 1
+        # a good code at the keypad (its door opened for the pickup) clears the count
+        await rig.event("door.opened", compartment=1, why="pickup", order="o-gone")
+        await svc.step()
+        assert svc.view(BANK)["keypad_failures"] == 0
         await rig.db.close()
 
     asyncio.run(main())

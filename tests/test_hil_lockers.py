@@ -340,6 +340,7 @@ def test_brute_force_locks_the_keypad_then_the_right_code_works(bank: Bank):
     settle(0.3)
     assert bank.pulses(n, t0) == 0
     wait_for(lambda: bank.events("keypad.locked"), 15, what="keypad.locked at the gateway")
+    wait_for(lambda: bank.view()["keypad_locked_until"], 15, what="keypad_locked_until in the bank's view")
     if lock_s > 60:
         pytest.skip(f"the rig's lockout is {lock_s} s: not waited out here")
     time.sleep(lock_s + 0.5)

@@ -189,6 +189,22 @@ class Lockout:
         self.failures = []
         self.level = 0
 
+    # the bank's own keypad counts and locks by itself (offline too); the gateway mirrors it
+    def device_failure(self, at: float, failures: int) -> None:
+        """A wrong code at the bank's keypad at `at`: `failures` in the bank's window so far
+        (its count goes on across its reboots), the last ones at the times the gateway saw."""
+        self.failures = (self.failures + [at])[-failures:] if failures > 0 else []
+        self.last_failure = at
+
+    def device_locked(self, at: float, for_s: float, level: int) -> None:
+        """The bank locked its keypad at `at` for `for_s` seconds."""
+        self.until = at + for_s
+        self.level = level
+        self.failures = []
+
+    def recent_failures(self, now: float) -> int:
+        return sum(1 for t in self.failures if now - t < self.policy.window_s)
+
 
 # --- model ---------------------------------------------------------------------------------------
 @dataclass
@@ -604,12 +620,22 @@ class LockerBank:
                  "blocked": c.blocked} for c in sorted(self.compartments.values(), key=lambda c: c.id)]
 
 
-def device_event(bank: LockerBank, etype: str, body: dict, now: float) -> IssuedCode | None:
+def device_event(bank: LockerBank, etype: str, body: dict, now: float,
+                 at: float | None = None) -> IssuedCode | None:
     """Apply one firmware event (docs/lockers.md) to the bank. Returns a freshly issued code
     when the event made an order ready (the service then sends `set_order` to the device and
-    the code to the order system). Events that change no order state (alarms, rejected codes)
-    are ignored here; the service records and forwards them."""
+    the code to the order system). Rejected codes and keypad lockouts update `bank.lockout`,
+    dated `at` (when the bank saw it, for an event journaled offline; default `now`); other
+    events that change no order state (alarms) are ignored here, the service records and
+    forwards them."""
     cid = body.get("compartment")
+    at = now if at is None else at
+    if etype in ("code.rejected", "code.reused") and isinstance(body.get("failures"), int):
+        bank.lockout.device_failure(at, body["failures"])
+    elif etype == "keypad.locked" and isinstance(body.get("for_s"), int | float):
+        bank.lockout.device_locked(at, body["for_s"], int(body.get("level") or 0))
+    elif etype == "door.opened" and body.get("why") == "pickup":
+        bank.lockout.success()  # a good code: the bank starts its count and level again
     if etype == "order.loaded":
         return bank.loaded(cid, None if body.get("occupied") is None else bool(body["occupied"]), now)
     if etype == "door.opened" and body.get("why") == "pickup":

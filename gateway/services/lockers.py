@@ -296,7 +296,8 @@ class LockersService:
                 if o is not None:  # staff must load again: the next open is a new command
                     n = self.meta[bank.id].setdefault("load_n", {})
                     n[o.id] = n.get(o.id, 0) + 1
-            issued = device_event(bank, etype, body, now)
+            t = e.get("t_device") or e.get("t_gateway")  # the bank's time (a journaled event is late)
+            issued = device_event(bank, etype, body, now, None if t is None else t / 1000)
             if etype in ("door.forced", "lock.jammed"):
                 self._compartment_item(bank, cid, "blocked", batch, cause=bank.compartment(cid).blocked)
             if issued is not None:
@@ -475,9 +476,11 @@ class LockersService:
 
     def view(self, bank_id: str) -> dict[str, Any]:
         bank = self.bank(bank_id)
+        now, lock = self._now(), bank.lockout
         return {"bank": bank_id, "compartments": bank.snapshot(),
                 "orders": [public_order(o) for o in bank.orders.values()],
-                "keypad_locked_until": bank.lockout.until}
+                "keypad_locked_until": lock.until if lock.locked(now) else None,
+                "keypad_failures": lock.recent_failures(now)}
 
     async def order_view(self, bank_id: str, order: str) -> dict[str, Any]:
         bank = self.bank(bank_id)

@@ -89,7 +89,10 @@ class LockerBank:
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             f.write('{"v": 2')
-            for key, val in (("ids", self.ids), ("used", self.used), ("lk", [self.lk_level, rem]),
+            # lk: [level, ms of lockout left, then ticks (they restart at boot: locker_boot turns
+            # them into ages): now, the last failure, the failures in the window; gateway clock]
+            for key, val in (("ids", self.ids), ("used", self.used),
+                             ("lk", [self.lk_level, rem, time.ticks_ms(), self.lk_last, self.lk_fails, self.rt.now()]),
                              ("clk", self._now()), ("c", self.c)):
                 f.write(', "%s": ' % key)
                 if key != "c":
@@ -294,20 +297,22 @@ class LockerBank:
         fails = [t for t in self.lk_fails if time.ticks_diff(now, t) < self.lk_window]
         fails.append(now)
         self.lk_fails = fails
+        secs = None
+        if len(fails) >= self.lk_after:
+            secs = self.lk_secs[min(self.lk_level, len(self.lk_secs) - 1)]
+            self.lk_level += 1
+            self.lk_fails = []
+            self.lk_until = time.ticks_add(now, int(secs * 1000))
+        self._save()  # on flash before the keypad answers: pulling the plug now still counts it
         body = {"compartment": n, "failures": len(fails)}
         if reason:
             body["reason"] = reason
         if order:
             body["order"] = order
         self.rt.emit(etype, body)
-        if len(fails) < self.lk_after:
+        if secs is None:
             self._show(msg)
             return
-        secs = self.lk_secs[min(self.lk_level, len(self.lk_secs) - 1)]
-        self.lk_level += 1
-        self.lk_fails = []
-        self.lk_until = time.ticks_add(now, int(secs * 1000))
-        self._save()
         self.rt.emit("keypad.locked", {"for_s": secs, "level": self.lk_level, "failures": len(fails)})
         self._show("Too many wrong codes - the keypad is locked for " + _minutes(secs))
 

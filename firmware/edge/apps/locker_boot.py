@@ -89,11 +89,7 @@ def setup(b, rt, hal, cfg):
     b.clk = None  # (unix ms, ticks) - a lower bound of the time after a reboot
     if isinstance(st.get("clk"), int):
         b.clk = (st["clk"], time.ticks_ms())
-    lkst = st.get("lk") or [0, 0]
-    b.lk_level = lkst[0]
-    b.lk_until = time.ticks_add(time.ticks_ms(), lkst[1]) if lkst[1] > 0 else None
-    b.lk_fails = []
-    b.lk_last = None
+    _lockout(b, st.get("lk") or [0, 0], rt.now())
 
     b.is_open = bytearray(count)
     b.raw = bytearray(count)
@@ -105,6 +101,35 @@ def setup(b, rt, hal, cfg):
     b.entry = ""
     b.key_at = 0
     b.commands = b  # LockerBank.get: the handlers, staff commands loaded per command
+
+
+def _lockout(b, lk, now):
+    """The keypad lockout as saved (`LockerBank._save`), wrong codes included: a reboot never
+    forgets them. Ticks restart at boot, so saved ticks become ages at the save, plus the time
+    the bank was off: known only if the gateway's clock dated the save and is set now, else
+    counted as 0 (the safe guess: a failure counts until the window has provably passed, at most
+    `window_s` after boot; a lockout resumes with what was left). `lk` of an older firmware is
+    [level, ms left]."""
+    b.lk_level = lk[0]
+    b.lk_fails = []
+    b.lk_last = None
+    tk = time.ticks_ms()
+    off = 0
+    if len(lk) > 5 and isinstance(lk[5], int) and now is not None:
+        off = max(0, now - lk[5])
+    left = lk[1] - off
+    b.lk_until = time.ticks_add(tk, left) if left > 0 else None
+    if len(lk) > 4 and isinstance(lk[2], int) and isinstance(lk[4], list):
+        for t in lk[4]:
+            age = time.ticks_diff(lk[2], t) + off
+            if age < b.lk_window:
+                b.lk_fails.append(time.ticks_add(tk, -age))
+        if isinstance(lk[3], int):
+            age = time.ticks_diff(lk[2], lk[3]) + off
+            if age >= b.lk_reset:
+                b.lk_level = 0  # no failure for reset_s: as _reject would at the next one
+            else:
+                b.lk_last = time.ticks_add(tk, -age)
 
 
 def resolve(b):
