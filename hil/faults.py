@@ -88,7 +88,7 @@ class FaultRig:
         self.gw = GatewayProcess(self.workdir / "gw", self.broker.port,
                                  extra_args=self.tube.gateway_args()).start()
         self.store = VirtualStore(self.workdir / "store", broker_port=self.broker.port,
-                                  keepalive=KEEPALIVE)
+                                  keepalive=KEEPALIVE, locker_keys=self.gw.locker_keys)
         self.pad_ids = [f"pad-f{i + 1}" for i in range(self.pads)]
         for dev in self.pad_ids:
             self.store.add_pad(dev)

@@ -245,13 +245,17 @@ class GatewayProcess(GatewayClient):
             if not self.coap_keys.exists():
                 self.coap_keys.write_text("{}")
             self.coap_args += ["--coap-keys", str(self.coap_keys)]
+        # locker banks' code keys (hil.sim.store.VirtualStore(locker_keys=) writes them)
+        self.locker_keys = self.workdir / "locker-keys.json"
+        if not self.locker_keys.exists():
+            self.locker_keys.write_text("{}")
         self.env: dict[str, str] = {}   # extra environment (fault injection: hil/faults.py)
 
     def command_line(self) -> list[str]:
         return [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
                 "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}",
                 "--samples", str(self.samples), "--client-id", self.client_id,
-                *self.coap_args, *self.extra_args]
+                "--locker-keys", str(self.locker_keys), *self.coap_args, *self.extra_args]
 
     def start(self, timeout: float = 20.0, wait_mqtt: bool = True) -> "GatewayProcess":
         """Start and wait for `/health` (and, with `wait_mqtt`, its broker connection)."""

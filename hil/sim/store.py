@@ -128,13 +128,15 @@ class FittingRoomHandle:
 class VirtualStore:
     def __init__(self, workdir: Path, broker_host: str = "127.0.0.1", broker_port: int = 1883,
                  heap: str = "96k", keepalive: int = 10, transport: str = "mqtt",
-                 coap_keys: Path | None = None):
+                 coap_keys: Path | None = None, locker_keys: Path | None = None):
         self.workdir = Path(workdir)
         self.broker = (broker_host, broker_port)
         self.heap = heap
         self.keepalive = keepalive
         self.transport = transport  # "coap": broker_port is the gateway's CoAP port
         self.coap_keys = coap_keys  # "coap": each device gets a key in the gateway's keys file
+        # each locker bank gets a pickup-code key here (give the gateway this file: --locker-keys)
+        self.locker_keys = Path(locker_keys) if locker_keys else self.workdir / "locker-keys.json"
         self.rig = VirtualRig().start()
         self.devices: dict[str, FirmwareProcess] = {}
         self.pads: dict[str, PadHandle] = {}
@@ -148,6 +150,9 @@ class VirtualStore:
         if self.transport == "coap" and self.coap_keys is not None:
             from gateway.coap_auth import add_key
             cfg["mqtt"]["key"] = add_key(self.coap_keys, dev, rotate=True)
+        if kind == "locker-bank" and "code_key" not in app:
+            from gateway.locker_keys import ensure_key
+            cfg["app"] = {**app, "code_key": ensure_key(self.locker_keys, dev)}
         return cfg
 
     def add_pad(self, dev: str, **app) -> PadHandle:
