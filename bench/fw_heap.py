@@ -182,7 +182,8 @@ def run_at(heap_kb: int, broker: Mosquitto, gw: GatewayProcess, workdir: Path, n
         store = VirtualStore(workdir / f"h{n}", broker_port=gw.coap_port, heap=f"{heap_kb}k",
                              transport="coap", coap_keys=gw.coap_keys)
     else:
-        store = VirtualStore(workdir / f"h{n}", broker_port=broker.port, heap=f"{heap_kb}k")
+        store = VirtualStore(workdir / f"h{n}", broker_port=broker.port, heap=f"{heap_kb}k",
+                             locker_keys=gw.locker_keys)
     if app == "fitting-room":
         store.add_fitting_room(dev)
     elif app == "locker-bank":

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="locker banks: how long an unloaded reservation lasts (default 4 h)")
     p.add_argument("--locker-pickup-window", type=float, default=3 * 24 * 3600, metavar="SECONDS",
                    help="locker banks: how long a pickup code works (default 3 days)")
+    p.add_argument("--locker-keys", type=Path, default=None, metavar="FILE",
+                   help="locker banks' pickup-code keys (locker-keys.json from tools/provision.py); "
+                        "a bank without a key gets no orders (no-key; docs/lockers.md)")
     p.add_argument("--tube-network", type=Path, default=None, metavar="FILE",
                    help="pneumatic tube network (default boards/tube/store-demo.json; docs/tube.md)")
     p.add_argument("--fitting-tube-station", default=None, metavar="STATION",
@@ -116,6 +119,7 @@ _FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
                 "fitting_swap_window": ("fitting_swap_window_s",),
                 "locker_reserve": ("locker_reserve_s",),
                 "locker_pickup_window": ("locker_pickup_window_s",),
+                "locker_keys": ("locker_keys_file",),
                 "tube_network": ("tube_network",),
                 "fitting_tube_station": ("fitting_tube_station",),
                 "mqtt_auth": ("mqtt_user", "mqtt_password", "mqtt_ca", "mqtt_cmd_user",
@@ -180,6 +184,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                          fitting_swap_window_s=args.fitting_swap_window,
                          locker_reserve_s=args.locker_reserve,
                          locker_pickup_window_s=args.locker_pickup_window,
+                         locker_keys_file=args.locker_keys,
                          tube_network=args.tube_network,
                          fitting_tube_station=args.fitting_tube_station)
 

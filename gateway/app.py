@@ -29,6 +29,7 @@ from .commands import CommandService, now_ms
 from .db import Database
 from .ingest import IngestWorker
 from .services.alerts import AlertsService
+from .locker_keys import LockerKeys
 from .services.lockers import LockersService
 from .services.pads import PadsService
 from .services.fitting import FittingService
@@ -64,6 +65,7 @@ class GatewayConfig:
     locker_tick_s: float = 1.0            # locker banks: expiry tick / event catch-up period
     locker_reserve_s: float = 4 * 3600    # locker banks: an unloaded reservation lasts this long
     locker_pickup_window_s: float = 3 * 24 * 3600  # locker banks: a pickup code works this long
+    locker_keys_file: Path | None = None  # locker banks' code keys (tools/provision.py, locker-keys.json)
     coap_host: str = "127.0.0.1"
     coap_port: int | None = None          # CoAP device edge (UDP): None = off, 0 = a free port
     coap_heartbeat_s: float = 30.0        # CoAP devices that do not say: offline after 3 missed
@@ -134,7 +136,8 @@ class Gateway:
         self.pads = PadsService(self.db, config.samples_file)
         self.lockers = LockersService(self.db, self.commands, tick_s=config.locker_tick_s,
                                       clock=clock, reserve_s=config.locker_reserve_s,
-                                      pickup_window_s=config.locker_pickup_window_s)
+                                      pickup_window_s=config.locker_pickup_window_s,
+                                      keys=LockerKeys(config.locker_keys_file).get)
         self.alerts = AlertsService(self.db, clock)
         self.fitting = FittingService(
             self.db, HttpStock(config.stock_url) if config.stock_url else

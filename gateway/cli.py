@@ -69,14 +69,19 @@ async def demo(args: argparse.Namespace) -> int:
         http_host, http_port = args.http
         # the API needs a token (docs/security.md): the demo makes itself an admin one
         token = os.environ.setdefault("PHYGITAL_ADMIN_TOKEN", f"pe_demo_{secrets.token_hex(16)}")
+        from gateway.locker_keys import ensure_key
+        for bank_id in ("lk-1",):  # the demo's bank has its code key before the gateway starts
+            ensure_key(workdir / "locker-keys.json", bank_id)
         config = GatewayConfig(broker_host=host, broker_port=port, db_path=workdir / "gateway.db",
                                http_host=http_host, http_port=http_port, samples_file=DEMO_SAMPLES,
-                               stock_file=DEMO_STOCK)
+                               stock_file=DEMO_STOCK,
+                               locker_keys_file=workdir / "locker-keys.json")
         gw = await stack.enter_async_context(Gateway(config))
         gw_task = asyncio.create_task(gw.run())
         stack.push_async_callback(_cancel, gw_task)
 
-        store = VirtualStore(workdir / "store", broker_host=host, broker_port=port)
+        store = VirtualStore(workdir / "store", broker_host=host, broker_port=port,
+                             locker_keys=workdir / "locker-keys.json")  # the bank's code key
         for i in range(args.pads):
             store.add_pad(f"pad-{i + 1}")
         room = store.add_fitting_room("room-1")  # docs/fitting-rooms.md

@@ -98,7 +98,8 @@ SPEC: dict[str, dict[str, Key]] = {
         "grace_s": Key("command_grace_s", "float", _non_negative),
     },
     "samples": {"file": Key("samples_file", "path")},
-    "lockers": {"tick_s": Key("locker_tick_s", "float", _positive)},
+    "lockers": {"tick_s": Key("locker_tick_s", "float", _positive),
+                "keys_file": Key("locker_keys_file", "path")},
     "fitting": {
         "stock_file": Key("stock_file", "path"),
         "stock_url": Key("stock_url", "str", _nonempty),

@@ -119,7 +119,8 @@ class FaultRig:
         local = json.loads((prov / "store.json").read_text())["local_port"]  # devices' listener
         self.tube = TubeLine(self.workdir / "tube", local, KEEPALIVE, provisioned=prov)
         self.gw = GatewayProcess(self.workdir / "gw", self.broker.port, extra_args=[
-            *self.tube.gateway_args(), "--mqtt-auth", str(prov / "gateway.json")]).start()
+            *self.tube.gateway_args(), "--mqtt-auth", str(prov / "gateway.json")],
+            locker_keys=prov / provision.LOCKER_KEYS).start()
         self.store = VirtualStore(self.workdir / "store", broker_port=local,
                                   keepalive=KEEPALIVE, provisioned=prov)
         for dev in self.pad_ids:

@@ -242,7 +242,7 @@ class GatewayProcess(GatewayClient):
                  coap_heartbeat_s: float | None = None,
                  extra_args: list[str] | tuple[str, ...] | None = None, *,
                  http_port: int | None = None, client_id: str | None = None,
-                 root: Path | None = None):
+                 root: Path | None = None, locker_keys: Path | None = None):
         self.extra_args = list(extra_args or [])  # e.g. ["--stock", path]
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -269,13 +269,18 @@ class GatewayProcess(GatewayClient):
             if not self.coap_keys.exists():
                 self.coap_keys.write_text("{}")
             self.coap_args += ["--coap-keys", str(self.coap_keys)]
+        # locker banks' code keys (hil.sim.store.VirtualStore(locker_keys=) writes them, or a
+        # provisioned store's locker-keys.json)
+        self.locker_keys = Path(locker_keys) if locker_keys else self.workdir / "locker-keys.json"
+        if not self.locker_keys.exists():
+            self.locker_keys.write_text("{}")
         self.env: dict[str, str] = {}   # extra environment (fault injection: hil/faults.py)
 
     def command_line(self) -> list[str]:
         return [sys.executable, "-m", "gateway", "--broker", f"127.0.0.1:{self.broker_port}",
                 "--db", str(self.db), "--http", f"127.0.0.1:{self.http_port}",
                 "--samples", str(self.samples), "--client-id", self.client_id,
-                *self.coap_args, *self.extra_args]
+                "--locker-keys", str(self.locker_keys), *self.coap_args, *self.extra_args]
 
     def start(self, timeout: float = 20.0, wait_mqtt: bool = True) -> "GatewayProcess":
         """Start and wait for `/health` (and, with `wait_mqtt`, its broker connection)."""

@@ -454,7 +454,7 @@ class VirtualRigBackend(Rig):
 
     def __init__(self, workdir: Path, broker: tuple[str, int], wiring: Wiring | str | Path | None = None,
                  heap: str = "96k", keepalive: int = 5, coap: tuple[str, int] | None = None,
-                 coap_keys: Path | None = None):
+                 coap_keys: Path | None = None, locker_keys: Path | None = None):
         from hil.sim.store import VirtualStore
 
         if not isinstance(wiring, Wiring):
@@ -464,7 +464,8 @@ class VirtualRigBackend(Rig):
         host, port = coap or broker
         self.store = VirtualStore(Path(workdir), broker_host=host, broker_port=port, heap=heap,
                                   keepalive=keepalive, transport="coap" if coap else "mqtt",
-                                  coap_keys=coap_keys)  # the gateway's keys file (GatewayProcess.coap_keys)
+                                  coap_keys=coap_keys,  # the gateway's keys file (GatewayProcess.coap_keys)
+                                  locker_keys=locker_keys)  # banks' code keys (GatewayProcess.locker_keys)
         super().__init__(wiring, trace=self.store.rig.trace)
         self.trace.title = wiring.name
         self._broker = broker

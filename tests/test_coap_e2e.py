@@ -255,7 +255,8 @@ def test_every_device_app_of_the_store_runs_over_coap(broker, tmp_path):
 
     g = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2).start()
     rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port),
-                            coap=("127.0.0.1", g.coap_port), coap_keys=g.coap_keys)
+                            coap=("127.0.0.1", g.coap_port), coap_keys=g.coap_keys,
+                            locker_keys=g.locker_keys)
     try:
         with StreamReader(g.url) as stream:
             for dev in ("pad-1", "room-1", "lk-1"):

@@ -16,11 +16,12 @@ from itertools import pairwise
 
 import pytest
 
-from gateway.core.lockers import hash_code, salt_id
+from gateway.core.lockers import hash_code, key_id, mac_code, salt_id
 from hil.sim.firmware import build_mpy, micropython_binary, micropython_env
 from hil.sim.rig import VirtualRig
 
 SALT = "bank-salt-1"
+KEY = bytes(range(7, 39))  # the bank's code key (tools/provision.py: app.code_key)
 
 FAKE_RUNTIME = r'''
 import asyncio, json, sys, time
@@ -81,6 +82,7 @@ APP = {
     "compartments": ["S", "M", {"id": 3, "size": "L"}],
     "occupancy": True,
     "salt": SALT,
+    "code_key": KEY.hex(),
     "pulse_ms": 300,
     "verify_ms": 300,
     "retry_ms": 200,
@@ -178,9 +180,9 @@ class Bank:
     def cmd(self, name: str, timeout: float = 8.0, **args) -> dict:
         return self.reply(self.send(name, **args), timeout)
 
-    def set_order(self, n: int, order: str, code: str, exp: int | None = None) -> dict:
-        r = self.cmd("set_order", compartment=n, order=order, hash=hash_code(code, SALT), exp=exp,
-                     salt_id=salt_id(SALT))
+    def set_order(self, n: int, order: str, code: str, exp: int | None = None, key: bytes = KEY) -> dict:
+        r = self.cmd("set_order", compartment=n, order=order, mac=mac_code(code, key, SALT), exp=exp,
+                     salt_id=salt_id(SALT), key_id=key_id(KEY))
         assert r["status"] == "done", r
         return r
 
@@ -531,10 +533,13 @@ def test_commands_are_refused_when_the_compartment_state_does_not_allow_them(ban
     assert refused("open", compartment=2, reason="retrieve") == "empty"
     assert refused("open", compartment=9, reason="service") == "no-compartment"
     assert refused("open", compartment=1, reason="pickup") == "bad-args"
-    assert refused("set_order", compartment=1, order="other", hash=hash_code("111", SALT)) == "occupied"
-    assert refused("set_order", compartment=2, order="ord-2", hash=hash_code("385120", SALT)) == "code-in-use"
-    assert refused("set_order", compartment=2, order="ord-2", hash="00" * 32, salt_id="deadbeef") == "salt-mismatch"
-    assert refused("set_order", compartment=2, order="ord-2", hash="00" * 32,
+    assert refused("set_order", compartment=1, order="other", mac=mac_code("111", KEY, SALT)) == "occupied"
+    assert refused("set_order", compartment=2, order="ord-2", mac=mac_code("385120", KEY, SALT)) == "code-in-use"
+    assert refused("set_order", compartment=2, order="ord-2", mac="00" * 32, salt_id="deadbeef") == "salt-mismatch"
+    assert refused("set_order", compartment=2, order="ord-2", mac="00" * 32, key_id="deadbeef") == "key-mismatch"
+    # an unkeyed hash is not a verifier any more
+    assert refused("set_order", compartment=2, order="ord-2", hash=hash_code("385121", SALT)) == "bad-args"
+    assert refused("set_order", compartment=2, order="ord-2", mac="00" * 32,
                    exp=int(time.time() * 1000) - 1000) == "expired"
     assert refused("revoke", compartment=2) == "empty"
     assert refused("revoke", compartment=1, order="nope") == "wrong-order"
@@ -542,7 +547,7 @@ def test_commands_are_refused_when_the_compartment_state_does_not_allow_them(ban
     assert refused("clear", compartment=1) == "not-blocked"
     assert b.cmd("set_out_of_order", compartment=2)["result"]["state"] == "out_of_order"
     assert refused("open", compartment=2, reason="load") == "out-of-order"
-    assert refused("set_order", compartment=2, order="ord-2", hash="11" * 32) == "out-of-order"
+    assert refused("set_order", compartment=2, order="ord-2", mac="11" * 32) == "out-of-order"
     # revoke: the code stops working, the parcel stays until staff retrieve it
     assert b.cmd("revoke", compartment=1, order="ord-1")["result"]["state"] == "held"
     b.type("385120#")
@@ -552,9 +557,9 @@ def test_commands_are_refused_when_the_compartment_state_does_not_allow_them(ban
     assert b.wait_event("order.retrieved") == {"compartment": 1, "order": "ord-1", "occupied": 0}
     # load_codes: several at once, each refused on its own
     r = b.cmd("load_codes", salt_id=salt_id(SALT), orders=[
-        {"compartment": 1, "order": "a", "hash": hash_code("104729", SALT)},
-        {"compartment": 2, "order": "b", "hash": hash_code("130363", SALT)},
-        {"compartment": 3, "order": "c", "hash": hash_code("104729", SALT)}])["result"]
+        {"compartment": 1, "order": "a", "mac": mac_code("104729", KEY, SALT)},
+        {"compartment": 2, "order": "b", "mac": mac_code("130363", KEY, SALT)},
+        {"compartment": 3, "order": "c", "mac": mac_code("104729", KEY, SALT)}])["result"]
     assert r == {"set": [1], "refused": [[2, "out-of-order"], [3, "code-in-use"]]}
 
 
@@ -647,3 +652,67 @@ def test_a_bank_upgraded_in_the_field_keeps_its_orders_from_the_hex_state_file(b
     saved = json.loads((flash / "locker.json").read_text())
     assert [hash_code("246810", SALT)[:16], 1, "ord-1", "u"] in saved["used"]
     assert saved["c"][2][1] is None and saved["c"][2][7] == hash_code("135791", SALT)
+
+
+def test_a_code_opens_with_the_keyed_verifier_and_a_mac_under_another_key_never_does(bank):
+    b = bank().start()
+    assert b.cmd("status")["result"]["key_id"] == key_id(KEY)
+    b.set_order(1, "ord-1", "482913", key=bytes(32))  # another bank's key: the bank cannot tell
+    b.set_order(2, "ord-2", "530917")
+    for n in (1, 2):
+        b.sim.set_input(f"occ_{n}", 1)
+    m = b.mark()
+    b.type("482913#")
+    assert b.wait_event("code.rejected", start=m)["reason"] == "unknown"
+    t0 = b.rig.trace.now()
+    b.type("530917#")
+    assert b.wait_event("door.opened", start=m)["compartment"] == 2
+    assert not b.pulses(1, t0)
+    # what the bank keeps on flash is the MAC, never the unkeyed hash
+    saved = (b.dir / "flash" / "locker.json").read_text()
+    assert hash_code("482913", SALT) not in saved and "530917" not in saved
+    assert "m" + mac_code("482913", bytes(32), SALT) in saved
+
+
+def test_a_bank_without_a_code_key_takes_no_codes(bank):
+    b = bank("locker-t2", app={k: v for k, v in APP.items() if k != "code_key"}).start()
+    assert b.cmd("status")["result"]["key_id"] is None
+    r = b.cmd("set_order", compartment=1, order="ord-1", mac=mac_code("482913", KEY, SALT))
+    assert (r["status"], r["reason"]) == ("rejected", "no-key")
+
+
+def test_a_legacy_bank_verifies_its_old_hashes_until_the_gateway_replaces_them_with_macs(bank):
+    # the flash of a bank before keyed codes: three live SHA-256 hashes
+    b = bank()
+    flash = b.dir / "flash"
+    flash.mkdir(parents=True)
+    codes = {1: "246810", 2: "135791", 3: "975310"}
+    old = {"v": 2, "ids": [1, 2, 3], "used": [], "lk": [0, 0], "clk": None,
+           "c": [[f"ord-{n}", hash_code(codes[n], SALT), None, 0, None, None, 0, None] for n in (1, 2, 3)]}
+    (flash / "locker.json").write_text(json.dumps(old))
+    for n in (1, 2, 3):
+        b.sim.set_input(f"occ_{n}", 1)
+    b.start()
+    # the gateway's upgrade: only where the same order still holds a live code
+    r = b.cmd("load_codes", replace=True, salt_id=salt_id(SALT), key_id=key_id(KEY), orders=[
+        {"compartment": 1, "order": "ord-1", "mac": mac_code(codes[1], KEY, SALT)},
+        {"compartment": 2, "order": "ord-other", "mac": mac_code(codes[2], KEY, SALT)}])
+    assert r["result"] == {"set": [1], "refused": [[2, "not-live"]]}
+    saved = json.loads((flash / "locker.json").read_text())
+    assert [s[1] for s in saved["c"]] == ["m" + mac_code(codes[1], KEY, SALT), hash_code(codes[2], SALT),
+                                          hash_code(codes[3], SALT)]
+    assert saved["used"] == [], "a replaced verifier is the same code, not a revoked one"
+    # after a reboot: the MAC read back from flash opens 1, the legacy hash still opens 2
+    b.kill()
+    b.start()
+    m = b.mark()
+    b.type(codes[1] + "#")
+    assert b.wait_event("door.opened", compartment=1, start=m)["order"] == "ord-1"
+    b.type(codes[2] + "#")
+    assert b.wait_event("door.opened", compartment=2, start=m)["order"] == "ord-2"
+    b.close_door(2, parcel_inside=False)
+    b.wait_event("pickup.collected", compartment=2, start=m)
+    b.type(codes[2] + "#")  # a spent legacy code still says so
+    assert b.wait_event("code.reused", start=m)["compartment"] == 2
+    saved = json.loads((flash / "locker.json").read_text())
+    assert saved["c"][2][1] == hash_code(codes[3], SALT)  # untouched until replaced

@@ -3,14 +3,16 @@ device's events written as ingest writes them and a clock the test moves. No bro
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-from gateway.core.lockers import hash_code, salt_id
+from gateway.core.lockers import LockerBank, hash_code, key_id, mac_code, salt_id
 from gateway.db import Database
 from gateway.services.lockers import LockersService
 from gateway.store import Store
 
 BANK = "lk-u1"
+KEY = bytes(range(100, 132))  # the bank's code key (locker-keys.json)
 DAY = 24 * 3600
 
 
@@ -51,11 +53,12 @@ class Rig:
         self.path = path
         self.clock = Clock()
         self.seq = 0
+        self.keys = {BANK: KEY}
 
     async def open(self) -> LockersService:
         self.db = Database(self.path)
         await self.db.__aenter__()
-        svc = LockersService(self.db, None, clock=self.clock)  # type: ignore[arg-type]
+        svc = LockersService(self.db, None, clock=self.clock, keys=self.keys.get)  # type: ignore[arg-type]
         await svc.load()
         return svc
 
@@ -89,9 +92,11 @@ def test_ready_code_set_order_expiry_and_restart_never_double_send(tmp_path):
         ready = [i for i in await rig.db.read(_locker_items) if i["type"] == "order.ready"]
         assert len(ready) == 1 and "code" not in ready[0], "the stored item has no code"
         code = svc.render(ready[0])["code"]
-        assert hash_code(code, BANK) == args["hash"]
+        assert mac_code(code, KEY, BANK) == args["mac"] and args["key_id"] == key_id(KEY)
+        assert "hash" not in args
         raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("gw.db"))
         assert f'"code":"{code}"'.encode() not in raw
+        assert hash_code(code, BANK).encode() not in raw and KEY.hex().encode() not in raw
         assert o["code_sync"]["status"] == "queued"
 
         # restart: state and cursor come back; nothing is applied or sent twice
@@ -149,7 +154,7 @@ def test_refusals_and_pickup_facts(tmp_path):
         # the spent-but-still-inside code is reissued: a second set_order, an order.code item
         cmds = await rig.db.read(_commands)
         assert [c["name"] for c in cmds] == ["set_order", "set_order"]
-        assert cmds[0]["args"]["hash"] != cmds[1]["args"]["hash"]
+        assert cmds[0]["args"]["mac"] != cmds[1]["args"]["mac"]
         items = await rig.db.read(_locker_items)
         assert [i["type"] for i in items][-2:] == ["order.ready", "order.code"]
         assert svc.render(items[-1])["code"]
@@ -232,5 +237,76 @@ def test_the_wrong_codes_counted_at_the_bank_are_shown(tmp_path):
         await svc.step()
         assert svc.view(BANK)["keypad_failures"] == 0
         await rig.db.close()
+
+def _put_row_tx(store: Store, state: dict[str, Any], now: int) -> None:
+    with store.transaction():
+        store.put_locker(BANK, state, 0, now)
+
+
+def test_a_legacy_row_is_upgraded_once_the_key_is_known_and_the_bank_gets_the_macs(tmp_path):
+    """A gateway before keyed codes stored SHA-256 hashes. Without a key the row is left as it
+    is and the bank takes no orders; with the key the codes are recovered by search, the row
+    holds MACs only and the bank gets them in one `load_codes replace` (sent once)."""
+    async def main() -> None:
+        rig = Rig(tmp_path / "gw.db")
+        codes = {"o-1": "482913", "o-2": "130363"}
+        draws = iter([482913, 130363])
+        bank = LockerBank(BANK, [(1, "S"), (2, "M"), (3, "L")], salt=BANK, key=KEY,
+                          rng=lambda n: next(draws))
+        for oid, size in (("o-1", "S"), ("o-2", "M")):
+            o = bank.assign(oid, size, 1_800_000_000.0)
+            bank.loaded(o.compartment_id, True, 1_800_000_000.0)
+        row = bank.to_dict()  # turned into what the old gateway wrote
+        del row["verifier"], row["macs"]
+        row["hashes"] = {}
+        for o in row["orders"]:
+            del o["code_mac"]
+            o["code_hash"] = hash_code(codes[o["id"]], BANK)
+            row["hashes"][o["code_hash"]] = o["id"]
+        rig.keys = {}
+        svc = await rig.open()
+        await rig.db.write(_device_tx, rig.clock())
+        await rig.db.write(_put_row_tx, {"bank": row, "meta": {}}, rig.clock())
+        await rig.db.close()
+
+        svc = await rig.open()  # no key yet: nothing changes, nothing is sent
+        await svc.step()
+        from gateway.core.lockers import Refused
+        try:
+            await svc.assign(BANK, "o-3", "L")
+        except Refused as exc:
+            assert exc.reason == "no-key"
+        else:
+            raise AssertionError("a bank without a key must refuse orders")
+        assert await rig.db.read(_commands) == []
+        stored = (await rig.db.read(Store.list_lockers))[0][1]["bank"]
+        assert stored == row
+        await rig.db.close()
+
+        rig.keys = {BANK: KEY}
+        svc = await rig.open()
+        await svc.step()
+        await svc.step()
+        cmds = await rig.db.read(_commands)
+        assert [(c["name"], c["idem_key"]) for c in cmds] == [("load_codes", f"lk:upgrade:{key_id(KEY)}")]
+        args = cmds[0]["args"]
+        assert args["replace"] is True and args["key_id"] == key_id(KEY) and args["salt_id"] == salt_id(BANK)
+        assert sorted((e["compartment"], e["order"], e["mac"]) for e in args["orders"]) == [
+            (1, "o-1", mac_code("482913", KEY, BANK)), (2, "o-2", mac_code("130363", KEY, BANK))]
+        stored = (await rig.db.read(Store.list_lockers))[0][1]["bank"]
+        assert stored["verifier"] == "hmac-sha256" and "hashes" not in stored
+        assert all(hash_code(c, BANK) not in json.dumps(stored) for c in codes.values())
+        # keeps working: redeem by the new verifier, new orders get MAC codes
+        assert svc.bank(BANK).redeem("482913", rig.clock() / 1000).id == "o-1"
+        await svc.assign(BANK, "o-3", "L")
+        await rig.db.close()
+        svc = await rig.open()  # a restart upgrades nothing twice
+        await svc.step()
+        assert [c["name"] for c in await rig.db.read(_commands)] == ["load_codes"]
+        await rig.db.close()
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("gw.db"))
+        # nor in the files (this SQLite rewrites the row's page; a backup made before the
+        # upgrade still holds the hashes: docs/lockers.md)
+        assert [c for c in codes.values() if hash_code(c, BANK).encode() in raw] == []
 
     asyncio.run(main())

@@ -132,6 +132,9 @@ def gateway_args() -> list[str]:
 @pytest.fixture
 def bank(rig: Rig, rig_broker, tmp_path, gateway_args):
     gw = GatewayProcess(tmp_path / "gw", rig_broker[1], extra_args=gateway_args).start()
+    store = getattr(rig, "store", None)
+    if store is not None:  # the virtual rig: banks get their code keys in the gateway's file
+        store.locker_keys = gw.locker_keys
     try:
         with StreamReader(gw.url) as stream:
             b = Bank(rig, gw, stream)

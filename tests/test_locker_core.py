@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import random
 
@@ -24,9 +25,13 @@ from gateway.core.lockers import (
     device_event,
     hash_code,
     is_weak,
+    key_id,
+    mac_code,
     salt_id,
+    upgrade_legacy,
 )
 
+KEY = bytes(range(32))  # the bank's code key (tools/provision.py makes a random one)
 H = 3600.0
 DAY = 24 * H
 
@@ -39,7 +44,7 @@ def seq_rng(*codes: int):
 
 def make_bank(sizes="SSMML", rng=None, **kw) -> LockerBank:
     return LockerBank("bank-a", list(enumerate(sizes, start=1)), salt="pepper", rng=rng or random.Random(7).randrange,
-                      **kw)
+                      **{"key": KEY, **kw})
 
 
 def refused(fn, *args, **kw) -> str:
@@ -108,9 +113,9 @@ def test_door_closed_with_the_parcel_makes_the_order_ready_with_a_code():
     o = bank.assign("o1", "S", 10)
     assert bank.open_for_load("o1") == o.compartment_id
     issued = bank.loaded(o.compartment_id, True, 100)
-    assert issued.code == "482913" and issued.code_hash == hash_code("482913", "pepper")
+    assert issued.code == "482913" and issued.code_mac == mac_code("482913", KEY, "pepper")
     assert issued.expires_at == 100 + 3 * DAY
-    assert o.state is OrderState.READY and o.code_hash == issued.code_hash
+    assert o.state is OrderState.READY and o.code_mac == issued.code_mac
     assert bank.state_of(o.compartment_id) is CompartmentState.LOADED
     assert [(t.old, t.new) for t in bank.take_changes()] == [(None, OrderState.ASSIGNED),
                                                              (OrderState.ASSIGNED, OrderState.READY)]
@@ -120,7 +125,7 @@ def test_door_closed_but_compartment_empty_is_not_ready():
     bank = make_bank()
     o = bank.assign("o1", "S", 0)
     assert bank.loaded(o.compartment_id, False, 5) is None
-    assert o.state is OrderState.ASSIGNED and o.code_hash is None
+    assert o.state is OrderState.ASSIGNED and o.code_mac is None
     assert bank.loaded(o.compartment_id, None, 6) is not None  # no sensor: staff's word
 
 
@@ -138,9 +143,89 @@ def test_load_is_refused_for_a_compartment_without_a_reservation():
 
 
 # --- codes ---------------------------------------------------------------------------------------------
-def test_hash_is_sha256_of_salt_and_code_as_the_firmware_computes_it():
-    assert hash_code("123456", "pepper") == hashlib.sha256(b"pepper123456").hexdigest()
+def test_the_verifier_is_hmac_sha256_under_the_bank_key_as_the_firmware_computes_it():
+    assert mac_code("123456", KEY, "pepper") == hmac.new(KEY, b"pepper123456", hashlib.sha256).hexdigest()
+    assert mac_code("123456", KEY, "pepper") != hashlib.sha256(b"pepper123456").hexdigest()
     assert salt_id("pepper") == hashlib.sha256(b"pepper").hexdigest()[:8]
+    assert key_id(KEY) == hmac.new(KEY, b"key-id", hashlib.sha256).hexdigest()[:8]
+    assert key_id(KEY) != key_id(bytes(32))
+
+
+def _search(verifier: str, salt: str) -> str | None:
+    """What anyone holding a leaked verifier and the salt (the bank id) tries: every code."""
+    base = hashlib.sha256(salt.encode())
+    for i in range(10**6):
+        h = base.copy()
+        h.update(b"%06d" % i)
+        if h.hexdigest() == verifier:
+            return "%06d" % i
+    return None
+
+
+def test_a_leaked_set_order_verifier_plus_the_salt_does_not_yield_the_code():
+    # the set_order args (what a read-scope leak, a log line or a DB backup would show)
+    bank = make_bank(rng=seq_rng(482913))
+    o = bank.assign("o1", "S", 0)
+    issued = bank.loaded(o.compartment_id, True, 1)
+    leaked = bank.to_dict()["orders"][0]
+    verifier = leaked.get("code_mac") or leaked.get("code_hash")
+    assert verifier == issued.code_mac
+    assert _search(verifier, bank.salt) is None, "10**6 unkeyed hashes recovered the code"
+    assert issued.code not in json.dumps(bank.to_dict()) and KEY.hex() not in json.dumps(bank.to_dict())
+
+
+def test_a_wrong_key_never_verifies_and_a_bank_without_a_key_issues_nothing():
+    bank = make_bank(rng=seq_rng(482913))
+    o = bank.assign("o1", "S", 0)
+    code = bank.loaded(o.compartment_id, True, 1).code
+    other = LockerBank.from_dict(bank.to_dict(), key=bytes(32))  # another bank's key
+    assert refused(other.redeem, code, 2) == Reason.CODE_UNKNOWN
+    assert bank.redeem(code, 2).id == "o1"
+    keyless = make_bank(key=None)
+    assert refused(keyless.assign, "o2", "S", 0) == Reason.NO_KEY
+    # a key removed after the assignment: the load issues no code (the service logs why)
+    late = make_bank()
+    o = late.assign("o3", "S", 0)
+    late.key = None
+    assert refused(late.loaded, o.compartment_id, True, 1) == Reason.NO_KEY
+    assert refused(LockerBank.from_dict(bank.to_dict()).redeem, code, 2) == Reason.NO_KEY
+
+
+def _legacy_row(bank: LockerBank) -> dict:
+    """`bank` as the gateway before keyed codes stored it: SHA-256 hashes, no `verifier`."""
+    d = bank.to_dict()
+    d.pop("verifier")
+    d.pop("macs")
+    d["hashes"] = {}
+    for o in d["orders"]:
+        o["code_hash"] = o.pop("code_mac")
+    return d
+
+
+def test_a_legacy_row_is_upgraded_to_macs_by_one_search_and_its_live_codes_are_pushed():
+    codes = {"o1": "482913", "o2": "130363", "o3": "104729"}
+    bank = make_bank("SSS", rng=seq_rng(482913, 130363, 104729))
+    for oid in codes:
+        o = bank.assign(oid, "S", 0)
+        bank.loaded(o.compartment_id, True, 1)
+    bank.collected(bank.orders["o2"].compartment_id, 5)  # spent: remembered, not pushed
+    d = _legacy_row(bank)
+    for o in d["orders"]:  # what the old gateway stored
+        o["code_hash"] = hash_code(codes[o["id"]], "pepper")
+        d["hashes"][o["code_hash"]] = o["id"]
+    old = LockerBank.from_dict(d, key=KEY)
+    assert old.legacy and old.to_dict() == d  # loaded and saved unchanged until upgraded
+    assert refused(old.redeem, "482913", 2) == Reason.NO_KEY  # nothing verified the weak way
+    push, lost = upgrade_legacy(old, KEY)
+    assert lost == [] and not old.legacy
+    assert sorted(o.id for o in push) == ["o1", "o3"]
+    for o in old.orders.values():
+        assert o.code_mac == mac_code(codes[o.id], KEY, "pepper")
+    row = json.dumps(old.to_dict())
+    assert not any(hash_code(c, "pepper") in row for c in codes.values())
+    assert old.redeem("482913", 6).id == "o1"
+    assert refused(old.redeem, "130363", 6) == Reason.CODE_USED  # the spent one still says so
+    assert LockerBank.from_dict(old.to_dict(), key=KEY).legacy is False
 
 
 def test_codes_are_six_digits_unique_and_never_trivial():
@@ -293,7 +378,7 @@ def test_state_survives_a_json_round_trip():
     bank.assign("o2", "M", 0)
     bank.block(5, "jammed")
     assert refused(bank.redeem, "000000", 1) == Reason.CODE_UNKNOWN
-    copy = LockerBank.from_dict(json.loads(json.dumps(bank.to_dict())))
+    copy = LockerBank.from_dict(json.loads(json.dumps(bank.to_dict())), key=KEY)
     assert copy.snapshot() == bank.snapshot()
     assert copy.lockout.failures == [1]
     assert copy.redeem(issued.code, 2).id == "o1"
@@ -310,7 +395,7 @@ class BankMachine(RuleBasedStateMachine):
         self.rng = random.Random(0)
         # a small pool of codes, so draws collide and the uniqueness rule is exercised
         pool = lambda n: (self.rng.randrange(80) * 7919 + 100003) % n
-        self.bank = LockerBank("b", list(enumerate("SSMMLL", start=1)), salt="s", rng=pool,
+        self.bank = LockerBank("b", list(enumerate("SSMMLL", start=1)), salt="s", rng=pool, key=KEY,
                                reserve_s=2 * H, pickup_window_s=DAY,
                                lockout=LockoutPolicy(after=10**9))  # lockout tested above
         self.now = 0.0
@@ -365,7 +450,7 @@ class BankMachine(RuleBasedStateMachine):
             o = self.bank.redeem(code, self.now)
         except Refused:
             return
-        assert o.id == self.codes[code] and o.code_hash == hash_code(code, "s")
+        assert o.id == self.codes[code] and o.code_mac == mac_code(code, KEY, "s")
         assert o.pickup_until is not None and self.now < o.pickup_until, "expired code opened"
         self.opened[code] = self.opened.get(code, 0) + 1
 
@@ -465,8 +550,8 @@ class BankMachine(RuleBasedStateMachine):
 
     @invariant()
     def live_codes_are_unique(self):
-        live = [o.code_hash for o in self.bank.orders.values()
-                if o.state is OrderState.READY and o.code_hash and o.code_used_at is None]
+        live = [o.code_mac for o in self.bank.orders.values()
+                if o.state is OrderState.READY and o.code_mac and o.code_used_at is None]
         assert len(live) == len(set(live))
 
 

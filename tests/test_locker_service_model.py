@@ -51,7 +51,7 @@ class ServiceMachine(RuleBasedStateMachine):
         self.db = Database(self.path)
         await self.db.__aenter__()
         svc = LockersService(self.db, None, clock=self.clock, reserve_s=2 * H,  # type: ignore[arg-type]
-                             pickup_window_s=24 * H)
+                             pickup_window_s=24 * H, keys={BANK: b"k" * 32}.get)
         await svc.load()
         return svc
 
@@ -112,7 +112,7 @@ class ServiceMachine(RuleBasedStateMachine):
         key = f"re-{o.id}-{self.n}"
         first = self.run(self.svc.reissue(BANK, o.id, key))
         assert self.run(self.svc.reissue(BANK, o.id, key)) == first
-        assert self.bank.orders[o.id].code_hash is not None
+        assert self.bank.orders[o.id].code_mac is not None
 
     # --- facts from the bank ---------------------------------------------------------------------
     @rule(data=st.data(), occupied=st.sampled_from([1, 0, None]))

@@ -19,12 +19,17 @@ What lands in the store directory (docs/operations.md):
                                       lane), their passwords and the CA (mode 0600)
     coap-keys.json                    each device's CoAP key, for the gateway (`[coap] keys_file`,
                                       `--coap-keys`; mode 0600; docs/protocol.md)
+    locker-keys.json                  each locker bank's pickup-code key, for the gateway
+                                      (`[lockers] keys_file`, `--locker-keys`; mode 0600;
+                                      docs/lockers.md); the bank has it as `app.code_key`
     devices/<id>.config.json          firmware config.json with the device's credentials (0600)
     store.json                        what `device` needs: broker host/port, listener settings
 
 Plain passwords exist only in `gateway.json` and the device configs; the broker keeps hashes.
 CoAP keys are shared secrets (an HMAC needs the key at both ends): they are in
-`coap-keys.json` and in each device's config.
+`coap-keys.json` and in each device's config. So are locker banks' code keys (`locker-keys.json`):
+`--rotate` keeps a bank's code key (rotating it voids the codes the bank holds);
+`--rotate-code-key` replaces it (after a theft: then reissue the bank's live codes).
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ from typing import Any
 
 from gateway import protocol
 from gateway.coap_auth import add_key as add_coap_key
+from gateway.locker_keys import ensure_key as ensure_locker_key
 
 GATEWAY_USER = "pe-gateway"              # as in deploy/mosquitto/store.acl; never a device id
 # the gateway's command lane (gateway/bus.py: client id `<client_id>.cmd`) has its own user: the
@@ -52,6 +58,7 @@ PBKDF2_ITERATIONS = 101                  # what mosquitto_passwd 2.0 writes for 
 KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line")
 AUTOSAVE_S = 10                          # persistence save interval, as deploy/mosquitto/store.conf
 COAP_KEYS = "coap-keys.json"
+LOCKER_KEYS = "locker-keys.json"
 
 
 class ProvisionError(Exception):
@@ -252,6 +259,7 @@ def init_store(out: Path, *, store: str = "store", hostnames: list[str] | None =
                         GATEWAY_CMD_USER: hash_password(cmd_password)})
     _write(out / "mosquitto" / "acl", acl_text())
     _write(out / COAP_KEYS, "{}\n", secret=True)
+    _write(out / LOCKER_KEYS, "{}\n", secret=True)
     _write(out / "mosquitto" / "mosquitto.conf", mosquitto_conf(out, st))
     _write(out / "gateway.json", json.dumps(
         {"user": GATEWAY_USER, "password": password,
@@ -265,7 +273,7 @@ def init_store(out: Path, *, store: str = "store", hostnames: list[str] | None =
 def add_device(out: Path, dev: str, kind: str, *, host: str | None = None,
                port: int | None = None, app: dict[str, Any] | None = None,
                rotate: bool = False, transport: str = "mqtt",
-               coap_port: int = 5683) -> dict[str, Any]:
+               coap_port: int = 5683, rotate_code_key: bool = False) -> dict[str, Any]:
     """Give a device its password (hash into the broker's file), its CoAP key (into the
     gateway's coap-keys.json) and its firmware config."""
     out = Path(out)
@@ -291,10 +299,18 @@ def add_device(out: Path, dev: str, kind: str, *, host: str | None = None,
            "coap": {"host": host or st["host"], "port": coap_port, "keepalive": 30,
                     "key": add_coap_key(out / COAP_KEYS, dev, rotate=True)},
            "transport": transport, "app": app or {}}
+    if kind == "locker-bank":
+        cfg["app"] = {**cfg["app"], "code_key": locker_code_key(out, dev, rotate_code_key)}
     _write(out / "devices" / f"{dev}.config.json", json.dumps(cfg, indent=2) + "\n", secret=True)
     users[dev] = hash_password(password)
     _write_passwd(out, users)
     return cfg
+
+
+def locker_code_key(out: Path, dev: str, rotate: bool = False) -> str:
+    """The bank's pickup-code key (hex): the one in `locker-keys.json`, or a new random one
+    written there (0600). Codes are verified as HMAC-SHA256 under it (docs/lockers.md)."""
+    return ensure_locker_key(Path(out) / LOCKER_KEYS, dev, rotate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="what the device speaks (default mqtt; coap: the gateway's CoAP edge "
                         "with the device's key)")
     d.add_argument("--coap-port", type=int, default=5683, help="the gateway's CoAP port")
+    d.add_argument("--rotate-code-key", action="store_true", help="locker bank: a new pickup-code "
+                   "key (voids the codes the bank holds: reissue them)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "init":
@@ -339,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             add_device(args.dir, args.device_id, args.kind, host=args.host, port=args.port,
                        app=args.app, rotate=args.rotate, transport=args.transport,
-                       coap_port=args.coap_port)
+                       coap_port=args.coap_port, rotate_code_key=args.rotate_code_key)
             print(f"{args.dir}/devices/{args.device_id}.config.json: deploy it as config.json "
                   "(mosquitto reloads its password file on SIGHUP; the gateway re-reads "
                   f"{args.dir}/{COAP_KEYS} by itself)")

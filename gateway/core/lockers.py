@@ -22,6 +22,7 @@ windows expire, keypad lockout after repeated wrong codes.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class Reason:
     CODE_EXPIRED = "code-expired"
     KEYPAD_LOCKED = "keypad-locked"
     NO_CODE = "no-code"  # could not draw a unique code (the rng is broken)
+    NO_KEY = "no-key"  # the bank has no code key (tools/provision.py, [lockers] keys_file)
 
 
 class Refused(Exception):
@@ -116,17 +118,29 @@ class Refused(Exception):
 
 
 # --- codes -----------------------------------------------------------------------------------
-def hash_code(code: str, salt: str) -> str:
-    """Hex SHA-256 of `salt + code`. The firmware computes the same with `hashlib.sha256`.
+VERIFIER = "hmac-sha256"  # what `LockerBank.to_dict` stores; a row without it holds legacy hashes
+KEY_LEN = 32
 
-    Deliberately cheap (one hash per keypad entry on a microcontroller). The trade-off: a
-    6-digit code has 10**6 values, so anyone holding a leaked hash and the salt finds the code
-    offline in well under a second, and a slow KDF (PBKDF2 at 10**5 rounds) would only stretch
-    that to hours while making every keypad entry take seconds on an ESP32. The hash keeps
-    codes out of logs, backups and flash dumps at a glance; the real defences are that codes
-    are one-use, expire, are useless without standing at the bank, and that the keypad locks
-    out after a few wrong entries.
+
+def mac_code(code: str, key: bytes, salt: str) -> str:
+    """The code's verifier: hex HMAC-SHA256 under the bank's secret key of `salt + code`. The
+    firmware computes the same from hashlib (ipad/opad) with the key it got at provisioning.
+
+    A code has only 10**6 values, so an unkeyed hash of it falls to an exhaustive search in
+    under a second; a MAC cannot be searched without the key, which lives only in the gateway's
+    keys file and on that bank (docs/security.md).
     """
+    return hmac.new(key, (salt + code).encode(), hashlib.sha256).hexdigest()
+
+
+def key_id(key: bytes) -> str:
+    """8 hex digits that name a key without revealing it: the device checks it has the same."""
+    return hmac.new(key, b"key-id", hashlib.sha256).hexdigest()[:8]
+
+
+def hash_code(code: str, salt: str) -> str:
+    """LEGACY verifier (before keyed codes): hex SHA-256 of `salt + code`. Reversible by trying
+    all 10**6 codes; only kept to upgrade old state (`upgrade_legacy`)."""
     return hashlib.sha256((salt + code).encode()).hexdigest()
 
 
@@ -220,13 +234,13 @@ class Transition:
 @dataclass
 class IssuedCode:
     """A freshly drawn pickup code. `code` (plain text) exists only here: hand it to the order
-    system once and drop it; the bank keeps `code_hash`. The device gets `set_order` with
-    `compartment`, `order`, `hash` and `exp` (= `expires_at`, in ms)."""
+    system once and drop it; the bank keeps `code_mac`. The device gets `set_order` with
+    `compartment`, `order`, `mac` and `exp` (= `expires_at`, in ms)."""
 
     order_id: str
     compartment_id: int
     code: str
-    code_hash: str
+    code_mac: str
     expires_at: float
 
 
@@ -249,7 +263,7 @@ class Order:
     reserve_until: float
     ready_at: float | None = None
     pickup_until: float | None = None
-    code_hash: str | None = None
+    code_mac: str | None = None  # the live code's verifier (mac_code), hex
     code_used_at: float | None = None  # the code opened the door (or was redeemed)
     needs_code: bool = False  # the code was spent but the parcel is still inside: reissue
     closed_at: float | None = None
@@ -267,9 +281,13 @@ class LockerBank:
 
     def __init__(self, bank_id: str, compartments: Iterable[tuple[int, Size | str]], *, salt: str,
                  reserve_s: float = 4 * 3600, pickup_window_s: float = 3 * 24 * 3600, code_digits: int = 6,
-                 rng: Rng | None = None, lockout: LockoutPolicy | None = None):
+                 rng: Rng | None = None, lockout: LockoutPolicy | None = None,
+                 key: bytes | None = None):
         self.id = bank_id
         self.salt = salt
+        # the bank's code key: never stored with the bank (to_dict), the service passes it in
+        self.key = key
+        self.legacy = False  # verifiers are SHA-256 hashes from an old row: upgrade_legacy
         self.reserve_s = reserve_s
         self.pickup_window_s = pickup_window_s
         self.code_digits = code_digits
@@ -283,7 +301,7 @@ class LockerBank:
         if not self.compartments:
             raise ValueError("a bank needs at least one compartment")
         self.orders: dict[str, Order] = {}
-        self._by_hash: dict[str, str] = {}  # every hash issued (until the order is forgotten) -> order id
+        self._by_mac: dict[str, str] = {}  # every verifier issued (until the order is forgotten) -> order id
         self._changes: list[Transition] = []
 
     # --- queries ------------------------------------------------------------------------------
@@ -349,21 +367,31 @@ class LockerBank:
         if c.out_of_order:
             raise Refused(Reason.OUT_OF_ORDER, f"compartment {c.id}")
 
+    def _keyed(self) -> bytes:
+        if self.key is None:
+            raise Refused(Reason.NO_KEY, f"bank {self.id} has no code key: provision one "
+                          f"(tools/provision.py device ... --kind locker-bank) and give the "
+                          f"gateway its keys file (--locker-keys / [lockers] keys_file)")
+        if self.legacy:
+            raise Refused(Reason.NO_KEY, f"bank {self.id}: its stored codes are being upgraded")
+        return self.key
+
     def _issue(self, o: Order, now: float) -> IssuedCode:
+        key = self._keyed()
         for _ in range(1000):
             code = draw_code(self.rng, self.code_digits)
-            h = hash_code(code, self.salt)
-            # unique against every hash still remembered: live codes, and recently spent ones,
-            # so a `code.reused` report from the device always means what it says
-            if not is_weak(code) and h not in self._by_hash:
+            h = mac_code(code, key, self.salt)
+            # unique against every verifier still remembered: live codes, and recently spent
+            # ones, so a `code.reused` report from the device always means what it says
+            if not is_weak(code) and h not in self._by_mac:
                 break
         else:
             raise Refused(Reason.NO_CODE, "1000 draws gave no unused code")
-        o.code_hash = h
+        o.code_mac = h
         o.code_used_at = None
         o.needs_code = False
         o.pickup_until = now + self.pickup_window_s
-        self._by_hash[h] = o.id
+        self._by_mac[h] = o.id
         return IssuedCode(o.id, o.compartment_id, code, h, o.pickup_until)
 
     # --- assignment -----------------------------------------------------------------------------
@@ -379,6 +407,8 @@ class LockerBank:
             if old.live and old.size is size:
                 return old
             raise Refused(Reason.DUPLICATE_ORDER, order_id)
+        if self.key is None:  # it could never get a code: say so now, not once it is loaded
+            self._keyed()
         fitting = [c for c in self.compartments.values() if c.size in FITS[size] and self._usable(c)]
         if not fitting:
             raise Refused(Reason.NO_SIZE, f"no {size}-fitting compartment in service")
@@ -483,13 +513,13 @@ class LockerBank:
             raise Refused(Reason.KEYPAD_LOCKED)
         if len(code) != self.code_digits or not code.isdigit():
             raise Refused(Reason.BAD_CODE)
-        h = hash_code(code, self.salt)
-        oid = self._by_hash.get(h)
+        h = mac_code(code, self._keyed(), self.salt)
+        oid = self._by_mac.get(h)
         o = self.orders.get(oid) if oid else None
         reason = None
         if o is None:
             reason = Reason.CODE_UNKNOWN
-        elif o.code_hash != h:
+        elif o.code_mac != h:
             reason = Reason.CODE_REVOKED
         elif o.code_used_at is not None or o.state is OrderState.COLLECTED:
             reason = Reason.CODE_USED
@@ -574,16 +604,17 @@ class LockerBank:
 
     # --- housekeeping ----------------------------------------------------------------------------------
     def forget(self, order_id: str) -> None:
-        """Drop a finished order (and its hashes) once the service has archived it."""
+        """Drop a finished order (and its verifiers) once the service has archived it."""
         o = self.order(order_id)
         if o.live:
             raise Refused(Reason.ORDER_STATE, f"order {order_id} is {o.state}")
         del self.orders[order_id]
-        for h in [h for h, oid in self._by_hash.items() if oid == order_id]:
-            del self._by_hash[h]
+        for h in [h for h, oid in self._by_mac.items() if oid == order_id]:
+            del self._by_mac[h]
 
     def to_dict(self) -> dict:
-        """Everything but the rng and the outbox, JSON-ready (the service stores it)."""
+        """Everything but the rng, the key and the outbox, JSON-ready (the service stores it).
+        Verifiers are MACs (`verifier`); a legacy bank keeps its old key names, unchanged."""
         from dataclasses import asdict
         return {"id": self.id, "salt": self.salt, "reserve_s": self.reserve_s,
                 "pickup_window_s": self.pickup_window_s, "code_digits": self.code_digits,
@@ -591,22 +622,39 @@ class LockerBank:
                 "lockout_state": {"failures": self.lockout.failures, "level": self.lockout.level,
                                   "until": self.lockout.until, "last_failure": self.lockout.last_failure},
                 "compartments": [asdict(c) for c in self.compartments.values()],
-                "orders": [asdict(o) for o in self.orders.values()], "hashes": dict(self._by_hash)}
+                **self._verifiers()}
+
+    def _verifiers(self) -> dict:
+        from dataclasses import asdict
+        orders = [asdict(o) for o in self.orders.values()]
+        if self.legacy:  # not upgraded yet: written back exactly as the old gateway wrote it
+            for o in orders:
+                o["code_hash"] = o.pop("code_mac")
+            return {"orders": orders, "hashes": dict(self._by_mac)}
+        return {"orders": orders, "verifier": VERIFIER, "macs": dict(self._by_mac)}
 
     @classmethod
-    def from_dict(cls, d: dict, rng: Rng | None = None) -> LockerBank:
+    def from_dict(cls, d: dict, rng: Rng | None = None, key: bytes | None = None) -> LockerBank:
+        """A bank from `to_dict`. A row written before keyed codes (no `verifier`: SHA-256
+        hashes) loads with `legacy` set: it issues and redeems nothing until `upgrade_legacy`."""
         pol = dict(d["lockout"])
         pol["lock_s"] = tuple(pol["lock_s"])
         bank = cls(d["id"], [(c["id"], c["size"]) for c in d["compartments"]], salt=d["salt"],
                    reserve_s=d["reserve_s"], pickup_window_s=d["pickup_window_s"],
-                   code_digits=d["code_digits"], rng=rng, lockout=LockoutPolicy(**pol))
+                   code_digits=d["code_digits"], rng=rng, lockout=LockoutPolicy(**pol), key=key)
         for c in d["compartments"]:
             comp = bank.compartments[c["id"]]
             comp.order_id, comp.out_of_order, comp.blocked = c["order_id"], c["out_of_order"], c["blocked"]
+        verifier = d.get("verifier")
+        if verifier not in (None, VERIFIER):
+            raise ValueError(f"bank {d['id']}: unknown code verifier {verifier!r}")
+        bank.legacy = verifier is None
         for o in d["orders"]:
             o = dict(o, size=Size(o["size"]), state=OrderState(o["state"]))
+            if "code_hash" in o:
+                o["code_mac"] = o.pop("code_hash")
             bank.orders[o["id"]] = Order(**o)
-        bank._by_hash = dict(d["hashes"])
+        bank._by_mac = dict(d["macs"] if not bank.legacy else d["hashes"])
         ls = d.get("lockout_state") or {}
         bank.lockout.failures = list(ls.get("failures", []))
         bank.lockout.level = ls.get("level", 0)
@@ -652,3 +700,43 @@ def device_event(bank: LockerBank, etype: str, body: dict, now: float,
     elif etype in ("door.forced", "lock.jammed"):
         bank.block(cid, "forced" if etype == "door.forced" else "jammed")
     return None
+
+
+def upgrade_legacy(bank: LockerBank, key: bytes, max_digits: int = 7) -> tuple[list[Order], list[str]]:
+    """Turn a legacy bank's SHA-256 verifiers (a row written before keyed codes) into MACs
+    under `key`, once. The gateway legitimately holds those hashes, and every one falls to an
+    exhaustive search of the code space (exactly why they had to go): one pass over all
+    10**digits codes finds every code of the bank at once (about a second for 6 digits).
+
+    Returns (the ready orders whose live code the device must now get as a MAC — `load_codes`
+    with `replace`; the hashes not found, dropped: only possible with more than `max_digits`
+    digits or a corrupt row; the bank keeps verifying such a code its own legacy way)."""
+    if not bank.legacy:
+        return [], []
+    want = {bytes.fromhex(h): h for h in bank._by_mac}
+    want.update((bytes.fromhex(o.code_mac), o.code_mac) for o in bank.orders.values() if o.code_mac)
+    found: dict[str, str] = {}
+    if want and bank.code_digits <= max_digits:
+        base = hashlib.sha256(bank.salt.encode())
+        fmt = "%0" + str(bank.code_digits) + "d"
+        for i in range(10**bank.code_digits):
+            code = fmt % i
+            h = base.copy()
+            h.update(code.encode())
+            d = h.digest()
+            if d in want:
+                found[want[d]] = code
+                if len(found) == len(want):
+                    break
+    bank._by_mac = {mac_code(found[h], key, bank.salt): oid for h, oid in bank._by_mac.items()
+                    if h in found}
+    push = []
+    for o in bank.orders.values():
+        if o.code_mac is None:
+            continue
+        code = found.get(o.code_mac)
+        o.code_mac = None if code is None else mac_code(code, key, bank.salt)
+        if o.code_mac is not None and o.state is OrderState.READY and o.code_used_at is None:
+            push.append(o)
+    bank.key, bank.legacy = key, False
+    return push, [h for h in want.values() if h not in found]

@@ -6,7 +6,12 @@ events, the API and device commands:
 * **creation**: on the first birth of a `locker-bank` device the service asks it for `status`
   and builds the bank from the compartment layout the firmware reports (the firmware's config
   is the one source of truth for numbers and sizes). The code salt is the firmware's default,
-  the device id; the device checks it on every `set_order` (`salt_id`).
+  the device id; the device checks it on every `set_order` (`salt_id`), and the code key's id
+  (`key_id`): codes are HMAC-SHA256 under the bank's key (`keys`, gateway/locker_keys.py).
+* **legacy rows** (SHA-256 hashes, before keyed codes) are upgraded once the bank's key is
+  known: `upgrade_legacy` recovers each code by exhaustive search, the row is rewritten with
+  MACs and the bank gets them with `load_codes replace` (it verifies its legacy entries the
+  old way until then).
 * **storage**: `lockers` table, one row per bank: `{"bank": LockerBank.to_dict(), "meta"}`
   and `cursor`, the id of the last device event applied. Never a plain code.
 * **device facts**: the bank's persisted events are applied in `events.id` order from
@@ -15,7 +20,7 @@ events, the API and device commands:
   the device commands an event causes are written in ONE transaction.
 * **device commands** (`set_order` when an order becomes ready, `revoke` when it expires) are
   inserted as queued commands in that same transaction, with an idempotency key derived from
-  the order id and the action (`lk:<order>:set_order:<hash16>`, `lk:<order>:revoke`,
+  the order id and the action (`lk:<order>:set_order:<mac16>`, `lk:<order>:revoke`,
   `lk:<order>:load:<attempt>`): the command service delivers them, a restart never sends one
   twice. Staff `open` for loading is sent through `CommandService.submit` and awaited.
 * **outward stream**: every order state change is a stream item of kind `locker`
@@ -43,7 +48,9 @@ from ..core.lockers import (
     OrderState,
     Refused,
     device_event,
+    key_id,
     salt_id,
+    upgrade_legacy,
 )
 from ..db import Database
 from ..store import Store
@@ -96,8 +103,10 @@ class _Batch:
 class LockersService:
     def __init__(self, db: Database, commands: CommandService, *, tick_s: float = 1.0,
                  clock: Callable[[], int] = now_ms, reserve_s: float = 4 * 3600,
-                 pickup_window_s: float = 3 * 24 * 3600) -> None:
+                 pickup_window_s: float = 3 * 24 * 3600,
+                 keys: Callable[[str], bytes | None] | None = None) -> None:
         self.db = db
+        self.keys = keys or (lambda bank: None)  # bank id -> its code key (LockerKeys.get)
         self.commands = commands
         self.tick_s = tick_s
         self.clock = clock
@@ -117,7 +126,7 @@ class LockersService:
 
     async def load(self) -> None:
         for bank_id, state, cursor in await self.db.read(Store.list_lockers):
-            self.banks[bank_id] = LockerBank.from_dict(state["bank"])
+            self.banks[bank_id] = LockerBank.from_dict(state["bank"], key=self.keys(bank_id))
             self.meta[bank_id] = state.get("meta") or {}
             self.cursor[bank_id] = cursor
         if self.banks:
@@ -135,6 +144,13 @@ class LockersService:
         """Apply every bank's new device events, then expire what is due."""
         async with self._lock:
             for bank_id in list(self.banks):
+                bank = self.banks[bank_id]
+                key = self.keys(bank_id)
+                if key != bank.key:
+                    log.warning("locker bank code key %s bank=%s", "set" if key else "removed", bank_id)
+                    bank.key = key
+                if bank.legacy and key is not None:
+                    await self._upgrade(bank_id)
                 await self._catch_up(bank_id)
                 await self._tick(bank_id)
         self._purge_codes()
@@ -179,6 +195,13 @@ class LockersService:
             if result.get("salt_id") != salt_id(device):
                 log.warning("locker bank salt differs device=%s: the device will refuse "
                             "set_order (salt-mismatch); leave app.salt unset", device)
+            key = self.keys(device)
+            if key is None or result.get("key_id") != key_id(key):
+                log.error("locker bank code key %s device=%s: no codes until the bank's config "
+                          "and the gateway's keys file agree (tools/provision.py)",
+                          "missing in the keys file" if key is None else
+                          "missing on the device" if result.get("key_id") is None else "differs",
+                          device)
             await self.create_bank(device, layout)
             self._wake.set()
         except Exception:
@@ -192,7 +215,7 @@ class LockersService:
             if device in self.banks:
                 return self.banks[device]
             bank = LockerBank(device, layout, salt=device, reserve_s=self.reserve_s,
-                              pickup_window_s=self.pickup_window_s)
+                              pickup_window_s=self.pickup_window_s, key=self.keys(device))
             await self.db.write(_save_tx, device, {"bank": bank.to_dict(), "meta": {}}, 0,
                                 [], [], self.clock())
             self.banks[device], self.meta[device], self.cursor[device] = bank, {}, 0
@@ -242,10 +265,11 @@ class LockersService:
                             "at": self._now(), **extra})
 
     def _code_fields(self, bank: LockerBank, ic: IssuedCode, batch: _Batch) -> dict[str, Any]:
-        key = f"lk:{ic.order_id}:set_order:{ic.code_hash[:16]}"
+        key = f"lk:{ic.order_id}:set_order:{ic.code_mac[:16]}"
         batch.cmds.append(("set_order", {"compartment": ic.compartment_id, "order": ic.order_id,
-                                         "hash": ic.code_hash, "exp": int(ic.expires_at * 1000),
-                                         "salt_id": salt_id(bank.salt)},
+                                         "mac": ic.code_mac, "exp": int(ic.expires_at * 1000),
+                                         "salt_id": salt_id(bank.salt),
+                                         "key_id": key_id(bank.key or b"")},
                            key, self.clock() + DEVICE_CMD_TIMEOUT_S * 1000))
         self.meta[bank.id].setdefault("code_cmd", {})[ic.order_id] = key
         ready_id = secrets.token_hex(8)
@@ -267,7 +291,7 @@ class LockersService:
         except BaseException:
             for rid in batch.codes:
                 self._codes.pop(rid, None)
-            self.banks[bank_id] = LockerBank.from_dict(before, rng=bank.rng)
+            self.banks[bank_id] = LockerBank.from_dict(before, rng=bank.rng, key=bank.key)
             self.meta[bank_id] = meta_before
             raise
         self.cursor[bank_id] = cursor  # queued commands go out with the command service's tick
@@ -313,6 +337,26 @@ class LockersService:
         except Exception:
             log.exception("locker event failed bank=%s event=%d type=%s", bank.id, e["id"], etype)
 
+    async def _upgrade(self, bank_id: str) -> None:
+        """A legacy row (SHA-256 hashes) and now a key: MACs in the row, and the bank's live
+        codes replaced by their MACs (`load_codes replace`: only where the same order still
+        holds a live code), in one transaction. The search runs off the event loop."""
+        bank = self.banks[bank_id]
+        before, meta_before = bank.to_dict(), _copy(self.meta[bank_id])
+        push, lost = await asyncio.to_thread(upgrade_legacy, bank, bank.key)
+        batch = _Batch()
+        if push:
+            kid = key_id(bank.key or b"")
+            batch.cmds.append(("load_codes", {
+                "replace": True, "salt_id": salt_id(bank.salt), "key_id": kid,
+                "orders": [{"compartment": o.compartment_id, "order": o.id, "mac": o.code_mac,
+                            "exp": None if o.pickup_until is None else int(o.pickup_until * 1000)}
+                           for o in push]},
+                f"lk:upgrade:{kid}", self.clock() + DEVICE_CMD_TIMEOUT_S * 1000))
+        await self._commit(bank_id, before, meta_before, batch, self.cursor[bank_id])
+        log.warning("locker bank codes upgraded to keyed MACs bank=%s live=%d unrecovered=%d",
+                    bank_id, len(push), len(lost))
+
     async def _tick(self, bank_id: str) -> None:
         bank = self.banks[bank_id]
         before, meta_before = bank.to_dict(), _copy(self.meta[bank_id])
@@ -352,7 +396,7 @@ class LockersService:
             try:
                 out = fn(bank, self._now(), batch)
             except Refused:
-                self.banks[bank_id] = LockerBank.from_dict(before, rng=bank.rng)
+                self.banks[bank_id] = LockerBank.from_dict(before, rng=bank.rng, key=bank.key)
                 raise
             self._drain(bank, batch)
             if key:
@@ -366,7 +410,8 @@ class LockersService:
     async def _dry_run(self, bank_id: str, fn: Callable[[LockerBank, float], Any]) -> Any:
         """Check a decision against a copy of the bank (raises Refused), changing nothing."""
         async with self._lock:
-            return fn(LockerBank.from_dict(self.bank(bank_id).to_dict()), self._now())
+            bank = self.bank(bank_id)
+            return fn(LockerBank.from_dict(bank.to_dict(), key=bank.key), self._now())
 
     async def assign(self, bank_id: str, order: str, size: str) -> dict[str, Any]:
         o = await self._decide(bank_id, lambda b, now, _: b.assign(order, size, now))

@@ -129,7 +129,8 @@ class FittingRoomHandle:
 class VirtualStore:
     def __init__(self, workdir: Path, broker_host: str = "127.0.0.1", broker_port: int = 1883,
                  heap: str = "96k", keepalive: int = 10, transport: str = "mqtt",
-                 coap_keys: Path | None = None, provisioned: Path | None = None):
+                 coap_keys: Path | None = None, provisioned: Path | None = None,
+                 locker_keys: Path | None = None):
         self.workdir = Path(workdir)
         self.broker = (broker_host, broker_port)
         self.heap = heap
@@ -141,6 +142,12 @@ class VirtualStore:
         # its password file, Mosquitto.reload), with TLS (the store CA) when `broker_port` is
         # the store's TLS listener, without on its loopback listener (`--local-port`)
         self.provisioned = provisioned
+        # each locker bank gets a pickup-code key here (give the gateway this file: --locker-keys);
+        # a provisioned store keeps them in its own locker-keys.json, as tools/provision.py does
+        if locker_keys is None and provisioned is not None:
+            from tools.provision import LOCKER_KEYS
+            locker_keys = Path(provisioned) / LOCKER_KEYS
+        self.locker_keys = Path(locker_keys) if locker_keys else self.workdir / "locker-keys.json"
         self.rig = VirtualRig().start()
         self.devices: dict[str, FirmwareProcess] = {}
         self.pads: dict[str, PadHandle] = {}
@@ -156,6 +163,9 @@ class VirtualStore:
         if self.transport == "coap" and self.coap_keys is not None:
             from gateway.coap_auth import add_key
             cfg["mqtt"]["key"] = add_key(self.coap_keys, dev, rotate=True)
+        if kind == "locker-bank" and "code_key" not in app:
+            from gateway.locker_keys import ensure_key
+            cfg["app"] = {**app, "code_key": ensure_key(self.locker_keys, dev)}
         return cfg
 
     def _credentials(self, dev: str, kind: str) -> dict:

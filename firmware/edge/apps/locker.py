@@ -26,19 +26,20 @@ from edge.runtime import Failed, Rejected
 
 # fields of a compartment record (persisted as a JSON list, in this order)
 _O = const(0)  # order id
-_H = const(1)  # live code hash: 32 raw bytes (hex on flash and on the wire) or None
+_H = const(1)  # live code verifier: HMAC-SHA256, 32 raw bytes (hex on flash and the wire), or None;
+# 33 bytes: a legacy SHA-256 hash (firmware before keyed codes) + a marker byte (locker_boot)
 _E = const(2)  # code expiry, unix ms, or None
 _X = const(3)  # out of order: 0/1
 _B = const(4)  # blocked cause ("forced", "jammed") or None
 _W = const(5)  # why the door is (about to be) open: pickup/load/service/retrieve/forced/boot
 _P = const(6)  # unlock pending: authorised, not yet seen open (persisted: a boot resolves it)
-_PH = const(7)  # the hash (raw) a pending pickup spent (given back if the door never opens)
+_PH = const(7)  # the verifier (raw) a pending pickup spent (given back if the door never opens)
 _NF = const(8)
 
 SIZES = ("S", "M", "L")
 STAFF_CMDS = ("load_codes", "revoke", "open_all", "set_out_of_order", "clear", "status")
 STAFF_WHY = ("load", "service", "retrieve")
-USED_KEEP = 32  # spent/revoked code hashes remembered (to say `code.reused`, not `unknown`)
+USED_KEEP = 32  # spent/revoked code verifiers remembered (to say `code.reused`, not `unknown`)
 USED_BYTES = 8  # bytes of a spent hash kept, as 16 hex digits (collisions are irrelevant at this length)
 
 IDLE = "Enter your pickup code, then #"
@@ -100,8 +101,9 @@ class LockerBank:
                     continue
                 for k, s in enumerate(val):
                     f.write(", " if k else "[")
-                    if s[_H] or s[_PH]:
-                        s = [hexlify(x).decode() if isinstance(x, bytes) else x for x in s]
+                    if s[_H] or s[_PH]:  # a MAC as "m" + 64 hex; a legacy hash as the 64 hex it was
+                        s = [(hexlify(x[:32]).decode() if len(x) > 32 else "m" + hexlify(x).decode())
+                             if isinstance(x, bytes) else x for x in s]
                     json.dump(s, f)
                 f.write("]" if val else "[]")
             f.write("}")
@@ -131,18 +133,30 @@ class LockerBank:
             return "loaded" if s[_H] else "held"
         return "free"
 
-    def _find(self, h):
-        """The position holding the live raw hash `h`, or None. Constant time in the hash: every
-        live hash is compared in full (a typed code must not learn how many bytes matched)."""
+    def _mac(self, msg):
+        """HMAC-SHA256 (RFC 2104) under the bank's code key, from hashlib (the boards have no
+        hmac module): ki/ko are the key, zero-padded to the 64-byte block, XOR 0x36/0x5c."""
+        h = hashlib.sha256(self.ki)
+        h.update(msg)
+        o = hashlib.sha256(self.ko)
+        o.update(h.digest())
+        return o.digest()
+
+    def _find(self, h, g=None):
+        """The position holding the live verifier `h` (MAC; `g`: the legacy SHA-256 of the same
+        code, for legacy entries), or None. Constant time in the verifier: every live one is
+        compared in full (a typed code must not learn how many bytes matched)."""
         found = None
         for i in range(len(self.c)):
             x = self.c[i][_H]
             if x is not None:
-                d = 0
-                for k in range(32):
-                    d |= x[k] ^ h[k]
-                if not d:
-                    found = i
+                y = g if len(x) > 32 else h
+                if y is not None:
+                    d = 0
+                    for k in range(32):
+                        d |= x[k] ^ y[k]
+                    if not d:
+                        found = i
         return found
 
     def _forget(self, h, keep=False):
@@ -324,10 +338,12 @@ class LockerBank:
         if len(code) != self.digits:
             self._show("Please enter all %d digits of your code, then #" % self.digits)
             return
-        h = hashlib.sha256((self.salt + code).encode()).digest()  # raw, like the stored hashes
-        i = self._find(h)
+        m = (self.salt + code).encode()
+        h = self._mac(m) if self.ki else None  # raw, like the stored verifiers
+        g = hashlib.sha256(m).digest() if self.leg else None  # only while legacy entries may live
+        i = self._find(h, g)
         if i is None:
-            u = self._forget(h, True)
+            u = (h and self._forget(h, True)) or (g and self._forget(g, True))
             j = self.idx.get(u[1]) if u else None
             if j is not None and self.c[j][_P]:
                 self._show("Door %d is opening - please wait" % u[1])  # the same code twice in a row
@@ -352,7 +368,7 @@ class LockerBank:
             self._reject("code.rejected", n, "expired", "This code has expired - please contact the store")
         else:
             # spend the code before anything moves: a second entry is refused from here on
-            s[_PH] = h
+            s[_PH] = h = s[_H]  # as stored (a legacy entry keeps its marker)
             s[_H] = None
             s[_W] = "pickup"
             s[_P] = 1
@@ -415,13 +431,18 @@ class LockerBank:
         sid = args.get("salt_id")
         if sid is not None and sid != self.salt_id:
             raise Rejected("salt-mismatch")
+        if self.ki is None:
+            raise Rejected("no-key")  # no app.code_key: provision one (docs/lockers.md)
+        kid = args.get("key_id")
+        if kid is not None and kid != self.key_id:
+            raise Rejected("key-mismatch")
 
     def _set_order(self, e):
         if not isinstance(e, dict):
             raise Rejected("bad-args")
         i = self._arg_c(e)
         o = e.get("order")
-        h = e.get("hash")
+        h = e.get("mac")
         exp = e.get("exp")
         try:  # hex on the wire, 32 raw bytes here
             h = unhexlify(h) if isinstance(h, str) and len(h) == 64 else None

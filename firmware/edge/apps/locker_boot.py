@@ -38,6 +38,21 @@ def setup(b, rt, hal, cfg):
     b.lk_reset = int(lk.get("reset_s", 3600) * 1000)
     b.salt = cfg.get("salt") or rcfg.get("device_id", "")
     b.salt_id = hexlify(hashlib.sha256(b.salt.encode()).digest()[:4]).decode()  # = gateway's salt_id
+    # the bank's pickup-code key (tools/provision.py): codes are verified as HMAC-SHA256(key,
+    # salt + code); without one the bank takes no new codes (set_order: no-key)
+    key = cfg.get("code_key")
+    b.ki = b.ko = b.key_id = None
+    if key is not None:
+        try:
+            key = unhexlify(key) if isinstance(key, str) and len(key) == 64 else None
+        except ValueError:
+            key = None
+        if key is None:
+            raise ValueError("app.code_key must be 64 hex digits (tools/provision.py writes it)")
+        b.ki = bytes(x ^ 0x36 for x in key) + b"\x36" * 32
+        b.ko = bytes(x ^ 0x5C for x in key) + b"\x5c" * 32
+        b.key_id = hexlify(b._mac(b"key-id")[:4]).decode()  # = gateway's key_id
+    key = None
     occ_all = cfg.get("occupancy", False)
 
     b.ids = []  # compartment numbers, in config order
@@ -73,14 +88,23 @@ def setup(b, rt, hal, cfg):
     if isinstance(saved, list):  # v2: records in the order of the saved `ids`
         saved = {str(n): s for n, s in zip(st.get("ids") or [], saved)}
     b.c = []
+    b.leg = False  # legacy entries loaded: keypad entries are also hashed the old way
     for n in b.ids:
         s = saved.get(str(n))
         if isinstance(s, list) and len(s) == _NF:
-            for k in (_H, _PH):  # hex on flash (every format so far), 32 raw bytes in RAM
+            for k in (_H, _PH):  # raw in RAM; on flash "m" + 64 hex: a MAC; 64 hex: a SHA-256
+                x = s[k]  # hash written before keyed codes, kept (33 bytes, marked) until replaced
                 try:
-                    s[k] = unhexlify(s[k]) if isinstance(s[k], str) and len(s[k]) == 64 else None
+                    if isinstance(x, str) and len(x) == 65 and x[0] == "m":
+                        x = unhexlify(x[1:])
+                    elif isinstance(x, str) and len(x) == 64:
+                        x = unhexlify(x) + b"L"
+                        b.leg = True
+                    else:
+                        x = None
                 except ValueError:
-                    s[k] = None  # unreadable: the order stays (held), staff issue a new code
+                    x = None  # unreadable: the order stays (held), staff issue a new code
+                s[k] = x
         else:
             s = [None, None, None, 0, None, None, 0, None]
         b.c.append(s)

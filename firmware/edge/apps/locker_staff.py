@@ -10,14 +10,32 @@ _O, _H, _E, _X, _B, _W, _P, _PH, _NF = range(9)
 
 
 async def cmd_load_codes(b, args):
+    """Several set_order at once. `replace`: each only replaces the live verifier of the same
+    order (the gateway's upgrade of legacy hashes to MACs): never arms an emptied compartment,
+    and the old verifier is not remembered as revoked (same code)."""
     b._check_salt(args)
     orders = args.get("orders")
+    rep = args.get("replace")
     if not isinstance(orders, list) or len(orders) > len(b.ids):
         raise Rejected("bad-args")
     done, refused = [], []
     for e in orders:
         try:
-            done.append(b.ids[b._set_order(e)])
+            old = None
+            if rep:
+                if not isinstance(e, dict):
+                    raise Rejected("bad-args")
+                s = b.c[b._arg_c(e)]
+                old = s[_H]
+                if not old or s[_O] != e.get("order"):
+                    raise Rejected("not-live")
+                s[_H] = None  # replaced, not revoked: the same code
+            try:
+                done.append(b.ids[b._set_order(e)])
+            except Rejected:
+                if old:
+                    s[_H] = old
+                raise
         except Rejected as r:
             refused.append([e.get("compartment") if isinstance(e, dict) else None, r.reason])
     b._save()
@@ -85,4 +103,4 @@ async def cmd_status(b, args):
     for i in range(len(b.ids)):
         comps.append([b.ids[i], b.size[i], b._state(i), b.is_open[i], b._occ(i)])
     left = time.ticks_diff(b.lk_until, time.ticks_ms()) // 1000 if b._locked() else 0
-    return {"compartments": comps, "keypad_locked_s": left, "salt_id": b.salt_id}
+    return {"compartments": comps, "keypad_locked_s": left, "salt_id": b.salt_id, "key_id": b.key_id}
