@@ -201,6 +201,9 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
         "the gateway's broker password"
     for dev, key in json.loads((secrets_dir / "coap-keys.json").read_text()).items():
         sec.plain[key] = f"the CoAP key of {dev}"
+    code_keys = json.loads(gw.locker_keys.read_text())
+    for dev, key in code_keys.items():
+        sec.plain[key] = f"the pickup-code key of {dev}"
 
     # a token for every role (the CLI's function, on the running gateway's database)
     tokens: dict[str, str] = {}
@@ -299,12 +302,11 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
                                          and isinstance(v, str))
         command_ids = [r[0] for r in conn.execute("SELECT id FROM commands ORDER BY created")]
     assert len(sec.verifiers) >= len(sec.codes), "a set_order per issued code"
-    try:
-        own = {core_lockers.hash_code(c, bank.id) for c in sec.codes}
-    except TypeError:  # a keyed verifier needs its key: the database's values are the truth
-        own = set()
-    assert own <= sec.verifiers or not own
-    sec.verifiers |= own
+    # the gateway's own function, under the bank's key: every issued code's MAC went to the bank
+    own = {core_lockers.mac_code(c, bytes.fromhex(code_keys[bank.id]), bank.id) for c in sec.codes}
+    assert own <= sec.verifiers
+    # and the unkeyed hash of before keyed codes must not show up anywhere either
+    sec.verifiers |= own | {core_lockers.hash_code(c, bank.id) for c in sec.codes}
 
     # a replay from the table (the catch-up path) for every role, too
     replays = {role: RoleStream(url, tokens[role], after=0) for role in ROLES}
