@@ -15,9 +15,23 @@ from __future__ import annotations
 import time
 
 from hil.sim import mfrc522 as m
-from hil.sim.mfrc522 import MFRC522Emulator, MifareClassic1K, NtagTag, merge_answers, with_crc
+from hil.sim.mfrc522 import (
+    MFRC522Emulator,
+    MifareClassic1K,
+    NtagTag,
+    merge_answers,
+    with_crc,
+)
 from tests.support import run_micropython
-from tests.test_mfrc522 import UID4, rd, select, setup_reader, start_transceive, wr, xchg
+from tests.test_mfrc522 import (
+    UID4,
+    rd,
+    select,
+    setup_reader,
+    start_transceive,
+    wr,
+    xchg,
+)
 
 NTAG_UID = bytes.fromhex("04102030405001")
 MIFARE_UID = bytes.fromhex("a1b2c3d4")
@@ -97,12 +111,13 @@ def _collide(emu, frame, txbits, values_after_coll):
 def _two_cards():
     emu = MFRC522Emulator()
     setup_reader(emu)
-    ntag, mifare = emu.add(NtagTag(NTAG_UID)), emu.add(MifareClassic1K(MIFARE_UID))
-    return emu, ntag, mifare
+    emu.add(NtagTag(NTAG_UID))
+    emu.add(MifareClassic1K(MIFARE_UID))
+    return emu
 
 
 def test_collision_keeps_the_whole_frame_and_clears_bits_after_it_with_values_after_coll_0():
-    emu, ntag, mifare = _two_cards()
+    emu = _two_cards()
     # WUPA: ATQAs 44 00 (NTAG) and 04 00 (MIFARE) differ in bit 7 (position 7)
     err, coll, data, bits = _collide(emu, b"\x52", 7, values_after_coll=False)
     assert err & m.ERR_COLL and coll == 0x07  # ValuesAfterColl 0, CollPosNotValid 0, CollPos 7
@@ -114,7 +129,7 @@ def test_collision_keeps_the_whole_frame_and_clears_bits_after_it_with_values_af
 
 
 def test_collision_keeps_received_bits_with_values_after_coll_1():
-    emu, ntag, mifare = _two_cards()
+    emu = _two_cards()
     err, coll, data, bits = _collide(emu, b"\x52", 7, values_after_coll=True)
     assert err & m.ERR_COLL and coll == 0x80 | 0x07
     assert (data, bits) == (b"\x44\x00", 8)  # what was sent: a 1 wherever a card sent a 1

@@ -141,9 +141,8 @@ def merge_answers(replies: list, values_after_coll: bool = False) -> tuple[bytes
     total = nbits(longest)
     data = bytearray((total + 7) // 8)
     for j in range(total):
-        if j < i or values_after_coll:
-            if any(bit(r, j) for r in replies):
-                data[j // 8] |= 1 << (j % 8)
+        if (j < i or values_after_coll) and any(bit(r, j) for r in replies):
+            data[j // 8] |= 1 << (j % 8)
     return bytes(data), (total % 8) or 8, i + 1
 
 
