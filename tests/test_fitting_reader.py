@@ -16,10 +16,12 @@ def test_merge_answers_reports_first_differing_bit():
     assert merge_answers([]) is None
     assert merge_answers([(b"\x44\x00", 8)]) == (b"\x44\x00", 8, None)
     assert merge_answers([(b"\x44\x00", 8), (b"\x44\x00", 8)]) == (b"\x44\x00", 8, None)
-    # 0x44 vs 0x04 differ at bit 6 (0-based): 6 bits received, collision at position 7
-    assert merge_answers([(b"\x44\x00", 8), (b"\x04\x00", 8)]) == (b"\x04", 6, 7)
-    # second byte, bit 2: one whole byte then 2 bits
-    assert merge_answers([(b"\xff\x04", 8), (b"\xff\x00", 8)]) == (b"\xff\x00", 2, 11)
+    # 0x44 vs 0x04 differ at bit 6 (0-based): collision at position 7; the whole frame
+    # arrives, bits from the collision on cleared (ValuesAfterColl = 0) or kept
+    assert merge_answers([(b"\x44\x00", 8), (b"\x04\x00", 8)]) == (b"\x04\x00", 8, 7)
+    # second byte, bit 2: one whole byte then 2 bits before the collision
+    assert merge_answers([(b"\xff\x04", 8), (b"\xff\x00", 8)]) == (b"\xff\x00", 8, 11)
+    assert merge_answers([(b"\xff\x04", 8), (b"\xff\x00", 8)], True) == (b"\xff\x04", 8, 11)
 
 
 def test_emulator_collision_sets_collerr_and_collpos():
@@ -95,8 +97,9 @@ out(techs=sorted(set(k.tech for k in known)))
 
 
 def test_driver_inventories_cards_that_all_arrive_at_once():
-    # the MIFARE NUID and the NTAGs' cascade tag 0x88 differ in the very first bit: the
-    # collision leaves nothing in the FIFO, only CollPos
+    # the MIFARE NUID and the NTAGs' cascade tag 0x88 differ in the very first bit: only
+    # CollPos tells the driver anything (the driver leaves ValuesAfterColl at its reset 1, so
+    # the FIFO holds the cards' bits ORed, which it overwrites on the next round)
     emu = MFRC522Emulator()
     for c in [NtagTag(u) for u in SHARED] + [MifareClassic1K(MIFARE)]:
         emu.add(c)

@@ -115,10 +115,13 @@ def bcc(data: bytes) -> int:
     return x
 
 
-def merge_answers(replies: list) -> tuple[bytes, int, int | None] | None:
+def merge_answers(replies: list, values_after_coll: bool = False) -> tuple[bytes, int, int | None] | None:
     """What the reader receives when `replies` ((data, last-byte bits) each) are sent at once:
-    (data, bits, None) if they agree, else the bits before the first difference and its
-    1-based position (bits after a collision read as 0)."""
+    (data, bits, None) if they agree, else (data, bits, 1-based position of the first
+    differing bit). The frame is as long as the longest answer: the chip goes on receiving
+    after a collision. Every bit from the collision on reads as 0 (CollReg.ValuesAfterColl =
+    0, datasheet 9.3.1.15), or, with `values_after_coll`, keeps what arrived: the load
+    modulation of all cards, a 1 wherever any card sent a 1."""
     if not replies:
         return None
     first = replies[0]
@@ -134,10 +137,13 @@ def merge_answers(replies: list) -> tuple[bytes, int, int | None] | None:
     i = 0
     while len({bit(r, i) for r in replies}) == 1:
         i += 1
-    data = bytearray(first[0][:i // 8 + 1] if i % 8 else first[0][:i // 8])
-    if i % 8:
-        data[-1] &= (1 << (i % 8)) - 1
-    return bytes(data), (i % 8) or 8, i + 1
+    longest = max(replies, key=nbits)
+    total = nbits(longest)
+    data = bytearray((total + 7) // 8)
+    for j in range(total):
+        if (j < i or values_after_coll) and any(bit(r, j) for r in replies):
+            data[j // 8] |= 1 << (j % 8)
+    return bytes(data), (total % 8) or 8, i + 1
 
 
 # --- cards ----------------------------------------------------------------------------------
@@ -565,6 +571,19 @@ class MFRC522Emulator:
         reload = (self.regs[TReloadRegH] << 8) | self.regs[TReloadRegL]
         return (reload + 1) * div / F_CLOCK
 
+    def irq_pin(self) -> int | None:
+        """The level on the IRQ pin: Status1Reg.IRq, inverted when ComIEnReg.IRqInv (bit 7,
+        set at reset: active low). DivIEnReg.IRQPushPull (bit 7) clear, as at reset, makes
+        the pin open-drain: it only pulls low, and the released level (None) is whatever the
+        host's pull-up or pull-down makes it. Reading the pin lets due events happen first
+        (a card's answer, the timer), as a wire would show them without an SPI access."""
+        with self._lock:
+            self._tick()
+            level = int(self._irq_requested()) ^ (1 if self.regs[ComIEnReg] & 0x80 else 0)
+            if level and not self.regs[DivIEnReg] & 0x80:
+                return None  # open-drain, released
+            return level
+
     def reset_counters(self) -> None:
         with self._lock:
             self.transfers = 0
@@ -719,7 +738,7 @@ class MFRC522Emulator:
                 self._busy = max(self._busy, tag.busy_s)
                 if r is not None:
                     replies.append(r)
-        reply = merge_answers(replies)
+        reply = merge_answers(replies, values_after_coll=bool(self.regs[CollReg] & 0x80))
         if reply is not None and reply[2] is not None:
             self.collisions += 1
         self.frames.append((frame, bits, reply[:2] if reply else None))
@@ -792,7 +811,8 @@ class MFRC522Emulator:
         self._schedule(1.5e-3, lambda: self._auth_done(data))
 
     def _auth_done(self, data: bytes) -> None:
-        self.regs[ComIrqReg] |= IRQ_TX
+        # no TxIRq/RxIRq: they are blocked while MFAuthent runs (datasheet 10.3.1.9); the
+        # command ends with IdleIRq (authenticated) or, if the card goes quiet, TimerIRq
         self.exchanges += 1
         tag = next((t for t in self._tags if t.state in ("ACTIVE", "AUTH")), None)
         ok = (self.field_on and tag is not None and hasattr(tag, "authenticate")
@@ -806,6 +826,11 @@ class MFRC522Emulator:
             self.regs[Status2Reg] &= ~STATUS2_CRYPTO1_ON & 0xFF
             if self._tauto():
                 self._timer_start_now()
+
+    def _irq_requested(self) -> bool:
+        """Status1Reg.IRq: an enabled interrupt request is set (ComIEnReg, DivIEnReg)."""
+        return bool((self.regs[ComIrqReg] & self.regs[ComIEnReg] & 0x7F)
+                    or (self.regs[DivIrqReg] & self.regs[DivIEnReg] & (DIV_MFIN_ACT | DIV_CRC)))
 
     # registers
     def _read(self, reg: int) -> int:
@@ -829,8 +854,7 @@ class MFRC522Emulator:
                 v |= 0x40
             if self._crc_done:
                 v |= 0x20
-            if (self.regs[ComIrqReg] & self.regs[ComIEnReg] & 0x7F) or \
-                    (self.regs[DivIrqReg] & self.regs[DivIEnReg] & 0x7F):
+            if self._irq_requested():
                 v |= 0x10
             if self._timer_running:
                 v |= 0x08
@@ -885,7 +909,7 @@ class MFRC522Emulator:
                 self._timer_start_now()
             self.regs[ControlReg] = (self.regs[ControlReg] & 0x07) | 0x10
         elif reg == BitFramingReg:
-            self.regs[BitFramingReg] = val
+            self.regs[BitFramingReg] = val & 0x7F  # StartSend is write-only: reads 0 (9.3.1.14)
             if val & 0x80 and self._command() == CMD_TRANSCEIVE:
                 self._begin_tx()
         elif reg == TxControlReg:

@@ -30,6 +30,8 @@ class SimDevice:
         self.outputs: dict[str, int] = {}
         self.inputs: dict[str, int] = {}
         self.spi: dict[str, SpiChip] = {}
+        # inputs driven by emulated hardware: pin -> (level source, level when released)
+        self._wired: dict[str, tuple[Callable[[], int | None], int]] = {}
         self._uart_to_fw: dict[str, bytearray] = {}
         self.uart_from_fw: dict[str, bytearray] = {}
         self.wdt_feeds = 0
@@ -39,11 +41,24 @@ class SimDevice:
         self.on_output: list[Callable[[str, int], None]] = []
 
     # --- what the world does -------------------------------------------------
-    def attach_spi(self, bus: str, chip: SpiChip) -> SpiChip:
+    def attach_spi(self, bus: str, chip: SpiChip, irq: str | None = None, irq_pull: int = 1) -> SpiChip:
+        """Put `chip` on SPI `bus`; `irq` names the input pin its IRQ output is wired to
+        (the chip's ``irq_pin()``, e.g. the MFRC522's), read as `irq_pull` when released."""
         self.spi[bus] = chip
+        if irq is not None:
+            self.wire_input(irq, chip.irq_pin, irq_pull)  # type: ignore[attr-defined]
         return chip
 
+    def wire_input(self, pin: str, source: Callable[[], int | None], pull: int = 1) -> None:
+        """Drive input `pin` from emulated hardware: each firmware read calls `source()`,
+        which returns 0/1, or None for a released open-drain line that reads as `pull` (the
+        pull-up or pull-down on the host side). `set_input` refuses a wired pin."""
+        with self._cond:
+            self._wired[pin] = (source, 1 if pull else 0)
+
     def set_input(self, pin: str, value: int) -> None:
+        if pin in self._wired:
+            raise ValueError(f"{self.name}: input {pin!r} is driven by emulated hardware (wire_input)")
         value = 1 if value else 0
         with self._cond:
             if self.inputs.get(pin) != value:
@@ -86,8 +101,20 @@ class SimDevice:
                 cb(pin, value)
 
     def _read_pin(self, pin: str) -> int:
+        wired = self._wired.get(pin)
+        if wired is None:
+            with self._cond:
+                return self.inputs.get(pin, 0)
+        level = wired[0]()  # outside the lock: the chip takes its own
+        value = wired[1] if level is None else (1 if level else 0)
         with self._cond:
-            return self.inputs.get(pin, 0)
+            changed = self.inputs.get(pin) != value
+            self.inputs[pin] = value
+            if changed:
+                self._cond.notify_all()
+        if changed:  # the trace shows the level as the firmware saw it
+            self.trace.signal(self.name, pin, value)
+        return value
 
     def _spi(self, bus: str, data: bytes) -> bytes:
         chip = self.spi.get(bus)

@@ -44,7 +44,7 @@ class InventoryReader(MFRC522):
             c = nb * 8 + self.coll - 1  # the colliding bit of this level's 40
             if c < known or c >= 32:
                 return False
-            t[3 + (c >> 3)] |= 1 << (c & 7)  # bits after c arrived as 0
+            t[3 + (c >> 3)] |= 1 << (c & 7)  # later bits (0 or kept: ValuesAfterColl) are sent no more
             known = c + 1
         else:
             # all 32 bits known through collisions: the BCC is ours to compute
