@@ -122,9 +122,9 @@ class LivenessMonitor:
         p = plan(await self.db.read(_devices), now, self.probes, self.silenced, self.idle_ms,
                  self.answer_ms, self.skip)
         for dev in p.probe + p.revive:
-            log.info("liveness: rebirth requested device=%s (%s)", dev,
-                     "silent for %d s" % (self.idle_ms // 1000) if dev in p.probe
-                     else "heard from after it was marked offline")
+            why = (f"silent for {self.idle_ms // 1000} s" if dev in p.probe
+                   else "heard from after it was marked offline")
+            log.info("liveness: rebirth requested device=%s (%s)", dev, why)
             await self._rebirth(dev, now)
         for dev, last_seen in p.offline:
             if await self.db.write(mark_silent, dev, last_seen):

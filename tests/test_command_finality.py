@@ -9,7 +9,14 @@ from gateway import commands
 from gateway.ingest import apply_batch
 from gateway.metrics import GatewayMetrics
 from gateway.services.alerts import apply_items, list_alerts, pending
-from gateway.store import MIGRATIONS, Store, StreamItem, connect, migrate, public_command
+from gateway.store import (
+    MIGRATIONS,
+    Store,
+    StreamItem,
+    connect,
+    migrate,
+    public_command,
+)
 from gateway.webhooks import Fanout, _create_tx, due_heads, event_type, install
 from tests.test_gateway_core import NOW, birth, reply
 

@@ -1,9 +1,9 @@
 """Devices the last will does not cover (issue 16, item 4): a device that sends a birth but
 set no will, then goes silent, must not stay `online` forever. The gateway asks a silent
 device for a rebirth and marks it offline when it does not answer (gateway/liveness.py)."""
+import contextlib
 import json
 import secrets
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -119,10 +119,8 @@ class WillLessDevice:
 
     def close(self):
         self.client.loop_stop()
-        try:
+        with contextlib.suppress(OSError, ValueError):  # already dropped
             self.client.disconnect()
-        except Exception:  # noqa: BLE001 - already dropped
-            pass
 
 
 def _device(gw, dev):

@@ -50,7 +50,7 @@ class Rule:
 def _fields(item: StreamItem) -> dict[str, Any]:
     d = item.data
     body = d.get("body") if isinstance(d.get("body"), dict) else {}
-    late = d.get("late_outcome") if isinstance(d.get("late_outcome"), dict) else {}
+    late: dict[str, Any] = d["late_outcome"] if isinstance(d.get("late_outcome"), dict) else {}
     return {**body, **{f"late_{k}": v for k, v in late.items()},
             **{k: v for k, v in d.items() if k != "body"}}
 
