@@ -28,6 +28,7 @@ from .coap import CoapEdge, TransportRouter
 from .commands import CommandService, now_ms
 from .db import Database
 from .ingest import IngestWorker
+from .liveness import LivenessMonitor
 from .services.alerts import AlertsService
 from .locker_keys import LockerKeys
 from .services.lockers import LockersService
@@ -44,6 +45,7 @@ from .metrics import GatewayMetrics
 from .webhooks import WebhookService, WebhookSettings
 
 log = logging.getLogger("gateway")
+LIVENESS_BACKLOG = 100  # queued device messages above which nobody is judged silent
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class GatewayConfig:
     locker_reserve_s: float = 4 * 3600    # locker banks: an unloaded reservation lasts this long
     locker_pickup_window_s: float = 3 * 24 * 3600  # locker banks: a pickup code works this long
     locker_keys_file: Path | None = None  # locker banks' code keys (tools/provision.py, locker-keys.json)
+    device_silent_s: float = 300.0        # an online MQTT device silent this long is asked for
+    device_answer_s: float = 30.0         # a rebirth, and marked offline if it does not answer
+                                          # in this long (gateway/liveness.py); 0 = off
     coap_host: str = "127.0.0.1"
     coap_port: int | None = None          # CoAP device edge (UDP): None = off, 0 = a free port
     coap_heartbeat_s: float = 30.0        # CoAP devices that do not say: offline after 3 missed
@@ -133,6 +138,12 @@ class Gateway:
                                    batch_max=config.ingest_batch_max,
                                    linger_s=config.ack_linger_s, clock=clock)
         self.commands.on_submit = self.ingest.expedite  # small batches while commands wait
+        # devices whose last will does not cover them (none set, or lost): gateway/liveness.py
+        self.liveness = None if config.device_silent_s <= 0 else LivenessMonitor(
+            self.db, self.router.publish, idle_s=config.device_silent_s,
+            answer_s=config.device_answer_s, clock=clock,
+            skip=lambda dev: self.coap is not None and self.coap.handles(dev),
+            ready=lambda: self.bus.connected and self.ingest.queue.qsize() < LIVENESS_BACKLOG)
         self.pads = PadsService(self.db, config.samples_file)
         self.lockers = LockersService(self.db, self.commands, tick_s=config.locker_tick_s,
                                       clock=clock, reserve_s=config.locker_reserve_s,
@@ -191,6 +202,8 @@ class Gateway:
         self._spawn("fitting", self.fitting.run())
         self._spawn("tube", self.tube.run())
         self._spawn("housekeeping", self._housekeeping())
+        if self.liveness is not None:
+            self._spawn("liveness", self.liveness.run())
         self._spawn("webhooks", self.webhooks.run())
         if self.chain is not None:
             self._spawn("chain", self.chain.run())
@@ -210,6 +223,7 @@ class Gateway:
         await self._cancel("fitting")
         await self._cancel("tube")
         await self._cancel("housekeeping")
+        await self._cancel("liveness")
         await self._cancel("webhooks")
         await self._cancel("chain")
         if self.bus.connected or self.coap is not None:

@@ -10,10 +10,13 @@ Status machine (docs/protocol.md, "Commands"):
        │                               │                       │
        └──────────── final reply (done / rejected / failed) ◀──┘   → final, never overwritten
        └──────────── no final reply by deadline + 2 s ──────▶ expired
-    expired ── late final reply ──▶ done/rejected/failed with late = true
+    expired ── late final reply ──▶ expired, late = true, late_outcome = {status, reason, result, at}
 
-A device's final answer is never overwritten; `expired` is the gateway's own guess, so a late
-final answer replaces it (flagged `late`) because it tells what really happened.
+`final` is final: once a command is reported final, its status, reason and result never change,
+so a caller that stops at `final` has seen the last word on it. A device answer that arrives
+after `expired` tells what really happened, so it is kept beside it (`late_outcome`, the first
+one only), streamed as `command.late.<status>` and, when the device did or started something
+(`done`, `failed`), raised as a staff alert (gateway/services/alerts.py).
 """
 from __future__ import annotations
 
@@ -45,13 +48,14 @@ def now_ms() -> int:
 # -- pure core --------------------------------------------------------------------------------
 
 def reply_transition(current: str, incoming: str) -> tuple[str, bool] | None:
-    """New `(status, late)` for a command in `current` receiving a reply `incoming`, or None to
-    ignore the reply (a final device answer is never overwritten; `accepted` never follows a
-    final status)."""
+    """`(status, late)` for a command in `current` receiving a reply `incoming`: the new status,
+    or (`expired`, True) for a final answer that came after `expired` (kept beside it, the
+    status stays); None to ignore the reply (a final status never changes; `accepted` never
+    follows one)."""
     if current in DEVICE_FINAL:
         return None
     if current == "expired":
-        return (incoming, True) if incoming in DEVICE_FINAL else None
+        return ("expired", True) if incoming in DEVICE_FINAL else None
     if incoming == "accepted":
         return None if current == "accepted" else ("accepted", False)
     return incoming, False
@@ -78,13 +82,20 @@ def apply_reply(store: Store, reply: Reply, now: int) -> tuple[dict[str, Any] | 
                  reply.status)
         return None, None
     status, late = step
+    if late:
+        updated = store.record_late_outcome(reply.id, status=reply.status, reason=reply.reason,
+                                            result=reply.result, now=now)
+        if updated is not None:
+            log.warning("late outcome command=%s device=%s name=%s status=expired late=%s "
+                        "reason=%s: the device answered after the caller was told it expired",
+                        reply.id, reply.dev, cmd["name"], reply.status, reply.reason)
+        return updated, None
     final = status in FINAL_STATUSES
     updated = store.update_command(reply.id, status=status, now=now, expect=(cmd["status"],),
                                    reason=reply.reason if final else None,
-                                   result=reply.result if final else None, late=late)
+                                   result=reply.result if final else None)
     if updated is not None:
-        log.info("command status command=%s device=%s status=%s late=%s", reply.id, reply.dev,
-                 status, late)
+        log.info("command status command=%s device=%s status=%s", reply.id, reply.dev, status)
     return updated, None
 
 

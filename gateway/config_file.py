@@ -97,6 +97,10 @@ SPEC: dict[str, dict[str, Key]] = {
         "resend_s": Key("command_resend_s", "float", _positive),
         "grace_s": Key("command_grace_s", "float", _non_negative),
     },
+    "devices": {
+        "silent_s": Key("device_silent_s", "float", _non_negative),
+        "answer_s": Key("device_answer_s", "float", _positive),
+    },
     "samples": {"file": Key("samples_file", "path")},
     "lockers": {"tick_s": Key("locker_tick_s", "float", _positive),
                 "keys_file": Key("locker_keys_file", "path")},

@@ -126,7 +126,8 @@ class GatewayMetrics:
 
     def on_commit(self, items: list[StreamItem]) -> None:
         for item in items:
-            if item.kind != "command" or item.data.get("status") not in FINAL_STATUSES:
+            if item.kind != "command" or item.data.get("status") not in FINAL_STATUSES \
+                    or item.data.get("change"):  # a late outcome: the status was counted
                 continue
             status = item.data["status"]
             self.command_outcomes.labels(status).inc()

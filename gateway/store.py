@@ -243,6 +243,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE webhook_subscriptions ADD COLUMN include_secrets INTEGER NOT NULL DEFAULT 0;
     """,
+    # 11: `final` is final (docs/protocol.md, "Commands"): a device answer that arrives after
+    #     `expired` is kept beside it in `late_outcome` (JSON {status, reason, result, at}) and
+    #     no longer replaces it. Rows of the old rule (status replaced, late = 1) go back to
+    #     the `expired` their callers were told, with the device's answer moved beside it.
+    """
+    ALTER TABLE commands ADD COLUMN late_outcome TEXT;
+    UPDATE commands SET late_outcome = json_object('status', status, 'reason', reason,
+                                                   'result', json(result), 'at', updated),
+                        status = 'expired', reason = 'timeout', result = NULL
+        WHERE late = 1 AND status IN ('done', 'rejected', 'failed');
+    """,
 )
 
 
@@ -562,6 +573,7 @@ class Store:
         d["args"] = _loads(d["args"])
         d["result"] = _loads(d["result"])
         d["late"] = bool(d["late"])
+        d["late_outcome"] = _loads(d["late_outcome"])
         d["final"] = d["status"] in FINAL_STATUSES
         return d
 
@@ -602,6 +614,24 @@ class Store:
         cmd = self.get_command(command_id)
         assert cmd is not None
         self.append_stream("command", public_command(cmd))
+        return cmd
+
+    def record_late_outcome(self, command_id: str, *, status: str, reason: str | None,
+                            result: dict[str, Any] | None, now: int) -> dict[str, Any] | None:
+        """Keep a device's final answer to an `expired` command beside it (status, reason,
+        result and `updated` stay as the caller was told: final is final). Only the first late
+        answer is kept. Appends a `command` stream item with `change: late.<status>`. Returns
+        the record, or None if there was nothing to record."""
+        outcome = {"status": status, "reason": reason, "result": result, "at": now}
+        cur = self.conn.execute(
+            """UPDATE commands SET late = 1, late_outcome = ?
+               WHERE id = ? AND status = 'expired' AND late_outcome IS NULL""",
+            (_dumps(outcome), command_id))
+        if cur.rowcount == 0:
+            return None
+        cmd = self.get_command(command_id)
+        assert cmd is not None
+        self.append_stream("command", public_command(cmd) | {"change": f"late.{status}"})
         return cmd
 
     def record_send(self, command_id: str, now: int) -> dict[str, Any] | None:
@@ -731,4 +761,5 @@ def public_command(cmd: dict[str, Any]) -> dict[str, Any]:
     return redact_command(
         {k: cmd[k] for k in ("id", "device", "name", "args", "idem_key", "status", "reason",
                              "result", "deadline", "created", "updated", "late", "sends",
-                             "last_sent")} | {"final": cmd["status"] in FINAL_STATUSES})
+                             "last_sent")}
+        | {"late_outcome": cmd.get("late_outcome"), "final": cmd["status"] in FINAL_STATUSES})

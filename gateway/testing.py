@@ -57,6 +57,7 @@ class FakeDevice:
         self.last_progress = time.monotonic()
         self.acks: list[dict[str, Any]] = []
         self.ctl: list[dict[str, Any]] = []
+        self.ignore_rebirth = False  # a hung device: it answers no `rebirth` (tests/test_liveness.py)
         self.cmds: list[dict[str, Any]] = []
         self.replies: list[dict[str, Any]] = []
         self.gateway_state: str | None = None
@@ -243,7 +244,7 @@ class FakeDevice:
             self.ctl.append(obj)
             if obj.get("type") == "ack":
                 self._on_ack(obj["body"])
-            elif obj.get("type") == "rebirth":
+            elif obj.get("type") == "rebirth" and not self.ignore_rebirth:
                 self.publish("birth", self.birth_message())
         elif msg.topic == self.topic("cmd"):
             self._on_cmd(obj)

@@ -64,14 +64,16 @@ class UnknownSubscription(LookupError):
 def event_type(item: StreamItem) -> str:
     """The type a subscriber filters on: `event.<device event type>` (`event.tag.placed`),
     `device.<online|offline|birth>`, `alert.<raised|repeated|acked|resolved>`,
-    `command.<status>`, `<kind>.<type>` for the rest (`locker.order.ready`)."""
+    `command.<status>` (`command.late.<status>` for a device answer that came after
+    `expired`: the status stays `expired`), `<kind>.<type>` for the rest
+    (`locker.order.ready`)."""
     d = item.data
     if item.kind == "event":
         return f"event.{d.get('type')}"
     if item.kind in ("device", "alert"):
         return f"{item.kind}.{d.get('change')}"
     if item.kind == "command":
-        return f"command.{d.get('status')}"
+        return f"command.{d.get('change') or d.get('status')}"
     return f"{item.kind}.{d.get('type', 'changed')}"
 
 

@@ -199,7 +199,7 @@ def test_a_bad_message_does_not_spoil_its_batch(store):
     ("done", "rejected", None),               # ... nor by another final
     ("rejected", "done", None),
     ("expired", "accepted", None),
-    ("expired", "done", ("done", True)),      # late final answer is recorded
+    ("expired", "done", ("expired", True)),   # late final answer: kept beside expired
 ])
 def test_reply_transition(current, incoming, expected):
     assert reply_transition(current, incoming) == expected
@@ -227,7 +227,8 @@ def test_commands_idempotency_expiry_and_late_reply(store):
     assert store.get_command("c-1")["status"] == "expired"
     apply_batch(store, [reply("c-1", "done")], NOW + 5000)
     c = store.get_command("c-1")
-    assert (c["status"], c["late"], c["result"]) == ("done", True, {"ok": "done"})
+    assert (c["status"], c["late"], c["result"]) == ("expired", True, None)
+    assert c["late_outcome"]["result"] == {"ok": "done"}
     eff = apply_batch(store, [reply("c-404", "done")], NOW)
     assert eff.rejections == {"unknown-command": 1}
 

@@ -259,17 +259,31 @@ def test_command_expires_then_late_reply_is_recorded_and_final_kept(gw, devices)
     elapsed = time.monotonic() - t0
     body = r.json()
     assert r.status_code == 200 and body["status"] == "expired" and body["reason"] == "timeout"
-    assert body["late"] is False and 2.0 <= elapsed < 5, elapsed
-    d.release()  # the device finally finishes: a late final answer
+    assert body["late"] is False and body["late_outcome"] is None and 2.0 <= elapsed < 5, elapsed
     cid = body["id"]
-    wait_for(lambda: gw.get(f"/commands/{cid}")["status"] == "done", 5, what="late done")
-    assert gw.get(f"/commands/{cid}")["late"] is True
-    # a stray non-final reply must not overwrite the final one
-    d.publish("reply", d.envelope("reply", {"status": "accepted"}, id=cid))
-    d.emit("count", {"n": 1})
-    d.wait_acked(1)
-    assert gw.get(f"/commands/{cid}")["status"] == "done"
-    assert d.actuations[cid] == 1
+    with SseReader(gw.url, last_event_id=0) as sse:
+        d.release()  # the device finally finishes: a late final answer
+        wait_for(lambda: gw.get(f"/commands/{cid}")["late"], 5, what="late outcome")
+        # `final` was final: the status the caller was told stays, the late answer is beside it
+        c = gw.get(f"/commands/{cid}")
+        assert (c["status"], c["reason"], c["final"], c["updated"]) == \
+            ("expired", "timeout", True, body["updated"])
+        assert (c["late_outcome"]["status"], c["late_outcome"]["reason"]) == ("done", None)
+        # a stray non-final reply must not overwrite anything
+        d.publish("reply", d.envelope("reply", {"status": "accepted"}, id=cid))
+        d.emit("count", {"n": 1})
+        d.wait_acked(1)
+        assert gw.get(f"/commands/{cid}") == c
+        assert d.actuations[cid] == 1
+        # the stream: one `expired`, then the late outcome (never a status that changes)
+        wait_for(lambda: any(i["data"].get("change") == "late.done" for i in sse.items
+                             if i["event"] == "command" and i["data"]["id"] == cid), 5,
+                 what="late outcome on the stream")
+        wait_for(lambda: any(i["event"] == "alert" and i["data"]["key"] == f"command.late:{cid}"
+                             for i in sse.items), 5, what="late outcome alert")
+        mine = [i["data"] for i in sse.items if i["event"] == "command" and i["data"]["id"] == cid]
+        assert [(m["status"], m.get("change")) for m in mine if m["final"]] == \
+            [("expired", None), ("expired", "late.done")]
 
 
 def test_pending_command_is_resent_every_2s_until_answered(gw, devices):

@@ -40,7 +40,7 @@ PAGE = 500
 @dataclass(frozen=True)
 class Rule:
     kind: str                 # stream item kind
-    type: str                 # data["type"] (events) or data["change"] (devices)
+    type: str                 # data["type"] (events) or data["change"] (devices, commands)
     severity: str
     key: str                  # format string over the item's fields: one open alert per key
     text: str                 # what the dashboard says, format string over the same fields
@@ -50,13 +50,27 @@ class Rule:
 def _fields(item: StreamItem) -> dict[str, Any]:
     d = item.data
     body = d.get("body") if isinstance(d.get("body"), dict) else {}
-    return {**body, **{k: v for k, v in d.items() if k != "body"}}
+    late: dict[str, Any] = d["late_outcome"] if isinstance(d.get("late_outcome"), dict) else {}
+    return {**body, **{f"late_{k}": v for k, v in late.items()},
+            **{k: v for k, v in d.items() if k != "body"}}
+
+
+def _tag_field(kind: str) -> str:
+    """The item field a rule's `type` is matched against."""
+    return "change" if kind in ("device", "command") else "type"
 
 
 # The rules. `{device}`, `{compartment}`, ... come from the item (an event's body is merged in).
 RULES: tuple[Rule, ...] = (
     Rule("device", "offline", "warning", "offline:{id}", "{kind} {id} went offline"),
     Rule("device", "online", "info", "", "", resolves="offline:{id}"),
+    # a device acted (or started to) on a command its caller had been told `expired`
+    # (gateway/commands.py): e.g. a door that opened after the customer was sent away
+    Rule("command", "late.done", "warning", "command.late:{id}",
+         "{device} did command {name} ({id}) after it was reported expired: check what it did"),
+    Rule("command", "late.failed", "warning", "command.late:{id}",
+         "{device} started command {name} ({id}) after it was reported expired, and it failed "
+         "({late_reason}): check the device"),
     Rule("event", "door.forced", "critical", "door.forced:{device}:{compartment}",
          "Locker {device}, door {compartment} was forced open: compartment blocked, check it"),
     Rule("event", "door.ajar", "warning", "door.ajar:{device}:{compartment}",
@@ -99,7 +113,7 @@ def match(item: StreamItem, rules: tuple[Rule, ...] = RULES) -> list[tuple[Rule,
     """The rules an item triggers, with the item's fields (pure: no I/O)."""
     if item.kind == "alert":
         return []
-    tag = item.data.get("change") if item.kind == "device" else item.data.get("type")
+    tag = item.data.get(_tag_field(item.kind))
     hits = [r for r in rules if r.kind == item.kind and r.type == tag]
     return [(r, _fields(item)) for r in hits]
 
@@ -156,7 +170,7 @@ def save_cursor(store: Store, upto: int) -> int:
 _TAGS = {kind: tuple(sorted({r.type for r in RULES if r.kind == kind}))
          for kind in sorted({r.kind for r in RULES})}
 _WHERE = " OR ".join(
-    f"(kind = ? AND json_extract(data, '$.{'change' if kind == 'device' else 'type'}') "
+    f"(kind = ? AND json_extract(data, '$.{_tag_field(kind)}') "
     f"IN ({','.join('?' * len(tags))}))" for kind, tags in _TAGS.items())
 _WHERE_ARGS = tuple(x for kind, tags in _TAGS.items() for x in (kind, *tags))
 SCAN = 20_000  # stream rows looked at per read
@@ -189,7 +203,7 @@ def _apply(store: Store, item: StreamItem, now: int) -> None:
                                (now, found["id"]))
             store.append_stream("alert", {"change": "repeated", **get_alert(store, found["id"])})
             continue
-        device = f.get("device") if item.kind == "event" else f.get("id")
+        device = f.get("device") if item.kind in ("event", "command") else f.get("id")
         data = {k: v for k, v in f.items() if isinstance(v, (str, int, float, bool)) or v is None}
         cur = store.conn.execute(
             """INSERT INTO alerts (key, severity, device, type, text, data, state, count, created,
