@@ -23,7 +23,9 @@ interval in seconds, both optional):
     POST /pe/1/{dev}/auth         → 2.04, a new session nonce for a signed, unused challenge
                                     (gateway/coap_auth.py).
     A payload the protocol rejects → 4.00 (4.13 if oversized) with `reason: detail`; it is
-    also counted at `GET /stats` like an MQTT message would be. Overload → 5.03, Max-Age.
+    also counted at `GET /stats` (and logged, rate-limited) like an MQTT message would be. A
+    path whose `{dev}` is not a device id → 4.04 `bad-device-id: ...` (counted as
+    `coap.bad_device_id`, logged with the refusals). Overload → 5.03, Max-Age.
 
 Liveness without a last will: any request refreshes a device; a device that has made no
 request for `offline_after_missed` (3) heartbeat intervals is reported offline by feeding
@@ -200,10 +202,14 @@ def _query(request: aiocoap.Message) -> dict[str, str]:
     return out
 
 
-def _qint(q: dict[str, str], name: str, lo: int, hi: int) -> int | None:
+def _qint(q: dict[str, str], name: str, lo: int, hi: int, *, clamp: bool = True) -> int | None:
+    """Query parameter `name` as an int in lo..hi: clamped into it, or (`clamp=False`) None
+    if outside (absent or not an int: None)."""
     try:
         v = int(q[name])
     except (KeyError, ValueError):
+        return None
+    if not clamp and not lo <= v <= hi:
         return None
     return min(max(v, lo), hi)
 
@@ -307,6 +313,7 @@ class CoapEdge:
         if self.context is not None:
             await self.context.shutdown()
             self.context = None
+        self.auth.refusal_log.flush(force=True)
         await self._save_state(force=True)
 
     async def __aenter__(self) -> CoapEdge:
@@ -454,7 +461,9 @@ class CoapEdge:
                 return None, None
             d = self.devices[dev] = CoapDevice(dev, hb_s=self.heartbeat_s)
             self._dirty = True
-        session = _qint(q, "s", 0, 2**31)
+        # a session is a protocol counter (docs/protocol.md, Limits): one out of range is
+        # ignored, not clamped (a clamped one would not be the session of the birth)
+        session = _qint(q, "s", 0, protocol.MAX_COUNTER, clamp=False)
         hb = _qint(q, "hb", 1, 3600)
         if hb is not None:
             d.hb_s = float(hb)
@@ -505,7 +514,10 @@ class CoapEdge:
     async def handle(self, dev: str, channel: str, request: aiocoap.Message) -> aiocoap.Message:
         self.counters["requests"] += 1
         if not protocol.is_device_id(dev):
-            return self._reply(Code.NOT_FOUND, f"bad device id {dev!r}".encode())
+            self.counters["bad_device_id"] += 1
+            text = f"bad-device-id: {protocol.device_id_problem(dev)}"
+            self.auth.note_refusal(ascii(dev[:40]), request.remote, "bad-device-id", text)
+            return self._reply(Code.NOT_FOUND, text[:200].encode())
         q = _query(request)
         if channel == "cmd":
             if request.code != Code.GET:
@@ -622,6 +634,7 @@ class CoapEdge:
 
     async def sweep_once(self) -> None:
         self.auth.reload()  # a device provisioned or rotated meanwhile (one stat)
+        self.auth.refusal_log.flush()  # how many refusals were held back, once due
         now = time.monotonic()
         for d in list(self.devices.values()):
             silent = now - d.last_seen

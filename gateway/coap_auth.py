@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .logs import RateLimitedLog
+
 log = logging.getLogger("gateway.coap")
 
 OPTION = 65000          # Edge-Auth (RFC 7252 12.2: 65000-65535 are for experimental use)
@@ -190,11 +192,18 @@ class CoapAuth:
         self._issued = 0  # challenges handed out (the issue number of the last one)
         self.used: dict[str, int] = {}  # device -> issue number of the challenge of its session
         self._mtime: int | None = None
-        self.log_every_s = log_every_s
-        self._logged: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        # refusals are logged at most once per reason every `log_every_s` (gateway/logs.py)
+        self.refusal_log = RateLimitedLog(log, "coap request refused", log_every_s)
         if self.keys_file is not None:
             self.reload(force=True)
+
+    @property
+    def log_every_s(self) -> float:
+        return self.refusal_log.every_s
+
+    @log_every_s.setter
+    def log_every_s(self, value: float) -> None:
+        self.refusal_log.every_s = value
 
     @property
     def enforcing(self) -> bool:
@@ -315,11 +324,7 @@ class CoapAuth:
 
     def note_refusal(self, dev: str, remote: Any, reason: str, text: str) -> None:
         """Log a refusal, at most one line per reason every `log_every_s` (a flood of forged
-        datagrams must not flood the log; the counters have the totals)."""
-        now = time.monotonic()
-        if now - self._logged.get(reason, -1e9) < self.log_every_s:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-            return
-        self._logged[reason] = now
-        log.warning("coap request refused device=%s remote=%s reason=%s suppressed=%d detail=%r",
-                    dev, remote, reason, self._suppressed.pop(reason, 0), text)
+        datagrams must not flood the log; the counters have the totals, and the next line of
+        the reason, or `refusal_log.flush()` from the edge's sweep, says how many were held
+        back)."""
+        self.refusal_log(reason, "device=%s remote=%s detail=%r", dev, remote, text)

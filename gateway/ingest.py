@@ -18,6 +18,11 @@ Rules (docs/protocol.md):
 * event: persist (deduplicated by device, epoch, seq), then ack `upto` = highest seq with no
   gap below it. Duplicates are acknowledged again. Unknown device → rejected and rebirth.
 * reply: update the command (see `gateway.commands`).
+
+Rejected messages are counted per reason (`GET /stats`) one by one, and logged per batch and
+reason with one example, at most one line per reason every 5 s (`IngestWorker.rejection_log`,
+a `gateway.logs.RateLimitedLog`): a flood of garbage cannot flood the log, and the lines
+still add up to every rejected message (`count` + `suppressed`).
 """
 from __future__ import annotations
 
@@ -32,12 +37,14 @@ from typing import Any
 from . import protocol
 from .commands import Publisher, apply_reply, now_ms
 from .db import Database
+from .logs import RateLimitedLog
 from .protocol import Birth, Event, Message, ProtocolError, Reply, Status
 from .store import Store
 
 log = logging.getLogger("gateway.ingest")
 
 OVERFLOW_EVENT = "journal.overflow"
+REBIRTH_MEMORY = 10_000  # devices remembered for the rebirth interval (pruned beyond)
 
 
 @dataclass
@@ -47,16 +54,25 @@ class Effects:
     rebirths: set[str] = field(default_factory=set)
     births: list[str] = field(default_factory=list)
     rejections: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, str] = field(default_factory=dict)  # reason → one example, for the log
     received: int = 0
     persisted: int = 0
     duplicates: int = 0
     touched: set[str] = field(default_factory=set)
+
+    def reject(self, reason: str, sample: str) -> None:
+        """Count one rejected message; `sample` (`key=value` text) describes the first one of
+        its reason in the log line (see `IngestWorker.rejection_log`)."""
+        self.rejections[reason] += 1
+        self.samples.setdefault(reason, sample)
 
     def merge(self, other: Effects) -> None:
         self.acks.update(other.acks)
         self.rebirths |= other.rebirths
         self.births += [b for b in other.births if b not in self.births]
         self.rejections.update(other.rejections)
+        for reason, sample in other.samples.items():
+            self.samples.setdefault(reason, sample)
         self.persisted += other.persisted
         self.duplicates += other.duplicates
         self.touched |= other.touched
@@ -130,7 +146,7 @@ def apply_status(store: Store, s: Status, now: int, eff: Effects) -> None:
 def apply_event(store: Store, e: Event, now: int, eff: Effects) -> None:
     dev = store.get_device(e.dev)
     if dev is None:
-        eff.rejections["unknown-device"] += 1
+        eff.reject("unknown-device", _no_birth(e.dev, "evt"))
         eff.rebirths.add(e.dev)
         return
     epoch = dev["epoch"]
@@ -145,14 +161,17 @@ def apply_event(store: Store, e: Event, now: int, eff: Effects) -> None:
 
 def apply_reply_message(store: Store, r: Reply, now: int, eff: Effects) -> None:
     if store.get_device(r.dev) is None:
-        eff.rejections["unknown-device"] += 1
+        eff.reject("unknown-device", _no_birth(r.dev, "reply"))
         eff.rebirths.add(r.dev)
         return
     _, rejection = apply_reply(store, r, now)
     if rejection:
-        eff.rejections[rejection] += 1
-        log.warning("reply rejected device=%s command=%s reason=%s", r.dev, r.id, rejection)
+        eff.reject(rejection, f"device={r.dev} channel=reply command={r.id!r}")
     eff.touched.add(r.dev)
+
+
+def _no_birth(dev: str, channel: str) -> str:
+    return f"device={dev} channel={channel} (no birth from it yet: rebirth requested)"
 
 
 def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
@@ -188,7 +207,7 @@ class _Batch:
     def add_event(self, e: Event, eff: Effects) -> None:
         dev = self.device(e.dev)
         if dev is None:
-            eff.rejections["unknown-device"] += 1
+            eff.reject("unknown-device", _no_birth(e.dev, "evt"))
             eff.rebirths.add(e.dev)
             return
         self.events.append((e, dev["epoch"]))
@@ -229,8 +248,6 @@ def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff
         batch.devices.pop(msg.dev, None)
         one = Effects()
         apply_message(store, msg, now, one)
-        if one.rejections:
-            log.warning("message rejected topic=%s reason=%s", topic, ",".join(one.rejections))
         eff.merge(one)
     batch.flush(eff)
 
@@ -245,16 +262,21 @@ def _apply_careful(store: Store, messages: list[tuple[str, Message]], now: int,
                 apply_message(store, msg, now, one)
         except Exception:
             log.exception("message failed topic=%s; rolled back alone", topic)
-            eff.rejections["internal-error"] += 1
+            eff.reject("internal-error", f"topic={_printable(topic)}")
             continue
-        if one.rejections:
-            log.warning("message rejected topic=%s reason=%s", topic, ",".join(one.rejections))
         eff.merge(one)
 
 
-def decode_batch(messages: Sequence[tuple[str, bytes]]
+def _printable(text: str) -> str:
+    """`text` for a `key=value` log field (a topic is any UTF-8: newlines included)."""
+    text = text[:200]
+    return text if text.isprintable() and " " not in text else ascii(text)
+
+
+def decode_batch(messages: Sequence[tuple[str, bytes]], samples: dict[str, str] | None = None
                  ) -> tuple[list[tuple[str, Message]], Counter[str]]:
-    """Validate raw messages (pure, no store access)."""
+    """Validate raw messages (pure, no store access). `samples` gets one example per
+    rejection reason, for the log."""
     decoded: list[tuple[str, Message]] = []
     rejections: Counter[str] = Counter()
     for topic, payload in messages:
@@ -262,8 +284,9 @@ def decode_batch(messages: Sequence[tuple[str, bytes]]
             decoded.append((topic, protocol.decode(topic, payload)))
         except ProtocolError as exc:
             rejections[exc.reason] += 1
-            log.warning("message rejected topic=%s reason=%s detail=%r bytes=%d", topic,
-                        exc.reason, exc.detail, len(payload))
+            if samples is not None and exc.reason not in samples:
+                samples[exc.reason] = (f"topic={_printable(topic)} detail={exc.detail[:200]!r} "
+                                       f"bytes={len(payload)}")
     return decoded, rejections
 
 
@@ -345,6 +368,10 @@ class IngestWorker:
         self._last_rebirth: dict[str, float] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # rejected messages: one line per batch and reason, at most one per reason every 5 s
+        self.rejection_log = RateLimitedLog(log, "messages rejected", 5.0)
+        self.rebirth_log = RateLimitedLog(log, "rebirths requested", 5.0, level=logging.INFO)
+        self._flush_timer: asyncio.TimerHandle | None = None
         # metrics: called with the arrival times (monotonic) of a committed, acked batch
         self.on_processed: Callable[[list[float], float], None] | None = None
         self._arrivals: deque[float] = deque()  # parallel to `queue` (FIFO)
@@ -394,6 +421,10 @@ class IngestWorker:
         finally:  # cancelled (shutdown, after `drained`): what is still unsent stays unacked
             for task in list(self._sending):
                 task.cancel()
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+            self.rejection_log.flush(force=True)  # the counts held back, before we go
+            self.rebirth_log.flush(force=True)
 
     async def _run(self) -> None:
         while True:
@@ -444,20 +475,32 @@ class IngestWorker:
 
     async def _process(self, batch: list[tuple[str, bytes]]) -> None:
         # validate on the loop: the writer thread (the serial stage) only applies
-        decoded, rejections = decode_batch(batch)
+        samples: dict[str, str] = {}
+        decoded, rejections = decode_batch(batch, samples)
         eff = await self.db.write_grouped(apply_decoded, decoded, rejections, len(batch),
                                           self.clock())
         self.batches += 1
+        if eff.rejections:
+            self._log_rejections(eff, samples)
         now = self.clock()
         sends: list[Coroutine[Any, Any, Any]] = [self._publish_ack(dev, epoch, upto, now)
                                        for dev, (epoch, upto) in eff.acks.items()]
         mono = time.monotonic()
+        if len(self._last_rebirth) > REBIRTH_MEMORY:  # a flood of made-up device ids
+            self._last_rebirth = {d: t for d, t in self._last_rebirth.items()
+                                  if mono - t < self.rebirth_interval_s}
+            if len(self._last_rebirth) > REBIRTH_MEMORY:  # at worst a rebirth asked again
+                self._last_rebirth.clear()
+        asked = []
         for dev in eff.rebirths:
             if mono - self._last_rebirth.get(dev, -1e9) >= self.rebirth_interval_s:
                 self._last_rebirth[dev] = mono
-                log.info("rebirth requested device=%s", dev)
+                asked.append(dev)
                 sends.append(self._publish(protocol.topic(dev, "ctl"),
                                            protocol.encode_ctl_rebirth(dev, now)))
+        if asked:  # one line per batch, rate-limited like the rejections that cause most
+            self.rebirth_log("rebirth", "device=%s", asked[0], count=len(asked))
+        self._schedule_flush()
         # not awaited: the broker's PUBACKs come back behind whatever the broker sends us,
         # and a reply waiting in the priority lane must not wait for them (the acks are
         # written in order now; a failed one is counted and the device re-sends)
@@ -473,6 +516,25 @@ class IngestWorker:
                 result = self.on_birth(dev)
                 if asyncio.iscoroutine(result):
                     await result
+
+    def _log_rejections(self, eff: Effects, samples: dict[str, str]) -> None:
+        """One line per reason of this batch (count + one example), rate-limited per reason;
+        what is held back is reported by a flush once the interval has passed."""
+        for reason, n in sorted(eff.rejections.items()):
+            self.rejection_log(reason, "%s", eff.samples.get(reason) or samples.get(reason, ""),
+                               count=n)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_timer is None and (self.rejection_log.holding
+                                          or self.rebirth_log.holding):
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                self.rejection_log.every_s, self._flush_rejections)
+
+    def _flush_rejections(self) -> None:
+        self._flush_timer = None
+        self.rejection_log.flush()
+        self.rebirth_log.flush()
+        self._schedule_flush()  # keys not due yet
 
     async def _publish_ack(self, dev: str, epoch: str, upto: int, now: int) -> None:
         ok = await self._publish(protocol.topic(dev, "ctl"),

@@ -2,7 +2,8 @@
 
 Pure: no I/O, no clock. Everything the gateway receives goes through `decode`, which either
 returns a typed message or raises `ProtocolError` with one of the rejection reasons the
-protocol names (`oversized`, `malformed`, `bad-version`, `topic-mismatch`, `bad-field`).
+protocol names (`oversized`, `malformed`, `bad-version`, `bad-device-id`, `topic-mismatch`,
+`bad-field`). The bounds it enforces are the ones docs/protocol.md ("Limits") states.
 """
 from __future__ import annotations
 
@@ -18,14 +19,33 @@ MAX_PAYLOAD: Final = 4096
 PREFIX: Final = "pe/1"
 GATEWAY_ID: Final = "gateway"
 GATEWAY_STATE_TOPIC: Final = f"{PREFIX}/gateway/state"
+#: ids no device may use: `gateway` names the gateway's state topic, `pe-gateway` is the
+#: gateway's MQTT client id and broker user (a device connecting with it as its client id
+#: would knock the gateway off a broker that does not bind ids to users)
+RESERVED_IDS: Final = frozenset({GATEWAY_ID, "pe-gateway"})
 
 DEVICE_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 EVENT_TYPE_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 MAX_ID_LEN: Final = 64
+MAX_TYPE_LEN: Final = 64
+MAX_STR_LEN: Final = 64      # birth strings (kind, fw, cfg, epoch, reset) and each of `caps`
+MAX_REASON_LEN: Final = 256  # a reply's `reason`
+
+#: Counters (`seq`, and `session`, `boot`, `first`, `next` of a birth) are at most 2^53 - 1:
+#: the largest integer every JSON parser keeps exactly (RFC 8259 section 6: IEEE doubles, as
+#: JavaScript and many device libraries read numbers), far inside SQLite's signed 64 bits so
+#: `seq + 1` never overflows there, and a device at 1,000 events/s takes 285,000 years to
+#: reach it. orjson reads integers up to 2^64 - 1 as ints: without this bound seq or t in
+#: [2^63, 2^64) reached the SQLite insert and failed there (`internal-error`).
+MAX_COUNTER: Final = 2**53 - 1
+#: `t` (ms since the Unix epoch) is at most 9999-12-31T23:59:59.999Z, the last instant a
+#: 4-digit year (ISO 8601, Python's datetime) shows; below 2^53 too.
+MAX_T: Final = 253_402_300_799_999
 
 #: Rejection reasons `decode` raises (the protocol's list minus `unknown-device`: that one
 #: needs state, see gateway.ingest).
-REASONS: Final = ("oversized", "malformed", "bad-version", "topic-mismatch", "bad-field")
+REASONS: Final = ("oversized", "malformed", "bad-version", "bad-device-id", "topic-mismatch",
+                  "bad-field")
 
 #: Channels a device publishes on, and the ones the gateway publishes on.
 INBOUND: Final = ("birth", "status", "evt", "reply")
@@ -99,7 +119,8 @@ Message: TypeAlias = Birth | Status | Event | Reply
 
 
 def is_device_id(value: object) -> bool:
-    return isinstance(value, str) and DEVICE_ID_RE.match(value) is not None and value != GATEWAY_ID
+    return isinstance(value, str) and DEVICE_ID_RE.match(value) is not None \
+        and value not in RESERVED_IDS
 
 
 def topic(dev: str, channel: Channel) -> str:
@@ -121,11 +142,18 @@ def parse_topic(topic_: str) -> tuple[str, str]:
     if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != PREFIX or parts[3] not in INBOUND:
         raise ProtocolError("topic-mismatch", f"not a device topic: {topic_!r}")
     if not is_device_id(parts[2]):
-        raise ProtocolError("topic-mismatch", f"bad device id in topic: {parts[2]!r}")
+        raise ProtocolError("bad-device-id", device_id_problem(parts[2]))
     if len(_TOPICS) >= _TOPICS_MAX:
         _TOPICS.clear()
     hit = _TOPICS[topic_] = (parts[2], parts[3])
     return hit
+
+
+def device_id_problem(dev: str) -> str:
+    """Why `dev` is not a device id, for a refusal's detail."""
+    if dev in RESERVED_IDS:
+        return f"device id {dev!r} is reserved (for the gateway)"
+    return f"bad device id {dev!r}: 1-32 characters of a-z, 0-9 and '-', not starting with '-'"
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -140,12 +168,18 @@ def _field(obj: dict[str, Any], name: str, where: str = "") -> Any:
     return obj[name]
 
 
-def _int(obj: dict[str, Any], name: str, where: str = "", *, minimum: int | None = None) -> int:
+def _int(obj: dict[str, Any], name: str, where: str = "", *, minimum: int = 0,
+         maximum: int = MAX_COUNTER) -> int:
     v = _field(obj, name, where)
-    if not _is_int(v) or (minimum is not None and v < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise ProtocolError("bad-field", f"{where}{name} must be an integer{bound}")
+    if not _is_int(v) or not minimum <= v <= maximum:
+        raise ProtocolError("bad-field", f"{where}{name} must be an integer "
+                                         f"{minimum}..{maximum}, got {_short(v)}")
     return int(v)
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _str(obj: dict[str, Any], name: str, where: str = "", *, max_len: int = 256,
@@ -160,14 +194,17 @@ def _str(obj: dict[str, Any], name: str, where: str = "", *, max_len: int = 256,
 def _opt_str(obj: dict[str, Any], name: str, where: str = "", *, max_len: int = 256) -> str | None:
     v = obj.get(name)
     if v is not None and (not isinstance(v, str) or len(v) > max_len):
-        raise ProtocolError("bad-field", f"{where}{name} must be a string or null")
+        raise ProtocolError("bad-field",
+                            f"{where}{name} must be null or a string of at most {max_len} "
+                            "characters")
     return v
 
 
 def _time(obj: dict[str, Any]) -> int | None:
     t = _field(obj, "t")
-    if t is not None and (not _is_int(t) or t < 0):
-        raise ProtocolError("bad-field", "t must be milliseconds since the epoch or null")
+    if t is not None and (not _is_int(t) or not 0 <= t <= MAX_T):
+        raise ProtocolError("bad-field", f"t must be null or milliseconds since the epoch "
+                                         f"0..{MAX_T}, got {_short(t)}")
     return None if t is None else int(t)
 
 
@@ -185,7 +222,8 @@ def decode_envelope(topic_: str, payload: bytes) -> tuple[str, dict[str, Any]]:
     dev, channel = parse_topic(topic_)
     # orjson (several times faster than json, the largest item of the ingest loop) is strict:
     # invalid UTF-8, lone surrogates, NaN/Infinity and numbers too large for a double are
-    # errors; integers beyond 64 bits are read as floats (then fail the integer checks below)
+    # errors; integers beyond 64 bits are read as floats (then fail the integer checks below),
+    # integers up to 2^64 - 1 as ints (the bounds in `_int`/`_time` refuse what is too large)
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -200,7 +238,7 @@ def decode_envelope(topic_: str, payload: bytes) -> tuple[str, dict[str, Any]]:
         raise ProtocolError("bad-field", "dev must be a string")
     if d != dev:
         raise ProtocolError("topic-mismatch", f"dev={d!r} published on {topic_!r}")
-    _str(obj, "type", max_len=64)
+    _str(obj, "type", max_len=MAX_TYPE_LEN)
     return channel, obj
 
 
@@ -216,24 +254,27 @@ def decode(topic_: str, payload: bytes) -> Message:
         if mtype != "birth":
             raise ProtocolError("bad-field", f"type {mtype!r} on a birth topic")
         caps = _field(body, "caps", "body.")
-        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
-            raise ProtocolError("bad-field", "body.caps must be a list of strings")
+        if not isinstance(caps, list) or not all(
+                isinstance(c, str) and 0 < len(c) <= MAX_STR_LEN for c in caps):
+            raise ProtocolError("bad-field", "body.caps must be a list of strings of "
+                                             f"1..{MAX_STR_LEN} characters")
         first = _int(body, "first", "body.", minimum=1)
         nxt = _int(body, "next", "body.", minimum=1)
         if nxt < first:
             raise ProtocolError("bad-field", f"body.next ({nxt}) < body.first ({first})")
-        return Birth(dev=dev, t=t, kind=_str(body, "kind", "body.", max_len=64),
-                     fw=_str(body, "fw", "body.", max_len=64), caps=tuple(caps),
-                     cfg=_str(body, "cfg", "body.", max_len=64),
-                     session=_int(body, "session", "body.", minimum=0),
-                     boot=_int(body, "boot", "body.", minimum=0),
-                     reset=_opt_str(body, "reset", "body.", max_len=64),
-                     epoch=_str(body, "epoch", "body.", max_len=64), first=first, next=nxt)
+        return Birth(dev=dev, t=t, kind=_str(body, "kind", "body.", max_len=MAX_STR_LEN),
+                     fw=_str(body, "fw", "body.", max_len=MAX_STR_LEN), caps=tuple(caps),
+                     cfg=_str(body, "cfg", "body.", max_len=MAX_STR_LEN),
+                     session=_int(body, "session", "body."),
+                     boot=_int(body, "boot", "body."),
+                     reset=_opt_str(body, "reset", "body.", max_len=MAX_STR_LEN),
+                     epoch=_str(body, "epoch", "body.", max_len=MAX_STR_LEN), first=first,
+                     next=nxt)
     if channel == "status":
         if mtype not in ("online", "offline"):
             raise ProtocolError("bad-field", f"status type must be online/offline, not {mtype!r}")
         return Status(dev=dev, t=t, online=mtype == "online",
-                      session=_int(body, "session", "body.", minimum=0))
+                      session=_int(body, "session", "body."))
     if channel == "evt":
         if not EVENT_TYPE_RE.match(mtype):
             raise ProtocolError("bad-field", f"bad event type {mtype!r}")
@@ -249,7 +290,8 @@ def decode(topic_: str, payload: bytes) -> Message:
     if result is not None and not isinstance(result, dict):
         raise ProtocolError("bad-field", "body.result must be an object or null")
     return Reply(dev=dev, id=cid, t=t, status=status,
-                 reason=_opt_str(body, "reason", "body."), result=result)
+                 reason=_opt_str(body, "reason", "body.", max_len=MAX_REASON_LEN),
+                 result=result)
 
 
 # -- encoding (gateway → device) -------------------------------------------------------------

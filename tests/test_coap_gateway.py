@@ -136,6 +136,28 @@ def test_rejections_are_counted_like_mqtt_ones(cgw):
     assert after.get("malformed", 0) == before.get("malformed", 0) + 1
 
 
+def test_out_of_range_numbers_get_4_00_bad_field_like_over_mqtt(cgw):
+    """The CoAP edge decodes with the shared validator: seq or t in [2^63, 2^64) (which used
+    to end in `internal-error` at the SQLite insert) and past the documented bounds."""
+    assert coap(cgw, "post", "/pe/1/cc-big/birth?s=1", birth("cc-big", epoch="e0c0a0b1"))[0] \
+        == "2.04"
+    before = cgw.get("/stats")["rejections"]
+    cases = [dict(seq=2**63), dict(seq=2**64 - 1), dict(seq=2**53), dict(seq=1, t=2**63),
+             dict(seq=1, t=2**64 - 1)]
+    for extra in cases:
+        payload = json.dumps({"v": 1, "dev": "cc-big", "type": "x", "t": None, "body": {},
+                              **extra})
+        code, body = coap(cgw, "post", "/pe/1/cc-big/evt?s=1", payload, keep_body=True)
+        assert code == "4.00" and body.startswith(b"bad-field: "), (extra, code, body)
+    after = wait_for(lambda: (s := cgw.get("/stats")["rejections"]).get("bad-field", 0) >=
+                     before.get("bad-field", 0) + len(cases) and s, 5, what="counted")
+    assert after.get("bad-field", 0) == before.get("bad-field", 0) + len(cases)
+    assert after.get("internal-error", 0) == before.get("internal-error", 0)
+    assert cgw.events("cc-big") == []
+    code, body = coap(cgw, "post", "/pe/1/gateway/evt", "{}", keep_body=True)
+    assert code == "4.04" and body.startswith(b"bad-device-id: "), (code, body)
+
+
 def test_command_by_long_poll_then_reply(cgw):
     dev = "cc-cmd"
     assert coap(cgw, "post", f"/pe/1/{dev}/birth?s=1&hb=30", birth(dev, "e0c0a002"))[0] == "2.04"

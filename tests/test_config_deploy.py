@@ -20,7 +20,7 @@ def test_example_file_loads_and_maps_onto_gateway_config():
     assert (c.broker_host, c.broker_port, c.http_port) == ("127.0.0.1", 1883, 8080)
     assert c.db_path == Path("/var/lib/phygital/gw.db")
     assert c.coap_port is None and c.store_id is None
-    assert c.chain_kinds == ("event", "device", "command", "locker", "alert")
+    assert c.chain_kinds == ("event", "device", "command", "locker", "alert", "fitting", "tube")
     assert (fc.log_level, fc.log_format) == ("INFO", "json")
     # every key of the example is a default: the file documents the defaults truthfully
     d = GatewayConfig()
@@ -94,6 +94,40 @@ def test_documentation_lists_exactly_the_keys_of_the_code():
         assert f"[{section}]" in example
         for key in keys:
             assert re.search(rf"^#? ?{key} = ", example, re.M), (section, key)
+
+
+# keys whose example value is a production choice, not the default (the file says so)
+EXAMPLE_NOT_DEFAULT = {"db_path": Path("/var/lib/phygital/gw.db"), "coap_host": "0.0.0.0"}
+
+
+def test_defaults_agree_in_code_cli_doc_and_example():
+    """`--batch` said 2048 in --help (what GatewayConfig uses) while docs/configuration.md and
+    deploy/gateway.toml said 256 (and the example file, copied to a store, set 256)."""
+    import dataclasses
+    d = GatewayConfig()
+    cli = resolve(build_parser().parse_args([]), [])[0]
+    assert {f.name: getattr(cli, f.name) for f in dataclasses.fields(d)} == \
+        {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}
+    for action in build_parser()._actions:  # a default stated in --help is the real one
+        m = re.search(r"\(default ([\d.]+)[);]", action.help or "")
+        if m and isinstance(action.default, (int, float)):
+            assert float(m.group(1)) == action.default, action.dest
+    example = load(ROOT / "deploy/gateway.toml").gateway
+    for f in dataclasses.fields(d):
+        assert getattr(example, f.name) == EXAMPLE_NOT_DEFAULT.get(f.name, getattr(d, f.name)), \
+            f.name
+    doc = (ROOT / "docs/configuration.md").read_text()
+    checked = 0
+    for section, keys in SPEC.items():
+        body = doc.split(f"## `[{section}]`", 1)[1].split("\n## ", 1)[0]
+        for key, spec in keys.items():
+            m = re.search(rf"^\| `{key}` \| [^|]* \| `(-?[\d.]+)` \|", body, re.M)
+            if m is None or getattr(d, spec.field) is None:  # [coap] port: only when enabled
+                continue
+            value = getattr(d, spec.field) * (1000 if spec.kind == "ms" else 1)
+            assert float(m.group(1)) == value, (section, key, m.group(1), value)
+            checked += 1
+    assert checked >= 15
 
 
 def test_flags_given_explicitly_override_the_file(tmp_path):

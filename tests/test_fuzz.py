@@ -23,7 +23,12 @@ from tests.support import ROOT, run_micropython
 FAST = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
-json_scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | \
+# the edges of the protocol's bounds (2^53 - 1, docs/protocol.md "Limits") and of what SQLite
+# and orjson hold (64 bits): random integers almost never land on them
+BOUNDARY_INTS = [2**53 - 1, 2**53, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -2**63, -2**63 - 1,
+                 253402300799999, 253402300800000]
+boundary_ints = st.sampled_from(BOUNDARY_INTS)
+json_scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | boundary_ints | \
     st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
 json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=4) |
                            st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)
@@ -41,7 +46,8 @@ def envelopes(draw):
     env = {"v": draw(st.sampled_from([1, 1, 1, 2, "1", True, None])), "dev": dev,
            "type": draw(st.sampled_from(["birth", "online", "offline", "reply", "tag.placed",
                                          "", "BAD TYPE", 7])),
-           "t": draw(st.sampled_from([None, 0, 1700000000000, -1, "now", 1.5])),
+           "t": draw(st.sampled_from([None, 0, 1700000000000, -1, "now", 1.5,
+                                      *BOUNDARY_INTS])),
            "body": draw(st.fixed_dictionaries({}, optional={
                "caps": json_values, "first": json_values, "next": json_values,
                "kind": json_values, "fw": json_values, "cfg": json_values, "session": json_values,
@@ -50,7 +56,7 @@ def envelopes(draw):
                "reason": json_values}) | json_values)}
     for k in ("seq", "id"):
         if draw(st.booleans()):
-            env[k] = draw(json_values | st.integers(-5, 10))
+            env[k] = draw(json_values | st.integers(-5, 10) | boundary_ints)
     for k in draw(st.lists(st.sampled_from(list(env)), max_size=2)):
         env.pop(k, None)
     topic = f"pe/1/{draw(st.sampled_from([dev, dev, 'pad-2']))}/{ch}"
@@ -95,6 +101,9 @@ BIRTH = (b'{"v":1,"dev":"pad-1","type":"birth","t":null,"body":{"kind":"sample-p
 @settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(envelopes() | st.tuples(topics, st.binary(max_size=80)), max_size=20))
+@example([("pe/1/pad-1/evt", json.dumps({"v": 1, "dev": "pad-1", "type": "x", "seq": s, "t": t,
+                                         "body": {}}).encode())
+          for s, t in ((2**63, 1), (5, 2**64 - 1), (2**63 - 1, None), (6, 2**63))])
 def test_ingest_batch_persists_whole_messages_or_nothing(store, batch):
     """Every message of a fuzzed batch is either applied or rejected and counted: the counters
     add up and the events table grew by exactly the number persisted."""
@@ -106,6 +115,29 @@ def test_ingest_batch_persists_whole_messages_or_nothing(store, batch):
     assert eff.rejections.get("internal-error", 0) == 0, eff.rejections
     assert after - before == eff.persisted
     assert not store.conn.in_transaction
+
+
+@pytest.mark.parametrize("field", ["seq", "t"])
+@pytest.mark.parametrize("value", BOUNDARY_INTS)
+def test_ingest_out_of_range_numbers_are_bad_field_never_internal_error(store, field, value):
+    """seq or t in [2^63, 2^64) used to reach the SQLite insert and fail there
+    (`internal-error`, a traceback per message); seq 2^63 - 1 was stored."""
+    seq = 7 if field == "t" else value
+    t = 1 if field == "seq" else value
+    ok = (field == "seq" and 1 <= value <= 2**53 - 1) or \
+        (field == "t" and 0 <= value <= 253402300799999)
+    q = "SELECT COUNT(*) FROM events WHERE device = 'pad-1' AND seq = ?"
+    evt = json.dumps({"v": 1, "dev": "pad-1", "type": "x", "seq": seq, "t": t,
+                      "body": {}}).encode()
+    before = store.conn.execute(q, (seq,)).fetchone()[0] if -2**63 <= seq < 2**63 else 0
+    eff = apply_batch(store, [("pe/1/pad-1/birth", BIRTH), ("pe/1/pad-1/evt", evt)], 1)
+    assert "internal-error" not in eff.rejections, eff.rejections
+    if ok:
+        assert dict(eff.rejections) == {} and eff.persisted + eff.duplicates == 1
+    else:
+        assert dict(eff.rejections) == {"bad-field": 1} and eff.persisted == 0
+        if -2**63 <= seq < 2**63:
+            assert store.conn.execute(q, (seq,)).fetchone()[0] == before
 
 
 @FAST

@@ -312,8 +312,10 @@ def test_bad_messages_are_counted_by_reason_and_gateway_keeps_serving(gw, device
     probe.publish(here, json.dumps(dict(ok, dev="other")))             # topic-mismatch
     probe.publish(here, json.dumps(dict(ok, seq="one")))               # bad-field
     probe.publish(there, json.dumps(dict(ok, dev=ghost)))              # unknown-device
+    probe.publish("pe/1/gateway/evt", json.dumps(dict(ok, dev="gateway")))  # bad-device-id
+    probe.publish(here, json.dumps(dict(ok, seq=2**63)))                  # bad-field (bounds)
     expected = {"oversized": 1, "malformed": 1, "bad-version": 1, "topic-mismatch": 1,
-                "bad-field": 1, "unknown-device": 1}
+                "bad-field": 2, "unknown-device": 1, "bad-device-id": 1, "internal-error": 0}
 
     def delta():
         now = stats(gw)["rejections"]
@@ -324,6 +326,9 @@ def test_bad_messages_are_counted_by_reason_and_gateway_keeps_serving(gw, device
              5, what="rebirth request to the unknown device")
     assert gw.events(d.dev) == []
     assert gw.get("/health")["status"] == "ok"
+    # events from a device without a birth are logged as rejections too (rate-limited)
+    wait_for(lambda: "reason=unknown-device" in gw.log.read_text(), 10,
+             what="a log line for the unknown device's event")
     d.emit("count", {"n": 1})
     d.wait_acked(1)
 
