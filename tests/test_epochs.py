@@ -207,3 +207,24 @@ def test_firmware_restored_from_an_older_flash_copy_loses_no_event(gw, broker, t
         assert alerts[0]["device"] == dev.dev and alerts[0]["state"] == "open"
     finally:
         dev.kill()
+
+
+def test_migration_11_keeps_acking_devices_born_before_the_upgrade(tmp_path):
+    conn = connect(tmp_path / "gw.db")
+    migrate(conn, upto=10)
+    old = Store(conn)
+    # what a v10 gateway wrote for a device born before the upgrade (events 1 and 2 acked)
+    old.upsert_device(id="pad-1", kind="sample-pad", fw="0.1.0", caps=["blink"], cfg="0",
+                      session=1, epoch="e1", boot=1, reset=None, online=True, now=NOW)
+    for seq in (1, 2):
+        conn.execute("INSERT INTO events (device, epoch, seq, type, t_device, t_gateway, body) "
+                     "VALUES ('pad-1', 'e1', ?, 'count', NULL, ?, ?)",
+                     (seq, NOW, json.dumps({"n": seq})))
+    conn.execute("INSERT INTO acks (device, epoch, upto) VALUES ('pad-1', 'e1', 2)")
+    migrate(conn)
+    st = old.epoch_state("pad-1", "e1")
+    assert (st["verified"], st["sealed"], st["fork"]) == (2, None, None)
+    assert st["mark"] == old.last_event_id()
+    eff = apply_batch(old, [evt(3)], NOW)              # no new birth: acks go on
+    assert eff.acks == {"pad-1": ("e1", 3)}
+    conn.close()
