@@ -11,10 +11,12 @@ it true; acks are coalesced to one per device per batch (the highest `upto`).
 Rules (docs/protocol.md):
 * birth: register/update the device, mark it online; events at or below `first - 1` are
   settled; if that skips seqs we never stored, record a `journal.overflow` event with the
-  number lost; then ack the watermark so the device can drop what we already have.
-* status: `offline` marks the device offline only if its session is not older than the
-  last birth's; a retained `online` of the current session marks it online again, a newer
-  session we have no birth for asks for a rebirth.
+  number lost; then ack `first - 1` (not what we hold above it: the device shows us its
+  journal again, see events); a `next` at or below a seq we have seals the epoch (below).
+* status: a will/status belongs to the connection `(epoch, session)` of a birth: `offline`
+  marks the device offline only if it is the last birth's (its epoch, or the epoch that
+  connection left with `new_epoch`, and the same session); a retained `online` of it marks
+  it online again, a newer session or an unknown epoch asks for a rebirth.
 * event: persist (deduplicated by device, epoch, seq), then ack `upto` = highest seq with no
   gap below it that this session of the device has shown us (its birth's `first - 1`, then
   seqs it sent that we stored or that matched what we had). A duplicate is a seq we already
