@@ -388,7 +388,7 @@ class CoapEdge:
         for w in list(d.waiters):
             if w.future.done():
                 continue
-            if mtype == "rebirth" or (mtype == "ack" and w.want(body)):
+            if mtype in ("rebirth", "new_epoch") or (mtype == "ack" and w.want(body)):
                 w.future.set_result(payload)
                 consumed = True
         if consumed:

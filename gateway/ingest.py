@@ -11,12 +11,20 @@ it true; acks are coalesced to one per device per batch (the highest `upto`).
 Rules (docs/protocol.md):
 * birth: register/update the device, mark it online; events at or below `first - 1` are
   settled; if that skips seqs we never stored, record a `journal.overflow` event with the
-  number lost; then ack the watermark so the device can drop what we already have.
-* status: `offline` marks the device offline only if its session is not older than the
-  last birth's; a retained `online` of the current session marks it online again, a newer
-  session we have no birth for asks for a rebirth.
+  number lost; then ack `first - 1` (not what we hold above it: the device shows us its
+  journal again, see events); a `next` at or below a seq we have seals the epoch (below).
+* status: a will/status belongs to the connection `(epoch, session)` of a birth: `offline`
+  marks the device offline only if it is the last birth's (its epoch, or the epoch that
+  connection left with `new_epoch`, and the same session); a retained `online` of it marks
+  it online again, a newer session or an unknown epoch asks for a rebirth.
 * event: persist (deduplicated by device, epoch, seq), then ack `upto` = highest seq with no
-  gap below it. Duplicates are acknowledged again. Unknown device → rejected and rebirth.
+  gap below it that this session of the device has shown us (its birth's `first - 1`, then
+  seqs it sent that we stored or that matched what we had). A duplicate is a seq we already
+  have with the same content (type, t, body): not stored, acknowledged again. The same seq
+  with other content is new data under a reused seq (a journal rolled back: the device was
+  restored from an older copy of its flash): never dropped, never acked; the epoch is
+  sealed at that seq and the device is told `new_epoch` (docs/protocol.md "Journal rolled
+  back"). Unknown device → rejected and rebirth.
 * reply: update the command (see `gateway.commands`).
 
 Rejected messages are counted per reason (`GET /stats`) one by one, and logged per batch and
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -45,12 +54,15 @@ log = logging.getLogger("gateway.ingest")
 
 OVERFLOW_EVENT = "journal.overflow"
 REBIRTH_MEMORY = 10_000  # devices remembered for the rebirth interval (pruned beyond)
+ROLLBACK_EVENT = "journal.rollback"
 
 
 @dataclass
 class Effects:
     """What a batch asks for once it has committed."""
     acks: dict[str, tuple[str, int]] = field(default_factory=dict)  # device → (epoch, upto)
+    # device → (epoch, upto, new epoch): a `new_epoch` to publish instead of an ack
+    new_epochs: dict[str, tuple[str, int, str]] = field(default_factory=dict)
     rebirths: set[str] = field(default_factory=set)
     births: list[str] = field(default_factory=list)
     rejections: Counter[str] = field(default_factory=Counter)
@@ -58,6 +70,7 @@ class Effects:
     received: int = 0
     persisted: int = 0
     duplicates: int = 0
+    conflicts: int = 0  # events refused: a seq of this epoch we have with other content, or sealed
     touched: set[str] = field(default_factory=set)
 
     def reject(self, reason: str, sample: str) -> None:
@@ -66,8 +79,20 @@ class Effects:
         self.rejections[reason] += 1
         self.samples.setdefault(reason, sample)
 
+    def ack(self, dev: str, epoch: str, upto: int) -> None:
+        self.new_epochs.pop(dev, None)
+        self.acks[dev] = (epoch, upto)
+
+    def new_epoch(self, dev: str, epoch: str, upto: int, new: str) -> None:
+        self.acks.pop(dev, None)
+        self.new_epochs[dev] = (epoch, upto, new)
+
     def merge(self, other: Effects) -> None:
-        self.acks.update(other.acks)
+        for dev, (epoch, upto) in other.acks.items():
+            self.ack(dev, epoch, upto)
+        for dev, (epoch, upto, new) in other.new_epochs.items():
+            self.new_epoch(dev, epoch, upto, new)
+        self.conflicts += other.conflicts
         self.rebirths |= other.rebirths
         self.births += [b for b in other.births if b not in self.births]
         self.rejections.update(other.rejections)
@@ -109,15 +134,54 @@ def apply_birth(store: Store, b: Birth, now: int, eff: Effects) -> None:
             log.warning("journal overflow device=%s epoch=%s lost=%d seqs=%d..%d", b.dev,
                         b.epoch, lost, watermark + 1, settled)
     upto = store.advance_watermark(b.dev, b.epoch, start=settled)
-    eff.acks[b.dev] = (b.epoch, upto)
+    # this session has shown us nothing yet: acks start from `first - 1`, never from what we
+    # hold above it (a journal restored from an older copy may hold other events there)
+    store.set_verified(b.dev, b.epoch, settled, mark=store.last_event_id())
+    st = store.epoch_state(b.dev, b.epoch)
+    assert st is not None
+    if b.next <= store.max_seq(b.dev, b.epoch):  # its next seq is one we already have
+        _seal(store, b.dev, b.epoch, st, b.next, now, b.t, "behind", eff)
+    _answer(b.dev, b.epoch, st, settled, eff)
     eff.births.append(b.dev)
     change = "online" if prev is None or not prev["online"] else "birth"
     if prev is not None and prev["epoch"] != b.epoch:
         log.warning("device epoch changed device=%s old=%s new=%s (journal wiped?)", b.dev,
                     prev["epoch"], b.epoch)
     _announce_device(store, b.dev, change)
-    log.info("birth device=%s kind=%s fw=%s session=%d epoch=%s first=%d next=%d acked=%d",
+    log.info("birth device=%s kind=%s fw=%s session=%d epoch=%s first=%d next=%d stored=%d",
              b.dev, b.kind, b.fw, b.session, b.epoch, b.first, b.next, upto)
+
+
+def _seal(store: Store, dev: str, epoch: str, st: dict[str, Any], seq: int, now: int,
+          t: int | None, why: str, eff: Effects) -> None:
+    """Close `epoch` of `dev` from `seq` on (its journal was rolled back): nothing at or above
+    `seq` is stored in it any more, the device is told to go on in a new epoch (made here,
+    with its watermark at `seq - 1`), and a `journal.rollback` event (an alert) is recorded."""
+    if st["sealed"] is not None and st["sealed"] <= seq:
+        return
+    while True:
+        fork = secrets.token_hex(4)
+        if fork != epoch and not store.epoch_known(dev, fork):
+            break
+    store.seal_epoch(dev, epoch, seq, fork)
+    store.set_watermark(dev, fork, seq - 1)
+    had = store.max_seq(dev, epoch)
+    st["sealed"], st["fork"] = seq, fork
+    store.insert_event(dev, epoch, None, ROLLBACK_EVENT, t, now,
+                       {"epoch": epoch, "from": seq, "had": had, "new_epoch": fork,
+                        "reason": why})
+    log.warning("journal rolled back device=%s epoch=%s reason=%s from_seq=%d stored_upto=%d "
+                "new_epoch=%s (restored from an older flash copy? nothing is dropped: the "
+                "device goes on in the new epoch)", dev, epoch, why, seq, had, fork)
+
+
+def _answer(dev: str, epoch: str, st: dict[str, Any], verified: int, eff: Effects) -> None:
+    """Ack `verified`, or, once everything below a seal is verified, send `new_epoch`."""
+    sealed = st["sealed"]
+    if sealed is not None and verified >= sealed - 1:
+        eff.new_epoch(dev, epoch, sealed - 1, st["fork"])
+    else:
+        eff.ack(dev, epoch, verified)
 
 
 def apply_status(store: Store, s: Status, now: int, eff: Effects) -> None:
@@ -126,16 +190,24 @@ def apply_status(store: Store, s: Status, now: int, eff: Effects) -> None:
         if s.online:  # a device we have no birth for is up: ask it to introduce itself
             eff.rebirths.add(s.dev)
         return
+    # a status belongs to one connection: its epoch (when it names one) and its session.
+    # The connection that moved to a new epoch (`new_epoch`) keeps the will it connected with
+    ours = s.epoch is None or s.epoch == dev["epoch"] or store.forked_into(s.dev, s.epoch,
+                                                                          dev["epoch"])
     if not s.online:
-        if s.session < dev["session"]:
-            log.info("late will ignored device=%s will_session=%d session=%d", s.dev,
-                     s.session, dev["session"])
+        if not ours or s.session != dev["session"]:
+            log.info("late will ignored device=%s will_epoch=%s will_session=%d epoch=%s "
+                     "session=%d", s.dev, s.epoch, s.session, dev["epoch"], dev["session"])
             return
         if dev["online"]:
             store.set_online(s.dev, False, now)
             _announce_device(store, s.dev, "offline")
             log.info("offline device=%s session=%d", s.dev, s.session)
         return
+    if not ours:
+        if not store.epoch_known(s.dev, s.epoch or ""):
+            eff.rebirths.add(s.dev)  # a journal we have no birth for (wiped since?)
+        return  # a retained status of an older epoch
     if s.session > dev["session"]:
         eff.rebirths.add(s.dev)  # a newer connection whose birth we missed
     elif s.session == dev["session"] and not dev["online"]:
@@ -150,13 +222,81 @@ def apply_event(store: Store, e: Event, now: int, eff: Effects) -> None:
         eff.rebirths.add(e.dev)
         return
     epoch = dev["epoch"]
-    if store.insert_event(e.dev, epoch, e.seq, e.type, e.t, now, e.body) is None:
-        eff.duplicates += 1
-    else:
-        eff.persisted += 1
-    upto = store.advance_watermark(e.dev, epoch)
-    eff.acks[e.dev] = (epoch, upto)
+    track = _Track(store.epoch_state(e.dev, epoch))
+    _insert_checked(store, e, epoch, track, now, eff)
+    store.advance_watermark(e.dev, epoch)
+    _finish(store, e.dev, epoch, track, eff)
     eff.touched.add(e.dev)
+
+
+class _Track:
+    """One device's events of one epoch in a batch: which seqs it showed us (stored new, or a
+    true duplicate), in order."""
+
+    __slots__ = ("st", "shown", "new")
+
+    def __init__(self, st: dict[str, Any] | None) -> None:
+        # no acks row (cannot happen after a birth): trust what is stored, as before
+        self.st = st if st is not None else {"upto": 0, "verified": None, "mark": 0,
+                                             "sealed": None, "fork": None}
+        self.shown: list[int] = []
+        self.new: set[int] = set()
+
+
+def _same(stored: tuple[int, str, int | None, Any], e: Event) -> bool:
+    _, type_, t, body = stored
+    return type_ == e.type and t == e.t and body == e.body
+
+
+def _insert_checked(store: Store, e: Event, epoch: str, track: _Track, now: int,
+                    eff: Effects) -> None:
+    """Store one event unless its epoch is sealed at or below its seq; a seq we have with other
+    content seals the epoch there."""
+    sealed = track.st["sealed"]
+    if sealed is not None and e.seq >= sealed:
+        eff.conflicts += 1
+        return
+    if store.insert_event(e.dev, epoch, e.seq, e.type, e.t, now, e.body) is not None:
+        eff.persisted += 1
+        track.new.add(e.seq)
+        track.shown.append(e.seq)
+        return
+    have = store.stored_event(e.dev, epoch, e.seq)
+    if have is not None and _same(have, e):
+        eff.duplicates += 1
+        track.shown.append(e.seq)
+        return
+    eff.conflicts += 1
+    _seal(store, e.dev, epoch, track.st, e.seq, now, e.t, "seq-reused", eff)
+
+
+def _finish(store: Store, dev: str, epoch: str, track: _Track, eff: Effects) -> None:
+    """Advance and store the session's verified prefix, then answer (ack or `new_epoch`)."""
+    st = track.st
+    v = st["verified"] if st["verified"] is not None else st["upto"]
+    mark = st["mark"] or 0
+    sealed = st["sealed"]
+    start = v
+
+    def advance(v: int) -> int:
+        while sealed is None or v + 1 < sealed:
+            if (v + 1) in track.new:
+                v += 1
+                continue
+            eid = store.event_id(dev, epoch, v + 1)
+            if eid is None or eid <= mark:
+                break
+            v += 1  # stored earlier in this session (a gap now filled)
+        return v
+
+    for seq in track.shown:
+        if seq == v + 1:
+            v = advance(seq)
+    v = advance(v)
+    if v != start or st["verified"] is None:
+        store.set_verified(dev, epoch, v)
+        st["verified"] = v
+    _answer(dev, epoch, st, v, eff)
 
 
 def apply_reply_message(store: Store, r: Reply, now: int, eff: Effects) -> None:
@@ -196,6 +336,7 @@ class _Batch:
         self.devices: dict[str, dict[str, Any] | None] = {}
         self.events: list[tuple[Event, str]] = []  # (event, epoch) not inserted yet
         self.seqs: dict[tuple[str, str], set[int]] = {}
+        self.tracks: dict[tuple[str, str], _Track] = {}
 
     def device(self, dev: str) -> dict[str, Any] | None:
         try:
@@ -217,24 +358,40 @@ class _Batch:
         with events in this batch."""
         store = self.store
         now = self.now
-        ids = store.insert_events_many([(e.dev, epoch, e.seq, e.type, e.t, now, e.body)
-                                        for e, epoch in self.events])
-        for (e, epoch), eid in zip(self.events, ids):
-            if eid is None:
-                eff.duplicates += 1
-            else:
+        tracks = self.tracks
+        for e, epoch in self.events:
+            if (e.dev, epoch) not in tracks:
+                tracks[(e.dev, epoch)] = _Track(store.epoch_state(e.dev, epoch))
+        rows = [(e.dev, epoch, e.seq, e.type, e.t, now, e.body) for e, epoch in self.events
+                if (s := tracks[(e.dev, epoch)].st["sealed"]) is None or e.seq < s]
+        # all new (the common case): one executemany; else one by one, in order, each
+        # duplicate compared with what we have (a reused seq seals the epoch at once, so
+        # nothing above it is stored)
+        ids = store.insert_events_many(rows, one_by_one=False) \
+            if len(rows) == len(self.events) else None
+        if ids is not None:
+            for (e, epoch), eid in zip(self.events, ids):
                 eff.persisted += 1
+                t = tracks[(e.dev, epoch)]
+                t.new.add(e.seq)
+                t.shown.append(e.seq)
+        else:
+            for e, epoch in self.events:
+                _insert_checked(store, e, epoch, tracks[(e.dev, epoch)], now, eff)
+        for e, epoch in self.events:
             self.seqs.setdefault((e.dev, epoch), set()).add(e.seq)
             eff.touched.add(e.dev)
         self.events.clear()
         for (dev, epoch), seqs in self.seqs.items():
+            seqs = tracks[(dev, epoch)].new
             w = start = store.get_watermark(dev, epoch) or 0
             while (w + 1) in seqs or store.has_event(dev, epoch, w + 1):
                 w += 1
             if w != start or start == 0:
                 store.set_watermark(dev, epoch, w)
-            eff.acks[dev] = (epoch, w)
+            _finish(store, dev, epoch, tracks[(dev, epoch)], eff)
         self.seqs.clear()
+        tracks.clear()
 
 
 def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff: Effects) -> None:
@@ -319,6 +476,7 @@ def apply_decoded(store: Store, decoded: list[tuple[str, Message]], rejections: 
         store.bump("messages_received", eff.received)
         store.bump("events_persisted", eff.persisted)
         store.bump("duplicates", eff.duplicates)
+        store.bump("seq_conflicts", eff.conflicts)
         for reason, n in eff.rejections.items():
             store.bump_rejection(reason, n)
         store.touch(sorted(eff.touched), now)
@@ -485,6 +643,11 @@ class IngestWorker:
         now = self.clock()
         sends: list[Coroutine[Any, Any, Any]] = [self._publish_ack(dev, epoch, upto, now)
                                        for dev, (epoch, upto) in eff.acks.items()]
+        for dev, (epoch, upto, new) in eff.new_epochs.items():
+            log.info("new epoch requested device=%s epoch=%s upto=%d new=%s", dev, epoch, upto,
+                     new)
+            sends.append(self._publish(protocol.topic(dev, "ctl"),
+                                       protocol.encode_ctl_new_epoch(dev, epoch, upto, new, now)))
         mono = time.monotonic()
         if len(self._last_rebirth) > REBIRTH_MEMORY:  # a flood of made-up device ids
             self._last_rebirth = {d: t for d, t in self._last_rebirth.items()

@@ -88,6 +88,7 @@ class Status:
     t: int | None
     online: bool
     session: int
+    epoch: str | None = None  # the journal epoch of the connection (None: older devices)
 
 
 # not frozen (the other messages are): one is built per event on the ingest hot path, and a
@@ -274,7 +275,8 @@ def decode(topic_: str, payload: bytes) -> Message:
         if mtype not in ("online", "offline"):
             raise ProtocolError("bad-field", f"status type must be online/offline, not {mtype!r}")
         return Status(dev=dev, t=t, online=mtype == "online",
-                      session=_int(body, "session", "body."))
+                      session=_int(body, "session", "body."),
+                      epoch=_opt_str(body, "epoch", "body.", max_len=64))
     if channel == "evt":
         if not EVENT_TYPE_RE.match(mtype):
             raise ProtocolError("bad-field", f"bad event type {mtype!r}")
@@ -308,6 +310,13 @@ def encode_ack(dev: str, epoch: str, upto: int, now: int) -> bytes:
     # `_encode` stays strict for commands, whose args come from API callers)
     return orjson.dumps({"v": VERSION, "dev": dev, "type": "ack", "t": now,
                     "body": {"epoch": epoch, "upto": upto, "now": now}})
+
+
+def encode_ctl_new_epoch(dev: str, epoch: str, upto: int, new: str, now: int) -> bytes:
+    """Tell a device whose journal was rolled back to go on in epoch `new` (docs/protocol.md,
+    "Journal rolled back: `new_epoch`")."""
+    return _encode({"v": VERSION, "dev": dev, "type": "new_epoch", "t": now,
+                    "body": {"epoch": epoch, "upto": upto, "new": new, "now": now}})
 
 
 def encode_ctl_rebirth(dev: str, now: int) -> bytes:

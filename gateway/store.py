@@ -254,6 +254,19 @@ MIGRATIONS: tuple[str, ...] = (
                         status = 'expired', reason = 'timeout', result = NULL
         WHERE late = 1 AND status IN ('done', 'rejected', 'failed');
     """,
+    # 12: a journal rolled back (device restored from an older flash copy, docs/protocol.md
+    #     "Journal rolled back"). Per (device, epoch): `verified`, the highest seq the device's
+    #     current session has shown us (birth `first - 1`, then seqs it sent that we stored or
+    #     that matched what we had) — acks never go past it; `mark`, the last events.id at that
+    #     birth (a row above it arrived in this session); `sealed`, the first seq of the epoch
+    #     we refuse (NULL: open) and `fork`, the epoch the device was told to go on in
+    """
+    ALTER TABLE acks ADD COLUMN verified INTEGER;
+    ALTER TABLE acks ADD COLUMN mark INTEGER;
+    ALTER TABLE acks ADD COLUMN sealed INTEGER;
+    ALTER TABLE acks ADD COLUMN fork TEXT;
+    UPDATE acks SET verified = upto, mark = (SELECT COALESCE(MAX(id), 0) FROM events);
+    """,
 )
 
 
@@ -462,13 +475,20 @@ class Store:
             return [self.insert_event(*row) for row in rows]
 
     def insert_events_many(self, rows: Sequence[tuple[str, str, int | None, str, int | None,
-                                                      int, dict[str, Any]]]
-                           ) -> list[int | None]:
+                                                      int, dict[str, Any]]],
+                           one_by_one: bool = True) -> list[int | None] | None:
         """`insert_event` for many rows, inside a transaction, with two `executemany` (events,
         then stream) instead of two statements per event: the ingest's serial stage is Python
         per statement. When a row is a duplicate, the rows go one by one through
-        `insert_event` instead (in a savepoint rolled back first)."""
+        `insert_event` instead (in a savepoint rolled back first) — or, with
+        `one_by_one=False`, nothing is inserted and None is returned (the caller goes one by
+        one itself: the ingest compares each duplicate with what is stored)."""
         if len(rows) < 2:
+            if not one_by_one:
+                if not rows:
+                    return []
+                eid = self.insert_event(*rows[0])
+                return None if eid is None else [eid]
             return [self.insert_event(*row) for row in rows]
         bodies = [_dumps_decoded(row[6]) for row in rows]
         conn = self.conn
@@ -499,6 +519,8 @@ class Store:
                     for hook in self.stream_hooks:  # as append_stream does, same transaction
                         hook(self, item)
         except _NotAllNew:
+            if not one_by_one:
+                return None
             return [self.insert_event(*row) for row in rows]
         return list(ids)
 
@@ -552,6 +574,57 @@ class Store:
             """INSERT INTO acks (device, epoch, upto) VALUES (?,?,?)
                ON CONFLICT (device, epoch) DO UPDATE SET upto = MAX(upto, excluded.upto)""",
             (device, epoch, upto))
+
+    # -- a session's verified prefix and rolled-back epochs (migration 11) -----------------
+
+    def epoch_state(self, device: str, epoch: str) -> dict[str, Any] | None:
+        """`upto`, `verified`, `mark`, `sealed`, `fork` of `(device, epoch)`, or None."""
+        row = self.conn.execute("SELECT upto, verified, mark, sealed, fork FROM acks "
+                                "WHERE device=? AND epoch=?", (device, epoch)).fetchone()
+        return None if row is None else dict(row)
+
+    def set_verified(self, device: str, epoch: str, verified: int,
+                     mark: int | None = None) -> None:
+        """Store the session's verified prefix (and, at a birth, the events.id mark)."""
+        if mark is None:
+            self.conn.execute("UPDATE acks SET verified = ? WHERE device=? AND epoch=?",
+                              (verified, device, epoch))
+        else:
+            self.conn.execute("UPDATE acks SET verified = ?, mark = ? WHERE device=? AND epoch=?",
+                              (verified, mark, device, epoch))
+
+    def seal_epoch(self, device: str, epoch: str, sealed: int, fork: str) -> None:
+        self.conn.execute("UPDATE acks SET sealed = ?, fork = ? WHERE device=? AND epoch=?",
+                          (sealed, fork, device, epoch))
+
+    def epoch_known(self, device: str, epoch: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM acks WHERE device=? AND epoch=?",
+                                 (device, epoch)).fetchone() is not None
+
+    def forked_into(self, device: str, epoch: str, fork: str) -> bool:
+        """True if `epoch` of `device` was closed with the device told to go on in `fork`."""
+        return self.conn.execute("SELECT 1 FROM acks WHERE device=? AND epoch=? AND fork=?",
+                                 (device, epoch, fork)).fetchone() is not None
+
+    def last_event_id(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+
+    def max_seq(self, device: str, epoch: str) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events "
+                                     "WHERE device=? AND epoch=?", (device, epoch)).fetchone()[0])
+
+    def stored_event(self, device: str, epoch: str, seq: int
+                     ) -> tuple[int, str, int | None, Any] | None:
+        """`(id, type, t_device, body)` of the event stored at `(device, epoch, seq)`."""
+        row = self.conn.execute("SELECT id, type, t_device, body FROM events "
+                                "WHERE device=? AND epoch=? AND seq=?",
+                                (device, epoch, seq)).fetchone()
+        return None if row is None else (row[0], row[1], row[2], orjson.loads(row[3]))
+
+    def event_id(self, device: str, epoch: str, seq: int) -> int | None:
+        row = self.conn.execute("SELECT id FROM events WHERE device=? AND epoch=? AND seq=?",
+                                (device, epoch, seq)).fetchone()
+        return None if row is None else int(row[0])
 
     def advance_watermark(self, device: str, epoch: str, start: int | None = None) -> int:
         """Move the watermark over every stored seq contiguous above it; returns it."""

@@ -119,6 +119,14 @@ class Journal:
             self._save_meta()
         return True
 
+    def rebase(self, epoch, upto):
+        """The gateway's `new_epoch`: entries <= upto are settled, the rest go on (same seqs)
+        in `epoch`. One metadata write after the ack's: a power cut in between leaves the old
+        epoch, which the gateway answers with the same `new_epoch` again."""
+        self.ack(upto)
+        self.epoch = epoch
+        self._save_meta()
+
     def entries(self, after, limit):
         """Up to `limit` journaled (seq, payload) with seq > after, in order."""
         start = max(after + 1, self.first)

@@ -97,7 +97,8 @@ class Runtime:
         return json.dumps(self._msg(mtype, body, **extra))
 
     def _will(self, session):
-        return (self.prefix + "status", self._env("offline", {"session": session}).encode(), True, 1)
+        body = {"session": session, "epoch": self.journal.epoch}
+        return (self.prefix + "status", self._env("offline", body).encode(), True, 1)
 
     # --- events -----------------------------------------------------------------
     def emit(self, etype, body):
@@ -161,6 +162,22 @@ class Runtime:
             self._sent_at = time.ticks_ms()
             self._wake.set()
 
+    def _on_new_epoch(self, body):
+        # the gateway has other events under our seqs (our journal was restored from an older
+        # copy): entries <= upto are settled, the rest go on in the epoch it names (same seqs)
+        new, upto = body.get("new"), body.get("upto")
+        if body.get("epoch") != self.journal.epoch or not isinstance(upto, int) or \
+                not isinstance(new, str) or not 0 < len(new) <= 64 or new == self.journal.epoch:
+            return
+        now = body.get("now")
+        if isinstance(now, int):
+            self._clock = (now, time.ticks_ms())
+        self.log("journal rolled back: new epoch", new, "from seq", upto + 1)
+        self.journal.rebase(new, upto)
+        self.client.will = self._will(self.state["session"] + 1)  # the next connect's will
+        self._birth_due = True
+        self._wake.set()
+
     # --- session ------------------------------------------------------------------
     async def _on_connect(self, client):
         session = self.state["session"] + 1
@@ -172,7 +189,8 @@ class Runtime:
         await client.subscribe("pe/1/gateway/state", 1)
         self._sent = self.journal.first - 1
         await self._publish_birth()
-        await client.publish(self.prefix + "status", self._msg("online", {"session": session}), 1, True)
+        await client.publish(self.prefix + "status", self._msg(
+            "online", {"session": session, "epoch": self.journal.epoch}), 1, True)
         self._down_since = None
         self.log("online session", session)
         self._wake.set()
@@ -208,6 +226,8 @@ class Runtime:
             elif topic.endswith("/ctl"):
                 if mtype == "ack":
                     self._on_ack(body)
+                elif mtype == "new_epoch":
+                    self._on_new_epoch(body)
                 elif mtype == "rebirth":
                     self._birth_due = True
                     self._wake.set()

@@ -87,6 +87,12 @@ RULES: tuple[Rule, ...] = (
          "Locker {device}, door {compartment}: a pickup was interrupted by a power cut"),
     Rule("event", "journal.overflow", "warning", "journal.overflow:{device}",
          "{device} lost events while offline (journal full)"),
+    # gateway/ingest.py: the device's journal went back (restored from an older flash copy):
+    # nothing was dropped, its events go on in a new epoch (docs/protocol.md)
+    Rule("event", "journal.rollback", "warning", "journal.rollback:{device}",
+         "{device}: journal rolled back (restored from an older flash copy?): events from seq "
+         "{from} go on in new epoch {new_epoch}, nothing dropped; check how the device was "
+         "restored"),
     # pneumatic tube (gateway/services/tube.py: `tube` items of type `alert.<kind>`)
     Rule("tube", "alert.carrier_lost", "critical", "tube.lost:{job_id}", "Tube: {message}"),
     Rule("tube", "alert.job_failed", "critical", "tube.failed:{job_id}", "Tube: {message}"),
