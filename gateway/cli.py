@@ -47,6 +47,7 @@ async def _customer(store, samples: list[str], stop: asyncio.Event, rng: random.
 async def demo(args: argparse.Namespace) -> int:
     from gateway.fitting_demo import DEMO_STOCK, fitting_customer
     from gateway.locker_demo import locker_day
+    from gateway.tube_demo import DEMO_TUBE, tube_day
     from gateway.app import Gateway, GatewayConfig
     from gateway.embedded_broker import EmbeddedBroker
     from hil.sim.store import VirtualStore
@@ -74,7 +75,7 @@ async def demo(args: argparse.Namespace) -> int:
             ensure_key(workdir / "locker-keys.json", bank_id)
         config = GatewayConfig(broker_host=host, broker_port=port, db_path=workdir / "gateway.db",
                                http_host=http_host, http_port=http_port, samples_file=DEMO_SAMPLES,
-                               stock_file=DEMO_STOCK,
+                               stock_file=DEMO_STOCK, tube_network=DEMO_TUBE,
                                locker_keys_file=workdir / "locker-keys.json")
         gw = await stack.enter_async_context(Gateway(config))
         gw_task = asyncio.create_task(gw.run())
@@ -86,6 +87,9 @@ async def demo(args: argparse.Namespace) -> int:
             store.add_pad(f"pad-{i + 1}")
         room = store.add_fitting_room("room-1")  # docs/fitting-rooms.md
         bank = store.add_locker("lk-1", ["S", "S", "M", "M", "L", "L"])  # docs/lockers.md
+        # docs/tube.md, "In the demo": inputs polled every 25 ms (not 10: each poll is a round
+        # trip to the rig in this process), so a passing capsule blocks an eye for 300 ms
+        tube = store.add_tube(DEMO_TUBE, poll_ms=25, pass_ms=300, dt=0.02)
         store.start()
         stack.callback(store.stop)
         await asyncio.to_thread(store.wait_online, 30)
@@ -93,7 +97,7 @@ async def demo(args: argparse.Namespace) -> int:
         base = f"http://{http_host}:{http_port}"
         print(f"""
 Phygital Edge demo store is running on real MicroPython firmware: {args.pads} sample pads,
-a fitting room and a locker bank.
+a fitting room, a locker bank and a tube line (stockroom, womenswear till, fitting-room desk).
   staff dashboard:   {base}/dashboard
   API (OpenAPI):     {base}/docs
   devices:           {base}/devices
@@ -101,6 +105,7 @@ a fitting room and a locker bank.
   live event stream: {base}/stream      (try: curl -N {base}/stream)
   fitting room:      {base}/mirror/room-1   (the mirror; staff: {base}/fitting/requests)
   locker bank:       {base}/lockers/lk-1
+  tube line:         {base}/tube/line    (dispatches: {base}/tube/dispatches)
   send a command:    curl -X POST {base}/devices/pad-1/commands -H 'content-type: application/json' \\
                        -d '{{"name":"blink","args":{{"times":3}},"idempotency_key":"try-1"}}'
 Ctrl-C stops everything.
@@ -114,6 +119,8 @@ Ctrl-C stops everything.
         stack.push_async_callback(_cancel, fitting)
         lockers = asyncio.create_task(locker_day(bank, base, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, lockers)
+        tubes = asyncio.create_task(tube_day(tube, base, stop, random.Random(args.seed)))
+        stack.push_async_callback(_cancel, tubes)
         if args.duration:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.duration)
@@ -133,7 +140,8 @@ async def _cancel(task: asyncio.Task) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="phygital", description="Phygital Edge: connected-store devices and gateway")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="run a virtual store: broker, gateway, sample pads on real firmware")
+    d = sub.add_parser("demo", help="run a virtual store: broker, gateway, sample pads, a fitting "
+                       "room, a locker bank and a tube line on real firmware")
     d.add_argument("--broker", type=lambda v: _hostport(v, 1883), help="use this MQTT broker (host:port) "
                    "instead of the embedded one")
     d.add_argument("--http", type=lambda v: _hostport(v, 8080), default=("127.0.0.1", 8080),

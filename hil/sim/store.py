@@ -126,6 +126,48 @@ class FittingRoomHandle:
         return self.sim.output("call_led")
 
 
+class TubeHandle:
+    """The world around a tube line (docs/tube.md): staff at the stations load carriers into
+    send chambers, press SEND and take carriers out of the bins; `model` is the virtual line
+    between the boards (hil/sim/tube.py), `devices` maps each station to its board."""
+
+    def __init__(self, rig: VirtualRig, model, devices: dict[str, str]):
+        self.rig, self.model, self.devices = rig, model, devices
+
+    def _sim(self, station: str) -> SimDevice:
+        return self.rig.device(self.devices[station])
+
+    def display(self, station: str) -> str:
+        """The station display's last line."""
+        raw = bytes(self._sim(station).uart_from_fw.get("display", b"")[-400:])
+        return raw.decode(errors="replace").rstrip("\n").rsplit("\n", 1)[-1]
+
+    def load(self, station: str) -> None:
+        """Open the station door, put a carrier in the send chamber, close the door."""
+        sim = self._sim(station)
+        sim.trace.note(sim.name, "staff load a carrier")
+        sim.set_input("door", 1)
+        sim.set_input("chamber", 1)
+        sim.set_input("door", 0)
+
+    def press_send(self, station: str, ms: int = 150) -> None:
+        """Hold the station's SEND button for `ms` (longer than the firmware's debounce)."""
+        sim = self._sim(station)
+        sim.set_input("send", 1)
+        time.sleep(ms / 1000)
+        sim.set_input("send", 0)
+
+    def take(self, station: str) -> None:
+        """Someone takes the carrier out of the station's bin."""
+        self._sim(station).set_input("bin", 0)
+
+    def in_bin(self, station: str) -> bool:
+        return bool(self.model.held_at("bin", station))
+
+    def in_chamber(self, station: str) -> bool:
+        return bool(self.model.held_at("chamber", station))
+
+
 class VirtualStore:
     def __init__(self, workdir: Path, broker_host: str = "127.0.0.1", broker_port: int = 1883,
                  heap: str = "96k", keepalive: int = 10, transport: str = "mqtt",
@@ -153,6 +195,7 @@ class VirtualStore:
         self.pads: dict[str, PadHandle] = {}
         self.lockers: dict[str, LockerHandle] = {}
         self.rooms: dict[str, FittingRoomHandle] = {}
+        self.tubes: list[TubeHandle] = []
 
     def _config(self, dev: str, kind: str, app: dict) -> dict:
         cfg = {"device_id": dev, "kind": kind, "board": "sim", "transport": self.transport,
@@ -216,6 +259,41 @@ class VirtualStore:
         self.lockers[dev] = handle
         return handle
 
+    def add_tube(self, network: dict | Path, heap: str | None = None, *, poll_ms: int | None = None,
+                 pass_ms: int = 120, dt: float = 0.005) -> TubeHandle:
+        """A tube line from a network file (the one the gateway loads, `--tube-network`): one
+        `tube-station` board per station and a `tube-line` board per device that drives
+        diverters, as its `devices` map says (eyes on the board they are mapped to), and the
+        virtual line between them (hil/sim/tube.py), running from now on (it sets the idle
+        world before the firmware starts). `poll_ms`: the boards' input polling (default
+        10 ms; each poll of a pin is a round trip to the rig); `pass_ms`: how long a passing
+        carrier blocks an eye (longer than two polls)."""
+        from hil.sim.tube import TubeLineModel
+
+        net = network if isinstance(network, dict) else json.loads(Path(network).read_text())
+        devices: dict[str, str] = net["devices"]
+        extra = {} if poll_ms is None else {"poll_ms": poll_ms}
+        eyes_on: dict[str, list[str]] = {}
+        for seg in net["segments"]:
+            eyes_on.setdefault(devices.get(seg["eye"], ""), []).append(seg["eye"])
+        apps: dict[str, tuple[str, dict]] = {}
+        for st in net["stations"]:
+            dev = devices[st["id"]]
+            apps[dev] = ("tube-station", {"station": st["id"], "eyes": eyes_on.get(dev, []), **extra})
+        for d in net.get("diverters", []):
+            dev = devices[d["id"]]
+            app = apps.setdefault(dev, ("tube-line", {"diverters": [], "eyes": eyes_on.get(dev, []),
+                                                      **extra}))[1]
+            app["diverters"].append({"id": d["id"], "positions": list(d["positions"]),
+                                     "travel_ms": int(float(d["travel_time_s"]) * 1000)})
+        model = TubeLineModel(self.rig, net, pass_ms=pass_ms, dt=dt)  # before power-on
+        for dev, (kind, app) in apps.items():
+            self.devices[dev] = FirmwareProcess(self._config(dev, kind, app), self.workdir,
+                                                heap or self.heap)
+        handle = TubeHandle(self.rig, model.start(), {s["id"]: devices[s["id"]] for s in net["stations"]})
+        self.tubes.append(handle)
+        return handle
+
     def start(self) -> "VirtualStore":
         for fw in self.devices.values():
             if not fw.alive():
@@ -229,6 +307,8 @@ class VirtualStore:
     def stop(self) -> None:
         for fw in self.devices.values():
             fw.stop()
+        for tube in self.tubes:
+            tube.model.stop()
         self.rig.stop()
 
     def __enter__(self) -> "VirtualStore":
