@@ -347,6 +347,7 @@ class AuthMiddleware:
             body = json.dumps({"detail": detail}).encode()
             await send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode()),
                                     *((k.lower().encode(), v.encode()) for k, v in headers.items())]})
             await send({"type": "http.response.body", "body": body})
             if audit or status != 401:
