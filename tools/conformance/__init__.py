@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import signal
 import subprocess
@@ -58,8 +59,8 @@ class Report:
         return self.error is None and not self.failed and bool(self.results)
 
     def text(self) -> str:
-        lines = [f"conformance of {self.dev} over {self.transport} (broker {self.broker}), "
-                 f"clauses of {DOC}"]
+        head = f"conformance of {self.dev} over {self.transport} (broker {self.broker}), clauses of {DOC}"
+        lines = [head]
         if self.error:
             lines.append(f"ERROR  {self.error}")
         w = max([len(r.clause.id) for r in self.results] + [4])
@@ -181,7 +182,7 @@ def run(opts: Options, out=None) -> Report:
                 r = Result(c, "skip", str(e))
             except Broken as e:
                 r = Result(c, "fail", str(e))
-            except Exception as e:  # a kit bug must not hide the other clauses
+            except Exception as e:  # noqa: BLE001 - a kit bug must not hide the other clauses
                 r = Result(c, "fail", f"kit error: {e!r}")
             r.seconds = time.monotonic() - t0
             report.results.append(r)
@@ -230,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"run only this clause (repeatable): {', '.join(c.id for c in CLAUSES)}")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     a = ap.parse_args(argv)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", a.dev) or a.dev == "gateway":
+        ap.error(f"--dev {a.dev!r}: a device id is 1-32 of a-z, 0-9 and '-' (not first), "
+                 "and not `gateway` (docs/protocol.md#encoding)")
+    if not 0 < a.timeout <= 600 or not 0 < a.boot_timeout <= 3600:
+        ap.error("--timeout must be in (0, 600] s and --boot-timeout in (0, 3600] s")
     if a.transport == "coap":
         print("the conformance kit covers the MQTT mapping only so far; the CoAP mapping "
               f"({DOC}#coap-mapping) is not checked yet: run with --transport mqtt", file=sys.stderr)
@@ -257,4 +263,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report.ok and not any(r.status == "skip" for r in report.results) else 1
 
 
-__all__ = ["CLAUSES", "Options", "Report", "run", "main"]
+__all__ = ["CLAUSES", "Options", "Report", "main", "run"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from tools.conformance.link import Msg, MqttGatewaySide, now_ms
+from tools.conformance.link import MqttGatewaySide, Msg, now_ms
 
 DOC = "docs/protocol.md"
 HOOK_EVENT = "conformance.test"
@@ -304,7 +304,7 @@ def redelivery(ctx: Ctx) -> None:
     r1 = ctx.final_reply(cid, since)
     ctx.wait(lambda m: len(ctx.hook_events(since)) >= 1, since, "the command's event")
     ctx.settle()
-    _, b = ctx.drop_link()
+    ctx.drop_link()
     mid = ctx.link.mark()
     ctx.link.command(cid, payload)  # redelivered after the reconnect
     r2 = ctx.final_reply(cid, mid, f"a final reply to {cid} redelivered after a reconnect")
@@ -394,7 +394,8 @@ def bad_input(ctx: Ctx) -> None:
     for what, cid, _, expect in cases:
         if cid is None:
             continue
-        rs = ctx.link.find(lambda m: m.channel == "reply" and m.obj is not None and m.obj.get("id") == cid, since)
+        rs = ctx.link.find(lambda m, cid=cid: m.channel == "reply" and m.obj is not None
+                           and m.obj.get("id") == cid, since)
         finals = [r.body for r in rs if r.body.get("status") in FINAL]
         if expect == "ignore" and any(f.get("status") != "rejected" for f in finals):
             problems.append(f"{what}: answered {finals[-1]}")
