@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(see `phygital provision --help`)", add_help=False)
     sub.add_parser("schema", help="a gateway database's schema version (see `phygital schema --help`)",
                    add_help=False)
+    sub.add_parser("conformance", help="check a device against docs/protocol.md, clause by clause "
+                   "(see `phygital conformance --help`)", add_help=False)
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "gateway":
         from gateway.__main__ import main as gateway_main
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "schema":
         from gateway.schema_cli import main as schema_main
         return schema_main(rest)
+    if args.cmd == "conformance":
+        from tools.conformance import main as conformance_main
+        return conformance_main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.pads < 1:

@@ -54,6 +54,7 @@ def load(path):
     if transport == "coap":
         _coap_key(mq, cfg["device_id"])
     _check_credentials(mq, transport)
+    _check_conformance(cfg, mq)
     wifi = cfg.get("wifi")
     if wifi is not None and not (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str)):
         raise ConfigError("wifi must be an object with an ssid (and a password)")
@@ -76,6 +77,17 @@ def _coap_key(mq, dev):
         raise ConfigError("coap.key must be 64 hex digits")
     mq["user"] = dev
     mq["password"] = key
+
+
+def _check_conformance(cfg, mq):
+    # the test hook (docs/protocol.md "Conformance") never runs against a store's broker: every
+    # provisioned config has credentials, and the store broker refuses anonymous clients
+    hook = cfg.get("conformance", False)
+    if not isinstance(hook, bool):
+        raise ConfigError("conformance must be true or false")
+    if hook and (mq.get("user") is not None or mq.get("tls") is not None):
+        raise ConfigError("conformance (a test hook) cannot be enabled in a config with broker "
+                          "credentials or TLS: remove it, or use a test config without them")
 
 
 def _check_credentials(mq, transport):

@@ -456,7 +456,13 @@ class MQTTClient(Link):
         if n < k:
             raise OSError(errno.EIO)
         pid = 0
-        if n - k > self.max_payload or qos > 1:  # too big for us, or QoS 2: dropped, counted
+        b = None
+        if n - k <= self.max_payload and qos < 2:
+            try:
+                b = self._rx[:n] if n <= self.rx_size else memoryview(bytearray(n))
+            except MemoryError:  # no room for it now (fragmented heap): dropped, not the link
+                b = None
+        if b is None:  # too big for us, no room, or QoS 2: dropped, counted
             await self._skip(r, tl)
             if qos:
                 b = await self._body(r, 2)
@@ -464,7 +470,6 @@ class MQTTClient(Link):
             await self._skip(r, n - k)
             self._err(OSError(errno.ENOBUFS if qos < 2 else errno.EIO))
         else:
-            b = self._rx[:n] if n <= self.rx_size else memoryview(bytearray(n))
             await _fill(r, b)
             if qos:
                 pid = (b[tl] << 8) | b[tl + 1]

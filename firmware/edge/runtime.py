@@ -59,6 +59,9 @@ class Runtime:
         self._alive = time.ticks_ms()
         self.stats = {"events": 0, "cmds": 0, "bad_msgs": 0}
         self.app = app_class(self, hal, cfg["app"])
+        if cfg.get("conformance"):  # test hook only (docs/protocol.md "Conformance")
+            from edge.conformance import install
+            install(self)
         tls = cfg["mqtt"].get("tls")
         if tls and cfg.get("transport", "mqtt") == "mqtt":  # TLS only loads where configured (heap)
             from edge.tls import TLSClient
@@ -233,7 +236,7 @@ class Runtime:
                     self._wake.set()
             elif topic.endswith("/cmd") and mtype == "cmd":
                 asyncio.create_task(self._command(msg.get("id"), body))
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, MemoryError) as e:  # MemoryError: deeply nested JSON
             self.stats["bad_msgs"] += 1
             self.log("dropped message on", topic, ":", e)
 
