@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from .app import Gateway, GatewayConfig
-from .config_file import ConfigError, load as load_config_file
+from .config_file import ConfigError
+from .config_file import load as load_config_file
 from .logs import setup_logging
 from .services.pads import CatalogError
 from .services.stock import StockError

@@ -205,7 +205,7 @@ def _device_answer(content: dict[str, Any], cmd: dict[str, Any]) -> JSONResponse
 
 
 def add_locker_routes(app: FastAPI, gw: Gateway) -> None:
-    svc = lambda: gw.lockers  # noqa: E731 - the service is created with the gateway
+    svc = lambda: gw.lockers
 
     @app.post("/lockers/{bank}/orders", status_code=201, tags=["lockers"],
               responses={201: {"model": OrderOut, "description": "compartment reserved (or the "

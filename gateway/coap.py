@@ -55,7 +55,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiocoap
 import aiocoap.error
@@ -67,7 +67,8 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
 from . import protocol
-from .coap_auth import AUTH_CHANNEL, OPTION as AUTH_OPTION, CoapAuth, Refused
+from .coap_auth import AUTH_CHANNEL, CoapAuth, Refused
+from .coap_auth import OPTION as AUTH_OPTION
 from .protocol import ProtocolError
 
 log = logging.getLogger("gateway.coap")
@@ -309,7 +310,7 @@ class CoapEdge:
             self.context = None
         await self._save_state(force=True)
 
-    async def __aenter__(self) -> CoapEdge:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

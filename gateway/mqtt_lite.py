@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import deque
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 _H = struct.Struct("!H")
 
@@ -168,7 +168,7 @@ class MqttLite(asyncio.Protocol):
                     + _H.pack(pid) + payload)
         try:
             await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise MqttLiteError(f"no PUBACK within {timeout} s") from None
         finally:
             self._inflight.pop(pid, None)

@@ -369,7 +369,8 @@ class TubeArbiter:
         for c in cps[j.next_cp:idx]:
             if c.kind == "eye":
                 out.append(Alert("photo_eye_missed", f"{c.ref} did not see job {j.req.id}'s carrier "
-                                 f"(seen later at {eye_id}): clean or check the eye", "warning", j.req.id, eye_id=c.ref))
+                                 f"(seen later at {eye_id}): clean or check the eye", "warning", j.req.id,
+                                 eye_id=c.ref))
         self._passed(j, cps[idx], now, out)
         self._reconcile(now, out)
         return out
@@ -399,7 +400,8 @@ class TubeArbiter:
                         self._arrive(incoming, now, out)
                     else:
                         out.append(Alert("destination_occupied", f"a carrier appeared in {station_id}'s bin while "
-                                         f"job {incoming.req.id} is still upstream: holding it until the bin is emptied",
+                                         f"job {incoming.req.id} is still upstream: "
+                                         "holding it until the bin is emptied",
                                          "warning", incoming.req.id, station_id))
                 elif incoming is None or incoming.state != ARRIVED:
                     out.append(Alert("unexpected_carrier", f"a carrier arrived in {station_id}'s bin with no dispatch "
@@ -460,14 +462,16 @@ class TubeArbiter:
         if job is None and target in self.network.segments:
             job = self._holder(f"seg:{target}")
             if job is None or job.state not in (LOST, FAILED, HELD, IN_TRANSIT):
-                raise _refuse(out, f"segment {target!r} is not blocked" + (f" (held by {job.state} job {job.req.id})" if job else ""))
+                held = f" (held by {job.state} job {job.req.id})" if job else ""
+                raise _refuse(out, f"segment {target!r} is not blocked{held}")
         elif job is None and target in self.network.diverters:
             holder = self._holder(f"div:{target}")
             if holder is not None and holder.state in (LOST, FAILED):
                 job = holder
             elif target in self._faulted:
                 del self._faulted[target]
-                out.append(Alert("jam_cleared", f"diverter {target} returned to service by staff", "info", diverter_id=target))
+                out.append(Alert("jam_cleared", f"diverter {target} returned to service by staff", "info",
+                                 diverter_id=target))
                 self._reconcile(now, out)
                 return out
             else:
@@ -583,7 +587,8 @@ class TubeArbiter:
     def forget_finished(self) -> list[str]:
         """Drop final jobs from memory (after the gateway has stored them). Returns their ids.
         A re-submit of a forgotten id is then a new dispatch: keep ids unique upstream."""
-        gone = [i for i, j in self._jobs.items() if j.state in FINAL_STATES and not any(o == i for o in self._holds.values())]
+        gone = [i for i, j in self._jobs.items()
+                if j.state in FINAL_STATES and not any(o == i for o in self._holds.values())]
         for i in gone:
             del self._jobs[i]
         return gone
@@ -733,7 +738,8 @@ class TubeArbiter:
         for d in late:
             self._faulted[d] = f"did not confirm {j.pending[d]!r} for job {j.req.id}"
             out.append(Alert("diverter_timeout", f"diverter {d} did not confirm position {j.pending[d]!r} in time: "
-                             "out of service until it reports again or staff clear it", "error", j.req.id, diverter_id=d))
+                             "out of service until it reports again or staff clear it", "error", j.req.id,
+                             diverter_id=d))
         r = self._route(j)
         self._release(j, r.resources())
         j.pending.clear()

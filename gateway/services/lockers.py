@@ -26,7 +26,8 @@ events, the API and device commands:
 * **outward stream**: every order state change is a stream item of kind `locker`
   (`{"type": "order.<state>", "bank", "order", "compartment", "old", "state", "reason"}`).
   `order.ready` (and `order.code` for a reissued code) carry the plain `code` to live
-  subscribers that may see it (`lockers`/`admin`, gateway/redact.py) only: the stored stream row holds a `ready_id` token, the code itself lives in
+  subscribers that may see it (`lockers`/`admin`, gateway/redact.py) only: the stored stream
+  row holds a `ready_id` token, the code itself lives in
   this process's memory for `CODE_TTL_S` and is added when the item is rendered. After that,
   or after a restart, the item shows `code: null` and the order system asks for a reissue.
 * **time**: `tick(now)` every `tick_s` expires reservations and pickup windows.

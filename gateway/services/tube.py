@@ -236,7 +236,7 @@ class TubeService:
                 rows = await self.db.read(_events_tx, self.devices, self.cursor, EVENT_PAGE)
                 if not rows:
                     break
-                await self._decide(lambda a, now: [x for e in rows for x in self._apply(a, e)],
+                await self._decide(lambda a, now, rows=rows: [x for e in rows for x in self._apply(a, e)],
                                    cursor=rows[-1]["id"])
             await self._decide(lambda a, now: a.tick(now), only_if_changed=True)
 
