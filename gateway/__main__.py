@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from .services.stock import StockError
 log = logging.getLogger("gateway")
 
 
-def host_port(default_port: int):  # type: ignore[no-untyped-def]
+def host_port(default_port: int) -> Callable[[str], tuple[str, int]]:
     def parse(text: str) -> tuple[str, int]:
         host, sep, port = text.rpartition(":")
         if not sep:

@@ -390,7 +390,8 @@ def _outcome(body: bytes) -> str:
         return ""
     if not isinstance(data, dict):
         return ""
-    cmd = data.get("command") if isinstance(data.get("command"), dict) else data
+    inner = data.get("command")
+    cmd: dict[str, Any] = inner if isinstance(inner, dict) else data
     parts = [str(cmd[k]) for k in ("status", "reason") if cmd.get(k)]
     if not parts and data.get("detail"):
         parts = [str(data["detail"])]

@@ -40,7 +40,7 @@ log = logging.getLogger("gateway.bus")
 
 Handler = Callable[[str, bytes], Awaitable[None]]
 
-REPLY_TOPIC = protocol.topic("+", "reply")  # type: ignore[arg-type]
+REPLY_TOPIC = protocol.topic("+", "reply")
 LANE_SUFFIX = ".cmd"
 
 

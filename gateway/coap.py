@@ -274,7 +274,7 @@ class CoapEdge:
 
     # lifetime ---------------------------------------------------------------------------
 
-    async def start(self) -> CoapEdge:
+    async def start(self) -> Self:
         _check_port_free(self.host, self.port)
         # aiocoap logs every duplicate and retransmission at INFO
         if logging.getLogger("coap-server").level == logging.NOTSET:

@@ -166,8 +166,8 @@ class Database:
                 self._loop.call_soon_threadsafe(self.on_commit, items)
         loop = self._loop
         if loop is not None:
-            for (_, _, _, fut, _), (result, exc) in zip(group, outcomes):
-                loop.call_soon_threadsafe(_settle, fut, result, exc)
+            for (_, _, _, fut, _), (result, error) in zip(group, outcomes):
+                loop.call_soon_threadsafe(_settle, fut, result, error)
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         return fn(self._local.store, *args, **kwargs)

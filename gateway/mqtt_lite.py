@@ -31,7 +31,7 @@ class MqttLiteError(ConnectionError):
 def frames(buf: bytes) -> tuple[list[tuple[int, int, int]], int]:
     """Split the complete MQTT packets off the front of `buf`: a list of (first byte, body
     start, body end) offsets, and the offset where the incomplete rest begins."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     n = len(buf)
     i = 0
     while n - i >= 2:
@@ -192,7 +192,8 @@ class MqttLite(asyncio.Protocol):
             if self.closed.done():
                 raise MqttLiteError(f"connection lost: {self.closed.result()!r}")
             self._wakeup = asyncio.get_running_loop().create_future()
-            await asyncio.wait({self._wakeup, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: set[asyncio.Future[Any]] = {self._wakeup, self.closed}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         batch = list(self.messages)
         self.messages.clear()
         if self._paused and self.transport is not None:

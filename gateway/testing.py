@@ -511,7 +511,7 @@ class CentralConsumer:
         self.sessions_lost = 0  # reconnects where the broker no longer had our session
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 1)
+        self.client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]  # paho's hint says int; it sleeps floats
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
@@ -526,7 +526,7 @@ class CentralConsumer:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.topics.setdefault(msg.topic, []).append(msg.payload)
+            self.topics.setdefault(msg.topic, []).append(bytes(msg.payload))
             if msg.topic.endswith("/gateway/state"):
                 return
             m = json.loads(msg.payload)

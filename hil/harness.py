@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -95,7 +96,7 @@ class Mosquitto:
                       "autosave_interval 1"]
         self.conf.write_text("\n".join(lines) + "\n")
 
-    def start(self, timeout: float = 10) -> Mosquitto:
+    def start(self, timeout: float = 10) -> Self:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto not installed: apt-get install mosquitto (see README)")

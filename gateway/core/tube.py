@@ -73,7 +73,7 @@ class InvalidCommand(ValueError):
     `actions` holds what moving the clock to `now` produced before the command was refused
     (e.g. a carrier declared lost at that instant): the caller must still carry them out."""
 
-    def __init__(self, message: str, actions: list | None = None):
+    def __init__(self, message: str, actions: list[Any] | None = None):
         super().__init__(message)
         self.actions = list(actions or [])
 
@@ -106,7 +106,7 @@ class ArbiterPolicy:
     origin_door: str = ORIGIN_DOOR_UNTIL_DEPARTURE
     preposition: bool = True       # turn free diverters for the next job while its carrier is loaded
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.reservation not in (RESERVATION_ROUTE, RESERVATION_RELEASE_BEHIND):
             raise ValueError(f"policy.reservation: {self.reservation!r} is not 'route' or 'release_behind'")
         if self.origin_door not in (ORIGIN_DOOR_UNTIL_DEPARTURE, ORIGIN_DOOR_WHOLE_TRANSIT):
@@ -311,8 +311,8 @@ class TubeArbiter:
         self._reconcile(now, out)
         return out
 
-    def on_diverter_confirmed(self, diverter_id: str, position: str, now: float) -> list[Action]:
-        """A diverter reports its position (limit switch)."""
+    def on_diverter_confirmed(self, diverter_id: str, position: str | None, now: float) -> list[Action]:
+        """A diverter reports its position (limit switch); one not in its config counts as unknown (None)."""
         out: list[Action] = []
         now = self._advance(now, out)
         if diverter_id not in self.network.diverters:
@@ -462,8 +462,8 @@ class TubeArbiter:
         if job is None and target in self.network.segments:
             job = self._holder(f"seg:{target}")
             if job is None or job.state not in (LOST, FAILED, HELD, IN_TRANSIT):
-                held = f" (held by {job.state} job {job.req.id})" if job else ""
-                raise _refuse(out, f"segment {target!r} is not blocked{held}")
+                held_by = f" (held by {job.state} job {job.req.id})" if job else ""
+                raise _refuse(out, f"segment {target!r} is not blocked{held_by}")
         elif job is None and target in self.network.diverters:
             holder = self._holder(f"div:{target}")
             if holder is not None and holder.state in (LOST, FAILED):
@@ -683,7 +683,7 @@ class TubeArbiter:
         self._release(j, held)
         return held
 
-    def _rank(self, j: _Job, now: float) -> tuple:
+    def _rank(self, j: _Job, now: float) -> tuple[float, float, int]:
         """Ageing: effective priority = class rank + waiting time / ageing_s. Higher goes first;
         ties: older request, then earlier submission."""
         age = max(0.0, now - j.req.created)

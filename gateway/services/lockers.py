@@ -39,7 +39,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..commands import CommandService, IdempotencyConflict, now_ms
 from ..core.lockers import (
@@ -315,7 +315,8 @@ class LockersService:
         etype, body = e["type"], e.get("body") or {}
         now = self._now()
         try:
-            cid = body.get("compartment")
+            # unchecked: bank.compartment() refuses what is not one of its ids (device_event first)
+            cid = cast(int, body.get("compartment"))
             if etype == "load.empty" and cid in bank.compartments:
                 o = bank.order_in(cid)
                 if o is not None:  # staff must load again: the next open is a new command
@@ -344,7 +345,9 @@ class LockersService:
         holds a live code), in one transaction. The search runs off the event loop."""
         bank = self.banks[bank_id]
         before, meta_before = bank.to_dict(), _copy(self.meta[bank_id])
-        push, lost = await asyncio.to_thread(upgrade_legacy, bank, bank.key)
+        key = bank.key
+        assert key is not None, "a bank is upgraded only once it has a key"
+        push, lost = await asyncio.to_thread(upgrade_legacy, bank, key)
         batch = _Batch()
         if push:
             kid = key_id(bank.key or b"")
