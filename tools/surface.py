@@ -84,8 +84,8 @@ def _walk(name: str, parser: argparse.ArgumentParser) -> Iterator[tuple[str, str
 
 
 def _clis() -> list[tuple[str, Callable[..., Any]]]:
-    from gateway import auth, cli, schema_cli
     from gateway import __main__ as gateway_main
+    from gateway import auth, cli, schema_cli
     from hil import faults
     from tools import console, deploy, loadgen, lockers, provision, tagstation
 
