@@ -380,7 +380,7 @@ class AuthMiddleware:
                outcome[:500])
         try:
             await self.gw.db.write(_write_audit, [row])
-        except Exception:
+        except Exception:  # the action happened; say so loudly in the log
             log.exception("audit write failed row=%r", row)
 
 

@@ -402,7 +402,7 @@ class WebhookService:
             if not ok:
                 log.warning("webhook attempt failed id=%s delivery=%d attempts=%d error=%s "
                             "retry_in=%.1fs", d["sub"], d["id"], d["attempts"] + 1, error, delay)
-        except Exception:
+        except Exception:  # recorded nowhere else; the dispatcher retries
             log.exception("webhook attempt crashed delivery=%s", d.get("id"))
             await asyncio.sleep(self.settings.backoff_min_s)  # no hot loop on a persistent bug
         finally:

@@ -142,8 +142,8 @@ def test_out_of_range_numbers_get_4_00_bad_field_like_over_mqtt(cgw):
     assert coap(cgw, "post", "/pe/1/cc-big/birth?s=1", birth("cc-big", epoch="e0c0a0b1"))[0] \
         == "2.04"
     before = cgw.get("/stats")["rejections"]
-    cases = [dict(seq=2**63), dict(seq=2**64 - 1), dict(seq=2**53), dict(seq=1, t=2**63),
-             dict(seq=1, t=2**64 - 1)]
+    cases = [{"seq": 2**63}, {"seq": 2**64 - 1}, {"seq": 2**53}, {"seq": 1, "t": 2**63},
+             {"seq": 1, "t": 2**64 - 1}]
     for extra in cases:
         payload = json.dumps({"v": 1, "dev": "cc-big", "type": "x", "t": None, "body": {},
                               **extra})

@@ -121,7 +121,7 @@ def test_defaults_agree_in_code_cli_doc_and_example():
     for section, keys in SPEC.items():
         body = doc.split(f"## `[{section}]`", 1)[1].split("\n## ", 1)[0]
         for key, spec in keys.items():
-            m = re.search(rf"^\| `{key}` \| [^|]* \| `(-?[\d.]+)` \|", body, re.M)
+            m = re.search(rf"^\| `{key}` \| [^|]* \| `(-?[\d.]+)` \|", body, re.MULTILINE)
             if m is None or getattr(d, spec.field) is None:  # [coap] port: only when enabled
                 continue
             value = getattr(d, spec.field) * (1000 if spec.kind == "ms" else 1)

@@ -29,8 +29,7 @@ the bits the reader sent masked to 0 (what RxAlign would align). ``place`` keeps
 behaviour (it replaces whatever is on the reader); ``add``/``remove(tag)`` hold several.
 
 Not emulated: RxAlign itself (see above), parity/modem settings, receive gain, power-down, the
-Mem/RandomID buffer, MSBFirst
-CRC, interrupts on the IRQ pin (only the register bits).
+Mem/RandomID buffer, MSBFirst CRC, interrupts on the IRQ pin (only the register bits).
 
 Timing: ``timing="instant"`` (default) runs the air interface in zero time: a card's answer
 or the timer's expiry is visible at the next register access. ``timing="realtime"`` uses wall
