@@ -88,16 +88,17 @@ def _clis() -> list[tuple[str, Callable[..., Any]]]:
     from gateway import __main__ as gateway_main
     from gateway import auth, cli, schema_cli
     from hil import faults
-    from tools import console, deploy, loadgen, lockers, provision, tagstation
+    from tools import conformance, console, deploy, loadgen, lockers, provision, tagstation
 
     return [("phygital", cli.main),
             ("phygital gateway", gateway_main.main), ("phygital lockers", lockers.main),
             ("phygital token", auth.cli), ("phygital provision", provision.main),
-            ("phygital schema", schema_cli.main),
+            ("phygital schema", schema_cli.main), ("phygital conformance", conformance.main),
             ("python -m tools.console", console.main), ("python -m tools.deploy", deploy.main),
             ("python -m tools.loadgen", loadgen.main), ("python -m tools.tagstation", tagstation.main),
             ("python -m hil.faults", faults.main)]
-    # tools.lockers and tools.provision are the same parsers as `phygital lockers`/`provision`
+    # tools.lockers, tools.provision and tools.conformance are the same parsers as
+    # `phygital lockers`/`provision`/`conformance`
 
 
 def help_texts() -> dict[str, str]:
