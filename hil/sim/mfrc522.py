@@ -28,8 +28,13 @@ anticollision frames (NVB with a bit count, TxLastBits) with the rest of their c
 the bits the reader sent masked to 0 (what RxAlign would align). ``place`` keeps the one-card
 behaviour (it replaces whatever is on the reader); ``add``/``remove(tag)`` hold several.
 
+The IRQ pin: ``irq_pin()`` gives its level from the enabled request bits (ComIEnReg/ComIrqReg,
+DivIEnReg/DivIrqReg), inverted by IRqInv, open-drain unless IRQPushPull; the virtual rig wires
+it to an input the firmware reads (``attach_spi(..., irq=...)``, docs/hil.md). The sim link has
+no edge interrupts: a driver polls the pin's level.
+
 Not emulated: RxAlign itself (see above), parity/modem settings, receive gain, power-down, the
-Mem/RandomID buffer, MSBFirst CRC, interrupts on the IRQ pin (only the register bits).
+Mem/RandomID buffer, MSBFirst CRC, WrErr when the FIFO is written during MFAuthent.
 
 Timing: ``timing="instant"`` (default) runs the air interface in zero time: a card's answer
 or the timer's expiry is visible at the next register access. ``timing="realtime"`` uses wall
