@@ -48,3 +48,86 @@ def test_device_list_and_view_agree(gw, broker):
     finally:
         online.close()
         quiet.close()
+
+
+def _spec() -> dict:
+    from tools import apidoc
+    return apidoc.spec()
+
+
+def test_every_operation_has_a_typed_2xx_answer():
+    """Each operation's success answer names its schema: a model (or a list of one), or a
+    documented non-JSON type (the SSE stream, /metrics, the mirror page); a 204 has no body.
+    `{}` (FastAPI's default for a route typed `dict[str, Any]`) fails."""
+    spec = _spec()
+    untyped, seen = [], 0
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            ok = {c: r for c, r in op["responses"].items() if c.startswith("2")}
+            assert ok, f"{method.upper()} {path}: no 2xx answer"
+            for code, resp in ok.items():
+                seen += 1
+                if code == "204":
+                    if resp.get("content"):
+                        untyped.append(f"{method.upper()} {path} 204 has a body")
+                    continue
+                for ctype, media in (resp.get("content") or {"(none)": {}}).items():
+                    schema = media.get("schema") or {}
+                    if ctype == "application/json":
+                        inner = schema.get("items", schema) if schema.get("type") == "array" else schema
+                        if "$ref" not in inner:
+                            untyped.append(f"{method.upper()} {path} {code}: {schema}")
+                    elif schema.get("type") != "string":
+                        untyped.append(f"{method.upper()} {path} {code} {ctype}: {schema}")
+    assert seen >= 50
+    assert untyped == []
+
+
+def test_models_keep_every_field_and_secrets_stay_redacted(gw, broker):
+    """FastAPI serializes through the response model: a field it does not declare is dropped.
+    The typed answers carry exactly what the gateway's records hold."""
+    from gateway.store import public_command
+    dev = FakeDevice(f"pad-{secrets.token_hex(3)}", broker.port).connect()
+    try:
+        dev.emit("tag.placed", PAD_BODY)
+        dev.emit("button.pressed", {"n": 1})
+        dev.wait_acked(2)
+        r = gw.http.post(f"/devices/{dev.dev}/commands",
+                         json={"name": "blink", "args": {"times": 2}, "idempotency_key": "keep-1"})
+        assert r.status_code == 200, r.text
+        cmd = r.json()
+        assert set(cmd) == set(public_command(
+            {k: None for k in ("id", "device", "name", "args", "idem_key", "status", "reason",
+                               "result", "deadline", "created", "updated", "late", "sends",
+                               "last_sent")} | {"status": "done"}))
+        assert cmd["result"] == {"times": 2} and cmd["final"] is True and "late_outcome" in cmd
+        assert r.headers["location"] == f"/commands/{cmd['id']}"
+        assert gw.http.get(f"/commands/{cmd['id']}").json() == cmd
+        events = gw.http.get("/events", params={"device": dev.dev}).json()["events"]
+        placed, pressed = events
+        assert placed["body"] == PAD_BODY and "content" in placed and placed["content"] is None
+        assert "content" not in pressed  # absent on other types, as before the models
+        assert pressed["body"] == {"n": 1}
+        stats = gw.http.get("/stats").json()
+        assert {"messages_received", "mqtt", "coap", "rejections"} <= set(stats)
+    finally:
+        dev.close()
+
+
+def test_api_md_is_the_spec_rendered():
+    """docs/api.md is what `python -m tools.apidoc --write` renders from the spec now."""
+    from tools import apidoc
+    text = apidoc.render(_spec())
+    assert "| GET | [`/devices`]" in text and "### DeviceOut" in text
+    assert apidoc.DOC.read_text("utf-8") == text, (
+        "docs/api.md is stale: run `python -m tools.apidoc --write` and commit it")
+
+
+def test_apidoc_shows_each_operations_scope_from_the_policy():
+    from gateway import auth
+    from tools import apidoc
+    assert apidoc.scope_of("post", "/lockers/{bank}/orders/{order}/load") == \
+        "`operations` or `lockers` (or `admin`)"
+    assert apidoc.scope_of("get", "/health") == "none (public)"
+    assert apidoc.scope_of("get", "/webhooks") == "`admin`"
+    assert auth.required_scopes("DELETE", "/webhooks/{sub_id}") == ("admin",)
