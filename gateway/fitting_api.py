@@ -82,7 +82,10 @@ class GarmentOut(BaseModel):
 
 
 class FittingRequestOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
+    """A request (size, call, or the back-and-forth `advice`). `extra="allow"`: a request
+    carries the fields of its kind (`FittingCore._request(**data)`), so a field a new kind adds
+    reaches the API even before it is declared here."""
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
         "id": "r-7", "room": "room-1", "kind": "size", "state": "on_the_way",
         "created": 1795000000000, "updated": 1795000030000, "reason": "tube-in_flight",
         "via": "tube", "history": [["open", 1795000000000], ["on_the_way", 1795000030000]],
@@ -91,7 +94,8 @@ class FittingRequestOut(BaseModel):
         "dispatch": {"via": "tube", "job": "fr-r-7", "state": "in_flight"}}]})
     id: str
     room: str
-    kind: str = Field(description="`size` or `call`")
+    kind: str = Field(description="`size`, `call` or `advice` (back and forth: the gateway "
+                                  "suggests staff help)")
     state: str = Field(description="open, acknowledged, on_the_way, done, cancelled")
     created: int = Field(description="unix ms")
     updated: int = Field(description="unix ms")
@@ -100,8 +104,8 @@ class FittingRequestOut(BaseModel):
     history: list[list[Any]] = Field(description="[state, at (unix ms)], oldest first")
     session: str | None = None
     source: str | None = Field(default=None, description="call: `button` or `mirror`")
-    garments: list[dict[str, Any]] | None = Field(default=None, description="call: what is "
-                                                                            "in the room")
+    garments: list[dict[str, Any]] | None = Field(default=None, description="call, advice: "
+                                                                            "what is in the room")
     gtin: str | None = Field(default=None, description="size: the GTIN wanted")
     instead_of: str | None = Field(default=None, description="size: the GTIN tried on")
     where: str | None = Field(default=None, description="size: where to fetch it from")
@@ -111,6 +115,8 @@ class FittingRequestOut(BaseModel):
     dispatched: int | None = Field(default=None, description="when a dispatcher took it (ms)")
     fallback: str | None = Field(default=None, description="the dispatcher that gave it back "
                                                            "to staff")
+    swaps: int | None = Field(default=None, description="advice: garment swaps in the window")
+    window_ms: int | None = Field(default=None, description="advice: the swap window")
 
 
 class RoomViewOut(BaseModel):
