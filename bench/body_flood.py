@@ -16,7 +16,8 @@ chunked. It times from the request head sent to the first byte of the answer (go
 Phases (contiguous from the first attack on): before, during the Content-Length attack,
 between, during the chunked attack, after. A "during" phase lasts from the attack's first
 byte until 0.5 s after its answer arrived (the backlog the gateway then catches up on),
-and at least `--min-attack-window` s. The attacker runs in a process of its own. Per phase: events acknowledged per second, publish→ack
+and at least `--min-attack-window` s. The attacker runs in a process of its own. Per phase:
+events acknowledged per second, publish→ack
 latency p50/p99/max of the events acknowledged in it, and the longest time no ack arrived
 at all (sampled every 20 ms). Also the gateway's peak RSS (VmHWM) before and after.
 
@@ -41,6 +42,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import itertools
 
 from bench.ingest import BenchBroker, BenchGateway, check_db, load_line, machine
 from tools.loadgen import percentiles
@@ -271,7 +274,7 @@ def phase_figures(samples: list[list[float]], lat: list[float], t_a: float, t_b:
         return {"events_s": float("nan"), "lat": {}, "paused_ms": float("nan")}
     first, last = inside[0], inside[-1]
     span = last[0] - first[0]
-    paused = max(b[0] - a[0] for a, b in zip(inside, inside[1:]))  # the device process's own
+    paused = max(b[0] - a[0] for a, b in itertools.pairwise(inside))  # the device process's own
     return {"events_s": (last[1] - first[1]) / span if span else float("nan"),
             "lat": percentiles(lat[int(first[2]):int(last[2])]), "paused_ms": paused * 1000}
 

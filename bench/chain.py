@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.testing import ChainRig, FakeDevice  # noqa: E402
-from hil.harness import wait_for  # noqa: E402
+from gateway.testing import ChainRig, FakeDevice
+from hil.harness import wait_for
 
 STORE = "store-bench"
 

@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
 
-from hil.harness import GatewayProcess, Mosquitto, wait_for  # noqa: E402
-from hil.sim.mfrc522 import NtagTag  # noqa: E402
-from hil.sim.store import VirtualStore  # noqa: E402
-from tests.e2e import StreamReader  # noqa: E402
+from hil.harness import GatewayProcess, Mosquitto, wait_for
+from hil.sim.mfrc522 import NtagTag
+from hil.sim.store import VirtualStore
+from tests.e2e import StreamReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tube_heap  # noqa: E402  (bench/tube_heap.py: the tube apps' scenarios)
+import tube_heap
 
 
 def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int = 3) -> list[float]:
@@ -63,14 +63,14 @@ def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int 
             t0 = time.monotonic()
             pad.place(NtagTag.with_text(bytes([4, 1, 2, 3, 4, 5, i + 1]), "S-1001"))
             if store.transport == "coap":  # no broker in between: tag -> persisted instead
-                wait_for(lambda: len(gw.events(dev, "tag.placed")) >= i + 1, 10,
+                wait_for(lambda i=i: len(gw.events(dev, "tag.placed")) >= i + 1, 10,
                          what="tag.placed persisted")
                 published.append(time.monotonic())
             elif not got.wait(5):
                 raise TimeoutError("tag.placed not published")
             latencies.append((published[-1] - t0) * 1000)
             pad.remove()
-            wait_for(lambda: len(gw.events(dev, "tag.removed")) >= i + 1, 10, what="tag.removed persisted")
+            wait_for(lambda i=i: len(gw.events(dev, "tag.removed")) >= i + 1, 10, what="tag.removed persisted")
         r = httpx.post(f"{gw.url}/devices/{dev}/commands", timeout=15,
                        json={"name": "blink", "args": {"times": 1}, "idempotency_key": f"bench-{time.time()}"})
         if r.json().get("status") != "done":
@@ -99,13 +99,13 @@ def fitting_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: 
         t0 = time.monotonic()
         for c in cards:
             room.hang(c)
-        wait_for(lambda: len(gw.events(dev, "garment.in")) >= 4 * (r + 1), 20, what="4 garments in")
+        wait_for(lambda r=r: len(gw.events(dev, "garment.in")) >= 4 * (r + 1), 20, what="4 garments in")
         latencies.append((time.monotonic() - t0) * 1000)
         for c in cards[:2]:
             room.take(c)
-        wait_for(lambda: len(gw.events(dev, "garment.out")) >= 2 * (r + 1), 20, what="2 garments out")
+        wait_for(lambda r=r: len(gw.events(dev, "garment.out")) >= 2 * (r + 1), 20, what="2 garments out")
         room.press()
-        wait_for(lambda: len(gw.events(dev, "call.pressed")) >= r + 1, 10, what="call.pressed")
+        wait_for(lambda r=r: len(gw.events(dev, "call.pressed")) >= r + 1, 10, what="call.pressed")
         cmd = httpx.post(f"{gw.url}/devices/{dev}/commands", timeout=15,
                          json={"name": "call_ack", "idempotency_key": f"bench-{time.time()}"}).json()
         if cmd.get("status") != "done":
@@ -113,7 +113,7 @@ def fitting_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: 
         for c in cards[2:]:
             room.take(c)
         room.occupy(False)
-        wait_for(lambda: len(gw.events(dev, "room.free")) >= r + 1, 10, what="room.free")
+        wait_for(lambda r=r: len(gw.events(dev, "room.free")) >= r + 1, 10, what="room.free")
     if not fw.alive():
         raise RuntimeError("firmware died")
     return latencies
@@ -142,12 +142,13 @@ def locker_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, wrong: in
             wait_for(lambda: len(gw.events(dev, "door.opened")) >= len(codes) + 1, 10, what="load door open")
             lk.set_occupied(n, True)
             lk.close_door(n)
-            ready = wait_for(lambda: [m for m in stream.messages if m.get("type") == "order.ready"
+            ready = wait_for(lambda order=order: [m for m in stream.messages if m.get("type") == "order.ready"
                                       and m.get("order") == order], 20, what=f"{order} ready")
             codes[n] = ready[0]["code"]
         for n in codes:
             order = f"{dev}-o{n}"
-            wait_for(lambda: (gw.get(f"/lockers/{dev}/orders/{order}")["code_sync"] or {}).get("status") == "done",
+            wait_for(lambda order=order: (gw.get(f"/lockers/{dev}/orders/{order}")["code_sync"] or {})
+                     .get("status") == "done",
                      30, what=f"code of {order} on the bank")
     for i in range(wrong):
         lk.type_code(str(100000 + i * 7919 % 900000))
@@ -260,7 +261,8 @@ def main() -> int:
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = max(latencies) if latencies else float("nan")  # few samples: the max is the honest p99
     smallest = passing[0] if passing else None
-    print(f"{args.app + (' coap' if args.transport == 'coap' else ''):<14}{str(smallest) if smallest else '-':>14}{96:>11}{p50:>25.1f}{p99:>10.1f}")
+    name = args.app + (" coap" if args.transport == "coap" else "")
+    print(f"{name:<14}{str(smallest) if smallest else '-':>14}{96:>11}{p50:>25.1f}{p99:>10.1f}")
     return 0 if passing else 1
 
 

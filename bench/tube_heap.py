@@ -56,7 +56,8 @@ def station_scenario(store: VirtualStore, gw: GatewayProcess, dev: str) -> list[
     time.sleep(0.15)
     sim.set_input("send", 0)
     _event(gw, dev, "send.pressed", 1, t0, [])
-    if _cmd(gw, dev, "air", {"on": True, "dir": "blow", "role": "origin", "job": "J1", "seq": 1})["result"]["gate"] != 1:
+    air = {"on": True, "dir": "blow", "role": "origin", "job": "J1", "seq": 1}
+    if _cmd(gw, dev, "air", air)["result"]["gate"] != 1:
         raise RuntimeError("gate did not open")
     t0 = time.monotonic()
     sim.set_input("chamber", 0)

@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import httpx  # noqa: E402
+import httpx
+from tube_throughput import Demand, bounds
 
-from gateway.core.tube import DispatchRequest, TubeNetwork  # noqa: E402
-from hil.harness import GatewayProcess, Mosquitto, wait_for  # noqa: E402
-from hil.rig import VirtualRigBackend  # noqa: E402
-from tube_throughput import Demand, bounds  # noqa: E402
+from gateway.core.tube import DispatchRequest, TubeNetwork
+from hil.harness import GatewayProcess, Mosquitto, wait_for
+from hil.rig import VirtualRigBackend
 
 NETWORK = ROOT / "boards" / "tube" / "virtual-fast.json"
 WIRING = ROOT / "boards" / "rigs" / "tube-virtual.json"
@@ -49,7 +49,7 @@ class Staff:
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._station, args=(s,), daemon=True) for s in devices]
 
-    def start(self) -> "Staff":
+    def start(self) -> Staff:
         for t in self.threads:
             t.start()
         return self

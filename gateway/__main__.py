@@ -13,12 +13,13 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from .app import Gateway, GatewayConfig
-from .config_file import ConfigError, load as load_config_file
+from .config_file import ConfigError
+from .config_file import load as load_config_file
 from .logs import setup_logging
 from .services.pads import CatalogError
 from .services.stock import StockError
@@ -26,7 +27,7 @@ from .services.stock import StockError
 log = logging.getLogger("gateway")
 
 
-def host_port(default_port: int):  # type: ignore[no-untyped-def]
+def host_port(default_port: int) -> Callable[[str], tuple[str, int]]:
     def parse(text: str) -> tuple[str, int]:
         host, sep, port = text.rpartition(":")
         if not sep:

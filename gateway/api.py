@@ -15,16 +15,16 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import auth, protocol, resilience
+from .api_lockers import add_locker_routes
 from .api_staff import add_staff_routes
 from .commands import CommandRejected, IdempotencyConflict, UnknownDevice
-from .api_lockers import add_locker_routes
+from .fitting_api import add_fitting_routes
 from .ingest import device_views
+from .ops_api import add_ops_routes
 from .redact import may_see_codes, redact_event, redact_item
 from .services.pads import CatalogConflict, CatalogError
 from .store import Store, StreamItem
 from .stream import Broadcaster, Subscription, TooManyStreams, sse_events
-from .fitting_api import add_fitting_routes
-from .ops_api import add_ops_routes
 from .tube_api import tube_router
 
 if TYPE_CHECKING:

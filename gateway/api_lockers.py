@@ -57,11 +57,14 @@ class ErrorOut(BaseModel):
                                description="the rule that said no (docs/lockers.md)")
 
 
+_ORDER_EXAMPLE: dict[str, Any] = {
+    "order": "ord-1042", "size": "M", "compartment": 2, "state": "assigned",
+    "assigned_at": 1795000000.0, "reserve_until": 1795014400.0, "ready_at": None,
+    "pickup_until": None, "code_used_at": None, "needs_code": False, "closed_at": None}
+
+
 class OrderOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "order": "ord-1042", "size": "M", "compartment": 2, "state": "assigned",
-        "assigned_at": 1795000000.0, "reserve_until": 1795014400.0, "ready_at": None,
-        "pickup_until": None, "code_used_at": None, "needs_code": False, "closed_at": None}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [_ORDER_EXAMPLE]})
     order: str
     size: str = Field(description="S, M or L")
     compartment: int
@@ -105,7 +108,7 @@ class BankOut(BaseModel):
         "bank": "lk-1", "keypad_locked_until": None, "keypad_failures": 1,
         "compartments": [{"id": 1, "size": "S", "state": "free", "order": None, "blocked": None},
                          {"id": 2, "size": "M", "state": "loaded", "order": "ord-1042", "blocked": None}],
-        "orders": [OrderOut.model_config["json_schema_extra"]["examples"][0]]}]})
+        "orders": [_ORDER_EXAMPLE]}]})
     bank: str
     compartments: list[CompartmentOut]
     orders: list[OrderOut]
@@ -152,10 +155,11 @@ class DeviceOpRefusedOut(DeviceOpOut):
     reason: str | None = Field(examples=["door-open"])
 
 
-_ERRORS = {404: {"model": ErrorOut, "description": "unknown bank, order or compartment"},
+_ERRORS: dict[int | str, dict[str, Any]] = {
+           404: {"model": ErrorOut, "description": "unknown bank, order or compartment"},
            409: {"model": ErrorOut, "description": "the state does not allow it (`reason`)"},
            422: {"model": ErrorOut, "description": "bad input (`reason`: bad-size, no-size...)"}}
-_DEVICE = {200: {"model": DeviceOpOut, "description": "the bank did it"},
+_DEVICE: dict[int | str, dict[str, Any]] = {200: {"model": DeviceOpOut, "description": "the bank did it"},
            202: {"model": DeviceOpOut, "description": "the bank has not answered yet (offline?): "
                                                       "follow `Location`"},
            404: _ERRORS[404],
@@ -205,7 +209,7 @@ def _device_answer(content: dict[str, Any], cmd: dict[str, Any]) -> JSONResponse
 
 
 def add_locker_routes(app: FastAPI, gw: Gateway) -> None:
-    svc = lambda: gw.lockers  # noqa: E731 - the service is created with the gateway
+    svc = lambda: gw.lockers
 
     @app.post("/lockers/{bank}/orders", status_code=201, tags=["lockers"],
               responses={201: {"model": OrderOut, "description": "compartment reserved (or the "

@@ -17,31 +17,32 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
 from .api import create_app
 from .auth import Limits
 from .bus import MqttBus
+from .chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS
+from .chain import ChainService
 from .coap import CoapEdge, TransportRouter
 from .commands import CommandService, now_ms
+from .core.fitting import Rules as FittingRules
 from .db import Database
 from .ingest import IngestWorker
 from .liveness import LivenessMonitor
-from .services.alerts import AlertsService
 from .locker_keys import LockerKeys
+from .metrics import GatewayMetrics
+from .services.alerts import AlertsService
+from .services.fitting import FittingService
 from .services.lockers import LockersService
 from .services.pads import PadsService
-from .services.fitting import FittingService
-from .services.stock import FileStock, HttpStock
-from .core.fitting import Rules as FittingRules
-from .services.tube import TubeService
 from .services.size_tube import TubeSizeDispatcher, tube_station
+from .services.stock import FileStock, HttpStock
+from .services.tube import TubeService
 from .store import Store, StreamItem
 from .stream import Broadcaster
-from .chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS, ChainService
-from .metrics import GatewayMetrics
 from .webhooks import WebhookService, WebhookSettings
 
 log = logging.getLogger("gateway")
@@ -178,7 +179,7 @@ class Gateway:
 
     # lifetime -------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Gateway:
+    async def __aenter__(self) -> Self:
         await self.db.__aenter__()
         try:
             await self.pads.load()

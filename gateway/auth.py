@@ -38,8 +38,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse
@@ -381,7 +381,7 @@ class AuthMiddleware:
                outcome[:500])
         try:
             await self.gw.db.write(_write_audit, [row])
-        except Exception:  # noqa: BLE001 - the action happened; say so loudly in the log
+        except Exception:  # the action happened; say so loudly in the log
             log.exception("audit write failed row=%r", row)
 
 
@@ -392,7 +392,8 @@ def _outcome(body: bytes) -> str:
         return ""
     if not isinstance(data, dict):
         return ""
-    cmd = data.get("command") if isinstance(data.get("command"), dict) else data
+    inner = data.get("command")
+    cmd: dict[str, Any] = inner if isinstance(inner, dict) else data
     parts = [str(cmd[k]) for k in ("status", "reason") if cmd.get(k)]
     if not parts and data.get("detail"):
         parts = [str(data["detail"])]

@@ -16,7 +16,8 @@
   its own user `lane_username`: a provisioned broker makes every client id its user name
   (`use_username_as_clientid`), so each connection needs a user, and the ACL gives each only
   what it does; with a main user but no lane user there is no lane, since the two connections
-  would take the id from each other; an anonymous lab broker gets a lane) subscribes only to `pe/1/+/reply` and carries the
+  would take the id from each other; an anonymous lab broker gets a lane) subscribes only to
+  `pe/1/+/reply` and carries the
   `pe/1/{dev}/cmd` publishes. Saturated, the main connection's socket holds a backlog of
   events (and the PUBACKs behind them); replies and command PUBACKs on their own connection
   do not queue behind it. The main connection unsubscribes `reply` (a session from before
@@ -32,15 +33,14 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
-from .mqtt_lite import MqttLite, MqttLiteError
-
 from . import protocol
+from .mqtt_lite import MqttLite, MqttLiteError
 
 log = logging.getLogger("gateway.bus")
 
 Handler = Callable[[str, bytes], Awaitable[None]]
 
-REPLY_TOPIC = protocol.topic("+", "reply")  # type: ignore[arg-type]
+REPLY_TOPIC = protocol.topic("+", "reply")
 LANE_SUFFIX = ".cmd"
 
 
@@ -171,7 +171,7 @@ class MqttBus:
                 while True:
                     for topic, payload in await client.next_batch():
                         await self.handler(topic, payload)
-            except (MqttLiteError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, MqttLiteError, OSError) as exc:
                 if self._stopping:
                     break
                 log.warning("mqtt connection lost broker=%s:%d error=%r retry_in=%.2fs",

@@ -45,11 +45,11 @@ async def _customer(store, samples: list[str], stop: asyncio.Event, rng: random.
 
 
 async def demo(args: argparse.Namespace) -> int:
+    from gateway.app import Gateway, GatewayConfig
+    from gateway.embedded_broker import EmbeddedBroker
     from gateway.fitting_demo import DEMO_STOCK, fitting_customer
     from gateway.locker_demo import locker_day
     from gateway.tube_demo import DEMO_TUBE, tube_day
-    from gateway.app import Gateway, GatewayConfig
-    from gateway.embedded_broker import EmbeddedBroker
     from hil.sim.store import VirtualStore
 
     workdir = Path(args.workdir)

@@ -57,7 +57,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiocoap
 import aiocoap.error
@@ -69,7 +69,8 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
 from . import protocol
-from .coap_auth import AUTH_CHANNEL, OPTION as AUTH_OPTION, CoapAuth, Refused
+from .coap_auth import AUTH_CHANNEL, CoapAuth, Refused
+from .coap_auth import OPTION as AUTH_OPTION
 from .protocol import ProtocolError
 
 log = logging.getLogger("gateway.coap")
@@ -279,7 +280,7 @@ class CoapEdge:
 
     # lifetime ---------------------------------------------------------------------------
 
-    async def start(self) -> CoapEdge:
+    async def start(self) -> Self:
         _check_port_free(self.host, self.port)
         # aiocoap logs every duplicate and retransmission at INFO
         if logging.getLogger("coap-server").level == logging.NOTSET:
@@ -316,7 +317,7 @@ class CoapEdge:
         self.auth.refusal_log.flush(force=True)
         await self._save_state(force=True)
 
-    async def __aenter__(self) -> CoapEdge:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -317,6 +317,7 @@ class CoapAuth:
             fresh = secrets.token_bytes(NONCE_LEN)
             self.sessions[dev] = Session(fresh)  # only now does the old session end
             return fresh
+        assert session is not None  # looked up (or refused) above on every channel but the auth one
         if not session.accept(counter):
             raise Refused("replay", f"unauthenticated: replayed or stale counter {counter} "
                           f"(highest {session.high})")

@@ -9,7 +9,8 @@ Group commit: `write_grouped` writes that queue up while the writer is busy (ing
 command submits and sends) run together in ONE transaction, each in its own savepoint
 (`Store.transaction` nests), so they share one fsync instead of waiting for one each. Plain
 `write` calls keep a transaction of their own (they may run scripts: `executescript` commits
-whatever is open), in the same FIFO order. A write whose function raises rolls back alone (its savepoint) and gets its exception;
+whatever is open), in the same FIFO order. A write whose function raises rolls back alone (its
+savepoint) and gets its exception;
 every caller gets its result only after the shared COMMIT (`synchronous=FULL`) returned, so
 nothing is reported done before it is durable, exactly as with one transaction per write.
 
@@ -27,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .store import Store, StreamItem, connect, migrate
 
@@ -54,7 +55,7 @@ class Database:
         self.groups = 0          # transactions the writer ran for queued writes
         self.grouped_writes = 0  # writes that shared a transaction with others
 
-    async def __aenter__(self) -> Database:
+    async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
         await self._loop.run_in_executor(self._writer, self._open, False)
         await self._loop.run_in_executor(self._reader, self._open, True)
@@ -165,8 +166,8 @@ class Database:
                 self._loop.call_soon_threadsafe(self.on_commit, items)
         loop = self._loop
         if loop is not None:
-            for (_, _, _, fut, _), (result, exc) in zip(group, outcomes):
-                loop.call_soon_threadsafe(_settle, fut, result, exc)
+            for (_, _, _, fut, _), (result, error) in zip(group, outcomes):
+                loop.call_soon_threadsafe(_settle, fut, result, error)
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         return fn(self._local.store, *args, **kwargs)

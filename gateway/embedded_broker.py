@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Self
 
 from amqtt.broker import Broker
 
@@ -42,7 +43,7 @@ class EmbeddedBroker:
         if type(table) is dict:  # amqtt internals: a later release may rename or fix this
             self._broker._subscriptions = _SnapshotDict(table)
 
-    async def __aenter__(self) -> "EmbeddedBroker":
+    async def __aenter__(self) -> Self:
         # amqtt logs every connect at INFO; the demo's console is for the store, not the broker
         logging.getLogger("amqtt").setLevel(logging.WARNING)
         await self._broker.start()

@@ -241,12 +241,12 @@ class _Track:
     """One device's events of one epoch in a batch: which seqs it showed us (stored new, or a
     true duplicate), in order."""
 
-    __slots__ = ("st", "shown", "new")
+    __slots__ = ("new", "shown", "st")
 
     def __init__(self, st: dict[str, Any] | None) -> None:
         # no acks row (cannot happen after a birth): trust what is stored, as before
-        self.st = st if st is not None else {"upto": 0, "verified": None, "mark": 0,
-                                             "sealed": None, "fork": None}
+        self.st: dict[str, Any] = st if st is not None else {"upto": 0, "verified": None, "mark": 0,
+                                                             "sealed": None, "fork": None}
         self.shown: list[int] = []
         self.new: set[int] = set()
 

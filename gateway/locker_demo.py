@@ -76,7 +76,7 @@ async def locker_day(bank, base: str, stop: asyncio.Event, rng: random.Random) -
                 bank.close_door(door)
                 print(f"  staff loaded {order} into door {door}")
 
-                async def code_live() -> bool:
+                async def code_live(order: str = order) -> bool:
                     o = (await http.get(f"/orders/{order}")).json()
                     return order in codes and (o.get("code_sync") or {}).get("status") == "done"
                 if not await until(code_live):
@@ -89,7 +89,7 @@ async def locker_day(bank, base: str, stop: asyncio.Event, rng: random.Random) -
                 print(f"  customer types the code for {order}")
                 bank.type_code(codes.pop(order))
 
-                async def opened() -> bool:
+                async def opened(door: int = door) -> bool:
                     return bank.door(door) == 1
                 if await until(opened, 10):
                     await pause(1, 2)

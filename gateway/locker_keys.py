@@ -17,7 +17,8 @@ import logging
 import os
 from pathlib import Path
 
-from .coap_auth import KeyFileError, add_key as _add_key, parse_keys
+from .coap_auth import KeyFileError, parse_keys
+from .coap_auth import add_key as _add_key
 
 log = logging.getLogger("gateway.lockers")
 

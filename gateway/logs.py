@@ -11,7 +11,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 TEXT_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 # a value is one token of plain characters; `error=MqttError('[Errno 111] ...')` is left to `msg`
@@ -23,7 +23,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         msg = record.getMessage()
         out: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc)
+            "ts": datetime.fromtimestamp(record.created, UTC)
                           .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname, "logger": record.name, "msg": msg}
         for key, value in _PAIR.findall(msg):

@@ -17,8 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -43,7 +42,7 @@ def _db_snapshot(store: Store) -> dict[str, Any]:
             "rejections": store.rejections(), "commands": store.count_commands()}
 
 
-def _by_label(family: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str,
+def _by_label(family: type[GaugeMetricFamily | CounterMetricFamily], name: str,
               help_: str, label: str, values: dict[str, int]) -> Metric:
     fam = family(name, help_, labels=[label])
     for key, n in sorted(values.items()):

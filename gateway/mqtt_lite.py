@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import deque
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 _H = struct.Struct("!H")
 
@@ -31,7 +31,7 @@ class MqttLiteError(ConnectionError):
 def frames(buf: bytes) -> tuple[list[tuple[int, int, int]], int]:
     """Split the complete MQTT packets off the front of `buf`: a list of (first byte, body
     start, body end) offsets, and the offset where the incomplete rest begins."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     n = len(buf)
     i = 0
     while n - i >= 2:
@@ -168,7 +168,7 @@ class MqttLite(asyncio.Protocol):
                     + _H.pack(pid) + payload)
         try:
             await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise MqttLiteError(f"no PUBACK within {timeout} s") from None
         finally:
             self._inflight.pop(pid, None)
@@ -192,7 +192,8 @@ class MqttLite(asyncio.Protocol):
             if self.closed.done():
                 raise MqttLiteError(f"connection lost: {self.closed.result()!r}")
             self._wakeup = asyncio.get_running_loop().create_future()
-            await asyncio.wait({self._wakeup, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: set[asyncio.Future[Any]] = {self._wakeup, self.closed}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         batch = list(self.messages)
         self.messages.clear()
         if self._paused and self.transport is not None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-
-import orjson
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
+
+import orjson
 
 VERSION: Final = 1
 MAX_PAYLOAD: Final = 4096

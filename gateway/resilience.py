@@ -16,11 +16,11 @@ log = logging.getLogger("gateway.resilience")
 def storage_error(exc: sqlite3.Error) -> tuple[int, str, dict[str, str]] | None:
     text = str(exc).lower()
     if "full" in text:
-        return (507, "the gateway's disk is full: nothing was stored; free space on the "
-                     "gateway (docs/operations.md) and retry", {"Retry-After": "30"})
+        return (507, ("the gateway's disk is full: nothing was stored; free space on the "
+                     "gateway (docs/operations.md) and retry"), {"Retry-After": "30"})
     if "locked" in text or "busy" in text:
-        return (503, "the gateway's database is locked by another process (a backup or a "
-                     "sqlite3 shell?): nothing was stored; retry shortly", {"Retry-After": "5"})
+        return (503, ("the gateway's database is locked by another process (a backup or a "
+                     "sqlite3 shell?): nothing was stored; retry shortly"), {"Retry-After": "5"})
     return None
 
 

@@ -300,7 +300,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
 def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
     """Bring the schema to the newest version (by `PRAGMA user_version`); returns it.
     `upto`: stop at that version instead (tests build an older gateway's database)."""
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    current: int = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > len(MIGRATIONS):
         raise RuntimeError(f"database schema v{current} is newer than this gateway "
                            f"(v{len(MIGRATIONS)}): upgrade the gateway or use another --db")

@@ -6,13 +6,14 @@ application acks, resend after silence, sessions and wills, at-most-once command
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -334,7 +335,7 @@ class SseReader:
         self._thread = threading.Thread(target=self._run, daemon=True, name="sse-reader")
         self._response: httpx.Response | None = None
 
-    def __enter__(self) -> SseReader:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self.open.wait(10):
             raise AssertionError("SSE stream did not open")
@@ -344,37 +345,35 @@ class SseReader:
         self._stop.set()
         resp = self._response
         if resp is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing from another thread is best effort
                 resp.close()
-            except Exception:  # noqa: BLE001 - closing from another thread is best effort
-                pass
 
     def _run(self) -> None:
         try:
-            with httpx.Client(timeout=httpx.Timeout(5, read=None)) as c:
-                with c.stream("GET", self.url + "/stream", headers=self.headers) as r:
-                    self._response = r
-                    self.status = r.status_code
-                    self.open.set()
-                    cur: dict[str, Any] = {}
-                    for line in r.iter_lines():
-                        if self._stop.is_set():
-                            return
-                        if line == "":
-                            if "data" in cur:
-                                cur["data"] = json.loads(cur["data"])
-                                self.items.append(cur)
-                            cur = {}
-                        elif line.startswith(":"):
-                            continue
-                        else:
-                            key, _, value = line.partition(":")
-                            value = value[1:] if value.startswith(" ") else value
-                            if key == "id":
-                                cur["id"] = int(value)
-                            elif key in ("event", "data"):
-                                cur[key] = value
-        except Exception:  # noqa: BLE001 - the stream ends when the server or test closes it
+            with (httpx.Client(timeout=httpx.Timeout(5, read=None)) as c,
+                  c.stream("GET", self.url + "/stream", headers=self.headers) as r):
+                self._response = r
+                self.status = r.status_code
+                self.open.set()
+                cur: dict[str, Any] = {}
+                for line in r.iter_lines():
+                    if self._stop.is_set():
+                        return
+                    if line == "":
+                        if "data" in cur:
+                            cur["data"] = json.loads(cur["data"])
+                            self.items.append(cur)
+                        cur = {}
+                    elif line.startswith(":"):
+                        continue
+                    else:
+                        key, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        if key == "id":
+                            cur["id"] = int(value)
+                        elif key in ("event", "data"):
+                            cur[key] = value
+        except Exception:  # noqa: BLE001, S110 - the stream ends when the server or test closes it
             pass
         finally:
             self.open.set()
@@ -436,12 +435,11 @@ class WebhookReceiver:
     def start(self) -> WebhookReceiver:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        from gateway.webhooks import (DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
-                                      verify_signature)
+        from gateway.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 entry = {
                     "delivery": self.headers.get(DELIVERY_HEADER),
@@ -514,7 +512,7 @@ class CentralConsumer:
         self.sessions_lost = 0  # reconnects where the broker no longer had our session
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 1)
+        self.client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]  # paho's hint says int; it sleeps floats
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
@@ -529,7 +527,7 @@ class CentralConsumer:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.topics.setdefault(msg.topic, []).append(msg.payload)
+            self.topics.setdefault(msg.topic, []).append(bytes(msg.payload))
             if msg.topic.endswith("/gateway/state"):
                 return
             m = json.loads(msg.payload)

@@ -46,6 +46,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -108,7 +109,7 @@ class FaultRig:
 
     # -- lifetime ---------------------------------------------------------------------------
 
-    def __enter__(self) -> FaultRig:
+    def __enter__(self) -> Self:
         self.rng = random.Random(self.seed)
         self.pad_ids = [f"pad-f{i + 1}" for i in range(self.pads)]
         prov = self.workdir / "provisioned"
@@ -346,10 +347,10 @@ class FaultRig:
 
     def db_locked(self, hold_s: float = 12.0) -> str:
         holder = subprocess.Popen(
-            [sys.executable, "-c", "import sqlite3, sys, time\n"
+            [sys.executable, "-c", ("import sqlite3, sys, time\n"
              "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
              "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True)\n"
-             "time.sleep(float(sys.argv[2])); c.execute('COMMIT')",
+             "time.sleep(float(sys.argv[2])); c.execute('COMMIT')"),
              str(self.gw.db), str(hold_s)], stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout.readline().strip() == "locked"
@@ -368,8 +369,8 @@ class FaultRig:
         return f"compartment {n}: {cmd['status']}"
 
     SEQUENCE = ("broker_killed", "gateway_killed_mid_command", "gateway_killed_mid_transit",
-                "station_rebooted_mid_transit", "device_rebooted_mid_actuation", "broker_paused", "clock_jump", "disk_full",
-                "db_locked")
+                "station_rebooted_mid_transit", "device_rebooted_mid_actuation", "broker_paused", "clock_jump",
+                "disk_full", "db_locked")
 
     def run_sequence(self, names: tuple[str, ...] = SEQUENCE) -> None:
         self.between_faults()

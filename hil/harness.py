@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -95,7 +96,7 @@ class Mosquitto:
                       "autosave_interval 1"]
         self.conf.write_text("\n".join(lines) + "\n")
 
-    def start(self, timeout: float = 10) -> "Mosquitto":
+    def start(self, timeout: float = 10) -> Self:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto not installed: apt-get install mosquitto (see README)")
@@ -282,7 +283,7 @@ class GatewayProcess(GatewayClient):
                 "--samples", str(self.samples), "--client-id", self.client_id,
                 "--locker-keys", str(self.locker_keys), *self.coap_args, *self.extra_args]
 
-    def start(self, timeout: float = 20.0, wait_mqtt: bool = True) -> "GatewayProcess":
+    def start(self, timeout: float = 20.0, wait_mqtt: bool = True) -> GatewayProcess:
         """Start and wait for `/health` (and, with `wait_mqtt`, its broker connection)."""
         with open(self.log, "ab") as log:  # the child keeps its own fd
             self.proc = subprocess.Popen(

@@ -27,7 +27,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from hil.pi.wiring import DEFAULT_LEVELS, DeviceWiring, TagSpec, Wiring, load_wiring
 from hil.trace import Trace
@@ -366,7 +366,7 @@ class Rig(ABC):
         if self._tap is None:
             try:
                 self._tap = BrokerTap(*self.broker, trace=self.trace).start()
-            except Exception as e:  # the broker is not reachable yet: a scenario can still run
+            except Exception as e:  # noqa: BLE001 - the broker is not reachable yet: a scenario can still run
                 self.trace.note("rig", f"no protocol trace: {e}")
                 self._tap = None
         return self._tap
@@ -376,7 +376,7 @@ class Rig(ABC):
             self._tap.stop()
             self._tap = None
 
-    def __enter__(self) -> Rig:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -680,7 +680,8 @@ class BrokerTap:
     def find(self, dev: str, kind: str | None = None, type: str | None = None, since: float = 0.0) -> list[dict]:
         with self._cond:
             return [m for (t, d, k, m, _) in self.messages
-                    if d == dev and t >= since and (kind is None or k == kind) and (type is None or m.get("type") == type)]
+                    if d == dev and t >= since and (kind is None or k == kind)
+                    and (type is None or m.get("type") == type)]
 
     def wait(self, dev: str, kind: str | None, type: str | None, where=None, timeout: float = 5.0,
              since: float = 0.0) -> dict | None:

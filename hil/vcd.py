@@ -53,7 +53,7 @@ def _string_value(text: str) -> str:
 
 def to_vcd(trace: Trace, *, strings: bool = False, module: str = "rig") -> str:
     signals, notes = trace.snapshot()
-    ticks = lambda t: max(0, int(round(t / TIMESCALE_S)))
+    ticks = lambda t: max(0, round(t / TIMESCALE_S))
 
     # variables
     ids: dict[tuple[str, str], str] = {}

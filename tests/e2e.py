@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Self
 
 import httpx
 
+from hil.harness import GatewayProcess, wait_for
 from hil.sim.mfrc522 import NtagTag
-from hil.harness import GatewayProcess, wait_for  # noqa: F401
 
 
 def sample_tag(n: int, sample: str) -> NtagTag:
@@ -25,7 +26,7 @@ class StreamReader:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "StreamReader":
+    def __enter__(self) -> Self:
         self._thread.start()
         assert self._ready.wait(10), "SSE stream did not open"
         return self
@@ -65,7 +66,7 @@ def seqs(events: list[dict]) -> list[int]:
 
 
 def wait_events(gw: GatewayProcess, device: str, n: int, type: str | None = None, timeout: float = 20):
-    return wait_for(lambda: (lambda ev: ev if len(ev) >= n else None)(gw.events(device, type)),
+    return wait_for(lambda: ev if len(ev := gw.events(device, type)) >= n else None,
                     timeout, what=f"{n} events of {device} ({type or 'any'})")
 
 

@@ -60,7 +60,8 @@ class Device:
     def birth(self) -> None:
         first = self.journal[0][0] if self.journal else self.next
         self.pub("birth", self.env("birth", {
-            "kind": "sample-pad", "fw": "faulty-0", "caps": ["ping", "rebirth"] + (["conformance"] if self.hook else []),
+            "kind": "sample-pad", "fw": "faulty-0",
+            "caps": ["ping", "rebirth"] + (["conformance"] if self.hook else []),
             "cfg": "00000000", "session": self.session, "boot": 1, "epoch": self.epoch,
             "first": first, "next": self.next}))
 

@@ -18,7 +18,7 @@ def run_micropython(code: str, *, heap: str = "256k", timeout: float = 30, env: 
     try:
         return subprocess.run([micropython_binary(), "-X", f"heapsize={heap}", path],
                               capture_output=True, text=True, timeout=timeout,
-                              env=micropython_env(env), cwd=cwd)
+                              env=micropython_env(env), cwd=cwd, check=False)
     finally:
         os.unlink(path)
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from gateway.chain import (ChainService, bridge_config, chain_payload, chain_topic,
-                           main as chain_main, wanted)
+from gateway.chain import ChainService, bridge_config, chain_payload, chain_topic, wanted
+from gateway.chain import main as chain_main
 from gateway.db import Database
 from gateway.store import StreamItem
 from gateway.testing import CentralConsumer, ChainRig, FakeDevice, MqttProbe

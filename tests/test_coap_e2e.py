@@ -9,12 +9,12 @@ import time
 import httpx
 import pytest
 
+from gateway.coap_auth import add_key
+from hil.harness import GatewayProcess
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
 from hil.sim.store import PadHandle
 from tests.e2e import sample_tag
-from gateway.coap_auth import add_key
-from hil.harness import GatewayProcess
 from tests.support import wait_for
 from tests.test_coap_harness import CoapDevice, CoapFirmware, CoapGateway, LossyProxy
 

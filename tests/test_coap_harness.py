@@ -17,17 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from gateway.app import Gateway, GatewayConfig
 from gateway.coap import CoapEdge
 from gateway.coap_auth import add_key
+from hil.harness import GatewayClient
 from hil.sim.firmware import (
     FirmwareProcess,
     build_mpy,
     micropython_binary,
     micropython_env,
 )
-from hil.harness import GatewayClient
 from tests.scripted_device import ScriptedDevice
 
 
@@ -90,7 +89,7 @@ class CoapGateway(GatewayClient):
         def run() -> None:
             try:
                 asyncio.run(main())
-            except BaseException as exc:  # surfaced by start()/stop()
+            except BaseException as exc:  # noqa: BLE001 - surfaced by start()/stop()
                 self._error = exc
             finally:
                 ready.set()

@@ -2,8 +2,8 @@
 gateway, pads, a fitting room, a locker bank and a tube line on real firmware, scripted people)
 and stops cleanly on Ctrl-C. One demo process for the module (it takes a while to come up on
 2 cores): the store and its tube through the API, the staff dashboard's tube panel in headless
-Chromium (screenshots: var/artifacts/dashboard-demo-tube-moving.png, dashboard-demo-tube.png), then Ctrl-C. The last test
-stops the demo, so the tests run in file order."""
+Chromium (screenshots: var/artifacts/dashboard-demo-tube-moving.png, dashboard-demo-tube.png),
+then Ctrl-C. The last test stops the demo, so the tests run in file order."""
 from __future__ import annotations
 
 import os

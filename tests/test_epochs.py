@@ -8,7 +8,6 @@ gateway process and a real Mosquitto, with the device's flash directory copied a
 """
 import json
 import shutil
-import time
 
 import httpx
 import pytest

@@ -70,12 +70,10 @@ def test_back_and_forth_alert_fires_at_the_rule_and_not_before():
     core.occupied("r1", at(0))
     core.garment_in("r1", at(0.5), "04a1", A, "1")
     core.garment_in("r1", at(0.5), "04b1", B, "1")
-    swaps = 0
-    for m in (1, 2, 3):
+    for swaps, m in enumerate((1, 2, 3), start=1):
         core.garment_out("r1", at(m), "04a1")
-        assert not any(q["kind"] == "advice" for q in core.requests.values()), f"alert before swap {swaps + 1}"
+        assert not any(q["kind"] == "advice" for q in core.requests.values()), f"alert before swap {swaps}"
         core.garment_in("r1", at(m + 0.5), "04a1", A, "1")
-        swaps += 1
         alerts = [c for c in core.take_changes() if c["type"] == "fitting.alert.back_and_forth"]
         assert len(alerts) == (1 if swaps == 3 else 0), f"after {swaps} swaps: {alerts}"
     advice = [q for q in core.requests.values() if q["kind"] == "advice"]

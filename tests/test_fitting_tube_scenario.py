@@ -16,7 +16,7 @@ from hil.rig import ROOT
 from tests.browser import browser  # noqa: F401  (fixture)
 from tests.support import wait_for
 from tests.test_hil_fitting import SHIRT_L, SHIRT_M, requests, wait_gtins
-from tests.test_tube_scenarios import NETWORK, T, WIRING, tube_store
+from tests.test_tube_scenarios import NETWORK, WIRING, T, tube_store
 
 ROOM = "room-1"
 
@@ -42,10 +42,9 @@ def test_size_from_the_mirror_comes_by_tube(tmp_path, broker, browser):  # noqa:
         page = browser.new_page(viewport={"width": 900, "height": 1000})
         try:
             page.goto(f"{gw.url}/mirror/{ROOM}#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")  # gateway/web/auth.js
-            garment = page.locator('[data-testid="garment"][data-gtin="%s"]' % SHIRT_M)
+            garment = page.locator(f'[data-testid="garment"][data-gtin="{SHIRT_M}"]')
             garment.wait_for(timeout=T * 1000)
-            garment.locator('[data-testid="variant"][data-gtin="%s"] [data-testid="ask-size"]'
-                            % SHIRT_L).click()
+            garment.locator(f'[data-testid="variant"][data-gtin="{SHIRT_L}"] [data-testid="ask-size"]').click()
             state = page.locator('[data-testid="request"][data-kind="size"] .state')
             state.wait_for(timeout=T * 1000)
             q = wait_for(lambda: next(iter(requests(gw, ROOM, "size")), None), T, what="size request")

@@ -189,7 +189,7 @@ c.finish('z', 'rejected', 'busy')   # trims the two oldest finished ids
 print(json.dumps(c.ids))
 c2 = CommandLog('cmds.json', keep=4)
 print(json.dumps([c2.get(cid) for cid in ids + ['z']]))
-""" % json.dumps(ids), tmp_path)
+""" % json.dumps(ids), tmp_path)  # noqa: UP031 - MicroPython source full of braces
     assert out[0] == ids[3:] + ["z"]
     assert out[1] == [None, None, None] + [[cid, "done", None, {"id": cid, "long": cid * 150}] for cid in ids[3:]] + \
         [["z", "rejected", "busy", None]]

@@ -336,7 +336,7 @@ def test_a_wrong_code_is_on_flash_before_the_keypad_answers(bank):
     b.start()
     for n in (1, 2):
         m = b.mark()
-        b.type("%06d#" % (424240 + n))
+        b.type(f"{424240 + n:06d}#")
         assert b.wait_event("code.rejected", start=m)["failures"] == n
         b.kill()
         b.start()
@@ -604,9 +604,10 @@ def test_helper_modules_use_the_locker_record_layout():
     # locker's hidden const() fields: they restate them and must agree
     import ast
     import re
+
     from hil.sim.firmware import FIRMWARE
     src = (FIRMWARE / "edge/apps/locker.py").read_text()
-    fields = {m[0]: int(m[1]) for m in re.findall(r"^(_[A-Z]+) = const\((\d+)\)", src, re.M)}
+    fields = {m[0]: int(m[1]) for m in re.findall(r"^(_[A-Z]+) = const\((\d+)\)", src, re.MULTILINE)}
     assert len(fields) == 9
     for helper in ("locker_boot.py", "locker_staff.py"):
         tree = ast.parse((FIRMWARE / "edge/apps" / helper).read_text())

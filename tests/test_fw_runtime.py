@@ -13,6 +13,7 @@ import pytest
 from tests.scripted_device import ScriptedDevice
 from tests.support import wait_for
 
+
 class FakeGateway:
     """Records what the device publishes; acks and commands are sent by the test."""
 
@@ -159,7 +160,7 @@ def test_expired_unknown_and_rejected_commands(rig):
     gw.cmd("c-what", "fly", {})
     gw.cmd("c-many", "emit", {"n": 99})
     for cid in ("c-old", "c-what", "c-many"):
-        wait_for(lambda: [r for r in gw.replies(cid) if r["body"]["status"] == "rejected"], 10,
+        wait_for(lambda cid=cid: [r for r in gw.replies(cid) if r["body"]["status"] == "rejected"], 10,
                  what=f"{cid} rejected; replies so far: {gw.of('reply')}")
     reasons = {cid: gw.replies(cid)[-1]["body"]["reason"] for cid in ("c-old", "c-what", "c-many")}
     assert reasons == {"c-old": "expired", "c-what": "unknown-command", "c-many": "too-many"}

@@ -4,8 +4,7 @@ import secrets
 
 import pytest
 
-from gateway.services.alerts import (ack_alert, apply_items, cursor, list_alerts, match,
-                                     pending)
+from gateway.services.alerts import ack_alert, apply_items, cursor, list_alerts, match, pending
 from gateway.store import Store, StreamItem, connect, migrate
 from gateway.testing import FakeDevice, SseReader
 from hil.harness import GatewayProcess

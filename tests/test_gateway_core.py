@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from gateway import commands, protocol
-from gateway.db import Database
-from gateway.services.pads import CatalogConflict, CatalogError, PadsService, parse_catalog
 from gateway.commands import reply_transition
+from gateway.db import Database
 from gateway.ingest import OVERFLOW_EVENT, apply_batch
+from gateway.services.pads import CatalogConflict, CatalogError, PadsService, parse_catalog
 from gateway.store import MIGRATIONS, Store, connect, migrate
 
 NOW = 1_795_426_642_000

@@ -34,7 +34,7 @@ def test_in_process_lifetime_with_open_stream(broker, tmp_path):
                 await run
         try:
             asyncio.run(main())
-        except BaseException as exc:  # surfaced by the assertions below
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertions below
             box["error"] = exc
             started.set()
 

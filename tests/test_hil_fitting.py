@@ -110,7 +110,8 @@ def test_two_garments_in_one_out_other_size_requested_associate_called(rig, gw, 
         assert len(garment_events(gw, room.dev, "garment.in")) == 3
         assert len(garment_events(gw, room.dev, "garment.out")) == 1
         assert len(garment_events(gw, room.dev, "call.pressed")) == 1
-        closed = wait_for(lambda: stream.of(room.dev, "fitting.session.closed"), 10, what="session.closed on the stream")
+        closed = wait_for(lambda: stream.of(room.dev, "fitting.session.closed"), 10,
+                          what="session.closed on the stream")
         assert sorted(closed[0]["tried"]) == sorted([SHIRT_M, SHIRT_L, CHINO])
         kinds = {m["type"] for m in stream.messages if str(m.get("type", "")).startswith("fitting.")}
         assert {"fitting.session.started", "fitting.garment.in", "fitting.garment.out",

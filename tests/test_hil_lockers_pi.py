@@ -51,7 +51,7 @@ def _read(fd: int, n: int) -> bytes:
     return got
 
 
-def test_keypad_and_qr_go_out_on_the_wired_uart_and_the_display_comes_back(pins, uart):
+def test_keypad_and_qr_go_out_on_the_wired_uart_and_the_display_comes_back(pins, uart):  # noqa: F811 - the fixture
     board, port = uart
     rig = PiRig(bench(port))
     try:
@@ -69,7 +69,7 @@ def test_keypad_and_qr_go_out_on_the_wired_uart_and_the_display_comes_back(pins,
         rig.close()
 
 
-def test_a_door_springs_open_while_its_lock_is_powered_unless_jammed(pins):
+def test_a_door_springs_open_while_its_lock_is_powered_unless_jammed(pins):  # noqa: F811 - the fixture
     rig = PiRig(bench(None))
     try:
         lk = rig.device("lk-1")

@@ -150,7 +150,8 @@ def test_wiring_errors_name_the_field():
             parse_wiring(data, BENCH)
 
     bad(lambda d: d["outputs"]["led"].update(gpio=99), r"outputs\.led\.gpio: GPIO 99 does not exist")
-    bad(lambda d: d["outputs"]["led"].update(gpio=22), r"GPIO 22 is used twice: pad-1\.outputs\.led and pad-1\.tags\.S-1001")
+    bad(lambda d: d["outputs"]["led"].update(gpio=22),
+        r"GPIO 22 is used twice: pad-1\.outputs\.led and pad-1\.tags\.S-1001")
     bad(lambda d: d["tags"]["S-2001"].update(uid="04102030405001"), r"tags\.S-2001\.uid: a mifare-1k UID is 4 bytes")
     bad(lambda d: d.update(kind="toaster"), r"pad-1\.kind: must be one of")
     bad(lambda d: d["inputs"]["button"].update(active_hi=True), r"unknown field\(s\) active_hi")
@@ -174,8 +175,8 @@ def test_start_resets_through_the_gpio_and_waits_for_the_ready_line(pins, fake):
         assert rig.unexpected_resets() == []
         fake.reset("TG1WDT_SYS_RESET")  # the firmware's watchdog bites
         board.wait_line("online session 3", 2)
-        assert rig.unexpected_resets() == ["pad-1: unexpected reset TG1WDT_SYS_RESET at "
-                                           f"{board.boots[-1].t:.3f}s"]
+        assert rig.unexpected_resets() == [("pad-1: unexpected reset TG1WDT_SYS_RESET at "
+                                           f"{board.boots[-1].t:.3f}s")]
         # a power cut on a bench without a supply relay holds EN low
         rig.power_cut("pad-1")
         assert pins.pin(RESET).state

@@ -3,6 +3,7 @@ package's MFRC522 class (RPi.GPIO and spidev replaced at import), gpiozero MockF
 the LEDs and the buzzer."""
 from __future__ import annotations
 
+import itertools
 import sys
 
 import pytest
@@ -40,7 +41,7 @@ def station(emu, pins):
 
 def rises(pin) -> int:
     states = [s.state for s in pin.states]
-    return sum(1 for a, b in zip(states, states[1:]) if b and not a)
+    return sum(1 for a, b in itertools.pairwise(states) if b and not a)
 
 
 def test_the_adapter_is_the_mfrc522_package_class_on_the_emulator(emu):

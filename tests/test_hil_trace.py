@@ -128,7 +128,7 @@ def test_vcd_parses_back_to_the_same_signal_values():
 
 def test_vcd_notes_are_comments_and_edges_at_their_times():
     vcd = parse_vcd(to_vcd(sample_trace()))
-    texts = dict((c, t) for t, c in vcd["comments"])
+    texts = {c: t for t, c in vcd["comments"]}
     assert texts["[scenario] locker-a: keypad 123456#"] == 100_000
     assert texts["[mqtt] locker-a -> evt code.accepted seq=4"] == 110_000
     assert any("end $ end of story" in c for _, c in vcd["comments"])  # "$end" cannot close it early
@@ -164,7 +164,8 @@ def test_png_timeline_has_a_row_per_signal_and_is_kept_as_an_example(tmp_path):
     rows = len(tr.signal_names())
     assert img.size[1] >= 34 + 34 + rows * 30 + 30  # title, markers, rows, axis (+ legend)
     px = img.convert("RGB")
-    nonwhite = sum(1 for x in range(0, img.size[0], 3) for y in range(0, img.size[1], 3) if px.getpixel((x, y)) != (255, 255, 255))
+    nonwhite = sum(1 for x in range(0, img.size[0], 3) for y in range(0, img.size[1], 3)
+                   if px.getpixel((x, y)) != (255, 255, 255))
     assert nonwhite > 500
     # lock_1 is high from 0.12 s to 0.5 s: its row is filled (light green) at 0.33 s, white at 1.05 s
     row = [n for n in tr.signal_names()].index(("locker-a", "lock_1"))

@@ -158,7 +158,7 @@ def _search(verifier: str, salt: str) -> str | None:
         h = base.copy()
         h.update(b"%06d" % i)
         if h.hexdigest() == verifier:
-            return "%06d" % i
+            return f"{i:06d}"
     return None
 
 

@@ -9,6 +9,7 @@ change, a retried key never changes anything twice."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import hypothesis.strategies as st
@@ -194,7 +195,7 @@ class ServiceMachine(RuleBasedStateMachine):
             states = [i["state"] for i in mine]
             assert states[0] == "assigned" and states[-1] == str(o.state), (oid, states)
             assert len(states) == len(set(states)), f"{oid}: a state reported twice {states}"
-            for a, b in zip(states, states[1:]):
+            for a, b in itertools.pairwise(states):
                 assert a not in {str(s) for s in FINAL}, f"{oid}: moved after a final state {states}"
 
     @invariant()

@@ -22,11 +22,11 @@ def test_mirror_shows_garments_live_and_sends_requests(browser, rig, gw, room): 
     try:
         # the page's API calls carry the token given in the fragment (gateway/web/auth.js)
         page.goto(f"{gw.url}/mirror/{room.dev}#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")
-        garment = page.locator('[data-testid="garment"][data-gtin="%s"]' % SHIRT_M)
+        garment = page.locator(f'[data-testid="garment"][data-gtin="{SHIRT_M}"]')
         garment.wait_for(timeout=20_000)
         assert "Oxford shirt" in garment.inner_text()
         assert "blue · size M · 49.90 EUR" in garment.locator('[data-testid="details"]').inner_text()
-        row_l = garment.locator('[data-testid="variant"][data-gtin="%s"]' % SHIRT_L)
+        row_l = garment.locator(f'[data-testid="variant"][data-gtin="{SHIRT_L}"]')
         assert row_l.locator("td").all_inner_texts()[:4] == ["L", "blue", "0", "3"]
 
         # live: a second garment appears without a reload

@@ -23,7 +23,8 @@ Who may see what (the test asserts exactly this):
 |----------------------------------|----------------------------------------------|----------|
 | kiosk, mirror (read, requests)   | never                                        | never    |
 | staff (read, operations)         | never                                        | never    |
-| orders (read, lockers)           | `code` of `order.ready` / `order.code` items on the live stream (and POST answers) | never |
+| orders (read, lockers)           | `code` of `order.ready` / `order.code` items on the live stream | never |
+|                                  | (and POST answers)                           |          |
 | admin                            | as orders                                    | never    |
 | webhook, default                 | never                                        | never    |
 | webhook with `include_secrets`   | `code` of `locker.order.ready` / `.code`     | never    |
@@ -132,7 +133,7 @@ class Receiver:
         got = self.bodies
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"])).decode()
                 got.setdefault(self.path, []).append(body)
                 self.send_response(200)
@@ -172,7 +173,7 @@ class Secrets:
                 for m in re.finditer(rf"(?<![0-9]){c}(?![0-9])", text):
                     found.append(f"pickup code {c}: ...{_around(text, m.start(), m.end())}...")
         wins = self.windows()
-        for m in re.finditer(r"[0-9a-fA-F]{%d,}" % HEX_WINDOW, text):
+        for m in re.finditer(rf"[0-9a-fA-F]{{{HEX_WINDOW},}}", text):
             run = m.group().lower()
             if any(run[i:i + HEX_WINDOW] in wins for i in range(len(run) - HEX_WINDOW + 1)):
                 found.append(f"code verifier (hash/MAC) {run[:16]}...: "
@@ -288,7 +289,7 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
     for s in streams.values():
         s.stop_at = last
     for role, s in streams.items():
-        wait_for(lambda: s.last_id >= last, 15, what=f"{role}'s stream up to {last}")
+        wait_for(lambda s=s: s.last_id >= last, 15, what=f"{role}'s stream up to {last}")
     streamed_s = time.monotonic() - t0
 
     # the verifiers the gateway sent to the bank (whatever its algorithm), and its own function
@@ -312,7 +313,7 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
     replays = {role: RoleStream(url, tokens[role], after=0) for role in ROLES}
     for role, s in replays.items():
         s.stop_at = last
-        wait_for(lambda: s.last_id >= last, 15, what=f"{role}'s replay up to {last}")
+        wait_for(lambda s=s: s.last_id >= last, 15, what=f"{role}'s replay up to {last}")
 
     # the webhooks got everything up to the cancel
     wait_for(lambda: "locker.order.cancelled" in hooks.types("/plain")

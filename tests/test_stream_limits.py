@@ -176,7 +176,7 @@ def test_slot_freed_when_the_response_never_started_its_stream():
         async def send(message):
             raise OSError("connection reset by peer")
 
-        with pytest.raises(Exception):
+        with pytest.raises(OSError):
             await resp({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
         return b
 

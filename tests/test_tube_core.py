@@ -660,7 +660,8 @@ def test_property_well_behaved_world(ops, policy, door_on_load, handling):
 
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.tuples(st.lists(SUBMIT, min_size=1, max_size=6), st.lists(FAULT_OPS, max_size=30)).map(lambda t: t[0] + t[1]),
+@given(ops=st.tuples(st.lists(SUBMIT, min_size=1, max_size=6), st.lists(FAULT_OPS, max_size=30))
+       .map(lambda t: t[0] + t[1]),
        policy=POLICIES, data=st.data())
 def test_property_jams_and_staff_recovery(ops, policy, data):
     def lose(jid, route):

@@ -49,7 +49,7 @@ class Line:
         return [h[1] for h in self.job(key)["history"]]
 
     def wait_state(self, key: str, state: str, timeout: float = T) -> dict:
-        return wait_for(lambda: (lambda j: j if j["state"] == state else None)(self.job(key)),
+        return wait_for(lambda: j if (j := self.job(key))["state"] == state else None,
                         timeout, what=f"dispatch {key} {state}")
 
     def line(self) -> dict:

@@ -8,8 +8,18 @@ import pytest
 
 from gateway.store import Store, StreamItem, connect, migrate
 from gateway.testing import FakeDevice, WebhookReceiver
-from gateway.webhooks import (Fanout, _create_tx, backoff_s, due_heads, event_type, install,
-                              matches, sign, validate_patterns, verify_signature)
+from gateway.webhooks import (
+    Fanout,
+    _create_tx,
+    backoff_s,
+    due_heads,
+    event_type,
+    install,
+    matches,
+    sign,
+    validate_patterns,
+    verify_signature,
+)
 from hil.harness import GatewayProcess
 from tests.support import wait_for
 
@@ -69,10 +79,9 @@ def test_deliveries_commit_and_roll_back_with_the_event(tmp_path):
                                "events": ["event.tag.*"], "description": None, "created": 1})
     _create_tx(store, fanout, {"id": "wh-b", "url": "http://y/", "secret": SECRET,
                                "events": ["device.*"], "description": None, "created": 2})
-    with pytest.raises(RuntimeError):
-        with store.transaction():
-            store.insert_event("pad-1", "e1", 1, "tag.placed", None, 5, {"uid": "04"})
-            raise RuntimeError("crash before commit")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.insert_event("pad-1", "e1", 1, "tag.placed", None, 5, {"uid": "04"})
+        raise RuntimeError("crash before commit")
     assert conn.execute("SELECT COUNT(*) FROM webhook_deliveries").fetchone()[0] == 0
     with store.transaction():
         store.insert_event("pad-1", "e1", 1, "tag.placed", None, 5, {"uid": "04"})

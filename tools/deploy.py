@@ -105,7 +105,8 @@ def plan(config_path: Path, board_path: Path, mpy: bool = False) -> list[Item]:
     for f in files:
         if "__pycache__" in f.parts:
             continue
-        items.append(Item("/" + f.relative_to(base).as_posix(), f.read_bytes(), str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f)))
+        shown = str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f)
+        items.append(Item("/" + f.relative_to(base).as_posix(), f.read_bytes(), shown))
     items.append(Item("/main.py", (FIRMWARE / "main.py").read_bytes(), "firmware/main.py"))
     items.append(Item("/config.json", config_path.read_bytes(), str(config_path)))
     items.append(Item("/board.json", board_path.read_bytes(), str(board_path)))

@@ -138,7 +138,7 @@ class Reader:
         return Card(uid, sak, tech)
 
     def get_version(self) -> bytes | None:
-        ok, back, bits = self._transceive([0x60])
+        ok, back, _bits = self._transceive([0x60])
         return bytes(back[:8]) if ok and len(back) >= 8 else None
 
     def read16(self, addr: int) -> bytes:
@@ -259,7 +259,9 @@ class Feedback:
         from gpiozero import LED, Buzzer
 
         def mk(cls, pin):
-            return None if pin is None else (pin if not isinstance(pin, (int, str)) else cls(pin, pin_factory=pin_factory))
+            if pin is None or not isinstance(pin, (int, str)):
+                return pin
+            return cls(pin, pin_factory=pin_factory)
 
         self.green = mk(LED, green)
         self.red = mk(LED, red)
@@ -446,7 +448,7 @@ def _load_mfrc522_module(spi_factory=None, name: str = "_mfrc522_station"):
     spec = importlib.util.find_spec("mfrc522")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise StationError("the mfrc522 package is not installed (pip install mfrc522)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "MFRC522.py"
+    path = Path(next(iter(spec.submodule_search_locations))) / "MFRC522.py"
     gpio = _stub_gpio()
     rpi = types.ModuleType("RPi")
     rpi.GPIO = gpio

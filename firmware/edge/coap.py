@@ -33,9 +33,11 @@ import json
 import socket
 from binascii import unhexlify
 from hashlib import sha256
-from time import ticks_ms, ticks_diff
+from time import ticks_diff, ticks_ms
 
-from edge.link import DOWN as _DOWN, UP as _UP, Link, getrandbits
+from edge.link import DOWN as _DOWN
+from edge.link import UP as _UP
+from edge.link import Link, getrandbits
 
 CON = 0
 NON = 1

@@ -1,6 +1,7 @@
 # Board HAL: machine.Pin/SPI/UART/WDT mapped through the board file (boards/<board>.json,
 # deployed as board.json next to main.py).
 import json
+
 import machine
 
 
@@ -90,6 +91,7 @@ class MachineHal:
         if not w:
             return
         import asyncio
+
         import network
         wlan = network.WLAN(network.STA_IF)
         wlan.active(True)

@@ -7,6 +7,7 @@
 import json
 import os
 from binascii import hexlify
+
 from edge import fsutil
 
 

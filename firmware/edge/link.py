@@ -7,7 +7,7 @@
 #   async _serve()             keep it up; return or raise when it is gone
 #   _lost()                    tear the connection down (idempotent); calls _went_down(st)
 import asyncio
-from time import ticks_ms, ticks_diff
+from time import ticks_diff, ticks_ms
 
 try:
     from random import getrandbits

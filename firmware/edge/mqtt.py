@@ -31,9 +31,12 @@ import io
 import json
 import select
 import socket
-from time import ticks_ms, ticks_diff
+from time import ticks_diff, ticks_ms
 
-from edge.link import CONNECTING as _CONNECTING, DOWN as _DOWN, UP as _UP, Link
+from edge.link import CONNECTING as _CONNECTING
+from edge.link import DOWN as _DOWN
+from edge.link import UP as _UP
+from edge.link import Link
 
 _PING = b"\xc0\x00"
 _DISC = b"\xe0\x00"

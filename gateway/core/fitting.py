@@ -288,9 +288,8 @@ class FittingRooms:
         for s in self.sessions.values():
             end = s["end"]
             if gtin in s["tried"] and gtin not in s["converted"] and end is not None \
-                    and at - self.rules.attribution_ms <= end <= at:
-                if best is None or end > best["end"]:
-                    best = s
+                    and at - self.rules.attribution_ms <= end <= at and (best is None or end > best["end"]):
+                best = s
         return best
 
     def door_count(self, at: int, entries: int) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise
+from typing import Any, cast
 
 Rng = Callable[[int], int]
 
@@ -612,7 +613,7 @@ class LockerBank:
         for h in [h for h, oid in self._by_mac.items() if oid == order_id]:
             del self._by_mac[h]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Everything but the rng, the key and the outbox, JSON-ready (the service stores it).
         Verifiers are MACs (`verifier`); a legacy bank keeps its old key names, unchanged."""
         from dataclasses import asdict
@@ -624,7 +625,7 @@ class LockerBank:
                 "compartments": [asdict(c) for c in self.compartments.values()],
                 **self._verifiers()}
 
-    def _verifiers(self) -> dict:
+    def _verifiers(self) -> dict[str, Any]:
         from dataclasses import asdict
         orders = [asdict(o) for o in self.orders.values()]
         if self.legacy:  # not upgraded yet: written back exactly as the old gateway wrote it
@@ -634,7 +635,7 @@ class LockerBank:
         return {"orders": orders, "verifier": VERIFIER, "macs": dict(self._by_mac)}
 
     @classmethod
-    def from_dict(cls, d: dict, rng: Rng | None = None, key: bytes | None = None) -> LockerBank:
+    def from_dict(cls, d: dict[str, Any], rng: Rng | None = None, key: bytes | None = None) -> LockerBank:
         """A bank from `to_dict`. A row written before keyed codes (no `verifier`: SHA-256
         hashes) loads with `legacy` set: it issues and redeems nothing until `upgrade_legacy`."""
         pol = dict(d["lockout"])
@@ -662,13 +663,13 @@ class LockerBank:
         bank.lockout.last_failure = ls.get("last_failure")
         return bank
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[dict[str, Any]]:
         """Compartments with their state and order, for the API and the dashboard."""
         return [{"id": c.id, "size": str(c.size), "state": str(self.state_of(c.id)), "order": c.order_id,
                  "blocked": c.blocked} for c in sorted(self.compartments.values(), key=lambda c: c.id)]
 
 
-def device_event(bank: LockerBank, etype: str, body: dict, now: float,
+def device_event(bank: LockerBank, etype: str, body: dict[str, Any], now: float,
                  at: float | None = None) -> IssuedCode | None:
     """Apply one firmware event (docs/lockers.md) to the bank. Returns a freshly issued code
     when the event made an order ready (the service then sends `set_order` to the device and
@@ -676,7 +677,8 @@ def device_event(bank: LockerBank, etype: str, body: dict, now: float,
     dated `at` (when the bank saw it, for an event journaled offline; default `now`); other
     events that change no order state (alarms) are ignored here, the service records and
     forwards them."""
-    cid = body.get("compartment")
+    # unchecked here: every use goes through bank.compartment(), which refuses what is not one of its ids
+    cid = cast(int, body.get("compartment"))
     at = now if at is None else at
     if etype in ("code.rejected", "code.reused") and isinstance(body.get("failures"), int):
         bank.lockout.device_failure(at, body["failures"])
@@ -734,8 +736,8 @@ def upgrade_legacy(bank: LockerBank, key: bytes, max_digits: int = 7) -> tuple[l
     for o in bank.orders.values():
         if o.code_mac is None:
             continue
-        code = found.get(o.code_mac)
-        o.code_mac = None if code is None else mac_code(code, key, bank.salt)
+        plain = found.get(o.code_mac)
+        o.code_mac = None if plain is None else mac_code(plain, key, bank.salt)
         if o.code_mac is not None and o.state is OrderState.READY and o.code_used_at is None:
             push.append(o)
     bank.key, bank.legacy = key, False

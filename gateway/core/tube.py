@@ -73,7 +73,7 @@ class InvalidCommand(ValueError):
     `actions` holds what moving the clock to `now` produced before the command was refused
     (e.g. a carrier declared lost at that instant): the caller must still carry them out."""
 
-    def __init__(self, message: str, actions: list | None = None):
+    def __init__(self, message: str, actions: list[Any] | None = None):
         super().__init__(message)
         self.actions = list(actions or [])
 
@@ -106,7 +106,7 @@ class ArbiterPolicy:
     origin_door: str = ORIGIN_DOOR_UNTIL_DEPARTURE
     preposition: bool = True       # turn free diverters for the next job while its carrier is loaded
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.reservation not in (RESERVATION_ROUTE, RESERVATION_RELEASE_BEHIND):
             raise ValueError(f"policy.reservation: {self.reservation!r} is not 'route' or 'release_behind'")
         if self.origin_door not in (ORIGIN_DOOR_UNTIL_DEPARTURE, ORIGIN_DOOR_WHOLE_TRANSIT):
@@ -311,8 +311,8 @@ class TubeArbiter:
         self._reconcile(now, out)
         return out
 
-    def on_diverter_confirmed(self, diverter_id: str, position: str, now: float) -> list[Action]:
-        """A diverter reports its position (limit switch)."""
+    def on_diverter_confirmed(self, diverter_id: str, position: str | None, now: float) -> list[Action]:
+        """A diverter reports its position (limit switch); one not in its config counts as unknown (None)."""
         out: list[Action] = []
         now = self._advance(now, out)
         if diverter_id not in self.network.diverters:
@@ -369,7 +369,8 @@ class TubeArbiter:
         for c in cps[j.next_cp:idx]:
             if c.kind == "eye":
                 out.append(Alert("photo_eye_missed", f"{c.ref} did not see job {j.req.id}'s carrier "
-                                 f"(seen later at {eye_id}): clean or check the eye", "warning", j.req.id, eye_id=c.ref))
+                                 f"(seen later at {eye_id}): clean or check the eye", "warning", j.req.id,
+                                 eye_id=c.ref))
         self._passed(j, cps[idx], now, out)
         self._reconcile(now, out)
         return out
@@ -399,7 +400,8 @@ class TubeArbiter:
                         self._arrive(incoming, now, out)
                     else:
                         out.append(Alert("destination_occupied", f"a carrier appeared in {station_id}'s bin while "
-                                         f"job {incoming.req.id} is still upstream: holding it until the bin is emptied",
+                                         f"job {incoming.req.id} is still upstream: "
+                                         "holding it until the bin is emptied",
                                          "warning", incoming.req.id, station_id))
                 elif incoming is None or incoming.state != ARRIVED:
                     out.append(Alert("unexpected_carrier", f"a carrier arrived in {station_id}'s bin with no dispatch "
@@ -460,14 +462,16 @@ class TubeArbiter:
         if job is None and target in self.network.segments:
             job = self._holder(f"seg:{target}")
             if job is None or job.state not in (LOST, FAILED, HELD, IN_TRANSIT):
-                raise _refuse(out, f"segment {target!r} is not blocked" + (f" (held by {job.state} job {job.req.id})" if job else ""))
+                held_by = f" (held by {job.state} job {job.req.id})" if job else ""
+                raise _refuse(out, f"segment {target!r} is not blocked{held_by}")
         elif job is None and target in self.network.diverters:
             holder = self._holder(f"div:{target}")
             if holder is not None and holder.state in (LOST, FAILED):
                 job = holder
             elif target in self._faulted:
                 del self._faulted[target]
-                out.append(Alert("jam_cleared", f"diverter {target} returned to service by staff", "info", diverter_id=target))
+                out.append(Alert("jam_cleared", f"diverter {target} returned to service by staff", "info",
+                                 diverter_id=target))
                 self._reconcile(now, out)
                 return out
             else:
@@ -583,7 +587,8 @@ class TubeArbiter:
     def forget_finished(self) -> list[str]:
         """Drop final jobs from memory (after the gateway has stored them). Returns their ids.
         A re-submit of a forgotten id is then a new dispatch: keep ids unique upstream."""
-        gone = [i for i, j in self._jobs.items() if j.state in FINAL_STATES and not any(o == i for o in self._holds.values())]
+        gone = [i for i, j in self._jobs.items()
+                if j.state in FINAL_STATES and not any(o == i for o in self._holds.values())]
         for i in gone:
             del self._jobs[i]
         return gone
@@ -678,7 +683,7 @@ class TubeArbiter:
         self._release(j, held)
         return held
 
-    def _rank(self, j: _Job, now: float) -> tuple:
+    def _rank(self, j: _Job, now: float) -> tuple[float, float, int]:
         """Ageing: effective priority = class rank + waiting time / ageing_s. Higher goes first;
         ties: older request, then earlier submission."""
         age = max(0.0, now - j.req.created)
@@ -733,7 +738,8 @@ class TubeArbiter:
         for d in late:
             self._faulted[d] = f"did not confirm {j.pending[d]!r} for job {j.req.id}"
             out.append(Alert("diverter_timeout", f"diverter {d} did not confirm position {j.pending[d]!r} in time: "
-                             "out of service until it reports again or staff clear it", "error", j.req.id, diverter_id=d))
+                             "out of service until it reports again or staff clear it", "error", j.req.id,
+                             diverter_id=d))
         r = self._route(j)
         self._release(j, r.resources())
         j.pending.clear()

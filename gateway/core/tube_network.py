@@ -156,7 +156,7 @@ class Route:
         return max(0, len(self.checkpoints) - 2)
 
 
-def _req(d: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]):
+def _req(d: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     if key not in d:
         raise NetworkConfigError(f"{where}.{key}", "missing")
     v = d[key]
@@ -269,7 +269,7 @@ class TubeNetwork:
             if not pos:
                 raise NetworkConfigError(f"{w}.positions", "needs at least one position")
             positions: dict[str, tuple[str, str]] = {}
-            seen_pairs: dict[frozenset, str] = {}
+            seen_pairs: dict[frozenset[str], str] = {}
             for pname, pair in pos.items():
                 pw = f"{w}.positions.{pname}"
                 if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
@@ -282,10 +282,10 @@ class TubeNetwork:
                                                  f"(its segments: {', '.join(attached[did]) or 'none'})")
                 if pair[0] == pair[1]:
                     raise NetworkConfigError(pw, f"connects {pair[0]!r} to itself")
-                key = frozenset(pair)
-                if key in seen_pairs:
-                    raise NetworkConfigError(pw, f"same connection as position {seen_pairs[key]!r}")
-                seen_pairs[key] = pname
+                connection = frozenset(pair)
+                if connection in seen_pairs:
+                    raise NetworkConfigError(pw, f"same connection as position {seen_pairs[connection]!r}")
+                seen_pairs[connection] = pname
                 positions[pname] = (pair[0], pair[1])
             used = {x for pair in positions.values() for x in pair}
             for x in attached[did]:
@@ -350,7 +350,8 @@ class TubeNetwork:
         return _canonical(self.name, self.stations, self.diverters, self.segments, self.blower, self.timing)
 
 
-def _canonical(name, stations, diverters, segments, blower, timing) -> dict[str, Any]:
+def _canonical(name: str, stations: Mapping[str, Station], diverters: Mapping[str, Diverter],
+               segments: Mapping[str, TubeSegment], blower: Blower, timing: Timing) -> dict[str, Any]:
     return {
         "name": name,
         "stations": [{"id": s.id, "zone": s.zone, "kind": s.kind, **({"name": s.name} if s.name else {})}
@@ -365,7 +366,8 @@ def _canonical(name, stations, diverters, segments, blower, timing) -> dict[str,
     }
 
 
-def _all_routes(stations, diverters, segments, blower) -> dict[tuple[str, str], Route]:
+def _all_routes(stations: Mapping[str, Station], diverters: Mapping[str, Diverter],
+                segments: Mapping[str, TubeSegment], blower: Blower) -> dict[tuple[str, str], Route]:
     # distance of each node from the blower (for blow/suck)
     adj: dict[str, list[TubeSegment]] = {}
     for seg in segments.values():
@@ -383,18 +385,19 @@ def _all_routes(stations, diverters, segments, blower) -> dict[tuple[str, str], 
                 dist[m] = d + seg.length_m
                 heapq.heappush(heap, (dist[m], m))
 
-    routes = {}
+    routes: dict[tuple[str, str], Route] = {}
     for origin in stations:
         for (dest, path) in _paths_from(origin, stations, diverters, segments, adj).items():
             routes[(origin, dest)] = _build_route(origin, dest, path, diverters, segments, blower, dist)
     return routes
 
 
-def _paths_from(origin, stations, diverters, segments, adj) -> dict[str, list[str]]:
+def _paths_from(origin: str, stations: Mapping[str, Station], diverters: Mapping[str, Diverter],
+                segments: Mapping[str, TubeSegment], adj: Mapping[str, list[TubeSegment]]) -> dict[str, list[str]]:
     """Shortest path (by length) from a station to every reachable station, as segment lists.
     State = (node, segment we arrived by); a diverter can be crossed only along one of its positions."""
     (first,) = adj[origin]
-    start = (first.length_m, first.id, first.other_end(origin), (first.id,))
+    start: tuple[float, str, str, tuple[str, ...]] = (first.length_m, first.id, first.other_end(origin), (first.id,))
     heap = [start]
     best: dict[tuple[str, str], float] = {}
     found: dict[str, list[str]] = {}
@@ -415,9 +418,10 @@ def _paths_from(origin, stations, diverters, segments, adj) -> dict[str, list[st
     return found
 
 
-def _build_route(origin, dest, path, diverters, segments, blower, dist) -> Route:
+def _build_route(origin: str, dest: str, path: list[str], diverters: Mapping[str, Diverter],
+                 segments: Mapping[str, TubeSegment], blower: Blower, dist: Mapping[str, float]) -> Route:
     nodes = [origin]
-    legs = []
+    legs: list[Leg] = []
     pos = 0.0
     for seg_id in path:
         seg = segments[seg_id]
@@ -426,11 +430,13 @@ def _build_route(origin, dest, path, diverters, segments, blower, dist) -> Route
         legs.append(Leg(seg_id, forward, seg.eye, seg.length_m, pos))
         pos += seg.length_m
         nodes.append(seg.other_end(here))
-    settings = []
+    settings: list[tuple[str, str, int]] = []
     for i in range(1, len(nodes) - 1):
         d = diverters[nodes[i]]
-        settings.append((d.id, d.position_for(path[i - 1], path[i]), 4 * i))
-    cps = []
+        position = d.position_for(path[i - 1], path[i])
+        assert position is not None, "_paths_from crosses a diverter only along one of its positions"
+        settings.append((d.id, position, 4 * i))
+    cps: list[Checkpoint] = []
     for i, leg in enumerate(legs):
         if leg.forward:
             cps.append(Checkpoint(len(cps), "eye", leg.eye, 4 * i + 3, leg.start_m + leg.length_m))

@@ -37,12 +37,12 @@ from gateway.core.tube import (
     InvalidCommand,
     JobUpdate,
     LoadCarrier,
-    Route,
     SetDiverter,
     StartBlower,
     StopBlower,
     TubeArbiter,
 )
+from gateway.core.tube_network import Route
 
 
 @dataclass
@@ -70,12 +70,12 @@ class TubeWorld:
         self.observe = observe   # called after every batch of actions is applied
         self.track_holds = track_holds
         self.now = 0.0
-        self._q: list[tuple[float, int, Callable, tuple]] = []
+        self._q: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._n = 0
         self.doors = {s: False for s in self.net.stations}
         self.bins: dict[str, str | None] = {s: None for s in self.net.stations}
         self.diverters: dict[str, str | None] = {d: None for d in self.net.diverters}
-        self._div_gen = Counter()
+        self._div_gen: Counter[str] = Counter()
         self._div_motion: dict[str, tuple[str, float]] = {}   # diverter -> (target, eta)
         self.stuck_diverters: set[str] = set()
         self.carriers: dict[str, SimCarrier] = {}
@@ -85,20 +85,20 @@ class TubeWorld:
         self.estop = False
         self.gateway_is_up = True
         self._replaying = False
-        self._journal: list[tuple[Callable, tuple, dict]] = []
+        self._journal: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []   # (arbiter method, args, kw)
         # records
         self.actions: list[tuple[float, Any]] = []
         self.updates: list[tuple[float, JobUpdate]] = []
         self.alerts: list[tuple[float, Alert]] = []
         self.state: dict[str, str] = {}
-        self.attempts: Counter = Counter()
-        self.arrivals: Counter = Counter()
+        self.attempts: Counter[str] = Counter()
+        self.arrivals: Counter[str] = Counter()
         self.violations: list[str] = []
         self.hold_intervals: dict[str, list[tuple[float, float]]] = {}   # resource -> (from, to)
         self._hold_start: dict[str, float] = {}
 
     # ---- scheduling ------------------------------------------------------------------------
-    def at(self, t: float, fn: Callable, *args) -> None:
+    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
         self._n += 1
         heapq.heappush(self._q, (max(t, self.now), self._n, fn, args))
 
@@ -127,7 +127,7 @@ class TubeWorld:
         self.now = max(self.now, t)
 
     # ---- talking to the arbiter --------------------------------------------------------------
-    def _call(self, method: str, *args, **kw) -> None:
+    def _call(self, method: str, *args: Any, **kw: Any) -> None:
         if not self.gateway_is_up:
             if method != "tick":
                 self._journal.append((method, args, kw))
@@ -139,7 +139,7 @@ class TubeWorld:
             actions = fn(*args, self.now, **kw)
         self.apply(actions)
 
-    def apply(self, actions: list) -> None:
+    def apply(self, actions: list[Any]) -> None:
         for a in actions:
             self.actions.append((self.now, a))
             if isinstance(a, JobUpdate):

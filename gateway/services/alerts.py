@@ -49,7 +49,8 @@ class Rule:
 
 def _fields(item: StreamItem) -> dict[str, Any]:
     d = item.data
-    body = d.get("body") if isinstance(d.get("body"), dict) else {}
+    raw = d.get("body")
+    body: dict[str, Any] = raw if isinstance(raw, dict) else {}
     late: dict[str, Any] = d["late_outcome"] if isinstance(d.get("late_outcome"), dict) else {}
     return {**body, **{f"late_{k}": v for k, v in late.items()},
             **{k: v for k, v in d.items() if k != "body"}}
@@ -141,6 +142,13 @@ def _open_alert(store: Store, key: str) -> dict[str, Any] | None:
     return public_alert(row) if row else None
 
 
+def _written_alert(store: Store, alert_id: int | None) -> dict[str, Any]:
+    """An alert this transaction has just written (so it exists)."""
+    alert = None if alert_id is None else get_alert(store, alert_id)
+    assert alert is not None, f"alert {alert_id} was written in this very transaction"
+    return alert
+
+
 def get_alert(store: Store, alert_id: int) -> dict[str, Any] | None:
     row = store.conn.execute(f"SELECT {_COLS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
     return public_alert(row) if row else None
@@ -200,14 +208,14 @@ def _apply(store: Store, item: StreamItem, now: int) -> None:
             if found is not None:
                 store.conn.execute("UPDATE alerts SET state = 'resolved', resolved_at = ? "
                                    "WHERE id = ?", (now, found["id"]))
-                store.append_stream("alert", {"change": "resolved", **get_alert(store, found["id"])})
+                store.append_stream("alert", {"change": "resolved", **_written_alert(store, found["id"])})
             continue
         key = _fmt(rule.key, f)
         found = _open_alert(store, key)
         if found is not None:
             store.conn.execute("UPDATE alerts SET count = count + 1, last = ? WHERE id = ?",
                                (now, found["id"]))
-            store.append_stream("alert", {"change": "repeated", **get_alert(store, found["id"])})
+            store.append_stream("alert", {"change": "repeated", **_written_alert(store, found["id"])})
             continue
         device = f.get("device") if item.kind in ("event", "command") else f.get("id")
         data = {k: v for k, v in f.items() if isinstance(v, (str, int, float, bool)) or v is None}
@@ -216,7 +224,7 @@ def _apply(store: Store, item: StreamItem, now: int) -> None:
                                    last, source) VALUES (?,?,?,?,?,?, 'open', 1, ?, ?, ?)""",
             (key, rule.severity, device, rule.type, _fmt(rule.text, f), json.dumps(data), now, now,
              item.id))
-        store.append_stream("alert", {"change": "raised", **get_alert(store, cur.lastrowid)})
+        store.append_stream("alert", {"change": "raised", **_written_alert(store, cur.lastrowid)})
 
 
 def apply_items(store: Store, items: list[StreamItem], now: int, upto: int | None = None
@@ -236,7 +244,7 @@ def ack_alert(store: Store, alert_id: int, by: str, now: int) -> dict[str, Any] 
             return found  # unknown, or already acked/resolved: unchanged (idempotent)
         store.conn.execute("UPDATE alerts SET state = 'acked', acked_by = ?, acked_at = ? "
                            "WHERE id = ?", (by, now, alert_id))
-        alert = get_alert(store, alert_id)
+        alert = _written_alert(store, alert_id)
         store.append_stream("alert", {"change": "acked", **alert})
         return alert
 

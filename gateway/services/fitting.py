@@ -27,7 +27,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 from ..commands import now_ms
@@ -134,7 +134,7 @@ class FittingService:
 
     @property
     def _tracked(self) -> TrackedDispatcher | None:
-        return self.dispatcher if hasattr(self.dispatcher, "progress") else None
+        return cast(TrackedDispatcher, self.dispatcher) if hasattr(self.dispatcher, "progress") else None
 
     async def step(self) -> None:
         async with self._lock:

@@ -26,7 +26,8 @@ events, the API and device commands:
 * **outward stream**: every order state change is a stream item of kind `locker`
   (`{"type": "order.<state>", "bank", "order", "compartment", "old", "state", "reason"}`).
   `order.ready` (and `order.code` for a reissued code) carry the plain `code` to live
-  subscribers that may see it (`lockers`/`admin`, gateway/redact.py) only: the stored stream row holds a `ready_id` token, the code itself lives in
+  subscribers that may see it (`lockers`/`admin`, gateway/redact.py) only: the stored stream
+  row holds a `ready_id` token, the code itself lives in
   this process's memory for `CODE_TTL_S` and is added when the item is rendered. After that,
   or after a restart, the item shows `code: null` and the order system asks for a reissue.
 * **time**: `tick(now)` every `tick_s` expires reservations and pickup windows.
@@ -38,7 +39,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..commands import CommandService, IdempotencyConflict, now_ms
 from ..core.lockers import (
@@ -314,7 +315,8 @@ class LockersService:
         etype, body = e["type"], e.get("body") or {}
         now = self._now()
         try:
-            cid = body.get("compartment")
+            # unchecked: bank.compartment() refuses what is not one of its ids (device_event first)
+            cid = cast(int, body.get("compartment"))
             if etype == "load.empty" and cid in bank.compartments:
                 o = bank.order_in(cid)
                 if o is not None:  # staff must load again: the next open is a new command
@@ -343,7 +345,9 @@ class LockersService:
         holds a live code), in one transaction. The search runs off the event loop."""
         bank = self.banks[bank_id]
         before, meta_before = bank.to_dict(), _copy(self.meta[bank_id])
-        push, lost = await asyncio.to_thread(upgrade_legacy, bank, bank.key)
+        key = bank.key
+        assert key is not None, "a bank is upgraded only once it has a key"
+        push, lost = await asyncio.to_thread(upgrade_legacy, bank, key)
         batch = _Batch()
         if push:
             kid = key_id(bank.key or b"")

@@ -34,6 +34,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -53,14 +54,13 @@ from ..core.tube import (
     InvalidJob,
     JobUpdate,
     LoadCarrier,
-    NetworkConfigError,
     SetDiverter,
     StartBlower,
     StopBlower,
     TubeArbiter,
-    TubeNetwork,
     action_to_dict,
 )
+from ..core.tube_network import NetworkConfigError, TubeNetwork
 from ..db import Database
 from ..store import Store
 from .ticker import tick_loop
@@ -236,9 +236,11 @@ class TubeService:
                 rows = await self.db.read(_events_tx, self.devices, self.cursor, EVENT_PAGE)
                 if not rows:
                     break
-                await self._decide(lambda a, now: [x for e in rows for x in self._apply(a, e)],
-                                   cursor=rows[-1]["id"])
+                await self._decide(functools.partial(self._apply_page, rows), cursor=rows[-1]["id"])
             await self._decide(lambda a, now: a.tick(now), only_if_changed=True)
+
+    def _apply_page(self, rows: list[dict[str, Any]], a: TubeArbiter, now: float) -> list[Action]:
+        return [x for e in rows for x in self._apply(a, e)]
 
     def on_commit_item(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "event" and data.get("device") in self.devices:

@@ -24,6 +24,7 @@ the client falls back to plain raw REPL writes (256 bytes every 10 ms, as mpremo
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import re
 import struct
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import serial
 
@@ -129,7 +131,7 @@ class SerialBoard:
             self.ser = self.port  # an already-open port (tests, rfc2217)
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - open until close(), like the port
         self._stop.clear()
         self._thread = threading.Thread(target=self._reader, name=f"serial-{self.name}", daemon=True)
         self._thread.start()
@@ -142,16 +144,14 @@ class SerialBoard:
             self._thread.join(2)
             self._thread = None
         if self.ser is not None and isinstance(self.port, str):
-            try:
+            with contextlib.suppress(Exception):  # closing a port that went away is best effort
                 self.ser.close()
-            except Exception:
-                pass
         self.ser = None
         if self._log:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> SerialBoard:
+    def __enter__(self) -> Self:
         return self.open()
 
     def __exit__(self, *exc) -> None:

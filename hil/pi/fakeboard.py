@@ -34,11 +34,13 @@ import time
 import traceback
 import tty
 from pathlib import Path
+from typing import Self
 
 ROM_BANNER = ("ets Jun  8 2016 00:22:57\r\n\r\nrst:0x{code:x} ({cause}),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
               "configsip: 0, SPIWP:0xee\r\nmode:DIO, clock div:2\r\nload:0x3fff0030,len:4540\r\n"
               "entry 0x40080674\r\n")
-MPY_BANNER = "MicroPython v1.24.1 on 2024-11-29; Fake ESP32 module with ESP32\r\nType \"help()\" for more information.\r\n"
+MPY_BANNER = ("MicroPython v1.24.1 on 2024-11-29; Fake ESP32 module with ESP32\r\n"
+              "Type \"help()\" for more information.\r\n")
 RESET_CODES = {"POWERON_RESET": 0x1, "SW_CPU_RESET": 0xC, "TG1WDT_SYS_RESET": 0x8, "RTCWDT_RTC_RESET": 0x10}
 
 
@@ -160,7 +162,7 @@ class FakeBoard:
             except OSError:
                 pass
 
-    def __enter__(self) -> FakeBoard:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -401,7 +403,7 @@ class FakeBoard:
         err = ""
         try:
             with contextlib.redirect_stdout(out):
-                exec(compile(text, "<stdin>", "exec"), self.globals)
+                exec(compile(text, "<stdin>", "exec"), self.globals)  # noqa: S102 - a fake REPL runs what it is sent
         except SystemExit:
             pass
         except BaseException as e:  # noqa: BLE001 - the board prints any exception

@@ -75,7 +75,7 @@ class _UartLine:
         while not self._stop.is_set():
             try:
                 data = self.port.read(256)
-            except Exception:  # the port went away: stop reading, the scenario fails on content
+            except Exception:  # noqa: BLE001 - the port went away: stop reading, the scenario fails on content
                 return
             if data:
                 with self._lock:

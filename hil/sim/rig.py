@@ -11,7 +11,8 @@ from __future__ import annotations
 import socketserver
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol, Self
 
 from hil.trace import Trace
 
@@ -81,7 +82,7 @@ class SimDevice:
         with self._cond:
             return self._cond.wait_for(lambda: self.outputs.get(pin) == value, timeout)
 
-    def wait_for(self, predicate: Callable[["SimDevice"], bool], timeout: float = 5.0) -> bool:
+    def wait_for(self, predicate: Callable[[SimDevice], bool], timeout: float = 5.0) -> bool:
         """Wait until `predicate(device)` holds; pin/uart/log changes wake the waiter."""
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self), timeout)
@@ -150,7 +151,7 @@ class SimDevice:
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    rig: "VirtualRig"
+    rig: VirtualRig
 
     def handle(self) -> None:  # one firmware process
         self._dev: SimDevice | None = None
@@ -232,7 +233,7 @@ class VirtualRig:
     def devices(self) -> dict[str, SimDevice]:
         return dict(self._devices)
 
-    def start(self) -> "VirtualRig":
+    def start(self) -> VirtualRig:
         self._thread = threading.Thread(target=self._server.serve_forever, name="virtual-rig",
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -242,7 +243,7 @@ class VirtualRig:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "VirtualRig":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

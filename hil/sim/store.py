@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Self
 
 from hil.sim.firmware import FirmwareProcess
 from hil.sim.mfrc522 import MFRC522Emulator
@@ -294,7 +295,7 @@ class VirtualStore:
         self.tubes.append(handle)
         return handle
 
-    def start(self) -> "VirtualStore":
+    def start(self) -> VirtualStore:
         for fw in self.devices.values():
             if not fw.alive():
                 fw.start()
@@ -311,7 +312,7 @@ class VirtualStore:
             tube.model.stop()
         self.rig.stop()
 
-    def __enter__(self) -> "VirtualStore":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

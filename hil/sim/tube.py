@@ -9,7 +9,8 @@ file the gateway loads (lengths, blower speed and spin-up, diverter travel times
   is within a quarter step of it. `stick_diverter(id)` makes the motor run without moving.
 * **carriers**: a carrier put in a station's send chamber (the world sets its `chamber` input,
   `Rig.insert_carrier(dev, "chamber")`) leaves when the station opens its send `gate` and there
-  is an air path: the station's `air` output on, every diverter on the way at a position that connects the tube, and the `air`
+  is an air path: the station's `air` output on, every diverter on the way at a position that
+  connects the tube, and the `air`
   output of the station at the far end on; after the blower's spin-up it flies at
   `speed_m_s`, blocking each line photo-eye it passes for `pass_ms`, and drops into the far
   station's bin (`bin` input 1) until the world takes it out (`remove_carrier(dev, "bin")`).

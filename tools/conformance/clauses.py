@@ -431,7 +431,8 @@ CLAUSES: list[Clause] = [Clause(id, s[0], s[1], says, fn) for id, s, says, fn in
     ("will", S_SESSION, "a cut link publishes the will; the next connect is a new session", will),
     ("replay", S_EVENTS, "after a reconnect the journal is re-sent from `first`, in order, unchanged", replay),
     ("duplicate-command", S_CMDS, "one id delivered twice: applied once, the same answer twice", duplicate_command),
-    ("redelivery", S_CMDS, "an id redelivered after a reconnect is answered from the store, not re-applied", redelivery),
+    ("redelivery", S_CMDS, "an id redelivered after a reconnect is answered from the store, not re-applied",
+     redelivery),
     ("deadline", S_CMDS, "a command past its deadline is rejected `expired`, not applied", deadline),
     ("bad-input", S_CONF, "malformed commands are never applied; the device stays up", bad_input),
 )]

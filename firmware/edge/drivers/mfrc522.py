@@ -21,8 +21,9 @@
 #
 # CRC_A is computed in software (no CalcCRC round trips); ModeReg still presets the chip's
 # coprocessor to 0x6363.
-from time import sleep_ms
 from binascii import hexlify
+from time import sleep_ms
+
 from micropython import const
 
 from edge.ndef import find_tlv, sample_id
