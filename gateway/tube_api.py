@@ -125,7 +125,8 @@ def tube_router(gw: Gateway) -> APIRouter:
         except InvalidCommand as exc:
             raise HTTPException(409, str(exc)) from None
 
-    @r.post("/jams/{target}/clear", response_model=JamClearedOut, responses={409: {"description": "nothing to clear there"}})
+    @r.post("/jams/{target}/clear", response_model=JamClearedOut,
+            responses={409: {"description": "nothing to clear there"}})
     async def clear_jam(target: str, resend: bool = True) -> dict[str, Any]:
         """Staff have found the carrier (of a dispatch, or in a blocked segment) and taken it
         back to its sender, or freed a stuck diverter: free the line. The dispatch is sent
