@@ -5,9 +5,9 @@ errors (422) add `errors` with FastAPI's per-field list.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -19,7 +19,7 @@ from .api_lockers import add_locker_routes
 from .api_staff import add_staff_routes
 from .commands import CommandRejected, IdempotencyConflict, UnknownDevice
 from .fitting_api import add_fitting_routes
-from .ingest import public_device
+from .ingest import device_views
 from .ops_api import add_ops_routes
 from .redact import may_see_codes, redact_event, redact_item
 from .services.pads import CatalogConflict, CatalogError
@@ -54,6 +54,143 @@ class SampleIn(BaseModel):
     description: str | None = None
     uid: str | None = Field(default=None,
                             description="tag UID (8 or 14 hex digits) mapped to this sample")
+
+
+# --- response models (the OpenAPI spec's answers; FastAPI serializes through them, so a field
+# the gateway sends must be declared here or it is dropped: tests/test_api_contract.py) -------
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"status": "ok", "mqtt": "connected", "ingest_queue": 0}]})
+    status: Literal["ok", "degraded"] = Field(description="`ok` when the broker connection is up")
+    mqtt: Literal["connected", "disconnected"]
+    ingest_queue: int = Field(description="messages waiting to be persisted")
+
+
+class DeviceOut(BaseModel):
+    """A device, the same in `GET /devices` and `GET /devices/{device}`."""
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "pad-1", "kind": "sample-pad", "fw": "1.4.0", "caps": ["tag", "led", "blink"],
+        "cfg": "a1b2c3d4", "session": 3, "epoch": "5f2a9e01", "boot": 12, "reset": "power",
+        "online": True, "last_seen": 1795000123456, "first_seen": 1794000000000, "acked": 42,
+        "pending_commands": ["c-0a1b2c3d4e5f6789"]}]})
+    id: str
+    kind: str = Field(description="sample-pad, fitting-room, locker-bank, tube-station, ...")
+    fw: str = Field(description="firmware version from the birth")
+    caps: list[str] = Field(description="capabilities (command names) from the birth")
+    cfg: str = Field(description="config hash from the birth")
+    session: int
+    epoch: str = Field(description="journal epoch of the current session (docs/protocol.md)")
+    boot: int
+    reset: str | None = Field(description="reset cause reported in the birth")
+    online: bool
+    last_seen: int = Field(description="unix ms")
+    first_seen: int = Field(description="unix ms")
+    acked: int = Field(description="every seq up to this one of the current epoch is persisted "
+                                   "and acknowledged (0 before the first)")
+    pending_commands: list[str] = Field(description="ids of its queued, sent or accepted "
+                                                    "commands, oldest first")
+
+
+class SampleContentOut(BaseModel):
+    id: str
+    title: str
+    image: str | None = None
+    url: str | None = None
+    description: str | None = None
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 981, "device": "pad-1", "epoch": "5f2a9e01", "seq": 42, "type": "tag.placed",
+        "t_device": 1795000123000, "t_gateway": 1795000123456,
+        "body": {"uid": "04a1b2c3d4e5f6", "tech": "ntag213", "sample": "S-1001"},
+        "content": {"id": "S-1001", "title": "Linen shirt", "image": "/img/s1001.jpg",
+                    "url": None, "description": None}}]})
+    id: int = Field(description="event id (page with `after`)")
+    device: str
+    epoch: str
+    seq: int | None = Field(description="null: made by the gateway (journal.overflow)")
+    type: str
+    t_device: int | None = Field(description="device clock, unix ms (null if it had none)")
+    t_gateway: int = Field(description="when the gateway persisted it, unix ms")
+    body: dict[str, Any] = Field(description="the event's own fields (docs/protocol.md); code "
+                                             "fields redacted (docs/security.md)")
+    content: SampleContentOut | None = Field(
+        default=None, description="`tag.placed` only (absent on other types): the sample's "
+                                  "catalog entry, null for a tag not in the catalog")
+
+
+class EventsPageOut(BaseModel):
+    events: list[EventOut]
+    next_after: int = Field(description="pass as `after` for the next page")
+
+
+class LateOutcomeOut(BaseModel):
+    status: str
+    reason: str | None = None
+    result: dict[str, Any] | None = None
+    at: int = Field(description="unix ms")
+
+
+class CommandOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "c-0a1b2c3d4e5f6789", "device": "pad-1", "name": "blink", "args": {"times": 3},
+        "idem_key": "kiosk-1-20261123-0912", "status": "done", "reason": None,
+        "result": {"times": 3}, "deadline": 1795000133456, "created": 1795000123456,
+        "updated": 1795000123700, "late": False, "sends": 1, "last_sent": 1795000123460,
+        "late_outcome": None, "final": True}]})
+    id: str
+    device: str
+    name: str
+    args: dict[str, Any] = Field(description="as given (a code verifier redacted)")
+    idem_key: str
+    status: Literal["queued", "sent", "accepted", "done", "rejected", "failed", "expired"]
+    reason: str | None
+    result: dict[str, Any] | None = Field(description="what the device answered with `done`")
+    deadline: int = Field(description="unix ms")
+    created: int
+    updated: int
+    late: bool = Field(description="the device answered after `expired` (see late_outcome)")
+    sends: int
+    last_sent: int | None
+    late_outcome: LateOutcomeOut | None = Field(
+        description="a device answer after `expired`, kept beside it: `final` never changes "
+                    "(docs/protocol.md, \"Commands\")")
+    final: bool = Field(description="done, rejected, failed or expired: the status never changes")
+
+
+class MqttStatsOut(BaseModel):
+    connected: bool
+    connects: int
+    publish_failures: int
+
+
+class StatsOut(BaseModel):
+    messages_received: int
+    events_persisted: int
+    duplicates: int
+    rejections: dict[str, int] = Field(description="rejected device messages by reason")
+    commands: dict[str, int] = Field(description="commands by status")
+    mqtt: MqttStatsOut
+    coap: dict[str, Any] | None = Field(description="the CoAP edge's counters (docs/coap.md); "
+                                                    "null when it is off")
+    acks_failed: int
+    ingest_batches: int
+    stream_subscribers: int
+
+
+class SampleOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "S-1001", "title": "Linen shirt", "image": "/img/s1001.jpg",
+        "url": "https://example.test/s-1001", "description": "Washed linen, blue",
+        "uid": "04a1b2c3d4e5f6"}]})
+    id: str
+    title: str
+    image: str | None
+    url: str | None
+    description: str | None
+    uid: str | None = Field(description="tag UID mapped to this sample")
 
 
 #: `Retry-After` of a refused `/stream`: a slot frees when another stream of the token closes,
@@ -121,32 +258,27 @@ def create_app(gw: Gateway) -> FastAPI:
             return gw.lockers.render(data, reveal)
         return data
 
-    async def _device_or_404(device: str) -> dict[str, Any]:
-        dev = await gw.db.read(Store.get_device, device)
-        if dev is None:
-            raise HTTPException(404, f"unknown device {device!r}: it has never sent a birth "
-                                     "(GET /devices lists known devices)")
-        return dev
-
-    @app.get("/health")
+    @app.get("/health", response_model=HealthOut)
     async def health() -> dict[str, Any]:
         """Liveness and readiness: `status` is `ok` when the broker connection is up."""
         return {"status": "ok" if gw.bus.connected else "degraded",
                 "mqtt": "connected" if gw.bus.connected else "disconnected",
                 "ingest_queue": gw.ingest.queue.qsize()}
 
-    @app.get("/devices")
+    @app.get("/devices", response_model=list[DeviceOut])
     async def list_devices() -> list[dict[str, Any]]:
-        return [public_device(d) for d in await gw.db.read(Store.list_devices)]
+        """Every device that has sent a birth, by id (each as `GET /devices/{device}`)."""
+        return await gw.db.read(device_views)
 
-    @app.get("/devices/{device}")
+    @app.get("/devices/{device}", response_model=DeviceOut)
     async def get_device(device: str) -> dict[str, Any]:
-        dev = await _device_or_404(device)
-        watermark = await gw.db.read(Store.get_watermark, device, dev["epoch"])
-        pending = await gw.db.read(Store.pending_commands, device)
-        return public_device(dev, watermark or 0) | {"pending_commands": [c["id"] for c in pending]}
+        views = await gw.db.read(device_views, device)
+        if not views:
+            raise HTTPException(404, f"unknown device {device!r}: it has never sent a birth "
+                                     "(GET /devices lists known devices)")
+        return views[0]
 
-    @app.get("/events")
+    @app.get("/events", response_model=EventsPageOut, response_model_exclude_unset=True)
     async def list_events(device: str | None = None, type: str | None = None,
                           after: int = Query(0, ge=0, description="event id to page after"),
                           limit: int = Query(100, ge=1, description="page size, capped at 1000")
@@ -156,12 +288,14 @@ def create_app(gw: Gateway) -> FastAPI:
         events = [gw.pads.enrich(redact_event(e)) for e in rows]
         return {"events": events, "next_after": events[-1]["id"] if events else after}
 
-    @app.post("/devices/{device}/commands",
+    @app.post("/devices/{device}/commands", response_model=CommandOut,
               responses={200: {"description": "final outcome"},
-                         202: {"description": "outcome pending (poll GET /commands/{id})"},
+                         202: {"model": CommandOut,
+                               "description": "outcome pending (poll GET /commands/{id})"},
                          404: {"description": "unknown device"},
                          409: {"description": "idempotency key reused for a different command"}})
-    async def post_command(device: str, req: CommandRequest) -> JSONResponse:
+    async def post_command(device: str, req: CommandRequest, response: Response
+                           ) -> dict[str, Any]:
         if not protocol.is_device_id(device):
             raise HTTPException(404, f"unknown device {device!r}: not a valid device id")
         try:
@@ -178,11 +312,11 @@ def create_app(gw: Gateway) -> FastAPI:
         if req.wait and not cmd["final"]:
             remaining = (cmd["deadline"] - gw.clock()) / 1000 + gw.config.command_grace_s + 0.5
             cmd = await gw.commands.wait(cmd["id"], max(0.0, remaining)) or cmd
-        headers = {"Location": f"/commands/{cmd['id']}"}
-        return JSONResponse(status_code=200 if cmd["final"] else 202, content=cmd,
-                            headers=headers)
+        response.status_code = 200 if cmd["final"] else 202
+        response.headers["Location"] = f"/commands/{cmd['id']}"
+        return cmd
 
-    @app.get("/commands/{command_id}")
+    @app.get("/commands/{command_id}", response_model=CommandOut)
     async def get_command(command_id: str) -> dict[str, Any]:
         cmd = await gw.commands.get(command_id)
         if cmd is None:
@@ -190,7 +324,9 @@ def create_app(gw: Gateway) -> FastAPI:
         return cmd
 
     @app.get("/stream", response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}}},
+             responses={200: {"description": "Server-Sent Events (`text/event-stream`): "
+                                             "an endless response, one item per `data:` line",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                         429: {"description": "too many open streams for this token (default "
                                              "16) or the gateway (256); see Retry-After"}})
     async def stream(request: Request, last_event_id: str | None = Header(default=None),
@@ -234,7 +370,7 @@ def create_app(gw: Gateway) -> FastAPI:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.get("/stats")
+    @app.get("/stats", response_model=StatsOut)
     async def stats() -> dict[str, Any]:
         counters = await gw.db.read(Store.counters)
         return {
@@ -251,18 +387,18 @@ def create_app(gw: Gateway) -> FastAPI:
             "stream_subscribers": len(gw.broadcaster.subscribers),
         }
 
-    @app.get("/samples")
+    @app.get("/samples", response_model=list[SampleOut])
     async def list_samples() -> list[dict[str, Any]]:
         return gw.pads.list()
 
-    @app.get("/samples/{sample_id}")
+    @app.get("/samples/{sample_id}", response_model=SampleOut)
     async def get_sample(sample_id: str) -> dict[str, Any]:
         s = gw.pads.get(sample_id)
         if s is None:
             raise HTTPException(404, f"unknown sample {sample_id!r} (PUT /samples/{{id}} adds one)")
         return s
 
-    @app.put("/samples/{sample_id}")
+    @app.put("/samples/{sample_id}", response_model=SampleOut)
     async def put_sample(sample_id: str, body: SampleIn) -> dict[str, Any]:
         try:
             return await gw.pads.put(sample_id, body.model_dump())

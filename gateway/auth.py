@@ -43,6 +43,7 @@ from urllib.parse import unquote
 
 from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 
 from .store import Store
 
@@ -425,9 +426,26 @@ def _setup(store: Store, bootstrap: str | None) -> None:
         create_token(store.conn, "bootstrap-admin", ["admin"], token=bootstrap)
 
 
+class AuditRowOut(BaseModel):
+    id: int
+    t: int = Field(description="unix ms")
+    who: str = Field(description="token name, or `anonymous`")
+    token: str | None = Field(description="token id (never the secret)")
+    ip: str | None
+    method: str
+    path: str
+    status: int = Field(description="HTTP status of the answer")
+    outcome: str | None = Field(description="`status`/`reason` of the answer's JSON")
+
+
+class AuditPageOut(BaseModel):
+    audit: list[AuditRowOut]
+    next_after: int = Field(description="pass as `after` for the next page")
+
+
 def install(app: FastAPI, gw: Gateway) -> None:
     """Protect every route of `app` and add `GET /audit`."""
-    @app.get("/audit", tags=["security"])
+    @app.get("/audit", tags=["security"], response_model=AuditPageOut)
     async def audit(after: int = Query(0, ge=0, le=2**62, description="audit id to page after"),
                     limit: int = Query(100, ge=1, le=1000),
                     who: str | None = Query(None, max_length=64)) -> dict[str, Any]:

@@ -58,6 +58,118 @@ class FootfallIn(BaseModel):
     entries: int = Field(ge=0, le=100_000, description="people who came in since the last report")
 
 
+# --- response models (fields a record does not have stay absent: the routes serialize with
+# response_model_exclude_unset, so a call's request shows no `gtin` and a size request no
+# `garments`, exactly as before the models) --------------------------------------------------
+
+class RoomSummaryOut(BaseModel):
+    room: str
+    occupied: bool
+    session: str | None = Field(description="the current session id, null when nobody is in")
+    garments: int = Field(description="garments in the room now")
+
+
+class GarmentOut(BaseModel):
+    key: str
+    uid: str | None = None
+    gtin: str | None = None
+    serial: str | None = None
+    since: int | None = Field(default=None, description="unix ms")
+    product: dict[str, Any] | None = Field(description="from the stock source (null: unknown)")
+    variants: list[dict[str, Any]] = Field(description="other sizes/colours with availability "
+                                                       "here and in nearby stores")
+    stock_error: str | None = Field(description="why product/variants are missing")
+
+
+class FittingRequestOut(BaseModel):
+    """A request (size, call, or the back-and-forth `advice`). `extra="allow"`: a request
+    carries the fields of its kind (`FittingCore._request(**data)`), so a field a new kind adds
+    reaches the API even before it is declared here."""
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "id": "r-7", "room": "room-1", "kind": "size", "state": "on_the_way",
+        "created": 1795000000000, "updated": 1795000030000, "reason": "tube-in_flight",
+        "via": "tube", "history": [["open", 1795000000000], ["on_the_way", 1795000030000]],
+        "session": "s-3", "gtin": "04012345678901", "instead_of": "04012345678895",
+        "where": "stockroom", "dispatched": 1795000001000,
+        "dispatch": {"via": "tube", "job": "fr-r-7", "state": "in_flight"}}]})
+    id: str
+    room: str
+    kind: str = Field(description="`size`, `call` or `advice` (back and forth: the gateway "
+                                  "suggests staff help)")
+    state: str = Field(description="open, acknowledged, on_the_way, done, cancelled")
+    created: int = Field(description="unix ms")
+    updated: int = Field(description="unix ms")
+    reason: str | None
+    via: str = Field(description="who fetches it: `staff` or a dispatcher (`tube`)")
+    history: list[list[Any]] = Field(description="[state, at (unix ms)], oldest first")
+    session: str | None = None
+    source: str | None = Field(default=None, description="call: `button` or `mirror`")
+    garments: list[dict[str, Any]] | None = Field(default=None, description="call, advice: "
+                                                                            "what is in the room")
+    gtin: str | None = Field(default=None, description="size: the GTIN wanted")
+    instead_of: str | None = Field(default=None, description="size: the GTIN tried on")
+    where: str | None = Field(default=None, description="size: where to fetch it from")
+    by: str | None = Field(default=None, description="staff member of the last update")
+    dispatch: dict[str, Any] | None = Field(default=None, description="the dispatcher's view "
+                                                                      "(tube carrier)")
+    dispatched: int | None = Field(default=None, description="when a dispatcher took it (ms)")
+    fallback: str | None = Field(default=None, description="the dispatcher that gave it back "
+                                                           "to staff")
+    swaps: int | None = Field(default=None, description="advice: garment swaps in the window")
+    window_ms: int | None = Field(default=None, description="advice: the swap window")
+
+
+class RoomViewOut(BaseModel):
+    room: str
+    occupied: bool
+    session: str | None
+    garments: list[GarmentOut]
+    requests: list[FittingRequestOut] = Field(description="this session's requests")
+
+
+class PurchaseLineOut(BaseModel):
+    gtin: str
+    qty: int
+    sessions: list[str] = Field(description="the try-on sessions this line converted")
+
+
+class PurchaseOut(BaseModel):
+    receipt: str
+    at: int = Field(description="unix ms")
+    lines: list[PurchaseLineOut]
+
+
+class ProductFiguresOut(BaseModel):
+    gtin: str
+    try_ons: int
+    converted: int
+    conversion: float
+
+
+class RoomFiguresOut(BaseModel):
+    room: str
+    sessions: int
+    occupied_ms: int
+    avg_session_ms: int
+    occupancy: float | None = Field(default=None, description="only with both start and end")
+
+
+class AnalyticsOut(BaseModel):
+    sessions: int
+    sessions_converted: int
+    session_conversion: float | None
+    try_ons: int
+    try_ons_converted: int
+    try_on_conversion: float | None
+    products: list[ProductFiguresOut]
+    rooms: list[RoomFiguresOut]
+    purchases: int
+    units: int
+    units_attributed: int
+    footfall: int
+    footfall_conversion: float | None
+
+
 def _refused(exc: FittingError) -> JSONResponse:
     return JSONResponse(status_code=_STATUS.get(exc.reason, 409),
                         content={"detail": str(exc), "reason": exc.reason})
@@ -66,21 +178,22 @@ def _refused(exc: FittingError) -> JSONResponse:
 def add_fitting_routes(app: FastAPI, gw: Gateway) -> None:
     fr = gw.fitting
 
-    @app.get("/fitting/rooms")
+    @app.get("/fitting/rooms", response_model=list[RoomSummaryOut])
     async def fitting_rooms() -> list[dict[str, Any]]:
         return fr.rooms()
 
-    @app.get("/fitting/rooms/{room}")
-    async def fitting_room(room: str) -> JSONResponse:
+    @app.get("/fitting/rooms/{room}", response_model=RoomViewOut, response_model_exclude_unset=True)
+    async def fitting_room(room: str) -> Any:
         """What the mirror shows: garments with product, colour, size, price and availability
         of the other sizes/colours here (floor/stockroom) and in nearby stores; requests."""
         try:
-            return JSONResponse(await fr.view(room))
+            return await fr.view(room)
         except FittingError as exc:
             return _refused(exc)
 
-    @app.post("/fitting/rooms/{room}/requests", status_code=201)
-    async def fitting_request(room: str, body: RoomRequestIn) -> JSONResponse:
+    @app.post("/fitting/rooms/{room}/requests", status_code=201,
+              response_model=FittingRequestOut, response_model_exclude_unset=True)
+    async def fitting_request(room: str, body: RoomRequestIn) -> Any:
         """From the mirror: `{"kind": "size", "gtin": ...}` asks staff for another size (or
         the tube, when it exists); `{"kind": "call"}` calls an associate."""
         try:
@@ -92,37 +205,38 @@ def add_fitting_routes(app: FastAPI, gw: Gateway) -> None:
                 q = await fr.ask_size(room, body.gtin, body.instead_of)
         except FittingError as exc:
             return _refused(exc)
-        return JSONResponse(status_code=201, content=q)
+        return q
 
-    @app.get("/fitting/requests")
+    @app.get("/fitting/requests", response_model=list[FittingRequestOut], response_model_exclude_unset=True)
     async def fitting_requests(state: str | None = None, room: str | None = None
                                ) -> list[dict[str, Any]]:
         """Staff: requests (`state=open` for the to-do list)."""
         return fr.requests(state, room)
 
-    @app.post("/fitting/requests/{rid}")
-    async def fitting_request_update(rid: str, body: RequestUpdateIn) -> JSONResponse:
+    @app.post("/fitting/requests/{rid}", response_model=FittingRequestOut, response_model_exclude_unset=True)
+    async def fitting_request_update(rid: str, body: RequestUpdateIn) -> Any:
         """Staff: acknowledge (a call's LED goes off), on the way, done, cancelled."""
         try:
-            return JSONResponse(await fr.update_request(rid, body.state, body.by))
+            return await fr.update_request(rid, body.state, body.by)
         except FittingError as exc:
             return _refused(exc)
 
-    @app.post("/fitting/purchases", status_code=201)
-    async def fitting_purchase(body: PurchaseIn) -> JSONResponse:
+    @app.post("/fitting/purchases", status_code=201, response_model=PurchaseOut)
+    async def fitting_purchase(body: PurchaseIn) -> Any:
         """POS: a receipt's lines; each unit converts a recent try-on of that GTIN."""
         try:
             p = await fr.purchase(body.receipt, body.at, [(i.gtin, i.qty) for i in body.items])
         except FittingError as exc:
             return _refused(exc)
-        return JSONResponse(status_code=201, content=p)
+        return p
 
-    @app.post("/fitting/footfall", status_code=204)
+    @app.post("/fitting/footfall", status_code=204,
+              responses={204: {"description": "counted (no body)"}})
     async def fitting_footfall(body: FootfallIn) -> None:
         """Door counter: people who came into the store."""
         await fr.door_count(body.at, body.entries)
 
-    @app.get("/fitting/analytics")
+    @app.get("/fitting/analytics", response_model=AnalyticsOut, response_model_exclude_unset=True)
     async def fitting_analytics(start: int | None = Query(None, description="unix ms"),
                                 end: int | None = Query(None, description="unix ms")
                                 ) -> dict[str, Any]:

@@ -111,6 +111,14 @@ def public_device(dev: dict[str, Any], watermark: int | None = None) -> dict[str
     return out
 
 
+def device_views(store: Store, device: str | None = None) -> list[dict[str, Any]]:
+    """Devices as `GET /devices` and `GET /devices/{device}` show them (one model, `DeviceOut`
+    in gateway/api.py): `public_device` plus `acked` and `pending_commands`
+    (`Store.devices_with_acks`: a fixed number of queries however many devices)."""
+    return [public_device(d, d["acked"]) | {"pending_commands": d["pending_commands"]}
+            for d in store.devices_with_acks(device)]
+
+
 def _announce_device(store: Store, device: str, change: str) -> None:
     dev = store.get_device(device)
     if dev is not None:

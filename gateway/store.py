@@ -421,6 +421,27 @@ class Store:
         rows = self.conn.execute("SELECT * FROM devices ORDER BY id").fetchall()
         return [d for d in map(self._device, rows) if d is not None]
 
+    def devices_with_acks(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Every device (or the one `device`), each with `acked` (the watermark of its current
+        epoch, 0 before any ack) and `pending_commands` (ids of its queued, sent or accepted
+        commands, oldest first): two queries however many devices, no query per device."""
+        where, args = ("WHERE d.id = ? ", (device,)) if device is not None else ("", ())
+        rows = self.conn.execute(
+            "SELECT d.*, COALESCE(a.upto, 0) AS acked FROM devices d LEFT JOIN acks a "
+            f"ON a.device = d.id AND a.epoch = d.epoch {where}ORDER BY d.id", args).fetchall()
+        pending: dict[str, list[str]] = {}
+        for cid, dev in self.conn.execute(
+                "SELECT id, device FROM commands WHERE status IN ('queued','sent','accepted') "
+                + ("AND device = ? " if device is not None else "") + "ORDER BY created", args):
+            pending.setdefault(dev, []).append(cid)
+        out = []
+        for row in rows:
+            d = self._device(row)
+            assert d is not None
+            d["pending_commands"] = pending.get(d["id"], [])
+            out.append(d)
+        return out
+
     def upsert_device(self, *, id: str, kind: str, fw: str, caps: Sequence[str], cfg: str,
                       session: int, epoch: str, boot: int, reset: str | None, online: bool,
                       now: int) -> None:

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from .core.tube import InvalidCommand, InvalidJob
@@ -31,6 +30,48 @@ class DispatchIn(BaseModel):
                                              "the same key returns the same dispatch")
 
 
+class DispatchOut(BaseModel):
+    """A dispatch record (also the `tube` stream items' `dispatch.<state>`)."""
+    model_config = ConfigDict(populate_by_name=True, json_schema_extra={"examples": [{
+        "job": "k-1", "from": "stockroom", "to": "fitting-rooms", "priority": "customer",
+        "item": "SKU-1042 size M", "created": 1795000000.0, "state": "delivered", "reason": "",
+        "attempt": 1, "final": True,
+        "history": [[1795000000.0, "queued", ""], [1795000012.5, "delivered", ""]]}]})
+    job: str = Field(description="the dispatch id (its idempotency key)")
+    origin: str = Field(alias="from")
+    destination: str = Field(alias="to")
+    priority: str
+    item: str
+    created: float = Field(description="unix s")
+    state: str = Field(description="queued, routing, loading, in_flight, delivered, cancelled, "
+                                   "failed, ... (docs/tube.md)")
+    reason: str
+    attempt: int
+    final: bool
+    history: list[list[Any]] = Field(description="[at (unix s), state, reason], newest last")
+
+
+class JamClearedOut(BaseModel):
+    target: str
+    changes: list[dict[str, Any]] = Field(description="the alerts and dispatch updates it caused")
+
+
+class LineOut(BaseModel):
+    network: str
+    estop: bool
+    estop_devices: list[str] = Field(description="devices whose e-stop is pressed")
+    reservations: dict[str, str] = Field(description="resource -> dispatch id")
+    blocked: dict[str, str] = Field(description="resource -> the lost/failed dispatch or "
+                                               "`fault: <why>` (a faulted diverter `div:<id>`)")
+    stations: dict[str, dict[str, bool]] = Field(
+        description="station -> `door_open`, `carrier_present`")
+    segments: list[dict[str, Any]]
+    diverters: list[str]
+    devices: dict[str, str] = Field(description="station / diverter id -> device id")
+    cursor: int = Field(description="events.id of the last tube event applied")
+    live: list[DispatchOut]
+
+
 def _404(job: str) -> HTTPException:
     return HTTPException(404, f"unknown dispatch {job!r} (GET /tube/dispatches lists them)")
 
@@ -38,11 +79,12 @@ def _404(job: str) -> HTTPException:
 def tube_router(gw: Gateway) -> APIRouter:
     r = APIRouter(prefix="/tube", tags=["tube"])
 
-    @r.post("/dispatches", status_code=201,
-            responses={200: {"description": "the existing dispatch of this idempotency key"},
+    @r.post("/dispatches", status_code=201, response_model=DispatchOut,
+            responses={200: {"model": DispatchOut,
+                             "description": "the existing dispatch of this idempotency key"},
                        409: {"description": "the key was used for a different dispatch"},
                        422: {"description": "unknown station, no route, bad priority"}})
-    async def create_dispatch(body: DispatchIn) -> JSONResponse:
+    async def create_dispatch(body: DispatchIn, response: Response) -> dict[str, Any]:
         """Queue a dispatch. Its state changes appear on the stream as `tube` items
         (`dispatch.queued` ... `dispatch.delivered`). Example: `{"from": "stockroom", "to":
         "fitting-rooms", "priority": "customer", "item": "SKU-1 M", "idempotency_key": "k-1"}`."""
@@ -54,23 +96,24 @@ def tube_router(gw: Gateway) -> APIRouter:
             raise HTTPException(409, str(exc)) from None
         except InvalidJob as exc:
             raise HTTPException(422, str(exc)) from None
-        return JSONResponse(status_code=201 if created else 200, content=rec,
-                            headers={"Location": f"/tube/dispatches/{rec['job']}"})
+        response.status_code = 201 if created else 200
+        response.headers["Location"] = f"/tube/dispatches/{rec['job']}"
+        return rec
 
-    @r.get("/dispatches")
+    @r.get("/dispatches", response_model=list[DispatchOut])
     async def list_dispatches(state: str | None = None) -> list[dict[str, Any]]:
         """Live dispatches and the last 1000 finished (least recently updated first),
         optionally in one `state`; older ones: GET /tube/dispatches/{job}."""
         return gw.tube.jobs(state)
 
-    @r.get("/dispatches/{job}")
+    @r.get("/dispatches/{job}", response_model=DispatchOut)
     async def get_dispatch(job: str) -> dict[str, Any]:
         try:
             return await gw.tube.get_job(job)
         except UnknownJob:
             raise _404(job) from None
 
-    @r.delete("/dispatches/{job}",
+    @r.delete("/dispatches/{job}", response_model=DispatchOut,
               responses={409: {"description": "the carrier is already in the line: staff recover "
                                               "it, then POST /tube/jams/{job}/clear?resend=false"}})
     async def cancel_dispatch(job: str) -> dict[str, Any]:
@@ -82,7 +125,8 @@ def tube_router(gw: Gateway) -> APIRouter:
         except InvalidCommand as exc:
             raise HTTPException(409, str(exc)) from None
 
-    @r.post("/jams/{target}/clear", responses={409: {"description": "nothing to clear there"}})
+    @r.post("/jams/{target}/clear", response_model=JamClearedOut,
+            responses={409: {"description": "nothing to clear there"}})
     async def clear_jam(target: str, resend: bool = True) -> dict[str, Any]:
         """Staff have found the carrier (of a dispatch, or in a blocked segment) and taken it
         back to its sender, or freed a stuck diverter: free the line. The dispatch is sent
@@ -92,7 +136,7 @@ def tube_router(gw: Gateway) -> APIRouter:
         except InvalidCommand as exc:
             raise HTTPException(409, str(exc)) from None
 
-    @r.get("/line")
+    @r.get("/line", response_model=LineOut)
     async def line() -> dict[str, Any]:
         """Reservations (resource -> dispatch), blocked resources, station doors and bins,
         e-stop, live dispatches."""
