@@ -1,6 +1,7 @@
 """The conformance kit (tools/conformance, docs/protocol.md "Conformance"): our real firmware
-passes it on the virtual rig over MQTT; a device with one broken clause fails exactly that
-clause; the test hook is off unless the config enables it, and refused in a provisioned one."""
+passes it on the virtual rig over MQTT and over CoAP; a device with one broken clause fails
+exactly that clause; the test hook is off unless the config enables it, and refused in a
+provisioned one (over CoAP: next to any key but the kit's throwaway one)."""
 from __future__ import annotations
 
 import json
@@ -16,9 +17,13 @@ from hil.sim.firmware import FIRMWARE, FirmwareProcess, build_mpy, micropython_b
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
 from tests.support import Mosquitto, run_micropython
+from tools.conformance.coap import KIT_KEY_MARKER, kit_key
 
 ALL = [c.id for c in kit.CLAUSES]
+MQTT = [c.id for c in kit.CLAUSES if c.not_applicable("mqtt") is None]
+COAP = [c.id for c in kit.CLAUSES if c.not_applicable("coap") is None]
 FAULTY = Path(__file__).with_name("faulty_device.py")
+FAULTY_COAP = Path(__file__).with_name("faulty_coap_device.py")
 
 
 @pytest.fixture
@@ -45,7 +50,39 @@ def test_our_sample_pad_firmware_passes_every_clause_over_mqtt(tmp_path, rig, mo
     report = kit.run(opts)
     print(report.text())
     assert report.error is None
-    assert {r.clause.id: r.status for r in report.results} == {c: "pass" for c in ALL}, report.text()
+    assert {r.clause.id: r.status for r in report.results} == \
+        {c: "pass" if c in MQTT else "n/a" for c in ALL}, report.text()
+
+
+# KNOWN DEFECT (open): at 96 KB of heap the CoAP firmware does not survive bad-input's burst:
+# the two ~4 KB malformed commands come as Block2 responses, their assembly (edge/coap.py
+# `_call_locked`, `body += block`) and parse fragment the heap, every 1 KB datagram then fails
+# to allocate (MemoryError in `_rx`), the device stops polling and the ping is never answered
+# (it passes at 112 KB). `heartbeat` then fails as a consequence (the device goes silent).
+# Pinned here so that fixing it fails this test and the pin is removed.
+KNOWN_COAP_96K = {"bad-input"}
+CONSEQUENCE = {"heartbeat"}
+
+
+def test_our_sample_pad_firmware_passes_every_applicable_clause_over_coap(tmp_path, rig, monkeypatch):
+    """The same firmware over CoAP (edge/coap.py: challenge, proof, a signed request each), 96 KB
+    heap, against the kit's CoAP gateway role with a throwaway kit key: every applicable
+    clause passes but the known defect above."""
+    rig.device("pad-cc").attach_spi("rfid", MFRC522Emulator())
+    opts = kit.Options("pad-cc", device_cmd=firmware_cmd(tmp_path / "kit", monkeypatch),
+                       device_config={"board": "sim", "sim": {"host": rig.host, "port": rig.port}},
+                       workdir=tmp_path / "kit", transport="coap")
+    report = kit.run(opts)
+    print(report.text())
+    assert report.error is None, report.text()
+    status = {r.clause.id: r.status for r in report.results}
+    for c in KNOWN_COAP_96K | CONSEQUENCE:
+        status.pop(c)
+    assert status == {c: "pass" if c in COAP else "n/a" for c in ALL
+                      if c not in KNOWN_COAP_96K | CONSEQUENCE}, report.text()
+    assert {r.clause.id for r in report.results if r.status == "fail"} >= KNOWN_COAP_96K, \
+        "bad-input passes over CoAP at 96 KB now: drop KNOWN_COAP_96K\n" + report.text()
+    assert "last will" in next(r.detail for r in report.results if r.clause.id == "will")
 
 
 @pytest.mark.parametrize("fault, broken", [
@@ -60,9 +97,26 @@ def test_the_kit_fails_exactly_the_clause_a_faulty_device_breaks(tmp_path, capsy
     status = {c["id"]: c["status"] for c in report["clauses"]}
     assert rc == 1 and report["ok"] is False
     assert {c for c, s in status.items() if s == "fail"} == broken, report
-    assert {c for c, s in status.items() if s == "pass"} == set(ALL) - broken, report
+    assert {c for c, s in status.items() if s == "pass"} == set(MQTT) - broken, report
+    assert {c for c, s in status.items() if s == "n/a"} == set(ALL) - set(MQTT), report
     for c in report["clauses"]:  # each line names its section of the doc
         assert c["anchor"].startswith("docs/protocol.md#") and c["section"]
+
+
+def test_over_coap_the_kit_fails_exactly_the_clause_a_faulty_device_breaks(tmp_path, capsys):
+    """A CoAP device written from the doc alone (aiocoap client, its own HMAC) that applies a
+    repeated command id again. Every clause but `resend-unacked` (its 10 s wait is covered over
+    MQTT and by our firmware above), to keep the run short."""
+    broken = {"duplicate-command", "redelivery"}
+    only = [a for c in COAP if c != "resend-unacked" for a in ("--only", c)]
+    cmd = f"{sys.executable} {FAULTY_COAP} --config {{config}} --fault apply-duplicates"
+    rc = phygital(["conformance", "--dev", "faulty-c", "--transport", "coap", "--device-cmd", cmd,
+                   "--workdir", str(tmp_path), "--json", *only])
+    report = json.loads(capsys.readouterr().out)
+    status = {c["id"]: c["status"] for c in report["clauses"]}
+    assert rc == 1 and report["ok"] is False and report["transport"] == "coap"
+    assert {c for c, s in status.items() if s == "fail"} == broken, report
+    assert {c for c, s in status.items() if s == "pass"} == set(COAP) - broken - {"resend-unacked"}, report
 
 
 def test_without_the_config_flag_the_firmware_has_no_test_hook(tmp_path, rig, capsys):
@@ -104,15 +158,25 @@ def test_without_the_config_flag_the_firmware_has_no_test_hook(tmp_path, rig, ca
         broker.stop()
 
 
-@pytest.mark.parametrize("mqtt, refused", [
-    ({"host": "h"}, False),
-    ({"host": "h", "user": "pad-1", "password": "pw"}, True),
-    ({"host": "h", "tls": {"ca": "-----BEGIN CERTIFICATE-----\nx\n"}}, True),
+KIT_KEY = kit_key().hex()
+PROVISIONED_KEY = "a" * 64  # tools/provision.py: 32 random bytes
+
+
+@pytest.mark.parametrize("transport, mqtt, refused", [
+    ("mqtt", {"host": "h"}, False),
+    ("mqtt", {"host": "h", "user": "pad-1", "password": "pw"}, True),
+    ("mqtt", {"host": "h", "tls": {"ca": "-----BEGIN CERTIFICATE-----\nx\n"}}, True),
+    ("mqtt", {"host": "h", "user": "pad-1", "password": KIT_KEY}, True),  # a kit key is no MQTT pass
+    ("coap", {"host": "h", "key": PROVISIONED_KEY}, True),
+    ("coap", {"host": "h", "key": KIT_KEY}, False),
+    ("coap", {"host": "h", "key": KIT_KEY.upper()}, False),
+    ("coap", {"host": "h", "key": KIT_KEY[:30] + "ff" + KIT_KEY[32:]}, True),  # marker altered
+    ("coap", {"host": "h"}, False),  # no key: only a gateway allowing unauthenticated devices
 ])
-def test_the_device_config_refuses_the_hook_next_to_broker_credentials(tmp_path, mqtt, refused):
+def test_the_device_config_refuses_the_hook_next_to_broker_credentials(tmp_path, transport, mqtt, refused):
     cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"device_id": "pad-1", "kind": "sample-pad", "mqtt": mqtt,
-                               "conformance": True}))
+    cfg.write_text(json.dumps({"device_id": "pad-1", "kind": "sample-pad", "transport": transport,
+                               transport: mqtt, "conformance": True}))
     r = run_micropython(f"""
 from edge import config
 try:
@@ -125,6 +189,15 @@ except config.ConfigError as e:
     assert ("LOADED" in r.stdout) is (not refused)
 
 
-def test_coap_is_said_to_be_not_covered_yet(capsys):
-    assert phygital(["conformance", "--dev", "pad-1", "--transport", "coap"]) == 2
-    assert "CoAP mapping" in capsys.readouterr().err
+def test_over_coap_the_kit_must_launch_the_device(capsys):
+    """It is the gateway and makes the device's key, so it writes the config."""
+    with pytest.raises(SystemExit) as e:
+        phygital(["conformance", "--dev", "pad-1", "--transport", "coap"])
+    assert e.value.code == 2
+    assert "over CoAP the kit is the gateway" in capsys.readouterr().err
+
+
+def test_the_kit_key_is_marked_and_the_firmware_knows_the_marker():
+    key = kit_key()
+    assert key.startswith(KIT_KEY_MARKER) and len(key) == 32 and kit_key() != key
+    assert f'KIT_KEY = "{KIT_KEY_MARKER.hex()}"' in (FIRMWARE / "edge" / "config.py").read_text()

@@ -485,7 +485,7 @@ class CoapTransport(Link):
     def _deliver(self, body):
         try:
             mtype = json.loads(body).get("type")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, MemoryError):  # MemoryError: deeply nested JSON
             self._err(ValueError("bad message from gateway"))
             return
         topic = self.prefix + ("cmd" if mtype == "cmd" else "ctl")

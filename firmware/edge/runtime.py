@@ -245,7 +245,7 @@ class Runtime:
         try:
             await self.client.publish(self.prefix + "reply", self._msg(  # a dict: the client dumps it
                 "reply", {"status": status, "reason": reason, "result": result}, id=cid), 1)
-        except OSError:
+        except (OSError, MemoryError):  # MemoryError: a burst left no heap for this reply
             pass  # the gateway re-sends the command; the stored outcome answers it then
 
     async def _command(self, cid, body):

@@ -4,12 +4,14 @@ another team's, and prints a pass/fail line per clause.
     python -m tools.conformance --dev pad-7 \\
         --device-cmd "python my_device.py --config {config}"      # the kit launches it
     python -m tools.conformance --dev pad-7 --broker 10.0.0.5:1883   # a device already running
+    python -m tools.conformance --dev pad-7 --transport coap --device-cmd "..."   # over CoAP
     phygital conformance ...                                         # the same
 
-The kit starts its own Mosquitto on a free loopback port (unless `--broker` is given), plays
-the gateway for the device (acks, commands, rebirths) and drives it with the test hook, the
-`conformance` command (docs/protocol.md "Conformance"). MQTT only for now: the CoAP mapping is
-not covered yet (`--transport coap` says so)."""
+Over MQTT the kit starts its own Mosquitto on a free loopback port (unless `--broker` is
+given); over CoAP it serves the CoAP resources itself (tools/conformance/coap.py: the gateway's
+own CoAP edge and authentication, with a throwaway key it writes into the device's config).
+It plays the gateway for the device (acks, commands, rebirths) and drives it with the test
+hook, the `conformance` command (docs/protocol.md "Conformance")."""
 from __future__ import annotations
 
 import argparse
@@ -33,7 +35,7 @@ PLACEHOLDERS = "{config} {host} {port} {dev} {workdir}"
 @dataclass
 class Result:
     clause: Clause
-    status: str  # "pass" | "fail" | "skip"
+    status: str  # "pass" | "fail" | "skip" | "n/a" (the clause has no meaning over this transport)
     detail: str = ""
     seconds: float = 0.0
 
@@ -59,7 +61,8 @@ class Report:
         return self.error is None and not self.failed and bool(self.results)
 
     def text(self) -> str:
-        head = f"conformance of {self.dev} over {self.transport} (broker {self.broker}), clauses of {DOC}"
+        where = "broker" if self.transport == "mqtt" else "gateway"
+        head = f"conformance of {self.dev} over {self.transport} ({where} {self.broker}), clauses of {DOC}"
         lines = [head]
         if self.error:
             lines.append(f"ERROR  {self.error}")
@@ -69,8 +72,9 @@ class Report:
                          f"(#{r.clause.anchor}): {r.clause.says}")
             if r.detail:
                 lines.append(f"{'':5} {'':{w}}  -> {r.detail}")
-        n = {s: sum(1 for r in self.results if r.status == s) for s in ("pass", "fail", "skip")}
-        lines.append(f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped")
+        n = {s: sum(1 for r in self.results if r.status == s) for s in ("pass", "fail", "skip", "n/a")}
+        lines.append(f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped, "
+                     f"{n['n/a']} not applicable over {self.transport}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -91,18 +95,23 @@ class Options:
     boot_timeout: float = 60.0
     only: list[str] | None = None
     kind: str = "sample-pad"
-    keepalive: int = 10
+    keepalive: int = 10  # over CoAP: the heartbeat interval `hb`
+    transport: str = "mqtt"
+    coap_port: int = 0  # 0: a free one
 
 
 class Device:
     """A device the kit launches: the config it writes and the process of `--device-cmd`."""
 
-    def __init__(self, opts: Options, host: str, port: int, workdir: Path):
-        cfg = {"device_id": opts.dev, "kind": opts.kind, "transport": "mqtt",
-               "data_dir": str(workdir / "flash")}
+    def __init__(self, opts: Options, host: str, port: int, workdir: Path, key: bytes | None = None):
+        cfg = {"device_id": opts.dev, "kind": opts.kind, "data_dir": str(workdir / "flash")}
         cfg.update(opts.device_config or {})
         cfg["device_id"] = opts.dev
-        cfg["mqtt"] = {**cfg.get("mqtt", {}), "host": host, "port": port, "keepalive": opts.keepalive}
+        cfg["transport"] = opts.transport
+        link = {"host": host, "port": port, "keepalive": opts.keepalive}
+        if key is not None:  # the kit's throwaway CoAP key (docs/protocol.md "Conformance")
+            link["key"] = key.hex()
+        cfg[opts.transport] = {**cfg.get(opts.transport, {}), **link}
         cfg["conformance"] = True
         self.config = workdir / "device-config.json"
         self.config.write_text(json.dumps(cfg, indent=1))
@@ -151,17 +160,27 @@ def run(opts: Options, out=None) -> Report:
     workdir.mkdir(parents=True, exist_ok=True)
     broker = device = link = None
     try:
-        if opts.broker:
-            host, port = opts.broker
+        key = None
+        if opts.transport == "coap":
+            from tools.conformance.coap import CoapGatewaySide
+            host = "127.0.0.1"
+            link = CoapGatewaySide(host, opts.coap_port, opts.dev, heartbeat_s=opts.keepalive)
+            link.start()
+            port, key = link.port, link.key
+            where = f"coap://{host}:{port}/pe/1/{opts.dev}/birth"
         else:
-            from hil.harness import Mosquitto
-            broker = Mosquitto(workdir / "broker", persistence=False).start()
-            host, port = "127.0.0.1", broker.port
-        report = Report(opts.dev, "mqtt", f"{host}:{port}")
-        link = MqttGatewaySide(host, port, opts.dev)
-        link.start()
+            if opts.broker:
+                host, port = opts.broker
+            else:
+                from hil.harness import Mosquitto
+                broker = Mosquitto(workdir / "broker", persistence=False).start()
+                host, port = "127.0.0.1", broker.port
+            link = MqttGatewaySide(host, port, opts.dev)
+            link.start()
+            where = f"pe/1/{opts.dev}/birth"
+        report = Report(opts.dev, opts.transport, f"{host}:{port}")
         if opts.device_cmd:
-            device = Device(opts, host, port, workdir)
+            device = Device(opts, host, port, workdir, key)
             device.start()
             say(f"device started: {' '.join(device.argv)} (console: {device.log})")
         else:
@@ -170,11 +189,17 @@ def run(opts: Options, out=None) -> Report:
         if link.wait(lambda m: m.channel == "birth", 0, opts.boot_timeout) is None:
             why = "" if device is None or device.alive() else \
                 f" (the device process exited {device.proc.returncode}; see {device.log})"
-            report.error = (f"no birth from {opts.dev} on pe/1/{opts.dev}/birth within "
-                            f"{opts.boot_timeout:.0f} s{why}: check the device id and broker address")
+            report.error = (f"no birth from {opts.dev} on {where} within "
+                            f"{opts.boot_timeout:.0f} s{why}: check the device id and "
+                            f"{'broker' if opts.transport == 'mqtt' else 'gateway'} address")
             return report
         for c in clauses:
             t0 = time.monotonic()
+            why = c.not_applicable(opts.transport)
+            if why is not None:
+                report.results.append(Result(c, "n/a", why))
+                say(f"N/A   {c.id}: {why}")
+                continue
             try:
                 c.check(ctx)
                 r = Result(c, "pass")
@@ -212,9 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="phygital conformance",
         description=f"Check a device against the device contract ({DOC}), clause by clause.",
         epilog=f"--device-cmd placeholders: {PLACEHOLDERS}. The config the kit writes is JSON: "
-               "device_id, kind, transport, data_dir, mqtt.host/port/keepalive and "
+               "device_id, kind, transport, data_dir, mqtt.host/port/keepalive (over CoAP: "
+               "coap.host/port/keepalive/key, a throwaway key the kit made) and "
                '"conformance": true, over the keys of --device-config. Exit status 0: every '
-               "clause passed; 1: a clause failed or was skipped; 2: the run could not start.")
+               "applicable clause passed; 1: a clause failed or was skipped; 2: the run could "
+               "not start.")
     ap.add_argument("--dev", required=True, help="the device id (a-z, 0-9, '-')")
     ap.add_argument("--transport", choices=("mqtt", "coap"), default="mqtt")
     ap.add_argument("--device-cmd", help="command line that starts the device (placeholders above)")
@@ -223,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", default="sample-pad", help="kind written to the config (default sample-pad)")
     ap.add_argument("--broker", type=_hostport,
                     help="use this broker (host:port) instead of starting Mosquitto; "
-                    "for a device that is already running")
+                    "for a device that is already running (MQTT only)")
+    ap.add_argument("--coap-port", type=int, default=0,
+                    help="UDP port the kit serves CoAP on (default: a free one; {port} in "
+                    "--device-cmd)")
     ap.add_argument("--workdir", type=Path, help="keep the device config, flash and console here")
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each answer")
     ap.add_argument("--boot-timeout", type=float, default=60.0, help="seconds to wait for the first birth")
@@ -236,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                  "and not `gateway` (docs/protocol.md#encoding)")
     if not 0 < a.timeout <= 600 or not 0 < a.boot_timeout <= 3600:
         ap.error("--timeout must be in (0, 600] s and --boot-timeout in (0, 3600] s")
-    if a.transport == "coap":
-        print("the conformance kit covers the MQTT mapping only so far; the CoAP mapping "
-              f"({DOC}#coap-mapping) is not checked yet: run with --transport mqtt", file=sys.stderr)
-        return 2
+    if a.transport == "coap" and (a.broker or not a.device_cmd):
+        ap.error("over CoAP the kit is the gateway and makes the device's key: give --device-cmd "
+                 "(it writes the config with the key; --broker is for MQTT)")
+    if not 0 <= a.coap_port < 65536:
+        ap.error("--coap-port must be 0-65535 (0: a free port)")
     if not a.device_cmd and not a.broker:
         ap.error("give --device-cmd (the kit starts the device) or --broker (a device already "
                  "running and connected to that broker)")
@@ -255,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(device_config, dict):
             ap.error("--device-config must hold a JSON object")
     opts = Options(a.dev, a.device_cmd, device_config, a.broker, a.workdir, a.timeout,
-                   a.boot_timeout, a.only, a.kind)
+                   a.boot_timeout, a.only, a.kind, transport=a.transport, coap_port=a.coap_port)
     report = run(opts, out=None if a.json else sys.stdout)
     print(json.dumps(report.as_dict(), indent=1) if a.json else report.text())
     if report.error:

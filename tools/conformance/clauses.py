@@ -3,16 +3,18 @@
 A clause is a function of the run's context that returns quietly when the device keeps the
 clause and raises `Broken("what was seen")` when it does not. Every clause starts from a
 settled device (its journal acknowledged), so one broken clause does not fail the next. A
-new clause is one function and one `CLAUSES` row."""
+new clause is one function and one `CLAUSES` row; a clause that has no meaning over one
+transport says so in its row (`na`), with the reason the report prints."""
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tools.conformance.link import MqttGatewaySide, Msg, now_ms
+from tools.conformance.link import Msg, now_ms
 
 DOC = "docs/protocol.md"
 HOOK_EVENT = "conformance.test"
@@ -30,8 +32,10 @@ class Skipped(Exception):
 
 
 class Ctx:
-    def __init__(self, link: MqttGatewaySide, dev: str, timeout: float, device_alive=None):
+    def __init__(self, link, dev: str, timeout: float, device_alive=None):
+        """`link`: `MqttGatewaySide` or `CoapGatewaySide` (the same interface)."""
         self.link, self.dev, self.timeout = link, dev, timeout
+        self.transport = getattr(link, "transport", "mqtt")
         self.device_alive = device_alive or (lambda: True)
 
     # --- what the device said --------------------------------------------------------
@@ -101,12 +105,18 @@ class Ctx:
         return self.hook_events(since)[:n]
 
     def drop_link(self) -> tuple[Msg, Msg]:
-        """Cut the device's link; returns (its will, its next birth)."""
+        """Cut the device's link; returns (its will, its next birth), over CoAP (no will)
+        (the accepted `POST auth` that started its new session, its next birth)."""
         before = self.birth.body.get("session")
         since = self.link.mark()
         self.hook("drop_link")
-        will = self.wait(lambda m: m.channel == "status" and m.type == "offline", since,
-                         "the last will (an `offline` status) after the link was cut")
+        if self.transport == "coap":
+            will = self.wait(lambda m: m.channel == "auth" and m.meta.get("method") == "POST"
+                             and m.meta.get("code") == "2.04", since,
+                             "a new CoAP session (`POST auth` answered 2.04) after the link was cut")
+        else:
+            will = self.wait(lambda m: m.channel == "status" and m.type == "offline", since,
+                             "the last will (an `offline` status) after the link was cut")
         birth = self.wait(lambda m: m.channel == "birth" and m.obj is not None
                           and m.body.get("session") != before, since,
                           "a birth of a new session after the link was cut")
@@ -378,8 +388,13 @@ def bad_input(ctx: Ctx) -> None:
     session = ctx.birth.body.get("session")
     since = ctx.link.mark()
     cases = _bad_inputs(ctx)
-    for _, _, raw, _ in cases:
-        ctx.link.publish("cmd", raw)
+    for _, cid, raw, expect in cases:
+        if cid is not None and expect == "reject":
+            # a command of the gateway's log: redelivered until answered, as the gateway would
+            # (a CoAP device may refuse a reply locally when its reply queue is full)
+            ctx.link.command(cid, raw)
+        else:
+            ctx.link.publish("cmd", raw)
     ctx.alive()  # after all of them, in order on the same topic
     ctx.quiet()
     problems = []
@@ -399,9 +414,82 @@ def bad_input(ctx: Ctx) -> None:
         finals = [r.body for r in rs if r.body.get("status") in FINAL]
         if expect == "ignore" and any(f.get("status") != "rejected" for f in finals):
             problems.append(f"{what}: answered {finals[-1]}")
-        if expect == "reject" and [f.get("status") for f in finals] != ["rejected"]:
-            problems.append(f"{what}: expected one `rejected` answer, got {finals or 'none'}")
+        if expect == "reject" and (not finals or any(f.get("status") != "rejected" for f in finals)):
+            problems.append(f"{what}: expected a `rejected` answer (the same again to a "
+                            f"redelivery), got {finals or 'none'}")
     _need(not problems, "; ".join(problems))
+
+
+# --- clauses of the CoAP mapping ---------------------------------------------------------------
+HB_SLACK = 1.5  # a gap up to 1.5 x hb passes (scheduling); the gateway calls a device offline at 3 x
+
+
+def _auths(ctx: Ctx, since: int = 0) -> list[Msg]:
+    return ctx.link.find(lambda m: m.channel == "auth", since)
+
+
+def session_restart(ctx: Ctx) -> None:
+    """The CoAP counterpart of `will`: a cut link is a new session, started as the doc says."""
+    ctx.settle()
+    session = ctx.birth.body.get("session")
+    since = ctx.link.mark()
+    proof, b = ctx.drop_link()
+    auths = _auths(ctx, since)
+    asked = [m for m in auths if m.meta.get("method") == "GET" and m.meta.get("code") == "2.05"
+             and m.i < proof.i]
+    _need(bool(asked), "the new session's `POST auth` came without a `GET auth` challenge first")
+    _need(proof.i < b.i, "the birth of the new session came before its `POST auth`")
+    _need(isinstance(b.body.get("session"), int) and b.body["session"] > session,
+          f"the birth after the link was cut has session {b.body.get('session')}, not > {session}")
+    ctx.wait(lambda m: m.channel == "status" and m.type == "online"
+             and m.body.get("session") == b.body["session"], b.i, "an `online` status of the new session")
+
+
+def heartbeat(ctx: Ctx) -> None:
+    """Liveness without a will: a request at least every `hb` s, whatever else happens."""
+    reqs = list(ctx.link.requests)
+    t_birth = ctx.births()[0].at
+    declared = [hb for t, ch, hb, _ in reqs if ch != "auth" and hb is not None]
+    _need(bool(declared), "no request declared its heartbeat interval (`hb=` query)")
+    bad = [hb for hb in declared if not 1 <= hb <= 3600]
+    if bad:
+        raise Broken(f"`hb={bad[0]}` is outside 1..3600")
+    hb = max(declared)
+    # watch at least 3 intervals since the first birth (usually long over by now)
+    need = t_birth + 3 * hb - time.monotonic()
+    if need > 0:
+        time.sleep(need)
+    times = [t for t, *_ in ctx.link.requests if t >= t_birth] + [time.monotonic()]
+    gaps = [(b - a, a) for a, b in itertools.pairwise(times)]
+    worst, at = max(gaps)
+    _need(worst <= HB_SLACK * hb,
+          f"{worst:.1f} s without a request ({at - t_birth:.0f} s after the first birth), "
+          f"declared hb={hb} s: the gateway calls a device offline after 3 x hb")
+
+
+def coap_auth(ctx: Ctx) -> None:
+    auths = _auths(ctx)
+    first_birth = ctx.births()[0].i
+    refused = [m.meta for m in auths if m.meta.get("code") == "4.01"]
+    if refused:
+        r = refused[0]
+        raise Broken(f"{len(refused)} request(s) refused 4.01 during the run, the first: "
+                     f"{r.get('method')} {r.get('path_channel')}: {r.get('detail')}")
+    before = [m for m in auths if m.i < first_birth]
+    steps = [(m.meta.get("method"), m.meta.get("code")) for m in before]
+    _need(("GET", "2.05") in steps and ("POST", "2.04") in steps
+          and steps.index(("GET", "2.05")) < steps.index(("POST", "2.04")),
+          f"before the first birth the auth exchanges were {steps}, expected a `GET auth` (2.05) "
+          "then a `POST auth` of that challenge (2.04)")
+    # every later session (a new session number in a birth) began with an accepted proof
+    prev = ctx.births()[0]
+    for b in ctx.births()[1:]:
+        if b.body.get("session") != prev.body.get("session"):
+            _need(any(m.meta.get("method") == "POST" and m.meta.get("code") == "2.04"
+                      and prev.i < m.i < b.i for m in auths),
+                  f"session {b.body.get('session')} began with no accepted `POST auth` since "
+                  f"session {prev.body.get('session')}")
+        prev = b
 
 
 @dataclass(frozen=True)
@@ -411,6 +499,10 @@ class Clause:
     anchor: str
     says: str
     check: Callable[[Ctx], None]
+    na: tuple[tuple[str, str], ...] = ()  # (transport, why the clause does not apply over it)
+
+    def not_applicable(self, transport: str) -> str | None:
+        return dict(self.na).get(transport)
 
 
 S_SESSION = ("Session: connect, will, birth", "session-connect-will-birth")
@@ -418,21 +510,33 @@ S_EVENTS = ("Events", "events")
 S_ACK = ("Acknowledgement", "acknowledgement")
 S_CMDS = ("Commands", "commands")
 S_CONF = ("Conformance", "conformance")
+S_COAP_SESSION = ("CoAP: session, birth and liveness", "session-birth-and-liveness-there-is-no-last-will")
+S_COAP_AUTH = ("CoAP authentication", "coap-authentication")
 
-CLAUSES: list[Clause] = [Clause(id, s[0], s[1], says, fn) for id, s, says, fn in (
-    ("birth", S_SESSION, "the first birth is a valid envelope with every required field", birth),
-    ("status-online", S_SESSION, "an `online` status of the birth's session follows the birth", status_online),
-    ("rebirth", S_SESSION, "a `rebirth` on ctl gets a new birth, same epoch", rebirth),
-    ("ping", S_CMDS, "`ping` is answered `done` with `{up}`", ping),
-    ("unknown-command", S_CMDS, "an unknown command is rejected `unknown-command`", unknown_command),
-    ("events", S_EVENTS, "events are valid envelopes, seq +1 each, in order", events),
-    ("ack-cumulative", S_ACK, "one ack `upto` the last of a batch settles the whole batch", ack_cumulative),
-    ("resend-unacked", S_EVENTS, "with no ack for 10 s the device re-sends from the oldest", resend_unacked),
-    ("will", S_SESSION, "a cut link publishes the will; the next connect is a new session", will),
-    ("replay", S_EVENTS, "after a reconnect the journal is re-sent from `first`, in order, unchanged", replay),
-    ("duplicate-command", S_CMDS, "one id delivered twice: applied once, the same answer twice", duplicate_command),
+NO_WILL = (("coap", ("CoAP has no last will: liveness is the heartbeat (`heartbeat`) and a cut "
+                     "link a new authenticated session (`session-restart`)")),)
+COAP_ONLY = (("mqtt", "CoAP mapping only (over MQTT the broker's keepalive and the will do this)"),)
+
+CLAUSES: list[Clause] = [Clause(id, s[0], s[1], says, fn, na) for id, s, says, fn, na in (
+    ("birth", S_SESSION, "the first birth is a valid envelope with every required field", birth, ()),
+    ("status-online", S_SESSION, "an `online` status of the birth's session follows the birth", status_online, ()),
+    ("rebirth", S_SESSION, "a `rebirth` on ctl gets a new birth, same epoch", rebirth, ()),
+    ("ping", S_CMDS, "`ping` is answered `done` with `{up}`", ping, ()),
+    ("unknown-command", S_CMDS, "an unknown command is rejected `unknown-command`", unknown_command, ()),
+    ("events", S_EVENTS, "events are valid envelopes, seq +1 each, in order", events, ()),
+    ("ack-cumulative", S_ACK, "one ack `upto` the last of a batch settles the whole batch", ack_cumulative, ()),
+    ("resend-unacked", S_EVENTS, "with no ack for 10 s the device re-sends from the oldest", resend_unacked, ()),
+    ("will", S_SESSION, "a cut link publishes the will; the next connect is a new session", will, NO_WILL),
+    ("session-restart", S_COAP_SESSION, ("a cut link: challenge, proof, a birth of a higher "
+                                         "session, `online`"), session_restart, COAP_ONLY),
+    ("replay", S_EVENTS, "after a reconnect the journal is re-sent from `first`, in order, unchanged", replay, ()),
+    ("duplicate-command", S_CMDS, "one id delivered twice: applied once, the same answer twice", duplicate_command, ()),
     ("redelivery", S_CMDS, "an id redelivered after a reconnect is answered from the store, not re-applied",
-     redelivery),
-    ("deadline", S_CMDS, "a command past its deadline is rejected `expired`, not applied", deadline),
-    ("bad-input", S_CONF, "malformed commands are never applied; the device stays up", bad_input),
+     redelivery, ()),
+    ("deadline", S_CMDS, "a command past its deadline is rejected `expired`, not applied", deadline, ()),
+    ("bad-input", S_CONF, "malformed commands are never applied; the device stays up", bad_input, ()),
+    ("heartbeat", S_COAP_SESSION, "declares `hb` and makes a request at least every `hb` s",
+     heartbeat, COAP_ONLY),
+    ("coap-auth", S_COAP_AUTH, ("each session starts with `GET auth` then its signed proof; no "
+                                "request of the run refused 4.01"), coap_auth, COAP_ONLY),
 )]

@@ -24,6 +24,7 @@ class Msg:
     obj: dict | None
     epoch: str | None
     at: float = field(default_factory=time.monotonic)
+    meta: dict = field(default_factory=dict)  # CoAP `auth` records: method, response code
 
     @property
     def type(self) -> str | None:
@@ -40,6 +41,8 @@ class MqttGatewaySide:
     (with the `upto` the kit has acked for that epoch and its clock in `now`) and re-sends the
     commands it has no final answer for on every birth. Events are acked only when a clause
     says so (`ack`)."""
+
+    transport = "mqtt"
 
     def __init__(self, host: str, port: int, dev: str):
         import paho.mqtt.client as mqtt
