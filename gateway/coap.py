@@ -780,6 +780,9 @@ class _PeResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
             if answer is not None:
                 pipe.add_response(answer, is_last=True)
                 return
+            # checked: drop it, or aiocoap's Block1 spool and Block2 cache (keyed by the
+            # request's options) never match the next block, whose counter differs (4.08)
+            pipe.request.opt.delete_option(AUTH_OPTION)
         await super().render_to_pipe(pipe)
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
