@@ -263,3 +263,60 @@ def test_firmware_codec_matches_aiocoap_both_ways():
     assert got[2] == "2 163 4660 0a0b None 300 4"
     assert got[3] == "2 69 4660 0a0b None None 0"
     assert got[4:] == ["None"] * 6
+
+
+def test_block2_body_is_delivered_whole_and_one_over_the_limit_is_refused_early():
+    """Poll responses arriving block-wise (Block2, 1024-byte blocks, no Size2, as aiocoap sends
+    them): a 3,000-byte command is delivered whole and once; a 5,000-byte one is refused as soon
+    as it cannot fit the protocol's 4,096 bytes (block 4 is never asked for), counted, and the
+    poller goes on to the next message."""
+    cmd_a = ('{"v":1,"dev":"fw-1","type":"cmd","id":"a","t":1,"body":{"pad":"%s"}}'
+             % ("a" * 2930)).encode()
+    cmd_b = ('{"v":1,"dev":"fw-1","type":"cmd","id":"b","t":1,"body":{"pad":"%s"}}'
+             % ("b" * 4930)).encode()
+    cmd_c = cmd_a.replace(b'"id":"a"', b'"id":"c"')
+    polls: list[tuple[int, int | None]] = []  # (which body, block asked for)
+
+    def on_request(data: bytes, addr) -> None:
+        req = Message.decode(data)
+        if req.mtype != Type.CON or req.opt.uri_path[-1:] != ("cmd",):
+            return
+        b2 = req.opt.block2
+        if b2 is None:
+            which = sum(1 for _, n in polls if n is None)
+            polls.append((which, None))
+        else:
+            which = next(w for w, n in reversed(polls) if n is None)
+            polls.append((which, b2.block_number))
+        if which > 2:
+            return  # nothing more to say: the poll hangs
+        body = (cmd_a, cmd_b, cmd_c)[which]
+        num = b2.block_number if b2 else 0
+        part = body[num * 1024:(num + 1) * 1024]
+        resp = Message(code=Code.CONTENT, payload=part,
+                       block2=(num, (num + 1) * 1024 < len(body), 6))
+        resp.mid, resp.token, resp.mtype = req.mid, req.token, Type.ACK
+        peer.sock.sendto(resp.encode(), addr)
+
+    peer = ScriptedPeer(on_request)
+    try:
+        out = client(peer.port, """
+await c.subscribe("pe/1/fw-1/cmd")
+for _ in range(200):
+    if sum(1 for e in events if isinstance(e, tuple)) >= 2:
+        break
+    await asyncio.sleep_ms(20)
+import json
+for e in events:
+    if isinstance(e, tuple):
+        print("got", e[0], json.loads(e[1])["id"], len(e[1]))
+print("rx_dropped", c.stats.get("rx_dropped"), "connected", c.is_connected())
+""")
+        got = [line.split()[1:] for line in out.splitlines() if line.startswith("got")]
+        assert got == [["pe/1/fw-1/cmd", "a", str(len(cmd_a))],
+                       ["pe/1/fw-1/cmd", "c", str(len(cmd_c))]], out
+        assert "rx_dropped 1 connected True" in out, out
+        asked_b = [n for w, n in polls if w == 1 and n is not None]
+        assert asked_b == [1, 2, 3], polls  # refused before block 4: 4 blocks already fill 4 KB
+    finally:
+        peer.close()

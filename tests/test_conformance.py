@@ -59,7 +59,8 @@ def test_our_sample_pad_firmware_passes_every_clause_over_mqtt(tmp_path, rig, mo
 # `_call_locked`, `body += block`) and parse fragment the heap, every 1 KB datagram then fails
 # to allocate (MemoryError in `_rx`), the device stops polling and the ping is never answered
 # (it passes at 112 KB). `heartbeat` then fails as a consequence (the device goes silent).
-# Pinned here so that fixing it fails this test and the pin is removed.
+# Pinned here so that fixing it fails this test and the pin is removed. What was measured and
+# tried: docs/coap.md, "Known problem (open): bad-input at 96 KB".
 KNOWN_COAP_96K = {"bad-input"}
 CONSEQUENCE = {"heartbeat"}
 

@@ -228,7 +228,7 @@ class CoapTransport(Link):
         self._rt = int(response_timeout * 1000)  # a separate response after an empty ACK
         self.stats = {"connects": 0, "disconnects": 0, "req": 0, "retx": 0, "rx": 0, "dup": 0,
                       "rejected": 0, "busy": 0, "dropped": 0, "polls": 0, "cmds": 0, "hb": 0, "errors": 0,
-                      "timeouts": 0, "suspects": 0, "unauth": 0}
+                      "timeouts": 0, "suspects": 0, "unauth": 0, "rx_dropped": 0}
         self.key = hmac_pads(unhexlify(password)) if password else None  # CoAP key (config.py checks it)
         self._nonce = None  # session nonce from POST .../auth
         self._ctr = 0
@@ -581,8 +581,9 @@ class CoapTransport(Link):
                 if b2 is None or not b2 & 8:
                     break
                 nxt = (b2 >> 4) + 1
-                if len(body) > 4096:
-                    raise OSError(errno.ENOBUFS)  # larger than the protocol allows
+                if len(body) >= 4096:  # and more to come: larger than the protocol allows
+                    self.stats["rx_dropped"] += 1  # refused before its next block is fetched
+                    raise OSError(errno.ENOBUFS)
                 r = await self._exchange(code, opts + [(OPT_BLOCK2, block_opt(nxt, False, b2 & 7))],
                                          None, wait_ms)
                 if r[0] >> 5 != 2:
