@@ -19,3 +19,15 @@ def own_broker(tmp_path):
     b = Mosquitto(tmp_path / "mosquitto").start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def gw_store(tmp_path):
+    """A migrated gateway database of its own (gateway.store.Store), for tests of the write
+    path without a running gateway."""
+    from gateway.store import Store, connect, migrate
+
+    conn = connect(tmp_path / "gw.db")
+    migrate(conn)
+    yield Store(conn)
+    conn.close()

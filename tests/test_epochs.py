@@ -21,14 +21,6 @@ from tests.support import wait_for
 NOW = 1_795_426_642_000
 
 
-@pytest.fixture
-def store(tmp_path):
-    conn = connect(tmp_path / "gw.db")
-    migrate(conn)
-    yield Store(conn)
-    conn.close()
-
-
 def birth(session=1, epoch="e1", first=1, nxt=None, dev="pad-1"):
     return (f"pe/1/{dev}/birth", json.dumps({
         "v": 1, "dev": dev, "type": "birth", "t": None,
@@ -49,103 +41,103 @@ def status(online, session, epoch=None, dev="pad-1"):
         "body": body}).encode())
 
 
-def stored(store, dev="pad-1"):
-    return [(e["epoch"], e["seq"], e["body"]) for e in store.list_events(device=dev, limit=1000)
+def stored(gw_store, dev="pad-1"):
+    return [(e["epoch"], e["seq"], e["body"]) for e in gw_store.list_events(device=dev, limit=1000)
             if e["seq"] is not None]
 
 
 # -- item 1: a rolled-back journal ------------------------------------------------------------
 
-def test_true_duplicates_are_still_duplicates_and_acked(store):
-    apply_batch(store, [birth(), evt(1), evt(2), evt(3)], NOW)
+def test_true_duplicates_are_still_duplicates_and_acked(gw_store):
+    apply_batch(gw_store, [birth(), evt(1), evt(2), evt(3)], NOW)
     # the device missed our acks and reconnects: its journal still holds 2 and 3
-    eff = apply_batch(store, [birth(session=2, first=2, nxt=4)], NOW)
+    eff = apply_batch(gw_store, [birth(session=2, first=2, nxt=4)], NOW)
     assert eff.acks == {"pad-1": ("e1", 1)} and not eff.new_epochs
-    eff = apply_batch(store, [evt(2), evt(3)], NOW)  # the replay: same content
+    eff = apply_batch(gw_store, [evt(2), evt(3)], NOW)  # the replay: same content
     assert (eff.persisted, eff.duplicates, eff.acks) == (0, 2, {"pad-1": ("e1", 3)})
-    eff = apply_batch(store, [evt(3), evt(3)], NOW)  # QoS 1 redelivery, twice
+    eff = apply_batch(gw_store, [evt(3), evt(3)], NOW)  # QoS 1 redelivery, twice
     assert (eff.persisted, eff.duplicates, eff.acks) == (0, 2, {"pad-1": ("e1", 3)})
-    assert [s for _, s, _ in stored(store)] == [1, 2, 3]
-    assert not store.list_events(type=ROLLBACK_EVENT)
+    assert [s for _, s, _ in stored(gw_store)] == [1, 2, 3]
+    assert not gw_store.list_events(type=ROLLBACK_EVENT)
 
 
-def test_restored_device_with_empty_journal_is_told_to_start_a_new_epoch(store):
-    apply_batch(store, [birth(), *(evt(s) for s in range(1, 9))], NOW)
+def test_restored_device_with_empty_journal_is_told_to_start_a_new_epoch(gw_store):
+    apply_batch(gw_store, [birth(), *(evt(s) for s in range(1, 9))], NOW)
     # restored from a copy taken when 1..3 were acked: next = 4, the gateway has up to 8
-    eff = apply_batch(store, [birth(session=2, first=4, nxt=4)], NOW)
+    eff = apply_batch(gw_store, [birth(session=2, first=4, nxt=4)], NOW)
     assert not eff.acks
     (old, upto, new), = eff.new_epochs.values()
     assert (old, upto) == ("e1", 3) and new != "e1"
-    rb = store.list_events(type=ROLLBACK_EVENT)
+    rb = gw_store.list_events(type=ROLLBACK_EVENT)
     assert len(rb) == 1 and rb[0]["body"]["from"] == 4 and rb[0]["body"]["new_epoch"] == new
     # the device moves to the new epoch; its seqs go on from 4 and are all stored
-    eff = apply_batch(store, [birth(session=2, epoch=new, first=4, nxt=4),
+    eff = apply_batch(gw_store, [birth(session=2, epoch=new, first=4, nxt=4),
                               evt(4, {"new": 1}), evt(5, {"new": 2})], NOW)
     assert eff.acks == {"pad-1": (new, 5)} and eff.persisted == 2
-    assert not store.list_events(type="journal.overflow")
-    assert (new, 4, {"new": 1}) in stored(store) and (new, 5, {"new": 2}) in stored(store)
-    assert ("e1", 4, {"n": 4}) in stored(store)  # the old epoch's events are untouched
+    assert not gw_store.list_events(type="journal.overflow")
+    assert (new, 4, {"new": 1}) in stored(gw_store) and (new, 5, {"new": 2}) in stored(gw_store)
+    assert ("e1", 4, {"n": 4}) in stored(gw_store)  # the old epoch's events are untouched
 
 
-def test_new_data_under_a_reused_seq_is_not_dropped_as_a_duplicate(store):
-    apply_batch(store, [birth(), *(evt(s) for s in range(1, 9))], NOW)
+def test_new_data_under_a_reused_seq_is_not_dropped_as_a_duplicate(gw_store):
+    apply_batch(gw_store, [birth(), *(evt(s) for s in range(1, 9))], NOW)
     # restored to next = 4 and, offline, journaled 7 new events: next = 11 > 8 (the gateway
     # cannot tell from the numbers alone). Its birth must not settle 4..8
-    eff = apply_batch(store, [birth(session=2, first=2, nxt=11)], NOW)
+    eff = apply_batch(gw_store, [birth(session=2, first=2, nxt=11)], NOW)
     assert eff.acks == {"pad-1": ("e1", 1)}
-    eff = apply_batch(store, [evt(2), evt(3), *(evt(s, {"offline": s}) for s in range(4, 11))],
+    eff = apply_batch(gw_store, [evt(2), evt(3), *(evt(s, {"offline": s}) for s in range(4, 11))],
                       NOW)
     assert eff.duplicates == 2 and eff.persisted == 0 and not eff.acks
     (old, upto, new), = eff.new_epochs.values()
     assert (old, upto) == ("e1", 3)
-    assert store.counters().get("seq_conflicts") == 7
+    assert gw_store.counters().get("seq_conflicts") == 7
     # everything the device sends of e1 from 4 on is refused (not stored, not acked) ...
-    eff = apply_batch(store, [evt(9, {"late": 1})], NOW)
+    eff = apply_batch(gw_store, [evt(9, {"late": 1})], NOW)
     assert not eff.acks and eff.new_epochs["pad-1"] == ("e1", 3, new)
     # ... and goes to the new epoch instead
-    eff = apply_batch(store, [birth(session=2, epoch=new, first=4, nxt=11),
+    eff = apply_batch(gw_store, [birth(session=2, epoch=new, first=4, nxt=11),
                               *(evt(s, {"offline": s}) for s in range(4, 11))], NOW)
     assert eff.acks == {"pad-1": (new, 10)} and eff.persisted == 7
-    assert [s for e, s, _ in stored(store) if e == new] == list(range(4, 11))
-    assert len(store.list_events(type=ROLLBACK_EVENT)) == 1
+    assert [s for e, s, _ in stored(gw_store) if e == new] == list(range(4, 11))
+    assert len(gw_store.list_events(type=ROLLBACK_EVENT)) == 1
 
 
-def test_rollback_raises_an_alert(store):
+def test_rollback_raises_an_alert(gw_store):
     from gateway.services.alerts import apply_items, list_alerts
-    apply_batch(store, [birth(), *(evt(s) for s in range(1, 6))], NOW)
-    start = store.last_stream_id()
-    apply_batch(store, [birth(session=2, first=3, nxt=3)], NOW)
-    with store.transaction():
-        apply_items(store, store.stream_after(start), now=NOW, upto=store.last_stream_id())
-    alerts = [a for a in list_alerts(store) if a["type"] == ROLLBACK_EVENT]
+    apply_batch(gw_store, [birth(), *(evt(s) for s in range(1, 6))], NOW)
+    start = gw_store.last_stream_id()
+    apply_batch(gw_store, [birth(session=2, first=3, nxt=3)], NOW)
+    with gw_store.transaction():
+        apply_items(gw_store, gw_store.stream_after(start), now=NOW, upto=gw_store.last_stream_id())
+    alerts = [a for a in list_alerts(gw_store) if a["type"] == ROLLBACK_EVENT]
     assert len(alerts) == 1 and alerts[0]["device"] == "pad-1"
     assert alerts[0]["severity"] == "warning" and "new epoch" in alerts[0]["text"]
 
 
 # -- item 2: a will belongs to an epoch and a session ------------------------------------------
 
-def test_late_will_of_an_older_epoch_with_a_higher_session_is_ignored(store):
-    apply_batch(store, [birth(session=3, epoch="old")], NOW)
+def test_late_will_of_an_older_epoch_with_a_higher_session_is_ignored(gw_store):
+    apply_batch(gw_store, [birth(session=3, epoch="old")], NOW)
     # flash wiped: a new epoch whose session counter starts again
-    apply_batch(store, [birth(session=1, epoch="new"), birth(session=2, epoch="new")], NOW)
-    apply_batch(store, [status(False, 3, epoch="old")], NOW)   # the will of before the wipe
-    assert store.get_device("pad-1")["online"] is True
-    apply_batch(store, [status(False, 3)], NOW)                # the same, from older firmware
-    assert store.get_device("pad-1")["online"] is True
-    apply_batch(store, [status(False, 2, epoch="new")], NOW)   # this connection's will
-    assert store.get_device("pad-1")["online"] is False
-    eff = apply_batch(store, [status(True, 5, epoch="old")], NOW)  # retained online, old epoch
-    assert not eff.rebirths and store.get_device("pad-1")["online"] is False
+    apply_batch(gw_store, [birth(session=1, epoch="new"), birth(session=2, epoch="new")], NOW)
+    apply_batch(gw_store, [status(False, 3, epoch="old")], NOW)   # the will of before the wipe
+    assert gw_store.get_device("pad-1")["online"] is True
+    apply_batch(gw_store, [status(False, 3)], NOW)                # the same, from older firmware
+    assert gw_store.get_device("pad-1")["online"] is True
+    apply_batch(gw_store, [status(False, 2, epoch="new")], NOW)   # this connection's will
+    assert gw_store.get_device("pad-1")["online"] is False
+    eff = apply_batch(gw_store, [status(True, 5, epoch="old")], NOW)  # retained online, old epoch
+    assert not eff.rebirths and gw_store.get_device("pad-1")["online"] is False
 
 
-def test_will_of_the_connection_that_moved_to_a_new_epoch_still_counts(store):
-    apply_batch(store, [birth(), *(evt(s) for s in range(1, 4))], NOW)
-    eff = apply_batch(store, [birth(session=4, first=2, nxt=2)], NOW)  # restored
+def test_will_of_the_connection_that_moved_to_a_new_epoch_still_counts(gw_store):
+    apply_batch(gw_store, [birth(), *(evt(s) for s in range(1, 4))], NOW)
+    eff = apply_batch(gw_store, [birth(session=4, first=2, nxt=2)], NOW)  # restored
     _, _, new = eff.new_epochs["pad-1"]
-    apply_batch(store, [birth(session=4, epoch=new, first=2, nxt=2)], NOW)
+    apply_batch(gw_store, [birth(session=4, epoch=new, first=2, nxt=2)], NOW)
     # the connection's will was made before the switch: it names the old epoch
-    apply_batch(store, [status(False, 4, epoch="e1")], NOW)
-    assert store.get_device("pad-1")["online"] is False
+    apply_batch(gw_store, [status(False, 4, epoch="e1")], NOW)
+    assert gw_store.get_device("pad-1")["online"] is False
 
 
 # -- item 1 with the real firmware -------------------------------------------------------------

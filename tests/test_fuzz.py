@@ -93,16 +93,6 @@ def store(tmp_path_factory):
     conn.close()
 
 
-@pytest.fixture
-def fresh_store(tmp_path):
-    """A database of its own: a birth that says `next: 1` after the device's seq 7 was stored is
-    a journal rolled back (docs/protocol.md), which a test of field bounds must not run into."""
-    conn = connect(tmp_path / "gw.db")
-    migrate(conn)
-    yield Store(conn)
-    conn.close()
-
-
 BIRTH = (b'{"v":1,"dev":"pad-1","type":"birth","t":null,"body":{"kind":"sample-pad","fw":"1",'
          b'"caps":[],"cfg":"x","session":1,"boot":1,"reset":null,"epoch":"e1","first":1,'
          b'"next":1}}')
@@ -129,7 +119,9 @@ def test_ingest_batch_persists_whole_messages_or_nothing(store, batch):
 
 @pytest.mark.parametrize("field", ["seq", "t"])
 @pytest.mark.parametrize("value", BOUNDARY_INTS)
-def test_ingest_out_of_range_numbers_are_bad_field_never_internal_error(fresh_store, field, value):
+def test_ingest_out_of_range_numbers_are_bad_field_never_internal_error(gw_store, field, value):
+    # a database of its own (conftest): a birth with `next: 1` after seq 7 was stored would be a
+    # journal rolled back (docs/protocol.md), which a test of field bounds must not run into
     """seq or t in [2^63, 2^64) used to reach the SQLite insert and fail there
     (`internal-error`, a traceback per message); seq 2^63 - 1 was stored."""
     seq = 7 if field == "t" else value
@@ -139,15 +131,15 @@ def test_ingest_out_of_range_numbers_are_bad_field_never_internal_error(fresh_st
     q = "SELECT COUNT(*) FROM events WHERE device = 'pad-1' AND seq = ?"
     evt = json.dumps({"v": 1, "dev": "pad-1", "type": "x", "seq": seq, "t": t,
                       "body": {}}).encode()
-    before = fresh_store.conn.execute(q, (seq,)).fetchone()[0] if -2**63 <= seq < 2**63 else 0
-    eff = apply_batch(fresh_store, [("pe/1/pad-1/birth", BIRTH), ("pe/1/pad-1/evt", evt)], 1)
+    before = gw_store.conn.execute(q, (seq,)).fetchone()[0] if -2**63 <= seq < 2**63 else 0
+    eff = apply_batch(gw_store, [("pe/1/pad-1/birth", BIRTH), ("pe/1/pad-1/evt", evt)], 1)
     assert "internal-error" not in eff.rejections, eff.rejections
     if ok:
         assert dict(eff.rejections) == {} and eff.persisted + eff.duplicates == 1
     else:
         assert dict(eff.rejections) == {"bad-field": 1} and eff.persisted == 0
         if -2**63 <= seq < 2**63:
-            assert fresh_store.conn.execute(q, (seq,)).fetchone()[0] == before
+            assert gw_store.conn.execute(q, (seq,)).fetchone()[0] == before
 
 
 @FAST

@@ -16,14 +16,6 @@ from gateway.store import MIGRATIONS, Store, connect, migrate
 NOW = 1_795_426_642_000
 
 
-@pytest.fixture
-def store(tmp_path):
-    conn = connect(tmp_path / "gw.db")
-    migrate(conn)
-    yield Store(conn)
-    conn.close()
-
-
 def birth(dev="pad-1", session=1, epoch="e1", first=1, nxt=None):
     return (f"pe/1/{dev}/birth", json.dumps({
         "v": 1, "dev": dev, "type": "birth", "t": None,
@@ -49,8 +41,8 @@ def reply(cid, st, dev="pad-1"):
         "body": {"status": st, "reason": None, "result": {"ok": st}}}).encode())
 
 
-def seqs(store, dev="pad-1"):
-    return [e["seq"] for e in store.list_events(device=dev, limit=1000)]
+def seqs(gw_store, dev="pad-1"):
+    return [e["seq"] for e in gw_store.list_events(device=dev, limit=1000)]
 
 
 def test_schema_is_wal_full_and_migrations_are_idempotent(tmp_path):
@@ -73,122 +65,122 @@ def test_v1_database_migrates_keeping_its_data(tmp_path):
     assert Store(conn).sample_seed("S-1") is None
 
 
-def test_insert_event_reports_new_or_duplicate_and_batch_is_one_transaction(store):
-    with store.transaction():
-        assert store.insert_event("pad-1", "e1", 1, "x", None, NOW, {}) is not None
-        assert store.insert_event("pad-1", "e1", 1, "x", None, NOW, {"other": 1}) is None
-        assert store.insert_event("pad-1", "e2", 1, "x", None, NOW, {}) is not None
-    assert [i.kind for i in store.take_outbox()] == ["event", "event"]
-    res = store.insert_events([("pad-1", "e1", 2, "x", None, NOW, {}),
+def test_insert_event_reports_new_or_duplicate_and_batch_is_one_transaction(gw_store):
+    with gw_store.transaction():
+        assert gw_store.insert_event("pad-1", "e1", 1, "x", None, NOW, {}) is not None
+        assert gw_store.insert_event("pad-1", "e1", 1, "x", None, NOW, {"other": 1}) is None
+        assert gw_store.insert_event("pad-1", "e2", 1, "x", None, NOW, {}) is not None
+    assert [i.kind for i in gw_store.take_outbox()] == ["event", "event"]
+    res = gw_store.insert_events([("pad-1", "e1", 2, "x", None, NOW, {}),
                                ("pad-1", "e1", 1, "x", None, NOW, {})])
     assert [r is not None for r in res] == [True, False]
     # a failing batch leaves nothing behind, not even stream items
     with pytest.raises(sqlite3.IntegrityError):
-        store.insert_events([("pad-1", "e1", 3, "x", None, NOW, {}),
+        gw_store.insert_events([("pad-1", "e1", 3, "x", None, NOW, {}),
                              ("pad-1", "e1", 4, None, None, NOW, {})])  # type NOT NULL
-    assert not store.has_event("pad-1", "e1", 3)
-    assert [i.kind for i in store.take_outbox()] == ["event"]  # only the committed seq 2
+    assert not gw_store.has_event("pad-1", "e1", 3)
+    assert [i.kind for i in gw_store.take_outbox()] == ["event"]  # only the committed seq 2
 
 
-def test_insert_events_many_writes_what_insert_event_writes(tmp_path, store):
+def test_insert_events_many_writes_what_insert_event_writes(tmp_path, gw_store):
     rows = [("pad-1", "e1", s, "x", s * 10, NOW, {"n": s, "s": "é"}) for s in (1, 2, 3)]
     one = Store(connect(tmp_path / "one.db"))
     migrate(one.conn)
     with one.transaction():
         expected = [one.insert_event(*r) for r in rows]
-    with store.transaction():
-        assert store.insert_events_many(rows) == expected == [1, 2, 3]
+    with gw_store.transaction():
+        assert gw_store.insert_events_many(rows) == expected == [1, 2, 3]
     dump = "SELECT * FROM events ORDER BY id", "SELECT * FROM stream ORDER BY id"
     for sql in dump:  # same rows, same JSON text in the stream
-        assert [tuple(r) for r in store.conn.execute(sql)] == [
+        assert [tuple(r) for r in gw_store.conn.execute(sql)] == [
             tuple(r) for r in one.conn.execute(sql)]
-    assert store.take_outbox() == one.take_outbox()
+    assert gw_store.take_outbox() == one.take_outbox()
     # a duplicate (of a stored row, or inside the batch) sends the rows one by one
-    with store.transaction():
-        res = store.insert_events_many(rows[2:] + [("pad-1", "e1", 4, "x", None, NOW, {}),
+    with gw_store.transaction():
+        res = gw_store.insert_events_many(rows[2:] + [("pad-1", "e1", 4, "x", None, NOW, {}),
                                                    ("pad-1", "e1", 4, "x", None, NOW, {})])
     assert res[0] is None and res[1] > 3 and res[2] is None
-    assert [(i.data["id"], i.data["seq"]) for i in store.take_outbox()] == [(res[1], 4)]
-    assert store.conn.execute("SELECT COUNT(*) FROM stream").fetchone()[0] == 4
+    assert [(i.data["id"], i.data["seq"]) for i in gw_store.take_outbox()] == [(res[1], 4)]
+    assert gw_store.conn.execute("SELECT COUNT(*) FROM stream").fetchone()[0] == 4
     hooked = []  # integrations' outbox hooks see every item, inside the transaction
-    store.stream_hooks.append(lambda st, item: hooked.append((st.conn.in_transaction, item.id)))
-    with store.transaction():
-        ids = store.insert_events_many([("pad-1", "e1", s, "x", None, NOW, {}) for s in (7, 8)])
-    assert hooked == [(True, i.id) for i in store.take_outbox()] and len(hooked) == 2
-    store.stream_hooks.clear()
+    gw_store.stream_hooks.append(lambda st, item: hooked.append((st.conn.in_transaction, item.id)))
+    with gw_store.transaction():
+        ids = gw_store.insert_events_many([("pad-1", "e1", s, "x", None, NOW, {}) for s in (7, 8)])
+    assert hooked == [(True, i.id) for i in gw_store.take_outbox()] and len(hooked) == 2
+    gw_store.stream_hooks.clear()
     assert len(ids) == 2 and None not in ids
     one.conn.close()
 
 
-def test_event_from_unknown_device_is_rejected_with_rebirth(store):
-    eff = apply_batch(store, [evt(1)], NOW)
+def test_event_from_unknown_device_is_rejected_with_rebirth(gw_store):
+    eff = apply_batch(gw_store, [evt(1)], NOW)
     assert eff.rejections["unknown-device"] == 1 and eff.rebirths == {"pad-1"}
-    assert not eff.acks and seqs(store) == []
-    assert store.rejections() == {"unknown-device": 1}
+    assert not eff.acks and seqs(gw_store) == []
+    assert gw_store.rejections() == {"unknown-device": 1}
 
 
-def test_events_ack_contiguous_upto_and_duplicates_reacked(store):
-    eff = apply_batch(store, [birth(), evt(1), evt(2)], NOW)
+def test_events_ack_contiguous_upto_and_duplicates_reacked(gw_store):
+    eff = apply_batch(gw_store, [birth(), evt(1), evt(2)], NOW)
     assert eff.acks == {"pad-1": ("e1", 2)} and eff.persisted == 2
-    eff = apply_batch(store, [evt(2)], NOW)
+    eff = apply_batch(gw_store, [evt(2)], NOW)
     assert eff.duplicates == 1 and eff.acks == {"pad-1": ("e1", 2)}
-    eff = apply_batch(store, [evt(4), evt(5)], NOW)         # gap at 3
+    eff = apply_batch(gw_store, [evt(4), evt(5)], NOW)         # gap at 3
     assert eff.acks == {"pad-1": ("e1", 2)}
-    eff = apply_batch(store, [evt(3)], NOW)                  # fills it
+    eff = apply_batch(gw_store, [evt(3)], NOW)                  # fills it
     assert eff.acks == {"pad-1": ("e1", 5)}
-    assert seqs(store) == [1, 2, 4, 5, 3]
-    assert store.counters() == {"messages_received": 7, "events_persisted": 5, "duplicates": 1}
-    eff = apply_batch(store, [evt(5), evt(6), evt(7)], NOW)  # a duplicate inside a batch
+    assert seqs(gw_store) == [1, 2, 4, 5, 3]
+    assert gw_store.counters() == {"messages_received": 7, "events_persisted": 5, "duplicates": 1}
+    eff = apply_batch(gw_store, [evt(5), evt(6), evt(7)], NOW)  # a duplicate inside a batch
     assert (eff.persisted, eff.duplicates, eff.acks) == (2, 1, {"pad-1": ("e1", 7)})
-    assert seqs(store) == [1, 2, 4, 5, 3, 6, 7]
+    assert seqs(gw_store) == [1, 2, 4, 5, 3, 6, 7]
 
 
-def test_birth_first_settles_and_records_overflow_once(store):
-    apply_batch(store, [birth(), evt(1), evt(2), evt(4)], NOW)
+def test_birth_first_settles_and_records_overflow_once(gw_store):
+    apply_batch(gw_store, [birth(), evt(1), evt(2), evt(4)], NOW)
     # device lost 3..5 (journal full), except 4 which we already have: 2 lost
-    eff = apply_batch(store, [birth(session=2, first=6, nxt=9)], NOW)
+    eff = apply_batch(gw_store, [birth(session=2, first=6, nxt=9)], NOW)
     assert eff.acks == {"pad-1": ("e1", 5)}
-    over = store.list_events(type=OVERFLOW_EVENT)
+    over = gw_store.list_events(type=OVERFLOW_EVENT)
     assert len(over) == 1 and over[0]["body"] == {"lost": 2, "from": 3, "to": 5, "epoch": "e1"}
     # the same birth again (QoS 1 redelivery) adds nothing
-    apply_batch(store, [birth(session=2, first=6, nxt=9)], NOW)
-    assert len(store.list_events(type=OVERFLOW_EVENT)) == 1
-    eff = apply_batch(store, [evt(6), evt(7), evt(8)], NOW)
+    apply_batch(gw_store, [birth(session=2, first=6, nxt=9)], NOW)
+    assert len(gw_store.list_events(type=OVERFLOW_EVENT)) == 1
+    eff = apply_batch(gw_store, [evt(6), evt(7), evt(8)], NOW)
     assert eff.acks == {"pad-1": ("e1", 8)}
 
 
-def test_birth_acks_what_we_already_have_once_the_device_shows_it(store):
-    apply_batch(store, [birth(), evt(1), evt(2), evt(3)], NOW)
+def test_birth_acks_what_we_already_have_once_the_device_shows_it(gw_store):
+    apply_batch(gw_store, [birth(), evt(1), evt(2), evt(3)], NOW)
     # it missed our ack. The birth settles only `first - 1`: a journal restored from an older
     # flash copy may hold other events under 2 and 3 (issue 16; tests/test_epochs.py)
-    eff = apply_batch(store, [birth(session=2, first=2, nxt=4)], NOW)
+    eff = apply_batch(gw_store, [birth(session=2, first=2, nxt=4)], NOW)
     assert eff.acks == {"pad-1": ("e1", 1)} and eff.births == ["pad-1"]
-    eff = apply_batch(store, [evt(2), evt(3)], NOW)  # its replay: the same events
+    eff = apply_batch(gw_store, [evt(2), evt(3)], NOW)  # its replay: the same events
     assert eff.acks == {"pad-1": ("e1", 3)} and (eff.persisted, eff.duplicates) == (0, 2)
 
 
-def test_new_epoch_restarts_sequence(store):
-    apply_batch(store, [birth(), evt(1), evt(2)], NOW)
-    eff = apply_batch(store, [birth(session=2, epoch="e2"), evt(1)], NOW)
+def test_new_epoch_restarts_sequence(gw_store):
+    apply_batch(gw_store, [birth(), evt(1), evt(2)], NOW)
+    eff = apply_batch(gw_store, [birth(session=2, epoch="e2"), evt(1)], NOW)
     assert eff.persisted == 1 and eff.duplicates == 0 and eff.acks == {"pad-1": ("e2", 1)}
-    assert sorted((e["epoch"], e["seq"]) for e in store.list_events()) == [
+    assert sorted((e["epoch"], e["seq"]) for e in gw_store.list_events()) == [
         ("e1", 1), ("e1", 2), ("e2", 1)]
 
 
-def test_late_will_of_an_older_session_is_ignored(store):
-    apply_batch(store, [birth(session=1), birth(session=2)], NOW)
-    apply_batch(store, [status(False, 1)], NOW)
-    assert store.get_device("pad-1")["online"] is True
-    apply_batch(store, [status(False, 2)], NOW)
-    assert store.get_device("pad-1")["online"] is False
-    apply_batch(store, [status(True, 2)], NOW)               # retained online of this session
-    assert store.get_device("pad-1")["online"] is True
-    eff = apply_batch(store, [status(True, 3)], NOW)         # a session we have no birth for
+def test_late_will_of_an_older_session_is_ignored(gw_store):
+    apply_batch(gw_store, [birth(session=1), birth(session=2)], NOW)
+    apply_batch(gw_store, [status(False, 1)], NOW)
+    assert gw_store.get_device("pad-1")["online"] is True
+    apply_batch(gw_store, [status(False, 2)], NOW)
+    assert gw_store.get_device("pad-1")["online"] is False
+    apply_batch(gw_store, [status(True, 2)], NOW)               # retained online of this session
+    assert gw_store.get_device("pad-1")["online"] is True
+    eff = apply_batch(gw_store, [status(True, 3)], NOW)         # a session we have no birth for
     assert eff.rebirths == {"pad-1"}
 
 
-def test_a_bad_message_does_not_spoil_its_batch(store):
-    eff = apply_batch(store, [birth(), (b"pe/1/pad-1/evt".decode(), b"{"), evt(1)], NOW)
+def test_a_bad_message_does_not_spoil_its_batch(gw_store):
+    eff = apply_batch(gw_store, [birth(), (b"pe/1/pad-1/evt".decode(), b"{"), evt(1)], NOW)
     assert eff.rejections == {"malformed": 1} and eff.acks == {"pad-1": ("e1", 1)}
 
 
@@ -209,31 +201,31 @@ def test_reply_transition(current, incoming, expected):
     assert reply_transition(current, incoming) == expected
 
 
-def test_commands_idempotency_expiry_and_late_reply(store):
-    apply_batch(store, [birth()], NOW)
-    cmd, created, online = commands._submit_tx(store, device="pad-1", name="blink", args={},
+def test_commands_idempotency_expiry_and_late_reply(gw_store):
+    apply_batch(gw_store, [birth()], NOW)
+    cmd, created, online = commands._submit_tx(gw_store, device="pad-1", name="blink", args={},
                                                key="k", deadline=NOW + 1000, now=NOW, new_id="c-1")
     assert created and online and cmd["status"] == "queued"
-    again, created, _ = commands._submit_tx(store, device="pad-1", name="blink", args={},
+    again, created, _ = commands._submit_tx(gw_store, device="pad-1", name="blink", args={},
                                             key="k", deadline=NOW + 9999, now=NOW, new_id="c-2")
     assert not created and again["id"] == "c-1"
     with pytest.raises(commands.IdempotencyConflict):
-        commands._submit_tx(store, device="pad-1", name="blink", args={"times": 9}, key="k",
+        commands._submit_tx(gw_store, device="pad-1", name="blink", args={"times": 9}, key="k",
                             deadline=NOW, now=NOW, new_id="c-3")
     with pytest.raises(commands.UnknownDevice):
-        commands._submit_tx(store, device="pad-9", name="blink", args={}, key="k",
+        commands._submit_tx(gw_store, device="pad-9", name="blink", args={}, key="k",
                             deadline=NOW, now=NOW, new_id="c-4")
-    commands._record_send(store, "c-1", NOW + 1)
-    assert store.get_command("c-1")["status"] == "sent"
-    assert commands.expire_due(store, NOW + 2999, 2000) == []
-    assert [c["id"] for c in commands.expire_due(store, NOW + 3000, 2000)] == ["c-1"]
-    apply_batch(store, [reply("c-1", "accepted")], NOW + 4000)
-    assert store.get_command("c-1")["status"] == "expired"
-    apply_batch(store, [reply("c-1", "done")], NOW + 5000)
-    c = store.get_command("c-1")
+    commands._record_send(gw_store, "c-1", NOW + 1)
+    assert gw_store.get_command("c-1")["status"] == "sent"
+    assert commands.expire_due(gw_store, NOW + 2999, 2000) == []
+    assert [c["id"] for c in commands.expire_due(gw_store, NOW + 3000, 2000)] == ["c-1"]
+    apply_batch(gw_store, [reply("c-1", "accepted")], NOW + 4000)
+    assert gw_store.get_command("c-1")["status"] == "expired"
+    apply_batch(gw_store, [reply("c-1", "done")], NOW + 5000)
+    c = gw_store.get_command("c-1")
     assert (c["status"], c["late"], c["result"]) == ("expired", True, None)
     assert c["late_outcome"]["result"] == {"ok": "done"}
-    eff = apply_batch(store, [reply("c-404", "done")], NOW)
+    eff = apply_batch(gw_store, [reply("c-404", "done")], NOW)
     assert eff.rejections == {"unknown-command": 1}
 
 
@@ -355,12 +347,12 @@ def test_writes_queued_behind_a_busy_writer_share_one_commit_and_fail_alone(tmp_
 
     committed = []
 
-    def slow(store, gate):  # keeps the writer thread busy until released
+    def slow(gw_store, gate):  # keeps the writer thread busy until released
         gate.wait(10)
 
-    def put(store, n):
-        with store.transaction():
-            store.append_stream("event", {"n": n})
+    def put(gw_store, n):
+        with gw_store.transaction():
+            gw_store.append_stream("event", {"n": n})
             if n == 2:
                 raise ValueError("bad write")
         return n

@@ -26,7 +26,7 @@ import aiocoap
 from gateway import protocol
 from gateway.coap import CoapEdge, _Entry
 from gateway.coap_auth import AUTH_CHANNEL
-from tools.conformance.link import Msg, now_ms
+from tools.conformance.link import GatewaySide, Msg, now_ms
 
 # a kit key: this marker, then 16 random bytes. The firmware takes its test hook next to a CoAP
 # key only if the key starts with it (firmware/edge/config.py); tools/provision.py makes keys of
@@ -73,7 +73,7 @@ class KitEdge(CoapEdge):
             _request.reset(token)
 
 
-class CoapGatewaySide:
+class CoapGatewaySide(GatewaySide):
     """Plays the gateway for one device over CoAP with the same interface as
     `MqttGatewaySide`: `msgs`, `epoch`, `acked`, `seen`, `pending`, `ack`, `publish`,
     `command`, `mark`, `find`, `wait`. Plus `requests` (time, channel, hb, s) and `key`."""
@@ -81,17 +81,11 @@ class CoapGatewaySide:
     transport = "coap"
 
     def __init__(self, host: str, port: int, dev: str, heartbeat_s: float = 5.0) -> None:
-        self.host, self.dev = host, dev
+        super().__init__(dev)
+        self.host = host
         self.port = port  # 0: a free one, known after start()
         self.key = kit_key()
         self.heartbeat_s = heartbeat_s
-        self.prefix = f"pe/1/{dev}/"
-        self.msgs: list[Msg] = []
-        self.cond = threading.Condition()
-        self.epoch: str | None = None
-        self.acked: dict[str, int] = {}
-        self.seen: dict[str, set[int]] = {}
-        self.pending: dict[str, bytes] = {}
         self.requests: collections.deque[tuple[float, str, int | None, int | None]] = \
             collections.deque(maxlen=REQUESTS_MAX)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -211,9 +205,6 @@ class CoapGatewaySide:
                 self._mail("cmd", raw, cid)  # replaces a copy not yet polled
 
     # --- sending ------------------------------------------------------------------------
-    def envelope(self, mtype: str, body: dict, **extra) -> dict:
-        return {"v": 1, "dev": self.dev, "type": mtype, "t": now_ms(), **extra, "body": body}
-
     def _device(self):
         assert self.edge is not None
         return self.edge.devices.get(self.dev)
@@ -256,26 +247,3 @@ class CoapGatewaySide:
         if redeliver:
             self.pending[cid] = raw
         self._call(self._mail, "cmd", raw, cid)
-
-    # --- looking ------------------------------------------------------------------------
-    def mark(self) -> int:
-        with self.cond:
-            return len(self.msgs)
-
-    def find(self, pred, since: int = 0) -> list[Msg]:
-        with self.cond:
-            return [m for m in self.msgs[since:] if pred(m)]
-
-    def wait(self, pred, since: int, timeout: float) -> Msg | None:
-        deadline = time.monotonic() + timeout
-        i = since
-        with self.cond:
-            while True:
-                while i < len(self.msgs):
-                    if pred(self.msgs[i]):
-                        return self.msgs[i]
-                    i += 1
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)

@@ -36,7 +36,48 @@ class Msg:
         return b if isinstance(b, dict) else {}
 
 
-class MqttGatewaySide:
+class GatewaySide:
+    """What the kit's gateway role keeps over any transport: the device's messages in arrival
+    order (`msgs`, waited on through `cond`), its epoch, what the kit acked per epoch, the
+    event seqs it saw and the commands without a final answer; and the lookups clauses use."""
+
+    def __init__(self, dev: str) -> None:
+        self.dev = dev
+        self.prefix = f"pe/1/{dev}/"
+        self.msgs: list[Msg] = []
+        self.cond = threading.Condition()
+        self.epoch: str | None = None
+        self.acked: dict[str, int] = {}  # epoch -> upto the kit acknowledged
+        self.seen: dict[str, set[int]] = {}  # epoch -> event seqs received
+        self.pending: dict[str, bytes] = {}  # command id -> payload, until a final reply
+
+    def envelope(self, mtype: str, body: dict, **extra) -> dict:
+        return {"v": 1, "dev": self.dev, "type": mtype, "t": now_ms(), **extra, "body": body}
+
+    def mark(self) -> int:
+        with self.cond:
+            return len(self.msgs)
+
+    def find(self, pred, since: int = 0) -> list[Msg]:
+        with self.cond:
+            return [m for m in self.msgs[since:] if pred(m)]
+
+    def wait(self, pred, since: int, timeout: float) -> Msg | None:
+        deadline = time.monotonic() + timeout
+        i = since
+        with self.cond:
+            while True:
+                while i < len(self.msgs):
+                    if pred(self.msgs[i]):
+                        return self.msgs[i]
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+
+class MqttGatewaySide(GatewaySide):
     """A paho client that answers like the gateway (docs/protocol.md): an `ack` to every birth
     (with the `upto` the kit has acked for that epoch and its clock in `now`) and re-sends the
     commands it has no final answer for on every birth. Events are acked only when a clause
@@ -47,14 +88,8 @@ class MqttGatewaySide:
     def __init__(self, host: str, port: int, dev: str):
         import paho.mqtt.client as mqtt
 
-        self.host, self.port, self.dev = host, port, dev
-        self.prefix = f"pe/1/{dev}/"
-        self.msgs: list[Msg] = []
-        self.cond = threading.Condition()
-        self.epoch: str | None = None
-        self.acked: dict[str, int] = {}  # epoch -> upto the kit acknowledged
-        self.seen: dict[str, set[int]] = {}  # epoch -> event seqs received
-        self.pending: dict[str, bytes] = {}  # command id -> payload, until a final reply
+        super().__init__(dev)
+        self.host, self.port = host, port
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"conformance-kit-{dev}", clean_session=True)
         self.client.on_message = self._on_message
@@ -108,9 +143,6 @@ class MqttGatewaySide:
                 self.publish("cmd", payload)
 
     # --- sending ------------------------------------------------------------------------
-    def envelope(self, mtype: str, body: dict, **extra) -> dict:
-        return {"v": 1, "dev": self.dev, "type": mtype, "t": now_ms(), **extra, "body": body}
-
     def publish(self, channel: str, payload: dict | bytes) -> None:
         if isinstance(payload, dict):
             payload = json.dumps(payload).encode()
@@ -125,26 +157,3 @@ class MqttGatewaySide:
         if redeliver:
             self.pending[cid] = raw
         self.publish("cmd", raw)
-
-    # --- looking ------------------------------------------------------------------------
-    def mark(self) -> int:
-        with self.cond:
-            return len(self.msgs)
-
-    def find(self, pred, since: int = 0) -> list[Msg]:
-        with self.cond:
-            return [m for m in self.msgs[since:] if pred(m)]
-
-    def wait(self, pred, since: int, timeout: float) -> Msg | None:
-        deadline = time.monotonic() + timeout
-        i = since
-        with self.cond:
-            while True:
-                while i < len(self.msgs):
-                    if pred(self.msgs[i]):
-                        return self.msgs[i]
-                    i += 1
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
