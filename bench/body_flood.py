@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import itertools
 
+from bench.command_rtt import LoadProcess
 from bench.ingest import BenchBroker, BenchGateway, check_db, load_line, machine
 from tools.loadgen import percentiles
 
@@ -85,42 +86,12 @@ async def _devices_child(port: int, devices: int, rate: float) -> dict[str, Any]
             "lost_connections": result["lost_connections"], "errors": result["errors"]}
 
 
-class Devices:
+class Devices(LoadProcess):
+    """This script's `--devices-child`: the device load, in its own process."""
+
     def __init__(self, port: int, devices: int, rate: float) -> None:
-        self.proc = subprocess.Popen([PY, str(Path(__file__).resolve()), "--devices-child",
-                                      str(port), str(devices), str(rate)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.started = threading.Event()
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line.startswith("load start"):
-                self.started.set()
-
-    def wait_started(self, timeout: float = 60) -> None:
-        if not self.started.wait(timeout):
-            err = self.proc.stderr.read() if self.proc.poll() is not None and self.proc.stderr else ""
-            raise RuntimeError(f"device load did not start: {err[-2000:]}")
-
-    def stop(self, timeout: float = 120) -> dict[str, Any]:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(5)
-        for line in reversed(self.lines):
-            if line.startswith("{"):
-                return json.loads(line)
-        err = self.proc.stderr.read() if self.proc.stderr else ""
-        raise RuntimeError(f"device load gave no summary: {err[-2000:]}")
+        super().__init__([PY, str(Path(__file__).resolve()), "--devices-child", str(port),
+                          str(devices), str(rate)])
 
 
 class HealthProbe:

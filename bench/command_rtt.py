@@ -42,12 +42,12 @@ PY = sys.executable
 GOAL_P99_MS = 25.0
 
 
-class LoadgenProcess:
-    """`python -m tools.loadgen ... --duration 0` in the background until `stop()`."""
+class LoadProcess:
+    """A load-generating child (its stdout says `load start`, ends with a JSON summary line)
+    in the background until `stop()`."""
 
-    def __init__(self, args: list[str], nice: int = 0) -> None:
-        self.proc = subprocess.Popen([*(["nice", "-n", str(nice)] if nice else []),
-                                      PY, "-m", "tools.loadgen", *args, "--duration", "0"],
+    def __init__(self, cmd: list[str], nice: int = 0) -> None:
+        self.proc = subprocess.Popen([*(["nice", "-n", str(nice)] if nice else []), *cmd],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.lines: list[str] = []
@@ -67,7 +67,7 @@ class LoadgenProcess:
         while not self.started.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"loadgen did not start: {err[-2000:]}")
+                raise RuntimeError(f"{self.proc.args} did not start: {err[-2000:]}")
 
     def stop(self, timeout: float = 90) -> dict[str, Any]:
         """SIGTERM: the generator stops offering load, drains (all acked), prints its summary."""
@@ -83,7 +83,14 @@ class LoadgenProcess:
             if line.startswith("{"):
                 return json.loads(line)
         err = self.proc.stderr.read() if self.proc.stderr else ""
-        raise RuntimeError(f"loadgen gave no summary (rc={self.proc.returncode}): {err[-2000:]}")
+        raise RuntimeError(f"load process gave no summary (rc={self.proc.returncode}): {err[-2000:]}")
+
+
+class LoadgenProcess(LoadProcess):
+    """`python -m tools.loadgen ... --duration 0` in the background until `stop()`."""
+
+    def __init__(self, args: list[str], nice: int = 0) -> None:
+        super().__init__([PY, "-m", "tools.loadgen", *args, "--duration", "0"], nice)
 
 
 def background_args(port: int, level: str, devices: int, prefix: str) -> list[str] | None:
