@@ -4,8 +4,8 @@
     .venv/bin/python bench/chain.py --quick    # CI smoke: 4 devices x 25 events, backlog 200
 
 Two real Mosquittos on loopback (store + central, the store one bridged with the config of
-`gateway.chain.bridge_config`), the gateway as a subprocess with `[chain] store_id`, fake
-devices (gateway/testing.py, paho threads) on the store broker and a consumer with a
+`gateway.integrations.chain.bridge_config`), the gateway as a subprocess with `[chain] store_id`, fake
+devices (hil/fakes.py, paho threads) on the store broker and a consumer with a
 persistent session on the central broker.
 
 1. **End to end**: every device emits its events at once (16 in flight, as the firmware);
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.testing import ChainRig, FakeDevice
+from hil.fakes import ChainRig, FakeDevice
 from hil.harness import wait_for
 
 STORE = "store-bench"

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import httpx
 from tube_throughput import Demand, bounds
 
-from gateway.core.tube import DispatchRequest, TubeNetwork
+from gateway.kinds.tube.core import DispatchRequest, TubeNetwork
 from hil.harness import GatewayProcess, Mosquitto, wait_for
 from hil.rig import VirtualRigBackend
 

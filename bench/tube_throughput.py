@@ -4,7 +4,7 @@
     .venv/bin/python bench/tube_throughput.py --quick    # CI smoke: 150 per scenario
     .venv/bin/python bench/tube_throughput.py --load 8 --unload 5 --return-share 0.2 --backlog 12
 
-The real arbiter (gateway/core/tube.py) drives the discrete-event world (gateway/core/tube_sim.py):
+The real arbiter (gateway/kinds/tube/core.py) drives the discrete-event world (hil/sim/tube_world.py):
 diverters take their travel time, carriers fly at the blower speed after its spin-up, staff
 load a carrier `--load` s after the station asks and empty a bin `--unload` s after arrival.
 Demand is saturated: a backlog of `--backlog` requests is always waiting (topped up whenever one
@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.core.tube import (
+from gateway.kinds.tube.core import (
     DELIVERED,
     LINE_STATES,
     QUEUED,
@@ -49,7 +49,7 @@ from gateway.core.tube import (
     TubeArbiter,
     TubeNetwork,
 )
-from gateway.core.tube_sim import TubeWorld
+from hil.sim.tube_world import TubeWorld
 
 DEFAULT_NETWORK = ROOT / "boards" / "tube" / "store-demo.json"
 

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .app import Gateway, GatewayConfig
-from .config_file import ConfigError
-from .config_file import load as load_config_file
-from .logs import setup_logging
-from .services.pads import CatalogError
-from .services.stock import StockError
+from gateway.app import Gateway, GatewayConfig
+from gateway.config_file import ConfigError
+from gateway.config_file import load as load_config_file
+from gateway.kinds.fitting_room.stock import StockError
+from gateway.kinds.sample_pad.service import CatalogError
+from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway")
 

@@ -5,7 +5,7 @@ API together.
         await gw.run()                              # serves HTTP until gw.stop()
 
 Everything runs on one asyncio loop (uvicorn included); SQLite runs on its own two threads
-(`gateway.db`). Shutdown order: stop HTTP (ends SSE streams) → stop command ticks → commit
+(`gateway.storage.db`). Shutdown order: stop HTTP (ends SSE streams) → stop command ticks → commit
 and acknowledge what is queued → publish retained `offline` → disconnect → close the DB.
 """
 from __future__ import annotations
@@ -21,29 +21,29 @@ from typing import Any, Self
 
 import uvicorn
 
-from .api import create_app
-from .auth import Limits
-from .bus import MqttBus
-from .chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS
-from .chain import ChainService
-from .coap import CoapEdge, TransportRouter
-from .commands import CommandService, now_ms
-from .core.fitting import Rules as FittingRules
-from .db import Database
-from .ingest import IngestWorker
-from .liveness import LivenessMonitor
-from .locker_keys import LockerKeys
-from .metrics import GatewayMetrics
-from .services.alerts import AlertsService
-from .services.fitting import FittingService
-from .services.lockers import LockersService
-from .services.pads import PadsService
-from .services.size_tube import TubeSizeDispatcher, tube_station
-from .services.stock import FileStock, HttpStock
-from .services.tube import TubeService
-from .store import Store, StreamItem
-from .stream import Broadcaster
-from .webhooks import WebhookService, WebhookSettings
+from gateway.devices.alerts import AlertsService
+from gateway.devices.commands import CommandService, now_ms
+from gateway.devices.ingest import IngestWorker
+from gateway.devices.liveness import LivenessMonitor
+from gateway.http.api import create_app
+from gateway.http.auth import Limits
+from gateway.http.stream import Broadcaster
+from gateway.integrations.chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS
+from gateway.integrations.chain import ChainService
+from gateway.integrations.metrics import GatewayMetrics
+from gateway.integrations.webhooks import WebhookService, WebhookSettings
+from gateway.kinds.fitting_room.core import Rules as FittingRules
+from gateway.kinds.fitting_room.service import FittingService
+from gateway.kinds.fitting_room.stock import FileStock, HttpStock
+from gateway.kinds.fitting_room.tube_sizes import TubeSizeDispatcher, tube_station
+from gateway.kinds.locker_bank.keys import LockerKeys
+from gateway.kinds.locker_bank.service import LockersService
+from gateway.kinds.sample_pad.service import PadsService
+from gateway.kinds.tube.service import TubeService
+from gateway.storage.db import Database
+from gateway.storage.store import Store, StreamItem
+from gateway.transport.bus import MqttBus
+from gateway.transport.coap import CoapEdge, TransportRouter
 
 log = logging.getLogger("gateway")
 LIVENESS_BACKLOG = 100  # queued device messages above which nobody is judged silent
@@ -71,7 +71,7 @@ class GatewayConfig:
     locker_keys_file: Path | None = None  # locker banks' code keys (tools/provision.py, locker-keys.json)
     device_silent_s: float = 300.0        # an online MQTT device silent this long is asked for
     device_answer_s: float = 30.0         # a rebirth, and marked offline if it does not answer
-                                          # in this long (gateway/liveness.py); 0 = off
+                                          # in this long (gateway/devices/liveness.py); 0 = off
     coap_host: str = "127.0.0.1"
     coap_port: int | None = None          # CoAP device edge (UDP): None = off, 0 = a free port
     coap_heartbeat_s: float = 30.0        # CoAP devices that do not say: offline after 3 missed
@@ -139,7 +139,7 @@ class Gateway:
                                    batch_max=config.ingest_batch_max,
                                    linger_s=config.ack_linger_s, clock=clock)
         self.commands.on_submit = self.ingest.expedite  # small batches while commands wait
-        # devices whose last will does not cover them (none set, or lost): gateway/liveness.py
+        # devices whose last will does not cover them (none set, or lost): gateway/devices/liveness.py
         self.liveness = None if config.device_silent_s <= 0 else LivenessMonitor(
             self.db, self.router.publish, idle_s=config.device_silent_s,
             answer_s=config.device_answer_s, clock=clock,
@@ -162,7 +162,7 @@ class Gateway:
         self.webhooks = WebhookService(self.db, WebhookSettings(
             config.webhook_backoff_min_s, config.webhook_backoff_max_s, config.webhook_timeout_s),
             clock=clock, on_attempt=self.metrics.observe_webhook)
-        # a subscription with include_secrets gets the plain pickup code (gateway/redact.py)
+        # a subscription with include_secrets gets the plain pickup code (gateway/http/redact.py)
         self.webhooks.reveal = lambda kind, data: (self.lockers.render(data) if kind == "locker"
                                                    else data)
         self.chain = None if config.store_id is None else ChainService(

@@ -46,10 +46,10 @@ async def _customer(store, samples: list[str], stop: asyncio.Event, rng: random.
 
 async def demo(args: argparse.Namespace) -> int:
     from gateway.app import Gateway, GatewayConfig
-    from gateway.embedded_broker import EmbeddedBroker
-    from gateway.fitting_demo import DEMO_STOCK, fitting_customer
-    from gateway.locker_demo import locker_day
-    from gateway.tube_demo import DEMO_TUBE, tube_day
+    from gateway.kinds.fitting_room.demo import DEMO_STOCK, fitting_customer
+    from gateway.kinds.locker_bank.demo import locker_day
+    from gateway.kinds.tube.demo import DEMO_TUBE, tube_day
+    from gateway.transport.embedded_broker import EmbeddedBroker
     from hil.sim.store import VirtualStore
 
     workdir = Path(args.workdir)
@@ -70,7 +70,7 @@ async def demo(args: argparse.Namespace) -> int:
         http_host, http_port = args.http
         # the API needs a token (docs/security.md): the demo makes itself an admin one
         token = os.environ.setdefault("PHYGITAL_ADMIN_TOKEN", f"pe_demo_{secrets.token_hex(16)}")
-        from gateway.locker_keys import ensure_key
+        from gateway.kinds.locker_bank.keys import ensure_key
         for bank_id in ("lk-1",):  # the demo's bank has its code key before the gateway starts
             ensure_key(workdir / "locker-keys.json", bank_id)
         config = GatewayConfig(broker_host=host, broker_port=port, db_path=workdir / "gateway.db",
@@ -169,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         from tools.lockers import main as lockers_main
         return lockers_main(rest)
     if args.cmd == "token":
-        from gateway.auth import cli as token_cli
+        from gateway.http.auth import cli as token_cli
         return token_cli(rest)
     if args.cmd == "provision":
         from tools.provision import main as provision_main
         return provision_main(rest)
     if args.cmd == "schema":
-        from gateway.schema_cli import main as schema_main
+        from gateway.storage.schema_cli import main as schema_main
         return schema_main(rest)
     if args.cmd == "conformance":
         from tools.conformance import main as conformance_main

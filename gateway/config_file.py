@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .app import GatewayConfig
-from .chain import DEFAULT_KINDS, STORE_ID_RE
+from gateway.app import GatewayConfig
+from gateway.integrations.chain import DEFAULT_KINDS, STORE_ID_RE
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")

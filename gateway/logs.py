@@ -52,8 +52,8 @@ class RateLimitedLog:
     lines of a key add up to every occurrence. The counters (`GET /stats`) count them anyway.
     Keys come from code (a fixed set of reasons), never from input: the tables stay small.
 
-    Used by the ingest (gateway/ingest.py, rejected device messages) and the CoAP edge
-    (gateway/coap_auth.py, refused requests)."""
+    Used by the ingest (gateway/devices/ingest.py, rejected device messages) and the CoAP edge
+    (gateway/transport/coap_auth.py, refused requests)."""
 
     def __init__(self, logger: logging.Logger, what: str, every_s: float = 5.0, *,
                  level: int = logging.WARNING,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.core.tube_network import TubeNetwork
+from gateway.kinds.tube.network import TubeNetwork
 from hil.harness import wait_for
 from hil.rig import VirtualRigBackend
 

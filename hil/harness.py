@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def authorize_local_clients() -> str:
     """Test and bench rigs: every gateway this process starts gets a bootstrap admin token
-    (`PHYGITAL_ADMIN_TOKEN`, gateway/auth.py) and every httpx client carries it unless the
+    (`PHYGITAL_ADMIN_TOKEN`, gateway/http/auth.py) and every httpx client carries it unless the
     caller sets its own `Authorization` (an empty one sends none). Rate limits are lifted so
     benchmarks measure the gateway, not the limiter (tests of the limits set their own)."""
     token = os.environ.setdefault("PHYGITAL_ADMIN_TOKEN", f"pe_rig_{secrets.token_hex(16)}")

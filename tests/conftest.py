@@ -23,9 +23,9 @@ def own_broker(tmp_path):
 
 @pytest.fixture
 def gw_store(tmp_path):
-    """A migrated gateway database of its own (gateway.store.Store), for tests of the write
+    """A migrated gateway database of its own (gateway.storage.store.Store), for tests of the write
     path without a running gateway."""
-    from gateway.store import Store, connect, migrate
+    from gateway.storage.store import Store, connect, migrate
 
     conn = connect(tmp_path / "gw.db")
     migrate(conn)

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from gateway.testing import FakeDevice
+from hil.fakes import FakeDevice
 from hil.harness import GatewayProcess
 from tests.support import wait_for
 
@@ -85,7 +85,7 @@ def test_every_operation_has_a_typed_2xx_answer():
 def test_models_keep_every_field_and_secrets_stay_redacted(gw, broker):
     """FastAPI serializes through the response model: a field it does not declare is dropped.
     The typed answers carry exactly what the gateway's records hold."""
-    from gateway.store import public_command
+    from gateway.storage.store import public_command
     dev = FakeDevice(f"pad-{secrets.token_hex(3)}", broker.port).connect()
     try:
         dev.emit("tag.placed", PAD_BODY)
@@ -123,7 +123,7 @@ def test_api_md_is_the_spec_rendered():
 
 
 def test_apidoc_shows_each_operations_scope_from_the_policy():
-    from gateway import auth
+    from gateway.http import auth
     from tools import apidoc
     assert apidoc.scope_of("post", "/lockers/{bank}/orders/{order}/load") == \
         "`operations` or `lockers` (or `admin`)"

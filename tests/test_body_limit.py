@@ -1,4 +1,4 @@
-"""Bounded request bodies (gateway/body_limit.py) on a real gateway process, over raw sockets so
+"""Bounded request bodies (gateway/http/body_limit.py) on a real gateway process, over raw sockets so
 the test controls how much of a body is ever sent: an over-limit Content-Length is answered
 413 while the client has sent only a few bytes of it; a chunked body that runs over gets 413;
 exactly the limit is accepted; a route with its own larger limit takes its size; the error
@@ -15,8 +15,8 @@ import sys
 import httpx
 import pytest
 
-from gateway import body_limit
-from gateway.body_limit import DEFAULT_BODY_LIMIT
+from gateway.http import body_limit
+from gateway.http.body_limit import DEFAULT_BODY_LIMIT
 from hil.harness import GatewayProcess
 from tests.support import ROOT
 

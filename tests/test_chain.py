@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from gateway.chain import ChainService, bridge_config, chain_payload, chain_topic, wanted
-from gateway.chain import main as chain_main
-from gateway.db import Database
-from gateway.store import StreamItem
-from gateway.testing import CentralConsumer, ChainRig, FakeDevice, MqttProbe
+from gateway.integrations.chain import ChainService, bridge_config, chain_payload, chain_topic, wanted
+from gateway.integrations.chain import main as chain_main
+from gateway.storage.db import Database
+from gateway.storage.store import StreamItem
+from hil.fakes import CentralConsumer, ChainRig, FakeDevice, MqttProbe
 from hil.harness import Mosquitto
 from tests.support import wait_for
 
@@ -58,7 +58,7 @@ CODE = "482913"
 
 
 def _secret_rows():
-    """Outbox rows as a gateway older than gateway/redact.py committed them: a `set_order`
+    """Outbox rows as a gateway older than gateway/http/redact.py committed them: a `set_order`
     outcome with its verifier (and a plain code, and the verifier-derived idempotency key),
     a `load_codes` outcome, a keypad event carrying the typed code."""
     set_order = {"id": "c1", "device": "lk-1", "name": "set_order", "status": "done",

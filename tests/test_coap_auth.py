@@ -1,4 +1,4 @@
-"""CoAP device authentication (gateway/coap_auth.py, docs/protocol.md "CoAP authentication"):
+"""CoAP device authentication (gateway/transport/coap_auth.py, docs/protocol.md "CoAP authentication"):
 the firmware's HMAC against Python's, the gateway against an independent peer (`coap-client`,
 libcoap3-bin) sending unsigned, forged and replayed requests, and the firmware's own signing."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ import httpx
 import pytest
 from aiocoap.numbers.codes import Code
 
-from gateway import coap_auth
-from gateway.coap_auth import CoapAuth, KeyFileError, Refused, Session, add_key, parse_keys
+from gateway.transport import coap_auth
+from gateway.transport.coap_auth import CoapAuth, KeyFileError, Refused, Session, add_key, parse_keys
 from tests.support import run_micropython
 from tests.test_coap_gateway import CLIENT, birth, coap, envelope
 from tests.test_coap_harness import CoapGateway

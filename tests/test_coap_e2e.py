@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from gateway.coap_auth import add_key
+from gateway.transport.coap_auth import add_key
 from hil.harness import GatewayProcess
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig

@@ -213,7 +213,7 @@ def test_a_second_gateway_on_the_same_port_refuses_to_start(cgw):
     """aiocoap binds with SO_REUSEPORT; without the check two gateways would share devices."""
     import asyncio
 
-    from gateway.coap import CoapEdge
+    from gateway.transport.coap import CoapEdge
 
     async def second() -> None:
         async def handler(topic: str, payload: bytes) -> None: ...

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.app import Gateway, GatewayConfig
-from gateway.coap import CoapEdge
-from gateway.coap_auth import add_key
+from gateway.transport.coap import CoapEdge
+from gateway.transport.coap_auth import add_key
 from hil.harness import GatewayClient
 from hil.sim.firmware import (
     FirmwareProcess,

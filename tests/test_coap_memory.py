@@ -2,7 +2,7 @@
 
 aiocoap remembers every request for EXCHANGE_LIFETIME (247 s) with a loop timer and the full
 response (which references its request): memory grows with the request rate. The edge
-replaces that table (`gateway.coap.BoundedDedup`). These tests drive the real gateway with a
+replaces that table (`gateway.transport.coap.BoundedDedup`). These tests drive the real gateway with a
 load generator in another process (virtual devices: birth, then events one at a time, like
 the firmware) and check that the table, and the gateway's Python heap, stay bounded, while
 duplicates are still answered from the table.
@@ -269,7 +269,7 @@ def test_table_entry_costs_well_under_a_kilobyte_and_the_total_is_capped():
     from aiocoap.numbers.types import Type
     from aiocoap.transports.udp6 import UDP6EndpointAddress
 
-    from gateway.coap import bound_dedup
+    from gateway.transport.coap import bound_dedup
 
     async def fill(cap: int, n: int) -> tuple[int, int]:
         ctx = await Context.create_server_context(None, bind=("127.0.0.1", 0),

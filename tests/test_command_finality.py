@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from gateway import commands
-from gateway.ingest import apply_batch
-from gateway.metrics import GatewayMetrics
-from gateway.services.alerts import apply_items, list_alerts, pending
-from gateway.store import (
+from gateway.devices import commands
+from gateway.devices.alerts import apply_items, list_alerts, pending
+from gateway.devices.ingest import apply_batch
+from gateway.integrations.metrics import GatewayMetrics
+from gateway.integrations.webhooks import Fanout, _create_tx, due_heads, event_type, install
+from gateway.storage.store import (
     MIGRATIONS,
     Store,
     StreamItem,
@@ -17,7 +18,6 @@ from gateway.store import (
     migrate,
     public_command,
 )
-from gateway.webhooks import Fanout, _create_tx, due_heads, event_type, install
 from tests.test_gateway_core import NOW, birth, reply
 
 SECRET = "s3cret-for-the-tests-" + "x" * 8

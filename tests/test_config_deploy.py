@@ -195,7 +195,7 @@ def test_json_log_lines_carry_the_key_value_pairs():
 def test_command_lane_credentials_from_file_and_gateway_json(tmp_path):
     """The lane's own broker user ([broker] cmd_user/cmd_password, or gateway.json's) reaches
     the bus; a main user without a lane user means no lane (the two would kick each other)."""
-    from gateway.bus import REPLY_TOPIC, MqttBus
+    from gateway.transport.bus import REPLY_TOPIC, MqttBus
 
     c = parse({"broker": {"user": "pe-gateway", "password": "a", "cmd_user": "pe-gateway.cmd",
                           "cmd_password": "b"}}).gateway

@@ -19,7 +19,7 @@ def test_staff_acknowledge_an_alarm_clear_the_door_and_open_one_for_service(brow
     n, _code = bank.load("ord-dash", "S")
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     try:
-        # the page's API calls carry the token given in the fragment (gateway/web/auth.js)
+        # the page's API calls carry the token given in the fragment (gateway/http/web/auth.js)
         page.goto(f"{bank.gw.url}/dashboard#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")
         page.locator("#live.on").wait_for(timeout=20_000)
         cell = page.locator(f'button.cell[data-bank="{bank.id}"][data-compartment="{n}"]')

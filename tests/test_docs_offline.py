@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from gateway import auth
+from gateway.http import auth
 from hil.harness import GatewayProcess
 from tests.browser import browser, shot  # noqa: F401  (fixture)
 

@@ -1,11 +1,11 @@
-"""The demo's embedded amqtt broker (gateway/embedded_broker.py)."""
+"""The demo's embedded amqtt broker (gateway/transport/embedded_broker.py)."""
 from __future__ import annotations
 
 import asyncio
 
 import aiomqtt
 
-from gateway.embedded_broker import EmbeddedBroker
+from gateway.transport.embedded_broker import EmbeddedBroker
 
 
 def test_subscription_table_can_change_while_a_connect_walks_it():

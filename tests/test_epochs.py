@@ -12,8 +12,8 @@ import shutil
 import httpx
 import pytest
 
-from gateway.ingest import ROLLBACK_EVENT, apply_batch
-from gateway.store import Store, connect, migrate
+from gateway.devices.ingest import ROLLBACK_EVENT, apply_batch
+from gateway.storage.store import Store, connect, migrate
 from hil.harness import GatewayProcess
 from tests.scripted_device import ScriptedDevice
 from tests.support import wait_for
@@ -103,7 +103,7 @@ def test_new_data_under_a_reused_seq_is_not_dropped_as_a_duplicate(gw_store):
 
 
 def test_rollback_raises_an_alert(gw_store):
-    from gateway.services.alerts import apply_items, list_alerts
+    from gateway.devices.alerts import apply_items, list_alerts
     apply_batch(gw_store, [birth(), *(evt(s) for s in range(1, 6))], NOW)
     start = gw_store.last_stream_id()
     apply_batch(gw_store, [birth(session=2, first=3, nxt=3)], NOW)

@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gateway.core import gs1
-from gateway.core.fitting import FittingError, FittingRooms, Rules
-from gateway.services.stock import FileStock, HttpStock, StockError, where_to_fetch
+from gateway.kinds.fitting_room import gs1
+from gateway.kinds.fitting_room.core import FittingError, FittingRooms, Rules
+from gateway.kinds.fitting_room.stock import FileStock, HttpStock, StockError, where_to_fetch
 
 MIN = 60_000
 DAY0 = 1_795_420_800_000  # 09:00 of the scripted day (unix ms)
@@ -246,9 +246,9 @@ def _device_events(store, events):
 
 
 def test_service_applies_room_events_once_across_a_restart(tmp_path):
-    from gateway.db import Database
-    from gateway.services.fitting import FittingService
-    from gateway.store import Store
+    from gateway.kinds.fitting_room.service import FittingService
+    from gateway.storage.db import Database
+    from gateway.storage.store import Store
 
     async def go():
         async with Database(tmp_path / "gw.db") as db:

@@ -6,7 +6,7 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
-from gateway.core import gs1
+from gateway.kinds.fitting_room import gs1
 from hil.sim.mfrc522 import MFRC522Emulator, MifareClassic1K, NtagTag
 from tests.support import run_micropython
 from tools import tags

@@ -1,4 +1,4 @@
-"""Another size by tube (gateway/services/size_tube.py): the fitting-room service and the tube
+"""Another size by tube (gateway/kinds/fitting_room/tube_sizes.py): the fitting-room service and the tube
 service on one real SQLite store, device events written as ingest writes them, a clock the test
 moves, no broker, no firmware. A stockroom size becomes a tube dispatch; the request follows the
 carrier; a cancelled dispatch hands it back to staff; a restart neither loses nor repeats."""
@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from gateway.fitting_demo import DEMO_STOCK
-from gateway.services.fitting import FittingService
-from gateway.services.size_tube import TubeSizeDispatcher, dispatch_key, tube_station
-from gateway.services.stock import FileStock
-from gateway.services.tube import TubeConfigError
-from gateway.store import Store
+from gateway.kinds.fitting_room.demo import DEMO_STOCK
+from gateway.kinds.fitting_room.service import FittingService
+from gateway.kinds.fitting_room.stock import FileStock
+from gateway.kinds.fitting_room.tube_sizes import TubeSizeDispatcher, dispatch_key, tube_station
+from gateway.kinds.tube.service import TubeConfigError
+from gateway.storage.store import Store
 from tests.test_tube_service import World
 
 ROOM = "room-1"

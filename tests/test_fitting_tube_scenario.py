@@ -11,7 +11,7 @@ import os
 
 import httpx
 
-from gateway.fitting_demo import DEMO_STOCK
+from gateway.kinds.fitting_room.demo import DEMO_STOCK
 from hil.rig import ROOT
 from tests.browser import browser  # noqa: F401  (fixture)
 from tests.support import wait_for
@@ -41,7 +41,7 @@ def test_size_from_the_mirror_comes_by_tube(tmp_path, broker, browser):  # noqa:
         wait_gtins(gw, ROOM, [SHIRT_M])
         page = browser.new_page(viewport={"width": 900, "height": 1000})
         try:
-            page.goto(f"{gw.url}/mirror/{ROOM}#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")  # gateway/web/auth.js
+            page.goto(f"{gw.url}/mirror/{ROOM}#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")  # gateway/http/web/auth.js
             garment = page.locator(f'[data-testid="garment"][data-gtin="{SHIRT_M}"]')
             garment.wait_for(timeout=T * 1000)
             garment.locator(f'[data-testid="variant"][data-gtin="{SHIRT_L}"] [data-testid="ask-size"]').click()

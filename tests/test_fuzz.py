@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from gateway import protocol
-from gateway.ingest import apply_batch
-from gateway.protocol import ProtocolError
-from gateway.services.pads import CatalogError, parse_catalog
-from gateway.store import Store, connect, migrate
+from gateway.devices import protocol
+from gateway.devices.ingest import apply_batch
+from gateway.devices.protocol import ProtocolError
+from gateway.kinds.sample_pad.service import CatalogError, parse_catalog
+from gateway.storage.store import Store, connect, migrate
 from tests.support import ROOT, run_micropython
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True,
@@ -270,7 +270,7 @@ def test_firmware_decoders_in_micropython(tmp_path_factory, cases):
 
 @pytest.fixture(scope="module")
 def live_gateway(tmp_path_factory, broker):
-    from gateway.testing import FakeDevice
+    from hil.fakes import FakeDevice
     from hil.harness import GatewayProcess
     gw = GatewayProcess(tmp_path_factory.mktemp("st"), broker.port).start()
     dev = FakeDevice("pad-st", broker.port).connect()

@@ -16,7 +16,7 @@ from itertools import pairwise
 
 import pytest
 
-from gateway.core.lockers import hash_code, key_id, mac_code, salt_id
+from gateway.kinds.locker_bank.core import hash_code, key_id, mac_code, salt_id
 from hil.sim.firmware import build_mpy, micropython_binary, micropython_env
 from hil.sim.rig import VirtualRig
 

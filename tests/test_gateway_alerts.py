@@ -1,12 +1,12 @@
-"""Staff alerts (gateway/services/alerts.py): rules over the stream, folding, resolving,
+"""Staff alerts (gateway/devices/alerts.py): rules over the stream, folding, resolving,
 acknowledging, exactly once across restarts; and through the gateway process with fake devices."""
 import secrets
 
 import pytest
 
-from gateway.services.alerts import ack_alert, apply_items, cursor, list_alerts, match, pending
-from gateway.store import Store, StreamItem, connect, migrate
-from gateway.testing import FakeDevice, SseReader
+from gateway.devices.alerts import ack_alert, apply_items, cursor, list_alerts, match, pending
+from gateway.storage.store import Store, StreamItem, connect, migrate
+from hil.fakes import FakeDevice, SseReader
 from hil.harness import GatewayProcess
 from tests.support import wait_for
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway import commands, protocol
-from gateway.commands import reply_transition
-from gateway.db import Database
-from gateway.ingest import OVERFLOW_EVENT, apply_batch
-from gateway.services.pads import CatalogConflict, CatalogError, PadsService, parse_catalog
-from gateway.store import MIGRATIONS, Store, connect, migrate
+from gateway.devices import commands, protocol
+from gateway.devices.commands import reply_transition
+from gateway.devices.ingest import OVERFLOW_EVENT, apply_batch
+from gateway.kinds.sample_pad.service import CatalogConflict, CatalogError, PadsService, parse_catalog
+from gateway.storage.db import Database
+from gateway.storage.store import MIGRATIONS, Store, connect, migrate
 
 NOW = 1_795_426_642_000
 
@@ -300,8 +300,8 @@ def test_catalog_formats_and_errors(tmp_path):
 
 
 def test_slow_stream_client_catches_up_from_the_table_in_order():
-    from gateway.store import StreamItem
-    from gateway.stream import Broadcaster, sse_events
+    from gateway.http.stream import Broadcaster, sse_events
+    from gateway.storage.store import StreamItem
 
     table = [StreamItem(i, "event", {"n": i}) for i in range(1, 41)]
     committed = []  # what the stream table holds so far
@@ -310,7 +310,7 @@ def test_slow_stream_client_catches_up_from_the_table_in_order():
         return [it for it in committed if it.id > after][:limit]
 
     class Committing(Broadcaster):
-        def publish(self, items):  # commit, then announce (as gateway.db does)
+        def publish(self, items):  # commit, then announce (as gateway.storage.db does)
             committed.extend(items)
             super().publish(items)
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from gateway.testing import FakeDevice, MqttProbe, SseReader
+from hil.fakes import FakeDevice, MqttProbe, SseReader
 from hil.harness import GatewayProcess
 from tests.support import wait_for
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from gateway.bus import MqttBus
-from gateway.db import Database
-from gateway.ingest import IngestWorker
-from gateway.testing import MqttProbe
+from gateway.devices.ingest import IngestWorker
+from gateway.storage.db import Database
+from gateway.transport.bus import MqttBus
+from hil.fakes import MqttProbe
 from tests.test_gateway_core import birth, evt, reply
 
 
@@ -147,7 +147,7 @@ def test_a_session_from_before_the_lane_stops_receiving_replies(broker):
 def test_batch_histogram_exposes_what_a_prometheus_histogram_does():
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from gateway.metrics import LATENCY_BUCKETS, BatchHistogram
+    from gateway.integrations.metrics import LATENCY_BUCKETS, BatchHistogram
 
     starts = [10.0 - v for v in (0.0005, 0.001, 0.003, 0.003, 0.2, 1.0, 45.0)]  # 0.001: <= 0.001
     ours, theirs = CollectorRegistry(), CollectorRegistry()

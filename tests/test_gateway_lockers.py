@@ -1,4 +1,4 @@
-"""The gateway's locker service (gateway/services/lockers.py) on a real SQLite store, with the
+"""The gateway's locker service (gateway/kinds/locker_bank/service.py) on a real SQLite store, with the
 device's events written as ingest writes them and a clock the test moves. No broker."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import asyncio
 import json
 from typing import Any
 
-from gateway.core.lockers import LockerBank, hash_code, key_id, mac_code, salt_id
-from gateway.db import Database
-from gateway.services.lockers import LockersService
-from gateway.store import Store
+from gateway.kinds.locker_bank.core import LockerBank, hash_code, key_id, mac_code, salt_id
+from gateway.kinds.locker_bank.service import LockersService
+from gateway.storage.db import Database
+from gateway.storage.store import Store
 
 BANK = "lk-u1"
 KEY = bytes(range(100, 132))  # the bank's code key (locker-keys.json)
@@ -132,7 +132,7 @@ def test_refusals_and_pickup_facts(tmp_path):
         svc = await rig.open()
         await rig.db.write(_device_tx, rig.clock())
         await svc.create_bank(BANK, [(1, "S"), (2, "M")])
-        from gateway.core.lockers import Refused
+        from gateway.kinds.locker_bank.core import Refused
         for order, size, reason in [("a", "L", "no-size"), ("b", "XL", "bad-size")]:
             try:
                 await svc.assign(BANK, order, size)
@@ -271,7 +271,7 @@ def test_a_legacy_row_is_upgraded_once_the_key_is_known_and_the_bank_gets_the_ma
 
         svc = await rig.open()  # no key yet: nothing changes, nothing is sent
         await svc.step()
-        from gateway.core.lockers import Refused
+        from gateway.kinds.locker_bank.core import Refused
         try:
             await svc.assign(BANK, "o-3", "L")
         except Refused as exc:

@@ -1,4 +1,4 @@
-"""Every table comes from a numbered migration (gateway/store.py), including on a store upgraded
+"""Every table comes from a numbered migration (gateway/storage/store.py), including on a store upgraded
 from a gateway whose services created their tables on start; `phygital schema` reports it."""
 import asyncio
 import json
@@ -6,11 +6,13 @@ import sqlite3
 
 import pytest
 
-from gateway import auth, chain, webhooks
 from gateway.cli import main as phygital
-from gateway.db import Database
-from gateway.services import fitting, tube
-from gateway.store import MIGRATIONS, Store, connect, migrate
+from gateway.http import auth
+from gateway.integrations import chain, webhooks
+from gateway.kinds.fitting_room import service as fitting
+from gateway.kinds.tube import service as tube
+from gateway.storage.db import Database
+from gateway.storage.store import MIGRATIONS, Store, connect, migrate
 
 # What the services of a v4 gateway ran on start (before v5..v9 existed), verbatim: the test
 # builds a database the way that code did, not with today's migrations.
@@ -144,7 +146,7 @@ def test_a_store_upgraded_from_service_created_tables_keeps_its_data(tmp_path):
 
 
 def test_a_failed_step_leaves_the_previous_version(tmp_path, monkeypatch):
-    from gateway import store as store_mod
+    from gateway.storage import store as store_mod
     old_v4_store(tmp_path / "gw.db")
     conn = connect(tmp_path / "gw.db")
     broken = MIGRATIONS[:5] + ("CREATE TABLE fitting (x INTEGER);",) + MIGRATIONS[6:]

@@ -1,10 +1,10 @@
-"""gateway.protocol: topics, validation with the protocol's rejection reasons, encoding."""
+"""gateway.devices.protocol: topics, validation with the protocol's rejection reasons, encoding."""
 import json
 
 import pytest
 
-from gateway import protocol
-from gateway.protocol import Birth, Event, ProtocolError, Reply, Status, decode
+from gateway.devices import protocol
+from gateway.devices.protocol import Birth, Event, ProtocolError, Reply, Status, decode
 
 
 def env(dev="pad-1", type_="tag.placed", **over):

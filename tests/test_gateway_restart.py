@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.app import Gateway, GatewayConfig
-from gateway.testing import FakeDevice, MqttProbe, SseReader
+from hil.fakes import FakeDevice, MqttProbe, SseReader
 from hil.harness import GatewayProcess
 from tests.support import wait_for
 

@@ -1,6 +1,6 @@
 """Devices the last will does not cover (issue 16, item 4): a device that sends a birth but
 set no will, then goes silent, must not stay `online` forever. The gateway asks a silent
-device for a rebirth and marks it offline when it does not answer (gateway/liveness.py)."""
+device for a rebirth and marks it offline when it does not answer (gateway/devices/liveness.py)."""
 import contextlib
 import json
 import secrets
@@ -9,10 +9,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.ingest import apply_batch
-from gateway.liveness import mark_silent, plan
-from gateway.store import Store, connect, migrate
-from gateway.testing import FakeDevice, MqttProbe
+from gateway.devices.ingest import apply_batch
+from gateway.devices.liveness import mark_silent, plan
+from gateway.storage.store import Store, connect, migrate
+from hil.fakes import FakeDevice, MqttProbe
 from hil.harness import GatewayProcess
 from tests.support import wait_for
 from tests.test_gateway_core import NOW, birth, evt

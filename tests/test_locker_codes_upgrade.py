@@ -10,8 +10,8 @@ import sqlite3
 
 import httpx
 
-from gateway.core.lockers import hash_code, mac_code
-from gateway.locker_keys import LockerKeys
+from gateway.kinds.locker_bank.core import hash_code, mac_code
+from gateway.kinds.locker_bank.keys import LockerKeys
 from hil.harness import GatewayProcess
 from hil.sim.store import VirtualStore
 from tests.e2e import StreamReader

@@ -1,4 +1,4 @@
-"""The locker bank's pure core (gateway/core/lockers.py): allocation, orders, codes, expiry."""
+"""The locker bank's pure core (gateway/kinds/locker_bank/core.py): allocation, orders, codes, expiry."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from gateway.core.lockers import (
+from gateway.kinds.locker_bank.core import (
     FITS,
     ORDER_TRANSITIONS,
     CompartmentState,

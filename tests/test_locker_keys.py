@@ -1,5 +1,5 @@
 """Locker banks' pickup-code keys: provisioned per bank into the bank's config and the
-gateway's 0600 keys file, read (and re-read) by the gateway (gateway/locker_keys.py)."""
+gateway's 0600 keys file, read (and re-read) by the gateway (gateway/kinds/locker_bank/keys.py)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
-from gateway.coap_auth import KeyFileError
-from gateway.core.lockers import KEY_LEN
-from gateway.locker_keys import LockerKeys
+from gateway.kinds.locker_bank.core import KEY_LEN
+from gateway.kinds.locker_bank.keys import LockerKeys
+from gateway.transport.coap_auth import KeyFileError
 from tools import provision
 
 

@@ -2,8 +2,8 @@
 every example is valid for its model."""
 from __future__ import annotations
 
-from gateway import api_lockers
 from gateway.app import Gateway, GatewayConfig
+from gateway.kinds.locker_bank import api as api_lockers
 
 EXPECTED = {
     ("post", "/lockers/{bank}/orders"), ("get", "/lockers/{bank}"),

@@ -16,10 +16,10 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gateway.core.lockers import LIVE, OrderState, Refused
-from gateway.db import Database
-from gateway.services.lockers import LockersService
-from gateway.store import Store
+from gateway.kinds.locker_bank.core import LIVE, OrderState, Refused
+from gateway.kinds.locker_bank.service import LockersService
+from gateway.storage.db import Database
+from gateway.storage.store import Store
 from tests.test_gateway_lockers import BANK, Clock, _device_tx, _event_tx, _locker_items
 
 H = 3600

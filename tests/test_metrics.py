@@ -3,7 +3,7 @@ import secrets
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.testing import FakeDevice
+from hil.fakes import FakeDevice
 from hil.harness import GatewayProcess
 from tests.support import free_port, wait_for
 

@@ -20,7 +20,7 @@ def test_mirror_shows_garments_live_and_sends_requests(browser, rig, gw, room): 
     wait_gtins(gw, room.dev, [SHIRT_M])
     page = browser.new_page(viewport={"width": 900, "height": 1000})
     try:
-        # the page's API calls carry the token given in the fragment (gateway/web/auth.js)
+        # the page's API calls carry the token given in the fragment (gateway/http/web/auth.js)
         page.goto(f"{gw.url}/mirror/{room.dev}#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")
         garment = page.locator(f'[data-testid="garment"][data-gtin="{SHIRT_M}"]')
         garment.wait_for(timeout=20_000)

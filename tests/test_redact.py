@@ -1,10 +1,10 @@
-"""The secrets model's rule tables (gateway/redact.py), for argument shapes the locker scenario
+"""The secrets model's rule tables (gateway/http/redact.py), for argument shapes the locker scenario
 of tests/test_secrets_exposure.py does not send: `load_codes` (firmware
 edge/apps/locker_staff.py) and a keyed verifier named `mac`."""
 from __future__ import annotations
 
-from gateway.redact import REDACTED, may_see_codes, redact_command, redact_event, redact_item
-from gateway.store import public_command
+from gateway.http.redact import REDACTED, may_see_codes, redact_command, redact_event, redact_item
+from gateway.storage.store import public_command
 
 H = "ab" * 32
 
@@ -50,7 +50,7 @@ def test_a_stored_locker_item_never_carries_a_plain_code():
     """Locker stream rows are committed without the code (the service adds it from memory for
     readers that may see it). A row that has one anyway (an old or hand-made row) loses it
     wherever committed items are read: stream, webhooks, chain."""
-    from gateway.redact import REDACTED, redact_item
+    from gateway.http.redact import REDACTED, redact_item
 
     row = {"type": "order.ready", "bank": "lk-1", "order": "o1", "ready_id": "r1", "code": "482913"}
     out = redact_item("locker", row)

@@ -6,10 +6,10 @@ import json
 import logging
 import re
 
-from gateway.db import Database
-from gateway.ingest import IngestWorker
+from gateway.devices.ingest import IngestWorker
 from gateway.logs import RateLimitedLog
-from gateway.store import Store
+from gateway.storage.db import Database
+from gateway.storage.store import Store
 from tests.test_gateway_core import reply
 from tests.test_gateway_lanes import until
 

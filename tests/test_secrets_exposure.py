@@ -1,6 +1,6 @@
 """No secret reaches a reader: every GET route of the app, the live stream, webhook payloads,
 /metrics and the gateway's log are searched for the secret VALUES this test issued or
-learned (docs/security.md, "Secrets"; the model is gateway/redact.py).
+learned (docs/security.md, "Secrets"; the model is gateway/http/redact.py).
 
 A real gateway and a real locker bank (the locker firmware on the virtual rig) run a locker
 scenario in rounds for 30 s — reserve, load, order ready, a wrong and a good code on the
@@ -47,10 +47,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from gateway import auth
-from gateway.coap_auth import add_key
-from gateway.core import lockers as core_lockers
-from gateway.store import connect
+from gateway.http import auth
+from gateway.kinds.locker_bank import core as core_lockers
+from gateway.storage.store import connect
+from gateway.transport.coap_auth import add_key
 from hil.harness import free_port
 from tests.e2e import wait_events
 from tests.support import wait_for
@@ -60,7 +60,7 @@ pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("locker-bank")
 
 ROLES = ("kiosk", "mirror", "staff", "orders", "admin")
-SEES_CODES_ON_STREAM = {"orders", "admin"}  # gateway.redact.may_see_codes: lockers or admin
+SEES_CODES_ON_STREAM = {"orders", "admin"}  # gateway.http.redact.may_see_codes: lockers or admin
 CODE_ITEMS = ("order.ready", "order.code")
 HEX_WINDOW = 12  # 48 bits of a verifier identify a 6-digit code
 STREAM_S = 30.0  # the streams stay open (scenario rounds) at least this long

@@ -1,4 +1,4 @@
-"""API security (gateway/auth.py) on a real gateway process: 401/403/429, the default policy for
+"""API security (gateway/http/auth.py) on a real gateway process: 401/403/429, the default policy for
 routes not in the table, the audit log, tokens and pickup codes stored hashed."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import httpx
 import pytest
 
-from gateway import auth
-from gateway.store import connect
-from gateway.testing import FakeDevice
+from gateway.http import auth
+from gateway.storage.store import connect
+from hil.fakes import FakeDevice
 from hil.harness import GatewayProcess
 from tests.support import ROOT, wait_for
 

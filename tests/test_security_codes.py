@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core.lockers import hash_code, mac_code
-from gateway.locker_keys import LockerKeys
+from gateway.kinds.locker_bank.core import hash_code, mac_code
+from gateway.kinds.locker_bank.keys import LockerKeys
 from tests.test_hil_lockers import Bank, bank, gateway_args  # noqa: F401  (fixtures)
 
 pytest_plugins = ["hil.pytest_plugin"]

@@ -284,7 +284,7 @@ def test_coap_keys_come_with_the_device_and_rotate_with_it(tmp_path):
     rotation replaces both (and the gateway then refuses the old key)."""
     import json
 
-    from gateway.coap_auth import CoapAuth, Refused, proof_option
+    from gateway.transport.coap_auth import CoapAuth, Refused, proof_option
 
     d = tmp_path / "store"
     provision.init_store(d, port=free_port())

@@ -1,4 +1,4 @@
-"""Open live streams are capped (gateway/stream.py, gateway/api.py): per token (default 16) and
+"""Open live streams are capped (gateway/http/stream.py, gateway/http/api.py): per token (default 16) and
 in total, on a real gateway process over real HTTP. The N+1th `GET /stream` of one token is
 refused 429 (`{"detail": ...}`, `Retry-After`) while another token still gets one; closing a
 stream frees its slot. No timings are asserted: `wait_for` only bounds a wait for the server
@@ -118,7 +118,7 @@ def test_total_cap_and_configuration(tmp_path, broker):
 
 
 def test_limits_from_env(monkeypatch):
-    from gateway.auth import Limits
+    from gateway.http.auth import Limits
 
     monkeypatch.setenv("PHYGITAL_RATE_LIMITS", "per_token=5/10,streams_per_token=4")
     lim = Limits.from_env()
@@ -132,7 +132,7 @@ def test_limits_from_env(monkeypatch):
 
 
 def test_broadcaster_counts_slots_and_releases_once():
-    from gateway.stream import Broadcaster, TooManyStreams
+    from gateway.http.stream import Broadcaster, TooManyStreams
 
     b = Broadcaster(max_per_key=2, max_total=3)
     s1, s2 = b.subscribe("k"), b.subscribe("k")
@@ -157,8 +157,8 @@ def test_broadcaster_counts_slots_and_releases_once():
 def test_slot_freed_when_the_response_never_started_its_stream():
     """The client is gone before the headers go out: the SSE generator never runs (so its own
     cleanup never runs), yet the slot taken for it must be released."""
-    from gateway.api import _StreamResponse
-    from gateway.stream import Broadcaster, sse_events
+    from gateway.http.api import _StreamResponse
+    from gateway.http.stream import Broadcaster, sse_events
 
     async def main():
         b = Broadcaster(max_per_key=1)

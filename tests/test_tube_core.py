@@ -1,4 +1,4 @@
-"""Tube arbiter (gateway/core/tube.py): pure core, driven by hand and by a simulated world.
+"""Tube arbiter (gateway/kinds/tube/core.py): pure core, driven by hand and by a simulated world.
 
 Reference network: boards/tube/store-demo.json
 
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.tube import (
+from gateway.kinds.tube.core import (
     ARRIVED,
     CANCELLED,
     DELIVERED,
@@ -47,7 +47,7 @@ from gateway.core.tube import (
     TubeArbiter,
     TubeNetwork,
 )
-from gateway.core.tube_sim import TubeWorld
+from hil.sim.tube_world import TubeWorld
 
 CONFIG = json.loads((Path(__file__).resolve().parents[1] / "boards" / "tube" / "store-demo.json").read_text())
 NET = TubeNetwork.from_dict(CONFIG)

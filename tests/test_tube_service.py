@@ -1,4 +1,4 @@
-"""The gateway's tube service (gateway/services/tube.py) on a real SQLite store: device events
+"""The gateway's tube service (gateway/kinds/tube/service.py) on a real SQLite store: device events
 written as ingest writes them, a clock the test moves, the real command service with a recording
 publisher (no broker). Checks the event -> arbiter -> command mapping hop by hop, the one
 transaction per step, restart without a second actuation, loss by the clock and staff recovery."""
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from gateway.commands import CommandService
-from gateway.core.tube import InvalidCommand, InvalidJob
-from gateway.db import Database
-from gateway.services.tube import JobConflict, TubeConfigError, TubeService, load_network
-from gateway.store import Store
+from gateway.devices.commands import CommandService
+from gateway.kinds.tube.core import InvalidCommand, InvalidJob
+from gateway.kinds.tube.service import JobConflict, TubeConfigError, TubeService, load_network
+from gateway.storage.db import Database
+from gateway.storage.store import Store
 from hil.rig import ROOT
 from tests.test_gateway_lockers import Clock, _commands
 
@@ -191,7 +191,7 @@ def test_lost_by_the_clock_blocks_then_staff_clear_and_resend(tmp_path):
 
 
 def test_finished_dispatches_beyond_the_memory_bound_are_read_from_the_store(tmp_path, monkeypatch):
-    import gateway.services.tube as tube_mod
+    import gateway.kinds.tube.service as tube_mod
 
     monkeypatch.setattr(tube_mod, "RECENT_KEEP", 2)
 

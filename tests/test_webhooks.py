@@ -6,9 +6,7 @@ import secrets
 
 import pytest
 
-from gateway.store import Store, StreamItem, connect, migrate
-from gateway.testing import FakeDevice, WebhookReceiver
-from gateway.webhooks import (
+from gateway.integrations.webhooks import (
     Fanout,
     _create_tx,
     backoff_s,
@@ -20,6 +18,8 @@ from gateway.webhooks import (
     validate_patterns,
     verify_signature,
 )
+from gateway.storage.store import Store, StreamItem, connect, migrate
+from hil.fakes import FakeDevice, WebhookReceiver
 from hil.harness import GatewayProcess
 from tests.support import wait_for
 

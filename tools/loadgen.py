@@ -51,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.mqtt_lite import frames
+from gateway.transport.mqtt_lite import frames
 
 WINDOW = 16          # unacknowledged events in flight per device (docs/protocol.md)
 RESEND_S = 10.0      # re-send from the oldest unacknowledged event after this long without an ack

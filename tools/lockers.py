@@ -28,7 +28,7 @@ import sys
 
 import httpx
 
-from gateway.auth import bearer_headers
+from gateway.http.auth import bearer_headers
 
 # name -> (HTTP method, path template, positional arguments, takes an idempotency key)
 OPS = {

@@ -86,7 +86,9 @@ def _walk(name: str, parser: argparse.ArgumentParser) -> Iterator[tuple[str, str
 
 def _clis() -> list[tuple[str, Callable[..., Any]]]:
     from gateway import __main__ as gateway_main
-    from gateway import auth, cli, schema_cli
+    from gateway import cli
+    from gateway.http import auth
+    from gateway.storage import schema_cli
     from hil import faults
     from tools import conformance, console, deploy, loadgen, lockers, provision, tagstation
 
@@ -123,8 +125,8 @@ def help_texts() -> dict[str, str]:
 
 def metric_names() -> str:
     """`# TYPE` lines of `/metrics`, rendered against a fresh database with every part present."""
-    from gateway.metrics import GatewayMetrics
-    from gateway.store import Store, connect, migrate
+    from gateway.integrations.metrics import GatewayMetrics
+    from gateway.storage.store import Store, connect, migrate
 
     async def render() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:

@@ -271,14 +271,14 @@ def sample_id_from_block4(block: bytes) -> str | None:
 def ntag_pages_for_garment(gtin: str, serial: str, kind: str = "ntag213",
                            resolver: str | None = None) -> bytes:
     """NTAG pages holding one garment's GS1 Digital Link URI record (GTIN check digit checked)."""
-    from gateway.core import gs1
+    from gateway.kinds.fitting_room import gs1
 
     return ntag_pages_for_uri(gs1.digital_link(gtin, serial, resolver or gs1.DEFAULT_RESOLVER), kind)
 
 
 def garment_from_records(records: list[NdefRecord]) -> tuple[str, str] | None:
     """(GTIN-14, serial) of the first URI record that is a valid GS1 Digital Link, else None."""
-    from gateway.core import gs1
+    from gateway.kinds.fitting_room import gs1
 
     for r in records:
         if r.is_uri:

@@ -175,7 +175,7 @@ class Reader:
 
 def garment_identity(identity: str) -> str:
     """``<GTIN>/<serial>`` normalised to ``<GTIN-14>/<serial>`` (raises ValueError: bad GTIN)."""
-    from gateway.core import gs1
+    from gateway.kinds.fitting_room import gs1
 
     gtin, sep, serial = identity.partition("/")
     if not sep:
@@ -185,7 +185,7 @@ def garment_identity(identity: str) -> str:
 
 def ndef_area(identity: str, uri_base: str | None, gs1: bool = False) -> bytes:
     if gs1:
-        from gateway.core.gs1 import digital_link
+        from gateway.kinds.fitting_room.gs1 import digital_link
 
         rec = tags.ndef_uri_record(digital_link(*garment_identity(identity).split("/", 1)))
     else:

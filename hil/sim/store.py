@@ -205,10 +205,10 @@ class VirtualStore:
         if self.provisioned is not None and self.transport == "mqtt":
             cfg["mqtt"].update(self._credentials(dev, kind))
         if self.transport == "coap" and self.coap_keys is not None:
-            from gateway.coap_auth import add_key
+            from gateway.transport.coap_auth import add_key
             cfg["mqtt"]["key"] = add_key(self.coap_keys, dev, rotate=True)
         if kind == "locker-bank" and "code_key" not in app:
-            from gateway.locker_keys import ensure_key
+            from gateway.kinds.locker_bank.keys import ensure_key
             cfg["app"] = {**app, "code_key": ensure_key(self.locker_keys, dev)}
         return cfg
 

@@ -1,6 +1,6 @@
 """The conformance kit's side of the wire over CoAP: the gateway role for one device, built on
-the gateway's own CoAP edge (`gateway.coap.CoapEdge`: aiocoap server, the bounded message-layer
-dedup, the long-poll mailbox, liveness) and its authentication (`gateway.coap_auth.CoapAuth`,
+the gateway's own CoAP edge (`gateway.transport.coap.CoapEdge`: aiocoap server, the bounded message-layer
+dedup, the long-poll mailbox, liveness) and its authentication (`gateway.transport.coap_auth.CoapAuth`,
 the challenge and the per-request HMAC) with a throwaway key the kit makes for the run.
 
 Where the gateway would persist (its ingest handler) the kit records instead: every message the
@@ -23,9 +23,9 @@ import time
 
 import aiocoap
 
-from gateway import protocol
-from gateway.coap import CoapEdge, _Entry
-from gateway.coap_auth import AUTH_CHANNEL
+from gateway.devices import protocol
+from gateway.transport.coap import CoapEdge, _Entry
+from gateway.transport.coap_auth import AUTH_CHANNEL
 from tools.conformance.link import GatewaySide, Msg, now_ms
 
 # a kit key: this marker, then 16 random bytes. The firmware takes its test hook next to a CoAP
@@ -54,7 +54,7 @@ class KitEdge(CoapEdge):
 
     def authenticate(self, dev: str, channel: str, request: aiocoap.Message):
         answer = super().authenticate(dev, channel, request)
-        # (a checked Edge-Auth option is dropped by gateway.coap before the Block2 cache)
+        # (a checked Edge-Auth option is dropped by gateway.transport.coap before the Block2 cache)
         if dev == self.side.dev:
             self.side.note_request(channel, request)
             if channel == AUTH_CHANNEL or answer is not None:

@@ -1,0 +1,1 @@
+"""Devices tier: the device protocol, ingest (persist before ack), commands, liveness and alerts, for every kind."""

@@ -1,0 +1,1 @@
+"""Integrations tier: webhooks, Prometheus metrics and the chain of stores."""

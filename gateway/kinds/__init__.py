@@ -1,0 +1,1 @@
+"""The device kinds: one folder per kind (core.py pure, service.py, api.py, demo.py)."""

@@ -1,0 +1,1 @@
+"""Locker banks: click-and-collect pickup lockers (docs/lockers.md)."""

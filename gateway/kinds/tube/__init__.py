@@ -1,0 +1,1 @@
+"""The pneumatic tube: stations, the line and the arbiter (docs/tube.md)."""

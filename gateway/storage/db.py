@@ -1,0 +1,189 @@
+"""Keep SQLite off the event loop: one writer thread, one reader thread.
+
+SQLite allows one writer at a time, and WAL lets readers run alongside it. So every write
+goes through a single-thread executor that owns the write connection (writes are serialised
+in submission order, no lock contention), and API reads go through a second thread with its
+own connection, so a long ingest batch never makes `GET /devices` wait.
+
+Group commit: `write_grouped` writes that queue up while the writer is busy (ingest batches,
+command submits and sends) run together in ONE transaction, each in its own savepoint
+(`Store.transaction` nests), so they share one fsync instead of waiting for one each. Plain
+`write` calls keep a transaction of their own (they may run scripts: `executescript` commits
+whatever is open), in the same FIFO order. A write whose function raises rolls back alone (its
+savepoint) and gets its exception;
+every caller gets its result only after the shared COMMIT (`synchronous=FULL`) returned, so
+nothing is reported done before it is durable, exactly as with one transaction per write.
+
+After each write commits, the stream items it appended (the outbox) are handed to the
+`on_commit` callback on the event loop, from the writer thread, with `call_soon_threadsafe`.
+Callbacks run in FIFO order, so subscribers see items in commit order (= stream id order).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+from gateway.storage.store import Store, StreamItem, connect, migrate
+
+log = logging.getLogger("gateway.db")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Database:
+    """Async access to the store. Use `async with Database(path, on_commit) as db`."""
+
+    def __init__(self, path: str | Path,
+                 on_commit: Callable[[list[StreamItem]], None] | None = None) -> None:
+        self.path = Path(path)
+        self.on_commit = on_commit
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="db-reader")
+        self._local = threading.local()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # writes waiting for the writer thread: (fn, args, kwargs, future, may be grouped)
+        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
+                                 asyncio.Future[Any], bool]] = deque()
+        self.groups = 0          # transactions the writer ran for queued writes
+        self.grouped_writes = 0  # writes that shared a transaction with others
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        await self._loop.run_in_executor(self._writer, self._open, False)
+        await self._loop.run_in_executor(self._reader, self._open, True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _open(self, readonly: bool) -> None:
+        conn = connect(self.path, readonly=readonly)
+        if not readonly:
+            version = migrate(conn)
+            pages = os.environ.get("PHYGITAL_DB_MAX_PAGES")  # fault injection: a full disk
+            if pages:
+                conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+            log.info("db open path=%s schema=v%d journal=wal synchronous=full", self.path, version)
+        self._local.store = Store(conn)
+
+    def _close_conn(self) -> None:
+        store: Store | None = getattr(self._local, "store", None)
+        if store is not None:
+            store.conn.close()
+            self._local.store = None
+
+    async def close(self) -> None:
+        if self._loop is None:
+            return
+        loop, self._loop = self._loop, None
+        for ex in (self._reader, self._writer):
+            try:
+                await loop.run_in_executor(ex, self._close_conn)
+            finally:
+                ex.shutdown(wait=True)
+
+    def _run_write(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        store: Store = self._local.store
+        try:
+            return fn(store, *args, **kwargs)
+        finally:
+            if store.conn.in_transaction:  # a bug: fn left a transaction open
+                store.conn.execute("ROLLBACK")
+                store.take_outbox()
+                log.error("write left a transaction open fn=%s; rolled back", fn.__name__)
+            # what committed is announced even if fn raised after its commit
+            items = store.take_outbox()
+            if items and self.on_commit is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_commit, items)
+
+    async def write(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
+                    **kwargs: P.kwargs) -> T:
+        """Run `fn(store, ...)` on the writer thread. `fn` opens its own transaction."""
+        return await self._submit(fn, args, kwargs, False)
+
+    async def write_grouped(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
+                            **kwargs: P.kwargs) -> T:
+        """`write`, but `fn` may share one transaction (one fsync) with other grouped writes
+        queued at the same time: its `store.transaction()` becomes a savepoint. `fn` must
+        only use `store.transaction()` and plain statements (no scripts, no BEGIN/COMMIT)."""
+        return await self._submit(fn, args, kwargs, True)
+
+    async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...],
+                      kwargs: dict[str, Any], grouped: bool) -> T:
+        if self._loop is None:
+            raise RuntimeError("database is closed")
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._queue.append((fn, args, kwargs, fut, grouped))
+        self._loop.run_in_executor(self._writer, self._run_queued)
+        return await fut
+
+    def _run_queued(self) -> None:
+        """On the writer thread: run every queued write in order, consecutive grouped ones
+        in one transaction."""
+        jobs = []
+        while self._queue:
+            jobs.append(self._queue.popleft())
+        i = 0
+        while i < len(jobs):  # empty: an earlier call took them
+            j = i + 1
+            while jobs[i][4] and j < len(jobs) and jobs[j][4]:
+                j += 1
+            self._run_group(jobs[i:j])
+            i = j
+
+    def _run_group(self, group: list[tuple[Callable[..., Any], tuple[Any, ...],
+                                           dict[str, Any], asyncio.Future[Any], bool]]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        if len(group) == 1:
+            fn, args, kwargs, _, _ = group[0]
+            try:
+                outcomes.append((self._run_write(fn, args, kwargs), None))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                outcomes.append((None, exc))
+        else:
+            store: Store = self._local.store
+            try:
+                with store.transaction():
+                    for fn, args, kwargs, _, _ in group:
+                        try:
+                            outcomes.append((fn(store, *args, **kwargs), None))
+                        except Exception as exc:  # noqa: BLE001 - rolled back alone
+                            outcomes.append((None, exc))
+            except Exception as exc:  # noqa: BLE001 - the commit failed: nothing is durable
+                outcomes = [(None, exc)] * len(group)
+            self.groups += 1
+            self.grouped_writes += len(group)
+            items = store.take_outbox()
+            if items and self.on_commit is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_commit, items)
+        loop = self._loop
+        if loop is not None:
+            for (_, _, _, fut, _), (result, error) in zip(group, outcomes):
+                loop.call_soon_threadsafe(_settle, fut, result, error)
+
+    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        return fn(self._local.store, *args, **kwargs)
+
+    async def read(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
+                   **kwargs: P.kwargs) -> T:
+        """Run `fn(store, ...)` on the reader thread (sees committed data only)."""
+        if self._loop is None:
+            raise RuntimeError("database is closed")
+        return await self._loop.run_in_executor(self._reader, self._run_read, fn, args, kwargs)
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():  # the caller was cancelled
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)

@@ -1,0 +1,859 @@
+"""SQLite persistence: schema, migrations and the queries the gateway needs.
+
+Synchronous on purpose: a `Store` belongs to one thread (see `gateway.storage.db`, which runs the
+single writer and one reader each on a thread of their own). Every state change that the
+outside world should hear about is also appended to the `stream` table in the same
+transaction (a transactional outbox); the items appended in a transaction are handed to
+`Store.take_outbox()` after it commits, so live subscribers never see something that was
+rolled back and can resume from the table after a disconnect.
+
+Durability: WAL with `synchronous=FULL`. The gateway acknowledges an event to the device
+after the commit, and the device then deletes it from its journal, so a committed
+transaction must survive power loss, not only a crash of the process. `NORMAL` in WAL mode
+survives a process crash but may lose the last commits on power loss: an acknowledged event
+would then be gone from both sides. The cost of FULL (one fsync per commit) is paid once
+per ingest batch, not once per event.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.http.redact import redact_command
+
+PENDING_STATUSES = ("queued", "sent", "accepted")
+FINAL_STATUSES = ("done", "rejected", "failed", "expired")
+COMMAND_STATUSES = PENDING_STATUSES + FINAL_STATUSES
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the walking skeleton
+    """
+    CREATE TABLE devices (
+        id         TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        fw         TEXT NOT NULL,
+        caps       TEXT NOT NULL,              -- JSON list
+        cfg        TEXT NOT NULL,
+        session    INTEGER NOT NULL,
+        epoch      TEXT NOT NULL,
+        boot       INTEGER NOT NULL,
+        reset      TEXT,
+        online     INTEGER NOT NULL DEFAULT 0,
+        last_seen  INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL
+    );
+    CREATE TABLE events (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        device    TEXT NOT NULL,
+        epoch     TEXT NOT NULL,
+        seq       INTEGER,                     -- NULL: made by the gateway (journal.overflow)
+        type      TEXT NOT NULL,
+        t_device  INTEGER,
+        t_gateway INTEGER NOT NULL,
+        body      TEXT NOT NULL,               -- JSON object
+        UNIQUE (device, epoch, seq)
+    );
+    CREATE INDEX events_by_type ON events (type, id);
+    CREATE INDEX events_by_device ON events (device, id);
+    CREATE TABLE acks (
+        device TEXT NOT NULL,
+        epoch  TEXT NOT NULL,
+        upto   INTEGER NOT NULL,               -- every seq <= upto of this epoch is settled
+        PRIMARY KEY (device, epoch)
+    );
+    CREATE TABLE commands (
+        id        TEXT PRIMARY KEY,
+        device    TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        args      TEXT NOT NULL,               -- JSON object
+        idem_key  TEXT NOT NULL,
+        status    TEXT NOT NULL CHECK (status IN
+                  ('queued','sent','accepted','done','rejected','failed','expired')),
+        reason    TEXT,
+        result    TEXT,                        -- JSON object or NULL
+        deadline  INTEGER NOT NULL,
+        created   INTEGER NOT NULL,
+        updated   INTEGER NOT NULL,
+        late      INTEGER NOT NULL DEFAULT 0,
+        sends     INTEGER NOT NULL DEFAULT 0,
+        last_sent INTEGER,
+        UNIQUE (device, idem_key)
+    );
+    CREATE INDEX commands_pending ON commands (status) WHERE status IN ('queued','sent','accepted');
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    CREATE TABLE rejections (
+        reason TEXT PRIMARY KEY,
+        count  INTEGER NOT NULL
+    );
+    CREATE TABLE samples (
+        id          TEXT PRIMARY KEY,
+        title       TEXT NOT NULL,
+        image       TEXT,
+        url         TEXT,
+        description TEXT,
+        uid         TEXT UNIQUE
+    );
+    CREATE TABLE stream (
+        id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind  TEXT NOT NULL,                   -- event | device | command
+        data  TEXT NOT NULL
+    );
+    """,
+    # 2: remember which version of a samples-file entry was imported, so API edits survive a
+    #    restart unless the file's entry itself changed
+    """
+    ALTER TABLE samples ADD COLUMN seed TEXT;
+    """,
+    # 3: locker banks: the pure core's state (`LockerBank.to_dict()`, never a plain code) and
+    #    the id of the last device event applied to it
+    """
+    CREATE TABLE lockers (
+        bank    TEXT PRIMARY KEY,
+        state   TEXT NOT NULL,                 -- JSON: {"bank": to_dict(), "meta": {...}}
+        cursor  INTEGER NOT NULL DEFAULT 0,    -- events.id of the last event applied
+        updated INTEGER NOT NULL
+    );
+    """,
+    # 4: staff alerts derived from the stream (gateway/devices/alerts.py); the cursor starts
+    #    at the stream's end, so an upgraded gateway does not raise alerts for old history
+    """
+    CREATE TABLE alerts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        key         TEXT NOT NULL,             -- one open (or acked) alert per key
+        severity    TEXT NOT NULL,             -- info | warning | critical
+        device      TEXT,
+        type        TEXT NOT NULL,
+        text        TEXT NOT NULL,
+        data        TEXT NOT NULL,             -- JSON: the item's fields
+        state       TEXT NOT NULL,             -- open | acked | resolved
+        count       INTEGER NOT NULL,
+        created     INTEGER NOT NULL,
+        last        INTEGER NOT NULL,
+        acked_by    TEXT,
+        acked_at    INTEGER,
+        resolved_at INTEGER,
+        source      INTEGER NOT NULL           -- stream.id of the item that raised it
+    );
+    CREATE INDEX alerts_by_key ON alerts (key, state);
+    CREATE TABLE alerts_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO alerts_meta (name, value) SELECT 'cursor', COALESCE(MAX(id), 0) FROM stream;
+    """,
+    # 5 and later: tables that services used to create on start with CREATE TABLE IF NOT
+    # EXISTS. A store upgraded from such a gateway already has them without this migration's
+    # row, so each keeps IF NOT EXISTS (same columns as before): running it there only records
+    # the version (tests/test_gateway_migrations.py).
+    # 5: the tube network's arbiter state and its dispatches (gateway/kinds/tube/service.py)
+    """
+    CREATE TABLE IF NOT EXISTS tube_state (
+        network TEXT PRIMARY KEY,
+        state   TEXT NOT NULL,             -- JSON: {"arbiter": to_dict(), "meta": {...}}
+        cursor  INTEGER NOT NULL,          -- events.id of the last tube event applied
+        updated INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS tube_jobs (
+        id      TEXT PRIMARY KEY,
+        data    TEXT NOT NULL,             -- JSON: the public dispatch record
+        updated INTEGER NOT NULL);
+    """,
+    # 6: the fitting rooms' state, one row (gateway/kinds/fitting_room/service.py)
+    """
+    CREATE TABLE IF NOT EXISTS fitting (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        state   TEXT NOT NULL,              -- JSON: FittingRooms.to_dict()
+        cursor  INTEGER NOT NULL,           -- events.id of the last event applied
+        updated INTEGER NOT NULL);
+    """,
+    # 7: webhook subscriptions and their delivery outbox (gateway/integrations/webhooks.py)
+    """
+    CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+        id          TEXT PRIMARY KEY,
+        url         TEXT NOT NULL,
+        secret      TEXT NOT NULL,
+        events      TEXT NOT NULL,                 -- JSON list of patterns
+        description TEXT,
+        created     INTEGER NOT NULL,
+        delivered   INTEGER NOT NULL DEFAULT 0,    -- deliveries answered 2xx
+        failures    INTEGER NOT NULL DEFAULT 0,    -- failed attempts, all time
+        failing     INTEGER NOT NULL DEFAULT 0,    -- failed attempts since the last success
+        last_attempt INTEGER,
+        last_success INTEGER,
+        last_error  TEXT
+    );
+    CREATE TABLE IF NOT EXISTS webhook_deliveries (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        sub         TEXT NOT NULL REFERENCES webhook_subscriptions(id) ON DELETE CASCADE,
+        stream_id   INTEGER NOT NULL,
+        type        TEXT NOT NULL,
+        data        TEXT NOT NULL,                 -- JSON, as committed with the event
+        created     INTEGER NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     INTEGER NOT NULL,
+        last_attempt INTEGER,
+        last_code   INTEGER,
+        last_error  TEXT,
+        delivered_at INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS webhook_pending ON webhook_deliveries (sub, id)
+        WHERE status = 'pending';
+    """,
+    # 8: messages for the chain's central broker, until PUBACKed (gateway/integrations/chain.py)
+    """
+    CREATE TABLE IF NOT EXISTS chain_outbox (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,   -- the chain message's `seq`
+        stream_id INTEGER NOT NULL,
+        topic     TEXT NOT NULL,
+        type      TEXT NOT NULL,
+        data      TEXT NOT NULL,
+        created   INTEGER NOT NULL
+    );
+    """,
+    # 9: API tokens (hashed) and the audit log (gateway/http/auth.py)
+    """
+    CREATE TABLE IF NOT EXISTS api_tokens (
+        id      TEXT PRIMARY KEY,
+        name    TEXT NOT NULL,
+        scopes  TEXT NOT NULL,          -- space separated
+        hash    TEXT NOT NULL,          -- sha256 hex of the secret part
+        created INTEGER NOT NULL,
+        revoked INTEGER
+    );
+    CREATE TABLE IF NOT EXISTS audit (
+        id      INTEGER PRIMARY KEY,
+        t       INTEGER NOT NULL,       -- unix ms
+        who     TEXT NOT NULL,
+        token   TEXT,
+        ip      TEXT,
+        method  TEXT NOT NULL,
+        path    TEXT NOT NULL,
+        status  INTEGER NOT NULL,
+        outcome TEXT
+    );
+    """,
+    # 10: a webhook subscription may opt in to plain pickup codes (gateway/http/redact.py)
+    """
+    ALTER TABLE webhook_subscriptions ADD COLUMN include_secrets INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 11: `final` is final (docs/protocol.md, "Commands"): a device answer that arrives after
+    #     `expired` is kept beside it in `late_outcome` (JSON {status, reason, result, at}) and
+    #     no longer replaces it. Rows of the old rule (status replaced, late = 1) go back to
+    #     the `expired` their callers were told, with the device's answer moved beside it.
+    """
+    ALTER TABLE commands ADD COLUMN late_outcome TEXT;
+    UPDATE commands SET late_outcome = json_object('status', status, 'reason', reason,
+                                                   'result', json(result), 'at', updated),
+                        status = 'expired', reason = 'timeout', result = NULL
+        WHERE late = 1 AND status IN ('done', 'rejected', 'failed');
+    """,
+    # 12: a journal rolled back (device restored from an older flash copy, docs/protocol.md
+    #     "Journal rolled back"). Per (device, epoch): `verified`, the highest seq the device's
+    #     current session has shown us (birth `first - 1`, then seqs it sent that we stored or
+    #     that matched what we had) — acks never go past it; `mark`, the last events.id at that
+    #     birth (a row above it arrived in this session); `sealed`, the first seq of the epoch
+    #     we refuse (NULL: open) and `fork`, the epoch the device was told to go on in
+    """
+    ALTER TABLE acks ADD COLUMN verified INTEGER;
+    ALTER TABLE acks ADD COLUMN mark INTEGER;
+    ALTER TABLE acks ADD COLUMN sealed INTEGER;
+    ALTER TABLE acks ADD COLUMN fork TEXT;
+    UPDATE acks SET verified = upto, mark = (SELECT COALESCE(MAX(id), 0) FROM events);
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One entry of the gateway's outward stream (SSE `id:` = `id`)."""
+    id: int
+    kind: str
+    data: dict[str, Any]
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open a connection in autocommit mode (transactions are explicit) with our pragmas."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True,
+                               isolation_level=None, check_same_thread=True)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 5000")
+    if not readonly:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RuntimeError(f"could not switch {path} to WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
+    """Bring the schema to the newest version (by `PRAGMA user_version`); returns it.
+    `upto`: stop at that version instead (tests build an older gateway's database)."""
+    current: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise RuntimeError(f"database schema v{current} is newer than this gateway "
+                           f"(v{len(MIGRATIONS)}): upgrade the gateway or use another --db")
+    target = len(MIGRATIONS) if upto is None else upto
+    for version in range(current + 1, target + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(MIGRATIONS[version - 1]):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return max(current, target)
+
+
+def _statements(script: str) -> Iterator[str]:
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                yield buf
+            buf = ""
+    if buf.strip():
+        yield buf
+
+
+# one encoder for the process: json.dumps with non-default options builds a new JSONEncoder
+# on every call, which costs as much as encoding a small event
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _dumps_decoded(obj: Any) -> str:
+    """Encode what `protocol.decode` produced (or plain ints/strings): orjson, ~5x faster than
+    `_dumps` on the ingest path. Not for other input: orjson writes NaN as null and has no
+    `allow_nan=False`; the decoder never yields NaN, so event bodies round-trip exactly."""
+    return orjson.dumps(obj).decode()
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class _NotAllNew(Exception):
+    """A batch insert met a duplicate row (rolled back; the rows go one by one)."""
+
+
+class Store:
+    """Queries over one connection. Not thread-safe: one Store per thread."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._outbox: list[StreamItem] = []
+        self._depth = 0
+        # called with every appended stream item, inside its transaction: integrations
+        # (gateway.integrations.webhooks, gateway.integrations.chain) add their own outbox rows atomically with it
+        self.stream_hooks: list[Callable[[Store, StreamItem], None]] = []
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """`BEGIN IMMEDIATE … COMMIT`; nested use becomes a savepoint that rolls back alone."""
+        if self._depth:
+            name = f"sp{self._depth}"
+            mark = len(self._outbox)
+            self.conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+                del self._outbox[mark:]
+                raise
+            else:
+                self.conn.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+            return
+        mark = len(self._outbox)  # items of earlier, committed transactions stay
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            del self._outbox[mark:]
+            raise
+        finally:
+            self._depth = 0
+
+    def take_outbox(self) -> list[StreamItem]:
+        """Stream items of the transactions committed since the last call."""
+        items, self._outbox = self._outbox, []
+        return items
+
+    # -- devices --------------------------------------------------------------------------
+
+    @staticmethod
+    def _device(row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        d = dict(row)
+        d["caps"] = _loads(d["caps"])
+        d["online"] = bool(d["online"])
+        return d
+
+    def get_device(self, device: str) -> dict[str, Any] | None:
+        return self._device(self.conn.execute("SELECT * FROM devices WHERE id = ?",
+                                              (device,)).fetchone())
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM devices ORDER BY id").fetchall()
+        return [d for d in map(self._device, rows) if d is not None]
+
+    def devices_with_acks(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Every device (or the one `device`), each with `acked` (the watermark of its current
+        epoch, 0 before any ack) and `pending_commands` (ids of its queued, sent or accepted
+        commands, oldest first): two queries however many devices, no query per device."""
+        where, args = ("WHERE d.id = ? ", (device,)) if device is not None else ("", ())
+        rows = self.conn.execute(
+            "SELECT d.*, COALESCE(a.upto, 0) AS acked FROM devices d LEFT JOIN acks a "
+            f"ON a.device = d.id AND a.epoch = d.epoch {where}ORDER BY d.id", args).fetchall()
+        pending: dict[str, list[str]] = {}
+        for cid, dev in self.conn.execute(
+                "SELECT id, device FROM commands WHERE status IN ('queued','sent','accepted') "
+                + ("AND device = ? " if device is not None else "") + "ORDER BY created", args):
+            pending.setdefault(dev, []).append(cid)
+        out = []
+        for row in rows:
+            d = self._device(row)
+            assert d is not None
+            d["pending_commands"] = pending.get(d["id"], [])
+            out.append(d)
+        return out
+
+    def upsert_device(self, *, id: str, kind: str, fw: str, caps: Sequence[str], cfg: str,
+                      session: int, epoch: str, boot: int, reset: str | None, online: bool,
+                      now: int) -> None:
+        self.conn.execute(
+            """INSERT INTO devices (id, kind, fw, caps, cfg, session, epoch, boot, reset, online,
+                                    last_seen, first_seen)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT (id) DO UPDATE SET kind=excluded.kind, fw=excluded.fw,
+                 caps=excluded.caps, cfg=excluded.cfg, session=excluded.session,
+                 epoch=excluded.epoch, boot=excluded.boot, reset=excluded.reset,
+                 online=excluded.online, last_seen=excluded.last_seen""",
+            (id, kind, fw, _dumps(list(caps)), cfg, session, epoch, boot, reset, int(online),
+             now, now))
+
+    def set_online(self, device: str, online: bool, now: int) -> None:
+        self.conn.execute("UPDATE devices SET online = ?, last_seen = ? WHERE id = ?",
+                          (int(online), now, device))
+
+    def touch(self, devices: Sequence[str], now: int) -> None:
+        self.conn.executemany("UPDATE devices SET last_seen = ? WHERE id = ?",
+                              [(now, d) for d in devices])
+
+    # -- events ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        d["body"] = _loads(d["body"])
+        return d
+
+    def insert_event(self, device: str, epoch: str, seq: int | None, type: str,
+                     t_device: int | None, t_gateway: int, body: dict[str, Any]) -> int | None:
+        """Store one event and append it to the stream; returns its id if it was new, None for
+        a duplicate `(device, epoch, seq)`. Call inside `transaction()`."""
+        cur = self.conn.execute(
+            """INSERT INTO events (device, epoch, seq, type, t_device, t_gateway, body)
+               VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, epoch, seq) DO NOTHING""",
+            (device, epoch, seq, type, t_device, t_gateway, _dumps_decoded(body)))
+        if cur.rowcount == 0:
+            return None
+        eid = cur.lastrowid
+        assert eid is not None
+        self.append_stream("event", {"id": eid, "device": device, "epoch": epoch, "seq": seq,
+                                     "type": type, "t_device": t_device, "t_gateway": t_gateway,
+                                     "body": body})
+        return eid
+
+    def insert_events(self, rows: Sequence[tuple[str, str, int | None, str, int | None, int,
+                                                 dict[str, Any]]]) -> list[int | None]:
+        """`insert_event` for a batch, in one transaction."""
+        with self.transaction():
+            return [self.insert_event(*row) for row in rows]
+
+    def insert_events_many(self, rows: Sequence[tuple[str, str, int | None, str, int | None,
+                                                      int, dict[str, Any]]],
+                           one_by_one: bool = True) -> list[int | None] | None:
+        """`insert_event` for many rows, inside a transaction, with two `executemany` (events,
+        then stream) instead of two statements per event: the ingest's serial stage is Python
+        per statement. When a row is a duplicate, the rows go one by one through
+        `insert_event` instead (in a savepoint rolled back first) — or, with
+        `one_by_one=False`, nothing is inserted and None is returned (the caller goes one by
+        one itself: the ingest compares each duplicate with what is stored)."""
+        if len(rows) < 2:
+            if not one_by_one:
+                if not rows:
+                    return []
+                eid = self.insert_event(*rows[0])
+                return None if eid is None else [eid]
+            return [self.insert_event(*row) for row in rows]
+        bodies = [_dumps_decoded(row[6]) for row in rows]
+        conn = self.conn
+        try:
+            with self.transaction():  # savepoint
+                before = conn.total_changes
+                conn.executemany(
+                    """INSERT INTO events (device, epoch, seq, type, t_device, t_gateway, body)
+                       VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, epoch, seq) DO NOTHING""",
+                    [(*row[:6], body) for row, body in zip(rows, bodies)])
+                if conn.total_changes - before != len(rows):
+                    raise _NotAllNew
+                ids = self._new_ids("events", len(rows))
+                items = []
+                texts = []
+                for eid, (device, epoch, seq, type_, t_device, t_gateway, body), text in zip(
+                        ids, rows, bodies):
+                    data = {"id": eid, "device": device, "epoch": epoch, "seq": seq,
+                            "type": type_, "t_device": t_device, "t_gateway": t_gateway}
+                    # the same text append_stream writes, without encoding the body twice
+                    texts.append((_dumps_decoded(data)[:-1] + ',"body":' + text + "}",))
+                    data["body"] = body
+                    items.append(data)
+                conn.executemany("INSERT INTO stream (kind, data) VALUES ('event', ?)", texts)
+                for sid, data in zip(self._new_ids("stream", len(rows)), items):
+                    item = StreamItem(sid, "event", data)
+                    self._outbox.append(item)
+                    for hook in self.stream_hooks:  # as append_stream does, same transaction
+                        hook(self, item)
+        except _NotAllNew:
+            if not one_by_one:
+                return None
+            return [self.insert_event(*row) for row in rows]
+        return list(ids)
+
+    def _new_ids(self, table: str, n: int) -> range:
+        """Ids of the `n` rows just inserted into `table` by one executemany: AUTOINCREMENT
+        gives them ascending ids above every earlier one; checked to be contiguous."""
+        last = self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        ids = range(last - n + 1, last + 1)
+        found = self.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE id BETWEEN ? AND ?",
+                                  (ids[0], last)).fetchone()[0]
+        if found != n:
+            raise RuntimeError(f"{table}: {n} new rows are not ids {ids[0]}..{last}")
+        return ids
+
+    def has_event(self, device: str, epoch: str, seq: int) -> bool:
+        return self.conn.execute("SELECT 1 FROM events WHERE device=? AND epoch=? AND seq=?",
+                                 (device, epoch, seq)).fetchone() is not None
+
+    def count_events_between(self, device: str, epoch: str, lo: int, hi: int) -> int:
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM events WHERE device=? AND epoch=? AND seq BETWEEN ? AND ?",
+            (device, epoch, lo, hi)).fetchone()[0])
+
+    def get_event(self, event_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else self._event(row)
+
+    def list_events(self, *, device: str | None = None, type: str | None = None,
+                    after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events WHERE id > ?"
+        args: list[Any] = [after]
+        if device is not None:
+            sql += " AND device = ?"
+            args.append(device)
+        if type is not None:
+            sql += " AND type = ?"
+            args.append(type)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [self._event(r) for r in self.conn.execute(sql, args).fetchall()]
+
+    # -- acknowledgement watermark --------------------------------------------------------
+
+    def get_watermark(self, device: str, epoch: str) -> int | None:
+        row = self.conn.execute("SELECT upto FROM acks WHERE device=? AND epoch=?",
+                                (device, epoch)).fetchone()
+        return None if row is None else row[0]
+
+    def set_watermark(self, device: str, epoch: str, upto: int) -> None:
+        self.conn.execute(
+            """INSERT INTO acks (device, epoch, upto) VALUES (?,?,?)
+               ON CONFLICT (device, epoch) DO UPDATE SET upto = MAX(upto, excluded.upto)""",
+            (device, epoch, upto))
+
+    # -- a session's verified prefix and rolled-back epochs (migration 11) -----------------
+
+    def epoch_state(self, device: str, epoch: str) -> dict[str, Any] | None:
+        """`upto`, `verified`, `mark`, `sealed`, `fork` of `(device, epoch)`, or None."""
+        row = self.conn.execute("SELECT upto, verified, mark, sealed, fork FROM acks "
+                                "WHERE device=? AND epoch=?", (device, epoch)).fetchone()
+        return None if row is None else dict(row)
+
+    def set_verified(self, device: str, epoch: str, verified: int,
+                     mark: int | None = None) -> None:
+        """Store the session's verified prefix (and, at a birth, the events.id mark)."""
+        if mark is None:
+            self.conn.execute("UPDATE acks SET verified = ? WHERE device=? AND epoch=?",
+                              (verified, device, epoch))
+        else:
+            self.conn.execute("UPDATE acks SET verified = ?, mark = ? WHERE device=? AND epoch=?",
+                              (verified, mark, device, epoch))
+
+    def seal_epoch(self, device: str, epoch: str, sealed: int, fork: str) -> None:
+        self.conn.execute("UPDATE acks SET sealed = ?, fork = ? WHERE device=? AND epoch=?",
+                          (sealed, fork, device, epoch))
+
+    def epoch_known(self, device: str, epoch: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM acks WHERE device=? AND epoch=?",
+                                 (device, epoch)).fetchone() is not None
+
+    def forked_into(self, device: str, epoch: str, fork: str) -> bool:
+        """True if `epoch` of `device` was closed with the device told to go on in `fork`."""
+        return self.conn.execute("SELECT 1 FROM acks WHERE device=? AND epoch=? AND fork=?",
+                                 (device, epoch, fork)).fetchone() is not None
+
+    def last_event_id(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+
+    def max_seq(self, device: str, epoch: str) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events "
+                                     "WHERE device=? AND epoch=?", (device, epoch)).fetchone()[0])
+
+    def stored_event(self, device: str, epoch: str, seq: int
+                     ) -> tuple[int, str, int | None, Any] | None:
+        """`(id, type, t_device, body)` of the event stored at `(device, epoch, seq)`."""
+        row = self.conn.execute("SELECT id, type, t_device, body FROM events "
+                                "WHERE device=? AND epoch=? AND seq=?",
+                                (device, epoch, seq)).fetchone()
+        return None if row is None else (row[0], row[1], row[2], orjson.loads(row[3]))
+
+    def event_id(self, device: str, epoch: str, seq: int) -> int | None:
+        row = self.conn.execute("SELECT id FROM events WHERE device=? AND epoch=? AND seq=?",
+                                (device, epoch, seq)).fetchone()
+        return None if row is None else int(row[0])
+
+    def advance_watermark(self, device: str, epoch: str, start: int | None = None) -> int:
+        """Move the watermark over every stored seq contiguous above it; returns it."""
+        w = self.get_watermark(device, epoch) or 0
+        if start is not None:
+            w = max(w, start)
+        while self.has_event(device, epoch, w + 1):
+            w += 1
+        self.set_watermark(device, epoch, w)
+        return w
+
+    # -- commands -------------------------------------------------------------------------
+
+    @staticmethod
+    def _command(row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        d = dict(row)
+        d["args"] = _loads(d["args"])
+        d["result"] = _loads(d["result"])
+        d["late"] = bool(d["late"])
+        d["late_outcome"] = _loads(d["late_outcome"])
+        d["final"] = d["status"] in FINAL_STATUSES
+        return d
+
+    def get_command(self, command_id: str) -> dict[str, Any] | None:
+        return self._command(self.conn.execute("SELECT * FROM commands WHERE id = ?",
+                                               (command_id,)).fetchone())
+
+    def find_command(self, device: str, idem_key: str) -> dict[str, Any] | None:
+        return self._command(self.conn.execute(
+            "SELECT * FROM commands WHERE device = ? AND idem_key = ?",
+            (device, idem_key)).fetchone())
+
+    def insert_command(self, *, id: str, device: str, name: str, args: dict[str, Any],
+                       idem_key: str, deadline: int, now: int) -> dict[str, Any]:
+        self.conn.execute(
+            """INSERT INTO commands (id, device, name, args, idem_key, status, deadline,
+                                     created, updated)
+               VALUES (?,?,?,?,?,'queued',?,?,?)""",
+            (id, device, name, _dumps(args), idem_key, deadline, now, now))
+        cmd = self.get_command(id)
+        assert cmd is not None
+        self.append_stream("command", public_command(cmd))
+        return cmd
+
+    def update_command(self, command_id: str, *, status: str, now: int,
+                       expect: Sequence[str], reason: str | None = None,
+                       result: dict[str, Any] | None = None,
+                       late: bool = False) -> dict[str, Any] | None:
+        """Set the status if the current one is in `expect`; returns the new record or None."""
+        marks = ",".join("?" * len(expect))
+        cur = self.conn.execute(
+            f"""UPDATE commands SET status=?, reason=?, result=?, late=?, updated=?
+                WHERE id=? AND status IN ({marks})""",
+            (status, reason, None if result is None else _dumps(result), int(late), now,
+             command_id, *expect))
+        if cur.rowcount == 0:
+            return None
+        cmd = self.get_command(command_id)
+        assert cmd is not None
+        self.append_stream("command", public_command(cmd))
+        return cmd
+
+    def record_late_outcome(self, command_id: str, *, status: str, reason: str | None,
+                            result: dict[str, Any] | None, now: int) -> dict[str, Any] | None:
+        """Keep a device's final answer to an `expired` command beside it (status, reason,
+        result and `updated` stay as the caller was told: final is final). Only the first late
+        answer is kept. Appends a `command` stream item with `change: late.<status>`. Returns
+        the record, or None if there was nothing to record."""
+        outcome = {"status": status, "reason": reason, "result": result, "at": now}
+        cur = self.conn.execute(
+            """UPDATE commands SET late = 1, late_outcome = ?
+               WHERE id = ? AND status = 'expired' AND late_outcome IS NULL""",
+            (_dumps(outcome), command_id))
+        if cur.rowcount == 0:
+            return None
+        cmd = self.get_command(command_id)
+        assert cmd is not None
+        self.append_stream("command", public_command(cmd) | {"change": f"late.{status}"})
+        return cmd
+
+    def record_send(self, command_id: str, now: int) -> dict[str, Any] | None:
+        """Count a delivered publish; `queued` becomes `sent`. Returns the record if the
+        status changed."""
+        self.conn.execute("UPDATE commands SET sends = sends + 1, last_sent = ? WHERE id = ?",
+                          (now, command_id))
+        return self.update_command(command_id, status="sent", now=now, expect=("queued",))
+
+    def pending_commands(self, device: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT c.*, d.online AS device_online FROM commands c "
+               "JOIN devices d ON d.id = c.device "
+               "WHERE c.status IN ('queued','sent','accepted')")
+        args: tuple[Any, ...] = ()
+        if device is not None:
+            sql += " AND c.device = ?"
+            args = (device,)
+        out = []
+        for row in self.conn.execute(sql + " ORDER BY c.created", args).fetchall():
+            cmd = self._command(row)
+            assert cmd is not None
+            cmd["device_online"] = bool(cmd["device_online"])
+            out.append(cmd)
+        return out
+
+    def count_commands(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, COUNT(*) FROM commands GROUP BY status")
+        return {s: n for s, n in rows.fetchall()}
+
+    # -- counters -------------------------------------------------------------------------
+
+    def bump(self, name: str, n: int = 1) -> None:
+        if n:
+            self.conn.execute(
+                """INSERT INTO counters (name, value) VALUES (?, ?)
+                   ON CONFLICT (name) DO UPDATE SET value = value + excluded.value""", (name, n))
+
+    def bump_rejection(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.conn.execute(
+                """INSERT INTO rejections (reason, count) VALUES (?, ?)
+                   ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count""",
+                (reason, n))
+
+    def counters(self) -> dict[str, int]:
+        return {k: v for k, v in self.conn.execute("SELECT name, value FROM counters")}
+
+    def rejections(self) -> dict[str, int]:
+        return {k: v for k, v in self.conn.execute("SELECT reason, count FROM rejections")}
+
+    # -- samples --------------------------------------------------------------------------
+
+    _SAMPLE_COLS = "id, title, image, url, description, uid"
+
+    def list_samples(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(
+            f"SELECT {self._SAMPLE_COLS} FROM samples ORDER BY id")]
+
+    def get_sample(self, sample_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(f"SELECT {self._SAMPLE_COLS} FROM samples WHERE id = ?",
+                                (sample_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def sample_seed(self, sample_id: str) -> str | None:
+        row = self.conn.execute("SELECT seed FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def sample_by_uid(self, uid: str) -> dict[str, Any] | None:
+        row = self.conn.execute(f"SELECT {self._SAMPLE_COLS} FROM samples WHERE uid = ?",
+                                (uid,)).fetchone()
+        return None if row is None else dict(row)
+
+    def put_sample(self, sample: dict[str, Any], seed: str | None = None) -> None:
+        """Insert or replace a sample; `seed` (the imported file entry's hash) is kept as it
+        is unless given."""
+        self.conn.execute(
+            """INSERT INTO samples (id, title, image, url, description, uid, seed)
+               VALUES (?,?,?,?,?,?,?)
+               ON CONFLICT (id) DO UPDATE SET title=excluded.title, image=excluded.image,
+                 url=excluded.url, description=excluded.description, uid=excluded.uid,
+                 seed=COALESCE(excluded.seed, seed)""",
+            (sample["id"], sample["title"], sample.get("image"), sample.get("url"),
+             sample.get("description"), sample.get("uid"), seed))
+
+    # -- lockers -------------------------------------------------------------------------
+
+    def list_lockers(self) -> list[tuple[str, dict[str, Any], int]]:
+        return [(r[0], json.loads(r[1]), r[2]) for r in self.conn.execute(
+            "SELECT bank, state, cursor FROM lockers ORDER BY bank")]
+
+    def put_locker(self, bank: str, state: dict[str, Any], cursor: int, now: int) -> None:
+        self.conn.execute(
+            """INSERT INTO lockers (bank, state, cursor, updated) VALUES (?,?,?,?)
+               ON CONFLICT (bank) DO UPDATE SET state=excluded.state, cursor=excluded.cursor,
+                 updated=excluded.updated""", (bank, _dumps(state), cursor, now))
+
+    # -- stream (outbox) ------------------------------------------------------------------
+
+    def append_stream(self, kind: str, data: dict[str, Any]) -> StreamItem:
+        cur = self.conn.execute("INSERT INTO stream (kind, data) VALUES (?, ?)",
+                                (kind, _dumps(data)))
+        assert cur.lastrowid is not None
+        item = StreamItem(cur.lastrowid, kind, data)
+        self._outbox.append(item)
+        for hook in self.stream_hooks:
+            hook(self, item)
+        return item
+
+    def stream_after(self, after: int, limit: int = 500) -> list[StreamItem]:
+        rows = self.conn.execute("SELECT id, kind, data FROM stream WHERE id > ? ORDER BY id "
+                                 "LIMIT ?", (after, limit)).fetchall()
+        return [StreamItem(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def last_stream_id(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM stream").fetchone()[0])
+
+    def prune_stream(self, keep: int) -> int:
+        """Drop stream rows older than the newest `keep` (resume only reaches that far)."""
+        cur = self.conn.execute("DELETE FROM stream WHERE id <= (SELECT MAX(id) FROM stream) - ?",
+                                (keep,))
+        return cur.rowcount
+
+
+def public_command(cmd: dict[str, Any]) -> dict[str, Any]:
+    """The command record as the API, the stream, webhooks and the chain show it: a code
+    verifier in its arguments is redacted (`gateway.http.redact.COMMAND_SECRETS`)."""
+    return redact_command(
+        {k: cmd[k] for k in ("id", "device", "name", "args", "idem_key", "status", "reason",
+                             "result", "deadline", "created", "updated", "late", "sends",
+                             "last_sent")}
+        | {"late_outcome": cmd.get("late_outcome"), "final": cmd["status"] in FINAL_STATUSES})
