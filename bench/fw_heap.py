@@ -29,7 +29,7 @@ import httpx
 from hil.harness import GatewayProcess, Mosquitto, wait_for
 from hil.sim.mfrc522 import NtagTag
 from hil.sim.store import VirtualStore
-from tests.e2e import StreamReader
+from tests.support.e2e import StreamReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tube_heap

@@ -58,7 +58,7 @@ class FakeDevice:
         self.last_progress = time.monotonic()
         self.acks: list[dict[str, Any]] = []
         self.ctl: list[dict[str, Any]] = []
-        self.ignore_rebirth = False  # a hung device: it answers no `rebirth` (tests/test_liveness.py)
+        self.ignore_rebirth = False  # a hung device: it answers no `rebirth` (tests/gateway/devices/test_liveness.py)
         self.cmds: list[dict[str, Any]] = []
         self.replies: list[dict[str, Any]] = []
         self.gateway_state: str | None = None

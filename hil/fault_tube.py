@@ -11,7 +11,7 @@ carriers, and the two tube invariants, computed from evidence the arbiter does n
   one physical arrival at that destination (`TubeLineModel.arrivals`).
 
 The checkers are pure functions (`one_carrier_per_segment`, `no_capsule_lost`) so a unit test
-can feed them a recorded violation (tests/test_faults.py).
+can feed them a recorded violation (tests/hil/test_faults.py).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Register it in tests/conftest.py (``pytest_plugins = ["hil.pytest_plugin"]``), then::
 
-    pytest tests/test_hil_scenarios.py                          # the virtual rig (default)
+    pytest tests/hil/test_hil_scenarios.py                          # the virtual rig (default)
     pytest --rig virtual:boards/rigs/bench-1.json ...           # the bench's devices and tags, virtually
     pytest --rig pi:boards/rigs/bench-1.json ...                # the real bench
     pytest --trace-dir artifacts/traces --junitxml report.xml   # keep every trace; JUnit XML out

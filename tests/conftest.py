@@ -2,7 +2,7 @@ import pytest
 
 pytest_plugins = ["hil.pytest_plugin", "pytester"]
 
-from tests.support import Mosquitto
+from tests.support.support import Mosquitto
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ command line, the metric names of `GET /metrics`.
     python -m tools.surface --write    # regenerate them (after a deliberate change: commit the diff)
 
 Stored in docs/openapi.json (the API contract, kept in the repo) and tests/surface/ (`help/*.txt`,
-`metrics.txt`); tests/test_surface.py runs the comparison in CI, so every change to a path,
+`metrics.txt`); tests/tools/test_surface.py runs the comparison in CI, so every change to a path,
 model, flag or metric shows up as a diff of these files. Nothing depends on the machine: the
 spec comes from an unstarted gateway, help is formatted at a fixed width with fixed program
 names, and metric names come from rendering `/metrics` against a fresh database with every

@@ -58,7 +58,7 @@ class SampleIn(BaseModel):
 
 
 # --- response models (the OpenAPI spec's answers; FastAPI serializes through them, so a field
-# the gateway sends must be declared here or it is dropped: tests/test_api_contract.py) -------
+# the gateway sends must be declared here or it is dropped: tests/gateway/http/test_api_contract.py) -------
 
 class HealthOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [

@@ -15,7 +15,7 @@ Secrets by value class, whatever field they sit in:
 
 Enforcement is by rule table, one row per command or event type that carries a secret: a
 command that starts carrying one needs a row in `COMMAND_SECRETS`, or
-`tests/test_secrets_exposure.py` (which searches every GET response for the values it issued)
+`tests/gateway/http/test_secrets_exposure.py` (which searches every GET response for the values it issued)
 fails.
 """
 from __future__ import annotations

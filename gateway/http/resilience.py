@@ -1,7 +1,7 @@
 """What the API answers when the database cannot take a value or a write: a number past 64 bits
 (422), a full disk (507), a file locked by another process past the busy timeout (503, retry).
 Nothing was stored; the gateway keeps serving reads and keeps running, and devices keep their
-un-acknowledged events and re-send them (docs/operations.md, tests/test_faults.py)."""
+un-acknowledged events and re-send them (docs/operations.md, tests/hil/test_faults.py)."""
 from __future__ import annotations
 
 import logging
@@ -27,7 +27,7 @@ def storage_error(exc: sqlite3.Error) -> tuple[int, str, dict[str, str]] | None:
 def install(app: FastAPI) -> None:
     @app.exception_handler(OverflowError)
     async def _too_big(request: Request, exc: OverflowError) -> JSONResponse:
-        # an integer past SQLite's 64 bits in a path or query (found by tests/test_fuzz.py on
+        # an integer past SQLite's 64 bits in a path or query (found by tests/gateway/test_fuzz.py on
         # POST /alerts/{id}/ack): the caller's error, not ours
         return JSONResponse(status_code=422, content={
             "detail": f"a number in {request.url.path} is out of range (max 2^63-1)"})

@@ -151,7 +151,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 5 and later: tables that services used to create on start with CREATE TABLE IF NOT
     # EXISTS. A store upgraded from such a gateway already has them without this migration's
     # row, so each keeps IF NOT EXISTS (same columns as before): running it there only records
-    # the version (tests/test_gateway_migrations.py).
+    # the version (tests/gateway/storage/test_gateway_migrations.py).
     # 5: the tube network's arbiter state and its dispatches (gateway/kinds/tube/service.py)
     """
     CREATE TABLE IF NOT EXISTS tube_state (

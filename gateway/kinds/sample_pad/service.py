@@ -73,7 +73,7 @@ def parse_catalog(data: Any) -> list[dict[str, Any]]:
     if isinstance(data, dict) and "samples" in data:
         data = data["samples"]
     if isinstance(data, dict):
-        if not all(isinstance(v, dict) for v in data.values()):  # found by tests/test_fuzz.py
+        if not all(isinstance(v, dict) for v in data.values()):  # found by tests/gateway/test_fuzz.py
             raise CatalogError('expected {"<id>": {"title": ...}, ...}: every sample an object')
         data = [{"id": k, **v} for k, v in data.items()]
     if not isinstance(data, list) or not all(isinstance(s, dict) for s in data):

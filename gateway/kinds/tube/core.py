@@ -2,7 +2,7 @@
 
 No I/O, no asyncio, no clock. Every input is a method call carrying `now` (seconds, from a clock
 that survives restarts, e.g. `time.time()`); every output is a list of actions for the I/O layer
-to carry out. Same inputs, same outputs, so it can be model-tested (tests/test_tube_core.py) and
+to carry out. Same inputs, same outputs, so it can be model-tested (tests/gateway/kinds/tube/test_tube_core.py) and
 simulated (hil/sim/tube_world.py, bench/tube_throughput.py). Rules: docs/tube.md.
 
     arbiter = TubeArbiter(TubeNetwork.from_dict(config))

@@ -1,0 +1,322 @@
+"""The firmware's CoAP client (firmware/edge/coap.py) in real MicroPython, against scripted
+UDP peers: RFC 7252 retransmission timing, separate responses and message-id dedupe, the
+bounded reply queue; and its codec against aiocoap's, both ways."""
+from __future__ import annotations
+
+import itertools
+import socket
+import struct
+import threading
+import time
+
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
+
+from tests.support.support import run_micropython
+
+
+class ScriptedPeer:
+    """A UDP 'gateway' that answers CoAP pings with RST and hands every other datagram to
+    `on_request(data, addr)`; records (time, datagram) of everything received."""
+
+    def __init__(self, on_request=None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.on_request = on_request
+        self.answer_pings: int | None = None  # how many more pings to answer (None: all)
+        self.got: list[tuple[float, bytes]] = []
+        self._stop = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.got.append((time.monotonic(), data))
+            if data[1] == 0 and (data[0] >> 4) & 3 == 0:  # ping: empty CON → RST
+                if self.answer_pings is None or self.answer_pings > 0:
+                    self.sock.sendto(bytes([0x70, 0]) + data[2:4], addr)
+                    if self.answer_pings:
+                        self.answer_pings -= 1
+            elif self.on_request:
+                try:
+                    self.on_request(data, addr)
+                except OSError:  # closed under us
+                    return
+
+    def requests(self, path_part: bytes) -> list[tuple[float, bytes]]:
+        return [(t, d) for t, d in self.got if d[1] != 0 and path_part in d]
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+CLIENT = r'''
+import asyncio, errno, time
+from edge.coap import CoapTransport
+events = []
+async def main():
+    async def on_connect(c):
+        events.append("up")
+    c = CoapTransport("fw-1", "127.0.0.1", %(port)d, keepalive=60, ack_timeout=%(ack)d,
+                      on_connect=on_connect, on_down=lambda: events.append("down"),
+                      on_message=lambda t, p: events.append((t, p)))
+    asyncio.create_task(c.run())
+    for _ in range(100):
+        if c.is_connected():
+            break
+        await asyncio.sleep_ms(20)
+%(body)s
+asyncio.run(main())
+'''
+
+
+def client(port: int, body: str, ack: int = 200, timeout: float = 30):
+    indented = "\n".join("    " + line for line in body.strip("\n").splitlines())
+    r = run_micropython(CLIENT % {"port": port, "ack": ack, "body": indented}, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_con_retransmission_follows_rfc_timing_and_a_silent_gateway_takes_the_link_down():
+    peer = ScriptedPeer()  # answers pings, never answers requests
+    try:
+        out = client(peer.port, """
+t0 = time.ticks_ms()
+try:
+    await c.publish("pe/1/fw-1/evt", b'{"seq":1}', 1)
+    print("published?!")
+except OSError as e:
+    print("error", e.errno == errno.ETIMEDOUT, time.ticks_diff(time.ticks_ms(), t0))
+await asyncio.sleep_ms(600)  # the transport pings at once: answered, so the link stays up
+print("connected", c.is_connected(), "down" in events, c.stats["suspects"])
+print("rfc", CoapTransport.ACK_TIMEOUT_MS, CoapTransport.ACK_RANDOM_FACTOR, CoapTransport.MAX_RETRANSMIT)
+""", ack=80)
+        sends = peer.requests(b"evt")
+        assert len(sends) == 5, "1 transmission + MAX_RETRANSMIT 4"
+        assert len({d[2:4] for _, d in sends}) == 1, "the same message id every time"
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(sends)]
+        first = gaps[0]
+        assert 0.07 <= first <= 0.135, gaps  # ACK_TIMEOUT .. ACK_TIMEOUT * 1.5 (80..120 ms)
+        for k, g in enumerate(gaps):
+            assert abs(g - first * 2 ** k) < 0.04 + 0.03 * k, gaps  # doubles every time
+        _, ok, waited = out.split("\n")[0].split()
+        assert ok == "True" and 31 * 72 <= int(waited) <= 31 * 136  # MAX_TRANSMIT_WAIT
+        assert "connected True False 1" in out, out  # a lost exchange is not a lost link
+        assert "rfc 2000 1.5 4" in out  # the defaults; the test scales ACK_TIMEOUT to 80 ms
+
+        peer.answer_pings = 1  # the connect ping only: then the gateway is gone
+        out = client(peer.port, """
+try:
+    await c.publish("pe/1/fw-1/evt", b'{"seq":1}', 1)
+except OSError:
+    pass
+peer_gone = time.ticks_ms()
+while c.is_connected() and time.ticks_diff(time.ticks_ms(), peer_gone) < 5000:
+    await asyncio.sleep_ms(20)
+print("connected", c.is_connected(), "down" in events, time.ticks_diff(time.ticks_ms(), peer_gone))
+""", ack=50)
+        assert "connected False True" in out, out
+        assert int(out.split()[-1]) <= 7 * 85 + 1100  # 3 pings: 1 + 2 + 4 timeouts (+ 1 s tick)
+    finally:
+        peer.close()
+
+
+def test_separate_response_is_acked_every_time_and_delivered_once():
+    acks: list[bytes] = []
+
+    def on_request(data: bytes, addr) -> None:
+        mtype = (data[0] >> 4) & 3
+        if mtype == 2:  # the client's ACK of our separate response
+            acks.append(data)
+            return
+        if data[1] != 2 or b"evt" not in data:  # only the event POST (the poll goes unanswered)
+            return
+        tkl = data[0] & 15
+        token = data[4:4 + tkl]
+        peer.sock.sendto(bytes([0x60, 0]) + data[2:4], addr)  # empty ACK: "later"
+        body = b'{"v":1,"dev":"fw-1","type":"ack","t":1,"body":{"epoch":"e","upto":1,"now":1}}'
+        resp = bytes([0x40 | tkl, 68]) + struct.pack("!H", 0x7777) + token + b"\xff" + body
+        for _ in range(3):  # as if our CON response had been retransmitted twice
+            time.sleep(0.05)
+            peer.sock.sendto(resp, addr)
+
+    peer = ScriptedPeer(on_request)
+    try:
+        out = client(peer.port, """
+await c.subscribe("pe/1/fw-1/ctl")
+await c.publish("pe/1/fw-1/evt", b'{"seq":1}', 1)
+await asyncio.sleep_ms(300)
+print("ctl", sum(1 for e in events if isinstance(e, tuple)), "dup", c.stats["dup"])
+""")
+        assert "ctl 1 dup 2" in out, out
+        assert len([a for a in acks if a[2:4] == b"\x77\x77"]) == 3  # every copy ACKed
+    finally:
+        peer.close()
+
+
+def test_refused_replies_yield_and_events_are_never_refused():
+    peer = ScriptedPeer()  # black hole for requests: everything queues behind the first
+    try:
+        out = client(peer.port, """
+ticks = [0]
+async def ticker():
+    while True:
+        ticks[0] += 1
+        await asyncio.sleep_ms(5)
+asyncio.create_task(ticker())
+async def reply(i):
+    try:
+        await c.publish("pe/1/fw-1/reply", b'{"id":"%d"}' % i, 1)
+    except OSError as e:
+        return e.errno
+for i in range(5):  # 1 in flight + 3 waiting (queue_max 4)
+    asyncio.create_task(reply(i))
+await asyncio.sleep_ms(50)
+before = ticks[0]
+refused = 0
+for i in range(20):  # a caller retrying in a loop must not starve the others
+    if await reply(100 + i) == errno.EAGAIN:
+        refused += 1
+evt = asyncio.create_task(c.publish("pe/1/fw-1/evt", b'{"seq":1}', 1))
+await asyncio.sleep_ms(100)
+print("refused", refused, "ticked", ticks[0] - before > 20, "evt waiting", not evt.done(),
+      "dropped", c.stats["dropped"])
+""", ack=2000)
+        assert "refused 20 ticked True evt waiting True dropped 21" in out, out
+    finally:
+        peer.close()
+
+
+# -- codec against aiocoap -------------------------------------------------------------------
+
+FW_ENCODE = r'''
+from edge.coap import encode, CON, POST, OPT_URI_PATH, OPT_URI_QUERY, OPT_CONTENT_FORMAT, OPT_BLOCK1, block_opt
+from binascii import hexlify
+msgs = [
+    encode(CON, POST, 0x1234, b"\x01\x02\x03\x04",
+           [(OPT_URI_PATH, "pe"), (OPT_URI_PATH, "1"), (OPT_URI_PATH, "pad-1"), (OPT_URI_PATH, "evt"),
+            (OPT_CONTENT_FORMAT, 50), (OPT_URI_QUERY, "s=42"), (OPT_URI_QUERY, "hb=30")], b'{"a":1}'),
+    encode(CON, 1, 65535, b"", [(OPT_URI_PATH, "x" * 20), (OPT_URI_QUERY, "y" * 300)]),
+    encode(CON, POST, 7, b"\xaa", [(OPT_URI_PATH, "b"), (OPT_BLOCK1, block_opt(3, True))], b"z" * 1024),
+    encode(2, 0, 9, b""),
+]
+for m in msgs:
+    print(hexlify(m).decode())
+'''
+
+FW_DECODE = r'''
+from edge.coap import decode, opt_uint, OPT_BLOCK2, OPT_MAX_AGE
+from binascii import hexlify, unhexlify
+for line in %r:
+    m = decode(unhexlify(line))
+    if m is None:
+        print("None")
+        continue
+    mtype, code, mid, token, opts, payload = m
+    print(mtype, code, mid, hexlify(token).decode(), opt_uint(opts, OPT_BLOCK2),
+          opt_uint(opts, OPT_MAX_AGE), len(payload))
+'''
+
+
+def test_firmware_codec_matches_aiocoap_both_ways():
+    r = run_micropython(FW_ENCODE)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    m = Message.decode(bytes.fromhex(lines[0]))
+    assert m.mtype == Type.CON and m.code == Code.POST and m.mid == 0x1234
+    assert m.token == b"\x01\x02\x03\x04"
+    assert m.opt.uri_path == ("pe", "1", "pad-1", "evt")
+    assert m.opt.uri_query == ("s=42", "hb=30")
+    assert m.opt.content_format == 50 and m.payload == b'{"a":1}'
+    m = Message.decode(bytes.fromhex(lines[1]))
+    assert m.mid == 65535 and m.opt.uri_path == ("x" * 20,) and m.opt.uri_query == ("y" * 300,)
+    m = Message.decode(bytes.fromhex(lines[2]))
+    assert m.opt.block1.block_number == 3 and m.opt.block1.more and m.opt.block1.size == 1024
+    assert m.payload == b"z" * 1024
+    m = Message.decode(bytes.fromhex(lines[3]))
+    assert m.mtype == Type.ACK and m.code == Code.EMPTY and m.mid == 9
+
+    out = []
+    for code, kw, payload in [(Code.CHANGED, {"content_format": 50}, b'{"type":"ack"}'),
+                              (Code.CONTENT, {"block2": (2, True, 6)}, b"q" * 1024),
+                              (Code.SERVICE_UNAVAILABLE, {"max_age": 300}, b"busy"),
+                              (Code.CONTENT, {}, b"")]:
+        msg = Message(code=code, payload=payload, **kw)
+        msg.mid, msg.token, msg.mtype = 4660, b"\x0a\x0b", Type.ACK
+        out.append(msg.encode().hex())
+    # truncated, token too long, token cut short, option longer than the message, version 3
+    out += ["", "40", "7f000001", "4200000101", "400100010dff", "c0000001"]
+    r = run_micropython(FW_DECODE % (out,))
+    assert r.returncode == 0, r.stderr
+    got = r.stdout.strip().splitlines()
+    assert got[0] == "2 68 4660 0a0b None None 14"
+    assert got[1] == f"2 69 4660 0a0b {(2 << 4) | 8 | 6} None 1024"
+    assert got[2] == "2 163 4660 0a0b None 300 4"
+    assert got[3] == "2 69 4660 0a0b None None 0"
+    assert got[4:] == ["None"] * 6
+
+
+def test_block2_body_is_delivered_whole_and_one_over_the_limit_is_refused_early():
+    """Poll responses arriving block-wise (Block2, 1024-byte blocks, no Size2, as aiocoap sends
+    them): a 3,000-byte command is delivered whole and once; a 5,000-byte one is refused as soon
+    as it cannot fit the protocol's 4,096 bytes (block 4 is never asked for), counted, and the
+    poller goes on to the next message."""
+    cmd_a = ('{"v":1,"dev":"fw-1","type":"cmd","id":"a","t":1,"body":{"pad":"%s"}}'
+             % ("a" * 2930)).encode()
+    cmd_b = ('{"v":1,"dev":"fw-1","type":"cmd","id":"b","t":1,"body":{"pad":"%s"}}'
+             % ("b" * 4930)).encode()
+    cmd_c = cmd_a.replace(b'"id":"a"', b'"id":"c"')
+    polls: list[tuple[int, int | None]] = []  # (which body, block asked for)
+
+    def on_request(data: bytes, addr) -> None:
+        req = Message.decode(data)
+        if req.mtype != Type.CON or req.opt.uri_path[-1:] != ("cmd",):
+            return
+        b2 = req.opt.block2
+        if b2 is None:
+            which = sum(1 for _, n in polls if n is None)
+            polls.append((which, None))
+        else:
+            which = next(w for w, n in reversed(polls) if n is None)
+            polls.append((which, b2.block_number))
+        if which > 2:
+            return  # nothing more to say: the poll hangs
+        body = (cmd_a, cmd_b, cmd_c)[which]
+        num = b2.block_number if b2 else 0
+        part = body[num * 1024:(num + 1) * 1024]
+        resp = Message(code=Code.CONTENT, payload=part,
+                       block2=(num, (num + 1) * 1024 < len(body), 6))
+        resp.mid, resp.token, resp.mtype = req.mid, req.token, Type.ACK
+        peer.sock.sendto(resp.encode(), addr)
+
+    peer = ScriptedPeer(on_request)
+    try:
+        out = client(peer.port, """
+await c.subscribe("pe/1/fw-1/cmd")
+for _ in range(200):
+    if sum(1 for e in events if isinstance(e, tuple)) >= 2:
+        break
+    await asyncio.sleep_ms(20)
+import json
+for e in events:
+    if isinstance(e, tuple):
+        print("got", e[0], json.loads(e[1])["id"], len(e[1]))
+print("rx_dropped", c.stats.get("rx_dropped"), "connected", c.is_connected())
+""")
+        got = [line.split()[1:] for line in out.splitlines() if line.startswith("got")]
+        assert got == [["pe/1/fw-1/cmd", "a", str(len(cmd_a))],
+                       ["pe/1/fw-1/cmd", "c", str(len(cmd_c))]], out
+        assert "rx_dropped 1 connected True" in out, out
+        asked_b = [n for w, n in polls if w == 1 and n is not None]
+        assert asked_b == [1, 2, 3], polls  # refused before block 4: 4 blocks already fill 4 KB
+    finally:
+        peer.close()

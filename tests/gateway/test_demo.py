@@ -1,0 +1,135 @@
+"""The README's first command: `phygital demo` runs a whole virtual store (embedded broker,
+gateway, pads, a fitting room, a locker bank and a tube line on real firmware, scripted people)
+and stops cleanly on Ctrl-C. One demo process for the module (it takes a while to come up on
+2 cores): the store and its tube through the API, the staff dashboard's tube panel in headless
+Chromium (screenshots: var/artifacts/dashboard-demo-tube-moving.png, dashboard-demo-tube.png),
+then Ctrl-C. The last test stops the demo, so the tests run in file order."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.browser import browser, shot  # noqa: F401  (fixture)
+from tests.support.support import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+TUBE_DEVICES = {"tube-stockroom": "tube-station", "tube-womens": "tube-station",
+                "tube-fitting": "tube-station", "tube-line": "tube-line"}  # boards/tube/demo-line.json
+
+
+class Demo:
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "demo.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "demo", "--http", f"127.0.0.1:{self.port}",
+                 "--workdir", str(workdir / "demo"), "--seed", "3", "--pads", "2"],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        self.rc: int | None = None
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def get(self, path: str, **params):
+        assert self.proc.poll() is None, self.text()[-3000:]
+        try:
+            r = httpx.get(self.base + path, params=params, timeout=5)
+        except httpx.HTTPError:
+            return None
+        return r.json() if r.status_code == 200 else None
+
+    def stop(self) -> int:
+        if self.rc is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.rc = self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.rc = self.proc.wait(10)
+        return self.rc
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = Demo(tmp_path_factory.mktemp("demo"))
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def test_demo_store_runs_every_device(demo):
+    devices = wait_for(lambda: (d := demo.get("/devices")) and len([x for x in d if x["online"]]) == 8 and d,
+                       120, what="8 demo devices online")
+    assert sorted(d["kind"] for d in devices if d["id"] not in TUBE_DEVICES) == [
+        "fitting-room", "locker-bank", "sample-pad", "sample-pad"]
+    assert {d["id"]: d["kind"] for d in devices if d["id"] in TUBE_DEVICES} == TUBE_DEVICES
+    wait_for(lambda: (e := demo.get("/events", type="tag.placed")) and e["events"], 60, what="a sample on a pad")
+    wait_for(lambda: (e := demo.get("/events", device="room-1")) and e["events"], 60, what="fitting-room events")
+    collected = wait_for(lambda: (e := demo.get("/events", device="lk-1", type="pickup.collected"))
+                         and e["events"], 120, what="a locker pickup by code")
+    assert collected[0]["body"]["order"].startswith("demo-")
+    # the tube: a capsule sent from the stockroom went through the line into a floor station's
+    # bin and was taken out (delivered), as the line's own events say too
+    line = demo.get("/tube/line")
+    assert line["network"] == "demo-line" and set(line["stations"]) == {"stockroom", "floor-womens", "fitting-rooms"}
+    done = wait_for(lambda: (j := demo.get("/tube/dispatches", state="delivered")) and j, 120,
+                    what="a tube dispatch delivered")
+    job = done[0]
+    assert job["job"].startswith("demo-tube-") and job["from"] == "stockroom"
+    assert job["to"] in ("floor-womens", "fitting-rooms")
+    states = [h[1] for h in job["history"]]
+    assert states[0] == "queued" and states[-3:] == ["in_transit", "arrived", "delivered"], states
+    dest = {"floor-womens": "tube-womens", "fitting-rooms": "tube-fitting"}[job["to"]]
+    assert demo.get("/events", device="tube-line", type="diverter.position")["events"]
+    assert demo.get("/events", device=dest, type="carrier.arrived")["events"]
+    assert demo.get("/events", device=dest, type="carrier.removed")["events"]
+    assert f"capsule arrived at {job['to']}" in demo.text()
+    assert "Store dashboard" in httpx.get(demo.base + "/dashboard", timeout=5).text
+
+
+def test_dashboard_shows_a_capsule_moving_then_delivered(demo, browser):  # noqa: F811
+    wait_for(lambda: (d := demo.get("/devices")) and {x["id"] for x in d if x["online"]} >= set(TUBE_DEVICES),
+             120, what="the tube line online")
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    try:
+        page.goto(f"{demo.base}/dashboard#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")
+        page.locator("#live.on").wait_for(timeout=30_000)
+        stations = page.locator("#tube [data-station]")
+        stations.first.wait_for(timeout=30_000)
+        assert sorted(stations.evaluate_all("els => els.map(e => e.dataset.station)")) == [
+            "fitting-rooms", "floor-womens", "stockroom"]
+        assert page.locator('#tube [data-resource^="seg:"]').count() == 3
+        # a capsule in the tube: its dispatch row says so, and the segments it holds show it
+        moving = page.locator('#tube tr.moving[data-state="in_transit"]')
+        moving.first.wait_for(timeout=120_000)
+        job = moving.first.get_attribute("data-job")
+        assert "capsule moving" in moving.first.inner_text()
+        assert page.locator(f'#tube [data-resource^="seg:"]:has-text("{job}")').count() >= 1
+        shot(page, "dashboard-demo-tube-moving")
+        # ... then delivered, live from the stream: in the panel's Delivered list
+        page.locator(f'#tube-recent li[data-job="{job}"][data-state="delivered"]').wait_for(timeout=60_000)
+        rec = demo.get(f"/tube/dispatches/{job}")
+        assert rec["state"] == "delivered"
+        assert f"{rec['from']} → {rec['to']}" in page.locator(f'#tube-recent li[data-job="{job}"]').inner_text()
+        path = shot(page, "dashboard-demo-tube")
+        assert path.stat().st_size > 10_000
+    finally:
+        page.close()
+
+
+def test_demo_stops_cleanly_on_ctrl_c(demo):
+    rc = demo.stop()
+    text = demo.text()
+    assert rc == 0, text[-3000:]
+    assert "demo stopped cleanly" in text and "Traceback" not in text, text[-3000:]
+    assert "unknown locker bank" not in text, text[-3000:]  # orders wait for the bank's birth
+    assert "tube staff: gateway not answering" not in text, text[-3000:]

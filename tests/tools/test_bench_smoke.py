@@ -1,0 +1,81 @@
+"""CI smoke run of the ingest, command round-trip, scale, body flood and firmware heap benchmarks (docs/benchmarks.md).
+
+Each script runs with `--quick` (tiny sizes) as a subprocess: it must exit 0 (which includes its
+integrity check: no event lost or duplicated, every command `done`) and print its figure lines.
+The figures themselves are never asserted: timings belong to the benchmark, not to tests.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None
+                                and not Path("/usr/sbin/mosquitto").exists(),
+                                reason="mosquitto not installed")
+
+NUM = r"[0-9]+(?:\.[0-9]+)?"
+
+
+def run_quick(script: str, timeout: float = 60) -> str:
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=timeout, check=False)
+    assert p.returncode == 0, f"{script} --quick failed (rc={p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+def test_ingest_benchmark_quick_prints_its_figures():
+    out = run_quick("ingest.py")
+    assert re.search(rf"^raw ceiling: {NUM} msgs/s", out, re.MULTILINE), out
+    assert re.search(rf"^gateway events/s: {NUM} .*CPU {NUM} us/event", out, re.MULTILINE), out
+    assert re.search(rf"^ratio: {NUM}", out, re.MULTILINE), out
+    assert re.search(rf"^latency publish->persisted \(ack\) ms: p50 {NUM}\s+p99 {NUM}", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK .*lost 0, duplicates 0", out, re.MULTILINE), out
+
+
+def test_command_rtt_benchmark_quick_prints_its_figures():
+    out = run_quick("command_rtt.py")
+    lines = re.findall(rf"^command rtt ms \(background [^)]*\): p50 {NUM}\s+p99 {NUM}.*failed 0",
+                       out, re.MULTILINE)
+    assert len(lines) == 2, out  # --quick: no background load, then a light one
+    assert re.search(r"^goal: p99 < 25 ms", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK", out, re.MULTILINE), out
+
+
+def test_chain_benchmark_quick_prints_its_figures():
+    out = run_quick("chain.py", timeout=120)
+    assert re.search(rf"^end to end device->central events/s: {NUM}; persisted\+acked at the "
+                     rf"gateway: {NUM}/s", out, re.MULTILINE), out
+    assert re.search(rf"^bridge catch-up events/s: {NUM}", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK lost 0, chain seq gaps 0", out, re.MULTILINE), out
+
+
+def test_scale_benchmark_quick_prints_its_figures():
+    out = run_quick("scale.py", timeout=240)
+    assert re.search(rf"^memory: gateway RSS {NUM} MB .*: -?{NUM} KB per device", out, re.MULTILINE), out
+    assert re.search(rf"^offline detection: 10 devices .* in {NUM} ms", out, re.MULTILINE), out
+    assert re.search(rf"^birth storm: .*all 30 devices reconnected .* {NUM} s after", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK .*lost 0, duplicates 0; latest session stored for 30 of 30",
+                     out, re.MULTILINE), out
+
+
+def test_body_flood_benchmark_quick_prints_its_figures():
+    out = run_quick("body_flood.py", timeout=120)
+    assert re.search(r"^machine: .*CPUs", out, re.MULTILINE), out
+    for name in ("content-length", "chunked"):
+        assert re.search(rf"^attack {name}: answer \d+ after {NUM} ms", out, re.MULTILINE), out
+    for phase in ("before", "during content-length", "between", "during chunked", "after"):
+        assert re.search(rf"^{phase}\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK .*lost 0, duplicates 0", out, re.MULTILINE), out
+
+
+def test_fw_heap_benchmark_quick_prints_its_figures():
+    out = run_quick("fw_heap.py", timeout=240)
+    assert re.search(r"^\s+heap\s+96 KB: ok", out, re.MULTILINE), out
+    assert re.search(rf"^sample-pad\s+96\s+96\s+{NUM}\s+{NUM}$", out, re.MULTILINE), out
