@@ -86,7 +86,7 @@ def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int 
 def fitting_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int = 2) -> list[float]:
     """Fitting room: occupied, four garments in at once (collisions), two out, call button,
     `call_ack` done, free. Returns garments-in -> last garment.in persisted (ms)."""
-    from tools import tags
+    from gateway.kinds.sample_pad import tags
 
     room = store.rooms[dev]
     fw = store.devices[dev]

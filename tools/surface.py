@@ -86,11 +86,10 @@ def _walk(name: str, parser: argparse.ArgumentParser) -> Iterator[tuple[str, str
 
 def _clis() -> list[tuple[str, Callable[..., Any]]]:
     from gateway import __main__ as gateway_main
-    from gateway import cli
     from gateway.http import auth
     from gateway.storage import schema_cli
     from hil import faults
-    from tools import conformance, console, deploy, loadgen, lockers, provision, tagstation
+    from tools import cli, conformance, console, deploy, loadgen, lockers, provision, tagstation
 
     return [("phygital", cli.main),
             ("phygital gateway", gateway_main.main), ("phygital lockers", lockers.main),

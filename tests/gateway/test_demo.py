@@ -30,7 +30,7 @@ class Demo:
         self.log = workdir / "demo.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "demo", "--http", f"127.0.0.1:{self.port}",
+                [sys.executable, "-m", "tools.cli", "demo", "--http", f"127.0.0.1:{self.port}",
                  "--workdir", str(workdir / "demo"), "--seed", "3", "--pads", "2"],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         self.rc: int | None = None

@@ -34,7 +34,7 @@ def gw(tmp_path_factory, broker):
 
 @pytest.fixture(scope="module")
 def kiosk(gw):
-    r = subprocess.run([sys.executable, "-m", "gateway.cli", "token", "--db", str(gw.db),
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--db", str(gw.db),
                         "create", "--name", "kiosk-body", "--role", "kiosk"],
                        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 0, r.stderr

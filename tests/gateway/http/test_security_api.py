@@ -23,7 +23,7 @@ def bearer(token):
 
 def token(gw, name, role):
     """Created with the CLI, against the running gateway's database."""
-    r = subprocess.run([sys.executable, "-m", "gateway.cli", "token", "--db", str(gw.db),
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--db", str(gw.db),
                         "create", "--name", name, "--role", role],
                        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 0, r.stderr

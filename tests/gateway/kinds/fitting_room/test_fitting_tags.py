@@ -7,9 +7,9 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from gateway.kinds.fitting_room import gs1
+from gateway.kinds.sample_pad import tags
 from hil.sim.mfrc522 import MFRC522Emulator, MifareClassic1K, NtagTag
 from tests.support.support import run_micropython
-from tools import tags
 from tools.tagstation import Feedback, Reader, TagStation, emulated_mfrc522
 
 UID7 = bytes.fromhex("04a1b2c3d4e5f6")
