@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
+from hil.fakes import SseReader
 from hil.harness import GatewayProcess, Mosquitto, wait_for
 from hil.sim.mfrc522 import NtagTag
 from hil.sim.store import VirtualStore
-from tests.support.e2e import StreamReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tube_heap
@@ -130,7 +130,7 @@ def locker_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, wrong: in
              what="bank created")
     sizes = {c["id"]: c["size"] for c in httpx.get(f"{gw.url}/lockers/{dev}", timeout=5).json()["compartments"]}
     codes: dict[int, str] = {}
-    with StreamReader(gw.url) as stream:
+    with SseReader(gw.url) as stream:
         for n, size in sizes.items():
             order = f"{dev}-o{n}"
             r = httpx.post(f"{gw.url}/lockers/{dev}/orders", json={"order": order, "size": size}, timeout=15)

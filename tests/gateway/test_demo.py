@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hil.harness import free_port, wait_for
 from tests.support.browser import browser, shot  # noqa: F401  (fixture)
-from tests.support.support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TUBE_DEVICES = {"tube-stockroom": "tube-station", "tube-womens": "tube-station",

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from hil.harness import wait_for
 from hil.pi.rig import PiRig
 from hil.pi.wiring import WiringError, parse_wiring
 from hil.rig import RigError
-from tests.hil.test_hil_pi import pins  # noqa: F401 - gpiozero's MockFactory as the Pi's pins
-from tests.support.support import wait_for
 
 BENCH = Path(__file__).resolve().parents[2] / "boards" / "rigs" / "bench-lockers.json"
 DOOR_1, LOCK_1, DOOR_2 = 17, 16, 27  # bench-lockers.json

@@ -7,8 +7,6 @@ import itertools
 import sys
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from gateway.kinds.sample_pad import tags
 from hil.sim.mfrc522 import MFRC522Emulator, MifareClassic1K, NtagTag
@@ -16,13 +14,6 @@ from tools.tagstation import Feedback, Reader, TagStation, emulated_mfrc522
 
 GREEN, RED, BUZZER = 23, 24, 18
 UID7 = bytes.fromhex("04a1b2c3d4e5f6")
-
-
-@pytest.fixture
-def pins():
-    Device.pin_factory = MockFactory()
-    yield Device.pin_factory
-    Device.pin_factory.reset()
 
 
 @pytest.fixture

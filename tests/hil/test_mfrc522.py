@@ -13,8 +13,9 @@ import pytest
 
 from gateway.kinds.sample_pad import tags
 from hil.sim import mfrc522 as m
+from hil.sim.firmware import FIRMWARE, ROOT
 from hil.sim.mfrc522 import GenericTag, MFRC522Emulator, MifareClassic1K, NtagTag, crc_a, with_crc
-from tests.support.support import FIRMWARE, ROOT, run_micropython
+from tests.support.micropython import run_micropython
 
 UID7 = bytes.fromhex("04a1b2c3d4e5f6")
 UID4 = bytes.fromhex("deadbeef")

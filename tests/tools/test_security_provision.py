@@ -14,7 +14,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import provision
-from tests.support.support import Mosquitto, free_port, run_micropython, wait_for
+from hil.harness import Mosquitto, free_port, wait_for
+from tests.support.micropython import run_micropython
 from tools import provision as provision_cli
 
 

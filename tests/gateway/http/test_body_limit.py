@@ -18,7 +18,7 @@ import pytest
 from gateway.http import body_limit
 from gateway.http.body_limit import DEFAULT_BODY_LIMIT
 from hil.harness import GatewayProcess
-from tests.support.support import ROOT
+from hil.sim.firmware import ROOT
 
 LIMIT = 64 * 1024          # the documented default (docs/security.md)
 SAMPLES_LIMIT = 256 * 1024  # PUT /samples/* (BODY_LIMITS)
