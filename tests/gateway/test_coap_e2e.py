@@ -14,9 +14,9 @@ from hil.harness import GatewayProcess
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
 from hil.sim.store import PadHandle
+from tests.support.coap_harness import CoapDevice, CoapFirmware, CoapGateway, LossyProxy
 from tests.support.e2e import sample_tag
 from tests.support.support import wait_for
-from tests.support.coap_harness import CoapDevice, CoapFirmware, CoapGateway, LossyProxy
 
 
 @pytest.fixture

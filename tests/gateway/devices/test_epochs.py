@@ -15,8 +15,8 @@ import pytest
 from gateway.devices.ingest import ROLLBACK_EVENT, apply_batch
 from gateway.storage.store import Store, connect, migrate
 from hil.harness import GatewayProcess
-from tests.support.support import wait_for
 from tests.support.scripted_device import ScriptedDevice
+from tests.support.support import wait_for
 
 NOW = 1_795_426_642_000
 

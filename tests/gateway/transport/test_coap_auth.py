@@ -15,8 +15,8 @@ from aiocoap.numbers.codes import Code
 from gateway.transport import coap_auth
 from gateway.transport.coap_auth import CoapAuth, KeyFileError, Refused, Session, add_key, parse_keys
 from tests.gateway.transport.test_coap_gateway import CLIENT, birth, coap, envelope
-from tests.support.support import run_micropython
 from tests.support.coap_harness import CoapGateway
+from tests.support.support import run_micropython
 
 needs_client = pytest.mark.skipif(CLIENT is None, reason="coap-client not installed "
                                   "(apt-get install libcoap3-bin)")
