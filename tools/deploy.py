@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tools import boards
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -72,14 +73,16 @@ def validate(config_path: Path, board_path: Path) -> tuple[dict, dict]:
                           "the board file's name, e.g. \"esp32-devkitc\"")
     if "sim" in cfg:
         raise DeployError(f"{config_path}: has a 'sim' section; that config is for the virtual rig")
+    if cfg.get("board") in boards.RETIRED:
+        raise DeployError(f"{config_path}: board {cfg['board']!r}: {boards.RETIRED[cfg['board']]}")
     try:
-        board = json.loads(board_path.read_text())
-    except FileNotFoundError:
-        raise DeployError(f"board file {board_path} not found (boards/*.json)") from None
+        board = boards.load(board_path)
     except ValueError as e:
-        raise DeployError(f"{board_path}: not valid JSON ({e})") from None
-    if not isinstance(board, dict) or not isinstance(board.get("pins"), dict):
-        raise DeployError(f"{board_path}: a board file needs a 'pins' object")
+        raise DeployError(str(e)) from None
+    rep = boards.check_board(board, str(board_path))  # pins exist, not reserved, buses legal
+    if rep.errors:
+        raise DeployError("bad board file (python -m tools.boards check):\n  " + "\n  ".join(rep.errors))
+    assert isinstance(board, dict)
     if cfg.get("board") and board.get("board") and cfg["board"] != board["board"]:
         raise DeployError(f"{config_path} says board {cfg['board']!r} but {board_path} is {board['board']!r}")
     app = cfg.get("app", {})
