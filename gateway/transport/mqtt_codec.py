@@ -192,6 +192,11 @@ def puback_packet(pid: int) -> bytes:
     return _PUBACK.pack(0x40, 2, pid)
 
 
+def puback_packets(pids: list[int]) -> bytes:
+    """The PUBACKs of many packet ids (from the decoder: 1..65535), as one bytes to write."""
+    return struct.pack(f"!{len(pids)}I", *[0x40020000 | pid for pid in pids])
+
+
 # -- decoding ---------------------------------------------------------------------------------
 
 class Decoder:
@@ -261,17 +266,22 @@ class Decoder:
         limit = self.max_packet
         append = out.append
         while n - i >= 2:
+            # the hot path (a gateway under load: thousands of PUBLISH per read) uses literals,
+            # not the module's constants: a global lookup per packet is measurable
             h = data[i]
-            kind = h >> 4
-            if kind == 0 or kind == 15:
-                raise MqttProtocolError(f"packet type {kind} (first byte 0x{h:02x}) is reserved: "
+            if not 0x10 <= h < 0xF0:
+                raise MqttProtocolError(f"packet type {h >> 4} (first byte 0x{h:02x}) is reserved: "
                                         "the stream is not MQTT 3.1.1 or lost its framing")
             b = data[i + 1]
-            j = i + 2
             if b < 0x80:
                 rl = b
+                j = i + 2
+            elif n - i > 2 and data[i + 2] < 0x80:  # 2 length bytes: 128..16383
+                rl = (b & 0x7F) | (data[i + 2] << 7)
+                j = i + 3
             else:  # remaining length: 1-4 bytes, 7 bits each, least significant first
                 rl = b & 0x7F
+                j = i + 2
                 shift = 7
                 while True:
                     if j >= n:
@@ -289,7 +299,8 @@ class Decoder:
                     shift += 7
             end = j + rl
             if rl > limit:
-                if kind != PUBLISH:
+                kind = h >> 4
+                if kind != 3:
                     raise PacketTooLarge(f"packet type {kind} of {rl} bytes is over the limit of "
                                          f"{limit} bytes")
                 # report the topic and packet id, skip the payload without keeping it
@@ -304,7 +315,7 @@ class Decoder:
                 if n < vh:
                     self._keep(data, i, vh - i)
                     return
-                append((OVERSIZED, h & 0x0F, (data[k] << 8) | data[k + 1] if qos else 0,
+                append((16, h & 0x0F, (data[k] << 8) | data[k + 1] if qos else 0,
                         data[j + 2:k], b""))
                 if end > n:
                     self._skip = end - n
@@ -314,7 +325,7 @@ class Decoder:
             if end > n:
                 self._keep(data, i, end - i)
                 return
-            if kind == PUBLISH:
+            if h >> 4 == 3:  # PUBLISH
                 if rl < 2:
                     raise MqttProtocolError(f"PUBLISH of {rl} bytes has no room for its topic")
                 k = j + 2 + ((data[j] << 8) | data[j + 1])
@@ -323,14 +334,17 @@ class Decoder:
                         raise MqttProtocolError(
                             f"malformed PUBLISH (first byte 0x{h:02x}): QoS 3, or its topic and "
                             f"packet id do not fit in {rl} bytes")
-                    append((PUBLISH, h & 0x0F, (data[k] << 8) | data[k + 1], data[j + 2:k],
+                    append((3, h & 0x0F, (data[k] << 8) | data[k + 1], data[j + 2:k],
                             data[k + 2:end]))
                 else:
                     if k > end:
                         raise MqttProtocolError(
                             f"malformed PUBLISH: its topic does not fit in {rl} bytes")
-                    append((PUBLISH, h & 0x0F, 0, data[j + 2:k], data[k:end]))
-            elif kind in _WITH_PACKET_ID:
+                    append((3, h & 0x0F, 0, data[j + 2:k], data[k:end]))
+                i = end
+                continue
+            kind = h >> 4
+            if kind in _WITH_PACKET_ID:
                 if rl < 2:
                     raise MqttProtocolError(f"packet type {kind} of {rl} bytes has no packet id")
                 append((kind, h & 0x0F, (data[j] << 8) | data[j + 1], b"", data[j + 2:end]))

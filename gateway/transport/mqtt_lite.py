@@ -207,12 +207,13 @@ class MqttLite(asyncio.Protocol):
             packets = exc.packets  # the good ones before the bad bytes are handled first
             self._error = exc
         got = False
-        acks: list[bytes] = []  # PUBACKs for this read go out in one write
+        ack_ids: list[int] = []  # PUBACKs for this read go out in one write
+        messages = self.messages
         for kind, flags, pid, topic, body in packets:
             if kind == 3:  # PUBLISH
                 if flags & 0x06:  # QoS 1 (QoS 2 is not subscribed to)
-                    acks.append(codec.puback_packet(pid))
-                self.messages.append((topic.decode("utf-8", "replace"), body))
+                    ack_ids.append(pid)
+                messages.append((topic.decode("utf-8", "replace"), body))
                 got = True
             elif kind == 4:  # PUBACK
                 fut = self._inflight.get(pid)
@@ -227,12 +228,12 @@ class MqttLite(asyncio.Protocol):
                     sub.set_result(body)
             elif kind == codec.OVERSIZED:
                 if flags & 0x06:  # acknowledged, or the broker delivers it again on each connect
-                    acks.append(codec.puback_packet(pid))
+                    ack_ids.append(pid)
                 self.dropped_oversized += 1
                 log.warning("mqtt message dropped: over %d bytes topic=%s client_id=%s (the device "
                             "must send smaller messages)", self._decoder.max_packet,
                             ascii(topic[:200].decode("utf-8", "replace")), self.client_id)
-        self._wake(got, acks)
+        self._wake(got, [codec.puback_packets(ack_ids)] if ack_ids else [])
         if self._error is not None and self.transport is not None:
             log.error("mqtt stream error, closing the connection client_id=%s: %s", self.client_id,
                       self._error)

@@ -72,6 +72,8 @@ def test_round_trip_of_every_packet_the_clients_send():
         (codec.publish_packet_encoded(codec.encode_string("t"), b"p", 1, 65535),
          (codec.PUBLISH, 0x02, 65535, b"t", b"p")),
         (codec.puback_packet(513), (codec.PUBACK, 0, 513, b"", b"")),
+        (codec.puback_packets([1, 65535]), (codec.PUBACK, 0, 1, b"", b"")),
+        (b"", (codec.PUBACK, 0, 65535, b"", b"")),  # the second of the two above
         (codec.subscribe_packet(3, [("pe/1/+/evt", 1), ("x", 0)]),
          (codec.SUBSCRIBE, 0x02, 3, b"", b"\x00\x0ape/1/+/evt\x01\x00\x01x\x00")),
         (codec.unsubscribe_packet(4, ["pe/1/+/reply"]),
