@@ -16,21 +16,47 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from gateway.app import Gateway, GatewayConfig
 from gateway.config_file import ConfigError
 from gateway.config_file import load as load_config_file
-from gateway.kinds.fitting_room.stock import StockError
-from gateway.kinds.sample_pad.service import CatalogError
+from gateway.kinds.base import CliFlag
+from gateway.kinds.registry import cli_flags, config_errors
 from gateway.logs import setup_logging
 from gateway.net import host_port
 
 log = logging.getLogger("gateway")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Adds the device kinds' flags (gateway/kinds/registry.py) where each says it goes in
+    `--help`: right after the flag it names in `after`, else after its kind's previous one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._after: dict[str, list[CliFlag]] = {}
+        prev = None
+        for flag in cli_flags():
+            self._after.setdefault(flag.after or prev or "", []).append(flag)
+            prev = flag.option
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        for option in action.option_strings:
+            for flag in self._after.pop(option, ()):
+                self.add_argument(flag.option, dest=flag.dest, **flag.options)
+        return action
+
+    def check_flags_placed(self) -> None:
+        if self._after:
+            missing = ", ".join(f.option for flags in self._after.values() for f in flags)
+            raise RuntimeError(f"kind flags {missing}: their `after` flag does not exist")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gateway",
-                                description="Phygital Edge store gateway (MQTT ↔ SQLite ↔ HTTP).")
+    p = _Parser(prog="python -m gateway",
+                description="Phygital Edge store gateway (MQTT ↔ SQLite ↔ HTTP).")
     p.add_argument("--broker", type=host_port(1883), default=("127.0.0.1", 1883),
                    metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
     p.add_argument("--db", type=Path, default=Path("var/gw.db"),
@@ -43,16 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coap-heartbeat", type=float, default=30.0, metavar="SECONDS",
                    help="heartbeat of CoAP devices that do not declare one: offline after 3 "
                         "missed (default 30)")
-    p.add_argument("--samples", type=Path, default=None,
-                   help="sample catalog JSON (loaded at start, API edits written back)")
-    p.add_argument("--stock", type=Path, default=None,
-                   help="fitting rooms: stock JSON file (docs/fitting-rooms.md)")
-    p.add_argument("--stock-url", default=None,
-                   help="fitting rooms: a store system's stock API instead of --stock")
-    p.add_argument("--fitting-swaps", type=int, default=3, metavar="N",
-                   help="back-and-forth alert after N swaps (default 3) ...")
-    p.add_argument("--fitting-swap-window", type=float, default=600.0, metavar="SECONDS",
-                   help="... within this many seconds (default 600)")
     p.add_argument("--client-id", default="pe-gateway",
                    help="MQTT client id (the broker keeps this session across restarts)")
     p.add_argument("--keepalive", type=int, default=30, help="MQTT keepalive seconds")
@@ -64,18 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ack-linger-ms", type=float, default=5.0,
                    help="when a batch would be tiny and no reply waits, wait up to this long "
                         "for more messages before a commit (default 5; 0: off)")
-    p.add_argument("--locker-reserve", type=float, default=4 * 3600, metavar="SECONDS",
-                   help="locker banks: how long an unloaded reservation lasts (default 4 h)")
-    p.add_argument("--locker-pickup-window", type=float, default=3 * 24 * 3600, metavar="SECONDS",
-                   help="locker banks: how long a pickup code works (default 3 days)")
-    p.add_argument("--locker-keys", type=Path, default=None, metavar="FILE",
-                   help="locker banks' pickup-code keys (locker-keys.json from tools/provision.py); "
-                        "a bank without a key gets no orders (no-key; docs/lockers.md)")
-    p.add_argument("--tube-network", type=Path, default=None, metavar="FILE",
-                   help="pneumatic tube network (default boards/tube/store-demo.json; docs/tube.md)")
-    p.add_argument("--fitting-tube-station", default=None, metavar="STATION",
-                   help="tube station serving the fitting rooms: stockroom sizes come by tube "
-                        "(default fitting-rooms if the network has it; off: staff bring every size)")
     p.add_argument("--coap-keys", type=Path, default=None, metavar="FILE",
                    help="per-device CoAP keys (coap-keys.json from tools/provision.py); "
                         "CoAP requests without a valid MAC get 4.01 (docs/security.md)")
@@ -91,23 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text: key=value lines; json: one JSON object per line (default text)")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="TOML config file (docs/configuration.md); explicit flags override it")
+    p.check_flags_placed()
     return p
 
 
 # which GatewayConfig fields each flag sets (for flags that override a --config file)
 _FLAG_FIELDS = {"broker": ("broker_host", "broker_port"), "db": ("db_path",),
                 "http": ("http_host", "http_port"), "coap": ("coap_host", "coap_port"),
-                "coap_heartbeat": ("coap_heartbeat_s",), "samples": ("samples_file",),
+                "coap_heartbeat": ("coap_heartbeat_s",),
                 "client_id": ("client_id",), "keepalive": ("keepalive_s",),
                 "publish_timeout": ("publish_timeout_s",), "batch": ("ingest_batch_max",),
-                "ack_linger_ms": ("ack_linger_s",), "stock": ("stock_file",),
-                "stock_url": ("stock_url",), "fitting_swaps": ("fitting_swap_n",),
-                "fitting_swap_window": ("fitting_swap_window_s",),
-                "locker_reserve": ("locker_reserve_s",),
-                "locker_pickup_window": ("locker_pickup_window_s",),
-                "locker_keys": ("locker_keys_file",),
-                "tube_network": ("tube_network",),
-                "fitting_tube_station": ("fitting_tube_station",),
+                "ack_linger_ms": ("ack_linger_s",),
+                **{f.dest: (f.field,) for f in cli_flags()},  # the device kinds' flags
                 "mqtt_auth": ("mqtt_user", "mqtt_password", "mqtt_ca", "mqtt_cmd_user",
                               "mqtt_cmd_password"),
                 "coap_keys": ("coap_keys_file",),
@@ -156,7 +155,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     return GatewayConfig(**_mqtt_auth(args.mqtt_auth),  # type: ignore[arg-type]
                          broker_host=args.broker[0], broker_port=args.broker[1], db_path=args.db,
                          http_host=args.http[0], http_port=args.http[1],
-                         samples_file=args.samples, client_id=args.client_id,
+                         client_id=args.client_id,
                          keepalive_s=args.keepalive, publish_timeout_s=args.publish_timeout,
                          ingest_batch_max=args.batch,
                          ack_linger_s=args.ack_linger_ms / 1000,
@@ -165,14 +164,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
                          coap_heartbeat_s=args.coap_heartbeat,
                          coap_keys_file=args.coap_keys,
                          coap_allow_unauthenticated=args.coap_allow_unauthenticated,
-                         stock_file=args.stock, stock_url=args.stock_url,
-                         fitting_swap_n=args.fitting_swaps,
-                         fitting_swap_window_s=args.fitting_swap_window,
-                         locker_reserve_s=args.locker_reserve,
-                         locker_pickup_window_s=args.locker_pickup_window,
-                         locker_keys_file=args.locker_keys,
-                         tube_network=args.tube_network,
-                         fitting_tube_station=args.fitting_tube_station)
+                         **{f.field: getattr(args, f.dest) for f in cli_flags()})
 
 
 async def serve(config: GatewayConfig) -> None:
@@ -195,9 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: bad configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(level, fmt)
+    # what means the configuration is wrong (a device kind adds its own, e.g. a bad stock file)
+    bad_config: tuple[type[Exception], ...] = (OSError, RuntimeError, ValueError, *config_errors())
     try:
         asyncio.run(serve(config))
-    except (OSError, CatalogError, StockError, RuntimeError, ValueError) as exc:
+    except bad_config as exc:
         log.error("gateway cannot run: %s", exc)
         return 2
     return 0

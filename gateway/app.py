@@ -1,5 +1,5 @@
-"""The gateway process: wires store, bus, ingest, commands, pads, lockers and the HTTP
-API together.
+"""The gateway process: wires store, bus, ingest, commands, the device kinds' services
+(gateway/kinds/registry.py) and the HTTP API together.
 
     async with Gateway(GatewayConfig(...)) as gw:   # opens the DB, loads samples, connects
         await gw.run()                              # serves HTTP until gw.stop()
@@ -32,14 +32,8 @@ from gateway.integrations.chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS
 from gateway.integrations.chain import ChainService
 from gateway.integrations.metrics import GatewayMetrics
 from gateway.integrations.webhooks import WebhookService, WebhookSettings
-from gateway.kinds.fitting_room.core import Rules as FittingRules
-from gateway.kinds.fitting_room.service import FittingService
-from gateway.kinds.fitting_room.stock import FileStock, HttpStock
-from gateway.kinds.fitting_room.tube_sizes import TubeSizeDispatcher, tube_station
-from gateway.kinds.locker_bank.keys import LockerKeys
-from gateway.kinds.locker_bank.service import LockersService
-from gateway.kinds.sample_pad.service import PadsService
-from gateway.kinds.tube.service import TubeService
+from gateway.kinds.base import DeviceKind, KindContext, KindService
+from gateway.kinds.registry import KINDS, build_order
 from gateway.storage.db import Database
 from gateway.storage.store import Store, StreamItem
 from gateway.transport.bus import MqttBus
@@ -145,33 +139,26 @@ class Gateway:
             answer_s=config.device_answer_s, clock=clock,
             skip=lambda dev: self.coap is not None and self.coap.handles(dev),
             ready=lambda: self.bus.connected and self.ingest.queue.qsize() < LIVENESS_BACKLOG)
-        self.pads = PadsService(self.db, config.samples_file)
-        self.lockers = LockersService(self.db, self.commands, tick_s=config.locker_tick_s,
-                                      clock=clock, reserve_s=config.locker_reserve_s,
-                                      pickup_window_s=config.locker_pickup_window_s,
-                                      keys=LockerKeys(config.locker_keys_file).get)
         self.alerts = AlertsService(self.db, clock)
-        self.fitting = FittingService(
-            self.db, HttpStock(config.stock_url) if config.stock_url else
-            FileStock(config.stock_file) if config.stock_file else None,
-            rules=FittingRules(swap_n=config.fitting_swap_n,
-                               swap_window_ms=int(config.fitting_swap_window_s * 1000)),
-            clock=clock)
+        # the device kinds' services, by kind name; also attributes (gw.lockers, gw.tube...)
+        self.kinds: tuple[DeviceKind, ...] = KINDS
+        self.services: dict[str, KindService] = {}
+        for kind in build_order(self.kinds):
+            self.services[kind.name] = kind.build(KindContext(
+                self.db, self.commands, clock,
+                {name: getattr(config, name) for name in kind.settings}, dict(self.services)))
+            setattr(self, kind.name, self.services[kind.name])
         self.metrics = GatewayMetrics()
         self.ingest.on_processed = self.metrics.observe_ingest
         self.webhooks = WebhookService(self.db, WebhookSettings(
             config.webhook_backoff_min_s, config.webhook_backoff_max_s, config.webhook_timeout_s),
             clock=clock, on_attempt=self.metrics.observe_webhook)
-        # a subscription with include_secrets gets the plain pickup code (gateway/http/redact.py)
-        self.webhooks.reveal = lambda kind, data: (self.lockers.render(data) if kind == "locker"
-                                                   else data)
+        # a subscription with include_secrets gets secrets, e.g. the plain pickup code
+        # (gateway/http/redact.py): each kind adds its own
+        self.webhooks.reveal = self._reveal
         self.chain = None if config.store_id is None else ChainService(
             self.db, self.bus.publish, self.bus.wait_connected, config.store_id,
             kinds=config.chain_kinds)
-        self.tube = TubeService(self.db, self.commands, config.tube_network,
-                                tick_s=config.tube_tick_s, clock=clock)
-        self.fitting.dispatcher = TubeSizeDispatcher(  # stockroom sizes by tube
-            self.tube, tube_station(self.tube, config.fitting_tube_station))
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()
@@ -182,10 +169,8 @@ class Gateway:
     async def __aenter__(self) -> Self:
         await self.db.__aenter__()
         try:
-            await self.pads.load()
-            await self.lockers.load()
-            await self.fitting.load()
-            await self.tube.load()
+            for service in self.services.values():
+                await service.load()
             self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
             await self.webhooks.start()  # before ingest: the outbox hooks see every item
             if self.chain is not None:
@@ -198,10 +183,9 @@ class Gateway:
         self._spawn("ingest", self.ingest.run())
         self._spawn("bus", self.bus.run())
         self._spawn("commands", self.commands.run())
-        self._spawn("lockers", self.lockers.run())
+        for name, service in self.services.items():
+            self._spawn(name, service.run())
         self._spawn("alerts", self.alerts.run())
-        self._spawn("fitting", self.fitting.run())
-        self._spawn("tube", self.tube.run())
         self._spawn("housekeeping", self._housekeeping())
         if self.liveness is not None:
             self._spawn("liveness", self.liveness.run())
@@ -219,10 +203,9 @@ class Gateway:
         if self.coap is not None:
             await self.coap.stop()  # in-flight CoAP requests are retransmitted to the next run
         await self._cancel("commands")
-        await self._cancel("lockers")
+        for name in self.services:
+            await self._cancel(name)
         await self._cancel("alerts")
-        await self._cancel("fitting")
-        await self._cancel("tube")
         await self._cancel("housekeeping")
         await self._cancel("liveness")
         await self._cancel("webhooks")
@@ -311,14 +294,28 @@ class Gateway:
             if item.kind == "command":
                 self.commands.notify(item.data)
             else:
-                self.lockers.on_commit_item(item.kind, item.data)
-                self.fitting.on_commit_item(item.kind, item.data)
-                self.tube.on_commit_item(item.kind, item.data)
+                for service in self.services.values():
+                    service.on_commit_item(item.kind, item.data)
             self.alerts.on_commit_item(item.kind, item.data)
 
     async def _on_birth(self, device: str) -> None:
         await self.commands.on_birth(device)
-        self.lockers.on_birth(device)
+        for service in self.services.values():
+            service.on_birth(device)
+
+    def render(self, kind: str, data: dict[str, Any], reveal: bool = False) -> dict[str, Any]:
+        """A stream item (or a listed event) as an HTTP client sees it: each kind adds what
+        it shows (a sample's content, a pickup code only with `reveal`)."""
+        for k in self.kinds:
+            if k.render is not None:
+                data = k.render(self.services[k.name], kind, data, reveal)
+        return data
+
+    def _reveal(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        for k in self.kinds:
+            if k.reveal is not None:
+                data = k.reveal(self.services[k.name], kind, data)
+        return data
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if self.coap is not None:

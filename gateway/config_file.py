@@ -22,6 +22,8 @@ from typing import Any
 
 from gateway.app import GatewayConfig
 from gateway.integrations.chain import DEFAULT_KINDS, STORE_ID_RE
+from gateway.kinds.base import ConfigKey, nonempty, positive
+from gateway.kinds.registry import config_sections
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -31,15 +33,8 @@ class ConfigError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Key:
-    field: str                   # GatewayConfig field, or `log_level`/`log_format`/`coap_enabled`
-    kind: str                    # str | int | float | bool | path | port | list
-    check: Callable[[Any], str | None] | None = None   # returns a problem or None
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else f"must be > 0, got {v}"
+Key = ConfigKey  # (GatewayConfig field, type, check): see gateway/kinds/base.py
+_positive, _nonempty = positive, nonempty
 
 
 def _non_negative(v: Any) -> str | None:
@@ -50,10 +45,6 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         return None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
     return check
-
-
-def _nonempty(v: Any) -> str | None:
-    return None if v.strip() else "must not be empty"
 
 
 def _store_id(v: Any) -> str | None:
@@ -101,20 +92,7 @@ SPEC: dict[str, dict[str, Key]] = {
         "silent_s": Key("device_silent_s", "float", _non_negative),
         "answer_s": Key("device_answer_s", "float", _positive),
     },
-    "samples": {"file": Key("samples_file", "path")},
-    "lockers": {"tick_s": Key("locker_tick_s", "float", _positive),
-                "keys_file": Key("locker_keys_file", "path")},
-    "fitting": {
-        "stock_file": Key("stock_file", "path"),
-        "stock_url": Key("stock_url", "str", _nonempty),
-        "swap_n": Key("fitting_swap_n", "int", _positive),
-        "swap_window_s": Key("fitting_swap_window_s", "float", _positive),
-        "tube_station": Key("fitting_tube_station", "str", _nonempty),
-    },
-    "tube": {
-        "network": Key("tube_network", "path"),
-        "tick_s": Key("tube_tick_s", "float", _positive),
-    },
+    **config_sections(),  # the device kinds' sections: [samples], [lockers]... (gateway/kinds/)
     "coap": {
         "enabled": Key("coap_enabled", "bool"),
         "host": Key("coap_host", "str", _nonempty),

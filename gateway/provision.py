@@ -43,6 +43,7 @@ from typing import Any
 
 from gateway.devices import protocol
 from gateway.kinds.locker_bank.keys import ensure_key as ensure_locker_key
+from gateway.kinds.registry import device_kinds
 from gateway.transport.coap_auth import add_key as add_coap_key
 
 GATEWAY_USER = "pe-gateway"              # as in deploy/mosquitto/store.acl; never a device id
@@ -50,7 +51,7 @@ GATEWAY_USER = "pe-gateway"              # as in deploy/mosquitto/store.acl; nev
 # broker makes every client's id its user name, so one user cannot hold two connections
 GATEWAY_CMD_USER = GATEWAY_USER + ".cmd"  # `.` is never in a device id
 PBKDF2_ITERATIONS = 101                  # what mosquitto_passwd 2.0 writes for `$7$`
-KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line")
+KINDS = device_kinds()                   # gateway/kinds/registry.py: every kind string
 AUTOSAVE_S = 10                          # persistence save interval, as deploy/mosquitto/store.conf
 COAP_KEYS = "coap-keys.json"
 LOCKER_KEYS = "locker-keys.json"

@@ -25,7 +25,8 @@ Why not aiomqtt or paho: both spend tens of microseconds of Python per message (
 locks, message-info objects, per-client threads or asyncio callbacks), which would make the
 generator, not the system under test, the bottleneck. MQTT 3.1.1 as a device uses it is small
 (CONNECT with will, SUBSCRIBE, PUBLISH QoS 0/1, PUBACK, PINGREQ), so this module speaks it
-directly on asyncio transports: one `data_received` call handles many packets, and the packets
+directly on asyncio transports, with the gateway client's packet codec
+(`gateway.transport.mqtt_codec`, no I/O): one `data_received` call handles many packets, and the packets
 a device sends in one turn go out in one `write`.
 
 Rates: `--saturate` keeps every device's 16-event window full (closed loop: the throughput the
@@ -44,45 +45,22 @@ import os
 import random
 import signal
 import statistics
-import struct
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.transport.mqtt_lite import frames
+from gateway.transport import mqtt_codec as codec
 
 WINDOW = 16          # unacknowledged events in flight per device (docs/protocol.md)
 RESEND_S = 10.0      # re-send from the oldest unacknowledged event after this long without an ack
-
-_PACK_H = struct.Struct("!H").pack
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-# -- MQTT 3.1.1, the part a device needs --------------------------------------------------------
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def _mstr(s: str | bytes) -> bytes:
-    b = s.encode() if isinstance(s, str) else s
-    return _PACK_H(len(b)) + b
-
-
-PINGREQ = b"\xc0\x00"
-DISCONNECT = b"\xe0\x00"
-
+# -- MQTT 3.1.1, the part a device needs (the packets: gateway.transport.mqtt_codec) -----------
 
 class MqttConnection(asyncio.Protocol):
     """One MQTT 3.1.1 client connection (no reconnect: a benchmark reports a lost connection).
@@ -102,7 +80,7 @@ class MqttConnection(asyncio.Protocol):
         self.on_puback = on_puback
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
-        self._buf = b""
+        self._decoder = codec.Decoder()
         self._pid = 0
         self._connack: asyncio.Future[int] | None = None
         self._subacks: dict[int, asyncio.Future[bytes]] = {}
@@ -118,36 +96,21 @@ class MqttConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
-    @staticmethod
-    def publish_packet(topic: bytes, payload: bytes, qos: int, pid: int = 0,
-                       retain: bool = False) -> bytes:
-        """`topic` is already length-prefixed (`_mstr`)."""
-        var = topic + _PACK_H(pid) if qos else topic
-        return (bytes((0x30 | (qos << 1) | int(retain),)) + _varint(len(var) + len(payload))
-                + var + payload)
-
     async def connect(self, host: str, port: int, timeout: float = 10.0) -> None:
         loop = asyncio.get_running_loop()
         self._connack = loop.create_future()
         await asyncio.wait_for(loop.create_connection(lambda: self, host, port), timeout)
-        flags = 0x02  # clean session
-        payload = _mstr(self.client_id)
-        if self.will is not None:
-            wtopic, wpayload, wqos, wretain = self.will
-            flags |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
-            payload += _mstr(wtopic) + _mstr(wpayload)
-        var = _mstr("MQTT") + bytes((4, flags)) + _PACK_H(self.keepalive)
-        self.write(b"\x10" + _varint(len(var) + len(payload)) + var + payload)
+        self.write(codec.connect_packet(self.client_id, keepalive=self.keepalive, will=self.will))
         rc = await asyncio.wait_for(self._connack, timeout)
         if rc != 0:
             raise ConnectionError(f"{self.client_id}: broker refused the connection (rc={rc})")
 
     async def subscribe(self, topics: list[tuple[str, int]], timeout: float = 10.0) -> bytes:
         pid = self.next_pid()
-        body = _PACK_H(pid) + b"".join(_mstr(t) + bytes((q,)) for t, q in topics)
+        packet = codec.subscribe_packet(pid, topics)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._subacks[pid] = fut
-        self.write(b"\x82" + _varint(len(body)) + body)
+        self.write(packet)
         codes = await asyncio.wait_for(fut, timeout)
         if any(c == 0x80 for c in codes):
             raise ConnectionError(f"{self.client_id}: subscription refused {topics}")
@@ -155,7 +118,7 @@ class MqttConnection(asyncio.Protocol):
 
     def disconnect(self) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(DISCONNECT)
+            self.transport.write(codec.DISCONNECT)
             self.transport.close()
 
     # inbound
@@ -171,32 +134,32 @@ class MqttConnection(asyncio.Protocol):
             self.on_lost(self, exc)
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        packets, rest = frames(buf)
-        self._buf = buf[rest:]
+        try:
+            packets = self._decoder.feed(data)
+        except codec.MqttProtocolError as exc:  # not MQTT: the benchmark reports a lost connection
+            packets = exc.packets
+            print(f"{self.client_id}: {exc}", file=sys.stderr)
+            if self.transport is not None:
+                self.transport.abort()
         on_puback = self.on_puback
-        for h, j, end in packets:
-            kind = h >> 4
+        for kind, flags, pid, topic, body in packets:
             if kind == 4:  # PUBACK
                 if on_puback is not None:
-                    on_puback((buf[j] << 8) | buf[j + 1])
+                    on_puback(pid)
             elif kind == 3:  # PUBLISH
-                qos = (h >> 1) & 3
-                tl = (buf[j] << 8) | buf[j + 1]
-                k = j + 2 + tl
-                topic = buf[j + 2:k]
-                if qos:
-                    self.write(b"\x40\x02" + buf[k:k + 2])
-                    k += 2
+                if flags & 0x06:
+                    self.write(codec.puback_packet(pid))
                 if self.on_message is not None:
-                    self.on_message(topic, buf[k:end])
+                    self.on_message(topic, body)
             elif kind == 2:  # CONNACK
                 if self._connack is not None and not self._connack.done():
-                    self._connack.set_result(buf[j + 1])
+                    self._connack.set_result(body[1])
             elif kind == 9:  # SUBACK
-                fut = self._subacks.pop((buf[j] << 8) | buf[j + 1], None)
+                fut = self._subacks.pop(pid, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(buf[j + 2:end])
+                    fut.set_result(body)
+            elif kind == codec.OVERSIZED and flags & 0x06:  # over the decoder's limit: dropped
+                self.write(codec.puback_packet(pid))
 
 
 # -- a simulated device -----------------------------------------------------------------------
@@ -256,7 +219,7 @@ class Device:
         self.acked = 0                        # every seq <= acked is settled
         self.sent_upto = 0                    # highest seq published so far
         self.last_progress = 0.0
-        self.evt_topic = _mstr(f"pe/1/{dev}/evt")
+        self.evt_topic = codec.encode_string(f"pe/1/{dev}/evt")
         self.ctl_topic = f"pe/1/{dev}/ctl".encode()
         self.pid_seq: dict[int, int] = {}     # --ack mqtt: packet id → seq
         self.finished_cmds: dict[str, bytes] = {}  # command id → stored final reply
@@ -328,8 +291,8 @@ class Device:
         conn = self.conn
         if conn is not None:
             qos = self.gen.qos if not retain else 1
-            conn.write(MqttConnection.publish_packet(_mstr(topic), payload, qos,
-                                                     conn.next_pid() if qos else 0, retain))
+            conn.write(codec.publish_packet(topic, payload, qos, conn.next_pid() if qos else 0,
+                                            retain))
 
     # events
 
@@ -370,7 +333,7 @@ class Device:
         g = self.gen
         qos = g.qos
         topic = self.evt_topic
-        pack = MqttConnection.publish_packet
+        pack = codec.publish_packet_encoded
         now = time.perf_counter()
         if not self.sent_upto > self.acked:  # nothing was in flight: the resend clock starts
             self.last_progress = now
@@ -599,7 +562,7 @@ class LoadGen:
                 last_ping = now
                 for d in self.devices:
                     if d.conn is not None:
-                        d.conn.write(PINGREQ)
+                        d.conn.write(codec.PINGREQ)
 
     async def run(self, on_window: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Connect, birth, offer the load for `duration` s (or until `stop()`), drain, report."""
@@ -723,7 +686,7 @@ async def run_sink(host: str, port: int, topic: str, qos: int, idle_exit: float,
             break
         if now - last_ping > 20:
             last_ping = now
-            conn.write(PINGREQ)
+            conn.write(codec.PINGREQ)
     conn.disconnect()
     span = last - first
     return {"received": count, "span_s": round(span, 3),

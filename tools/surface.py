@@ -89,7 +89,7 @@ def _clis() -> list[tuple[str, Callable[..., Any]]]:
     from gateway.http import auth
     from gateway.storage import schema_cli
     from hil import faults
-    from tools import cli, conformance, console, deploy, loadgen, lockers, provision, tagstation
+    from tools import cli, conformance, console, deploy, loadgen, lockers, mip_package, provision, tagstation
 
     return [("phygital", cli.main),
             ("phygital gateway", gateway_main.main), ("phygital lockers", lockers.main),
@@ -97,7 +97,7 @@ def _clis() -> list[tuple[str, Callable[..., Any]]]:
             ("phygital schema", schema_cli.main), ("phygital conformance", conformance.main),
             ("python -m tools.console", console.main), ("python -m tools.deploy", deploy.main),
             ("python -m tools.loadgen", loadgen.main), ("python -m tools.tagstation", tagstation.main),
-            ("python -m hil.faults", faults.main)]
+            ("python -m tools.mip_package", mip_package.main), ("python -m hil.faults", faults.main)]
     # tools.lockers, tools.provision and tools.conformance are the same parsers as
     # `phygital lockers`/`provision`/`conformance`
 

@@ -50,6 +50,8 @@ class MachineHal:
         self.pins = self.board["pins"]
 
     def _pin(self, name):
+        # a GPIO number, or a name the port's machine.Pin knows: the Pico W's LED is "LED", on
+        # the CYW43 wireless chip (GPIO 25 is the chip's there). python -m tools.boards checks which.
         if name not in self.pins:
             raise ValueError("board has no pin named " + name)
         return self.pins[name]
@@ -59,7 +61,9 @@ class MachineHal:
 
     def pin_in(self, name, pull=None):
         p = machine.Pin.PULL_UP if pull == "up" else (machine.Pin.PULL_DOWN if pull == "down" else None)
-        return machine.Pin(self._pin(name), machine.Pin.IN, p)
+        # pull None turns the pulls off (the ports' Pin accepts None; the stubs type pull as int).
+        # Leaving it out would keep a pin's reset-time pull (ESP32 strapping pins have some).
+        return machine.Pin(self._pin(name), machine.Pin.IN, p)  # type: ignore[arg-type]
 
     def spi_device(self, name):
         d = self.board["spi"][name]

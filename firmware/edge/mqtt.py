@@ -200,7 +200,7 @@ class MQTTClient(Link):
 
     def _waiter(self, pid):
         ev = asyncio.Event()
-        ev.rc = None
+        ev.rc = None  # type: ignore[attr-defined]  # asyncio.Event is a Python class on the ports: it takes attributes
         self._pend[pid] = ev
         return ev
 

@@ -19,7 +19,9 @@ class TLSClient(MQTTClient):
             import ssl
             from binascii import a2b_base64
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_REQUIRED
+            # the stubs' ssl re-exports tls.SSLContext, which lacks verify_mode; the ports' ssl.SSLContext
+            # (micropython-lib ssl.py) has it as a property over the tls context's
+            ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
             # MicroPython's mbedtls wants DER here: strip the PEM armour
             pem = self.tls["ca"]
             ctx.load_verify_locations(cadata=a2b_base64(

@@ -24,9 +24,10 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from gateway.kinds.base import AlertRule
+from gateway.kinds.registry import alert_rules
 from gateway.storage.db import Database
 from gateway.storage.store import Store, StreamItem
 
@@ -37,14 +38,7 @@ STATES = ("open", "acked", "resolved")
 PAGE = 500
 
 
-@dataclass(frozen=True)
-class Rule:
-    kind: str                 # stream item kind
-    type: str                 # data["type"] (events) or data["change"] (devices, commands)
-    severity: str
-    key: str                  # format string over the item's fields: one open alert per key
-    text: str                 # what the dashboard says, format string over the same fields
-    resolves: str | None = None  # a key format: this item resolves the open alert with that key
+Rule = AlertRule  # (kind, type, severity, key, text, resolves): see gateway/kinds/base.py
 
 
 def _fields(item: StreamItem) -> dict[str, Any]:
@@ -72,20 +66,6 @@ RULES: tuple[Rule, ...] = (
     Rule("command", "late.failed", "warning", "command.late:{id}",
          "{device} started command {name} ({id}) after it was reported expired, and it failed "
          "({late_reason}): check the device"),
-    Rule("event", "door.forced", "critical", "door.forced:{device}:{compartment}",
-         "Locker {device}, door {compartment} was forced open: compartment blocked, check it"),
-    Rule("event", "door.ajar", "warning", "door.ajar:{device}:{compartment}",
-         "Locker {device}, door {compartment} has been left open"),
-    Rule("event", "door.closed", "info", "", "", resolves="door.ajar:{device}:{compartment}"),
-    Rule("event", "lock.jammed", "critical", "lock.jammed:{device}:{compartment}",
-         "Locker {device}, door {compartment} did not open (lock jammed): service it"),
-    # staff cleared the compartment (POST /lockers/{bank}/compartments/{n}/clear, done by the bank)
-    Rule("locker", "compartment.cleared", "info", "", "", resolves="door.forced:{device}:{compartment}"),
-    Rule("locker", "compartment.cleared", "info", "", "", resolves="lock.jammed:{device}:{compartment}"),
-    Rule("event", "keypad.locked", "warning", "keypad.locked:{device}",
-         "Locker {device}: keypad locked for {for_s} s after {failures} wrong codes"),
-    Rule("event", "pickup.interrupted", "warning", "pickup.interrupted:{device}:{compartment}",
-         "Locker {device}, door {compartment}: a pickup was interrupted by a power cut"),
     Rule("event", "journal.overflow", "warning", "journal.overflow:{device}",
          "{device} lost events while offline (journal full)"),
     # gateway/devices/ingest.py: the device's journal went back (restored from an older flash copy):
@@ -94,16 +74,8 @@ RULES: tuple[Rule, ...] = (
          "{device}: journal rolled back (restored from an older flash copy?): events from seq "
          "{from} go on in new epoch {new_epoch}, nothing dropped; check how the device was "
          "restored"),
-    # pneumatic tube (gateway/kinds/tube/service.py: `tube` items of type `alert.<kind>`)
-    Rule("tube", "alert.carrier_lost", "critical", "tube.lost:{job_id}", "Tube: {message}"),
-    Rule("tube", "alert.job_failed", "critical", "tube.failed:{job_id}", "Tube: {message}"),
-    Rule("tube", "alert.jam_cleared", "info", "", "", resolves="tube.lost:{job_id}"),
-    Rule("tube", "alert.jam_cleared", "info", "", "", resolves="tube.diverter:{diverter_id}"),
-    Rule("tube", "alert.diverter_timeout", "warning", "tube.diverter:{diverter_id}", "Tube: {message}"),
-    Rule("tube", "alert.diverter_recovered", "info", "", "", resolves="tube.diverter:{diverter_id}"),
-    Rule("tube", "alert.hold_timeout", "warning", "tube.hold:{job_id}", "Tube: {message}"),
-    Rule("tube", "alert.estop", "critical", "tube.estop", "Tube: {message}"),
-    Rule("tube", "alert.estop_released", "info", "", "", resolves="tube.estop"),
+    # the device kinds' own rules (gateway/kinds/<kind>/__init__.py: a locker door forced...)
+    *alert_rules(),
 )
 
 

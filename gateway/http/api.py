@@ -1,4 +1,5 @@
-"""HTTP API (FastAPI): devices, events, commands, the live stream, stats and the sample catalog.
+"""HTTP API (FastAPI): devices, events, commands, the live stream and stats; each device kind's
+routes come from its router (gateway/kinds/<kind>/api.py, listed in gateway/kinds/registry.py).
 
 Errors are `{"detail": "<what went wrong and what to do>"}` with a 4xx status; validation
 errors (422) add `errors` with FastAPI's per-field list.
@@ -22,10 +23,6 @@ from gateway.http.ops import add_ops_routes
 from gateway.http.redact import may_see_codes, redact_event, redact_item
 from gateway.http.staff import add_staff_routes
 from gateway.http.stream import Broadcaster, Subscription, TooManyStreams, sse_events
-from gateway.kinds.fitting_room.api import add_fitting_routes
-from gateway.kinds.locker_bank.api import add_locker_routes
-from gateway.kinds.sample_pad.service import CatalogConflict, CatalogError
-from gateway.kinds.tube.api import tube_router
 from gateway.storage.store import Store, StreamItem
 
 if TYPE_CHECKING:
@@ -45,16 +42,6 @@ class CommandRequest(BaseModel):
                              description="the device must answer within this many seconds")
     wait: bool = Field(default=True,
                        description="wait for the final outcome (up to timeout_s + 2 s)")
-
-
-class SampleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    title: str = Field(min_length=1, max_length=200)
-    image: str | None = None
-    url: str | None = None
-    description: str | None = None
-    uid: str | None = Field(default=None,
-                            description="tag UID (8 or 14 hex digits) mapped to this sample")
 
 
 # --- response models (the OpenAPI spec's answers; FastAPI serializes through them, so a field
@@ -181,19 +168,6 @@ class StatsOut(BaseModel):
     stream_subscribers: int
 
 
-class SampleOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "S-1001", "title": "Linen shirt", "image": "/img/s1001.jpg",
-        "url": "https://example.test/s-1001", "description": "Washed linen, blue",
-        "uid": "04a1b2c3d4e5f6"}]})
-    id: str
-    title: str
-    image: str | None
-    url: str | None
-    description: str | None
-    uid: str | None = Field(description="tag UID mapped to this sample")
-
-
 #: `Retry-After` of a refused `/stream`: a slot frees when another stream of the token closes,
 #: which the server cannot predict; a browser tab reloading comes back within seconds.
 STREAM_RETRY_AFTER_S = 10
@@ -252,12 +226,7 @@ def create_app(gw: Gateway) -> FastAPI:
     def render(item: StreamItem, reveal: bool = False) -> dict[str, Any]:
         """A stream item for one subscriber: plain pickup codes only with `reveal`
         (gateway/http/redact.py); verifiers never."""
-        data = redact_item(item.kind, item.data)
-        if item.kind == "event":
-            return gw.pads.enrich(data)
-        if item.kind == "locker":
-            return gw.lockers.render(data, reveal)
-        return data
+        return gw.render(item.kind, redact_item(item.kind, item.data), reveal)
 
     @app.get("/health", response_model=HealthOut)
     async def health() -> dict[str, Any]:
@@ -286,7 +255,7 @@ def create_app(gw: Gateway) -> FastAPI:
                           ) -> dict[str, Any]:
         rows = await gw.db.read(Store.list_events, device=device, type=type, after=after,
                                 limit=min(limit, MAX_EVENTS_PAGE))
-        events = [gw.pads.enrich(redact_event(e)) for e in rows]
+        events = [gw.render("event", redact_event(e)) for e in rows]
         return {"events": events, "next_after": events[-1]["id"] if events else after}
 
     @app.post("/devices/{device}/commands", response_model=CommandOut,
@@ -388,33 +357,12 @@ def create_app(gw: Gateway) -> FastAPI:
             "stream_subscribers": len(gw.broadcaster.subscribers),
         }
 
-    @app.get("/samples", response_model=list[SampleOut])
-    async def list_samples() -> list[dict[str, Any]]:
-        return gw.pads.list()
-
-    @app.get("/samples/{sample_id}", response_model=SampleOut)
-    async def get_sample(sample_id: str) -> dict[str, Any]:
-        s = gw.pads.get(sample_id)
-        if s is None:
-            raise HTTPException(404, f"unknown sample {sample_id!r} (PUT /samples/{{id}} adds one)")
-        return s
-
-    @app.put("/samples/{sample_id}", response_model=SampleOut)
-    async def put_sample(sample_id: str, body: SampleIn) -> dict[str, Any]:
-        try:
-            return await gw.pads.put(sample_id, body.model_dump())
-        except CatalogConflict as exc:
-            raise HTTPException(409, str(exc)) from None
-        except CatalogError as exc:
-            raise HTTPException(422, str(exc)) from None
-
-    add_fitting_routes(app, gw)  # fitting rooms + mirror page (docs/fitting-rooms.md)
-
-    add_locker_routes(app, gw)  # gateway/kinds/locker_bank/api.py (docs/lockers.md)
+    for kind in gw.kinds:  # samples, fitting rooms + mirror page, lockers, tube (docs/<kind>.md)
+        if kind.router is not None:
+            app.include_router(kind.router(gw.services[kind.name]))
 
     add_staff_routes(app, gw)
     add_ops_routes(app, gw)  # webhooks, /metrics (gateway/http/ops.py)
-    app.include_router(tube_router(gw))  # /tube/... (docs/tube.md)
     resilience.install(app)  # disk full / database locked: a clear 507 / 503
     auth.install(app, gw)  # every route above and below: tokens, scopes, limits, audit
     return app

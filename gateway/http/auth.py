@@ -46,6 +46,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from gateway.http.paths import match as _match
+from gateway.kinds.registry import auth_rows
 from gateway.storage.store import Store
 
 if TYPE_CHECKING:
@@ -63,30 +64,19 @@ ROLES: dict[str, tuple[str, ...]] = {
 }
 PUBLIC = ()  # no scope needed
 
-#: (method, path pattern, scopes that may). First match wins; see the module docstring.
+#: (method, path pattern, scopes that may). First match wins; see the module docstring. The
+#: device kinds' rows (their routes) come from each kind (gateway/kinds/<kind>/__init__.py).
 POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/health", PUBLIC),
     ("GET", "/docs", PUBLIC),               # Swagger UI, its assets (/docs/static), OAuth2 redirect
     ("GET", "/openapi.json", PUBLIC),
     ("GET", "/dashboard", PUBLIC),          # static pages: their data calls need tokens
-    ("GET", "/mirror", PUBLIC),
     ("GET", "/web/auth.js", PUBLIC),
     ("GET", "/audit", ("admin",)),
     ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
-    ("POST", "/lockers/*/orders/*/load", ("operations", "lockers")),
-    ("POST", "/lockers/*/orders/*/retrieve", ("operations",)),   # staff takes an expired parcel
-    ("POST", "/lockers/*/orders", ("lockers",)),                 # assign, cancel, reissue
-    ("POST", "/lockers/*/compartments", ("operations",)),        # open, out-of-order, clear
-    ("POST", "/lockers/*/open-all", ("operations",)),
     ("POST", "/alerts/*/ack", ("operations",)),
     ("POST", "/devices/*/commands", ("operations",)),
-    ("POST", "/fitting/rooms/*/requests", ("requests",)),   # the mirror asks for a size
-    ("POST", "/fitting/requests/*", ("operations",)),       # staff work the requests
-    ("POST", "/fitting/purchases", ("operations",)),        # POS receipts
-    ("POST", "/fitting/footfall", ("operations",)),         # door counter
-    ("POST", "/tube/dispatches", ("operations",)),          # staff send a carrier
-    ("DELETE", "/tube/dispatches", ("operations",)),        # ... or cancel it
-    ("POST", "/tube/jams", ("operations",)),                # clear a jam
+    *auth_rows(),
 )
 
 CODE_SEGMENTS = ("code", "codes", "pickup")

@@ -12,59 +12,26 @@ Scope: CONNECT (clean session or persistent, will, keepalive), (UN)SUBSCRIBE, PU
 both directions (inbound QoS 1 is PUBACKed on receipt, as aiomqtt does: the application ack
 is what means "persisted"), PINGREQ, DISCONNECT. No QoS 2, no MQTT 5. User/password and TLS
 (an `ssl.SSLContext`) for a provisioned broker (tools/provision.py). Reconnection is the caller's job (`MqttBus.run`).
+
+This module is the I/O; the packets are `gateway.transport.mqtt_codec` (shared with
+tools/loadgen.py). An inbound PUBLISH over `max_packet` bytes is PUBACKed and dropped with a
+warning (never buffered); bytes that are not MQTT close the connection.
 """
 from __future__ import annotations
 
 import asyncio
-import struct
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-_H = struct.Struct("!H")
+from gateway.transport import mqtt_codec as codec
+
+log = logging.getLogger("gateway.bus")
 
 
 class MqttLiteError(ConnectionError):
     pass
-
-
-def frames(buf: bytes) -> tuple[list[tuple[int, int, int]], int]:
-    """Split the complete MQTT packets off the front of `buf`: a list of (first byte, body
-    start, body end) offsets, and the offset where the incomplete rest begins."""
-    out: list[tuple[int, int, int]] = []
-    n = len(buf)
-    i = 0
-    while n - i >= 2:
-        j, rl, mult = i + 1, 0, 1
-        while True:  # remaining length: 1-4 bytes, 7 bits each
-            if j >= n:
-                return out, i
-            b = buf[j]
-            j += 1
-            rl += (b & 0x7F) * mult
-            if b < 0x80:
-                break
-            mult *= 128
-        end = j + rl
-        if end > n:
-            break
-        out.append((buf[i], j, end))
-        i = end
-    return out, i
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def _mstr(s: str | bytes) -> bytes:
-    b = s.encode() if isinstance(s, str) else s
-    return _H.pack(len(b)) + b
 
 
 class MqttLite(asyncio.Protocol):
@@ -74,7 +41,7 @@ class MqttLite(asyncio.Protocol):
     def __init__(self, client_id: str, *, clean_session: bool = True, keepalive: int = 30,
                  will: tuple[str, bytes, int, bool] | None = None, max_queued: int = 10_000,
                  username: str | None = None, password: str | None = None,
-                 ssl: Any = None) -> None:
+                 ssl: Any = None, max_packet: int = codec.MAX_PACKET) -> None:
         self.client_id = client_id
         self.username, self.password = username, password  # tools/provision.py credentials
         self.ssl = ssl                                       # an SSLContext: TLS to the broker
@@ -86,7 +53,9 @@ class MqttLite(asyncio.Protocol):
         self.messages: deque[tuple[str, bytes]] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._paused = False
-        self._buf = b""
+        self._decoder = codec.Decoder(max_packet)
+        self._error: codec.MqttProtocolError | None = None
+        self.dropped_oversized = 0
         self._out: list[bytes] | None = None  # written this loop pass, not yet sent
         self._pid = 0
         self._inflight: dict[int, asyncio.Future[None]] = {}
@@ -103,20 +72,9 @@ class MqttLite(asyncio.Protocol):
         self.closed = loop.create_future()
         await asyncio.wait_for(loop.create_connection(lambda: self, host, port, ssl=self.ssl),
                                timeout)
-        flags = 0x02 if self.clean_session else 0
-        payload = _mstr(self.client_id)
-        if self.will is not None:
-            topic, data, qos, retain = self.will
-            flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-            payload += _mstr(topic) + _mstr(data)
-        if self.username is not None:
-            flags |= 0x80
-            payload += _mstr(self.username)
-            if self.password is not None:
-                flags |= 0x40
-                payload += _mstr(self.password)
-        var = _mstr("MQTT") + bytes((4, flags)) + _H.pack(self.keepalive)
-        self._write(b"\x10" + _varint(len(var) + len(payload)) + var + payload)
+        self._write(codec.connect_packet(self.client_id, clean_session=self.clean_session,
+                                         keepalive=self.keepalive, will=self.will,
+                                         username=self.username, password=self.password))
         try:
             rc = await asyncio.wait_for(asyncio.shield(self._connack), timeout)
         except BaseException:
@@ -131,14 +89,14 @@ class MqttLite(asyncio.Protocol):
     async def _ping(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive / 2)
-            self._write(b"\xc0\x00")
+            self._write(codec.PINGREQ)
 
     async def subscribe(self, topics: list[tuple[str, int]], timeout: float = 10.0) -> bytes:
         pid = self._next_pid()
-        body = _H.pack(pid) + b"".join(_mstr(t) + bytes((q,)) for t, q in topics)
+        packet = codec.subscribe_packet(pid, topics)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._subacks[pid] = fut
-        self._write(b"\x82" + _varint(len(body)) + body)
+        self._write(packet)
         codes = await asyncio.wait_for(fut, timeout)
         if 0x80 in codes:
             raise MqttLiteError(f"subscription refused: {topics}")
@@ -146,10 +104,10 @@ class MqttLite(asyncio.Protocol):
 
     async def unsubscribe(self, topics: list[str], timeout: float = 10.0) -> None:
         pid = self._next_pid()
-        body = _H.pack(pid) + b"".join(_mstr(t) for t in topics)
+        packet = codec.unsubscribe_packet(pid, topics)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._subacks[pid] = fut  # UNSUBACK carries the same packet id
-        self._write(b"\xa2" + _varint(len(body)) + body)
+        self._write(packet)
         await asyncio.wait_for(fut, timeout)
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
@@ -157,15 +115,14 @@ class MqttLite(asyncio.Protocol):
         """Send; for QoS 1 wait for the broker's PUBACK (raises on timeout or connection loss)."""
         if self.transport is None or self.transport.is_closing():
             raise MqttLiteError("not connected")
-        t = _mstr(topic)
         if not qos:
-            self._write(bytes((0x30 | int(retain),)) + _varint(len(t) + len(payload)) + t + payload)
+            self._write(codec.publish_packet(topic, payload, 0, 0, retain))
             return
         pid = self._next_pid()
+        packet = codec.publish_packet(topic, payload, qos, pid, retain)  # raises before waiting
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[pid] = fut
-        self._write(bytes((0x32 | int(retain),)) + _varint(len(t) + 2 + len(payload)) + t
-                    + _H.pack(pid) + payload)
+        self._write(packet)
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -176,7 +133,7 @@ class MqttLite(asyncio.Protocol):
     def disconnect(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self._flush()
-            self.transport.write(b"\xe0\x00")
+            self.transport.write(codec.DISCONNECT)
             self.transport.close()
 
     def abort(self) -> None:
@@ -229,6 +186,7 @@ class MqttLite(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        exc = exc or self._error
         err = exc or MqttLiteError("connection closed")
         if self._pinger is not None:
             self._pinger.cancel()
@@ -243,34 +201,43 @@ class MqttLite(asyncio.Protocol):
             self._wakeup.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        packets, rest = frames(buf)
-        self._buf = buf[rest:]
+        try:
+            packets = self._decoder.feed(data)
+        except codec.MqttProtocolError as exc:
+            packets = exc.packets  # the good ones before the bad bytes are handled first
+            self._error = exc
         got = False
-        acks: list[bytes] = []  # PUBACKs for this read go out in one write
-        for h, j, end in packets:
-            kind = h >> 4
+        ack_ids: list[int] = []  # PUBACKs for this read go out in one write
+        messages = self.messages
+        for kind, flags, pid, topic, body in packets:
             if kind == 3:  # PUBLISH
-                tl = (buf[j] << 8) | buf[j + 1]
-                k = j + 2 + tl
-                topic = buf[j + 2:k].decode("utf-8", "replace")
-                if h & 0x06:  # QoS 1 (QoS 2 is not subscribed to)
-                    acks.append(b"\x40\x02" + buf[k:k + 2])
-                    k += 2
-                self.messages.append((topic, buf[k:end]))
+                if flags & 0x06:  # QoS 1 (QoS 2 is not subscribed to)
+                    ack_ids.append(pid)
+                messages.append((topic.decode("utf-8", "replace"), body))
                 got = True
             elif kind == 4:  # PUBACK
-                fut = self._inflight.get((buf[j] << 8) | buf[j + 1])
+                fut = self._inflight.get(pid)
                 if fut is not None and not fut.done():
                     fut.set_result(None)
             elif kind == 2:  # CONNACK
                 if self._connack is not None and not self._connack.done():
-                    self._connack.set_result(buf[j + 1])
+                    self._connack.set_result(body[1])
             elif kind == 9 or kind == 11:  # SUBACK, UNSUBACK
-                sub = self._subacks.pop((buf[j] << 8) | buf[j + 1], None)
+                sub = self._subacks.pop(pid, None)
                 if sub is not None and not sub.done():
-                    sub.set_result(bytes(buf[j + 2:end]))
-        self._wake(got, acks)
+                    sub.set_result(body)
+            elif kind == codec.OVERSIZED:
+                if flags & 0x06:  # acknowledged, or the broker delivers it again on each connect
+                    ack_ids.append(pid)
+                self.dropped_oversized += 1
+                log.warning("mqtt message dropped: over %d bytes topic=%s client_id=%s (the device "
+                            "must send smaller messages)", self._decoder.max_packet,
+                            ascii(topic[:200].decode("utf-8", "replace")), self.client_id)
+        self._wake(got, [codec.puback_packets(ack_ids)] if ack_ids else [])
+        if self._error is not None and self.transport is not None:
+            log.error("mqtt stream error, closing the connection client_id=%s: %s", self.client_id,
+                      self._error)
+            self.transport.abort()
 
     def _wake(self, got: bool, acks: list[bytes]) -> None:
         if acks:  # at once, not at the end of the loop pass: the broker sends at most

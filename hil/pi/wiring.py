@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line")
+from gateway.kinds.registry import device_kinds
+
+KINDS = device_kinds()  # gateway/kinds/registry.py
 TAG_TECHS = ("ntag213", "ntag215", "ntag216", "mifare-1k")
 
 # Logical levels the board's firmware reads for world states (overridable per device with

@@ -50,7 +50,7 @@ def _read(fd: int, n: int) -> bytes:
     return got
 
 
-def test_keypad_and_qr_go_out_on_the_wired_uart_and_the_display_comes_back(pins, uart):  # noqa: F811 - the fixture
+def test_keypad_and_qr_go_out_on_the_wired_uart_and_the_display_comes_back(pins, uart):
     board, port = uart
     rig = PiRig(bench(port))
     try:
@@ -68,7 +68,7 @@ def test_keypad_and_qr_go_out_on_the_wired_uart_and_the_display_comes_back(pins,
         rig.close()
 
 
-def test_a_door_springs_open_while_its_lock_is_powered_unless_jammed(pins):  # noqa: F811 - the fixture
+def test_a_door_springs_open_while_its_lock_is_powered_unless_jammed(pins):
     rig = PiRig(bench(None))
     try:
         lk = rig.device("lk-1")

@@ -310,7 +310,7 @@ def test_deploy_refuses_a_bad_config_before_touching_the_board(tmp_path, capsys)
     bad.write_text(json.dumps({"device_id": "Pad 1", "kind": "sample-pad", "mqtt": {"host": "x"}}))
     assert deploy_tool.main(["--port", "/dev/null-board", "--config", str(bad), "--board", str(ESP32)]) == 2
     assert "device_id" in capsys.readouterr().err
-    rp2 = ROOT / "boards" / "rp2-pico.json"
+    rp2 = ROOT / "boards" / "rp2-pico-w.json"
     assert deploy_tool.main(["--port", "/dev/null-board", "--config", str(pad_config(tmp_path)),
                              "--board", str(rp2), "--dry-run"]) == 2  # config says esp32-devkitc
 

@@ -1,1 +1,79 @@
 """Fitting rooms: readers that recognise garments, the mirror page, sizes by tube (docs/fitting-rooms.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gateway.kinds.base import CliFlag, ConfigKey, DeviceKind, KindContext, nonempty, positive
+
+
+def _build(ctx: KindContext) -> Any:
+    from gateway.kinds.fitting_room.core import Rules
+    from gateway.kinds.fitting_room.service import FittingService
+    from gateway.kinds.fitting_room.stock import FileStock, HttpStock
+    from gateway.kinds.fitting_room.tube_sizes import TubeSizeDispatcher, tube_station
+    s = ctx.settings
+    stock = HttpStock(s["stock_url"]) if s["stock_url"] else \
+        FileStock(s["stock_file"]) if s["stock_file"] else None
+    fitting = FittingService(ctx.db, stock, rules=Rules(
+        swap_n=s["fitting_swap_n"], swap_window_ms=int(s["fitting_swap_window_s"] * 1000)),
+        clock=ctx.clock)
+    tube = ctx.services["tube"]  # stockroom sizes by tube
+    fitting.dispatcher = TubeSizeDispatcher(tube, tube_station(tube, s["fitting_tube_station"]))
+    return fitting
+
+
+def _router(fitting: Any) -> Any:
+    from gateway.kinds.fitting_room.api import router
+    return router(fitting)
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from gateway.kinds.fitting_room.stock import StockError
+    return (StockError,)
+
+
+KIND = DeviceKind(
+    name="fitting",
+    apps={"fitting-room": ("edge.apps.fitting_room", "FittingRoom")},
+    docs="docs/fitting-rooms.md",
+    build=_build,
+    settings=("stock_file", "stock_url", "fitting_swap_n", "fitting_swap_window_s",
+              "fitting_tube_station"),
+    needs=("tube",),
+    router=_router,
+    stream_kind="fitting",
+    auth=(
+        ("GET", "/mirror", ()),                                  # the mirror page: its data calls need tokens
+        ("POST", "/fitting/rooms/*/requests", ("requests",)),   # the mirror asks for a size
+        ("POST", "/fitting/requests/*", ("operations",)),       # staff work the requests
+        ("POST", "/fitting/purchases", ("operations",)),        # POS receipts
+        ("POST", "/fitting/footfall", ("operations",)),         # door counter
+    ),
+    config={"fitting": {
+        "stock_file": ConfigKey("stock_file", "path"),
+        "stock_url": ConfigKey("stock_url", "str", nonempty),
+        "swap_n": ConfigKey("fitting_swap_n", "int", positive),
+        "swap_window_s": ConfigKey("fitting_swap_window_s", "float", positive),
+        "tube_station": ConfigKey("fitting_tube_station", "str", nonempty),
+    }},
+    flags=(
+        CliFlag("--stock", "stock_file", after="--samples", options={
+            "type": Path, "default": None,
+            "help": "fitting rooms: stock JSON file (docs/fitting-rooms.md)"}),
+        CliFlag("--stock-url", "stock_url", options={
+            "default": None, "help": "fitting rooms: a store system's stock API instead of --stock"}),
+        CliFlag("--fitting-swaps", "fitting_swap_n", options={
+            "type": int, "default": 3, "metavar": "N",
+            "help": "back-and-forth alert after N swaps (default 3) ..."}),
+        CliFlag("--fitting-swap-window", "fitting_swap_window_s", options={
+            "type": float, "default": 600.0, "metavar": "SECONDS",
+            "help": "... within this many seconds (default 600)"}),
+        CliFlag("--fitting-tube-station", "fitting_tube_station", after="--tube-network",
+                options={"default": None, "metavar": "STATION",
+                         "help": "tube station serving the fitting rooms: stockroom sizes come "
+                                 "by tube (default fitting-rooms if the network has it; off: "
+                                 "staff bring every size)"}),
+    ),
+    errors=_errors,
+)

@@ -1,23 +1,21 @@
 """HTTP API of the fitting rooms (docs/fitting-rooms.md, "API") and the mirror page.
 
-Added to the gateway's FastAPI app by `gateway.http.api.create_app` (`add_fitting_routes`).
+Added to the gateway's FastAPI app by `gateway.http.api.create_app` (`router`).
 Refusals are `{"detail": ..., "reason": ...}` with 404 (unknown room/request), 409 (no
 session, out of stock, a transition that is not allowed) or 422 (bad GTIN).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.devices.protocol import is_device_id
 from gateway.kinds.fitting_room.core import FittingError
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.kinds.fitting_room.service import FittingService
 
 MIRROR_HTML = Path(__file__).with_name("mirror.html")
 _STATUS = {"unknown-room": 404, "unknown-request": 404, "bad-gtin": 422, "bad-state": 422,
@@ -175,14 +173,14 @@ def _refused(exc: FittingError) -> JSONResponse:
                         content={"detail": str(exc), "reason": exc.reason})
 
 
-def add_fitting_routes(app: FastAPI, gw: Gateway) -> None:
-    fr = gw.fitting
+def router(fr: FittingService) -> APIRouter:
+    r = APIRouter()
 
-    @app.get("/fitting/rooms", response_model=list[RoomSummaryOut])
+    @r.get("/fitting/rooms", response_model=list[RoomSummaryOut])
     async def fitting_rooms() -> list[dict[str, Any]]:
         return fr.rooms()
 
-    @app.get("/fitting/rooms/{room}", response_model=RoomViewOut, response_model_exclude_unset=True)
+    @r.get("/fitting/rooms/{room}", response_model=RoomViewOut, response_model_exclude_unset=True)
     async def fitting_room(room: str) -> Any:
         """What the mirror shows: garments with product, colour, size, price and availability
         of the other sizes/colours here (floor/stockroom) and in nearby stores; requests."""
@@ -191,7 +189,7 @@ def add_fitting_routes(app: FastAPI, gw: Gateway) -> None:
         except FittingError as exc:
             return _refused(exc)
 
-    @app.post("/fitting/rooms/{room}/requests", status_code=201,
+    @r.post("/fitting/rooms/{room}/requests", status_code=201,
               response_model=FittingRequestOut, response_model_exclude_unset=True)
     async def fitting_request(room: str, body: RoomRequestIn) -> Any:
         """From the mirror: `{"kind": "size", "gtin": ...}` asks staff for another size (or
@@ -207,13 +205,13 @@ def add_fitting_routes(app: FastAPI, gw: Gateway) -> None:
             return _refused(exc)
         return q
 
-    @app.get("/fitting/requests", response_model=list[FittingRequestOut], response_model_exclude_unset=True)
+    @r.get("/fitting/requests", response_model=list[FittingRequestOut], response_model_exclude_unset=True)
     async def fitting_requests(state: str | None = None, room: str | None = None
                                ) -> list[dict[str, Any]]:
         """Staff: requests (`state=open` for the to-do list)."""
         return fr.requests(state, room)
 
-    @app.post("/fitting/requests/{rid}", response_model=FittingRequestOut, response_model_exclude_unset=True)
+    @r.post("/fitting/requests/{rid}", response_model=FittingRequestOut, response_model_exclude_unset=True)
     async def fitting_request_update(rid: str, body: RequestUpdateIn) -> Any:
         """Staff: acknowledge (a call's LED goes off), on the way, done, cancelled."""
         try:
@@ -221,7 +219,7 @@ def add_fitting_routes(app: FastAPI, gw: Gateway) -> None:
         except FittingError as exc:
             return _refused(exc)
 
-    @app.post("/fitting/purchases", status_code=201, response_model=PurchaseOut)
+    @r.post("/fitting/purchases", status_code=201, response_model=PurchaseOut)
     async def fitting_purchase(body: PurchaseIn) -> Any:
         """POS: a receipt's lines; each unit converts a recent try-on of that GTIN."""
         try:
@@ -230,13 +228,13 @@ def add_fitting_routes(app: FastAPI, gw: Gateway) -> None:
             return _refused(exc)
         return p
 
-    @app.post("/fitting/footfall", status_code=204,
+    @r.post("/fitting/footfall", status_code=204,
               responses={204: {"description": "counted (no body)"}})
     async def fitting_footfall(body: FootfallIn) -> None:
         """Door counter: people who came into the store."""
         await fr.door_count(body.at, body.entries)
 
-    @app.get("/fitting/analytics", response_model=AnalyticsOut, response_model_exclude_unset=True)
+    @r.get("/fitting/analytics", response_model=AnalyticsOut, response_model_exclude_unset=True)
     async def fitting_analytics(start: int | None = Query(None, description="unix ms"),
                                 end: int | None = Query(None, description="unix ms")
                                 ) -> dict[str, Any]:
@@ -244,9 +242,11 @@ def add_fitting_routes(app: FastAPI, gw: Gateway) -> None:
         purchases."""
         return fr.analytics(start, end)
 
-    @app.get("/mirror/{room}", response_class=HTMLResponse)
+    @r.get("/mirror/{room}", response_class=HTMLResponse)
     async def mirror(room: str) -> HTMLResponse:
         """The mirror screen of one room (static HTML + JS; live through /stream)."""
         if not is_device_id(room):
             return HTMLResponse("unknown room", status_code=404)
         return HTMLResponse(MIRROR_HTML.read_text("utf-8").replace("{{ROOM}}", room))
+
+    return r

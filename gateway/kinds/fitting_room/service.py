@@ -22,16 +22,14 @@ device events, the stock source, staff requests and the API:
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 from gateway.devices.commands import now_ms
-from gateway.devices.ticker import tick_loop
+from gateway.kinds.base import Batch, StatefulService
 from gateway.kinds.fitting_room import gs1
 from gateway.kinds.fitting_room.core import FINAL as FINAL_STATES
 from gateway.kinds.fitting_room.core import REQUEST_STATES, FittingError, FittingRooms, Rules
@@ -85,37 +83,30 @@ def _room_events(store: Store, after: int, limit: int) -> tuple[list[dict[str, A
     return events, (events[-1]["id"] if len(events) == limit else hi)
 
 
-def _save_tx(store: Store, state: dict[str, Any], cursor: int, items: list[dict[str, Any]],
-             cmds: list[tuple[str, str, dict[str, Any], str]], now: int) -> None:
-    with store.transaction():
+def _put_state(state: dict[str, Any], cursor: int, now: int) -> Callable[[Store], None]:
+    def put(store: Store) -> None:
         store.conn.execute(
             """INSERT INTO fitting (id, state, cursor, updated) VALUES (1, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET state=excluded.state, cursor=excluded.cursor,
                  updated=excluded.updated""",
             (json.dumps(state, separators=(",", ":")), cursor, now))
-        for data in items:
-            store.append_stream("fitting", data)
-        for device, name, args, key in cmds:
-            if store.find_command(device, key) is None:
-                store.insert_command(id="c-" + secrets.token_hex(8), device=device, name=name,
-                                     args=args, idem_key=key, deadline=now + CMD_TIMEOUT_MS,
-                                     now=now)
+    return put
 
 
-class FittingService:
+class FittingService(StatefulService):
+    stream_kind = "fitting"
+    log = log
+    step_label = "fitting step"
+
     def __init__(self, db: Database, stock: StockSource | None, *, rules: Rules | None = None,
                  dispatcher: SizeDispatcher | None = None, tick_s: float = 1.0,
                  clock: Callable[[], int] = now_ms) -> None:
-        self.db = db
+        super().__init__(db, tick_s=tick_s, clock=clock)
         self.stock = stock
         self.rules = rules or Rules()
         self.dispatcher = dispatcher or StaffDispatcher()
-        self.tick_s = tick_s
-        self.clock = clock
         self.core = FittingRooms(self.rules)
         self.cursor = 0
-        self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -123,9 +114,6 @@ class FittingService:
         state, self.cursor = await self.db.read(_load_tx)
         if state is not None:
             self.core = FittingRooms.from_dict(state, self.rules)
-
-    async def run(self) -> None:
-        await tick_loop(self._wake, self.tick_s, self.step, log, "fitting step")
 
     def on_commit_item(self, kind: str, data: dict[str, Any]) -> None:
         # a cheap look: `_room_events` filters in SQL; `tube`: a carrier may have moved
@@ -190,9 +178,11 @@ class FittingService:
             raise
 
     async def _commit(self, cursor: int) -> None:
-        items = [{**c, "device": c["room"]} for c in self.core.take_changes()]
-        await self.db.write(_save_tx, self.core.to_dict(), cursor, items,
-                            self.core.take_commands(), self.clock())
+        batch, now = Batch(), self.clock()
+        batch.items = [{**c, "device": c["room"]} for c in self.core.take_changes()]
+        batch.cmds = [(device, name, args, key, now + CMD_TIMEOUT_MS)
+                      for device, name, args, key in self.core.take_commands()]
+        await self._save(_put_state(self.core.to_dict(), cursor, now), batch)
         self.cursor = cursor
 
     async def _identity(self, body: dict[str, Any]) -> tuple[str, str | None, str | None]:

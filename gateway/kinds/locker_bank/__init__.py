@@ -1,1 +1,86 @@
 """Locker banks: click-and-collect pickup lockers (docs/lockers.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gateway.kinds.base import AlertRule, CliFlag, ConfigKey, DeviceKind, KindContext, positive
+
+
+def _build(ctx: KindContext) -> Any:
+    from gateway.kinds.locker_bank.keys import LockerKeys
+    from gateway.kinds.locker_bank.service import LockersService
+    s = ctx.settings
+    return LockersService(ctx.db, ctx.commands, tick_s=s["locker_tick_s"], clock=ctx.clock,
+                          reserve_s=s["locker_reserve_s"],
+                          pickup_window_s=s["locker_pickup_window_s"],
+                          keys=LockerKeys(s["locker_keys_file"]).get)
+
+
+def _router(lockers: Any) -> Any:
+    from gateway.kinds.locker_bank.api import router
+    return router(lockers)
+
+
+def _render(lockers: Any, kind: str, data: dict[str, Any], reveal: bool) -> dict[str, Any]:
+    # the plain pickup code of order.ready/.code only with `reveal` (gateway/http/redact.py)
+    return lockers.render(data, reveal) if kind == "locker" else data
+
+
+def _reveal(lockers: Any, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    return lockers.render(data) if kind == "locker" else data
+
+
+KIND = DeviceKind(
+    name="lockers",
+    apps={"locker-bank": ("edge.apps.locker", "LockerBank")},
+    docs="docs/lockers.md",
+    build=_build,
+    settings=("locker_tick_s", "locker_reserve_s", "locker_pickup_window_s", "locker_keys_file"),
+    router=_router,
+    stream_kind="locker",
+    render=_render,
+    reveal=_reveal,
+    auth=(
+        ("POST", "/lockers/*/orders/*/load", ("operations", "lockers")),
+        ("POST", "/lockers/*/orders/*/retrieve", ("operations",)),   # staff takes an expired parcel
+        ("POST", "/lockers/*/orders", ("lockers",)),                 # assign, cancel, reissue
+        ("POST", "/lockers/*/compartments", ("operations",)),        # open, out-of-order, clear
+        ("POST", "/lockers/*/open-all", ("operations",)),
+    ),
+    alerts=(
+        AlertRule("event", "door.forced", "critical", "door.forced:{device}:{compartment}",
+                  "Locker {device}, door {compartment} was forced open: compartment blocked, "
+                  "check it"),
+        AlertRule("event", "door.ajar", "warning", "door.ajar:{device}:{compartment}",
+                  "Locker {device}, door {compartment} has been left open"),
+        AlertRule("event", "door.closed", "info", "", "",
+                  resolves="door.ajar:{device}:{compartment}"),
+        AlertRule("event", "lock.jammed", "critical", "lock.jammed:{device}:{compartment}",
+                  "Locker {device}, door {compartment} did not open (lock jammed): service it"),
+        # staff cleared the compartment (POST /lockers/{bank}/compartments/{n}/clear, done by the bank)
+        AlertRule("locker", "compartment.cleared", "info", "", "",
+                  resolves="door.forced:{device}:{compartment}"),
+        AlertRule("locker", "compartment.cleared", "info", "", "",
+                  resolves="lock.jammed:{device}:{compartment}"),
+        AlertRule("event", "keypad.locked", "warning", "keypad.locked:{device}",
+                  "Locker {device}: keypad locked for {for_s} s after {failures} wrong codes"),
+        AlertRule("event", "pickup.interrupted", "warning",
+                  "pickup.interrupted:{device}:{compartment}",
+                  "Locker {device}, door {compartment}: a pickup was interrupted by a power cut"),
+    ),
+    config={"lockers": {"tick_s": ConfigKey("locker_tick_s", "float", positive),
+                        "keys_file": ConfigKey("locker_keys_file", "path")}},
+    flags=(
+        CliFlag("--locker-reserve", "locker_reserve_s", after="--ack-linger-ms", options={
+            "type": float, "default": 4 * 3600, "metavar": "SECONDS",
+            "help": "locker banks: how long an unloaded reservation lasts (default 4 h)"}),
+        CliFlag("--locker-pickup-window", "locker_pickup_window_s", options={
+            "type": float, "default": 3 * 24 * 3600, "metavar": "SECONDS",
+            "help": "locker banks: how long a pickup code works (default 3 days)"}),
+        CliFlag("--locker-keys", "locker_keys_file", options={
+            "type": Path, "default": None, "metavar": "FILE",
+            "help": "locker banks' pickup-code keys (locker-keys.json from tools/provision.py); "
+                    "a bank without a key gets no orders (no-key; docs/lockers.md)"}),
+    ),
+)

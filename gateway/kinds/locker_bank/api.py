@@ -10,18 +10,15 @@ bank did it, 409 with the bank's reason when it refused (`door-open`, `jammed`..
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.devices.commands import CommandRejected, IdempotencyConflict, UnknownDevice
 from gateway.kinds.locker_bank.core import Reason, Refused
-from gateway.kinds.locker_bank.service import UnknownBank
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.kinds.locker_bank.service import LockersService, UnknownBank
 
 KEY_PATTERN = r"^[A-Za-z0-9._:@/+=-]+$"
 
@@ -208,10 +205,10 @@ def _device_answer(content: dict[str, Any], cmd: dict[str, Any]) -> JSONResponse
     return JSONResponse(status_code=202, content=content, headers={"Location": f"/commands/{cmd['id']}"})
 
 
-def add_locker_routes(app: FastAPI, gw: Gateway) -> None:
-    svc = lambda: gw.lockers
+def router(lockers: LockersService) -> APIRouter:
+    r = APIRouter()
 
-    @app.post("/lockers/{bank}/orders", status_code=201, tags=["lockers"],
+    @r.post("/lockers/{bank}/orders", status_code=201, tags=["lockers"],
               responses={201: {"model": OrderOut, "description": "compartment reserved (or the "
                                                                 "existing reservation of this order)"},
                          404: _ERRORS[404],
@@ -221,64 +218,64 @@ def add_locker_routes(app: FastAPI, gw: Gateway) -> None:
         """Order system: reserve the smallest free compartment that fits the order
         (`order.assigned` on the stream). Idempotent by order id: the same order again
         returns its reservation."""
-        o = await _call(bank, svc().assign(bank, body.order, body.size))
+        o = await _call(bank, lockers.assign(bank, body.order, body.size))
         return o if isinstance(o, JSONResponse) else JSONResponse(status_code=201, content=o)
 
-    @app.post("/lockers/{bank}/orders/{order}/load", tags=["lockers"], responses=_DEVICE)
+    @r.post("/lockers/{bank}/orders/{order}/load", tags=["lockers"], responses=_DEVICE)
     async def locker_load(bank: str, order: str) -> JSONResponse:
         """Staff: open the order's reserved compartment for loading (device `open reason=load`).
         When the door closes with the parcel inside, the gateway draws the pickup code, sends
         it (hashed) to the bank and emits `order.ready` on the stream (with the plain code
         for `lockers`/`admin` subscribers only).
         Idempotent per loading attempt (a `load.empty` starts a new one)."""
-        out = await _call(bank, svc().open_for_load(bank, order))
+        out = await _call(bank, lockers.open_for_load(bank, order))
         if isinstance(out, JSONResponse):
             return out
         cid, cmd = out
         return _device_answer({"bank": bank, "order": order, "compartment": cid}, cmd)
 
-    @app.post("/lockers/{bank}/orders/{order}/cancel", tags=["lockers"],
+    @r.post("/lockers/{bank}/orders/{order}/cancel", tags=["lockers"],
               responses={200: {"model": OrderOut, "description": "cancelled (`order.cancelled`)"}, **_ERRORS})
     async def locker_cancel(bank: str, order: str, body: OperationIn) -> JSONResponse:
         """Order system: cancel an order that was never loaded; its compartment is free again.
         A loaded order is refused (`order-state`): staff retrieve it."""
-        out = await _call(bank, svc().cancel(bank, order, body.idempotency_key))
+        out = await _call(bank, lockers.cancel(bank, order, body.idempotency_key))
         return out if isinstance(out, JSONResponse) else JSONResponse(out)
 
-    @app.post("/lockers/{bank}/orders/{order}/reissue", tags=["lockers"],
+    @r.post("/lockers/{bank}/orders/{order}/reissue", tags=["lockers"],
               responses={200: {"model": CodeOut, "description": "a new code (`order.code` on the stream)"},
                          **_ERRORS})
     async def locker_reissue(bank: str, order: str, body: OperationIn) -> JSONResponse:
         """Order system: a new pickup code for a ready order (lost, or spent without a pickup).
         The old code stops working on the bank (`set_order` replaces it); the pickup window
         restarts."""
-        out = await _call(bank, svc().reissue(bank, order, body.idempotency_key))
-        return out if isinstance(out, JSONResponse) else JSONResponse(svc().render(out))
+        out = await _call(bank, lockers.reissue(bank, order, body.idempotency_key))
+        return out if isinstance(out, JSONResponse) else JSONResponse(lockers.render(out))
 
-    @app.post("/lockers/{bank}/orders/{order}/retrieve", tags=["lockers"], responses=_DEVICE)
+    @r.post("/lockers/{bank}/orders/{order}/retrieve", tags=["lockers"], responses=_DEVICE)
     async def locker_retrieve(bank: str, order: str, body: OperationIn) -> JSONResponse:
         """Staff: open a ready or expired order's compartment to take the parcel back; the
         order becomes `returned` when the door closes with the compartment empty."""
-        out = await _call(bank, svc().retrieve(bank, order, body.idempotency_key))
+        out = await _call(bank, lockers.retrieve(bank, order, body.idempotency_key))
         if isinstance(out, JSONResponse):
             return out
         cid, cmd = out
         return _device_answer({"bank": bank, "order": order, "compartment": cid}, cmd)
 
-    @app.post("/lockers/{bank}/compartments/{compartment}/open", tags=["lockers"], responses=_DEVICE)
+    @r.post("/lockers/{bank}/compartments/{compartment}/open", tags=["lockers"], responses=_DEVICE)
     async def locker_open(bank: str, compartment: int, body: OperationIn) -> JSONResponse:
         """Staff: open one compartment for service (any state; refused while its door is
         open or unlocking: `door-open`, `busy`)."""
-        cmd = await _call(bank, svc().open_one(bank, compartment, body.idempotency_key))
+        cmd = await _call(bank, lockers.open_one(bank, compartment, body.idempotency_key))
         if isinstance(cmd, JSONResponse):
             return cmd
         return _device_answer({"bank": bank, "compartment": compartment}, cmd)
 
-    @app.post("/lockers/{bank}/open-all", tags=["lockers"], responses=_DEVICE)
+    @r.post("/lockers/{bank}/open-all", tags=["lockers"], responses=_DEVICE)
     async def locker_open_all(bank: str, body: OperationIn) -> JSONResponse:
         """Staff: open every door for service, one after the other; the result lists
         `opened`, `jammed` and `skipped` (door already open or busy)."""
-        cmd = await _call(bank, svc().open_all(bank, body.idempotency_key))
+        cmd = await _call(bank, lockers.open_all(bank, body.idempotency_key))
         if isinstance(cmd, JSONResponse):
             return cmd
         return _device_answer({"bank": bank}, cmd)
@@ -290,32 +287,34 @@ def add_locker_routes(app: FastAPI, gw: Gateway) -> None:
         cmd, state = out
         return _device_answer({"bank": bank, "compartment": compartment, "state": state}, cmd)
 
-    @app.post("/lockers/{bank}/compartments/{compartment}/out-of-order", tags=["lockers"],
+    @r.post("/lockers/{bank}/compartments/{compartment}/out-of-order", tags=["lockers"],
               responses=_DEVICE)
     async def locker_out_of_order(bank: str, compartment: int, body: OutOfOrderIn) -> JSONResponse:
         """Staff: mark a compartment out of order (`on: true`) or back in service
         (`on: false`). Refused `occupied` when an order is inside, unless `force`."""
-        return await _staff_state_op(bank, compartment, svc().set_out_of_order(
+        return await _staff_state_op(bank, compartment, lockers.set_out_of_order(
             bank, compartment, body.on, body.force, body.idempotency_key))
 
-    @app.post("/lockers/{bank}/compartments/{compartment}/clear", tags=["lockers"], responses=_DEVICE)
+    @r.post("/lockers/{bank}/compartments/{compartment}/clear", tags=["lockers"], responses=_DEVICE)
     async def locker_clear(bank: str, compartment: int, body: OperationIn) -> JSONResponse:
         """Staff: release a blocked compartment (forced door, jammed lock) after checking it,
         with its door shut (`door-open` otherwise; `not-blocked` if it is not blocked)."""
-        return await _staff_state_op(bank, compartment, svc().clear(bank, compartment, body.idempotency_key))
+        return await _staff_state_op(bank, compartment, lockers.clear(bank, compartment, body.idempotency_key))
 
-    @app.get("/lockers/{bank}", tags=["lockers"], response_model=BankOut, responses={404: _ERRORS[404]})
+    @r.get("/lockers/{bank}", tags=["lockers"], response_model=BankOut, responses={404: _ERRORS[404]})
     async def locker_bank(bank: str) -> dict[str, Any]:
         """Compartments (`free`/`reserved`/`loaded`/`collecting`/`expired`/`out_of_order`/
         `blocked`) and orders (never a code)."""
         try:
-            return svc().view(bank)
+            return lockers.view(bank)
         except UnknownBank:
             raise _bank_404(bank) from None
 
-    @app.get("/lockers/{bank}/orders/{order}", tags=["lockers"],
+    @r.get("/lockers/{bank}/orders/{order}", tags=["lockers"],
              responses={200: {"model": OrderViewOut}, 404: _ERRORS[404]})
     async def locker_order(bank: str, order: str) -> JSONResponse:
         """One order; `code_sync` is the `set_order` command that puts its code on the bank."""
-        out = await _call(bank, svc().order_view(bank, order))
+        out = await _call(bank, lockers.order_view(bank, order))
         return out if isinstance(out, JSONResponse) else JSONResponse(out)
+
+    return r

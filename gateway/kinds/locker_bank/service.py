@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from gateway.devices.commands import CommandService, IdempotencyConflict, now_ms
-from gateway.devices.ticker import tick_loop
+from gateway.kinds.base import Batch, StatefulService
 from gateway.kinds.locker_bank.core import (
     IssuedCode,
     LockerBank,
@@ -71,19 +71,6 @@ class UnknownBank(LookupError):
     pass
 
 
-def _save_tx(store: Store, bank_id: str, state: dict[str, Any], cursor: int,
-             items: list[dict[str, Any]], cmds: list[tuple[str, dict[str, Any], str, int]],
-             now: int) -> None:
-    with store.transaction():
-        store.put_locker(bank_id, state, cursor, now)
-        for data in items:
-            store.append_stream("locker", data)
-        for name, args, key, deadline in cmds:
-            if store.find_command(bank_id, key) is None:
-                store.insert_command(id="c-" + secrets.token_hex(8), device=bank_id, name=name,
-                                     args=args, idem_key=key, deadline=deadline, now=now)
-
-
 def public_order(o: Order) -> dict[str, Any]:
     return {"order": o.id, "size": str(o.size), "compartment": o.compartment_id,
             "state": str(o.state), "assigned_at": o.assigned_at, "reserve_until": o.reserve_until,
@@ -91,33 +78,37 @@ def public_order(o: Order) -> dict[str, Any]:
             "code_used_at": o.code_used_at, "needs_code": o.needs_code, "closed_at": o.closed_at}
 
 
-class _Batch:
+class _Batch(Batch):
     """What one change of a bank produces: stream items, device commands, fresh codes."""
 
     def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-        self.cmds: list[tuple[str, dict[str, Any], str, int]] = []
+        super().__init__()
         self.codes: dict[str, str] = {}  # ready_id -> plain code (memory only)
         self.issued: dict[str, IssuedCode] = {}
 
 
-class LockersService:
+def _put_bank(bank_id: str, state: dict[str, Any], cursor: int, now: int
+              ) -> Callable[[Store], None]:
+    return lambda store: store.put_locker(bank_id, state, cursor, now)
+
+
+class LockersService(StatefulService):
+    stream_kind = "locker"
+    log = log
+    step_label = "locker tick"
+
     def __init__(self, db: Database, commands: CommandService, *, tick_s: float = 1.0,
                  clock: Callable[[], int] = now_ms, reserve_s: float = 4 * 3600,
                  pickup_window_s: float = 3 * 24 * 3600,
                  keys: Callable[[str], bytes | None] | None = None) -> None:
-        self.db = db
+        super().__init__(db, tick_s=tick_s, clock=clock)
         self.keys = keys or (lambda bank: None)  # bank id -> its code key (LockerKeys.get)
         self.commands = commands
-        self.tick_s = tick_s
-        self.clock = clock
         self.reserve_s = reserve_s
         self.pickup_window_s = pickup_window_s
         self.banks: dict[str, LockerBank] = {}
         self.meta: dict[str, dict[str, Any]] = {}
         self.cursor: dict[str, int] = {}
-        self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self._codes: dict[str, tuple[str, float]] = {}  # ready_id -> (code, monotonic expiry)
         self._creating: set[str] = set()
         self._status_tries: dict[str, int] = {}
@@ -136,7 +127,7 @@ class LockersService:
     async def run(self) -> None:
         """Apply device events and expire orders, forever (cancel to stop)."""
         try:
-            await tick_loop(self._wake, self.tick_s, self.step, log, "locker tick")
+            await super().run()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -155,9 +146,6 @@ class LockersService:
                 await self._catch_up(bank_id)
                 await self._tick(bank_id)
         self._purge_codes()
-
-    def kick(self) -> None:
-        self._wake.set()
 
     def on_commit_item(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "event" and data.get("device") in self.banks:
@@ -217,17 +205,14 @@ class LockersService:
                 return self.banks[device]
             bank = LockerBank(device, layout, salt=device, reserve_s=self.reserve_s,
                               pickup_window_s=self.pickup_window_s, key=self.keys(device))
-            await self.db.write(_save_tx, device, {"bank": bank.to_dict(), "meta": {}}, 0,
-                                [], [], self.clock())
+            await self._save(_put_bank(device, {"bank": bank.to_dict(), "meta": {}}, 0,
+                                       self.clock()), Batch())
             self.banks[device], self.meta[device], self.cursor[device] = bank, {}, 0
             log.info("locker bank created device=%s compartments=%s", device,
                      " ".join(f"{n}{s}" for n, s in layout))
             return bank
 
     # -- changes ----------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return self.clock() / 1000
 
     def _drain(self, bank: LockerBank, batch: _Batch) -> None:
         """Turn the bank's order transitions (and issued codes) into stream items and device
@@ -242,8 +227,8 @@ class LockersService:
             if tr.new is OrderState.READY and tr.order_id in batch.issued:
                 data.update(self._code_fields(bank, batch.issued.pop(tr.order_id), batch))
             if tr.new is OrderState.EXPIRED:  # the code is dead: tell the device too
-                batch.cmds.append(("revoke", {"compartment": tr.compartment_id,
-                                              "order": tr.order_id},
+                batch.cmds.append((bank.id, "revoke", {"compartment": tr.compartment_id,
+                                                       "order": tr.order_id},
                                    f"lk:{tr.order_id}:revoke", deadline))
             batch.items.append(data)
         for ic in batch.issued.values():  # a reissued code: no state change
@@ -267,11 +252,11 @@ class LockersService:
 
     def _code_fields(self, bank: LockerBank, ic: IssuedCode, batch: _Batch) -> dict[str, Any]:
         key = f"lk:{ic.order_id}:set_order:{ic.code_mac[:16]}"
-        batch.cmds.append(("set_order", {"compartment": ic.compartment_id, "order": ic.order_id,
-                                         "mac": ic.code_mac, "exp": int(ic.expires_at * 1000),
-                                         "salt_id": salt_id(bank.salt),
-                                         "key_id": key_id(bank.key or b"")},
-                           key, self.clock() + DEVICE_CMD_TIMEOUT_S * 1000))
+        args = {"compartment": ic.compartment_id, "order": ic.order_id, "mac": ic.code_mac,
+                "exp": int(ic.expires_at * 1000), "salt_id": salt_id(bank.salt),
+                "key_id": key_id(bank.key or b"")}
+        batch.cmds.append((bank.id, "set_order", args, key,
+                           self.clock() + DEVICE_CMD_TIMEOUT_S * 1000))
         self.meta[bank.id].setdefault("code_cmd", {})[ic.order_id] = key
         ready_id = secrets.token_hex(8)
         batch.codes[ready_id] = ic.code
@@ -286,9 +271,8 @@ class LockersService:
         for rid, code in batch.codes.items():  # before the commit: rendering may start at once
             self._codes[rid] = (code, expiry)
         try:
-            await self.db.write(_save_tx, bank_id, {"bank": bank.to_dict(),
-                                                    "meta": self.meta[bank_id]},
-                                cursor, batch.items, batch.cmds, self.clock())
+            await self._save(_put_bank(bank_id, {"bank": bank.to_dict(), "meta": self.meta[bank_id]},
+                                       cursor, self.clock()), batch)
         except BaseException:
             for rid in batch.codes:
                 self._codes.pop(rid, None)
@@ -351,7 +335,7 @@ class LockersService:
         batch = _Batch()
         if push:
             kid = key_id(bank.key or b"")
-            batch.cmds.append(("load_codes", {
+            batch.cmds.append((bank_id, "load_codes", {
                 "replace": True, "salt_id": salt_id(bank.salt), "key_id": kid,
                 "orders": [{"compartment": o.compartment_id, "order": o.id, "mac": o.code_mac,
                             "exp": None if o.pickup_until is None else int(o.pickup_until * 1000)}

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gateway.kinds.base import KindService
 from gateway.storage.db import Database
 from gateway.storage.store import Store
 
@@ -123,7 +124,7 @@ def _put_tx(store: Store, sample: dict[str, Any]) -> list[dict[str, Any]]:
         return store.list_samples()
 
 
-class PadsService:
+class PadsService(KindService):
     """The sample catalog, cached in memory for enrichment."""
 
     def __init__(self, db: Database, samples_file: Path | None = None) -> None:

@@ -1,16 +1,13 @@
 """HTTP API of the pneumatic tube (docs/tube.md, "API"): dispatches, staff recovery, line view."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.kinds.tube.core import InvalidCommand, InvalidJob
-from gateway.kinds.tube.service import JobConflict, UnknownJob
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.kinds.tube.service import JobConflict, TubeService, UnknownJob
 
 KEY_PATTERN = r"^[A-Za-z0-9._:@/+=-]+$"
 
@@ -76,7 +73,7 @@ def _404(job: str) -> HTTPException:
     return HTTPException(404, f"unknown dispatch {job!r} (GET /tube/dispatches lists them)")
 
 
-def tube_router(gw: Gateway) -> APIRouter:
+def router(tube: TubeService) -> APIRouter:
     r = APIRouter(prefix="/tube", tags=["tube"])
 
     @r.post("/dispatches", status_code=201, response_model=DispatchOut,
@@ -89,7 +86,7 @@ def tube_router(gw: Gateway) -> APIRouter:
         (`dispatch.queued` ... `dispatch.delivered`). Example: `{"from": "stockroom", "to":
         "fitting-rooms", "priority": "customer", "item": "SKU-1 M", "idempotency_key": "k-1"}`."""
         try:
-            rec, created = await gw.tube.dispatch(origin=body.origin, destination=body.destination,
+            rec, created = await tube.dispatch(origin=body.origin, destination=body.destination,
                                                   priority=body.priority, item=body.item,
                                                   key=body.idempotency_key)
         except JobConflict as exc:
@@ -104,12 +101,12 @@ def tube_router(gw: Gateway) -> APIRouter:
     async def list_dispatches(state: str | None = None) -> list[dict[str, Any]]:
         """Live dispatches and the last 1000 finished (least recently updated first),
         optionally in one `state`; older ones: GET /tube/dispatches/{job}."""
-        return gw.tube.jobs(state)
+        return tube.jobs(state)
 
     @r.get("/dispatches/{job}", response_model=DispatchOut)
     async def get_dispatch(job: str) -> dict[str, Any]:
         try:
-            return await gw.tube.get_job(job)
+            return await tube.get_job(job)
         except UnknownJob:
             raise _404(job) from None
 
@@ -119,7 +116,7 @@ def tube_router(gw: Gateway) -> APIRouter:
     async def cancel_dispatch(job: str) -> dict[str, Any]:
         """Cancel a dispatch that is not in the tube yet (queued or routing)."""
         try:
-            return await gw.tube.cancel(job)
+            return await tube.cancel(job)
         except UnknownJob:
             raise _404(job) from None
         except InvalidCommand as exc:
@@ -132,7 +129,7 @@ def tube_router(gw: Gateway) -> APIRouter:
         back to its sender, or freed a stuck diverter: free the line. The dispatch is sent
         once more (`resend=true`, its last attempt) or cancelled (`resend=false`)."""
         try:
-            return {"target": target, "changes": await gw.tube.clear_jam(target, resend)}
+            return {"target": target, "changes": await tube.clear_jam(target, resend)}
         except InvalidCommand as exc:
             raise HTTPException(409, str(exc)) from None
 
@@ -140,6 +137,6 @@ def tube_router(gw: Gateway) -> APIRouter:
     async def line() -> dict[str, Any]:
         """Reservations (resource -> dispatch), blocked resources, station doors and bins,
         e-stop, live dispatches."""
-        return gw.tube.view()
+        return tube.view()
 
     return r

@@ -33,19 +33,17 @@
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.devices.commands import CommandService, now_ms
-from gateway.devices.ticker import tick_loop
+from gateway.kinds.base import Batch, StatefulService
 from gateway.kinds.tube.core import (
     FINAL_STATES,
     Action,
@@ -124,12 +122,10 @@ def _load_tx(store: Store, network: str) -> tuple[dict[str, Any] | None, int]:
     return (json.loads(row[0]), row[1]) if row else (None, 0)
 
 
-def _save_tx(store: Store, network: str, state: dict[str, Any], cursor: int,
-             items: list[dict[str, Any]], jobs: dict[str, dict[str, Any]],
-             cmds: list[tuple[str, str, dict[str, Any], str, int]], now: int) -> list[dict[str, Any]]:
-    """Returns the commands it inserted (a re-emitted action finds its command: none)."""
-    inserted = []
-    with store.transaction():
+def _put_state(network: str, state: dict[str, Any], cursor: int, jobs: dict[str, dict[str, Any]],
+               now: int) -> Callable[[Store], None]:
+    """The arbiter's snapshot, the cursor and the changed job records (`tube_jobs`)."""
+    def put(store: Store) -> None:
         store.conn.execute(
             """INSERT INTO tube_state (network, state, cursor, updated) VALUES (?,?,?,?)
                ON CONFLICT (network) DO UPDATE SET state=excluded.state, cursor=excluded.cursor,
@@ -139,14 +135,7 @@ def _save_tx(store: Store, network: str, state: dict[str, Any], cursor: int,
                 """INSERT INTO tube_jobs (id, data, updated) VALUES (?,?,?)
                    ON CONFLICT (id) DO UPDATE SET data=excluded.data, updated=excluded.updated""",
                 (jid, json.dumps(rec), now))
-        for data in items:
-            store.append_stream("tube", data)
-        for device, name, args, key, deadline in cmds:
-            if store.find_command(device, key) is None:
-                inserted.append(store.insert_command(id="c-" + secrets.token_hex(8), device=device,
-                                                     name=name, args=args, idem_key=key,
-                                                     deadline=deadline, now=now))
-    return inserted
+    return put
 
 
 def _events_tx(store: Store, devices: tuple[str, ...], after: int, limit: int) -> list[dict[str, Any]]:
@@ -171,30 +160,29 @@ def _jobs_tx(store: Store, job: str | None = None) -> list[dict[str, Any]]:
     return [json.loads(r[0]) for r in rows]
 
 
-class _Batch:
+class _Batch(Batch):
     def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.cmds: list[tuple[str, str, dict[str, Any], str, int]] = []
+        super().__init__()
+        self.jobs: dict[str, dict[str, Any]] = {}  # job records changed
 
 
-class TubeService:
+class TubeService(StatefulService):
+    stream_kind = "tube"
+    log = log
+    step_label = "tube step"
+
     def __init__(self, db: Database, commands: CommandService, network_file: Path | None = None, *,
                  tick_s: float = 0.5, clock: Callable[[], int] = now_ms) -> None:
-        self.db = db
+        super().__init__(db, tick_s=tick_s, clock=clock)
         self.commands = commands
         self.cfg = load_network(network_file or DEFAULT_NETWORK)  # fail at construction
         self.net = self.cfg.network
-        self.tick_s = tick_s
-        self.clock = clock
         self.station_of = {dev: node for node, dev in self.cfg.devices.items() if node in self.net.stations}
         self.devices = tuple(sorted(set(self.cfg.devices.values())))
         self.arbiter = TubeArbiter(self.net)
         self.meta: dict[str, Any] = {"seq": 0, "estop": []}
         self.cursor = 0
         self._records: dict[str, dict[str, Any]] = {}
-        self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -217,10 +205,6 @@ class TubeService:
         live = [j.request.id for j in self.arbiter.jobs() if j.state not in FINAL_STATES]
         log.info("tube network %s resumed cursor=%d live_jobs=%s", self.net.name, self.cursor,
                  ",".join(live) or "-")
-
-    async def run(self) -> None:
-        """Apply device events and tick the arbiter, forever (cancel to stop)."""
-        await tick_loop(self._wake, self._sleep_s, self.step, log, "tube step")
 
     def _sleep_s(self) -> float:
         """Until the arbiter's next deadline (just after it: deadlines fire strictly later),
@@ -247,9 +231,6 @@ class TubeService:
             self._wake.set()
 
     # -- the arbiter ----------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return self.clock() / 1000
 
     async def _decide(self, fn: Callable[[TubeArbiter, float], list[Action]], *,
                       cursor: int | None = None, only_if_changed: bool = False) -> list[Action]:
@@ -278,9 +259,9 @@ class TubeService:
             self._carry_out(action, batch)
         state = {"arbiter": self.arbiter.to_dict(), "meta": self.meta}
         try:
-            inserted = await self.db.write(_save_tx, self.net.name, state,
-                                self.cursor if cursor is None else cursor, batch.items, batch.jobs,
-                                batch.cmds, self.clock())
+            inserted = await self._save(_put_state(
+                self.net.name, state, self.cursor if cursor is None else cursor, batch.jobs,
+                self.clock()), batch)
         except BaseException:
             self.arbiter = TubeArbiter.from_dict(self.net, before)
             self.meta = meta_before

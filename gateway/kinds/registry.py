@@ -1,0 +1,79 @@
+"""The device kinds the gateway knows: ONE list. A new kind is a folder under gateway/kinds/
+(its `__init__.py` declares `KIND`, gateway/kinds/base.py says what that holds) plus one line
+here. tests/gateway/kinds/test_registry.py checks the other places that name kinds against it:
+tools/provision.py and hil (read it), the firmware's `APPS` (MicroPython: its own copy) and the
+docs.
+
+The order is the order of the routes in the API and of the kinds' sections; services are built
+in it too, except that a kind is built after the kinds it `needs`.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gateway.kinds import fitting_room, locker_bank, sample_pad, tube
+from gateway.kinds.base import AlertRule, AuthRow, CliFlag, ConfigKey, DeviceKind
+
+KINDS: tuple[DeviceKind, ...] = (sample_pad.KIND, fitting_room.KIND, locker_bank.KIND, tube.KIND)
+
+
+def device_kinds(kinds: Iterable[DeviceKind] = KINDS) -> tuple[str, ...]:
+    """Every device kind string ("sample-pad", ..., "tube-line"), in registry order."""
+    return tuple(dk for k in kinds for dk in k.device_kinds)
+
+
+def kind_of(device_kind: str) -> DeviceKind | None:
+    """The kind that a device of `device_kind` (its birth's `kind`) belongs to."""
+    return next((k for k in KINDS if device_kind in k.apps), None)
+
+
+def build_order(kinds: Iterable[DeviceKind] = KINDS) -> list[DeviceKind]:
+    """Registry order, each kind after the kinds it `needs` (a ValueError names a need that is
+    not a kind, or a cycle)."""
+    by_name = {k.name: k for k in kinds}
+    out: list[DeviceKind] = []
+    visiting: set[str] = set()
+
+    def visit(k: DeviceKind) -> None:
+        if k in out:
+            return
+        if k.name in visiting:
+            raise ValueError(f"kinds need each other: {k.name} ({', '.join(sorted(visiting))})")
+        visiting.add(k.name)
+        for need in k.needs:
+            if need not in by_name:
+                raise ValueError(f"kind {k.name} needs {need!r}, which is not a kind "
+                                 f"({', '.join(by_name)})")
+            visit(by_name[need])
+        visiting.discard(k.name)
+        out.append(k)
+
+    for k in by_name.values():
+        visit(k)
+    return out
+
+
+def auth_rows() -> tuple[AuthRow, ...]:
+    return tuple(row for k in KINDS for row in k.auth)
+
+
+def alert_rules() -> tuple[AlertRule, ...]:
+    return tuple(rule for k in KINDS for rule in k.alerts)
+
+
+def config_sections() -> dict[str, dict[str, ConfigKey]]:
+    out: dict[str, dict[str, ConfigKey]] = {}
+    for k in KINDS:
+        for section, keys in k.config.items():
+            if section in out:
+                raise ValueError(f"config section [{section}] declared twice ({k.name})")
+            out[section] = dict(keys)
+    return out
+
+
+def cli_flags() -> tuple[CliFlag, ...]:
+    return tuple(f for k in KINDS for f in k.flags)
+
+
+def config_errors() -> tuple[type[Exception], ...]:
+    return tuple(e for k in KINDS for e in k.errors())
