@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Self
 
 from hil.drivers import actions, driver_class
-from hil.drivers.base import DeviceDriver
 from hil.pi.wiring import DeviceWiring, TagSpec, Wiring, load_wiring
 from hil.trace import Trace
 
@@ -60,7 +59,7 @@ class Rig(ABC):
         self._tap: BrokerTap | None = None
         self.broker_control = None  # an object with stop()/start() (virtual: the test's own broker)
         # one driver per device, by its kind (hil.drivers.DRIVERS): it holds the device's world state
-        self._drivers: dict[str, DeviceDriver] = {
+        self._drivers: dict[str, Any] = {  # hil.drivers.base.DeviceDriver subclasses
             dev: driver_class(w.kind)(self, dev) for dev, w in wiring.devices.items()}
 
     # --- devices ---------------------------------------------------------------------------
@@ -111,7 +110,8 @@ class Rig(ABC):
         for driver in self._drivers.values():
             driver.reset()
         for dev, w in self.wiring.devices.items():
-            self.remove_tag(dev, quiet=True)
+            if self._drivers[dev].reader or w.tags:  # (a locker bank has no reader to empty)
+                self.remove_tag(dev, quiet=True)
             for pin in w.inputs:
                 self._set_input(dev, pin, self._idle_level(w, pin))
 
@@ -363,11 +363,9 @@ class VirtualRigBackend(Rig):
     def tube_line(self):
         """The tube line model between the rig's tube devices (virtual rig only: faults such as
         a stuck carrier or diverter are injected here). Created on first use, before the tube
-        firmware starts, from the wiring file's `tube` network file (hil.drivers.tube)."""
+        firmware starts, from the wiring file's `tube` network file (hil.drivers.tube.TubeStation)."""
         if self._tube is None:
-            from hil.drivers.tube import line_model
-
-            self._tube = line_model(self)
+            self._tube = driver_class("tube-station").line_model(self)
         return self._tube
 
     @property

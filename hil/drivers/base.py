@@ -35,6 +35,7 @@ BOUND = frozenset({
 class DeviceDriver:
     kind = ""  # the kind string (hil.drivers.DRIVERS)
     display_uart = "display"  # the UART the board writes its display lines on
+    reader = False  # has a tag reader (`Rig.place_tag`): `reset_world` takes its tags away
     ACTIONS: tuple[str, ...] = ("open_door", "close_door", "press", "jam", "display", "wait_display")
 
     def __init__(self, rig: Rig, dev: str):

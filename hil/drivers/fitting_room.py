@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 class FittingRoom(DeviceDriver):
     kind = "fitting-room"
+    reader = True
 
     def attach_sim(self, store: VirtualStore) -> None:
         store.add_fitting_room(self.dev, **self.wiring.app)  # MFRC522 that holds several tags

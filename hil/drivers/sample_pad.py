@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 class SamplePad(DeviceDriver):
     kind = "sample-pad"
+    reader = True
 
     def attach_sim(self, store: VirtualStore) -> None:
         store.add_pad(self.dev, **self.wiring.app)  # with its emulated MFRC522 on SPI "rfid"

@@ -2,8 +2,8 @@
 photo-eyes, the station `door`, the `send` button, the `estop` loop, the blower `air`, the
 send `gate`, a display UART) and `tube-line` boards (diverters, segment photo-eyes, e-stop).
 
-On the virtual rig the line between the boards is `hil.sim.tube.TubeLineModel`: `line_model`
-builds it for a rig from the wiring file's `tube` network file, `add_line` for a virtual store
+On the virtual rig the line between the boards is `hil.sim.tube.TubeLineModel`: `TubeStation.line_model`
+builds it for a rig from the wiring file's `tube` network file, `TubeStation.add_line` for a virtual store
 from a network file (the one the gateway loads); `TubeHandle` is the store's handle."""
 from __future__ import annotations
 
@@ -76,21 +76,53 @@ class TubeStation(_TubeBoard):
     def press_send(self) -> None:
         self.press("send")
 
+    # --- the virtual rig and store: the line between the boards -----------------------------
+    @classmethod
+    def line_model(cls, rig: VirtualRigBackend) -> Any:
+        """The tube line model between a virtual rig's tube devices, from the wiring file's `tube`
+        network file (create it before the tube firmware starts: it sets the idle world)."""
+        from hil.rig import ROOT, RigError
+        from hil.sim.tube import TubeLineModel
+
+        if rig.wiring.tube is None:
+            raise RigError(f"rig {rig.name!r} has no tube network: add \"tube\": \"boards/tube/<file>.json\"")
+        path = rig.wiring.tube if rig.wiring.tube.is_absolute() else ROOT / rig.wiring.tube
+        return TubeLineModel(rig.store.rig, path).start()
+
+    @classmethod
+    def add_line(cls, store: VirtualStore, network: dict | Path, heap: str | None = None, *,
+                 poll_ms: int | None = None, pass_ms: int = 120, dt: float = 0.005) -> TubeHandle:
+        """A tube line on a virtual store (`VirtualStore.add_tube`): one `tube-station` board per
+        station and a `tube-line` board per device that drives diverters, as the network's
+        `devices` map says (eyes on the board they are mapped to), and the virtual line between
+        them, running from now on (it sets the idle world before the firmware starts)."""
+        from hil.sim.tube import TubeLineModel
+
+        net = network if isinstance(network, dict) else json.loads(Path(network).read_text())
+        devices: dict[str, str] = net["devices"]
+        extra = {} if poll_ms is None else {"poll_ms": poll_ms}
+        eyes_on: dict[str, list[str]] = {}
+        for seg in net["segments"]:
+            eyes_on.setdefault(devices.get(seg["eye"], ""), []).append(seg["eye"])
+        apps: dict[str, tuple[str, dict]] = {}
+        for st in net["stations"]:
+            dev = devices[st["id"]]
+            apps[dev] = (cls.kind, {"station": st["id"], "eyes": eyes_on.get(dev, []), **extra})
+        for d in net.get("diverters", []):
+            dev = devices[d["id"]]
+            app = apps.setdefault(dev, (TubeLine.kind, {"diverters": [], "eyes": eyes_on.get(dev, []),
+                                                        **extra}))[1]
+            app["diverters"].append({"id": d["id"], "positions": list(d["positions"]),
+                                     "travel_ms": int(float(d["travel_time_s"]) * 1000)})
+        model = TubeLineModel(store.rig, net, pass_ms=pass_ms, dt=dt)  # before power-on
+        for dev, (kind, app) in apps.items():
+            store.devices[dev] = FirmwareProcess(store._config(dev, kind, app), store.workdir,
+                                                 heap or store.heap)
+        return TubeHandle(store.rig, model.start(), {s["id"]: devices[s["id"]] for s in net["stations"]})
+
 
 class TubeLine(_TubeBoard):
     kind = "tube-line"
-
-
-def line_model(rig: VirtualRigBackend) -> Any:
-    """The tube line model between a virtual rig's tube devices, from the wiring file's `tube`
-    network file (create it before the tube firmware starts: it sets the idle world)."""
-    from hil.rig import ROOT, RigError
-    from hil.sim.tube import TubeLineModel
-
-    if rig.wiring.tube is None:
-        raise RigError(f"rig {rig.name!r} has no tube network: add \"tube\": \"boards/tube/<file>.json\"")
-    path = rig.wiring.tube if rig.wiring.tube.is_absolute() else ROOT / rig.wiring.tube
-    return TubeLineModel(rig.store.rig, path).start()
 
 
 class TubeHandle:
@@ -138,32 +170,3 @@ class TubeHandle:
         self.model.stop()
 
 
-def add_line(store: VirtualStore, network: dict | Path, heap: str | None = None, *,
-             poll_ms: int | None = None, pass_ms: int = 120, dt: float = 0.005) -> TubeHandle:
-    """A tube line on a virtual store (`VirtualStore.add_tube`): one `tube-station` board per
-    station and a `tube-line` board per device that drives diverters, as the network's
-    `devices` map says (eyes on the board they are mapped to), and the virtual line between
-    them, running from now on (it sets the idle world before the firmware starts)."""
-    from hil.sim.tube import TubeLineModel
-
-    net = network if isinstance(network, dict) else json.loads(Path(network).read_text())
-    devices: dict[str, str] = net["devices"]
-    extra = {} if poll_ms is None else {"poll_ms": poll_ms}
-    eyes_on: dict[str, list[str]] = {}
-    for seg in net["segments"]:
-        eyes_on.setdefault(devices.get(seg["eye"], ""), []).append(seg["eye"])
-    apps: dict[str, tuple[str, dict]] = {}
-    for st in net["stations"]:
-        dev = devices[st["id"]]
-        apps[dev] = (TubeStation.kind, {"station": st["id"], "eyes": eyes_on.get(dev, []), **extra})
-    for d in net.get("diverters", []):
-        dev = devices[d["id"]]
-        app = apps.setdefault(dev, (TubeLine.kind, {"diverters": [], "eyes": eyes_on.get(dev, []),
-                                                    **extra}))[1]
-        app["diverters"].append({"id": d["id"], "positions": list(d["positions"]),
-                                 "travel_ms": int(float(d["travel_time_s"]) * 1000)})
-    model = TubeLineModel(store.rig, net, pass_ms=pass_ms, dt=dt)  # before power-on
-    for dev, (kind, app) in apps.items():
-        store.devices[dev] = FirmwareProcess(store._config(dev, kind, app), store.workdir,
-                                             heap or store.heap)
-    return TubeHandle(store.rig, model.start(), {s["id"]: devices[s["id"]] for s in net["stations"]})

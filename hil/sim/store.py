@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from hil.drivers import driver_class
 from hil.sim.firmware import FirmwareProcess
 from hil.sim.rig import VirtualRig
-
-if TYPE_CHECKING:
-    from hil.drivers.fitting_room import FittingRoomHandle
-    from hil.drivers.locker_bank import LockerHandle
-    from hil.drivers.sample_pad import PadHandle
-    from hil.drivers.tube import TubeHandle
 
 
 class VirtualStore:
@@ -49,7 +43,7 @@ class VirtualStore:
         self.rig = VirtualRig().start()
         self.devices: dict[str, FirmwareProcess] = {}
         self.handles: dict[str, dict[str, Any]] = {}  # kind -> device -> its handle
-        self.tubes: list[TubeHandle] = []
+        self.tubes: list[Any] = []
 
     def _config(self, dev: str, kind: str, app: dict) -> dict:
         cfg = {"device_id": dev, "kind": kind, "board": "sim", "transport": self.transport,
@@ -87,37 +81,35 @@ class VirtualStore:
         return handle
 
     # the names callers use (the demo, benches, tests): the kinds' own code is in hil/drivers/
-    def add_pad(self, dev: str, **app) -> PadHandle:
+    def add_pad(self, dev: str, **app) -> Any:  # a PadHandle (hil/drivers/sample_pad.py)
         return self.add("sample-pad", dev, **app)
 
-    def add_fitting_room(self, dev: str, heap: str | None = None, **app) -> FittingRoomHandle:
+    def add_fitting_room(self, dev: str, heap: str | None = None, **app) -> Any:
         """A fitting room (`kind: fitting-room`) with an emulated MFRC522 on SPI "rfid"."""
         return self.add("fitting-room", dev, heap=heap, **app)
 
     def add_locker(self, dev: str, compartments: list | None = None, heap: str = "192k",
-                   **app) -> LockerHandle:
+                   **app) -> Any:
         """A locker bank (`kind: locker-bank`): hil.drivers.locker_bank.LockerBank.add_to_store."""
         return self.add("locker-bank", dev, compartments=compartments, heap=heap, **app)
 
-    def add_tube(self, network: dict | Path, heap: str | None = None, **kw: Any) -> TubeHandle:
+    def add_tube(self, network: dict | Path, heap: str | None = None, **kw: Any) -> Any:
         """A tube line from a network file (the one the gateway loads, `--tube-network`):
-        hil.drivers.tube.add_line (`poll_ms`, `pass_ms`, `dt` there)."""
-        from hil.drivers.tube import add_line
-
-        handle = add_line(self, network, heap, **kw)
+        hil.drivers.tube.TubeStation.add_line (`poll_ms`, `pass_ms`, `dt` there)."""
+        handle = driver_class("tube-station").add_line(self, network, heap, **kw)
         self.tubes.append(handle)
         return handle
 
     @property
-    def pads(self) -> dict[str, PadHandle]:
+    def pads(self) -> dict[str, Any]:
         return self.handles.get("sample-pad", {})
 
     @property
-    def rooms(self) -> dict[str, FittingRoomHandle]:
+    def rooms(self) -> dict[str, Any]:
         return self.handles.get("fitting-room", {})
 
     @property
-    def lockers(self) -> dict[str, LockerHandle]:
+    def lockers(self) -> dict[str, Any]:
         return self.handles.get("locker-bank", {})
 
     def start(self) -> VirtualStore:
