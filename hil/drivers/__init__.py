@@ -11,10 +11,10 @@ In labgrid's words (docs/hil.md, "The rig abstraction"):
 * **strategies** bring a rig to a state: `Rig.start`, `power_cut`/`power_on`, `reset_world`
   (hil/rig.py, implemented by the backends `VirtualRigBackend` and `hil.pi.rig.PiRig`).
 
-`DRIVERS` is the registry, keyed by the kind string (the same strings as the gateway and the
-firmware's apps). A new kind is a module here (a `DeviceDriver` subclass) plus one line below.
-The module is imported on first use, so this file imports nothing (the wiring loader reads
-`KINDS` from it).
+`DRIVERS` is the registry, keyed by the kind string (the kinds of the gateway's registry,
+gateway/kinds/registry.py, which the wiring loader accepts: tests/hil/test_rig_drivers.py
+checks that every one has its driver). A new kind is a module here (a `DeviceDriver`
+subclass) plus one line below. The module is imported on first use.
 """
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ def rig(tmp_path):
     r.close()
 
 
-def test_every_registered_kind_has_its_driver_and_the_wiring_files_accept_exactly_those():
+def test_every_kind_the_wiring_files_accept_has_its_rig_driver():
     for kind in DRIVERS:
         cls = driver_class(kind)
         assert issubclass(cls, DeviceDriver) and cls.kind == kind
-    assert wiring_mod.KINDS == KINDS
+    assert set(wiring_mod.KINDS) == set(KINDS)  # the gateway's registry = hil's drivers
     with pytest.raises(LookupError, match=r"door-counter.*hil/drivers/<kind>.py"):
         driver_class("door-counter")
 
