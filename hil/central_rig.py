@@ -223,6 +223,7 @@ class SimStore:
         self._seq = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()
 
     def row(self, seq: int) -> dict[str, Any]:
         data = {"id": seq, "device": f"pad-{seq % 7}", "type": "tag.placed",
@@ -231,6 +232,10 @@ class SimStore:
                 "created": int(time.time() * 1000), "data": json.dumps(data)}
 
     def publish(self, n: int) -> None:
+        with self._lock:   # the background stream and a test's own publish share the seq
+            self._publish(n)
+
+    def _publish(self, n: int) -> None:
         infos = []
         for _ in range(n):
             self._seq += 1
