@@ -2,16 +2,22 @@
 
 A HIL scenario talks to a `Rig` only (ARCHITECTURE.md, decisions 6 and 7)::
 
-    pad = rig.device_of_kind("sample-pad")
+    pad = rig.device_of_kind("sample-pad")       # the kind's driver, device bound
     pad.start()                                  # firmware up and online
     pad.place_tag("S-1001")                      # a tag from the rig's catalogue
     pad.expect_output("led", 1, timeout=2)
 
-In labgrid's words: the *resources* are in the rig's wiring file (which devices, which pins,
-which tags: `hil.pi.wiring`); the *drivers* are the backends that move them —
+In labgrid's words: the *resources* are what a rig has: its wiring file (which devices, which
+pins, which tags: `hil.pi.wiring`) and the links to the boards, moved by a backend —
 `VirtualRigBackend` (the virtual rig, emulated hardware, firmware in the MicroPython unix port)
-and `hil.pi.rig.PiRig` (a Raspberry Pi wired to real boards); the *strategies* are `start`,
-`power_cut`/`power_on` and `reset_world`, which bring a device to a known state.
+or `hil.pi.rig.PiRig` (a Raspberry Pi wired to real boards); the *drivers* say how to drive a
+kind's device through them, one module per kind in `hil.drivers` (registered by kind string);
+the *strategies* are `start`, `power_cut`/`power_on` and `reset_world`, which bring a device to
+a known state.
+
+`Rig` has what every kind shares (pins, tags, UARTs, console, protocol messages, the broker);
+a kind's world actions are its driver's (`rig.device(dev).type_code(code)`), and the rig
+forwards them by name: ``rig.type_code(dev, code)`` is the same call.
 
 Every action is recorded in the rig's `Trace`: the inputs it drives and tag relays as signals,
 the outputs it sees as signals, scenario steps, console lines and protocol messages as notes.
@@ -29,7 +35,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Self
 
-from hil.pi.wiring import DEFAULT_LEVELS, DeviceWiring, TagSpec, Wiring, load_wiring
+from hil.drivers import actions, driver_class
+from hil.pi.wiring import DeviceWiring, TagSpec, Wiring, load_wiring
 from hil.trace import Trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,23 +57,32 @@ class Rig(ABC):
         self.name = wiring.name
         self.trace = trace or Trace(wiring.name)
         self._tap: BrokerTap | None = None
-        self._jammed: set[tuple[str, str]] = set()  # (device, door) whose spring is stuck
         self.broker_control = None  # an object with stop()/start() (virtual: the test's own broker)
+        # one driver per device, by its kind (hil.drivers.DRIVERS): it holds the device's world state
+        self._drivers: dict[str, Any] = {  # hil.drivers.base.DeviceDriver subclasses
+            dev: driver_class(w.kind)(self, dev) for dev, w in wiring.devices.items()}
 
     # --- devices ---------------------------------------------------------------------------
     def devices(self) -> list[str]:
         return list(self.wiring.devices)
 
-    def device(self, dev: str) -> DeviceHandle:
+    def device(self, dev: str) -> Any:
+        """The device's driver (hil.drivers.<kind>), bound to it: what scenario code holds."""
         self.wiring.device(dev)  # raises with the list of devices if unknown
-        return DeviceHandle(self, dev)
+        return self._drivers[dev]
 
-    def device_of_kind(self, kind: str, index: int = 0) -> DeviceHandle:
+    def device_of_kind(self, kind: str, index: int = 0) -> Any:
         found = [d for d, w in self.wiring.devices.items() if w.kind == kind]
         if len(found) <= index:
             raise LookupError(f"rig {self.name!r} has {len(found)} device(s) of kind {kind!r}; "
                               f"this scenario needs {index + 1} (add them to the wiring file)")
-        return DeviceHandle(self, found[index])
+        return self._drivers[found[index]]
+
+    def __getattr__(self, name: str) -> Any:
+        """A kind's world action by name, device first: ``rig.open_door(dev, door)``."""
+        if name.startswith("_") or name not in actions():
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return lambda dev, *a, **kw: getattr(self.device(dev), name)(*a, **kw)
 
     def has_kind(self, kind: str) -> bool:
         return any(w.kind == kind for w in self.wiring.devices.values())
@@ -91,9 +107,11 @@ class Rig(ABC):
 
     def reset_world(self) -> None:
         """Every input back to its idle level, every tag off every reader."""
-        self._jammed.clear()
+        for driver in self._drivers.values():
+            driver.reset()
         for dev, w in self.wiring.devices.items():
-            self.remove_tag(dev, quiet=True)
+            if self._drivers[dev].reader or w.tags:  # (a locker bank has no reader to empty)
+                self.remove_tag(dev, quiet=True)
             for pin in w.inputs:
                 self._set_input(dev, pin, self._idle_level(w, pin))
 
@@ -156,87 +174,14 @@ class Rig(ABC):
     def set_input(self, dev: str, pin: str, value: int) -> None:
         self._set_input(dev, pin, 1 if value else 0)
 
-    def open_door(self, dev: str, door: str = "door") -> None:
-        self.trace.step(f"{dev}: open {door}")
-        self.set_input(dev, door, self._level(dev, "door_open"))
-
-    def close_door(self, dev: str, door: str = "door") -> None:
-        self.trace.step(f"{dev}: close {door}")
-        self.set_input(dev, door, 1 - self._level(dev, "door_open"))
-
-    def press(self, dev: str, button: str = "button", ms: int = 150) -> None:
-        """Hold a button for `ms` milliseconds (longer than the firmware's ~50 ms debounce)."""
-        self.trace.step(f"{dev}: press {button} for {ms} ms")
-        lvl = self._level(dev, "button_pressed")
-        self.set_input(dev, button, lvl)
-        time.sleep(ms / 1000)
-        self.set_input(dev, button, 1 - lvl)
-
-    def insert_carrier(self, dev: str, eye: str = "eye", pass_ms: int | None = None) -> None:
-        """A carrier at a photo-eye: it stays (blocks the beam) until `remove_carrier`, or,
-        with `pass_ms`, passes through the beam in that time."""
-        blocked = self._level(dev, "eye_blocked")
-        self.trace.step(f"{dev}: carrier at {eye}" + (f" passing in {pass_ms} ms" if pass_ms else ""))
-        self.set_input(dev, eye, blocked)
-        if pass_ms is not None:
-            time.sleep(pass_ms / 1000)
-            self.set_input(dev, eye, 1 - blocked)
-
-    def remove_carrier(self, dev: str, eye: str = "eye") -> None:
-        self.trace.step(f"{dev}: carrier taken from {eye}")
-        self.set_input(dev, eye, 1 - self._level(dev, "eye_blocked"))
-
-    # tube stations (docs/tube.md): a carrier goes into the send `chamber` and comes out of the `bin`
-    def load_carrier(self, dev: str) -> None:
-        """Staff put a carrier in the station's send chamber."""
-        self.insert_carrier(dev, "chamber")
-
-    def take_carrier(self, dev: str) -> None:
-        """Someone takes the carrier out of the station's receive bin."""
-        self.remove_carrier(dev, "bin")
-
-    def press_send(self, dev: str) -> None:
-        self.press(dev, "send")
-
-    def estop(self, dev: str, pressed: bool = True) -> None:
-        """Press (or release) the emergency stop wired to `dev`'s `estop` input."""
-        self.trace.step(f"{dev}: e-stop {'pressed' if pressed else 'released'}")
-        lvl = self._level(dev, "estop_active")
-        self.set_input(dev, "estop", lvl if pressed else 1 - lvl)
-
     @abstractmethod
     def uart_feed(self, dev: str, uart: str, data: bytes) -> None:
         """Bytes arriving at one of the board's UARTs (a keypad, a scanner)."""
 
-    # keypads, scanners, displays, doors with springs (locker banks)
-    def type_code(self, dev: str, code: str, uart: str = "keypad", enter: bool = True) -> None:
-        """A customer types `code` on the keypad, then `#` (unless `enter=False`)."""
-        self.trace.step(f"{dev}: type {len(code)} keys" + (" and #" if enter else ""))
-        self.uart_feed(dev, uart, (code + ("#" if enter else "")).encode())
-
-    def scan(self, dev: str, payload: str, uart: str = "keypad") -> None:
-        """A QR code shown to the scanner: a keyboard-mode scanner sends its text and CR."""
-        self.trace.step(f"{dev}: scan a QR code")
-        self.uart_feed(dev, uart, payload.encode() + b"\r")
-
-    def place_parcel(self, dev: str, compartment: int) -> None:
-        self.trace.step(f"{dev}: parcel into compartment {compartment}")
-        self.set_input(dev, f"occ_{compartment}", 1)
-
-    def take_parcel(self, dev: str, compartment: int) -> None:
-        self.trace.step(f"{dev}: parcel out of compartment {compartment}")
-        self.set_input(dev, f"occ_{compartment}", 0)
-
-    def jam(self, dev: str, door: str, jammed: bool = True) -> None:
-        """A door whose latch sticks: its lock pulses but the door stays shut (see `springs`)."""
-        self.trace.step(f"{dev}: {door} {'jammed' if jammed else 'free again'}")
-        (self._jammed.add if jammed else self._jammed.discard)((dev, door))
-
     def _output_changed(self, dev: str, pin: str, value: int) -> None:
-        """Backends call this on every output edge: plays the wiring's door springs."""
-        door = self.wiring.device(dev).springs.get(pin)
-        if door and value and (dev, door) not in self._jammed:
-            self._set_input(dev, door, self._level(dev, "door_open"))
+        """Backends call this on every output edge: the device's driver plays the world's
+        physics (the wiring's door springs)."""
+        self._drivers[dev].output_changed(pin, value)
 
     # the broker (outage scenarios)
     def broker_down(self) -> None:
@@ -289,25 +234,6 @@ class Rig(ABC):
     @abstractmethod
     def uart_output(self, dev: str, uart: str) -> bytes:
         """Everything the board wrote on one of its UARTs (a display) so far."""
-
-    def display(self, dev: str, uart: str = "keypad") -> list[str]:
-        """The lines the board showed on its display (one message per line)."""
-        return self.uart_output(dev, uart).decode(errors="replace").splitlines()
-
-    def wait_display(self, dev: str, pattern: str, timeout: float = 5.0, start: int = 0,
-                     uart: str = "keypad") -> str:
-        """Wait for a display line matching regex `pattern` (from line `start`)."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.display(dev, uart)
-            for line in lines[start:]:
-                if rx.search(line):
-                    return line
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{dev}: the display never showed /{pattern}/ in {timeout}s; "
-                                     f"it showed:\n" + "\n".join(lines[-10:]))
-            time.sleep(0.02)
 
     @abstractmethod
     def console(self, dev: str) -> list[str]:
@@ -392,52 +318,10 @@ class Rig(ABC):
     @abstractmethod
     def _set_input(self, dev: str, pin: str, value: int) -> None: ...
 
-    def _level(self, dev: str, what: str) -> int:
-        return self.wiring.device(dev).levels.get(what, DEFAULT_LEVELS[what])
-
     @staticmethod
     def _idle_level(w: DeviceWiring, pin: str) -> int:
-        low = pin.lower()
-        if "door" in low:
-            return 1 - w.levels["door_open"]
-        if "eye" in low:
-            return 1 - w.levels["eye_blocked"]
-        if "button" in low or "btn" in low or low == "send":
-            return 1 - w.levels["button_pressed"]
-        if low == "estop":
-            return 1 - w.levels["estop_active"]
-        if low in ("chamber", "bin"):
-            return 1 - w.levels["eye_blocked"]
-        return 0
-
-
-class DeviceHandle:
-    """A rig's device with its name bound: what scenario code holds."""
-
-    def __init__(self, rig: Rig, dev: str):
-        self.rig, self.dev = rig, dev
-
-    @property
-    def kind(self) -> str:
-        return self.rig.wiring.device(self.dev).kind
-
-    def __getattr__(self, name: str):
-        attr = getattr(self.rig, name)
-        if callable(attr) and name in _BOUND:
-            return lambda *a, **kw: attr(self.dev, *a, **kw)
-        raise AttributeError(name)
-
-    def __repr__(self) -> str:
-        return f"<{self.kind} {self.dev} on {self.rig.backend} rig {self.rig.name}>"
-
-
-_BOUND = {"start", "power_cut", "power_on", "place_tag", "remove_tag", "add_tag", "take_tag",
-          "set_input", "open_door",
-          "close_door", "press", "insert_carrier", "remove_carrier", "uart_feed",
-          "load_carrier", "take_carrier", "press_send", "estop", "output",
-          "wait_output", "expect_output", "output_history", "rises", "console", "wait_console",
-          "tag_spec", "messages", "wait_message", "type_code", "scan", "place_parcel", "take_parcel",
-          "jam", "uart_output", "display", "wait_display"}
+        """Input `pin`'s level when nobody acts, as the device's kind says (its driver)."""
+        return int(driver_class(w.kind).idle_level(w, pin))
 
 
 # --- the virtual rig -----------------------------------------------------------------------------
@@ -479,14 +363,9 @@ class VirtualRigBackend(Rig):
     def tube_line(self):
         """The tube line model between the rig's tube devices (virtual rig only: faults such as
         a stuck carrier or diverter are injected here). Created on first use, before the tube
-        firmware starts, from the wiring file's `tube` network file."""
+        firmware starts, from the wiring file's `tube` network file (hil.drivers.tube.TubeStation)."""
         if self._tube is None:
-            from hil.sim.tube import TubeLineModel
-
-            if self.wiring.tube is None:
-                raise RigError(f"rig {self.name!r} has no tube network: add \"tube\": \"boards/tube/<file>.json\"")
-            path = self.wiring.tube if self.wiring.tube.is_absolute() else ROOT / self.wiring.tube
-            self._tube = TubeLineModel(self.store.rig, path).start()
+            self._tube = driver_class("tube-station").line_model(self)
         return self._tube
 
     @property
@@ -503,19 +382,9 @@ class VirtualRigBackend(Rig):
         return self.store.rig.device(dev)
 
     def _ensure(self, dev: str):
-        w = self.wiring.device(dev)
-        if dev not in self.store.devices:
-            if w.kind == "sample-pad":
-                self.store.add_pad(dev, **w.app)  # with its emulated MFRC522 on SPI "rfid"
-            elif w.kind == "fitting-room":
-                self.store.add_fitting_room(dev, **w.app)  # MFRC522 that holds several tags
-            else:  # pins and UARTs only: the SimDevice holds whatever the firmware drives
-                from hil.sim.firmware import FirmwareProcess
-
-                sim = self.store.rig.device(dev)
-                sim.on_output.append(lambda pin, v, dev=dev: self._output_changed(dev, pin, v))
-                self.store.devices[dev] = FirmwareProcess(self.store._config(dev, w.kind, w.app),
-                                                          self.store.workdir, w.heap or self.store.heap)
+        self.wiring.device(dev)  # raises with the list of devices if unknown
+        if dev not in self.store.devices:  # its emulated hardware, as its kind's driver says
+            self._drivers[dev].attach_sim(self.store)
         return self.store.devices[dev]
 
     def start(self, dev: str, timeout: float = 20.0) -> None:

@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("conformance", help="check a device against docs/protocol.md, clause by clause "
                    "(see `phygital conformance --help`)", add_help=False)
+    sub.add_parser("central", help="head office: the chain of stores into PostgreSQL "
+                   "(see `phygital central --help`)", add_help=False)
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "gateway":
         from gateway.__main__ import main as gateway_main
@@ -186,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "conformance":
         from tools.conformance import main as conformance_main
         return conformance_main(rest)
+    if args.cmd == "central":
+        from gateway.central.consumer import main as central_main
+        return central_main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.pads < 1:

@@ -86,6 +86,7 @@ def _walk(name: str, parser: argparse.ArgumentParser) -> Iterator[tuple[str, str
 
 def _clis() -> list[tuple[str, Callable[..., Any]]]:
     from gateway import __main__ as gateway_main
+    from gateway.central import consumer as central
     from gateway.http import auth
     from gateway.storage import schema_cli
     from hil import faults
@@ -95,6 +96,7 @@ def _clis() -> list[tuple[str, Callable[..., Any]]]:
             ("phygital gateway", gateway_main.main), ("phygital lockers", lockers.main),
             ("phygital token", auth.cli), ("phygital provision", provision.main),
             ("phygital schema", schema_cli.main), ("phygital conformance", conformance.main),
+            ("phygital central", central.main),
             ("python -m tools.console", console.main), ("python -m tools.deploy", deploy.main),
             ("python -m tools.loadgen", loadgen.main), ("python -m tools.tagstation", tagstation.main),
             ("python -m tools.mip_package", mip_package.main), ("python -m hil.faults", faults.main)]

@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from gateway.transport.coap_auth import add_key
+from hil.drivers.sample_pad import PadHandle
 from hil.harness import GatewayProcess, wait_for
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
-from hil.sim.store import PadHandle
 from tests.support.coap_harness import CoapDevice, CoapFirmware, CoapGateway, LossyProxy
 from tests.support.e2e import sample_tag, seqs
 

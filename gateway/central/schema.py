@@ -1,0 +1,148 @@
+"""Head office's PostgreSQL: tables, month partitions, and the write of one batch.
+
+- `chain_seqs (store, seq)`: the idempotency ledger. Every chain message is inserted here
+  first with ON CONFLICT DO NOTHING: only the rows that went in are new; the rest are the
+  duplicates QoS 1 and store restarts produce (docs/chain.md). A plain table, because a unique
+  key on a partitioned table must include the partition key, and (store, seq) must be unique
+  across months.
+- `chain_events`: the events, partitioned by month of `t` (the store's commit time), one
+  partition per month created when a batch first needs it.
+- `chain_gaps`: an alert per hole in a store's seq: `missing` counts down as late messages
+  fill it; `closed` is set when it reaches 0. An open gap means: fetch those events from the
+  store (`GET /events?after=`).
+- `chain_stores`: per store the highest seq seen, its bridge state and retained gateway state.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from gateway.central.messages import BridgeState, ChainEvent, GatewayState, Message
+
+log = logging.getLogger("gateway.central")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chain_seqs (
+  store text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (store, seq));
+CREATE TABLE IF NOT EXISTS chain_events (
+  store text NOT NULL, seq bigint NOT NULL, stream_id bigint NOT NULL, type text NOT NULL,
+  device text NOT NULL, t timestamptz NOT NULL, data jsonb NOT NULL,
+  received timestamptz NOT NULL DEFAULT now()
+) PARTITION BY RANGE (t);
+CREATE INDEX IF NOT EXISTS chain_events_store_seq ON chain_events (store, seq);
+CREATE TABLE IF NOT EXISTS chain_gaps (
+  id bigserial PRIMARY KEY, store text NOT NULL, first_seq bigint NOT NULL,
+  last_seq bigint NOT NULL, missing bigint NOT NULL,
+  opened timestamptz NOT NULL DEFAULT now(), closed timestamptz);
+CREATE INDEX IF NOT EXISTS chain_gaps_open ON chain_gaps (store, first_seq) WHERE closed IS NULL;
+CREATE TABLE IF NOT EXISTS chain_stores (
+  store text PRIMARY KEY, high_seq bigint NOT NULL DEFAULT 0,
+  bridge_up boolean, bridge_seen timestamptz, gateway_state jsonb, state_seen timestamptz);
+"""
+
+
+def create_schema(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute(SCHEMA)
+
+
+def month_of(t: datetime) -> tuple[int, int]:
+    return t.year, t.month
+
+
+def ensure_partition(conn: psycopg.Connection[Any], month: tuple[int, int]) -> None:
+    y, m = month
+    start = datetime(y, m, 1, tzinfo=UTC)
+    end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=UTC)
+    with conn.transaction():
+        conn.execute(f"CREATE TABLE IF NOT EXISTS chain_events_{y:04d}_{m:02d} "
+                     f"PARTITION OF chain_events FOR VALUES FROM ('{start.isoformat()}') "
+                     f"TO ('{end.isoformat()}')")
+
+
+@dataclass
+class Written:
+    stored: int = 0
+    duplicates: int = 0
+    gaps: list[tuple[str, int, int]] = field(default_factory=list)
+    filled: int = 0
+
+
+def write_batch(conn: psycopg.Connection[Any], messages: list[Message]) -> Written:
+    """One transaction: the batch's new events, gap alerts, store states. Raises on any
+    database error (nothing of the batch is then committed, nothing may be acknowledged)."""
+    out = Written()
+    events: dict[tuple[str, int], ChainEvent] = {}
+    for msg in messages:
+        if isinstance(msg, ChainEvent):
+            events.setdefault((msg.store, msg.seq), msg)
+    out.duplicates = sum(isinstance(m, ChainEvent) for m in messages) - len(events)
+    with conn.transaction():
+        new: list[ChainEvent] = []
+        if events:
+            keys = list(events)
+            rows = conn.execute(
+                "INSERT INTO chain_seqs (store, seq) SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+                "ON CONFLICT DO NOTHING RETURNING store, seq",
+                ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+            new = [events[(r[0], r[1])] for r in rows]
+            out.duplicates += len(events) - len(new)
+        if new:
+            conn.execute(
+                "INSERT INTO chain_events (store, seq, stream_id, type, device, t, data) "
+                "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[], "
+                "%s::text[], %s::timestamptz[], %s::jsonb[])",
+                ([e.store for e in new], [e.seq for e in new], [e.stream_id for e in new],
+                 [e.type for e in new], [e.device for e in new], [e.t for e in new],
+                 [json.dumps(e.data, separators=(",", ":")) for e in new]))
+            out.stored = len(new)
+            by_store: dict[str, list[int]] = defaultdict(list)
+            for e in new:
+                by_store[e.store].append(e.seq)
+            for store in sorted(by_store):
+                _seqs(conn, store, sorted(by_store[store]), out)
+        for msg in messages:
+            if isinstance(msg, BridgeState):
+                conn.execute(
+                    "INSERT INTO chain_stores (store, bridge_up, bridge_seen) VALUES (%s, %s, now()) "
+                    "ON CONFLICT (store) DO UPDATE SET bridge_up = excluded.bridge_up, "
+                    "bridge_seen = excluded.bridge_seen", (msg.store, msg.up))
+            elif isinstance(msg, GatewayState):
+                conn.execute(
+                    "INSERT INTO chain_stores (store, gateway_state, state_seen) "
+                    "VALUES (%s, %s::jsonb, now()) ON CONFLICT (store) DO UPDATE SET "
+                    "gateway_state = excluded.gateway_state, state_seen = excluded.state_seen",
+                    (msg.store, json.dumps(msg.state)))
+    return out
+
+
+def _seqs(conn: psycopg.Connection[Any], store: str, seqs: list[int], out: Written) -> None:
+    """`seqs`: the store's new seqs of this batch, sorted. Above the high-water mark they may
+    open gaps; below it they fill them."""
+    conn.execute("INSERT INTO chain_stores (store) VALUES (%s) ON CONFLICT DO NOTHING", (store,))
+    row = conn.execute("SELECT high_seq FROM chain_stores WHERE store = %s FOR UPDATE",
+                       (store,)).fetchone()
+    high = int(row[0]) if row else 0
+    prev = high
+    for s in seqs:
+        if s <= high:   # a late one: fills an open gap (the ledger made sure it is new)
+            r = conn.execute(
+                "UPDATE chain_gaps SET missing = missing - 1, "
+                "closed = CASE WHEN missing = 1 THEN now() END "
+                "WHERE store = %s AND first_seq <= %s AND last_seq >= %s AND closed IS NULL",
+                (store, s, s))
+            out.filled += r.rowcount
+            continue
+        if s > prev + 1:
+            conn.execute("INSERT INTO chain_gaps (store, first_seq, last_seq, missing) "
+                         "VALUES (%s, %s, %s, %s)", (store, prev + 1, s - 1, s - 1 - prev))
+            out.gaps.append((store, prev + 1, s - 1))
+        prev = s
+    if prev > high:
+        conn.execute("UPDATE chain_stores SET high_seq = %s WHERE store = %s", (prev, store))
