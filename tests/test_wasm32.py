@@ -118,3 +118,16 @@ def test_locker_bank_opens_exactly_its_door_on_32_bit(tmp_path, mpy):
     for lane in out.values():
         lane.pop("heap_alloc")
     assert out["wasm32"] == out["unix"]
+
+
+def test_uptime_and_gateway_clock_stay_right_past_a_ticks_wrap(tmp_path, mpy):
+    """ticks_ms() wraps every 2**30 ms (12.4 days) on a 32-bit port and a ticks_diff() is only
+    right within 6.2 days: a runtime up a week (the ticks simulated, edge.runtime's `time`
+    replaced) must still say how long it has been up and what time it is (a locker bank checks
+    code expiry with that clock, offline too)."""
+    for lane in ("wasm32", "unix"):
+        out = run(lane, PROGS / "clock_week.py", tmp_path / lane, mpy)[0]
+        week = 7 * 24 * 3600 * 1000
+        assert out["expected"] == week
+        assert (lane, out["uptime_ms"]) == (lane, week)
+        assert (lane, out["now"]) == (lane, 1765000000000 + week)
