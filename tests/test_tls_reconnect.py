@@ -18,14 +18,22 @@ from tests.support import run_micropython
 from tools import provision
 
 PROGRAM = """
-import asyncio, gc, json, ssl
+import asyncio, gc, json, ssl, tls
 from edge import config
+import edge.tls
 made = []
-_Ctx = ssl.SSLContext
-def counting(proto):  # every SSL context the client builds
-    made.append(1)
-    return _Ctx(proto)
-ssl.SSLContext = counting
+def counting(cls):  # an SSLContext class that counts the contexts built
+    def make(proto):
+        made.append(1)
+        return cls(proto)
+    return make
+class CountingTls:  # the `tls` module edge.tls uses, counting
+    def __init__(self):
+        for k in dir(tls):
+            setattr(self, k, getattr(tls, k))
+        self.SSLContext = counting(tls.SSLContext)
+ssl.SSLContext = counting(ssl.SSLContext)  # edge.tls through the `ssl` wrapper
+edge.tls.tls = CountingTls()  # or the `tls` module directly
 from edge.tls import TLSClient
 from edge.link import UP
 cfg = config.load({path!r})

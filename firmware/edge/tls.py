@@ -9,8 +9,26 @@
 # the heap is collected first, so a reconnect never holds two of either (docs/benchmarks.md).
 import asyncio
 import gc
+import tls  # the C module (the `ssl` wrapper around it costs 1 KB more)
+from binascii import a2b_base64
 
 from edge.mqtt import MQTTClient
+
+
+def _der(pem):
+    """The certificate's DER (mbedtls wants DER here), decoded line by line into one buffer:
+    no list of lines, no joined copy of the base64."""
+    out = bytearray()
+    i = 0
+    n = len(pem)
+    while i < n:
+        j = pem.find("\n", i)
+        if j < 0:
+            j = n
+        if j > i and pem[i] != "-":  # not the BEGIN/END armour
+            out.extend(a2b_base64(pem[i:j]))
+        i = j + 1
+    return out
 
 
 class TLSClient(MQTTClient):
@@ -22,14 +40,10 @@ class TLSClient(MQTTClient):
 
     def _context(self):
         if self._ctx is None:
-            import ssl
-            from binascii import a2b_base64
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            # MicroPython's mbedtls wants DER here: strip the PEM armour
-            pem = self.tls["ca"]
-            ctx.load_verify_locations(cadata=a2b_base64(
-                "".join(ln for ln in pem.split("\n") if ln and not ln.startswith("-----"))))
+            ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = tls.CERT_REQUIRED
+            ctx.load_verify_locations(bytes(_der(self.tls["ca"])))
+            self.tls["ca"] = None  # the context holds the CA now: the PEM's RAM goes
             self._ctx = ctx
         return self._ctx
 
