@@ -40,17 +40,17 @@ cfg = config.load({path!r})
 mq = cfg["mqtt"]
 async def main():
     c = TLSClient(cfg["device_id"], "127.0.0.1", {port}, keepalive=10, user=mq["user"],
-                  password=mq["password"], tls=mq.get("tls"), response_timeout=5, backoff_max=1)
+                  password=mq["password"], tls=mq.get("tls"), response_timeout=10, backoff_max=1)
     asyncio.create_task(c.run())
     held = []
     for n in range(1, 4):
-        for _ in range(200):
+        for _ in range(600):  # up to 30 s: a loaded CI machine
             if c.stats["connects"] >= n and c._state == UP:
                 break
             await asyncio.sleep_ms(50)
         c._lost()  # the link drops (what a read or write error does)
         held.append(c._tls_sock is not None)
-    for _ in range(200):
+    for _ in range(600):
         if c.stats["connects"] >= 4:
             break
         await asyncio.sleep_ms(50)

@@ -4,7 +4,7 @@
 # response timeout.
 #
 # Heap (rp2: mbedTLS allocates from the MicroPython heap): one SSL context (the parsed CA, the
-# DRBG) for the client's life, built at the first connection; a lost connection's SSL socket
+# DRBG) for the device's life, built at boot (context()); a lost connection's SSL socket
 # (16 KB in + 4 KB out record buffers) is closed and dropped before the next one is made, and
 # the heap is collected first, so a reconnect never holds two of either (docs/benchmarks.md).
 import asyncio
@@ -31,28 +31,36 @@ def _der(pem):
     return out
 
 
+_ctx = None
+
+
+def context(cfg):
+    """The device's one SSL context (mqtt.tls of the config: the store CA). boot.py makes it
+    before anything else: the object is ~3 KB in one piece (mbedTLS's config, DRBG and entropy
+    structs live inside it), which a heap fragmented by the app may no longer have."""
+    global _ctx
+    if _ctx is None or _ctx[0] is not cfg:  # (another config: its own CA, its own context)
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.load_verify_locations(bytes(_der(cfg["ca"])))
+        cfg["ca"] = None  # the context holds the CA now: the PEM's RAM goes
+        _ctx = (cfg, ctx)
+    return _ctx[1]
+
+
 class TLSClient(MQTTClient):
     def __init__(self, *args, tls=None, **kw):
         super().__init__(*args, **kw)
         self.tls = tls
         self._tls_sock = None
-        self._ctx = None
-
-    def _context(self):
-        if self._ctx is None:
-            ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = tls.CERT_REQUIRED
-            ctx.load_verify_locations(bytes(_der(self.tls["ca"])))
-            self.tls["ca"] = None  # the context holds the CA now: the PEM's RAM goes
-            self._ctx = ctx
-        return self._ctx
+        self._ctx = context(tls)
 
     def _secure(self):
         s = self._sock
         if s is not None and s is not self._tls_sock:
             self._tls_sock = None
             gc.collect()  # the lost connection's garbage goes before 20 KB of record buffers
-            self._tls_sock = self._sock = self._context().wrap_socket(
+            self._tls_sock = self._sock = self._ctx.wrap_socket(
                 s, server_hostname=self.tls.get("server_hostname") or self.host,
                 do_handshake_on_connect=False)
         return self._sock
