@@ -83,3 +83,36 @@ def test_reconnects_reuse_one_context_and_hold_no_lost_socket(store):
     assert out["connects"] >= 4, out  # it did come back over TLS each time
     assert out["held_while_down"] == [False, False, False], out
     assert out["contexts"] == 1, out
+
+
+@pytest.mark.parametrize("kind", ["sample-pad", "fitting-room"])
+def test_a_device_at_96k_comes_back_over_tls_after_broker_restarts(tmp_path, kind):
+    """The real firmware (main.py, a provisioned config, TLS with the store CA) at a board's
+    96 KB: online, then the broker restarts three times and the device comes back each time.
+    Before the SSL context was made once at boot, a pad's reconnect failed with MemoryError
+    (a 3 KB allocation: the context; docs/operations.md)."""
+    from hil.sim.store import VirtualStore
+    d = tmp_path / "store"
+    tls_port = free_port()
+    provision.init_store(d, store="t", port=tls_port, bind="127.0.0.1")
+    broker = ProvisionedMosquitto(d).start()
+    vs = VirtualStore(tmp_path / "vs", broker_port=tls_port, heap="96k", provisioned=d)
+    try:
+        if kind == "sample-pad":
+            vs.add_pad("dev-1")
+        else:
+            vs.add_fitting_room("dev-1")
+        broker.reload()  # the new device's credentials
+        vs.start()
+        fw = vs.devices["dev-1"]
+        fw.wait_line(r"online session", 60)
+        for _ in range(3):
+            mark = len(fw.lines)
+            broker.stop()
+            broker.start()
+            fw.wait_line(r"online session", 60, start=mark)
+        assert fw.alive(), "\n".join(fw.lines[-20:])
+        assert not [ln for ln in fw.lines if "MemoryError" in ln], "\n".join(fw.lines[-20:])
+    finally:
+        vs.stop()
+        broker.stop()
