@@ -131,3 +131,26 @@ def test_uptime_and_gateway_clock_stay_right_past_a_ticks_wrap(tmp_path, mpy):
         assert out["expected"] == week
         assert (lane, out["uptime_ms"]) == (lane, week)
         assert (lane, out["now"]) == (lane, 1765000000000 + week)
+
+
+def test_a_locker_bank_offline_for_a_week_refuses_a_code_that_expired_meanwhile(tmp_path, mpy):
+    """Rebooted offline, the bank's clock is the one it saved plus the time since boot. On a
+    32-bit port that time must not come from one ticks_diff (wrong past 6.2 days): after a week
+    a code that expired a day after the reboot still opened its door."""
+    salt, key = "bank-salt-1", bytes(range(7, 39))
+    app = {"compartments": ["S", "M", {"id": 3, "size": "L"}], "occupancy": True, "salt": salt,
+           "code_key": key.hex(), "pulse_ms": 300, "verify_ms": 300, "retry_ms": 200, "gap_ms": 100,
+           "door_poll_ms": 50, "ajar_s": 30, "lockout": {"after": 3, "window_s": 300, "lock_s": [2, 4, 6]}}
+    inp = {"macs": {"2": mac_code("482913", key, salt)}, "salt_id": salt_id(salt), "key_id": key_id(key),
+           "app": app}
+    prog = PROGS / "locker_offline_week.py"
+    for lane in ("wasm32", "unix"):
+        flash = tmp_path / lane
+        flash.mkdir()
+        (flash / "locker_in.json").write_text(json.dumps(inp))
+        setup = run(lane, prog, flash, mpy, "setup")
+        assert setup[-1]["set"] == {"compartment": 2, "state": "loaded"}, setup
+        out = next(ln["summary"] for ln in run(lane, prog, flash, mpy, "week") if "summary" in ln)
+        assert (lane, out["events"]) == (lane, [["code.rejected", {"compartment": 2, "failures": 1,
+                                                                    "reason": "expired"}]])
+        assert (lane, out["locks_pulsed"]) == (lane, [])

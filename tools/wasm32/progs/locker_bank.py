@@ -26,6 +26,9 @@ class FakeRuntime:
     def now(self):
         return int(time.time() * 1000)  # 13 digits: a long int on a 32-bit port
 
+    def uptime_ms(self):
+        return time.ticks_ms()
+
     def heartbeat(self):
         pass
 
