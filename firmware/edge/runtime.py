@@ -48,8 +48,12 @@ class Runtime:
         for cid in self.cmds.interrupted():  # power lost mid-actuation: report, never redo
             self.cmds.finish(cid, "failed", "interrupted")
         self.reset_cause = hal.reset_cause()
-        self._t0 = time.ticks_ms()
-        self._clock = None  # (unix_ms, ticks) from the last gateway ack
+        # ms since boot that never wrap: ticks_ms() wraps every 2**30 ms (12.4 days) on 32-bit
+        # ports and a ticks_diff() is only right within half of that; _mono() adds up the
+        # ticks and runs at least every second (_health), so no single diff gets near it
+        self._tk = time.ticks_ms()
+        self._up = 0
+        self._clock = None  # (unix_ms, _mono()) from the last gateway ack
         self._wake = asyncio.Event()
         self._sent = self.journal.first - 1  # highest seq published on this connection
         self._sent_at = 0
@@ -81,10 +85,16 @@ class Runtime:
         """Unix ms from the gateway's clock, or None until the first ack set it."""
         if self._clock is None:
             return None
-        return self._clock[0] + time.ticks_diff(time.ticks_ms(), self._clock[1])
+        return self._clock[0] + self._mono() - self._clock[1]
 
     def uptime_ms(self):
-        return time.ticks_diff(time.ticks_ms(), self._t0)
+        return self._mono()
+
+    def _mono(self):
+        t = time.ticks_ms()
+        self._up += time.ticks_diff(t, self._tk)
+        self._tk = t
+        return self._up
 
     def log(self, *parts):
         print(self.dev, *parts)
@@ -160,7 +170,7 @@ class Runtime:
         upto = body.get("upto")
         now = body.get("now")
         if isinstance(now, int):
-            self._clock = (now, time.ticks_ms())
+            self._clock = (now, self._mono())
         if isinstance(upto, int) and self.journal.ack(upto):
             self._sent_at = time.ticks_ms()
             self._wake.set()
@@ -174,7 +184,7 @@ class Runtime:
             return
         now = body.get("now")
         if isinstance(now, int):
-            self._clock = (now, time.ticks_ms())
+            self._clock = (now, self._mono())
         self.log("journal rolled back: new epoch", new, "from seq", upto + 1)
         self.journal.rebase(new, upto)
         self.client.will = self._will(self.state["session"] + 1)  # the next connect's will
@@ -310,6 +320,7 @@ class Runtime:
         wdt = self.hal.wdt(wdt_ms) if wdt_ms else None
         limit = self.cfg["offline_reboot_s"] * 1000
         while True:
+            self._mono()
             if wdt and time.ticks_diff(time.ticks_ms(), self._alive) < wdt_ms // 2:
                 wdt.feed()
             if limit and self._down_since is not None and \

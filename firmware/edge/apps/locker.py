@@ -73,11 +73,12 @@ class LockerBank:
     # --- helpers ----------------------------------------------------------------------
     def _now(self):
         t = self.rt.now()
+        up = self.rt.uptime_ms()  # not ticks: one ticks_diff is wrong past 6.2 days on 32-bit ports
         if t is not None:
-            self.clk = (t, time.ticks_ms())
+            self.clk = (t, up)
             return t
         if self.clk:
-            return self.clk[0] + time.ticks_diff(time.ticks_ms(), self.clk[1])
+            return self.clk[0] + up - self.clk[1]
         return None  # never had a clock: code expiry cannot be checked (the gateway revokes)
 
     def _save(self):
