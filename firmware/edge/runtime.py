@@ -244,7 +244,7 @@ class Runtime:
                 asyncio.create_task(self._command(msg.get("id"), body))
         except (ValueError, TypeError, KeyError, MemoryError) as e:  # MemoryError: deeply nested JSON
             self.stats["bad_msgs"] += 1
-            self.log("dropped message on", topic, ":", e, "free", __import__("gc").mem_free())
+            self.log("dropped message on", topic, ":", e)
 
     # --- commands -------------------------------------------------------------------
     async def _reply(self, cid, status, reason=None, result=None):

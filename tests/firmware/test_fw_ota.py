@@ -7,7 +7,6 @@ import json
 import secrets
 import threading
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -125,7 +124,7 @@ def _reboot_until_exit(fw, timeout: float = 30) -> int:
 
 
 def test_good_update_is_staged_switched_on_reboot_confirmed_and_reported(pad):
-    store, fw, gw, handle = pad
+    _store, fw, gw, handle = pad
     assert gw.births[-1]["body"]["fw"] == "0.1.0" and "ota" in gw.births[-1]["body"]["caps"]
     gw.offer("c-ota-1")
     wait_for(lambda: gw.of("ota.staged"), 60, what="ota.staged")
@@ -148,7 +147,7 @@ def test_good_update_is_staged_switched_on_reboot_confirmed_and_reported(pad):
 
 
 def test_bad_signature_is_refused_before_any_byte_is_fetched(pad):
-    store, fw, gw, _ = pad
+    _store, fw, gw, _ = pad
     gw.offer("c-bad-sig", key=secrets.token_bytes(32))  # another device's key
     wait_for(lambda: gw.final("c-bad-sig"), 15, what="the answer")
     assert gw.final("c-bad-sig") == {"status": "rejected", "reason": "bad-signature", "result": None}
@@ -157,7 +156,7 @@ def test_bad_signature_is_refused_before_any_byte_is_fetched(pad):
 
 
 def test_corrupted_file_is_refused_and_nothing_is_installed(pad):
-    store, fw, gw, _ = pad
+    _store, fw, gw, _ = pad
     import base64
 
     def flip(f, o, d):
@@ -177,7 +176,7 @@ def test_corrupted_file_is_refused_and_nothing_is_installed(pad):
 
 
 def test_power_cut_mid_download_resumes_where_it_stopped(pad):
-    store, fw, gw, _ = pad
+    _store, fw, gw, _ = pad
     cut = threading.Event()
     gw.on_chunk = lambda n: cut.set() if n == 20 else None
     gw.offer("c-resume")
@@ -197,7 +196,7 @@ def test_power_cut_mid_download_resumes_where_it_stopped(pad):
 
 
 def test_power_cut_mid_switch_boots_the_old_or_the_new_set_never_a_mix(pad):
-    store, fw, gw, _ = pad
+    _store, fw, gw, _ = pad
     gw.offer("c-switch")
     wait_for(lambda: gw.of("ota.staged"), 60, what="ota.staged")
     _reboot_until_exit(fw)
@@ -210,7 +209,7 @@ def test_power_cut_mid_switch_boots_the_old_or_the_new_set_never_a_mix(pad):
 
 
 def test_firmware_that_crashes_at_boot_rolls_back_by_itself(pad, tmp_path):
-    store, fw, gw, _ = pad
+    _store, fw, gw, _ = pad
     crash = ota.read_bundle(build("9.9.9-crash", patch={
         "edge/apps/pad.py": "raise RuntimeError('boom at import')\n"}))
     gw.bundle = crash
