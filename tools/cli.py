@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("provision", help="store CA, broker config, device credentials "
                    "(see `phygital provision --help`)", add_help=False)
+    sub.add_parser("firmware", help="over-the-air updates: build a firmware bundle "
+                   "(see `phygital firmware --help`, docs/ota.md)", add_help=False)
     sub.add_parser("schema", help="a gateway database's schema version (see `phygital schema --help`)",
                    add_help=False)
     sub.add_parser("conformance", help="check a device against docs/protocol.md, clause by clause "
@@ -182,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "provision":
         from tools.provision import main as provision_main
         return provision_main(rest)
+    if args.cmd == "firmware":
+        from tools.firmware import main as firmware_main
+        return firmware_main(rest)
     if args.cmd == "schema":
         from gateway.storage.schema_cli import main as schema_main
         return schema_main(rest)

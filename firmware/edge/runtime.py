@@ -60,8 +60,12 @@ class Runtime:
         self._running = {}
         self._birth_due = False
         self.gateway_online = None
-        self._alive = time.ticks_ms()
+        self._alive = self._boot_alive = time.ticks_ms()
         self.stats = {"events": 0, "cmds": 0, "bad_msgs": 0}
+        self.fw_version = FW_VERSION
+        self.ota = None
+        if fsutil.exists("ota"):  # an update was ever offered here (docs/ota.md): else no heap for it
+            self._load_ota()
         self.app = app_class(self, hal, cfg["app"])
         if cfg.get("conformance"):  # test hook only (docs/protocol.md "Conformance")
             from edge.conformance import install
@@ -210,7 +214,7 @@ class Runtime:
 
     async def _publish_birth(self):
         j = self.journal
-        body = {"kind": self.cfg["kind"], "fw": FW_VERSION, "caps": self.app.caps + ["ping", "rebirth"],
+        body = {"kind": self.cfg["kind"], "fw": self.fw_version, "caps": self.app.caps + ["ping", "rebirth", "ota"],
                 "cfg": self.cfg["cfg_hash"], "session": self.state["session"], "boot": self.state["boot"],
                 "reset": self.reset_cause, "epoch": j.epoch, "first": j.first, "next": j.next}
         self._birth_due = False
@@ -244,6 +248,8 @@ class Runtime:
                 elif mtype == "rebirth":
                     self._birth_due = True
                     self._wake.set()
+                elif mtype == "ota.chunk" and self.ota:
+                    self.ota.on_chunk(body)
             elif topic.endswith("/cmd") and mtype == "cmd":
                 asyncio.create_task(self._command(msg.get("id"), body))
         except (ValueError, TypeError, KeyError, MemoryError) as e:  # MemoryError: deeply nested JSON
@@ -273,7 +279,8 @@ class Runtime:
         args = body.get("args") or {}
         deadline = body.get("deadline")
         now = self.now()
-        handler = self.app.commands.get(name) or {"ping": self._cmd_ping, "rebirth": self._cmd_rebirth}.get(name)
+        handler = self.app.commands.get(name) or {"ping": self._cmd_ping, "rebirth": self._cmd_rebirth,
+                                                  "ota": self._cmd_ota}.get(name)
         reason = None
         if isinstance(deadline, int) and now is not None and now > deadline:
             reason = "expired"
@@ -310,6 +317,23 @@ class Runtime:
         self._wake.set()
         return {}
 
+    # --- over-the-air updates (edge/ota.py, docs/ota.md): one hook for every app ------------
+    def _load_ota(self):
+        from edge.ota import Ota
+        self.ota = Ota(self)
+        v = self.ota.version()
+        if v:
+            self.fw_version = v
+
+    async def _cmd_ota(self, args):
+        if self.ota is None:
+            self._load_ota()
+        from edge.ota import Refused
+        try:
+            return self.ota.offer(args)
+        except Refused as r:
+            raise Rejected(r.args[0])
+
     # --- health -----------------------------------------------------------------------
     def heartbeat(self):
         """Apps call this from their main loop; the watchdog is fed only while it is fresh."""
@@ -331,7 +355,9 @@ class Runtime:
             await asyncio.sleep_ms(1000)
 
     async def run(self):
-        self.log("boot", self.state["boot"], "fw", FW_VERSION, "journal", len(self.journal), "pending")
+        self.log("boot", self.state["boot"], "fw", self.fw_version, "journal", len(self.journal), "pending")
+        if self.ota:
+            self.ota.boot()
         keep_network = getattr(self.hal, "keep_network", None)
         if keep_network:
             asyncio.create_task(keep_network(self.cfg))

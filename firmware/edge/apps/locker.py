@@ -209,6 +209,10 @@ class LockerBank:
                 self._clear_order(s)
         self._save()
 
+    def busy(self):
+        # an update waits while a door is open (runtime ota hook, docs/ota.md)
+        return any(self.is_open)
+
     async def _doors(self):
         count = len(self.ids)
         while True:
