@@ -84,7 +84,10 @@ def apply(live: Live, event: dict[str, Any]) -> Applied:
             raise BadEvent("period_s must be >= 1")
         d = MinuteDelta(minute_of(body, event.get("t_device"), event["t_gateway"]),
                         _count(body, "in", MAX_PER_PERIOD), _count(body, "out", MAX_PER_PERIOD),
-                        _count(body, "oos_ms", period * 1000), _count(body, "occupancy", MAX_OCCUPANCY))
+                        # a period's time out of service can exceed period_s a little (the device
+                        # measures it by uptime, ends periods by the clock): capped, not refused
+                        min(_count(body, "oos_ms", MAX_PERIOD_S * 1000), period * 1000),
+                        _count(body, "occupancy", MAX_OCCUPANCY))
         last = d.minute if live.last_minute is None else max(live.last_minute, d.minute)
         return Applied(replace(live, occupancy=d.occupancy, last_minute=last, updated=at), d)
     if typ == "occupancy.reset":

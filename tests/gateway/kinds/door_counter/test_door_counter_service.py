@@ -138,8 +138,12 @@ def test_live_view_stuck_beams_resets_and_bad_bodies(tmp_path):
 def test_core_refuses_what_a_device_must_not_send():
     ev = {"type": "footfall", "t_device": T0, "t_gateway": T0, "body": ff(T0, 1, 0, 1)}
     assert apply(Live(), ev).minute.entries == 1
-    for bad in ({"start": "yesterday"}, {"period_s": 0}, {"oos_ms": 61_000}, {"occupancy": True},
-                {"in": None}):
+    # a period's oos_ms a little over its length (uptime vs clock) is capped, not refused: its
+    # counts would be lost
+    assert apply(Live(), {**ev, "body": {**ev["body"], "oos_ms": 60_005, "in": 4}}).minute.oos_ms == 60_000
+    assert apply(Live(), {**ev, "body": {**ev["body"], "oos_ms": 60_005, "in": 4}}).minute.entries == 4
+    for bad in ({"start": "yesterday"}, {"period_s": 0}, {"oos_ms": 3600_001}, {"occupancy": True},
+                {"in": None}, {"oos_ms": -1}):
         with pytest.raises(BadEvent):
             apply(Live(), {**ev, "body": {**ev["body"], **bad}})
 
