@@ -9,6 +9,7 @@ APPS = {
     "fitting-room": ("edge.apps.fitting_room", "FittingRoom"),
     "tube-station": ("edge.apps.tube_station", "TubeStation"),
     "tube-line": ("edge.apps.tube_line", "TubeLine"),
+    "door-counter": ("edge.apps.door_counter", "DoorCounter"),
 }
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.kinds import fitting_room, locker_bank, sample_pad, tube
+from gateway.kinds import door_counter, fitting_room, locker_bank, sample_pad, tube
 from gateway.kinds.base import AlertRule, AuthRow, CliFlag, ConfigKey, DeviceKind
 
-KINDS: tuple[DeviceKind, ...] = (sample_pad.KIND, fitting_room.KIND, locker_bank.KIND, tube.KIND)
+KINDS: tuple[DeviceKind, ...] = (sample_pad.KIND, fitting_room.KIND, locker_bank.KIND, tube.KIND,
+                                 door_counter.KIND)
 
 
 def device_kinds(kinds: Iterable[DeviceKind] = KINDS) -> tuple[str, ...]:
