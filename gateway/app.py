@@ -33,7 +33,7 @@ from gateway.integrations.chain import ChainService
 from gateway.integrations.metrics import GatewayMetrics
 from gateway.integrations.webhooks import WebhookService, WebhookSettings
 from gateway.kinds.base import DeviceKind, KindContext, KindService
-from gateway.kinds.registry import KINDS, build_order
+from gateway.kinds.registry import KINDS, build_order, migrations
 from gateway.storage.db import Database
 from gateway.storage.store import Store, StreamItem
 from gateway.transport.bus import MqttBus
@@ -109,7 +109,8 @@ class Gateway:
         self.limits = Limits.from_env()  # PHYGITAL_RATE_LIMITS: a bad value fails here, at start
         self.broadcaster = Broadcaster(max_per_key=self.limits.streams_per_token,
                                        max_total=self.limits.streams_total)
-        self.db = Database(config.db_path, on_commit=self._on_commit)
+        self.db = Database(config.db_path, on_commit=self._on_commit,
+                           kind_migrations=migrations(KINDS))
         self.bus = MqttBus(config.broker_host, config.broker_port, self._on_message,
                            client_id=config.client_id, keepalive=config.keepalive_s,
                            publish_timeout=config.publish_timeout_s, clock=clock,

@@ -105,6 +105,7 @@ class DeviceKind:
     build: Callable[[KindContext], KindService]
     settings: tuple[str, ...] = ()          # GatewayConfig fields it reads (KindContext.settings)
     needs: tuple[str, ...] = ()             # kinds whose services `build` uses (built first)
+    migrations: tuple[str, ...] = ()        # its own tables, in order (storage.store.migrate_kind)
     router: Callable[[Any], APIRouter] | None = None     # its service -> its routes
     stream_kind: str | None = None          # the stream item kind its service writes
     render: Callable[[Any, str, dict[str, Any], bool], dict[str, Any]] | None = None

@@ -54,6 +54,12 @@ def build_order(kinds: Iterable[DeviceKind] = KINDS) -> list[DeviceKind]:
     return out
 
 
+def migrations(kinds: Iterable[DeviceKind] = KINDS) -> dict[str, tuple[str, ...]]:
+    """Each kind's own migrations (the kinds added after the core schema), by kind name: what
+    `gateway.storage.db.Database(kind_migrations=...)` applies after the core schema."""
+    return {k.name: k.migrations for k in kinds if k.migrations}
+
+
 def auth_rows() -> tuple[AuthRow, ...]:
     return tuple(row for k in KINDS for row in k.auth)
 

@@ -267,28 +267,6 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE acks ADD COLUMN fork TEXT;
     UPDATE acks SET verified = upto, mark = (SELECT COALESCE(MAX(id), 0) FROM events);
     """,
-    # 13: door counters (gateway/kinds/door_counter): per-minute counts, each counter's live
-    #     view and the service's event cursor
-    """
-    CREATE TABLE IF NOT EXISTS door_counts (
-        device    TEXT NOT NULL,
-        minute    INTEGER NOT NULL,            -- unix ms of the minute's start
-        entries   INTEGER NOT NULL,
-        exits     INTEGER NOT NULL,
-        oos_ms    INTEGER NOT NULL,            -- ms out of service (a stuck beam)
-        occupancy INTEGER NOT NULL,            -- the device's estimate at the minute's last period
-        PRIMARY KEY (device, minute)
-    ) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS door_counters (
-        device  TEXT PRIMARY KEY,
-        live    TEXT NOT NULL,                 -- JSON (gateway/kinds/door_counter/core.py Live)
-        updated INTEGER NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS door_counter_cursor (
-        id     INTEGER PRIMARY KEY CHECK (id = 1),
-        cursor INTEGER NOT NULL                -- events.id applied up to
-    );
-    """,
 )
 
 
@@ -338,6 +316,33 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
             conn.execute("ROLLBACK")
             raise
     return max(current, target)
+
+
+def migrate_kind(conn: sqlite3.Connection, kind: str, migrations: Sequence[str]) -> int:
+    """Bring one device kind's own tables (`DeviceKind.migrations`) to its newest version;
+    returns it. A kind added after the core schema keeps its migrations in its folder and is
+    versioned on its own (table `kind_schema`), so a new kind appends nothing to MIGRATIONS and
+    kinds never compete for a version number. Same rules as `migrate`: in order, one
+    transaction each, and a database newer than the code is refused."""
+    conn.execute("CREATE TABLE IF NOT EXISTS kind_schema "
+                 "(kind TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID")
+    row = conn.execute("SELECT version FROM kind_schema WHERE kind = ?", (kind,)).fetchone()
+    current: int = row[0] if row else 0
+    if current > len(migrations):
+        raise RuntimeError(f"the {kind} tables are at v{current}, newer than this gateway "
+                           f"(v{len(migrations)}): upgrade the gateway or use another --db")
+    for version in range(current + 1, len(migrations) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(migrations[version - 1]):
+                conn.execute(stmt)
+            conn.execute("INSERT INTO kind_schema (kind, version) VALUES (?, ?) ON CONFLICT (kind)"
+                         " DO UPDATE SET version = excluded.version", (kind, version))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return max(current, len(migrations))
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -57,7 +57,7 @@ class World:
         self.seq: dict[str, int] = {}
 
     async def open(self) -> DoorCounterService:
-        self.db = Database(self.path)
+        self.db = Database(self.path, kind_migrations={KIND.name: KIND.migrations})
         await self.db.__aenter__()
         await self.db.write(_devices_tx, self.clock())
         svc = DoorCounterService(self.db, clock=self.clock)
