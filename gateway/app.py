@@ -78,6 +78,8 @@ class GatewayConfig:
     stock_url: str | None = None          # ... or a store system's stock API
     fitting_swap_n: int = 3               # back-and-forth alert: swaps ...
     fitting_swap_window_s: float = 600.0  # ... within this long
+    screens_language: str = "en"          # customer screens: default language (docs/configuration.md)
+    screens_texts_file: Path | None = None  # ... and the store's own words (JSON)
     # integrations (docs/configuration.md): webhooks, chain of stores
     webhook_backoff_min_s: float = 1.0    # first retry after ~this, doubling ...
     webhook_backoff_max_s: float = 300.0  # ... up to this (jittered)

@@ -110,6 +110,7 @@ a fitting room, a locker bank and a tube line (stockroom, womenswear till, fitti
   events:            {base}/events
   live event stream: {base}/stream      (try: curl -N {base}/stream)
   fitting room:      {base}/mirror/room-1   (the mirror; staff: {base}/fitting/requests)
+  sample kiosk:      {base}/kiosk/pad-1     (a kiosk per pad; customers come and go on their own)
   locker bank:       {base}/lockers/lk-1
   tube line:         {base}/tube/line    (dispatches: {base}/tube/dispatches)
   send a command:    curl -X POST {base}/devices/pad-1/commands -H 'content-type: application/json' \\
@@ -117,7 +118,8 @@ a fitting room, a locker bank and a tube line (stockroom, womenswear till, fitti
 Ctrl-C stops everything.
 """, flush=True)
         print(f"API token (admin, this demo only): {token}\n  curl -H 'Authorization: Bearer "
-              f"{token}' {base}/devices\n  dashboard: {base}/dashboard#token={token}\n", flush=True)
+              f"{token}' {base}/devices\n  dashboard: {base}/dashboard#token={token}\n"
+              f"  kiosk: {base}/kiosk/pad-1#token={token}\n", flush=True)
         samples = sorted(json.loads(DEMO_SAMPLES.read_text()))
         customer = asyncio.create_task(_customer(store, samples, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, customer)

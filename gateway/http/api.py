@@ -21,6 +21,7 @@ from gateway.devices.ingest import device_views
 from gateway.http import auth, resilience
 from gateway.http.ops import add_ops_routes
 from gateway.http.redact import may_see_codes, redact_event, redact_item
+from gateway.http.screens import add_screen_routes
 from gateway.http.staff import add_staff_routes
 from gateway.http.stream import Broadcaster, Subscription, TooManyStreams, sse_events
 from gateway.storage.store import Store, StreamItem
@@ -412,6 +413,7 @@ def create_app(gw: Served) -> FastAPI:
             app.include_router(kind.router(gw.services[kind.name]))
 
     add_staff_routes(app, gw.alerts)
+    add_screen_routes(app, gw.db, gw.services)  # customer points, the screens' script (gateway/http/screens.py)
     add_ops_routes(app, gw.webhooks, gw.metrics, gw)  # webhooks, /metrics (gateway/http/ops.py)
     resilience.install(app)  # disk full / database locked: a clear 507 / 503
     auth.install(app, gw.db, gw.limits)  # every route above and below: tokens, scopes, limits, audit

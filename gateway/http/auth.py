@@ -72,6 +72,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/openapi.json", PUBLIC),
     ("GET", "/dashboard", PUBLIC),          # static pages: their data calls need tokens
     ("GET", "/web/auth.js", PUBLIC),
+    ("GET", "/web/screen.js", PUBLIC),      # customer screens' "out of service" script
     ("GET", "/audit", ("admin",)),
     ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
     ("POST", "/alerts/*/ack", ("operations",)),

@@ -267,6 +267,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE acks ADD COLUMN fork TEXT;
     UPDATE acks SET verified = upto, mark = (SELECT COALESCE(MAX(id), 0) FROM events);
     """,
+    # 13: the product a sample stands for (its GTIN in the stock source): the kiosk shows its
+    #     price, colours and stock (gateway/kinds/sample_pad/, docs/protocol.md "Sample kiosk")
+    """
+    ALTER TABLE samples ADD COLUMN gtin TEXT;
+    """,
 )
 
 
@@ -805,7 +810,7 @@ class Store:
 
     # -- samples --------------------------------------------------------------------------
 
-    _SAMPLE_COLS = "id, title, image, url, description, uid"
+    _SAMPLE_COLS = "id, title, image, url, description, uid, gtin"
 
     def list_samples(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute(
@@ -829,13 +834,13 @@ class Store:
         """Insert or replace a sample; `seed` (the imported file entry's hash) is kept as it
         is unless given."""
         self.conn.execute(
-            """INSERT INTO samples (id, title, image, url, description, uid, seed)
-               VALUES (?,?,?,?,?,?,?)
+            """INSERT INTO samples (id, title, image, url, description, uid, gtin, seed)
+               VALUES (?,?,?,?,?,?,?,?)
                ON CONFLICT (id) DO UPDATE SET title=excluded.title, image=excluded.image,
                  url=excluded.url, description=excluded.description, uid=excluded.uid,
-                 seed=COALESCE(excluded.seed, seed)""",
+                 gtin=excluded.gtin, seed=COALESCE(excluded.seed, seed)""",
             (sample["id"], sample["title"], sample.get("image"), sample.get("url"),
-             sample.get("description"), sample.get("uid"), seed))
+             sample.get("description"), sample.get("uid"), sample.get("gtin"), seed))
 
     # -- lockers -------------------------------------------------------------------------
 
