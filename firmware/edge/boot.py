@@ -9,6 +9,7 @@ APPS = {
     "fitting-room": ("edge.apps.fitting_room", "FittingRoom"),
     "tube-station": ("edge.apps.tube_station", "TubeStation"),
     "tube-line": ("edge.apps.tube_line", "TubeLine"),
+    "rack-display": ("edge.apps.rack_display", "RackDisplay"),
 }
 
 

@@ -29,6 +29,7 @@ DRIVERS: dict[str, str] = {
     "locker-bank": "hil.drivers.locker_bank:LockerBank",
     "tube-station": "hil.drivers.tube:TubeStation",
     "tube-line": "hil.drivers.tube:TubeLine",
+    "rack-display": "hil.drivers.rack_display:RackDisplay",
 }
 KINDS = tuple(DRIVERS)
 
