@@ -8,7 +8,7 @@ try:
 except ImportError:  # pragma: no cover
     hashlib = None
 
-KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line")
+KINDS = ("sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line", "rack-display")
 
 
 class ConfigError(Exception):

@@ -267,6 +267,27 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE acks ADD COLUMN fork TEXT;
     UPDATE acks SET verified = upto, mark = (SELECT COALESCE(MAX(id), 0) FROM events);
     """,
+    # 13: rack displays (gateway/kinds/rack_display/service.py): the online likes feed's event
+    #     ids (idempotency, kept 30 days), likes per product, and per display its rack (label,
+    #     products) and the state it should show with its `rev` (docs/protocol.md "Desired state")
+    """
+    CREATE TABLE IF NOT EXISTS rack_likes (
+        event_id TEXT PRIMARY KEY,
+        product  TEXT NOT NULL,
+        delta    INTEGER NOT NULL,
+        received INTEGER NOT NULL);
+    CREATE INDEX IF NOT EXISTS rack_likes_received ON rack_likes (received);
+    CREATE TABLE IF NOT EXISTS rack_products (
+        product TEXT PRIMARY KEY,
+        likes   INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS racks (
+        device   TEXT PRIMARY KEY,
+        label    TEXT NOT NULL,
+        products TEXT NOT NULL,             -- JSON list
+        rev      INTEGER NOT NULL,
+        state    TEXT NOT NULL,             -- JSON: what the display should show
+        updated  INTEGER NOT NULL);
+    """,
 )
 
 

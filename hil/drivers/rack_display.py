@@ -137,7 +137,7 @@ def read_line(rows: list[list[int]], y: int, scale: int = 1) -> str:
     table = glyphs()
     width = len(rows[0])
     best = ""
-    for x0 in range(0, 8 * scale):  # the line may be centred: try each offset, keep the best
+    for x0 in range(8 * scale):  # the line may be centred: try each offset, keep the best
         chars = []
         for x in range(x0, width - 8 * scale + 1, 8 * scale):
             chars.append(table.get(_cell(rows, x, y, scale), "?"))
@@ -160,7 +160,7 @@ class RackDisplay(DeviceDriver):
     def _panel(self) -> SSD1306Emulator:
         chip = self.rig.sim(self.dev).spi.get("display")  # type: ignore[attr-defined]
         if not isinstance(chip, SSD1306Emulator):
-            raise AssertionError(f"{self.dev}: no emulated display (the virtual rig reads it)")
+            raise TypeError(f"{self.dev}: no emulated display (only the virtual rig reads it)")
         return chip
 
     def screen_text(self) -> list[str]:
