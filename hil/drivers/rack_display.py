@@ -9,6 +9,7 @@ On a bench rig the panel is real: these reads need the virtual rig.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import subprocess
 import threading
@@ -44,6 +45,8 @@ class SSD1306Emulator:
         self._ptr = (0, 0)  # (column, page)
         self._pending: list[int] = []  # a command waiting for its arguments
         self._lock = threading.Lock()
+        # (time.monotonic(), GDDRAM) at the end of each complete frame: when a picture was up
+        self.history: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=2000)
 
     def transfer(self, data: bytes) -> bytes:
         with self._lock:
@@ -79,13 +82,18 @@ class SSD1306Emulator:
         col += 1
         if col > self._col[1]:
             col = self._col[0]
-            page = page + 1 if page < self._page[1] else self._page[0]
+            if page < self._page[1]:
+                page += 1
+            else:  # the window is full: a whole picture is up
+                page = self._page[0]
+                self.history.append((time.monotonic(), bytes(self.ram)))
         self._ptr = (col, page)
 
-    def pixels(self) -> list[list[int]]:
-        """The panel as rows of 0/1 (`height` x `width`)."""
-        with self._lock:
-            ram = bytes(self.ram)
+    def pixels(self, ram: bytes | None = None) -> list[list[int]]:
+        """The panel (or a `history` picture) as rows of 0/1 (`height` x `width`)."""
+        if ram is None:
+            with self._lock:
+                ram = bytes(self.ram)
         return [[(ram[(y // 8) * 128 + x] >> (y % 8)) & 1 for x in range(self.width)]
                 for y in range(self.height)]
 

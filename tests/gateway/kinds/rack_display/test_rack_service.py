@@ -98,7 +98,7 @@ async def _close(db, tasks) -> None:
 
 def test_likes_reach_the_display_and_duplicate_feed_ids_count_once(world):
     async def main():
-        dev, db, cmds, svc, tasks = await world()
+        dev, db, _cmds, svc, tasks = await world()
         try:
             await svc.put_rack("rack-1", "DENIM", ["P-1", "P-2"])
             r = await svc.post_likes([{"id": "e1", "product": "P-1"}, {"id": "e2", "product": "P-2"},
@@ -121,7 +121,7 @@ def test_likes_reach_the_display_and_duplicate_feed_ids_count_once(world):
 
 def test_a_burst_of_500_likes_is_coalesced_latest_wins(world):
     async def main():
-        dev, db, cmds, svc, tasks = await world()
+        dev, db, _cmds, svc, tasks = await world()
         try:
             await svc.put_rack("rack-1", "RACK", ["P-1"])
             t0 = asyncio.get_running_loop().time()
@@ -168,7 +168,7 @@ def test_an_offline_display_is_asked_once_then_catches_up_on_its_birth(world):
 
 def test_a_display_ahead_of_the_gateway_makes_it_continue_above(world):
     async def main():
-        dev, db, cmds, svc, tasks = await world()
+        dev, db, _cmds, svc, tasks = await world()
         try:
             dev.rev = 50  # e.g. the gateway's database was restored from an older copy
             await svc.put_rack("rack-1", "RACK", ["P-1"])
@@ -182,7 +182,7 @@ def test_a_display_ahead_of_the_gateway_makes_it_continue_above(world):
 
 def test_bad_input_is_refused_with_what_to_send(world):
     async def main():
-        dev, db, cmds, svc, tasks = await world()
+        dev, db, _cmds, svc, tasks = await world()
         try:
             with pytest.raises(LikeError, match="delta must be 1"):
                 await svc.post_likes([{"id": "a", "product": "P-1", "delta": 5}])
