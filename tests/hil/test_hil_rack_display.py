@@ -8,6 +8,8 @@ The rig is `boards/rigs/rack-virtual.json` (device `rack-1`)."""
 from __future__ import annotations
 
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -91,13 +93,17 @@ def test_a_burst_of_500_likes_is_coalesced(gw, rack):
     rack.wait_screen("0")
     panel = rack._panel()
     frames0, shows0 = panel.frames, len(rack.messages(kind="cmd"))
-    for i in range(500):  # the shop posts 500 likes one by one, back to back
-        _likes(gw, {"id": f"b{i}", "product": "P-1"})
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:  # the shop posts 500 likes one by one, 8 at a time
+        list(pool.map(lambda i: _likes(gw, {"id": f"b{i}", "product": "P-1"}), range(500)))
     assert rack.wait_screen("500", timeout=30) == ["DENIM", "500", ""]
+    elapsed = time.monotonic() - t0
     redraws = panel.frames - frames0
     shows = [m for m in rack.messages(kind="cmd")[shows0:] if m["body"]["name"] == "show"]
-    assert 1 <= redraws < 100, redraws
-    assert 1 <= len(shows) < 100, len(shows)
+    # coalesced: at most one show per 250 ms (and one redraw per refresh), latest wins; not
+    # one per like (the bound is a rate over the time the burst took, whatever the machine)
+    assert 1 <= len(shows) <= 2 + elapsed / 0.25 and len(shows) < 500, (len(shows), elapsed)
+    assert 1 <= redraws <= 2 + elapsed / 0.25 + len(shows), (redraws, elapsed)
     assert shows[-1]["body"]["args"]["likes"] == 500
     # the shop replays the last 50: all duplicates, nothing changes
     assert _likes(gw, *({"id": f"b{i}", "product": "P-1"} for i in range(450, 500))) == \

@@ -8,6 +8,7 @@
 # reconnected but not yet caught up) the screen shows the last known value with "LAST KNOWN".
 # Refresh: at most one redraw per `refresh_ms` (250), latest value wins.
 import asyncio
+import gc
 import time
 
 import framebuf
@@ -96,5 +97,10 @@ class RackDisplay:
             if self.dirty and time.ticks_diff(time.ticks_ms(), last) >= self.refresh_ms:
                 self.dirty = False
                 last = time.ticks_ms()
-                self.render(live)
+                try:
+                    self.render(live)
+                except Exception as e:  # MemoryError in a burst, a bus error: draw again next time,
+                    self.rt.log("display:", repr(e))  # never let the screen's loop die
+                    self.dirty = True
+                    gc.collect()
             await asyncio.sleep_ms(40)

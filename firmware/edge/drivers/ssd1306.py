@@ -23,6 +23,7 @@ class SSD1306:
         self.height = height
         self.pages = height // 8
         self.buf = bytearray(width * self.pages)
+        self.mv = memoryview(self.buf)
         self.fb = framebuf.FrameBuffer(self.buf, width, height, framebuf.MONO_VLSB)
 
     def _cmd(self, b):
@@ -41,7 +42,13 @@ class SSD1306:
         self._cmd(b"\x21\x00" + bytes((self.width - 1,)))
         self._cmd(b"\x22\x00" + bytes((self.pages - 1,)))
         self.dc.value(1)
-        self.spi.xfer(self.buf)
+        # one page (`width` bytes) per transfer: a whole-frame transfer needs ~3 KB of
+        # temporaries at once on the sim link (hex out, line in), which a 96 KB heap under a
+        # burst of commands could not always find (tests/hil/test_hil_rack_display.py)
+        mv = self.mv
+        w = self.width
+        for p in range(self.pages):
+            self.spi.xfer(mv[p * w:(p + 1) * w])
 
     def power(self, on):
         self._cmd(b"\xaf" if on else b"\xae")
