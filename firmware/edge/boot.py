@@ -10,6 +10,7 @@ APPS = {
     "tube-station": ("edge.apps.tube_station", "TubeStation"),
     "tube-line": ("edge.apps.tube_line", "TubeLine"),
     "door-counter": ("edge.apps.door_counter", "DoorCounter"),
+    "rack-display": ("edge.apps.rack_display", "RackDisplay"),
 }
 
 

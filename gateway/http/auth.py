@@ -46,6 +46,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from gateway.http.paths import match as _match
+from gateway.kinds import registry
 from gateway.kinds.registry import auth_rows
 from gateway.storage.store import Store
 
@@ -54,13 +55,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.auth")
 
-SCOPES = ("read", "requests", "lockers", "operations", "admin")
+SCOPES = ("read", "requests", "lockers", "operations", "admin", *registry.scopes())  # + the kinds' own
 ROLES: dict[str, tuple[str, ...]] = {
     "kiosk": ("read", "requests"),
     "mirror": ("read", "requests"),
     "orders": ("read", "lockers"),
     "staff": ("read", "operations"),
     "admin": ("admin",),
+    **registry.roles(),  # the kinds' own (gateway/kinds/<kind>/__init__.py)
 }
 PUBLIC = ()  # no scope needed
 

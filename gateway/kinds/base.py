@@ -114,6 +114,8 @@ class DeviceKind:
     reveal: Callable[[Any, str, dict[str, Any]], dict[str, Any]] | None = None
     """(service, item kind, data): a webhook payload for a subscription with include_secrets."""
     auth: tuple[AuthRow, ...] = ()
+    scopes: tuple[str, ...] = ()            # API scopes of its own (gateway/http/auth.py SCOPES)
+    roles: Mapping[str, tuple[str, ...]] = _field(default_factory=dict)  # token roles -> scopes
     alerts: tuple[AlertRule, ...] = ()
     config: Mapping[str, Mapping[str, ConfigKey]] = _field(default_factory=dict)  # TOML sections
     flags: tuple[CliFlag, ...] = ()

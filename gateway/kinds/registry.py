@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.kinds import door_counter, fitting_room, locker_bank, sample_pad, tube
+from gateway.kinds import door_counter, fitting_room, locker_bank, rack_display, sample_pad, tube
 from gateway.kinds.base import AlertRule, AuthRow, CliFlag, ConfigKey, DeviceKind
 
 KINDS: tuple[DeviceKind, ...] = (sample_pad.KIND, fitting_room.KIND, locker_bank.KIND, tube.KIND,
-                                 door_counter.KIND)
+                                 door_counter.KIND, rack_display.KIND)
 
 
 def device_kinds(kinds: Iterable[DeviceKind] = KINDS) -> tuple[str, ...]:
@@ -62,6 +62,21 @@ def migrations(kinds: Iterable[DeviceKind] = KINDS) -> dict[str, tuple[str, ...]
 
 def auth_rows() -> tuple[AuthRow, ...]:
     return tuple(row for k in KINDS for row in k.auth)
+
+
+def scopes() -> tuple[str, ...]:
+    """API scopes the kinds add (a feed's own scope: it may do that and nothing else)."""
+    return tuple(s for k in KINDS for s in k.scopes)
+
+
+def roles() -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for k in KINDS:
+        for role, sc in k.roles.items():
+            if role in out:
+                raise ValueError(f"role {role!r} declared twice ({k.name})")
+            out[role] = sc
+    return out
 
 
 def alert_rules() -> tuple[AlertRule, ...]:

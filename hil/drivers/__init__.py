@@ -30,6 +30,7 @@ DRIVERS: dict[str, str] = {
     "tube-station": "hil.drivers.tube:TubeStation",
     "tube-line": "hil.drivers.tube:TubeLine",
     "door-counter": "hil.drivers.door_counter:DoorCounter",
+    "rack-display": "hil.drivers.rack_display:RackDisplay",
 }
 KINDS = tuple(DRIVERS)
 

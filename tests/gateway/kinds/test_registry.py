@@ -23,7 +23,7 @@ ALL = set(device_kinds())
 
 def test_the_registry_has_every_kind_once():
     assert ALL == {"sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line",
-                   "door-counter"}
+                   "door-counter", "rack-display"}
     assert len(device_kinds()) == len(ALL), "a device kind string belongs to two kinds"
     assert len({k.name for k in KINDS}) == len(KINDS)
     assert kind_of("tube-line") is kind_of("tube-station") is not None

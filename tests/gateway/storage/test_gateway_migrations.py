@@ -200,6 +200,7 @@ def test_a_kind_s_own_tables_are_versioned_on_their_own_and_applied_by_the_gatew
 
     kinds = migrations()
     assert "doors" in kinds  # the door counter (gateway/kinds/door_counter) brings its tables
+    assert "racks" in kinds  # so does the rack display (gateway/kinds/rack_display)
 
     async def open_twice():
         for _ in range(2):  # the second open finds everything applied and changes nothing
@@ -208,7 +209,8 @@ def test_a_kind_s_own_tables_are_versioned_on_their_own_and_applied_by_the_gatew
     asyncio.run(open_twice())
     conn = connect(tmp_path / "gw.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-    assert tables(conn).get("door_counts") == "table"
+    for name in ("door_counts", "rack_likes", "rack_products", "racks"):
+        assert tables(conn).get(name) == "table", name
     assert dict(conn.execute("SELECT kind, version FROM kind_schema").fetchall()) == \
         {name: len(steps) for name, steps in kinds.items()}
     # a later version of a kind adds a step: only that step runs
