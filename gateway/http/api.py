@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.analytics.api import router as analytics_router
 from gateway.devices import protocol
 from gateway.devices.commands import CommandRejected, IdempotencyConflict, UnknownDevice
 from gateway.devices.ingest import device_views
@@ -361,6 +362,8 @@ def create_app(gw: Gateway) -> FastAPI:
         if kind.router is not None:
             app.include_router(kind.router(gw.services[kind.name]))
 
+    # purchases store-wide, the fitting rooms' POS and door-count routes, /analytics/...
+    app.include_router(analytics_router(gw.analytics))
     add_staff_routes(app, gw)
     add_ops_routes(app, gw)  # webhooks, /metrics (gateway/http/ops.py)
     resilience.install(app)  # disk full / database locked: a clear 507 / 503

@@ -45,6 +45,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from gateway.analytics import AUTH as ANALYTICS_AUTH
 from gateway.kinds.registry import auth_rows
 from gateway.storage.store import Store
 
@@ -76,6 +77,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("POST", "/alerts/*/ack", ("operations",)),
     ("POST", "/devices/*/commands", ("operations",)),
     *auth_rows(),
+    *ANALYTICS_AUTH,                    # /purchases, /analytics (gateway/analytics/__init__.py)
 )
 
 CODE_SEGMENTS = ("code", "codes", "pickup")
