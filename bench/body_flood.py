@@ -258,7 +258,7 @@ def vm_hwm_mb(pid: int) -> float:
 
 
 def kiosk_token(gw: BenchGateway, root: Path) -> str:
-    r = subprocess.run([PY, "-m", "gateway.cli", "token", "--db", str(gw.db), "create",
+    r = subprocess.run([PY, "-m", "tools.cli", "token", "--db", str(gw.db), "create",
                         "--name", "attacker-kiosk", "--role", "kiosk"], cwd=root,
                        capture_output=True, text=True, timeout=30, check=False)
     if r.returncode:

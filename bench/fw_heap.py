@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
+from hil.fakes import SseReader
 from hil.harness import GatewayProcess, Mosquitto, wait_for
 from hil.sim.mfrc522 import NtagTag
 from hil.sim.store import VirtualStore
-from tests.support.e2e import StreamReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tube_heap
@@ -86,7 +86,7 @@ def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int 
 def fitting_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int = 2) -> list[float]:
     """Fitting room: occupied, four garments in at once (collisions), two out, call button,
     `call_ack` done, free. Returns garments-in -> last garment.in persisted (ms)."""
-    from tools import tags
+    from gateway.kinds.sample_pad import tags
 
     room = store.rooms[dev]
     fw = store.devices[dev]
@@ -130,7 +130,7 @@ def locker_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, wrong: in
              what="bank created")
     sizes = {c["id"]: c["size"] for c in httpx.get(f"{gw.url}/lockers/{dev}", timeout=5).json()["compartments"]}
     codes: dict[int, str] = {}
-    with StreamReader(gw.url) as stream:
+    with SseReader(gw.url) as stream:
         for n, size in sizes.items():
             order = f"{dev}-o{n}"
             r = httpx.post(f"{gw.url}/lockers/{dev}/orders", json={"order": order, "size": size}, timeout=15)

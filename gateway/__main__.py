@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,24 +24,9 @@ from gateway.config_file import load as load_config_file
 from gateway.kinds.base import CliFlag
 from gateway.kinds.registry import cli_flags, config_errors
 from gateway.logs import setup_logging
+from gateway.net import host_port
 
 log = logging.getLogger("gateway")
-
-
-def host_port(default_port: int) -> Callable[[str], tuple[str, int]]:
-    def parse(text: str) -> tuple[str, int]:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            host, port = text, str(default_port)
-        host = host.strip("[]") or "127.0.0.1"
-        try:
-            p = int(port)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None
-        if not 0 <= p <= 65535:
-            raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
-        return host, p
-    return parse
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,4 +1,4 @@
-"""Test doubles that speak docs/protocol.md: a fake device, an SSE reader, an MQTT probe.
+"""Test doubles that speak docs/protocol.md: a fake device, the SSE reader, an MQTT probe.
 
 Used by tests/test_gateway_*.py and usable from a REPL against a running gateway. The fake
 device is written from the protocol document, not from the gateway's code: journal with
@@ -25,10 +25,6 @@ from hil.harness import GatewayProcess, Mosquitto, wait_for
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def wait_until(pred: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    return wait_for(pred, timeout, interval=0.02, what=what)
 
 
 class FakeDevice:
@@ -318,7 +314,7 @@ class FakeDevice:
                 self._complete(cid, msg)
 
     def wait_acked(self, seq: int, timeout: float = 10.0) -> None:
-        wait_until(lambda: self.acked >= seq, timeout, f"{self.dev} acked >= {seq}")
+        wait_for(lambda: self.acked >= seq, timeout, interval=0.02, what=f"{self.dev} acked >= {seq}")
 
 
 class SseReader:
@@ -361,7 +357,11 @@ class SseReader:
                         return
                     if line == "":
                         if "data" in cur:
-                            cur["data"] = json.loads(cur["data"])
+                            try:
+                                cur["data"] = json.loads(cur["data"])
+                            except ValueError:  # not a message of docs/api.md: left out
+                                cur = {}
+                                continue
                             self.items.append(cur)
                         cur = {}
                     elif line.startswith(":"):
@@ -383,6 +383,23 @@ class SseReader:
         """Items of one kind whose data has all the `match` fields."""
         return [i for i in list(self.items) if i.get("event") == kind
                 and all(i["data"].get(k) == v for k, v in match.items())]
+
+    @property
+    def messages(self) -> list[Any]:
+        """The data of every item so far; an object also gets its SSE event name as `_event`."""
+        return [{"_event": i.get("event"), **i["data"]} if isinstance(i["data"], dict) else i["data"]
+                for i in list(self.items)]
+
+    def device_events(self, device: str, type: str) -> list[dict[str, Any]]:
+        """Device events of one device and type (`{"event": {...}}` items unwrapped)."""
+        out = []
+        for m in self.messages:
+            if not isinstance(m, dict):
+                continue
+            body = m["event"] if isinstance(m.get("event"), dict) else m
+            if body.get("device", body.get("dev")) == device and body.get("type") == type:
+                out.append(body)
+        return out
 
 
 class MqttProbe:

@@ -50,12 +50,12 @@ from typing import Self
 
 import httpx
 
+from gateway import provision
 from hil.fault_tube import LINE, STATIONS, TubeLine, no_capsule_lost, one_carrier_per_segment
 from hil.fault_tube import NETWORK as TUBE_NETWORK
 from hil.harness import GatewayProcess, ProvisionedMosquitto, free_port, wait_for
 from hil.sim.mfrc522 import NtagTag
 from hil.sim.store import VirtualStore
-from tools import provision
 
 BANK = "lk-f1"
 LOCKER_APP = {"occupancy": True, "pulse_ms": 300, "verify_ms": 300, "retry_ms": 200,

@@ -2,7 +2,7 @@ import pytest
 
 pytest_plugins = ["hil.pytest_plugin", "pytester"]
 
-from tests.support.support import Mosquitto
+from hil.harness import GatewayProcess, Mosquitto
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +31,23 @@ def gw_store(tmp_path):
     migrate(conn)
     yield Store(conn)
     conn.close()
+
+
+@pytest.fixture
+def gw(tmp_path, broker):
+    """A gateway process of its own on the session broker (files in tmp_path/gw). Tests that
+    need other options or a longer life define their own `gw`."""
+    g = GatewayProcess(tmp_path / "gw", broker.port).start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def pins():
+    """gpiozero's mock pins for the Raspberry Pi code (tag station, Pi rig)."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()  # close() does not release mock pins

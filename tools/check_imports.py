@@ -8,7 +8,10 @@ the reader and for the layout).
 
 Two graphs:
 * modules of `gateway` (a cycle is a strongly connected component of more than one module);
-* the packages `gateway`, `hil` and `tools` against each other.
+* the packages `gateway`, `hil` and `tools` against each other. They are layers, in that order:
+  a package imports only those before it (hil and tools use the gateway, tools use hil; the
+  product imports neither, hil no tool). An import the other way fails at once, with no baseline
+  (`LAYER:` lines), even before it closes a cycle.
 
 The baseline (tools/import_cycles.baseline) lists the cycles known when the checker came in;
 it may only shrink: a cycle that is not in it, or that grew (gained a module), fails; so does
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("gateway", "hil", "tools")
+PACKAGES = ("gateway", "hil", "tools")   # layers: each imports only the ones before it
 BASELINE = ROOT / "tools" / "import_cycles.baseline"
 
 
@@ -176,6 +179,20 @@ def package_graph(mods: dict[str, Module]) -> dict[str, set[str]]:
     return g
 
 
+def layer_violations(mods: dict[str, Module]) -> list[str]:
+    """Imports of a package that comes later in PACKAGES (gateway -> hil, gateway -> tools,
+    hil -> tools), with where they are."""
+    rank = {p: i for i, p in enumerate(PACKAGES)}
+    out = []
+    for m in sorted(mods.values(), key=lambda m: m.name):
+        src = m.name.split(".")[0]
+        for e in m.edges:
+            dst = e.target.split(".")[0]
+            if dst in rank and src in rank and rank[dst] > rank[src]:
+                out.append(f"{m.name} -> {e.target}  ({m.path.relative_to(ROOT)}:{e.line}, {e.kind})")
+    return out
+
+
 def _inside(graph: dict[str, set[str]], comp: list[str]) -> list[str]:
     members = set(comp)
     return [f"{a} -> {b}" for a in comp for b in sorted(graph[a] & members)]
@@ -261,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
                             + "".join(line + "\n" for line in now))
         print(f"wrote {BASELINE.relative_to(ROOT)}")
         return 0
+    layers = layer_violations(mods)
+    for line in layers:
+        print(f"LAYER: {line}")
+    if layers:
+        print(f"the packages are layers ({' <- '.join(PACKAGES)}): each imports only the ones before it; "
+              "move what is needed down a layer, or the code that needs it up")
+        return 1
     new, gone = compare(now, read_baseline())
     for line in gone if not new else []:  # (with a new cycle, a known one may just have merged into it)
         print(f"GONE OR SMALLER: {line}")

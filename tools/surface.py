@@ -86,12 +86,11 @@ def _walk(name: str, parser: argparse.ArgumentParser) -> Iterator[tuple[str, str
 
 def _clis() -> list[tuple[str, Callable[..., Any]]]:
     from gateway import __main__ as gateway_main
-    from gateway import cli
     from gateway.central import consumer as central
     from gateway.http import auth
     from gateway.storage import schema_cli
     from hil import faults
-    from tools import conformance, console, deploy, loadgen, lockers, mip_package, provision, tagstation
+    from tools import cli, conformance, console, deploy, loadgen, lockers, mip_package, provision, tagstation
 
     return [("phygital", cli.main),
             ("phygital gateway", gateway_main.main), ("phygital lockers", lockers.main),
@@ -151,7 +150,7 @@ def metric_names() -> str:
                 bus=SimpleNamespace(connected=False, publish_failures=0),
                 coap=SimpleNamespace(auth_refusals=dict))
             try:
-                return await GatewayMetrics().render(gw)  # type: ignore[arg-type]  # a stand-in: what render() reads
+                return await GatewayMetrics().render(gw)  # a stand-in with what render() reads (metrics.Sources)
             finally:
                 conn.close()
 

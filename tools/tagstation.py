@@ -5,7 +5,7 @@ buzzer (gpiozero). Staff put a tag on the reader; the station writes the identit
 tag back and compares: green = the tag carries exactly that identity; red + three beeps = it
 does not (the reason is printed). Then it waits for the tag to be taken away.
 
-What is written is what the sample pad firmware reads (docs/protocol.md, tools/tags.py):
+What is written is what the sample pad firmware reads (docs/protocol.md, gateway/kinds/sample_pad/tags.py):
 
 * NTAG213/215/216: an NDEF message from page 4 — a Text record with the identity, or with
   ``--uri-base`` a URI record ``<base><identity>`` (a GS1 Digital Link or shop URL whose last
@@ -41,7 +41,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools import tags
+from gateway.kinds.sample_pad import tags
 
 DEFAULT_KEY = b"\xff" * 6
 MIFARE_BLOCK = 4

@@ -1,5 +1,5 @@
 # NDEF on NFC Forum Type 2 tags (NTAG21x): find the NDEF TLV, get the sample id.
-# Rules (docs/protocol.md, "Sample pad"; same as tools/tags.py): the text of the first Text
+# Rules (docs/protocol.md, "Sample pad"; same as gateway/kinds/sample_pad/tags.py): the text of the first Text
 # record, else the last non-empty path segment of the first URI record that has one.
 # Works on a buffer plus indices, so a caller can parse in place. Plain Python: runs on
 # MicroPython and CPython alike. UTF-16 Text records are not decoded (sample ids are ASCII).

@@ -46,6 +46,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from gateway.analytics import AUTH as ANALYTICS_AUTH
+from gateway.http.paths import match as _match
 from gateway.kinds.registry import auth_rows
 from gateway.storage.store import Store
 
@@ -99,14 +100,6 @@ class Principal:
 
 
 ANONYMOUS = Principal("", "anonymous", frozenset())
-
-
-def _match(pattern: str, path: str) -> bool:
-    pp = pattern.strip("/").split("/")
-    parts = path.strip("/").split("/")
-    if len(parts) < len(pp):
-        return False
-    return all(p == "*" or p == s for p, s in zip(pp, parts))
 
 
 def required_scopes(method: str, path: str) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from gateway.http.auth import _match
+from gateway.http.paths import match as _match
 
 log = logging.getLogger("gateway.body_limit")
 

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from gateway.__main__ import host_port
+    from gateway.net import host_port
 
     ap = argparse.ArgumentParser(prog="python -m gateway.chain",
                                  description="Chain of stores helpers (docs/chain.md)")

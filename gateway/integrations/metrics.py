@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -24,7 +24,10 @@ from prometheus_client.utils import floatToGoString
 from gateway.storage.store import FINAL_STATUSES, Store, StreamItem
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.devices.ingest import IngestWorker
+    from gateway.http.stream import Broadcaster
+    from gateway.storage.db import Database
+    from gateway.transport.bus import MqttBus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -92,6 +95,19 @@ class BatchHistogram(Collector):
         return [fam]
 
 
+class Sources(Protocol):
+    """What `GatewayMetrics.render` reads at scrape time (a `Gateway` is one). The optional
+    parts, `webhooks`, `chain` and `coap`, are read when present."""
+    @property
+    def db(self) -> Database: ...
+    @property
+    def ingest(self) -> IngestWorker: ...
+    @property
+    def broadcaster(self) -> Broadcaster: ...
+    @property
+    def bus(self) -> MqttBus: ...
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -136,7 +152,7 @@ class GatewayMetrics:
 
     # exposition ---------------------------------------------------------------------------
 
-    async def render(self, gw: Gateway) -> bytes:
+    async def render(self, gw: Sources) -> bytes:
         snap = await gw.db.read(_db_snapshot)
         fams: list[Metric] = [
             _by_label(GaugeMetricFamily, "pe_devices_online", "Devices online, by kind", "kind",

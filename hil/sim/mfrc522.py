@@ -49,7 +49,7 @@ import threading
 import time
 from collections import deque
 
-from tools import tags as _tags
+from gateway.kinds.sample_pad import tags as _tags
 
 # --- registers (datasheet table 20) ---------------------------------------------------------
 CommandReg, ComIEnReg, DivIEnReg, ComIrqReg, DivIrqReg = 0x01, 0x02, 0x03, 0x04, 0x05
@@ -291,7 +291,7 @@ def _nak(code: int):
 class NtagTag(Iso14443aTag):
     """NXP NTAG213/215/216 (NFC Forum Type 2): 7-byte UID, 4-byte pages.
 
-    ``pages``: memory image from page 0 (e.g. ``tools.tags.ntag_pages_for_text``); pages 0-2
+    ``pages``: memory image from page 0 (e.g. ``gateway.kinds.sample_pad.tags.ntag_pages_for_text``); pages 0-2
     (UID, BCC, internal, static lock bytes) are always made from ``uid7``. Commands:
     GET_VERSION, READ (4 pages, rolling over to page 0), FAST_READ, WRITE, COMPATIBILITY_WRITE,
     HLTA. PWD/PACK read as zeros; lock bits and password protection are not enforced.

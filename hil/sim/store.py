@@ -37,7 +37,7 @@ class VirtualStore:
         # each locker bank gets a pickup-code key here (give the gateway this file: --locker-keys);
         # a provisioned store keeps them in its own locker-keys.json, as tools/provision.py does
         if locker_keys is None and provisioned is not None:
-            from tools.provision import LOCKER_KEYS
+            from gateway.provision import LOCKER_KEYS
             locker_keys = Path(provisioned) / LOCKER_KEYS
         self.locker_keys = Path(locker_keys) if locker_keys else self.workdir / "locker-keys.json"
         self.rig = VirtualRig().start()
@@ -58,7 +58,7 @@ class VirtualStore:
         return cfg
 
     def _credentials(self, dev: str, kind: str) -> dict:
-        from tools import provision
+        from gateway import provision
 
         path = Path(self.provisioned) / "devices" / f"{dev}.config.json"
         if path.exists():

@@ -13,7 +13,7 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
-from tests.support.support import run_micropython
+from tests.support.micropython import run_micropython
 
 
 class ScriptedPeer:

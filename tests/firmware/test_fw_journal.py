@@ -1,7 +1,7 @@
 """Event journal and command log, running in the real MicroPython interpreter."""
 import json
 
-from tests.support.support import run_micropython
+from tests.support.micropython import run_micropython
 
 
 def mp(code, tmp_path, heap="96k"):

@@ -18,7 +18,9 @@ import paho.mqtt.client as paho
 import paho.mqtt.publish as paho_publish
 import pytest
 
-from tests.support.support import FIRMWARE, micropython_binary, micropython_env, run_micropython, wait_for
+from hil.harness import wait_for
+from hil.sim.firmware import FIRMWARE, micropython_binary, micropython_env
+from tests.support.micropython import run_micropython
 
 MQTT_PY = FIRMWARE / "edge" / "mqtt.py"
 

@@ -10,8 +10,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
+from hil.harness import wait_for
 from tests.support.scripted_device import ScriptedDevice
-from tests.support.support import wait_for
 
 
 class FakeGateway:

@@ -11,12 +11,11 @@ import pytest
 
 from gateway.transport.coap_auth import add_key
 from hil.drivers.sample_pad import PadHandle
-from hil.harness import GatewayProcess
+from hil.harness import GatewayProcess, wait_for
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
 from tests.support.coap_harness import CoapDevice, CoapFirmware, CoapGateway, LossyProxy
-from tests.support.e2e import sample_tag
-from tests.support.support import wait_for
+from tests.support.e2e import sample_tag, seqs
 
 
 @pytest.fixture
@@ -32,10 +31,6 @@ def devices():
     yield made
     for d in made:
         d.kill()
-
-
-def seqs(events: list[dict]) -> list[int]:
-    return [e["seq"] for e in events]
 
 
 def wait_events(g: CoapGateway, dev: str, n: int, timeout: float = 20) -> list[dict]:
@@ -250,15 +245,15 @@ def test_wired_boot_runs_the_sample_pad_over_coap(broker, tmp_path):
 def test_every_device_app_of_the_store_runs_over_coap(broker, tmp_path):
     """The virtual rig's pad, fitting room and locker bank, all on CoAP (tube stations and
     line controller: tests/hil/test_tube_scenarios.py runs its end-to-end dispatch over CoAP)."""
+    from hil.fakes import SseReader
     from hil.rig import VirtualRigBackend
-    from tests.support.e2e import StreamReader
 
     g = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2).start()
     rig = VirtualRigBackend(tmp_path / "rig", ("127.0.0.1", broker.port),
                             coap=("127.0.0.1", g.coap_port), coap_keys=g.coap_keys,
                             locker_keys=g.locker_keys)
     try:
-        with StreamReader(g.url) as stream:
+        with SseReader(g.url) as stream:
             for dev in ("pad-1", "room-1", "lk-1"):
                 rig.start(dev, timeout=40)
             for dev in ("pad-1", "room-1", "lk-1"):

@@ -144,7 +144,7 @@ def test_flags_given_explicitly_override_the_file(tmp_path):
 def test_cli_refuses_a_bad_file_with_exit_2(tmp_path):
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[broker]\nport = 70000\n[http]\nhots = 'x'\n")
-    p = subprocess.run([sys.executable, "-m", "gateway.cli", "gateway", "--config", str(cfg)],
+    p = subprocess.run([sys.executable, "-m", "tools.cli", "gateway", "--config", str(cfg)],
                        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == 2
     assert "bad configuration" in p.stderr and "2 problems" in p.stderr

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hil.harness import free_port, wait_for
 from tests.support.browser import browser, shot  # noqa: F401  (fixture)
-from tests.support.support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TUBE_DEVICES = {"tube-stockroom": "tube-station", "tube-womens": "tube-station",
@@ -30,7 +30,7 @@ class Demo:
         self.log = workdir / "demo.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "demo", "--http", f"127.0.0.1:{self.port}",
+                [sys.executable, "-m", "tools.cli", "demo", "--http", f"127.0.0.1:{self.port}",
                  "--workdir", str(workdir / "demo"), "--seed", "3", "--pads", "2"],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         self.rc: int | None = None

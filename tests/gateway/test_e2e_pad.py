@@ -4,9 +4,10 @@ import time
 import httpx
 import pytest
 
+from hil.fakes import SseReader
+from hil.harness import GatewayProcess, wait_for
 from hil.sim.store import VirtualStore
-from tests.support.e2e import GatewayProcess, StreamReader, sample_tag, seqs, settle, wait_events
-from tests.support.support import wait_for
+from tests.support.e2e import sample_tag, seqs, settle, wait_events
 
 SAMPLES = {"S-1001": {"title": "Oak plank, natural", "image": "/img/oak.jpg"},
            "S-1002": {"title": "Linen, sand", "image": "/img/linen.jpg"}}
@@ -31,7 +32,7 @@ def test_place_and_remove_tag_gives_one_persisted_event_and_one_stream_message_e
     store.start()
     wait_for(lambda: any(d["id"] == "pad-e1" and d["online"] for d in gateway.get("/devices")), 15,
              what="pad-e1 online in the registry")
-    with StreamReader(gateway.url) as stream:
+    with SseReader(gateway.url) as stream:
         pad.place(sample_tag(1, "S-1001"))
         placed = wait_events(gateway, "pad-e1", 1, "tag.placed")
         assert pad.sim.wait_output("led", 1, 2), "LED shows the tag is seen"
@@ -41,7 +42,7 @@ def test_place_and_remove_tag_gives_one_persisted_event_and_one_stream_message_e
         assert placed[0]["body"]["sample"] == "S-1001"
         assert placed[0]["body"]["uid"] == "04102030405001"
         assert placed[0]["body"]["tech"] == "ntag213"
-        wait_for(lambda: stream.of("pad-e1", "tag.placed"), 5, what="stream message for tag.placed")
+        wait_for(lambda: stream.device_events("pad-e1", "tag.placed"), 5, what="stream message for tag.placed")
 
         pad.remove()
         wait_events(gateway, "pad-e1", 1, "tag.removed")
@@ -49,11 +50,11 @@ def test_place_and_remove_tag_gives_one_persisted_event_and_one_stream_message_e
         settle()
         assert len(gateway.events("pad-e1", "tag.removed")) == 1
         assert len(gateway.events("pad-e1", "tag.placed")) == 1
-        wait_for(lambda: stream.of("pad-e1", "tag.removed"), 5, what="stream message for tag.removed")
-        assert len(stream.of("pad-e1", "tag.placed")) == 1
-        assert len(stream.of("pad-e1", "tag.removed")) == 1
+        wait_for(lambda: stream.device_events("pad-e1", "tag.removed"), 5, what="stream message for tag.removed")
+        assert len(stream.device_events("pad-e1", "tag.placed")) == 1
+        assert len(stream.device_events("pad-e1", "tag.removed")) == 1
         # the kiosk gets the sample's content with the event
-        msg = stream.of("pad-e1", "tag.placed")[0]
+        msg = stream.device_events("pad-e1", "tag.placed")[0]
         assert msg.get("content", {}).get("title") == "Oak plank, natural"
 
 

@@ -18,7 +18,8 @@ from gateway.devices.ingest import apply_batch
 from gateway.devices.protocol import ProtocolError
 from gateway.kinds.sample_pad.service import CatalogError, parse_catalog
 from gateway.storage.store import Store, connect, migrate
-from tests.support.support import ROOT, run_micropython
+from hil.sim.firmware import ROOT
+from tests.support.micropython import run_micropython
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -12,6 +12,7 @@ from gateway.devices.ingest import OVERFLOW_EVENT, apply_batch
 from gateway.kinds.sample_pad.service import CatalogConflict, CatalogError, PadsService, parse_catalog
 from gateway.storage.db import Database
 from gateway.storage.store import MIGRATIONS, Store, connect, migrate
+from tests.support.e2e import seqs
 
 NOW = 1_795_426_642_000
 
@@ -41,8 +42,8 @@ def reply(cid, st, dev="pad-1"):
         "body": {"status": st, "reason": None, "result": {"ok": st}}}).encode())
 
 
-def seqs(gw_store, dev="pad-1"):
-    return [e["seq"] for e in gw_store.list_events(device=dev, limit=1000)]
+def stored_seqs(gw_store, dev="pad-1"):
+    return seqs(gw_store.list_events(device=dev, limit=1000))
 
 
 def test_schema_is_wal_full_and_migrations_are_idempotent(tmp_path):
@@ -115,7 +116,7 @@ def test_insert_events_many_writes_what_insert_event_writes(tmp_path, gw_store):
 def test_event_from_unknown_device_is_rejected_with_rebirth(gw_store):
     eff = apply_batch(gw_store, [evt(1)], NOW)
     assert eff.rejections["unknown-device"] == 1 and eff.rebirths == {"pad-1"}
-    assert not eff.acks and seqs(gw_store) == []
+    assert not eff.acks and stored_seqs(gw_store) == []
     assert gw_store.rejections() == {"unknown-device": 1}
 
 
@@ -128,11 +129,11 @@ def test_events_ack_contiguous_upto_and_duplicates_reacked(gw_store):
     assert eff.acks == {"pad-1": ("e1", 2)}
     eff = apply_batch(gw_store, [evt(3)], NOW)                  # fills it
     assert eff.acks == {"pad-1": ("e1", 5)}
-    assert seqs(gw_store) == [1, 2, 4, 5, 3]
+    assert stored_seqs(gw_store) == [1, 2, 4, 5, 3]
     assert gw_store.counters() == {"messages_received": 7, "events_persisted": 5, "duplicates": 1}
     eff = apply_batch(gw_store, [evt(5), evt(6), evt(7)], NOW)  # a duplicate inside a batch
     assert (eff.persisted, eff.duplicates, eff.acks) == (2, 1, {"pad-1": ("e1", 7)})
-    assert seqs(gw_store) == [1, 2, 4, 5, 3, 6, 7]
+    assert stored_seqs(gw_store) == [1, 2, 4, 5, 3, 6, 7]
 
 
 def test_birth_first_settles_and_records_overflow_once(gw_store):

@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from hil.fakes import FakeDevice, MqttProbe, SseReader
-from hil.harness import GatewayProcess
-from tests.support.support import wait_for
+from hil.harness import GatewayProcess, wait_for
 
 PAD_BODY = {"uid": "04a1b2c3d4e5f6", "tech": "ntag213", "sample": "S-1001"}
 

@@ -12,8 +12,7 @@ import pytest
 
 from gateway.app import Gateway, GatewayConfig
 from hil.fakes import FakeDevice, MqttProbe, SseReader
-from hil.harness import GatewayProcess
-from tests.support.support import wait_for
+from hil.harness import GatewayProcess, wait_for
 
 
 def test_in_process_lifetime_with_open_stream(broker, tmp_path):

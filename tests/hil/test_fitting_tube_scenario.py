@@ -12,11 +12,11 @@ import os
 import httpx
 
 from gateway.kinds.fitting_room.demo import DEMO_STOCK
+from hil.harness import wait_for
 from hil.rig import ROOT
 from tests.hil.test_hil_fitting import SHIRT_L, SHIRT_M, requests, wait_gtins
 from tests.hil.test_tube_scenarios import NETWORK, WIRING, T, tube_store
 from tests.support.browser import browser  # noqa: F401  (fixture)
-from tests.support.support import wait_for
 
 ROOM = "room-1"
 

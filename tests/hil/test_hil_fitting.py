@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hil.fakes import SseReader
 from hil.harness import GatewayProcess, wait_for
-from tests.support.e2e import StreamReader, settle
+from tests.support.e2e import settle
 
 pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("fitting-room")
@@ -63,7 +64,7 @@ def requests(gw, dev, kind=None):
 
 
 def test_two_garments_in_one_out_other_size_requested_associate_called(rig, gw, room):
-    with StreamReader(gw.url) as stream:
+    with SseReader(gw.url) as stream:
         room.set_input("occupancy", 1)  # curtain closed
         wait_for(lambda: (view(gw, room.dev) or {}).get("session"), 20, what="session started")
         room.add_tag("shirt-m")  # GS1 Digital Link on the tag
@@ -110,7 +111,7 @@ def test_two_garments_in_one_out_other_size_requested_associate_called(rig, gw, 
         assert len(garment_events(gw, room.dev, "garment.in")) == 3
         assert len(garment_events(gw, room.dev, "garment.out")) == 1
         assert len(garment_events(gw, room.dev, "call.pressed")) == 1
-        closed = wait_for(lambda: stream.of(room.dev, "fitting.session.closed"), 10,
+        closed = wait_for(lambda: stream.device_events(room.dev, "fitting.session.closed"), 10,
                           what="session.closed on the stream")
         assert sorted(closed[0]["tried"]) == sorted([SHIRT_M, SHIRT_L, CHINO])
         kinds = {m["type"] for m in stream.messages if str(m.get("type", "")).startswith("fitting.")}

@@ -17,10 +17,10 @@ import time
 import httpx
 import pytest
 
-from hil.harness import GatewayProcess
+from hil.fakes import SseReader
+from hil.harness import GatewayProcess, wait_for
 from hil.rig import Rig
-from tests.support.e2e import StreamReader, settle, wait_events
-from tests.support.support import wait_for
+from tests.support.e2e import settle, wait_events
 from tools import lockers as lockers_cli
 
 pytest_plugins = ["hil.pytest_plugin"]
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.rig_kinds("locker-bank")
 class Bank:
     """A scenario's view of one locker bank: the rig's device plus the gateway's API."""
 
-    def __init__(self, rig: Rig, gw: GatewayProcess, stream: StreamReader):
+    def __init__(self, rig: Rig, gw: GatewayProcess, stream: SseReader):
         self.rig, self.gw, self.stream = rig, gw, stream
         self.lk = rig.device_of_kind("locker-bank")
         self.id = self.lk.dev
@@ -136,7 +136,7 @@ def bank(rig: Rig, rig_broker, tmp_path, gateway_args):
     if store is not None:  # the virtual rig: banks get their code keys in the gateway's file
         store.locker_keys = gw.locker_keys
     try:
-        with StreamReader(gw.url) as stream:
+        with SseReader(gw.url) as stream:
             b = Bank(rig, gw, stream)
             b.start()
             yield b

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from hil.harness import wait_for
 from hil.pi.rig import PiRig
 from hil.pi.wiring import WiringError, parse_wiring
 from hil.rig import RigError
-from tests.hil.test_hil_pi import pins  # noqa: F401 - gpiozero's MockFactory as the Pi's pins
-from tests.support.support import wait_for
 
 BENCH = Path(__file__).resolve().parents[2] / "boards" / "rigs" / "bench-lockers.json"
 DOOR_1, LOCK_1, DOOR_2 = 17, 16, 27  # bench-lockers.json
@@ -51,7 +50,7 @@ def _read(fd: int, n: int) -> bytes:
     return got
 
 
-def test_keypad_and_qr_go_out_on_the_wired_uart_and_the_display_comes_back(pins, uart):  # noqa: F811 - the fixture
+def test_keypad_and_qr_go_out_on_the_wired_uart_and_the_display_comes_back(pins, uart):
     board, port = uart
     rig = PiRig(bench(port))
     try:
@@ -69,7 +68,7 @@ def test_keypad_and_qr_go_out_on_the_wired_uart_and_the_display_comes_back(pins,
         rig.close()
 
 
-def test_a_door_springs_open_while_its_lock_is_powered_unless_jammed(pins):  # noqa: F811 - the fixture
+def test_a_door_springs_open_while_its_lock_is_powered_unless_jammed(pins):
     rig = PiRig(bench(None))
     try:
         lk = rig.device("lk-1")

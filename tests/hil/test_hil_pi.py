@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from hil.pi.board import BoardError, BootFailure, RemoteError, SerialBoard
 from hil.pi.fakeboard import FakeBoard
@@ -25,13 +23,6 @@ BENCH = ROOT / "boards" / "rigs" / "bench-1.json"
 ESP32 = ROOT / "boards" / "esp32-devkitc.json"
 # bench-1.json: button GPIO17 (inverting opto), led GPIO5 (opto, pull-up), tags 22/23/24, EN reset 26
 BUTTON, LED, RESET, TAGS = 17, 5, 26, {"S-1001": 22, "S-1002": 23, "S-2001": 24}
-
-
-@pytest.fixture
-def pins():
-    Device.pin_factory = MockFactory()
-    yield Device.pin_factory
-    Device.pin_factory.reset()  # close() does not release mock pins
 
 
 @pytest.fixture

@@ -7,22 +7,13 @@ import itertools
 import sys
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
+from gateway.kinds.sample_pad import tags
 from hil.sim.mfrc522 import MFRC522Emulator, MifareClassic1K, NtagTag
-from tools import tags
 from tools.tagstation import Feedback, Reader, TagStation, emulated_mfrc522
 
 GREEN, RED, BUZZER = 23, 24, 18
 UID7 = bytes.fromhex("04a1b2c3d4e5f6")
-
-
-@pytest.fixture
-def pins():
-    Device.pin_factory = MockFactory()
-    yield Device.pin_factory
-    Device.pin_factory.reset()
 
 
 @pytest.fixture
@@ -64,7 +55,7 @@ def test_writes_an_ndef_text_identity_on_a_blank_ntag_and_lights_green(station, 
     res = station.program("S-1001", timeout=1)
     assert res.ok, res.line()
     assert (res.uid, res.tech, res.found) == (UID7.hex(), "ntag213", "S-1001")
-    # what the pad firmware reads from the tag (same rules, tools/tags.py)
+    # what the pad firmware reads from the tag (same rules, gateway/kinds/sample_pad/tags.py)
     records = tags.ntag_records_from_pages(bytes(tag.mem))
     assert records[0].is_text and records[0].text == "S-1001"
     assert tags.sample_id_from_records(records) == "S-1001"

@@ -1,4 +1,4 @@
-"""MFRC522: the emulator (CPython), tag content (tools/tags.py), and the real firmware driver
+"""MFRC522: the emulator (CPython), tag content (gateway/kinds/sample_pad/tags.py), and the real firmware driver
 running in the real MicroPython unix binary against the emulator over a tiny sim-link bridge."""
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import time
 
 import pytest
 
+from gateway.kinds.sample_pad import tags
 from hil.sim import mfrc522 as m
+from hil.sim.firmware import FIRMWARE, ROOT
 from hil.sim.mfrc522 import GenericTag, MFRC522Emulator, MifareClassic1K, NtagTag, crc_a, with_crc
-from tests.support.support import FIRMWARE, ROOT, run_micropython
-from tools import tags
+from tests.support.micropython import run_micropython
 
 UID7 = bytes.fromhex("04a1b2c3d4e5f6")
 UID4 = bytes.fromhex("deadbeef")

@@ -31,7 +31,7 @@ from tests.hil.test_mfrc522 import (
     wr,
     xchg,
 )
-from tests.support.support import run_micropython
+from tests.support.micropython import run_micropython
 
 NTAG_UID = bytes.fromhex("04102030405001")
 MIFARE_UID = bytes.fromhex("a1b2c3d4")

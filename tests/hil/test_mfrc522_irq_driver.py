@@ -18,9 +18,9 @@ import types
 
 import pytest
 
+from gateway.kinds.sample_pad import tags
 from hil.sim.firmware import ROOT
 from hil.sim.mfrc522 import MFRC522Emulator, MifareClassic1K
-from tools import tags
 
 PACKAGE = "pi-rc522==2.3.0"
 UID4 = bytes.fromhex("deadbeef")

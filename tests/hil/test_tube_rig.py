@@ -6,11 +6,11 @@ import time
 
 import pytest
 
+from hil.harness import wait_for
 from hil.pi.wiring import load_wiring
 from hil.rig import ROOT
 from hil.sim.rig import VirtualRig
 from hil.sim.tube import TubeLineModel
-from tests.support.support import wait_for
 
 NETWORK = ROOT / "boards" / "tube" / "virtual-fast.json"
 

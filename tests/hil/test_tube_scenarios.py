@@ -15,9 +15,9 @@ import os
 import httpx
 import pytest
 
+from hil.fakes import SseReader
+from hil.harness import GatewayProcess, wait_for
 from hil.rig import ROOT, VirtualRigBackend
-from tests.support.e2e import GatewayProcess, StreamReader
-from tests.support.support import wait_for
 
 NETWORK = ROOT / "boards" / "tube" / "virtual-fast.json"
 WIRING = ROOT / "boards" / "rigs" / "tube-virtual.json"
@@ -126,7 +126,7 @@ def tube(tmp_path, broker, request):
 
 @pytest.mark.parametrize("tube", ["mqtt", "coap"], indirect=True)
 def test_dispatch_end_to_end_with_diverters(tube):
-    with StreamReader(tube.gw.url) as stream:
+    with SseReader(tube.gw.url) as stream:
         rec = tube.dispatch("d-1", "stockroom", "fitting-rooms", item="SKU-42")
         assert rec["state"] == "queued" and rec["from"] == "stockroom"
         # send pressed with an empty chamber: refused on the station, nothing moves
@@ -215,7 +215,7 @@ def _stream_of(stream, **match) -> list[dict]:
 
 def test_jam_detected_line_blocked_other_route_works_staff_recover(tube):
     tube.model.jam_segment("T2")
-    with StreamReader(tube.gw.url) as stream:
+    with SseReader(tube.gw.url) as stream:
         tube.dispatch("j-1", "stockroom", "floor-mens", item="JAM")
         tube.send("stockroom", "JAM")
         lost = tube.wait_state("j-1", "lost")

@@ -40,6 +40,24 @@ def test_a_new_cycle_or_a_new_import_inside_a_known_one_fails_a_smaller_one_pass
     assert new == [] and gone == base           # gone: the baseline must be cut (main() fails)
 
 
+def test_a_package_imports_only_the_layers_before_it():
+    def mod(name: str, *targets: str) -> ci.Module:
+        m = ci.Module(name, ci.ROOT / (name.replace(".", "/") + ".py"), False)
+        m.edges = [ci.Edge(t, 1, "function") for t in targets]
+        return m
+    mods = {m.name: m for m in (mod("gateway.a", "gateway.b"), mod("gateway.b"),
+                                mod("hil.h", "gateway.a"), mod("tools.t", "hil.h", "gateway.b"))}
+    assert ci.layer_violations(mods) == []
+    mods["hil.h"].edges.append(ci.Edge("tools.t", 7, "function"))
+    mods["gateway.b"].edges.append(ci.Edge("hil.h", 3, "type-checking"))
+    assert ci.layer_violations(mods) == ["gateway.b -> hil.h  (gateway/b.py:3, type-checking)",
+                                         "hil.h -> tools.t  (hil/h.py:7, function)"]
+
+
+def test_the_tree_keeps_the_layers():
+    assert ci.layer_violations(ci.load()) == []
+
+
 def test_the_tree_has_no_cycle_beyond_the_committed_baseline():
     mods = ci.load()
     new, gone = ci.compare(ci.report(mods), ci.read_baseline())

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 import tools.conformance as kit
-from gateway.cli import main as phygital
+from hil.harness import Mosquitto
 from hil.sim.firmware import FIRMWARE, FirmwareProcess, build_mpy, micropython_binary
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
-from tests.support.support import Mosquitto, run_micropython
+from tests.support.micropython import run_micropython
+from tools.cli import main as phygital
 from tools.conformance.coap import KIT_KEY_MARKER, kit_key
 
 ALL = [c.id for c in kit.CLAUSES]

@@ -13,8 +13,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support.support import Mosquitto, free_port, run_micropython, wait_for
-from tools import provision
+from gateway import provision
+from hil.harness import Mosquitto, free_port, wait_for
+from tests.support.micropython import run_micropython
+from tools import provision as provision_cli
 
 
 class ProvisionedMosquitto(Mosquitto):
@@ -242,11 +244,11 @@ def test_gateway_connects_with_its_credentials_over_tls(store, tmp_path):
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    assert provision.main(["device", str(tmp_path), "pad-1", "--kind", "sample-pad"]) == 2
+    assert provision_cli.main(["device", str(tmp_path), "pad-1", "--kind", "sample-pad"]) == 2
     assert "not a provisioned store" in capsys.readouterr().err
-    assert provision.main(["init", str(tmp_path / "s"), "--ip", "not-an-ip"]) == 2
+    assert provision_cli.main(["init", str(tmp_path / "s"), "--ip", "not-an-ip"]) == 2
     assert "bad --ip" in capsys.readouterr().err
-    assert provision.main(["init", str(tmp_path / "s2"), "--port", "0"]) == 2
+    assert provision_cli.main(["init", str(tmp_path / "s2"), "--port", "0"]) == 2
     assert "ports must be" in capsys.readouterr().err
 
 

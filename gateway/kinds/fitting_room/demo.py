@@ -6,18 +6,22 @@ import asyncio
 import contextlib
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 DEMO_STOCK = Path(__file__).resolve().parents[2] / "demo" / "stock.json"
 
 
-async def fitting_customer(room, stop: asyncio.Event, rng: random.Random) -> None:
-    from hil.sim.mfrc522 import NtagTag
-    from tools import tags
+async def fitting_customer(room, stop: asyncio.Event, rng: random.Random,
+                           ntag: Callable[..., Any]) -> None:
+    """`ntag(uid, pages=...)` makes a tag the room's readers see (in the demo the virtual store's
+    `hil.sim.mfrc522.NtagTag`: the product does not import the rig framework)."""
+    from gateway.kinds.sample_pad import tags
 
     products = json.loads(DEMO_STOCK.read_text())["products"]
-    garments = [NtagTag(bytes([0x04, 0xF1, 0x77, 0, 0, 0, i + 1]),
-                        pages=tags.ntag_pages_for_garment(p["gtin"], f"D-{i + 1}"))
+    garments = [ntag(bytes([0x04, 0xF1, 0x77, 0, 0, 0, i + 1]),
+                     pages=tags.ntag_pages_for_garment(p["gtin"], f"D-{i + 1}"))
                 for i, p in enumerate(products)]
 
     async def pause(lo: float, hi: float) -> None:

@@ -2,7 +2,7 @@
 
 A garment tag carries `https://id.gs1.org/01/<GTIN-14>/21/<serial>` (GS1 Digital Link 1.x,
 AI 01 = GTIN, AI 21 = serial number) as an NDEF URI record; docs/fitting-rooms.md, "Tags".
-Used by the tag station (tools/tags.py) to write tags and by the gateway to read events.
+Used by the tag station (gateway/kinds/sample_pad/tags.py) to write tags and by the gateway to read events.
 """
 from __future__ import annotations
 

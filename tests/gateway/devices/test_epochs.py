@@ -10,13 +10,11 @@ import json
 import shutil
 
 import httpx
-import pytest
 
 from gateway.devices.ingest import ROLLBACK_EVENT, apply_batch
 from gateway.storage.store import Store, connect, migrate
-from hil.harness import GatewayProcess
+from hil.harness import wait_for
 from tests.support.scripted_device import ScriptedDevice
-from tests.support.support import wait_for
 
 NOW = 1_795_426_642_000
 
@@ -141,14 +139,6 @@ def test_will_of_the_connection_that_moved_to_a_new_epoch_still_counts(gw_store)
 
 
 # -- item 1 with the real firmware -------------------------------------------------------------
-
-@pytest.fixture
-def gw(broker, tmp_path):
-    g = GatewayProcess(tmp_path / "gw", broker.port)
-    g.start()
-    yield g
-    g.stop()
-
 
 def _journal(dev):
     return json.loads((dev.dir / "flash" / "journal" / "journal.json").read_text())

@@ -7,17 +7,12 @@ import pytest
 from gateway.devices.alerts import ack_alert, apply_items, cursor, list_alerts, match, pending
 from gateway.storage.store import Store, StreamItem, connect, migrate
 from hil.fakes import FakeDevice, SseReader
-from hil.harness import GatewayProcess
-from tests.support.support import wait_for
+from hil.harness import GatewayProcess, wait_for
 
 
 @pytest.fixture
-def store(tmp_path):
-    conn = connect(tmp_path / "gw.db")
-    migrate(conn)
-    s = Store(conn)
-    yield s
-    conn.close()
+def store(gw_store):
+    return gw_store  # tests/conftest.py
 
 
 def append(store: Store, kind: str, data: dict) -> StreamItem:

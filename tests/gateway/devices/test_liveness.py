@@ -13,9 +13,8 @@ from gateway.devices.ingest import apply_batch
 from gateway.devices.liveness import mark_silent, plan
 from gateway.storage.store import Store, connect, migrate
 from hil.fakes import FakeDevice, MqttProbe
-from hil.harness import GatewayProcess
+from hil.harness import GatewayProcess, wait_for
 from tests.gateway.test_gateway_core import NOW, birth, evt
-from tests.support.support import wait_for
 
 IDLE, ANSWER = 10_000, 3_000
 

@@ -18,7 +18,7 @@ import pytest
 from gateway.http import body_limit
 from gateway.http.body_limit import DEFAULT_BODY_LIMIT
 from hil.harness import GatewayProcess
-from tests.support.support import ROOT
+from hil.sim.firmware import ROOT
 
 LIMIT = 64 * 1024          # the documented default (docs/security.md)
 SAMPLES_LIMIT = 256 * 1024  # PUT /samples/* (BODY_LIMITS)
@@ -34,7 +34,7 @@ def gw(tmp_path_factory, broker):
 
 @pytest.fixture(scope="module")
 def kiosk(gw):
-    r = subprocess.run([sys.executable, "-m", "gateway.cli", "token", "--db", str(gw.db),
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--db", str(gw.db),
                         "create", "--name", "kiosk-body", "--role", "kiosk"],
                        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 0, r.stderr

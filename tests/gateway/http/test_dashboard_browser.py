@@ -7,9 +7,9 @@ import os
 
 import pytest
 
+from hil.harness import wait_for
 from tests.hil.test_hil_lockers import Bank, bank, gateway_args  # noqa: F401  (fixtures)
 from tests.support.browser import browser, shot  # noqa: F401  (fixture)
-from tests.support.support import wait_for
 
 pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("locker-bank")

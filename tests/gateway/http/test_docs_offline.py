@@ -13,21 +13,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 
 from gateway.http import auth
-from hil.harness import GatewayProcess
 from tests.support.browser import browser, shot  # noqa: F401  (fixture)
 
 NO_AUTH = {"Authorization": ""}  # the rig's clients carry an admin token unless told otherwise
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
-
-
-@pytest.fixture
-def gw(tmp_path, broker):
-    g = GatewayProcess(tmp_path / "gw", broker.port).start()
-    yield g
-    g.stop()
 
 
 def offline(page) -> list[str]:

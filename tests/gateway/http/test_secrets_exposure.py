@@ -51,10 +51,9 @@ from gateway.http import auth
 from gateway.kinds.locker_bank import core as core_lockers
 from gateway.storage.store import connect
 from gateway.transport.coap_auth import add_key
-from hil.harness import free_port
+from hil.harness import free_port, wait_for
 from tests.hil.test_hil_lockers import Bank, _wrong, bank  # noqa: F401  (fixture)
 from tests.support.e2e import wait_events
-from tests.support.support import wait_for
 
 pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("locker-bank")

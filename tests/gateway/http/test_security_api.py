@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import httpx
-import pytest
 
 from gateway.http import auth
 from gateway.storage.store import connect
 from hil.fakes import FakeDevice
-from hil.harness import GatewayProcess
-from tests.support.support import ROOT, wait_for
+from hil.harness import GatewayProcess, wait_for
+from hil.sim.firmware import ROOT
 
 NO_AUTH = {"Authorization": ""}  # the rig's clients carry an admin token unless told otherwise
 
@@ -23,18 +22,11 @@ def bearer(token):
 
 def token(gw, name, role):
     """Created with the CLI, against the running gateway's database."""
-    r = subprocess.run([sys.executable, "-m", "gateway.cli", "token", "--db", str(gw.db),
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--db", str(gw.db),
                         "create", "--name", name, "--role", role],
                        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
-
-
-@pytest.fixture
-def gw(tmp_path, broker):
-    g = GatewayProcess(tmp_path / "gw", broker.port).start()
-    yield g
-    g.stop()
 
 
 def test_policy_table_and_default():

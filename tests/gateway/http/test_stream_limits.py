@@ -12,9 +12,8 @@ import os
 import httpx
 import pytest
 
-from hil.harness import GatewayProcess
+from hil.harness import GatewayProcess, wait_for
 from tests.gateway.http.test_security_api import bearer, token
-from tests.support.support import wait_for
 
 PER_TOKEN = 16  # the documented default (docs/security.md, "Rate limits")
 
@@ -57,13 +56,6 @@ class Streams:
         for r in self.open:
             r.close()
         self.client.close()
-
-
-@pytest.fixture
-def gw(tmp_path, broker):
-    g = GatewayProcess(tmp_path / "gw", broker.port).start()
-    yield g
-    g.stop()
 
 
 def test_per_token_cap_429_other_token_still_served_and_close_frees_a_slot(gw):

@@ -13,8 +13,7 @@ from gateway.integrations.chain import main as chain_main
 from gateway.storage.db import Database
 from gateway.storage.store import StreamItem
 from hil.fakes import CentralConsumer, ChainRig, FakeDevice, MqttProbe
-from hil.harness import Mosquitto
-from tests.support.support import wait_for
+from hil.harness import Mosquitto, wait_for
 
 STORE = "store-t1"
 

@@ -4,8 +4,7 @@ import secrets
 from prometheus_client.parser import text_string_to_metric_families
 
 from hil.fakes import FakeDevice
-from hil.harness import GatewayProcess
-from tests.support.support import free_port, wait_for
+from hil.harness import GatewayProcess, free_port, wait_for
 
 
 def scrape(gw) -> dict[tuple[str, tuple], float]:

@@ -20,8 +20,7 @@ from gateway.integrations.webhooks import (
 )
 from gateway.storage.store import Store, StreamItem, connect, migrate
 from hil.fakes import FakeDevice, WebhookReceiver
-from hil.harness import GatewayProcess
-from tests.support.support import wait_for
+from hil.harness import GatewayProcess, wait_for
 
 SECRET = "s3cret-for-the-tests-" + "x" * 8
 

@@ -6,13 +6,13 @@ import sqlite3
 
 import pytest
 
-from gateway.cli import main as phygital
 from gateway.http import auth
 from gateway.integrations import chain, webhooks
 from gateway.kinds.fitting_room import service as fitting
 from gateway.kinds.tube import service as tube
 from gateway.storage.db import Database
 from gateway.storage.store import MIGRATIONS, Store, connect, migrate
+from tools.cli import main as phygital
 
 # What the services of a v4 gateway ran on start (before v5..v9 existed), verbatim: the test
 # builds a database the way that code did, not with today's migrations.

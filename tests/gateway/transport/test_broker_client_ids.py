@@ -14,8 +14,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway import provision
 from hil.harness import ProvisionedMosquitto, free_port
-from tools import provision
+from tools import provision as provision_cli
 
 WAIT = 20  # seconds for one message to arrive (a bound against hangs, not a timing claim)
 
@@ -229,7 +230,7 @@ def test_tube_line_controllers_get_credentials(store, capsys):
     d, _, _ = store
     cfg = provision.add_device(d, "tl-1", "tube-line")
     assert cfg["kind"] == "tube-line" and cfg["mqtt"]["user"] == "tl-1"
-    assert provision.main(["device", str(d), "tl-2", "--kind", "tube-line"]) == 0, \
+    assert provision_cli.main(["device", str(d), "tl-2", "--kind", "tube-line"]) == 0, \
         capsys.readouterr().err
     assert json.loads((d / "devices" / "tl-2.config.json").read_text())["kind"] == "tube-line"
     with pytest.raises(provision.ProvisionError, match="kind must be one of"):

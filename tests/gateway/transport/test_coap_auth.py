@@ -16,7 +16,7 @@ from gateway.transport import coap_auth
 from gateway.transport.coap_auth import CoapAuth, KeyFileError, Refused, Session, add_key, parse_keys
 from tests.gateway.transport.test_coap_gateway import CLIENT, birth, coap, envelope
 from tests.support.coap_harness import CoapGateway
-from tests.support.support import run_micropython
+from tests.support.micropython import run_micropython
 
 needs_client = pytest.mark.skipif(CLIENT is None, reason="coap-client not installed "
                                   "(apt-get install libcoap3-bin)")
@@ -401,8 +401,8 @@ def test_replaying_a_captured_auth_does_not_reset_the_session(broker, tmp_path):
 
     from aiocoap import Message
 
+    from hil.harness import wait_for
     from hil.sim.firmware import build_mpy, micropython_binary, micropython_env
-    from tests.support.support import wait_for
 
     g = CoapGateway(tmp_path / "gw", broker.port).start()
     relay = RecordingRelay(g.coap_port)

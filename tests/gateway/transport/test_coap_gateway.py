@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from hil.harness import wait_for
 from tests.support.coap_harness import CoapGateway, coap_client
-from tests.support.support import wait_for
 
 CLIENT = coap_client()
 pytestmark = pytest.mark.skipif(CLIENT is None, reason="coap-client not installed "

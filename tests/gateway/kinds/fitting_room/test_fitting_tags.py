@@ -3,13 +3,11 @@ the firmware reading them (docs/fitting-rooms.md, "Tags")."""
 from __future__ import annotations
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from gateway.kinds.fitting_room import gs1
+from gateway.kinds.sample_pad import tags
 from hil.sim.mfrc522 import MFRC522Emulator, MifareClassic1K, NtagTag
-from tests.support.support import run_micropython
-from tools import tags
+from tests.support.micropython import run_micropython
 from tools.tagstation import Feedback, Reader, TagStation, emulated_mfrc522
 
 UID7 = bytes.fromhex("04a1b2c3d4e5f6")
@@ -52,13 +50,6 @@ def test_garment_pages_parse_back():
     assert tags.garment_from_records(tags.ntag_records_from_pages(pages)) == ("09506000134352", "SN-1")
     with pytest.raises(gs1.Gs1Error):
         tags.ntag_pages_for_garment("9506000134353", "SN-1")
-
-
-@pytest.fixture
-def pins():
-    Device.pin_factory = MockFactory()
-    yield Device.pin_factory
-    Device.pin_factory.reset()
 
 
 def test_tag_station_writes_a_garment_and_refuses_a_bad_gtin(pins):

@@ -12,10 +12,9 @@ import httpx
 
 from gateway.kinds.locker_bank.core import hash_code, mac_code
 from gateway.kinds.locker_bank.keys import LockerKeys
-from hil.harness import GatewayProcess
+from hil.fakes import SseReader
+from hil.harness import GatewayProcess, wait_for
 from hil.sim.store import VirtualStore
-from tests.support.e2e import StreamReader
-from tests.support.support import wait_for
 
 BANK = "lk-up1"
 
@@ -58,7 +57,7 @@ def test_an_order_loaded_before_keyed_codes_is_collected_with_its_code_after_the
         store.start()
         wait_for(lambda: httpx.get(f"{gw.url}/lockers/{BANK}", timeout=5).status_code == 200, 30,
                  what="bank created from its status")
-        with StreamReader(gw.url) as stream:
+        with SseReader(gw.url) as stream:
             r = httpx.post(f"{gw.url}/lockers/{BANK}/orders", json={"order": "o-1", "size": "S"}, timeout=15)
             assert r.status_code == 201, r.text
             n = r.json()["compartment"]

@@ -8,10 +8,11 @@ import stat
 
 import pytest
 
+from gateway import provision
 from gateway.kinds.locker_bank.core import KEY_LEN
 from gateway.kinds.locker_bank.keys import LockerKeys
 from gateway.transport.coap_auth import KeyFileError
-from tools import provision
+from tools import provision as provision_cli
 
 
 def test_provisioning_gives_each_bank_its_own_key_in_its_config_and_the_gateways_0600_file(tmp_path):
@@ -34,7 +35,7 @@ def test_provisioning_gives_each_bank_its_own_key_in_its_config_and_the_gateways
     assert again["app"]["code_key"] == a["app"]["code_key"]
     assert again["mqtt"]["password"] != a["mqtt"]["password"]
     # --rotate-code-key replaces it (after a theft), and the gateway sees it without a restart
-    assert provision.main(["device", str(d), "lk-a", "--kind", "locker-bank", "--rotate",
+    assert provision_cli.main(["device", str(d), "lk-a", "--kind", "locker-bank", "--rotate",
                            "--rotate-code-key"]) == 0
     new = json.loads((d / "devices" / "lk-a.config.json").read_text())["app"]["code_key"]
     assert new != a["app"]["code_key"]

@@ -1,4 +1,7 @@
-"""`phygital` command line: `phygital demo` runs a whole virtual store; `phygital gateway` the gateway."""
+"""`phygital` command line: `phygital demo` runs a whole virtual store; `phygital gateway` the gateway.
+
+Here in tools/, not in gateway/: the command fronts the gateway, the tools (provision, lockers,
+conformance) and hil (the demo's virtual store), and the product imports neither of the last two."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +15,9 @@ import signal
 import sys
 from pathlib import Path
 
-DEMO_SAMPLES = Path(__file__).parent / "demo" / "samples.json"
+import gateway
+
+DEMO_SAMPLES = Path(gateway.__file__).parent / "demo" / "samples.json"
 
 
 def _hostport(value: str, default_port: int) -> tuple[str, int]:
@@ -50,6 +55,7 @@ async def demo(args: argparse.Namespace) -> int:
     from gateway.kinds.locker_bank.demo import locker_day
     from gateway.kinds.tube.demo import DEMO_TUBE, tube_day
     from gateway.transport.embedded_broker import EmbeddedBroker
+    from hil.sim.mfrc522 import NtagTag
     from hil.sim.store import VirtualStore
 
     workdir = Path(args.workdir)
@@ -115,7 +121,7 @@ Ctrl-C stops everything.
         samples = sorted(json.loads(DEMO_SAMPLES.read_text()))
         customer = asyncio.create_task(_customer(store, samples, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, customer)
-        fitting = asyncio.create_task(fitting_customer(room, stop, random.Random(args.seed)))
+        fitting = asyncio.create_task(fitting_customer(room, stop, random.Random(args.seed), NtagTag))
         stack.push_async_callback(_cancel, fitting)
         lockers = asyncio.create_task(locker_day(bank, base, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, lockers)

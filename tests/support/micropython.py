@@ -1,12 +1,12 @@
-"""Shared helpers for tests: a real Mosquitto broker and the real MicroPython binary."""
+"""Run a MicroPython snippet on the real unix port, with firmware/ on its path (tests only;
+the binary and its environment come from hil.sim.firmware)."""
 from __future__ import annotations
 
 import os
 import subprocess
 import tempfile
 
-from hil.harness import Mosquitto, free_port, wait_for  # noqa: F401
-from hil.sim.firmware import FIRMWARE, ROOT, micropython_binary, micropython_env  # noqa: F401
+from hil.sim.firmware import micropython_binary, micropython_env
 
 
 def run_micropython(code: str, *, heap: str = "256k", timeout: float = 30, env: dict | None = None,
