@@ -86,11 +86,11 @@ def script(store) -> None:
     def job(j, state, at):
         items.append(("tube", {"type": f"dispatch.{state}", "job": j, "state": state,
                                "at": sec(at)}))
-    job("j1", "queued", t(9)); job("j1", "in_transit", t(9, 0, 10)); job("j1", "delivered", t(9, 1, 30))  # noqa: E702
-    job("j2", "queued", t(9, 10)); job("j2", "delivered", t(9, 12))  # noqa: E702
-    job("j3", "queued", t(9, 20)); job("j3", "delivered", t(9, 20, 45))  # noqa: E702
-    job("j4", "queued", t(10)); job("j4", "failed", t(10, 2))  # noqa: E702
-    job("j5", "queued", t(10, 30)); job("j5", "delivered", t(10, 35))  # noqa: E702
+    job("j1", "queued", t(9)); job("j1", "in_transit", t(9, 0, 10)); job("j1", "delivered", t(9, 1, 30))
+    job("j2", "queued", t(9, 10)); job("j2", "delivered", t(9, 12))
+    job("j3", "queued", t(9, 20)); job("j3", "delivered", t(9, 20, 45))
+    job("j4", "queued", t(10)); job("j4", "failed", t(10, 2))
+    job("j5", "queued", t(10, 30)); job("j5", "delivered", t(10, 35))
     job("j1", "delivered", t(9, 1, 30))
     # devices: pad-1 online 09:00-10:00 and from 10:30, a critical alert 11:00-11:30 (and a
     # warning, which does not take it out of service); lk-1 online from 09:30, a critical
