@@ -144,12 +144,13 @@ class DeviceFiguresOut(BaseModel):
     online_min: float
     out_of_service_min: float = Field(description="minutes with a critical alert open on it")
     available_min: float = Field(description="online and in service")
-    availability: float | None = Field(description="available share of the range")
+    availability: float | None = Field(description="available share of the range up to now")
 
 
 class DevicesOut(BaseModel):
     start: int
     end: int
+    minutes: float = Field(description="minutes of the range up to now (availability's base)")
     devices: list[DeviceFiguresOut]
 
 
@@ -277,11 +278,15 @@ def router(an: AnalyticsService) -> APIRouter:
                                bucket: Literal["hour", "day"] = Query(
                                    "hour", description=f"`hour` (ranges up to {MAX_HOURLY_DAYS} "
                                                        "days) or `day` (24 h from start)"),
-                               format: Literal["json", "csv"] = Format) -> Any:
+                               format: Literal["json", "csv"] = Format,
+                               rows: Literal["buckets", "steps"] = Query(
+                                   "buckets", description="CSV: one row per bucket, or per "
+                                                          "step of the funnel")) -> Any:
         """Entries → sample-pad placements (and dwell) → fitting-room sessions → purchases,
         per hour or day, with totals and each step's share of entries."""
         s, e = _range(start, end, an.clock(), MAX_HOURLY_DAYS if bucket == "hour" else MAX_SPAN_DAYS)
-        return _answer("funnel", await an.figure("funnel", s, e, bucket=bucket), format)
+        data = await an.figure("funnel", s, e, bucket=bucket)
+        return _answer("steps" if rows == "steps" else "funnel", data, format)
 
     @r.get("/analytics/products", response_model=ProductsOut, responses=CSV, tags=["analytics"])
     async def analytics_products(start: int | None = Start, end: int | None = End,

@@ -83,7 +83,7 @@ def funnel(f: dict[str, Any]) -> str:
     top = max([s["count"] for s in steps] + [1])
     bh, gap = 34, 10
     h = PAD_T + len(steps) * (bh + gap) + 8
-    iw = W - 200 - PAD_R
+    iw = W - 200 - 190
     out = []
     for i, s in enumerate(steps):
         y = PAD_T + i * (bh + gap)
@@ -118,7 +118,7 @@ def products(p: dict[str, Any], n: int = 10) -> str:
 
 def devices(d: dict[str, Any]) -> str:
     rows = d["devices"]
-    span_min = (d["end"] - d["start"]) / 60_000
+    span_min = d["minutes"]
     bh, gap = 18, 6
     h = PAD_T + max(1, len(rows)) * (bh + gap) + 24
     iw = W - 200 - PAD_R

@@ -102,6 +102,7 @@ def products(store: Store, start: int, end: int, sort: str = "conversion", limit
 
 def devices(store: Store, start: int, end: int, now: int) -> dict[str, Any]:
     got = _summed(store, "an_device_time", "device", DEVICE_COLS, start, end)
+    elapsed = max(0, min(end, now) - start)  # the future is not "offline"
     out = []
     for dev, kind, since, online, alerts in store.conn.execute(
             "SELECT device, kind, since, online, alerts FROM an_device ORDER BY device"):
@@ -117,8 +118,8 @@ def devices(store: Store, start: int, end: int, now: int) -> dict[str, Any]:
                     "online_min": round(r["online_ms"] / 60_000, 1),
                     "out_of_service_min": round(r["oos_ms"] / 60_000, 1),
                     "available_min": round(r["available_ms"] / 60_000, 1),
-                    "availability": rate(r["available_ms"], end - start)})
-    return {"start": start, "end": end, "devices": out}
+                    "availability": rate(r["available_ms"], elapsed)})
+    return {"start": start, "end": end, "minutes": round(elapsed / 60_000, 1), "devices": out}
 
 
 def tube(store: Store, start: int, end: int) -> dict[str, Any]:
