@@ -5,6 +5,13 @@
     .venv/bin/python bench/fw_heap.py --app fitting-room   # the fitting room's scenario
     .venv/bin/python bench/fw_heap.py --app locker-bank [--compartments 24]   # the locker bank
     .venv/bin/python bench/fw_heap.py --transport coap [--app tube-line]   # over CoAP (keys on)
+    .venv/bin/python bench/fw_heap.py --tls [--app locker-bank]   # production: MQTT over TLS
+
+`--tls` runs the production transport: a store provisioned by tools/provision.py (store CA,
+broker certificate, per-device credentials, ACL), its Mosquitto config run as written
+(ProvisionedMosquitto), the gateway and every device over TLS with the store CA (edge/tls.py).
+On the unix port mbedTLS allocates its contexts and record buffers with the C allocator, outside
+the MicroPython heap (on rp2 it allocates from the MicroPython heap): see docs/benchmarks.md.
 
 Runs the real firmware in `micropython -X heapsize=N` against the virtual rig, a real Mosquitto
 and the gateway, and plays the device's scenario (sample pad: boot, online, tag placed,
@@ -27,12 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from hil.fakes import SseReader
-from hil.harness import GatewayProcess, Mosquitto, wait_for
+from hil.harness import GatewayProcess, Mosquitto, ProvisionedMosquitto, wait_for
 from hil.sim.mfrc522 import NtagTag
 from hil.sim.store import VirtualStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tube_heap
+
+# Kinds whose heap scenario is a module of its own in bench/ (one line per kind): it has
+# PREFIX (device id prefix), WHAT (what its latency measures), add(store, dev) and
+# scenario(store, gw, dev) -> latencies (ms).
+SCENARIO_MODULES = {"door-counter": "door_counter_heap"}
 
 
 def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int = 3) -> list[float]:
@@ -52,17 +64,20 @@ def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int 
 
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{dev}")
     sub.on_message = on_message
-    sub.connect("127.0.0.1", gw.broker_port)
-    sub.subscribe(f"pe/1/{dev}/evt", 1)
-    sub.loop_start()
-    time.sleep(0.3)
+    if store.provisioned is None:
+        sub.connect("127.0.0.1", gw.broker_port)
+        sub.subscribe(f"pe/1/{dev}/evt", 1)
+        sub.loop_start()
+        time.sleep(0.3)
     latencies = []
     try:
         for i in range(rounds):
             got.clear()
             t0 = time.monotonic()
             pad.place(NtagTag.with_text(bytes([4, 1, 2, 3, 4, 5, i + 1]), "S-1001"))
-            if store.transport == "coap":  # no broker in between: tag -> persisted instead
+            # CoAP: no broker in between; TLS: the provisioned broker admits no bench subscriber
+            # (no anonymous clients, client id = user name): tag -> persisted instead
+            if store.transport == "coap" or store.provisioned is not None:
                 wait_for(lambda i=i: len(gw.events(dev, "tag.placed")) >= i + 1, 10,
                          what="tag.placed persisted")
                 published.append(time.monotonic())
@@ -78,8 +93,9 @@ def pad_scenario(store: VirtualStore, gw: GatewayProcess, dev: str, rounds: int 
         if not fw.alive():
             raise RuntimeError("firmware died")
     finally:
-        sub.loop_stop()
-        sub.disconnect()
+        if store.provisioned is None:
+            sub.loop_stop()
+            sub.disconnect()
     return latencies
 
 
@@ -176,28 +192,34 @@ LOCKER_APP = {"occupancy": True, "pulse_ms": 300, "verify_ms": 300, "retry_ms": 
 
 def run_at(heap_kb: int, broker: Mosquitto, gw: GatewayProcess, workdir: Path, n: int,
            app: str = "sample-pad", compartments: int = 12,
-           transport: str = "mqtt") -> tuple[bool, list[float], str]:
-    prefix = {"fitting-room": "room", "locker-bank": "lk", "tube-station": "tube", "tube-line": "tube"}.get(app, "pad")
+           transport: str = "mqtt", provisioned: Path | None = None) -> tuple[bool, list[float], str]:
+    mod = __import__(SCENARIO_MODULES[app]) if app in SCENARIO_MODULES else None
+    prefix = mod.PREFIX if mod else \
+        {"fitting-room": "room", "locker-bank": "lk", "tube-station": "tube", "tube-line": "tube"}.get(app, "pad")
     dev = f"{prefix}-h{n}"
     if transport == "coap":  # the device talks to the gateway's CoAP edge, with its key
         store = VirtualStore(workdir / f"h{n}", broker_port=gw.coap_port, heap=f"{heap_kb}k",
                              transport="coap", coap_keys=gw.coap_keys)
-    else:
+    else:  # provisioned: each device gets credentials there, and TLS on the broker's TLS port
         store = VirtualStore(workdir / f"h{n}", broker_port=broker.port, heap=f"{heap_kb}k",
-                             locker_keys=gw.locker_keys)
+                             locker_keys=gw.locker_keys, provisioned=provisioned)
     if app == "fitting-room":
         store.add_fitting_room(dev)
     elif app == "locker-bank":
         store.add_locker(dev, ["SML"[i % 3] for i in range(compartments)], heap=f"{heap_kb}k", **LOCKER_APP)
+    elif mod:
+        mod.add(store, dev)
     elif app.startswith("tube"):  # bench/tube_heap.py
         tube_heap.add(store, dev, app)
     else:
         store.add_pad(dev)
+    if provisioned is not None:
+        broker.reload()  # mosquitto re-reads its password file: the new device's credentials
     store.start()
     try:
         scenario = {"fitting-room": fitting_scenario, "locker-bank": locker_scenario,
                     "tube-station": tube_heap.station_scenario,
-                    "tube-line": tube_heap.line_scenario}.get(app, pad_scenario)
+                    "tube-line": tube_heap.line_scenario}.get(app, mod.scenario if mod else pad_scenario)
         lat = scenario(store, gw, dev)
         return True, lat, ""
     except Exception as e:  # noqa: BLE001 - any failure means this heap is too small
@@ -212,16 +234,32 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="CI smoke: try 96 KB and 12 KB only")
     ap.add_argument("--low", type=int, default=8)
     ap.add_argument("--high", type=int, default=256)
-    ap.add_argument("--app", choices=["sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line"],
+    ap.add_argument("--app", choices=["sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line",
+                                      *SCENARIO_MODULES],
                     default="sample-pad")
     ap.add_argument("--compartments", type=int, default=12, help="locker bank size (default 12)")
     ap.add_argument("--transport", choices=["mqtt", "coap"], default="mqtt")
+    ap.add_argument("--tls", action="store_true",
+                    help="MQTT over TLS with the store CA, credentials and ACL (tools/provision.py)")
     args = ap.parse_args()
+    if args.tls and args.transport != "mqtt":
+        ap.error("--tls is MQTT over TLS: leave out --transport coap")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        broker = Mosquitto(work / "mosq").start()
-        gw = GatewayProcess(work / "gw", broker.port,
-                            coap_heartbeat_s=5 if args.transport == "coap" else None).start()
+        provisioned = None
+        if args.tls:
+            from hil.harness import free_port
+            from tools import provision
+            provisioned = work / "store"
+            provision.init_store(provisioned, store="bench", port=free_port(), bind="127.0.0.1")
+            broker: Mosquitto = ProvisionedMosquitto(provisioned).start()
+            gw = GatewayProcess(work / "gw", broker.port, client_id="gateway",
+                                extra_args=["--mqtt-auth", str(provisioned / "gateway.json")],
+                                locker_keys=provisioned / provision.LOCKER_KEYS).start()
+        else:
+            broker = Mosquitto(work / "mosq").start()
+            gw = GatewayProcess(work / "gw", broker.port,
+                                coap_heartbeat_s=5 if args.transport == "coap" else None).start()
         n = 0
         results: dict[int, bool] = {}
         latencies: list[float] = []
@@ -230,7 +268,7 @@ def main() -> int:
                 nonlocal n
                 n += 1
                 ok, lat, why = run_at(kb, broker, gw, work, n, args.app, args.compartments,
-                                      args.transport)
+                                      args.transport, provisioned)
                 results[kb] = ok
                 latencies.extend(lat)
                 print(f"  heap {kb:4d} KB: {'ok' if ok else 'FAIL'} {why[-300:]}", flush=True)
@@ -257,11 +295,13 @@ def main() -> int:
     print("\nfirmware heap benchmark (MicroPython unix port, 64-bit)")
     what = {"fitting-room": "4 in->persisted", "locker-bank": "code->opened", "tube-station": "input->persisted",
             "tube-line": "move->done"}.get(args.app, "tag->publish")
+    if args.app in SCENARIO_MODULES:
+        what = __import__(SCENARIO_MODULES[args.app]).WHAT
     print(f"{'app':<14}{'min heap (KB)':>14}{'goal (KB)':>11}{what + ' p50 (ms)':>25}{'p99 (ms)':>10}")
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = max(latencies) if latencies else float("nan")  # few samples: the max is the honest p99
     smallest = passing[0] if passing else None
-    name = args.app + (" coap" if args.transport == "coap" else "")
+    name = args.app + (" coap" if args.transport == "coap" else "") + (" tls" if args.tls else "")
     print(f"{name:<14}{str(smallest) if smallest else '-':>14}{96:>11}{p50:>25.1f}{p99:>10.1f}")
     return 0 if passing else 1
 

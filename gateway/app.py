@@ -34,7 +34,7 @@ from gateway.integrations.chain import ChainService
 from gateway.integrations.metrics import GatewayMetrics
 from gateway.integrations.webhooks import WebhookService, WebhookSettings
 from gateway.kinds.base import DeviceKind, KindContext, KindService
-from gateway.kinds.registry import KINDS, build_order
+from gateway.kinds.registry import KINDS, build_order, migrations
 from gateway.storage.db import Database
 from gateway.storage.store import Store, StreamItem
 from gateway.transport.bus import MqttBus
@@ -79,6 +79,8 @@ class GatewayConfig:
     stock_url: str | None = None          # ... or a store system's stock API
     fitting_swap_n: int = 3               # back-and-forth alert: swaps ...
     fitting_swap_window_s: float = 600.0  # ... within this long
+    screens_language: str = "en"          # customer screens: default language (docs/configuration.md)
+    screens_texts_file: Path | None = None  # ... and the store's own words (JSON)
     # integrations (docs/configuration.md): webhooks, chain of stores
     webhook_backoff_min_s: float = 1.0    # first retry after ~this, doubling ...
     webhook_backoff_max_s: float = 300.0  # ... up to this (jittered)
@@ -110,7 +112,8 @@ class Gateway:
         self.limits = Limits.from_env()  # PHYGITAL_RATE_LIMITS: a bad value fails here, at start
         self.broadcaster = Broadcaster(max_per_key=self.limits.streams_per_token,
                                        max_total=self.limits.streams_total)
-        self.db = Database(config.db_path, on_commit=self._on_commit)
+        self.db = Database(config.db_path, on_commit=self._on_commit,
+                           kind_migrations=migrations(KINDS))
         self.bus = MqttBus(config.broker_host, config.broker_port, self._on_message,
                            client_id=config.client_id, keepalive=config.keepalive_s,
                            publish_timeout=config.publish_timeout_s, clock=clock,

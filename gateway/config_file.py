@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.app import GatewayConfig
+from gateway.http.screen_texts import LANG_RE
 from gateway.integrations.chain import DEFAULT_KINDS, STORE_ID_RE
 from gateway.kinds.base import ConfigKey, nonempty, positive
 from gateway.kinds.registry import config_sections
@@ -50,6 +51,10 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 def _store_id(v: Any) -> str | None:
     return None if STORE_ID_RE.match(v) else \
         f"must match [a-z0-9][a-z0-9-]{{0,31}} (an MQTT topic level), got {v!r}"
+
+
+def _language(v: Any) -> str | None:
+    return None if LANG_RE.match(v) else f"must be a language code (en, fr, nl-BE), got {v!r}"
 
 
 def _kinds(v: Any) -> str | None:
@@ -93,6 +98,10 @@ SPEC: dict[str, dict[str, Key]] = {
         "answer_s": Key("device_answer_s", "float", _positive),
     },
     **config_sections(),  # the device kinds' sections: [samples], [lockers]... (gateway/kinds/)
+    "screens": {  # customer screens: the kiosk, the mirror (gateway/http/screen_texts.py)
+        "language": Key("screens_language", "str", _language),
+        "texts_file": Key("screens_texts_file", "path"),
+    },
     "coap": {
         "enabled": Key("coap_enabled", "bool"),
         "host": Key("coap_host", "str", _nonempty),

@@ -2,9 +2,8 @@
 functions, and under `if TYPE_CHECKING:` (a cycle hidden from the interpreter is still one for
 the reader and for the layout).
 
-    python -m tools.check_imports                   # CI: fail on a cycle not in the baseline
-    python -m tools.check_imports --list            # every cycle, with the imports that make it
-    python -m tools.check_imports --write-baseline  # store today's cycles (only after removing some)
+    python -m tools.check_imports          # CI: fail on any cycle, and on an import against the layers
+    python -m tools.check_imports --list   # every cycle, with the imports that make it
 
 Two graphs:
 * modules of `gateway` (a cycle is a strongly connected component of more than one module);
@@ -13,11 +12,10 @@ Two graphs:
   product imports neither, hil no tool). An import the other way fails at once, with no baseline
   (`LAYER:` lines), even before it closes a cycle.
 
-The baseline (tools/import_cycles.baseline) lists the cycles known when the checker came in;
-it may only shrink: a cycle that is not in it, or that grew (gained a module), fails; so does
-a baseline entry that is gone or smaller, until the baseline is cut down to match (a ratchet:
-a cycle once removed cannot come back). The re-layout (issue 15)
-removes them all and then deletes the baseline.
+There is no baseline: the re-layout (issue 15) removed the last cycles (13 modules of the app
+and its routes, and the three packages against each other), so any cycle fails. The usual ways
+out: import the other way round, move the shared piece to a module both can import, or pass it
+in (the HTTP tier takes a structural `Served` type, not the app that builds it).
 """
 from __future__ import annotations
 
@@ -30,7 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("gateway", "hil", "tools")   # layers: each imports only the ones before it
-BASELINE = ROOT / "tools" / "import_cycles.baseline"
 
 
 @dataclass
@@ -221,29 +218,6 @@ def counts(mods: dict[str, Module]) -> dict[str, int]:
     return out
 
 
-def read_baseline(path: Path = BASELINE) -> list[str]:
-    if not path.exists():
-        return []
-    return [line.strip() for line in path.read_text().splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
-
-
-def compare(now: list[str], baseline: list[str]) -> tuple[list[str], list[str]]:
-    """(new: cycles not covered by a baseline cycle, gone: baseline cycles no longer there).
-    A cycle is covered when the baseline has one of the same graph whose members include all
-    of its own (a known cycle that shrank is fine; one that grew or appeared is not)."""
-    def parse(line: str) -> tuple[str, frozenset[str]]:
-        kind, _, members = line.partition(": ")
-        if kind.endswith("-edge"):
-            return kind, frozenset([members.strip()])
-        return kind, frozenset(m.strip() for m in members.split(","))
-    base = [parse(b) for b in baseline]
-    cur = [parse(c) for c in now]
-    new = [c for c, (k, ms) in zip(now, cur) if not any(k == bk and ms <= bms for bk, bms in base)]
-    gone = [b for b, entry in zip(baseline, base) if entry not in cur]
-    return new, gone
-
-
 def describe(mods: dict[str, Module], cycle: list[str]) -> list[str]:
     members = set(cycle)
     lines = []
@@ -257,7 +231,6 @@ def describe(mods: dict[str, Module], cycle: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.check_imports", description=__doc__.split("\n\n")[0])
     ap.add_argument("--list", action="store_true", help="print every cycle with the imports that make it")
-    ap.add_argument("--write-baseline", action="store_true", help=f"store today's cycles in {BASELINE.name}")
     args = ap.parse_args(argv)
     mods = load()
     now = report(mods)
@@ -273,11 +246,6 @@ def main(argv: list[str] | None = None) -> int:
             kind, _, members = line.partition(": ")
             if kind == "modules":
                 print("\n".join(describe(mods, members.split(", "))))
-    if args.write_baseline:
-        BASELINE.write_text("# import cycles known on the day; may only shrink (python -m tools.check_imports)\n"
-                            + "".join(line + "\n" for line in now))
-        print(f"wrote {BASELINE.relative_to(ROOT)}")
-        return 0
     layers = layer_violations(mods)
     for line in layers:
         print(f"LAYER: {line}")
@@ -285,22 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the packages are layers ({' <- '.join(PACKAGES)}): each imports only the ones before it; "
               "move what is needed down a layer, or the code that needs it up")
         return 1
-    new, gone = compare(now, read_baseline())
-    for line in gone if not new else []:  # (with a new cycle, a known one may just have merged into it)
-        print(f"GONE OR SMALLER: {line}")
-    if gone and not new:
-        print(f"good: cut {BASELINE.relative_to(ROOT)} down to what is left "
-              "(python -m tools.check_imports --write-baseline) so the cycles cannot come back")
-    for line in new:
-        print(f"NEW CYCLE: {line}")
+    cycles_now = [line for line in now if not line.partition(":")[0].endswith("-edge")]
+    for line in cycles_now:
+        print(f"CYCLE: {line}")
         kind, _, members = line.partition(": ")
         if kind == "modules":
             print("\n".join(describe(mods, members.split(", "))))
-    if new:
-        print("an import made a new (or bigger) cycle: import the other way round, move the shared "
-              "piece to a module both can import, or pass it in; `--list` shows every cycle")
+    if cycles_now:
+        print("an import made a cycle: import the other way round, move the shared piece to a "
+              "module both can import, or pass it in (docs/architecture.md)")
         return 1
-    return 1 if gone else 0
+    return 0
 
 
 if __name__ == "__main__":

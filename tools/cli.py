@@ -110,6 +110,7 @@ a fitting room, a locker bank and a tube line (stockroom, womenswear till, fitti
   events:            {base}/events
   live event stream: {base}/stream      (try: curl -N {base}/stream)
   fitting room:      {base}/mirror/room-1   (the mirror; staff: {base}/fitting/requests)
+  sample kiosk:      {base}/kiosk/pad-1     (a kiosk per pad; customers come and go on their own)
   locker bank:       {base}/lockers/lk-1
   tube line:         {base}/tube/line    (dispatches: {base}/tube/dispatches)
   send a command:    curl -X POST {base}/devices/pad-1/commands -H 'content-type: application/json' \\
@@ -117,7 +118,8 @@ a fitting room, a locker bank and a tube line (stockroom, womenswear till, fitti
 Ctrl-C stops everything.
 """, flush=True)
         print(f"API token (admin, this demo only): {token}\n  curl -H 'Authorization: Bearer "
-              f"{token}' {base}/devices\n  dashboard: {base}/dashboard#token={token}\n", flush=True)
+              f"{token}' {base}/devices\n  dashboard: {base}/dashboard#token={token}\n"
+              f"  kiosk: {base}/kiosk/pad-1#token={token}\n", flush=True)
         samples = sorted(json.loads(DEMO_SAMPLES.read_text()))
         customer = asyncio.create_task(_customer(store, samples, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, customer)
@@ -163,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("provision", help="store CA, broker config, device credentials "
                    "(see `phygital provision --help`)", add_help=False)
+    sub.add_parser("firmware", help="over-the-air updates: build a firmware bundle "
+                   "(see `phygital firmware --help`, docs/ota.md)", add_help=False)
     sub.add_parser("schema", help="a gateway database's schema version (see `phygital schema --help`)",
                    add_help=False)
     sub.add_parser("conformance", help="check a device against docs/protocol.md, clause by clause "
@@ -182,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "provision":
         from tools.provision import main as provision_main
         return provision_main(rest)
+    if args.cmd == "firmware":
+        from tools.firmware import main as firmware_main
+        return firmware_main(rest)
     if args.cmd == "schema":
         from gateway.storage.schema_cli import main as schema_main
         return schema_main(rest)

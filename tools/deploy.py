@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from gateway.kinds.registry import device_kinds
 from tools import boards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def validate(config_path: Path, board_path: Path) -> tuple[dict, dict]:
     """Check the config with the firmware's own loader and the board file's shape."""
     cfgmod = _load_config_module()
     try:
-        cfg = cfgmod.load(str(config_path))
+        cfg = cfgmod.load(str(config_path), device_kinds())  # (loaded alone: no edge.boot)
     except cfgmod.ConfigError as e:
         raise DeployError(f"{config_path}: {e}") from None
     if cfg.get("board") == "sim":

@@ -8,7 +8,7 @@ mip's package format (micropython-lib, ``mip`` on the board and ``mpremote mip``
 ``src`` is taken from the folder package.json came from (a local folder, or
 ``github:owner/repo`` at a branch or tag). The file list is the deploy's
 (`tools.deploy.firmware_sources`: ``edge/**.py`` and ``main.py``), the freeze manifest's
-(``boards/manifest.py``) and this one: tests/test_mip_package.py checks that they agree.
+(``boards/manifest.py``) and this one: tests/tools/test_mpremote_deploy.py checks that they agree.
 
 Install (``--target /``: a board runs ``/main.py`` and imports ``edge`` from ``/``; mip's
 default target ``/lib`` would leave ``main.py`` where the board never runs it):

@@ -9,6 +9,7 @@ APPS = {
     "fitting-room": ("edge.apps.fitting_room", "FittingRoom"),
     "tube-station": ("edge.apps.tube_station", "TubeStation"),
     "tube-line": ("edge.apps.tube_line", "TubeLine"),
+    "door-counter": ("edge.apps.door_counter", "DoorCounter"),
 }
 
 
@@ -45,6 +46,10 @@ def main(argv):
         from edge.coap import CoapTransport as client_class  # (largest module first)
     else:
         from edge.mqtt import MQTTClient as client_class
+        if cfg["mqtt"].get("tls"):  # its SSL context now, while the heap has 3 KB in one piece
+            from edge.tls import context
+            context(cfg["mqtt"]["tls"])
+            context = None
     gc.collect()
     from edge.runtime import Runtime
     gc.collect()

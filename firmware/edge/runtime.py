@@ -48,16 +48,24 @@ class Runtime:
         for cid in self.cmds.interrupted():  # power lost mid-actuation: report, never redo
             self.cmds.finish(cid, "failed", "interrupted")
         self.reset_cause = hal.reset_cause()
-        self._t0 = time.ticks_ms()
-        self._clock = None  # (unix_ms, ticks) from the last gateway ack
+        # ms since boot that never wrap: ticks_ms() wraps every 2**30 ms (12.4 days) on 32-bit
+        # ports and a ticks_diff() is only right within half of that; _mono() adds up the
+        # ticks and runs at least every second (_health), so no single diff gets near it
+        self._tk = time.ticks_ms()
+        self._up = 0
+        self._clock = None  # (unix_ms, _mono()) from the last gateway ack
         self._wake = asyncio.Event()
         self._sent = self.journal.first - 1  # highest seq published on this connection
         self._sent_at = 0
         self._running = {}
         self._birth_due = False
         self.gateway_online = None
-        self._alive = time.ticks_ms()
+        self._alive = self._boot_alive = time.ticks_ms()
         self.stats = {"events": 0, "cmds": 0, "bad_msgs": 0}
+        self.fw_version = FW_VERSION
+        self.ota = None
+        if fsutil.exists("ota"):  # an update was ever offered here (docs/ota.md): else no heap for it
+            self._load_ota()
         self.app = app_class(self, hal, cfg["app"])
         if cfg.get("conformance"):  # test hook only (docs/protocol.md "Conformance")
             from edge.conformance import install
@@ -81,10 +89,16 @@ class Runtime:
         """Unix ms from the gateway's clock, or None until the first ack set it."""
         if self._clock is None:
             return None
-        return self._clock[0] + time.ticks_diff(time.ticks_ms(), self._clock[1])
+        return self._clock[0] + self._mono() - self._clock[1]
 
     def uptime_ms(self):
-        return time.ticks_diff(time.ticks_ms(), self._t0)
+        return self._mono()
+
+    def _mono(self):
+        t = time.ticks_ms()
+        self._up += time.ticks_diff(t, self._tk)
+        self._tk = t
+        return self._up
 
     def log(self, *parts):
         print(self.dev, *parts)
@@ -160,7 +174,7 @@ class Runtime:
         upto = body.get("upto")
         now = body.get("now")
         if isinstance(now, int):
-            self._clock = (now, time.ticks_ms())
+            self._clock = (now, self._mono())
         if isinstance(upto, int) and self.journal.ack(upto):
             self._sent_at = time.ticks_ms()
             self._wake.set()
@@ -174,7 +188,7 @@ class Runtime:
             return
         now = body.get("now")
         if isinstance(now, int):
-            self._clock = (now, time.ticks_ms())
+            self._clock = (now, self._mono())
         self.log("journal rolled back: new epoch", new, "from seq", upto + 1)
         self.journal.rebase(new, upto)
         self.client.will = self._will(self.state["session"] + 1)  # the next connect's will
@@ -200,7 +214,7 @@ class Runtime:
 
     async def _publish_birth(self):
         j = self.journal
-        body = {"kind": self.cfg["kind"], "fw": FW_VERSION, "caps": self.app.caps + ["ping", "rebirth"],
+        body = {"kind": self.cfg["kind"], "fw": self.fw_version, "caps": self.app.caps + ["ping", "rebirth", "ota"],
                 "cfg": self.cfg["cfg_hash"], "session": self.state["session"], "boot": self.state["boot"],
                 "reset": self.reset_cause, "epoch": j.epoch, "first": j.first, "next": j.next}
         self._birth_due = False
@@ -234,6 +248,8 @@ class Runtime:
                 elif mtype == "rebirth":
                     self._birth_due = True
                     self._wake.set()
+                elif mtype == "ota.chunk" and self.ota:
+                    self.ota.on_chunk(body)
             elif topic.endswith("/cmd") and mtype == "cmd":
                 asyncio.create_task(self._command(msg.get("id"), body))
         except (ValueError, TypeError, KeyError, MemoryError) as e:  # MemoryError: deeply nested JSON
@@ -263,7 +279,8 @@ class Runtime:
         args = body.get("args") or {}
         deadline = body.get("deadline")
         now = self.now()
-        handler = self.app.commands.get(name) or {"ping": self._cmd_ping, "rebirth": self._cmd_rebirth}.get(name)
+        handler = self.app.commands.get(name) or {"ping": self._cmd_ping, "rebirth": self._cmd_rebirth,
+                                                  "ota": self._cmd_ota}.get(name)
         reason = None
         if isinstance(deadline, int) and now is not None and now > deadline:
             reason = "expired"
@@ -300,6 +317,23 @@ class Runtime:
         self._wake.set()
         return {}
 
+    # --- over-the-air updates (edge/ota.py, docs/ota.md): one hook for every app ------------
+    def _load_ota(self):
+        from edge.ota import Ota
+        self.ota = Ota(self)
+        v = self.ota.version()
+        if v:
+            self.fw_version = v
+
+    async def _cmd_ota(self, args):
+        if self.ota is None:
+            self._load_ota()
+        from edge.ota import Refused
+        try:
+            return self.ota.offer(args)
+        except Refused as r:
+            raise Rejected(r.args[0])
+
     # --- health -----------------------------------------------------------------------
     def heartbeat(self):
         """Apps call this from their main loop; the watchdog is fed only while it is fresh."""
@@ -310,6 +344,7 @@ class Runtime:
         wdt = self.hal.wdt(wdt_ms) if wdt_ms else None
         limit = self.cfg["offline_reboot_s"] * 1000
         while True:
+            self._mono()
             if wdt and time.ticks_diff(time.ticks_ms(), self._alive) < wdt_ms // 2:
                 wdt.feed()
             if limit and self._down_since is not None and \
@@ -320,7 +355,9 @@ class Runtime:
             await asyncio.sleep_ms(1000)
 
     async def run(self):
-        self.log("boot", self.state["boot"], "fw", FW_VERSION, "journal", len(self.journal), "pending")
+        self.log("boot", self.state["boot"], "fw", self.fw_version, "journal", len(self.journal), "pending")
+        if self.ota:
+            self.ota.boot()
         keep_network = getattr(self.hal, "keep_network", None)
         if keep_network:
             asyncio.create_task(keep_network(self.cfg))

@@ -5,8 +5,8 @@ counts an item twice, and running it again with nothing new changes nothing.
 What each item counts (times are the item's own, never the time of the fold):
 
 * `event` `tag.placed` of a `sample-pad`: a placement in its hour; the product is the tag's
-  `gtin` if it has one, else its `sample` id (name samples by GTIN to see pads, try-ons and
-  purchases on one product row), else `uid:<uid>`. `tag.removed`: its `held_ms` is the dwell,
+  `gtin` if it has one, else the GTIN the catalog gives its sample (`samples.gtin`), else its
+  `sample` id, else `uid:<uid>`. `tag.removed`: its `held_ms` is the dwell,
   counted in the hour of the removal, for the product placed on that pad.
 * `fitting` `fitting.session.closed`: a session and its try-ons (one per product tried), in
   the hour the session STARTED (`at - duration_ms`); a session counts once it has ended.
@@ -162,6 +162,13 @@ class _Fold:
             self._move(device, int(data.get("resolved_at") or data.get("last") or 0), st)
             st["alerts"].remove(aid)
 
+    def _sample_gtin(self, sample: Any) -> str | None:
+        """The GTIN the catalog gives a sample (`samples.gtin`, storage migration 13)."""
+        if not isinstance(sample, str):
+            return None
+        row = self.c.execute("SELECT gtin FROM samples WHERE id = ?", (sample,)).fetchone()
+        return row[0] if row and row[0] else None
+
     def _kind(self, device: str) -> str | None:
         if device not in self.kinds:
             row = self.c.execute("SELECT kind FROM devices WHERE id = ?", (device,)).fetchone()
@@ -181,7 +188,8 @@ class _Fold:
             return
         device = str(e["device"])
         if etype == "tag.placed":
-            product = str(body.get("gtin") or body.get("sample") or f"uid:{body.get('uid')}")
+            product = str(body.get("gtin") or self._sample_gtin(body.get("sample"))
+                          or body.get("sample") or f"uid:{body.get('uid')}")
             self.d.hour(at, placements=1)
             self.d.product(at, product, placed=1)
             self.c.execute("INSERT INTO an_pad (device, product) VALUES (?, ?) ON CONFLICT "

@@ -6,7 +6,7 @@ errors (422) add `errors` with FastAPI's per-field list.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -22,12 +22,66 @@ from gateway.devices.ingest import device_views
 from gateway.http import auth, resilience
 from gateway.http.ops import add_ops_routes
 from gateway.http.redact import may_see_codes, redact_event, redact_item
+from gateway.http.screens import add_screen_routes
 from gateway.http.staff import add_staff_routes
 from gateway.http.stream import Broadcaster, Subscription, TooManyStreams, sse_events
 from gateway.storage.store import Store, StreamItem
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from collections.abc import Callable, Mapping
+
+    from gateway.analytics.service import AnalyticsService
+    from gateway.devices.alerts import AlertsService
+    from gateway.devices.commands import CommandService
+    from gateway.devices.ingest import IngestWorker
+    from gateway.integrations.metrics import GatewayMetrics
+    from gateway.integrations.webhooks import WebhookService
+    from gateway.kinds.base import DeviceKind, KindService
+    from gateway.storage.db import Database
+    from gateway.transport.bus import MqttBus
+    from gateway.transport.coap import CoapEdge
+
+
+class _Timing(Protocol):
+    @property
+    def command_grace_s(self) -> float: ...
+
+
+class Served(Protocol):
+    """What the HTTP app serves: the parts of the gateway its routes read (a `gateway.app.Gateway`
+    is one). A structural type, so that http/ does not import the app that builds it."""
+    @property
+    def db(self) -> Database: ...
+    @property
+    def bus(self) -> MqttBus: ...
+    @property
+    def ingest(self) -> IngestWorker: ...
+    @property
+    def commands(self) -> CommandService: ...
+    @property
+    def broadcaster(self) -> Broadcaster: ...
+    @property
+    def coap(self) -> CoapEdge | None: ...
+    @property
+    def clock(self) -> Callable[[], int]: ...
+    @property
+    def config(self) -> _Timing: ...
+    @property
+    def kinds(self) -> tuple[DeviceKind, ...]: ...
+    @property
+    def services(self) -> Mapping[str, KindService]: ...
+    @property
+    def alerts(self) -> AlertsService: ...
+    @property
+    def webhooks(self) -> WebhookService: ...
+    @property
+    def metrics(self) -> GatewayMetrics: ...
+    @property
+    def limits(self) -> auth.Limits: ...
+    @property
+    def analytics(self) -> AnalyticsService: ...
+
+    def render(self, kind: str, data: dict[str, Any], reveal: bool = False) -> dict[str, Any]: ...
 
 MAX_EVENTS_PAGE = 1000
 
@@ -208,7 +262,7 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
 DOCS_STATIC = "/docs/static"
 
 
-def create_app(gw: Gateway) -> FastAPI:
+def create_app(gw: Served) -> FastAPI:
     # FastAPI's own /docs loads its assets from a CDN; fastapi-offline serves the same page
     # (same path, FastAPI's own HTML) with the assets it vendors, at DOCS_STATIC. /redoc is
     # off: ReDoc's bundle always fetches its vendor's logo from the vendor's CDN.
@@ -364,8 +418,9 @@ def create_app(gw: Gateway) -> FastAPI:
 
     # purchases store-wide, the fitting rooms' POS and door-count routes, /analytics/...
     app.include_router(analytics_router(gw.analytics))
-    add_staff_routes(app, gw)
-    add_ops_routes(app, gw)  # webhooks, /metrics (gateway/http/ops.py)
+    add_staff_routes(app, gw.alerts)
+    add_screen_routes(app, gw.db, gw.services)  # customer points, the screens' script (gateway/http/screens.py)
+    add_ops_routes(app, gw.webhooks, gw.metrics, gw)  # webhooks, /metrics (gateway/http/ops.py)
     resilience.install(app)  # disk full / database locked: a clear 507 / 503
-    auth.install(app, gw)  # every route above and below: tokens, scopes, limits, audit
+    auth.install(app, gw.db, gw.limits)  # every route above and below: tokens, scopes, limits, audit
     return app

@@ -51,7 +51,7 @@ from gateway.kinds.registry import auth_rows
 from gateway.storage.store import Store
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.storage.db import Database
 
 log = logging.getLogger("gateway.auth")
 
@@ -73,6 +73,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/openapi.json", PUBLIC),
     ("GET", "/dashboard", PUBLIC),          # static pages: their data calls need tokens
     ("GET", "/web/auth.js", PUBLIC),
+    ("GET", "/web/screen.js", PUBLIC),      # customer screens' "out of service" script
     ("GET", "/audit", ("admin",)),
     ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
     ("POST", "/alerts/*/ack", ("operations",)),
@@ -256,10 +257,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class AuthMiddleware:
-    def __init__(self, app: Any, gw: Gateway, limits: Limits | None = None) -> None:
+    def __init__(self, app: Any, db: Database, limits: Limits | None = None) -> None:
         self.app = app
-        self.gw = gw
-        self.limits = limits or getattr(gw, "limits", None) or Limits.from_env()
+        self.db = db
+        self.limits = limits or Limits.from_env()
         self.token_bucket = Bucket(*self.limits.per_token)
         self.fail_bucket = Bucket(*self.limits.auth_fail_per_ip)
         self.code_bucket = Bucket(*self.limits.code_entry)
@@ -274,7 +275,7 @@ class AuthMiddleware:
         async with self._lock:
             if not self._ready:
                 try:
-                    await self.gw.db.write(_setup, os.environ.get("PHYGITAL_ADMIN_TOKEN"))
+                    await self.db.write(_setup, os.environ.get("PHYGITAL_ADMIN_TOKEN"))
                 except sqlite3.OperationalError as exc:  # disk full/locked: tokens may exist
                     log.error("auth setup could not write (%s); retrying on the next request",
                               exc)
@@ -286,7 +287,7 @@ class AuthMiddleware:
         hit = self._cache.get(token)
         if hit is not None and hit[1] > now:
             return hit[0]
-        p = await self.gw.db.read(lookup, token)
+        p = await self.db.read(lookup, token)
         if len(self._cache) > 1000:
             self._cache.clear()
         self._cache[token] = (p, now + 5.0)  # a revocation takes effect within 5 s
@@ -365,7 +366,7 @@ class AuthMiddleware:
         row = (int(time.time() * 1000), p.name, p.id or None, ip, method, path[:512], status,
                outcome[:500])
         try:
-            await self.gw.db.write(_write_audit, [row])
+            await self.db.write(_write_audit, [row])
         except Exception:  # the action happened; say so loudly in the log
             log.exception("audit write failed row=%r", row)
 
@@ -428,7 +429,7 @@ class AuditPageOut(BaseModel):
     next_after: int = Field(description="pass as `after` for the next page")
 
 
-def install(app: FastAPI, gw: Gateway) -> None:
+def install(app: FastAPI, db: Database, limits: Limits | None = None) -> None:
     """Protect every route of `app` and add `GET /audit`."""
     @app.get("/audit", tags=["security"], response_model=AuditPageOut)
     async def audit(after: int = Query(0, ge=0, le=2**62, description="audit id to page after"),
@@ -436,7 +437,7 @@ def install(app: FastAPI, gw: Gateway) -> None:
                     who: str | None = Query(None, max_length=64)) -> dict[str, Any]:
         """Every actuation and change: `t` (ms), `who` (token name), `ip`, `method`, `path`,
         HTTP `status` and `outcome` (the command's status/reason or the refusal)."""
-        rows = await gw.db.read(read_audit, after, limit, who)
+        rows = await db.read(read_audit, after, limit, who)
         return {"audit": rows, "next_after": rows[-1]["id"] if rows else after}
 
     @app.get("/web/auth.js", include_in_schema=False)
@@ -444,7 +445,7 @@ def install(app: FastAPI, gw: Gateway) -> None:
         return FileResponse(Path(__file__).with_name("web") / "auth.js",
                             media_type="text/javascript")
 
-    app.add_middleware(AuthMiddleware, gw=gw)
+    app.add_middleware(AuthMiddleware, db=db, limits=limits)
     from gateway.http import body_limit
     body_limit.install(app)
 

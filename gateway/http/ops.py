@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.integrations.metrics import CONTENT_TYPE
+from gateway.integrations.metrics import CONTENT_TYPE, GatewayMetrics, Sources
 from gateway.integrations.webhooks import UnknownSubscription
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.integrations.webhooks import WebhookService
 
 
 class WebhookIn(BaseModel):
@@ -81,7 +81,8 @@ class DeliveriesPageOut(BaseModel):
     next_after: int = Field(description="pass as `after` for the next page")
 
 
-def add_ops_routes(app: FastAPI, gw: Gateway) -> None:
+def add_ops_routes(app: FastAPI, webhooks: WebhookService, exposition: GatewayMetrics,
+                   sources: Sources) -> None:
     def _404(sub_id: str) -> HTTPException:
         return HTTPException(404, f"unknown webhook subscription {sub_id!r} "
                                   "(GET /webhooks lists them)")
@@ -93,7 +94,7 @@ def add_ops_routes(app: FastAPI, gw: Gateway) -> None:
         matches anything. Only events committed after this call are delivered. The answer
         holds the signing `secret` (shown only here). Admin only, like every webhook route."""
         try:
-            return await gw.webhooks.create(body.url, body.events, body.secret,
+            return await webhooks.create(body.url, body.events, body.secret,
                                             body.description, body.include_secrets)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
@@ -103,12 +104,12 @@ def add_ops_routes(app: FastAPI, gw: Gateway) -> None:
         """Subscriptions with their delivery state: `pending` backlog, `next_attempt` (ms) and
         `head_attempts` of the oldest pending delivery, `failing` (failed attempts since the
         last success), `last_error`, `last_attempt`, `last_success`, `delivered`."""
-        return await gw.webhooks.list()
+        return await webhooks.list()
 
     @app.get("/webhooks/{sub_id}", tags=["webhooks"], response_model=WebhookOut)
     async def get_webhook(sub_id: str) -> dict[str, Any]:
         try:
-            return await gw.webhooks.get(sub_id)
+            return await webhooks.get(sub_id)
         except UnknownSubscription:
             raise _404(sub_id) from None
 
@@ -120,7 +121,7 @@ def add_ops_routes(app: FastAPI, gw: Gateway) -> None:
         """Deliveries in order, with `attempts`, `last_attempt`, `last_code`, `last_error`,
         `next_at` (pending) or `delivered_at`."""
         try:
-            rows = await gw.webhooks.deliveries(sub_id, status, after, limit)
+            rows = await webhooks.deliveries(sub_id, status, after, limit)
         except UnknownSubscription:
             raise _404(sub_id) from None
         return {"deliveries": rows, "next_after": rows[-1]["id"] if rows else after}
@@ -130,7 +131,7 @@ def add_ops_routes(app: FastAPI, gw: Gateway) -> None:
     async def delete_webhook(sub_id: str) -> Response:
         """Unsubscribe; pending deliveries of this subscription are dropped."""
         try:
-            await gw.webhooks.delete(sub_id)
+            await webhooks.delete(sub_id)
         except UnknownSubscription:
             raise _404(sub_id) from None
         return Response(status_code=204)
@@ -140,4 +141,4 @@ def add_ops_routes(app: FastAPI, gw: Gateway) -> None:
                               "content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}})
     async def metrics() -> Response:
         """Prometheus text exposition (docs/operations.md lists the series)."""
-        return Response(await gw.metrics.render(gw), media_type=CONTENT_TYPE)
+        return Response(await exposition.render(sources), media_type=CONTENT_TYPE)

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.devices.alerts import AlertsService
 
 WEB = Path(__file__).with_name("web")
 
@@ -47,7 +47,7 @@ class AlertOut(BaseModel):
     source: int = Field(description="stream id of the item that raised it")
 
 
-def add_staff_routes(app: FastAPI, gw: Gateway) -> None:
+def add_staff_routes(app: FastAPI, alerts: AlertsService) -> None:
     @app.get("/alerts", tags=["staff"], response_model=list[AlertOut])
     async def list_alerts(state: Literal["open", "acked", "resolved", "all"] | None = Query(
                               None, description="default: open and acked (not resolved)"),
@@ -55,7 +55,7 @@ def add_staff_routes(app: FastAPI, gw: Gateway) -> None:
         """Alerts, newest first. Each has `severity`, `text` (what the dashboard shows), `device`,
         `state` (`open` → `acked` by staff; `resolved` when the cause went away by itself) and
         `count` (repeats folded into it)."""
-        return await gw.alerts.list(None if state is None else state, limit)
+        return await alerts.list(None if state is None else state, limit)
 
     @app.post("/alerts/{alert_id}/ack", tags=["staff"], response_model=AlertOut,
               responses={200: {"description": "the alert, acked (or as it was if already acked "
@@ -64,7 +64,7 @@ def add_staff_routes(app: FastAPI, gw: Gateway) -> None:
     async def ack_alert(alert_id: int, body: AckIn) -> dict[str, Any]:
         """Staff has seen the alert and is on it (`alert` item `acked` on the stream). Does not
         clear a blocked compartment or a jammed line: use the device's own staff operation."""
-        alert = await gw.alerts.ack(alert_id, body.by)
+        alert = await alerts.ack(alert_id, body.by)
         if alert is None:
             raise HTTPException(404, f"unknown alert {alert_id} (GET /alerts lists them)")
         return alert

@@ -105,6 +105,7 @@ class DeviceKind:
     build: Callable[[KindContext], KindService]
     settings: tuple[str, ...] = ()          # GatewayConfig fields it reads (KindContext.settings)
     needs: tuple[str, ...] = ()             # kinds whose services `build` uses (built first)
+    migrations: tuple[str, ...] = ()        # its own tables, in order (storage.store.migrate_kind)
     router: Callable[[Any], APIRouter] | None = None     # its service -> its routes
     stream_kind: str | None = None          # the stream item kind its service writes
     render: Callable[[Any, str, dict[str, Any], bool], dict[str, Any]] | None = None
@@ -116,6 +117,12 @@ class DeviceKind:
     alerts: tuple[AlertRule, ...] = ()
     config: Mapping[str, Mapping[str, ConfigKey]] = _field(default_factory=dict)  # TOML sections
     flags: tuple[CliFlag, ...] = ()
+    screens: Mapping[str, str] = _field(default_factory=dict)
+    """Customer-facing pages: device kind string -> page path (`{dev}`: the device id), e.g.
+    `{"sample-pad": "/kiosk/{dev}"}`; `GET /customer-points` lists these devices."""
+    problems: Callable[[Any], list[dict[str, Any]]] | None = None
+    """(service) -> dependencies of its screens that are down now: `{"what", "since" (unix
+    ms), "why"}` each (the stock API); `GET /customer-points` marks its points degraded."""
     errors: Callable[[], tuple[type[Exception], ...]] = lambda: ()
     """Exceptions that mean the kind's configuration is wrong: the gateway reports them and
     exits 2 (`python -m gateway`)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.kinds import fitting_room, locker_bank, sample_pad, tube
+from gateway.kinds import door_counter, fitting_room, locker_bank, sample_pad, tube
 from gateway.kinds.base import AlertRule, AuthRow, CliFlag, ConfigKey, DeviceKind
 
-KINDS: tuple[DeviceKind, ...] = (sample_pad.KIND, fitting_room.KIND, locker_bank.KIND, tube.KIND)
+KINDS: tuple[DeviceKind, ...] = (sample_pad.KIND, fitting_room.KIND, locker_bank.KIND, tube.KIND,
+                                 door_counter.KIND)
 
 
 def device_kinds(kinds: Iterable[DeviceKind] = KINDS) -> tuple[str, ...]:
@@ -51,6 +52,12 @@ def build_order(kinds: Iterable[DeviceKind] = KINDS) -> list[DeviceKind]:
     for k in by_name.values():
         visit(k)
     return out
+
+
+def migrations(kinds: Iterable[DeviceKind] = KINDS) -> dict[str, tuple[str, ...]]:
+    """Each kind's own migrations (the kinds added after the core schema), by kind name: what
+    `gateway.storage.db.Database(kind_migrations=...)` applies after the core schema."""
+    return {k.name: k.migrations for k in kinds if k.migrations}
 
 
 def auth_rows() -> tuple[AuthRow, ...]:

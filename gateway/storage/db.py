@@ -25,12 +25,12 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from gateway.storage.store import Store, StreamItem, connect, migrate
+from gateway.storage.store import Store, StreamItem, connect, migrate, migrate_kind
 
 log = logging.getLogger("gateway.db")
 
@@ -42,9 +42,12 @@ class Database:
     """Async access to the store. Use `async with Database(path, on_commit) as db`."""
 
     def __init__(self, path: str | Path,
-                 on_commit: Callable[[list[StreamItem]], None] | None = None) -> None:
+                 on_commit: Callable[[list[StreamItem]], None] | None = None, *,
+                 kind_migrations: Mapping[str, Sequence[str]] | None = None) -> None:
         self.path = Path(path)
         self.on_commit = on_commit
+        # the device kinds' own tables, after the core schema (gateway.kinds.registry.migrations)
+        self.kind_migrations = dict(kind_migrations or {})
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="db-reader")
         self._local = threading.local()
@@ -68,6 +71,8 @@ class Database:
         conn = connect(self.path, readonly=readonly)
         if not readonly:
             version = migrate(conn)
+            for kind, steps in self.kind_migrations.items():
+                migrate_kind(conn, kind, steps)
             pages = os.environ.get("PHYGITAL_DB_MAX_PAGES")  # fault injection: a full disk
             if pages:
                 conn.execute(f"PRAGMA max_page_count = {int(pages)}")

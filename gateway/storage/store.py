@@ -267,7 +267,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE acks ADD COLUMN fork TEXT;
     UPDATE acks SET verified = upto, mark = (SELECT COALESCE(MAX(id), 0) FROM events);
     """,
-    # 13: store analytics (gateway/analytics/, docs/analytics.md): the store-wide purchase
+    # 13: the product a sample stands for (its GTIN in the stock source): the kiosk shows its
+    #     price, colours and stock (gateway/kinds/sample_pad/, docs/protocol.md "Sample kiosk")
+    """
+    ALTER TABLE samples ADD COLUMN gtin TEXT;
+    """,
+    # 14: store analytics (gateway/analytics/, docs/analytics.md): the store-wide purchase
     #     ledger, entries per (source, minute), and rollups per hour (an_hour, one row per
     #     hour) and per hour and UTC day (`period` 'h' / 'd') for products and devices; an_*
     #     state rows (open pad placements, tube jobs, locker orders, device state) and the
@@ -369,6 +374,33 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
             conn.execute("ROLLBACK")
             raise
     return max(current, target)
+
+
+def migrate_kind(conn: sqlite3.Connection, kind: str, migrations: Sequence[str]) -> int:
+    """Bring one device kind's own tables (`DeviceKind.migrations`) to its newest version;
+    returns it. A kind added after the core schema keeps its migrations in its folder and is
+    versioned on its own (table `kind_schema`), so a new kind appends nothing to MIGRATIONS and
+    kinds never compete for a version number. Same rules as `migrate`: in order, one
+    transaction each, and a database newer than the code is refused."""
+    conn.execute("CREATE TABLE IF NOT EXISTS kind_schema "
+                 "(kind TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID")
+    row = conn.execute("SELECT version FROM kind_schema WHERE kind = ?", (kind,)).fetchone()
+    current: int = row[0] if row else 0
+    if current > len(migrations):
+        raise RuntimeError(f"the {kind} tables are at v{current}, newer than this gateway "
+                           f"(v{len(migrations)}): upgrade the gateway or use another --db")
+    for version in range(current + 1, len(migrations) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(migrations[version - 1]):
+                conn.execute(stmt)
+            conn.execute("INSERT INTO kind_schema (kind, version) VALUES (?, ?) ON CONFLICT (kind)"
+                         " DO UPDATE SET version = excluded.version", (kind, version))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return max(current, len(migrations))
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -831,7 +863,7 @@ class Store:
 
     # -- samples --------------------------------------------------------------------------
 
-    _SAMPLE_COLS = "id, title, image, url, description, uid"
+    _SAMPLE_COLS = "id, title, image, url, description, uid, gtin"
 
     def list_samples(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute(
@@ -855,13 +887,13 @@ class Store:
         """Insert or replace a sample; `seed` (the imported file entry's hash) is kept as it
         is unless given."""
         self.conn.execute(
-            """INSERT INTO samples (id, title, image, url, description, uid, seed)
-               VALUES (?,?,?,?,?,?,?)
+            """INSERT INTO samples (id, title, image, url, description, uid, gtin, seed)
+               VALUES (?,?,?,?,?,?,?,?)
                ON CONFLICT (id) DO UPDATE SET title=excluded.title, image=excluded.image,
                  url=excluded.url, description=excluded.description, uid=excluded.uid,
-                 seed=COALESCE(excluded.seed, seed)""",
+                 gtin=excluded.gtin, seed=COALESCE(excluded.seed, seed)""",
             (sample["id"], sample["title"], sample.get("image"), sample.get("url"),
-             sample.get("description"), sample.get("uid"), seed))
+             sample.get("description"), sample.get("uid"), sample.get("gtin"), seed))
 
     # -- lockers -------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ DRIVERS: dict[str, str] = {
     "locker-bank": "hil.drivers.locker_bank:LockerBank",
     "tube-station": "hil.drivers.tube:TubeStation",
     "tube-line": "hil.drivers.tube:TubeLine",
+    "door-counter": "hil.drivers.door_counter:DoorCounter",
 }
 KINDS = tuple(DRIVERS)
 

@@ -39,6 +39,8 @@ class FakeRuntime:
         self.n = 0
     def now(self):
         return int(time.time() * 1000) if self.clock else None
+    def uptime_ms(self):
+        return time.ticks_ms()
     def heartbeat(self):
         pass
     def emit(self, etype, body):

@@ -26,8 +26,8 @@ def test_every_kind_the_wiring_files_accept_has_its_rig_driver():
         cls = driver_class(kind)
         assert issubclass(cls, DeviceDriver) and cls.kind == kind
     assert set(wiring_mod.KINDS) == set(KINDS)  # the gateway's registry = hil's drivers
-    with pytest.raises(LookupError, match=r"door-counter.*hil/drivers/<kind>.py"):
-        driver_class("door-counter")
+    with pytest.raises(LookupError, match=r"turnstile.*hil/drivers/<kind>.py"):
+        driver_class("turnstile")
 
 
 def test_a_device_handle_is_its_kinds_driver_and_the_rig_forwards_its_actions(rig):

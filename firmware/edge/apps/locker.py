@@ -73,11 +73,12 @@ class LockerBank:
     # --- helpers ----------------------------------------------------------------------
     def _now(self):
         t = self.rt.now()
+        up = self.rt.uptime_ms()  # not ticks: one ticks_diff is wrong past 6.2 days on 32-bit ports
         if t is not None:
-            self.clk = (t, time.ticks_ms())
+            self.clk = (t, up)
             return t
         if self.clk:
-            return self.clk[0] + time.ticks_diff(time.ticks_ms(), self.clk[1])
+            return self.clk[0] + up - self.clk[1]
         return None  # never had a clock: code expiry cannot be checked (the gateway revokes)
 
     def _save(self):
@@ -207,6 +208,10 @@ class LockerBank:
                     self._remember(s[_H], i, "r")
                 self._clear_order(s)
         self._save()
+
+    def busy(self):
+        # an update waits while a door is open (runtime ota hook, docs/ota.md)
+        return any(self.is_open)
 
     async def _doors(self):
         count = len(self.ids)

@@ -110,9 +110,9 @@ def setup(b, rt, hal, cfg):
         b.c.append(s)
     saved = None
     b.used = st.get("used") or []  # [hash[:16], compartment, order, "u" used | "r" revoked]
-    b.clk = None  # (unix ms, ticks) - a lower bound of the time after a reboot
+    b.clk = None  # (unix ms, rt.uptime_ms()) - a lower bound of the time after a reboot
     if isinstance(st.get("clk"), int):
-        b.clk = (st["clk"], time.ticks_ms())
+        b.clk = (st["clk"], rt.uptime_ms())
     _lockout(b, st.get("lk") or [0, 0], rt.now())
 
     b.is_open = bytearray(count)

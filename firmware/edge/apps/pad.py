@@ -23,6 +23,10 @@ class SamplePad:
         self.misses = 0
         self.blinking = False
 
+    def busy(self):
+        # an update waits while a tag rests on the pad (runtime ota hook, docs/ota.md)
+        return self.uid is not None
+
     def _placed(self, card):
         self.uid = card.uid_hex
         self.placed_at = time.ticks_ms()

@@ -182,6 +182,10 @@ class TubeStation:
             self._send_pressed()
         self.eyes.poll()
 
+    def busy(self):
+        # an update waits while the air runs (a carrier in transit; runtime ota hook, docs/ota.md)
+        return bool(self.air.value())
+
     async def run(self):
         # what the gateway cannot know after a power cut: the world as it is now
         self._emit("station.boot", door=self.door.v, chamber=self.chamber.v, bin=self.bin.v,

@@ -8,16 +8,20 @@ from gateway.kinds.base import CliFlag, ConfigKey, DeviceKind, KindContext, none
 
 
 def _build(ctx: KindContext) -> Any:
+    from gateway.http.screen_texts import ScreenTexts
     from gateway.kinds.fitting_room.core import Rules
     from gateway.kinds.fitting_room.service import FittingService
-    from gateway.kinds.fitting_room.stock import FileStock, HttpStock
+    from gateway.kinds.fitting_room.stock import FileStock, HttpStock, WatchedStock
     from gateway.kinds.fitting_room.tube_sizes import TubeSizeDispatcher, tube_station
     s = ctx.settings
-    stock = HttpStock(s["stock_url"]) if s["stock_url"] else \
+    inner = HttpStock(s["stock_url"]) if s["stock_url"] else \
         FileStock(s["stock_file"]) if s["stock_file"] else None
+    # its health: the screens and GET /customer-points say when the stock API is down
+    stock = WatchedStock(inner, ctx.clock) if inner is not None else None
     fitting = FittingService(ctx.db, stock, rules=Rules(
         swap_n=s["fitting_swap_n"], swap_window_ms=int(s["fitting_swap_window_s"] * 1000)),
         clock=ctx.clock)
+    fitting.texts = ScreenTexts.load(s["screens_texts_file"], s["screens_language"])
     tube = ctx.services["tube"]  # stockroom sizes by tube
     fitting.dispatcher = TubeSizeDispatcher(tube, tube_station(tube, s["fitting_tube_station"]))
     return fitting
@@ -29,8 +33,14 @@ def _router(fitting: Any) -> Any:
 
 
 def _errors() -> tuple[type[Exception], ...]:
+    from gateway.http.screen_texts import TextsError
     from gateway.kinds.fitting_room.stock import StockError
-    return (StockError,)
+    return (StockError, TextsError)
+
+
+def _problems(fitting: Any) -> list[dict[str, Any]]:
+    stock = fitting.stock
+    return stock.problems() if hasattr(stock, "problems") else []
 
 
 KIND = DeviceKind(
@@ -39,10 +49,12 @@ KIND = DeviceKind(
     docs="docs/fitting-rooms.md",
     build=_build,
     settings=("stock_file", "stock_url", "fitting_swap_n", "fitting_swap_window_s",
-              "fitting_tube_station"),
+              "fitting_tube_station", "screens_texts_file", "screens_language"),
     needs=("tube",),
     router=_router,
     stream_kind="fitting",
+    screens={"fitting-room": "/mirror/{dev}"},
+    problems=_problems,
     auth=(
         ("GET", "/mirror", ()),                                  # the mirror page: its data calls need tokens
         ("POST", "/fitting/rooms/*/requests", ("requests",)),   # the mirror asks for a size

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.devices.protocol import is_device_id
+from gateway.http.screen_texts import ScreenTexts, inject
 from gateway.kinds.fitting_room.core import FittingError
 from gateway.kinds.fitting_room.service import FittingService
 
@@ -199,10 +200,15 @@ def router(fr: FittingService) -> APIRouter:
         return fr.analytics(start, end)
 
     @r.get("/mirror/{room}", response_class=HTMLResponse)
-    async def mirror(room: str) -> HTMLResponse:
-        """The mirror screen of one room (static HTML + JS; live through /stream)."""
+    async def mirror(room: str, lang: str | None = Query(None, max_length=16, description=
+                                                         "language of the page (default: "
+                                                         "[screens] language)")) -> HTMLResponse:
+        """The mirror screen of one room (static HTML + JS; live through /stream), with the
+        store's words for when something does not work ([screens])."""
         if not is_device_id(room):
             return HTMLResponse("unknown room", status_code=404)
-        return HTMLResponse(MIRROR_HTML.read_text("utf-8").replace("{{ROOM}}", room))
+        texts = (fr.texts or ScreenTexts()).for_page(room, lang)
+        return HTMLResponse(inject(MIRROR_HTML.read_text("utf-8").replace("{{ROOM}}", room),
+                                   room, texts))
 
     return r

@@ -103,6 +103,7 @@ class FittingService(StatefulService):
                  clock: Callable[[], int] = now_ms) -> None:
         super().__init__(db, tick_s=tick_s, clock=clock)
         self.stock = stock
+        self.texts: Any = None  # the mirror page's words (gateway.http.screen_texts), by _build
         self.rules = rules or Rules()
         self.dispatcher = dispatcher or StaffDispatcher()
         self.core = FittingRooms(self.rules)

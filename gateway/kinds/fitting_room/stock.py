@@ -134,3 +134,42 @@ def where_to_fetch(variant: dict[str, Any]) -> str | None:
         return "stockroom"
     stores = sorted(((n, s) for s, n in variant["nearby"].items() if n > 0), reverse=True)
     return f"store:{stores[0][1]}" if stores else None
+
+
+class WatchedStock:
+    """A `StockSource` that remembers whether the last call worked: `down_since` (unix ms of
+    the first failure after the last success, None while it works) and `error`. What the
+    customer points (`GET /customer-points`) and the screens say about the stock API."""
+
+    def __init__(self, inner: StockSource, clock: Any) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.down_since: int | None = None
+        self.error: str | None = None
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            out = await coro
+        except StockError as exc:
+            if self.down_since is None:
+                self.down_since = self.clock()
+            self.error = str(exc)
+            raise
+        self.down_since, self.error = None, None
+        return out
+
+    async def product(self, gtin: str) -> dict[str, Any] | None:
+        return await self._call(self.inner.product(gtin))
+
+    async def variants(self, gtin: str) -> list[dict[str, Any]]:
+        return await self._call(self.inner.variants(gtin))
+
+    async def by_uid(self, uid: str) -> tuple[str, str] | None:
+        return await self._call(self.inner.by_uid(uid))
+
+    def problems(self) -> list[dict[str, Any]]:
+        """[] while it works, else one problem: what, since when, why."""
+        if self.down_since is None:
+            return []
+        return [{"what": "stock", "since": self.down_since,
+                 "why": f"the stock API does not answer: {self.error}"}]

@@ -8,8 +8,11 @@ from gateway.kinds.base import CliFlag, ConfigKey, DeviceKind, KindContext
 
 
 def _build(ctx: KindContext) -> Any:
+    from gateway.http.screen_texts import ScreenTexts
     from gateway.kinds.sample_pad.service import PadsService
-    return PadsService(ctx.db, ctx.settings["samples_file"])
+    s = ctx.settings
+    return PadsService(ctx.db, s["samples_file"], stock=ctx.services["fitting"].stock,
+                       texts=ScreenTexts.load(s["screens_texts_file"], s["screens_language"]))
 
 
 def _router(pads: Any) -> Any:
@@ -22,8 +25,14 @@ def _render(pads: Any, kind: str, data: dict[str, Any], reveal: bool) -> dict[st
 
 
 def _errors() -> tuple[type[Exception], ...]:
+    from gateway.http.screen_texts import TextsError
     from gateway.kinds.sample_pad.service import CatalogError
-    return (CatalogError,)
+    return (CatalogError, TextsError)
+
+
+def _problems(pads: Any) -> list[dict[str, Any]]:
+    stock = pads.stock  # the kiosk shows price and stock from it
+    return stock.problems() if hasattr(stock, "problems") else []
 
 
 KIND = DeviceKind(
@@ -31,9 +40,13 @@ KIND = DeviceKind(
     apps={"sample-pad": ("edge.apps.pad", "SamplePad")},
     docs="docs/protocol.md",
     build=_build,
-    settings=("samples_file",),
+    settings=("samples_file", "screens_texts_file", "screens_language"),
+    needs=("fitting",),  # the store's stock source (price, colours, stock) is the fitting rooms'
     router=_router,
     render=_render,
+    auth=(("GET", "/kiosk", ()),),  # the kiosk page: its data calls need tokens (role kiosk)
+    screens={"sample-pad": "/kiosk/{dev}"},
+    problems=_problems,
     config={"samples": {"file": ConfigKey("samples_file", "path")}},
     flags=(CliFlag("--samples", "samples_file", after="--coap-heartbeat", options={
         "type": Path, "default": None,

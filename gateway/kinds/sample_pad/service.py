@@ -30,7 +30,8 @@ log = logging.getLogger("gateway.pads")
 
 SAMPLE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 UID_RE = re.compile(r"(?:[0-9a-f]{8}|[0-9a-f]{14})\Z")
-FIELDS = ("id", "title", "image", "url", "description", "uid")
+GTIN_RE = re.compile(r"[0-9]{8,14}\Z")
+FIELDS = ("id", "title", "image", "url", "description", "uid", "gtin")
 CONTENT_FIELDS = ("id", "title", "image", "url", "description")
 
 
@@ -67,6 +68,11 @@ def validate_sample(raw: dict[str, Any]) -> dict[str, Any]:
             raise CatalogError(f"sample {sid}: {f} must be a string or null")
         out[f] = v
     out["uid"] = normalise_uid(raw.get("uid"))
+    gtin = raw.get("gtin")
+    if gtin is not None and (not isinstance(gtin, str) or not GTIN_RE.match(gtin)):
+        raise CatalogError(f"sample {sid}: gtin {gtin!r} must be 8 to 14 digits (the product "
+                           "in the stock source)")
+    out["gtin"] = gtin
     return out
 
 
@@ -90,6 +96,8 @@ def parse_catalog(data: Any) -> list[dict[str, Any]]:
 
 
 def _seed_hash(sample: dict[str, Any]) -> str:
+    if sample.get("gtin") is None:  # as before `gtin` existed: no re-import on upgrade
+        sample = {k: v for k, v in sample.items() if k != "gtin"}
     canon = json.dumps(sample, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
@@ -124,12 +132,24 @@ def _put_tx(store: Store, sample: dict[str, Any]) -> list[dict[str, Any]]:
         return store.list_samples()
 
 
-class PadsService(KindService):
-    """The sample catalog, cached in memory for enrichment."""
+def _last_tag_tx(store: Store, pad: str) -> dict[str, Any] | None:
+    """The pad's latest tag.placed / tag.removed event (the events_by_device index)."""
+    row = store.conn.execute(
+        "SELECT type, body, t_gateway FROM events WHERE device = ? AND type IN "
+        "('tag.placed', 'tag.removed') ORDER BY id DESC LIMIT 1", (pad,)).fetchone()
+    return None if row is None else {"type": row["type"], "body": json.loads(row["body"]),
+                                     "at": row["t_gateway"]}
 
-    def __init__(self, db: Database, samples_file: Path | None = None) -> None:
+
+class PadsService(KindService):
+    """The sample catalog, cached in memory for enrichment; what a pad's kiosk shows."""
+
+    def __init__(self, db: Database, samples_file: Path | None = None,
+                 stock: Any = None, texts: Any = None) -> None:
         self.db = db
         self.samples_file = samples_file
+        self.stock = stock  # the store's stock source (the fitting rooms'), for price and stock
+        self.texts = texts  # the kiosk page's words (gateway.http.screen_texts.ScreenTexts)
         self._by_id: dict[str, dict[str, Any]] = {}
         self._by_uid: dict[str, str] = {}
 
@@ -178,3 +198,37 @@ class PadsService(KindService):
             return event
         body = event.get("body") or {}
         return {**event, "content": self.content_for(body.get("sample"), body.get("uid"))}
+
+    async def pad_view(self, pad: str) -> dict[str, Any]:
+        """What the kiosk of `pad` shows: the tag resting on it (null: idle), the sample's
+        catalog content, and from the stock source (by the sample's `gtin`) the product
+        (price, colour), its variants (other colours and sizes, with stock here and in other
+        stores), `stock_error` when the stock source failed, and `missing`: what the catalog
+        and stock do not say."""
+        last = await self.db.read(_last_tag_tx, pad)
+        out: dict[str, Any] = {"pad": pad, "tag": None, "content": None, "product": None,
+                               "variants": [], "stock_error": None, "missing": []}
+        if last is None or last["type"] != "tag.placed":
+            return out
+        body = last["body"]
+        uid, sample = body.get("uid"), body.get("sample")
+        out["tag"] = {"uid": uid, "sample": sample, "since": last["at"]}
+        out["content"] = self.content_for(sample, uid)
+        missing = out["missing"]
+        if out["content"] is None:
+            missing.append("content")
+        else:
+            missing += [f for f in ("image", "description") if not out["content"].get(f)]
+        gtin = self._by_id[out["content"]["id"]]["gtin"] if out["content"] else None
+        if self.stock is None or not gtin:
+            missing += ["price", "colours", "stock"]
+            return out
+        try:
+            out["product"] = await self.stock.product(gtin)
+            out["variants"] = await self.stock.variants(gtin)
+        except ValueError as exc:  # StockError: the API is down; the catalog content still shows
+            out["stock_error"] = str(exc)
+            log.warning("stock lookup for pad=%s gtin=%s failed: %s", pad, gtin, exc)
+        if out["product"] is None:
+            missing += ["price", "colours", "stock"]
+        return out

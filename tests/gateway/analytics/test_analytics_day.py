@@ -238,3 +238,17 @@ def test_csv_exports_have_every_figure(gw_store):
     devs = queries.export("devices", queries.devices(gw_store, START, END, now=END)).splitlines()
     assert devs[1:] == ["lk-1,locker-bank,210.0,60.0,150.0,0.625",
                         "pad-1,sample-pad,210.0,30.0,180.0,0.75"]
+
+
+def test_a_sample_counts_for_the_gtin_the_catalog_gives_it(gw_store):
+    with gw_store.transaction():
+        gw_store.upsert_device(id="pad-9", kind="sample-pad", fw="1", caps=[], cfg="x", session=1,
+                               epoch="e", boot=1, reset=None, online=True, now=t(8))
+        gw_store.conn.execute("INSERT INTO samples (id, title, gtin) VALUES ('S-7', 'Oak', ?)", (C,))
+        for sample in ("S-7", "S-8"):  # S-8: not in the catalog, its own row
+            gw_store.append_stream("event", {"device": "pad-9", "type": "tag.placed",
+                                             "t_device": t(9), "t_gateway": t(9),
+                                             "body": {"uid": "04a1", "sample": sample}})
+    fold_all(gw_store)
+    rows = queries.products(gw_store, START, END, sort="placed")["products"]
+    assert [(r["product"], r["placed"]) for r in rows] == [(C, 1), ("S-8", 1)]

@@ -323,12 +323,14 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
     ids = {"bank": [bank.id], "order": [f"sx{k}-{x}" for k in range(rounds) for x in "abc"],
            "command_id": command_ids,
            "device": [d["id"] for d in gw.get("/devices")], "sub_id": list(subs.values()),
-           "sample_id": ["none"], "room": ["room-1"], "job": ["none"]}
+           "sample_id": ["none"], "room": ["room-1"], "job": ["none"],
+           "pad": ["pad-1", bank.id]}
     query = {"/events": {"limit": 1000}, "/audit": {"limit": 1000},
              "/webhooks/{sub_id}/deliveries": {"limit": 1000}, "/alerts": {"limit": 1000}}
     routes = [p for p, ops in spec["paths"].items() if "get" in ops and p != "/stream"]
     assert {"/commands/{command_id}", "/events", "/devices", "/lockers/{bank}/orders/{order}",
-            "/webhooks/{sub_id}/deliveries", "/audit", "/metrics"} <= set(routes)
+            "/webhooks/{sub_id}/deliveries", "/audit", "/metrics",
+            "/kiosk/{pad}", "/pads/{pad}", "/customer-points", "/mirror/{room}"} <= set(routes)
     bodies: dict[str, dict[str, tuple[int, str]]] = {role: {} for role in ROLES}
     for role in ROLES:
         with httpx.Client(base_url=url, headers=bearer(tokens[role]), timeout=15) as c:
@@ -344,6 +346,7 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
     assert kiosk["/lockers/" + bank.id + "/orders/sx0-b"][0] == 200
     assert kiosk["/events"][0] == 200 and "code.rejected" in kiosk["/events"][1]
     assert kiosk["/webhooks"][0] == 403 and bodies["admin"]["/webhooks"][0] == 200
+    assert all(kiosk[p][0] == 200 for p in ("/kiosk/pad-1", "/pads/pad-1", "/customer-points"))
     assert bodies["admin"][f"/webhooks/{subs['/plain']}/deliveries"][0] == 200
 
     # --- the verdict ---

@@ -22,11 +22,13 @@ ALL = set(device_kinds())
 
 
 def test_the_registry_has_every_kind_once():
-    assert ALL == {"sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line"}
+    assert ALL == {"sample-pad", "fitting-room", "locker-bank", "tube-station", "tube-line",
+                   "door-counter"}
     assert len(device_kinds()) == len(ALL), "a device kind string belongs to two kinds"
     assert len({k.name for k in KINDS}) == len(KINDS)
     assert kind_of("tube-line") is kind_of("tube-station") is not None
-    assert kind_of("door-counter") is None
+    assert kind_of("door-counter") is not None
+    assert kind_of("turnstile") is None
 
 
 def test_provision_accepts_every_kind_and_only_those():

@@ -109,7 +109,7 @@ def old_v4_store(path) -> None:
 
 def test_a_fresh_database_gets_every_table_from_the_migrations(tmp_path):
     conn = connect(tmp_path / "gw.db")
-    assert migrate(conn) == len(MIGRATIONS) == 13
+    assert migrate(conn) == len(MIGRATIONS) == 14
     got = tables(conn)
     for name in ("tube_state", "tube_jobs", "fitting", "webhook_subscriptions",
                  "webhook_deliveries", "chain_outbox", "api_tokens", "audit", "alerts"):
@@ -188,4 +188,37 @@ def test_token_cli_on_a_new_file_creates_the_schema(tmp_path, capsys):
     conn = connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert [t["name"] for t in auth.list_tokens(conn)] == ["oms"]
+    conn.close()
+
+
+def test_a_kind_s_own_tables_are_versioned_on_their_own_and_applied_by_the_gateway(tmp_path):
+    """A kind added after the core schema keeps its migrations in its folder (DeviceKind
+    .migrations): the gateway applies them after the core ones, each once, in order; the core
+    version does not move; a database whose kind tables are newer than the code is refused."""
+    from gateway.kinds.registry import migrations
+    from gateway.storage.store import migrate_kind
+
+    kinds = migrations()
+    assert "doors" in kinds  # the door counter (gateway/kinds/door_counter) brings its tables
+
+    async def open_twice():
+        for _ in range(2):  # the second open finds everything applied and changes nothing
+            async with Database(tmp_path / "gw.db", kind_migrations=kinds):
+                pass
+    asyncio.run(open_twice())
+    conn = connect(tmp_path / "gw.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert tables(conn).get("door_counts") == "table"
+    assert dict(conn.execute("SELECT kind, version FROM kind_schema").fetchall()) == \
+        {name: len(steps) for name, steps in kinds.items()}
+    # a later version of a kind adds a step: only that step runs
+    assert migrate_kind(conn, "doors", (*kinds["doors"], "CREATE TABLE door_extra (x INTEGER)")) \
+        == len(kinds["doors"]) + 1
+    assert tables(conn).get("door_extra") == "table"
+    with pytest.raises(RuntimeError, match="newer than this gateway"):
+        migrate_kind(conn, "doors", kinds["doors"])
+    # a failing step leaves the kind at its last good version
+    with pytest.raises(sqlite3.OperationalError):
+        migrate_kind(conn, "other", ("CREATE TABLE t1 (x)", "CREATE TABLE broken ("))
+    assert conn.execute("SELECT version FROM kind_schema WHERE kind = 'other'").fetchone()[0] == 1
     conn.close()

@@ -1,0 +1,146 @@
+"""What the customer screens (the sample kiosk, the fitting-room mirror) say, in the store's own
+words and languages: the built-in texts below, overridden by `[screens] texts_file`
+(docs/configuration.md, "[screens]"). Pure: no I/O except reading that file at start.
+
+A page gets its texts when it is served (`ScreenTexts.for_page`), so it can still say "we are
+reconnecting" when the gateway is gone. The file (JSON, at most `MAX_FILE_BYTES`):
+
+    {"fr": {"kiosk_offline": "Ce présentoir se repose : {where}"},
+     "points": {"pad-1": {"en": "the one by the window works",
+                          "fr": "celui près de la fenêtre fonctionne"}}}
+
+Each language maps text keys (`DEFAULTS["en"]`) to strings of at most `MAX_TEXT` characters; a
+key it does not set falls back to that language's built-in text, then to English. `{where}` in
+an out-of-service text is the point's entry in `points` (where to go instead), else `where`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+MAX_FILE_BYTES = 64 * 1024
+MAX_TEXT = 300
+LANG_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z]{2,4})?\Z")
+
+DEFAULTS: dict[str, dict[str, str]] = {
+    "en": {
+        "kiosk_title": "Samples",
+        "kiosk_idle": "Put a sample on the pad to see it here",
+        "kiosk_unknown": "We do not have the details of this sample here — an associate will "
+                         "be happy to help",
+        "price": "Price",
+        "colours": "Colours",
+        "stock_here": "In this store",
+        "stock_elsewhere": "In our other stores",
+        "none": "none",
+        "kiosk_offline": "This pad is resting for a moment — {where}",
+        "mirror_offline": "This mirror is taking a short break — {where}",
+        "gateway_down": "We are reconnecting this screen — {where}",
+        "stock_down": "Prices and stock cannot be checked just now — {where}",
+        "where": "an associate will be happy to help",
+    },
+    "fr": {
+        "kiosk_title": "Échantillons",
+        "kiosk_idle": "Posez un échantillon sur le présentoir pour le découvrir ici",
+        "kiosk_unknown": "Nous n'avons pas le détail de cet échantillon ici — un conseiller "
+                         "se fera un plaisir de vous aider",
+        "price": "Prix",
+        "colours": "Coloris",
+        "stock_here": "Dans ce magasin",
+        "stock_elsewhere": "Dans nos autres magasins",
+        "none": "aucun",
+        "kiosk_offline": "Ce présentoir se repose un instant — {where}",
+        "mirror_offline": "Ce miroir fait une petite pause — {where}",
+        "gateway_down": "Nous reconnectons cet écran — {where}",
+        "stock_down": "Les prix et le stock ne peuvent pas être consultés pour le moment — "
+                      "{where}",
+        "where": "un conseiller se fera un plaisir de vous aider",
+    },
+}
+KEYS = tuple(DEFAULTS["en"])
+
+
+class TextsError(ValueError):
+    """The texts file is wrong: the gateway says what and exits 2 (like a bad catalog)."""
+
+
+def _text(where: str, v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise TextsError(f"{where}: expected a non-empty string, got {v!r}")
+    if len(v) > MAX_TEXT:
+        raise TextsError(f"{where}: {len(v)} characters, at most {MAX_TEXT}")
+    return v
+
+
+def _lang(where: str, lang: Any) -> str:
+    if not isinstance(lang, str) or not LANG_RE.match(lang):
+        raise TextsError(f"{where}: {lang!r} is not a language code (e.g. en, fr, nl-BE)")
+    return lang
+
+
+class ScreenTexts:
+    def __init__(self, data: dict[str, Any] | None = None, language: str = "en",
+                 source: str = "texts") -> None:
+        data = data or {}
+        if not isinstance(data, dict):
+            raise TextsError(f'{source}: expected {{"<lang>": {{...}}, "points": {{...}}}}')
+        self.language = _lang(f"{source}: [screens] language", language)
+        langs: dict[str, dict[str, str]] = {k: dict(v) for k, v in DEFAULTS.items()}
+        points: dict[str, dict[str, str]] = {}
+        for key, body in data.items():
+            if not isinstance(body, dict):
+                raise TextsError(f"{source}: {key}: expected an object")
+            if key == "points":
+                for dev, by_lang in body.items():
+                    if not isinstance(by_lang, dict):
+                        raise TextsError(f"{source}: points.{dev}: expected "
+                                         '{"<lang>": "where to go instead"}')
+                    points[dev] = {_lang(f"{source}: points.{dev}", lg):
+                                   _text(f"{source}: points.{dev}.{lg}", t)
+                                   for lg, t in by_lang.items()}
+                continue
+            lang = _lang(source, key)
+            for name, t in body.items():
+                if name not in KEYS:
+                    raise TextsError(f"{source}: {lang}.{name}: unknown text; known: "
+                                     f"{', '.join(KEYS)}")
+                langs.setdefault(lang, {})[name] = _text(f"{source}: {lang}.{name}", t)
+        self.langs = langs
+        self.points = points
+
+    @classmethod
+    def load(cls, path: Path | None, language: str = "en") -> ScreenTexts:
+        if path is None:
+            return cls(None, language)
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise TextsError(f"[screens] texts_file {path}: {exc.strerror}") from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise TextsError(f"[screens] texts_file {path}: {len(raw)} bytes, at most "
+                             f"{MAX_FILE_BYTES}")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:
+            raise TextsError(f"[screens] texts_file {path}: not JSON: {exc}") from None
+        return cls(data, language, source=f"[screens] texts_file {path}")
+
+    def for_page(self, device: str, lang: str | None = None) -> dict[str, str]:
+        """Every text of `lang` (else the configured language) for the screen of `device`, with
+        `where` set to the point's own 'where to go instead' when the store gave one."""
+        lg = lang if lang in self.langs else self.language
+        out = {**DEFAULTS["en"], **self.langs.get(lg, {})}
+        own = self.points.get(device, {})
+        where = own.get(lg) or own.get("en")
+        if where:
+            out["where"] = where
+        out["lang"] = lg
+        return out
+
+
+def inject(html: str, device: str, texts: dict[str, str]) -> str:
+    """The page template with its device id and texts (JSON in a script: `</` escaped)."""
+    blob = json.dumps(texts, ensure_ascii=False).replace("</", "<\\/")
+    return html.replace("{{TEXTS}}", blob).replace("{{DEVICE}}", device)

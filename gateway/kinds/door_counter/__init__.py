@@ -1,0 +1,62 @@
+"""Door counters: two IR break beams across the entrance count people in and out
+(docs/door-counter.md)."""
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.kinds.base import AlertRule, DeviceKind, KindContext
+
+
+def _build(ctx: KindContext) -> Any:
+    from gateway.kinds.door_counter.service import DoorCounterService
+    return DoorCounterService(ctx.db, clock=ctx.clock)
+
+
+def _router(doors: Any) -> Any:
+    from gateway.kinds.door_counter.api import router
+    return router(doors)
+
+
+# the kind's own tables (gateway/storage/store.py migrate_kind: versioned per kind, appended here)
+MIGRATIONS = (
+    # 1: per-minute counts, each counter's live view and the service's event cursor
+    """
+    CREATE TABLE IF NOT EXISTS door_counts (
+        device    TEXT NOT NULL,
+        minute    INTEGER NOT NULL,            -- unix ms of the minute's start
+        entries   INTEGER NOT NULL,
+        exits     INTEGER NOT NULL,
+        oos_ms    INTEGER NOT NULL,            -- ms out of service (a stuck beam)
+        occupancy INTEGER NOT NULL,            -- the device's estimate at the minute's last period
+        PRIMARY KEY (device, minute)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS door_counters (
+        device  TEXT PRIMARY KEY,
+        live    TEXT NOT NULL,                 -- JSON (gateway/kinds/door_counter/core.py Live)
+        updated INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS door_counter_cursor (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        cursor INTEGER NOT NULL                -- events.id applied up to
+    );
+    """,
+)
+
+KIND = DeviceKind(
+    name="doors",
+    apps={"door-counter": ("edge.apps.door_counter", "DoorCounter")},
+    docs="docs/door-counter.md",
+    build=_build,
+    migrations=MIGRATIONS,
+    router=_router,
+    auth=(
+        ("GET", "/door-counters", ("read",)),                   # counts and occupancy
+    ),
+    alerts=(
+        AlertRule("event", "beam.stuck", "warning", "beam.stuck:{device}:{beam}",
+                  "Door counter {device}: beam {beam} blocked for {blocked_ms} ms: it is out of "
+                  "service and counts nothing until the beam clears; check for something in the "
+                  "beam or a misaligned sensor"),
+        AlertRule("event", "beam.cleared", "info", "", "", resolves="beam.stuck:{device}:{beam}"),
+    ),
+)
