@@ -21,6 +21,7 @@ from typing import Any, Self
 
 import uvicorn
 
+from gateway.analytics.service import AnalyticsService
 from gateway.devices.alerts import AlertsService
 from gateway.devices.commands import CommandService, now_ms
 from gateway.devices.ingest import IngestWorker
@@ -151,6 +152,12 @@ class Gateway:
                 self.db, self.commands, clock,
                 {name: getattr(config, name) for name in kind.settings}, dict(self.services)))
             setattr(self, kind.name, self.services[kind.name])
+        # the analytics tier reads the kinds' stream items; receipts and door counts go to the
+        # fitting rooms too (their try-on attribution and their own footfall figure)
+        fitting: Any = self.services.get("fitting")
+        self.analytics = AnalyticsService(
+            self.db, clock, attribute=fitting.purchases if fitting is not None else None,
+            door_count=fitting.door_count if fitting is not None else None)
         self.metrics = GatewayMetrics()
         self.ingest.on_processed = self.metrics.observe_ingest
         self.webhooks = WebhookService(self.db, WebhookSettings(
@@ -189,6 +196,7 @@ class Gateway:
         for name, service in self.services.items():
             self._spawn(name, service.run())
         self._spawn("alerts", self.alerts.run())
+        self._spawn("analytics", self.analytics.run())
         self._spawn("housekeeping", self._housekeeping())
         if self.liveness is not None:
             self._spawn("liveness", self.liveness.run())
@@ -209,6 +217,7 @@ class Gateway:
         for name in self.services:
             await self._cancel(name)
         await self._cancel("alerts")
+        await self._cancel("analytics")
         await self._cancel("housekeeping")
         await self._cancel("liveness")
         await self._cancel("webhooks")
@@ -291,6 +300,7 @@ class Gateway:
         self.broadcaster.publish(items)
         self.metrics.on_commit(items)
         self.webhooks.notify()
+        self.analytics.notify()
         if self.chain is not None:
             self.chain.notify()
         for item in items:

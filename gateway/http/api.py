@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.analytics.api import router as analytics_router
 from gateway.devices import protocol
 from gateway.devices.commands import CommandRejected, IdempotencyConflict, UnknownDevice
 from gateway.devices.ingest import device_views
@@ -29,6 +30,7 @@ from gateway.storage.store import Store, StreamItem
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from gateway.analytics.service import AnalyticsService
     from gateway.devices.alerts import AlertsService
     from gateway.devices.commands import CommandService
     from gateway.devices.ingest import IngestWorker
@@ -76,6 +78,8 @@ class Served(Protocol):
     def metrics(self) -> GatewayMetrics: ...
     @property
     def limits(self) -> auth.Limits: ...
+    @property
+    def analytics(self) -> AnalyticsService: ...
 
     def render(self, kind: str, data: dict[str, Any], reveal: bool = False) -> dict[str, Any]: ...
 
@@ -412,6 +416,8 @@ def create_app(gw: Served) -> FastAPI:
         if kind.router is not None:
             app.include_router(kind.router(gw.services[kind.name]))
 
+    # purchases store-wide, the fitting rooms' POS and door-count routes, /analytics/...
+    app.include_router(analytics_router(gw.analytics))
     add_staff_routes(app, gw.alerts)
     add_screen_routes(app, gw.db, gw.services)  # customer points, the screens' script (gateway/http/screens.py)
     add_ops_routes(app, gw.webhooks, gw.metrics, gw)  # webhooks, /metrics (gateway/http/ops.py)

@@ -45,6 +45,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from gateway.analytics import AUTH as ANALYTICS_AUTH
 from gateway.http.paths import match as _match
 from gateway.kinds import registry
 from gateway.kinds.registry import auth_rows
@@ -80,6 +81,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("POST", "/alerts/*/ack", ("operations",)),
     ("POST", "/devices/*/commands", ("operations",)),
     *auth_rows(),
+    *ANALYTICS_AUTH,                    # /purchases, /analytics (gateway/analytics/__init__.py)
 )
 
 CODE_SEGMENTS = ("code", "codes", "pickup")

@@ -46,6 +46,8 @@ DEFAULT_BODY_LIMIT = 64 * KiB
 BODY_LIMITS: tuple[tuple[str, str, int, str], ...] = (
     ("PUT", "/samples/*", 256 * KiB,
      "a catalog entry: free-text `description`, and `image` may be an inline `data:` URI"),
+    ("POST", "/purchases/import", 2 * 1024 * KiB,
+     "a day's receipts as CSV: ~40,000 lines of a busy store's POS export"),
 )
 
 #: Request target (path + query) and headers together, bytes. The largest legitimate head is

@@ -272,6 +272,59 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE samples ADD COLUMN gtin TEXT;
     """,
+    # 14: store analytics (gateway/analytics/, docs/analytics.md): the store-wide purchase
+    #     ledger, entries per (source, minute), and rollups per hour (an_hour, one row per
+    #     hour) and per hour and UTC day (`period` 'h' / 'd') for products and devices; an_*
+    #     state rows (open pad placements, tube jobs, locker orders, device state) and the
+    #     stream cursor, which starts at the stream's end: an upgraded gateway counts from now
+    """
+    CREATE TABLE purchases (
+        receipt  TEXT PRIMARY KEY,
+        at       INTEGER NOT NULL,              -- unix ms
+        lines    TEXT NOT NULL,                 -- JSON [{gtin, qty, sessions}]
+        units    INTEGER NOT NULL,
+        source   TEXT NOT NULL,                 -- api | csv | fitting (POST /fitting/purchases)
+        recorded INTEGER NOT NULL);
+    CREATE INDEX purchases_by_at ON purchases (at);
+    CREATE TABLE entries (
+        source TEXT NOT NULL,                   -- footfall-api, or a door counter's id
+        minute INTEGER NOT NULL,                -- unix ms of the minute
+        n      INTEGER NOT NULL,
+        PRIMARY KEY (source, minute)) WITHOUT ROWID;
+    CREATE TABLE an_hour (
+        hour INTEGER PRIMARY KEY,               -- unix ms of the UTC hour
+        entries INTEGER NOT NULL DEFAULT 0, placements INTEGER NOT NULL DEFAULT 0,
+        pad_lifts INTEGER NOT NULL DEFAULT 0, pad_dwell_ms INTEGER NOT NULL DEFAULT 0,
+        sessions INTEGER NOT NULL DEFAULT 0, try_ons INTEGER NOT NULL DEFAULT 0,
+        purchases INTEGER NOT NULL DEFAULT 0, units INTEGER NOT NULL DEFAULT 0,
+        lk_loaded INTEGER NOT NULL DEFAULT 0, lk_collected INTEGER NOT NULL DEFAULT 0,
+        lk_ontime INTEGER NOT NULL DEFAULT 0, lk_expired INTEGER NOT NULL DEFAULT 0,
+        lk_dwell_ms INTEGER NOT NULL DEFAULT 0, tube_delivered INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE an_product (
+        period TEXT NOT NULL, t INTEGER NOT NULL, product TEXT NOT NULL,
+        placed INTEGER NOT NULL DEFAULT 0, pad_dwell_ms INTEGER NOT NULL DEFAULT 0,
+        tried INTEGER NOT NULL DEFAULT 0, bought INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (period, t, product)) WITHOUT ROWID;
+    CREATE TABLE an_device_time (
+        period TEXT NOT NULL, t INTEGER NOT NULL, device TEXT NOT NULL,
+        online_ms INTEGER NOT NULL DEFAULT 0, oos_ms INTEGER NOT NULL DEFAULT 0,
+        available_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (period, t, device)) WITHOUT ROWID;
+    CREATE TABLE an_device (
+        device TEXT PRIMARY KEY, kind TEXT NOT NULL,
+        since  INTEGER,                          -- start of the open span (unix ms)
+        online INTEGER NOT NULL DEFAULT 0,
+        alerts TEXT NOT NULL DEFAULT '[]');      -- JSON: ids of its open critical alerts
+    CREATE TABLE an_pad (device TEXT PRIMARY KEY, product TEXT NOT NULL);
+    CREATE TABLE an_tube (job TEXT PRIMARY KEY, requested INTEGER NOT NULL, delivered INTEGER,
+                          ms INTEGER);
+    CREATE INDEX an_tube_delivered ON an_tube (delivered) WHERE delivered IS NOT NULL;
+    CREATE TABLE an_locker (ord TEXT PRIMARY KEY, loaded INTEGER NOT NULL, collected INTEGER,
+                            dwell_ms INTEGER, expired INTEGER);
+    CREATE INDEX an_locker_collected ON an_locker (collected) WHERE collected IS NOT NULL;
+    CREATE TABLE an_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO an_meta (name, value) SELECT 'cursor', COALESCE(MAX(id), 0) FROM stream;
+    """,
 )
 
 

@@ -1,6 +1,9 @@
 """HTTP API of the fitting rooms (docs/fitting-rooms.md, "API") and the mirror page.
 
-Added to the gateway's FastAPI app by `gateway.http.api.create_app` (`router`).
+Added to the gateway's FastAPI app by `gateway.http.api.create_app` (`router`). The POS and
+door-count routes (`POST /fitting/purchases`, `POST /fitting/footfall`) are served by the
+analytics tier (gateway/analytics/api.py), which records them store-wide and hands them on to
+`FittingService.purchases` / `door_count`.
 Refusals are `{"detail": ..., "reason": ...}` with 404 (unknown room/request), 409 (no
 session, out of stock, a transition that is not allowed) or 422 (bad GTIN).
 """
@@ -35,26 +38,6 @@ class RequestUpdateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state: str = Field(description="acknowledged | on_the_way | done | cancelled")
     by: str | None = Field(default=None, max_length=64, description="staff member (optional)")
-
-
-class PurchaseLine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    gtin: str
-    qty: int = Field(default=1, ge=1, le=1000)
-
-
-class PurchaseIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    receipt: str = Field(min_length=1, max_length=64, description="POS receipt id (a retry "
-                                                                  "with the same id is ignored)")
-    at: int | None = Field(default=None, description="unix ms (default: now)")
-    items: list[PurchaseLine] = Field(min_length=1)
-
-
-class FootfallIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    at: int | None = Field(default=None, description="unix ms (default: now)")
-    entries: int = Field(ge=0, le=100_000, description="people who came in since the last report")
 
 
 # --- response models (fields a record does not have stay absent: the routes serialize with
@@ -124,18 +107,6 @@ class RoomViewOut(BaseModel):
     session: str | None
     garments: list[GarmentOut]
     requests: list[FittingRequestOut] = Field(description="this session's requests")
-
-
-class PurchaseLineOut(BaseModel):
-    gtin: str
-    qty: int
-    sessions: list[str] = Field(description="the try-on sessions this line converted")
-
-
-class PurchaseOut(BaseModel):
-    receipt: str
-    at: int = Field(description="unix ms")
-    lines: list[PurchaseLineOut]
 
 
 class ProductFiguresOut(BaseModel):
@@ -219,21 +190,6 @@ def router(fr: FittingService) -> APIRouter:
             return await fr.update_request(rid, body.state, body.by)
         except FittingError as exc:
             return _refused(exc)
-
-    @r.post("/fitting/purchases", status_code=201, response_model=PurchaseOut)
-    async def fitting_purchase(body: PurchaseIn) -> Any:
-        """POS: a receipt's lines; each unit converts a recent try-on of that GTIN."""
-        try:
-            p = await fr.purchase(body.receipt, body.at, [(i.gtin, i.qty) for i in body.items])
-        except FittingError as exc:
-            return _refused(exc)
-        return p
-
-    @r.post("/fitting/footfall", status_code=204,
-              responses={204: {"description": "counted (no body)"}})
-    async def fitting_footfall(body: FootfallIn) -> None:
-        """Door counter: people who came into the store."""
-        await fr.door_count(body.at, body.entries)
 
     @r.get("/fitting/analytics", response_model=AnalyticsOut, response_model_exclude_unset=True)
     async def fitting_analytics(start: int | None = Query(None, description="unix ms"),

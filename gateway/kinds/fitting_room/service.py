@@ -303,6 +303,13 @@ class FittingService(StatefulService):
         items = [(_gtin(g), q) for g, q in items]
         return await self._change(lambda c: c.purchase(receipt, at or self.clock(), items))
 
+    async def purchases(self, receipts: list[tuple[str, int, list[tuple[str, int]]]]
+                        ) -> list[dict[str, Any]]:
+        """Several receipts `(id, at, [(gtin, qty)])` in one change (a CSV import of a day's
+        receipts: one state write, not one per receipt); each as `purchase`."""
+        norm = [(r, at, [(_gtin(g), q) for g, q in items]) for r, at, items in receipts]
+        return await self._change(lambda c: [c.purchase(r, at, items) for r, at, items in norm])
+
     async def door_count(self, at: int | None, entries: int) -> None:
         await self._change(lambda c: c.door_count(at or self.clock(), entries))
 
