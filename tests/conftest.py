@@ -1,6 +1,11 @@
 import pytest
 
-pytest_plugins = ["hil.pytest_plugin", "pytester"]
+# Every fixture shared between test files, registered here once (pytest reads pytest_plugins
+# from the root conftest only); their helpers are imported from tests/support/ by name.
+pytest_plugins = ["hil.pytest_plugin", "pytester",
+                  "tests.support.browser",   # browser (headless Chromium)
+                  "tests.support.fitting",   # fitting_gw, room
+                  "tests.support.lockers"]   # bank, gateway_args
 
 from hil.harness import GatewayProcess, Mosquitto
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from hil.harness import free_port, wait_for
-from tests.support.browser import browser, shot  # noqa: F401  (fixture)
+from tests.support.browser import shot
 
 ROOT = Path(__file__).resolve().parents[2]
 TUBE_DEVICES = {"tube-stockroom": "tube-station", "tube-womens": "tube-station",
@@ -96,7 +96,7 @@ def test_demo_store_runs_every_device(demo):
     assert "Store dashboard" in httpx.get(demo.base + "/dashboard", timeout=5).text
 
 
-def test_dashboard_shows_a_capsule_moving_then_delivered(demo, browser):  # noqa: F811
+def test_dashboard_shows_a_capsule_moving_then_delivered(demo, browser):
     wait_for(lambda: (d := demo.get("/devices")) and {x["id"] for x in d if x["online"]} >= set(TUBE_DEVICES),
              120, what="the tube line online")
     page = browser.new_page(viewport={"width": 1300, "height": 1000})

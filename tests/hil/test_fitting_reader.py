@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hil.sim import mfrc522 as m
 from hil.sim.mfrc522 import MFRC522Emulator, MifareClassic1K, NtagTag, merge_answers
-from tests.hil.test_mfrc522 import rd, run_driver, setup_reader, xchg
+from tests.support.mfrc522 import rd, run_driver, setup_reader, xchg
 
 # three NTAGs with the same first three UID bytes: their cascade level 1 is identical, so they
 # only collide at level 2; one MIFARE card collides with them at level 1

@@ -14,9 +14,8 @@ import httpx
 from gateway.kinds.fitting_room.demo import DEMO_STOCK
 from hil.harness import wait_for
 from hil.rig import ROOT
-from tests.hil.test_hil_fitting import SHIRT_L, SHIRT_M, requests, wait_gtins
-from tests.hil.test_tube_scenarios import NETWORK, WIRING, T, tube_store
-from tests.support.browser import browser  # noqa: F401  (fixture)
+from tests.support.fitting import SHIRT_L, SHIRT_M, requests, wait_gtins
+from tests.support.tube import NETWORK, WIRING, T, tube_store
 
 ROOM = "room-1"
 
@@ -32,7 +31,7 @@ def _wiring(tmp_path):
     return path
 
 
-def test_size_from_the_mirror_comes_by_tube(tmp_path, broker, browser):  # noqa: F811
+def test_size_from_the_mirror_comes_by_tube(tmp_path, broker, browser):
     with tube_store(tmp_path, broker, wiring=_wiring(tmp_path),
                     extra_args=["--stock", str(DEMO_STOCK), "--fitting-tube-station", "fitting-rooms"]) as line:
         gw, rig = line.gw, line.rig

@@ -17,7 +17,6 @@ import pytest
 
 from hil.harness import GatewayProcess, wait_for
 
-pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("door-counter")
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,61 +6,25 @@ the demo stock, through the rig abstraction (docs/fitting-rooms.md).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from hil.fakes import SseReader
-from hil.harness import GatewayProcess, wait_for
+from hil.harness import wait_for
 from tests.support.e2e import settle
+from tests.support.fitting import CHINO, SHIRT_L, SHIRT_M, SHIRT_WHITE, requests, view, wait_gtins
 
-pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("fitting-room")
 
-STOCK = Path(__file__).resolve().parents[2] / "gateway" / "demo" / "stock.json"
-SHIRT_M, SHIRT_L, SHIRT_WHITE, CHINO = "09506000134352", "09506000134369", "09506000134376", "09506000134383"
-
 
 @pytest.fixture
-def gw(tmp_path, rig_broker):
-    g = GatewayProcess(tmp_path / "gw", rig_broker[1],
-                       extra_args=["--stock", str(STOCK), "--fitting-swaps", "3",
-                                   "--fitting-swap-window", "600"]).start()
-    yield g
-    g.stop()
-
-
-@pytest.fixture
-def room(rig, gw):
-    r = rig.device_of_kind("fitting-room")
-    r.start()
-    wait_for(lambda: any(d["id"] == r.dev and d["online"] for d in gw.get("/devices")), 20,
-             what=f"{r.dev} online at the gateway")
-    return r
+def gw(fitting_gw):  # the conftest's `gw` has no stock and another broker
+    return fitting_gw
 
 
 def garment_events(gw, dev, type):
     return gw.events(dev, type)
-
-
-def view(gw, dev):
-    r = httpx.get(f"{gw.url}/fitting/rooms/{dev}", timeout=10)
-    return r.json() if r.status_code == 200 else None
-
-
-def gtins_in(gw, dev):
-    v = view(gw, dev)
-    return sorted(g["gtin"] or g["uid"] for g in v["garments"]) if v else None
-
-
-def wait_gtins(gw, dev, want, timeout=20):
-    return wait_for(lambda: gtins_in(gw, dev) == sorted(want), timeout,
-                    what=f"{dev} garments {sorted(want)} (have {gtins_in(gw, dev)})")
-
-
-def requests(gw, dev, kind=None):
-    return [q for q in gw.get("/fitting/requests", room=dev) if kind is None or q["kind"] == kind]
 
 
 def test_two_garments_in_one_out_other_size_requested_associate_called(rig, gw, room):

@@ -323,9 +323,6 @@ def test_console_follows_the_board_and_marks_resets(fake, capsys):
 
 # --- the pytest plugin on the Pi backend ------------------------------------------------------------
 
-pytest_plugins = ["pytester"]
-
-
 def test_plugin_runs_a_scenario_on_the_pi_rig(pytester, pins, fake, tmp_path):
     data = json.loads(BENCH.read_text())
     data["devices"]["pad-1"]["serial"]["port"] = fake.port

@@ -17,10 +17,6 @@ import pytest
 
 from hil.rig import Rig
 
-# tests/conftest.py should register the plugin (then `--rig` works on the command line); this
-# keeps the module runnable on the default virtual rig either way.
-pytest_plugins = ["hil.pytest_plugin"]
-
 
 class StubGateway:
     """The gateway's side of docs/protocol.md, minimal: ack events, send commands, keep replies."""

@@ -180,9 +180,6 @@ def test_png_timeline_has_a_row_per_signal_and_is_kept_as_an_example(tmp_path):
     write_vcd(tr, ARTIFACTS / "example.vcd")
 
 
-pytest_plugins = ["pytester"]
-
-
 def test_plugin_writes_vcd_png_and_junit_property_when_a_scenario_fails(pytester):
     pytester.makepyfile(test_scn="""
         def test_led_never_comes(rig):

@@ -22,7 +22,7 @@ from hil.sim.mfrc522 import (
     merge_answers,
     with_crc,
 )
-from tests.hil.test_mfrc522 import (
+from tests.support.mfrc522 import (
     UID4,
     rd,
     select,

@@ -4,7 +4,7 @@ Debian's `chromium` (apt; .ci/run installs it) driven by Playwright's sync API. 
 runs with its background services off: the CI network is closed and refuses them.
 Nothing here skips: without chromium or playwright a page test fails and says what to install.
 
-    from tests.support.browser import browser  # noqa: F401  (a pytest fixture)
+    from tests.support.browser import shot   # `browser` is a fixture (tests/conftest.py)
 
     def test_page(browser, tmp_path):
         page = browser.new_page()

@@ -1,7 +1,9 @@
-"""End-to-end helpers for tests: tags for the virtual store, event seqs, waiting for events.
+"""End-to-end helpers for tests: tags for the virtual store, event seqs, waiting for events
+(and, in a test's own event loop, for a condition: `until`).
 (The SSE reader is hil.fakes.SseReader; the gateway process hil.harness.GatewayProcess.)"""
 from __future__ import annotations
 
+import asyncio
 import time
 
 from hil.harness import GatewayProcess, wait_for
@@ -24,3 +26,11 @@ def wait_events(gw: GatewayProcess, device: str, n: int, type: str | None = None
 def settle(seconds: float = 0.8) -> None:
     """Give in-flight messages time to arrive before asserting that nothing more came."""
     time.sleep(seconds)
+
+
+async def until(predicate, what, timeout=30.0):
+    """Wait for a condition (generous timeout: the machine may be loaded)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)

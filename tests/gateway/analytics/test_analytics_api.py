@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 
 from gateway.kinds.fitting_room import gs1
-from tests.gateway.http.test_security_api import bearer, token
+from tests.support.auth import bearer, token
 
 H = 3_600_000
 D0 = 1_795_392_000_000            # 2026-11-23 00:00 UTC

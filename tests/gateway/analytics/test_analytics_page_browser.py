@@ -12,12 +12,12 @@ import httpx
 from gateway.kinds.fitting_room import gs1
 from hil.fakes import FakeDevice
 from hil.harness import wait_for
-from tests.support.browser import browser, shot  # noqa: F401  (fixture)
+from tests.support.browser import shot
 
 A = "0950600013435" + str(gs1.check_digit("0950600013435"))
 
 
-def test_the_analytics_page_shows_the_days_figures_offline(browser, gw, broker):  # noqa: F811
+def test_the_analytics_page_shows_the_days_figures_offline(browser, gw, broker):
     pad = FakeDevice("pad-an1", broker.port).connect()
     try:
         wait_for(lambda: gw.device("pad-an1"), 10, what="pad registered")

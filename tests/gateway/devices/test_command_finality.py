@@ -18,7 +18,7 @@ from gateway.storage.store import (
     migrate,
     public_command,
 )
-from tests.gateway.test_gateway_core import NOW, birth, reply
+from tests.support.envelopes import NOW, birth, reply
 
 SECRET = "s3cret-for-the-tests-" + "x" * 8
 

@@ -14,7 +14,7 @@ from gateway.devices.liveness import mark_silent, plan
 from gateway.storage.store import Store, connect, migrate
 from hil.fakes import FakeDevice, MqttProbe
 from hil.harness import GatewayProcess, wait_for
-from tests.gateway.test_gateway_core import NOW, birth, evt
+from tests.support.envelopes import NOW, birth, evt
 
 IDLE, ANSWER = 10_000, 3_000
 

@@ -10,8 +10,8 @@ from gateway.devices.ingest import IngestWorker
 from gateway.logs import RateLimitedLog
 from gateway.storage.db import Database
 from gateway.storage.store import Store
-from tests.gateway.test_gateway_core import reply
-from tests.gateway.transport.test_gateway_lanes import until
+from tests.support.e2e import until
+from tests.support.envelopes import reply
 
 LINE = re.compile(r"reason=(\S+) count=(\d+) suppressed=(\d+)")
 

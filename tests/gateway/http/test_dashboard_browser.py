@@ -8,14 +8,13 @@ import os
 import pytest
 
 from hil.harness import wait_for
-from tests.hil.test_hil_lockers import Bank, bank, gateway_args  # noqa: F401  (fixtures)
-from tests.support.browser import browser, shot  # noqa: F401  (fixture)
+from tests.support.browser import shot
+from tests.support.lockers import Bank
 
-pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("locker-bank")
 
 
-def test_staff_acknowledge_an_alarm_clear_the_door_and_open_one_for_service(browser, bank: Bank):  # noqa: F811
+def test_staff_acknowledge_an_alarm_clear_the_door_and_open_one_for_service(browser, bank: Bank):
     n, _code = bank.load("ord-dash", "S")
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     try:

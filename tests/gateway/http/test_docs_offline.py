@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from gateway.http import auth
-from tests.support.browser import browser, shot  # noqa: F401  (fixture)
+from tests.support.browser import shot
 
 NO_AUTH = {"Authorization": ""}  # the rig's clients carry an admin token unless told otherwise
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -52,7 +52,7 @@ def operation_ids(gw) -> list[str]:
             if m in METHODS]
 
 
-def test_swagger_ui_lists_the_operations_with_no_network_but_the_gateway(browser, gw):  # noqa: F811
+def test_swagger_ui_lists_the_operations_with_no_network_but_the_gateway(browser, gw):
     ops = operations(gw)
     assert len(ops) >= 30 and ("GET", "/health") in ops
     page = browser.new_page(viewport={"width": 1300, "height": 900})

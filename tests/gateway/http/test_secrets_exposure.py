@@ -53,10 +53,9 @@ from gateway.kinds.locker_bank import core as core_lockers
 from gateway.storage.store import connect
 from gateway.transport.coap_auth import add_key
 from hil.harness import free_port, wait_for
-from tests.hil.test_hil_lockers import Bank, _wrong, bank  # noqa: F401  (fixture)
 from tests.support.e2e import wait_events
+from tests.support.lockers import Bank, wrong_code
 
-pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("locker-bank")
 
 ROLES = ("kiosk", "mirror", "staff", "orders", "admin")
@@ -195,7 +194,7 @@ def fill(path: str, ids: dict[str, list[str]]) -> list[str]:
 
 # --- the test -----------------------------------------------------------------------------------
 
-def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secrets_dir):  # noqa: F811
+def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secrets_dir):
     gw, url = bank.gw, bank.gw.url
     sec = Secrets()
     sec.plain[json.loads((secrets_dir / "gateway.json").read_text())["password"]] = \
@@ -246,7 +245,7 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
         sec.codes.add(code_a)
         if k == 0:  # wrong entries count toward the keypad lockout: two in the first round
             start = bank.shown()
-            bank.lk.type_code(_wrong(code_a))  # a wrong code: refused, nothing opens
+            bank.lk.type_code(wrong_code(code_a))  # a wrong code: refused, nothing opens
             bank.lk.wait_display(r"^Code not recognised - please check it and try again$",
                                  start=start)
             wait_events(gw, bank.id, 1, "code.rejected")

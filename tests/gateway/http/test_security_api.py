@@ -2,9 +2,6 @@
 routes not in the table, the audit log, tokens and pickup codes stored hashed."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import httpx
 
 from gateway.http import auth
@@ -12,21 +9,9 @@ from gateway.storage.store import connect
 from hil.fakes import FakeDevice
 from hil.harness import GatewayProcess, wait_for
 from hil.sim.firmware import ROOT
+from tests.support.auth import bearer, token
 
 NO_AUTH = {"Authorization": ""}  # the rig's clients carry an admin token unless told otherwise
-
-
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}
-
-
-def token(gw, name, role):
-    """Created with the CLI, against the running gateway's database."""
-    r = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--db", str(gw.db),
-                        "create", "--name", name, "--role", role],
-                       cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
 
 
 def test_policy_table_and_default():

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from hil.harness import GatewayProcess, wait_for
-from tests.gateway.http.test_security_api import bearer, token
+from tests.support.auth import bearer, token
 
 PER_TOKEN = 16  # the documented default (docs/security.md, "Rate limits")
 

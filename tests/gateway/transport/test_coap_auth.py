@@ -14,8 +14,8 @@ from aiocoap.numbers.codes import Code
 
 from gateway.transport import coap_auth
 from gateway.transport.coap_auth import CoapAuth, KeyFileError, Refused, Session, add_key, parse_keys
-from tests.gateway.transport.test_coap_gateway import CLIENT, birth, coap, envelope
 from tests.support.coap_harness import CoapGateway
+from tests.support.coap_peer import CLIENT, birth, coap, envelope
 from tests.support.micropython import run_micropython
 
 needs_client = pytest.mark.skipif(CLIENT is None, reason="coap-client not installed "

@@ -4,7 +4,6 @@ against a real Mosquitto."""
 import asyncio
 import json
 import secrets
-import time
 
 import pytest
 
@@ -12,15 +11,8 @@ from gateway.devices.ingest import IngestWorker
 from gateway.storage.db import Database
 from gateway.transport.bus import MqttBus
 from hil.fakes import MqttProbe
-from tests.gateway.test_gateway_core import birth, evt, reply
-
-
-async def until(predicate, what, timeout=30.0):
-    """Wait for a condition (generous timeout: the machine may be loaded)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+from tests.support.e2e import until
+from tests.support.envelopes import birth, evt, reply
 
 
 def test_linger_gathers_a_tiny_batch_until_enough_queue_and_a_reply_ends_it(tmp_path):

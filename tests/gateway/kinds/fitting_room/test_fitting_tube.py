@@ -16,7 +16,7 @@ from gateway.kinds.fitting_room.stock import FileStock
 from gateway.kinds.fitting_room.tube_sizes import TubeSizeDispatcher, dispatch_key, tube_station
 from gateway.kinds.tube.service import TubeConfigError
 from gateway.storage.store import Store
-from tests.gateway.kinds.tube.test_tube_service import World
+from tests.support.tube import World
 
 ROOM = "room-1"
 STOCKROOM_ONLY = "09506000134369"  # oxford L: none on the floor, 3 in the stockroom
@@ -186,7 +186,7 @@ def test_tube_station_setting(tmp_path):
 
 
 def test_no_fitting_rooms_station_in_the_network_means_staff(tmp_path, monkeypatch):
-    import tests.gateway.kinds.tube.test_tube_service as ts
+    import tests.support.tube as ts
     other = tmp_path / "net.json"
     other.write_text(ts.NETWORK.read_text().replace('"fitting-rooms"', '"desk"'))
     monkeypatch.setattr(ts, "NETWORK", other)

@@ -7,14 +7,18 @@ import os
 import httpx
 import pytest
 
-from tests.hil.test_hil_fitting import SHIRT_L, SHIRT_M, gw, requests, room, wait_gtins  # noqa: F401
-from tests.support.browser import browser, shot  # noqa: F401  (fixture)
+from tests.support.browser import shot
+from tests.support.fitting import SHIRT_L, SHIRT_M, requests, wait_gtins
 
-pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("fitting-room")
 
 
-def test_mirror_shows_garments_live_and_sends_requests(browser, rig, gw, room):  # noqa: F811
+@pytest.fixture
+def gw(fitting_gw):  # the conftest's `gw` has no stock and another broker
+    return fitting_gw
+
+
+def test_mirror_shows_garments_live_and_sends_requests(browser, rig, gw, room):
     room.set_input("occupancy", 1)
     room.add_tag("shirt-m")
     wait_gtins(gw, room.dev, [SHIRT_M])

@@ -10,42 +10,10 @@ from gateway.kinds.locker_bank.core import LockerBank, hash_code, key_id, mac_co
 from gateway.kinds.locker_bank.service import LockersService
 from gateway.storage.db import Database
 from gateway.storage.store import Store
+from tests.support.lockers import BANK, KEY, device_tx, event_tx, locker_items
+from tests.support.services import Clock, commands
 
-BANK = "lk-u1"
-KEY = bytes(range(100, 132))  # the bank's code key (locker-keys.json)
 DAY = 24 * 3600
-
-
-class Clock:
-    def __init__(self, t_s: float = 1_800_000_000.0) -> None:
-        self.ms = int(t_s * 1000)
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, s: float) -> None:
-        self.ms += int(s * 1000)
-
-
-def _device_tx(store: Store, now: int) -> None:
-    with store.transaction():
-        store.upsert_device(id=BANK, kind="locker-bank", fw="t", caps=[], cfg="x", session=1,
-                            epoch="e1", boot=1, reset=None, online=True, now=now)
-
-
-def _event_tx(store: Store, seq: int, etype: str, body: dict[str, Any], now: int,
-              t_device: int | None = None) -> None:
-    with store.transaction():
-        store.insert_event(BANK, "e1", seq, etype, now if t_device is None else t_device, now, body)
-
-
-def _commands(store: Store) -> list[dict[str, Any]]:
-    rows = store.conn.execute("SELECT id FROM commands ORDER BY created, id").fetchall()
-    return [store.get_command(r[0]) for r in rows]
-
-
-def _locker_items(store: Store) -> list[dict[str, Any]]:
-    return [i.data for i in store.stream_after(0, 10_000) if i.kind == "locker"]
 
 
 class Rig:
@@ -64,14 +32,14 @@ class Rig:
 
     async def event(self, etype: str, t_device: int | None = None, **body: Any) -> None:
         self.seq += 1
-        await self.db.write(_event_tx, self.seq, etype, body, self.clock(), t_device)
+        await self.db.write(event_tx, self.seq, etype, body, self.clock(), t_device)
 
 
 def test_ready_code_set_order_expiry_and_restart_never_double_send(tmp_path):
     async def main() -> None:
         rig = Rig(tmp_path / "gw.db")
         svc = await rig.open()
-        await rig.db.write(_device_tx, rig.clock())
+        await rig.db.write(device_tx, rig.clock())
         await svc.create_bank(BANK, [(1, "S"), (2, "M"), (3, "L")])
         assert (await svc.assign(BANK, "o-1", "S"))["compartment"] == 1
         assert (await svc.assign(BANK, "o-2", "L"))["compartment"] == 3
@@ -83,13 +51,13 @@ def test_ready_code_set_order_expiry_and_restart_never_double_send(tmp_path):
         await svc.step()
         o = await svc.order_view(BANK, "o-1")
         assert o["state"] == "ready"
-        cmds = await rig.db.read(_commands)
+        cmds = await rig.db.read(commands)
         assert [c["name"] for c in cmds] == ["set_order"]
         args = cmds[0]["args"]
         assert args["compartment"] == 1 and args["order"] == "o-1"
         assert args["salt_id"] == salt_id(BANK) and args["exp"] == int((rig.clock() / 1000 + 3 * DAY) * 1000)
         assert cmds[0]["idem_key"].startswith("lk:o-1:set_order:")
-        ready = [i for i in await rig.db.read(_locker_items) if i["type"] == "order.ready"]
+        ready = [i for i in await rig.db.read(locker_items) if i["type"] == "order.ready"]
         assert len(ready) == 1 and "code" not in ready[0], "the stored item has no code"
         code = svc.render(ready[0])["code"]
         assert mac_code(code, KEY, BANK) == args["mac"] and args["key_id"] == key_id(KEY)
@@ -103,8 +71,8 @@ def test_ready_code_set_order_expiry_and_restart_never_double_send(tmp_path):
         await rig.db.close()
         svc = await rig.open()
         await svc.step()
-        assert len(await rig.db.read(_commands)) == 1
-        assert len([i for i in await rig.db.read(_locker_items) if i["type"] == "order.ready"]) == 1
+        assert len(await rig.db.read(commands)) == 1
+        assert len([i for i in await rig.db.read(locker_items) if i["type"] == "order.ready"]) == 1
         assert svc.render(ready[0])["code"] is None, "a restarted gateway has forgotten the code"
 
         # time: o-2's reservation lapses, o-1's pickup window passes -> revoke, once
@@ -115,10 +83,10 @@ def test_ready_code_set_order_expiry_and_restart_never_double_send(tmp_path):
         await svc.step()
         await svc.step()
         assert (await svc.order_view(BANK, "o-1"))["state"] == "expired"
-        cmds = await rig.db.read(_commands)
+        cmds = await rig.db.read(commands)
         assert [(c["name"], c["idem_key"]) for c in cmds][1:] == [("revoke", "lk:o-1:revoke")]
         assert cmds[1]["args"] == {"compartment": 1, "order": "o-1"}
-        types = [i["type"] for i in await rig.db.read(_locker_items)]
+        types = [i["type"] for i in await rig.db.read(locker_items)]
         assert types == ["order.assigned", "order.assigned", "order.ready", "order.cancelled",
                          "order.expired"]
         await rig.db.close()
@@ -130,7 +98,7 @@ def test_refusals_and_pickup_facts(tmp_path):
     async def main() -> None:
         rig = Rig(tmp_path / "gw.db")
         svc = await rig.open()
-        await rig.db.write(_device_tx, rig.clock())
+        await rig.db.write(device_tx, rig.clock())
         await svc.create_bank(BANK, [(1, "S"), (2, "M")])
         from gateway.kinds.locker_bank.core import Refused
         for order, size, reason in [("a", "L", "no-size"), ("b", "XL", "bad-size")]:
@@ -152,10 +120,10 @@ def test_refusals_and_pickup_facts(tmp_path):
         await rig.event("pickup.incomplete", compartment=2, order="a")
         await svc.step()
         # the spent-but-still-inside code is reissued: a second set_order, an order.code item
-        cmds = await rig.db.read(_commands)
+        cmds = await rig.db.read(commands)
         assert [c["name"] for c in cmds] == ["set_order", "set_order"]
         assert cmds[0]["args"]["mac"] != cmds[1]["args"]["mac"]
-        items = await rig.db.read(_locker_items)
+        items = await rig.db.read(locker_items)
         assert [i["type"] for i in items][-2:] == ["order.ready", "order.code"]
         assert svc.render(items[-1])["code"]
         await rig.event("door.opened", compartment=2, why="pickup", order="a")
@@ -172,7 +140,7 @@ def test_the_keypad_lockout_of_the_bank_is_shown_and_survives_a_restart(tmp_path
     async def main() -> None:
         rig = Rig(tmp_path / "gw.db")
         svc = await rig.open()
-        await rig.db.write(_device_tx, rig.clock())
+        await rig.db.write(device_tx, rig.clock())
         await svc.create_bank(BANK, [(1, "S"), (2, "M")])
         assert svc.view(BANK)["keypad_locked_until"] is None
         # the third wrong code locks the keypad at the bank (it counts and decides, offline too)
@@ -208,7 +176,7 @@ def test_the_wrong_codes_counted_at_the_bank_are_shown(tmp_path):
     async def main() -> None:
         rig = Rig(tmp_path / "gw.db")
         svc = await rig.open()
-        await rig.db.write(_device_tx, rig.clock())
+        await rig.db.write(device_tx, rig.clock())
         await svc.create_bank(BANK, [(1, "S"), (2, "M")])
         assert svc.view(BANK)["keypad_failures"] == 0
         await rig.event("code.rejected", compartment=None, reason="unknown", failures=1)
@@ -265,7 +233,7 @@ def test_a_legacy_row_is_upgraded_once_the_key_is_known_and_the_bank_gets_the_ma
             row["hashes"][o["code_hash"]] = o["id"]
         rig.keys = {}
         svc = await rig.open()
-        await rig.db.write(_device_tx, rig.clock())
+        await rig.db.write(device_tx, rig.clock())
         await rig.db.write(_put_row_tx, {"bank": row, "meta": {}}, rig.clock())
         await rig.db.close()
 
@@ -278,7 +246,7 @@ def test_a_legacy_row_is_upgraded_once_the_key_is_known_and_the_bank_gets_the_ma
             assert exc.reason == "no-key"
         else:
             raise AssertionError("a bank without a key must refuse orders")
-        assert await rig.db.read(_commands) == []
+        assert await rig.db.read(commands) == []
         stored = (await rig.db.read(Store.list_lockers))[0][1]["bank"]
         assert stored == row
         await rig.db.close()
@@ -287,7 +255,7 @@ def test_a_legacy_row_is_upgraded_once_the_key_is_known_and_the_bank_gets_the_ma
         svc = await rig.open()
         await svc.step()
         await svc.step()
-        cmds = await rig.db.read(_commands)
+        cmds = await rig.db.read(commands)
         assert [(c["name"], c["idem_key"]) for c in cmds] == [("load_codes", f"lk:upgrade:{key_id(KEY)}")]
         args = cmds[0]["args"]
         assert args["replace"] is True and args["key_id"] == key_id(KEY) and args["salt_id"] == salt_id(BANK)
@@ -302,7 +270,7 @@ def test_a_legacy_row_is_upgraded_once_the_key_is_known_and_the_bank_gets_the_ma
         await rig.db.close()
         svc = await rig.open()  # a restart upgrades nothing twice
         await svc.step()
-        assert [c["name"] for c in await rig.db.read(_commands)] == ["load_codes"]
+        assert [c["name"] for c in await rig.db.read(commands)] == ["load_codes"]
         await rig.db.close()
         raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("gw.db"))
         # nor in the files (this SQLite rewrites the row's page; a backup made before the

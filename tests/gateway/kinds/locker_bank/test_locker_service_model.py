@@ -20,7 +20,8 @@ from gateway.kinds.locker_bank.core import LIVE, OrderState, Refused
 from gateway.kinds.locker_bank.service import LockersService
 from gateway.storage.db import Database
 from gateway.storage.store import Store
-from tests.gateway.kinds.locker_bank.test_gateway_lockers import BANK, Clock, _device_tx, _event_tx, _locker_items
+from tests.support.lockers import BANK, device_tx, event_tx, locker_items
+from tests.support.services import Clock
 
 H = 3600
 LAYOUT = [(1, "S"), (2, "S"), (3, "M"), (4, "L")]
@@ -42,7 +43,7 @@ class ServiceMachine(RuleBasedStateMachine):
         self.orders: dict[str, str] = {}  # every order id the service accepted -> size
         self.ops: dict[str, Any] = {}  # idempotency key -> first outcome
         self.svc = self.run(self._open())
-        self.run(self.db.write(_device_tx, self.clock()))
+        self.run(self.db.write(device_tx, self.clock()))
         self.run(self.svc.create_bank(BANK, LAYOUT))
 
     def run(self, coro):
@@ -68,7 +69,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     def event(self, etype: str, **body: Any) -> None:
         self.seq += 1
-        self.run(self.db.write(_event_tx, self.seq, etype, body, self.clock()))
+        self.run(self.db.write(event_tx, self.seq, etype, body, self.clock()))
 
     def pick(self, data, states) -> Any:
         found = sorted((o for o in self.bank.orders.values() if o.state in states), key=lambda o: o.id)
@@ -188,7 +189,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @invariant()
     def one_stream_item_per_state_change(self) -> None:
-        items = self.run(self.db.read(_locker_items))
+        items = self.run(self.db.read(locker_items))
         for oid, o in self.bank.orders.items():
             mine = [i for i in items if i.get("order") == oid and i["type"].startswith("order.")
                     and i["type"] != "order.code"]

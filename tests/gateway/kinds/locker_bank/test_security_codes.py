@@ -8,13 +8,12 @@ import pytest
 
 from gateway.kinds.locker_bank.core import hash_code, mac_code
 from gateway.kinds.locker_bank.keys import LockerKeys
-from tests.hil.test_hil_lockers import Bank, bank, gateway_args  # noqa: F401  (fixtures)
+from tests.support.lockers import Bank
 
-pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("locker-bank")
 
 
-def test_pickup_codes_are_stored_as_keyed_macs_only(bank: Bank):  # noqa: F811
+def test_pickup_codes_are_stored_as_keyed_macs_only(bank: Bank):
     _, code = bank.load("o-hash", "S")
     db = Path(bank.gw.db)
     files = sorted(db.parent.glob(db.name + "*"))

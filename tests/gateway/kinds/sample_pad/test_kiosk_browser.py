@@ -14,10 +14,9 @@ import pytest
 from gateway.http import auth
 from gateway.storage.store import connect
 from hil.harness import GatewayProcess, wait_for
-from tests.support.browser import browser, shot  # noqa: F401  (fixture)
+from tests.support.browser import shot
 from tests.support.stock_server import StockServer
 
-pytest_plugins = ["hil.pytest_plugin"]
 pytestmark = pytest.mark.rig_kinds("sample-pad", "fitting-room")
 
 DEMO = Path(__file__).resolve().parents[4] / "gateway" / "demo"
@@ -61,7 +60,7 @@ def points(gw) -> dict[str, dict]:
     return {p["device"]: p for p in gw.get("/customer-points")}
 
 
-def test_kiosk_shows_the_sample_on_the_pad_and_goes_back_to_idle(browser, rig, gw):  # noqa: F811
+def test_kiosk_shows_the_sample_on_the_pad_and_goes_back_to_idle(browser, rig, gw):
     pad = rig.device_of_kind("sample-pad")
     online(gw, pad.dev, rig)
     page = browser.new_page(viewport={"width": 1000, "height": 800})
@@ -103,7 +102,7 @@ def test_kiosk_shows_the_sample_on_the_pad_and_goes_back_to_idle(browser, rig, g
         page.close()
 
 
-def test_out_of_service_kindly_device_gateway_and_stock(browser, rig, gw, stock):  # noqa: F811
+def test_out_of_service_kindly_device_gateway_and_stock(browser, rig, gw, stock):
     pad, room = rig.device_of_kind("sample-pad"), rig.device_of_kind("fitting-room")
     online(gw, pad.dev, rig)
     online(gw, room.dev, rig)

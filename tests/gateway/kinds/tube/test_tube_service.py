@@ -10,64 +10,15 @@ from typing import Any
 
 import pytest
 
-from gateway.devices.commands import CommandService
 from gateway.kinds.tube.core import InvalidCommand, InvalidJob
-from gateway.kinds.tube.service import JobConflict, TubeConfigError, TubeService, load_network
-from gateway.storage.db import Database
+from gateway.kinds.tube.service import JobConflict, TubeConfigError, load_network
 from gateway.storage.store import Store
-from hil.rig import ROOT
-from tests.gateway.kinds.locker_bank.test_gateway_lockers import Clock, _commands
-
-NETWORK = ROOT / "boards" / "tube" / "virtual-fast.json"
-DEVICES = ("tube-stockroom", "tube-womens", "tube-mens", "tube-fitting", "tube-line")
-
-
-def _devices_tx(store: Store, now: int) -> None:
-    with store.transaction():
-        for d in DEVICES:
-            store.upsert_device(id=d, kind="tube-line" if d == "tube-line" else "tube-station", fw="t",
-                                caps=[], cfg="x", session=1, epoch="e1", boot=1, reset=None, online=True,
-                                now=now)
-
-
-def _event_tx(store: Store, dev: str, seq: int, etype: str, body: dict[str, Any], now: int) -> None:
-    with store.transaction():
-        store.insert_event(dev, "e1", seq, etype, now, now, body)
+from tests.support.services import commands
+from tests.support.tube import NETWORK, World
 
 
 def _tube_items(store: Store) -> list[dict[str, Any]]:
     return [i.data for i in store.stream_after(0, 10_000) if i.kind == "tube"]
-
-
-class World:
-    def __init__(self, path) -> None:
-        self.path = path
-        self.clock = Clock()
-        self.seq: dict[str, int] = {}
-        self.published: list[tuple[str, dict]] = []
-        self.seen: set[str] = set()
-
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        self.published.append((topic, json.loads(payload)))
-
-    async def open(self) -> TubeService:
-        self.db = Database(self.path)
-        await self.db.__aenter__()
-        await self.db.write(_devices_tx, self.clock())
-        self.cmds = CommandService(self.db, self.publish, clock=self.clock)
-        svc = TubeService(self.db, self.cmds, NETWORK, clock=self.clock)
-        await svc.load()
-        return svc
-
-    async def event(self, dev: str, etype: str, **body: Any) -> None:
-        self.seq[dev] = self.seq.get(dev, 0) + 1
-        await self.db.write(_event_tx, dev, self.seq[dev], etype, body, self.clock())
-
-    async def new_commands(self) -> list[tuple[str, str, dict]]:
-        """Commands inserted since the last call (the clock stands still: `created` ties)."""
-        cmds = [c for c in await self.db.read(_commands) if c["id"] not in self.seen]
-        self.seen.update(c["id"] for c in cmds)
-        return [(c["device"], c["name"], c["args"]) for c in cmds]
 
 
 def test_network_file_errors_name_the_field(tmp_path):
@@ -121,7 +72,7 @@ def test_dispatch_hop_by_hop_restart_and_no_second_actuation(tmp_path):
                                                              ("tube-fitting", "destination", True)}
         assert len({a["seq"] for _, a in air}) == 2
         assert svc.job("k-1")["state"] == "in_transit"
-        n_before_restart = len(await w.db.read(_commands))
+        n_before_restart = len(await w.db.read(commands))
         w.clock.advance(0.5)
         await w.event("tube-stockroom", "eye", eye="PE-T1")
         await svc.step()
@@ -132,7 +83,7 @@ def test_dispatch_hop_by_hop_restart_and_no_second_actuation(tmp_path):
         await w.db.close()
         svc = await w.open()
         assert svc.cursor == cursor and svc.job("k-1")["state"] == "in_transit"
-        assert len(await w.db.read(_commands)) == n_before_restart
+        assert len(await w.db.read(commands)) == n_before_restart
         w.clock.advance(0.6)
         await w.event("tube-line", "eye", eye="PE-T2")
         w.clock.advance(0.4)
