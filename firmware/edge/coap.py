@@ -35,6 +35,10 @@ from binascii import unhexlify
 from hashlib import sha256
 from time import ticks_diff, ticks_ms
 
+# asyncio's own I/O queue (asyncio/core.py, frozen into every port: the streams wait on it the
+# same way); the published 1.29 stubs describe only asyncio's public names (docs/boards.md)
+from asyncio.core import _io_queue  # type: ignore[import-not-found]
+
 from edge.link import DOWN as _DOWN
 from edge.link import UP as _UP
 from edge.link import Link, getrandbits
@@ -228,7 +232,7 @@ class CoapTransport(Link):
         self._rt = int(response_timeout * 1000)  # a separate response after an empty ACK
         self.stats = {"connects": 0, "disconnects": 0, "req": 0, "retx": 0, "rx": 0, "dup": 0,
                       "rejected": 0, "busy": 0, "dropped": 0, "polls": 0, "cmds": 0, "hb": 0, "errors": 0,
-                      "timeouts": 0, "suspects": 0, "unauth": 0, "rx_dropped": 0}
+                      "timeouts": 0, "suspects": 0, "unauth": 0, "rx_dropped": 0, "rx_short": 0}
         self.key = hmac_pads(unhexlify(password)) if password else None  # CoAP key (config.py checks it)
         self._nonce = None  # session nonce from POST .../auth
         self._ctr = 0
@@ -246,7 +250,7 @@ class CoapTransport(Link):
         self._mid = getrandbits(16)
         self._ex = {}        # mid -> exchange awaiting ACK/RST
         self._bytoken = {}   # token -> exchange awaiting a response
-        self._buf = bytearray(RX_MAX)  # one receive buffer for the transport's lifetime
+        self._buf = bytearray(RX_MAX)  # for a datagram when the heap has no hole for recv()
         self._seen = [None] * 8  # recent incoming CON/NON message ids (dedupe)
         self._seen_i = 0
         self._req_lock = asyncio.Lock()
@@ -645,14 +649,26 @@ class CoapTransport(Link):
     # ---- receiving ------------------------------------------------------------------------
 
     async def _read(self, s, gen):
-        r = asyncio.StreamReader(s)
+        # One datagram per recv(). StreamReader.readinto is a stream read: it loops until the
+        # buffer is full or the socket is empty, so two datagrams waiting in the socket came
+        # back glued into one buffer that did not decode: the response inside was lost and its
+        # request waited for a retransmission (2-3 s), replies and commands piling up behind it
+        # (issue 16; tests/test_coap_datagrams.py). recv() needs RX_MAX contiguous bytes
+        # (shrunk to the datagram's size); when a fragmented heap has no such hole, the
+        # datagram is read into the transport's buffer as before (a glue is then possible).
         buf = self._buf
         mv = memoryview(buf)
         while gen == self._gen:
             try:
-                n = await r.readinto(buf)
-                if n:
-                    self._rx(mv[:n])
+                yield _io_queue.queue_read(s)  # as asyncio's own streams wait for a socket
+                try:
+                    d = s.recv(RX_MAX)
+                except MemoryError:
+                    self.stats["rx_short"] += 1
+                    n = s.readinto(buf)
+                    d = mv[:n] if n else None
+                if d:
+                    self._rx(d)
             except OSError as e:  # ICMP port unreachable and the like: the timers decide
                 if gen != self._gen:
                     return

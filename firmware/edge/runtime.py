@@ -138,7 +138,9 @@ class Runtime:
     async def _send_some(self):
         j = self.journal
         while True:
-            if self.client.is_connected() and not self._birth_due:
+            # events only once the session's birth is answered (on_connect done: _down_since
+            # None): before, a birth that failed sent the journal twice around it, out of order
+            if self.client.is_connected() and not self._birth_due and self._down_since is None:
                 if self._sent < j.first - 1:
                     self._sent = j.first - 1
                 inflight = self._sent - (j.first - 1)

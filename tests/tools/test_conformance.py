@@ -55,21 +55,18 @@ def test_our_sample_pad_firmware_passes_every_clause_over_mqtt(tmp_path, rig, mo
         {c: "pass" if c in MQTT else "n/a" for c in ALL}, report.text()
 
 
-# KNOWN DEFECT (open, issue 16): the CoAP firmware does not reliably survive bad-input's burst
-# (two ~4 KB malformed commands among ~8 in flight: Block2 assembly and parse fragment the heap,
-# MemoryError in `_rx`/`decode`, a `rejected` answer or the ping goes missing, and `heartbeat`
-# fails after a silent spell). At 96 KB even earlier clauses pass only on retries (a clean-clone
-# CI run failed `ack-cumulative` once); at 112 KB the others are steady and bad-input fails about
-# one run in two. So the kit runs this firmware over CoAP at 112 KB and the two clauses are left
-# out of the assertion until the heap work (docs/coap.md, "Known problem (open)") fixes them.
+# KNOWN DEFECT (open, issue 16): at 96 KB the CoAP firmware does not survive bad-input's burst
+# (a fragmented heap: docs/coap.md, "Known problem (open)"). At 112 KB every clause passes since
+# the transport reads one datagram at a time and events wait for the session's birth (5 of 5
+# runs); so the kit runs this firmware over CoAP at 112 KB, every clause asserted.
 COAP_HEAP = "112k"
-KNOWN_FLAKY = {"bad-input", "heartbeat"}
+KNOWN_FLAKY: set[str] = set()
 
 
 def test_our_sample_pad_firmware_passes_every_applicable_clause_over_coap(tmp_path, rig, monkeypatch):
     """The same firmware over CoAP (edge/coap.py: challenge, proof, a signed request each), at
     COAP_HEAP (see above), against the kit's CoAP gateway role with a throwaway kit key: every
-    applicable clause passes but the two of the known defect above."""
+    applicable clause passes."""
     rig.device("pad-cc").attach_spi("rfid", MFRC522Emulator())
     opts = kit.Options("pad-cc", device_cmd=firmware_cmd(tmp_path / "kit", monkeypatch, COAP_HEAP),
                        device_config={"board": "sim", "sim": {"host": rig.host, "port": rig.port}},
