@@ -9,16 +9,14 @@ parcels seen by the occupancy sensors.
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 import time
 from itertools import pairwise
 
 import pytest
 
 from gateway.kinds.locker_bank.core import hash_code, key_id, mac_code, salt_id
-from hil.sim.firmware import build_mpy, micropython_binary, micropython_env
 from hil.sim.rig import VirtualRig
+from tests.support.app_process import AppProcess
 
 SALT = "bank-salt-1"
 KEY = bytes(range(7, 39))  # the bank's code key (tools/provision.py: app.code_key)
@@ -95,23 +93,16 @@ APP = {
 }
 
 
-class Bank:
+class Bank(AppProcess):
     """One locker-bank process plus the world around it (doors, parcels, keypad)."""
 
     def __init__(self, rig: VirtualRig, workdir, dev: str, app: dict | None = None, clock: bool = True):
-        self.rig, self.dev = rig, dev
+        super().__init__(workdir, dev, FAKE_RUNTIME, {
+            "device_id": dev, "data_dir": str(workdir / dev / "flash"), "app": app or APP,
+            "sim": {"host": "127.0.0.1", "port": rig.port}, "clock": clock})
+        self.rig = rig
         self.sim = rig.device(dev)
-        self.dir = workdir / dev
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "fake_rt.py").write_text(FAKE_RUNTIME)
-        cfg = {"device_id": dev, "data_dir": str(self.dir / "flash"), "app": app or APP,
-               "sim": {"host": "127.0.0.1", "port": rig.port}, "clock": clock}
-        (self.dir / "config.json").write_text(json.dumps(cfg))
-        self.env = micropython_env(path=build_mpy())  # run bytecode, as a board does
         self.jammed: set[int] = set()
-        self.msgs: list[dict] = []
-        self.cond = threading.Condition()
-        self.proc: subprocess.Popen | None = None
         self.cmd_n = 0
         self.sim.on_output.append(self._spring)
 
@@ -125,38 +116,10 @@ class Bank:
     # --- process -------------------------------------------------------------------------
     def start(self) -> Bank:
         self.started_at = self.rig.trace.now()
-        m = self.mark()  # before the process exists: its "ready" may be read before Popen returns here
-        self.proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=96k", str(self.dir / "fake_rt.py"),
-                                      str(self.dir / "config.json")], cwd=self.dir, env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        self.wait(lambda msg: msg.get("ready"), "ready", start=m)
+        self.launch()
         return self
 
-    def _read(self, proc) -> None:
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                msg = {"text": line.rstrip()}
-            with self.cond:
-                self.msgs.append(msg)
-                self.cond.notify_all()
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
     # --- reading ---------------------------------------------------------------------------
-    def wait(self, pred, what: str, timeout: float = 5.0, start: int = 0) -> dict:
-        with self.cond:
-            ok = self.cond.wait_for(lambda: any(pred(m) for m in self.msgs[start:]), timeout)
-            if not ok:
-                tail = "\n".join(json.dumps(m) for m in self.msgs[-15:])
-                raise AssertionError(f"{self.dev}: no {what} within {timeout}s; last messages:\n{tail}")
-            return next(m for m in self.msgs[start:] if pred(m))
-
     def events(self, etype: str, start: int = 0) -> list[dict]:
         with self.cond:
             return [m["body"] for m in self.msgs[start:] if m.get("evt") == etype]
@@ -164,10 +127,6 @@ class Bank:
     def wait_event(self, etype: str, timeout: float = 5.0, start: int = 0, **match) -> dict:
         return self.wait(lambda m: m.get("evt") == etype and all(m["body"].get(k) == v for k, v in match.items()),
                          f"event {etype} {match}", timeout, start)["body"]
-
-    def mark(self) -> int:
-        with self.cond:
-            return len(self.msgs)
 
     # --- acting ----------------------------------------------------------------------------
     def send(self, name: str, **args) -> str:

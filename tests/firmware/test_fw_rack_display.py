@@ -8,15 +8,13 @@ test sets what the runtime would know (link up, gateway online, session) the sam
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 import time
 
 import pytest
 
 from hil.drivers.rack_display import SSD1306Emulator, read_text
-from hil.sim.firmware import build_mpy, micropython_binary, micropython_env
 from hil.sim.rig import VirtualRig
+from tests.support.app_process import AppProcess
 
 FAKE_RUNTIME = r'''
 import asyncio, json, sys
@@ -84,56 +82,27 @@ asyncio.run(main())
 '''
 
 
-class Display:
+class Display(AppProcess):
     def __init__(self, rig: VirtualRig, workdir, dev: str = "rack-fw", app: dict | None = None):
-        self.rig, self.dev = rig, dev
+        super().__init__(workdir, dev, FAKE_RUNTIME, {
+            "device_id": dev, "data_dir": str(workdir / dev / "flash"),
+            "app": {"label": "RACK A", **(app or {})},
+            "sim": {"host": "127.0.0.1", "port": rig.port}})
+        self.rig = rig
         self.sim = rig.device(dev)
         self.panel = SSD1306Emulator(self.sim)
         self.sim.attach_spi("display", self.panel)
-        self.dir = workdir / dev
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "fake_rt.py").write_text(FAKE_RUNTIME)
-        cfg = {"device_id": dev, "data_dir": str(self.dir / "flash"),
-               "app": {"label": "RACK A", **(app or {})},
-               "sim": {"host": "127.0.0.1", "port": rig.port}}
         (self.dir / "flash").mkdir(exist_ok=True)
-        (self.dir / "config.json").write_text(json.dumps(cfg))
-        self.env = micropython_env(path=build_mpy())
-        self.msgs: list[dict] = []
-        self.cond = threading.Condition()
-        self.proc: subprocess.Popen | None = None
         self.n = 0
 
     def start(self) -> Display:
         with self.cond:
             self.msgs.clear()
-        self.proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=96k", str(self.dir / "fake_rt.py"),
-                                      str(self.dir / "config.json")], cwd=self.dir, env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        self.wait(lambda m: m.get("ready"), "ready")
+        self.launch(timeout=8.0)
         return self
 
-    def _read(self, proc) -> None:
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                msg = {"text": line.rstrip()}
-            with self.cond:
-                self.msgs.append(msg)
-                self.cond.notify_all()
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def wait(self, pred, what: str, timeout: float = 8.0) -> dict:
-        with self.cond:
-            if not self.cond.wait_for(lambda: any(pred(m) for m in self.msgs), timeout):
-                raise AssertionError(f"no {what} within {timeout}s: {self.msgs[-10:]}")
-            return next(m for m in self.msgs if pred(m))
+    def wait(self, pred, what: str, timeout: float = 8.0, start: int = 0) -> dict:
+        return super().wait(pred, what, timeout, start)
 
     def send(self, **msg) -> dict:
         self.n += 1
