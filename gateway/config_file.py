@@ -207,10 +207,11 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path = Path("."
         problems.append(f"[webhooks] backoff_min_s ({lo}) must not exceed backoff_max_s ({hi})")
     if ("mqtt_cmd_user" in values) != ("mqtt_cmd_password" in values):
         problems.append("[broker] cmd_user and cmd_password go together")
-    if "chain_central_url" in values and not values.get("store_id"):
+    chain = data.get("chain") if isinstance(data.get("chain"), dict) else {}
+    if "central_url" in chain and "store_id" not in chain:
         problems.append("[chain] central_url needs store_id (this store's own figures are "
                         "left out of its other stores)")
-    if ("chain_central_url" in values) != ("chain_central_token_file" in values):
+    if ("central_url" in chain) != ("central_token_file" in chain):
         problems.append("[chain] central_url and central_token_file go together")
     if problems:
         n = len(problems)

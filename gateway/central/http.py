@@ -73,7 +73,8 @@ def create_app(dsn: str, token: str) -> FastAPI:
     db = _Db(dsn)
     bearer = HTTPBearer(auto_error=False)
 
-    def authorised(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    # a default, not Annotated: the annotation is a string here and `bearer` a local name
+    def authorised(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
             raise HTTPException(401, "give the chain's head-office token: Authorization: Bearer "
                                      "<token> (the store's [chain] central_token_file)",
