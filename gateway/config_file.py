@@ -207,7 +207,8 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path = Path("."
         problems.append(f"[webhooks] backoff_min_s ({lo}) must not exceed backoff_max_s ({hi})")
     if ("mqtt_cmd_user" in values) != ("mqtt_cmd_password" in values):
         problems.append("[broker] cmd_user and cmd_password go together")
-    chain = data.get("chain") if isinstance(data.get("chain"), dict) else {}
+    raw_chain = data.get("chain")
+    chain: dict[str, Any] = raw_chain if isinstance(raw_chain, dict) else {}
     if "central_url" in chain and "store_id" not in chain:
         problems.append("[chain] central_url needs store_id (this store's own figures are "
                         "left out of its other stores)")
