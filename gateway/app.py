@@ -87,6 +87,8 @@ class GatewayConfig:
     webhook_timeout_s: float = 10.0       # one HTTP attempt
     store_id: str | None = None           # chain of stores: this store's id; None = off
     chain_kinds: tuple[str, ...] = DEFAULT_CHAIN_KINDS
+    chain_central_url: str | None = None  # head office's availability (docs/chain.md); None: the
+    chain_central_token_file: Path | None = None  # stock source's own `nearby` figures
     tube_network: Path | None = None      # tube network file (None: boards/tube/store-demo.json)
     tube_tick_s: float = 0.5              # tube arbiter: longest sleep between ticks
     fitting_tube_station: str | None = None  # sizes by tube to this station; None: "fitting-rooms" if any, "off": never

@@ -14,6 +14,7 @@ so a unit file can point at /etc/phygital/gateway.toml and keep data paths besid
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -55,6 +56,12 @@ def _store_id(v: Any) -> str | None:
 
 def _language(v: Any) -> str | None:
     return None if LANG_RE.match(v) else f"must be a language code (en, fr, nl-BE), got {v!r}"
+
+
+def _http_url(v: Any) -> str | None:
+    ok = re.match(r"https?://[^\s/?#]+(/[^\s?#]*)?\Z", v) is not None and len(v) <= 300
+    return None if ok else f"expected an http(s) URL of head office, e.g. " \
+                           f"https://central.example:8443, got {v[:80]!r}"
 
 
 def _kinds(v: Any) -> str | None:
@@ -119,6 +126,9 @@ SPEC: dict[str, dict[str, Key]] = {
     "chain": {
         "store_id": Key("store_id", "str", _store_id),
         "kinds": Key("chain_kinds", "list", _kinds),
+        # head office's chain-wide availability: the mirror's and kiosk's other stores
+        "central_url": Key("chain_central_url", "str", _http_url),
+        "central_token_file": Key("chain_central_token_file", "path"),
     },
     "logging": {
         "level": Key("log_level", "str", _one_of(*LOG_LEVELS)),
@@ -197,6 +207,13 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path = Path("."
         problems.append(f"[webhooks] backoff_min_s ({lo}) must not exceed backoff_max_s ({hi})")
     if ("mqtt_cmd_user" in values) != ("mqtt_cmd_password" in values):
         problems.append("[broker] cmd_user and cmd_password go together")
+    raw_chain = data.get("chain")
+    chain: dict[str, Any] = raw_chain if isinstance(raw_chain, dict) else {}
+    if "central_url" in chain and "store_id" not in chain:
+        problems.append("[chain] central_url needs store_id (this store's own figures are "
+                        "left out of its other stores)")
+    if ("central_url" in chain) != ("central_token_file" in chain):
+        problems.append("[chain] central_url and central_token_file go together")
     if problems:
         n = len(problems)
         raise ConfigError(f"{source}: {n} problem{'s' if n > 1 else ''}\n  " +

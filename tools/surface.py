@@ -4,7 +4,8 @@ command line, the metric names of `GET /metrics`.
     python -m tools.surface            # compare with the stored copies; exit 1 and a diff if they differ
     python -m tools.surface --write    # regenerate them (after a deliberate change: commit the diff)
 
-Stored in docs/openapi.json (the API contract, kept in the repo) and tests/surface/ (`help/*.txt`,
+Stored in docs/openapi.json (the API contract, kept in the repo), docs/central-openapi.json
+(head office's, `phygital central --http`) and tests/surface/ (`help/*.txt`,
 `metrics.txt`); tests/tools/test_surface.py runs the comparison in CI, so every change to a path,
 model, flag or metric shows up as a diff of these files. Nothing depends on the machine: the
 spec comes from an unstarted gateway, help is formatted at a fixed width with fixed program
@@ -29,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENAPI = ROOT / "docs" / "openapi.json"
+CENTRAL_OPENAPI = ROOT / "docs" / "central-openapi.json"   # head office's HTTP (phygital central --http)
 SURFACE = ROOT / "tests" / "surface"
 HELP_WIDTH = 100
 # argparse's layout changes between Python minors (3.13 reworded usage lines): help text is
@@ -43,6 +45,13 @@ def openapi_text() -> str:
 
     with tempfile.TemporaryDirectory() as tmp:  # not started: only its routes are read
         spec = Gateway(GatewayConfig(db_path=Path(tmp) / "gw.db")).app.openapi()
+    return json.dumps(spec, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def central_openapi_text() -> str:
+    from gateway.central.http import create_app
+
+    spec = create_app("", "0" * 16).openapi()   # not started, no database: routes only
     return json.dumps(spec, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
@@ -168,7 +177,8 @@ HELP_DIR = SURFACE / f"help-py{HELP_PYTHON}"
 
 
 def current(with_help: bool = True) -> dict[Path, str]:
-    files = {OPENAPI: openapi_text(), SURFACE / "metrics.txt": metric_names()}
+    files = {OPENAPI: openapi_text(), CENTRAL_OPENAPI: central_openapi_text(),
+             SURFACE / "metrics.txt": metric_names()}
     if with_help:
         files.update({HELP_DIR / name: text for name, text in help_texts().items()})
     return files
@@ -211,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     files = current(with_help)
     if args.write:
         write(files)
-        print(f"wrote {len(files)} files (docs/openapi.json, tests/surface/)")
+        print(f"wrote {len(files)} files (docs/openapi.json, docs/central-openapi.json, "
+              "tests/surface/)")
         return 0
     problems = diff(files)
     if problems:

@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="messages per PostgreSQL transaction, at most (default 500)")
     ap.add_argument("--stats-every", type=float, default=60.0,
                     help="log the counters every this many seconds (default 60)")
+    ap.add_argument("--http", type=_broker, default=None, metavar="HOST:PORT",
+                    help="also serve chain-wide stock availability over HTTP here "
+                         "(GET /availability; docs/chain.md); needs --http-token-file")
+    ap.add_argument("--http-token-file", default=None,
+                    help="file holding the bearer token the stores' gateways present "
+                         "([chain] central_token_file on their side)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not args.dsn:
@@ -260,6 +266,17 @@ def main(argv: list[str] | None = None) -> int:
                 password = f.read().strip()
         except OSError as exc:
             ap.error(f"--password-file: {exc}")
+    http_app = None
+    if args.http is not None:
+        from gateway.central.http import create_app
+        if not args.http_token_file:
+            ap.error("--http needs --http-token-file (the stores' bearer token, at least 16 "
+                     "characters)")
+        try:
+            with open(args.http_token_file, encoding="utf-8") as f:
+                http_app = create_app(args.dsn, f.read().strip())
+        except (OSError, ValueError) as exc:
+            ap.error(f"--http-token-file: {exc}")
     try:
         office = HeadOffice(args.dsn, args.broker, client_id=args.client_id,
                             username=args.username, password=password, batch=args.batch)
@@ -276,9 +293,17 @@ def main(argv: list[str] | None = None) -> int:
             log.info("central counters %s", " ".join(f"{k}={v}" for k, v in sorted(figures.items())))
 
     threading.Thread(target=stats, daemon=True, name="central-stats").start()
+    http_thread = None
+    if http_app is not None:
+        from gateway.central.http import serve
+        host, port = args.http
+        http_thread = serve(http_app, host, port, stop)
+        log.info("central: availability on http://%s:%d/availability", *args.http)
     log.info("central: brokers %s, client id %s", ", ".join(f"{h}:{p}" for h, p in args.broker),
              args.client_id)
     office.run(stop)
+    if http_thread is not None:
+        http_thread.join(10)
     return 0
 
 

@@ -24,6 +24,12 @@ DEVICE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")   # protocol device ids, an
 # month partition: a clock years off would create partitions nobody looks at
 OLDEST = datetime(2020, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=2)
+# a store's stock report (gateway/kinds/fitting_room/nearby.py): `fitting.stock` with
+# `data.items` = [{"gtin": 14 digits, "floor": n, "stockroom": n}], at most MAX_STOCK_ITEMS
+STOCK_TYPE = "fitting.stock"
+MAX_STOCK_ITEMS = 500
+MAX_STOCK_COUNT = 1_000_000     # units of one GTIN in one place: more is a bad figure
+GTIN_RE = re.compile(r"\d{14}\Z")
 
 
 class Refused(ValueError):
@@ -32,6 +38,13 @@ class Refused(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class StockLine:
+    gtin: str
+    floor: int
+    stockroom: int
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,7 @@ class ChainEvent:
     device: str
     t: datetime
     data: dict[str, Any]
+    stock: tuple[StockLine, ...] = ()   # a `fitting.stock` report's lines
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,23 @@ def _json(payload: bytes) -> Any:
         return json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Refused("bad_json", f"payload is not JSON ({exc})") from None
+
+
+def _stock(data: dict[str, Any]) -> tuple[StockLine, ...]:
+    items = data.get("items")
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_STOCK_ITEMS:
+        raise Refused("bad_stock", f"items must be a list of 1..{MAX_STOCK_ITEMS} lines")
+    lines = []
+    for it in items:
+        if not isinstance(it, dict) or not isinstance(it.get("gtin"), str) \
+                or not GTIN_RE.match(it["gtin"]):
+            raise Refused("bad_stock", "each line needs a 14-digit gtin")
+        counts = (it.get("floor"), it.get("stockroom"))
+        if not all(type(n) is int and 0 <= n <= MAX_STOCK_COUNT for n in counts):
+            raise Refused("bad_stock", f"{it['gtin']}: floor and stockroom must be integers "
+                                       f"0..{MAX_STOCK_COUNT}")
+        lines.append(StockLine(it["gtin"], it["floor"], it["stockroom"]))
+    return tuple(lines)
 
 
 def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Message:
@@ -122,4 +153,5 @@ def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Message
     if not OLDEST <= t <= now + FUTURE_SLACK:
         raise Refused("bad_time", f"t {t.isoformat()} outside {OLDEST.date()}..now+2 days "
                       "(is the store's clock set? NTP)")
-    return ChainEvent(store, seq, stream_id, typ, kind, device, t, data)
+    stock = _stock(data) if typ == STOCK_TYPE else ()
+    return ChainEvent(store, seq, stream_id, typ, kind, device, t, data, stock)

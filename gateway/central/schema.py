@@ -11,6 +11,9 @@
   fill it; `closed` is set when it reaches 0. An open gap means: fetch those events from the
   store (`GET /events?after=`).
 - `chain_stores`: per store the highest seq seen, its bridge state and retained gateway state.
+- `chain_stock (store, gtin)`: the latest stock a store reported for a GTIN (`fitting.stock`
+  events), by the report's seq: a redelivered older report never overwrites a newer one.
+  Served as chain-wide availability (gateway/central/http.py).
 """
 from __future__ import annotations
 
@@ -44,6 +47,10 @@ CREATE INDEX IF NOT EXISTS chain_gaps_open ON chain_gaps (store, first_seq) WHER
 CREATE TABLE IF NOT EXISTS chain_stores (
   store text PRIMARY KEY, high_seq bigint NOT NULL DEFAULT 0,
   bridge_up boolean, bridge_seen timestamptz, gateway_state jsonb, state_seen timestamptz);
+CREATE TABLE IF NOT EXISTS chain_stock (
+  store text NOT NULL, gtin text NOT NULL, floor integer NOT NULL, stockroom integer NOT NULL,
+  seq bigint NOT NULL, t timestamptz NOT NULL, PRIMARY KEY (store, gtin));
+CREATE INDEX IF NOT EXISTS chain_stock_gtin ON chain_stock (gtin);
 """
 
 
@@ -107,6 +114,7 @@ def write_batch(conn: psycopg.Connection[Any], messages: list[Message]) -> Writt
                 by_store[e.store].append(e.seq)
             for store in sorted(by_store):
                 _seqs(conn, store, sorted(by_store[store]), out)
+            _stock(conn, new)
         for msg in messages:
             if isinstance(msg, BridgeState):
                 conn.execute(
@@ -119,6 +127,41 @@ def write_batch(conn: psycopg.Connection[Any], messages: list[Message]) -> Writt
                     "VALUES (%s, %s::jsonb, now()) ON CONFLICT (store) DO UPDATE SET "
                     "gateway_state = excluded.gateway_state, state_seen = excluded.state_seen",
                     (msg.store, json.dumps(msg.state)))
+    return out
+
+
+def _stock(conn: psycopg.Connection[Any], new: list[ChainEvent]) -> None:
+    """The batch's new stock reports into `chain_stock`, the latest (by seq) per (store, gtin);
+    deduplicated here first (one statement may not update a row twice)."""
+    latest: dict[tuple[str, str], tuple[int, datetime, int, int]] = {}
+    for e in new:
+        for line in e.stock:
+            k = (e.store, line.gtin)
+            if k not in latest or latest[k][0] < e.seq:
+                latest[k] = (e.seq, e.t, line.floor, line.stockroom)
+    if not latest:
+        return
+    keys = sorted(latest)
+    conn.execute(
+        "INSERT INTO chain_stock (store, gtin, seq, t, floor, stockroom) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::timestamptz[], "
+        "%s::integer[], %s::integer[]) "
+        "ON CONFLICT (store, gtin) DO UPDATE SET seq = excluded.seq, t = excluded.t, "
+        "floor = excluded.floor, stockroom = excluded.stockroom WHERE chain_stock.seq < excluded.seq",
+        ([k[0] for k in keys], [k[1] for k in keys], [latest[k][0] for k in keys],
+         [latest[k][1] for k in keys], [latest[k][2] for k in keys], [latest[k][3] for k in keys]))
+
+
+def availability(conn: psycopg.Connection[Any], gtins: list[str]
+                 ) -> dict[str, dict[str, dict[str, int]]]:
+    """{gtin: {store: {"floor", "stockroom", "at" (unix ms of the store's report)}}}; a GTIN
+    no store reported maps to {}."""
+    out: dict[str, dict[str, dict[str, int]]] = {g: {} for g in gtins}
+    rows = conn.execute("SELECT gtin, store, floor, stockroom, t FROM chain_stock "
+                        "WHERE gtin = ANY(%s::text[]) ORDER BY gtin, store", (gtins,)).fetchall()
+    for gtin, store, floor, stockroom, t in rows:
+        out[gtin][store] = {"floor": floor, "stockroom": stockroom,
+                            "at": int(t.timestamp() * 1000)}
     return out
 
 

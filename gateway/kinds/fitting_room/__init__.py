@@ -17,7 +17,9 @@ def _build(ctx: KindContext) -> Any:
     inner = HttpStock(s["stock_url"]) if s["stock_url"] else \
         FileStock(s["stock_file"]) if s["stock_file"] else None
     # its health: the screens and GET /customer-points say when the stock API is down
-    stock = WatchedStock(inner, ctx.clock) if inner is not None else None
+    stock: Any = WatchedStock(inner, ctx.clock) if inner is not None else None
+    if stock is not None and s["store_id"]:
+        stock = _chain_stock(ctx, stock, inner)
     fitting = FittingService(ctx.db, stock, rules=Rules(
         swap_n=s["fitting_swap_n"], swap_window_ms=int(s["fitting_swap_window_s"] * 1000)),
         clock=ctx.clock)
@@ -25,6 +27,27 @@ def _build(ctx: KindContext) -> Any:
     tube = ctx.services["tube"]  # stockroom sizes by tube
     fitting.dispatcher = TubeSizeDispatcher(tube, tube_station(tube, s["fitting_tube_station"]))
     return fitting
+
+
+def _chain_stock(ctx: KindContext, stock: Any, inner: Any) -> Any:
+    """The chain is on: report this store's stock to it, and with `[chain] central_url` take
+    the other stores' from head office (nearby.py, docs/chain.md)."""
+    from gateway.kinds.fitting_room.nearby import CentralAvailability, ChainStock
+    from gateway.kinds.fitting_room.stock import FileStock, StockError
+    s = ctx.settings
+    central = None
+    if s["chain_central_url"]:
+        path = s["chain_central_token_file"]
+        try:
+            token = Path(path).read_text("utf-8").strip() if path else ""
+        except OSError as exc:
+            raise StockError(f"[chain] central_token_file: {exc}") from None
+        if not token:
+            raise StockError(f"[chain] central_token_file {path}: empty; put head office's "
+                             "HTTP token in it (phygital central --http-token-file)")
+        central = CentralAvailability(s["chain_central_url"], token, s["store_id"])
+    snapshot = (lambda: inner.products.values()) if isinstance(inner, FileStock) else None
+    return ChainStock(stock, ctx.db, central=central, snapshot=snapshot)
 
 
 def _router(fitting: Any) -> Any:
@@ -49,7 +72,8 @@ KIND = DeviceKind(
     docs="docs/fitting-rooms.md",
     build=_build,
     settings=("stock_file", "stock_url", "fitting_swap_n", "fitting_swap_window_s",
-              "fitting_tube_station", "screens_texts_file", "screens_language"),
+              "fitting_tube_station", "screens_texts_file", "screens_language",
+              "store_id", "chain_central_url", "chain_central_token_file"),
     needs=("tube",),
     router=_router,
     stream_kind="fitting",

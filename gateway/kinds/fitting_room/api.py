@@ -59,7 +59,9 @@ class GarmentOut(BaseModel):
     since: int | None = Field(default=None, description="unix ms")
     product: dict[str, Any] | None = Field(description="from the stock source (null: unknown)")
     variants: list[dict[str, Any]] = Field(description="other sizes/colours with availability "
-                                                       "here and in nearby stores")
+                                                       "here and in nearby stores (`nearby_source`"
+                                                       ": `head-office`, or `unavailable` with "
+                                                       "`nearby_error`: docs/chain.md)")
     stock_error: str | None = Field(description="why product/variants are missing")
 
 

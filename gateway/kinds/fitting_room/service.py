@@ -116,6 +116,12 @@ class FittingService(StatefulService):
         if state is not None:
             self.core = FittingRooms.from_dict(state, self.rules)
 
+    async def run(self) -> None:
+        report_all = getattr(self.stock, "report_all", None)
+        if report_all is not None:   # the chain hears this store's stock (nearby.py)
+            await report_all()
+        await super().run()
+
     def on_commit_item(self, kind: str, data: dict[str, Any]) -> None:
         # a cheap look: `_room_events` filters in SQL; `tube`: a carrier may have moved
         if kind == "event" or (kind == "tube" and self._tracked is not None):

@@ -63,7 +63,11 @@ class PadViewOut(BaseModel):
     product: dict[str, Any] | None = Field(description="from the stock source by the sample's "
                                                        "`gtin` (price, colour); null: unknown")
     variants: list[dict[str, Any]] = Field(description="the product's colours and sizes, each "
-                                                       "with `here` and `nearby` (other stores)")
+                                                       "with `here` and `nearby` (other stores); "
+                                                       "with head office configured also "
+                                                       "`nearby_source` (`head-office`, or "
+                                                       "`unavailable` with `nearby_error` and "
+                                                       "`nearby` {}: docs/chain.md)")
     stock_error: str | None = Field(description="why product/variants are missing: the stock "
                                                 "source failed")
     missing: list[str] = Field(description="what the catalog and stock do not say: content, "
