@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,10 @@ from typing import Any
 from gateway.analytics.rollup import Deltas
 from gateway.kinds.fitting_room import gs1
 from gateway.storage.store import Store
+
+#: a kind's entries hook (gateway/kinds/base.py DeviceKind.entries, handed over by gateway/app.py):
+#: (store, cursor, limit) -> ([(source, minute, n)], new cursor)
+EntriesSource = Callable[[Store, int, int], tuple[list[tuple[str, int, int]], int]]
 
 MINUTE = 60_000
 MAX_QTY = 1000
@@ -215,3 +220,24 @@ def set_entries(store: Store, source: str, minute: int, n: int) -> int:
             d.flush(store)
     return delta
 
+
+
+def sync_entries_tx(store: Store, sources: Mapping[str, EntriesSource], limit: int) -> int:
+    """Writer thread: for each source (a kind's `entries` hook, by kind name), the minutes that
+    changed since its cursor (`an_meta` `entries:<name>`) become entries through `set_entries`
+    (which replaces: a minute read again counts once), with the new cursor, in ONE transaction
+    (the caller's, if any). Returns the most rows one source gave (`limit` or more: call again)."""
+    most = 0
+    with store.transaction():
+        for name, source in sources.items():
+            key = f"entries:{name}"
+            row = store.conn.execute("SELECT value FROM an_meta WHERE name = ?", (key,)).fetchone()
+            after = int(row[0]) if row else 0
+            rows, upto = source(store, after, limit)
+            for src, minute, n in rows:
+                set_entries(store, src, minute, n)
+            if upto != after:
+                store.conn.execute("INSERT INTO an_meta (name, value) VALUES (?, ?) ON CONFLICT "
+                                   "(name) DO UPDATE SET value = excluded.value", (key, upto))
+            most = max(most, len(rows))
+    return most
