@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from gateway.storage.store import Store
 EntriesSource = Callable[[Store, int, int], tuple[list[tuple[str, int, int]], int]]
 
 MINUTE = 60_000
+log = logging.getLogger("gateway.analytics")
 MAX_QTY = 1000
 MAX_RECEIPT = 64
 MAX_CSV_LINES = 50_000        # data lines in one import (a busy store's day is ~5,000)
@@ -235,7 +237,12 @@ def sync_entries_tx(store: Store, sources: Mapping[str, EntriesSource], limit: i
             after = int(row[0]) if row else 0
             rows, upto = source(store, after, limit)
             for src, minute, n in rows:
-                set_entries(store, src, minute, n)
+                try:
+                    set_entries(store, src, minute, n)
+                except ValueError as exc:  # one bad row must not stop the fold for good
+                    log.warning("entries of %s not counted source=%s minute=%s n=%s: %s (a "
+                                "defect of the kind's entries hook: report it)", name, src,
+                                minute, n, exc)
             if upto != after:
                 store.conn.execute("INSERT INTO an_meta (name, value) VALUES (?, ?) ON CONFLICT "
                                    "(name) DO UPDATE SET value = excluded.value", (key, upto))

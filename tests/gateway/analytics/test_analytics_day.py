@@ -302,3 +302,19 @@ def test_a_door_counters_minutes_are_entries_once_beside_the_footfall_api(gw_sto
     add_entries(gw_store, "footfall-api", t(9, 30), 10)
     fold()
     assert hours() == [1, 19, 6]
+
+
+def test_an_entries_row_set_entries_refuses_is_skipped_and_the_fold_goes_on(gw_store, caplog):
+    from gateway.analytics.service import fold_and_sync_tx
+
+    def hook(store, cursor, limit):  # a defective hook: a minute that is not whole, a negative n
+        rows = [("door-9", t(9, 0), 3), ("door-9", t(9, 1) + 5, 2), ("door-9", t(9, 2), -1),
+                ("door-9", t(9, 3), 4)]
+        return (rows, 1) if cursor == 0 else ([], cursor)
+
+    fold_and_sync_tx(gw_store, 2000, {"doors": hook})
+    fold_and_sync_tx(gw_store, 2000, {"doors": hook})
+    assert queries.funnel(gw_store, t(9), t(10), "hour")["totals"]["entries"] == 7  # 3 + 4
+    assert [r.getMessage().split(":")[0] for r in caplog.records if "not counted" in r.getMessage()] == [
+        f"entries of doors not counted source=door-9 minute={t(9, 1) + 5} n=2",
+        f"entries of doors not counted source=door-9 minute={t(9, 2)} n=-1"]
