@@ -155,11 +155,13 @@ class Gateway:
                 {name: getattr(config, name) for name in kind.settings}, dict(self.services)))
             setattr(self, kind.name, self.services[kind.name])
         # the analytics tier reads the kinds' stream items; receipts and door counts go to the
-        # fitting rooms too (their try-on attribution and their own footfall figure)
+        # fitting rooms too (their try-on attribution and their own footfall figure); the
+        # kinds' entries hooks (the door counter's minutes) feed the funnel's entries
         fitting: Any = self.services.get("fitting")
         self.analytics = AnalyticsService(
             self.db, clock, attribute=fitting.purchases if fitting is not None else None,
-            door_count=fitting.door_count if fitting is not None else None)
+            door_count=fitting.door_count if fitting is not None else None,
+            entries={k.name: k.entries for k in self.kinds if k.entries is not None})
         self.metrics = GatewayMetrics()
         self.ingest.on_processed = self.metrics.observe_ingest
         self.webhooks = WebhookService(self.db, WebhookSettings(

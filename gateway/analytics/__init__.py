@@ -4,7 +4,8 @@ day, per product, per device, the tube's delivery times and the lockers' dwell.
 A tier, not a device kind: it reads what the kinds already write (their stream items, in
 `stream` order from a persisted cursor) and keeps rollups in its own tables (storage migration
 13); it owns the store-wide purchase ledger (`POST /purchases`, the CSV import) and the entries
-table a door counter can feed (`gateway.analytics.ledger.set_entries`). Kinds never import it;
+table, fed by the kinds' `entries` hooks (a door counter's minutes: `ledger.sync_entries_tx`,
+in the fold's transaction; the app hands the hooks over). Kinds never import it;
 it imports storage, devices, the HTTP helpers and the GS1 module of the fitting rooms; the app
 (gateway/app.py) hands it the fitting rooms' attribution, so a receipt still converts try-ons.
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +22,12 @@ from gateway.analytics.rollup import Deltas
 from gateway.kinds.fitting_room import gs1
 from gateway.storage.store import Store
 
+#: a kind's entries hook (gateway/kinds/base.py DeviceKind.entries, handed over by gateway/app.py):
+#: (store, cursor, limit) -> ([(source, minute, n)], new cursor)
+EntriesSource = Callable[[Store, int, int], tuple[list[tuple[str, int, int]], int]]
+
 MINUTE = 60_000
+log = logging.getLogger("gateway.analytics")
 MAX_QTY = 1000
 MAX_RECEIPT = 64
 MAX_CSV_LINES = 50_000        # data lines in one import (a busy store's day is ~5,000)
@@ -215,3 +222,29 @@ def set_entries(store: Store, source: str, minute: int, n: int) -> int:
             d.flush(store)
     return delta
 
+
+
+def sync_entries_tx(store: Store, sources: Mapping[str, EntriesSource], limit: int) -> int:
+    """Writer thread: for each source (a kind's `entries` hook, by kind name), the minutes that
+    changed since its cursor (`an_meta` `entries:<name>`) become entries through `set_entries`
+    (which replaces: a minute read again counts once), with the new cursor, in ONE transaction
+    (the caller's, if any). Returns the most rows one source gave (`limit` or more: call again)."""
+    most = 0
+    with store.transaction():
+        for name, source in sources.items():
+            key = f"entries:{name}"
+            row = store.conn.execute("SELECT value FROM an_meta WHERE name = ?", (key,)).fetchone()
+            after = int(row[0]) if row else 0
+            rows, upto = source(store, after, limit)
+            for src, minute, n in rows:
+                try:
+                    set_entries(store, src, minute, n)
+                except ValueError as exc:  # one bad row must not stop the fold for good
+                    log.warning("entries of %s not counted source=%s minute=%s n=%s: %s (a "
+                                "defect of the kind's entries hook: report it)", name, src,
+                                minute, n, exc)
+            if upto != after:
+                store.conn.execute("INSERT INTO an_meta (name, value) VALUES (?, ?) ON CONFLICT "
+                                   "(name) DO UPDATE SET value = excluded.value", (key, upto))
+            most = max(most, len(rows))
+    return most

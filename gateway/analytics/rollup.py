@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from gateway.storage.store import Store
@@ -44,6 +46,23 @@ def floor_hour(t: int) -> int:
     return t - t % HOUR
 
 
+@lru_cache(maxsize=4096)
+def _month_of_day(day: int) -> int:
+    d = datetime.fromtimestamp(day // 1000, UTC)
+    return int(datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()) * 1000
+
+
+def floor_month(t: int) -> int:
+    """The start of `t`'s UTC calendar month (unix ms)."""
+    return _month_of_day(t - t % DAY)
+
+
+def ceil_month(t: int) -> int:
+    """`t` if it starts a UTC month, else the start of the next one."""
+    m = floor_month(t)
+    return m if m == t else floor_month(m + 32 * DAY)
+
+
 class Deltas:
     """Rollup increments gathered in memory, written with one upsert per row (`flush`)."""
 
@@ -60,7 +79,8 @@ class Deltas:
             row[k] += v
 
     def product(self, t: int, product: str, **add: int) -> None:
-        for period, key in (("h", floor_hour(t)), ("d", t - t % DAY)):
+        """Per product: its hour, UTC day and UTC calendar month rows (a year reads 12 rows)."""
+        for period, key in (("h", floor_hour(t)), ("d", t - t % DAY), ("m", floor_month(t))):
             row = self.products[(period, key, product)]
             for k, v in add.items():
                 row[k] += v

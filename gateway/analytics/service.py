@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from gateway.analytics import ledger, queries
-from gateway.analytics.ledger import LedgerError, Receipt
+from gateway.analytics.ledger import EntriesSource, LedgerError, Receipt, sync_entries_tx
 from gateway.analytics.rollup import PAGE, fold_tx
 from gateway.devices.ticker import tick_loop
 from gateway.storage.db import Database
@@ -31,14 +31,25 @@ DoorCount = Callable[[int | None, int], Awaitable[None]]
 FOOTFALL_SOURCE = "footfall-api"
 
 
+def fold_and_sync_tx(store: Store, limit: int, entries: Mapping[str, EntriesSource]
+                     ) -> tuple[int, int]:
+    """Writer thread, ONE transaction: fold the stream items after the cursor (at most `limit`)
+    and take the minutes the kinds' entries hooks say changed (about `limit` per source).
+    Returns (items read, most entry rows of a source): either at `limit`, call again."""
+    with store.transaction():
+        return fold_tx(store, limit), sync_entries_tx(store, entries, limit)
+
+
 class AnalyticsService:
     def __init__(self, db: Database, clock: Callable[[], int], *, attribute: Attribute | None = None,
-                 door_count: DoorCount | None = None, tick_s: float = 30.0,
+                 door_count: DoorCount | None = None,
+                 entries: Mapping[str, EntriesSource] | None = None, tick_s: float = 30.0,
                  linger_s: float = 1.0) -> None:
         self.db = db
         self.clock = clock
         self.attribute = attribute
         self.door_count = door_count
+        self.entries: Mapping[str, EntriesSource] = dict(entries or {})  # kind name -> its hook
         self.tick_s = tick_s
         self.linger_s = linger_s
         self._wake = asyncio.Event()
@@ -56,12 +67,12 @@ class AnalyticsService:
         await self.catch_up()
 
     async def catch_up(self) -> int:
-        """Fold everything committed so far; returns the items read."""
+        """Fold everything committed so far, and the kinds' new entries; returns the items read."""
         n = 0
         while True:
-            got = await self.db.write(fold_tx, PAGE)
+            got, rows = await self.db.write(fold_and_sync_tx, PAGE, self.entries)
             n += got
-            if got < PAGE:
+            if got < PAGE and rows < PAGE:
                 break
         self.folded += n
         return n

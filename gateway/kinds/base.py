@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 #: (method, path pattern, scopes that may): a row of `gateway.http.auth.POLICY`.
 AuthRow = tuple[str, str, tuple[str, ...]]
 
+#: `DeviceKind.entries`: (store, cursor, limit) -> ([(source, minute, n)], new cursor)
+EntriesSource = Callable[["Store", int, int], tuple[list[tuple[str, int, int]], int]]
+
 
 @dataclass(frozen=True)
 class AlertRule:
@@ -125,6 +128,14 @@ class DeviceKind:
     problems: Callable[[Any], list[dict[str, Any]]] | None = None
     """(service) -> dependencies of its screens that are down now: `{"what", "since" (unix
     ms), "why"}` each (the stock API); `GET /customer-points` marks its points degraded."""
+    entries: EntriesSource | None = None
+    """(store, cursor, limit) -> the people who came in, for the store's funnel
+    (gateway/analytics): `(source, minute, n)` rows whose count changed after `cursor` (the
+    kind's own change marker, an integer that only grows), and the cursor up to which they go.
+    Called on the writer thread inside the analytics fold's transaction, which keeps the cursor
+    (`an_meta`) with the rows: `n` replaces what `source` said for that minute, so a minute
+    read again never counts twice. The door counter's minutes; `gateway/app.py` hands every
+    kind's hook to the analytics tier, which imports no kind."""
     errors: Callable[[], tuple[type[Exception], ...]] = lambda: ()
     """Exceptions that mean the kind's configuration is wrong: the gateway reports them and
     exits 2 (`python -m gateway`)."""

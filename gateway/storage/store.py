@@ -325,6 +325,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE an_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO an_meta (name, value) SELECT 'cursor', COALESCE(MAX(id), 0) FROM stream;
     """,
+    # 15: analytics per product per UTC calendar month (an_product period 'm'): a year's
+    #     product figures read 12 rows per product instead of 365; built here from the day rows
+    """
+    INSERT INTO an_product (period, t, product, placed, pad_dwell_ms, tried, bought)
+    SELECT 'm', CAST(strftime('%s', t / 1000, 'unixepoch', 'start of month') AS INTEGER) * 1000,
+           product, SUM(placed), SUM(pad_dwell_ms), SUM(tried), SUM(bought)
+    FROM an_product WHERE period = 'd' GROUP BY 2, 3;
+    """,
 )
 
 

@@ -17,6 +17,11 @@ def _router(doors: Any) -> Any:
     return router(doors)
 
 
+def _entries(store: Any, cursor: int, limit: int) -> tuple[list[tuple[str, int, int]], int]:
+    from gateway.kinds.door_counter.service import entries_tx
+    return entries_tx(store, cursor, limit)
+
+
 # the kind's own tables (gateway/storage/store.py migrate_kind: versioned per kind, appended here)
 MIGRATIONS = (
     # 1: per-minute counts, each counter's live view and the service's event cursor
@@ -40,6 +45,15 @@ MIGRATIONS = (
         cursor INTEGER NOT NULL                -- events.id applied up to
     );
     """,
+    # 2: `ev`: the service's event cursor when a minute's row last changed (the page that
+    #    changed it), so the funnel (DeviceKind.entries) reads the minutes that changed since it
+    #    last looked, however old they are (a period replayed after an outage); the minutes
+    #    counted before it get the cursor of then, so the funnel takes them too
+    """
+    ALTER TABLE door_counts ADD COLUMN ev INTEGER NOT NULL DEFAULT 0;
+    UPDATE door_counts SET ev = (SELECT COALESCE(MAX(cursor), 0) FROM door_counter_cursor);
+    CREATE INDEX door_counts_by_ev ON door_counts (ev);
+    """,
 )
 
 KIND = DeviceKind(
@@ -48,6 +62,7 @@ KIND = DeviceKind(
     docs="docs/door-counter.md",
     build=_build,
     migrations=MIGRATIONS,
+    entries=_entries,
     router=_router,
     auth=(
         ("GET", "/door-counters", ("read",)),                   # counts and occupancy

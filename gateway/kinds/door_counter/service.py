@@ -65,11 +65,12 @@ def _save_tx(store: Store, lives: dict[str, Live], minutes: list[tuple[str, Minu
     with store.transaction():
         for device, d in minutes:
             store.conn.execute(
-                """INSERT INTO door_counts (device, minute, entries, exits, oos_ms, occupancy)
-                   VALUES (?,?,?,?,?,?) ON CONFLICT (device, minute) DO UPDATE SET
+                """INSERT INTO door_counts (device, minute, entries, exits, oos_ms, occupancy, ev)
+                   VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, minute) DO UPDATE SET
                      entries = entries + excluded.entries, exits = exits + excluded.exits,
-                     oos_ms = MIN(oos_ms + excluded.oos_ms, 60000), occupancy = excluded.occupancy""",
-                (device, d.minute, d.entries, d.exits, min(d.oos_ms, 60000), d.occupancy))
+                     oos_ms = MIN(oos_ms + excluded.oos_ms, 60000), occupancy = excluded.occupancy,
+                     ev = excluded.ev""",
+                (device, d.minute, d.entries, d.exits, min(d.oos_ms, 60000), d.occupancy, cursor))
         for device, live in lives.items():
             store.conn.execute(
                 """INSERT INTO door_counters (device, live, updated) VALUES (?,?,?)
@@ -78,6 +79,22 @@ def _save_tx(store: Store, lives: dict[str, Live], minutes: list[tuple[str, Minu
         store.conn.execute(
             """INSERT INTO door_counter_cursor (id, cursor) VALUES (1, ?)
                ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor""", (cursor,))
+
+
+def entries_tx(store: Store, after: int, limit: int) -> tuple[list[tuple[str, int, int]], int]:
+    """The kind's `entries` hook (DeviceKind.entries): (device, minute, entries) of the minutes
+    changed by the pages after `after` (`ev`: the event cursor of the page that last changed
+    the row), about `limit` of them, and the `ev` they go up to. A page's rows all carry the
+    same `ev`, so the rows of the last `ev` read are read whole (a page may go past `limit`):
+    the next call, after that `ev`, misses none."""
+    c = store.conn
+    bound = c.execute("SELECT ev FROM door_counts WHERE ev > ? ORDER BY ev LIMIT 1 OFFSET ?",
+                      (after, max(0, limit - 1))).fetchone()
+    upto = bound[0] if bound else c.execute("SELECT COALESCE(MAX(ev), ?) FROM door_counts",
+                                            (after,)).fetchone()[0]
+    rows = c.execute("SELECT device, minute, entries FROM door_counts WHERE ev > ? AND ev <= ? "
+                     "ORDER BY ev, device, minute", (after, upto)).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows], max(after, upto)
 
 
 def _counters_tx(store: Store) -> list[dict[str, Any]]:

@@ -252,3 +252,69 @@ def test_a_sample_counts_for_the_gtin_the_catalog_gives_it(gw_store):
     fold_all(gw_store)
     rows = queries.products(gw_store, START, END, sort="placed")["products"]
     assert [(r["product"], r["placed"]) for r in rows] == [(C, 1), ("S-8", 1)]
+
+
+def test_a_door_counters_minutes_are_entries_once_beside_the_footfall_api(gw_store):
+    """The door-counter kind's minutes (`door_counts`, written as its service writes them)
+    become the funnel's entries through its `entries` hook, in the fold's transaction: a
+    minute that gets another period (a replay after an outage, an hour late) counts its new
+    total once; a rolled-back fold and folding one row at a time change nothing. A store with
+    both a door counter and the footfall API gets both added: it counts people twice
+    (docs/analytics.md says to use one)."""
+    from gateway.analytics.service import fold_and_sync_tx
+    from gateway.kinds.door_counter import KIND as DOORS
+    from gateway.kinds.door_counter.core import MinuteDelta
+    from gateway.kinds.door_counter.service import _save_tx
+    from gateway.storage.store import migrate_kind
+
+    migrate_kind(gw_store.conn, DOORS.name, DOORS.migrations)
+    assert DOORS.entries is not None
+    sources = {DOORS.name: DOORS.entries}
+    cursor = 0
+
+    def periods(*rows: tuple[str, int, int]) -> None:  # (device, minute, people in): one page
+        nonlocal cursor
+        cursor += 10
+        _save_tx(gw_store, {}, [(dev, MinuteDelta(m, n, 0, 0, 0)) for dev, m, n in rows], cursor, t(12))
+
+    def fold(page: int = 2000) -> None:
+        while any(n == page for n in fold_and_sync_tx(gw_store, page, sources)):
+            pass
+
+    def hours() -> list[int]:
+        return [b["entries"] for b in queries.funnel(gw_store, t(8), t(11), "hour")["buckets"]]
+
+    periods(("door-1", t(9, 0), 4), ("door-1", t(9, 1), 3), ("door-2", t(10, 0), 6))
+    fold()
+    assert hours() == [0, 7, 6]                              # 4 + 3 in hour 9, door-2's 6 in hour 10
+    periods(("door-1", t(9, 1), 2), ("door-1", t(8, 59), 1))  # a late period of 09:01; 08:59 an hour late
+    with pytest.raises(RuntimeError), gw_store.transaction():  # a crash mid-fold
+        fold_and_sync_tx(gw_store, 2000, sources)
+        raise RuntimeError("power cut")
+    fold(page=1)
+    assert hours() == [1, 9, 6]                              # 09:01 is 5 now (3 + 2), counted once
+    assert [tuple(r) for r in gw_store.conn.execute(
+        "SELECT source, minute, n FROM entries ORDER BY source, minute")] == [
+        ("door-1", t(8, 59), 1), ("door-1", t(9, 0), 4), ("door-1", t(9, 1), 5), ("door-2", t(10), 6)]
+    fold()
+    assert hours() == [1, 9, 6]                              # nothing new: nothing moves
+    # the footfall API beside it: its 10 are added to the door's 9 (people counted twice)
+    add_entries(gw_store, "footfall-api", t(9, 30), 10)
+    fold()
+    assert hours() == [1, 19, 6]
+
+
+def test_an_entries_row_set_entries_refuses_is_skipped_and_the_fold_goes_on(gw_store, caplog):
+    from gateway.analytics.service import fold_and_sync_tx
+
+    def hook(store, cursor, limit):  # a defective hook: a minute that is not whole, a negative n
+        rows = [("door-9", t(9, 0), 3), ("door-9", t(9, 1) + 5, 2), ("door-9", t(9, 2), -1),
+                ("door-9", t(9, 3), 4)]
+        return (rows, 1) if cursor == 0 else ([], cursor)
+
+    fold_and_sync_tx(gw_store, 2000, {"doors": hook})
+    fold_and_sync_tx(gw_store, 2000, {"doors": hook})
+    assert queries.funnel(gw_store, t(9), t(10), "hour")["totals"]["entries"] == 7  # 3 + 4
+    assert [r.getMessage().split(":")[0] for r in caplog.records if "not counted" in r.getMessage()] == [
+        f"entries of doors not counted source=door-9 minute={t(9, 1) + 5} n=2",
+        f"entries of doors not counted source=door-9 minute={t(9, 2)} n=-1"]
