@@ -125,6 +125,10 @@ class DeviceKind:
     problems: Callable[[Any], list[dict[str, Any]]] | None = None
     """(service) -> dependencies of its screens that are down now: `{"what", "since" (unix
     ms), "why"}` each (the stock API); `GET /customer-points` marks its points degraded."""
+    event_cursor: Callable[[Any], int | Mapping[str, int]] | None = None
+    """(store) -> its service's persisted events.id cursor: one for all its devices, or one per
+    device id. Retention never prunes an event of its devices above it, so an event is never
+    gone before the kind applied it (gateway/storage/retention.py)."""
     errors: Callable[[], tuple[type[Exception], ...]] = lambda: ()
     """Exceptions that mean the kind's configuration is wrong: the gateway reports them and
     exits 2 (`python -m gateway`)."""
