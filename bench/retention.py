@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/retention.py              # 1.2M events over 60 days, 300k commands
     .venv/bin/python bench/retention.py --quick      # CI smoke: 120k events, 30k commands
-    .venv/bin/python bench/retention.py --events 5000000 --batch 2000
+    .venv/bin/python bench/retention.py --events 5000000 --batch 2000 --vacuum-pages 2000
 
 1. fill: `--events` events (~184 bytes each in the database, as in issue 17) spread evenly over
    `--days` days for 60 devices, acked, through `Store.insert_events_many` (the ingest's write
@@ -110,7 +110,8 @@ async def bench(args: argparse.Namespace, path: Path) -> None:
           "commands)")
     async with Database(path) as db:
         ret = Retention(db, RetentionPolicy(events_days=args.days / 2, commands_days=args.days / 2,
-                                            batch_rows=args.batch), lambda: now)
+                                            batch_rows=args.batch,
+                                            vacuum_pages=args.vacuum_pages), lambda: now)
         waits: list[float] = []
         done = asyncio.Event()
 
@@ -158,7 +159,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_200_000)
     ap.add_argument("--days", type=int, default=60)
     ap.add_argument("--commands", type=int, default=300_000)
-    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--vacuum-pages", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="CI smoke: 120k events, 30k commands")
     ap.add_argument("--dir", type=Path, default=None, help="where the database goes (default: a "
                     "temporary folder)")

@@ -68,8 +68,8 @@ class GatewayConfig:
     retention_audit_days: float = 365.0
     retention_alerts_days: float = 90.0
     retention_webhook_days: float = 30.0
-    retention_batch_rows: int = 2000
-    retention_vacuum_pages: int = 2000
+    retention_batch_rows: int = 500
+    retention_vacuum_pages: int = 500
     retention_interval_s: float = 3600.0
     locker_tick_s: float = 1.0            # locker banks: expiry tick / event catch-up period
     locker_reserve_s: float = 4 * 3600    # locker banks: an unloaded reservation lasts this long

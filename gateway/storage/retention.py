@@ -59,8 +59,8 @@ class RetentionPolicy:
     audit_days: float = 365.0
     alerts_days: float = 90.0
     webhook_days: float = 30.0
-    batch_rows: int = 2000          # rows looked at per transaction
-    vacuum_pages: int = 2000        # pages returned per incremental_vacuum step (4 KiB each)
+    batch_rows: int = 500           # rows looked at per transaction
+    vacuum_pages: int = 500         # pages returned per incremental_vacuum step (4 KiB each)
     interval_s: float = 3600.0      # a pass this often (the first one a minute after start)
 
 

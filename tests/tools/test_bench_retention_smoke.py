@@ -16,7 +16,7 @@ def test_retention_benchmark_quick_prints_its_figures():
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
     assert out.startswith("machine: ")
-    assert re.search(r"^pruned: events=60000 commands=15000 in \d+ batches of <= 2000 rows", out, re.MULTILINE), out
+    assert re.search(r"^pruned: events=60000 commands=15000 in \d+ batches of <= 500 rows", out, re.MULTILINE), out
     for figure in ("longest writer hold (one batch, COMMIT included): ", "incremental vacuum: ",
                    "writes beside the pass", "file after: ", "/stats commands (15000 rows)"):
         assert figure in out, (figure, out)
