@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from gateway.integrations.webhooks import WebhookService, WebhookSettings
 from gateway.kinds.base import DeviceKind, KindContext, KindService
 from gateway.kinds.registry import KINDS, build_order, migrations
 from gateway.storage.db import Database
+from gateway.storage.retention import Retention, RetentionPolicy, kind_floor
 from gateway.storage.store import Store, StreamItem
 from gateway.transport.bus import MqttBus
 from gateway.transport.coap import CoapEdge, TransportRouter
@@ -60,6 +62,15 @@ class GatewayConfig:
     command_resend_s: float = 2.0         # resend pending commands this often while online
     command_grace_s: float = 2.0          # expire this long after the deadline
     stream_keep: int = 100_000            # stream rows kept for Last-Event-ID resume
+    # retention (docs/configuration.md [retention], gateway/storage/retention.py); days, 0 = forever
+    retention_events_days: float = 30.0
+    retention_commands_days: float = 90.0
+    retention_audit_days: float = 365.0
+    retention_alerts_days: float = 90.0
+    retention_webhook_days: float = 30.0
+    retention_batch_rows: int = 500
+    retention_vacuum_pages: int = 500
+    retention_interval_s: float = 3600.0
     locker_tick_s: float = 1.0            # locker banks: expiry tick / event catch-up period
     locker_reserve_s: float = 4 * 3600    # locker banks: an unloaded reservation lasts this long
     locker_pickup_window_s: float = 3 * 24 * 3600  # locker banks: a pickup code works this long
@@ -162,6 +173,15 @@ class Gateway:
             self.db, clock, attribute=fitting.purchases if fitting is not None else None,
             door_count=fitting.door_count if fitting is not None else None,
             entries={k.name: k.entries for k in self.kinds if k.entries is not None})
+        # an event a kind has not applied yet is never pruned (DeviceKind.event_cursor)
+        self.retention = Retention(self.db, RetentionPolicy(
+            events_days=config.retention_events_days, commands_days=config.retention_commands_days,
+            audit_days=config.retention_audit_days, alerts_days=config.retention_alerts_days,
+            webhook_days=config.retention_webhook_days, batch_rows=config.retention_batch_rows,
+            vacuum_pages=config.retention_vacuum_pages, interval_s=config.retention_interval_s),
+            clock, floors=[functools.partial(kind_floor, device_kinds=tuple(k.apps),
+                                             cursor=k.event_cursor)
+                           for k in self.kinds if k.event_cursor is not None])
         self.metrics = GatewayMetrics()
         self.ingest.on_processed = self.metrics.observe_ingest
         self.webhooks = WebhookService(self.db, WebhookSettings(
@@ -202,6 +222,7 @@ class Gateway:
         self._spawn("alerts", self.alerts.run())
         self._spawn("analytics", self.analytics.run())
         self._spawn("housekeeping", self._housekeeping())
+        self._spawn("retention", self.retention.run())
         if self.liveness is not None:
             self._spawn("liveness", self.liveness.run())
         self._spawn("webhooks", self.webhooks.run())
@@ -223,6 +244,7 @@ class Gateway:
         await self._cancel("alerts")
         await self._cancel("analytics")
         await self._cancel("housekeeping")
+        await self._cancel("retention")
         await self._cancel("liveness")
         await self._cancel("webhooks")
         await self._cancel("chain")

@@ -43,6 +43,10 @@ def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else f"must be >= 0, got {v}"
 
 
+def _batch_rows(v: Any) -> str | None:
+    return None if 1 <= v <= 100_000 else f"must be 1..100000 (rows per transaction), got {v}"
+
+
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         return None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
@@ -91,6 +95,16 @@ SPEC: dict[str, dict[str, Key]] = {
     "database": {
         "path": Key("db_path", "path"),
         "stream_keep": Key("stream_keep", "int", _positive),
+    },
+    "retention": {  # gateway/storage/retention.py; days, 0 = keep forever
+        "events_days": Key("retention_events_days", "float", _non_negative),
+        "commands_days": Key("retention_commands_days", "float", _non_negative),
+        "audit_days": Key("retention_audit_days", "float", _non_negative),
+        "alerts_days": Key("retention_alerts_days", "float", _non_negative),
+        "webhook_deliveries_days": Key("retention_webhook_days", "float", _non_negative),
+        "batch_rows": Key("retention_batch_rows", "int", _batch_rows),
+        "vacuum_pages": Key("retention_vacuum_pages", "int", _positive),
+        "interval_s": Key("retention_interval_s", "float", _positive),
     },
     "ingest": {
         "batch_max": Key("ingest_batch_max", "int", _positive),

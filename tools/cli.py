@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(see `phygital firmware --help`, docs/ota.md)", add_help=False)
     sub.add_parser("schema", help="a gateway database's schema version (see `phygital schema --help`)",
                    add_help=False)
+    sub.add_parser("db", help="a gateway database: stats, backup, vacuum (see `phygital db --help`)",
+                   add_help=False)
     sub.add_parser("conformance", help="check a device against docs/protocol.md, clause by clause "
                    "(see `phygital conformance --help`)", add_help=False)
     sub.add_parser("central", help="head office: the chain of stores into PostgreSQL "
@@ -192,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "schema":
         from gateway.storage.schema_cli import main as schema_main
         return schema_main(rest)
+    if args.cmd == "db":
+        from gateway.storage.db_cli import main as db_main
+        return db_main(rest)
     if args.cmd == "conformance":
         from tools.conformance import main as conformance_main
         return conformance_main(rest)

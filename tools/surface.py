@@ -97,14 +97,15 @@ def _clis() -> list[tuple[str, Callable[..., Any]]]:
     from gateway import __main__ as gateway_main
     from gateway.central import consumer as central
     from gateway.http import auth
-    from gateway.storage import schema_cli
+    from gateway.storage import db_cli, schema_cli
     from hil import faults
     from tools import cli, conformance, console, deploy, firmware, loadgen, lockers, mip_package, provision, tagstation
 
     return [("phygital", cli.main),
             ("phygital gateway", gateway_main.main), ("phygital lockers", lockers.main),
             ("phygital token", auth.cli), ("phygital provision", provision.main),
-            ("phygital schema", schema_cli.main), ("phygital conformance", conformance.main),
+            ("phygital schema", schema_cli.main), ("phygital db", db_cli.main),
+            ("phygital conformance", conformance.main),
             ("phygital central", central.main), ("phygital firmware", firmware.main),
             ("python -m tools.console", console.main), ("python -m tools.deploy", deploy.main),
             ("python -m tools.loadgen", loadgen.main), ("python -m tools.tagstation", tagstation.main),

@@ -136,6 +136,10 @@ class DeviceKind:
     (`an_meta`) with the rows: `n` replaces what `source` said for that minute, so a minute
     read again never counts twice. The door counter's minutes; `gateway/app.py` hands every
     kind's hook to the analytics tier, which imports no kind."""
+    event_cursor: Callable[[Any], int | Mapping[str, int]] | None = None
+    """(store) -> its service's persisted events.id cursor: one for all its devices, or one per
+    device id. Retention never prunes an event of its devices above it, so an event is never
+    gone before the kind applied it (gateway/storage/retention.py)."""
     errors: Callable[[], tuple[type[Exception], ...]] = lambda: ()
     """Exceptions that mean the kind's configuration is wrong: the gateway reports them and
     exits 2 (`python -m gateway`)."""

@@ -56,6 +56,12 @@ MIGRATIONS = (
     """,
 )
 
+def _event_cursor(store: Any) -> int:
+    """The events.id the door counters applied up to (retention keeps what is above it)."""
+    row = store.conn.execute("SELECT cursor FROM door_counter_cursor WHERE id = 1").fetchone()
+    return row[0] if row else 0
+
+
 KIND = DeviceKind(
     name="doors",
     apps={"door-counter": ("edge.apps.door_counter", "DoorCounter")},
@@ -63,6 +69,7 @@ KIND = DeviceKind(
     build=_build,
     migrations=MIGRATIONS,
     entries=_entries,
+    event_cursor=_event_cursor,
     router=_router,
     auth=(
         ("GET", "/door-counters", ("read",)),                   # counts and occupancy

@@ -66,6 +66,12 @@ def _problems(fitting: Any) -> list[dict[str, Any]]:
     return stock.problems() if hasattr(stock, "problems") else []
 
 
+def _event_cursor(store: Any) -> int:
+    """The events.id the fitting rooms applied up to (retention keeps what is above it)."""
+    row = store.conn.execute("SELECT cursor FROM fitting WHERE id = 1").fetchone()
+    return row[0] if row else 0
+
+
 KIND = DeviceKind(
     name="fitting",
     apps={"fitting-room": ("edge.apps.fitting_room", "FittingRoom")},
@@ -77,6 +83,7 @@ KIND = DeviceKind(
     needs=("tube",),
     router=_router,
     stream_kind="fitting",
+    event_cursor=_event_cursor,
     screens={"fitting-room": "/mirror/{dev}"},
     problems=_problems,
     auth=(

@@ -31,6 +31,11 @@ def _reveal(lockers: Any, kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return lockers.render(data) if kind == "locker" else data
 
 
+def _event_cursor(store: Any) -> dict[str, int]:
+    """Each bank's events.id applied up to (retention keeps what is above it)."""
+    return {r[0]: r[1] for r in store.conn.execute("SELECT bank, cursor FROM lockers")}
+
+
 KIND = DeviceKind(
     name="lockers",
     apps={"locker-bank": ("edge.apps.locker", "LockerBank")},
@@ -39,6 +44,7 @@ KIND = DeviceKind(
     settings=("locker_tick_s", "locker_reserve_s", "locker_pickup_window_s", "locker_keys_file"),
     router=_router,
     stream_kind="locker",
+    event_cursor=_event_cursor,
     render=_render,
     reveal=_reveal,
     auth=(

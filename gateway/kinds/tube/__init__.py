@@ -18,6 +18,11 @@ def _router(tube: Any) -> Any:
     return router(tube)
 
 
+def _event_cursor(store: Any) -> int:
+    """The events.id the tube network applied up to (retention keeps what is above it)."""
+    return store.conn.execute("SELECT COALESCE(MIN(cursor), 0) FROM tube_state").fetchone()[0]
+
+
 KIND = DeviceKind(
     name="tube",
     apps={"tube-station": ("edge.apps.tube_station", "TubeStation"),
@@ -27,6 +32,7 @@ KIND = DeviceKind(
     settings=("tube_network", "tube_tick_s"),
     router=_router,
     stream_kind="tube",
+    event_cursor=_event_cursor,
     auth=(
         ("POST", "/tube/dispatches", ("operations",)),          # staff send a carrier
         ("DELETE", "/tube/dispatches", ("operations",)),        # ... or cancel it

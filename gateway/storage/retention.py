@@ -1,0 +1,246 @@
+"""Retention: what the gateway keeps, for how long, and how it deletes the rest (issue 17).
+
+One rule per table (`RetentionPolicy`, the `[retention]` section of the config file,
+docs/configuration.md), each an age in days (0: kept forever):
+
+* `events`: `t_gateway` older than `events_days`; never an event above its epoch's ack
+  watermark (`acks.upto`), nor the newest event (highest seq) of a (device, epoch) (the
+  journal checks compare a birth with it: `Store.max_seq`), nor one a device kind has yet to
+  apply (`floors`: the kinds' persisted cursors, `DeviceKind.event_cursor`);
+* `commands` (their outcomes with them): final, `updated` older than `commands_days`;
+  never a queued, sent or accepted command;
+* `audit`: `t` older than `audit_days`;
+* `alerts`: resolved, `resolved_at` older than `alerts_days`; never an open or acked one;
+* `webhook_deliveries`: delivered, `delivered_at` older than `webhook_days`; never pending;
+* `chain_outbox`: never (its rows leave when the central broker PUBACKs them);
+* `stream`: by count (`[database] stream_keep`, gateway/app.py), not here.
+
+Pruning goes through the single writer in small batches: each batch looks at the next
+`batch_rows` rows in rowid order (a window: its scan is bounded whatever the rules keep),
+deletes the ones its rule allows, and commits; the task yields to the event loop between
+batches, so ingest and command writes queued meanwhile run between two batches. A table's
+rowids follow its insert time, so the walk stops at the first row younger than the cutoff.
+The longest writer hold (statement + COMMIT) is measured and reported.
+
+Space: a database created by this gateway is in `auto_vacuum = INCREMENTAL` (set in
+`store.connect` before the first table), so after pruning `PRAGMA incremental_vacuum(N)`
+returns the free pages to the file system, `vacuum_pages` pages per step, each step a write
+of its own. An older database stays `NONE` (SQLite reuses its free pages but the file never
+shrinks) until `phygital db vacuum` rewrites it once with the gateway stopped (see
+`gateway/storage/db_cli.py` for why not in a migration).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gateway.storage.db import Database
+from gateway.storage.store import FINAL_STATUSES, Store
+
+log = logging.getLogger("gateway.retention")
+
+DAY_MS = 86_400_000
+
+#: a device kind's persisted event cursor: one events.id for all its devices, or one per device
+#: id (a device without an entry: 0). Events of its devices above it are not applied yet.
+Cursor = Callable[[Store], int | Mapping[str, int]]
+#: the lowest events.id that must stay (None: no constraint)
+Floor = Callable[[Store], int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """Ages in days (0: keep forever); see docs/configuration.md `[retention]`."""
+    events_days: float = 30.0
+    commands_days: float = 90.0
+    audit_days: float = 365.0
+    alerts_days: float = 90.0
+    webhook_days: float = 30.0
+    batch_rows: int = 500           # rows looked at per transaction
+    vacuum_pages: int = 500         # pages returned per incremental_vacuum step (4 KiB each)
+    interval_s: float = 3600.0      # a pass this often (the first one a minute after start)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    table: str
+    days_field: str
+    order: str       # a column that grows with the rowid (insert time): the walk's stop
+    delete: str      # the WHERE clause of what may go, with `?` for the cutoff
+
+
+# `events`: a seq above the ack watermark is kept (not settled); so is the newest seq of each
+# (device, epoch) (an index seek on UNIQUE (device, epoch, seq)); gateway-made events (seq
+# NULL: journal.overflow, journal.rollback) go by age
+_EVENTS_DELETE = (
+    "t_gateway < ? AND id < ? AND (seq IS NULL OR ("
+    "seq <= (SELECT a.upto FROM acks a WHERE a.device = events.device AND a.epoch = events.epoch)"
+    " AND seq < (SELECT MAX(m.seq) FROM events m WHERE m.device = events.device"
+    " AND m.epoch = events.epoch)))")
+_FINAL = ",".join(f"'{s}'" for s in FINAL_STATUSES)
+RULES: tuple[_Rule, ...] = (
+    _Rule("events", "events_days", "t_gateway", _EVENTS_DELETE),
+    _Rule("commands", "commands_days", "created", f"status IN ({_FINAL}) AND updated < ?"),
+    _Rule("audit", "audit_days", "t", "t < ?"),
+    _Rule("alerts", "alerts_days", "created", "state = 'resolved' AND resolved_at < ?"),
+    _Rule("webhook_deliveries", "webhook_days", "created",
+          "status = 'delivered' AND delivered_at < ?"),
+)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    deleted: int
+    last: int        # the window's last rowid (the next batch starts after it)
+    done: bool       # the walk reached rows younger than the cutoff, or the table's end
+    hold_s: float    # the writer's time on this batch, COMMIT included
+
+
+@dataclass(slots=True)
+class RetentionReport:
+    deleted: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    longest_hold_s: float = 0.0
+    vacuum_steps: int = 0
+    pages_freed: int = 0
+    longest_vacuum_s: float = 0.0
+
+
+def prune_batch(store: Store, rule: _Rule, cutoff: int, after: int, limit: int,
+                floor: int | None = None) -> BatchResult:
+    """One transaction: the `limit` rows of `rule.table` after rowid `after`, up to the first
+    one at or past `cutoff` (by `rule.order`); delete those `rule.delete` allows."""
+    t0 = time.perf_counter()
+    with store.transaction():
+        window = store.conn.execute(
+            f"SELECT rowid, {rule.order} FROM {rule.table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (after, limit)).fetchall()
+        hi, done = after, len(window) < limit
+        for rowid, at in window:
+            if at is not None and at >= cutoff:
+                done = True
+                break
+            hi = rowid
+        deleted = 0
+        if hi > after:
+            args: tuple[int, ...] = (after, hi, cutoff)
+            if rule.table == "events":
+                args += (floor if floor is not None else 1 << 62,)
+            deleted = store.conn.execute(
+                f"DELETE FROM {rule.table} WHERE rowid > ? AND rowid <= ? AND {rule.delete}",
+                args).rowcount
+    return BatchResult(deleted, hi, done, time.perf_counter() - t0)
+
+
+def event_floor(store: Store, floors: Sequence[Floor]) -> int | None:
+    found = [f for f in (floor(store) for floor in floors) if f is not None]
+    return min(found) if found else None
+
+
+def kind_floor(store: Store, device_kinds: Sequence[str], cursor: Cursor) -> int | None:
+    """The first event of a device of `device_kinds` above the kind's cursor (None: none),
+    one index seek per device (events_by_device)."""
+    cur = cursor(store)
+    marks = ",".join("?" * len(device_kinds))
+    low: int | None = None
+    for (dev,) in store.conn.execute(f"SELECT id FROM devices WHERE kind IN ({marks})",
+                                     tuple(device_kinds)).fetchall():
+        after = cur if isinstance(cur, int) else cur.get(dev, 0)
+        row = store.conn.execute("SELECT MIN(id) FROM events WHERE device = ? AND id > ?",
+                                 (dev, after)).fetchone()
+        if row[0] is not None and (low is None or row[0] < low):
+            low = int(row[0])
+    return low
+
+
+def _floor_tx(store: Store, floors: Sequence[Floor]) -> int | None:
+    return event_floor(store, floors)
+
+
+def vacuum_step(store: Store, pages: int) -> tuple[int, float]:
+    """`PRAGMA incremental_vacuum(pages)` (a no-op unless auto_vacuum is INCREMENTAL): the pages
+    it returned to the file system and the time it held the writer."""
+    t0 = time.perf_counter()
+    before = int(store.conn.execute("PRAGMA freelist_count").fetchone()[0])
+    # the pragma frees one page per step of its statement, and Python's execute() steps a
+    # statement without result rows once: executescript (sqlite3_exec) runs it to the end
+    store.conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+    after = int(store.conn.execute("PRAGMA freelist_count").fetchone()[0])
+    return before - after, time.perf_counter() - t0
+
+
+def auto_vacuum_mode(store: Store) -> int:
+    """0 NONE, 1 FULL, 2 INCREMENTAL."""
+    return int(store.conn.execute("PRAGMA auto_vacuum").fetchone()[0])
+
+
+class Retention:
+    """Runs the policy through the database's writer, a pass every `policy.interval_s`."""
+
+    def __init__(self, db: Database, policy: RetentionPolicy, clock: Callable[[], int],
+                 floors: Sequence[Floor] = ()) -> None:
+        self.db = db
+        self.policy = policy
+        self.clock = clock
+        self.floors = tuple(floors)
+        self.last: RetentionReport | None = None
+        self._hinted = False
+
+    async def run(self) -> None:
+        await asyncio.sleep(min(60.0, self.policy.interval_s))
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("retention pass failed (retried at the next pass)")
+            await asyncio.sleep(self.policy.interval_s)
+
+    async def run_once(self) -> RetentionReport:
+        report = RetentionReport()
+        now = self.clock()
+        p = self.policy
+        for rule in RULES:
+            days: float = getattr(p, rule.days_field)
+            if days <= 0:
+                continue
+            cutoff = now - int(days * DAY_MS)
+            floor = await self.db.read(_floor_tx, self.floors) if rule.table == "events" else None
+            after, total = 0, 0
+            while True:
+                b = await self.db.write(prune_batch, rule, cutoff, after, p.batch_rows, floor)
+                report.batches += 1
+                report.longest_hold_s = max(report.longest_hold_s, b.hold_s)
+                total += b.deleted
+                after = b.last
+                if b.done:
+                    break
+                await asyncio.sleep(0)  # the writer's queue runs between two batches
+            report.deleted[rule.table] = total
+        if sum(report.deleted.values()):
+            await self.vacuum(report)
+        self.last = report
+        if sum(report.deleted.values()):
+            log.info("retention pruned %s batches=%d longest_hold_ms=%.1f pages_freed=%d",
+                     " ".join(f"{t}={n}" for t, n in report.deleted.items() if n),
+                     report.batches, report.longest_hold_s * 1000, report.pages_freed)
+        return report
+
+    async def vacuum(self, report: RetentionReport) -> None:
+        if await self.db.read(auto_vacuum_mode) != 2:
+            if not self._hinted:
+                self._hinted = True
+                log.warning("database is not in incremental auto-vacuum: pruned space is reused "
+                            "but the file does not shrink; stop the gateway and run `phygital db "
+                            "vacuum --db %s` once to convert it", self.db.path)
+            return
+        while True:
+            freed, held = await self.db.write(vacuum_step, self.policy.vacuum_pages)
+            report.vacuum_steps += 1
+            report.pages_freed += freed
+            report.longest_vacuum_s = max(report.longest_vacuum_s, held)
+            if freed < self.policy.vacuum_pages:
+                return
+            await asyncio.sleep(0)

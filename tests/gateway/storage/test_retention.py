@@ -1,0 +1,313 @@
+"""Retention (gateway/storage/retention.py, issue 17): each rule prunes what is older than its
+window and keeps what is younger, and never what is not settled (events above the ack
+watermark or not yet applied by a kind, the newest event of an epoch, pending commands, open
+alerts, pending webhook deliveries, the chain outbox); pruning goes in batches with the writer
+free between them; incremental auto-vacuum gives the space back. A scripted clock, no sleeps."""
+import asyncio
+import sqlite3
+
+from gateway.config_file import ConfigError, parse
+from gateway.storage import retention
+from gateway.storage.db import Database
+from gateway.storage.retention import DAY_MS, Retention, RetentionPolicy, kind_floor
+from gateway.storage.store import Store, connect, migrate
+
+NOW = 1_000 * DAY_MS            # the scripted clock: day 1000
+OLD = NOW - 400 * DAY_MS        # older than every default window
+RECENT = NOW - 1 * DAY_MS
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def _device(store: Store, dev: str, kind: str = "sample-pad", epoch: str = "e1") -> None:
+    store.upsert_device(id=dev, kind=kind, fw="1", caps=[], cfg="c", session=1, epoch=epoch,
+                        boot=1, reset=None, online=True, now=OLD)
+
+
+def _events(store: Store, dev: str, seqs, t: int, epoch: str = "e1", body=None) -> list[int]:
+    with store.transaction():
+        return [store.insert_event(dev, epoch, s, "tag.placed", t, t, body or {"n": s}) for s in seqs]
+
+
+def _seqs(store: Store, dev: str) -> list[int]:
+    return [r[0] for r in store.conn.execute("SELECT seq FROM events WHERE device = ? ORDER BY seq",
+                                             (dev,))]
+
+
+async def _open(tmp_path, fill, **policy):
+    db = Database(tmp_path / "gw.db")
+    await db.__aenter__()
+    await db.write(fill)
+    floors = policy.pop("floors", ())
+    return db, Retention(db, RetentionPolicy(**policy), lambda: NOW, floors=floors)
+
+
+def test_old_settled_events_go_recent_and_unsettled_stay(tmp_path):
+    def fill(store):
+        for dev in ("pad-1", "pad-2", "pad-3"):
+            _device(store, dev)
+        _events(store, "pad-1", range(1, 11), OLD)
+        store.set_watermark("pad-1", "e1", 8)       # 9 and 10 are not settled yet
+        _events(store, "pad-2", range(1, 6), OLD)
+        store.set_watermark("pad-2", "e1", 5)       # all settled: 5 is the epoch's newest
+        with store.transaction():                   # a gateway-made event (seq NULL), old
+            store.insert_event("pad-1", "e1", None, "journal.overflow", OLD, OLD, {"lost": 1})
+        _events(store, "pad-3", range(1, 4), RECENT)
+        store.set_watermark("pad-3", "e1", 3)
+
+    async def main():
+        db, ret = await _open(tmp_path, fill)
+        try:
+            report = await ret.run_once()
+            return report, await db.read(_seqs, "pad-1"), await db.read(_seqs, "pad-2"), \
+                await db.read(_seqs, "pad-3"), await db.read(
+                    lambda s: s.conn.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL")
+                    .fetchone()[0])
+        finally:
+            await db.close()
+
+    report, pad1, pad2, pad3, made = run(main())
+    assert pad1 == [9, 10]          # 1..8 settled and old: gone; above the watermark: kept
+    assert pad2 == [5]              # the epoch's newest stays (Store.max_seq at the next birth)
+    assert pad3 == [1, 2, 3]        # younger than events_days
+    assert made == 0
+    assert report.deleted["events"] == 8 + 4 + 1
+
+
+def test_an_event_a_kind_has_not_applied_is_kept(tmp_path):
+    """The kind's persisted cursor (DeviceKind.event_cursor) is below the old events of its
+    device: they stay until it applied them."""
+    ids = {}
+
+    def fill(store):
+        _device(store, "lk-1", kind="locker-bank")
+        _device(store, "pad-1")
+        _events(store, "pad-1", range(1, 7), OLD)   # below the bank's first unapplied event
+        store.set_watermark("pad-1", "e1", 6)
+        ids["lk"] = _events(store, "lk-1", range(1, 7), OLD)
+        store.set_watermark("lk-1", "e1", 6)
+        _events(store, "pad-1", range(7, 9), OLD)   # above it: the floor is one events.id
+        store.set_watermark("pad-1", "e1", 8)
+
+    cursor = {}
+
+    def floor(store):
+        return kind_floor(store, ("locker-bank",), lambda s: cursor)
+
+    async def main():
+        db, ret = await _open(tmp_path, fill, floors=[floor])
+        try:
+            cursor["lk-1"] = ids["lk"][2]           # the bank applied seqs 1..3
+            await ret.run_once()
+            return await db.read(_seqs, "lk-1"), await db.read(_seqs, "pad-1")
+        finally:
+            await db.close()
+
+    lk, pad = run(main())
+    assert lk == [4, 5, 6]
+    assert pad == [7, 8]  # below the floor another device's old events go, above it they stay
+
+
+def _fill_rest(store: Store) -> None:
+    _device(store, "pad-1")
+    rows = [("c-old-done", "done", OLD, OLD), ("c-old-expired", "expired", OLD, OLD),
+            ("c-old-queued", "queued", OLD, OLD), ("c-old-sent", "sent", OLD, OLD),
+            ("c-new-done", "done", OLD, RECENT)]      # created long ago, final only yesterday
+    for cid, status, created, updated in rows:
+        store.conn.execute(
+            "INSERT INTO commands (id, device, name, args, idem_key, status, deadline, created, "
+            "updated) VALUES (?, 'pad-1', 'blink', '{}', ?, ?, 0, ?, ?)",
+            (cid, cid, status, created, updated))
+    for key, state, resolved in (("a-old-resolved", "resolved", OLD), ("a-old-open", "open", None),
+                                 ("a-old-acked", "acked", None), ("a-new-resolved", "resolved", RECENT)):
+        store.conn.execute(
+            "INSERT INTO alerts (key, severity, device, type, text, data, state, count, created, "
+            "last, resolved_at, source) VALUES (?, 'warning', 'pad-1', 't', 'x', '{}', ?, 1, ?, ?, ?, 1)",
+            (key, state, OLD, OLD, resolved))
+    for t in (OLD, RECENT):
+        store.conn.execute("INSERT INTO audit (t, who, method, path, status) "
+                           "VALUES (?, 'admin', 'GET', '/devices', 200)", (t,))
+    store.conn.execute("INSERT INTO webhook_subscriptions (id, url, secret, events, created) "
+                       "VALUES ('wh-1', 'http://pos.local/hook', 's', '[\"*\"]', 0)")
+    for status, delivered in (("delivered", OLD), ("pending", None), ("delivered", RECENT)):
+        store.conn.execute(
+            "INSERT INTO webhook_deliveries (sub, stream_id, type, data, created, status, next_at, "
+            "delivered_at) VALUES ('wh-1', 1, 't', '{}', ?, ?, 0, ?)", (OLD, status, delivered))
+    store.conn.execute("INSERT INTO chain_outbox (stream_id, topic, type, data, created) "
+                       "VALUES (1, 'chain/1/s/event', 'event', '{}', ?)", (OLD,))
+
+
+def test_commands_alerts_audit_and_deliveries_each_by_their_rule(tmp_path):
+    def q(sql):
+        return lambda s: [tuple(r) for r in s.conn.execute(sql)]
+
+    async def main():
+        db, ret = await _open(tmp_path, _fill_rest)
+        try:
+            await ret.run_once()
+            return (await db.read(q("SELECT id FROM commands ORDER BY id")),
+                    await db.read(q("SELECT key FROM alerts ORDER BY key")),
+                    await db.read(q("SELECT t FROM audit")),
+                    await db.read(q("SELECT status, delivered_at FROM webhook_deliveries ORDER BY id")),
+                    await db.read(q("SELECT COUNT(*) FROM chain_outbox")),
+                    await db.read(Store.count_commands),
+                    await db.read(q("SELECT status, COUNT(*) FROM commands GROUP BY status")))
+        finally:
+            await db.close()
+
+    commands, alerts, audit, deliveries, outbox, counts, grouped = run(main())
+    assert commands == [("c-new-done",), ("c-old-queued",), ("c-old-sent",)]
+    assert alerts == [("a-new-resolved",), ("a-old-acked",), ("a-old-open",)]
+    assert audit == [(RECENT,)]                     # 400 days > audit_days (365) > 1 day
+    assert deliveries == [("pending", None), ("delivered", RECENT)]
+    assert outbox == [(1,)]                         # not PUBACKed: never pruned
+    assert counts == dict(grouped)                  # the counts the triggers keep agree
+
+
+def test_zero_days_keeps_forever(tmp_path):
+    async def main():
+        db, ret = await _open(tmp_path, _fill_rest, commands_days=0, alerts_days=0, audit_days=0,
+                              webhook_days=0)
+        try:
+            report = await ret.run_once()
+            return report, await db.read(lambda s: s.conn.execute(
+                "SELECT COUNT(*) FROM commands").fetchone()[0])
+        finally:
+            await db.close()
+
+    report, commands = run(main())
+    assert commands == 5 and sum(report.deleted.values()) == 0
+
+
+def test_batches_respect_the_size_and_let_other_writes_in_between(tmp_path, monkeypatch):
+    """50 old events, 7 rows a batch: no batch deletes more than 7, and a write submitted while
+    the pass runs commits before the pass ends (the writer is not held for the whole pass)."""
+    def fill(store):
+        _device(store, "pad-1")
+        _events(store, "pad-1", range(1, 52), OLD)
+        store.set_watermark("pad-1", "e1", 51)
+
+    order: list[str] = []
+    real = retention.prune_batch
+
+    def counted(store, rule, *args):
+        b = real(store, rule, *args)
+        if rule.table == "events":
+            order.append(f"batch:{b.deleted}")
+        return b
+
+    async def main():
+        db, ret = await _open(tmp_path, fill, batch_rows=7)
+        monkeypatch.setattr(retention, "prune_batch", counted)
+        try:
+            async def other():
+                while not order:              # once the pass has started
+                    await asyncio.sleep(0)
+                await db.write(lambda s: order.append("other"))
+            task = asyncio.create_task(other())
+            report = await ret.run_once()
+            await task
+            return report
+        finally:
+            await db.close()
+
+    report = run(main())
+    batches = [int(o.split(":")[1]) for o in order if o.startswith("batch:")]
+    assert report.deleted["events"] == sum(batches) == 50
+    assert max(batches) <= 7 and len(batches) >= 8
+    assert order.index("other") < len(order) - 1, order   # in between, not after the last batch
+    assert report.longest_hold_s > 0
+
+
+def _big_fill(store):
+    _device(store, "pad-1")
+    for start in range(1, 4001, 500):
+        _events(store, "pad-1", range(start, start + 500), OLD, body={"pad": "x" * 600})
+    store.set_watermark("pad-1", "e1", 4000)
+    store.conn.execute("DELETE FROM stream")  # [database] stream_keep prunes the stream by count
+
+
+def _size(path):
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return path.stat().st_size
+
+
+def test_incremental_vacuum_gives_the_space_back(tmp_path):
+    async def main():
+        db, ret = await _open(tmp_path, _big_fill)
+        try:
+            before = _size(tmp_path / "gw.db")
+            report = await ret.run_once()
+            freelist = await db.read(lambda s: s.conn.execute("PRAGMA freelist_count").fetchone()[0])
+            return before, report, freelist
+        finally:
+            await db.close()
+
+    before, report, freelist = run(main())
+    after = _size(tmp_path / "gw.db")
+    assert report.deleted["events"] == 3999
+    assert report.pages_freed > 500 and freelist == 0
+    assert after < before / 3, (before, after)
+
+
+def test_an_old_database_keeps_its_size_until_db_vacuum(tmp_path):
+    """A file made before incremental auto-vacuum: pruned pages are reused, the file does not
+    shrink; `phygital db vacuum` converts it once."""
+    from gateway.storage.db_cli import vacuum
+    path = tmp_path / "gw.db"
+    conn = sqlite3.connect(path, isolation_level=None)  # as an older gateway created it
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    conn = connect(path)
+    conn.execute("PRAGMA auto_vacuum = NONE")  # connect() asks for incremental: undo that
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    conn.close()
+
+    async def main():
+        db, ret = await _open(tmp_path, _big_fill)
+        try:
+            await ret.run_once()
+            return await db.read(lambda s: s.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        finally:
+            await db.close()
+
+    free = run(main())
+    assert free > 500                         # pages free inside the file, which kept them
+    kept = _size(path)
+    r = vacuum(path)
+    assert r["auto_vacuum"] == "incremental"
+    assert _size(path) < kept / 3, (kept, _size(path))
+
+
+def test_migration_16_counts_the_commands_an_upgraded_store_has(tmp_path):
+    conn = connect(tmp_path / "gw.db")
+    migrate(conn, upto=15)
+    store = Store(conn)
+    _device(store, "pad-1")
+    for i, status in enumerate(("done", "done", "queued", "expired")):
+        conn.execute("INSERT INTO commands (id, device, name, args, idem_key, status, deadline, "
+                     "created, updated) VALUES (?, 'pad-1', 'b', '{}', ?, ?, 0, 0, 0)",
+                     (f"c{i}", f"k{i}", status))
+    migrate(conn)
+    assert store.count_commands() == {"done": 2, "queued": 1, "expired": 1}
+    with store.transaction():
+        store.update_command("c2", status="sent", now=1, expect=("queued",))
+        conn.execute("DELETE FROM commands WHERE id = 'c0'")
+    assert store.count_commands() == {"done": 1, "sent": 1, "expired": 1}
+
+
+def test_the_retention_section_of_the_config_file():
+    cfg = parse({"retention": {"events_days": 7, "commands_days": 0, "batch_rows": 500}}).gateway
+    assert (cfg.retention_events_days, cfg.retention_commands_days, cfg.retention_batch_rows) == \
+        (7.0, 0.0, 500)
+    try:
+        parse({"retention": {"events_days": -1, "batch_rows": 10**6}})
+    except ConfigError as exc:
+        assert "[retention] events_days: must be >= 0" in str(exc)
+        assert "[retention] batch_rows: must be 1..100000" in str(exc)
+    else:
+        raise AssertionError("a negative age and a huge batch were accepted")
