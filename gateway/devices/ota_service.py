@@ -12,10 +12,11 @@ journaled `ota.*` events.
   answers `err: halted`, so a download in progress stops (the device reports `ota.failed`).
   Requests are answered from memory in a task each, at most `MAX_IN_FLIGHT` at once (beyond
   that a request is dropped: the device asks again after 4 s).
-* **Rollouts**: one task follows the `ota.*` events in `events.id` order from a persisted
-  cursor (woken by commits, at least every `tick_s`), and the offers' command outcomes and
-  the devices' births; applies them to the running rollout (at most one runs at a time);
-  saves the rollout and the cursor in ONE transaction, then submits the offers it asks for
+* **Rollouts**: one task follows the `ota.*` events in `events.id` order from a cursor
+  (set to the events' end when a rollout starts; woken by commits, at least every `tick_s`),
+  and the offers' command outcomes and the devices' births; applies them to the running
+  rollout (at most one runs at a time); saves a changed rollout and the cursor in ONE
+  transaction, then submits the offers it asks for
   (`ota` commands, idempotency key `ota-<rollout id>`: an offer saved but not sent before a
   crash is sent by the next step, never twice).
 
@@ -103,6 +104,13 @@ def _save_tx(store: Store, r: rollout.Rollout | None, cursor: int | None) -> Non
                  r.created, r.updated))
         if cursor is not None:
             store.conn.execute("UPDATE fw_cursor SET cursor = ? WHERE id = 1", (cursor,))
+
+
+def _start_tx(store: Store, r: rollout.Rollout) -> int:
+    """Save a new rollout; its events start now (the cursor moves to the events' end)."""
+    hi = int(store.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+    _save_tx(store, r, hi)  # the writer thread: no event is inserted in between
+    return hi
 
 
 def _devices_tx(store: Store) -> list[dict[str, Any]]:
@@ -296,7 +304,7 @@ class OtaService:
                                  deadline_s * 1000, self.clock())
             except rollout.PlanError as exc:
                 raise OtaError(422, str(exc)) from None
-            await self.db.write(_save_tx, r, None)
+            self.cursor = await self.db.write(_start_tx, r)
             self.rollouts[rid] = r
         log.info("rollout started id=%s version=%s devices=%d canary=%s percent=%d", rid, version,
                  len(r.targets), r.targets[0].dev, percent)
@@ -327,12 +335,15 @@ class OtaService:
                         r = rollout.on_event(r, e["device"], e["type"], e["body"], self.clock())
                     r = await self._settle(r)
                 changed = r is not None and r is not before
-                if changed or upto != self.cursor:
-                    await self.db.write(_save_tx, r if changed else None, upto)
-                    if changed and r is not None and before is not None:
+                if changed:  # the rollout and the cursor in one transaction
+                    await self.db.write(_save_tx, r, upto)
+                    if r is not None and before is not None:
                         self._announce(before, r)
                         self.rollouts[r.id] = r
-                    self.cursor = upto
+                # unchanged: the cursor moves in memory only (no write per tick; applying an
+                # event again after a restart changes nothing, and a new rollout starts at
+                # the events' end)
+                self.cursor = upto
                 if len(events) < EVENT_PAGE:
                     break
             r = self._running()

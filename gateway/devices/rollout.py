@@ -111,14 +111,14 @@ def halt(r: Rollout, reason: str, now: int, failed: Target | None = None) -> Rol
 
 
 def on_event(r: Rollout, dev: str, etype: str, body: Mapping[str, Any], now: int) -> Rollout:
-    """A journaled `ota.*` event of a device (in `events.id` order)."""
+    """A journaled `ota.*` event of a device (in `events.id` order). Only a device this
+    rollout has offered the version counts: a late event of an earlier offer (a halted
+    rollout's download that stopped) is not about this one."""
     t = r.target(dev)
-    if r.status != "running" or t is None or body.get("version") != r.version:
+    if r.status != "running" or t is None or t.state != "offered" or body.get("version") != r.version:
         return r
     if etype == "ota.installed":
-        if t.state in ("waiting", "offered"):
-            return _with(r, now, {dev: dataclasses.replace(t, reported=True)})
-        return r
+        return _with(r, now, {dev: dataclasses.replace(t, reported=True)})
     if etype == "ota.failed":
         why = f"{dev} refused or failed the download: {body.get('reason')}"
     elif etype == "ota.rolled_back":

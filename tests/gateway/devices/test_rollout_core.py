@@ -97,6 +97,13 @@ def test_events_of_another_version_change_nothing():
     assert ro.on_event(r, "pad-9", "ota.failed", {"version": V, "reason": "x"}, 2000) is r
 
 
+def test_an_event_of_a_device_this_rollout_has_not_offered_changes_nothing():
+    """pad-2 is still waiting: its ota.failed comes from an earlier rollout's offer."""
+    r, _ = ro.advance(planned(), {}, 1000)
+    assert ro.on_event(r, "pad-2", "ota.failed", {"version": V, "reason": "halted"}, 2000) is r
+    assert ro.on_event(r, "pad-2", "ota.installed", {"version": V}, 2000) is r
+
+
 def test_a_refused_offer_halts():
     r, _ = ro.advance(planned(), {}, 1000)
     r = ro.on_offer_outcome(r, "pad-1", "rejected", "bad-signature", None, 2000)
