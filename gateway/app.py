@@ -27,6 +27,7 @@ from gateway.devices.alerts import AlertsService
 from gateway.devices.commands import CommandService, now_ms
 from gateway.devices.ingest import IngestWorker
 from gateway.devices.liveness import LivenessMonitor
+from gateway.devices.ota_service import OtaService, bundle_dir
 from gateway.http.api import create_app
 from gateway.http.auth import Limits
 from gateway.http.stream import Broadcaster
@@ -41,9 +42,11 @@ from gateway.storage.retention import Retention, RetentionPolicy, kind_floor
 from gateway.storage.store import Store, StreamItem
 from gateway.transport.bus import MqttBus
 from gateway.transport.coap import CoapEdge, TransportRouter
+from gateway.transport.coap_auth import CoapAuth
 
 log = logging.getLogger("gateway")
 LIVENESS_BACKLOG = 100  # queued device messages above which nobody is judged silent
+OTA_SUFFIX = "/ota"
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,13 @@ class Gateway:
             skip=lambda dev: self.coap is not None and self.coap.handles(dev),
             ready=lambda: self.bus.connected and self.ingest.queue.qsize() < LIVENESS_BACKLOG)
         self.alerts = AlertsService(self.db, clock)
+        # over-the-air updates (docs/ota.md): the offers are signed with each device's key,
+        # the CoAP key tools/provision.py gives every device (the CoAP edge's, or the file's)
+        keys = self.coap.auth if self.coap is not None else (
+            CoapAuth(config.coap_keys_file) if config.coap_keys_file is not None else None)
+        self.ota = OtaService(self.db, self.commands, self.router.publish,
+                              keys.key_of if keys is not None else (lambda dev: None),
+                              bundle_dir(config.db_path), clock=clock)
         # the device kinds' services, by kind name; also attributes (gw.lockers, gw.tube...)
         self.kinds: tuple[DeviceKind, ...] = KINDS
         self.services: dict[str, KindService] = {}
@@ -205,6 +215,7 @@ class Gateway:
         try:
             for service in self.services.values():
                 await service.load()
+            await self.ota.load()
             self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
             await self.webhooks.start()  # before ingest: the outbox hooks see every item
             if self.chain is not None:
@@ -220,6 +231,7 @@ class Gateway:
         for name, service in self.services.items():
             self._spawn(name, service.run())
         self._spawn("alerts", self.alerts.run())
+        self._spawn("ota", self.ota.run())
         self._spawn("analytics", self.analytics.run())
         self._spawn("housekeeping", self._housekeeping())
         self._spawn("retention", self.retention.run())
@@ -242,6 +254,7 @@ class Gateway:
         for name in self.services:
             await self._cancel(name)
         await self._cancel("alerts")
+        await self._cancel("ota")
         await self._cancel("analytics")
         await self._cancel("housekeeping")
         await self._cancel("retention")
@@ -336,6 +349,7 @@ class Gateway:
                 for service in self.services.values():
                     service.on_commit_item(item.kind, item.data)
             self.alerts.on_commit_item(item.kind, item.data)
+            self.ota.on_commit_item(item.kind, item.data)
 
     async def _on_birth(self, device: str) -> None:
         await self.commands.on_birth(device)
@@ -359,6 +373,9 @@ class Gateway:
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if self.coap is not None:
             self.coap.mqtt_seen(topic)  # a device that moved to MQTT is routed there again
+        if topic.endswith(OTA_SUFFIX):  # a firmware chunk request: answered, never journaled
+            self.ota.handle_request(topic, payload)
+            return
         await self.ingest.put(topic, payload)
 
     async def _on_coap_message(self, topic: str, payload: bytes) -> None:

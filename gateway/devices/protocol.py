@@ -50,7 +50,10 @@ REASONS: Final = ("oversized", "malformed", "bad-version", "bad-device-id", "top
 #: Channels a device publishes on, and the ones the gateway publishes on.
 INBOUND: Final = ("birth", "status", "evt", "reply")
 OUTBOUND: Final = ("cmd", "ctl")
-SUBSCRIPTIONS: Final = tuple(f"{PREFIX}/+/{ch}" for ch in INBOUND)
+#: Requests a device publishes that are not journaled or ingested: `ota` (firmware chunks,
+#: gateway/devices/ota.py `parse_request`; answered on `ctl`, docs/ota.md).
+REQUESTS: Final = ("ota",)
+SUBSCRIPTIONS: Final = tuple(f"{PREFIX}/+/{ch}" for ch in INBOUND + REQUESTS)
 
 REPLY_STATUSES: Final = ("accepted", "done", "rejected", "failed")
 

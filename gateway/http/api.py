@@ -20,6 +20,7 @@ from gateway.devices import protocol
 from gateway.devices.commands import CommandRejected, IdempotencyConflict, UnknownDevice
 from gateway.devices.ingest import device_views
 from gateway.http import auth, resilience
+from gateway.http.firmware import router as firmware_router
 from gateway.http.ops import add_ops_routes
 from gateway.http.redact import may_see_codes, redact_event, redact_item
 from gateway.http.screens import add_screen_routes
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from gateway.devices.alerts import AlertsService
     from gateway.devices.commands import CommandService
     from gateway.devices.ingest import IngestWorker
+    from gateway.devices.ota_service import OtaService
     from gateway.integrations.metrics import GatewayMetrics
     from gateway.integrations.webhooks import WebhookService
     from gateway.kinds.base import DeviceKind, KindService
@@ -80,6 +82,8 @@ class Served(Protocol):
     def limits(self) -> auth.Limits: ...
     @property
     def analytics(self) -> AnalyticsService: ...
+    @property
+    def ota(self) -> OtaService: ...
 
     def render(self, kind: str, data: dict[str, Any], reveal: bool = False) -> dict[str, Any]: ...
 
@@ -418,6 +422,7 @@ def create_app(gw: Served) -> FastAPI:
 
     # purchases store-wide, the fitting rooms' POS and door-count routes, /analytics/...
     app.include_router(analytics_router(gw.analytics))
+    app.include_router(firmware_router(gw.ota))  # bundles, rollouts (docs/ota.md)
     add_staff_routes(app, gw.alerts)
     add_screen_routes(app, gw.db, gw.services)  # customer points, the screens' script (gateway/http/screens.py)
     add_ops_routes(app, gw.webhooks, gw.metrics, gw)  # webhooks, /metrics (gateway/http/ops.py)

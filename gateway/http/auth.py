@@ -80,6 +80,8 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
     ("POST", "/alerts/*/ack", ("operations",)),
     ("POST", "/devices/*/commands", ("operations",)),
+    ("GET", "/firmware", ("read",)),      # bundles and rollouts (gateway/http/firmware.py)
+    ("POST", "/firmware", ("admin",)),    # upload, roll out, halt: new firmware opens every door
     *auth_rows(),
     *ANALYTICS_AUTH,                    # /purchases, /analytics (gateway/analytics/__init__.py)
 )

@@ -48,6 +48,8 @@ BODY_LIMITS: tuple[tuple[str, str, int, str], ...] = (
      "a catalog entry: free-text `description`, and `image` may be an inline `data:` URI"),
     ("POST", "/purchases/import", 2 * 1024 * KiB,
      "a day's receipts as CSV: ~40,000 lines of a busy store's POS export"),
+    ("POST", "/firmware", 1024 * KiB,
+     "a firmware bundle (zip): the firmware is ~70 KB of .mpy; gateway.devices.ota.MAX_BUNDLE"),
 )
 
 #: Request target (path + query) and headers together, bytes. The largest legitimate head is

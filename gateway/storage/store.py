@@ -355,6 +355,22 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE command_counts SET n = n - 1 WHERE status = OLD.status;
     END;
     """,
+    # 17: over-the-air updates (gateway/devices/ota_service.py, docs/ota.md): the staged
+    #     rollouts (their state machine, gateway/devices/rollout.py, as JSON) and the cursor of
+    #     the journaled ota.* events they follow, which starts at the events' end (the bundles
+    #     are files next to the database: <db>.firmware/<version>.zip)
+    """
+    CREATE TABLE fw_rollouts (
+        id      TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        status  TEXT NOT NULL,                 -- running | done | halted
+        state   TEXT NOT NULL,                 -- JSON: rollout.Rollout
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL);
+    CREATE UNIQUE INDEX fw_rollouts_one_running ON fw_rollouts (status) WHERE status = 'running';
+    CREATE TABLE fw_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), cursor INTEGER NOT NULL);
+    INSERT INTO fw_cursor (id, cursor) SELECT 1, COALESCE(MAX(id), 0) FROM events;
+    """,
 )
 
 

@@ -120,7 +120,7 @@ def test_every_actuating_route_of_the_app_is_covered():
     assert len(routes) >= 20
     sample = {"alert_id": "1", "bank": "b", "order": "o", "compartment": "1", "room": "r",
               "rid": "1", "job": "j", "target": "t", "device": "d", "sub_id": "s",
-              "sample_id": "s"}
+              "sample_id": "s", "rollout_id": "ro-1"}
     for method, path in routes:
         concrete = path.format(**sample)
         assert auth.required_scopes(method, concrete), (method, path)
