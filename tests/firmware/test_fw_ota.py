@@ -175,6 +175,7 @@ def test_corrupted_file_is_refused_and_nothing_is_installed(pad):
     assert not (fw.workdir / "ota" / "state.json").exists() or _state(fw)["try"] is None
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_power_cut_mid_download_resumes_where_it_stopped(pad):
     _store, fw, gw, _ = pad
     cut = threading.Event()
@@ -195,6 +196,7 @@ def test_power_cut_mid_download_resumes_where_it_stopped(pad):
     wait_for(lambda: gw.of("ota.installed"), 30, what="ota.installed")
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_power_cut_mid_switch_boots_the_old_or_the_new_set_never_a_mix(pad):
     _store, fw, gw, _ = pad
     gw.offer("c-switch")

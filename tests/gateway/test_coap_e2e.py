@@ -201,6 +201,7 @@ def test_lossy_link_every_event_once_in_order_every_command_once(lossy_gw, devic
         proxy.close()
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_wired_gateway_process_serves_coap_devices_across_a_crash(broker, devices, tmp_path):
     g = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=2).start()
     try:

@@ -2,10 +2,13 @@
 on the real firmware, the gateway process, Mosquitto with persistence) under every scripted fault once,
 then the invariants, checked from the database and the devices' own flash. The summary table
 is printed (pytest -s, or `python -m hil.faults`; `--soak 600` for the long run)."""
+import pytest
+
 from hil.fault_tube import NETWORK, no_capsule_lost, one_carrier_per_segment
 from hil.faults import FaultRig
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_store_survives_scripted_faults_with_invariants_intact(tmp_path, capsys):
     with FaultRig(tmp_path, pads=2, seed=1) as rig:
         rig.run_sequence()

@@ -87,6 +87,7 @@ def test_an_offline_display_shows_last_known_then_catches_up(gw, rack):
     assert rack.wait_screen("5") == ["DENIM", "5", ""]
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_a_burst_of_500_likes_is_coalesced(gw, rack):
     rack.start()
     _map(gw, ["P-1"])

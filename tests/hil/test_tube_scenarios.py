@@ -112,6 +112,7 @@ def _stream_of(stream, **match) -> list[dict]:
             and all(m.get(k) == v for k, v in match.items())]
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_jam_detected_line_blocked_other_route_works_staff_recover(tube):
     tube.model.jam_segment("T2")
     with SseReader(tube.gw.url) as stream:

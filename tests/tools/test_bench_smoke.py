@@ -56,6 +56,7 @@ def test_chain_benchmark_quick_prints_its_figures():
     assert re.search(r"^integrity: OK lost 0, chain seq gaps 0", out, re.MULTILINE), out
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_scale_benchmark_quick_prints_its_figures():
     out = run_quick("scale.py", timeout=240)
     assert re.search(rf"^memory: gateway RSS {NUM} MB .*: -?{NUM} KB per device", out, re.MULTILINE), out
@@ -65,6 +66,7 @@ def test_scale_benchmark_quick_prints_its_figures():
                      out, re.MULTILINE), out
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_body_flood_benchmark_quick_prints_its_figures():
     out = run_quick("body_flood.py", timeout=120)
     assert re.search(r"^machine: .*CPUs", out, re.MULTILINE), out
@@ -75,6 +77,7 @@ def test_body_flood_benchmark_quick_prints_its_figures():
     assert re.search(r"^integrity: OK .*lost 0, duplicates 0", out, re.MULTILINE), out
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_fw_heap_benchmark_quick_prints_its_figures():
     out = run_quick("fw_heap.py", timeout=240)
     assert re.search(r"^\s+heap\s+96 KB: ok", out, re.MULTILINE), out

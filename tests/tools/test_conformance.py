@@ -84,6 +84,7 @@ def test_our_sample_pad_firmware_passes_every_applicable_clause_over_coap(tmp_pa
     ("no-replay", {"replay"}),
     ("apply-duplicates", {"duplicate-command", "redelivery"}),
 ])
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_the_kit_fails_exactly_the_clause_a_faulty_device_breaks(tmp_path, capsys, fault, broken):
     cmd = f"{sys.executable} {FAULTY} --config {{config}} --fault {fault}"
     rc = phygital(["conformance", "--dev", "faulty-1", "--device-cmd", cmd, "--workdir",
@@ -98,6 +99,7 @@ def test_the_kit_fails_exactly_the_clause_a_faulty_device_breaks(tmp_path, capsy
         assert c["anchor"].startswith("docs/protocol.md#") and c["section"]
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_over_coap_the_kit_fails_exactly_the_clause_a_faulty_device_breaks(tmp_path, capsys):
     """A CoAP device written from the doc alone (aiocoap client, its own HMAC) that applies a
     repeated command id again. Every clause but `resend-unacked` (its 10 s wait is covered over

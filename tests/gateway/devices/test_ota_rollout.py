@@ -99,6 +99,7 @@ def _settled(gw: GatewayProcess, rid: str):
     return r if r["status"] != "running" else None
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_a_rollout_over_three_pads_goes_canary_then_half_then_all(fleet, bundles):
     store, gw, reboots = fleet
     up = _upload(gw, bundles["good"])

@@ -237,6 +237,7 @@ def test_consumer_sigkill_mid_stream(rig):
     _report(rig, "consumer SIGKILL")
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_cluster_node_sigkill_mid_stream(rig):
     for s in rig.stores:
         s.start_stream(300)
@@ -252,6 +253,7 @@ def test_cluster_node_sigkill_mid_stream(rig):
     _report(rig, "node SIGKILL")
 
 
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
 def test_postgres_restart_mid_stream(rig):
     for s in rig.stores:
         s.start_stream(300)
