@@ -18,7 +18,6 @@ that cannot be built, 3 gateway unreachable.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -26,11 +25,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from gateway.devices.ota import BundleError, make_bundle, read_bundle
-from gateway.http.auth import bearer_headers
 from tools.deploy import firmware_sources
+from tools.gateway_api import UNREACHABLE, call, refused
 
 BOARDS = ("esp32-devkitc", "esp32-tube-station", "rp2-pico-w", "rp2-tube-line", "sim")
 MIN_HEAP = 96 * 1024
@@ -124,23 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"firmware: {exc}", file=sys.stderr)
         return 2
-    headers = {**kw.pop("headers", {}), **bearer_headers(args.token)}
-    try:
-        r = httpx.request(method, args.url.rstrip("/") + path, timeout=args.timeout,
-                          headers=headers, **kw)
-    except httpx.HTTPError as exc:
-        print(f"gateway {args.url} unreachable: {exc}", file=sys.stderr)
-        return 3
-    try:
-        data = r.json()
-    except ValueError:
-        data = {"detail": r.text}
-    print(json.dumps(data, indent=2))
-    if r.status_code >= 400:
-        print(f"refused ({r.status_code}): {data.get('detail')}", file=sys.stderr)
-        return 1
-    return 0
-
+    answer = call(args.url, method, path, args.token, args.timeout, **kw)
+    if answer is None:
+        return UNREACHABLE
+    return refused(*answer)
 
 if __name__ == "__main__":
     sys.exit(main())

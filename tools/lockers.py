@@ -21,14 +21,11 @@ is printed), 2 the bank has not answered yet (the command waits for it), 3 gatew
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import sys
 
-import httpx
-
-from gateway.http.auth import bearer_headers
+from tools.gateway_api import UNREACHABLE, call, refused
 
 # name -> (HTTP method, path template, positional arguments, takes an idempotency key)
 OPS = {
@@ -91,26 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     method, path, body = request(args)
     if body and "idempotency_key" in body and not args.key:
         print(f"idempotency key: {body['idempotency_key']} (repeat with --key to retry)", file=sys.stderr)
-    try:
-        r = httpx.request(method, args.url.rstrip("/") + path, json=body, timeout=args.timeout,
-                          headers=bearer_headers(args.token))
-    except httpx.HTTPError as exc:
-        print(f"gateway {args.url} unreachable: {exc}", file=sys.stderr)
-        return 3
-    try:
-        data = r.json()
-    except ValueError:
-        data = {"detail": r.text}
-    print(json.dumps(data, indent=2))
+    answer = call(args.url, method, path, args.token, args.timeout, json=body)
+    if answer is None:
+        return UNREACHABLE
+    r, data = answer
     if r.status_code == 202:
         print("the bank has not answered yet: the command waits for it (GET "
               f"{r.headers.get('Location', '/commands')})", file=sys.stderr)
         return 2
-    if r.status_code >= 400:
-        print(f"refused ({r.status_code}): {data.get('detail')}", file=sys.stderr)
-        return 1
-    return 0
-
+    return refused(r, data)
 
 if __name__ == "__main__":
     sys.exit(main())
