@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 
 import httpx
 import psycopg
@@ -221,6 +222,37 @@ def test_nearby_comes_from_head_office_and_falls_back_when_it_is_down(chain):
             return v["garments"][0] if v["garments"] else None
         garment = wait_for(mirror, 30, what="the mirror showing the shirt")
         assert {x["gtin"]: x["nearby"] for x in garment["variants"]}[SHIRT_L] == {"store-b": 7}
+
+        # 3b. the chain-wide funnel: purchases in both stores reach head office through the
+        # stores' hour reports; per store, head office's figures are the store's own funnel
+        hour = int(time.time() * 1000) // 3_600_000 * 3_600_000
+        span = {"start": hour - 3_600_000, "end": hour + 3_600_000}
+        for gw, n in ((chain.gw_a, 2), (chain.gw_b, 3)):
+            for i in range(n):
+                r = httpx.post(f"{gw.url}/purchases", timeout=10, json={
+                    "receipt": f"R-{i}", "at": hour + i, "items": [{"gtin": SHIRT_L, "qty": 1}]})
+                assert r.status_code == 201, r.text
+        auth = {"Authorization": f"Bearer {chain.token}"}
+
+        def head_office():
+            f = httpx.get(f"{chain.http}/funnel", params=span, headers=auth, timeout=10).json()
+            return {s.pop("store"): s for s in f["stores"]}, f["totals"]
+
+        def store_own(gw):
+            t = gw.get("/analytics/funnel", **span)["totals"]
+            e = t["entries"]
+            return {k: t[k] for k in ("entries", "placements", "sessions", "purchases", "units")
+                    } | {"purchases_per_entry": round(t["purchases"] / e, 4) if e else None}
+
+        def same():
+            stores, _ = head_office()
+            return stores == {"store-a": store_own(chain.gw_a), "store-b": store_own(chain.gw_b)}
+        wait_for(same, 60, interval=0.5, what=f"head office's funnel = the stores' own "
+                                                 f"({head_office()[0]})")
+        stores, totals = head_office()
+        assert (stores["store-a"]["purchases"], stores["store-b"]["purchases"]) == (2, 3)
+        assert stores["store-a"]["placements"] >= 1          # the pad placement above
+        assert totals["purchases"] == 5 and totals["units"] == 5
 
         # 4. head office killed: a product not cached yet falls back, marked, no error
         chain.central.kill()
