@@ -1,4 +1,5 @@
-"""CI smoke run of the ingest, command round-trip, scale, body flood, firmware heap and head-office benchmarks (docs/benchmarks.md).
+"""CI smoke run of the ingest, command round-trip, scale, body flood, firmware heap and head-office
+benchmarks (docs/benchmarks.md).
 
 Each script runs with `--quick` (tiny sizes) as a subprocess: it must exit 0 (which includes its
 integrity check: no event lost or duplicated, every command `done`) and print its figure lines.
