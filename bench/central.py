@@ -14,7 +14,7 @@ deployment").
 
 Figures: the rate the cluster acknowledged the stores' messages (ingress), the rate
 PostgreSQL got them (`chain_seqs` rows over time, from the first PUBACK to the last row),
-and the CPU each part used over that time (psutil: the three nats-server nodes, the
+and the CPU each part used over that time (/proc: the three nats-server nodes, the
 consumer, every PostgreSQL process, this process's publishers) as a share of one core. The
 part near 100 % of a core (the consumer is one Python thread doing the work) or the machine
 (2 cores) is the bottleneck. Stores absorbed = stored/s ÷ a store's rate: the busy-hour peak
@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt
-import psutil
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -98,21 +97,33 @@ class Store(threading.Thread):
         self.c.loop_stop()
 
 
-def cpu_of(procs: list[psutil.Process]) -> float:
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()   # after "pid (comm)"
+    except OSError:
+        return None
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes used so far (Linux /proc)."""
     total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
+    for pid in pids:
+        st = _stat(pid)
+        if st is not None:
+            total += (int(st[11]) + int(st[12])) / TICK        # utime, stime
     return total
 
 
-def postgres_procs(pg: Postgres) -> list[psutil.Process]:
-    pid = int((pg.data / "postmaster.pid").read_text().split()[0])
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
+def postgres_procs(pg: Postgres) -> list[int]:
+    """The postmaster and its children (backends, checkpointer, WAL writer...)."""
+    root = int((pg.data / "postmaster.pid").read_text().split()[0])
+    kids = [int(d) for d in os.listdir("/proc") if d.isdigit()
+            and (st := _stat(int(d))) is not None and int(st[1]) == root]
+    return [root, *kids]
 
 
 def main() -> int:
@@ -177,10 +188,10 @@ def main() -> int:
                             f"bridge-{s}" if passwords else None,
                             passwords[s] if passwords else None, cluster.cafile)
                       for i, s in enumerate(ids)]
-            nats = [psutil.Process(p.pid) for p in cluster.procs if p is not None]
-            consumer = psutil.Process(central.proc.pid)   # type: ignore[union-attr]
+            nats = [p.pid for p in cluster.procs if p is not None]
+            consumer = central.proc.pid   # type: ignore[union-attr]
             pgp = postgres_procs(pg)
-            me = psutil.Process()
+            me = os.getpid()
             if args.drain:                    # its session keeps what arrives meanwhile
                 central.stop()
                 for s in stores:
@@ -196,7 +207,7 @@ def main() -> int:
             total = args.stores * args.events
             t0 = time.monotonic()
             if args.drain:
-                consumer = psutil.Process(consumer_pid)
+                consumer = consumer_pid
                 before["consumer"] = 0.0
                 t_acked = t0 + 1e-9
             else:
