@@ -451,18 +451,8 @@ class OutboxStores:
         self._streams.clear()
 
     def committed(self, store_id: str) -> list[int]:
-        """The stream ids of the chain-wanted items in the store's own database, read with a
-        connection of its own (WAL: the gateway keeps writing)."""
-        import sqlite3
-
-        from gateway.integrations.chain import DEFAULT_KINDS
-        con = sqlite3.connect(f"file:{self.db_path(store_id)}?mode=ro", uri=True)
-        try:
-            marks = ",".join("?" * len(DEFAULT_KINDS))
-            return [r[0] for r in con.execute(
-                f"SELECT id FROM stream WHERE kind IN ({marks}) ORDER BY id", DEFAULT_KINDS)]
-        finally:
-            con.close()
+        """The stream ids of the chain-wanted items in the store's own database."""
+        return committed_chain_items(self.db_path(store_id))
 
     def outbox_left(self, store_id: str) -> int:
         import sqlite3
@@ -600,6 +590,43 @@ class PartitionProxy:
                 self._listeners[i] = None
 
 
+def committed_chain_items(db_path: Path) -> list[int]:
+    """The stream ids of the chain-wanted items (`[chain] kinds`, the defaults) a store's
+    gateway database committed, read with a connection of its own (WAL: the gateway keeps
+    writing)."""
+    import sqlite3
+
+    from gateway.integrations.chain import DEFAULT_KINDS
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        marks = ",".join("?" * len(DEFAULT_KINDS))
+        rows = con.execute(f"SELECT id, kind, data FROM stream WHERE kind IN ({marks}) ORDER BY id",
+                           DEFAULT_KINDS).fetchall()
+    finally:
+        con.close()
+    # only final command outcomes leave the store (gateway.integrations.chain.wanted)
+    from gateway.storage.store import FINAL_STATUSES
+    return [i for i, kind, data in rows
+            if kind != "command" or json.loads(data).get("status") in FINAL_STATUSES]
+
+
+def differences(stored: list[tuple[int, int]], committed: list[int]) -> str | None:
+    """What is wrong with one store's (seq, stream_id) rows in PostgreSQL against the stream
+    ids its database committed: None when PostgreSQL holds seq 1..N exactly once, N = the
+    committed items, with the same stream ids."""
+    seqs = sorted(q for q, _s in stored)
+    if len(seqs) != len(set(seqs)):
+        return "an event stored twice"
+    want = list(range(1, len(committed) + 1))
+    if seqs != want:
+        return (f"PostgreSQL seqs differ from the store's {len(committed)} committed items "
+                f"(lost: {sorted(set(want) - set(seqs))[:10]}, unknown: "
+                f"{sorted(set(seqs) - set(want))[:10]})")
+    if sorted(s for _q, s in stored) != committed:
+        return "stream ids differ"
+    return None
+
+
 class HeadOfficeRig:
     """The whole chain on loopback: `stores` stores (`OutboxStores`: their own SQLite and chain
     outbox) → their Mosquitto → bridge (through a `PartitionProxy` each) → the 3-node NATS
@@ -716,14 +743,8 @@ class HeadOfficeRig:
         counts = {}
         for sid in self.brokers:
             committed = self.stores.committed(sid)
-            rows = stored.get(sid, [])
-            seqs = sorted(q for q, _s in rows)
-            assert len(seqs) == len(set(seqs)), f"{sid}: an event stored twice"
-            assert seqs == list(range(1, len(committed) + 1)), (
-                f"{sid}: PostgreSQL seqs differ from the store's {len(committed)} committed "
-                f"events (lost: {sorted(set(range(1, len(committed) + 1)) - set(seqs))[:10]}, "
-                f"unknown: {sorted(set(seqs) - set(range(1, len(committed) + 1)))[:10]})")
-            assert sorted(s for _q, s in rows) == committed, f"{sid}: stream ids differ"
+            wrong = differences(stored.get(sid, []), committed)
+            assert wrong is None, f"{sid}: {wrong}"
             counts[sid] = len(committed)
         gaps = self._query("SELECT store, first_seq, last_seq FROM chain_gaps WHERE closed IS NULL")
         assert gaps == [], f"open gaps: {gaps}"

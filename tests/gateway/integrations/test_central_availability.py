@@ -17,7 +17,14 @@ from gateway.central.messages import ChainEvent, Refused, parse
 from gateway.config_file import ConfigError
 from gateway.config_file import parse as parse_config
 from gateway.integrations.chain import chain_payload
-from hil.central_rig import CentralProcess, NatsCluster, Postgres, StoreBridge
+from hil.central_rig import (
+    CentralProcess,
+    NatsCluster,
+    Postgres,
+    StoreBridge,
+    committed_chain_items,
+    differences,
+)
 from hil.fakes import FakeDevice
 from hil.harness import GatewayProcess, free_port, wait_for
 from tests.support.fitting import CHINO, SHIRT_L, SHIRT_M, SHIRT_WHITE, STOCK
@@ -253,6 +260,25 @@ def test_nearby_comes_from_head_office_and_falls_back_when_it_is_down(chain):
         assert (stores["store-a"]["purchases"], stores["store-b"]["purchases"]) == (2, 3)
         assert stores["store-a"]["placements"] >= 1          # the pad placement above
         assert totals["purchases"] == 5 and totals["units"] == 5
+
+        # 3c. every chain item each real gateway committed is in PostgreSQL exactly once
+        # (seq 1..N, N = its chain-wanted stream items, same stream ids), counted against
+        # its own SQLite
+        def disagree():
+            with chain.db() as c:
+                rows = c.execute("SELECT store, seq, stream_id FROM chain_events").fetchall()
+            wrong = {}
+            for store, gw in (("store-a", chain.gw_a), ("store-b", chain.gw_b)):
+                committed = committed_chain_items(gw.db)
+                d = differences([(q, i) for s, q, i in rows if s == store], committed)
+                if d or not committed:
+                    wrong[store] = d or "nothing committed"
+            return wrong
+        try:
+            wait_for(lambda: not disagree(), 60, interval=0.5,
+                     what="PostgreSQL = the gateways' databases")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {disagree()}") from None
 
         # 4. head office killed: a product not cached yet falls back, marked, no error
         chain.central.kill()

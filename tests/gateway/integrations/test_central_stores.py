@@ -234,3 +234,12 @@ def test_partition_proxy_really_cuts(tmp_path):
     finally:
         proxy.close()
         srv.close()
+
+
+def test_the_count_against_a_store_database_sees_loss_doubles_and_strangers():
+    from hil.central_rig import differences
+    assert differences([(1, 10), (2, 12)], [10, 12]) is None
+    assert differences([(1, 10), (1, 10), (2, 12)], [10, 12]) == "an event stored twice"
+    assert "lost: [2]" in str(differences([(1, 10)], [10, 12]))
+    assert "unknown: [3]" in str(differences([(1, 10), (2, 12), (3, 13)], [10, 12]))
+    assert differences([(1, 10), (2, 13)], [10, 12]) == "stream ids differ"
