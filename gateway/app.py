@@ -182,7 +182,9 @@ class Gateway:
         self.analytics = AnalyticsService(
             self.db, clock, attribute=fitting.purchases if fitting is not None else None,
             door_count=fitting.door_count if fitting is not None else None,
-            entries={k.name: k.entries for k in self.kinds if k.entries is not None})
+            entries={k.name: k.entries for k in self.kinds if k.entries is not None},
+            # the chain on: hour reports of the funnel for head office (docs/chain.md)
+            report_hours=config.store_id is not None and "analytics" in config.chain_kinds)
         # an event a kind has not applied yet is never pruned (DeviceKind.event_cursor)
         self.retention = Retention(self.db, RetentionPolicy(
             events_days=config.retention_events_days, commands_days=config.retention_commands_days,

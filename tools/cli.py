@@ -79,10 +79,16 @@ async def demo(args: argparse.Namespace) -> int:
         from gateway.kinds.locker_bank.keys import ensure_key
         for bank_id in ("lk-1",):  # the demo's bank has its code key before the gateway starts
             ensure_key(workdir / "locker-keys.json", bank_id)
+        chain: dict = {}
+        if args.central_url:   # other stores' stock from head office (docs/chain.md)
+            chain = {"store_id": args.store_id, "chain_central_url": args.central_url,
+                     "chain_central_token_file": Path(args.central_token_file)}
+            print(f"chain: store {args.store_id}; other stores' stock from head office at "
+                  f"{args.central_url}")
         config = GatewayConfig(broker_host=host, broker_port=port, db_path=workdir / "gateway.db",
                                http_host=http_host, http_port=http_port, samples_file=DEMO_SAMPLES,
                                stock_file=DEMO_STOCK, tube_network=DEMO_TUBE,
-                               locker_keys_file=workdir / "locker-keys.json")
+                               locker_keys_file=workdir / "locker-keys.json", **chain)
         gw = await stack.enter_async_context(Gateway(config))
         gw_task = asyncio.create_task(gw.run())
         stack.push_async_callback(_cancel, gw_task)
@@ -158,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--workdir", default="var/demo", help="where the demo keeps its database and device flash")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--seed", type=int, default=None, help="seed for the scripted customer")
+    d.add_argument("--central-url", default=None,
+                   help="head office (phygital central --http): the mirror's and kiosk's other "
+                        "stores' stock comes from there (docs/chain.md); needs "
+                        "--central-token-file")
+    d.add_argument("--central-token-file", default=None,
+                   help="file holding head office's bearer token")
+    d.add_argument("--store-id", default="store-demo",
+                   help="this store's id in the chain, with --central-url (default store-demo)")
     sub.add_parser("gateway", help="run the gateway (see `phygital gateway --help`)", add_help=False)
     sub.add_parser("lockers", help="staff operations on locker banks (see `phygital lockers --help`)",
                    add_help=False)
@@ -207,6 +221,20 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.pads < 1:
         ap.error("--pads must be at least 1")
+    if args.central_url:
+        from gateway.integrations.chain import check_store_id
+        if not args.central_url.startswith(("http://", "https://")):
+            ap.error(f"--central-url {args.central_url!r}: give http(s)://host:port of "
+                     "phygital central --http")
+        if not args.central_token_file or not Path(args.central_token_file).is_file():
+            ap.error("--central-url needs --central-token-file: a file holding head office's "
+                     "token (phygital central --http-token-file)")
+        try:
+            check_store_id(args.store_id)
+        except ValueError as exc:
+            ap.error(f"--store-id: {exc}")
+    elif args.central_token_file:
+        ap.error("--central-token-file goes with --central-url")
     return asyncio.run(demo(args))
 
 

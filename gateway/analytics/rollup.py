@@ -39,6 +39,10 @@ HOUR_COLS = ("entries", "placements", "pad_lifts", "pad_dwell_ms", "sessions", "
              "purchases", "units", "lk_loaded", "lk_collected", "lk_ontime", "lk_expired",
              "lk_dwell_ms", "tube_delivered")
 PRODUCT_COLS = ("placed", "pad_dwell_ms", "tried", "bought")
+#: what an hour report to head office carries (the funnel's columns of an_hour)
+FUNNEL_REPORT_COLS = ("entries", "placements", "pad_lifts", "pad_dwell_ms", "sessions",
+                      "try_ons", "purchases", "units")
+REPORT_KIND = "analytics"     # the stream (and chain) kind of an hour report
 DEVICE_COLS = ("online_ms", "oos_ms", "available_ms")
 
 
@@ -312,3 +316,21 @@ def fold_tx(store: Store, limit: int = PAGE) -> int:
         store.conn.execute("INSERT INTO an_meta (name, value) VALUES ('cursor', ?) ON CONFLICT "
                            "(name) DO UPDATE SET value = excluded.value", (rows[-1][0],))
         return len(rows)
+
+
+def report_hours_tx(store: Store, limit: int = PAGE) -> int:
+    """The hours whose funnel figures changed (`an_hour_dirty`, kept by triggers) become
+    stream items `analytics` {"type": "hour", "hour", <FUNNEL_REPORT_COLS>}: the hour's
+    TOTALS, not increments, so head office keeps the latest report per (store, hour) and a
+    redelivered or reordered one changes nothing (docs/chain.md "The chain-wide funnel").
+    With the chain on, they reach head office through the chain outbox like any stream item.
+    Inside the caller's transaction; at most `limit` hours, returns how many."""
+    cols = ", ".join(FUNNEL_REPORT_COLS)
+    rows = store.conn.execute(
+        f"SELECT d.hour, {cols} FROM an_hour_dirty d JOIN an_hour h ON h.hour = d.hour "
+        "ORDER BY d.hour LIMIT ?", (limit,)).fetchall()
+    for r in rows:
+        store.append_stream(REPORT_KIND, {"type": "hour", "hour": r[0],
+                                          **dict(zip(FUNNEL_REPORT_COLS, r[1:]))})
+    store.conn.executemany("DELETE FROM an_hour_dirty WHERE hour = ?", [(r[0],) for r in rows])
+    return len(rows)

@@ -371,6 +371,25 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE fw_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), cursor INTEGER NOT NULL);
     INSERT INTO fw_cursor (id, cursor) SELECT 1, COALESCE(MAX(id), 0) FROM events;
     """,
+    # 18: the hours whose funnel figures changed since they were last reported to head office
+    #     (gateway/analytics/rollup.py report_hours_tx, docs/chain.md "The chain-wide
+    #     funnel"), kept by triggers on every path that writes an_hour (the fold, purchases,
+    #     entries; not `INSERT OR IGNORE`: an upsert's conflict clause overrides a trigger's
+    #     OR clause in SQLite, and the upsert into an_hour then fails); every hour so far is
+    #     pending, so head office gets the store's history
+    """
+    CREATE TABLE an_hour_dirty (hour INTEGER PRIMARY KEY);
+    INSERT INTO an_hour_dirty (hour) SELECT hour FROM an_hour;
+    CREATE TRIGGER an_hour_dirty_insert AFTER INSERT ON an_hour BEGIN
+        INSERT INTO an_hour_dirty (hour) SELECT NEW.hour
+            WHERE NOT EXISTS (SELECT 1 FROM an_hour_dirty WHERE hour = NEW.hour);
+    END;
+    CREATE TRIGGER an_hour_dirty_update AFTER UPDATE OF entries, placements, pad_lifts,
+        pad_dwell_ms, sessions, try_ons, purchases, units ON an_hour BEGIN
+        INSERT INTO an_hour_dirty (hour) SELECT NEW.hour
+            WHERE NOT EXISTS (SELECT 1 FROM an_hour_dirty WHERE hour = NEW.hour);
+    END;
+    """,
 )
 
 
