@@ -491,6 +491,16 @@ def apply_decoded(store: Store, decoded: list[tuple[str, Message]], rejections: 
     return eff
 
 
+@dataclass
+class _Next:
+    """The next batch, gathered and decoded while the writer works on the one before."""
+    raw: list[tuple[str, bytes]] = field(default_factory=list)
+    decoded: list[tuple[str, Message]] = field(default_factory=list)
+    rejections: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, str] = field(default_factory=dict)  # reason -> one example, for the log
+    arrivals: list[float] = field(default_factory=list)  # of its queued (not reply) messages
+
+
 class IngestWorker:
     """Batch inbound messages into transactions; acknowledge after each commit.
 
@@ -521,6 +531,9 @@ class IngestWorker:
         self.linger_s = linger_s
         self.linger_below = max(1, linger_below)
         self._linger: asyncio.Future[None] | None = None  # set while lingering
+        # set while the loop waits for more to decode during the writer's work on a batch
+        self._more: asyncio.Future[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None  # the batch at the writer, then its acks
         # acks/rebirths published, PUBACK not yet in: the next batch does not wait for them
         self._sending: set[asyncio.Task[Any]] = set()
         self.acks_in_flight_max = acks_in_flight_max
@@ -548,6 +561,10 @@ class IngestWorker:
         # a linger in progress goes on: the writer is idle meanwhile, so the command's own
         # write runs at once instead of after a commit of the lingering events
 
+    def _wake_more(self) -> None:
+        if self._more is not None and not self._more.done():
+            self._more.set_result(None)
+
     def _end_linger(self) -> None:
         if self._linger is not None and not self._linger.done():
             self._linger.set_result(None)
@@ -558,6 +575,7 @@ class IngestWorker:
         if topic.endswith("/reply"):
             self.priority.append((topic, payload))
             self._end_linger()
+            self._wake_more()
             try:
                 self.queue.put_nowait(None)  # wakes `run` if it waits on an empty queue
             except asyncio.QueueFull:
@@ -565,6 +583,8 @@ class IngestWorker:
             return
         await self.queue.put((topic, payload))
         self._arrivals.append(time.monotonic())  # same step as the put: order matches
+        if self._more is not None:
+            self._wake_more()
         if self._linger is not None and self.queue.qsize() >= self.linger_below:
             self._end_linger()
 
@@ -585,6 +605,8 @@ class IngestWorker:
         try:
             await self._run()
         finally:  # cancelled (shutdown, after `drained`): what is still unsent stays unacked
+            if self._inflight is not None:
+                self._inflight.cancel()
             for task in list(self._sending):
                 task.cancel()
             if self._flush_timer is not None:
@@ -593,37 +615,86 @@ class IngestWorker:
             self.rebirth_log.flush(force=True)
 
     async def _run(self) -> None:
+        """Batches in a pipeline of two stages: while the writer thread applies and commits
+        one batch (SQLite and the fsync release the GIL), the loop decodes and validates what
+        arrives for the next one. A batch goes to the writer only once the one before it has
+        committed and its acks are out: the writer never holds two ingest batches, so a
+        command's write never waits behind more than one; replies that arrive meanwhile go
+        to the front of the next batch."""
+        loop = asyncio.get_running_loop()
+        inflight: asyncio.Task[None] | None = None  # the batch at the writer, then its acks
         while True:
-            arrivals: list[float] = []  # of the queued (not priority) messages in the batch
-            if not self.priority:
-                first = await self.queue.get()
-                if first is not None:
-                    self.priority.append(first)  # not a reply: the batch just starts with it
-                    if self._arrivals:
-                        arrivals.append(self._arrivals.popleft())
-                    if self.linger_s > 0:
-                        await self._maybe_linger()
-            limit = (self.urgent_batch_max if time.monotonic() < self._urgent_until
-                     else self.batch_max)
-            batch = list(self.priority)  # replies (and the first message) first
-            self.priority.clear()
-            while len(batch) < limit and not self.queue.empty():
-                item = self.queue.get_nowait()
-                if item is not None:
-                    batch.append(item)
-                    if self._arrivals:
-                        arrivals.append(self._arrivals.popleft())
-            if batch:
-                try:
-                    await self._process(batch)
-                    if self.on_processed is not None:
-                        self.on_processed(arrivals, time.monotonic())
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # the device re-sends what we did not acknowledge
-                    log.exception("ingest batch failed size=%d; not acknowledged", len(batch))
-            if self.queue.empty() and not self.priority:
-                self._idle.set()
+            self._inflight = inflight
+            nxt = _Next()
+            if inflight is None:
+                if self.queue.empty() and not self.priority:
+                    self._idle.set()
+                if not self.priority:
+                    first = await self.queue.get()
+                    if first is not None:
+                        self.priority.append(first)  # not a reply: the batch starts with it
+                        if self._arrivals:
+                            nxt.arrivals.append(self._arrivals.popleft())
+                        if self.linger_s > 0:
+                            await self._maybe_linger()
+            self._take(nxt)
+            while inflight is not None and not inflight.done():
+                # the writer works on the previous batch: decode what comes in meanwhile
+                if len(nxt.raw) >= self._limit() and not self.priority:
+                    break
+                if self.queue.empty() and not self.priority:
+                    self._more = more = loop.create_future()
+                    try:
+                        await asyncio.wait((more, inflight), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        self._more = None
+                self._take(nxt)
+            if inflight is not None:
+                await inflight  # never raises: `_commit` logs what fails
+                inflight = None
+                self._take(nxt)  # replies that came meanwhile go first, then a top-up
+            if nxt.raw:
+                inflight = loop.create_task(self._commit(nxt))
+                self._inflight = inflight
+
+    def _limit(self) -> int:
+        return self.urgent_batch_max if time.monotonic() < self._urgent_until else self.batch_max
+
+    def _take(self, nxt: _Next) -> None:
+        """Move the replies (to the front of `nxt`) and queued messages (up to the batch limit)
+        into `nxt`, decoded."""
+        replies = list(self.priority)
+        self.priority.clear()
+        queued: list[tuple[str, bytes]] = []
+        room = self._limit() - len(nxt.raw) - len(replies)
+        queue, arrivals = self.queue, self._arrivals
+        while room > 0 and not queue.empty():
+            item = queue.get_nowait()
+            if item is not None:
+                queued.append(item)
+                room -= 1
+                if arrivals:
+                    nxt.arrivals.append(arrivals.popleft())
+        if replies:
+            decoded, rejections = decode_batch(replies, nxt.samples)
+            nxt.decoded[:0] = decoded
+            nxt.rejections.update(rejections)
+            nxt.raw[:0] = replies
+        if queued:
+            decoded, rejections = decode_batch(queued, nxt.samples)
+            nxt.decoded += decoded
+            nxt.rejections.update(rejections)
+            nxt.raw += queued
+
+    async def _commit(self, nxt: _Next) -> None:
+        try:
+            await self._process(nxt.raw, nxt)
+            if self.on_processed is not None:
+                self.on_processed(nxt.arrivals, time.monotonic())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the device re-sends what we did not acknowledge
+            log.exception("ingest batch failed size=%d; not acknowledged", len(nxt.raw))
 
     async def _maybe_linger(self) -> None:
         """Wait up to `linger_s` for more messages if the batch would be tiny and no reply
@@ -639,11 +710,14 @@ class IngestWorker:
             timer.cancel()
             self._linger = None
 
-    async def _process(self, batch: list[tuple[str, bytes]]) -> None:
-        # validate on the loop: the writer thread (the serial stage) only applies
-        samples: dict[str, str] = {}
-        decoded, rejections = decode_batch(batch, samples)
-        eff = await self.db.write_grouped(apply_decoded, decoded, rejections, len(batch),
+    async def _process(self, batch: list[tuple[str, bytes]], nxt: _Next | None = None) -> None:
+        # validate on the loop (`_take`, while the writer works on the batch before): the
+        # writer thread (the serial stage) only applies
+        if nxt is None:
+            nxt = _Next()
+            nxt.decoded, nxt.rejections = decode_batch(batch, nxt.samples)
+        samples = nxt.samples
+        eff = await self.db.write_grouped(apply_decoded, nxt.decoded, nxt.rejections, len(batch),
                                           self.clock())
         self.batches += 1
         if eff.rejections:
