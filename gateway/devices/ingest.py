@@ -278,20 +278,27 @@ def _insert_checked(store: Store, e: Event, epoch: str, track: _Track, now: int,
     _seal(store, e.dev, epoch, track.st, e.seq, now, e.t, "seq-reused", eff)
 
 
-def _finish(store: Store, dev: str, epoch: str, track: _Track, eff: Effects) -> None:
-    """Advance and store the session's verified prefix, then answer (ack or `new_epoch`)."""
+def _finish(store: Store, dev: str, epoch: str, track: _Track, eff: Effects,
+            event_id: Callable[[int], int | None] | None = None,
+            verified: list[tuple[int, str, str]] | None = None) -> None:
+    """Advance and store the session's verified prefix, then answer (ack or `new_epoch`).
+    `event_id(seq)`: the id of the event stored at `seq` (a batch's memo; default: the store);
+    `verified`: where to put the `(verified, dev, epoch)` update to write later (default: now)."""
     st = track.st
     v = st["verified"] if st["verified"] is not None else st["upto"]
     mark = st["mark"] or 0
     sealed = st["sealed"]
     start = v
+    if event_id is None:
+        def event_id(seq: int) -> int | None:
+            return store.event_id(dev, epoch, seq)
 
     def advance(v: int) -> int:
         while sealed is None or v + 1 < sealed:
             if (v + 1) in track.new:
                 v += 1
                 continue
-            eid = store.event_id(dev, epoch, v + 1)
+            eid = event_id(v + 1)
             if eid is None or eid <= mark:
                 break
             v += 1  # stored earlier in this session (a gap now filled)
@@ -302,7 +309,10 @@ def _finish(store: Store, dev: str, epoch: str, track: _Track, eff: Effects) -> 
             v = advance(seq)
     v = advance(v)
     if v != start or st["verified"] is None:
-        store.set_verified(dev, epoch, v)
+        if verified is None:
+            store.set_verified(dev, epoch, v)
+        else:
+            verified.append((v, dev, epoch))
         st["verified"] = v
     _answer(dev, epoch, st, v, eff)
 
@@ -333,15 +343,22 @@ def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
         apply_reply_message(store, msg, now, eff)
 
 
+_UNREAD: Any = object()
+
+
 class _Batch:
-    """Per-batch caches for the event fast path: device rows read once per batch, events
-    inserted together (`Store.insert_events_many`), and the ack watermark advanced once per
-    device per batch (not once per event)."""
+    """Per-batch caches for the event fast path: device rows and ack states read for every
+    device of the batch in one query (`prefetch`), events inserted together
+    (`Store.insert_events_many`), the ack watermark advanced once per device per batch (not
+    once per event), and the acks rows written with one `executemany` per batch."""
 
     def __init__(self, store: Store, now: int) -> None:
         self.store = store
         self.now = now
         self.devices: dict[str, dict[str, Any] | None] = {}
+        # (device, epoch) -> its acks row as read by `prefetch`; dropped by `flush` (which
+        # writes them) and never used after a birth or status changed them
+        self.states: dict[tuple[str, str], dict[str, Any] | None] = {}
         self.events: list[tuple[Event, str]] = []  # (event, epoch) not inserted yet
         self.seqs: dict[tuple[str, str], set[int]] = {}
         self.tracks: dict[tuple[str, str], _Track] = {}
@@ -352,6 +369,14 @@ class _Batch:
         except KeyError:
             row = self.devices[dev] = self.store.get_device(dev)
             return row
+
+    def prefetch(self, devices: set[str]) -> None:
+        got = self.store.devices_with_epoch_state(sorted(devices))
+        for dev in devices:
+            row, st = got.get(dev, (None, None))
+            self.devices[dev] = row
+            if row is not None:
+                self.states[(dev, row["epoch"])] = st
 
     def add_event(self, e: Event, eff: Effects) -> None:
         dev = self.device(e.dev)
@@ -367,9 +392,13 @@ class _Batch:
         store = self.store
         now = self.now
         tracks = self.tracks
+        states = self.states
         for e, epoch in self.events:
             if (e.dev, epoch) not in tracks:
-                tracks[(e.dev, epoch)] = _Track(store.epoch_state(e.dev, epoch))
+                st = states.pop((e.dev, epoch), _UNREAD)
+                tracks[(e.dev, epoch)] = _Track(store.epoch_state(e.dev, epoch)
+                                                if st is _UNREAD else st)
+        states.clear()  # what this flush writes makes them stale
         rows = [(e.dev, epoch, e.seq, e.type, e.t, now, e.body) for e, epoch in self.events
                 if (s := tracks[(e.dev, epoch)].st["sealed"]) is None or e.seq < s]
         # all new (the common case): one executemany; else one by one, in order, each
@@ -390,21 +419,46 @@ class _Batch:
             self.seqs.setdefault((e.dev, epoch), set()).add(e.seq)
             eff.touched.add(e.dev)
         self.events.clear()
-        for (dev, epoch), seqs in self.seqs.items():
-            seqs = tracks[(dev, epoch)].new
-            w = start = store.get_watermark(dev, epoch) or 0
-            while (w + 1) in seqs or store.has_event(dev, epoch, w + 1):
+        watermarks: list[tuple[str, str, int]] = []
+        verified: list[tuple[int, str, str]] = []
+        for dev, epoch in self.seqs:
+            track = tracks[(dev, epoch)]
+            seqs = track.new
+            probe = _Probe(store, dev, epoch)  # the watermark and the prefix look at one seq
+            w = start = track.st["upto"] or 0  # the watermark (no acks row: 0)
+            while (w + 1) in seqs or probe(w + 1) is not None:
                 w += 1
             if w != start or start == 0:
-                store.set_watermark(dev, epoch, w)
-            _finish(store, dev, epoch, tracks[(dev, epoch)], eff)
+                watermarks.append((dev, epoch, w))
+            _finish(store, dev, epoch, track, eff, probe, verified)
+        store.set_acks_many(watermarks, verified)
         self.seqs.clear()
         tracks.clear()
+
+
+class _Probe:
+    """`Store.event_id` of one (device, epoch), each seq asked once per flush."""
+
+    __slots__ = ("dev", "epoch", "memo", "store")
+
+    def __init__(self, store: Store, dev: str, epoch: str) -> None:
+        self.store, self.dev, self.epoch = store, dev, epoch
+        self.memo: dict[int, int | None] = {}
+
+    def __call__(self, seq: int) -> int | None:
+        try:
+            return self.memo[seq]
+        except KeyError:
+            eid = self.memo[seq] = self.store.event_id(self.dev, self.epoch, seq)
+            return eid
 
 
 def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff: Effects) -> None:
     """All messages in one savepoint, no savepoint per message (the common case)."""
     batch = _Batch(store, now)
+    devices = {msg.dev for _, msg in messages if type(msg) is Event}
+    if devices:
+        batch.prefetch(devices)
     for topic, msg in messages:
         if isinstance(msg, Event):
             batch.add_event(msg, eff)
