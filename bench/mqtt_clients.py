@@ -109,7 +109,7 @@ async def recv_aiomqtt(port: int, client_id: str, n: int) -> float:
 
     t0 = time.perf_counter()
     async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False,
-                              max_queued_incoming_messages=10_000) as c:
+                              max_queued_incoming_messages=0) as c:  # unbounded: a bound drops
         await c.subscribe(TOPIC, qos=1)
         got = 0
         async for _ in c.messages:
@@ -125,7 +125,7 @@ CLIENTS = {"mqtt_lite": recv_mqtt_lite, "gmqtt": recv_gmqtt, "aiomqtt": recv_aio
 
 def child(name: str, port: int, client_id: str, n: int) -> None:
     try:  # uvloop is not used by the gateway: every client on the same default loop
-        dt = asyncio.run(asyncio.wait_for(CLIENTS[name](port, client_id, n), 300))
+        dt = asyncio.run(asyncio.wait_for(CLIENTS[name](port, client_id, n), 120))
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         print(json.dumps({"error": repr(exc)}))
         return
@@ -176,7 +176,7 @@ def main() -> int:
                     p = subprocess.run(
                         [sys.executable, __file__, "--child", name, "--port", str(broker.port),
                          "--client-id", cid, "--messages", str(a.messages)],
-                        cwd=ROOT, capture_output=True, text=True, check=False, timeout=400)
+                        cwd=ROOT, capture_output=True, text=True, check=False, timeout=200)
                     line = next((ln for ln in reversed(p.stdout.splitlines())
                                  if ln.startswith("{")), None)
                     out = json.loads(line) if line else {"error": p.stderr[-500:]}
