@@ -3,6 +3,7 @@ aiomqtt, when installed), same broker, same messages, in turns (issue 18).
 
     .venv/bin/python bench/mqtt_clients.py                 # 100,000 messages, 3 rounds
     .venv/bin/python bench/mqtt_clients.py --messages 20000 --rounds 1   # quicker
+    .venv/bin/python bench/mqtt_clients.py --quick         # CI smoke: 500 messages, 1 round
 
 What is measured: how fast one client drains a backlog of QoS 1 messages, which is what the
 gateway's MQTT edge does at saturation. For each client and round, a persistent session
@@ -15,7 +16,7 @@ client does not share the cores with the load. Mosquitto paces every client alik
 (`max_inflight_messages` 20: the PUBACKs pace the flow).
 
 Prints the machine, the load, one line per run and the median per client (messages/s and the
-client's CPU µs per message).
+client's CPU µs per message); exits 1 if a client failed to receive every message.
 """
 from __future__ import annotations
 
@@ -145,6 +146,7 @@ def installed(name: str) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="CI smoke: 500 messages, 1 round")
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clients", default="mqtt_lite,gmqtt,aiomqtt")
@@ -155,6 +157,8 @@ def main() -> int:
     if a.child:
         child(a.child, a.port, a.client_id, a.messages)
         return 0
+    if a.quick:
+        a.messages, a.rounds = min(a.messages, 500), 1
     names = [c for c in a.clients.split(",") if c in CLIENTS]
     missing = [c for c in names if not installed(c)]
     names = [c for c in names if c not in missing]
@@ -165,6 +169,7 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(load_line(), flush=True)
     results: dict[str, list[tuple[float, float]]] = {c: [] for c in names}
+    failed = 0
     with tempfile.TemporaryDirectory(prefix="pe-bench-mqtt-") as tmp:
         broker = BenchBroker(Path(tmp) / "mosq", persistence=False,
                              extra=["max_queued_messages 0"]).start()
@@ -182,6 +187,7 @@ def main() -> int:
                     out = json.loads(line) if line else {"error": p.stderr[-500:]}
                     if "error" in out:
                         print(f"round {r + 1} {name}: FAILED {out['error']}", flush=True)
+                        failed += 1
                         continue
                     rate = a.messages / out["seconds"]
                     us = out["cpu_s"] / a.messages * 1e6  # process CPU (import + connect included)
@@ -200,7 +206,7 @@ def main() -> int:
         us = statistics.median(u for _, u in runs)
         rel = f", {rate / base:.2f} of mqtt_lite" if base else ""
         print(f"median {name:10} {rate:9.0f} msgs/s, {us:.1f} us CPU/msg{rel} ({len(runs)} runs)")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ synchronous=FULL) on a real file, under SQLite settings to compare (issue 18), i
 
     .venv/bin/python bench/sqlite_settings.py                    # 3 rounds, 60 batches of 600
     .venv/bin/python bench/sqlite_settings.py --rounds 1 --batches 20
+    .venv/bin/python bench/sqlite_settings.py --quick      # CI smoke
 
 Each setting gets a fresh database (100 devices born), then `--batches` batches of
 `--batch` 150-byte events (round-robin over the devices, as a saturated gateway sees them),
@@ -96,6 +97,7 @@ def run(name: str, work: Path, a: argparse.Namespace) -> tuple[float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="CI smoke: 1 round of 2 small batches")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", type=int, default=60)
     ap.add_argument("--batch", type=int, default=600)
@@ -104,6 +106,8 @@ def main() -> int:
                     help="where the databases go (default: a temporary directory; the gateway's "
                          "disk is what matters)")
     a = ap.parse_args()
+    if a.quick:
+        a.rounds, a.batches, a.batch, a.devices = 1, 2, 50, 10
     print(f"writer stage: {a.batches} batches of {a.batch} events over {a.devices} devices per "
           f"run, {a.rounds} rounds, settings in turns")
     print(f"machine: {machine()}")
