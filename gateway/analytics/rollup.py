@@ -203,7 +203,7 @@ class _Fold:
 
     def event(self, e: dict[str, Any]) -> None:
         etype = e.get("type")
-        if etype not in ("tag.placed", "tag.removed") or self._kind(str(e.get("device"))) != "sample-pad":
+        if etype not in FOLDED_EVENTS or self._kind(str(e.get("device"))) != "sample-pad":
             return
         raw = e.get("body")
         body: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -303,16 +303,27 @@ def cursor(store: Store) -> int:
     return int(row[0]) if row else 0
 
 
+#: the event types `_Fold.event` counts (every other event is skipped without decoding it)
+FOLDED_EVENTS = ("tag.placed", "tag.removed")
+_FOLDED_EVENTS_SQL = ", ".join(f"'{t}'" for t in FOLDED_EVENTS)
+
+
 def fold_tx(store: Store, limit: int = PAGE) -> int:
     """Writer thread: fold the stream items after the cursor (at most `limit`) and move the
     cursor, in one transaction. Returns how many items it read."""
     with store.transaction():
         after = cursor(store)
-        rows = store.conn.execute("SELECT id, kind, data FROM stream WHERE id > ? ORDER BY id "
-                                  "LIMIT ?", (after, limit)).fetchall()
+        # every item of the page is looked at (the cursor moves past all of them), but only
+        # the ones the fold counts are decoded: the events of other types (almost all of a
+        # busy store's traffic) are left out in SQL, which saved ~15 % of the gateway's CPU at
+        # saturated ingest (issue 18; `_Fold.event` ignores them anyway)
+        rows = store.conn.execute(
+            "SELECT id, kind, CASE WHEN kind != 'event' OR json_extract(data, '$.type') IN "
+            f"({_FOLDED_EVENTS_SQL}) THEN data END FROM stream WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit)).fetchall()
         if not rows:
             return 0
-        fold_items(store, [(r[1], json.loads(r[2])) for r in rows])
+        fold_items(store, [(r[1], json.loads(r[2])) for r in rows if r[2] is not None])
         store.conn.execute("INSERT INTO an_meta (name, value) VALUES ('cursor', ?) ON CONFLICT "
                            "(name) DO UPDATE SET value = excluded.value", (rows[-1][0],))
         return len(rows)

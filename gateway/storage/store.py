@@ -758,6 +758,40 @@ class Store:
                                 "WHERE device=? AND epoch=?", (device, epoch)).fetchone()
         return None if row is None else dict(row)
 
+    def devices_with_epoch_state(self, devices: Sequence[str]
+                                 ) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        """`get_device` and the `epoch_state` of its current epoch, for many devices in one
+        query (the ingest reads both for every device of a batch): device id -> (device,
+        state or None); devices we do not know are left out."""
+        rows = self.conn.execute(
+            "SELECT d.*, a.device IS NOT NULL AS a_has, a.upto AS a_upto, a.verified AS "
+            "a_verified, a.mark AS a_mark, a.sealed AS a_sealed, a.fork AS a_fork FROM devices d "
+            "LEFT JOIN acks a ON a.device = d.id AND a.epoch = d.epoch "
+            "WHERE d.id IN (SELECT value FROM json_each(?))",
+            (_dumps_decoded(list(devices)),)).fetchall()
+        out: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        for row in rows:
+            d = dict(row)
+            has = d.pop("a_has")
+            st = {k: d.pop("a_" + k) for k in ("upto", "verified", "mark", "sealed", "fork")}
+            d["caps"] = _loads(d["caps"])
+            d["online"] = bool(d["online"])
+            out[d["id"]] = (d, st if has else None)
+        return out
+
+    def set_acks_many(self, watermarks: Sequence[tuple[str, str, int]],
+                      verified: Sequence[tuple[int, str, str]]) -> None:
+        """`set_watermark` for each `(device, epoch, upto)`, then `set_verified` for each
+        `(verified, device, epoch)`: one `executemany` each."""
+        if watermarks:
+            self.conn.executemany(
+                """INSERT INTO acks (device, epoch, upto) VALUES (?,?,?)
+                   ON CONFLICT (device, epoch) DO UPDATE SET upto = MAX(upto, excluded.upto)""",
+                watermarks)
+        if verified:
+            self.conn.executemany("UPDATE acks SET verified = ? WHERE device=? AND epoch=?",
+                                  verified)
+
     def set_verified(self, device: str, epoch: str, verified: int,
                      mark: int | None = None) -> None:
         """Store the session's verified prefix (and, at a birth, the events.id mark)."""
