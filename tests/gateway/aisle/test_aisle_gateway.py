@@ -1,0 +1,270 @@
+"""The endless aisle (gateway/aisle/, docs/endless-aisle.md) through the HTTP API of an
+in-process gateway on the session broker: the customer role and its limits, the stockroom path
+(a tube dispatch), the other-store path (an order, a locker reserved, the pickup code by the
+outbox), idempotency, and the code nowhere but in the one message."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from gateway.app import Gateway, GatewayConfig
+from gateway.http import auth
+from gateway.storage.store import Store
+from tests.support.lockers import BANK, KEY, device_tx, event_tx
+from tests.support.tube import DEVICES as TUBE_DEVICES
+
+ROOT = Path(__file__).resolve().parents[3]
+STOCK = ROOT / "gateway" / "demo" / "stock.json"
+OAK_NATURAL = "09506000200019"   # floor 0, stockroom 38: by tube
+OAK_SMOKED = "09506000200026"    # only in other stores: an order, a locker here
+CHINO = "09506000134383"         # on the sales floor
+PHONE = "+33612345678"
+FAST_TIMEOUT = 30.0
+
+
+def _tube_devices_tx(store: Store, now: int) -> None:
+    with store.transaction():
+        for d in TUBE_DEVICES:
+            store.upsert_device(id=d, kind="tube-line" if d == "tube-line" else "tube-station", fw="t",
+                                caps=[], cfg="x", session=1, epoch="e1", boot=1, reset=None,
+                                online=True, now=now)
+
+
+def _tokens_tx(store: Store) -> dict[str, str]:
+    with store.transaction():
+        return {role: auth.create_token(store.conn, f"{role}-1", auth.resolve_scopes(role))
+                for role in ("customer", "kiosk", "orders", "staff", "admin")}
+
+
+async def until(fn, what: str, timeout: float = FAST_TIMEOUT) -> Any:
+    """Wait for `fn()` (sync or async) to be truthy; fail saying `what` (no timing asserted)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        got = fn()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return got
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class AisleStore:
+    """An in-process gateway with a locker bank (events written as ingest writes them), the tube's
+    boards known, and a client per role."""
+
+    def __init__(self, tmp_path: Path, broker_port: int) -> None:
+        keys = tmp_path / "locker-keys.json"
+        keys.write_text(json.dumps({BANK: KEY.hex()}))
+        os.chmod(keys, 0o600)
+        (tmp_path / "gw").mkdir()
+        self.config = GatewayConfig(
+            broker_port=broker_port, db_path=tmp_path / "gw" / "gw.db", http_port=0,
+            stock_file=STOCK, locker_keys_file=keys, client_id=f"pe-gw-aisle-{os.getpid()}-{id(self)}",
+            aisle_stations=("pad-1=floor-womens",), aisle_backoff_min_s=0.05,
+            aisle_backoff_max_s=0.1, device_silent_s=0)
+        self.seq = 0
+
+    async def __aenter__(self) -> Self:
+        self.gw = Gateway(self.config)
+        await self.gw.__aenter__()
+        now = self.gw.clock()
+        await self.gw.db.write(device_tx, now)
+        await self.gw.db.write(_tube_devices_tx, now)
+        await self.gw.lockers.create_bank(BANK, [(1, "S"), (2, "M"), (3, "L")])
+        self.tokens = await self.gw.db.write(_tokens_tx)
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.gw.app),
+                                      base_url="http://gw", timeout=30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self.gw.__aexit__(*exc)
+
+    def h(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    async def ask(self, role: str, key: str, gtin: str, expect: int | tuple[int, ...] = (200, 201),
+                  **extra: Any) -> dict[str, Any]:
+        r = await self.http.post("/aisle/requests", headers=self.h(role), json={
+            "idempotency_key": key, "origin": extra.pop("origin", "pad-1"), "gtin": gtin, **extra})
+        assert r.status_code in ((expect,) if isinstance(expect, int) else expect), r.text
+        return r.json()
+
+    async def event(self, etype: str, **body: Any) -> None:
+        self.seq += 1
+        await self.gw.db.write(event_tx, self.seq, etype, body, self.gw.clock())
+
+
+def app_routes(routes) -> list[Any]:
+    """Every route of the app: FastAPI keeps an included router's routes inside it."""
+    out = []
+    for r in routes:
+        if hasattr(r, "path"):
+            out.append(r)
+        elif hasattr(r, "original_router"):
+            out += app_routes(r.original_router.routes)
+    return out
+
+
+def run(coro) -> None:
+    asyncio.run(coro)
+
+
+def test_customer_role_is_refused_on_every_other_route(tmp_path, broker):
+    """Every route of the app, every method: a customer token gets 403 except the aisle's own
+    two routes and the public pages (which need no token at all)."""
+    async def main() -> None:
+        async with AisleStore(tmp_path, broker.port) as s:
+            allowed, refused, public = [], [], []
+            routes = app_routes(s.gw.app.routes)
+            spec = {(m.upper(), p) for p, ops in s.gw.app.openapi()["paths"].items() for m in ops}
+            assert spec <= {(m, r.path) for r in routes for m in getattr(r, "methods", None) or ()}
+            for route in routes:
+                for method in sorted(getattr(route, "methods", None) or ()):
+                    if method == "HEAD":
+                        continue
+                    path = route.path.replace("{", "").replace("}", "")  # {bank} -> bank
+                    path = "/".join("x" if seg.endswith(":path") else seg for seg in path.split("/"))
+                    if auth.required_scopes(method, path) == ():
+                        public.append(path)
+                        continue
+                    r = await s.http.request(method, path, headers=s.h("customer"),
+                                             **({} if method == "GET" else {"json": {}}))
+                    (allowed if r.status_code != 403 else refused).append((method, route.path))
+            assert sorted(allowed) == [("GET", "/aisle/requests/{rid}"), ("POST", "/aisle/requests")]
+            assert len(refused) > 60, "the app's routes were not all tried"
+            assert ("GET", "/lockers/{bank}") in refused and ("GET", "/stream") in refused
+            assert ("GET", "/aisle/orders") in refused and ("GET", "/aisle/outbox") in refused
+            assert set(public) <= {"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/dashboard",
+                                   "/dashboard/analytics", "/web/auth.js", "/web/screen.js",
+                                   "/kiosk/pad", "/mirror/room", "/docs/static/x"}, public
+    run(main())
+
+
+def test_rate_limit_per_customer_token_is_a_clear_429(tmp_path, broker):
+    async def main() -> None:
+        async with AisleStore(tmp_path, broker.port) as s:
+            codes = [(await s.http.post("/aisle/requests", headers=s.h("customer"), json={
+                "idempotency_key": f"r-{i}", "origin": "pad-1", "gtin": CHINO})) for i in range(12)]
+            assert [r.status_code for r in codes[:10]] == [201] * 10
+            last = codes[-1]
+            assert last.status_code == 429 and int(last.headers["retry-after"]) >= 1
+            assert "aisle_requests" in last.json()["detail"] and "try again in" in last.json()["detail"]
+            # another token is not held back by this one's bucket
+            r = await s.http.post("/aisle/requests", headers=s.h("kiosk"), json={
+                "idempotency_key": "k-1", "origin": "pad-1", "gtin": CHINO})
+            assert r.status_code == 201 and r.json()["route"] == "floor"
+    run(main())
+
+
+def test_stockroom_path_sends_one_tube_job_to_the_nearest_station(tmp_path, broker):
+    async def main() -> None:
+        async with AisleStore(tmp_path, broker.port) as s:
+            a = await s.ask("customer", "t-1", OAK_NATURAL, expect=201)
+            assert a["route"] == "tube" and a["station"] == "floor-womens" and a["tube"]["state"] == "queued"
+            b = await s.ask("customer", "t-1", OAK_NATURAL, expect=200)   # the same request again
+            assert b["id"] == a["id"]
+            jobs = [j for j in s.gw.tube.jobs() if j["job"].startswith("aisle:")]
+            assert [(j["job"], j["from"], j["to"]) for j in jobs] == [(f"aisle:{a['id']}", "stockroom",
+                                                                       "floor-womens")]
+            assert "Oak plank" in jobs[0]["item"]
+            # a mirror: the fitting rooms' station
+            m = await s.ask("customer", "t-2", OAK_NATURAL, origin="room-1", origin_kind="fitting-room")
+            assert m["route"] == "tube" and m["station"] == "fitting-rooms"
+            # a screen with no station configured: an associate brings it, no dispatch
+            z = await s.ask("customer", "t-3", OAK_NATURAL, origin="pad-9")
+            assert z["route"] == "staff" and z["tube"] is None
+            assert len([j for j in s.gw.tube.jobs() if j["job"].startswith("aisle:")]) == 2
+    run(main())
+
+
+def test_other_store_path_one_order_one_locker_one_message_and_no_code_anywhere(tmp_path, broker, caplog):
+    caplog.set_level("DEBUG")
+
+    async def main() -> None:
+        async with AisleStore(tmp_path, broker.port) as s:
+            sender = s.gw.aisle.sender
+            # refusals: no contact, a bad one, a product the store does not know
+            r = await s.ask("customer", "o-0", OAK_SMOKED, expect=422)
+            assert r["reason"] == "contact-needed"
+            r = await s.ask("customer", "o-0", OAK_SMOKED, expect=422, contact={"channel": "sms", "to": "06 12"})
+            assert r["reason"] == "bad-contact" and "+33612345678" in r["detail"]
+            r = await s.ask("customer", "o-0", "09506000999995", expect=404)
+            assert r["reason"] == "unknown-product"
+
+            sender.fail_next(2)  # the SMS gateway fails twice: the outbox retries
+            body = {"contact": {"channel": "sms", "to": PHONE}}
+            a = await s.ask("customer", "o-1", OAK_SMOKED, expect=201, **body)
+            b = await s.ask("customer", "o-1", OAK_SMOKED, expect=200, **body)
+            assert a["id"] == b["id"] and a["route"] == "order" and a["bank"] == BANK
+            assert a["contact"] == "+33•••••••78" and a["locker"]["state"] == "assigned"
+            r = await s.ask("customer", "o-1", OAK_NATURAL, expect=409, **body)  # same key, other request
+            assert r["reason"] == "idempotency-conflict"
+            bank = (await s.http.get(f"/lockers/{BANK}", headers=s.h("staff"))).json()
+            assert [(o["order"], o["state"]) for o in bank["orders"]] == [(a["order"], "assigned")]
+            # the order system: its poll, and the stream's `ordered` item (webhook aisle.ordered)
+            orders = (await s.http.get("/aisle/orders", headers=s.h("orders"))).json()
+            assert [(o["order_id"], o["bank"], o["gtin"], o["source"]) for o in orders] == \
+                [(a["order"], BANK, OAK_SMOKED, "store:store-c")]
+            items = await s.gw.db.read(Store.stream_after, 0, 10_000)
+            assert [i.data["type"] for i in items if i.kind == "aisle"] == ["requested", "ordered"]
+
+            # the parcel arrives; staff load it (the locker flow): ready, a code, the message
+            cid = a["locker"]["compartment"]
+            await s.event("door.opened", compartment=cid, why="load", order=None)
+            await s.event("door.closed", compartment=cid, why="load", open_ms=900, occupied=1)
+            await s.event("order.loaded", compartment=cid, occupied=1)
+            await until(lambda: sender.inbox, "the pickup-code message")
+            ready = [i.data for i in await s.gw.db.read(Store.stream_after, 0, 10_000)
+                     if i.kind == "locker" and i.data["type"] == "order.ready"]
+            code = s.gw.lockers.render(ready[0])["code"]
+            assert code and len(code) == 6
+            assert len(sender.inbox) == 1 and sender.inbox[0]["to"] == PHONE
+            assert code in sender.inbox[0]["text"] and f"door {cid}" in sender.inbox[0]["text"]
+            assert sender.attempts == 3
+
+            # asked again after all that: still one order, one message
+            again = await s.ask("customer", "o-1", OAK_SMOKED, expect=200, **body)
+            assert again["message"] == {"state": "delivered", "attempts": 3}
+            assert again["locker"]["state"] == "ready"
+            await s.gw.aisle.step()
+            assert len(sender.inbox) == 1
+
+            # the delivery log: three attempts, two failures, no code, no number
+            outbox = (await s.http.get("/aisle/outbox", headers=s.h("staff"))).json()
+            assert len(outbox) == 1 and outbox[0]["state"] == "delivered"
+            assert [d["ok"] for d in outbox[0]["deliveries"]] == [False, False, True]
+            assert "unreachable" in outbox[0]["deliveries"][0]["error"]
+            row = await s.gw.db.read(lambda st: dict(st.conn.execute("SELECT * FROM aisle_outbox").fetchone()))
+            assert row["recipient"] is None and row["ready_id"] is None  # gone after delivery
+
+            # the code: in the one message, nowhere else the customer, staff, the order system,
+            # the audit or the logs can read
+            seen = [json.dumps(again), json.dumps(outbox), caplog.text]
+            for role, path in [("customer", f"/aisle/requests/{a['id']}"), ("kiosk", f"/lockers/{BANK}"),
+                               ("staff", "/aisle/outbox"), ("orders", "/aisle/orders"),
+                               ("admin", "/audit?limit=1000"), ("admin", "/events?limit=1000"),
+                               ("kiosk", f"/lockers/{BANK}/orders/{a['order']}")]:
+                r = await s.http.get(path, headers=s.h(role))
+                assert r.status_code == 200, (role, path, r.text)
+                seen.append(r.text)
+            assert all(code not in text for text in seen)
+            assert all(PHONE not in text for text in seen)  # masked everywhere but the message
+            audit = (await s.http.get("/audit?who=aisle&limit=1000", headers=s.h("admin"))).json()["audit"]
+            steps = [x["outcome"] for x in audit if x["path"] == f"/aisle/requests/{a['id']}"]
+            assert any("locker lk-u1 reserved" in o for o in steps)
+            assert any("attempt 1 failed" in o for o in steps) and any("delivered" in o for o in steps)
+            customer = (await s.http.get("/audit?who=customer-1&limit=1000", headers=s.h("admin"))).json()
+            assert ("POST", "/aisle/requests", 201) in [(x["method"], x["path"], x["status"])
+                                                       for x in customer["audit"]]
+        raw = b"".join(p.read_bytes() for p in (tmp_path / "gw").iterdir() if p.name.startswith("gw.db"))
+        assert code.encode() not in raw and f'"code":"{code}"'.encode() not in raw
+    run(main())
