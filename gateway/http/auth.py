@@ -490,8 +490,9 @@ def cli(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("create", help="create a token and print it (shown once)")
     c.add_argument("--name", required=True, help="who holds it, e.g. kiosk-1 (the audit's who)")
-    c.add_argument("--role", choices=sorted(ROLES), help="kiosk/mirror: read+requests, orders: "
-                   "lockers, staff: operations, admin: everything")
+    c.add_argument("--role", choices=sorted(ROLES), help="kiosk/mirror: read+requests+aisle, "
+                   "orders: lockers, staff: operations, customer: the endless aisle only, "
+                   "admin: everything")
     c.add_argument("--scope", action="append", default=[], choices=SCOPES,
                    help="extra scope (repeatable)")
     sub.add_parser("list", help="tokens (never the secret)")

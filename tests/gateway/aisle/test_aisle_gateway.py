@@ -6,101 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-import httpx
-
-from gateway.app import Gateway, GatewayConfig
 from gateway.http import auth
 from gateway.storage.store import Store
-from tests.support.lockers import BANK, KEY, device_tx, event_tx
-from tests.support.tube import DEVICES as TUBE_DEVICES
+from tests.support.aisle import BANK, CHINO, OAK_NATURAL, OAK_SMOKED, AisleStore, until
 
-ROOT = Path(__file__).resolve().parents[3]
-STOCK = ROOT / "gateway" / "demo" / "stock.json"
-OAK_NATURAL = "09506000200019"   # floor 0, stockroom 38: by tube
-OAK_SMOKED = "09506000200026"    # only in other stores: an order, a locker here
-CHINO = "09506000134383"         # on the sales floor
 PHONE = "+33612345678"
-FAST_TIMEOUT = 30.0
-
-
-def _tube_devices_tx(store: Store, now: int) -> None:
-    with store.transaction():
-        for d in TUBE_DEVICES:
-            store.upsert_device(id=d, kind="tube-line" if d == "tube-line" else "tube-station", fw="t",
-                                caps=[], cfg="x", session=1, epoch="e1", boot=1, reset=None,
-                                online=True, now=now)
-
-
-def _tokens_tx(store: Store) -> dict[str, str]:
-    with store.transaction():
-        return {role: auth.create_token(store.conn, f"{role}-1", auth.resolve_scopes(role))
-                for role in ("customer", "kiosk", "orders", "staff", "admin")}
-
-
-async def until(fn, what: str, timeout: float = FAST_TIMEOUT) -> Any:
-    """Wait for `fn()` (sync or async) to be truthy; fail saying `what` (no timing asserted)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        got = fn()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-class AisleStore:
-    """An in-process gateway with a locker bank (events written as ingest writes them), the tube's
-    boards known, and a client per role."""
-
-    def __init__(self, tmp_path: Path, broker_port: int) -> None:
-        keys = tmp_path / "locker-keys.json"
-        keys.write_text(json.dumps({BANK: KEY.hex()}))
-        os.chmod(keys, 0o600)
-        (tmp_path / "gw").mkdir()
-        self.config = GatewayConfig(
-            broker_port=broker_port, db_path=tmp_path / "gw" / "gw.db", http_port=0,
-            stock_file=STOCK, locker_keys_file=keys, client_id=f"pe-gw-aisle-{os.getpid()}-{id(self)}",
-            aisle_stations=("pad-1=floor-womens",), aisle_backoff_min_s=0.05,
-            aisle_backoff_max_s=0.1, device_silent_s=0)
-        self.seq = 0
-
-    async def __aenter__(self) -> Self:
-        self.gw = Gateway(self.config)
-        await self.gw.__aenter__()
-        now = self.gw.clock()
-        await self.gw.db.write(device_tx, now)
-        await self.gw.db.write(_tube_devices_tx, now)
-        await self.gw.lockers.create_bank(BANK, [(1, "S"), (2, "M"), (3, "L")])
-        self.tokens = await self.gw.db.write(_tokens_tx)
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.gw.app),
-                                      base_url="http://gw", timeout=30)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.http.aclose()
-        await self.gw.__aexit__(*exc)
-
-    def h(self, role: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"}
-
-    async def ask(self, role: str, key: str, gtin: str, expect: int | tuple[int, ...] = (200, 201),
-                  **extra: Any) -> dict[str, Any]:
-        r = await self.http.post("/aisle/requests", headers=self.h(role), json={
-            "idempotency_key": key, "origin": extra.pop("origin", "pad-1"), "gtin": gtin, **extra})
-        assert r.status_code in ((expect,) if isinstance(expect, int) else expect), r.text
-        return r.json()
-
-    async def event(self, etype: str, **body: Any) -> None:
-        self.seq += 1
-        await self.gw.db.write(event_tx, self.seq, etype, body, self.gw.clock())
 
 
 def app_routes(routes) -> list[Any]:
@@ -219,9 +131,7 @@ def test_other_store_path_one_order_one_locker_one_message_and_no_code_anywhere(
 
             # the parcel arrives; staff load it (the locker flow): ready, a code, the message
             cid = a["locker"]["compartment"]
-            await s.event("door.opened", compartment=cid, why="load", order=None)
-            await s.event("door.closed", compartment=cid, why="load", open_ms=900, occupied=1)
-            await s.event("order.loaded", compartment=cid, occupied=1)
+            await s.load(cid)
             await until(lambda: sender.inbox, "the pickup-code message")
             ready = [i.data for i in await s.gw.db.read(Store.stream_after, 0, 10_000)
                      if i.kind == "locker" and i.data["type"] == "order.ready"]
