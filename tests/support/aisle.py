@@ -83,11 +83,16 @@ class AisleStore:
     async def __aenter__(self) -> Self:
         self.gw = Gateway(self.config)
         await self.gw.__aenter__()
+        if BANK in self.gw.lockers.banks:  # a restart (`restart`): the store is as it was left
+            return self._client()
         now = self.gw.clock()
         await self.gw.db.write(device_tx, now)
         await self.gw.db.write(_devices_tx, now)
         await self.gw.lockers.create_bank(BANK, [(1, "S"), (2, "M"), (3, "L")])
         self.tokens = await self.gw.db.write(_tokens_tx)
+        return self._client()
+
+    def _client(self) -> Self:
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.gw.app),
                                       base_url="http://gw", timeout=30)
         return self
@@ -95,6 +100,11 @@ class AisleStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.http.aclose()
         await self.gw.__aexit__(*exc)
+
+    async def restart(self) -> None:
+        """Stop the gateway and start another on the same files (memory gone: the codes too)."""
+        await self.__aexit__(None, None, None)
+        await self.__aenter__()
 
     def h(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}

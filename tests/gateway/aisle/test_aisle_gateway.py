@@ -11,6 +11,7 @@ from typing import Any
 from gateway.http import auth
 from gateway.storage.store import Store
 from tests.support.aisle import BANK, CHINO, OAK_NATURAL, OAK_SMOKED, AisleStore, until
+from tests.support.lockers import KEY
 
 PHONE = "+33612345678"
 
@@ -178,3 +179,59 @@ def test_other_store_path_one_order_one_locker_one_message_and_no_code_anywhere(
         raw = b"".join(p.read_bytes() for p in (tmp_path / "gw").iterdir() if p.name.startswith("gw.db"))
         assert code.encode() not in raw and f'"code":"{code}"'.encode() not in raw
     run(main())
+
+
+def test_outbox_after_a_restart_sends_a_reissued_code_once_and_gives_up_after_max_attempts(tmp_path, broker):
+    """The code lives only in the locker service's memory: a gateway restarted before the message
+    went out asks for a new code (the bank gets it, the old one stops working) and sends that,
+    once. A message that never goes out is `failed` after `max_attempts`, the number dropped."""
+    from gateway.kinds.locker_bank.core import mac_code
+
+    async def main() -> None:
+        async with AisleStore(tmp_path, broker.port, aisle_max_attempts=10_000) as s:
+            s.gw.aisle.sender.fail_next(10**9)  # the SMS gateway is down until the restart
+            body = {"contact": {"channel": "sms", "to": PHONE}}
+            a = await s.ask("customer", "r-1", OAK_SMOKED, expect=201, **body)
+            await s.load(a["locker"]["compartment"])
+            await until(lambda: s.gw.aisle.sender.attempts >= 2, "two failed attempts")
+            ready = [i.data for i in await s.gw.db.read(Store.stream_after, 0, 10_000)
+                     if i.kind == "locker" and i.data["type"] == "order.ready"]
+            old = s.gw.lockers.render(ready[0])["code"]
+            assert old
+
+            await s.restart()
+            assert s.gw.lockers.render(ready[0])["code"] is None  # forgotten with the process
+            sent = await until(lambda: list(s.gw.aisle.sender.inbox), "the SMS after the restart")
+            code = sent[0]["text"].split("code ")[1][:6]
+            assert code != old and len(sent) == 1
+            cmds = await s.gw.db.read(lambda st: [st.get_command(r[0]) for r in st.conn.execute(
+                "SELECT id FROM commands WHERE name = 'set_order' ORDER BY created, id")])
+            assert [mac_code(code, KEY, BANK) == c["args"]["mac"] for c in cmds] == [False, True]
+            view = await s.ask("customer", "r-1", OAK_SMOKED, expect=200, **body)
+            assert view["message"]["state"] == "delivered" and view["locker"]["state"] == "ready"
+            await s.gw.aisle.step()
+            assert len(s.gw.aisle.sender.inbox) == 1
+
+    async def give_up() -> None:
+        async with AisleStore(tmp_path / "b", broker.port, aisle_max_attempts=3) as s:
+            s.gw.aisle.sender.fail_next(10**9)
+            a = await s.ask("customer", "f-1", OAK_SMOKED, expect=201,
+                            contact={"channel": "email", "to": "Ann@Example.org"})
+            assert a["contact"] == "a•••@example.org"
+            await s.load(a["locker"]["compartment"])
+            await until(lambda: _outbox_state(s, "failed"), "the message given up")
+            row = await s.gw.db.read(lambda st: dict(st.conn.execute("SELECT * FROM aisle_outbox").fetchone()))
+            assert row["attempts"] == 3 and row["recipient"] is None and s.gw.aisle.sender.attempts == 3
+            items = [i.data for i in await s.gw.db.read(Store.stream_after, 0, 10_000) if i.kind == "aisle"]
+            assert items[-1]["type"] == "message.failed" and items[-1]["to"] == "a•••@example.org"
+            audit = (await s.http.get("/audit?who=aisle", headers=s.h("admin"))).json()["audit"]
+            assert any(x["status"] == 502 and "failed for good" in x["outcome"] for x in audit)
+
+    run(main())
+    (tmp_path / "b").mkdir()
+    run(give_up())
+
+
+async def _outbox_state(s: AisleStore, state: str) -> bool:
+    got = await s.gw.db.read(lambda st: st.conn.execute("SELECT state FROM aisle_outbox").fetchone())
+    return got is not None and got[0] == state
