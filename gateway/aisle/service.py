@@ -53,6 +53,7 @@ PARCEL_SIZE = "M"          # the locker size an aisle order reserves (a folded g
 STREAM_KIND = "aisle"
 PREFIX = "aisle"
 FINAL_LOCKER = ("collected", "expired", "cancelled", "returned")
+SEND_TIMEOUT_S = 30.0      # one attempt at the sender (a hung SMS gateway must not stall the outbox)
 
 
 class SendError(Exception):
@@ -135,6 +136,13 @@ def _queue_tx(store: Store, rid: str, ready_id: str, now: int) -> bool:
         store.conn.execute("UPDATE aisle_outbox SET ready_id = ? WHERE request = ? AND state = 'pending'",
                            (ready_id, rid))
         return False
+
+
+def _close_tx(store: Store, rid: str, state: str, now: int) -> None:
+    with store.transaction():
+        store.conn.execute("UPDATE aisle_requests SET state = 'closed', updated = ? WHERE id = ?",
+                           (now, rid))
+        _audit(store, now, rid, f"locker order {state}: the request is closed")
 
 
 def _due_tx(store: Store, now: int, limit: int) -> list[dict[str, Any]]:
@@ -268,8 +276,9 @@ class AisleService:
                 continue
             if data.get("type") in ("order.ready", "order.code") and data.get("ready_id"):
                 await self.db.write(_queue_tx, rid, data["ready_id"], self.clock())
-            elif data.get("state") in FINAL_LOCKER:
+            elif data.get("state") in FINAL_LOCKER:  # collected, expired...: no longer followed
                 self._orders.pop(data["order"], None)
+                await self.db.write(_close_tx, rid, str(data["state"]), self.clock())
         for msg in await self.db.read(_due_tx, self.clock(), 20):
             await self._deliver(msg)
 
@@ -412,6 +421,8 @@ class AisleService:
         try:
             bank = self.lockers.bank(msg["bank"])
             o = bank.order(msg["order_id"])
+            if str(o.state) != "ready":  # collected, expired, taken back: no code to send
+                raise Refused(str(o.state), f"order {o.id} is {o.state}, no longer ready")
             if code is None:  # forgotten (restart, CODE_TTL_S): a new one, the old stops working
                 res = await self.lockers.reissue(msg["bank"], msg["order_id"],
                                                  key=f"aisle:{msg['order_id']}:reissue:{msg['attempts']}")
@@ -422,7 +433,11 @@ class AisleService:
             until = time.strftime("%Y-%m-%d %H:%M", time.localtime(o.pickup_until or 0))
             text = message_text(msg["lang"], name=msg["name"], bank=msg["bank"],
                                 compartment=o.compartment_id, until=until, code=code)
-            await self.sender.send(msg["channel"], msg["recipient"], text)
+            try:
+                await asyncio.wait_for(self.sender.send(msg["channel"], msg["recipient"], text),
+                                       SEND_TIMEOUT_S)
+            except TimeoutError:
+                raise SendError(f"the sender did not answer within {SEND_TIMEOUT_S:.0f} s") from None
         except (SendError, Refused, LookupError) as exc:
             error = scrub(f"{type(exc).__name__}: {exc}", code)[:300]
             attempt = msg["attempts"] + 1

@@ -176,6 +176,14 @@ def test_other_store_path_one_order_one_locker_one_message_and_no_code_anywhere(
             customer = (await s.http.get("/audit?who=customer-1&limit=1000", headers=s.h("admin"))).json()
             assert ("POST", "/aisle/requests", 201) in [(x["method"], x["path"], x["status"])
                                                        for x in customer["audit"]]
+            # the order system cancels another aisle order before its parcel came: the request
+            # is closed (no longer followed, audited)
+            b = await s.ask("customer", "o-2", OAK_SMOKED, expect=201, **body)
+            r = await s.http.post(f"/lockers/{BANK}/orders/{b['order']}/cancel", headers=s.h("orders"),
+                                  json={"idempotency_key": "os-cancel-1"})
+            assert r.status_code == 200, r.text
+            await until(lambda: _request_state(s, b["id"], "closed"), "the cancelled order's request closed")
+            assert b["order"] not in s.gw.aisle._orders
         raw = b"".join(p.read_bytes() for p in (tmp_path / "gw").iterdir() if p.name.startswith("gw.db"))
         assert code.encode() not in raw and f'"code":"{code}"'.encode() not in raw
     run(main())
@@ -230,6 +238,12 @@ def test_outbox_after_a_restart_sends_a_reissued_code_once_and_gives_up_after_ma
     run(main())
     (tmp_path / "b").mkdir()
     run(give_up())
+
+
+async def _request_state(s: AisleStore, rid: str, state: str) -> bool:
+    got = await s.gw.db.read(lambda st: st.conn.execute("SELECT state FROM aisle_requests WHERE id = ?",
+                                                        (rid,)).fetchone())
+    return got is not None and got[0] == state
 
 
 async def _outbox_state(s: AisleStore, state: str) -> bool:
