@@ -22,6 +22,8 @@ from typing import Any
 
 MAX_FILE_BYTES = 64 * 1024
 MAX_TEXT = 300
+#: texts a device's own screen shows (the rack display's 8x8 font): at most 16 printable ASCII
+DEVICE_TEXT_RE = re.compile(r"[ -~]{1,16}\Z")
 LANG_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z]{2,4})?\Z")
 
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -56,6 +58,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "aisle_sent": "Your parcel is in its locker: the pickup code has been sent to {contact}",
         "aisle_busy": "Many requests just now: please try again in a minute",
         "aisle_failed": "We could not ask for it: {detail}",
+        # the rack display (docs/rack-display.md): its 8x8 font, so at most 16 printable ASCII
+        "rack_stale": "LAST KNOWN",
     },
     "fr": {
         "kiosk_title": "Échantillons",
@@ -88,6 +92,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "aisle_sent": "Votre colis est dans son casier : le code de retrait a été envoyé au {contact}",
         "aisle_busy": "Beaucoup de demandes en ce moment : réessayez dans une minute",
         "aisle_failed": "La demande n'a pas pu être faite : {detail}",
+        "rack_stale": "DERNIER CHIFFRE",
     },
 }
 KEYS = tuple(DEFAULTS["en"])
@@ -138,6 +143,9 @@ class ScreenTexts:
                     raise TextsError(f"{source}: {lang}.{name}: unknown text; known: "
                                      f"{', '.join(KEYS)}")
                 langs.setdefault(lang, {})[name] = _text(f"{source}: {lang}.{name}", t)
+                if name.startswith("rack_") and not DEVICE_TEXT_RE.match(t):
+                    raise TextsError(f"{source}: {lang}.{name}: {t!r}: at most 16 printable ASCII "
+                                     "characters, no accents (the rack display's font)")
         self.langs = langs
         self.points = points
 
