@@ -3,6 +3,7 @@
 contact, 503 stock API down."""
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -16,6 +17,7 @@ _STATUS = {"unknown-product": 404, "unknown-request": 404, "idempotency-conflict
            "no-locker": 409, "bad-contact": 422, "contact-needed": 422, "no-stock": 503,
            "stock-down": 503}
 KEY_PATTERN = r"^[A-Za-z0-9._:@/+=-]+$"
+RID_RE = re.compile(r"[0-9a-f]{16}\Z")
 
 
 class ContactIn(BaseModel):
@@ -36,7 +38,8 @@ class AisleRequestIn(BaseModel):
         default=None, description="`fitting-room`: a mirror (the fitting rooms' tube station)")
     gtin: str = Field(pattern=r"^[0-9]{14}$", description="the wanted product (colour and size)")
     contact: ContactIn | None = Field(default=None, description="needed when it comes from another store")
-    lang: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$", description="the message's language")
+    lang: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$",
+                             description="the message's language (en, fr; another falls back to en)")
 
 
 class TubeOut(BaseModel):
@@ -140,6 +143,8 @@ def router(aisle: AisleService) -> APIRouter:
     @r.get("/aisle/requests/{rid}", response_model=AisleRequestOut, responses={404: {"model": AisleErrorOut}})
     async def aisle_request_view(rid: str) -> Any:
         """Where a request is: the tube, the locker, the message (never the code)."""
+        if not RID_RE.match(rid):
+            return _refused(AisleError("unknown-request", f"no request {rid[:40]!r}: ids are 16 hex digits"))
         try:
             return await aisle.view(rid)
         except AisleError as exc:

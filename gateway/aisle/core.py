@@ -60,7 +60,7 @@ def check_contact(channel: str, to: str) -> str:
         return to
     if channel == "email":
         if len(to) > MAX_EMAIL or not EMAIL_RE.match(to):
-            raise AisleError("bad-contact", "an e-mail address looks like name@example.com "
+            raise AisleError("bad-contact", "an e-mail address is name@domain, e.g. ann@example.com "
                                             f"(at most {MAX_EMAIL} characters)")
         return to.lower()
     raise AisleError("bad-contact", f"contact channel must be one of {', '.join(CHANNELS)}")
@@ -81,7 +81,8 @@ def request_digest(body: dict[str, Any]) -> str:
 
 
 def message_text(lang: str, *, name: str, bank: str, compartment: int, until: str, code: str) -> str:
-    return MESSAGES.get(lang, MESSAGES["en"]).format(name=name, bank=bank, compartment=compartment,
+    template = MESSAGES.get(lang) or MESSAGES.get(lang.split("-")[0]) or MESSAGES["en"]
+    return template.format(name=name, bank=bank, compartment=compartment,
                                                       until=until, code=code)
 
 
