@@ -1,6 +1,6 @@
 """The endless aisle's routes (docs/endless-aisle.md). Refusals are `{"detail", "reason"}`:
 404 unknown product/request, 409 idempotency conflict or no locker free, 422 a bad or missing
-contact, 503 stock API down."""
+contact, 503 stock API down (409 no-stock: this store has no stock source)."""
 from __future__ import annotations
 
 import re
@@ -14,7 +14,7 @@ from gateway.aisle.core import AisleError
 from gateway.aisle.service import AisleService
 
 _STATUS = {"unknown-product": 404, "unknown-request": 404, "idempotency-conflict": 409,
-           "no-locker": 409, "bad-contact": 422, "contact-needed": 422, "no-stock": 503,
+           "no-locker": 409, "bad-contact": 422, "contact-needed": 422, "no-stock": 409,
            "stock-down": 503}
 KEY_PATTERN = r"^[A-Za-z0-9._:@/+=-]+$"
 RID_RE = re.compile(r"[0-9a-f]{16}\Z")
