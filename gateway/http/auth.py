@@ -82,6 +82,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/dashboard", PUBLIC),          # static pages: their data calls need tokens
     ("GET", "/web/auth.js", PUBLIC),
     ("GET", "/web/screen.js", PUBLIC),      # customer screens' "out of service" script
+    ("GET", "/web/aisle.js", PUBLIC),       # ... and their endless-aisle step (its calls need tokens)
     ("GET", "/audit", ("admin",)),
     ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
     ("POST", "/alerts/*/ack", ("operations",)),

@@ -88,8 +88,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "aisle_staff": "Il est dans notre réserve : un conseiller vous l'apporte",
         "aisle_floor": "Il est en rayon : un conseiller vous montrera où",
         "aisle_order": "Commandé pour vous : un casier vous attend dans ce magasin ({bank}). Le "
-                       "code de retrait sera envoyé au {contact}",
-        "aisle_sent": "Votre colis est dans son casier : le code de retrait a été envoyé au {contact}",
+                       "code de retrait sera envoyé à {contact}",
+        "aisle_sent": "Votre colis est dans son casier : le code de retrait a été envoyé à {contact}",
         "aisle_busy": "Beaucoup de demandes en ce moment : réessayez dans une minute",
         "aisle_failed": "La demande n'a pas pu être faite : {detail}",
         "rack_stale": "DERNIER CHIFFRE",

@@ -26,6 +26,9 @@ OAK_NATURAL = "09506000200019"   # floor 0, stockroom 38: by tube
 OAK_SMOKED = "09506000200026"    # only in other stores: an order, a locker here
 CHINO = "09506000134383"         # on the sales floor
 PAD = "pad-1"
+ROOM = "room-1"
+OXFORD_BLUE_M = "09506000134352"    # on the floor; its white M only in other stores
+OXFORD_WHITE_M = "09506000134376"
 ROLES = ("customer", "kiosk", "orders", "staff", "admin")
 
 
@@ -35,8 +38,9 @@ def _devices_tx(store: Store, now: int) -> None:
             store.upsert_device(id=d, kind="tube-line" if d == "tube-line" else "tube-station", fw="t",
                                 caps=[], cfg="x", session=1, epoch="e1", boot=1, reset=None,
                                 online=True, now=now)
-        store.upsert_device(id=PAD, kind="sample-pad", fw="t", caps=["tag"], cfg="x", session=1,
-                            epoch="e1", boot=1, reset=None, online=True, now=now)
+        for dev, kind in ((PAD, "sample-pad"), (ROOM, "fitting-room")):
+            store.upsert_device(id=dev, kind=kind, fw="t", caps=[], cfg="x", session=1,
+                                epoch="e1", boot=1, reset=None, online=True, now=now)
 
 
 def _tokens_tx(store: Store) -> dict[str, str]:
@@ -45,9 +49,9 @@ def _tokens_tx(store: Store) -> dict[str, str]:
                 for role in ROLES}
 
 
-def _pad_event_tx(store: Store, seq: int, etype: str, body: dict[str, Any], now: int) -> None:
+def _device_event_tx(store: Store, dev: str, seq: int, etype: str, body: dict[str, Any], now: int) -> None:
     with store.transaction():
-        store.insert_event(PAD, "e1", seq, etype, now, now, body)
+        store.insert_event(dev, "e1", seq, etype, now, now, body)
 
 
 async def until(fn, what: str, timeout: float = 30.0) -> Any:
@@ -78,7 +82,7 @@ class AisleStore:
             "aisle_stations": (f"{PAD}=floor-womens",), "aisle_backoff_min_s": 0.05,
             "aisle_backoff_max_s": 0.1, "device_silent_s": 0, **config})
         self.seq = 0
-        self.pad_seq = 0
+        self.dev_seq: dict[str, int] = {}
 
     async def __aenter__(self) -> Self:
         self.gw = Gateway(self.config)
@@ -121,9 +125,10 @@ class AisleStore:
         self.seq += 1
         await self.gw.db.write(event_tx, self.seq, etype, body, self.gw.clock())
 
-    async def pad_event(self, etype: str, **body: Any) -> None:
-        self.pad_seq += 1
-        await self.gw.db.write(_pad_event_tx, self.pad_seq, etype, body, self.gw.clock())
+    async def device_event(self, dev: str, etype: str, **body: Any) -> None:
+        """An event of the sample pad or the fitting room, as ingest writes it."""
+        self.dev_seq[dev] = self.dev_seq.get(dev, 0) + 1
+        await self.gw.db.write(_device_event_tx, dev, self.dev_seq[dev], etype, body, self.gw.clock())
 
     async def load(self, compartment: int) -> None:
         """Staff load the parcel (the locker flow): the order becomes ready, a code is issued."""

@@ -57,7 +57,7 @@ def test_customer_role_is_refused_on_every_other_route(tmp_path, broker):
             assert ("GET", "/lockers/{bank}") in refused and ("GET", "/stream") in refused
             assert ("GET", "/aisle/orders") in refused and ("GET", "/aisle/outbox") in refused
             assert set(public) <= {"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/dashboard",
-                                   "/dashboard/analytics", "/web/auth.js", "/web/screen.js",
+                                   "/dashboard/analytics", "/web/auth.js", "/web/screen.js", "/web/aisle.js",
                                    "/kiosk/pad", "/mirror/room", "/docs/static/x"}, public
     run(main())
 
@@ -134,6 +134,9 @@ def test_other_store_path_one_order_one_locker_one_message_and_no_code_anywhere(
             cid = a["locker"]["compartment"]
             await s.load(cid)
             await until(lambda: sender.inbox, "the pickup-code message")
+            # the sender has it; the outbox records it right after (a sent message is never lost
+            # from the log: wait for the commit, not for a moment)
+            await until(lambda: _outbox_state(s, "delivered"), "the delivery recorded")
             ready = [i.data for i in await s.gw.db.read(Store.stream_after, 0, 10_000)
                      if i.kind == "locker" and i.data["type"] == "order.ready"]
             code = s.gw.lockers.render(ready[0])["code"]
@@ -210,6 +213,7 @@ def test_outbox_after_a_restart_sends_a_reissued_code_once_and_gives_up_after_ma
             await s.restart()
             assert s.gw.lockers.render(ready[0])["code"] is None  # forgotten with the process
             sent = await until(lambda: list(s.gw.aisle.sender.inbox), "the SMS after the restart")
+            await until(lambda: _outbox_state(s, "delivered"), "the delivery recorded")
             code = sent[0]["text"].split("code ")[1][:6]
             assert code != old and len(sent) == 1
             cmds = await s.gw.db.read(lambda st: [st.get_command(r[0]) for r in st.conn.execute(

@@ -1,11 +1,22 @@
-"""The endless aisle's step on the sample kiosk in headless Chromium: "not here? ask for it" on a
-colour that is not on the floor; from the stockroom by tube, from another store into a locker
-here with the code sent by SMS, and the page never shown a code. Screenshots in var/artifacts/."""
+"""The endless aisle's step in headless Chromium (gateway/http/web/aisle.js): on the sample kiosk,
+"not here? ask for it" on a colour that is not on the floor, from the stockroom by tube, from
+another store into a locker here with the code sent by SMS, the page never shown a code; on the
+mirror, a size only other stores have, ordered into a locker. Screenshots in var/artifacts/."""
 from __future__ import annotations
 
 import re
 
-from tests.support.aisle import BANK, OAK_NATURAL, OAK_SMOKED, PAD, ThreadedStore, until
+from tests.support.aisle import (
+    BANK,
+    OAK_NATURAL,
+    OAK_SMOKED,
+    OXFORD_BLUE_M,
+    OXFORD_WHITE_M,
+    PAD,
+    ROOM,
+    ThreadedStore,
+    until,
+)
 from tests.support.browser import shot
 
 PHONE = "+33612345678"
@@ -14,7 +25,7 @@ PHONE = "+33612345678"
 def test_kiosk_asks_for_it_by_tube_and_by_locker_with_the_code_only_in_the_sms(browser, tmp_path, broker):
     with ThreadedStore(tmp_path, broker.port) as ts:
         s = ts.store
-        ts.call(lambda: s.pad_event("tag.placed", uid="04de3000000001", sample="S-1001"))
+        ts.call(lambda: s.device_event(PAD, "tag.placed", uid="04de3000000001", sample="S-1001"))
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         try:
             page.goto(f"{ts.url}/kiosk/{PAD}#token={s.tokens['kiosk']}")
@@ -63,6 +74,42 @@ def test_kiosk_asks_for_it_by_tube_and_by_locker_with_the_code_only_in_the_sms(b
             assert code not in page.content() and PHONE not in page.content()
         finally:
             page.close()
+
+
+def test_mirror_orders_a_size_only_other_stores_have_into_a_locker(browser, tmp_path, broker):
+    with ThreadedStore(tmp_path, broker.port) as ts:
+        s = ts.store
+        ts.call(lambda: s.device_event(ROOM, "room.occupied"))
+        ts.call(lambda: s.device_event(ROOM, "garment.in", uid="04a1b2c3d4e5f6", gtin=OXFORD_BLUE_M,
+                                       serial="1001"))
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        try:
+            page.goto(f"{ts.url}/mirror/{ROOM}?lang=fr#token={s.tokens['kiosk']}")
+            rows = page.locator('[data-testid="variant"]')
+            rows.first.wait_for(timeout=20_000)
+            # the button only on the size no store room here has (white M: other stores)
+            asks = page.locator('[data-testid="ask"]')
+            assert [a.get_attribute("data-gtin") for a in asks.all()] == [OXFORD_WHITE_M]
+            assert asks.first.inner_text() == "Pas ici ? Demandez-le"
+            asks.first.click()
+            page.locator('[data-testid="aisle-form"]').wait_for(timeout=20_000)
+            page.locator('[data-testid="aisle-phone"]').fill("ann@example.org")
+            page.locator('[data-testid="aisle-send"]').click()
+            status = page.locator('[data-testid="aisle-status"]:not(:empty)')
+            status.wait_for(timeout=20_000)
+            assert status.get_attribute("data-route") == "order", status.inner_text()
+            assert status.inner_text() == ("Commandé pour vous : un casier vous attend dans ce magasin "
+                                           f"({BANK}). Le code de retrait sera envoyé à a•••@example.org")
+            shot(page, "mirror-aisle-order")
+            req = ts.call(lambda: _requests(s))
+            assert [(r["origin"], r["gtin"], r["route"], r["lang"]) for r in req] == \
+                [(ROOM, OXFORD_WHITE_M, "order", "fr")]
+        finally:
+            page.close()
+
+
+async def _requests(s) -> list[dict]:
+    return await s.gw.db.read(lambda st: [dict(r) for r in st.conn.execute("SELECT * FROM aisle_requests")])
 
 
 async def _aisle_jobs(s) -> list[dict]:
