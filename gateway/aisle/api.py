@@ -20,7 +20,7 @@ KEY_PATTERN = r"^[A-Za-z0-9._:@/+=-]+$"
 RID_RE = re.compile(r"[0-9a-f]{16}\Z")
 
 
-class ContactIn(BaseModel):
+class AisleContactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     channel: Literal["sms", "email"]
     to: str = Field(min_length=3, max_length=254, description="E.164 number or e-mail address")
@@ -37,22 +37,22 @@ class AisleRequestIn(BaseModel):
     origin_kind: Literal["sample-pad", "fitting-room"] | None = Field(
         default=None, description="`fitting-room`: a mirror (the fitting rooms' tube station)")
     gtin: str = Field(pattern=r"^[0-9]{14}$", description="the wanted product (colour and size)")
-    contact: ContactIn | None = Field(default=None, description="needed when it comes from another store")
+    contact: AisleContactIn | None = Field(default=None, description="needed when it comes from another store")
     lang: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$",
                              description="the message's language (en, fr; another falls back to en)")
 
 
-class TubeOut(BaseModel):
+class AisleTubeOut(BaseModel):
     state: str = Field(description="the tube dispatch's state (docs/tube.md)")
 
 
-class LockerOut(BaseModel):
+class AisleLockerOut(BaseModel):
     state: str = Field(description="the locker order's state (docs/lockers.md)")
     compartment: int | None
     pickup_until: float | None = Field(description="unix s")
 
 
-class MessageOut(BaseModel):
+class AisleMessageOut(BaseModel):
     state: Literal["pending", "delivered", "failed"]
     attempts: int
 
@@ -73,9 +73,9 @@ class AisleRequestOut(BaseModel):
     order: str | None = Field(description="order: the locker order id")
     contact: str | None = Field(description="masked, e.g. +33•••••••78")
     created: int = Field(description="unix ms")
-    tube: TubeOut | None
-    locker: LockerOut | None
-    message: MessageOut | None
+    tube: AisleTubeOut | None
+    locker: AisleLockerOut | None
+    message: AisleMessageOut | None
 
 
 class AisleOrderOut(BaseModel):
@@ -91,14 +91,14 @@ class AisleOrderOut(BaseModel):
     created: int
 
 
-class DeliveryOut(BaseModel):
+class AisleDeliveryOut(BaseModel):
     attempt: int
     t: int = Field(description="unix ms")
     ok: bool
     error: str | None
 
 
-class OutboxMessageOut(BaseModel):
+class AisleOutboxMessageOut(BaseModel):
     id: int
     request: str
     channel: Literal["sms", "email"]
@@ -109,7 +109,7 @@ class OutboxMessageOut(BaseModel):
     created: int
     delivered_at: int | None
     last_error: str | None
-    deliveries: list[DeliveryOut] = Field(description="the delivery log: one row per attempt")
+    deliveries: list[AisleDeliveryOut] = Field(description="the delivery log: one row per attempt")
 
 
 class AisleErrorOut(BaseModel):
@@ -156,7 +156,7 @@ def router(aisle: AisleService) -> APIRouter:
         """The order system polls the aisle's orders (or subscribes to the webhook `aisle.ordered`)."""
         return await aisle.orders(after, limit)
 
-    @r.get("/aisle/outbox", response_model=list[OutboxMessageOut])
+    @r.get("/aisle/outbox", response_model=list[AisleOutboxMessageOut])
     async def aisle_outbox(after: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000)
                            ) -> list[dict[str, Any]]:
         """Staff: the pickup-code messages and their delivery log (never a code; recipients masked)."""
