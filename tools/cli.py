@@ -50,7 +50,9 @@ async def _customer(store, samples: list[str], stop: asyncio.Event, rng: random.
 
 
 async def demo(args: argparse.Namespace) -> int:
+    from gateway.aisle.demo import aisle_day
     from gateway.app import Gateway, GatewayConfig
+    from gateway.http.auth import create_token
     from gateway.kinds.fitting_room.demo import DEMO_STOCK, fitting_customer
     from gateway.kinds.locker_bank.demo import locker_day
     from gateway.kinds.tube.demo import DEMO_TUBE, tube_day
@@ -88,7 +90,8 @@ async def demo(args: argparse.Namespace) -> int:
         config = GatewayConfig(broker_host=host, broker_port=port, db_path=workdir / "gateway.db",
                                http_host=http_host, http_port=http_port, samples_file=DEMO_SAMPLES,
                                stock_file=DEMO_STOCK, tube_network=DEMO_TUBE,
-                               locker_keys_file=workdir / "locker-keys.json", **chain)
+                               locker_keys_file=workdir / "locker-keys.json",
+                               aisle_stations=("pad-1=floor-womens",), **chain)  # docs/endless-aisle.md
         gw = await stack.enter_async_context(Gateway(config))
         gw_task = asyncio.create_task(gw.run())
         stack.push_async_callback(_cancel, gw_task)
@@ -119,6 +122,7 @@ a fitting room, a locker bank and a tube line (stockroom, womenswear till, fitti
   sample kiosk:      {base}/kiosk/pad-1     (a kiosk per pad; customers come and go on their own)
   locker bank:       {base}/lockers/lk-1
   tube line:         {base}/tube/line    (dispatches: {base}/tube/dispatches)
+  endless aisle:     {base}/aisle/orders (the kiosk's "Not here? Ask for it"; staff: {base}/aisle/outbox)
   send a command:    curl -X POST {base}/devices/pad-1/commands -H 'content-type: application/json' \\
                        -d '{{"name":"blink","args":{{"times":3}},"idempotency_key":"try-1"}}'
 Ctrl-C stops everything.
@@ -135,6 +139,11 @@ Ctrl-C stops everything.
         stack.push_async_callback(_cancel, lockers)
         tubes = asyncio.create_task(tube_day(tube, base, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, tubes)
+        # the endless aisle's customer holds a `customer` token: that and nothing else
+        customer_token = await gw.db.write(lambda st: create_token(st.conn, "demo-customer", ["aisle"]))
+        aisle = asyncio.create_task(aisle_day(gw.aisle.sender, bank, base, customer_token, stop,
+                                              random.Random(args.seed)))
+        stack.push_async_callback(_cancel, aisle)
         if args.duration:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.duration)

@@ -390,6 +390,55 @@ MIGRATIONS: tuple[str, ...] = (
             WHERE NOT EXISTS (SELECT 1 FROM an_hour_dirty WHERE hour = NEW.hour);
     END;
     """,
+    # 19: the endless aisle (gateway/aisle/, docs/endless-aisle.md): customers' requests (keyed
+    #     by token and idempotency key), the outbox of pickup-code messages (the recipient until
+    #     delivery, never the code) and its delivery log, one row per attempt
+    """
+    CREATE TABLE aisle_requests (
+        id        TEXT PRIMARY KEY,            -- sha256(token id, idempotency key)[:16]
+        who       TEXT NOT NULL,               -- token id
+        digest    TEXT NOT NULL,               -- sha256 of the request body
+        origin    TEXT NOT NULL,               -- the screen's device id
+        gtin      TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        size      TEXT,
+        colour    TEXT,
+        route     TEXT NOT NULL,               -- floor | tube | staff | order
+        state     TEXT NOT NULL,
+        station   TEXT,
+        job       TEXT,                        -- tube dispatch id
+        order_id  TEXT,                        -- locker order id
+        bank      TEXT,
+        source    TEXT,                        -- where the order system may take it from
+        lang      TEXT NOT NULL,
+        contact_channel TEXT,                  -- sms | email
+        contact_to      TEXT,                  -- NULL once the message is delivered
+        contact_masked  TEXT,
+        created   INTEGER NOT NULL,
+        updated   INTEGER NOT NULL);
+    CREATE TABLE aisle_outbox (
+        id        INTEGER PRIMARY KEY,
+        request   TEXT NOT NULL UNIQUE REFERENCES aisle_requests (id),
+        channel   TEXT NOT NULL,
+        recipient TEXT,                        -- NULL once delivered (or failed for good)
+        masked    TEXT NOT NULL,
+        ready_id  TEXT,                        -- the locker service's in-memory code handle
+        state     TEXT NOT NULL,               -- pending | delivered | failed
+        attempts  INTEGER NOT NULL,
+        next_at   INTEGER NOT NULL,
+        created   INTEGER NOT NULL,
+        delivered_at INTEGER,
+        last_error TEXT);
+    CREATE INDEX aisle_outbox_due ON aisle_outbox (next_at) WHERE state = 'pending';
+    CREATE TABLE aisle_deliveries (
+        id        INTEGER PRIMARY KEY,
+        message   INTEGER NOT NULL REFERENCES aisle_outbox (id),
+        attempt   INTEGER NOT NULL,
+        t         INTEGER NOT NULL,
+        ok        INTEGER NOT NULL,
+        error     TEXT);                       -- never the code (scrubbed)
+    CREATE INDEX aisle_deliveries_message ON aisle_deliveries (message);
+    """,
 )
 
 

@@ -119,7 +119,14 @@ def test_demo_store_runs_every_device(demo):
     wait_for(lambda: (e := demo.get("/events", device="room-1")) and e["events"], 60, what="fitting-room events")
     collected = wait_for(lambda: (e := demo.get("/events", device="lk-1", type="pickup.collected"))
                          and e["events"], 120, what="a locker pickup by code")
-    assert collected[0]["body"]["order"].startswith("demo-")
+    assert collected[0]["body"]["order"].startswith(("demo-", "ea-"))  # ea-: the endless aisle's
+    # the endless aisle (docs/endless-aisle.md): a kiosk customer's order, a locker reserved for it
+    orders = wait_for(lambda: demo.get("/aisle/orders"), 90, what="an endless-aisle order")
+    assert orders[0]["order_id"].startswith("ea-") and orders[0]["bank"] == "lk-1"
+    assert "customer at the kiosk of pad-1 asks for Oak plank smoked: ordered for click-and-collect" \
+        in demo.text()
+    assert any(j["job"].startswith("aisle:") and j["to"] == "floor-womens"
+               for j in demo.get("/tube/dispatches") or [])
     # the tube: a capsule sent from the stockroom went through the line into a floor station's
     # bin and was taken out (delivered), as the line's own events say too
     line = demo.get("/tube/line")
