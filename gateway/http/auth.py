@@ -78,6 +78,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/web/screen.js", PUBLIC),      # customer screens' "out of service" script
     ("GET", "/audit", ("admin",)),
     ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
+    ("GET", "/storage", ("read",)),     # disk and queue sizes: subscription ids, no URL
     ("POST", "/alerts/*/ack", ("operations",)),
     ("POST", "/devices/*/commands", ("operations",)),
     ("GET", "/firmware", ("read",)),      # bundles and rollouts (gateway/http/firmware.py)

@@ -371,6 +371,46 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE fw_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), cursor INTEGER NOT NULL);
     INSERT INTO fw_cursor (id, cursor) SELECT 1, COALESCE(MAX(id), 0) FROM events;
     """,
+    # 18: bounded queues and reads that cannot starve each other (issue 17, docs/operations.md
+    #     "Queues, disk and reads"). Webhook subscriptions count their pending deliveries and
+    #     the ones dropped past `[webhooks] max_pending` (triggers keep `pending`, so the cap
+    #     and /metrics read one row, not the queue); the chain outbox's size is kept the same
+    #     way in `queue_counts`. Indexes so that every API filter is an index search:
+    #     `/events?device&type` (544 ms at 20M events on (device, id)), `/audit?who`,
+    #     `/alerts?state`, `/webhooks/{id}/deliveries[?status]`.
+    """
+    ALTER TABLE webhook_subscriptions ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE webhook_subscriptions ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0;
+    UPDATE webhook_subscriptions SET pending = (SELECT COUNT(*) FROM webhook_deliveries d
+        WHERE d.sub = webhook_subscriptions.id AND d.status = 'pending');
+    CREATE TRIGGER webhook_pending_insert AFTER INSERT ON webhook_deliveries
+        WHEN NEW.status = 'pending' BEGIN
+        UPDATE webhook_subscriptions SET pending = pending + 1 WHERE id = NEW.sub;
+    END;
+    CREATE TRIGGER webhook_pending_update AFTER UPDATE OF status ON webhook_deliveries
+        WHEN OLD.status = 'pending' AND NEW.status != 'pending' BEGIN
+        UPDATE webhook_subscriptions SET pending = pending - 1 WHERE id = OLD.sub;
+    END;
+    CREATE TRIGGER webhook_pending_delete AFTER DELETE ON webhook_deliveries
+        WHEN OLD.status = 'pending' BEGIN
+        UPDATE webhook_subscriptions SET pending = pending - 1 WHERE id = OLD.sub;
+    END;
+    CREATE TABLE queue_counts (
+        name TEXT PRIMARY KEY,
+        n    INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO queue_counts (name, n) SELECT 'chain_outbox', COUNT(*) FROM chain_outbox;
+    CREATE TRIGGER chain_outbox_insert AFTER INSERT ON chain_outbox BEGIN
+        UPDATE queue_counts SET n = n + 1 WHERE name = 'chain_outbox';
+    END;
+    CREATE TRIGGER chain_outbox_delete AFTER DELETE ON chain_outbox BEGIN
+        UPDATE queue_counts SET n = n - 1 WHERE name = 'chain_outbox';
+    END;
+    CREATE INDEX events_by_device_type ON events (device, type, id);
+    CREATE INDEX audit_by_who ON audit (who, id);
+    CREATE INDEX alerts_by_state ON alerts (state, id);
+    CREATE INDEX webhook_by_sub ON webhook_deliveries (sub, id);
+    CREATE INDEX webhook_by_sub_status ON webhook_deliveries (sub, status, id);
+    """,
 )
 
 
