@@ -3,7 +3,9 @@
 One rule per table (`RetentionPolicy`, the `[retention]` section of the config file,
 docs/configuration.md), each an age in days (0: kept forever):
 
-* `events`: `t_gateway` older than `events_days`; never an event above its epoch's ack
+* `events`: `t_gateway` older than `events_days`, counted first into the hourly rollup
+  `event_hours` (device, type, UTC hour) in the same transaction, which is kept for years
+  (`Store.event_counts`); never an event above its epoch's ack
   watermark (`acks.upto`), nor the newest event (highest seq) of a (device, epoch) (the
   journal checks compare a birth with it: `Store.max_seq`), nor one a device kind has yet to
   apply (`floors`: the kinds' persisted cursors, `DeviceKind.event_cursor`);
@@ -43,6 +45,7 @@ from gateway.storage.store import FINAL_STATUSES, Store
 log = logging.getLogger("gateway.retention")
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 
 #: a device kind's persisted event cursor: one events.id for all its devices, or one per device
 #: id (a device without an entry: 0). Events of its devices above it are not applied yet.
@@ -129,6 +132,14 @@ def prune_batch(store: Store, rule: _Rule, cutoff: int, after: int, limit: int,
             args: tuple[int, ...] = (after, hi, cutoff)
             if rule.table == "events":
                 args += (floor if floor is not None else 1 << 62,)
+                # the hourly rollup of exactly the rows this DELETE takes (same WHERE, same
+                # transaction): a count is never lost nor counted twice
+                store.conn.execute(
+                    "INSERT INTO event_hours (device, type, hour, n) "
+                    f"SELECT device, type, t_gateway / {HOUR_MS} * {HOUR_MS}, COUNT(*) "
+                    f"FROM events WHERE rowid > ? AND rowid <= ? AND {rule.delete} "
+                    "GROUP BY 1, 2, 3 ON CONFLICT (device, type, hour) "
+                    "DO UPDATE SET n = n + excluded.n", args)
             deleted = store.conn.execute(
                 f"DELETE FROM {rule.table} WHERE rowid > ? AND rowid <= ? AND {rule.delete}",
                 args).rowcount
