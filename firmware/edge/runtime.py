@@ -10,7 +10,7 @@ from edge.journal import Journal
 
 FW_VERSION = "0.1.0"
 WINDOW = 16  # events in flight without an ack
-CMD_MAX = 2  # commands handled at once; over CoAP the poll waits for room (docs/coap.md)
+CMD_MAX = 1  # commands handled at once; over CoAP the poll waits for room (docs/coap.md)
 ACK_TIMEOUT_MS = 10000  # re-send from the oldest un-acked event after this long
 MAX_PAYLOAD = 4096
 
@@ -257,18 +257,26 @@ class Runtime:
                     self.ota.on_chunk(body)
             elif topic.endswith("/cmd") and mtype == "cmd":
                 self._ncmd += 1
-                asyncio.create_task(self._command(msg.get("id"), body))
+                try:
+                    asyncio.create_task(self._command(msg.get("id"), body))
+                except MemoryError:
+                    self._ncmd -= 1  # never started: a count left behind would stop the poll
+                    raise
         except (ValueError, TypeError, KeyError, MemoryError) as e:  # MemoryError: deeply nested JSON
             self.stats["bad_msgs"] += 1
             self.log("dropped message on", topic, ":", e)
 
     # --- commands -------------------------------------------------------------------
     async def _reply(self, cid, status, reason=None, result=None):
-        try:
-            await self.client.publish(self.prefix + "reply", self._msg(  # a dict: the client dumps it
-                "reply", {"status": status, "reason": reason, "result": result}, id=cid), 1)
-        except (OSError, MemoryError):  # MemoryError: a burst left no heap for this reply
-            pass  # the gateway re-sends the command; the stored outcome answers it then
+        for _ in range(3):
+            try:
+                await self.client.publish(self.prefix + "reply", self._msg(  # a dict: the client dumps it
+                    "reply", {"status": status, "reason": reason, "result": result}, id=cid), 1)
+                return
+            except OSError:
+                return  # the gateway re-sends the command; the stored outcome answers it then
+            except MemoryError:  # no hole for it now: the heap changes as other tasks go on
+                await asyncio.sleep_ms(200)
 
     def _full(self):
         return self._ncmd >= CMD_MAX

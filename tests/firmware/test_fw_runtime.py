@@ -230,13 +230,20 @@ async def main():
     cmd("d")
     await asyncio.sleep_ms(100)
     print("after MemoryError", c.full(), rt._running)
+    create = asyncio.create_task
+    def no_task(coro):
+        raise MemoryError
+    asyncio.create_task = no_task  # no heap for the command's task: the count must not stay
+    cmd("e")
+    asyncio.create_task = create
+    print("no task", c.full(), rt.stats["bad_msgs"])
 
 asyncio.run(main())
 '''
 
 
 def test_the_runtime_tells_the_transport_when_it_handles_as_many_commands_as_it_may(tmp_path):
-    """The count the CoAP poller reads (`client.full()`, CMD_MAX = 2 command tasks alive, issue
+    """The count the CoAP poller reads (`client.full()`: CMD_MAX = 1 command task alive, issue
     16): it rises with each command task and falls when the task ends, also when a task dies
     on a MemoryError (before, nothing counted: every poll response was followed by the next
     poll at once, and a burst of commands handled together ran the 96 KB heap out)."""
@@ -245,6 +252,7 @@ def test_the_runtime_tells_the_transport_when_it_handles_as_many_commands_as_it_
         "MICROPYPATH": f"{build_mpy()}:.frozen"})
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert lines[:4] == ["idle False", "one False", "two True",
+    assert lines[:4] == ["idle False", "one True", "two True",
                          "done False [('a', 'accepted'), ('a', 'done'), ('b', 'accepted'), ('b', 'done')]"], r.stdout
     assert lines[4] == "after MemoryError False {}", r.stdout
+    assert lines[-1] == "no task False 3", r.stdout  # c, d (MemoryError) and e counted as dropped

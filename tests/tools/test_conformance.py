@@ -57,7 +57,7 @@ def test_our_sample_pad_firmware_passes_every_clause_over_mqtt(tmp_path, rig, mo
 
 # Our firmware over CoAP at the 96 KB heap goal, every clause asserted (issue 16: it failed
 # `bad-input` and `heartbeat` there until the poll asked for 512-byte blocks, retransmissions
-# stopped standing in for the heartbeat and the poll waited while two commands were handled:
+# stopped standing in for the heartbeat and the poll waited while a command was handled:
 # docs/coap.md, "Heap at 96 KB").
 COAP_HEAP = "96k"
 KNOWN_FLAKY: set[str] = set()
