@@ -259,6 +259,7 @@ class CoapTransport(Link):
         self._subs = {}
         self._last_tx = ticks_ms()
         self.full = None  # the runtime's: True while it handles as many commands as it may
+        self._born = False
 
     # ---- public API (as MQTTClient) -------------------------------------------------------
 
@@ -287,6 +288,8 @@ class CoapTransport(Link):
             except (ValueError, KeyError, TypeError):
                 pass
         code, opts, body = await self._call(self._req_lock, POST, ch, self._query(), p)
+        if ch == "birth":
+            self._born = True  # the poll may start: the gateway knows this session now
         cls = code >> 5
         if cls == 2:
             if body:
@@ -364,6 +367,7 @@ class CoapTransport(Link):
         self._state = _UP
         self._suspect = False
         self.session = None  # learnt from this connection's birth
+        self._born = False  # no poll before the birth is answered (below, _poller)
         self._connected()
         return True
 
@@ -467,9 +471,12 @@ class CoapTransport(Link):
 
     async def _poller(self, gen):
         while gen == self._gen and self._state == _UP:
-            if self.full is not None and self.full():
+            if not self._born or (self.full is not None and self.full()):
                 # the next message waits at the gateway, not in our heap: a burst of commands
-                # handled all at once left no room for the replies (issue 16)
+                # handled all at once left no room for the replies (issue 16). And no poll
+                # before this session's birth is answered: one sent during the birth, without
+                # `s=`, was parked by the gateway and never answered under load, and the
+                # command it should have carried came 17 s (hold + 10 s) later
                 await asyncio.sleep_ms(50)
                 continue
             q = self._query()

@@ -15,6 +15,20 @@ from tests.support.coap_device import CLIENT, ScriptedPeer, client  # noqa: F401
 from tests.support.micropython import run_micropython
 
 
+BIRTH = 'await c.publish("pe/1/fw-1/birth", b\'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}\')'
+
+
+def answered_birth(peer: ScriptedPeer, data: bytes, addr) -> bool:
+    """Answer a `POST .../birth` 2.04 (the poll starts only once the birth is answered)."""
+    req = Message.decode(data)
+    if req.mtype != Type.CON or req.opt.uri_path[-1:] != ("birth",):
+        return False
+    resp = Message(code=Code.CHANGED)
+    resp.mid, resp.token, resp.mtype = req.mid, req.token, Type.ACK
+    peer.sock.sendto(resp.encode(), addr)
+    return True
+
+
 def test_con_retransmission_follows_rfc_timing_and_a_silent_gateway_takes_the_link_down():
     peer = ScriptedPeer()  # answers pings, never answers requests
     try:
@@ -211,7 +225,7 @@ def test_block2_body_is_delivered_whole_and_one_over_the_limit_is_refused_early(
 
     def on_request(data: bytes, addr) -> None:
         req = Message.decode(data)
-        if req.mtype != Type.CON or req.opt.uri_path[-1:] != ("cmd",):
+        if answered_birth(peer, data, addr) or req.mtype != Type.CON or req.opt.uri_path[-1:] != ("cmd",):
             return
         b2 = req.opt.block2
         num = b2.block_number if b2 else 0
@@ -235,6 +249,7 @@ def test_block2_body_is_delivered_whole_and_one_over_the_limit_is_refused_early(
     try:
         out = client(peer.port, """
 await c.subscribe("pe/1/fw-1/cmd")
+await c.publish("pe/1/fw-1/birth", b'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}')
 for _ in range(200):
     if sum(1 for e in events if isinstance(e, tuple)) >= 2:
         break
@@ -265,6 +280,8 @@ def test_retransmissions_do_not_stand_in_for_the_heartbeat():
     `heartbeat` clause saw 17-20 s of silence with hb = 10 s)."""
     def on_request(data: bytes, addr) -> None:
         req = Message.decode(data)
+        if answered_birth(peer, data, addr):
+            return
         if req.mtype == Type.CON and req.opt.uri_path[-1:] == ("hb",):
             resp = Message(code=Code.CHANGED)
             resp.mid, resp.token, resp.mtype = req.mid, req.token, Type.ACK
@@ -276,6 +293,7 @@ def test_retransmissions_do_not_stand_in_for_the_heartbeat():
 c.hb_ms = 2000
 c.hold = 30
 await c.subscribe("pe/1/fw-1/cmd")
+await c.publish("pe/1/fw-1/birth", b'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}')
 await asyncio.sleep_ms(7000)
 print("stats", c.stats["retx"], c.stats["hb"])
 """, ack=400)
@@ -301,7 +319,7 @@ def test_the_poll_waits_while_the_runtime_handles_as_many_commands_as_it_may():
 
     def on_request(data: bytes, addr) -> None:
         req = Message.decode(data)
-        if req.mtype != Type.CON or req.opt.uri_path[-1:] != ("cmd",):
+        if answered_birth(peer, data, addr) or req.mtype != Type.CON or req.opt.uri_path[-1:] != ("cmd",):
             return
         polls.append(time.monotonic())
         cmd = b'{"v":1,"dev":"fw-1","type":"cmd","id":"c%d","t":1,"body":{}}' % len(polls)
@@ -319,6 +337,7 @@ def on_message(t, p):
     handling.append(p)
 c.on_message = on_message
 await c.subscribe("pe/1/fw-1/cmd")
+await c.publish("pe/1/fw-1/birth", b'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}')
 await asyncio.sleep_ms(1000)
 print("while full", len(handling))
 handling.pop(0)  # one command done: room for one more
@@ -328,5 +347,41 @@ print("after one done", len(events) - 1)
         assert "while full 2" in out, out
         assert "after one done 3" in out, out
         assert len(polls) == 3, polls
+    finally:
+        peer.close()
+
+
+def test_the_poll_starts_once_the_sessions_birth_is_answered():
+    """A poll sent while the birth is on its way carries no `s=` and reaches a gateway that does
+    not know the session yet: under load the kit's gateway role (the gateway's own CoAP edge)
+    parked one and never answered it, and the command it should have carried came hold + 10 s
+    = 17 s later (the kit's `replay` failed: the device re-sent its journal after 10 s without
+    an ack, before the new event). Before, the poller started at `subscribe`, before the birth."""
+    seen: list[tuple[float, str, tuple[str, ...]]] = []
+
+    def on_request(data: bytes, addr) -> None:
+        req = Message.decode(data)
+        if req.mtype != Type.CON:
+            return
+        if req.opt.uri_path[-1:] == ("birth",):
+            if not seen:  # its retransmissions (the answer takes longer than ACK_TIMEOUT)
+                seen.append((time.monotonic(), "birth", ()))
+                time.sleep(0.5)  # the gateway takes its time (the commit)
+                seen.append((time.monotonic(), "birth answered", ()))
+            answered_birth(peer, data, addr)
+        elif req.opt.uri_path[-1:] == ("cmd",):
+            seen.append((time.monotonic(), "poll", tuple(req.opt.uri_query)))
+
+    peer = ScriptedPeer(on_request)
+    try:
+        out = client(peer.port, """
+await c.subscribe("pe/1/fw-1/cmd")
+await asyncio.sleep_ms(200)
+""" + BIRTH + """
+await asyncio.sleep_ms(300)
+""")
+        what = [w for _, w, _ in seen]
+        assert what[:3] == ["birth", "birth answered", "poll"], (what, out)
+        assert "s=1" in seen[2][2], seen  # the poll names the session of the birth
     finally:
         peer.close()
