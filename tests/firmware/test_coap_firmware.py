@@ -14,7 +14,7 @@ from aiocoap.numbers.types import Type
 from tests.support.coap_device import CLIENT, ScriptedPeer, client  # noqa: F401
 from tests.support.micropython import run_micropython
 
-
+# the line of a snippet that publishes the birth (the poll starts once it is answered)
 BIRTH = 'await c.publish("pe/1/fw-1/birth", b\'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}\')'
 
 
