@@ -294,7 +294,7 @@ c.hb_ms = 2000
 c.hold = 30
 await c.subscribe("pe/1/fw-1/cmd")
 await c.publish("pe/1/fw-1/birth", b'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}')
-await asyncio.sleep_ms(7000)
+await asyncio.sleep_ms(5500)
 print("stats", c.stats["retx"], c.stats["hb"])
 """, ack=400)
         firsts: dict[bytes, float] = {}  # message id -> first time seen (new requests only)
