@@ -18,7 +18,7 @@ from hil.sim.store import VirtualStore
 from tools.firmware import build
 
 HEAP = "96k"
-COAP_HEAP = "128k"
+COAP_HEAP = "160k"
 PADS = ("ro-pad-1", "ro-pad-2", "ro-pad-3")
 
 
@@ -168,8 +168,9 @@ def test_a_pad_over_coap_takes_an_update_over_coap(tmp_path, broker, bundles):
     reboots = None
     try:
         store.add_pad("co-pad")
-        # 112k: the CoAP firmware's own steady heap does not fit 96 KB yet (issue 16: the
-        # conformance kit over CoAP passes at 112k); at 96k this pad refused with no-heap
+        # 160k: this shows the protocol path. The CoAP pad's download needs ~104 KB in use: at
+        # 96k and 112k it refused with no-heap, at 128k in 2 runs of 3 (docs/ota.md, "What is
+        # left"; the CoAP firmware's steady heap is issue 16's)
         store.devices["co-pad"].heap = COAP_HEAP
         store.start()
         wait_for(lambda: [d["fw"] for d in gw.get("/devices")] == ["0.1.0"], 30,
