@@ -180,6 +180,8 @@ class Gateway:
         self.ota = OtaService(self.db, self.commands, self.router.publish,
                               keys.key_of if keys is not None else (lambda dev: None),
                               bundle_dir(config.db_path), clock=clock)
+        if self.coap is not None:  # CoAP devices fetch chunks over CoAP (docs/ota.md)
+            self.coap.chunks = self.ota.coap_answer
         # the device kinds' services, by kind name; also attributes (gw.lockers, gw.tube...)
         self.kinds: tuple[DeviceKind, ...] = KINDS
         self.services: dict[str, KindService] = {}

@@ -501,6 +501,11 @@ class CoapTransport(Link):
                 await asyncio.sleep_ms(1000 * opt_uint(opts, OPT_MAX_AGE, self.hold))
 
     def _deliver(self, body):
+        if body[:1] == b"\0":  # a firmware chunk, the answer to a POST .../ota (docs/ota.md)
+            t = self.prefix + "ctl"
+            if t in self._subs and self.on_message:
+                self.on_message(t, body)
+            return
         try:
             mtype = json.loads(body).get("type")
         except (ValueError, AttributeError, MemoryError):  # MemoryError: deeply nested JSON

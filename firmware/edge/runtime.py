@@ -233,6 +233,10 @@ class Runtime:
 
     # --- incoming -------------------------------------------------------------------
     def _on_message(self, topic, payload):
+        if payload and payload[0] == 0:  # a binary OTA chunk on ctl (JSON never starts with 0)
+            if self.ota and topic.endswith("/ctl"):
+                self.ota.on_data(payload)  # written to flash now: payload is the link's buffer
+            return
         try:
             if len(payload) > MAX_PAYLOAD:
                 raise ValueError("oversized")
