@@ -728,6 +728,7 @@ def test_the_firmware_built_in_texts_are_the_gateway_english_defaults():
     """edge/apps/locker.py TX (what a bank shows before the gateway sends its texts) and
     [screens]' built-in English locker_* texts are the same lines in the same order."""
     import ast
+    import re
 
     from gateway.http.screen_texts import DEFAULTS, LOCKER_KEYS
     from hil.sim.firmware import FIRMWARE
@@ -737,3 +738,9 @@ def test_the_firmware_built_in_texts_are_the_gateway_english_defaults():
     lines = ast.literal_eval(tx).decode().split("\n")
     assert lines[0] == "0" and lines[-1] == ""
     assert lines[1:-1] == [DEFAULTS["en"][k] for k in LOCKER_KEYS]
+    src = (FIRMWARE / "edge/apps/locker.py").read_text()
+    idx = dict(re.findall(r"^_T_([A-Z0-9]+) = const\((\d+)\)", src, re.MULTILINE))
+    assert [f"locker_{k.lower()}" for k, _ in sorted(idx.items(), key=lambda kv: int(kv[1]))] \
+        == list(LOCKER_KEYS)
+    # locker_boot cannot import the const: it restates _T_RESTARTED
+    assert f"b.boot_msg = {idx['RESTARTED']}  #" in (FIRMWARE / "edge/apps/locker_boot.py").read_text()

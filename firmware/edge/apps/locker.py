@@ -44,7 +44,7 @@ USED_BYTES = 8  # bytes of a spent hash kept, as 16 hex digits (collisions are i
 
 # What the display says: the store's words ([screens] on the gateway, docs/lockers.md "Texts"),
 # one line each in ONE bytes object (no string per text in the heap): line 0 is the texts' rev,
-# then the texts in the order of the T_* indexes below. These are the built-in English ones; the
+# then the texts in the order of the _T_* indexes below. These are the built-in English ones; the
 # gateway's `texts` command replaces them and they are kept on flash (texts.txt) for an offline
 # bank. A line goes to the display as a slice of it (with its own "\n"), formatted when it has a %.
 TX = (b"0\n"
@@ -70,28 +70,28 @@ TX = (b"0\n"
       b"1 minute\n"
       b"%d minutes\n"
       b"This locker bank is resting - please ask at the store counter\n")
-T_IDLE = const(1)
-T_CLEARED = const(2)
-T_OFFLINE = const(3)
-T_DIGITS = const(4)
-T_OK = const(5)
-T_OPEN = const(6)
-T_WAIT = const(7)
-T_THANKS = const(8)
-T_UNKNOWN = const(9)
-T_USED = const(10)
-T_REVOKED = const(11)
-T_EXPIRED = const(12)
-T_STAFF = const(13)
-T_BUSY = const(14)
-T_LOCKOUT = const(15)
-T_LOCKED = const(16)
-T_JAMMED = const(17)
-T_AJAR = const(18)
-T_RESTARTED = const(19)
-T_MIN1 = const(20)
-T_MINS = const(21)
-T_RESTING = const(22)
+_T_IDLE = const(1)
+_T_CLEARED = const(2)
+_T_OFFLINE = const(3)
+_T_DIGITS = const(4)
+_T_OK = const(5)
+_T_OPEN = const(6)
+_T_WAIT = const(7)
+_T_THANKS = const(8)
+_T_UNKNOWN = const(9)
+_T_USED = const(10)
+_T_REVOKED = const(11)
+_T_EXPIRED = const(12)
+_T_STAFF = const(13)
+_T_BUSY = const(14)
+_T_LOCKOUT = const(15)
+_T_LOCKED = const(16)
+_T_JAMMED = const(17)
+_T_AJAR = const(18)
+_T_RESTARTED = const(19)
+_T_MIN1 = const(20)
+_T_MINS = const(21)
+_T_RESTING = const(22)
 
 
 def _drop(name):
@@ -173,7 +173,7 @@ class LockerBank:
 
     def _minutes(self, secs):
         m = max(1, (int(secs) + 59) // 60)
-        return self._text(T_MIN1) if m == 1 else self._text(T_MINS, m)
+        return self._text(_T_MIN1) if m == 1 else self._text(_T_MINS, m)
 
     def _show(self, k, arg=None):
         """Show text k (T_*), formatted with `arg` when it has a %."""
@@ -191,8 +191,8 @@ class LockerBank:
         the store's words for a resting bank and where to go instead."""
         for s in self.c:
             if not (s[_X] or s[_B]):
-                return T_IDLE
-        return T_RESTING if self.c else T_IDLE
+                return _T_IDLE
+        return _T_RESTING if self.c else _T_IDLE
 
     def _occ(self, i):
         p = self.occ[i]
@@ -269,7 +269,7 @@ class LockerBank:
             else:
                 self._emit("pickup.collected", i, order=s[_O], occupied=occ)
                 self._clear_order(s)
-                self._show(T_THANKS)
+                self._show(_T_THANKS)
         elif why == "load":
             if occ == 0:
                 self._emit("load.empty", i)
@@ -305,7 +305,7 @@ class LockerBank:
                                 self._save()
                                 self._emit("door.opened", i, why=s[_W], order=s[_O])
                                 if s[_W] == "pickup":
-                                    self._show(T_OPEN, self.ids[i])
+                                    self._show(_T_OPEN, self.ids[i])
                             else:
                                 s[_W] = "forced"
                                 s[_B] = "forced"
@@ -316,7 +316,7 @@ class LockerBank:
                 elif v and not self.ajar[i] and time.ticks_diff(now, self.opened_at[i]) > self.ajar_ms:
                     self.ajar[i] = 1
                     self._emit("door.ajar", i, why=self.c[i][_W], open_ms=time.ticks_diff(now, self.opened_at[i]))
-                    self._show(T_AJAR, self.ids[i])
+                    self._show(_T_AJAR, self.ids[i])
                 self.raw[i] = v
             await asyncio.sleep_ms(self.poll_ms)
 
@@ -407,15 +407,15 @@ class LockerBank:
             self._show(msg, n)
             return
         self.rt.emit("keypad.locked", {"for_s": secs, "level": self.lk_level, "failures": len(fails)})
-        self._show(T_LOCKOUT, self._minutes(secs))
+        self._show(_T_LOCKOUT, self._minutes(secs))
 
     def _enter(self, code):
         if self._locked():
             left = time.ticks_diff(self.lk_until, time.ticks_ms()) // 1000
-            self._show(T_LOCKED, self._minutes(left))
+            self._show(_T_LOCKED, self._minutes(left))
             return
         if len(code) != self.digits:
-            self._show(T_DIGITS, self.digits)
+            self._show(_T_DIGITS, self.digits)
             return
         m = (self.salt + code).encode()
         h = self._mac(m) if self.ki else None  # raw, like the stored verifiers
@@ -425,25 +425,25 @@ class LockerBank:
             u = (h and self._forget(h, True)) or (g and self._forget(g, True))
             j = self.idx.get(u[1]) if u else None
             if j is not None and self.c[j][_P]:
-                self._show(T_WAIT, u[1])  # the same code twice in a row
+                self._show(_T_WAIT, u[1])  # the same code twice in a row
             elif u and u[3] == "u":
-                self._reject("code.reused", u[1], None, T_USED, u[2])
+                self._reject("code.reused", u[1], None, _T_USED, u[2])
             elif u:
-                self._reject("code.rejected", u[1], "revoked", T_REVOKED)
+                self._reject("code.rejected", u[1], "revoked", _T_REVOKED)
             else:
-                self._reject("code.rejected", None, "unknown", T_UNKNOWN)
+                self._reject("code.rejected", None, "unknown", _T_UNKNOWN)
             return
         s = self.c[i]
         n = self.ids[i]
         now = self._now()
         if s[_B] or s[_X]:
             self._reject("code.rejected", n, "blocked" if s[_B] else "out-of-order",
-                         T_STAFF)
+                         _T_STAFF)
         elif s[_W] or self.is_open[i]:
             self._reject("code.rejected", n, "door-open",
-                         T_BUSY)
+                         _T_BUSY)
         elif s[_E] is not None and now is not None and now >= s[_E]:
-            self._reject("code.rejected", n, "expired", T_EXPIRED)
+            self._reject("code.rejected", n, "expired", _T_EXPIRED)
         else:
             # spend the code before anything moves: a second entry is refused from here on
             s[_PH] = h = s[_H]  # as stored (a legacy entry keeps its marker)
@@ -454,7 +454,7 @@ class LockerBank:
             self.lk_fails = []
             self.lk_level = 0
             self._save()
-            self._show(T_OK, n)
+            self._show(_T_OK, n)
             asyncio.create_task(self._pickup(i))
 
     async def _pickup(self, i):
@@ -462,10 +462,10 @@ class LockerBank:
             ok = await self._unlock(i, "pickup")
         except Rejected:
             self._emit("pickup.interrupted", i, order=self.c[i][_O])
-            self._show(T_STAFF, self.ids[i])
+            self._show(_T_STAFF, self.ids[i])
             return
         if not ok:
-            self._show(T_JAMMED, self.ids[i])
+            self._show(_T_JAMMED, self.ids[i])
 
     async def _keys(self):
         rt = self.rt
@@ -477,13 +477,13 @@ class LockerBank:
                         if not self.entry:
                             cl = getattr(rt, "client", None)
                             if getattr(rt, "gateway_online", None) is False or (cl is not None and not cl.is_connected()):
-                                self._show(T_OFFLINE)
+                                self._show(_T_OFFLINE)
                         if len(self.entry) <= self.digits:  # one extra digit marks an over-long entry
                             self.entry += chr(k)
                         self.key_at = time.ticks_ms()
                     elif k == 0x2A:  # '*': clear
                         self.entry = ""
-                        self._show(T_CLEARED if self._idle() == T_IDLE else T_RESTING)
+                        self._show(_T_CLEARED if self._idle() == _T_IDLE else _T_RESTING)
                     elif k == 0x23 or (k in (0x0A, 0x0D) and self.entry):  # '#', or a QR scanner's CR/LF
                         code = self.entry
                         self.entry = ""

@@ -8,7 +8,7 @@ import time
 from binascii import hexlify, unhexlify
 
 from edge import fsutil
-from edge.apps.locker import SIZES, T_RESTARTED, TX
+from edge.apps.locker import SIZES, TX
 
 MAX_LINE = 160  # bytes of one text (the gateway's [screens] limit is lower)
 
@@ -223,7 +223,7 @@ def resolve(b):
                         if s[_H]:
                             b._forget(s[_H])
                         b._emit("pickup.interrupted", i, order=s[_O])
-                        b.boot_msg = T_RESTARTED
+                        b.boot_msg = 19  # edge.apps.locker _T_RESTARTED (its const is not importable)
                 s[_W] = None
                 s[_P] = 0
             else:  # was open at the cut and closed since: handle it as a close
