@@ -575,10 +575,16 @@ class LockerBank:
             return None
 
         async def run(args):
-            from edge.apps import locker_staff
-            fn = getattr(locker_staff, "cmd_" + name)
-            locker_staff = None
-            _drop("locker_staff")
+            if name == "texts":  # its own module: a staff command's peak does not carry it
+                from edge.apps import locker_texts
+                fn = locker_texts.cmd_texts
+                locker_texts = None
+                _drop("locker_texts")
+            else:
+                from edge.apps import locker_staff
+                fn = getattr(locker_staff, "cmd_" + name)
+                locker_staff = None
+                _drop("locker_staff")
             return await fn(self, args)
         return run
 

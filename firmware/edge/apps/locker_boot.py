@@ -8,37 +8,10 @@ import time
 from binascii import hexlify, unhexlify
 
 from edge import fsutil
-from edge.apps.locker import SIZES, TX
-
-MAX_LINE = 160  # bytes of one text (the gateway's [screens] limit is lower)
+from edge.apps.locker import SIZES, TX, _drop
 
 # the fields of a compartment record, in edge.apps.locker's order (its _O.._PH, _NF)
 _O, _H, _E, _X, _B, _W, _P, _PH, _NF = range(9)
-
-
-def texts_rev(t):
-    """The rev of texts `t` (bytes: a line with the rev, then one line per text of TX, each
-    ending in "\n"), or None if they are not usable here: not as many lines as TX, a line empty,
-    longer than MAX_LINE, outside printable ASCII (what the display shows), or with other %
-    placeholders than the built-in text (the firmware formats them: a wrong one would raise)."""
-    if not isinstance(t, bytes) or not t.endswith(b"\n"):
-        return None
-    lines = t.split(b"\n")
-    want = TX.split(b"\n")
-    if len(lines) != len(want):
-        return None
-    try:
-        rev = int(lines[0])
-    except ValueError:
-        return None
-    for k in range(1, len(want) - 1):
-        x = lines[k]
-        if not 0 < len(x) <= MAX_LINE or any(c < 0x20 or c > 0x7E for c in x):
-            return None
-        for p in (b"%", b"%d", b"%s"):
-            if x.count(p) != want[k].count(p):
-                return None
-    return rev
 
 
 def setup(b, rt, hal, cfg):
@@ -112,17 +85,19 @@ def setup(b, rt, hal, cfg):
     b.path = data + "/locker.json"
     # the store's words, as the gateway last sent them (kept on flash: an offline bank shows them)
     b.tx_path = data + "/texts.txt"
-    b.tx = TX
+    b.tx = TX  # the built-in ones: no file (rev 0)
     for p in (b.tx_path, b.tx_path + ".tmp"):
         try:
             with open(p, "rb") as f:
                 t = f.read(len(TX) * 8)
         except OSError:
             continue
+        from edge.apps.locker_texts import texts_rev  # only when there is a file to check
+        _drop("locker_texts")
         if texts_rev(t) is not None:
             b.tx = t
             break
-    t = None
+    t = texts_rev = None
     st = fsutil.load_json(b.path, None) or {}
     saved = st.get("c") or {}
     if isinstance(saved, list):  # v2: records in the order of the saved `ids`

@@ -1,11 +1,8 @@
 # The locker bank's staff and maintenance commands (docs/lockers.md): rare, so their bytecode
 # is loaded for a command and freed after it (LockerBank._staff) instead of living in the heap.
 # The customer's path (codes, doors, set_order, open) stays in edge.apps.locker.
-import os
 import time
 
-from edge import fsutil
-from edge.apps.locker import TX, _drop
 from edge.runtime import Rejected
 
 # the fields of a compartment record, in edge.apps.locker's order (its _O.._PH, _NF)
@@ -114,36 +111,3 @@ async def cmd_status(b, args):
     left = time.ticks_diff(b.lk_until, time.ticks_ms()) // 1000 if b._locked() else 0
     return {"compartments": comps, "keypad_locked_s": left, "salt_id": b.salt_id, "key_id": b.key_id}
 
-
-async def cmd_texts(b, args):
-    """The store's words for the display (desired state, docs/lockers.md "Texts"): `t` is one
-    string, a line per text in edge.apps.locker's TX order; kept on flash until the next."""
-    rev = args.get("rev")
-    t = args.get("t")
-    if not isinstance(rev, int) or rev < 0 or not isinstance(t, str) or len(t) > 4096:
-        raise Rejected("bad-args")
-    if rev == int(b.tx[:b.tx.find(b"\n")]):
-        return {"rev": rev}  # already shown (and on flash)
-    if rev == 0:  # the built-in texts (TX): no copy of them in the heap
-        for p in (b.tx_path, b.tx_path + ".tmp"):
-            try:
-                os.remove(p)
-            except OSError:
-                pass
-        b.tx = TX
-        b._show(b._idle())
-        return {"rev": 0}
-    t = ("%d\n%s\n" % (rev, t)).encode()
-    from edge.apps import locker_boot
-    ok = locker_boot.texts_rev(t) == rev
-    locker_boot = None
-    _drop("locker_boot")
-    if not ok:
-        raise Rejected("bad-texts")
-    tmp = b.tx_path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(t)
-    fsutil.replace(tmp, b.tx_path)
-    b.tx = t
-    b._show(b._idle())
-    return {"rev": rev}
