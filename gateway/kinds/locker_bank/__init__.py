@@ -8,13 +8,17 @@ from gateway.kinds.base import AlertRule, CliFlag, ConfigKey, DeviceKind, KindCo
 
 
 def _build(ctx: KindContext) -> Any:
+    from gateway.http.screen_texts import ScreenTexts, locker_lines
     from gateway.kinds.locker_bank.keys import LockerKeys
     from gateway.kinds.locker_bank.service import LockersService
     s = ctx.settings
+    # the store's words on each bank's display ([screens] locker_*, docs/lockers.md "Texts")
+    texts = ScreenTexts.load(s["screens_texts_file"], s["screens_language"])
     return LockersService(ctx.db, ctx.commands, tick_s=s["locker_tick_s"], clock=ctx.clock,
                           reserve_s=s["locker_reserve_s"],
                           pickup_window_s=s["locker_pickup_window_s"],
-                          keys=LockerKeys(s["locker_keys_file"]).get)
+                          keys=LockerKeys(s["locker_keys_file"]).get,
+                          texts=lambda bank: locker_lines(texts.for_page(bank)))
 
 
 def _router(lockers: Any) -> Any:
@@ -31,6 +35,11 @@ def _reveal(lockers: Any, kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return lockers.render(data) if kind == "locker" else data
 
 
+def _errors() -> tuple[type[Exception], ...]:
+    from gateway.http.screen_texts import TextsError
+    return (TextsError,)
+
+
 def _event_cursor(store: Any) -> dict[str, int]:
     """Each bank's events.id applied up to (retention keeps what is above it)."""
     return {r[0]: r[1] for r in store.conn.execute("SELECT bank, cursor FROM lockers")}
@@ -41,7 +50,8 @@ KIND = DeviceKind(
     apps={"locker-bank": ("edge.apps.locker", "LockerBank")},
     docs="docs/lockers.md",
     build=_build,
-    settings=("locker_tick_s", "locker_reserve_s", "locker_pickup_window_s", "locker_keys_file"),
+    settings=("locker_tick_s", "locker_reserve_s", "locker_pickup_window_s", "locker_keys_file",
+              "screens_texts_file", "screens_language"),
     router=_router,
     stream_kind="locker",
     event_cursor=_event_cursor,
@@ -89,4 +99,5 @@ KIND = DeviceKind(
             "help": "locker banks' pickup-code keys (locker-keys.json from tools/provision.py); "
                     "a bank without a key gets no orders (no-key; docs/lockers.md)"}),
     ),
+    errors=_errors,
 )

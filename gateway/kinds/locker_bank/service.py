@@ -38,10 +38,13 @@ import asyncio
 import logging
 import secrets
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any, cast
 
 from gateway.devices.commands import CommandService, IdempotencyConflict, now_ms
+from gateway.devices.desired import DesiredState
+from gateway.http.screen_texts import DEFAULTS, LOCKER_KEYS
 from gateway.kinds.base import Batch, StatefulService
 from gateway.kinds.locker_bank.core import (
     IssuedCode,
@@ -92,6 +95,10 @@ def _put_bank(bank_id: str, state: dict[str, Any], cursor: int, now: int
     return lambda store: store.put_locker(bank_id, state, cursor, now)
 
 
+#: the firmware's built-in texts (edge/apps/locker.py TX, tested equal): rev 0 on the wire
+BUILT_IN_TEXTS = "\n".join(DEFAULTS["en"][k] for k in LOCKER_KEYS)
+
+
 class LockersService(StatefulService):
     stream_kind = "locker"
     log = log
@@ -100,8 +107,14 @@ class LockersService(StatefulService):
     def __init__(self, db: Database, commands: CommandService, *, tick_s: float = 1.0,
                  clock: Callable[[], int] = now_ms, reserve_s: float = 4 * 3600,
                  pickup_window_s: float = 3 * 24 * 3600,
-                 keys: Callable[[str], bytes | None] | None = None) -> None:
+                 keys: Callable[[str], bytes | None] | None = None,
+                 texts: Callable[[str], str] | None = None) -> None:
         super().__init__(db, tick_s=tick_s, clock=clock)
+        # the store's words for each bank's display ([screens] locker_*, docs/lockers.md
+        # "Texts"): desired state, sent as a `texts` command at start and at every birth; the
+        # bank keeps them on flash. None: the bank keeps its built-in English texts.
+        self.texts = texts
+        self.desired = DesiredState(commands, "texts", min_interval_s=1.0)
         self.keys = keys or (lambda bank: None)  # bank id -> its code key (LockerKeys.get)
         self.commands = commands
         self.reserve_s = reserve_s
@@ -124,13 +137,27 @@ class LockersService(StatefulService):
         if self.banks:
             log.info("locker banks loaded banks=%s", ",".join(sorted(self.banks)))
 
+    def _want_texts(self, bank_id: str) -> None:
+        if self.texts is None:
+            return
+        lines = self.texts(bank_id)
+        if lines == BUILT_IN_TEXTS:  # the firmware's own: rev 0 and no copy in the bank's heap
+            self.desired.set(bank_id, 0, {"t": ""})
+            return
+        # the rev is the texts' checksum: the same words after a restart are not sent again to
+        # a bank that has them; different words always differ from what the bank keeps
+        self.desired.set(bank_id, zlib.crc32(lines.encode()) & 0x7FFFFFFF or 1, {"t": lines})
+
     async def run(self) -> None:
         """Apply device events and expire orders, forever (cancel to stop)."""
+        for bank_id in self.banks:
+            self._want_texts(bank_id)
         try:
             await super().run()
         finally:
             for task in list(self._tasks):
                 task.cancel()
+            await self.desired.close()
 
     async def step(self) -> None:
         """Apply every bank's new device events, then expire what is due."""
@@ -156,6 +183,7 @@ class LockersService(StatefulService):
         background: its `status` reply arrives through ingest, which must not wait for it)."""
         if device in self.banks:
             self._wake.set()
+            self.desired.birth(device)
             return
         if device in self._creating:
             return
@@ -192,6 +220,7 @@ class LockersService(StatefulService):
                           "missing on the device" if result.get("key_id") is None else "differs",
                           device)
             await self.create_bank(device, layout)
+            self._want_texts(device)
             self._wake.set()
         except Exception:
             log.exception("locker bank creation failed device=%s", device)
