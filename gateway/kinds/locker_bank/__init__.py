@@ -31,6 +31,32 @@ def _reveal(lockers: Any, kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return lockers.render(data) if kind == "locker" else data
 
 
+# the kind's own tables (gateway/storage/store.py migrate_kind: versioned per kind, appended
+# here). The bank row (`lockers`, core migration 3) keeps the bank: compartments, keypad, the
+# verifiers of the orders below and the service's bookkeeping, never an order list.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: orders as rows (issue 17): the live ones and those finished less than a day ago
+    #    (service.ARCHIVE_AFTER_S); then their public record goes to `locker_history`, without
+    #    the code's verifier. A bank row from before (orders inside) is split by the service on
+    #    its first load, in one transaction (LockersService.load).
+    """
+    CREATE TABLE locker_orders (
+        bank    TEXT NOT NULL,
+        id      TEXT NOT NULL,
+        data    TEXT NOT NULL,         -- JSON: core.Order (the code's MAC, never a plain code)
+        PRIMARY KEY (bank, id));
+    CREATE TABLE locker_history (
+        bank    TEXT NOT NULL,
+        id      TEXT NOT NULL,
+        state   TEXT NOT NULL,         -- collected | returned | cancelled
+        closed  INTEGER NOT NULL,      -- unix ms the order finished
+        data    TEXT NOT NULL,         -- JSON: service.public_order (no verifier, no code)
+        PRIMARY KEY (bank, id));
+    CREATE INDEX locker_history_closed ON locker_history (closed);
+    """,
+)
+
+
 def _event_cursor(store: Any) -> dict[str, int]:
     """Each bank's events.id applied up to (retention keeps what is above it)."""
     return {r[0]: r[1] for r in store.conn.execute("SELECT bank, cursor FROM lockers")}
@@ -42,6 +68,7 @@ KIND = DeviceKind(
     docs="docs/lockers.md",
     build=_build,
     settings=("locker_tick_s", "locker_reserve_s", "locker_pickup_window_s", "locker_keys_file"),
+    migrations=MIGRATIONS,
     router=_router,
     stream_kind="locker",
     event_cursor=_event_cursor,
