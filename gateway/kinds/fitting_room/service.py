@@ -127,15 +127,21 @@ def _live_state(d: dict[str, Any]) -> dict[str, Any]:
     return {"rules": d["rules"], "rooms": d["rooms"], "n": d["n"]}
 
 
-def _load_tx(store: Store, now: int, attribution_ms: int) -> tuple[dict[str, Any] | None, int, int]:
+def _load_tx(store: Store) -> tuple[dict[str, Any] | None, int]:
+    """The `fitting` row as stored: (its JSON, the cursor)."""
+    row = store.conn.execute("SELECT state, cursor FROM fitting WHERE id = 1").fetchone()
+    return (json.loads(row[0]), row[1]) if row else (None, 0)
+
+
+def _open_tx(store: Store, now: int, attribution_ms: int) -> tuple[dict[str, Any] | None, int, int]:
     """The core's state (live state and working set) and the cursor. A row from before the
     history tables (sessions, requests, purchases and door counts inside it) is split into
     rows here, in one transaction. Returns (state, cursor, rows split)."""
     with store.transaction():
-        row = store.conn.execute("SELECT state, cursor FROM fitting WHERE id = 1").fetchone()
-        if row is None:
+        state, cursor = _load_tx(store)
+        if state is None:
             return None, 0, 0
-        state, cursor, split = json.loads(row[0]), row[1], 0
+        split = 0
         if "sessions" in state:
             _put_rows(store, list(state["sessions"].values()), list(state["requests"].values()),
                       state["purchases"], state["footfall"])
@@ -250,7 +256,7 @@ class FittingService(StatefulService):
 
     async def load(self) -> None:
         await self.db.write(_tables_tx)
-        state, self.cursor, split = await self.db.write(_load_tx, self.clock(),
+        state, self.cursor, split = await self.db.write(_open_tx, self.clock(),
                                                         self.rules.attribution_ms)
         if split:
             log.warning("fitting history moved to tables rows=%d", split)
