@@ -12,8 +12,8 @@ events, the API and device commands:
   known: `upgrade_legacy` recovers each code by exhaustive search, the row is rewritten with
   MACs and the bank gets them with `load_codes replace` (it verifies its legacy entries the
   old way until then).
-* **storage**: `lockers` table, one row per bank: `{"bank": LockerBank.to_dict()` without its
-  orders`, "meta"}` and `cursor`, the id of the last device event applied; the bank's orders
+* **storage**: `lockers` table, one row per bank: `{"bank": LockerBank.to_dict() without its
+  orders, "meta"}` and `cursor`, the id of the last device event applied; the bank's orders
   are rows of `locker_orders` (the kind's migrations), written only when they changed. An
   order finished more than `ARCHIVE_AFTER_S` ago leaves the bank for `locker_history` (its
   public record: no verifier), so what a change writes and what the 1-second tick looks at
@@ -462,15 +462,15 @@ class LockersService(StatefulService):
         bank.tick(now)
         batch = _Batch()
         self._drain(bank, batch)
-        history: list[HistoryRow] = []
+        old.sort(key=lambda o: (o.closed_at or 0.0, o.id))
+        history: list[HistoryRow] = [(o.id, str(o.state), int((o.closed_at or now) * 1000),
+                                      _dumps(public_order(o))) for o in old]
+        gone = {o.id for o in old}
+        bank.forget(*gone)
         meta = self.meta[bank_id]
-        for o in sorted(old, key=lambda o: (o.closed_at or 0.0, o.id)):
-            history.append((o.id, str(o.state), int((o.closed_at or now) * 1000),
-                            _dumps(public_order(o))))
-            bank.forget(o.id)
-            for book in ("code_cmd", "load_n"):
-                if isinstance(meta.get(book), dict):
-                    meta[book] = {k: v for k, v in meta[book].items() if k != o.id}
+        for book in ("code_cmd", "load_n"):
+            if isinstance(meta.get(book), dict):
+                meta[book] = {k: v for k, v in meta[book].items() if k not in gone}
         await self._commit(bank_id, before, meta_before, batch, self.cursor[bank_id], history)
 
     def _purge_codes(self) -> None:
