@@ -102,20 +102,18 @@ def _put_rows(store: Store, sessions: list[dict[str, Any]], requests: list[dict[
     """Upsert sessions (their try-ons with them) and requests; add purchases (a receipt known
     already is left alone: a POS retry) and door counts."""
     c = store.conn
-    for se in sessions:
-        c.execute('INSERT INTO fitting_sessions (id, room, start, "end", data) VALUES (?,?,?,?,?) '
+    c.executemany('INSERT INTO fitting_sessions (id, room, start, "end", data) VALUES (?,?,?,?,?) '
                   'ON CONFLICT (id) DO UPDATE SET "end" = excluded."end", data = excluded.data',
-                  (se["id"], se["room"], se["start"], se["end"], _dumps(se)))
-        c.execute("DELETE FROM fitting_tryons WHERE session = ?", (se["id"],))
-        c.executemany("INSERT INTO fitting_tryons (session, gtin, start, converted) "
-                      "VALUES (?,?,?,?)", [(se["id"], g, se["start"], int(g in se["converted"]))
-                                           for g in dict.fromkeys(se["tried"])])
-    for q in requests:
-        c.execute("INSERT INTO fitting_requests (id, room, state, created, updated, pinned, data) "
+                  [(se["id"], se["room"], se["start"], se["end"], _dumps(se)) for se in sessions])
+    c.executemany("DELETE FROM fitting_tryons WHERE session = ?", [(se["id"],) for se in sessions])
+    c.executemany("INSERT INTO fitting_tryons (session, gtin, start, converted) VALUES (?,?,?,?)",
+                  [(se["id"], g, se["start"], int(g in se["converted"]))
+                   for se in sessions for g in dict.fromkeys(se["tried"])])
+    c.executemany("INSERT INTO fitting_requests (id, room, state, created, updated, pinned, data) "
                   "VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
                   "updated = excluded.updated, pinned = excluded.pinned, data = excluded.data",
-                  (q["id"], q["room"], q["state"], q["created"], q["updated"], int(_pinned(q)),
-                   _dumps(q)))
+                  [(q["id"], q["room"], q["state"], q["created"], q["updated"], int(_pinned(q)),
+                    _dumps(q)) for q in requests])
     c.executemany("INSERT OR IGNORE INTO fitting_purchases (receipt, at, data) VALUES (?,?,?)",
                   [(p["receipt"], p["at"], _dumps(p)) for p in purchases])
     c.executemany("INSERT INTO fitting_footfall (at, entries) VALUES (?, ?)",
