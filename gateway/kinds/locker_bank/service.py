@@ -57,6 +57,7 @@ from gateway.kinds.locker_bank.core import (
     OrderState,
     Reason,
     Refused,
+    Size,
     device_event,
     key_id,
     salt_id,
@@ -134,11 +135,14 @@ def _tables_tx(store: Store) -> None:
     migrate_kind(store.conn, "lockers", MIGRATIONS)
 
 
-def _load_tx(store: Store) -> list[tuple[str, dict[str, Any], int, list[str], bool]]:
+def _load_tx(store: Store, now_s: float) -> list[tuple[str, dict[str, Any], int, list[str], bool]]:
     """Every bank: (id, state with its orders, cursor, the orders' stored JSON, split now).
-    A row from before `locker_orders` (its orders inside it) is split into rows here, in one
-    transaction, so the next change writes only what changed. A legacy row (SHA-256 hashes,
-    no `verifier`) is left exactly as it is until its upgrade commits it in the new form."""
+    A row from before `locker_orders` (its orders inside it) is split here, in one
+    transaction: the orders finished `ARCHIVE_AFTER_S` before `now_s` go straight to
+    `locker_history` (their verifiers and bookkeeping leave the bank row), the others become
+    rows; so a year of orders never goes through the event loop's tick. A legacy row (SHA-256
+    hashes, no `verifier`) is left exactly as it is until its upgrade commits it in the new
+    form."""
     out: list[tuple[str, dict[str, Any], int, list[str], bool]] = []
     with store.transaction():
         for bank_id, state, cursor in store.list_lockers():
@@ -147,17 +151,38 @@ def _load_tx(store: Store) -> list[tuple[str, dict[str, Any], int, list[str], bo
                 out.append((bank_id, state, cursor, [], False))
                 continue
             if split:
-                state = dict(state, bank=dict(state["bank"]))
+                state = dict(state, bank=dict(state["bank"]), meta=dict(state.get("meta") or {}))
                 orders = state["bank"].pop("orders")
+                old = [o for o in orders if o["state"] in _FINISHED and o["closed_at"] is not None
+                       and now_s - o["closed_at"] >= ARCHIVE_AFTER_S]
+                gone = {o["id"] for o in old}
                 store.conn.executemany(
                     "INSERT OR REPLACE INTO locker_orders (bank, id, data) VALUES (?, ?, ?)",
-                    [(bank_id, o["id"], _dumps(o)) for o in orders])
+                    [(bank_id, o["id"], _dumps(o)) for o in orders if o["id"] not in gone])
+                store.conn.executemany(
+                    "INSERT OR REPLACE INTO locker_history (bank, id, state, closed, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(bank_id, o["id"], o["state"], int(o["closed_at"] * 1000),
+                      _dumps(public_order(_order(o)))) for o in old])
+                state["bank"]["macs"] = {h: oid for h, oid in state["bank"]["macs"].items()
+                                         if oid not in gone}
+                for book in ("code_cmd", "load_n"):
+                    if isinstance(state["meta"].get(book), dict):
+                        state["meta"][book] = {k: v for k, v in state["meta"][book].items()
+                                               if k not in gone}
                 store.conn.execute("UPDATE lockers SET state = ? WHERE bank = ?",
                                    (_dumps(state), bank_id))
             rows = [r[0] for r in store.conn.execute(
                 "SELECT data FROM locker_orders WHERE bank = ? ORDER BY rowid", (bank_id,))]
             out.append((bank_id, state, cursor, rows, split))
     return out
+
+
+_FINISHED = (str(OrderState.COLLECTED), str(OrderState.RETURNED), str(OrderState.CANCELLED))
+
+
+def _order(d: dict[str, Any]) -> Order:
+    return Order(**{**d, "size": Size(d["size"]), "state": OrderState(d["state"])})
 
 
 def _history_tx(store: Store, bank_id: str, order: str) -> dict[str, Any] | None:
@@ -210,7 +235,7 @@ class LockersService(StatefulService):
 
     async def load(self) -> None:
         await self.db.write(_tables_tx)
-        for bank_id, state, cursor, rows, split in await self.db.write(_load_tx):
+        for bank_id, state, cursor, rows, split in await self.db.write(_load_tx, self._now()):
             orders = [json.loads(r) for r in rows] if "orders" not in state["bank"] else []
             self.banks[bank_id] = LockerBank.from_dict({"orders": orders, **state["bank"]},
                                                        key=self.keys(bank_id))
@@ -218,8 +243,8 @@ class LockersService(StatefulService):
             self.cursor[bank_id] = cursor
             self._saved[bank_id] = dict(zip((o["id"] for o in orders), rows, strict=True))
             if split:
-                log.warning("locker bank orders moved to rows bank=%s orders=%d (finished ones "
-                            "go to history at the next tick)", bank_id, len(orders))
+                log.warning("locker bank orders moved to rows bank=%s live_or_recent=%d (those "
+                            "finished a day ago went to locker_history)", bank_id, len(orders))
         if self.banks:
             log.info("locker banks loaded banks=%s", ",".join(sorted(self.banks)))
 
