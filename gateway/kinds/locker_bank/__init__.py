@@ -53,6 +53,11 @@ MIGRATIONS: tuple[str, ...] = (
         data    TEXT NOT NULL,         -- JSON: service.public_order (no verifier, no code)
         PRIMARY KEY (bank, id));
     CREATE INDEX locker_history_closed ON locker_history (closed);
+    CREATE TABLE locker_ops (              -- idempotency keys of staff/order-system operations
+        bank    TEXT NOT NULL,             -- (the newest service.OPS_KEEP of a bank)
+        key     TEXT NOT NULL,
+        data    TEXT NOT NULL,             -- JSON: {"op", "result"} (public: no code, no MAC)
+        PRIMARY KEY (bank, key));
     """,
 )
 

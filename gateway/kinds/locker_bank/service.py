@@ -105,14 +105,24 @@ class _Batch(Batch):
 OrderRow = tuple[str, str | None]
 #: a `locker_history` row: (order id, state, closed unix ms, public_order JSON)
 HistoryRow = tuple[str, str, int, str]
+#: an operation's idempotency key to write: (key, JSON) to add, or (key, None) to delete
+OpRow = tuple[str, str | None]
 
 
 def _put_bank(bank_id: str, state: dict[str, Any], cursor: int, now: int,
-              orders: Sequence[OrderRow] = (), history: Sequence[HistoryRow] = ()
-              ) -> Callable[[Store], None]:
-    """The bank row, the orders that changed and the orders that went to history."""
+              orders: Sequence[OrderRow] = (), history: Sequence[HistoryRow] = (),
+              ops: Sequence[OpRow] = ()) -> Callable[[Store], None]:
+    """The bank row, the orders that changed, the orders that went to history, the
+    operations' idempotency keys added and dropped."""
     def put(store: Store) -> None:
         store.put_locker(bank_id, state, cursor, now)
+        for key, data in ops:
+            if data is None:
+                store.conn.execute("DELETE FROM locker_ops WHERE bank = ? AND key = ?",
+                                   (bank_id, key))
+            else:
+                store.conn.execute("INSERT OR REPLACE INTO locker_ops (bank, key, data) "
+                                   "VALUES (?, ?, ?)", (bank_id, key, data))
         for oid, data in orders:
             if data is None:
                 store.conn.execute("DELETE FROM locker_orders WHERE bank = ? AND id = ?",
@@ -135,7 +145,8 @@ def _tables_tx(store: Store) -> None:
     migrate_kind(store.conn, "lockers", MIGRATIONS)
 
 
-def _load_tx(store: Store, now_s: float) -> list[tuple[str, dict[str, Any], int, list[str], bool]]:
+def _load_tx(store: Store, now_s: float
+             ) -> list[tuple[str, dict[str, Any], int, list[str], bool, dict[str, Any]]]:
     """Every bank: (id, state with its orders, cursor, the orders' stored JSON, split now).
     A row from before `locker_orders` (its orders inside it) is split here, in one
     transaction: the orders finished `ARCHIVE_AFTER_S` before `now_s` go straight to
@@ -143,12 +154,12 @@ def _load_tx(store: Store, now_s: float) -> list[tuple[str, dict[str, Any], int,
     rows; so a year of orders never goes through the event loop's tick. A legacy row (SHA-256
     hashes, no `verifier`) is left exactly as it is until its upgrade commits it in the new
     form."""
-    out: list[tuple[str, dict[str, Any], int, list[str], bool]] = []
+    out: list[tuple[str, dict[str, Any], int, list[str], bool, dict[str, Any]]] = []
     with store.transaction():
         for bank_id, state, cursor in store.list_lockers():
             split = "orders" in state["bank"] and state["bank"].get("verifier") is not None
             if "orders" in state["bank"] and not split:  # legacy: read, not rewritten
-                out.append((bank_id, state, cursor, [], False))
+                out.append((bank_id, state, cursor, [], False, {}))
                 continue
             if split:
                 state = dict(state, bank=dict(state["bank"]), meta=dict(state.get("meta") or {}))
@@ -170,11 +181,16 @@ def _load_tx(store: Store, now_s: float) -> list[tuple[str, dict[str, Any], int,
                     if isinstance(state["meta"].get(book), dict):
                         state["meta"][book] = {k: v for k, v in state["meta"][book].items()
                                                if k not in gone}
+                store.conn.executemany(
+                    "INSERT OR REPLACE INTO locker_ops (bank, key, data) VALUES (?, ?, ?)",
+                    [(bank_id, k, _dumps(v)) for k, v in (state["meta"].pop("ops", None) or {}).items()])
                 store.conn.execute("UPDATE lockers SET state = ? WHERE bank = ?",
                                    (_dumps(state), bank_id))
             rows = [r[0] for r in store.conn.execute(
                 "SELECT data FROM locker_orders WHERE bank = ? ORDER BY rowid", (bank_id,))]
-            out.append((bank_id, state, cursor, rows, split))
+            ops = {k: json.loads(d) for k, d in store.conn.execute(
+                "SELECT key, data FROM locker_ops WHERE bank = ? ORDER BY rowid", (bank_id,))}
+            out.append((bank_id, state, cursor, rows, split, ops))
     return out
 
 
@@ -202,10 +218,11 @@ def _order_rows(bank: LockerBank) -> dict[str, str]:
 
 
 def _bank_state(bank: LockerBank, meta: dict[str, Any]) -> dict[str, Any]:
-    """The bank row: `to_dict()` without its orders (they are rows)."""
+    """The bank row: `to_dict()` without its orders and `meta` without the operations'
+    keys (they are rows)."""
     d = bank.to_dict()
     d.pop("orders")
-    return {"bank": d, "meta": meta}
+    return {"bank": d, "meta": {k: v for k, v in meta.items() if k != "ops"}}
 
 
 class LockersService(StatefulService):
@@ -226,6 +243,7 @@ class LockersService(StatefulService):
         self.meta: dict[str, dict[str, Any]] = {}
         self.cursor: dict[str, int] = {}
         self._saved: dict[str, dict[str, str]] = {}  # bank -> order id -> JSON as stored
+        self._saved_ops: dict[str, set[str]] = {}    # bank -> operation keys stored
         self._codes: dict[str, tuple[str, float]] = {}  # ready_id -> (code, monotonic expiry)
         self._creating: set[str] = set()
         self._status_tries: dict[str, int] = {}
@@ -235,13 +253,16 @@ class LockersService(StatefulService):
 
     async def load(self) -> None:
         await self.db.write(_tables_tx)
-        for bank_id, state, cursor, rows, split in await self.db.write(_load_tx, self._now()):
+        for bank_id, state, cursor, rows, split, ops in await self.db.write(_load_tx, self._now()):
             orders = [json.loads(r) for r in rows] if "orders" not in state["bank"] else []
             self.banks[bank_id] = LockerBank.from_dict({"orders": orders, **state["bank"]},
                                                        key=self.keys(bank_id))
             self.meta[bank_id] = state.get("meta") or {}
+            if ops or "ops" not in self.meta[bank_id]:  # (a legacy row keeps its own till then)
+                self.meta[bank_id]["ops"] = ops
             self.cursor[bank_id] = cursor
             self._saved[bank_id] = dict(zip((o["id"] for o in orders), rows, strict=True))
+            self._saved_ops[bank_id] = set(ops)
             if split:
                 log.warning("locker bank orders moved to rows bank=%s live_or_recent=%d (those "
                             "finished a day ago went to locker_history)", bank_id, len(orders))
@@ -331,7 +352,7 @@ class LockersService(StatefulService):
                               pickup_window_s=self.pickup_window_s, key=self.keys(device))
             await self._save(_put_bank(device, _bank_state(bank, {}), 0, self.clock()), Batch())
             self.banks[device], self.meta[device], self.cursor[device] = bank, {}, 0
-            self._saved[device] = {}
+            self._saved[device], self._saved_ops[device] = {}, set()
             log.info("locker bank created device=%s compartments=%s", device,
                      " ".join(f"{n}{s}" for n, s in layout))
             return bank
@@ -398,9 +419,13 @@ class LockersService(StatefulService):
         changed: list[OrderRow] = [(oid, data) for oid, data in now_rows.items()
                                    if saved.get(oid) != data]
         changed += [(oid, None) for oid in saved if oid not in now_rows]
+        ops = self.meta[bank_id].get("ops") or {}
+        op_rows: list[OpRow] = [(k, _dumps(v)) for k, v in ops.items()
+                                if k not in self._saved_ops[bank_id]]
+        op_rows += [(k, None) for k in self._saved_ops[bank_id] if k not in ops]
         try:
             await self._save(_put_bank(bank_id, _bank_state(bank, self.meta[bank_id]), cursor,
-                                       self.clock(), changed, history), batch)
+                                       self.clock(), changed, history, op_rows), batch)
         except BaseException:
             for rid in batch.codes:
                 self._codes.pop(rid, None)
@@ -408,6 +433,7 @@ class LockersService(StatefulService):
             self.meta[bank_id] = meta_before
             raise
         self._saved[bank_id] = now_rows
+        self._saved_ops[bank_id] = set(ops)
         self.cursor[bank_id] = cursor  # queued commands go out with the command service's tick
 
     async def _catch_up(self, bank_id: str) -> None:

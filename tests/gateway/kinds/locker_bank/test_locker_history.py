@@ -71,8 +71,10 @@ def test_an_order_writes_the_same_on_day_1_and_after_a_long_past(tmp_path):
             return _writes(rig.sql), row
 
         day1, row1 = await one_assign("first")
-        for i in range(20):  # 20 orders, each a day: the bank's past
+        for i in range(20):  # 20 orders, each a day, and 20 cancelled by key: the bank's past
             await rig.order_through(svc, f"o-{i}")
+            await svc.assign(BANK, f"c-{i}", "S")
+            await svc.cancel(BANK, f"c-{i}", key=f"cancel-c-{i}")  # an idempotency key kept
             rig.clock.advance(ARCHIVE_AFTER_S + 60)
             await svc.step()
         later, row_later = await one_assign("later")
@@ -82,6 +84,11 @@ def test_an_order_writes_the_same_on_day_1_and_after_a_long_past(tmp_path):
         # the same statements: the bank row, one order row, the stream item
         assert [s.split("(")[0] for s in later] == [s.split("(")[0] for s in day1]
         assert sum("locker_orders" in s for s in later) == 1
+        # the operations' keys are rows too, and still answer a retry after a restart
+        await rig.db.close()
+        svc = await rig.open()
+        again = await svc.cancel(BANK, "c-0", key="cancel-c-0")
+        assert again["order"] == "c-0" and again["state"] == "cancelled"
         hist = await rig.db.read(lambda s: s.conn.execute(
             "SELECT COUNT(*) FROM locker_history WHERE bank = ?", (BANK,)).fetchone()[0])
         assert hist >= 20
