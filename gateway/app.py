@@ -78,6 +78,8 @@ class GatewayConfig:
     retention_audit_days: float = 365.0
     retention_alerts_days: float = 90.0
     retention_webhook_days: float = 30.0
+    retention_fitting_days: float = 365.0
+    retention_lockers_days: float = 365.0
     retention_batch_rows: int = 500
     retention_vacuum_pages: int = 500
     retention_interval_s: float = 3600.0
@@ -213,7 +215,8 @@ class Gateway:
         self.retention = Retention(self.db, RetentionPolicy(
             events_days=config.retention_events_days, commands_days=config.retention_commands_days,
             audit_days=config.retention_audit_days, alerts_days=config.retention_alerts_days,
-            webhook_days=config.retention_webhook_days, batch_rows=config.retention_batch_rows,
+            webhook_days=config.retention_webhook_days, fitting_days=config.retention_fitting_days,
+            lockers_days=config.retention_lockers_days, batch_rows=config.retention_batch_rows,
             vacuum_pages=config.retention_vacuum_pages, interval_s=config.retention_interval_s),
             clock, floors=[functools.partial(kind_floor, device_kinds=tuple(k.apps),
                                              cursor=k.event_cursor)

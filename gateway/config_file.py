@@ -116,6 +116,8 @@ SPEC: dict[str, dict[str, Key]] = {
         "audit_days": Key("retention_audit_days", "float", _non_negative),
         "alerts_days": Key("retention_alerts_days", "float", _non_negative),
         "webhook_deliveries_days": Key("retention_webhook_days", "float", _non_negative),
+        "fitting_days": Key("retention_fitting_days", "float", _non_negative),
+        "lockers_days": Key("retention_lockers_days", "float", _non_negative),
         "batch_rows": Key("retention_batch_rows", "int", _batch_rows),
         "vacuum_pages": Key("retention_vacuum_pages", "int", _positive),
         "interval_s": Key("retention_interval_s", "float", _positive),

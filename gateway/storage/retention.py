@@ -14,6 +14,12 @@ docs/configuration.md), each an age in days (0: kept forever):
 * `audit`: `t` older than `audit_days`;
 * `alerts`: resolved, `resolved_at` older than `alerts_days`; never an open or acked one;
 * `webhook_deliveries`: delivered, `delivered_at` older than `webhook_days`; never pending;
+* `fitting_*` (the fitting rooms' history: sessions with their try-ons, staff requests,
+  purchases, door counts): `fitting_days` after the session ended, the request was last
+  changed (only final ones whose dispatch is final: `pinned = 0`), the purchase or the door
+  count was made; never a session that is on;
+* `locker_history` (finished locker orders, their public record): `lockers_days` after the
+  order finished (live orders are never there);
 * `chain_outbox`: never (its rows leave when the central broker PUBACKs them);
 * `stream`: by count (`[database] stream_keep`, gateway/app.py), not here.
 
@@ -62,6 +68,8 @@ class RetentionPolicy:
     audit_days: float = 365.0
     alerts_days: float = 90.0
     webhook_days: float = 30.0
+    fitting_days: float = 365.0
+    lockers_days: float = 365.0
     batch_rows: int = 500           # rows looked at per transaction
     vacuum_pages: int = 500         # pages returned per incremental_vacuum step (4 KiB each)
     interval_s: float = 3600.0      # a pass this often (the first one a minute after start)
@@ -91,6 +99,17 @@ RULES: tuple[_Rule, ...] = (
     _Rule("alerts", "alerts_days", "created", "state = 'resolved' AND resolved_at < ?"),
     _Rule("webhook_deliveries", "webhook_days", "created",
           "status = 'delivered' AND delivered_at < ?"),
+    # the device kinds' history tables (gateway/kinds/*/__init__.py MIGRATIONS; a database
+    # without them, e.g. a kind's tables not created yet, is skipped): try-ons before their
+    # session, by its end (a session's start <= its end: the walk stops right)
+    _Rule("fitting_tryons", "fitting_days", "start",
+          'EXISTS (SELECT 1 FROM fitting_sessions s WHERE s.id = fitting_tryons.session '
+          'AND s."end" < ?)'),
+    _Rule("fitting_sessions", "fitting_days", "start", '"end" IS NOT NULL AND "end" < ?'),
+    _Rule("fitting_requests", "fitting_days", "created", "pinned = 0 AND updated < ?"),
+    _Rule("fitting_purchases", "fitting_days", "at", "at < ?"),
+    _Rule("fitting_footfall", "fitting_days", "at", "at < ?"),
+    _Rule("locker_history", "lockers_days", "closed", "closed < ?"),
 )
 
 
@@ -167,6 +186,10 @@ def kind_floor(store: Store, device_kinds: Sequence[str], cursor: Cursor) -> int
     return low
 
 
+def _tables(store: Store) -> set[str]:
+    return {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def _floor_tx(store: Store, floors: Sequence[Floor]) -> int | None:
     return event_floor(store, floors)
 
@@ -213,9 +236,10 @@ class Retention:
         report = RetentionReport()
         now = self.clock()
         p = self.policy
+        tables = await self.db.read(_tables)
         for rule in RULES:
             days: float = getattr(p, rule.days_field)
-            if days <= 0:
+            if days <= 0 or rule.table not in tables:
                 continue
             cutoff = now - int(days * DAY_MS)
             floor = await self.db.read(_floor_tx, self.floors) if rule.table == "events" else None

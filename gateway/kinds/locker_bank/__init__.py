@@ -40,6 +40,37 @@ def _errors() -> tuple[type[Exception], ...]:
     return (TextsError,)
 
 
+# the kind's own tables (gateway/storage/store.py migrate_kind: versioned per kind, appended
+# here). The bank row (`lockers`, core migration 3) keeps the bank: compartments, keypad, the
+# verifiers of the orders below and the service's bookkeeping, never an order list.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: orders as rows (issue 17): the live ones and those finished less than a day ago
+    #    (service.ARCHIVE_AFTER_S); then their public record goes to `locker_history`, without
+    #    the code's verifier. A bank row from before (orders inside) is split by the service on
+    #    its first load, in one transaction (LockersService.load).
+    """
+    CREATE TABLE locker_orders (
+        bank    TEXT NOT NULL,
+        id      TEXT NOT NULL,
+        data    TEXT NOT NULL,         -- JSON: core.Order (the code's MAC, never a plain code)
+        PRIMARY KEY (bank, id));
+    CREATE TABLE locker_history (
+        bank    TEXT NOT NULL,
+        id      TEXT NOT NULL,
+        state   TEXT NOT NULL,         -- collected | returned | cancelled
+        closed  INTEGER NOT NULL,      -- unix ms the order finished
+        data    TEXT NOT NULL,         -- JSON: service.public_order (no verifier, no code)
+        PRIMARY KEY (bank, id));
+    CREATE INDEX locker_history_closed ON locker_history (closed);
+    CREATE TABLE locker_ops (              -- idempotency keys of staff/order-system operations
+        bank    TEXT NOT NULL,             -- (the newest service.OPS_KEEP of a bank)
+        key     TEXT NOT NULL,
+        data    TEXT NOT NULL,             -- JSON: {"op", "result"} (public: no code, no MAC)
+        PRIMARY KEY (bank, key));
+    """,
+)
+
+
 def _event_cursor(store: Any) -> dict[str, int]:
     """Each bank's events.id applied up to (retention keeps what is above it)."""
     return {r[0]: r[1] for r in store.conn.execute("SELECT bank, cursor FROM lockers")}
@@ -52,6 +83,7 @@ KIND = DeviceKind(
     build=_build,
     settings=("locker_tick_s", "locker_reserve_s", "locker_pickup_window_s", "locker_keys_file",
               "screens_texts_file", "screens_language"),
+    migrations=MIGRATIONS,
     router=_router,
     stream_kind="locker",
     event_cursor=_event_cursor,
