@@ -100,8 +100,8 @@ def test_each_bank_gets_the_stores_words_at_start_and_again_after_a_birth(tmp_pa
         cmds = CommandService(db, dev.publish, tick_s=0.05)
         dev.db, dev.cmds = db, cmds
         svc = LockersService(db, cmds, keys={BANK: KEY}.get, texts=lambda b: locker_lines(fr.for_page(b)))
+        await svc.load()  # as the app does, before anything else (it creates the kind's tables)
         await svc.create_bank(BANK, [(1, "S"), (2, "M")])
-        await svc.load()
         tasks = [asyncio.get_running_loop().create_task(t) for t in (svc.run(), cmds.run())]
         try:
             await _until(lambda: svc.desired.shown(BANK) is not None, f"no texts shown: {dev.texts}")
