@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.devices import protocol
+from gateway.devices.cmdtrace import TRACE
 from gateway.devices.protocol import ProtocolError, Reply
 from gateway.http.redact import redact_args
 from gateway.storage.db import Database
@@ -94,6 +95,8 @@ def apply_reply(store: Store, reply: Reply, now: int) -> tuple[dict[str, Any] | 
     updated = store.update_command(reply.id, status=status, now=now, expect=(cmd["status"],),
                                    reason=reply.reason if final else None,
                                    result=reply.result if final else None)
+    if TRACE is not None and final:
+        TRACE.reply_applied(reply.id, reply.dev)
     if updated is not None:
         log.info("command status command=%s device=%s status=%s", reply.id, reply.dev, status)
     return updated, None
@@ -129,6 +132,8 @@ class CommandRejected(ValueError):
 
 def _submit_tx(store: Store, *, device: str, name: str, args: dict[str, Any], key: str,
                deadline: int, now: int, new_id: str) -> tuple[dict[str, Any], bool, bool]:
+    if TRACE is not None:
+        TRACE.mark(new_id, "submit_tx")
     with store.transaction():
         dev = store.get_device(device)
         if dev is None:
@@ -205,13 +210,17 @@ class CommandService:
         now = self.clock()
         deadline = now + max(1, round(timeout_s * 1000))
         new_id = "c-" + secrets.token_hex(8)
+        if TRACE is not None:
+            TRACE.mark(new_id, "submit")
         try:  # the device must be able to take it: check the envelope size now
             protocol.encode_cmd(device, new_id, name, args, deadline, now)
         except (ProtocolError, ValueError, TypeError) as exc:
             raise CommandRejected(f"command does not fit the protocol: {exc}") from None
-        cmd, created, online = await self.db.write_grouped(
+        cmd, created, online = await self.db.write_first(
             _submit_tx, device=device, name=name, args=args, key=idempotency_key,
             deadline=deadline, now=now, new_id=new_id)
+        if TRACE is not None:
+            TRACE.mark(new_id, "submit_ok")
         if created:
             log.info("command submitted command=%s device=%s name=%s deadline=%d online=%s",
                      cmd["id"], device, name, deadline, online)
@@ -219,7 +228,8 @@ class CommandService:
                 # deliver now, but do not hold the caller longer than `send_wait_s` if the
                 # broker is slow: the send goes on in the background, and ticks retry it
                 published = asyncio.get_running_loop().create_future()
-                send = asyncio.get_running_loop().create_task(self._send(cmd, published))
+                send = asyncio.get_running_loop().create_task(
+                    self._send(cmd, published, first=wait_send))
                 self._tasks.add(send)
                 send.add_done_callback(self._tasks.discard)
                 await asyncio.wait({send if wait_send else published}, timeout=self.send_wait_s)
@@ -244,7 +254,10 @@ class CommandService:
             if cmd is None or cmd["final"]:
                 return cmd
             try:
-                return await asyncio.wait_for(fut, timeout)
+                out = await asyncio.wait_for(fut, timeout)
+                if TRACE is not None:
+                    TRACE.finish(command_id)
+                return out
             except TimeoutError:
                 return await self.get(command_id)
         finally:
@@ -257,14 +270,18 @@ class CommandService:
     def notify(self, record: dict[str, Any]) -> None:
         """Called on the loop for every committed change of a command."""
         if record["final"]:
+            if TRACE is not None:
+                TRACE.mark(record["id"], "notify")
             for fut in self._waiters.get(record["id"], ()):
                 if not fut.done():
                     fut.set_result(record)
 
     # delivery
 
-    async def _send(self, cmd: dict[str, Any],
-                    published: asyncio.Future[None] | None = None) -> None:
+    async def _send(self, cmd: dict[str, Any], published: asyncio.Future[None] | None = None,
+                    first: bool = False) -> None:
+        """Publish `cmd`, then record the send; `first`: a caller waits for that record, so it
+        goes in the database's command lane (otherwise it shares the next ingest commit)."""
         cid = cmd["id"]
         now = self.clock()
         if cid in self._sending or now >= cmd["deadline"]:
@@ -274,7 +291,11 @@ class CommandService:
         try:
             payload = protocol.encode_cmd(cmd["device"], cid, cmd["name"], cmd["args"],
                                           cmd["deadline"], now)
+            if TRACE is not None:
+                TRACE.mark(cid, "publish")
             await self.publish(protocol.topic(cmd["device"], "cmd"), payload, qos=1, retain=False)
+            if TRACE is not None:
+                TRACE.mark(cid, "puback")
         except Exception as exc:  # noqa: BLE001 - any failure leaves it pending for the next tick
             self.publish_failures += 1
             log.warning("command publish failed command=%s device=%s error=%r", cid,
@@ -283,7 +304,8 @@ class CommandService:
         finally:
             self._sending.discard(cid)
             _resolve(published)
-        await self.db.write_grouped(_record_send, cid, self.clock())
+        write = self.db.write_first if first else self.db.write_grouped
+        await write(_record_send, cid, self.clock())
         log.debug("command sent command=%s device=%s", cid, cmd["device"])
 
     def _spawn_send(self, cmd: dict[str, Any]) -> None:

@@ -494,8 +494,11 @@ def apply_decoded(store: Store, decoded: list[tuple[str, Message]], rejections: 
 class IngestWorker:
     """Batch inbound messages into transactions; acknowledge after each commit.
 
-    Command replies take a priority lane: they go into the next batch ahead of queued events,
-    so a caller waiting for an outcome does not wait for the event backlog. While commands are
+    Command replies overtake events: a reply read while a batch is being written goes to a lane
+    of its own (a second task applies it at once, in the database's command lane,
+    `Database.write_first`), so a caller waiting for an outcome waits neither for the event
+    backlog nor for the batch in progress; a reply read while no batch is being written goes
+    first into the next batch (the priority lane), which starts at once. While commands are
     in progress (`expedite`), batches are kept small (`urgent_batch_max`): the writer thread is
     shared, and every step of a command (submit, record the send, apply the reply) waits for
     the batch in progress.
@@ -528,6 +531,10 @@ class IngestWorker:
         self.clock = clock
         self.queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(queue_max)
         self.priority: deque[tuple[str, bytes]] = deque()
+        self._replies: deque[tuple[str, bytes]] = deque()  # the reply lane (`_run_replies`)
+        self._reply_wake = asyncio.Event()
+        self._reply_busy = False
+        self._writing = False  # a batch of the main lane is being written
         self.ack_failures = 0
         self.batches = 0
         self._urgent_until = 0.0
@@ -556,6 +563,10 @@ class IngestWorker:
         """Queue one message (waits when the queue is full: backpressure on the bus)."""
         self._idle.clear()
         if topic.endswith("/reply"):
+            if self._writing:  # the main lane is busy: the reply lane
+                self._replies.append((topic, payload))
+                self._reply_wake.set()
+                return
             self.priority.append((topic, payload))
             self._end_linger()
             try:
@@ -582,9 +593,11 @@ class IngestWorker:
         return True
 
     async def run(self) -> None:
+        replies = asyncio.get_running_loop().create_task(self._run_replies())
         try:
             await self._run()
         finally:  # cancelled (shutdown, after `drained`): what is still unsent stays unacked
+            replies.cancel()
             for task in list(self._sending):
                 task.cancel()
             if self._flush_timer is not None:
@@ -614,6 +627,7 @@ class IngestWorker:
                     if self._arrivals:
                         arrivals.append(self._arrivals.popleft())
             if batch:
+                self._writing = True
                 try:
                     await self._process(batch)
                     if self.on_processed is not None:
@@ -622,8 +636,33 @@ class IngestWorker:
                     raise
                 except Exception:  # the device re-sends what we did not acknowledge
                     log.exception("ingest batch failed size=%d; not acknowledged", len(batch))
-            if self.queue.empty() and not self.priority:
-                self._idle.set()
+                finally:
+                    self._writing = False
+            self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if (self.queue.empty() and not self.priority and not self._replies
+                and not self._reply_busy):
+            self._idle.set()
+
+    async def _run_replies(self) -> None:
+        """The reply lane: every reply read so far, in one command-lane write, at once."""
+        while True:
+            await self._reply_wake.wait()
+            self._reply_wake.clear()
+            while self._replies:
+                batch = list(self._replies)
+                self._replies.clear()
+                self._reply_busy = True
+                try:
+                    await self._process(batch, lane=True)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the command is sent again, the device answers it again
+                    log.exception("reply batch failed size=%d", len(batch))
+                finally:
+                    self._reply_busy = False
+            self._maybe_idle()
 
     async def _maybe_linger(self) -> None:
         """Wait up to `linger_s` for more messages if the batch would be tiny and no reply
@@ -639,12 +678,12 @@ class IngestWorker:
             timer.cancel()
             self._linger = None
 
-    async def _process(self, batch: list[tuple[str, bytes]]) -> None:
+    async def _process(self, batch: list[tuple[str, bytes]], lane: bool = False) -> None:
         # validate on the loop: the writer thread (the serial stage) only applies
         samples: dict[str, str] = {}
         decoded, rejections = decode_batch(batch, samples)
-        eff = await self.db.write_grouped(apply_decoded, decoded, rejections, len(batch),
-                                          self.clock())
+        write = self.db.write_first if lane else self.db.write_grouped  # lane: replies
+        eff = await write(apply_decoded, decoded, rejections, len(batch), self.clock())
         self.batches += 1
         if eff.rejections:
             self._log_rejections(eff, samples)

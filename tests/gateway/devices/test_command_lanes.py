@@ -1,0 +1,109 @@
+"""Replies overtake event batches in the ingest (`IngestWorker`'s reply lane): a device's
+answer read while an event batch waits for the writer is committed before that batch, so the
+caller waiting for the outcome does not wait for the batch. Order only, on a real SQLite file."""
+import asyncio
+import threading
+
+from gateway.devices.commands import CommandService
+from gateway.devices.ingest import IngestWorker
+from gateway.storage.db import Database
+from tests.support.e2e import until
+from tests.support.envelopes import NOW, birth, evt, reply
+
+
+def _hold(store, gate):
+    assert gate.wait(30), "the test never opened the gate"
+
+
+def _command(store):
+    with store.transaction():
+        store.insert_command(id="c-1", device="pad-1", name="blink", args={}, idem_key="k-1",
+                             deadline=NOW + 60_000, now=NOW)
+
+
+def test_a_reply_read_while_an_event_batch_waits_for_the_writer_is_committed_first(tmp_path):
+    commits: list[tuple[str, object]] = []
+    acks: list[int] = []
+
+    def on_commit(items):
+        commits.extend((i.kind, i.data.get("status") if i.kind == "command" else
+                        i.data.get("seq")) for i in items if i.kind in ("command", "event"))
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        acks.append(len(acks))
+
+    async def main():
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
+            w = IngestWorker(db, publish, batch_max=2048)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                await db.write(_command)
+                commits.clear()
+                gate = threading.Event()
+                held = asyncio.ensure_future(db.write(_hold, gate))  # the writer is busy
+                await asyncio.sleep(0.05)
+                await w.put(*evt(1))
+                await w.put(*evt(2))
+                await until(lambda: db._queue, "the event batch to wait for the writer")
+                await w.put(*reply("c-1", "done"))
+                for _ in range(20):  # let the reply go as far as it can
+                    await asyncio.sleep(0)
+                gate.set()
+                await held
+                await until(lambda: len(commits) == 3, "the events and the reply committed")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        assert commits[0] == ("command", "done"), commits  # before the batch queued earlier
+        assert sorted(c[1] for c in commits[1:]) == [1, 2]
+
+    asyncio.run(main())
+
+
+def test_a_command_submitted_while_event_batches_wait_for_the_writer_is_stored_first(tmp_path):
+    """`CommandService.submit` writes in the command lane: its record commits before the event
+    batches queued ahead of it (a command is still stored before it is published)."""
+    commits: list[list[str]] = []
+    published: list[str] = []
+
+    def on_commit(items):
+        commits.append([i.kind for i in items if i.kind in ("command", "event")])
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        if topic.endswith("/cmd"):  # published only once its record is committed
+            published.append(topic)
+            assert any("command" in c for c in commits), "published before it was stored"
+
+    async def main():
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
+            w = IngestWorker(db, publish, batch_max=2048)
+            commands = CommandService(db, publish, clock=lambda: NOW)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                commits.clear()
+                gate = threading.Event()
+                held = asyncio.ensure_future(db.write(_hold, gate))
+                await asyncio.sleep(0.05)
+                await w.put(*evt(1))
+                await until(lambda: db._queue, "the event batch to wait for the writer")
+                submit = asyncio.ensure_future(commands.submit("pad-1", "blink", {}, "k-2", 60.0,
+                                                               wait_send=False))
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                gate.set()
+                await held
+                _cmd, created = await asyncio.wait_for(submit, 30)
+                await until(lambda: any("event" in c for c in commits), "the event batch committed")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        assert created and published == ["pe/1/pad-1/cmd"]
+        first_event = next(n for n, c in enumerate(commits) if "event" in c)
+        first_command = next(n for n, c in enumerate(commits) if "command" in c)
+        assert first_command < first_event, commits  # its own commit, ahead of the batch
+
+    asyncio.run(main())
