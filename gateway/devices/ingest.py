@@ -508,14 +508,17 @@ class IngestWorker:
     a moderate load makes fewer, larger commits (less per-commit CPU and fewer fsyncs for a
     little more event latency; docs/benchmarks.md). A reply or `linger_below` queued messages
     end the wait at once. Command writes do not wait for it: they go to the writer thread
-    directly, which is idle while the ingest lingers."""
+    directly, which is idle while the ingest lingers. A message alone (none in the `alone_s`
+    before it, default 4 × `linger_s`) does not linger: no companion is likely to come, and a
+    device that waits for the gateway's reaction to it (a tube eye, a locker door) would only
+    wait longer."""
 
     def __init__(self, db: Database, publish: Publisher, *,
                  on_birth: Callable[[str], Any] | None = None, batch_max: int = 256,
                  linger_s: float = 0.0, queue_max: int = 10_000,
                  rebirth_interval_s: float = 2.0, urgent_batch_max: int = 64,
                  linger_below: int = 32, acks_in_flight_max: int = 8192,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 alone_s: float | None = None, clock: Callable[[], int] = now_ms) -> None:
         self.db = db
         self.publish = publish
         self.on_birth = on_birth
@@ -523,6 +526,9 @@ class IngestWorker:
         self.urgent_batch_max = max(1, min(urgent_batch_max, self.batch_max))
         self.linger_s = linger_s
         self.linger_below = max(1, linger_below)
+        self.alone_s = 4 * linger_s if alone_s is None else alone_s
+        self._last_arrival: float | None = None
+        self._gap: float | None = None  # between the last two messages queued
         self._linger: asyncio.Future[None] | None = None  # set while lingering
         # acks/rebirths published, PUBACK not yet in: the next batch does not wait for them
         self._sending: set[asyncio.Task[Any]] = set()
@@ -575,7 +581,10 @@ class IngestWorker:
                 pass  # not waiting then
             return
         await self.queue.put((topic, payload))
-        self._arrivals.append(time.monotonic())  # same step as the put: order matches
+        now = time.monotonic()
+        self._arrivals.append(now)  # same step as the put: order matches
+        self._gap = None if self._last_arrival is None else now - self._last_arrival
+        self._last_arrival = now
         if self._linger is not None and self.queue.qsize() >= self.linger_below:
             self._end_linger()
 
@@ -669,6 +678,8 @@ class IngestWorker:
         waits (see the class docstring)."""
         if len(self.priority) > 1 or self.queue.qsize() + 1 >= self.linger_below:
             return
+        if self.queue.empty() and self._gap is not None and self._gap > self.alone_s:
+            return  # alone
         loop = asyncio.get_running_loop()
         self._linger = fut = loop.create_future()
         timer = loop.call_later(self.linger_s, self._end_linger)

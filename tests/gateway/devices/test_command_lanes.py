@@ -107,3 +107,34 @@ def test_a_command_submitted_while_event_batches_wait_for_the_writer_is_stored_f
         assert first_command < first_event, commits  # its own commit, ahead of the batch
 
     asyncio.run(main())
+
+
+def test_an_event_alone_after_a_quiet_spell_does_not_linger(tmp_path):
+    """The linger gathers a moderate load's events into fewer commits; a message with none in
+    the `alone_s` before it has no companion coming, and a device waiting for the gateway's
+    reaction to it (a tube eye) would only wait: it is written at once. No timing is
+    asserted: a linger far longer than the test ends only by the rules."""
+    acks: list[int] = []
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        acks.append(len(acks))
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            w = IngestWorker(db, publish, batch_max=2048, linger_s=3600, linger_below=2,
+                             alone_s=0.2)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())  # the first message: nothing known before it, lingers
+                await until(lambda: w._linger is not None, "the worker to linger")
+                await w.put(*evt(1))
+                await w.put(*evt(2))  # 2 queued: the linger ends, one batch of three
+                await until(lambda: w.batches == 1, "the first batch")
+                await asyncio.sleep(0.3)  # quiet for longer than alone_s
+                await w.put(*evt(3))
+                await until(lambda: w.batches == 2, "the lone event written without lingering")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
