@@ -13,8 +13,13 @@ command after the other, timing each call from request to the final response (`s
 200 devices (`--bg-devices`) at each of `--levels` (total events/s offered; `0` = no background
 load; `saturate` = every device keeps its 16-event window full, the ingest benchmark's load).
 
-Prints one `command rtt` line per level (p50/p99/max in ms, the gateway-side share from the
-command record, the background events/s actually acknowledged) and the goal (p99 < 25 ms).
+Prints one `command rtt` line per level (p50/p95/p99/max in ms, the gateway-side share from
+the command record, the background events/s actually acknowledged) and the goal (p99 < 25 ms).
+Under each level, where the time went: the gateway runs with `PHYGITAL_COMMAND_TRACE` (a file:
+gateway/devices/cmdtrace.py writes each command's stage times), and the benchmark prints p50 /
+p99 per stage (HTTP in, writer queue, submit commit, publish, broker+device, reply queue, reply
+commit, wake, HTTP out) and each stage's share of the 10 slowest commands' time. A gateway
+without the trace (an older tree through `--gateway-root`) gets no breakdown.
 Exits 1 if a command did not end `done` or the background load lost an event.
 """
 from __future__ import annotations

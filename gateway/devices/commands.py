@@ -243,29 +243,40 @@ class CommandService:
         return None if cmd is None else public_command(cmd)
 
     async def wait(self, command_id: str, timeout: float) -> dict[str, Any] | None:
-        """The record once it is final, or as it is after `timeout` seconds."""
-        cmd = await self.get(command_id)
-        if cmd is None or cmd["final"]:
-            return cmd
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        """The record once it is final, or as it is after `timeout` seconds.
+
+        The waiter is registered before the record is read, and the read races the outcome:
+        a reply committed meanwhile wakes the caller at once, whatever the reader thread
+        (shared with the services' reads) is busy with."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._waiters.setdefault(command_id, set()).add(fut)
+        read: asyncio.Future[dict[str, Any] | None] = loop.create_task(self.get(command_id))
+        deadline = loop.time() + timeout
         try:
-            cmd = await self.get(command_id)  # it may have become final before we registered
-            if cmd is None or cmd["final"]:
-                return cmd
-            try:
-                out = await asyncio.wait_for(fut, timeout)
-                if TRACE is not None:
-                    TRACE.finish(command_id)
-                return out
-            except TimeoutError:
-                return await self.get(command_id)
+            waiting: set[asyncio.Future[Any]] = {read, fut}
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not fut.done() and read.done():
+                cmd = read.result()
+                if cmd is None or cmd["final"]:  # unknown, or final before we registered
+                    return self._traced(command_id, cmd)
+                await asyncio.wait({fut}, timeout=max(0.0, deadline - loop.time()))
+            if fut.done():
+                return self._traced(command_id, fut.result())
+            return await self.get(command_id)  # timed out: as it is now
         finally:
+            read.cancel()
             waiters = self._waiters.get(command_id)
             if waiters is not None:
                 waiters.discard(fut)
                 if not waiters:
                     del self._waiters[command_id]
+
+    @staticmethod
+    def _traced(command_id: str, cmd: dict[str, Any] | None) -> dict[str, Any] | None:
+        if TRACE is not None and cmd is not None:
+            TRACE.finish(command_id)
+        return cmd
 
     def notify(self, record: dict[str, Any]) -> None:
         """Called on the loop for every committed change of a command."""

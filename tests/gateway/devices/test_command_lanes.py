@@ -138,3 +138,43 @@ def test_an_event_alone_after_a_quiet_spell_does_not_linger(tmp_path):
                 await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_a_caller_waiting_for_an_outcome_is_woken_by_its_commit_while_the_reader_is_busy(tmp_path):
+    """`CommandService.wait` registers before it reads, and the read races the outcome: the
+    reader thread (shared with the services' reads) being busy does not hold the caller once
+    the reply has committed."""
+    holder: dict[str, CommandService] = {}
+
+    def on_commit(items):
+        for item in items:
+            if item.kind == "command":
+                holder["commands"].notify(item.data)
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        pass
+
+    async def main():
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
+            w = IngestWorker(db, publish, batch_max=2048)
+            commands = holder["commands"] = CommandService(db, publish, clock=lambda: NOW)
+            task = asyncio.create_task(w.run())
+            gate = threading.Event()
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                cmd, _ = await commands.submit("pad-1", "blink", {}, "k-3", 60.0, wait_send=False)
+                held = asyncio.ensure_future(db.read(_hold, gate))  # the reader is busy
+                waiting = asyncio.ensure_future(commands.wait(cmd["id"], 60.0))
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                await w.put(*reply(cmd["id"], "done"))
+                outcome = await asyncio.wait_for(asyncio.shield(waiting), 30)
+                assert not held.done()  # woken while the reader was still busy
+                assert outcome is not None and outcome["status"] == "done" and outcome["final"]
+            finally:
+                gate.set()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
