@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
           f"events/batch)")
     print(f"  gateway phase {gen['cpu']}")
     if not a.skip_raw:
-        print(f"ratio: {rate / raw if raw else float('nan'):.2f}  (goal >= 0.5)")
+        print(f"ratio: {rate / raw if raw else float('nan'):.2f}  (goal >= 0.6, issue 18)")
     print(f"latency publish->persisted (ack) ms: p50 {lat.get('p50', float('nan')):.1f}  "
           f"p99 {lat.get('p99', float('nan')):.1f}  max {lat.get('max', float('nan')):.1f}  "
           f"(n={lat.get('n', 0)})")

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 import uvicorn
 
+from gateway.aisle.service import AisleService
 from gateway.analytics.service import AnalyticsService
 from gateway.devices.alerts import AlertsService
 from gateway.devices.cmdtrace import TRACE
@@ -107,6 +108,10 @@ class GatewayConfig:
     tube_network: Path | None = None      # tube network file (None: boards/tube/store-demo.json)
     tube_tick_s: float = 0.5              # tube arbiter: longest sleep between ticks
     fitting_tube_station: str | None = None  # sizes by tube to this station; None: "fitting-rooms" if any, "off": never
+    aisle_stations: tuple[str, ...] = ()  # endless aisle: "<device>=<tube station>" nearest each screen
+    aisle_backoff_min_s: float = 1.0      # endless aisle outbox: first retry after ~this, doubling ...
+    aisle_backoff_max_s: float = 300.0    # ... up to this (jittered)
+    aisle_max_attempts: int = 8           # ... then the message is `failed` (staff see it)
     mqtt_user: str | None = None          # broker credentials (tools/provision.py gateway.json)
     mqtt_password: str | None = None
     mqtt_ca: str | None = None            # store CA file: connect with TLS, verify the broker
@@ -183,7 +188,18 @@ class Gateway:
         self.analytics = AnalyticsService(
             self.db, clock, attribute=fitting.purchases if fitting is not None else None,
             door_count=fitting.door_count if fitting is not None else None,
-            entries={k.name: k.entries for k in self.kinds if k.entries is not None})
+            entries={k.name: k.entries for k in self.kinds if k.entries is not None},
+            # the chain on: hour reports of the funnel for head office (docs/chain.md)
+            report_hours=config.store_id is not None and "analytics" in config.chain_kinds)
+        # the endless aisle (gateway/aisle/): the tube, the lockers and the fitting rooms' stock
+        # and tube station, handed over (it is a tier, not a kind)
+        self.aisle = AisleService(
+            self.db, clock, stock=lambda: getattr(fitting, "stock", None),
+            tube=self.services.get("tube"), lockers=self.services.get("lockers"),
+            fitting_station=getattr(getattr(fitting, "dispatcher", None), "station", None),
+            stations=dict(s.split("=", 1) for s in config.aisle_stations),
+            backoff=(config.aisle_backoff_min_s, config.aisle_backoff_max_s),
+            max_attempts=config.aisle_max_attempts, language=config.screens_language)
         # an event a kind has not applied yet is never pruned (DeviceKind.event_cursor)
         self.retention = Retention(self.db, RetentionPolicy(
             events_days=config.retention_events_days, commands_days=config.retention_commands_days,
@@ -217,6 +233,7 @@ class Gateway:
             for service in self.services.values():
                 await service.load()
             await self.ota.load()
+            await self.aisle.load()
             self.broadcaster.last_id = await self.db.read(Store.last_stream_id)
             await self.webhooks.start()  # before ingest: the outbox hooks see every item
             if self.chain is not None:
@@ -234,6 +251,7 @@ class Gateway:
         self._spawn("alerts", self.alerts.run())
         self._spawn("ota", self.ota.run())
         self._spawn("analytics", self.analytics.run())
+        self._spawn("aisle", self.aisle.run())
         self._spawn("housekeeping", self._housekeeping())
         self._spawn("retention", self.retention.run())
         if self.liveness is not None:
@@ -257,6 +275,7 @@ class Gateway:
         await self._cancel("alerts")
         await self._cancel("ota")
         await self._cancel("analytics")
+        await self._cancel("aisle")
         await self._cancel("housekeeping")
         await self._cancel("retention")
         await self._cancel("liveness")
@@ -351,6 +370,7 @@ class Gateway:
                     service.on_commit_item(item.kind, item.data)
             self.alerts.on_commit_item(item.kind, item.data)
             self.ota.on_commit_item(item.kind, item.data)
+            self.aisle.on_commit_item(item.kind, item.data)
 
     async def _on_birth(self, device: str) -> None:
         await self.commands.on_birth(device)

@@ -68,6 +68,12 @@ def _http_url(v: Any) -> str | None:
                            f"https://central.example:8443, got {v[:80]!r}"
 
 
+def _stations(v: Any) -> str | None:
+    bad = [x for x in v if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}=[A-Za-z0-9._-]{1,64}", x)]
+    return f"each entry is \"<device>=<tube station>\", e.g. \"pad-1=floor-womens\"; got {bad}" \
+        if bad else None
+
+
 def _kinds(v: Any) -> str | None:
     bad = [k for k in v if k not in DEFAULT_KINDS]
     return None if not bad else f"unknown kind(s) {bad}; choose from {', '.join(DEFAULT_KINDS)}"
@@ -131,6 +137,12 @@ SPEC: dict[str, dict[str, Key]] = {
         "dedupe_max": Key("coap_dedupe_max", "int", _positive),
         "keys_file": Key("coap_keys_file", "path"),
         "allow_unauthenticated": Key("coap_allow_unauthenticated", "bool"),
+    },
+    "aisle": {  # the endless aisle (gateway/aisle/, docs/endless-aisle.md)
+        "stations": Key("aisle_stations", "list", _stations),
+        "backoff_min_s": Key("aisle_backoff_min_s", "float", _positive),
+        "backoff_max_s": Key("aisle_backoff_max_s", "float", _positive),
+        "max_attempts": Key("aisle_max_attempts", "int", _positive),
     },
     "webhooks": {
         "backoff_min_s": Key("webhook_backoff_min_s", "float", _positive),

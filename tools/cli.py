@@ -50,7 +50,9 @@ async def _customer(store, samples: list[str], stop: asyncio.Event, rng: random.
 
 
 async def demo(args: argparse.Namespace) -> int:
+    from gateway.aisle.demo import aisle_day
     from gateway.app import Gateway, GatewayConfig
+    from gateway.http.auth import create_token
     from gateway.kinds.fitting_room.demo import DEMO_STOCK, fitting_customer
     from gateway.kinds.locker_bank.demo import locker_day
     from gateway.kinds.tube.demo import DEMO_TUBE, tube_day
@@ -79,10 +81,17 @@ async def demo(args: argparse.Namespace) -> int:
         from gateway.kinds.locker_bank.keys import ensure_key
         for bank_id in ("lk-1",):  # the demo's bank has its code key before the gateway starts
             ensure_key(workdir / "locker-keys.json", bank_id)
+        chain: dict = {}
+        if args.central_url:   # other stores' stock from head office (docs/chain.md)
+            chain = {"store_id": args.store_id, "chain_central_url": args.central_url,
+                     "chain_central_token_file": Path(args.central_token_file)}
+            print(f"chain: store {args.store_id}; other stores' stock from head office at "
+                  f"{args.central_url}")
         config = GatewayConfig(broker_host=host, broker_port=port, db_path=workdir / "gateway.db",
                                http_host=http_host, http_port=http_port, samples_file=DEMO_SAMPLES,
                                stock_file=DEMO_STOCK, tube_network=DEMO_TUBE,
-                               locker_keys_file=workdir / "locker-keys.json")
+                               locker_keys_file=workdir / "locker-keys.json",
+                               aisle_stations=("pad-1=floor-womens",), **chain)  # docs/endless-aisle.md
         gw = await stack.enter_async_context(Gateway(config))
         gw_task = asyncio.create_task(gw.run())
         stack.push_async_callback(_cancel, gw_task)
@@ -113,6 +122,7 @@ a fitting room, a locker bank and a tube line (stockroom, womenswear till, fitti
   sample kiosk:      {base}/kiosk/pad-1     (a kiosk per pad; customers come and go on their own)
   locker bank:       {base}/lockers/lk-1
   tube line:         {base}/tube/line    (dispatches: {base}/tube/dispatches)
+  endless aisle:     {base}/aisle/orders (the kiosk's "Not here? Ask for it"; staff: {base}/aisle/outbox)
   send a command:    curl -X POST {base}/devices/pad-1/commands -H 'content-type: application/json' \\
                        -d '{{"name":"blink","args":{{"times":3}},"idempotency_key":"try-1"}}'
 Ctrl-C stops everything.
@@ -129,6 +139,11 @@ Ctrl-C stops everything.
         stack.push_async_callback(_cancel, lockers)
         tubes = asyncio.create_task(tube_day(tube, base, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, tubes)
+        # the endless aisle's customer holds a `customer` token: that and nothing else
+        customer_token = await gw.db.write(lambda st: create_token(st.conn, "demo-customer", ["aisle"]))
+        aisle = asyncio.create_task(aisle_day(gw.aisle.sender, bank, base, customer_token, stop,
+                                              random.Random(args.seed)))
+        stack.push_async_callback(_cancel, aisle)
         if args.duration:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.duration)
@@ -158,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--workdir", default="var/demo", help="where the demo keeps its database and device flash")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--seed", type=int, default=None, help="seed for the scripted customer")
+    d.add_argument("--central-url", default=None,
+                   help="head office (phygital central --http): the mirror's and kiosk's other "
+                        "stores' stock comes from there (docs/chain.md); needs "
+                        "--central-token-file")
+    d.add_argument("--central-token-file", default=None,
+                   help="file holding head office's bearer token")
+    d.add_argument("--store-id", default="store-demo",
+                   help="this store's id in the chain, with --central-url (default store-demo)")
     sub.add_parser("gateway", help="run the gateway (see `phygital gateway --help`)", add_help=False)
     sub.add_parser("lockers", help="staff operations on locker banks (see `phygital lockers --help`)",
                    add_help=False)
@@ -207,6 +230,20 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.pads < 1:
         ap.error("--pads must be at least 1")
+    if args.central_url:
+        from gateway.integrations.chain import check_store_id
+        if not args.central_url.startswith(("http://", "https://")):
+            ap.error(f"--central-url {args.central_url!r}: give http(s)://host:port of "
+                     "phygital central --http")
+        if not args.central_token_file or not Path(args.central_token_file).is_file():
+            ap.error("--central-url needs --central-token-file: a file holding head office's "
+                     "token (phygital central --http-token-file)")
+        try:
+            check_store_id(args.store_id)
+        except ValueError as exc:
+            ap.error(f"--store-id: {exc}")
+    elif args.central_token_file:
+        ap.error("--central-token-file goes with --central-url")
     return asyncio.run(demo(args))
 
 

@@ -189,7 +189,7 @@ def _refused(exc: LedgerError) -> JSONResponse:
     return JSONResponse(status_code=422, content=content)
 
 
-def _range(start: int | None, end: int | None, now: int, max_days: int = MAX_SPAN_DAYS
+def hour_range(start: int | None, end: int | None, now: int, max_days: int = MAX_SPAN_DAYS
            ) -> tuple[int, int]:
     """Whole hours, start < end, at most `max_days`; default: the 24 hours up to the next
     whole hour."""
@@ -284,7 +284,7 @@ def router(an: AnalyticsService) -> APIRouter:
                                                           "step of the funnel")) -> Any:
         """Entries → sample-pad placements (and dwell) → fitting-room sessions → purchases,
         per hour or day, with totals and each step's share of entries."""
-        s, e = _range(start, end, an.clock(), MAX_HOURLY_DAYS if bucket == "hour" else MAX_SPAN_DAYS)
+        s, e = hour_range(start, end, an.clock(), MAX_HOURLY_DAYS if bucket == "hour" else MAX_SPAN_DAYS)
         data = await an.figure("funnel", s, e, bucket=bucket)
         return _answer("steps" if rows == "steps" else "funnel", data, format)
 
@@ -296,7 +296,7 @@ def router(an: AnalyticsService) -> APIRouter:
                                  limit: int = Query(50, ge=1, le=1000),
                                  format: Literal["json", "csv"] = Format) -> Any:
         """Per product: placed on a pad, tried on, bought, and the conversions."""
-        s, e = _range(start, end, an.clock())
+        s, e = hour_range(start, end, an.clock())
         return _answer("products", await an.figure("products", s, e, sort=sort, limit=limit),
                        format)
 
@@ -305,21 +305,21 @@ def router(an: AnalyticsService) -> APIRouter:
                                 format: Literal["json", "csv"] = Format) -> Any:
         """Per device: minutes online, out of service (a critical alert open on it) and
         available (online and in service)."""
-        s, e = _range(start, end, an.clock())
+        s, e = hour_range(start, end, an.clock())
         return _answer("devices", await an.figure("devices", s, e), format)
 
     @r.get("/analytics/tube", response_model=TubeOut, responses=CSV, tags=["analytics"])
     async def analytics_tube(start: int | None = Start, end: int | None = End,
                              format: Literal["json", "csv"] = Format) -> Any:
         """Tube: request-to-delivery percentiles of the deliveries in the range."""
-        s, e = _range(start, end, an.clock())
+        s, e = hour_range(start, end, an.clock())
         return _answer("tube", await an.figure("tube", s, e), format)
 
     @r.get("/analytics/lockers", response_model=LockersOut, responses=CSV, tags=["analytics"])
     async def analytics_lockers(start: int | None = Start, end: int | None = End,
                                 format: Literal["json", "csv"] = Format) -> Any:
         """Lockers: orders loaded, collected, expired; loaded-to-collected dwell; expiry rate."""
-        s, e = _range(start, end, an.clock())
+        s, e = hour_range(start, end, an.clock())
         return _answer("lockers", await an.figure("lockers", s, e), format)
 
     @r.get("/analytics/charts/{chart}.svg", tags=["analytics"], response_class=Response,
@@ -333,7 +333,7 @@ def router(an: AnalyticsService) -> APIRouter:
         if chart not in charts.CHARTS:
             raise HTTPException(404, f"no chart {chart!r}: one of {', '.join(charts.CHARTS)}")
         max_days = MAX_HOURLY_DAYS if chart == "hourly" and bucket == "hour" else MAX_SPAN_DAYS
-        s, e = _range(start, end, an.clock(), max_days)
+        s, e = hour_range(start, end, an.clock(), max_days)
         if chart in ("hourly", "funnel"):
             svg = getattr(charts, chart)(await an.figure("funnel", s, e, bucket=bucket))
         elif chart == "products":

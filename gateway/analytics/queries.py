@@ -10,9 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gateway.analytics.rollup import DAY, DEVICE_COLS, HOUR, HOUR_COLS, PRODUCT_COLS, ceil_month, floor_month
+from gateway.analytics.rollup import (
+    DAY,
+    DEVICE_COLS,
+    FUNNEL_REPORT_COLS,
+    HOUR,
+    PRODUCT_COLS,
+    ceil_month,
+    floor_month,
+)
 from gateway.storage.store import Store
 
 FUNNEL_COLS = ("entries", "placements", "pad_dwell_ms", "sessions", "try_ons", "purchases",
@@ -64,18 +73,27 @@ def _summed(store: Store, table: str, key: str, cols: tuple[str, ...], start: in
 
 def funnel(store: Store, start: int, end: int, bucket: str) -> dict[str, Any]:
     size = HOUR if bucket == "hour" else DAY
+    # summed per bucket in SQL: a year by day hands 365 rows to Python, not 8,760 hour rows
+    rows = store.conn.execute(
+        f"SELECT (hour - ?) / ? AS b, {', '.join(f'SUM({c})' for c in FUNNEL_REPORT_COLS)} "
+        "FROM an_hour WHERE hour >= ? AND hour < ? GROUP BY b", (start, size, start, end))
+    return assemble_funnel(start, end, bucket, rows)
+
+
+def assemble_funnel(start: int, end: int, bucket: str, rows: Iterable[Sequence[int]]
+                    ) -> dict[str, Any]:
+    """The funnel answer from per-bucket sums: `rows` are (bucket index, *FUNNEL_REPORT_COLS).
+    The store's `GET /analytics/funnel` and head office's chain-wide `GET /funnel`."""
+    size = HOUR if bucket == "hour" else DAY
     n = -(-(end - start) // size)
     buckets = [{"t": start + i * size, **dict.fromkeys(FUNNEL_COLS, 0)} for i in range(n)]
-    total = dict.fromkeys(HOUR_COLS, 0)
-    # summed per bucket in SQL: a year by day hands 365 rows to Python, not 8,760 hour rows
-    for row in store.conn.execute(
-            f"SELECT (hour - ?) / ? AS b, {', '.join(f'SUM({c})' for c in HOUR_COLS)} FROM an_hour "
-            "WHERE hour >= ? AND hour < ? GROUP BY b", (start, size, start, end)):
-        b = buckets[row[0]]
-        for c, v in zip(HOUR_COLS, row[1:]):
-            total[c] += v
+    total = dict.fromkeys(FUNNEL_REPORT_COLS, 0)
+    for row in rows:
+        b = buckets[int(row[0])]
+        for c, v in zip(FUNNEL_REPORT_COLS, row[1:]):
+            total[c] += int(v)
             if c in b:
-                b[c] += v
+                b[c] += int(v)
     e = total["entries"]
     steps = [{"step": s, "count": total[c], "of_entries": rate(total[c], e)}
              for s, c in (("entries", "entries"), ("pad placements", "placements"),

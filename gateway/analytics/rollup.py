@@ -39,6 +39,10 @@ HOUR_COLS = ("entries", "placements", "pad_lifts", "pad_dwell_ms", "sessions", "
              "purchases", "units", "lk_loaded", "lk_collected", "lk_ontime", "lk_expired",
              "lk_dwell_ms", "tube_delivered")
 PRODUCT_COLS = ("placed", "pad_dwell_ms", "tried", "bought")
+#: what an hour report to head office carries (the funnel's columns of an_hour)
+FUNNEL_REPORT_COLS = ("entries", "placements", "pad_lifts", "pad_dwell_ms", "sessions",
+                      "try_ons", "purchases", "units")
+REPORT_KIND = "analytics"     # the stream (and chain) kind of an hour report
 DEVICE_COLS = ("online_ms", "oos_ms", "available_ms")
 
 
@@ -199,7 +203,7 @@ class _Fold:
 
     def event(self, e: dict[str, Any]) -> None:
         etype = e.get("type")
-        if etype not in ("tag.placed", "tag.removed") or self._kind(str(e.get("device"))) != "sample-pad":
+        if etype not in FOLDED_EVENTS or self._kind(str(e.get("device"))) != "sample-pad":
             return
         raw = e.get("body")
         body: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -299,16 +303,45 @@ def cursor(store: Store) -> int:
     return int(row[0]) if row else 0
 
 
+#: the event types `_Fold.event` counts (every other event is skipped without decoding it)
+FOLDED_EVENTS = ("tag.placed", "tag.removed")
+_FOLDED_EVENTS_SQL = ", ".join(f"'{t}'" for t in FOLDED_EVENTS)
+
+
 def fold_tx(store: Store, limit: int = PAGE) -> int:
     """Writer thread: fold the stream items after the cursor (at most `limit`) and move the
     cursor, in one transaction. Returns how many items it read."""
     with store.transaction():
         after = cursor(store)
-        rows = store.conn.execute("SELECT id, kind, data FROM stream WHERE id > ? ORDER BY id "
-                                  "LIMIT ?", (after, limit)).fetchall()
+        # every item of the page is looked at (the cursor moves past all of them), but only
+        # the ones the fold counts are decoded: the events of other types (almost all of a
+        # busy store's traffic) are left out in SQL, which saved ~15 % of the gateway's CPU at
+        # saturated ingest (issue 18; `_Fold.event` ignores them anyway)
+        rows = store.conn.execute(
+            "SELECT id, kind, CASE WHEN kind != 'event' OR json_extract(data, '$.type') IN "
+            f"({_FOLDED_EVENTS_SQL}) THEN data END FROM stream WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit)).fetchall()
         if not rows:
             return 0
-        fold_items(store, [(r[1], json.loads(r[2])) for r in rows])
+        fold_items(store, [(r[1], json.loads(r[2])) for r in rows if r[2] is not None])
         store.conn.execute("INSERT INTO an_meta (name, value) VALUES ('cursor', ?) ON CONFLICT "
                            "(name) DO UPDATE SET value = excluded.value", (rows[-1][0],))
         return len(rows)
+
+
+def report_hours_tx(store: Store, limit: int = PAGE) -> int:
+    """The hours whose funnel figures changed (`an_hour_dirty`, kept by triggers) become
+    stream items `analytics` {"type": "hour", "hour", <FUNNEL_REPORT_COLS>}: the hour's
+    TOTALS, not increments, so head office keeps the latest report per (store, hour) and a
+    redelivered or reordered one changes nothing (docs/chain.md "The chain-wide funnel").
+    With the chain on, they reach head office through the chain outbox like any stream item.
+    Inside the caller's transaction; at most `limit` hours, returns how many."""
+    cols = ", ".join(FUNNEL_REPORT_COLS)
+    rows = store.conn.execute(
+        f"SELECT d.hour, {cols} FROM an_hour_dirty d JOIN an_hour h ON h.hour = d.hour "
+        "ORDER BY d.hour LIMIT ?", (limit,)).fetchall()
+    for r in rows:
+        store.append_stream(REPORT_KIND, {"type": "hour", "hour": r[0],
+                                          **dict(zip(FUNNEL_REPORT_COLS, r[1:]))})
+    store.conn.executemany("DELETE FROM an_hour_dirty WHERE hour = ?", [(r[0],) for r in rows])
+    return len(rows)

@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.analytics import ledger, queries
 from gateway.analytics.ledger import EntriesSource, LedgerError, Receipt, sync_entries_tx
-from gateway.analytics.rollup import PAGE, fold_tx
+from gateway.analytics.rollup import PAGE, fold_tx, report_hours_tx
 from gateway.devices.ticker import tick_loop
 from gateway.storage.db import Database
 from gateway.storage.store import Store
@@ -31,20 +31,24 @@ DoorCount = Callable[[int | None, int], Awaitable[None]]
 FOOTFALL_SOURCE = "footfall-api"
 
 
-def fold_and_sync_tx(store: Store, limit: int, entries: Mapping[str, EntriesSource]
-                     ) -> tuple[int, int]:
+def fold_and_sync_tx(store: Store, limit: int, entries: Mapping[str, EntriesSource],
+                     report: bool = False) -> tuple[int, int]:
     """Writer thread, ONE transaction: fold the stream items after the cursor (at most `limit`)
-    and take the minutes the kinds' entries hooks say changed (about `limit` per source).
-    Returns (items read, most entry rows of a source): either at `limit`, call again."""
+    and take the minutes the kinds' entries hooks say changed (about `limit` per source);
+    `report`: the hours whose funnel changed go to the stream for head office
+    (`report_hours_tx`). Returns (items read, most rows of a source or hours reported): any
+    at `limit`, call again."""
     with store.transaction():
-        return fold_tx(store, limit), sync_entries_tx(store, entries, limit)
+        folded, synced = fold_tx(store, limit), sync_entries_tx(store, entries, limit)
+        reported = report_hours_tx(store, limit) if report else 0
+        return folded, max(synced, reported)
 
 
 class AnalyticsService:
     def __init__(self, db: Database, clock: Callable[[], int], *, attribute: Attribute | None = None,
                  door_count: DoorCount | None = None,
                  entries: Mapping[str, EntriesSource] | None = None, tick_s: float = 30.0,
-                 linger_s: float = 1.0) -> None:
+                 linger_s: float = 1.0, report_hours: bool = False) -> None:
         self.db = db
         self.clock = clock
         self.attribute = attribute
@@ -52,6 +56,8 @@ class AnalyticsService:
         self.entries: Mapping[str, EntriesSource] = dict(entries or {})  # kind name -> its hook
         self.tick_s = tick_s
         self.linger_s = linger_s
+        # the chain is on: report the hours whose funnel changed to head office (docs/chain.md)
+        self.report_hours = report_hours
         self._wake = asyncio.Event()
         self.folded = 0
 
@@ -70,7 +76,8 @@ class AnalyticsService:
         """Fold everything committed so far, and the kinds' new entries; returns the items read."""
         n = 0
         while True:
-            got, rows = await self.db.write(fold_and_sync_tx, PAGE, self.entries)
+            got, rows = await self.db.write(fold_and_sync_tx, PAGE, self.entries,
+                                            self.report_hours)
             n += got
             if got < PAGE and rows < PAGE:
                 break
@@ -91,7 +98,10 @@ class AnalyticsService:
             attributed = [{"receipt": rid, "at": at, "lines": [{"gtin": g, "qty": q, "sessions": []}
                                                                 for g, q in items]}
                           for rid, at, items in plain]
-        return await self.db.write(ledger.record_purchases, attributed, source, self.clock())
+        done = await self.db.write(ledger.record_purchases, attributed, source, self.clock())
+        if self.report_hours:
+            self.notify()   # the hour's new totals to head office at the next fold, not the tick
+        return done
 
     async def purchase(self, receipt: str, at: int | None, items: list[tuple[str, int]],
                        source: str) -> dict[str, Any]:
@@ -112,6 +122,8 @@ class AnalyticsService:
         if self.door_count is not None:
             await self.door_count(at, entries)
         await self.db.write(ledger.add_entries, FOOTFALL_SOURCE, at, entries)
+        if self.report_hours:
+            self.notify()
 
     # -- figures ----------------------------------------------------------------------------
 

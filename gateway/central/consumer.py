@@ -54,13 +54,14 @@ class HeadOffice:
     def __init__(self, dsn: str, brokers: list[tuple[str, int]], *,
                  client_id: str = "phygital-central", username: str | None = None,
                  password: str | None = None, batch: int = 500, queue_max: int = 10_000,
-                 keepalive: int = 10, retry_s: float = 1.0) -> None:
+                 keepalive: int = 10, retry_s: float = 1.0, cafile: str | None = None) -> None:
         if not brokers:
             raise ValueError("give at least one broker (--broker HOST:PORT)")
         if not 0 < batch <= 10_000:
             raise ValueError(f"batch {batch}: give 1..10000")
         self.dsn, self.brokers = dsn, brokers
         self.client_id, self.username, self.password = client_id, username, password
+        self.cafile = cafile    # TLS to the brokers, verified against this CA
         self.batch, self.keepalive, self.retry_s = batch, keepalive, retry_s
         self.inbound: queue.Queue[_Inbound] = queue.Queue(maxsize=queue_max)
         self.counters: Counter[str] = Counter()
@@ -88,13 +89,15 @@ class HeadOffice:
                             clean_session=False, manual_ack=True)
             if self.username is not None:
                 c.username_pw_set(self.username, self.password)
+            if self.cafile is not None:
+                c.tls_set(ca_certs=self.cafile)
             c.on_connect = self._on_connect
             c.on_message = self._on_message
             c.on_disconnect = lambda *_a, _g=gone: _g.set()
             c.reconnect_delay_set(60, 60)   # we move on to the next broker ourselves
             try:
                 c.connect(host, port, self.keepalive)
-            except OSError as exc:
+            except OSError as exc:   # ssl.SSLError included: a certificate the CA refuses
                 log.warning("central broker %s:%d unreachable (%s); trying the next", host,
                             port, exc)
                 stop.wait(self.retry_s if i % len(self.brokers) == 0 else 0.1)
@@ -244,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--username", default=None, help="user on the central broker")
     ap.add_argument("--password-file", default=None,
                     help="file holding the broker password (kept off the command line)")
+    ap.add_argument("--cafile", default=None,
+                    help="CA file: connect to the brokers with TLS and verify their certificate "
+                         "against it (docs/chain.md, \"Running it for real\")")
     ap.add_argument("--batch", type=int, default=500,
                     help="messages per PostgreSQL transaction, at most (default 500)")
     ap.add_argument("--stats-every", type=float, default=60.0,
@@ -279,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--http-token-file: {exc}")
     try:
         office = HeadOffice(args.dsn, args.broker, client_id=args.client_id,
-                            username=args.username, password=password, batch=args.batch)
+                            username=args.username, password=password, batch=args.batch,
+                            cafile=args.cafile)
     except ValueError as exc:
         ap.error(str(exc))
     stop = threading.Event()

@@ -30,6 +30,15 @@ STOCK_TYPE = "fitting.stock"
 MAX_STOCK_ITEMS = 500
 MAX_STOCK_COUNT = 1_000_000     # units of one GTIN in one place: more is a bad figure
 GTIN_RE = re.compile(r"\d{14}\Z")
+# a store's funnel figures for one hour (gateway/analytics/rollup.py report_hours_tx):
+# `analytics.hour` with `data` = {"type": "hour", "hour": unix ms of a UTC hour, and the
+# counts of FUNNEL_COLS}: the hour's totals as the store knows them now
+FUNNEL_TYPE = "analytics.hour"
+FUNNEL_COLS = ("entries", "placements", "pad_lifts", "pad_dwell_ms", "sessions", "try_ons",
+               "purchases", "units")
+MAX_FUNNEL_COUNT = 10_000_000          # people, placements, receipts... in one hour
+MAX_FUNNEL_DWELL_MS = 10 ** 12         # pad dwell summed over an hour (~31 years)
+HOUR_MS = 3_600_000
 
 
 class Refused(ValueError):
@@ -48,6 +57,12 @@ class StockLine:
 
 
 @dataclass(frozen=True)
+class FunnelHour:
+    hour: datetime
+    counts: tuple[int, ...]             # FUNNEL_COLS, in that order
+
+
+@dataclass(frozen=True)
 class ChainEvent:
     store: str
     seq: int
@@ -58,6 +73,7 @@ class ChainEvent:
     t: datetime
     data: dict[str, Any]
     stock: tuple[StockLine, ...] = ()   # a `fitting.stock` report's lines
+    hour: FunnelHour | None = None      # an `analytics.hour` report
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,23 @@ def _stock(data: dict[str, Any]) -> tuple[StockLine, ...]:
                                        f"0..{MAX_STOCK_COUNT}")
         lines.append(StockLine(it["gtin"], it["floor"], it["stockroom"]))
     return tuple(lines)
+
+
+def _funnel_hour(data: dict[str, Any], now: datetime) -> FunnelHour:
+    h = data.get("hour")
+    if type(h) is not int or h % HOUR_MS:
+        raise Refused("bad_funnel", f"hour must be a whole UTC hour in unix ms, got {h!r}")
+    hour = datetime.fromtimestamp(h / 1000, UTC)
+    if not OLDEST <= hour <= now + FUTURE_SLACK:
+        raise Refused("bad_funnel", f"hour {hour.isoformat()} outside {OLDEST.date()}..now+2 days")
+    counts = []
+    for c in FUNNEL_COLS:
+        v = data.get(c)
+        top = MAX_FUNNEL_DWELL_MS if c == "pad_dwell_ms" else MAX_FUNNEL_COUNT
+        if type(v) is not int or not 0 <= v <= top:
+            raise Refused("bad_funnel", f"{c} must be an integer 0..{top}, got {str(v)[:20]}")
+        counts.append(v)
+    return FunnelHour(hour, tuple(counts))
 
 
 def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Message:
@@ -154,4 +187,5 @@ def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Message
         raise Refused("bad_time", f"t {t.isoformat()} outside {OLDEST.date()}..now+2 days "
                       "(is the store's clock set? NTP)")
     stock = _stock(data) if typ == STOCK_TYPE else ()
-    return ChainEvent(store, seq, stream_id, typ, kind, device, t, data, stock)
+    hour = _funnel_hour(data, now) if typ == FUNNEL_TYPE else None
+    return ChainEvent(store, seq, stream_id, typ, kind, device, t, data, stock, hour)

@@ -14,6 +14,9 @@
 - `chain_stock (store, gtin)`: the latest stock a store reported for a GTIN (`fitting.stock`
   events), by the report's seq: a redelivered older report never overwrites a newer one.
   Served as chain-wide availability (gateway/central/http.py).
+- `chain_funnel (store, hour)`: a store's funnel figures for an hour (`analytics.hour`
+  events: the hour's totals), the latest report by seq, as chain_stock. Summed over stores,
+  the chain-wide funnel (`funnel`, GET /funnel).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from gateway.central.messages import BridgeState, ChainEvent, GatewayState, Message
+from gateway.central.messages import FUNNEL_COLS, BridgeState, ChainEvent, GatewayState, Message
 
 log = logging.getLogger("gateway.central")
 
@@ -51,6 +54,12 @@ CREATE TABLE IF NOT EXISTS chain_stock (
   store text NOT NULL, gtin text NOT NULL, floor integer NOT NULL, stockroom integer NOT NULL,
   seq bigint NOT NULL, t timestamptz NOT NULL, PRIMARY KEY (store, gtin));
 CREATE INDEX IF NOT EXISTS chain_stock_gtin ON chain_stock (gtin);
+CREATE TABLE IF NOT EXISTS chain_funnel (
+  store text NOT NULL, hour timestamptz NOT NULL, seq bigint NOT NULL,
+  entries bigint NOT NULL, placements bigint NOT NULL, pad_lifts bigint NOT NULL,
+  pad_dwell_ms bigint NOT NULL, sessions bigint NOT NULL, try_ons bigint NOT NULL,
+  purchases bigint NOT NULL, units bigint NOT NULL, PRIMARY KEY (store, hour));
+CREATE INDEX IF NOT EXISTS chain_funnel_hour ON chain_funnel (hour);
 """
 
 
@@ -115,6 +124,7 @@ def write_batch(conn: psycopg.Connection[Any], messages: list[Message]) -> Writt
             for store in sorted(by_store):
                 _seqs(conn, store, sorted(by_store[store]), out)
             _stock(conn, new)
+            _funnel(conn, new)
         for msg in messages:
             if isinstance(msg, BridgeState):
                 conn.execute(
@@ -150,6 +160,45 @@ def _stock(conn: psycopg.Connection[Any], new: list[ChainEvent]) -> None:
         "floor = excluded.floor, stockroom = excluded.stockroom WHERE chain_stock.seq < excluded.seq",
         ([k[0] for k in keys], [k[1] for k in keys], [latest[k][0] for k in keys],
          [latest[k][1] for k in keys], [latest[k][2] for k in keys], [latest[k][3] for k in keys]))
+
+
+def _funnel(conn: psycopg.Connection[Any], new: list[ChainEvent]) -> None:
+    """The batch's new hour reports into `chain_funnel`, the latest (by seq) per (store, hour)."""
+    latest: dict[tuple[str, datetime], tuple[int, tuple[int, ...]]] = {}
+    for e in new:
+        if e.hour is not None:
+            k = (e.store, e.hour.hour)
+            if k not in latest or latest[k][0] < e.seq:
+                latest[k] = (e.seq, e.hour.counts)
+    if not latest:
+        return
+    keys = sorted(latest)
+    cols = ", ".join(FUNNEL_COLS)
+    conn.execute(
+        f"INSERT INTO chain_funnel (store, hour, seq, {cols}) "
+        "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], "
+        + ", ".join(["%s::bigint[]"] * len(FUNNEL_COLS)) + ") "
+        "ON CONFLICT (store, hour) DO UPDATE SET seq = excluded.seq, "
+        + ", ".join(f"{c} = excluded.{c}" for c in FUNNEL_COLS)
+        + " WHERE chain_funnel.seq < excluded.seq",
+        ([k[0] for k in keys], [k[1] for k in keys], [latest[k][0] for k in keys],
+         *([latest[k][1][i] for k in keys] for i in range(len(FUNNEL_COLS)))))
+
+
+def funnel(conn: psycopg.Connection[Any], start: int, end: int, size: int
+           ) -> tuple[list[tuple[int, ...]], list[tuple[Any, ...]]]:
+    """The chain's funnel over [start, end) (unix ms, whole hours): per bucket of `size` ms
+    (bucket index, *FUNNEL_COLS summed over every store), and per store its totals
+    (store, *FUNNEL_COLS)."""
+    sums = ", ".join(f"SUM({c})" for c in FUNNEL_COLS)
+    where = "hour >= to_timestamp(%s / 1000.0) AND hour < to_timestamp(%s / 1000.0)"
+    buckets = conn.execute(
+        f"SELECT ((extract(epoch FROM hour) * 1000)::bigint - %s) / %s AS b, {sums} "
+        f"FROM chain_funnel WHERE {where} GROUP BY b ORDER BY b",
+        (start, size, start, end)).fetchall()
+    stores = conn.execute(f"SELECT store, {sums} FROM chain_funnel WHERE {where} "
+                          "GROUP BY store ORDER BY store", (start, end)).fetchall()
+    return ([tuple(int(v) for v in r) for r in buckets], [tuple(r) for r in stores])
 
 
 def availability(conn: psycopg.Connection[Any], gtins: list[str]

@@ -278,20 +278,27 @@ def _insert_checked(store: Store, e: Event, epoch: str, track: _Track, now: int,
     _seal(store, e.dev, epoch, track.st, e.seq, now, e.t, "seq-reused", eff)
 
 
-def _finish(store: Store, dev: str, epoch: str, track: _Track, eff: Effects) -> None:
-    """Advance and store the session's verified prefix, then answer (ack or `new_epoch`)."""
+def _finish(store: Store, dev: str, epoch: str, track: _Track, eff: Effects,
+            event_id: Callable[[int], int | None] | None = None,
+            verified: list[tuple[int, str, str]] | None = None) -> None:
+    """Advance and store the session's verified prefix, then answer (ack or `new_epoch`).
+    `event_id(seq)`: the id of the event stored at `seq` (a batch's memo; default: the store);
+    `verified`: where to put the `(verified, dev, epoch)` update to write later (default: now)."""
     st = track.st
     v = st["verified"] if st["verified"] is not None else st["upto"]
     mark = st["mark"] or 0
     sealed = st["sealed"]
     start = v
+    if event_id is None:
+        def event_id(seq: int) -> int | None:
+            return store.event_id(dev, epoch, seq)
 
     def advance(v: int) -> int:
         while sealed is None or v + 1 < sealed:
             if (v + 1) in track.new:
                 v += 1
                 continue
-            eid = store.event_id(dev, epoch, v + 1)
+            eid = event_id(v + 1)
             if eid is None or eid <= mark:
                 break
             v += 1  # stored earlier in this session (a gap now filled)
@@ -302,7 +309,10 @@ def _finish(store: Store, dev: str, epoch: str, track: _Track, eff: Effects) -> 
             v = advance(seq)
     v = advance(v)
     if v != start or st["verified"] is None:
-        store.set_verified(dev, epoch, v)
+        if verified is None:
+            store.set_verified(dev, epoch, v)
+        else:
+            verified.append((v, dev, epoch))
         st["verified"] = v
     _answer(dev, epoch, st, v, eff)
 
@@ -333,15 +343,22 @@ def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
         apply_reply_message(store, msg, now, eff)
 
 
+_UNREAD: Any = object()
+
+
 class _Batch:
-    """Per-batch caches for the event fast path: device rows read once per batch, events
-    inserted together (`Store.insert_events_many`), and the ack watermark advanced once per
-    device per batch (not once per event)."""
+    """Per-batch caches for the event fast path: device rows and ack states read for every
+    device of the batch in one query (`prefetch`), events inserted together
+    (`Store.insert_events_many`), the ack watermark advanced once per device per batch (not
+    once per event), and the acks rows written with one `executemany` per batch."""
 
     def __init__(self, store: Store, now: int) -> None:
         self.store = store
         self.now = now
         self.devices: dict[str, dict[str, Any] | None] = {}
+        # (device, epoch) -> its acks row as read by `prefetch`; dropped by `flush` (which
+        # writes them) and never used after a birth or status changed them
+        self.states: dict[tuple[str, str], dict[str, Any] | None] = {}
         self.events: list[tuple[Event, str]] = []  # (event, epoch) not inserted yet
         self.seqs: dict[tuple[str, str], set[int]] = {}
         self.tracks: dict[tuple[str, str], _Track] = {}
@@ -352,6 +369,14 @@ class _Batch:
         except KeyError:
             row = self.devices[dev] = self.store.get_device(dev)
             return row
+
+    def prefetch(self, devices: set[str]) -> None:
+        got = self.store.devices_with_epoch_state(sorted(devices))
+        for dev in devices:
+            row, st = got.get(dev, (None, None))
+            self.devices[dev] = row
+            if row is not None:
+                self.states[(dev, row["epoch"])] = st
 
     def add_event(self, e: Event, eff: Effects) -> None:
         dev = self.device(e.dev)
@@ -367,9 +392,13 @@ class _Batch:
         store = self.store
         now = self.now
         tracks = self.tracks
+        states = self.states
         for e, epoch in self.events:
             if (e.dev, epoch) not in tracks:
-                tracks[(e.dev, epoch)] = _Track(store.epoch_state(e.dev, epoch))
+                st = states.pop((e.dev, epoch), _UNREAD)
+                tracks[(e.dev, epoch)] = _Track(store.epoch_state(e.dev, epoch)
+                                                if st is _UNREAD else st)
+        states.clear()  # what this flush writes makes them stale
         rows = [(e.dev, epoch, e.seq, e.type, e.t, now, e.body) for e, epoch in self.events
                 if (s := tracks[(e.dev, epoch)].st["sealed"]) is None or e.seq < s]
         # all new (the common case): one executemany; else one by one, in order, each
@@ -390,21 +419,46 @@ class _Batch:
             self.seqs.setdefault((e.dev, epoch), set()).add(e.seq)
             eff.touched.add(e.dev)
         self.events.clear()
-        for (dev, epoch), seqs in self.seqs.items():
-            seqs = tracks[(dev, epoch)].new
-            w = start = store.get_watermark(dev, epoch) or 0
-            while (w + 1) in seqs or store.has_event(dev, epoch, w + 1):
+        watermarks: list[tuple[str, str, int]] = []
+        verified: list[tuple[int, str, str]] = []
+        for dev, epoch in self.seqs:
+            track = tracks[(dev, epoch)]
+            seqs = track.new
+            probe = _Probe(store, dev, epoch)  # the watermark and the prefix look at one seq
+            w = start = track.st["upto"] or 0  # the watermark (no acks row: 0)
+            while (w + 1) in seqs or probe(w + 1) is not None:
                 w += 1
             if w != start or start == 0:
-                store.set_watermark(dev, epoch, w)
-            _finish(store, dev, epoch, tracks[(dev, epoch)], eff)
+                watermarks.append((dev, epoch, w))
+            _finish(store, dev, epoch, track, eff, probe, verified)
+        store.set_acks_many(watermarks, verified)
         self.seqs.clear()
         tracks.clear()
+
+
+class _Probe:
+    """`Store.event_id` of one (device, epoch), each seq asked once per flush."""
+
+    __slots__ = ("dev", "epoch", "memo", "store")
+
+    def __init__(self, store: Store, dev: str, epoch: str) -> None:
+        self.store, self.dev, self.epoch = store, dev, epoch
+        self.memo: dict[int, int | None] = {}
+
+    def __call__(self, seq: int) -> int | None:
+        try:
+            return self.memo[seq]
+        except KeyError:
+            eid = self.memo[seq] = self.store.event_id(self.dev, self.epoch, seq)
+            return eid
 
 
 def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff: Effects) -> None:
     """All messages in one savepoint, no savepoint per message (the common case)."""
     batch = _Batch(store, now)
+    devices = {msg.dev for _, msg in messages if type(msg) is Event}
+    if devices:
+        batch.prefetch(devices)
     for topic, msg in messages:
         if isinstance(msg, Event):
             batch.add_event(msg, eff)
@@ -491,13 +545,23 @@ def apply_decoded(store: Store, decoded: list[tuple[str, Message]], rejections: 
     return eff
 
 
+@dataclass
+class _Next:
+    """The next batch, gathered and decoded while the writer works on the one before."""
+    raw: list[tuple[str, bytes]] = field(default_factory=list)
+    decoded: list[tuple[str, Message]] = field(default_factory=list)
+    rejections: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, str] = field(default_factory=dict)  # reason -> one example, for the log
+    arrivals: list[float] = field(default_factory=list)  # of its queued (not reply) messages
+
+
 class IngestWorker:
     """Batch inbound messages into transactions; acknowledge after each commit.
 
-    Command replies overtake events: a reply read while a batch is being written goes to a lane
+    Command replies overtake events: a reply read while a batch is at the writer goes to a lane
     of its own (a second task applies it at once, in the database's command lane,
     `Database.write_first`), so a caller waiting for an outcome waits neither for the event
-    backlog nor for the batch in progress; a reply read while no batch is being written goes
+    backlog nor for the batch in progress; a reply read while no batch is at the writer goes
     first into the next batch (the priority lane), which starts at once. While commands are
     in progress (`expedite`), batches are kept small (`urgent_batch_max`): the writer thread is
     shared, and every step of a command (submit, record the send, apply the reply) waits for
@@ -530,6 +594,9 @@ class IngestWorker:
         self._last_arrival: float | None = None
         self._gap: float | None = None  # between the last two messages queued
         self._linger: asyncio.Future[None] | None = None  # set while lingering
+        # set while the loop waits for more to decode during the writer's work on a batch
+        self._more: asyncio.Future[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None  # the batch at the writer, then its acks
         # acks/rebirths published, PUBACK not yet in: the next batch does not wait for them
         self._sending: set[asyncio.Task[Any]] = set()
         self.acks_in_flight_max = acks_in_flight_max
@@ -540,7 +607,6 @@ class IngestWorker:
         self._replies: deque[tuple[str, bytes]] = deque()  # the reply lane (`_run_replies`)
         self._reply_wake = asyncio.Event()
         self._reply_busy = False
-        self._writing = False  # a batch of the main lane is being written
         self.ack_failures = 0
         self.batches = 0
         self._urgent_until = 0.0
@@ -561,6 +627,10 @@ class IngestWorker:
         # a linger in progress goes on: the writer is idle meanwhile, so the command's own
         # write runs at once instead of after a commit of the lingering events
 
+    def _wake_more(self) -> None:
+        if self._more is not None and not self._more.done():
+            self._more.set_result(None)
+
     def _end_linger(self) -> None:
         if self._linger is not None and not self._linger.done():
             self._linger.set_result(None)
@@ -569,12 +639,13 @@ class IngestWorker:
         """Queue one message (waits when the queue is full: backpressure on the bus)."""
         self._idle.clear()
         if topic.endswith("/reply"):
-            if self._writing:  # the main lane is busy: the reply lane
-                self._replies.append((topic, payload))
+            if self._inflight is not None and not self._inflight.done():
+                self._replies.append((topic, payload))  # a batch is at the writer: the lane
                 self._reply_wake.set()
                 return
             self.priority.append((topic, payload))
             self._end_linger()
+            self._wake_more()
             try:
                 self.queue.put_nowait(None)  # wakes `run` if it waits on an empty queue
             except asyncio.QueueFull:
@@ -585,6 +656,8 @@ class IngestWorker:
         self._arrivals.append(now)  # same step as the put: order matches
         self._gap = None if self._last_arrival is None else now - self._last_arrival
         self._last_arrival = now
+        if self._more is not None:
+            self._wake_more()
         if self._linger is not None and self.queue.qsize() >= self.linger_below:
             self._end_linger()
 
@@ -607,6 +680,8 @@ class IngestWorker:
             await self._run()
         finally:  # cancelled (shutdown, after `drained`): what is still unsent stays unacked
             replies.cancel()
+            if self._inflight is not None:
+                self._inflight.cancel()
             for task in list(self._sending):
                 task.cancel()
             if self._flush_timer is not None:
@@ -615,43 +690,50 @@ class IngestWorker:
             self.rebirth_log.flush(force=True)
 
     async def _run(self) -> None:
+        """Batches in a pipeline of two stages: while the writer thread applies and commits
+        one batch (SQLite and the fsync release the GIL), the loop decodes and validates what
+        arrives for the next one. A batch goes to the writer only once the one before it has
+        committed and its acks are out: the writer never holds two ingest batches, so a
+        command's write never waits behind more than one; replies that arrive meanwhile go
+        to the front of the next batch."""
+        loop = asyncio.get_running_loop()
+        inflight: asyncio.Task[None] | None = None  # the batch at the writer, then its acks
         while True:
-            arrivals: list[float] = []  # of the queued (not priority) messages in the batch
-            if not self.priority:
-                first = await self.queue.get()
-                if first is not None:
-                    self.priority.append(first)  # not a reply: the batch just starts with it
-                    if self._arrivals:
-                        arrivals.append(self._arrivals.popleft())
-                    if self.linger_s > 0:
-                        await self._maybe_linger()
-            limit = (self.urgent_batch_max if time.monotonic() < self._urgent_until
-                     else self.batch_max)
-            batch = list(self.priority)  # replies (and the first message) first
-            self.priority.clear()
-            while len(batch) < limit and not self.queue.empty():
-                item = self.queue.get_nowait()
-                if item is not None:
-                    batch.append(item)
-                    if self._arrivals:
-                        arrivals.append(self._arrivals.popleft())
-            if batch:
-                self._writing = True
-                try:
-                    await self._process(batch)
-                    if self.on_processed is not None:
-                        self.on_processed(arrivals, time.monotonic())
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # the device re-sends what we did not acknowledge
-                    log.exception("ingest batch failed size=%d; not acknowledged", len(batch))
-                finally:
-                    self._writing = False
-            self._maybe_idle()
+            self._inflight = inflight
+            nxt = _Next()
+            if inflight is None:
+                self._maybe_idle()
+                if not self.priority:
+                    first = await self.queue.get()
+                    if first is not None:
+                        self.priority.append(first)  # not a reply: the batch starts with it
+                        if self._arrivals:
+                            nxt.arrivals.append(self._arrivals.popleft())
+                        if self.linger_s > 0:
+                            await self._maybe_linger()
+            self._take(nxt)
+            while inflight is not None and not inflight.done():
+                # the writer works on the previous batch: decode what comes in meanwhile
+                if len(nxt.raw) >= self._limit() and not self.priority:
+                    break
+                if self.queue.empty() and not self.priority:
+                    self._more = more = loop.create_future()
+                    try:
+                        await asyncio.wait((more, inflight), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        self._more = None
+                self._take(nxt)
+            if inflight is not None:
+                await inflight  # never raises: `_commit` logs what fails
+                inflight = None
+                self._take(nxt)  # replies that came meanwhile go first, then a top-up
+            if nxt.raw:
+                inflight = loop.create_task(self._commit(nxt))
+                self._inflight = inflight
 
     def _maybe_idle(self) -> None:
-        if (self.queue.empty() and not self.priority and not self._replies
-                and not self._reply_busy):
+        if ((self._inflight is None or self._inflight.done()) and self.queue.empty()
+                and not self.priority and not self._replies and not self._reply_busy):
             self._idle.set()
 
     async def _run_replies(self) -> None:
@@ -673,6 +755,45 @@ class IngestWorker:
                     self._reply_busy = False
             self._maybe_idle()
 
+    def _limit(self) -> int:
+        return self.urgent_batch_max if time.monotonic() < self._urgent_until else self.batch_max
+
+    def _take(self, nxt: _Next) -> None:
+        """Move the replies (to the front of `nxt`) and queued messages (up to the batch limit)
+        into `nxt`, decoded."""
+        replies = list(self.priority)
+        self.priority.clear()
+        queued: list[tuple[str, bytes]] = []
+        room = self._limit() - len(nxt.raw) - len(replies)
+        queue, arrivals = self.queue, self._arrivals
+        while room > 0 and not queue.empty():
+            item = queue.get_nowait()
+            if item is not None:
+                queued.append(item)
+                room -= 1
+                if arrivals:
+                    nxt.arrivals.append(arrivals.popleft())
+        if replies:
+            decoded, rejections = decode_batch(replies, nxt.samples)
+            nxt.decoded[:0] = decoded
+            nxt.rejections.update(rejections)
+            nxt.raw[:0] = replies
+        if queued:
+            decoded, rejections = decode_batch(queued, nxt.samples)
+            nxt.decoded += decoded
+            nxt.rejections.update(rejections)
+            nxt.raw += queued
+
+    async def _commit(self, nxt: _Next) -> None:
+        try:
+            await self._process(nxt.raw, nxt)
+            if self.on_processed is not None:
+                self.on_processed(nxt.arrivals, time.monotonic())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the device re-sends what we did not acknowledge
+            log.exception("ingest batch failed size=%d; not acknowledged", len(nxt.raw))
+
     async def _maybe_linger(self) -> None:
         """Wait up to `linger_s` for more messages if the batch would be tiny and no reply
         waits (see the class docstring)."""
@@ -689,12 +810,16 @@ class IngestWorker:
             timer.cancel()
             self._linger = None
 
-    async def _process(self, batch: list[tuple[str, bytes]], lane: bool = False) -> None:
-        # validate on the loop: the writer thread (the serial stage) only applies
-        samples: dict[str, str] = {}
-        decoded, rejections = decode_batch(batch, samples)
+    async def _process(self, batch: list[tuple[str, bytes]], nxt: _Next | None = None,
+                       lane: bool = False) -> None:
+        # validate on the loop (`_take`, while the writer works on the batch before): the
+        # writer thread (the serial stage) only applies
+        if nxt is None:
+            nxt = _Next()
+            nxt.decoded, nxt.rejections = decode_batch(batch, nxt.samples)
+        samples = nxt.samples
         write = self.db.write_first if lane else self.db.write_grouped  # lane: replies
-        eff = await write(apply_decoded, decoded, rejections, len(batch), self.clock())
+        eff = await write(apply_decoded, nxt.decoded, nxt.rejections, len(batch), self.clock())
         self.batches += 1
         if eff.rejections:
             self._log_rejections(eff, samples)

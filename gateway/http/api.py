@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.aisle.api import router as aisle_router
 from gateway.analytics.api import router as analytics_router
 from gateway.devices import protocol
 from gateway.devices.commands import CommandRejected, IdempotencyConflict, UnknownDevice
@@ -31,6 +32,7 @@ from gateway.storage.store import Store, StreamItem
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from gateway.aisle.service import AisleService
     from gateway.analytics.service import AnalyticsService
     from gateway.devices.alerts import AlertsService
     from gateway.devices.commands import CommandService
@@ -84,6 +86,8 @@ class Served(Protocol):
     def analytics(self) -> AnalyticsService: ...
     @property
     def ota(self) -> OtaService: ...
+    @property
+    def aisle(self) -> AisleService: ...
 
     def render(self, kind: str, data: dict[str, Any], reveal: bool = False) -> dict[str, Any]: ...
 
@@ -422,6 +426,7 @@ def create_app(gw: Served) -> FastAPI:
 
     # purchases store-wide, the fitting rooms' POS and door-count routes, /analytics/...
     app.include_router(analytics_router(gw.analytics))
+    app.include_router(aisle_router(gw.aisle))  # the endless aisle (docs/endless-aisle.md)
     app.include_router(firmware_router(gw.ota))  # bundles, rollouts (docs/ota.md)
     add_staff_routes(app, gw.alerts)
     add_screen_routes(app, gw.db, gw.services)  # customer points, the screens' script (gateway/http/screens.py)

@@ -16,7 +16,8 @@ start of a store, test harnesses). `?access_token=` works where a header cannot 
 
 Rate limits (token buckets): per token on everything; per client IP on failed
 authentications (token guessing); and a much tighter one on code entry, per token and per
-IP, for any path with a `code`/`pickup` segment. A refusal is 429 with Retry-After.
+IP, for any path with a `code`/`pickup` segment; and per token on the requests of `LIMITED`
+(a customer's endless-aisle request). A refusal is 429 with Retry-After.
 `Limits` also holds the caps on open live streams (per token and in total), which
 `gateway.http.stream.Broadcaster` enforces for `GET /stream`.
 
@@ -45,6 +46,9 @@ from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from gateway.aisle import AUTH as AISLE_AUTH
+from gateway.aisle import ROLES as AISLE_ROLES
+from gateway.aisle import SCOPES as AISLE_SCOPES
 from gateway.analytics import AUTH as ANALYTICS_AUTH
 from gateway.http.paths import match as _match
 from gateway.kinds import registry
@@ -56,13 +60,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.auth")
 
-SCOPES = ("read", "requests", "lockers", "operations", "admin", *registry.scopes())  # + the kinds' own
+SCOPES = ("read", "requests", "lockers", "operations", "admin", *AISLE_SCOPES,
+          *registry.scopes())  # + the kinds' own
 ROLES: dict[str, tuple[str, ...]] = {
-    "kiosk": ("read", "requests"),
-    "mirror": ("read", "requests"),
+    "kiosk": ("read", "requests", "aisle"),    # aisle: the endless aisle's step (gateway/aisle/)
+    "mirror": ("read", "requests", "aisle"),
     "orders": ("read", "lockers"),
     "staff": ("read", "operations"),
     "admin": ("admin",),
+    **AISLE_ROLES,       # customer: the endless aisle and nothing else
     **registry.roles(),  # the kinds' own (gateway/kinds/<kind>/__init__.py)
 }
 PUBLIC = ()  # no scope needed
@@ -76,6 +82,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/dashboard", PUBLIC),          # static pages: their data calls need tokens
     ("GET", "/web/auth.js", PUBLIC),
     ("GET", "/web/screen.js", PUBLIC),      # customer screens' "out of service" script
+    ("GET", "/web/aisle.js", PUBLIC),       # ... and their endless-aisle step (its calls need tokens)
     ("GET", "/audit", ("admin",)),
     ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
     ("POST", "/alerts/*/ack", ("operations",)),
@@ -84,9 +91,14 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("POST", "/firmware", ("admin",)),    # upload, roll out, halt: new firmware opens every door
     *auth_rows(),
     *ANALYTICS_AUTH,                    # /purchases, /analytics (gateway/analytics/__init__.py)
+    *AISLE_AUTH,                        # /aisle/... (gateway/aisle/__init__.py)
 )
 
 CODE_SEGMENTS = ("code", "codes", "pickup")
+#: requests with a tighter per-token bucket of their own (`Limits.<name>`), on top of `per_token`
+LIMITED: tuple[tuple[str, str, str], ...] = (
+    ("POST", "/aisle/requests", "aisle_requests"),   # a customer asks: a person, not a script
+)
 
 
 class AuthError(Exception):
@@ -114,6 +126,11 @@ def required_scopes(method: str, path: str) -> tuple[str, ...]:
         if meth == m and _match(pattern, path):
             return scopes
     return ("read",) if m == "GET" else ("admin",)
+
+
+def _limited(method: str, path: str) -> str:
+    """The name of the tighter bucket a request also takes from ("" for none)."""
+    return next((name for m, pattern, name in LIMITED if m == method and _match(pattern, path)), "")
 
 
 def is_code_entry(path: str) -> bool:
@@ -229,6 +246,7 @@ class Limits:
     per_token: tuple[float, float] = (50.0, 200.0)       # requests/s, burst
     auth_fail_per_ip: tuple[float, float] = (0.2, 10.0)  # failed authentications
     code_entry: tuple[float, float] = (1 / 60, 5.0)      # code attempts per token and per IP
+    aisle_requests: tuple[float, float] = (0.1, 10.0)    # endless-aisle requests per token
     # open `GET /stream` connections (a count, not a rate): each is a queue the event loop
     # feeds on every commit. A screen needs one or two; 16 covers a dashboard in a few tabs.
     streams_per_token: int = 16
@@ -268,6 +286,7 @@ class AuthMiddleware:
         self.token_bucket = Bucket(*self.limits.per_token)
         self.fail_bucket = Bucket(*self.limits.auth_fail_per_ip)
         self.code_bucket = Bucket(*self.limits.code_entry)
+        self.limited = {name: Bucket(*getattr(self.limits, name)) for _, _, name in LIMITED}
         self._ready = False
         self._lock = asyncio.Lock()
         self._cache: dict[str, tuple[Principal | None, float]] = {}
@@ -329,8 +348,14 @@ class AuthMiddleware:
             if not wait and is_code_entry(path) and method != "GET":
                 wait = max(self.code_bucket.take("ip:" + ip),
                            self.code_bucket.take("tok:" + principal.id) if principal.id else 0)
+            limited = "" if wait else _limited(method, path)
+            if limited:
+                wait = self.limited[limited].take(principal.id or "ip:" + ip)
             if wait:
                 status, detail = 429, "rate limit exceeded: slow down"
+                if limited:
+                    detail = (f"too many requests of this kind for this token ({limited}): try "
+                              f"again in {int(wait) + 1} s")
                 headers = {"Retry-After": str(int(wait) + 1)}
         audit = method not in ("GET", "HEAD")
         if status:
@@ -466,8 +491,9 @@ def cli(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("create", help="create a token and print it (shown once)")
     c.add_argument("--name", required=True, help="who holds it, e.g. kiosk-1 (the audit's who)")
-    c.add_argument("--role", choices=sorted(ROLES), help="kiosk/mirror: read+requests, orders: "
-                   "lockers, staff: operations, admin: everything")
+    c.add_argument("--role", choices=sorted(ROLES), help="kiosk/mirror: read+requests+aisle, "
+                   "orders: lockers, staff: operations, customer: the endless aisle only, "
+                   "admin: everything")
     c.add_argument("--scope", action="append", default=[], choices=SCOPES,
                    help="extra scope (repeatable)")
     sub.add_parser("list", help="tokens (never the secret)")

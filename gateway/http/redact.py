@@ -5,7 +5,9 @@ Secrets by value class, whatever field they sit in:
 * **pickup codes** (the plain 6 digits): shown to the order system that created them (scope
   `lockers`) and to `admin` — in the answer of the POST that issued them and on the live
   stream (`order.ready` / `order.code`), and to a webhook subscription that opted in
-  (`include_secrets`, set by `admin`). Nobody else, nowhere else; never stored.
+  (`include_secrets`, set by `admin`), and to the customer of an endless-aisle order in the
+  one message its outbox sends (gateway/aisle/service.py: read from memory when sending).
+  Nobody else, nowhere else; never stored.
 * **code verifiers** (the hash or MAC of a code in `set_order` / `load_codes` arguments, and
   the idempotency key derived from it): only the gateway and the bank need them. Every API
   view of a command shows them as `REDACTED`, for every scope, and so do the stream, the

@@ -22,6 +22,8 @@ from typing import Any
 
 MAX_FILE_BYTES = 64 * 1024
 MAX_TEXT = 300
+#: texts a device's own screen shows (the rack display's 8x8 font): at most 16 printable ASCII
+DEVICE_TEXT_RE = re.compile(r"[ -~]{1,16}\Z")
 LANG_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z]{2,4})?\Z")
 
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -41,6 +43,23 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "gateway_down": "We are reconnecting this screen — {where}",
         "stock_down": "Prices and stock cannot be checked just now — {where}",
         "where": "an associate will be happy to help",
+        # the endless aisle on the kiosk (docs/endless-aisle.md)
+        "aisle_ask": "Not here? Ask for it",
+        "aisle_title": "We will get it for you",
+        "aisle_contact": "It comes from another store: where should we send the locker code?",
+        "aisle_phone": "Mobile number (+33…)",
+        "aisle_send": "Send",
+        "aisle_close": "Close",
+        "aisle_tube": "It is in our stockroom: on its way by tube to {station}",
+        "aisle_staff": "It is in our stockroom: an associate is bringing it to you",
+        "aisle_floor": "It is on the sales floor: an associate will show you where",
+        "aisle_order": "Ordered for you: a locker is reserved in this store ({bank}). The pickup "
+                       "code will be sent to {contact}",
+        "aisle_sent": "Your parcel is in its locker: the pickup code has been sent to {contact}",
+        "aisle_busy": "Many requests just now: please try again in a minute",
+        "aisle_failed": "We could not ask for it: {detail}",
+        # the rack display (docs/rack-display.md): its 8x8 font, so at most 16 printable ASCII
+        "rack_stale": "LAST KNOWN",
     },
     "fr": {
         "kiosk_title": "Échantillons",
@@ -59,6 +78,21 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "stock_down": "Les prix et le stock ne peuvent pas être consultés pour le moment — "
                       "{where}",
         "where": "un conseiller se fera un plaisir de vous aider",
+        "aisle_ask": "Pas ici ? Demandez-le",
+        "aisle_title": "Nous allons le chercher pour vous",
+        "aisle_contact": "Il vient d'un autre magasin : où envoyer le code du casier ?",
+        "aisle_phone": "Numéro de mobile (+33…)",
+        "aisle_send": "Envoyer",
+        "aisle_close": "Fermer",
+        "aisle_tube": "Il est dans notre réserve : il arrive par tube à {station}",
+        "aisle_staff": "Il est dans notre réserve : un conseiller vous l'apporte",
+        "aisle_floor": "Il est en rayon : un conseiller vous montrera où",
+        "aisle_order": "Commandé pour vous : un casier vous attend dans ce magasin ({bank}). Le "
+                       "code de retrait sera envoyé à {contact}",
+        "aisle_sent": "Votre colis est dans son casier : le code de retrait a été envoyé à {contact}",
+        "aisle_busy": "Beaucoup de demandes en ce moment : réessayez dans une minute",
+        "aisle_failed": "La demande n'a pas pu être faite : {detail}",
+        "rack_stale": "DERNIER CHIFFRE",
     },
 }
 KEYS = tuple(DEFAULTS["en"])
@@ -109,6 +143,9 @@ class ScreenTexts:
                     raise TextsError(f"{source}: {lang}.{name}: unknown text; known: "
                                      f"{', '.join(KEYS)}")
                 langs.setdefault(lang, {})[name] = _text(f"{source}: {lang}.{name}", t)
+                if name.startswith("rack_") and not DEVICE_TEXT_RE.match(t):
+                    raise TextsError(f"{source}: {lang}.{name}: {t!r}: at most 16 printable ASCII "
+                                     "characters, no accents (the rack display's font)")
         self.langs = langs
         self.points = points
 

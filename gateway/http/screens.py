@@ -1,7 +1,8 @@
 """Customer screens (docs/dashboard.md, "Customer screens"): `GET /customer-points`, which of
 the store's customer-facing points (a device whose kind has a page: the sample kiosk of a pad,
 the mirror of a fitting room; `DeviceKind.screens`) are degraded, since when and why, and
-`/web/screen.js`, the script with which each such page says so kindly to the customer.
+`/web/screen.js`, the script with which each such page says so kindly to the customer, and
+`/web/aisle.js`, the endless aisle's "not here? ask for it" step of the kiosk and the mirror.
 
 A point is degraded when its device is offline (since: its open offline alert, else the last
 time it was heard) or when a dependency of its page is down (`DeviceKind.problems`: the stock
@@ -84,3 +85,7 @@ def add_screen_routes(app: FastAPI, db: Database, services: Mapping[str, Any]) -
     @app.get("/web/screen.js", include_in_schema=False)
     async def screen_js() -> FileResponse:
         return FileResponse(WEB / "screen.js", media_type="text/javascript")
+
+    @app.get("/web/aisle.js", include_in_schema=False)
+    async def aisle_js() -> FileResponse:  # the endless aisle's step (docs/endless-aisle.md)
+        return FileResponse(WEB / "aisle.js", media_type="text/javascript")

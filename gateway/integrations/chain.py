@@ -38,7 +38,7 @@ log = logging.getLogger("gateway.chain")
 
 PREFIX = "chain/1"
 STORE_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
-DEFAULT_KINDS = ("event", "device", "command", "locker", "alert", "fitting", "tube")
+DEFAULT_KINDS = ("event", "device", "command", "locker", "alert", "fitting", "tube", "analytics")
 
 def check_store_id(store_id: str) -> str:
     if not STORE_ID_RE.match(store_id):

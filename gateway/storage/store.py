@@ -371,6 +371,74 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE fw_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), cursor INTEGER NOT NULL);
     INSERT INTO fw_cursor (id, cursor) SELECT 1, COALESCE(MAX(id), 0) FROM events;
     """,
+    # 18: the hours whose funnel figures changed since they were last reported to head office
+    #     (gateway/analytics/rollup.py report_hours_tx, docs/chain.md "The chain-wide
+    #     funnel"), kept by triggers on every path that writes an_hour (the fold, purchases,
+    #     entries; not `INSERT OR IGNORE`: an upsert's conflict clause overrides a trigger's
+    #     OR clause in SQLite, and the upsert into an_hour then fails); every hour so far is
+    #     pending, so head office gets the store's history
+    """
+    CREATE TABLE an_hour_dirty (hour INTEGER PRIMARY KEY);
+    INSERT INTO an_hour_dirty (hour) SELECT hour FROM an_hour;
+    CREATE TRIGGER an_hour_dirty_insert AFTER INSERT ON an_hour BEGIN
+        INSERT INTO an_hour_dirty (hour) SELECT NEW.hour
+            WHERE NOT EXISTS (SELECT 1 FROM an_hour_dirty WHERE hour = NEW.hour);
+    END;
+    CREATE TRIGGER an_hour_dirty_update AFTER UPDATE OF entries, placements, pad_lifts,
+        pad_dwell_ms, sessions, try_ons, purchases, units ON an_hour BEGIN
+        INSERT INTO an_hour_dirty (hour) SELECT NEW.hour
+            WHERE NOT EXISTS (SELECT 1 FROM an_hour_dirty WHERE hour = NEW.hour);
+    END;
+    """,
+    # 19: the endless aisle (gateway/aisle/, docs/endless-aisle.md): customers' requests (keyed
+    #     by token and idempotency key), the outbox of pickup-code messages (the recipient until
+    #     delivery, never the code) and its delivery log, one row per attempt
+    """
+    CREATE TABLE aisle_requests (
+        id        TEXT PRIMARY KEY,            -- sha256(token id, idempotency key)[:16]
+        who       TEXT NOT NULL,               -- token id
+        digest    TEXT NOT NULL,               -- sha256 of the request body
+        origin    TEXT NOT NULL,               -- the screen's device id
+        gtin      TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        size      TEXT,
+        colour    TEXT,
+        route     TEXT NOT NULL,               -- floor | tube | staff | order
+        state     TEXT NOT NULL,
+        station   TEXT,
+        job       TEXT,                        -- tube dispatch id
+        order_id  TEXT,                        -- locker order id
+        bank      TEXT,
+        source    TEXT,                        -- where the order system may take it from
+        lang      TEXT NOT NULL,
+        contact_channel TEXT,                  -- sms | email
+        contact_to      TEXT,                  -- NULL once the message is delivered
+        contact_masked  TEXT,
+        created   INTEGER NOT NULL,
+        updated   INTEGER NOT NULL);
+    CREATE TABLE aisle_outbox (
+        id        INTEGER PRIMARY KEY,
+        request   TEXT NOT NULL UNIQUE REFERENCES aisle_requests (id),
+        channel   TEXT NOT NULL,
+        recipient TEXT,                        -- NULL once delivered (or failed for good)
+        masked    TEXT NOT NULL,
+        ready_id  TEXT,                        -- the locker service's in-memory code handle
+        state     TEXT NOT NULL,               -- pending | delivered | failed
+        attempts  INTEGER NOT NULL,
+        next_at   INTEGER NOT NULL,
+        created   INTEGER NOT NULL,
+        delivered_at INTEGER,
+        last_error TEXT);
+    CREATE INDEX aisle_outbox_due ON aisle_outbox (next_at) WHERE state = 'pending';
+    CREATE TABLE aisle_deliveries (
+        id        INTEGER PRIMARY KEY,
+        message   INTEGER NOT NULL REFERENCES aisle_outbox (id),
+        attempt   INTEGER NOT NULL,
+        t         INTEGER NOT NULL,
+        ok        INTEGER NOT NULL,
+        error     TEXT);                       -- never the code (scrubbed)
+    CREATE INDEX aisle_deliveries_message ON aisle_deliveries (message);
+    """,
 )
 
 
@@ -738,6 +806,40 @@ class Store:
         row = self.conn.execute("SELECT upto, verified, mark, sealed, fork FROM acks "
                                 "WHERE device=? AND epoch=?", (device, epoch)).fetchone()
         return None if row is None else dict(row)
+
+    def devices_with_epoch_state(self, devices: Sequence[str]
+                                 ) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        """`get_device` and the `epoch_state` of its current epoch, for many devices in one
+        query (the ingest reads both for every device of a batch): device id -> (device,
+        state or None); devices we do not know are left out."""
+        rows = self.conn.execute(
+            "SELECT d.*, a.device IS NOT NULL AS a_has, a.upto AS a_upto, a.verified AS "
+            "a_verified, a.mark AS a_mark, a.sealed AS a_sealed, a.fork AS a_fork FROM devices d "
+            "LEFT JOIN acks a ON a.device = d.id AND a.epoch = d.epoch "
+            "WHERE d.id IN (SELECT value FROM json_each(?))",
+            (_dumps_decoded(list(devices)),)).fetchall()
+        out: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        for row in rows:
+            d = dict(row)
+            has = d.pop("a_has")
+            st = {k: d.pop("a_" + k) for k in ("upto", "verified", "mark", "sealed", "fork")}
+            d["caps"] = _loads(d["caps"])
+            d["online"] = bool(d["online"])
+            out[d["id"]] = (d, st if has else None)
+        return out
+
+    def set_acks_many(self, watermarks: Sequence[tuple[str, str, int]],
+                      verified: Sequence[tuple[int, str, str]]) -> None:
+        """`set_watermark` for each `(device, epoch, upto)`, then `set_verified` for each
+        `(verified, device, epoch)`: one `executemany` each."""
+        if watermarks:
+            self.conn.executemany(
+                """INSERT INTO acks (device, epoch, upto) VALUES (?,?,?)
+                   ON CONFLICT (device, epoch) DO UPDATE SET upto = MAX(upto, excluded.upto)""",
+                watermarks)
+        if verified:
+            self.conn.executemany("UPDATE acks SET verified = ? WHERE device=? AND epoch=?",
+                                  verified)
 
     def set_verified(self, device: str, epoch: str, verified: int,
                      mark: int | None = None) -> None:

@@ -175,6 +175,21 @@ def test_offline_shows_last_known_then_catches_up_on_the_next_session(display):
     assert display.wait_screen("25") == ["DENIM", "25", ""]
 
 
+def test_the_stores_words_for_last_known_are_shown_offline_and_kept_over_a_reboot(display):
+    display.start()
+    display.show(1, 10, label="DENIM", stale="DERNIER CHIFFRE")  # [screens] rack_stale, in French
+    display.wait_screen("10")
+    assert display.send(name="show", args={"rev": 2, "likes": 1, "stale": "x" * 17})["reason"] == "bad-args"
+    display.send(link=False)
+    assert display.wait_screen("10", "DERNIER CHIFFRE") == ["DENIM", "10", "DERNIER CHIFFRE"]
+    display.kill()
+    display.start()  # the words come back from flash with the value
+    assert display.wait_screen("10", "DERNIER CHIFFRE")
+    display.show(2, 11)  # a gateway that does not say keeps the words the display has
+    display.send(link=False)
+    assert display.wait_screen("11", "DERNIER CHIFFRE")
+
+
 def test_after_a_reboot_it_shows_the_value_from_flash_as_last_known(display):
     display.start()
     display.show(3, 77)

@@ -20,7 +20,8 @@ def test_example_file_loads_and_maps_onto_gateway_config():
     assert (c.broker_host, c.broker_port, c.http_port) == ("127.0.0.1", 1883, 8080)
     assert c.db_path == Path("/var/lib/phygital/gw.db")
     assert c.coap_port is None and c.store_id is None
-    assert c.chain_kinds == ("event", "device", "command", "locker", "alert", "fitting", "tube")
+    assert c.chain_kinds == ("event", "device", "command", "locker", "alert", "fitting", "tube",
+                             "analytics")
     assert (fc.log_level, fc.log_format) == ("INFO", "json")
     # every key of the example is a default: the file documents the defaults truthfully
     d = GatewayConfig()

@@ -3,18 +3,28 @@ gateway, pads, a fitting room, a locker bank and a tube line on real firmware, s
 and stops cleanly on Ctrl-C. One demo process for the module (it takes a while to come up on
 2 cores): the store and its tube through the API, the staff dashboard's tube panel in headless
 Chromium (screenshots: var/artifacts/dashboard-demo-tube-moving.png, dashboard-demo-tube.png),
-then Ctrl-C. The last test stops the demo, so the tests run in file order."""
+then Ctrl-C. The last test stops the demo, so the tests run in file order. The demo is given a
+head office (`--central-url`: `phygital central`'s HTTP app on a real PostgreSQL holding
+another store's stock): the kiosk's other-store availability comes from there."""
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from gateway.central.http import create_app, serve
+from gateway.central.schema import create_schema
+from gateway.kinds.fitting_room.demo import DEMO_STOCK
+from hil.central_rig import Postgres
 from hil.harness import free_port, wait_for
 from tests.support.browser import shot
 
@@ -23,15 +33,43 @@ TUBE_DEVICES = {"tube-stockroom": "tube-station", "tube-womens": "tube-station",
                 "tube-fitting": "tube-station", "tube-line": "tube-line"}  # boards/tube/demo-line.json
 
 
-class Demo:
+class HeadOffice:
+    """`phygital central`'s HTTP side (the app it serves) on a real PostgreSQL, whose
+    `chain_stock` says store-c has every demo product: 7 on the floor, 2 in the stockroom."""
+
     def __init__(self, workdir: Path):
+        self.pg = Postgres().init().start()
+        self.token_file = workdir / "ho.token"
+        token = secrets.token_hex(16)
+        self.token_file.write_text(token + "\n")
+        with psycopg.connect(self.pg.dsn, autocommit=True) as c:
+            create_schema(c)
+            for p in json.loads(DEMO_STOCK.read_text())["products"]:
+                c.execute("INSERT INTO chain_stock (store, gtin, floor, stockroom, seq, t) "
+                          "VALUES ('store-c', %s, 7, 2, 1, now())", (p["gtin"],))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stop_event = threading.Event()
+        self.thread = serve(create_app(self.pg.dsn, token), "127.0.0.1", self.port,
+                            self.stop_event)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.thread.join(10)
+        self.pg.close()
+
+
+class Demo:
+    def __init__(self, workdir: Path, head_office: HeadOffice):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "demo.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tools.cli", "demo", "--http", f"127.0.0.1:{self.port}",
-                 "--workdir", str(workdir / "demo"), "--seed", "3", "--pads", "2"],
+                 "--workdir", str(workdir / "demo"), "--seed", "3", "--pads", "2",
+                 "--central-url", head_office.url,
+                 "--central-token-file", str(head_office.token_file)],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         self.rc: int | None = None
 
@@ -59,11 +97,16 @@ class Demo:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    d = Demo(tmp_path_factory.mktemp("demo"))
+    work = tmp_path_factory.mktemp("demo")
+    ho = HeadOffice(work)
+    d = None
     try:
+        d = Demo(work, ho)
         yield d
     finally:
-        d.stop()
+        if d is not None:
+            d.stop()
+        ho.close()
 
 
 def test_demo_store_runs_every_device(demo):
@@ -76,7 +119,14 @@ def test_demo_store_runs_every_device(demo):
     wait_for(lambda: (e := demo.get("/events", device="room-1")) and e["events"], 60, what="fitting-room events")
     collected = wait_for(lambda: (e := demo.get("/events", device="lk-1", type="pickup.collected"))
                          and e["events"], 120, what="a locker pickup by code")
-    assert collected[0]["body"]["order"].startswith("demo-")
+    assert collected[0]["body"]["order"].startswith(("demo-", "ea-"))  # ea-: the endless aisle's
+    # the endless aisle (docs/endless-aisle.md): a kiosk customer's order, a locker reserved for it
+    orders = wait_for(lambda: demo.get("/aisle/orders"), 90, what="an endless-aisle order")
+    assert orders[0]["order_id"].startswith("ea-") and orders[0]["bank"] == "lk-1"
+    assert "customer at the kiosk of pad-1 asks for Oak plank smoked: ordered for click-and-collect" \
+        in demo.text()
+    assert any(j["job"].startswith("aisle:") and j["to"] == "floor-womens"
+               for j in demo.get("/tube/dispatches") or [])
     # the tube: a capsule sent from the stockroom went through the line into a floor station's
     # bin and was taken out (delivered), as the line's own events say too
     line = demo.get("/tube/line")
@@ -94,6 +144,20 @@ def test_demo_store_runs_every_device(demo):
     assert demo.get("/events", device=dest, type="carrier.removed")["events"]
     assert f"capsule arrived at {job['to']}" in demo.text()
     assert "Store dashboard" in httpx.get(demo.base + "/dashboard", timeout=5).text
+
+
+def test_other_stores_stock_comes_from_head_office(demo):
+    def kiosk():
+        for pad in ("pad-1", "pad-2"):
+            v = demo.get(f"/pads/{pad}")
+            if v and v.get("tag") and v.get("variants"):
+                return v["variants"]
+        return None
+    variants = wait_for(kiosk, 120, interval=0.5, what="a kiosk showing a sample's variants")
+    assert all(x["nearby_source"] == "head-office" for x in variants), variants
+    # head office's figures (store-c: 7 + 2), not the demo stock file's `nearby`
+    assert all(x["nearby"] == {"store-c": 9} for x in variants), variants
+    assert "other stores' stock from head office" in demo.text()
 
 
 def test_dashboard_shows_a_capsule_moving_then_delivered(demo, browser):

@@ -1,4 +1,5 @@
-"""CI smoke run of the ingest, command round-trip, scale, body flood and firmware heap benchmarks (docs/benchmarks.md).
+"""CI smoke run of the benchmarks (docs/benchmarks.md): ingest, command round trip, chain, head office,
+scale, body flood, firmware heap, SQLite settings, MQTT clients.
 
 Each script runs with `--quick` (tiny sizes) as a subprocess: it must exit 0 (which includes its
 integrity check: no event lost or duplicated, every command `done`) and print its figure lines.
@@ -85,3 +86,30 @@ def test_fw_heap_benchmark_quick_prints_its_figures():
     out = run_quick("fw_heap.py", timeout=240)
     assert re.search(r"^\s+heap\s+96 KB: ok", out, re.MULTILINE), out
     assert re.search(rf"^sample-pad\s+96\s+96\s+{NUM}\s+{NUM}$", out, re.MULTILINE), out
+
+
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
+def test_central_benchmark_quick_prints_its_figures():
+    out = run_quick("central.py", timeout=180)
+    assert re.search(rf"^cluster acknowledged: {NUM} events/s; stored in PostgreSQL: {NUM} "
+                     rf"events/s", out, re.MULTILINE), out
+    assert re.search(rf"^CPU per event: nats {NUM} us, consumer {NUM} us, postgres {NUM} us",
+                     out, re.MULTILINE), out
+    assert re.search(rf"^stores absorbed: {NUM} at a busy store's peak", out, re.MULTILINE), out
+    assert re.search(r"^integrity: OK \(4 stores, each seq 1\.\.100 exactly once\)", out,
+                     re.MULTILINE), out
+
+
+def test_sqlite_settings_benchmark_quick_prints_its_figures():
+    out = run_quick("sqlite_settings.py")
+    medians = re.findall(rf"^median (\S+)\s+wall\s+{NUM} us/event, CPU\s+{NUM} us/event", out,
+                         re.MULTILINE)
+    assert "default" in medians and len(medians) >= 2, out
+
+
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
+def test_mqtt_clients_benchmark_quick_prints_its_figures():
+    """Exits 1 when a client did not receive every message (the bench's integrity)."""
+    out = run_quick("mqtt_clients.py", timeout=120)
+    assert re.search(rf"^median mqtt_lite\s+{NUM} msgs/s, {NUM} us CPU/msg", out, re.MULTILINE), out
+    assert "FAILED" not in out, out

@@ -30,3 +30,14 @@ def test_the_openapi_dump_does_not_depend_on_where_it_runs():
     text = surface.openapi_text()
     assert str(surface.ROOT) not in text and "/tmp" not in text
     assert text == surface.openapi_text()  # deterministic: keys sorted, nothing random
+
+
+def test_no_two_response_or_request_models_share_a_name():
+    """Two pydantic models of the same class name make FastAPI rename BOTH schemas to
+    `gateway__<module>__<Name>`: the existing route's schema changes name under its clients'
+    feet (the endless aisle's first `DeliveryOut` and `TubeOut` did that to the webhooks' and the
+    analytics' ones). Name a new model after its tier (`AisleDeliveryOut`)."""
+    import json
+
+    spec = json.loads((surface.ROOT / "docs" / "openapi.json").read_text())
+    assert [n for n in spec["components"]["schemas"] if "__" in n] == []

@@ -5,7 +5,8 @@
 #
 # Live or last known: the value is live only while the link is up AND the gateway has
 # confirmed it on this connection (a `show` of this session). Otherwise (offline, just booted,
-# reconnected but not yet caught up) the screen shows the last known value with "LAST KNOWN".
+# reconnected but not yet caught up) the screen shows the last known value with "LAST KNOWN"
+# (or the store's own words for it, `stale` in the `show`, kept on flash with the value).
 # Refresh: at most one redraw per `refresh_ms` (250), latest value wins.
 import asyncio
 import gc
@@ -46,8 +47,9 @@ class RackDisplay:
         rev = args.get("rev")
         likes = args.get("likes")
         label = args.get("label", self.shown["label"])
+        stale = args.get("stale", self.shown.get("stale", STALE_TEXT))  # the store's words, kept on flash
         if not isinstance(rev, int) or rev < 1 or not isinstance(likes, int) or not 0 <= likes <= MAX_LIKES \
-                or not isinstance(label, str) or len(label) > 16:
+                or not isinstance(label, str) or len(label) > 16 or not isinstance(stale, str) or len(stale) > 16:
             raise Rejected("bad-args")
         cur = self.shown["rev"]
         if rev < cur:  # an older picture (a late redelivery): keep ours, tell the gateway
@@ -56,7 +58,7 @@ class RackDisplay:
             self.confirmed = self.rt.state["session"]
             self.dirty = True
         if rev > cur:
-            self.shown = {"rev": rev, "likes": likes, "label": label}
+            self.shown = {"rev": rev, "likes": likes, "label": label, "stale": stale}
             fsutil.save_json(self.path, self.shown)
             self.dirty = True
         return {"rev": rev}
@@ -79,7 +81,7 @@ class RackDisplay:
         fb.text(s["label"][:16], 0, 0, 1)
         self._big("--" if s["likes"] is None else str(s["likes"]), 8)
         if not live:
-            fb.text(STALE_TEXT, 0, 24, 1)
+            fb.text(s.get("stale", STALE_TEXT)[:16], 0, 24, 1)
         self.disp.show()
         self.frames += 1
 

@@ -61,14 +61,18 @@ def _known(store: Store, devices: list[str]) -> bool:
     return all(store.get_device(d) is not None for d in devices)
 
 
-def dispatch_key(request_id: str) -> str:
-    return f"fitting:{request_id}"
+def dispatch_key(request_id: str, prefix: str = "fitting") -> str:
+    return f"{prefix}:{request_id}"
 
 
 class TubeSizeDispatcher:
-    def __init__(self, tube: TubeService, station: str | None) -> None:
+    """`prefix`: of its dispatches' idempotency keys (`fitting:<request id>`); the endless aisle
+    (gateway/aisle/) sends its stockroom items through one of its own (`aisle:<request id>`)."""
+
+    def __init__(self, tube: TubeService, station: str | None, prefix: str = "fitting") -> None:
         self.tube = tube
         self.station = station
+        self.prefix = prefix
         self.origin = next((s for s, v in tube.net.stations.items() if v.kind == "stockroom"), None)
 
     async def dispatch(self, request: dict[str, Any], variant: dict[str, Any]) -> str:
@@ -79,7 +83,7 @@ class TubeSizeDispatcher:
         item = f"{request['gtin']} {variant.get('name', '')} {variant.get('size', '')}".strip()[:128]
         try:
             await self.tube.dispatch(origin=self.origin, destination=self.station,
-                                     priority="customer", item=item, key=dispatch_key(request["id"]))
+                                     priority="customer", item=item, key=dispatch_key(request["id"], self.prefix))
         except (InvalidJob, JobConflict) as exc:
             log.warning("size request %s: no tube dispatch (%s); staff bring it", request["id"], exc)
             return "staff"
@@ -87,7 +91,7 @@ class TubeSizeDispatcher:
 
     def progress(self, request: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            rec = self.tube.job(dispatch_key(request["id"]))
+            rec = self.tube.job(dispatch_key(request["id"], self.prefix))
         except UnknownJob:
             return None
         state = rec["state"]
@@ -99,6 +103,6 @@ class TubeSizeDispatcher:
 
     async def cancel(self, request: dict[str, Any]) -> None:
         try:
-            await self.tube.cancel(dispatch_key(request["id"]))
+            await self.tube.cancel(dispatch_key(request["id"], self.prefix))
         except (InvalidCommand, UnknownJob) as exc:  # left meanwhile: staff get it back
             log.info("size request %s: tube dispatch not cancelled: %s", request["id"], exc)

@@ -10,8 +10,13 @@ from gateway.kinds.base import DeviceKind, KindContext
 
 
 def _build(ctx: KindContext) -> Any:
+    from gateway.http.screen_texts import ScreenTexts
     from gateway.kinds.rack_display.service import RackDisplayService
-    return RackDisplayService(ctx.db, ctx.commands, ctx.clock)
+    s = ctx.settings
+    texts = ScreenTexts.load(s["screens_texts_file"], s["screens_language"])
+    # the store's words for "last known" on each display ([screens], docs/rack-display.md)
+    return RackDisplayService(ctx.db, ctx.commands, ctx.clock,
+                              stale=lambda device: texts.for_page(device)["rack_stale"])
 
 
 def _router(racks: Any) -> Any:
@@ -20,7 +25,8 @@ def _router(racks: Any) -> Any:
 
 
 def _errors() -> tuple[type[Exception], ...]:
-    return ()
+    from gateway.http.screen_texts import TextsError
+    return (TextsError,)
 
 
 # the kind's own tables (gateway/storage/store.py migrate_kind: versioned per kind, appended here)
@@ -53,6 +59,7 @@ KIND = DeviceKind(
     apps={"rack-display": ("edge.apps.rack_display", "RackDisplay")},
     docs="docs/rack-display.md",
     build=_build,
+    settings=("screens_texts_file", "screens_language"),
     migrations=MIGRATIONS,
     router=_router,
     auth=(

@@ -43,6 +43,12 @@ def validate_rack(device: str, label: str, products: list[str]) -> tuple[str, li
     return label, sorted(set(products))
 
 
-def rack_state(label: str, products: list[str], counts: dict[str, int]) -> dict[str, Any]:
-    """What the rack's display shows: the likes of its products, summed (capped at 9 digits)."""
-    return {"likes": min(MAX_LIKES, sum(counts.get(p, 0) for p in products)), "label": label}
+def rack_state(label: str, products: list[str], counts: dict[str, int],
+               stale: str | None = None) -> dict[str, Any]:
+    """What the rack's display shows: the likes of its products, summed (capped at 9 digits),
+    its label, and `stale`: the store's words for "last known" (its bottom line while offline)."""
+    state: dict[str, Any] = {"likes": min(MAX_LIKES, sum(counts.get(p, 0) for p in products)),
+                             "label": label}
+    if stale is not None:
+        state["stale"] = stale
+    return state

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from gateway.devices.commands import CommandService
@@ -39,12 +40,15 @@ def _counts(store: Store, products: set[str] | None = None) -> dict[str, int]:
     return {p: n for p, n in rows if products is None or p in products}
 
 
-def _restate(store: Store, racks: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
+Stale = Callable[[str], str | None]   # device -> the store's words for "last known"
+
+
+def _restate(store: Store, racks: list[dict[str, Any]], now: int, stale: Stale) -> list[dict[str, Any]]:
     """Racks whose state changed get it with rev + 1 (in the caller's transaction)."""
     counts = _counts(store)
     changed = []
     for r in racks:
-        state = rack_state(r["label"], r["products"], counts)
+        state = rack_state(r["label"], r["products"], counts, stale(r["device"]))
         if state != r["state"]:
             r = {**r, "state": state, "rev": r["rev"] + 1, "updated": now}
             store.conn.execute("UPDATE racks SET state = ?, rev = ?, updated = ? WHERE device = ?",
@@ -53,7 +57,14 @@ def _restate(store: Store, racks: list[dict[str, Any]], now: int) -> list[dict[s
     return changed
 
 
-def _likes_tx(store: Store, events: list[tuple[str, str, int]], now: int
+def _restate_all_tx(store: Store, now: int, stale: Stale) -> list[dict[str, Any]]:
+    """At start: a rack whose state the store's texts change (another language, new words) gets
+    the new state with rev + 1; the others stay as they were."""
+    with store.transaction():
+        return _restate(store, [r for r in _racks(store) if r["state"]], now, stale)
+
+
+def _likes_tx(store: Store, events: list[tuple[str, str, int]], now: int, stale: Stale
               ) -> tuple[int, int, list[dict[str, Any]]]:
     accepted = 0
     touched: set[str] = set()
@@ -70,11 +81,11 @@ def _likes_tx(store: Store, events: list[tuple[str, str, int]], now: int
                 "INSERT INTO rack_products (product, likes) VALUES (?, MAX(0, ?)) "
                 "ON CONFLICT(product) DO UPDATE SET likes = MAX(0, likes + ?)", (product, delta, delta))
         racks = [r for r in _racks(store) if touched & set(r["products"])]
-        changed = _restate(store, racks, now)
+        changed = _restate(store, racks, now, stale)
     return accepted, len(events) - accepted, changed
 
 
-def _put_rack_tx(store: Store, device: str, label: str, products: list[str], now: int
+def _put_rack_tx(store: Store, device: str, label: str, products: list[str], now: int, stale: Stale
                  ) -> dict[str, Any]:
     with store.transaction():
         old = next((r for r in _racks(store) if r["device"] == device), None)
@@ -86,7 +97,7 @@ def _put_rack_tx(store: Store, device: str, label: str, products: list[str], now
             (device, label, json.dumps(products), rev, json.dumps(state), now))
         rack = {"device": device, "label": label, "products": products, "rev": rev, "state": state,
                 "updated": now}
-        changed = _restate(store, [rack], now)
+        changed = _restate(store, [rack], now, stale)
         return changed[0] if changed else rack
 
 
@@ -99,9 +110,12 @@ def _bump_tx(store: Store, device: str, above: int, now: int) -> dict[str, Any] 
 
 class RackDisplayService(KindService):
     def __init__(self, db: Database, commands: CommandService, clock: Any, *,
-                 min_interval_s: float = 0.25) -> None:
+                 min_interval_s: float = 0.25, stale: Stale | None = None) -> None:
         self.db = db
         self.clock = clock
+        # the store's words for "last known" on each display ([screens], rack_stale); None: the
+        # firmware's own ("LAST KNOWN")
+        self.stale: Stale = stale or (lambda device: None)
         self.desired = DesiredState(commands, "show", min_interval_s=min_interval_s)
         self.desired.on_behind = self._behind
         self._racks: dict[str, dict[str, Any]] = {}
@@ -109,6 +123,7 @@ class RackDisplayService(KindService):
         self.duplicates = 0
 
     async def load(self) -> None:
+        await self.db.write(_restate_all_tx, self.clock(), self.stale)
         for r in await self.db.read(_racks):
             self._racks[r["device"]] = r
 
@@ -133,7 +148,7 @@ class RackDisplayService(KindService):
 
     async def post_likes(self, raw: list[dict[str, Any]]) -> dict[str, int]:
         events = [validate_like(e) for e in raw]  # all or nothing: a bad one refuses the request
-        accepted, dups, changed = await self.db.write(_likes_tx, events, self.clock())
+        accepted, dups, changed = await self.db.write(_likes_tx, events, self.clock(), self.stale)
         self.duplicates += dups
         self._apply(changed)
         if dups:
@@ -142,7 +157,7 @@ class RackDisplayService(KindService):
 
     async def put_rack(self, device: str, label: str, products: list[str]) -> dict[str, Any]:
         label, products = validate_rack(device, label, products)
-        rack = await self.db.write(_put_rack_tx, device, label, products, self.clock())
+        rack = await self.db.write(_put_rack_tx, device, label, products, self.clock(), self.stale)
         self._apply([rack])
         return self.view(device) or {}
 

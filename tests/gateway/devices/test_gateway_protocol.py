@@ -215,3 +215,50 @@ def test_encoders_roundtrip_and_never_exceed_limit():
         protocol.encode_cmd("pad-1", "c-1", "blink", {"x": "y" * 5000}, 1, 0)
     assert ei.value.reason == "oversized"
     assert json.loads(protocol.encode_gateway_state(False, None))["type"] == "offline"
+
+
+def _outcome(fn, topic, payload):
+    try:
+        return ("ok", fn(topic, payload))
+    except ProtocolError as exc:
+        return ("refused", exc.reason, exc.detail)
+
+
+def _event_variants():
+    """Events with every field missing, of each wrong type, at and past its bounds, extra and
+    duplicated keys, and payloads that are not JSON objects."""
+    base = {"v": 1, "dev": "pad-1", "type": "tag.placed", "seq": 7, "t": 1795426642001,
+            "body": {"uid": "04a1b2", "n": 1}}
+    values = [None, True, False, 0, 1, -1, 1.0, 7.5, 2**53 - 1, 2**53, 2**63, 2**64 - 1, 2**64,
+              MAX_T, MAX_T + 1, "", "1", "pad-1", "pad-2", "tag.placed", "Tag Placed",
+              "a" * 64, "a" * 65, [], [1], {}, {"a": None}]
+    out = [raw(base)]
+    for field in base:
+        out.append(raw({k: v for k, v in base.items() if k != field}))
+        for value in values:
+            out.append(raw(base | {field: value}))
+    out.append(raw(base | {"extra": 1, "id": "x"}))
+    text = raw(base).decode()
+    out += [(text[:-1] + f',"{k}":{v}}}').encode()   # a duplicated key: the last one counts
+            for k, v in (("seq", '"x"'), ("seq", "8"), ("t", "null"), ("body", "[]"),
+                         ("v", "2"), ("dev", '"pad-2"'), ("type", '"x y"'))]
+    out += [b"[]", b"null", b"7", b'"evt"', b"{", b"", b"\xff", text.encode()[:-1],
+            (b'{"v":1,"dev":"pad-1","type":"x","seq":1,"t":null,"body":{"n":1e400}}'),
+            (b'{"v":1,"dev":"pad-1","type":"x","seq":1,"t":null,"body":{"n":"\\ud800"}}'),
+            b" " + raw(base) + b" ", raw(base | {"body": {"pad": "x" * 4096}})]
+    return out
+
+
+def test_the_event_fast_path_accepts_and_refuses_exactly_as_the_checked_path():
+    """`decode` takes a fast path for events on a known topic (issue 18): for every variant,
+    the same Event or the same refusal (reason and detail) as `decode_checked`."""
+    topic = "pe/1/pad-1/evt"
+    protocol.parse_topic(topic)  # a topic seen before: the fast path applies
+    variants = _event_variants()
+    accepted = 0
+    for payload in variants:
+        fast, checked = _outcome(decode, topic, payload), _outcome(protocol.decode_checked, topic,
+                                                                   payload)
+        assert fast == checked, payload
+        accepted += fast[0] == "ok"
+    assert 0 < accepted < len(variants) // 2  # the corpus has both, mostly refusals

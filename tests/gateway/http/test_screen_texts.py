@@ -53,3 +53,11 @@ def test_texts_cannot_close_the_page_script():
     html = inject("<script>const T = {{TEXTS}};</script>", "pad-1",
                   {"where": "</script><script>alert(1)</script>"})
     assert html.count("</script>") == 1
+
+
+def test_rack_display_words_fit_its_font():
+    """The rack display draws `rack_stale` with an 8x8 ASCII font on 128 px: 16 characters."""
+    assert ScreenTexts(None, "fr").for_page("rack-1")["rack_stale"] == "DERNIER CHIFFRE"
+    for bad in ("DERNIÈRE VALEUR", "X" * 17):
+        with pytest.raises(TextsError, match="at most 16 printable ASCII"):
+            ScreenTexts({"fr": {"rack_stale": bad}})

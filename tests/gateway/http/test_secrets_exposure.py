@@ -324,7 +324,10 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
            "command_id": command_ids,
            "device": [d["id"] for d in gw.get("/devices")], "sub_id": list(subs.values()),
            "sample_id": ["none"], "room": ["room-1"], "job": ["none"],
-           "pad": ["pad-1", bank.id], "chart": list(CHARTS), "rollout_id": ["ro-none"]}
+           "pad": ["pad-1", bank.id], "chart": list(CHARTS), "rollout_id": ["ro-none"],
+           # an endless-aisle request (this gateway has no stock source: none can be made here;
+           # the aisle's own answers, with codes issued, are searched in tests/gateway/aisle/)
+           "rid": ["0123456789abcdef"]}
     query = {"/events": {"limit": 1000}, "/audit": {"limit": 1000},
              "/webhooks/{sub_id}/deliveries": {"limit": 1000}, "/alerts": {"limit": 1000}}
     routes = [p for p, ops in spec["paths"].items() if "get" in ops and p != "/stream"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 
 import httpx
 import psycopg
@@ -16,7 +17,14 @@ from gateway.central.messages import ChainEvent, Refused, parse
 from gateway.config_file import ConfigError
 from gateway.config_file import parse as parse_config
 from gateway.integrations.chain import chain_payload
-from hil.central_rig import CentralProcess, NatsCluster, Postgres, StoreBridge
+from hil.central_rig import (
+    CentralProcess,
+    NatsCluster,
+    Postgres,
+    StoreBridge,
+    committed_chain_items,
+    differences,
+)
 from hil.fakes import FakeDevice
 from hil.harness import GatewayProcess, free_port, wait_for
 from tests.support.fitting import CHINO, SHIRT_L, SHIRT_M, SHIRT_WHITE, STOCK
@@ -221,6 +229,56 @@ def test_nearby_comes_from_head_office_and_falls_back_when_it_is_down(chain):
             return v["garments"][0] if v["garments"] else None
         garment = wait_for(mirror, 30, what="the mirror showing the shirt")
         assert {x["gtin"]: x["nearby"] for x in garment["variants"]}[SHIRT_L] == {"store-b": 7}
+
+        # 3b. the chain-wide funnel: purchases in both stores reach head office through the
+        # stores' hour reports; per store, head office's figures are the store's own funnel
+        hour = int(time.time() * 1000) // 3_600_000 * 3_600_000
+        span = {"start": hour - 3_600_000, "end": hour + 3_600_000}
+        for gw, n in ((chain.gw_a, 2), (chain.gw_b, 3)):
+            for i in range(n):
+                r = httpx.post(f"{gw.url}/purchases", timeout=10, json={
+                    "receipt": f"R-{i}", "at": hour + i, "items": [{"gtin": SHIRT_L, "qty": 1}]})
+                assert r.status_code == 201, r.text
+        auth = {"Authorization": f"Bearer {chain.token}"}
+
+        def head_office():
+            f = httpx.get(f"{chain.http}/funnel", params=span, headers=auth, timeout=10).json()
+            return {s.pop("store"): s for s in f["stores"]}, f["totals"]
+
+        def store_own(gw):
+            t = gw.get("/analytics/funnel", **span)["totals"]
+            e = t["entries"]
+            return {k: t[k] for k in ("entries", "placements", "sessions", "purchases", "units")
+                    } | {"purchases_per_entry": round(t["purchases"] / e, 4) if e else None}
+
+        def same():
+            stores, _ = head_office()
+            return stores == {"store-a": store_own(chain.gw_a), "store-b": store_own(chain.gw_b)}
+        wait_for(same, 60, interval=0.5, what=f"head office's funnel = the stores' own "
+                                                 f"({head_office()[0]})")
+        stores, totals = head_office()
+        assert (stores["store-a"]["purchases"], stores["store-b"]["purchases"]) == (2, 3)
+        assert stores["store-a"]["placements"] >= 1          # the pad placement above
+        assert totals["purchases"] == 5 and totals["units"] == 5
+
+        # 3c. every chain item each real gateway committed is in PostgreSQL exactly once
+        # (seq 1..N, N = its chain-wanted stream items, same stream ids), counted against
+        # its own SQLite
+        def disagree():
+            with chain.db() as c:
+                rows = c.execute("SELECT store, seq, stream_id FROM chain_events").fetchall()
+            wrong = {}
+            for store, gw in (("store-a", chain.gw_a), ("store-b", chain.gw_b)):
+                committed = committed_chain_items(gw.db)
+                d = differences([(q, i) for s, q, i in rows if s == store], committed)
+                if d or not committed:
+                    wrong[store] = d or "nothing committed"
+            return wrong
+        try:
+            wait_for(lambda: not disagree(), 60, interval=0.5,
+                     what="PostgreSQL = the gateways' databases")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {disagree()}") from None
 
         # 4. head office killed: a product not cached yet falls back, marked, no error
         chain.central.kill()

@@ -109,11 +109,11 @@ def old_v4_store(path) -> None:
 
 def test_a_fresh_database_gets_every_table_from_the_migrations(tmp_path):
     conn = connect(tmp_path / "gw.db")
-    assert migrate(conn) == len(MIGRATIONS) == 17
+    assert migrate(conn) == len(MIGRATIONS) == 19
     got = tables(conn)
     for name in ("tube_state", "tube_jobs", "fitting", "webhook_subscriptions",
                  "webhook_deliveries", "chain_outbox", "api_tokens", "audit", "alerts", "fw_rollouts",
-                 "fw_cursor"):
+                 "fw_cursor", "an_hour_dirty"):
         assert got.get(name) == "table", name
     assert got.get("webhook_pending") == "index"
     conn.close()

@@ -66,14 +66,15 @@ class FakeDisplay:
 
 @pytest.fixture
 def world(tmp_path):
-    async def make(min_interval_s: float = 0.25):
+    async def make(min_interval_s: float = 0.25, stale=None):
         dev = FakeDisplay()
         db = Database(tmp_path / "gw.db", kind_migrations={KIND.name: KIND.migrations})
         await db.__aenter__()
         await db.write(_device_tx, "rack-1", True, 0)
         cmds = CommandService(db, dev.publish, tick_s=0.05)
         dev.db, dev.cmds = db, cmds
-        svc = RackDisplayService(db, cmds, lambda: 1_800_000_000_000, min_interval_s=min_interval_s)
+        svc = RackDisplayService(db, cmds, lambda: 1_800_000_000_000, min_interval_s=min_interval_s,
+                                 stale=stale)
         await svc.load()
         runner = asyncio.get_running_loop().create_task(svc.run())
         ticker = asyncio.get_running_loop().create_task(cmds.run())
@@ -115,6 +116,33 @@ def test_likes_reach_the_display_and_duplicate_feed_ids_count_once(world):
             await _settle(svc, dev, 2)
             assert svc.view("rack-1")["likes"] == 2 and svc.view("rack-1")["label"] == "DENIM"
             assert dev.shows[-1]["label"] == "DENIM"
+        finally:
+            await _close(db, tasks)
+    asyncio.run(main())
+
+
+def test_the_displays_get_the_stores_words_for_last_known_and_a_new_language_at_start(world, tmp_path):
+    """`rack_stale` of the store's texts ([screens], docs/rack-display.md) is part of what a
+    display shows; a gateway started with other words sends them (rev + 1), once."""
+    from gateway.http.screen_texts import ScreenTexts
+
+    async def main():
+        fr = ScreenTexts(None, "fr")
+        dev, db, _cmds, svc, tasks = await world(stale=lambda d: fr.for_page(d)["rack_stale"])
+        try:
+            await svc.put_rack("rack-1", "DENIM", ["P-1"])
+            await svc.post_likes([{"id": "e1", "product": "P-1"}])
+            await _settle(svc, dev, 1)
+            assert dev.shows[-1]["stale"] == "DERNIER CHIFFRE"
+            rev = svc.view("rack-1")["rev"]
+        finally:
+            await _close(db, tasks)
+        own = ScreenTexts({"en": {"rack_stale": "OFFLINE - SORRY"}}, "en")
+        dev, db, _cmds, svc, tasks = await world(stale=lambda d: own.for_page(d)["rack_stale"])
+        try:
+            assert svc.view("rack-1")["rev"] == rev + 1  # restated at start with the new words
+            await _settle(svc, dev, 1)
+            assert [s["stale"] for s in dev.shows] == ["OFFLINE - SORRY"]
         finally:
             await _close(db, tasks)
     asyncio.run(main())

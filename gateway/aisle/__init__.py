@@ -1,0 +1,27 @@
+"""The endless aisle (docs/endless-aisle.md): from the kiosk or the mirror, a customer asks for a
+product or a size that is not on the floor. From this store's stockroom the tube brings it to the
+station nearest the screen (the fitting rooms' size-by-tube dispatcher, reused); from elsewhere
+it becomes an order for the order system (webhook `aisle.ordered`, `GET /aisle/orders`) and a
+locker of this store is reserved (the locker flow); the pickup code reaches the customer through
+an outbox (simulated SMS/e-mail, a delivery log, retries with backoff, never the code in clear).
+
+A tier, not a device kind (it has no device): it uses the tube's, the lockers' and the fitting
+rooms' services, which `gateway/app.py` hands it; no kind imports it.
+
+    core.py     the rules (route, contact, masking, message, backoff): no I/O
+    service.py  AisleService: requests, the outbox and its worker
+    api.py      the routes: POST /aisle/requests, GET /aisle/requests/{id}, /aisle/orders, /aisle/outbox
+"""
+from __future__ import annotations
+
+#: the customer role's one scope: ask, and follow what was asked. No `read`, so no code anywhere.
+SCOPES = ("aisle",)
+ROLES: dict[str, tuple[str, ...]] = {"customer": ("aisle",)}
+
+#: Rows of gateway.http.auth.POLICY for the aisle's routes (method, path pattern, scopes).
+AUTH: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("POST", "/aisle/requests", ("aisle",)),     # a customer asks (kiosk, mirror, customer role)
+    ("GET", "/aisle/requests", ("aisle",)),      # ... and follows it (no code, contact masked)
+    ("GET", "/aisle/orders", ("lockers",)),      # the order system polls the orders
+    ("GET", "/aisle/outbox", ("operations",)),   # staff: messages and their delivery log
+)

@@ -1,0 +1,66 @@
+"""The ingest pipeline (issue 18): while the writer thread commits one batch, the event loop
+decodes the next; the writer never holds two ingest batches; a reply that arrives meanwhile
+goes first in the next batch; acks only after the commit."""
+import asyncio
+import json
+import threading
+
+from gateway.devices.ingest import IngestWorker
+from gateway.storage.db import Database
+from tests.support.e2e import until
+from tests.support.envelopes import birth, evt, reply
+
+
+def test_the_next_batch_is_decoded_while_the_writer_commits_and_a_reply_goes_first(tmp_path):
+    acks: list[tuple[str, int]] = []
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        body = json.loads(payload)["body"]
+        if "upto" in body:
+            acks.append((topic, body["upto"]))
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            applied: list[list[str]] = []  # topics of each batch the writer got, in order
+            at_writer = peak = 0
+            write_grouped = db.write_grouped
+
+            async def counting(fn, decoded, *args):
+                nonlocal at_writer, peak
+                at_writer += 1
+                peak = max(peak, at_writer)
+                applied.append([topic for topic, _ in decoded])
+                try:
+                    return await write_grouped(fn, decoded, *args)
+                finally:
+                    at_writer -= 1
+
+            db.write_grouped = counting
+            gate = threading.Event()
+            blocker = asyncio.ensure_future(db.write(lambda store: gate.wait(60)))
+            w = IngestWorker(db, publish, batch_max=2048)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: len(applied) == 1, "the birth's batch at the (busy) writer")
+                for seq in (1, 2, 3):
+                    await w.put(*evt(seq))
+                await w.put(*reply("c-unknown", "done"))
+                # taken off the queue and decoded while the writer is still busy
+                await until(lambda: w.queue.empty() and not w.priority,
+                            "the next batch decoded during the commit")
+                assert len(applied) == 1 and acks == []  # not at the writer yet, nothing acked
+                gate.set()
+                await blocker
+                assert await w.drained(60)
+                assert applied[1] == ["pe/1/pad-1/reply"] + ["pe/1/pad-1/evt"] * 3
+                assert peak == 1  # one ingest batch at the writer at a time
+                assert acks[-1] == ("pe/1/pad-1/ctl", 3)
+                stored = await db.read(lambda store: [e["seq"] for e in store.list_events()])
+                assert stored == [1, 2, 3]
+            finally:
+                gate.set()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
