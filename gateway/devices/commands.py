@@ -184,6 +184,9 @@ class CommandService:
         self.publish_failures = 0
         self._waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
         self._sending: set[str] = set()
+        # command id -> clock of its last publish: a tick must not send it again before
+        # `resend_ms` because its `sent` record has not committed yet (the record lags)
+        self._published: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_submit: Callable[[float], None] | None = None  # told each command's timeout
 
@@ -281,6 +284,7 @@ class CommandService:
     def notify(self, record: dict[str, Any]) -> None:
         """Called on the loop for every committed change of a command."""
         if record["final"]:
+            self._published.pop(record["id"], None)
             if TRACE is not None:
                 TRACE.mark(record["id"], "notify")
             for fut in self._waiters.get(record["id"], ()):
@@ -290,13 +294,15 @@ class CommandService:
     # delivery
 
     async def _send(self, cmd: dict[str, Any], published: asyncio.Future[None] | None = None,
-                    first: bool = False) -> None:
+                    first: bool = False, force: bool = False) -> None:
         """Publish `cmd`, then record the send; `first`: a caller waits for that record, so it
         goes in the database's command lane (otherwise it shares the next ingest commit)."""
         cid = cmd["id"]
         now = self.clock()
-        if cid in self._sending or now >= cmd["deadline"]:
-            _resolve(published)  # being sent by another task (a tick), or too late
+        last = self._published.get(cid)
+        if (cid in self._sending or now >= cmd["deadline"]
+                or (not force and last is not None and now - last < self.resend_ms)):
+            _resolve(published)  # being sent by another task (a tick), just sent, or too late
             return
         self._sending.add(cid)
         try:
@@ -305,6 +311,9 @@ class CommandService:
             if TRACE is not None:
                 TRACE.mark(cid, "publish")
             await self.publish(protocol.topic(cmd["device"], "cmd"), payload, qos=1, retain=False)
+            if len(self._published) >= 10_000:  # commands that never became final here
+                del self._published[next(iter(self._published))]
+            self._published[cid] = now
             if TRACE is not None:
                 TRACE.mark(cid, "puback")
         except Exception as exc:  # noqa: BLE001 - any failure leaves it pending for the next tick
@@ -319,8 +328,8 @@ class CommandService:
         await write(_record_send, cid, self.clock())
         log.debug("command sent command=%s device=%s", cid, cmd["device"])
 
-    def _spawn_send(self, cmd: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(cmd))
+    def _spawn_send(self, cmd: dict[str, Any], force: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(cmd, force=force))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -334,7 +343,7 @@ class CommandService:
         """A device (re)connected: send it every pending command now."""
         for cmd in await self.db.read(Store.pending_commands, device):
             if self.clock() < cmd["deadline"]:
-                self._spawn_send(cmd)
+                self._spawn_send(cmd, force=True)  # it may have missed the last one
 
     async def tick(self) -> None:
         now = self.clock()

@@ -7,6 +7,7 @@ import threading
 from gateway.devices.commands import CommandService
 from gateway.devices.ingest import IngestWorker
 from gateway.storage.db import Database
+from gateway.storage.store import Store
 from tests.support.e2e import until
 from tests.support.envelopes import NOW, birth, evt, reply
 
@@ -174,6 +175,48 @@ def test_a_caller_waiting_for_an_outcome_is_woken_by_its_commit_while_the_reader
                 assert outcome is not None and outcome["status"] == "done" and outcome["final"]
             finally:
                 gate.set()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_a_tick_does_not_send_again_a_command_whose_send_record_has_not_committed(tmp_path):
+    """The `sent` record is written after the publish and may lag (the writer is busy, or a
+    command-lane submit overtook the tick's writes): a tick that still sees the command
+    unsent must not publish it a second time before `resend_s`."""
+    published: list[str] = []
+    gate = threading.Event()
+    holder: dict[str, Database] = {}
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        if topic.endswith("/cmd"):
+            published.append(topic)
+            if len(published) == 1:  # the writer gets busy right after the first publish
+                holder["held"] = asyncio.ensure_future(holder["db"].write(_hold, gate))
+                await asyncio.sleep(0.05)
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            holder["db"] = db
+            w = IngestWorker(db, publish, batch_max=2048)
+            commands = CommandService(db, publish, clock=lambda: NOW, resend_s=60.0)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                await commands.submit("pad-1", "blink", {}, "k-4", 60.0, wait_send=False)
+                await until(lambda: "held" in holder, "the first publish")
+                stale = await db.read(Store.pending_commands)  # what a tick reads: not sent yet
+                assert [c["last_sent"] for c in stale] == [None]
+                commands._spawn_send(stale[0])  # what the tick does with it
+                for _ in range(50):
+                    await asyncio.sleep(0)
+                assert published == ["pe/1/pad-1/cmd"]  # once
+            finally:
+                gate.set()
+                if "held" in holder:
+                    await holder["held"]
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
