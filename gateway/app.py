@@ -33,6 +33,7 @@ from gateway.devices.ota_service import OtaService, bundle_dir
 from gateway.http.api import create_app
 from gateway.http.auth import Limits
 from gateway.http.stream import Broadcaster
+from gateway.integrations.capacity import CapacitySettings, CapacityWatch
 from gateway.integrations.chain import DEFAULT_KINDS as DEFAULT_CHAIN_KINDS
 from gateway.integrations.chain import ChainService
 from gateway.integrations.metrics import GatewayMetrics
@@ -67,12 +68,19 @@ class GatewayConfig:
     command_resend_s: float = 2.0         # resend pending commands this often while online
     command_grace_s: float = 2.0          # expire this long after the deadline
     stream_keep: int = 100_000            # stream rows kept for Last-Event-ID resume
+    # capacity (docs/configuration.md [database], gateway/integrations/capacity.py): disk.low
+    # below the larger of the two (10 % of a 32 GB card: 3.2 GB, days of a busy store's writes)
+    disk_alert_free_percent: float = 10.0
+    disk_alert_free_mb: float = 1024.0
+    capacity_check_s: float = 60.0
     # retention (docs/configuration.md [retention], gateway/storage/retention.py); days, 0 = forever
     retention_events_days: float = 30.0
     retention_commands_days: float = 90.0
     retention_audit_days: float = 365.0
     retention_alerts_days: float = 90.0
     retention_webhook_days: float = 30.0
+    retention_fitting_days: float = 365.0
+    retention_lockers_days: float = 365.0
     retention_batch_rows: int = 500
     retention_vacuum_pages: int = 500
     retention_interval_s: float = 3600.0
@@ -101,8 +109,10 @@ class GatewayConfig:
     webhook_backoff_min_s: float = 1.0    # first retry after ~this, doubling ...
     webhook_backoff_max_s: float = 300.0  # ... up to this (jittered)
     webhook_timeout_s: float = 10.0       # one HTTP attempt
+    webhook_max_pending: int = 100_000    # undelivered per subscription; past it, drop-oldest
     store_id: str | None = None           # chain of stores: this store's id; None = off
     chain_kinds: tuple[str, ...] = DEFAULT_CHAIN_KINDS
+    chain_outbox_alert_rows: int = 500_000  # chain.backlog alert above this (never dropped)
     chain_central_url: str | None = None  # head office's availability (docs/chain.md); None: the
     chain_central_token_file: Path | None = None  # stock source's own `nearby` figures
     tube_network: Path | None = None      # tube network file (None: boards/tube/store-demo.json)
@@ -173,6 +183,8 @@ class Gateway:
         self.ota = OtaService(self.db, self.commands, self.router.publish,
                               keys.key_of if keys is not None else (lambda dev: None),
                               bundle_dir(config.db_path), clock=clock)
+        if self.coap is not None:  # CoAP devices fetch chunks over CoAP (docs/ota.md)
+            self.coap.chunks = self.ota.coap_answer
         # the device kinds' services, by kind name; also attributes (gw.lockers, gw.tube...)
         self.kinds: tuple[DeviceKind, ...] = KINDS
         self.services: dict[str, KindService] = {}
@@ -204,7 +216,8 @@ class Gateway:
         self.retention = Retention(self.db, RetentionPolicy(
             events_days=config.retention_events_days, commands_days=config.retention_commands_days,
             audit_days=config.retention_audit_days, alerts_days=config.retention_alerts_days,
-            webhook_days=config.retention_webhook_days, batch_rows=config.retention_batch_rows,
+            webhook_days=config.retention_webhook_days, fitting_days=config.retention_fitting_days,
+            lockers_days=config.retention_lockers_days, batch_rows=config.retention_batch_rows,
             vacuum_pages=config.retention_vacuum_pages, interval_s=config.retention_interval_s),
             clock, floors=[functools.partial(kind_floor, device_kinds=tuple(k.apps),
                                              cursor=k.event_cursor)
@@ -212,7 +225,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.ingest.on_processed = self.metrics.observe_ingest
         self.webhooks = WebhookService(self.db, WebhookSettings(
-            config.webhook_backoff_min_s, config.webhook_backoff_max_s, config.webhook_timeout_s),
+            config.webhook_backoff_min_s, config.webhook_backoff_max_s, config.webhook_timeout_s,
+            max_pending=config.webhook_max_pending),
             clock=clock, on_attempt=self.metrics.observe_webhook)
         # a subscription with include_secrets gets secrets, e.g. the plain pickup code
         # (gateway/http/redact.py): each kind adds its own
@@ -220,6 +234,12 @@ class Gateway:
         self.chain = None if config.store_id is None else ChainService(
             self.db, self.bus.publish, self.bus.wait_connected, config.store_id,
             kinds=config.chain_kinds)
+        # the disk, the webhook queues and the chain outbox: alerts before they hurt
+        self.capacity = CapacityWatch(self.db, CapacitySettings(
+            free_percent=config.disk_alert_free_percent, free_mb=config.disk_alert_free_mb,
+            webhook_max_pending=config.webhook_max_pending,
+            chain_alert_rows=config.chain_outbox_alert_rows, interval_s=config.capacity_check_s),
+            chain_enabled=self.chain is not None)
         self.app = create_app(self)
         self.http_port: int | None = None
         self._stop = asyncio.Event()
@@ -254,6 +274,7 @@ class Gateway:
         self._spawn("aisle", self.aisle.run())
         self._spawn("housekeeping", self._housekeeping())
         self._spawn("retention", self.retention.run())
+        self._spawn("capacity", self.capacity.run())
         if self.liveness is not None:
             self._spawn("liveness", self.liveness.run())
         self._spawn("webhooks", self.webhooks.run())
@@ -278,6 +299,7 @@ class Gateway:
         await self._cancel("aisle")
         await self._cancel("housekeeping")
         await self._cancel("retention")
+        await self._cancel("capacity")
         await self._cancel("liveness")
         await self._cancel("webhooks")
         await self._cancel("chain")

@@ -43,6 +43,10 @@ def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else f"must be >= 0, got {v}"
 
 
+def _percent(v: Any) -> str | None:
+    return None if 0 <= v <= 100 else f"must be 0..100 (percent of the disk), got {v}"
+
+
 def _batch_rows(v: Any) -> str | None:
     return None if 1 <= v <= 100_000 else f"must be 1..100000 (rows per transaction), got {v}"
 
@@ -101,6 +105,10 @@ SPEC: dict[str, dict[str, Key]] = {
     "database": {
         "path": Key("db_path", "path"),
         "stream_keep": Key("stream_keep", "int", _positive),
+        # disk.low alert (gateway/integrations/capacity.py): below the larger of the two; 0 = off
+        "disk_alert_free_percent": Key("disk_alert_free_percent", "float", _percent),
+        "disk_alert_free_mb": Key("disk_alert_free_mb", "float", _non_negative),
+        "capacity_check_s": Key("capacity_check_s", "float", _positive),
     },
     "retention": {  # gateway/storage/retention.py; days, 0 = keep forever
         "events_days": Key("retention_events_days", "float", _non_negative),
@@ -108,6 +116,8 @@ SPEC: dict[str, dict[str, Key]] = {
         "audit_days": Key("retention_audit_days", "float", _non_negative),
         "alerts_days": Key("retention_alerts_days", "float", _non_negative),
         "webhook_deliveries_days": Key("retention_webhook_days", "float", _non_negative),
+        "fitting_days": Key("retention_fitting_days", "float", _non_negative),
+        "lockers_days": Key("retention_lockers_days", "float", _non_negative),
         "batch_rows": Key("retention_batch_rows", "int", _batch_rows),
         "vacuum_pages": Key("retention_vacuum_pages", "int", _positive),
         "interval_s": Key("retention_interval_s", "float", _positive),
@@ -148,6 +158,7 @@ SPEC: dict[str, dict[str, Key]] = {
         "backoff_min_s": Key("webhook_backoff_min_s", "float", _positive),
         "backoff_max_s": Key("webhook_backoff_max_s", "float", _positive),
         "timeout_s": Key("webhook_timeout_s", "float", _positive),
+        "max_pending": Key("webhook_max_pending", "int", _positive),
     },
     "chain": {
         "store_id": Key("store_id", "str", _store_id),
@@ -155,6 +166,7 @@ SPEC: dict[str, dict[str, Key]] = {
         # head office's chain-wide availability: the mirror's and kiosk's other stores
         "central_url": Key("chain_central_url", "str", _http_url),
         "central_token_file": Key("chain_central_token_file", "path"),
+        "outbox_alert_rows": Key("chain_outbox_alert_rows", "int", _positive),
     },
     "logging": {
         "level": Key("log_level", "str", _one_of(*LOG_LEVELS)),

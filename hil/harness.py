@@ -187,7 +187,7 @@ class GatewayClient:
         """A client on `self.url` (a new one when the url changed or it was closed)."""
         with _HTTP_LOCK:  # two threads must not each make one (the loser's would be closed)
             if (self._http is None or self._http.is_closed
-                    or str(self._http.base_url) != self.url + "/"):
+                    or str(self._http.base_url).rstrip("/") != self.url.rstrip("/")):
                 self.close_http()
                 self._http = httpx.Client(base_url=self.url, timeout=30)
             return self._http

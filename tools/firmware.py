@@ -30,7 +30,10 @@ from tools.deploy import firmware_sources
 from tools.gateway_api import UNREACHABLE, call, refused
 
 BOARDS = ("esp32-devkitc", "esp32-tube-station", "rp2-pico-w", "rp2-tube-line", "sim")
-MIN_HEAP = 96 * 1024
+# The GC heap a device reports (gc.mem_free() + gc.mem_alloc()) for a 96 KB heap: the heap goal.
+# `micropython -X heapsize=96k` gives 97,024 B (the rest is the GC's allocation table), so a
+# min_heap of 96 * 1024 refused every 96 KB device with heap-too-small.
+MIN_HEAP = 94 * 1024
 
 
 def build(version: str, *, kinds: list[str] | None = None, boards: list[str] | None = None,

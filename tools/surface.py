@@ -136,6 +136,7 @@ def help_texts() -> dict[str, str]:
 
 def metric_names() -> str:
     """`# TYPE` lines of `/metrics`, rendered against a fresh database with every part present."""
+    from gateway.integrations.capacity import CapacityWatch
     from gateway.integrations.metrics import GatewayMetrics
     from gateway.storage.store import Store, connect, migrate
 
@@ -158,7 +159,8 @@ def metric_names() -> str:
                 webhooks=SimpleNamespace(backlog=backlog),
                 chain=SimpleNamespace(backlog=backlog, published=0, failures=0),
                 bus=SimpleNamespace(connected=False, publish_failures=0),
-                coap=SimpleNamespace(auth_refusals=dict))
+                coap=SimpleNamespace(auth_refusals=dict),
+                capacity=CapacityWatch(SimpleNamespace(read=read, path=Path(tmp) / "gw.db")))  # type: ignore[arg-type]
             try:
                 return await GatewayMetrics().render(gw)  # a stand-in with what render() reads (metrics.Sources)
             finally:

@@ -61,9 +61,10 @@ OPT_URI_QUERY = 15
 OPT_BLOCK2 = 23
 OPT_BLOCK1 = 27
 OPT_AUTH = 65000  # Edge-Auth (experimental range): counter (4) + tag (16)
-BLOCK_SZX = 6     # 1024-byte blocks
+BLOCK_SZX = 6     # 1024-byte blocks (Block1: what we send)
 BLOCK = 1024
-RX_MAX = 1280     # largest datagram we read (a 1024-byte block + header and options)
+RX_SZX = 5        # 512-byte blocks asked for in responses (Block2, early negotiation)
+RX_MAX = 640      # largest datagram we read (a 512-byte block + header and options)
 
 
 def hmac_pads(key):
@@ -257,6 +258,8 @@ class CoapTransport(Link):
         self._poll_lock = asyncio.Lock()
         self._subs = {}
         self._last_tx = ticks_ms()
+        self.full = None  # the runtime's: True while it handles as many commands as it may
+        self._born = False
 
     # ---- public API (as MQTTClient) -------------------------------------------------------
 
@@ -285,6 +288,8 @@ class CoapTransport(Link):
             except (ValueError, KeyError, TypeError):
                 pass
         code, opts, body = await self._call(self._req_lock, POST, ch, self._query(), p)
+        if ch == "birth":
+            self._born = True  # the poll may start: the gateway knows this session now
         cls = code >> 5
         if cls == 2:
             if body:
@@ -362,6 +367,7 @@ class CoapTransport(Link):
         self._state = _UP
         self._suspect = False
         self.session = None  # learnt from this connection's birth
+        self._born = False  # no poll before the birth is answered (below, _poller)
         self._connected()
         return True
 
@@ -465,6 +471,14 @@ class CoapTransport(Link):
 
     async def _poller(self, gen):
         while gen == self._gen and self._state == _UP:
+            if not self._born or (self.full is not None and self.full()):
+                # the next message waits at the gateway, not in our heap: a burst of commands
+                # handled all at once left no room for the replies (issue 16). And no poll
+                # before this session's birth is answered: one sent during the birth, without
+                # `s=`, was parked by the gateway and never answered under load, and the
+                # command it should have carried came 17 s (hold + 10 s) later
+                await asyncio.sleep_ms(50)
+                continue
             q = self._query()
             q.append("hold=%d" % self.hold)
             try:
@@ -487,6 +501,11 @@ class CoapTransport(Link):
                 await asyncio.sleep_ms(1000 * opt_uint(opts, OPT_MAX_AGE, self.hold))
 
     def _deliver(self, body):
+        if body[:1] == b"\0":  # a firmware chunk, the answer to a POST .../ota (docs/ota.md)
+            t = self.prefix + "ctl"
+            if t in self._subs and self.on_message:
+                self.on_message(t, body)
+            return
         try:
             mtype = json.loads(body).get("type")
         except (ValueError, AttributeError, MemoryError):  # MemoryError: deeply nested JSON
@@ -522,7 +541,6 @@ class CoapTransport(Link):
         s = self._sock
         if s is None:
             raise OSError(errno.ENOTCONN)
-        self._last_tx = ticks_ms()
         try:
             s.send(msg)
         except OSError as e:  # e.g. ECONNREFUSED reported late, ENOBUFS: retransmission covers it
@@ -577,6 +595,11 @@ class CoapTransport(Link):
                                              part, wait_ms)
                     if i < n - 1 and r[0] != CONTINUE:
                         return r  # the gateway refused the transfer (4.13, 4.08 ...)
+            elif code == GET:  # a response over 512 bytes comes in 512-byte blocks (RFC 7959
+                # early negotiation): every datagram fits RX_MAX, recv() asks the heap for 640
+                # contiguous bytes instead of 1280, and a block's copy is 512 bytes at most
+                r = await self._exchange(code, opts + [(OPT_BLOCK2, block_opt(0, False, RX_SZX))],
+                                         None, wait_ms)
             else:
                 r = await self._exchange(code, opts, payload, wait_ms)
             body = r[2]
@@ -592,7 +615,11 @@ class CoapTransport(Link):
                                          None, wait_ms)
                 if r[0] >> 5 != 2:
                     return r
-                body += r[2]
+                try:
+                    body += r[2]
+                except MemoryError:  # no hole for the body so far: drop it, go on (a command
+                    self.stats["rx_dropped"] += 1  # is re-sent by the gateway until answered)
+                    raise OSError(errno.ENOBUFS)
             return r[0], r[1], body
 
     async def _exchange(self, code, opts, payload, wait_ms=None, sends=0):
@@ -614,6 +641,8 @@ class CoapTransport(Link):
             for attempt in range(sends or self.MAX_RETRANSMIT + 1):
                 if attempt:
                     self.stats["retx"] += 1
+                else:  # liveness (hb): the gateway counts requests, not retransmissions, ACKs
+                    self._last_tx = ticks_ms()  # or pings, which its dedupe and RST answer
                 self._send(msg)
                 if await self._until(ex, to):
                     break

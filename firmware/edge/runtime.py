@@ -10,6 +10,7 @@ from edge.journal import Journal
 
 FW_VERSION = "0.1.0"
 WINDOW = 16  # events in flight without an ack
+CMD_MAX = 1  # commands handled at once; over CoAP the poll waits for room (docs/coap.md)
 ACK_TIMEOUT_MS = 10000  # re-send from the oldest un-acked event after this long
 MAX_PAYLOAD = 4096
 
@@ -58,6 +59,7 @@ class Runtime:
         self._sent = self.journal.first - 1  # highest seq published on this connection
         self._sent_at = 0
         self._running = {}
+        self._ncmd = 0  # command tasks alive (their messages, replies and cmdlog work in RAM)
         self._birth_due = False
         self.gateway_online = None
         self._alive = self._boot_alive = time.ticks_ms()
@@ -82,6 +84,7 @@ class Runtime:
             user=mq.get("user"), password=mq.get("password"),
             will=self._will(self.state["session"] + 1), on_message=self._on_message,
             on_connect=self._on_connect, on_down=self._on_down)
+        self.client.full = self._full  # the CoAP poller asks before fetching the next message
         self._down_since = time.ticks_ms()
 
     # --- clock ------------------------------------------------------------------
@@ -230,6 +233,10 @@ class Runtime:
 
     # --- incoming -------------------------------------------------------------------
     def _on_message(self, topic, payload):
+        if payload and payload[0] == 0:  # a binary OTA chunk on ctl (JSON never starts with 0)
+            if self.ota and topic.endswith("/ctl"):
+                self.ota.on_data(payload)  # written to flash now: payload is the link's buffer
+            return
         try:
             if len(payload) > MAX_PAYLOAD:
                 raise ValueError("oversized")
@@ -253,20 +260,40 @@ class Runtime:
                 elif mtype == "ota.chunk" and self.ota:
                     self.ota.on_chunk(body)
             elif topic.endswith("/cmd") and mtype == "cmd":
-                asyncio.create_task(self._command(msg.get("id"), body))
+                self._ncmd += 1
+                try:
+                    asyncio.create_task(self._command(msg.get("id"), body))
+                except MemoryError:
+                    self._ncmd -= 1  # never started: a count left behind would stop the poll
+                    raise
         except (ValueError, TypeError, KeyError, MemoryError) as e:  # MemoryError: deeply nested JSON
             self.stats["bad_msgs"] += 1
             self.log("dropped message on", topic, ":", e)
 
     # --- commands -------------------------------------------------------------------
     async def _reply(self, cid, status, reason=None, result=None):
-        try:
-            await self.client.publish(self.prefix + "reply", self._msg(  # a dict: the client dumps it
-                "reply", {"status": status, "reason": reason, "result": result}, id=cid), 1)
-        except (OSError, MemoryError):  # MemoryError: a burst left no heap for this reply
-            pass  # the gateway re-sends the command; the stored outcome answers it then
+        for _ in range(3):
+            try:
+                await self.client.publish(self.prefix + "reply", self._msg(  # a dict: the client dumps it
+                    "reply", {"status": status, "reason": reason, "result": result}, id=cid), 1)
+                return
+            except OSError:
+                return  # the gateway re-sends the command; the stored outcome answers it then
+            except MemoryError:  # no hole for it now: the heap changes as other tasks go on
+                await asyncio.sleep_ms(200)
+
+    def _full(self):
+        return self._ncmd >= CMD_MAX
 
     async def _command(self, cid, body):
+        try:
+            await self._command1(cid, body)
+        except MemoryError:  # no heap for this one now: unanswered, so the gateway re-sends it
+            self.stats["bad_msgs"] += 1
+        finally:
+            self._ncmd -= 1
+
+    async def _command1(self, cid, body):
         if not isinstance(cid, str) or not 0 < len(cid) <= 64:
             self.stats["bad_msgs"] += 1
             return
@@ -296,19 +323,21 @@ class Runtime:
             return
         self.cmds.start(cid)
         self._running[cid] = True
-        self.stats["cmds"] += 1
-        await self._reply(cid, "accepted")
-        status, reason, result = "done", None, None
         try:
-            result = await handler(args)
-        except Rejected as r:
-            status, reason = "rejected", r.reason
-        except Failed as f:
-            status, reason, result = "failed", f.reason, f.result
-        except Exception as e:  # a bug in a handler must not kill the runtime
-            status, reason = "failed", "error: %s" % e
-        self.cmds.finish(cid, status, reason, result)
-        del self._running[cid]
+            self.stats["cmds"] += 1
+            await self._reply(cid, "accepted")
+            status, reason, result = "done", None, None
+            try:
+                result = await handler(args)
+            except Rejected as r:
+                status, reason = "rejected", r.reason
+            except Failed as f:
+                status, reason, result = "failed", f.reason, f.result
+            except Exception as e:  # a bug in a handler must not kill the runtime
+                status, reason = "failed", "error: %s" % e
+            self.cmds.finish(cid, status, reason, result)
+        finally:  # a MemoryError before `finish`: the log says `started`, answered `accepted`
+            del self._running[cid]
         await self._reply(cid, status, reason, result)
 
     async def _cmd_ping(self, args):

@@ -74,6 +74,23 @@ RULES: tuple[Rule, ...] = (
          "{device}: journal rolled back (restored from an older flash copy?): events from seq "
          "{from} go on in new epoch {new_epoch}, nothing dropped; check how the device was "
          "restored"),
+    # the gateway's own capacity (gateway/integrations/capacity.py): the disk under the
+    # database, a webhook queue at its cap, the chain outbox growing (docs/operations.md)
+    Rule("gateway", "disk.low", "critical", "disk.low",
+         "gateway disk nearly full: {free_mb} MiB free of {total_mb} MiB (alert below "
+         "{threshold_mb} MiB). When it is full, writes are refused and devices are no longer "
+         "acknowledged: free space, or shorten [retention] (docs/operations.md)"),
+    Rule("gateway", "disk.ok", "info", "", "", resolves="disk.low"),
+    Rule("gateway", "webhook.dropping", "warning", "webhook.dropping:{sub}",
+         "webhook {sub}: its receiver is not taking deliveries and the queue is full "
+         "({max_pending}); the oldest are dropped ({dropped} so far): check the receiver "
+         "(GET /webhooks/{sub})"),
+    Rule("gateway", "webhook.ok", "info", "", "", resolves="webhook.dropping:{sub}"),
+    Rule("gateway", "chain.backlog", "warning", "chain.backlog",
+         "chain outbox holds {rows} messages (alert above {alert_rows}): the store broker or "
+         "its bridge to head office is not taking them. Nothing is dropped; they use disk "
+         "until it is back (docs/chain.md)"),
+    Rule("gateway", "chain.ok", "info", "", "", resolves="chain.backlog"),
     # the device kinds' own rules (gateway/kinds/<kind>/__init__.py: a locker door forced...)
     *alert_rules(),
 )
@@ -128,7 +145,9 @@ def get_alert(store: Store, alert_id: int) -> dict[str, Any] | None:
 
 def list_alerts(store: Store, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     if state is None:
-        rows = store.conn.execute(f"SELECT {_COLS} FROM alerts WHERE state != 'resolved' "
+        # the open and acked ones through alerts_by_state, whatever the resolved ones number
+        # (kept [retention] alerts_days): `state != 'resolved'` walked them all
+        rows = store.conn.execute(f"SELECT {_COLS} FROM alerts WHERE state IN ('open', 'acked') "
                                   "ORDER BY id DESC LIMIT ?", (limit,))
     elif state == "all":
         rows = store.conn.execute(f"SELECT {_COLS} FROM alerts ORDER BY id DESC LIMIT ?", (limit,))

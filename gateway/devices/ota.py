@@ -13,7 +13,6 @@ an attacker who owns one device can do: docs/ota.md.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import io
@@ -29,7 +28,9 @@ MAX_BUNDLE = 1024 * 1024     # an upload (zip) of at most this many bytes
 MAX_FILES = 64               # the firmware has ~30 modules
 MAX_TOTAL = 512 * 1024       # uncompressed .mpy bytes (the firmware is ~65 KB)
 MAX_MANIFEST = 8192          # what a device accepts (edge/ota.py)
-MAX_CHUNK = 2048             # raw bytes per chunk: 2.7 KB of base64, inside a 4 KB message
+MAX_CHUNK = 2048             # bytes per chunk (a device asks for what fits its receive buffer)
+HEAD = 512                   # the manifest's fields before its file list (edge/ota_get.py HEAD)
+ENTRY = 160                  # one file entry, as a device reads it (edge/ota_get.py ENTRY)
 VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,31}\Z")
 PATH_RE = re.compile(r"edge/[a-z0-9_/]{1,56}\.mpy\Z")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
@@ -128,6 +129,12 @@ def read_bundle(data: bytes) -> Bundle:
             raise BundleError(f"{e[0]}: size or sha256 differs from the manifest (a corrupted "
                               "bundle: build it again)")
         files.append(d)
+    try:
+        if [e[0] for e in device_entries(mbytes)] != [e[0] for e in entries]:
+            raise ValueError("the file list differs")
+    except (ValueError, IndexError, TypeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"manifest.json: a device could not read it ({exc}): build the bundle "
+                          "with `phygital firmware build`") from None
     if "edge/__init__.mpy" not in seen or "edge/boot.mpy" not in seen:
         raise BundleError("the bundle must hold the whole edge package (edge/__init__.mpy, "
                           "edge/boot.mpy...): a device boots only from a complete set")
@@ -135,7 +142,7 @@ def read_bundle(data: bytes) -> Bundle:
 
 
 def ota_key(coap_key: bytes) -> bytes:
-    """The device's update key, derived from its CoAP key (firmware/edge/ota.py ota_key)."""
+    """The device's update key, derived from its CoAP key (firmware/edge/ota_offer.py ota_key)."""
     return hmac.new(coap_key, KEY_LABEL, hashlib.sha256).digest()
 
 
@@ -173,15 +180,50 @@ def parse_request(topic: str, payload: bytes) -> tuple[str, str, int, int, int]:
 
 def chunk_message(bundle: Bundle | None, dev: str, oid: str, f: int, o: int, n: int,
                   now: int | None, err: str | None = None) -> bytes:
-    """The answer on pe/1/{dev}/ctl: `ota.chunk` with the bytes (base64), or with `err`."""
-    body: dict[str, Any] = {"id": oid, "f": f, "o": o}
+    """The answer on pe/1/{dev}/ctl. The bytes go binary (a device writes them to flash from
+    its receive buffer: no JSON, no base64): `0x00`, file + 1, offset (4 bytes, big-endian),
+    len(offer id), offer id, the bytes. A refusal is JSON: `ota.chunk` with `err`."""
     if err is None and bundle is not None:
         data = bundle.manifest_bytes if f == -1 else (bundle.files[f] if f < len(bundle.files) else None)
-        if data is None or o > len(data):
+        if data is None or o >= len(data):
             err = "no-such-chunk"
         else:
-            body["d"] = base64.b64encode(data[o:o + n]).decode()
-    if err is not None:
-        body["err"] = err
+            oid_b = oid.encode()
+            return bytes((0, f + 1)) + o.to_bytes(4, "big") + bytes((len(oid_b),)) + oid_b + data[o:o + n]
+    body: dict[str, Any] = {"id": oid, "f": f, "o": o, "err": err or "no-bundle"}
     return json.dumps({"v": 1, "dev": dev, "type": "ota.chunk", "t": now, "body": body},
                       separators=(",", ":")).encode()
+
+
+def read_chunk(msg: bytes) -> tuple[int, int, str, bytes]:
+    """(file, offset, offer id, bytes) of a binary chunk (what a device reads; for tests)."""
+    if len(msg) < 7 or msg[0] != 0:
+        raise ValueError("not a binary chunk")
+    k = 7 + msg[6]
+    return msg[1] - 1, int.from_bytes(msg[2:6], "big"), msg[7:k].decode(), msg[k:]
+
+
+def device_entries(mbytes: bytes) -> list[tuple[str, int, str]]:
+    """The manifest as a device reads it (firmware/edge/ota_get.py: no file list in RAM): the
+    fields before `"files":[` within the first HEAD bytes, then one `[path, size, sha256]` of at
+    most ENTRY bytes after another, the list and the object closed by `]}`. ValueError if a
+    device could not read it."""
+    i = mbytes[:HEAD].find(b'"files":[')
+    if i < 0:
+        raise ValueError(f'"files" must be the manifest\'s last field, within its first {HEAD} bytes')
+    json.loads(mbytes[:i] + b'"files":0}')
+    pos = i + 9
+    out = []
+    while True:
+        s = mbytes[pos:pos + ENTRY]
+        j = s.find(b"]")
+        if s[:1] != b"[" or j < 0:
+            raise ValueError(f"file entry at byte {pos} is not [path,size,sha256] of at most {ENTRY} bytes")
+        e = json.loads(s[:j + 1])
+        out.append((e[0], e[1], e[2]))
+        nxt = s[j + 1:j + 3]
+        if nxt == b"]}" and pos + j + 3 == len(mbytes):
+            return out
+        if nxt[:1] != b",":
+            raise ValueError(f"after the file entry at byte {pos}: ',' or ']}}' (the end) expected")
+        pos += j + 2

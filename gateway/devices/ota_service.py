@@ -186,16 +186,41 @@ class OtaService:
     # -- the chunk server -------------------------------------------------------------------------
 
     def handle_request(self, topic: str, payload: bytes) -> None:
-        """A device's chunk request (the MQTT handler: must not wait)."""
+        """A device's chunk request over MQTT (the handler: must not wait); the answer goes on
+        its `ctl`."""
+        if len(self._tasks) >= MAX_IN_FLIGHT:
+            self.dropped += 1
+            return
+        answer = self.answer(topic, payload)
+        if answer is None:
+            return
+        dev, msg, ok = answer
+        task = asyncio.get_running_loop().create_task(self._answer(dev, msg, ok))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def coap_answer(self, topic: str, payload: bytes) -> bytes | None:
+        """A CoAP device's chunk request (POST /pe/1/{dev}/ota): the answer is the response's
+        payload (gateway/transport/coap.py); None: not a request (4.00)."""
+        answer = self.answer(topic, payload)
+        if answer is None:
+            return None
+        _dev, msg, ok = answer
+        if ok:
+            self.served += 1
+        else:
+            self.dropped += 1
+        return msg
+
+    def answer(self, topic: str, payload: bytes) -> tuple[str, bytes, bool] | None:
+        """(device, the answer: a chunk or a refusal, whether it is a chunk) for a chunk
+        request; None (counted as dropped) if it is not one."""
         try:
             dev, oid, f, o, n = ota.parse_request(topic, payload)
         except ValueError as exc:
             self.dropped += 1
             log.debug("ota request dropped topic=%s error=%s", topic, exc)
-            return
-        if len(self._tasks) >= MAX_IN_FLIGHT:
-            self.dropped += 1
-            return
+            return None
         r = self.rollouts.get(oid)
         err = None
         if r is None or r.target(dev) is None:
@@ -206,9 +231,7 @@ class OtaService:
         if bundle is None and err is None:
             err = "no-bundle"
         msg = ota.chunk_message(bundle, dev, oid, f, o, n, self.clock(), err)
-        task = asyncio.get_running_loop().create_task(self._answer(dev, msg, err is None))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return dev, msg, err is None and msg[:1] == b"\0"
 
     async def _answer(self, dev: str, msg: bytes, ok: bool) -> None:
         try:

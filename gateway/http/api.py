@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from gateway.devices.commands import CommandService
     from gateway.devices.ingest import IngestWorker
     from gateway.devices.ota_service import OtaService
+    from gateway.integrations.capacity import CapacityWatch
     from gateway.integrations.metrics import GatewayMetrics
     from gateway.integrations.webhooks import WebhookService
     from gateway.kinds.base import DeviceKind, KindService
@@ -88,6 +89,8 @@ class Served(Protocol):
     def ota(self) -> OtaService: ...
     @property
     def aisle(self) -> AisleService: ...
+    @property
+    def capacity(self) -> CapacityWatch: ...
 
     def render(self, kind: str, data: dict[str, Any], reveal: bool = False) -> dict[str, Any]: ...
 
@@ -430,7 +433,8 @@ def create_app(gw: Served) -> FastAPI:
     app.include_router(firmware_router(gw.ota))  # bundles, rollouts (docs/ota.md)
     add_staff_routes(app, gw.alerts)
     add_screen_routes(app, gw.db, gw.services)  # customer points, the screens' script (gateway/http/screens.py)
-    add_ops_routes(app, gw.webhooks, gw.metrics, gw)  # webhooks, /metrics (gateway/http/ops.py)
+    add_ops_routes(app, gw.webhooks, gw.metrics, gw,  # webhooks, /metrics, /storage
+                   gw.capacity)                        # (gateway/http/ops.py)
     resilience.install(app)  # disk full / database locked: a clear 507 / 503
     auth.install(app, gw.db, gw.limits)  # every route above and below: tokens, scopes, limits, audit
     return app

@@ -85,6 +85,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/web/aisle.js", PUBLIC),       # ... and their endless-aisle step (its calls need tokens)
     ("GET", "/audit", ("admin",)),
     ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
+    ("GET", "/storage", ("read",)),     # disk and queue sizes: subscription ids, no URL
     ("POST", "/alerts/*/ack", ("operations",)),
     ("POST", "/devices/*/commands", ("operations",)),
     ("GET", "/firmware", ("read",)),      # bundles and rollouts (gateway/http/firmware.py)

@@ -1,4 +1,5 @@
-"""HTTP routes for integrations: webhook subscriptions (docs/webhooks.md) and `/metrics`."""
+"""HTTP routes for integrations: webhook subscriptions (docs/webhooks.md), `/metrics` and
+`/storage` (the disk and the bounded queues, docs/operations.md)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
@@ -10,6 +11,7 @@ from gateway.integrations.metrics import CONTENT_TYPE, GatewayMetrics, Sources
 from gateway.integrations.webhooks import UnknownSubscription
 
 if TYPE_CHECKING:
+    from gateway.integrations.capacity import CapacityWatch
     from gateway.integrations.webhooks import WebhookService
 
 
@@ -35,7 +37,7 @@ class WebhookOut(BaseModel):
         "events": ["event.tag.*", "device.offline"], "description": None,
         "created": 1795000000000, "delivered": 120, "failures": 2, "failing": 0,
         "last_attempt": 1795000100000, "last_success": 1795000100000, "last_error": None,
-        "include_secrets": False, "pending": 0, "oldest_pending_created": None,
+        "include_secrets": False, "pending": 0, "dropped": 0, "oldest_pending_created": None,
         "next_attempt": None, "head_attempts": None}]})
     id: str
     url: str
@@ -50,6 +52,8 @@ class WebhookOut(BaseModel):
     last_error: str | None
     include_secrets: bool
     pending: int = Field(description="deliveries waiting")
+    dropped: int = Field(description="oldest pending deliveries dropped because the queue was "
+                                     "full ([webhooks] max_pending), all time")
     oldest_pending_created: int | None
     next_attempt: int | None = Field(description="unix ms of the next try of the oldest pending")
     head_attempts: int | None = Field(description="attempts of the oldest pending delivery")
@@ -81,8 +85,53 @@ class DeliveriesPageOut(BaseModel):
     next_after: int = Field(description="pass as `after` for the next page")
 
 
+class DiskOut(BaseModel):
+    path: str = Field(description="the database's folder")
+    total_bytes: int
+    free_bytes: int
+    alert_below_bytes: int = Field(description="disk.low below this ([database] "
+                                               "disk_alert_free_percent / _mb; 0: off)")
+    low: bool
+    db_bytes: int = Field(description="the database file and its WAL")
+
+
+class WebhookQueueOut(BaseModel):
+    id: str
+    pending: int
+    dropped: int = Field(description="oldest pending deliveries dropped at the cap, all time")
+    full: bool
+
+
+class WebhookQueuesOut(BaseModel):
+    max_pending: int = Field(description="the cap per subscription ([webhooks] max_pending)")
+    subscriptions: list[WebhookQueueOut]
+
+
+class ChainOutboxOut(BaseModel):
+    enabled: bool
+    rows: int = Field(description="messages not yet taken by the store broker")
+    alert_rows: int = Field(description="chain.backlog above this ([chain] outbox_alert_rows)")
+    policy: str
+    alerting: bool
+
+
+class StorageOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "disk": {"path": "/var/lib/phygital", "total_bytes": 31_000_000_000,
+                 "free_bytes": 24_000_000_000, "alert_below_bytes": 3_100_000_000, "low": False,
+                 "db_bytes": 3_200_000_000},
+        "webhooks": {"max_pending": 100000, "subscriptions": [
+            {"id": "wh-0a1b2c3d4e5f", "pending": 12, "dropped": 0, "full": False}]},
+        "chain_outbox": {"enabled": True, "rows": 3, "alert_rows": 500000,
+                         "policy": "never dropped, never refused: alert above alert_rows",
+                         "alerting": False}}]})
+    disk: DiskOut
+    webhooks: WebhookQueuesOut
+    chain_outbox: ChainOutboxOut
+
+
 def add_ops_routes(app: FastAPI, webhooks: WebhookService, exposition: GatewayMetrics,
-                   sources: Sources) -> None:
+                   sources: Sources, capacity: CapacityWatch) -> None:
     def _404(sub_id: str) -> HTTPException:
         return HTTPException(404, f"unknown webhook subscription {sub_id!r} "
                                   "(GET /webhooks lists them)")
@@ -135,6 +184,13 @@ def add_ops_routes(app: FastAPI, webhooks: WebhookService, exposition: GatewayMe
         except UnknownSubscription:
             raise _404(sub_id) from None
         return Response(status_code=204)
+
+    @app.get("/storage", tags=["operations"], response_model=StorageOut)
+    async def storage() -> dict[str, Any]:
+        """The disk under the database and the bounded queues: each webhook subscription's
+        pending deliveries against the cap and how many were dropped, the chain outbox against
+        its alert threshold (docs/operations.md, "Queues, disk and reads"). No URL, no secret."""
+        return await capacity.snapshot()
 
     @app.get("/metrics", response_class=Response, tags=["operations"],
              responses={200: {"description": "Prometheus text exposition format",

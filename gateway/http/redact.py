@@ -12,6 +12,8 @@ Secrets by value class, whatever field they sit in:
   the idempotency key derived from it): only the gateway and the bank need them. Every API
   view of a command shows them as `REDACTED`, for every scope, and so do the stream, the
   webhooks and the chain of stores (they all carry `store.public_command`).
+* **OTA offer MACs** (the `mac` of an `ota` command, docs/ota.md): not a secret (it lets only
+  that device take that bundle), redacted in every API view all the same: no reader needs it.
 * **device passwords and keys, API tokens, webhook signing secrets**: never in any response,
   except a webhook secret (and a new API token, CLI only) once, where it is created.
 
@@ -34,10 +36,14 @@ _VERIFIER = ("hash", "mac", "code")
 COMMAND_SECRETS: dict[str, tuple[tuple[str, ...], ...]] = {
     "set_order": tuple((f,) for f in _VERIFIER),
     "load_codes": tuple(("orders", "*", f) for f in _VERIFIER),
+    # an OTA offer's MAC (docs/ota.md) only lets that one device take that one bundle, so it
+    # is not a secret by design; no reader has a use for it, so no API view shows it either
+    "ota": (("mac",),),
 }
 #: commands whose idempotency key is derived from a verifier (`lk:<order>:set_order:<hash16>`:
-#: 64 bits of a hash identify a 6-digit code as surely as the whole hash)
-SECRET_KEYED_COMMANDS = frozenset(COMMAND_SECRETS)
+#: 64 bits of a hash identify a 6-digit code as surely as the whole hash); an offer's key is
+#: `ota-<rollout id>`
+SECRET_KEYED_COMMANDS = frozenset({"set_order", "load_codes"})
 
 #: device event type -> body fields holding a code (none of today's firmware sends one; a
 #: typed code in a rejection would be one digit from a real code)

@@ -24,6 +24,11 @@ MAX_FILE_BYTES = 64 * 1024
 MAX_TEXT = 300
 #: texts a device's own screen shows (the rack display's 8x8 font): at most 16 printable ASCII
 DEVICE_TEXT_RE = re.compile(r"[ -~]{1,16}\Z")
+#: texts of the locker bank's display (one line on its character display): printable ASCII
+LOCKER_TEXT_RE = re.compile(r"[ -~]{1,120}\Z")
+LOCKER_MAX = 120
+#: a printf placeholder (or a lone % at the end): the bank formats these texts with %
+_PCT_RE = re.compile(r"%.?", re.DOTALL)
 LANG_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z]{2,4})?\Z")
 
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -60,6 +65,32 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "aisle_failed": "We could not ask for it: {detail}",
         # the rack display (docs/rack-display.md): its 8x8 font, so at most 16 printable ASCII
         "rack_stale": "LAST KNOWN",
+        # the locker bank's display (docs/lockers.md "Texts"): printable ASCII (no accents: its
+        # character set), at most LOCKER_MAX each, the same %d/%s as the English one; in this order
+        "locker_idle": "Enter your pickup code, then #",
+        "locker_cleared": "Cleared - Enter your pickup code, then #",
+        "locker_offline": "This locker is offline for new orders - your code still works",
+        "locker_digits": "Please enter all %d digits of your code, then #",
+        "locker_ok": "Code OK - door %d is opening",
+        "locker_open": "Door %d is open - please take your parcel and close the door",
+        "locker_wait": "Door %d is opening - please wait",
+        "locker_thanks": "Thank you - enjoy your order",
+        "locker_unknown": "Code not recognised - please check it and try again",
+        "locker_used":
+            "This code has already been used - if you did not get your parcel, please ask staff",
+        "locker_revoked": "This code is no longer valid - please contact the store",
+        "locker_expired": "This code has expired - please contact the store",
+        "locker_staff": "Locker %d needs staff attention - please ask at the store counter",
+        "locker_busy": "Door %d is open right now - please ask at the store counter",
+        "locker_lockout": "Too many wrong codes - the keypad is locked for %s",
+        "locker_locked": "The keypad is locked - please try again in %s",
+        "locker_jammed":
+            "Sorry, door %d did not open. Staff have been told - please ask at the store counter, your parcel is safe",
+        "locker_ajar": "Door %d is still open - please close it",
+        "locker_restarted": "Sorry, the locker restarted - please enter your code again",
+        "locker_min1": "1 minute",
+        "locker_mins": "%d minutes",
+        "locker_resting": "This locker bank is resting - please ask at the store counter",
     },
     "fr": {
         "kiosk_title": "Échantillons",
@@ -93,6 +124,33 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "aisle_busy": "Beaucoup de demandes en ce moment : réessayez dans une minute",
         "aisle_failed": "La demande n'a pas pu être faite : {detail}",
         "rack_stale": "DERNIER CHIFFRE",
+        # the locker bank's display: printable ASCII, no accents
+        "locker_idle": "Tapez votre code de retrait, puis #",
+        "locker_cleared": "Efface - Tapez votre code de retrait, puis #",
+        "locker_offline":
+            "Ce casier est hors ligne pour les nouvelles commandes - votre code fonctionne",
+        "locker_digits": "Tapez les %d chiffres de votre code, puis #",
+        "locker_ok": "Code bon - la porte %d s'ouvre",
+        "locker_open": "La porte %d est ouverte - prenez votre colis et refermez la porte",
+        "locker_wait": "La porte %d s'ouvre - un instant",
+        "locker_thanks": "Merci - bonne journee",
+        "locker_unknown": "Code inconnu - verifiez-le et reessayez",
+        "locker_used":
+            "Ce code a deja servi - si vous n'avez pas votre colis, demandez a un conseiller",
+        "locker_revoked": "Ce code n'est plus valable - contactez le magasin",
+        "locker_expired": "Ce code a expire - contactez le magasin",
+        "locker_staff": "Le casier %d attend un conseiller - demandez a l'accueil",
+        "locker_busy": "La porte %d est ouverte en ce moment - demandez a l'accueil",
+        "locker_lockout": "Trop de codes faux - le clavier est bloque pour %s",
+        "locker_locked": "Le clavier est bloque - reessayez dans %s",
+        "locker_jammed":
+            "Desole, la porte %d ne s'est pas ouverte. Un conseiller est prevenu - demandez a "
+            "l'accueil, votre colis est en securite",
+        "locker_ajar": "La porte %d est encore ouverte - refermez-la",
+        "locker_restarted": "Desole, le casier a redemarre - tapez votre code a nouveau",
+        "locker_min1": "1 minute",
+        "locker_mins": "%d minutes",
+        "locker_resting": "Ces casiers se reposent - demandez a l'accueil",
     },
 }
 KEYS = tuple(DEFAULTS["en"])
@@ -146,6 +204,17 @@ class ScreenTexts:
                 if name.startswith("rack_") and not DEVICE_TEXT_RE.match(t):
                     raise TextsError(f"{source}: {lang}.{name}: {t!r}: at most 16 printable ASCII "
                                      "characters, no accents (the rack display's font)")
+                if name.startswith("locker_"):
+                    if not LOCKER_TEXT_RE.match(t):
+                        raise TextsError(f"{source}: {lang}.{name}: {t!r}: at most {LOCKER_MAX} "
+                                         "printable ASCII characters, no accents (what the locker "
+                                         "bank's display shows)")
+                    want = _PCT_RE.findall(DEFAULTS["en"][name])
+                    if _PCT_RE.findall(t) != want:
+                        raise TextsError(f"{source}: {lang}.{name}: {t!r}: must contain "
+                                         + (" then ".join(want) if want else "no %")
+                                         + " exactly like the built-in text ("
+                                         f"{DEFAULTS['en'][name]!r}): the bank fills it in")
         self.langs = langs
         self.points = points
 
@@ -177,6 +246,15 @@ class ScreenTexts:
             out["where"] = where
         out["lang"] = lg
         return out
+
+
+LOCKER_KEYS = tuple(k for k in KEYS if k.startswith("locker_"))
+
+
+def locker_lines(texts: dict[str, str]) -> str:
+    """The locker bank's texts (from `for_page`) as its `texts` command carries them: one line
+    each, in LOCKER_KEYS order (the firmware's TX order, edge/apps/locker.py)."""
+    return "\n".join(texts[k] for k in LOCKER_KEYS)
 
 
 def inject(html: str, device: str, texts: dict[str, str]) -> str:

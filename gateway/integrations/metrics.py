@@ -53,6 +53,34 @@ def _by_label(family: type[GaugeMetricFamily | CounterMetricFamily], name: str,
     return fam
 
 
+def _capacity_families(snap: dict[str, Any]) -> list[Metric]:
+    """The disk under the database and the bounded queues (docs/operations.md)."""
+    d, w, c = snap["disk"], snap["webhooks"], snap["chain_outbox"]
+    fams: list[Metric] = [
+        GaugeMetricFamily("pe_disk_free_bytes", "Free bytes of the database's file system",
+                          value=d["free_bytes"]),
+        GaugeMetricFamily("pe_disk_total_bytes", "Size of the database's file system",
+                          value=d["total_bytes"]),
+        GaugeMetricFamily("pe_disk_alert_below_bytes",
+                          "disk.low alert below this many free bytes (0: off)",
+                          value=d["alert_below_bytes"]),
+        GaugeMetricFamily("pe_database_bytes", "The database file and its WAL",
+                          value=d["db_bytes"]),
+        GaugeMetricFamily("pe_webhook_max_pending",
+                          "Cap of each webhook subscription's queue (past it, drop-oldest)",
+                          value=w["max_pending"]),
+        _by_label(GaugeMetricFamily, "pe_webhook_pending",
+                  "Undelivered webhook deliveries, by subscription", "subscription",
+                  {q["id"]: q["pending"] for q in w["subscriptions"]}),
+        _by_label(CounterMetricFamily, "pe_webhook_dropped",
+                  "Webhook deliveries dropped at the cap (oldest first), by subscription",
+                  "subscription", {q["id"]: q["dropped"] for q in w["subscriptions"]}),
+        GaugeMetricFamily("pe_chain_outbox_alert_rows",
+                          "chain.backlog alert above this many outbox rows (never dropped)",
+                          value=c["alert_rows"])]
+    return fams
+
+
 class _Snapshot(Collector):
     """Yields the families computed by `GatewayMetrics.render` just before exposition."""
 
@@ -201,6 +229,9 @@ class GatewayMetrics:
         fams.append(_by_label(CounterMetricFamily, "pe_stream_refused",
                               "Live stream requests refused 429 (too many open), by limit",
                               "limit", gw.broadcaster.refused))
+        capacity = getattr(gw, "capacity", None)
+        if capacity is not None:  # gateway/integrations/capacity.py
+            fams.extend(_capacity_families(await capacity.snapshot()))
         coap = getattr(gw, "coap", None)
         if coap is not None:  # CoAP requests refused by authentication (gateway/transport/coap_auth.py)
             fams.append(_by_label(CounterMetricFamily, "pe_coap_auth_refused",

@@ -15,6 +15,13 @@ Nothing is lost, nothing is reordered:
 * **Retries** back off exponentially with jitter (`backoff_min_s` doubling up to
   `backoff_max_s`, each delay drawn from [50 %, 100 %]) and never give up; deleting the
   subscription drops its queue.
+* **A bounded queue** (issue 17): a subscription holds at most `max_pending` undelivered
+  deliveries (`[webhooks] max_pending`). While its receiver stays down, each new delivery past
+  the cap drops the **oldest** pending one, in the same transaction, and counts it in the
+  subscription's `dropped` (`pe_webhook_dropped_total`); `gateway/integrations/capacity.py`
+  raises an alert when that count moves. Drop-oldest, because what a store system wants when
+  it comes back is the current state of the store; a receiver sees the gap in `stream_id` and
+  may fetch device events again from `GET /events` (within `[retention] events_days`).
 
 Signature (docs/webhooks.md): `X-Phygital-Signature: sha256=<hex>` where hex is
 HMAC-SHA256(secret, f"{timestamp}." + body) and `X-Phygital-Timestamp` is the Unix time in
@@ -148,11 +155,13 @@ def validate_patterns(events: list[str]) -> list[str]:
 
 class Fanout:
     """The stream hook: one pending delivery per matching subscription, in the item's
-    transaction. Holds the subscriptions in memory (writer thread only), reloaded by every
-    write that changes them."""
+    transaction, and the cap: past `max_pending` pending deliveries of a subscription, its
+    oldest pending ones go (counted in `dropped`). Holds the subscriptions in memory (writer
+    thread only), reloaded by every write that changes them."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int = 100_000) -> None:
         self.subs: list[tuple[str, list[str]]] = []
+        self.max_pending = max_pending
 
     def load(self, store: Store) -> None:
         self.subs = [(r[0], json.loads(r[1])) for r in store.conn.execute(
@@ -169,6 +178,22 @@ class Fanout:
             store.conn.executemany(
                 "INSERT INTO webhook_deliveries (sub, stream_id, type, data, created, next_at) "
                 "VALUES (?,?,?,?,?,?)", [(sid, item.id, etype, data, now, now) for sid in targets])
+            for sid in targets:  # `pending` is kept by the triggers of migration 20
+                over = store.conn.execute("SELECT pending FROM webhook_subscriptions WHERE id = ?",
+                                          (sid,)).fetchone()[0] - self.max_pending
+                if over > 0:
+                    drop_oldest(store, sid, over)
+
+
+def drop_oldest(store: Store, sub: str, n: int) -> int:
+    """Drop the `n` oldest pending deliveries of `sub` (an index walk on webhook_pending) and
+    count them in the subscription's `dropped`. In the caller's transaction."""
+    gone = store.conn.execute(
+        "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries "
+        "WHERE sub = ? AND status = 'pending' ORDER BY id LIMIT ?)", (sub, n)).rowcount
+    store.conn.execute("UPDATE webhook_subscriptions SET dropped = dropped + ? WHERE id = ?",
+                       (gone, sub))
+    return gone
 
 
 def install(store: Store, fanout: Fanout) -> None:
@@ -236,8 +261,16 @@ def due_heads(store: Store) -> list[dict[str, Any]]:
 
 
 def backlog(store: Store) -> int:
+    """Pending deliveries of every subscription (the triggers' counts: no scan)."""
     return int(store.conn.execute(
-        "SELECT COUNT(*) FROM webhook_deliveries WHERE status='pending'").fetchone()[0])
+        "SELECT COALESCE(SUM(pending), 0) FROM webhook_subscriptions").fetchone()[0])
+
+
+def queues(store: Store) -> list[dict[str, Any]]:
+    """Each subscription's queue: `id`, `pending`, `dropped` (no URL: a URL may hold a
+    credential, and this is shown to the `read` scope)."""
+    return [{"id": r[0], "pending": r[1], "dropped": r[2]} for r in store.conn.execute(
+        "SELECT id, pending, dropped FROM webhook_subscriptions ORDER BY id")]
 
 
 def _public_sub(row: sqlite3.Row, stats: dict[str, Any]) -> dict[str, Any]:
@@ -256,15 +289,11 @@ def list_subscriptions(store: Store, sub_id: str | None = None) -> list[dict[str
         args = (sub_id,)
     out = []
     for row in store.conn.execute(sql + " ORDER BY created, id", args).fetchall():
-        head = store.conn.execute(
-            "SELECT COUNT(*), MIN(id), MIN(created) FROM webhook_deliveries "
-            "WHERE sub = ? AND status = 'pending'", (row["id"],)).fetchone()
-        nxt = None
-        if head[1] is not None:
-            nxt = store.conn.execute("SELECT next_at, attempts FROM webhook_deliveries "
-                                     "WHERE id = ?", (head[1],)).fetchone()
+        nxt = store.conn.execute(
+            "SELECT next_at, attempts, created FROM webhook_deliveries "
+            "WHERE sub = ? AND status = 'pending' ORDER BY id LIMIT 1", (row["id"],)).fetchone()
         out.append(_public_sub(row, {
-            "pending": head[0], "oldest_pending_created": head[2],
+            "pending": row["pending"], "oldest_pending_created": None if nxt is None else nxt[2],
             "next_attempt": None if nxt is None else nxt[0],
             "head_attempts": None if nxt is None else nxt[1]}))
     return out
@@ -289,6 +318,7 @@ class WebhookSettings:
     backoff_max_s: float = 300.0
     timeout_s: float = 10.0
     delivered_keep: int = 10_000      # delivered rows kept for GET .../deliveries
+    max_pending: int = 100_000        # undelivered rows per subscription; past it, drop-oldest
 
 
 class WebhookService:
@@ -302,7 +332,7 @@ class WebhookService:
         self.clock = clock
         self.on_attempt = on_attempt      # metrics: (ok, seconds)
         self.reveal: Reveal | None = None  # include_secrets: adds plain codes (gateway/app.py)
-        self.fanout = Fanout()
+        self.fanout = Fanout(settings.max_pending)
         self._wake = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[None]] = {}
 
@@ -346,6 +376,9 @@ class WebhookService:
 
     async def backlog(self) -> int:
         return await self.db.read(backlog)
+
+    async def queues(self) -> builtins.list[dict[str, Any]]:
+        return await self.db.read(queues)
 
     async def run(self) -> None:
         last_prune = time.monotonic()

@@ -3,7 +3,9 @@
 One rule per table (`RetentionPolicy`, the `[retention]` section of the config file,
 docs/configuration.md), each an age in days (0: kept forever):
 
-* `events`: `t_gateway` older than `events_days`; never an event above its epoch's ack
+* `events`: `t_gateway` older than `events_days`, counted first into the hourly rollup
+  `event_hours` (device, type, UTC hour) in the same transaction, which is kept for years
+  (`Store.event_counts`); never an event above its epoch's ack
   watermark (`acks.upto`), nor the newest event (highest seq) of a (device, epoch) (the
   journal checks compare a birth with it: `Store.max_seq`), nor one a device kind has yet to
   apply (`floors`: the kinds' persisted cursors, `DeviceKind.event_cursor`);
@@ -12,6 +14,12 @@ docs/configuration.md), each an age in days (0: kept forever):
 * `audit`: `t` older than `audit_days`;
 * `alerts`: resolved, `resolved_at` older than `alerts_days`; never an open or acked one;
 * `webhook_deliveries`: delivered, `delivered_at` older than `webhook_days`; never pending;
+* `fitting_*` (the fitting rooms' history: sessions with their try-ons, staff requests,
+  purchases, door counts): `fitting_days` after the session ended, the request was last
+  changed (only final ones whose dispatch is final: `pinned = 0`), the purchase or the door
+  count was made; never a session that is on;
+* `locker_history` (finished locker orders, their public record): `lockers_days` after the
+  order finished (live orders are never there);
 * `chain_outbox`: never (its rows leave when the central broker PUBACKs them);
 * `stream`: by count (`[database] stream_keep`, gateway/app.py), not here.
 
@@ -43,6 +51,7 @@ from gateway.storage.store import FINAL_STATUSES, Store
 log = logging.getLogger("gateway.retention")
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 
 #: a device kind's persisted event cursor: one events.id for all its devices, or one per device
 #: id (a device without an entry: 0). Events of its devices above it are not applied yet.
@@ -59,6 +68,8 @@ class RetentionPolicy:
     audit_days: float = 365.0
     alerts_days: float = 90.0
     webhook_days: float = 30.0
+    fitting_days: float = 365.0
+    lockers_days: float = 365.0
     batch_rows: int = 500           # rows looked at per transaction
     vacuum_pages: int = 500         # pages returned per incremental_vacuum step (4 KiB each)
     interval_s: float = 3600.0      # a pass this often (the first one a minute after start)
@@ -88,6 +99,17 @@ RULES: tuple[_Rule, ...] = (
     _Rule("alerts", "alerts_days", "created", "state = 'resolved' AND resolved_at < ?"),
     _Rule("webhook_deliveries", "webhook_days", "created",
           "status = 'delivered' AND delivered_at < ?"),
+    # the device kinds' history tables (gateway/kinds/*/__init__.py MIGRATIONS; a database
+    # without them, e.g. a kind's tables not created yet, is skipped): try-ons before their
+    # session, by its end (a session's start <= its end: the walk stops right)
+    _Rule("fitting_tryons", "fitting_days", "start",
+          'EXISTS (SELECT 1 FROM fitting_sessions s WHERE s.id = fitting_tryons.session '
+          'AND s."end" < ?)'),
+    _Rule("fitting_sessions", "fitting_days", "start", '"end" IS NOT NULL AND "end" < ?'),
+    _Rule("fitting_requests", "fitting_days", "created", "pinned = 0 AND updated < ?"),
+    _Rule("fitting_purchases", "fitting_days", "at", "at < ?"),
+    _Rule("fitting_footfall", "fitting_days", "at", "at < ?"),
+    _Rule("locker_history", "lockers_days", "closed", "closed < ?"),
 )
 
 
@@ -129,6 +151,14 @@ def prune_batch(store: Store, rule: _Rule, cutoff: int, after: int, limit: int,
             args: tuple[int, ...] = (after, hi, cutoff)
             if rule.table == "events":
                 args += (floor if floor is not None else 1 << 62,)
+                # the hourly rollup of exactly the rows this DELETE takes (same WHERE, same
+                # transaction): a count is never lost nor counted twice
+                store.conn.execute(
+                    "INSERT INTO event_hours (device, type, hour, n) "
+                    f"SELECT device, type, t_gateway / {HOUR_MS} * {HOUR_MS}, COUNT(*) "
+                    f"FROM events WHERE rowid > ? AND rowid <= ? AND {rule.delete} "
+                    "GROUP BY 1, 2, 3 ON CONFLICT (device, type, hour) "
+                    "DO UPDATE SET n = n + excluded.n", args)
             deleted = store.conn.execute(
                 f"DELETE FROM {rule.table} WHERE rowid > ? AND rowid <= ? AND {rule.delete}",
                 args).rowcount
@@ -154,6 +184,10 @@ def kind_floor(store: Store, device_kinds: Sequence[str], cursor: Cursor) -> int
         if row[0] is not None and (low is None or row[0] < low):
             low = int(row[0])
     return low
+
+
+def _tables(store: Store) -> set[str]:
+    return {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def _floor_tx(store: Store, floors: Sequence[Floor]) -> int | None:
@@ -202,9 +236,10 @@ class Retention:
         report = RetentionReport()
         now = self.clock()
         p = self.policy
+        tables = await self.db.read(_tables)
         for rule in RULES:
             days: float = getattr(p, rule.days_field)
-            if days <= 0:
+            if days <= 0 or rule.table not in tables:
                 continue
             cutoff = now - int(days * DAY_MS)
             floor = await self.db.read(_floor_tx, self.floors) if rule.table == "events" else None

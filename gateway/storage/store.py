@@ -439,6 +439,54 @@ MIGRATIONS: tuple[str, ...] = (
         error     TEXT);                       -- never the code (scrubbed)
     CREATE INDEX aisle_deliveries_message ON aisle_deliveries (message);
     """,
+    # 20: bounded queues and reads that cannot starve each other (issue 17, docs/operations.md
+    #     "Queues, disk and reads"). Webhook subscriptions count their pending deliveries and
+    #     the ones dropped past `[webhooks] max_pending` (triggers keep `pending`, so the cap
+    #     and /metrics read one row, not the queue); the chain outbox's size is kept the same
+    #     way in `queue_counts`. Indexes so that every API filter is an index search:
+    #     `/events?device&type` (544 ms at 20M events on (device, id)), `/audit?who`,
+    #     `/alerts?state`, `/webhooks/{id}/deliveries[?status]`. `event_hours`: hourly counts
+    #     per device and type of the events retention deleted, written in the deleting
+    #     transaction, kept for years (`Store.event_counts` adds the raw ones still kept).
+    """
+    ALTER TABLE webhook_subscriptions ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE webhook_subscriptions ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0;
+    UPDATE webhook_subscriptions SET pending = (SELECT COUNT(*) FROM webhook_deliveries d
+        WHERE d.sub = webhook_subscriptions.id AND d.status = 'pending');
+    CREATE TRIGGER webhook_pending_insert AFTER INSERT ON webhook_deliveries
+        WHEN NEW.status = 'pending' BEGIN
+        UPDATE webhook_subscriptions SET pending = pending + 1 WHERE id = NEW.sub;
+    END;
+    CREATE TRIGGER webhook_pending_update AFTER UPDATE OF status ON webhook_deliveries
+        WHEN OLD.status = 'pending' AND NEW.status != 'pending' BEGIN
+        UPDATE webhook_subscriptions SET pending = pending - 1 WHERE id = OLD.sub;
+    END;
+    CREATE TRIGGER webhook_pending_delete AFTER DELETE ON webhook_deliveries
+        WHEN OLD.status = 'pending' BEGIN
+        UPDATE webhook_subscriptions SET pending = pending - 1 WHERE id = OLD.sub;
+    END;
+    CREATE TABLE queue_counts (
+        name TEXT PRIMARY KEY,
+        n    INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO queue_counts (name, n) SELECT 'chain_outbox', COUNT(*) FROM chain_outbox;
+    CREATE TRIGGER chain_outbox_insert AFTER INSERT ON chain_outbox BEGIN
+        UPDATE queue_counts SET n = n + 1 WHERE name = 'chain_outbox';
+    END;
+    CREATE TRIGGER chain_outbox_delete AFTER DELETE ON chain_outbox BEGIN
+        UPDATE queue_counts SET n = n - 1 WHERE name = 'chain_outbox';
+    END;
+    CREATE INDEX events_by_device_type ON events (device, type, id);
+    CREATE INDEX audit_by_who ON audit (who, id);
+    CREATE INDEX alerts_by_state ON alerts (state, id);
+    CREATE INDEX webhook_by_sub ON webhook_deliveries (sub, id);
+    CREATE INDEX webhook_by_sub_status ON webhook_deliveries (sub, status, id);
+    CREATE TABLE event_hours (                  -- events pruned by retention, per hour
+        device TEXT NOT NULL,
+        type   TEXT NOT NULL,
+        hour   INTEGER NOT NULL,                -- unix ms of the UTC hour's start
+        n      INTEGER NOT NULL,
+        PRIMARY KEY (device, type, hour)) WITHOUT ROWID;
+    """,
 )
 
 
@@ -785,6 +833,50 @@ class Store:
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
         return [self._event(r) for r in self.conn.execute(sql, args).fetchall()]
+
+    def event_counts(self, *, since: int, until: int, device: str | None = None,
+                     type: str | None = None) -> list[tuple[int, str, str, int]]:
+        """Events per UTC hour, device and type in [since, until) (unix ms): the hourly rollup
+        of what retention pruned (`event_hours`) plus the raw events still kept, each event
+        counted once (pruning moves it from one to the other in one transaction). Rows
+        `(hour, device, type, n)` ordered by hour. The raw side is bounded by id (events.id
+        follows t_gateway, the gateway's clock at insert), found by a binary search."""
+        where, args = [], []
+        if device is not None:
+            where.append(" AND device = ?")
+            args.append(device)
+        if type is not None:
+            where.append(" AND type = ?")
+            args.append(type)
+        cond = "".join(where)
+        counts: dict[tuple[int, str, str], int] = {}
+        for h, d, t, n in self.conn.execute(
+                f"SELECT hour, device, type, n FROM event_hours WHERE hour >= ? AND hour < ?{cond}",
+                (since, until, *args)):
+            counts[(h, d, t)] = counts.get((h, d, t), 0) + n
+        lo, hi = self._first_id_at(since), self._first_id_at(until)
+        for h, d, t, n in self.conn.execute(
+                f"SELECT t_gateway / 3600000 * 3600000, device, type, COUNT(*) FROM events "
+                f"WHERE id >= ? AND id < ? AND t_gateway >= ? AND t_gateway < ?{cond} "
+                "GROUP BY 1, 2, 3", (lo, hi, since, until, *args)):
+            counts[(h, d, t)] = counts.get((h, d, t), 0) + n
+        return [(h, d, t, n) for (h, d, t), n in sorted(counts.items())]
+
+    def _first_id_at(self, t: int) -> int:
+        """The first events.id with t_gateway >= t (one past the last id if none)."""
+        row = self.conn.execute("SELECT MIN(id), MAX(id) FROM events").fetchone()
+        if row[0] is None:
+            return 0
+        lo, hi = int(row[0]), int(row[1]) + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            got = self.conn.execute("SELECT id, t_gateway FROM events WHERE id >= ? ORDER BY id "
+                                    "LIMIT 1", (mid,)).fetchone()
+            if got is None or got[1] >= t:
+                hi = mid
+            else:
+                lo = int(got[0]) + 1
+        return lo
 
     # -- acknowledgement watermark --------------------------------------------------------
 

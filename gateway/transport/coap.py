@@ -277,6 +277,9 @@ class CoapEdge:
         # who may speak for a device (gateway/transport/coap_auth.py); refuses everything without keys
         # unless unauthenticated devices are explicitly allowed
         self.auth = CoapAuth(keys_file, allow_unauthenticated, keys)
+        # firmware chunks (docs/ota.md): POST /pe/1/{dev}/ota -> the chunk as the response's
+        # payload; set by the app to the OTA service's `coap_answer` (None: no updates here)
+        self.chunks: Callable[[str, bytes], bytes | None] | None = None
 
     # lifetime ---------------------------------------------------------------------------
 
@@ -524,6 +527,14 @@ class CoapEdge:
             if request.code != Code.GET:
                 raise aiocoap.error.UnallowedMethod()
             return await self._poll(dev, q, request)
+        if channel in protocol.REQUESTS and self.chunks is not None:  # "ota": a chunk request
+            if request.code != Code.POST:
+                raise aiocoap.error.UnallowedMethod()
+            self.counters["ota_requests"] += 1
+            answer = self.chunks(f"{protocol.PREFIX}/{dev}/{channel}", request.payload)
+            if answer is None:
+                return self._reply(Code.BAD_REQUEST, b"not a chunk request (docs/ota.md)")
+            return self._reply(Code.CONTENT, answer)
         if channel not in DEVICE_CHANNELS and channel != "hb":
             return self._reply(Code.NOT_FOUND, f"no resource {channel!r}".encode())
         if request.code != Code.POST:

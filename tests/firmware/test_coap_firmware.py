@@ -14,6 +14,20 @@ from aiocoap.numbers.types import Type
 from tests.support.coap_device import CLIENT, ScriptedPeer, client  # noqa: F401
 from tests.support.micropython import run_micropython
 
+# the line of a snippet that publishes the birth (the poll starts once it is answered)
+BIRTH = 'await c.publish("pe/1/fw-1/birth", b\'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}\')'
+
+
+def answered_birth(peer: ScriptedPeer, data: bytes, addr) -> bool:
+    """Answer a `POST .../birth` 2.04 (the poll starts only once the birth is answered)."""
+    req = Message.decode(data)
+    if req.mtype != Type.CON or req.opt.uri_path[-1:] != ("birth",):
+        return False
+    resp = Message(code=Code.CHANGED)
+    resp.mid, resp.token, resp.mtype = req.mid, req.token, Type.ACK
+    peer.sock.sendto(resp.encode(), addr)
+    return True
+
 
 def test_con_retransmission_follows_rfc_timing_and_a_silent_gateway_takes_the_link_down():
     peer = ScriptedPeer()  # answers pings, never answers requests
@@ -195,35 +209,39 @@ def test_firmware_codec_matches_aiocoap_both_ways():
 
 
 def test_block2_body_is_delivered_whole_and_one_over_the_limit_is_refused_early():
-    """Poll responses arriving block-wise (Block2, 1024-byte blocks, no Size2, as aiocoap sends
-    them): a 3,000-byte command is delivered whole and once; a 5,000-byte one is refused as soon
-    as it cannot fit the protocol's 4,096 bytes (block 4 is never asked for), counted, and the
+    """Poll responses arriving block-wise (Block2, no Size2, as aiocoap sends them). The poll
+    asks for 512-byte blocks (RFC 7959 early negotiation: Block2 NUM 0, SZX 5), so no datagram
+    needs more than RX_MAX (640) contiguous bytes of heap to be read, nor a block's copy more
+    than 512 (issue 16: at 96 KB a 1,025-byte copy found no hole and the poll stalled). A
+    3,000-byte command is delivered whole and once; a 5,000-byte one is refused as soon as it
+    cannot fit the protocol's 4,096 bytes (block 8 is never asked for), counted, and the
     poller goes on to the next message."""
     cmd_a = ('{"v":1,"dev":"fw-1","type":"cmd","id":"a","t":1,"body":{"pad":"%s"}}'
              % ("a" * 2930)).encode()
     cmd_b = ('{"v":1,"dev":"fw-1","type":"cmd","id":"b","t":1,"body":{"pad":"%s"}}'
              % ("b" * 4930)).encode()
     cmd_c = cmd_a.replace(b'"id":"a"', b'"id":"c"')
-    polls: list[tuple[int, int | None]] = []  # (which body, block asked for)
+    polls: list[tuple[int, int, int | None]] = []  # (which body, block asked for, SZX asked for)
 
     def on_request(data: bytes, addr) -> None:
         req = Message.decode(data)
-        if req.mtype != Type.CON or req.opt.uri_path[-1:] != ("cmd",):
+        if answered_birth(peer, data, addr) or req.mtype != Type.CON or req.opt.uri_path[-1:] != ("cmd",):
             return
         b2 = req.opt.block2
-        if b2 is None:
-            which = sum(1 for _, n in polls if n is None)
-            polls.append((which, None))
+        num = b2.block_number if b2 else 0
+        if num == 0:  # a new poll
+            which = sum(1 for _, n, _ in polls if n == 0)
         else:
-            which = next(w for w, n in reversed(polls) if n is None)
-            polls.append((which, b2.block_number))
+            which = next(w for w, n, _ in reversed(polls) if n == 0)
+        polls.append((which, num, b2.size_exponent if b2 else None))
         if which > 2:
             return  # nothing more to say: the poll hangs
         body = (cmd_a, cmd_b, cmd_c)[which]
-        num = b2.block_number if b2 else 0
-        part = body[num * 1024:(num + 1) * 1024]
+        szx = b2.size_exponent if b2 else 6  # as aiocoap: the size asked for, else 1024
+        size = 1 << (szx + 4)
+        part = body[num * size:(num + 1) * size]
         resp = Message(code=Code.CONTENT, payload=part,
-                       block2=(num, (num + 1) * 1024 < len(body), 6))
+                       block2=(num, (num + 1) * size < len(body), szx))
         resp.mid, resp.token, resp.mtype = req.mid, req.token, Type.ACK
         peer.sock.sendto(resp.encode(), addr)
 
@@ -231,6 +249,7 @@ def test_block2_body_is_delivered_whole_and_one_over_the_limit_is_refused_early(
     try:
         out = client(peer.port, """
 await c.subscribe("pe/1/fw-1/cmd")
+await c.publish("pe/1/fw-1/birth", b'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}')
 for _ in range(200):
     if sum(1 for e in events if isinstance(e, tuple)) >= 2:
         break
@@ -241,11 +260,128 @@ for e in events:
         print("got", e[0], json.loads(e[1])["id"], len(e[1]))
 print("rx_dropped", c.stats.get("rx_dropped"), "connected", c.is_connected())
 """)
+        assert {szx for _, _, szx in polls} == {5}, polls  # every request: 512-byte blocks
         got = [line.split()[1:] for line in out.splitlines() if line.startswith("got")]
         assert got == [["pe/1/fw-1/cmd", "a", str(len(cmd_a))],
                        ["pe/1/fw-1/cmd", "c", str(len(cmd_c))]], out
         assert "rx_dropped 1 connected True" in out, out
-        asked_b = [n for w, n in polls if w == 1 and n is not None]
-        assert asked_b == [1, 2, 3], polls  # refused before block 4: 4 blocks already fill 4 KB
+        asked_b = [n for w, n, _ in polls if w == 1 and n != 0]
+        assert asked_b == [1, 2, 3, 4, 5, 6, 7], polls  # refused before block 8: 8 fill 4 KB
+    finally:
+        peer.close()
+
+
+def test_retransmissions_do_not_stand_in_for_the_heartbeat():
+    """The gateway hears a device's liveness from its requests; a retransmission of a request it
+    has already seen (its dedupe answers it), an ACK or a ping never reaches it. With the poll
+    going unanswered (here: never ACKed; at 96 KB: its response could not be read), the
+    transport must still POST `hb` every `hb` seconds. Before, every retransmission counted
+    as traffic: the first `hb` came 3.7 s after the poll with hb = 2 s (issue 16: the kit's
+    `heartbeat` clause saw 17-20 s of silence with hb = 10 s)."""
+    def on_request(data: bytes, addr) -> None:
+        req = Message.decode(data)
+        if answered_birth(peer, data, addr):
+            return
+        if req.mtype == Type.CON and req.opt.uri_path[-1:] == ("hb",):
+            resp = Message(code=Code.CHANGED)
+            resp.mid, resp.token, resp.mtype = req.mid, req.token, Type.ACK
+            peer.sock.sendto(resp.encode(), addr)
+
+    peer = ScriptedPeer(on_request)  # the poll (GET cmd) is never answered, not even ACKed
+    try:
+        out = client(peer.port, """
+c.hb_ms = 2000
+c.hold = 30
+await c.subscribe("pe/1/fw-1/cmd")
+await c.publish("pe/1/fw-1/birth", b'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}')
+await asyncio.sleep_ms(5500)
+print("stats", c.stats["retx"], c.stats["hb"])
+""", ack=400)
+        firsts: dict[bytes, float] = {}  # message id -> first time seen (new requests only)
+        for t, d in peer.got:
+            if d[1] != 0 and (d[0] >> 4) & 3 == 0:
+                firsts.setdefault(d[2:4], t)
+        polls = [t for t, d in peer.requests(b"cmd")]
+        assert len(polls) >= 4, out  # the poll was retransmitted: the case under test
+        times = sorted(firsts.values())
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) >= 3 and max(gaps) <= 1.5 * 2, (gaps, out)  # the kit's HB_SLACK
+    finally:
+        peer.close()
+
+
+def test_the_poll_waits_while_the_runtime_handles_as_many_commands_as_it_may():
+    """`full` (set by the runtime: edge/runtime.py CMD_MAX) holds the next poll back: a burst
+    of commands waits at the gateway, not in the device's heap. Before, every poll response
+    was followed by the next poll at once, and at 96 KB a burst of ~10 commands handled
+    together left no heap for their replies (issue 16, the kit's `bad-input`)."""
+    polls: list[float] = []
+
+    def on_request(data: bytes, addr) -> None:
+        req = Message.decode(data)
+        if answered_birth(peer, data, addr) or req.mtype != Type.CON or req.opt.uri_path[-1:] != ("cmd",):
+            return
+        polls.append(time.monotonic())
+        cmd = b'{"v":1,"dev":"fw-1","type":"cmd","id":"c%d","t":1,"body":{}}' % len(polls)
+        resp = Message(code=Code.CONTENT, payload=cmd)
+        resp.mid, resp.token, resp.mtype = req.mid, req.token, Type.ACK
+        peer.sock.sendto(resp.encode(), addr)
+
+    peer = ScriptedPeer(on_request)
+    try:
+        out = client(peer.port, """
+handling = []
+c.full = lambda: len(handling) >= 2
+def on_message(t, p):
+    events.append((t, p))
+    handling.append(p)
+c.on_message = on_message
+await c.subscribe("pe/1/fw-1/cmd")
+await c.publish("pe/1/fw-1/birth", b'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}')
+await asyncio.sleep_ms(1000)
+print("while full", len(handling))
+handling.pop(0)  # one command done: room for one more
+await asyncio.sleep_ms(1000)
+print("after one done", len(events) - 1)
+""")
+        assert "while full 2" in out, out
+        assert "after one done 3" in out, out
+        assert len(polls) == 3, polls
+    finally:
+        peer.close()
+
+
+def test_the_poll_starts_once_the_sessions_birth_is_answered():
+    """A poll sent while the birth is on its way carries no `s=` and reaches a gateway that does
+    not know the session yet: under load the kit's gateway role (the gateway's own CoAP edge)
+    parked one and never answered it, and the command it should have carried came hold + 10 s
+    = 17 s later (the kit's `replay` failed: the device re-sent its journal after 10 s without
+    an ack, before the new event). Before, the poller started at `subscribe`, before the birth."""
+    seen: list[tuple[float, str, tuple[str, ...]]] = []
+
+    def on_request(data: bytes, addr) -> None:
+        req = Message.decode(data)
+        if req.mtype != Type.CON:
+            return
+        if req.opt.uri_path[-1:] == ("birth",):
+            if not seen:  # its retransmissions (the answer takes longer than ACK_TIMEOUT)
+                seen.append((time.monotonic(), "birth", ()))
+                time.sleep(0.5)  # the gateway takes its time (the commit)
+                seen.append((time.monotonic(), "birth answered", ()))
+            answered_birth(peer, data, addr)
+        elif req.opt.uri_path[-1:] == ("cmd",):
+            seen.append((time.monotonic(), "poll", tuple(req.opt.uri_query)))
+
+    peer = ScriptedPeer(on_request)
+    try:
+        out = client(peer.port, """
+await c.subscribe("pe/1/fw-1/cmd")
+await asyncio.sleep_ms(200)
+""" + BIRTH + """
+await asyncio.sleep_ms(300)
+""")
+        what = [w for _, w, _ in seen]
+        assert what[:3] == ["birth", "birth answered", "poll"], (what, out)
+        assert "s=1" in seen[2][2], seen  # the poll names the session of the birth
     finally:
         peer.close()

@@ -678,3 +678,69 @@ def test_a_legacy_bank_verifies_its_old_hashes_until_the_gateway_replaces_them_w
     assert b.wait_event("code.reused", start=m)["compartment"] == 2
     saved = json.loads((flash / "locker.json").read_text())
     assert saved["c"][2][1] == hash_code(codes[3], SALT)  # untouched until replaced
+
+
+def _lines(texts) -> str:
+    from gateway.http.screen_texts import locker_lines
+    return locker_lines(texts.for_page("locker-t1"))
+
+
+def test_the_display_says_the_stores_words_in_french_and_keeps_them_offline_across_a_reboot(bank):
+    """[screens] locker_* as the gateway sends them (`texts`, docs/lockers.md "Texts"): the store's
+    own French words, a resting bank that says where to go instead, kept on flash for a reboot
+    with no gateway at all (this fake runtime never connects)."""
+    from gateway.http.screen_texts import ScreenTexts
+    fr = ScreenTexts({"fr": {"locker_resting": "Ces casiers se reposent - demandez a la caisse, merci"}}, "fr")
+    b = bank(app={**APP, "entry_timeout_s": 1}).start()
+    b.wait_display("Enter your pickup code, then #")  # built in, before the gateway says anything
+    assert b.cmd("texts", rev=7, t=_lines(fr))["result"] == {"rev": 7}
+    b.wait_display("Tapez votre code de retrait, puis #")
+    b.type("12#")
+    b.wait_display("Tapez les 6 chiffres de votre code, puis #")
+    b.type("000000#")
+    b.wait_display("Code inconnu - verifiez-le et reessayez")
+    for n in (1, 2, 3):  # staff take every compartment out of order: the bank rests, kindly
+        assert b.cmd("set_out_of_order", compartment=n)["status"] == "done"
+    b.wait_display("Ces casiers se reposent - demandez a la caisse, merci")
+    # a bad line (another placeholder than the built-in one) is refused; the French words stay
+    bad = _lines(fr).replace("Code bon - la porte %d s'ouvre", "Code bon - la porte %s s'ouvre")
+    r = b.cmd("texts", rev=8, t=bad)
+    assert (r["status"], r["reason"]) == ("rejected", "bad-texts")
+    b.kill()
+    b.start()  # no gateway: what it shows comes from its flash
+    ok = b.sim.wait_for(lambda d: bytes(d.uart_from_fw.get("keypad", b"")).decode().count(
+        "Ces casiers se reposent - demandez a la caisse, merci") >= 2, 5)
+    assert ok, f"the resting text did not come back after the reboot:\n{b.display()}"
+    b.type("12#")
+    ok = b.sim.wait_for(lambda d: bytes(d.uart_from_fw.get("keypad", b"")).decode().count(
+        "Tapez les 6 chiffres de votre code, puis #") >= 2, 5)
+    assert ok, f"the French words did not survive the reboot:\n{b.display()}"
+    assert "Please enter all" not in b.display()
+    assert b.cmd("texts", rev=7, t=_lines(fr))["result"] == {"rev": 7}  # the same: kept as is
+    # the store goes back to the built-in words: rev 0, nothing left on flash
+    assert b.cmd("texts", rev=0, t="")["result"] == {"rev": 0}
+    assert not (b.dir / "flash" / "texts.txt").exists()
+    b.type("12#")
+    b.wait_display("Please enter all 6 digits of your code, then #")
+
+
+def test_the_firmware_built_in_texts_are_the_gateway_english_defaults():
+    """edge/apps/locker.py TX (what a bank shows before the gateway sends its texts) and
+    [screens]' built-in English locker_* texts are the same lines in the same order."""
+    import ast
+    import re
+
+    from gateway.http.screen_texts import DEFAULTS, LOCKER_KEYS
+    from hil.sim.firmware import FIRMWARE
+    tree = ast.parse((FIRMWARE / "edge/apps/locker.py").read_text())
+    tx = next(n.value for n in tree.body if isinstance(n, ast.Assign)
+              and getattr(n.targets[0], "id", None) == "TX")
+    lines = ast.literal_eval(tx).decode().split("\n")
+    assert lines[0] == "0" and lines[-1] == ""
+    assert lines[1:-1] == [DEFAULTS["en"][k] for k in LOCKER_KEYS]
+    src = (FIRMWARE / "edge/apps/locker.py").read_text()
+    idx = dict(re.findall(r"^_T_([A-Z0-9]+) = const\((\d+)\)", src, re.MULTILINE))
+    assert [f"locker_{k.lower()}" for k, _ in sorted(idx.items(), key=lambda kv: int(kv[1]))] \
+        == list(LOCKER_KEYS)
+    # locker_boot cannot import the const: it restates _T_RESTARTED
+    assert f"b.boot_msg = {idx['RESTARTED']}  #" in (FIRMWARE / "edge/apps/locker_boot.py").read_text()

@@ -17,7 +17,7 @@ from hil.sim.store import VirtualStore
 from tools.firmware import build
 
 KEY = secrets.token_bytes(32)
-HEAP = "128k"  # TODO(ota): 96k: chunks fail to parse on the pad's fragmented heap (docs/ota.md)
+HEAP = "96k"  # the heap goal: the download must fit it (docs/ota.md, "Heap while downloading")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,7 @@ class OtaGateway:
         self.births: list[dict] = []
         self.replies: list[dict] = []
         self.served = 0
+        self.asked = 0  # the largest chunk a device asked for
         self.tamper = None
         self.on_chunk = None
         self.lock = threading.Lock()
@@ -55,10 +56,12 @@ class OtaGateway:
             return
         if ch == "ota":
             dev, oid, f, o, n = ota.parse_request(m.topic, m.payload)
-            msg = json.loads(ota.chunk_message(self.bundle, dev, oid, f, o, n, None))
-            if self.tamper and "d" in msg["body"]:
-                msg["body"]["d"] = self.tamper(f, o, msg["body"]["d"])
-            self.c.publish(f"pe/1/{dev}/ctl", json.dumps(msg), 1)
+            self.asked = max(self.asked, n)
+            msg = ota.chunk_message(self.bundle, dev, oid, f, o, n, None)
+            if self.tamper and msg[0] == 0:
+                k = 7 + msg[6]
+                msg = msg[:k] + self.tamper(f, o, msg[k:])
+            self.c.publish(f"pe/1/{dev}/ctl", msg, 1)
             self.served += 1
             if self.on_chunk:
                 self.on_chunk(self.served)
@@ -137,9 +140,11 @@ def test_good_update_is_staged_switched_on_reboot_confirmed_and_reported(pad):
     st = _state(fw)
     assert st["cur"] == "a" and st["try"] is None
     staged = gw.of("ota.staged")[0]["body"]
-    print(f"\nOTA download: {staged['chunks']} chunks, {staged['retries']} retries, "
-          f"lowest free heap while downloading {staged['min_free']} B of 96 KB")
+    print(f"\nOTA download at {HEAP} of heap: {staged['chunks']} chunks of {gw.asked} B, "
+          f"{staged['retries']} retries, lowest free heap after a collection {staged['min_free']} B")
     assert staged["min_free"] > 0
+    # not one chunk was dropped for want of heap (at 96 KB before the fix, every one was)
+    assert not [line for line in fw.lines if "memory allocation failed" in line]
     # the app still works on the new set
     from hil.sim.mfrc522 import NtagTag
     handle.place(NtagTag(bytes.fromhex("04a1b2c3d4e5f6")))
@@ -157,13 +162,9 @@ def test_bad_signature_is_refused_before_any_byte_is_fetched(pad):
 
 def test_corrupted_file_is_refused_and_nothing_is_installed(pad):
     _store, fw, gw, _ = pad
-    import base64
-
     def flip(f, o, d):
         if f == 3 and o == 0:
-            raw = bytearray(base64.b64decode(d))
-            raw[0] ^= 0xFF
-            return base64.b64encode(bytes(raw)).decode()
+            return bytes([d[0] ^ 0xFF]) + d[1:]
         return d
     gw.tamper = flip
     gw.offer("c-corrupt")
@@ -187,7 +188,8 @@ def test_power_cut_mid_download_resumes_where_it_stopped(pad):
     gw.on_chunk = None
     fw.start()
     wait_for(lambda: gw.of("ota.staged"), 60, what="ota.staged after the resume")
-    chunk = 512  # edge/ota.py CHUNK
+    chunk = gw.asked  # what fits the device's MQTT receive buffer (edge/ota_get.py)
+    assert 256 <= chunk <= 512, chunk
     total = sum(-(-len(d) // chunk) for d in [gw.bundle.manifest_bytes, *gw.bundle.files])
     # only what was missing was fetched again (a chunk or two in flight at the cut)
     assert total - 20 <= gw.served - served_before <= total - 20 + 3, (gw.served, served_before, total)

@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from hil.harness import wait_for
+from hil.sim.firmware import build_mpy
 from tests.support.scripted_device import ScriptedDevice
 
 
@@ -179,3 +180,79 @@ def test_rebirth_request_and_garbage_do_not_break_the_device(rig, broker):
     gw.cmd("c-ping", "ping", {})
     wait_for(lambda: [r for r in gw.replies("c-ping") if r["body"]["status"] == "done"], 10, what="ping done")
     assert dev.proc.poll() is None
+
+
+RUNTIME_FULL = r'''
+import asyncio, json, sys
+from edge.runtime import Runtime
+
+class Hal:
+    def reset_cause(self): return "power"
+
+class Client:  # a transport that records replies; the runtime sets `full` on it
+    def __init__(self, *a, **k):
+        self.replies = []
+    def is_connected(self): return False
+    async def publish(self, topic, payload, qos=0, retain=False):
+        self.replies.append((payload["id"], payload["body"]["status"]))
+
+class App:
+    caps = []
+    def __init__(self, rt, hal, cfg):
+        self.go = asyncio.Event()
+        self.commands = {"slow": self.slow}
+    async def slow(self, args):
+        await self.go.wait()
+        return {}
+
+async def main():
+    cfg = {"device_id": "fw-1", "kind": "sample-pad", "data_dir": sys.argv[1] if len(sys.argv) > 1 else "%(dir)s",
+           "journal_max": 10, "mqtt": {"host": "h"}, "app": {}}
+    rt = Runtime(cfg, Hal(), App, mqtt_class=Client)
+    c = rt.client
+    def cmd(cid):
+        rt._on_message("pe/1/fw-1/cmd", json.dumps({"v": 1, "dev": "fw-1", "type": "cmd", "id": cid,
+                                                   "body": {"name": "slow", "args": {}}}))
+    print("idle", c.full())
+    cmd("a")
+    await asyncio.sleep_ms(50)
+    print("one", c.full())
+    cmd("b")
+    await asyncio.sleep_ms(50)
+    print("two", c.full())
+    rt.app.go.set()
+    await asyncio.sleep_ms(100)
+    print("done", c.full(), sorted(c.replies))
+    def no_heap(*a):
+        raise MemoryError
+    rt.cmds.get = no_heap  # a command task that dies on a full heap still gives its room back
+    cmd("c")
+    cmd("d")
+    await asyncio.sleep_ms(100)
+    print("after MemoryError", c.full(), rt._running)
+    create = asyncio.create_task
+    def no_task(coro):
+        raise MemoryError
+    asyncio.create_task = no_task  # no heap for the command's task: the count must not stay
+    cmd("e")
+    asyncio.create_task = create
+    print("no task", c.full(), rt.stats["bad_msgs"])
+
+asyncio.run(main())
+'''
+
+
+def test_the_runtime_tells_the_transport_when_it_handles_as_many_commands_as_it_may(tmp_path):
+    """The count the CoAP poller reads (`client.full()`: CMD_MAX = 1 command task alive, issue
+    16): it rises with each command task and falls when the task ends, also when a task dies
+    on a MemoryError (before, nothing counted: every poll response was followed by the next
+    poll at once, and a burst of commands handled together ran the 96 KB heap out)."""
+    from tests.support.micropython import run_micropython
+    r = run_micropython(RUNTIME_FULL % {"dir": tmp_path / "flash"}, env={
+        "MICROPYPATH": f"{build_mpy()}:.frozen"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["idle False", "one True", "two True",
+                         "done False [('a', 'accepted'), ('a', 'done'), ('b', 'accepted'), ('b', 'done')]"], r.stdout
+    assert lines[4] == "after MemoryError False {}", r.stdout
+    assert lines[-1] == "no task False 3", r.stdout  # c, d (MemoryError) and e counted as dropped

@@ -37,12 +37,61 @@ _PH = const(7)  # the verifier (raw) a pending pickup spent (given back if the d
 _NF = const(8)
 
 SIZES = ("S", "M", "L")
-STAFF_CMDS = ("load_codes", "revoke", "open_all", "set_out_of_order", "clear", "status")
+STAFF_CMDS = ("load_codes", "revoke", "open_all", "set_out_of_order", "clear", "status", "texts")
 STAFF_WHY = ("load", "service", "retrieve")
 USED_KEEP = 32  # spent/revoked code verifiers remembered (to say `code.reused`, not `unknown`)
 USED_BYTES = 8  # bytes of a spent hash kept, as 16 hex digits (collisions are irrelevant at this length)
 
-IDLE = "Enter your pickup code, then #"
+# What the display says: the store's words ([screens] on the gateway, docs/lockers.md "Texts"),
+# one line each in ONE bytes object (no string per text in the heap): line 0 is the texts' rev,
+# then the texts in the order of the _T_* indexes below. These are the built-in English ones; the
+# gateway's `texts` command replaces them and they are kept on flash (texts.txt) for an offline
+# bank. A line goes to the display as a slice of it (with its own "\n"), formatted when it has a %.
+TX = (b"0\n"
+      b"Enter your pickup code, then #\n"
+      b"Cleared - Enter your pickup code, then #\n"
+      b"This locker is offline for new orders - your code still works\n"
+      b"Please enter all %d digits of your code, then #\n"
+      b"Code OK - door %d is opening\n"
+      b"Door %d is open - please take your parcel and close the door\n"
+      b"Door %d is opening - please wait\n"
+      b"Thank you - enjoy your order\n"
+      b"Code not recognised - please check it and try again\n"
+      b"This code has already been used - if you did not get your parcel, please ask staff\n"
+      b"This code is no longer valid - please contact the store\n"
+      b"This code has expired - please contact the store\n"
+      b"Locker %d needs staff attention - please ask at the store counter\n"
+      b"Door %d is open right now - please ask at the store counter\n"
+      b"Too many wrong codes - the keypad is locked for %s\n"
+      b"The keypad is locked - please try again in %s\n"
+      b"Sorry, door %d did not open. Staff have been told - please ask at the store counter, your parcel is safe\n"
+      b"Door %d is still open - please close it\n"
+      b"Sorry, the locker restarted - please enter your code again\n"
+      b"1 minute\n"
+      b"%d minutes\n"
+      b"This locker bank is resting - please ask at the store counter\n")
+_T_IDLE = const(1)
+_T_CLEARED = const(2)
+_T_OFFLINE = const(3)
+_T_DIGITS = const(4)
+_T_OK = const(5)
+_T_OPEN = const(6)
+_T_WAIT = const(7)
+_T_THANKS = const(8)
+_T_UNKNOWN = const(9)
+_T_USED = const(10)
+_T_REVOKED = const(11)
+_T_EXPIRED = const(12)
+_T_STAFF = const(13)
+_T_BUSY = const(14)
+_T_LOCKOUT = const(15)
+_T_LOCKED = const(16)
+_T_JAMMED = const(17)
+_T_AJAR = const(18)
+_T_RESTARTED = const(19)
+_T_MIN1 = const(20)
+_T_MINS = const(21)
+_T_RESTING = const(22)
 
 
 def _drop(name):
@@ -55,14 +104,9 @@ def _drop(name):
         pass
 
 
-def _minutes(secs):
-    m = max(1, (int(secs) + 59) // 60)
-    return "%d minute%s" % (m, "" if m == 1 else "s")
-
-
 class LockerBank:
     caps = ["lock", "door", "keypad", "set_order", "load_codes", "revoke", "open", "open_all",
-            "set_out_of_order", "clear", "status"]
+            "set_out_of_order", "clear", "status", "texts"]
 
     def __init__(self, rt, hal, cfg):
         # config, pins and the saved state: run once, so the code lives in a module that is
@@ -114,11 +158,41 @@ class LockerBank:
         kw["compartment"] = self.ids[i] if i is not None else None
         self.rt.emit(etype, kw)
 
-    def _show(self, text):
+    def _line(self, k):
+        """Text k of self.tx (its line k) as (start, end past its "\n"): no allocation."""
+        tx = self.tx
+        a = 0
+        for _ in range(k):
+            a = tx.find(b"\n", a) + 1
+        return a, tx.find(b"\n", a) + 1
+
+    def _text(self, k, arg=None):
+        a, b = self._line(k)
+        t = self.tx[a:b - 1].decode()
+        return t if arg is None else t % arg
+
+    def _minutes(self, secs):
+        m = max(1, (int(secs) + 59) // 60)
+        return self._text(_T_MIN1) if m == 1 else self._text(_T_MINS, m)
+
+    def _show(self, k, arg=None):
+        """Show text k (T_*), formatted with `arg` when it has a %."""
         try:
-            self.disp.write(text.encode() + b"\n")
+            a, b = self._line(k)
+            if arg is None or self.tx.find(b"%", a, b) < 0:
+                self.disp.write(memoryview(self.tx)[a:b])
+            else:
+                self.disp.write(self._text(k, arg).encode() + b"\n")
         except OSError:
             pass  # a dead display must not stop the bank
+
+    def _idle(self):
+        """Enter your code; or, when no compartment can serve (all out of order or blocked),
+        the store's words for a resting bank and where to go instead."""
+        for s in self.c:
+            if not (s[_X] or s[_B]):
+                return _T_IDLE
+        return _T_RESTING if self.c else _T_IDLE
 
     def _occ(self, i):
         p = self.occ[i]
@@ -195,7 +269,7 @@ class LockerBank:
             else:
                 self._emit("pickup.collected", i, order=s[_O], occupied=occ)
                 self._clear_order(s)
-                self._show("Thank you - enjoy your order")
+                self._show(_T_THANKS)
         elif why == "load":
             if occ == 0:
                 self._emit("load.empty", i)
@@ -231,7 +305,7 @@ class LockerBank:
                                 self._save()
                                 self._emit("door.opened", i, why=s[_W], order=s[_O])
                                 if s[_W] == "pickup":
-                                    self._show("Door %d is open - please take your parcel and close the door" % self.ids[i])
+                                    self._show(_T_OPEN, self.ids[i])
                             else:
                                 s[_W] = "forced"
                                 s[_B] = "forced"
@@ -242,7 +316,7 @@ class LockerBank:
                 elif v and not self.ajar[i] and time.ticks_diff(now, self.opened_at[i]) > self.ajar_ms:
                     self.ajar[i] = 1
                     self._emit("door.ajar", i, why=self.c[i][_W], open_ms=time.ticks_diff(now, self.opened_at[i]))
-                    self._show("Door %d is still open - please close it" % self.ids[i])
+                    self._show(_T_AJAR, self.ids[i])
                 self.raw[i] = v
             await asyncio.sleep_ms(self.poll_ms)
 
@@ -330,18 +404,18 @@ class LockerBank:
             body["order"] = order
         self.rt.emit(etype, body)
         if secs is None:
-            self._show(msg)
+            self._show(msg, n)
             return
         self.rt.emit("keypad.locked", {"for_s": secs, "level": self.lk_level, "failures": len(fails)})
-        self._show("Too many wrong codes - the keypad is locked for " + _minutes(secs))
+        self._show(_T_LOCKOUT, self._minutes(secs))
 
     def _enter(self, code):
         if self._locked():
             left = time.ticks_diff(self.lk_until, time.ticks_ms()) // 1000
-            self._show("The keypad is locked - please try again in " + _minutes(left))
+            self._show(_T_LOCKED, self._minutes(left))
             return
         if len(code) != self.digits:
-            self._show("Please enter all %d digits of your code, then #" % self.digits)
+            self._show(_T_DIGITS, self.digits)
             return
         m = (self.salt + code).encode()
         h = self._mac(m) if self.ki else None  # raw, like the stored verifiers
@@ -351,26 +425,25 @@ class LockerBank:
             u = (h and self._forget(h, True)) or (g and self._forget(g, True))
             j = self.idx.get(u[1]) if u else None
             if j is not None and self.c[j][_P]:
-                self._show("Door %d is opening - please wait" % u[1])  # the same code twice in a row
+                self._show(_T_WAIT, u[1])  # the same code twice in a row
             elif u and u[3] == "u":
-                self._reject("code.reused", u[1], None, "This code has already been used - "
-                             "if you did not get your parcel, please ask staff", u[2])
+                self._reject("code.reused", u[1], None, _T_USED, u[2])
             elif u:
-                self._reject("code.rejected", u[1], "revoked", "This code is no longer valid - please contact the store")
+                self._reject("code.rejected", u[1], "revoked", _T_REVOKED)
             else:
-                self._reject("code.rejected", None, "unknown", "Code not recognised - please check it and try again")
+                self._reject("code.rejected", None, "unknown", _T_UNKNOWN)
             return
         s = self.c[i]
         n = self.ids[i]
         now = self._now()
         if s[_B] or s[_X]:
             self._reject("code.rejected", n, "blocked" if s[_B] else "out-of-order",
-                         "Locker %d needs staff attention - please ask at the store counter" % n)
+                         _T_STAFF)
         elif s[_W] or self.is_open[i]:
             self._reject("code.rejected", n, "door-open",
-                         "Door %d is open right now - please ask at the store counter" % n)
+                         _T_BUSY)
         elif s[_E] is not None and now is not None and now >= s[_E]:
-            self._reject("code.rejected", n, "expired", "This code has expired - please contact the store")
+            self._reject("code.rejected", n, "expired", _T_EXPIRED)
         else:
             # spend the code before anything moves: a second entry is refused from here on
             s[_PH] = h = s[_H]  # as stored (a legacy entry keeps its marker)
@@ -381,7 +454,7 @@ class LockerBank:
             self.lk_fails = []
             self.lk_level = 0
             self._save()
-            self._show("Code OK - door %d is opening" % n)
+            self._show(_T_OK, n)
             asyncio.create_task(self._pickup(i))
 
     async def _pickup(self, i):
@@ -389,11 +462,10 @@ class LockerBank:
             ok = await self._unlock(i, "pickup")
         except Rejected:
             self._emit("pickup.interrupted", i, order=self.c[i][_O])
-            self._show("Locker %d needs staff attention - please ask at the store counter" % self.ids[i])
+            self._show(_T_STAFF, self.ids[i])
             return
         if not ok:
-            self._show("Sorry, door %d did not open. Staff have been told - please ask at the store "
-                       "counter, your parcel is safe" % self.ids[i])
+            self._show(_T_JAMMED, self.ids[i])
 
     async def _keys(self):
         rt = self.rt
@@ -405,20 +477,20 @@ class LockerBank:
                         if not self.entry:
                             cl = getattr(rt, "client", None)
                             if getattr(rt, "gateway_online", None) is False or (cl is not None and not cl.is_connected()):
-                                self._show("This locker is offline for new orders - your code still works")
+                                self._show(_T_OFFLINE)
                         if len(self.entry) <= self.digits:  # one extra digit marks an over-long entry
                             self.entry += chr(k)
                         self.key_at = time.ticks_ms()
                     elif k == 0x2A:  # '*': clear
                         self.entry = ""
-                        self._show("Cleared - " + IDLE)
+                        self._show(_T_CLEARED if self._idle() == _T_IDLE else _T_RESTING)
                     elif k == 0x23 or (k in (0x0A, 0x0D) and self.entry):  # '#', or a QR scanner's CR/LF
                         code = self.entry
                         self.entry = ""
                         self._enter(code)
             elif self.entry and time.ticks_diff(time.ticks_ms(), self.key_at) > self.entry_ms:
                 self.entry = ""
-                self._show(IDLE)
+                self._show(self._idle())
             await asyncio.sleep_ms(self.key_ms)
 
     # --- commands ----------------------------------------------------------------------------
@@ -503,10 +575,16 @@ class LockerBank:
             return None
 
         async def run(args):
-            from edge.apps import locker_staff
-            fn = getattr(locker_staff, "cmd_" + name)
-            locker_staff = None
-            _drop("locker_staff")
+            if name == "texts":  # its own module: a staff command's peak does not carry it
+                from edge.apps import locker_texts
+                fn = locker_texts.cmd_texts
+                locker_texts = None
+                _drop("locker_texts")
+            else:
+                from edge.apps import locker_staff
+                fn = getattr(locker_staff, "cmd_" + name)
+                locker_staff = None
+                _drop("locker_staff")
             return await fn(self, args)
         return run
 
@@ -554,11 +632,11 @@ class LockerBank:
 
     # --- main ----------------------------------------------------------------------------------
     async def run(self):
-        self.boot_msg = IDLE
+        self.boot_msg = 0
         from edge.apps import locker_boot
         locker_boot.resolve(self)  # before any await: no command or key is handled until boot is resolved
         locker_boot = None
         _drop("locker_boot")
-        self._show(self.boot_msg)
+        self._show(self.boot_msg or self._idle())
         asyncio.create_task(self._keys())
         await self._doors()

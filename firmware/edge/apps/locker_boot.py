@@ -8,7 +8,7 @@ import time
 from binascii import hexlify, unhexlify
 
 from edge import fsutil
-from edge.apps.locker import SIZES
+from edge.apps.locker import SIZES, TX, _drop
 
 # the fields of a compartment record, in edge.apps.locker's order (its _O.._PH, _NF)
 _O, _H, _E, _X, _B, _W, _P, _PH, _NF = range(9)
@@ -83,6 +83,21 @@ def setup(b, rt, hal, cfg):
     data = rcfg.get("data_dir", "data")
     fsutil.makedirs(data)
     b.path = data + "/locker.json"
+    # the store's words, as the gateway last sent them (kept on flash: an offline bank shows them)
+    b.tx_path = data + "/texts.txt"
+    b.tx = TX  # the built-in ones: no file (rev 0)
+    for p in (b.tx_path, b.tx_path + ".tmp"):
+        try:
+            with open(p, "rb") as f:
+                t = f.read(len(TX) * 8)
+        except OSError:
+            continue
+        from edge.apps.locker_texts import texts_rev  # only when there is a file to check
+        _drop("locker_texts")
+        if texts_rev(t) is not None:
+            b.tx = t
+            break
+    t = texts_rev = None
     st = fsutil.load_json(b.path, None) or {}
     saved = st.get("c") or {}
     if isinstance(saved, list):  # v2: records in the order of the saved `ids`
@@ -183,7 +198,7 @@ def resolve(b):
                         if s[_H]:
                             b._forget(s[_H])
                         b._emit("pickup.interrupted", i, order=s[_O])
-                        b.boot_msg = "Sorry, the locker restarted - please enter your code again"
+                        b.boot_msg = 19  # edge.apps.locker _T_RESTARTED (its const is not importable)
                 s[_W] = None
                 s[_P] = 0
             else:  # was open at the cut and closed since: handle it as a close

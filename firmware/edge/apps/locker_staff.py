@@ -81,8 +81,11 @@ async def cmd_set_out_of_order(b, args):
     s = b.c[i]
     if on and s[_O] and not args.get("force"):
         raise Rejected("occupied")
+    was = b._idle()
     s[_X] = 1 if on else 0
     b._save()
+    if b._idle() != was:  # the whole bank rests (or serves again): say so
+        b._show(b._idle())
     return b._reply(i)
 
 
@@ -93,8 +96,11 @@ async def cmd_clear(b, args):
         raise Rejected("not-blocked")
     if s[_W] or b.is_open[i]:
         raise Rejected("door-open")
+    was = b._idle()
     s[_B] = None
     b._save()
+    if b._idle() != was:
+        b._show(b._idle())
     return b._reply(i)
 
 
@@ -104,3 +110,4 @@ async def cmd_status(b, args):
         comps.append([b.ids[i], b.size[i], b._state(i), b.is_open[i], b._occ(i)])
     left = time.ticks_diff(b.lk_until, time.ticks_ms()) // 1000 if b._locked() else 0
     return {"compartments": comps, "keypad_locked_s": left, "salt_id": b.salt_id, "key_id": b.key_id}
+

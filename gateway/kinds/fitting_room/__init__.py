@@ -66,6 +66,51 @@ def _problems(fitting: Any) -> list[dict[str, Any]]:
     return stock.problems() if hasattr(stock, "problems") else []
 
 
+# the kind's own tables (gateway/storage/store.py migrate_kind: versioned per kind, appended
+# here). The state row (`fitting`, core migration 6) keeps the live state only: the rooms, the
+# id counter and the cursor; history is in rows, written when it changes (service.py).
+MIGRATIONS: tuple[str, ...] = (
+    # 1: history in tables (issue 17). A state row from before (everything in one JSON) is
+    #    split by the service on its first load, in one transaction (FittingService.load).
+    """
+    CREATE TABLE fitting_sessions (
+        id      TEXT PRIMARY KEY,
+        room    TEXT NOT NULL,
+        start   INTEGER NOT NULL,          -- unix ms
+        "end"   INTEGER,                   -- unix ms; NULL while the session is on
+        data    TEXT NOT NULL);            -- JSON: the core's session (items, swaps, tried...)
+    CREATE INDEX fitting_sessions_start ON fitting_sessions (start);
+    CREATE INDEX fitting_sessions_end ON fitting_sessions ("end");
+    CREATE TABLE fitting_tryons (          -- one per (session, product): the try-ons
+        session   TEXT NOT NULL,
+        gtin      TEXT NOT NULL,
+        start     INTEGER NOT NULL,        -- the session's start, unix ms
+        converted INTEGER NOT NULL,        -- 1: a purchase was attributed to it
+        PRIMARY KEY (session, gtin));
+    CREATE INDEX fitting_tryons_gtin ON fitting_tryons (gtin, start);
+    CREATE TABLE fitting_requests (
+        id      TEXT PRIMARY KEY,
+        room    TEXT NOT NULL,
+        state   TEXT NOT NULL,
+        created INTEGER NOT NULL,          -- unix ms
+        updated INTEGER NOT NULL,          -- unix ms
+        pinned  INTEGER NOT NULL,          -- 1: not final, or its dispatch is not (in memory)
+        data    TEXT NOT NULL);            -- JSON: the request as the API shows it
+    CREATE INDEX fitting_requests_pinned ON fitting_requests (pinned, updated);
+    CREATE TABLE fitting_purchases (
+        receipt TEXT PRIMARY KEY,
+        at      INTEGER NOT NULL,          -- unix ms
+        data    TEXT NOT NULL);            -- JSON: {"receipt", "at", "lines"}
+    CREATE INDEX fitting_purchases_at ON fitting_purchases (at);
+    CREATE TABLE fitting_footfall (
+        id      INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,          -- unix ms
+        entries INTEGER NOT NULL);
+    CREATE INDEX fitting_footfall_at ON fitting_footfall (at);
+    """,
+)
+
+
 def _event_cursor(store: Any) -> int:
     """The events.id the fitting rooms applied up to (retention keeps what is above it)."""
     row = store.conn.execute("SELECT cursor FROM fitting WHERE id = 1").fetchone()
@@ -81,6 +126,7 @@ KIND = DeviceKind(
               "fitting_tube_station", "screens_texts_file", "screens_language",
               "store_id", "chain_central_url", "chain_central_token_file"),
     needs=("tube",),
+    migrations=MIGRATIONS,
     router=_router,
     stream_kind="fitting",
     event_cursor=_event_cursor,

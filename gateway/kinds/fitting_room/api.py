@@ -183,7 +183,7 @@ def router(fr: FittingService) -> APIRouter:
     async def fitting_requests(state: str | None = None, room: str | None = None
                                ) -> list[dict[str, Any]]:
         """Staff: requests (`state=open` for the to-do list)."""
-        return fr.requests(state, room)
+        return await fr.all_requests(state, room)
 
     @r.post("/fitting/requests/{rid}", response_model=FittingRequestOut, response_model_exclude_unset=True)
     async def fitting_request_update(rid: str, body: RequestUpdateIn) -> Any:
@@ -199,7 +199,7 @@ def router(fr: FittingService) -> APIRouter:
                                 ) -> dict[str, Any]:
         """Try-ons per product, try-on → purchase conversion, room occupancy, footfall vs
         purchases."""
-        return fr.analytics(start, end)
+        return await fr.analytics(start, end)
 
     @r.get("/mirror/{room}", response_class=HTMLResponse)
     async def mirror(room: str, lang: str | None = Query(None, max_length=16, description=

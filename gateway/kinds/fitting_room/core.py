@@ -25,6 +25,7 @@ Rules, all in `Rules`:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -298,44 +299,55 @@ class FittingRooms:
     # -- analytics --------------------------------------------------------------------------
 
     def analytics(self, start: int | None = None, end: int | None = None) -> dict[str, Any]:
-        """Figures for sessions that started, and purchases/door counts made, in [start, end)."""
-        lo = start if start is not None else -(2 ** 62)
-        hi = end if end is not None else 2 ** 62
-        sessions = [s for s in self.sessions.values() if lo <= s["start"] < hi]
-        products: dict[str, dict[str, Any]] = {}
-        for s in sessions:
-            for g in s["tried"]:
-                p = products.setdefault(g, {"gtin": g, "try_ons": 0, "converted": 0})
-                p["try_ons"] += 1
-                p["converted"] += g in s["converted"]
-        for p in products.values():
-            p["conversion"] = round(p["converted"] / p["try_ons"], 4)
-        tries = sum(p["try_ons"] for p in products.values())
-        conv = sum(p["converted"] for p in products.values())
-        closed = [s for s in sessions if s["end"] is not None]
-        rooms: dict[str, dict[str, Any]] = {}
-        for s in closed:
-            r = rooms.setdefault(s["room"], {"room": s["room"], "sessions": 0, "occupied_ms": 0})
-            r["sessions"] += 1
-            r["occupied_ms"] += min(s["end"], hi) - max(s["start"], lo)
-        for r in rooms.values():
-            r["avg_session_ms"] = r["occupied_ms"] // r["sessions"]
-            if start is not None and end is not None:
-                r["occupancy"] = round(r["occupied_ms"] / (end - start), 4)
-        buys = [p for p in self.purchases if lo <= p["at"] < hi]
-        entries = sum(n for t, n in self.footfall if lo <= t < hi)
-        units = sum(line["qty"] for p in buys for line in p["lines"])
-        attributed = sum(len(line["sessions"]) for p in buys for line in p["lines"])
-        return {
-            "sessions": len(sessions),
-            "sessions_converted": sum(1 for s in sessions if s["converted"]),
-            "session_conversion": round(sum(1 for s in sessions if s["converted"]) / len(sessions), 4)
-            if sessions else None,
-            "try_ons": tries, "try_ons_converted": conv,
-            "try_on_conversion": round(conv / tries, 4) if tries else None,
-            "products": sorted(products.values(), key=lambda p: p["gtin"]),
-            "rooms": sorted(rooms.values(), key=lambda r: r["room"]),
-            "purchases": len(buys), "units": units, "units_attributed": attributed,
-            "footfall": entries,
-            "footfall_conversion": round(len(buys) / entries, 4) if entries else None,
-        }
+        """Figures for sessions that started, and purchases/door counts made, in [start, end)
+        (over what this core holds; the service keeps history in tables and calls `analytics`
+        with the rows of the period)."""
+        return analytics(self.sessions.values(), self.purchases,
+                         [(t, n) for t, n in self.footfall], start, end)
+
+
+def analytics(all_sessions: Iterable[dict[str, Any]], purchases: Iterable[dict[str, Any]],
+              footfall: Iterable[tuple[int, int]], start: int | None = None,
+              end: int | None = None) -> dict[str, Any]:
+    """The figures of `FittingRooms.analytics` from sessions, purchases and door counts
+    (`(at, entries)`): those outside [start, end) are left out here."""
+    lo = start if start is not None else -(2 ** 62)
+    hi = end if end is not None else 2 ** 62
+    sessions = [s for s in all_sessions if lo <= s["start"] < hi]
+    products: dict[str, dict[str, Any]] = {}
+    for s in sessions:
+        for g in s["tried"]:
+            p = products.setdefault(g, {"gtin": g, "try_ons": 0, "converted": 0})
+            p["try_ons"] += 1
+            p["converted"] += g in s["converted"]
+    for p in products.values():
+        p["conversion"] = round(p["converted"] / p["try_ons"], 4)
+    tries = sum(p["try_ons"] for p in products.values())
+    conv = sum(p["converted"] for p in products.values())
+    closed = [s for s in sessions if s["end"] is not None]
+    rooms: dict[str, dict[str, Any]] = {}
+    for s in closed:
+        r = rooms.setdefault(s["room"], {"room": s["room"], "sessions": 0, "occupied_ms": 0})
+        r["sessions"] += 1
+        r["occupied_ms"] += min(s["end"], hi) - max(s["start"], lo)
+    for r in rooms.values():
+        r["avg_session_ms"] = r["occupied_ms"] // r["sessions"]
+        if start is not None and end is not None:
+            r["occupancy"] = round(r["occupied_ms"] / (end - start), 4)
+    buys = [p for p in purchases if lo <= p["at"] < hi]
+    entries = sum(n for t, n in footfall if lo <= t < hi)
+    units = sum(line["qty"] for p in buys for line in p["lines"])
+    attributed = sum(len(line["sessions"]) for p in buys for line in p["lines"])
+    return {
+        "sessions": len(sessions),
+        "sessions_converted": sum(1 for s in sessions if s["converted"]),
+        "session_conversion": round(sum(1 for s in sessions if s["converted"]) / len(sessions), 4)
+        if sessions else None,
+        "try_ons": tries, "try_ons_converted": conv,
+        "try_on_conversion": round(conv / tries, 4) if tries else None,
+        "products": sorted(products.values(), key=lambda p: p["gtin"]),
+        "rooms": sorted(rooms.values(), key=lambda r: r["room"]),
+        "purchases": len(buys), "units": units, "units_attributed": attributed,
+        "footfall": entries,
+        "footfall_conversion": round(len(buys) / entries, 4) if entries else None,
+    }

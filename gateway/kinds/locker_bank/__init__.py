@@ -8,13 +8,17 @@ from gateway.kinds.base import AlertRule, CliFlag, ConfigKey, DeviceKind, KindCo
 
 
 def _build(ctx: KindContext) -> Any:
+    from gateway.http.screen_texts import ScreenTexts, locker_lines
     from gateway.kinds.locker_bank.keys import LockerKeys
     from gateway.kinds.locker_bank.service import LockersService
     s = ctx.settings
+    # the store's words on each bank's display ([screens] locker_*, docs/lockers.md "Texts")
+    texts = ScreenTexts.load(s["screens_texts_file"], s["screens_language"])
     return LockersService(ctx.db, ctx.commands, tick_s=s["locker_tick_s"], clock=ctx.clock,
                           reserve_s=s["locker_reserve_s"],
                           pickup_window_s=s["locker_pickup_window_s"],
-                          keys=LockerKeys(s["locker_keys_file"]).get)
+                          keys=LockerKeys(s["locker_keys_file"]).get,
+                          texts=lambda bank: locker_lines(texts.for_page(bank)))
 
 
 def _router(lockers: Any) -> Any:
@@ -31,6 +35,42 @@ def _reveal(lockers: Any, kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return lockers.render(data) if kind == "locker" else data
 
 
+def _errors() -> tuple[type[Exception], ...]:
+    from gateway.http.screen_texts import TextsError
+    return (TextsError,)
+
+
+# the kind's own tables (gateway/storage/store.py migrate_kind: versioned per kind, appended
+# here). The bank row (`lockers`, core migration 3) keeps the bank: compartments, keypad, the
+# verifiers of the orders below and the service's bookkeeping, never an order list.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: orders as rows (issue 17): the live ones and those finished less than a day ago
+    #    (service.ARCHIVE_AFTER_S); then their public record goes to `locker_history`, without
+    #    the code's verifier. A bank row from before (orders inside) is split by the service on
+    #    its first load, in one transaction (LockersService.load).
+    """
+    CREATE TABLE locker_orders (
+        bank    TEXT NOT NULL,
+        id      TEXT NOT NULL,
+        data    TEXT NOT NULL,         -- JSON: core.Order (the code's MAC, never a plain code)
+        PRIMARY KEY (bank, id));
+    CREATE TABLE locker_history (
+        bank    TEXT NOT NULL,
+        id      TEXT NOT NULL,
+        state   TEXT NOT NULL,         -- collected | returned | cancelled
+        closed  INTEGER NOT NULL,      -- unix ms the order finished
+        data    TEXT NOT NULL,         -- JSON: service.public_order (no verifier, no code)
+        PRIMARY KEY (bank, id));
+    CREATE INDEX locker_history_closed ON locker_history (closed);
+    CREATE TABLE locker_ops (              -- idempotency keys of staff/order-system operations
+        bank    TEXT NOT NULL,             -- (the newest service.OPS_KEEP of a bank)
+        key     TEXT NOT NULL,
+        data    TEXT NOT NULL,             -- JSON: {"op", "result"} (public: no code, no MAC)
+        PRIMARY KEY (bank, key));
+    """,
+)
+
+
 def _event_cursor(store: Any) -> dict[str, int]:
     """Each bank's events.id applied up to (retention keeps what is above it)."""
     return {r[0]: r[1] for r in store.conn.execute("SELECT bank, cursor FROM lockers")}
@@ -41,7 +81,9 @@ KIND = DeviceKind(
     apps={"locker-bank": ("edge.apps.locker", "LockerBank")},
     docs="docs/lockers.md",
     build=_build,
-    settings=("locker_tick_s", "locker_reserve_s", "locker_pickup_window_s", "locker_keys_file"),
+    settings=("locker_tick_s", "locker_reserve_s", "locker_pickup_window_s", "locker_keys_file",
+              "screens_texts_file", "screens_language"),
+    migrations=MIGRATIONS,
     router=_router,
     stream_kind="locker",
     event_cursor=_event_cursor,
@@ -89,4 +131,5 @@ KIND = DeviceKind(
             "help": "locker banks' pickup-code keys (locker-keys.json from tools/provision.py); "
                     "a bank without a key gets no orders (no-key; docs/lockers.md)"}),
     ),
+    errors=_errors,
 )

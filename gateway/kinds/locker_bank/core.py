@@ -277,6 +277,17 @@ class Order:
 PURPOSES = ("load", "service", "retrieve")
 
 
+def _due(o: Order, now: float) -> tuple[OrderState, str] | None:
+    """What time does to an order at `now`: a reservation runs out (cancelled), a pickup window
+    passes (expired, unless a pickup is under way: code used, door open); else None."""
+    if o.state is OrderState.ASSIGNED and now >= o.reserve_until:
+        return OrderState.CANCELLED, "reservation-expired"
+    if (o.state is OrderState.READY and (o.code_used_at is None or o.needs_code)
+            and o.pickup_until is not None and now >= o.pickup_until):
+        return OrderState.EXPIRED, "pickup-window-passed"
+    return None
+
+
 class LockerBank:
     """One bank: its compartments, the orders in them and their pickup codes."""
 
@@ -497,12 +508,15 @@ class LockerBank:
         code dead, staff retrieves). A pickup under way (code used, door open) is left alone."""
         before = len(self._changes)
         for o in list(self.orders.values()):
-            if o.state is OrderState.ASSIGNED and now >= o.reserve_until:
-                self._move(o, OrderState.CANCELLED, now, "reservation-expired")
-            elif (o.state is OrderState.READY and (o.code_used_at is None or o.needs_code)
-                  and o.pickup_until is not None and now >= o.pickup_until):
-                self._move(o, OrderState.EXPIRED, now, "pickup-window-passed")
+            due = _due(o, now)
+            if due is not None:
+                self._move(o, due[0], now, due[1])
         return self._changes[before:]
+
+    def due(self, now: float) -> bool:
+        """Would `tick(now)` change anything? (Reads only: the service asks every second and
+        touches nothing when the answer is no.)"""
+        return any(_due(o, now) is not None for o in self.orders.values())
 
     # --- codes ---------------------------------------------------------------------------------------
     def redeem(self, code: str, now: float) -> Order:
@@ -604,14 +618,17 @@ class LockerBank:
         self.compartment(cid).blocked = cause
 
     # --- housekeeping ----------------------------------------------------------------------------------
-    def forget(self, order_id: str) -> None:
-        """Drop a finished order (and its verifiers) once the service has archived it."""
-        o = self.order(order_id)
-        if o.live:
-            raise Refused(Reason.ORDER_STATE, f"order {order_id} is {o.state}")
-        del self.orders[order_id]
-        for h in [h for h, oid in self._by_mac.items() if oid == order_id]:
-            del self._by_mac[h]
+    def forget(self, *order_ids: str) -> None:
+        """Drop finished orders (and their verifiers) once the service has archived them (one
+        pass over the verifiers, however many orders: an upgraded bank sheds a year at once)."""
+        for order_id in order_ids:
+            o = self.order(order_id)
+            if o.live:
+                raise Refused(Reason.ORDER_STATE, f"order {order_id} is {o.state}")
+        gone = set(order_ids)
+        for order_id in gone:
+            del self.orders[order_id]
+        self._by_mac = {h: oid for h, oid in self._by_mac.items() if oid not in gone}
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the rng, the key and the outbox, JSON-ready (the service stores it).

@@ -12,8 +12,13 @@ events, the API and device commands:
   known: `upgrade_legacy` recovers each code by exhaustive search, the row is rewritten with
   MACs and the bank gets them with `load_codes replace` (it verifies its legacy entries the
   old way until then).
-* **storage**: `lockers` table, one row per bank: `{"bank": LockerBank.to_dict(), "meta"}`
-  and `cursor`, the id of the last device event applied. Never a plain code.
+* **storage**: `lockers` table, one row per bank: `{"bank": LockerBank.to_dict() without its
+  orders, "meta"}` and `cursor`, the id of the last device event applied; the bank's orders
+  are rows of `locker_orders` (the kind's migrations), written only when they changed. An
+  order finished more than `ARCHIVE_AFTER_S` ago leaves the bank for `locker_history` (its
+  public record: no verifier), so what a change writes and what the 1-second tick looks at
+  is the same on day 1 and day 365, and a tick with nothing due writes and serialises nothing.
+  Never a plain code. A bank row from before (orders inside) is split on load.
 * **device facts**: the bank's persisted events are applied in `events.id` order from
   `cursor` (woken by each commit, and polled every `tick_s` as a safety net), so a crash or
   restart never loses or double-applies one: the bank state, the cursor, the stream items and
@@ -35,20 +40,27 @@ events, the API and device commands:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from gateway.devices.commands import CommandService, IdempotencyConflict, now_ms
+from gateway.devices.desired import DesiredState
+from gateway.http.screen_texts import DEFAULTS, LOCKER_KEYS
 from gateway.kinds.base import Batch, StatefulService
+from gateway.kinds.locker_bank import MIGRATIONS
 from gateway.kinds.locker_bank.core import (
     IssuedCode,
     LockerBank,
     Order,
     OrderState,
+    Reason,
     Refused,
+    Size,
     device_event,
     key_id,
     salt_id,
@@ -65,6 +77,11 @@ DEVICE_CMD_TIMEOUT_S = 24 * 3600  # set_order / revoke: keep delivering for a da
 STATUS_TIMEOUT_S = 10.0
 EVENT_PAGE = 200
 OPS_KEEP = 500  # idempotency keys of staff/order-system operations remembered per bank
+# a finished order (collected, returned, cancelled) stays in its bank this long: its spent
+# code's verifier keeps new codes unique (a `code.reused` report means what it says) and
+# `code-used` answers; then it goes to `locker_history` (GET /lockers/{bank}/orders/{order}
+# still finds it there; a new order may never reuse its id)
+ARCHIVE_AFTER_S = 24 * 3600.0
 
 
 class UnknownBank(LookupError):
@@ -87,9 +104,132 @@ class _Batch(Batch):
         self.issued: dict[str, IssuedCode] = {}
 
 
-def _put_bank(bank_id: str, state: dict[str, Any], cursor: int, now: int
-              ) -> Callable[[Store], None]:
-    return lambda store: store.put_locker(bank_id, state, cursor, now)
+#: an order row to write: (order id, JSON) to upsert, or (order id, None) to delete
+OrderRow = tuple[str, str | None]
+#: a `locker_history` row: (order id, state, closed unix ms, public_order JSON)
+HistoryRow = tuple[str, str, int, str]
+#: an operation's idempotency key to write: (key, JSON) to add, or (key, None) to delete
+OpRow = tuple[str, str | None]
+
+
+def _put_bank(bank_id: str, state: dict[str, Any], cursor: int, now: int,
+              orders: Sequence[OrderRow] = (), history: Sequence[HistoryRow] = (),
+              ops: Sequence[OpRow] = ()) -> Callable[[Store], None]:
+    """The bank row, the orders that changed, the orders that went to history, the
+    operations' idempotency keys added and dropped."""
+    def put(store: Store) -> None:
+        store.put_locker(bank_id, state, cursor, now)
+        for key, data in ops:
+            if data is None:
+                store.conn.execute("DELETE FROM locker_ops WHERE bank = ? AND key = ?",
+                                   (bank_id, key))
+            else:
+                store.conn.execute("INSERT OR REPLACE INTO locker_ops (bank, key, data) "
+                                   "VALUES (?, ?, ?)", (bank_id, key, data))
+        for oid, data in orders:
+            if data is None:
+                store.conn.execute("DELETE FROM locker_orders WHERE bank = ? AND id = ?",
+                                   (bank_id, oid))
+            else:
+                store.conn.execute(
+                    "INSERT INTO locker_orders (bank, id, data) VALUES (?, ?, ?) "
+                    "ON CONFLICT (bank, id) DO UPDATE SET data = excluded.data",
+                    (bank_id, oid, data))
+        store.conn.executemany(
+            "INSERT OR REPLACE INTO locker_history (bank, id, state, closed, data) "
+            "VALUES (?, ?, ?, ?, ?)", [(bank_id, *h) for h in history])
+    return put
+
+
+def _tables_tx(store: Store) -> None:
+    """The kind's tables (the app applies them when it opens the database; a service built
+    on a bare Database, as in tests and tools, gets them here)."""
+    from gateway.storage.store import migrate_kind
+    migrate_kind(store.conn, "lockers", MIGRATIONS)
+
+
+def _load_tx(store: Store, now_s: float
+             ) -> list[tuple[str, dict[str, Any], int, list[str], bool, dict[str, Any]]]:
+    """Every bank: (id, state with its orders, cursor, the orders' stored JSON, split now).
+    A row from before `locker_orders` (its orders inside it) is split here, in one
+    transaction: the orders finished `ARCHIVE_AFTER_S` before `now_s` go straight to
+    `locker_history` (their verifiers and bookkeeping leave the bank row), the others become
+    rows; so a year of orders never goes through the event loop's tick. A legacy row (SHA-256
+    hashes, no `verifier`) is left exactly as it is until its upgrade commits it in the new
+    form."""
+    out: list[tuple[str, dict[str, Any], int, list[str], bool, dict[str, Any]]] = []
+    with store.transaction():
+        for bank_id, state, cursor in store.list_lockers():
+            split = "orders" in state["bank"] and state["bank"].get("verifier") is not None
+            if "orders" in state["bank"] and not split:  # legacy: read, not rewritten
+                out.append((bank_id, state, cursor, [], False, {}))
+                continue
+            if split:
+                state = dict(state, bank=dict(state["bank"]), meta=dict(state.get("meta") or {}))
+                orders = state["bank"].pop("orders")
+                old = [o for o in orders if o["state"] in _FINISHED and o["closed_at"] is not None
+                       and now_s - o["closed_at"] >= ARCHIVE_AFTER_S]
+                gone = {o["id"] for o in old}
+                store.conn.executemany(
+                    "INSERT OR REPLACE INTO locker_orders (bank, id, data) VALUES (?, ?, ?)",
+                    [(bank_id, o["id"], _dumps(o)) for o in orders if o["id"] not in gone])
+                store.conn.executemany(
+                    "INSERT OR REPLACE INTO locker_history (bank, id, state, closed, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(bank_id, o["id"], o["state"], int(o["closed_at"] * 1000),
+                      _dumps(public_order(_order(o)))) for o in old])
+                state["bank"]["macs"] = {h: oid for h, oid in state["bank"]["macs"].items()
+                                         if oid not in gone}
+                for book in ("code_cmd", "load_n"):
+                    if isinstance(state["meta"].get(book), dict):
+                        state["meta"][book] = {k: v for k, v in state["meta"][book].items()
+                                               if k not in gone}
+                store.conn.executemany(
+                    "INSERT OR REPLACE INTO locker_ops (bank, key, data) VALUES (?, ?, ?)",
+                    [(bank_id, k, _dumps(v)) for k, v in (state["meta"].pop("ops", None) or {}).items()])
+                store.conn.execute("UPDATE lockers SET state = ? WHERE bank = ?",
+                                   (_dumps(state), bank_id))
+            rows = [r[0] for r in store.conn.execute(
+                "SELECT data FROM locker_orders WHERE bank = ? ORDER BY rowid", (bank_id,))]
+            ops = {k: json.loads(d) for k, d in store.conn.execute(
+                "SELECT key, data FROM locker_ops WHERE bank = ? ORDER BY rowid", (bank_id,))}
+            out.append((bank_id, state, cursor, rows, split, ops))
+    return out
+
+
+_FINISHED = (str(OrderState.COLLECTED), str(OrderState.RETURNED), str(OrderState.CANCELLED))
+
+
+def _order(d: dict[str, Any]) -> Order:
+    return Order(**{**d, "size": Size(d["size"]), "state": OrderState(d["state"])})
+
+
+def _history_tx(store: Store, bank_id: str, order: str) -> dict[str, Any] | None:
+    row = store.conn.execute("SELECT data FROM locker_history WHERE bank = ? AND id = ?",
+                             (bank_id, order)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _order_rows(bank: LockerBank) -> dict[str, str]:
+    """The bank's orders as stored (`locker_orders.data`), by id."""
+    from dataclasses import asdict
+    return {o.id: _dumps(asdict(o)) for o in bank.orders.values()}
+
+
+def _bank_state(bank: LockerBank, meta: dict[str, Any]) -> dict[str, Any]:
+    """The bank row: `to_dict()` without its orders and `meta` without the operations'
+    keys (they are rows)."""
+    d = bank.to_dict()
+    d.pop("orders")
+    return {"bank": d, "meta": {k: v for k, v in meta.items() if k != "ops"}}
+
+
+#: the firmware's built-in texts (edge/apps/locker.py TX, tested equal): rev 0 on the wire
+BUILT_IN_TEXTS = "\n".join(DEFAULTS["en"][k] for k in LOCKER_KEYS)
 
 
 class LockersService(StatefulService):
@@ -100,8 +240,14 @@ class LockersService(StatefulService):
     def __init__(self, db: Database, commands: CommandService, *, tick_s: float = 1.0,
                  clock: Callable[[], int] = now_ms, reserve_s: float = 4 * 3600,
                  pickup_window_s: float = 3 * 24 * 3600,
-                 keys: Callable[[str], bytes | None] | None = None) -> None:
+                 keys: Callable[[str], bytes | None] | None = None,
+                 texts: Callable[[str], str] | None = None) -> None:
         super().__init__(db, tick_s=tick_s, clock=clock)
+        # the store's words for each bank's display ([screens] locker_*, docs/lockers.md
+        # "Texts"): desired state, sent as a `texts` command at start and at every birth; the
+        # bank keeps them on flash. None: the bank keeps its built-in English texts.
+        self.texts = texts
+        self.desired = DesiredState(commands, "texts", min_interval_s=1.0)
         self.keys = keys or (lambda bank: None)  # bank id -> its code key (LockerKeys.get)
         self.commands = commands
         self.reserve_s = reserve_s
@@ -109,6 +255,8 @@ class LockersService(StatefulService):
         self.banks: dict[str, LockerBank] = {}
         self.meta: dict[str, dict[str, Any]] = {}
         self.cursor: dict[str, int] = {}
+        self._saved: dict[str, dict[str, str]] = {}  # bank -> order id -> JSON as stored
+        self._saved_ops: dict[str, set[str]] = {}    # bank -> operation keys stored
         self._codes: dict[str, tuple[str, float]] = {}  # ready_id -> (code, monotonic expiry)
         self._creating: set[str] = set()
         self._status_tries: dict[str, int] = {}
@@ -117,20 +265,44 @@ class LockersService(StatefulService):
     # -- lifetime ---------------------------------------------------------------------------
 
     async def load(self) -> None:
-        for bank_id, state, cursor in await self.db.read(Store.list_lockers):
-            self.banks[bank_id] = LockerBank.from_dict(state["bank"], key=self.keys(bank_id))
+        await self.db.write(_tables_tx)
+        for bank_id, state, cursor, rows, split, ops in await self.db.write(_load_tx, self._now()):
+            orders = [json.loads(r) for r in rows] if "orders" not in state["bank"] else []
+            self.banks[bank_id] = LockerBank.from_dict({"orders": orders, **state["bank"]},
+                                                       key=self.keys(bank_id))
             self.meta[bank_id] = state.get("meta") or {}
+            if ops or "ops" not in self.meta[bank_id]:  # (a legacy row keeps its own till then)
+                self.meta[bank_id]["ops"] = ops
             self.cursor[bank_id] = cursor
+            self._saved[bank_id] = dict(zip((o["id"] for o in orders), rows, strict=True))
+            self._saved_ops[bank_id] = set(ops)
+            if split:
+                log.warning("locker bank orders moved to rows bank=%s live_or_recent=%d (those "
+                            "finished a day ago went to locker_history)", bank_id, len(orders))
         if self.banks:
             log.info("locker banks loaded banks=%s", ",".join(sorted(self.banks)))
 
+    def _want_texts(self, bank_id: str) -> None:
+        if self.texts is None:
+            return
+        lines = self.texts(bank_id)
+        if lines == BUILT_IN_TEXTS:  # the firmware's own: rev 0 and no copy in the bank's heap
+            self.desired.set(bank_id, 0, {"t": ""})
+            return
+        # the rev is the texts' checksum: the same words after a restart are not sent again to
+        # a bank that has them; different words always differ from what the bank keeps
+        self.desired.set(bank_id, zlib.crc32(lines.encode()) & 0x7FFFFFFF or 1, {"t": lines})
+
     async def run(self) -> None:
         """Apply device events and expire orders, forever (cancel to stop)."""
+        for bank_id in self.banks:
+            self._want_texts(bank_id)
         try:
             await super().run()
         finally:
             for task in list(self._tasks):
                 task.cancel()
+            await self.desired.close()
 
     async def step(self) -> None:
         """Apply every bank's new device events, then expire what is due."""
@@ -156,6 +328,7 @@ class LockersService(StatefulService):
         background: its `status` reply arrives through ingest, which must not wait for it)."""
         if device in self.banks:
             self._wake.set()
+            self.desired.birth(device)
             return
         if device in self._creating:
             return
@@ -192,6 +365,7 @@ class LockersService(StatefulService):
                           "missing on the device" if result.get("key_id") is None else "differs",
                           device)
             await self.create_bank(device, layout)
+            self._want_texts(device)
             self._wake.set()
         except Exception:
             log.exception("locker bank creation failed device=%s", device)
@@ -205,9 +379,9 @@ class LockersService(StatefulService):
                 return self.banks[device]
             bank = LockerBank(device, layout, salt=device, reserve_s=self.reserve_s,
                               pickup_window_s=self.pickup_window_s, key=self.keys(device))
-            await self._save(_put_bank(device, {"bank": bank.to_dict(), "meta": {}}, 0,
-                                       self.clock()), Batch())
+            await self._save(_put_bank(device, _bank_state(bank, {}), 0, self.clock()), Batch())
             self.banks[device], self.meta[device], self.cursor[device] = bank, {}, 0
+            self._saved[device], self._saved_ops[device] = {}, set()
             log.info("locker bank created device=%s compartments=%s", device,
                      " ".join(f"{n}{s}" for n, s in layout))
             return bank
@@ -263,22 +437,32 @@ class LockersService(StatefulService):
         return {"ready_id": ready_id, "expires_at": ic.expires_at}
 
     async def _commit(self, bank_id: str, before: dict[str, Any], meta_before: dict[str, Any],
-                      batch: _Batch, cursor: int) -> None:
-        """Persist the bank (+ cursor, stream items, commands) in one transaction; on failure
-        put the bank back as it was."""
+                      batch: _Batch, cursor: int, history: Sequence[HistoryRow] = ()) -> None:
+        """Persist the bank (+ the orders that changed, those gone to `history`, cursor, stream
+        items, commands) in one transaction; on failure put the bank back as it was."""
         bank = self.banks[bank_id]
         expiry = time.monotonic() + CODE_TTL_S
         for rid, code in batch.codes.items():  # before the commit: rendering may start at once
             self._codes[rid] = (code, expiry)
+        saved, now_rows = self._saved[bank_id], _order_rows(bank)
+        changed: list[OrderRow] = [(oid, data) for oid, data in now_rows.items()
+                                   if saved.get(oid) != data]
+        changed += [(oid, None) for oid in saved if oid not in now_rows]
+        ops = self.meta[bank_id].get("ops") or {}
+        op_rows: list[OpRow] = [(k, _dumps(v)) for k, v in ops.items()
+                                if k not in self._saved_ops[bank_id]]
+        op_rows += [(k, None) for k in self._saved_ops[bank_id] if k not in ops]
         try:
-            await self._save(_put_bank(bank_id, {"bank": bank.to_dict(), "meta": self.meta[bank_id]},
-                                       cursor, self.clock()), batch)
+            await self._save(_put_bank(bank_id, _bank_state(bank, self.meta[bank_id]), cursor,
+                                       self.clock(), changed, history, op_rows), batch)
         except BaseException:
             for rid in batch.codes:
                 self._codes.pop(rid, None)
             self.banks[bank_id] = LockerBank.from_dict(before, rng=bank.rng, key=bank.key)
             self.meta[bank_id] = meta_before
             raise
+        self._saved[bank_id] = now_rows
+        self._saved_ops[bank_id] = set(ops)
         self.cursor[bank_id] = cursor  # queued commands go out with the command service's tick
 
     async def _catch_up(self, bank_id: str) -> None:
@@ -346,13 +530,28 @@ class LockersService(StatefulService):
                     bank_id, len(push), len(lost))
 
     async def _tick(self, bank_id: str) -> None:
-        bank = self.banks[bank_id]
-        before, meta_before = bank.to_dict(), _copy(self.meta[bank_id])
-        if not bank.tick(self._now()):
+        """Expire what is due and move orders finished `ARCHIVE_AFTER_S` ago to history. Runs
+        every second for every bank: when nothing is due it reads the bank's few orders and
+        writes (and serialises) nothing."""
+        bank, now = self.banks[bank_id], self._now()
+        old = [o for o in bank.orders.values()
+               if not o.live and o.closed_at is not None and now - o.closed_at >= ARCHIVE_AFTER_S]
+        if not old and not bank.due(now):
             return
+        before, meta_before = bank.to_dict(), _copy(self.meta[bank_id])
+        bank.tick(now)
         batch = _Batch()
         self._drain(bank, batch)
-        await self._commit(bank_id, before, meta_before, batch, self.cursor[bank_id])
+        old.sort(key=lambda o: (o.closed_at or 0.0, o.id))
+        history: list[HistoryRow] = [(o.id, str(o.state), int((o.closed_at or now) * 1000),
+                                      _dumps(public_order(o))) for o in old]
+        gone = {o.id for o in old}
+        bank.forget(*gone)
+        meta = self.meta[bank_id]
+        for book in ("code_cmd", "load_n"):
+            if isinstance(meta.get(book), dict):
+                meta[book] = {k: v for k, v in meta[book].items() if k not in gone}
+        await self._commit(bank_id, before, meta_before, batch, self.cursor[bank_id], history)
 
     def _purge_codes(self) -> None:
         mono = time.monotonic()
@@ -402,6 +601,9 @@ class LockersService(StatefulService):
             return fn(LockerBank.from_dict(bank.to_dict(), key=bank.key), self._now())
 
     async def assign(self, bank_id: str, order: str, size: str) -> dict[str, Any]:
+        if order not in self.bank(bank_id).orders and \
+                await self.db.read(_history_tx, bank_id, order) is not None:
+            raise Refused(Reason.DUPLICATE_ORDER, order)  # finished, in history: never reused
         o = await self._decide(bank_id, lambda b, now, _: b.assign(order, size, now))
         return public_order(o)
 
@@ -517,6 +719,10 @@ class LockersService(StatefulService):
 
     async def order_view(self, bank_id: str, order: str) -> dict[str, Any]:
         bank = self.bank(bank_id)
+        if order not in bank.orders:  # finished long ago: its record in history
+            old = await self.db.read(_history_tx, bank_id, order)
+            if old is not None:
+                return {**old, "code_sync": None}
         o = bank.order(order)
         out = public_order(o)
         key = self.meta[bank_id].get("code_cmd", {}).get(order)

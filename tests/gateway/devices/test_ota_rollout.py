@@ -3,8 +3,7 @@ pads on the real firmware in the virtual store. The gateway keeps the bundle (PO
 answers the chunk requests on pe/1/{dev}/ota, offers the canary first, then the others, and
 halts when the canary's new firmware does not survive its boot (the pad rolls back by itself).
 
-The pads run at 128k of heap, as the device-side tests (tests/firmware/test_fw_ota.py): the
-download does not fit in 96 KB yet."""
+The pads run at 96k of heap, the heap goal, as the device-side tests (tests/firmware/test_fw_ota.py)."""
 from __future__ import annotations
 
 import json
@@ -18,7 +17,8 @@ from hil.harness import GatewayProcess, wait_for
 from hil.sim.store import VirtualStore
 from tools.firmware import build
 
-HEAP = "128k"
+HEAP = "96k"
+COAP_HEAP = "160k"
 PADS = ("ro-pad-1", "ro-pad-2", "ro-pad-3")
 
 
@@ -155,3 +155,40 @@ def test_a_canary_whose_firmware_crashes_at_boot_halts_the_rollout_there(fleet, 
     # and a halted rollout stays halted: nothing is offered later
     again = httpx.post(gw.url + f"/firmware/rollouts/{ro['id']}/halt", timeout=10)
     assert again.status_code == 200 and again.json()["reason"] == halted["reason"]
+
+
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
+def test_a_pad_over_coap_takes_an_update_over_coap(tmp_path, broker, bundles):
+    """A CoAP device gets the offer on its long poll and fetches every chunk over CoAP (POST
+    /pe/1/{dev}/ota, the chunk in the response), under its CoAP session's MACs: the same
+    signature and resume rules as over MQTT (docs/ota.md)."""
+    gw = GatewayProcess(tmp_path / "gw", broker.port, coap_heartbeat_s=5).start()
+    store = VirtualStore(tmp_path / "store", broker_port=gw.coap_port, keepalive=5,
+                         transport="coap", coap_keys=gw.coap_keys)
+    reboots = None
+    try:
+        store.add_pad("co-pad")
+        # 160k: this shows the protocol path. The CoAP pad's download needs ~104 KB in use: at
+        # 96k and 112k it refused with no-heap, at 128k in 2 runs of 3 (docs/ota.md, "What is
+        # left"; the CoAP firmware's steady heap is issue 16's)
+        store.devices["co-pad"].heap = COAP_HEAP
+        store.start()
+        wait_for(lambda: [d["fw"] for d in gw.get("/devices")] == ["0.1.0"], 30,
+                 what="the pad online over CoAP on 0.1.0")
+        reboots = Reboots(store)
+        _upload(gw, bundles["good"])
+        ro = _start(gw, version="9.1.0", deadline_s=300)
+        done = wait_for(lambda: _settled(gw, ro["id"]), 240, interval=1, what="the rollout to end")
+        assert done["status"] == "done", done
+        assert [d["fw"] for d in gw.get("/devices")] == ["9.1.0"]
+        assert reboots.exits["co-pad"] == [3]  # one reset, the switch
+        staged = gw.events("co-pad", "ota.staged")[0]["body"]
+        assert staged["chunks"] > 100 and staged["min_free"] > 0, staged
+        print(f"\nOTA over CoAP at {COAP_HEAP}: {staged}")
+        # every chunk was served (over CoAP: this pad has no MQTT connection)
+        assert gw.get("/firmware")["chunks_served"] >= staged["chunks"]
+    finally:
+        if reboots is not None:
+            reboots.stop()
+        store.stop()
+        gw.stop()

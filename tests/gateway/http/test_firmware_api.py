@@ -106,6 +106,12 @@ def test_cli_upload_rollout_status_halt(fgw, broker, tmp_path, capsys):
         reader = token(fgw, "reader-2", "staff")
         text = httpx.get(fgw.url + "/firmware", headers=bearer(reader)).text
         assert KEY not in text and args["mac"] not in text and ro["id"] in text
+        # nor does the offer as a command (gateway/http/redact.py: the `ota` row): the MAC only
+        # lets that one device take that one bundle, but the read scope has no use for it
+        r = httpx.get(fgw.url + f"/commands/{pad.cmds[0]['id']}", headers=bearer(reader))
+        assert r.status_code == 200, r.text
+        assert r.json()["args"]["mac"] == "[redacted]" and args["mac"] not in r.text
+        assert r.json()["args"]["sha"] == sha and r.json()["idem_key"] == f"ota-{ro['id']}"
         assert firmware(["--url", "http://127.0.0.1:1", "status"]) == 3
     finally:
         for d in (pad, old, nokey):

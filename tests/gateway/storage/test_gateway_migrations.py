@@ -109,13 +109,17 @@ def old_v4_store(path) -> None:
 
 def test_a_fresh_database_gets_every_table_from_the_migrations(tmp_path):
     conn = connect(tmp_path / "gw.db")
-    assert migrate(conn) == len(MIGRATIONS) == 19
+    assert migrate(conn) == len(MIGRATIONS) == 20
     got = tables(conn)
     for name in ("tube_state", "tube_jobs", "fitting", "webhook_subscriptions",
                  "webhook_deliveries", "chain_outbox", "api_tokens", "audit", "alerts", "fw_rollouts",
                  "fw_cursor", "an_hour_dirty"):
         assert got.get(name) == "table", name
     assert got.get("webhook_pending") == "index"
+    for name in ("events_by_device_type", "audit_by_who", "alerts_by_state", "webhook_by_sub",
+                 "webhook_by_sub_status"):                    # v20: issue 17's read plans
+        assert got.get(name) == "index", name
+    assert got.get("queue_counts") == "table"
     conn.close()
 
 
@@ -134,6 +138,7 @@ def test_a_store_upgraded_from_service_created_tables_keeps_its_data(tmp_path):
     assert jobs == [{"id": "job-1", "final": 0}]
     assert fit == ({"rooms": {}}, 17)
     assert (pending, outbox) == (1, 0)  # chain_outbox was missing: v8 created it
+    # (v20 counted the pending delivery the old store had: `pending` starts right)
     conn = connect(tmp_path / "gw.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert [t["name"] for t in auth.list_tokens(conn)] == ["kiosk-1"]

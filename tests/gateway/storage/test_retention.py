@@ -304,6 +304,8 @@ def test_the_retention_section_of_the_config_file():
     cfg = parse({"retention": {"events_days": 7, "commands_days": 0, "batch_rows": 500}}).gateway
     assert (cfg.retention_events_days, cfg.retention_commands_days, cfg.retention_batch_rows) == \
         (7.0, 0.0, 500)
+    cfg = parse({"retention": {"fitting_days": 730, "lockers_days": 0}}).gateway
+    assert (cfg.retention_fitting_days, cfg.retention_lockers_days) == (730.0, 0.0)
     try:
         parse({"retention": {"events_days": -1, "batch_rows": 10**6}})
     except ConfigError as exc:
@@ -311,3 +313,76 @@ def test_the_retention_section_of_the_config_file():
         assert "[retention] batch_rows: must be 1..100000" in str(exc)
     else:
         raise AssertionError("a negative age and a huge batch were accepted")
+
+
+def _fill_history(store: Store) -> None:
+    """The kinds' history tables (their migrations), one row on each side of every rule."""
+    from gateway.kinds.fitting_room import MIGRATIONS as FITTING
+    from gateway.kinds.locker_bank import MIGRATIONS as LOCKERS
+    from gateway.storage.store import migrate_kind
+    migrate_kind(store.conn, "fitting", FITTING)
+    migrate_kind(store.conn, "lockers", LOCKERS)
+    edge = NOW - 365 * DAY_MS      # the default window's edge: at it a row stays, before it goes
+    with store.transaction():
+        c = store.conn
+        for sid, start, end in (("s-old", OLD, OLD + 600_000), ("s-edge", edge - 600_000, edge),
+                                ("s-young", RECENT, RECENT + 600_000),
+                                ("s-on", OLD, None)):   # started long ago, never ended: stays
+            c.execute('INSERT INTO fitting_sessions (id, room, start, "end", data) '
+                      "VALUES (?, 'r1', ?, ?, '{}')", (sid, start, end))
+            c.execute("INSERT INTO fitting_tryons (session, gtin, start, converted) "
+                      "VALUES (?, 'g', ?, 0)", (sid, start))
+        for rid, pinned, updated in (("r-old", 0, OLD), ("r-old-open", 1, OLD),
+                                     ("r-edge", 0, edge), ("r-young", 0, RECENT)):
+            c.execute("INSERT INTO fitting_requests (id, room, state, created, updated, pinned, "
+                      "data) VALUES (?, 'r1', 'done', ?, ?, ?, '{}')", (rid, OLD, updated, pinned))
+        for receipt, at in (("P-old", OLD), ("P-edge", edge), ("P-young", RECENT)):
+            c.execute("INSERT INTO fitting_purchases (receipt, at, data) VALUES (?, ?, '{}')",
+                      (receipt, at))
+        for n, at in ((1, OLD), (2, edge), (3, RECENT)):
+            c.execute("INSERT INTO fitting_footfall (at, entries) VALUES (?, ?)", (at, n))
+        for oid, closed in (("o-old", OLD), ("o-edge", edge), ("o-young", RECENT)):
+            c.execute("INSERT INTO locker_history (bank, id, state, closed, data) "
+                      "VALUES ('lk-1', ?, 'collected', ?, '{}')", (oid, closed))
+
+
+def _history_left(store: Store) -> dict[str, list]:
+    q = {"sessions": "SELECT id FROM fitting_sessions", "tryons": "SELECT session FROM fitting_tryons",
+         "requests": "SELECT id FROM fitting_requests", "purchases": "SELECT receipt FROM fitting_purchases",
+         "footfall": "SELECT entries FROM fitting_footfall", "lockers": "SELECT id FROM locker_history"}
+    return {k: sorted(r[0] for r in store.conn.execute(sql)) for k, sql in q.items()}
+
+
+def test_the_kinds_history_tables_each_by_their_rule(tmp_path):
+    """fitting_days and lockers_days (365 by default): a row older than its window goes, one at
+    the window's edge or younger stays, a live session and an unfinished request stay."""
+    async def main(**policy):
+        db, ret = await _open(tmp_path / str(len(policy)), _fill_history, **policy)
+        try:
+            report = await ret.run_once()
+            return report, await db.read(_history_left)
+        finally:
+            await db.close()
+
+    (tmp_path / "0").mkdir()
+    report, left = run(main())
+    assert left == {"sessions": ["s-edge", "s-on", "s-young"], "tryons": ["s-edge", "s-on", "s-young"],
+                    "requests": ["r-edge", "r-old-open", "r-young"], "purchases": ["P-edge", "P-young"],
+                    "footfall": [2, 3], "lockers": ["o-edge", "o-young"]}
+    assert report.deleted["fitting_sessions"] == 1 and report.deleted["locker_history"] == 1
+    (tmp_path / "2").mkdir()  # 0 = forever; a shorter window takes the edge rows too
+    _, left = run(main(fitting_days=0, lockers_days=300))
+    assert left["sessions"] == ["s-edge", "s-old", "s-on", "s-young"] and left["footfall"] == [1, 2, 3]
+    assert left["lockers"] == ["o-young"]
+
+
+def test_a_database_without_the_kinds_tables_is_pruned_all_the_same(tmp_path):
+    async def main():
+        db, ret = await _open(tmp_path, _fill_rest)
+        try:
+            return await ret.run_once()
+        finally:
+            await db.close()
+
+    report = run(main())
+    assert "fitting_sessions" not in report.deleted and report.deleted["commands"] == 2

@@ -235,3 +235,31 @@ def test_tube_line_controllers_get_credentials(store, capsys):
     assert json.loads((d / "devices" / "tl-2.config.json").read_text())["kind"] == "tube-line"
     with pytest.raises(provision.ProvisionError, match="kind must be one of"):
         provision.add_device(d, "tl-3", "tube-lines")
+
+
+def test_a_device_reads_only_its_own_firmware_chunks_and_asks_only_for_its_own(store):
+    """OTA on the provisioned broker (docs/ota.md, "Chunks"): a device writes its chunk requests
+    on its own pe/1/<id>/ota only and reads the chunks on its own ctl only. pad-a cannot ask
+    for chunks as lk-b (its request never reaches the gateway), nor read lk-b's requests or
+    the chunks the gateway sends lk-b."""
+    d, port, _ = store
+    gw = Conn(d, port, "gateway", "pe-gateway", subs=("pe/1/+/ota",)).wait_up()
+    pad = Conn(d, port, "pad-a", "pad-a",
+               subs=("pe/1/pad-a/ctl", "pe/1/lk-b/ota", "pe/1/lk-b/ctl")).wait_up()
+    bank = Conn(d, port, "lk-b", "lk-b", subs=("pe/1/lk-b/ctl",)).wait_up()
+    everyone = (gw, pad, bank)
+    try:
+        bank.pub("pe/1/lk-b/ota", b"lk-req", everyone)
+        assert gw.until(b"lk-req", everyone) == [("pe/1/lk-b/ota", b"lk-req")]
+        pad.pub("pe/1/lk-b/ota", b"forged-req", everyone)   # dropped by the ACL
+        pad.pub("pe/1/pad-a/ota", b"pad-req", everyone)
+        assert gw.until(b"pad-req", everyone) == [("pe/1/pad-a/ota", b"pad-req")]
+        gw.pub("pe/1/lk-b/ctl", b"lk-chunk", everyone)
+        assert bank.until(b"lk-chunk", everyone) == [("pe/1/lk-b/ctl", b"lk-chunk")]
+        gw.pub("pe/1/pad-a/ctl", b"pad-chunk", everyone)
+        # everything above was acknowledged before this chunk was sent: nothing of lk-b's
+        # (its request, its chunk) came to pad-a before its own chunk, so nothing came at all
+        assert pad.until(b"pad-chunk", everyone) == [("pe/1/pad-a/ctl", b"pad-chunk")]
+    finally:
+        for c in everyone:
+            c.close()

@@ -28,6 +28,10 @@ def _legacy_gateway_row(db, code: str) -> None:
         bank = state["bank"]
         del bank["verifier"], bank["macs"]
         bank["hashes"] = {}
+        # the old gateway kept the orders inside the row (no locker_orders table)
+        bank["orders"] = [json.loads(d) for (d,) in con.execute(
+            "SELECT data FROM locker_orders WHERE bank = ? ORDER BY rowid", (BANK,))]
+        con.execute("DELETE FROM locker_orders WHERE bank = ?", (BANK,))
         for o in bank["orders"]:
             o["code_hash"] = hash_code(code, BANK) if o.pop("code_mac") else None
             if o["code_hash"]:

@@ -185,7 +185,11 @@ class ServiceMachine(RuleBasedStateMachine):
                 assert bank.compartments[o.compartment_id].order_id == o.id
         for c in bank.compartments.values():
             assert c.order_id is None or holders.get(c.id) == c.order_id
-        assert set(self.orders) <= set(bank.orders), "an accepted order was lost"
+        # an order finished a day ago leaves the bank for its history (service.ARCHIVE_AFTER_S)
+        history = dict(self.run(self.db.read(_history)))
+        assert not set(history) & set(bank.orders), "an order both live and in history"
+        assert all(state in {str(s) for s in FINAL} for state in history.values())
+        assert set(self.orders) <= set(bank.orders) | set(history), "an accepted order was lost"
 
     @invariant()
     def one_stream_item_per_state_change(self) -> None:
@@ -203,6 +207,10 @@ class ServiceMachine(RuleBasedStateMachine):
     def cursor_is_persisted(self) -> None:
         rows = self.run(self.db.read(Store.list_lockers))
         assert {r[0]: r[2] for r in rows}[BANK] == self.svc.cursor[BANK]
+
+
+def _history(store: Store) -> list[tuple[str, str]]:
+    return store.conn.execute("SELECT id, state FROM locker_history WHERE bank = ?", (BANK,)).fetchall()
 
 
 TestServiceMachine = ServiceMachine.TestCase
