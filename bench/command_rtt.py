@@ -13,8 +13,13 @@ command after the other, timing each call from request to the final response (`s
 200 devices (`--bg-devices`) at each of `--levels` (total events/s offered; `0` = no background
 load; `saturate` = every device keeps its 16-event window full, the ingest benchmark's load).
 
-Prints one `command rtt` line per level (p50/p99/max in ms, the gateway-side share from the
-command record, the background events/s actually acknowledged) and the goal (p99 < 25 ms).
+Prints one `command rtt` line per level (p50/p95/p99/max in ms, the gateway-side share from
+the command record, the background events/s actually acknowledged) and the goal (p99 < 25 ms).
+Under each level, where the time went: the gateway runs with `PHYGITAL_COMMAND_TRACE` (a file:
+gateway/devices/cmdtrace.py writes each command's stage times), and the benchmark prints p50 /
+p99 per stage (HTTP in, writer queue, submit commit, publish, broker+device, reply queue, reply
+commit, wake, HTTP out) and each stage's share of the 10 slowest commands' time. A gateway
+without the trace (an older tree through `--gateway-root`) gets no breakdown.
 Exits 1 if a command did not end `done` or the background load lost an event.
 """
 from __future__ import annotations
@@ -102,17 +107,21 @@ def background_args(port: int, level: str, devices: int, prefix: str) -> list[st
 
 
 def run_commands(client: httpx.Client, url: str, device: str, n: int, tag: str,
-                 pause_s: float) -> tuple[list[float], list[float], list[str]]:
-    """Sequential commands; returns (caller ms, gateway-side ms, failures)."""
+                 pause_s: float, calls: dict[str, tuple[float, float]] | None = None
+                 ) -> tuple[list[float], list[float], list[str]]:
+    """Sequential commands; returns (caller ms, gateway-side ms, failures). `calls` gets each
+    command's (request sent, response read) in `time.monotonic()` (the trace's clock)."""
     rtts: list[float] = []
     inside: list[float] = []
     failures: list[str] = []
     for i in range(n):
         body = {"name": "blink", "args": {"times": 1}, "idempotency_key": f"{tag}-{i}",
                 "timeout_s": 5.0, "wait": True}
+        m0 = time.monotonic()
         t0 = time.perf_counter()
         r = client.post(f"{url}/devices/{device}/commands", json=body)
         dt = (time.perf_counter() - t0) * 1000
+        m1 = time.monotonic()
         try:
             rec = r.json()
         except ValueError:
@@ -122,9 +131,74 @@ def run_commands(client: httpx.Client, url: str, device: str, n: int, tag: str,
         else:
             rtts.append(dt)
             inside.append(float(rec["updated"] - rec["created"]))
+            if calls is not None:
+                calls[rec["id"]] = (m0, m1)
         if pause_s:
             time.sleep(pause_s)
     return rtts, inside, failures
+
+
+# (label, from, to): consecutive stages of a command's path (gateway/devices/cmdtrace.py); `sent`
+# and `received` are the caller's own request and response times
+STAGES = [
+    ("http in", "sent", "submit"),            # request on the wire, parsed, route called
+    ("writer queue", "submit", "submit_tx"),  # the submit waits for the writer thread
+    ("submit commit", "submit_tx", "submit_ok"),  # its transaction + fsync, back on the loop
+    ("to publish", "submit_ok", "publish"),   # the send task scheduled
+    ("publish->reply", "publish", "reply_rx"),  # broker, device, broker, our socket
+    ("reply queue", "reply_rx", "reply_tx"),  # ingest queue, decode, writer queue, applied
+    ("reply commit", "reply_tx", "notify"),   # its commit + fsync, the loop's commit callback
+    ("wake+respond", "notify", "response"),   # waiter woken, route returns
+    ("http out", "response", "received"),     # JSON response written, read by the caller
+]
+
+
+def p95(values: list[float]) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(0.95 * len(v)))] if v else float("nan")
+
+
+def read_trace(path: Path) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            out[rec.pop("id")] = rec
+    return out
+
+
+def stage_lines(calls: dict[str, tuple[float, float]], trace: dict[str, dict[str, float]],
+                slowest: int = 10) -> list[str]:
+    """p50 / p99 per stage over the level's commands, and the stages of the slowest ones."""
+    rows: list[dict[str, float]] = []
+    for cid, (sent, received) in calls.items():
+        marks = trace.get(cid)
+        if marks is None:
+            continue
+        marks = dict(marks, sent=sent, received=received)
+        row = {label: (marks[b] - marks[a]) * 1000 for label, a, b in STAGES
+               if a in marks and b in marks}
+        row["total"] = (received - sent) * 1000
+        rows.append(row)
+    if not rows:
+        return ["  stages: no trace (a gateway without gateway/devices/cmdtrace.py)"]
+    out = [(f"  stages ms over {len(rows)} commands (p50 / p99 / share of the slowest "
+            f"{slowest}'s time):")]
+    worst = sorted(rows, key=lambda r: r["total"])[-slowest:]
+    worst_total = sum(r["total"] for r in worst) or 1.0
+    for label, _, _ in STAGES:
+        vals = [r[label] for r in rows if label in r]
+        if not vals:
+            continue
+        p = percentiles(vals)
+        share = sum(r.get(label, 0.0) for r in worst) / worst_total
+        out.append(f"    {label:<15} {p['p50']:6.1f} / {p['p99']:6.1f}   {share * 100:3.0f} %")
+    # rows without every mark (e.g. the reply applied before the publish's PUBACK came back)
+    return out
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pe-bench-cmd-") as tmp:
         work = Path(tmp)
         broker = BenchBroker(work / "mosq", nagle=a.broker_nagle).start()
-        gw = BenchGateway(work / "gw", broker.port, a.gateway_arg, a.gateway_root).start()
+        gw = BenchGateway(work / "gw", broker.port, a.gateway_arg, a.gateway_root)
+        trace_file = work / "command-trace.jsonl"
+        gw.env["PHYGITAL_COMMAND_TRACE"] = str(trace_file)
+        gw.start()
         device = "cmd-0000"
         target = LoadgenProcess(["--broker", f"127.0.0.1:{broker.port}", "--devices", "1",
                                  "--prefix", "cmd", "--rate", "0"])
@@ -190,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                         time.sleep(1.0)  # let the load settle
                     try:
                         run_commands(client, gw.url, device, a.warmup, f"warm{n}", a.pause_ms / 1000)
+                        calls: dict[str, tuple[float, float]] = {}
                         rtts, inside, failures = run_commands(client, gw.url, device, a.commands,
-                                                              f"rtt{n}", a.pause_ms / 1000)
+                                                              f"rtt{n}", a.pause_ms / 1000, calls)
                     finally:
                         summary = bg.stop() if bg is not None else None
                     p = percentiles(rtts)
@@ -203,11 +281,14 @@ def main(argv: list[str] | None = None) -> int:
                     label = "none" if args is None else (
                         "saturated" if level == "saturate" else f"{float(level):g} events/s")
                     print(f"command rtt ms (background {label}): p50 {p.get('p50', float('nan')):.1f}  "
-                          f"p99 {p.get('p99', float('nan')):.1f}  max {p.get('max', float('nan')):.1f}  "
+                          f"p95 {p95(rtts):.1f}  p99 {p.get('p99', float('nan')):.1f}  "
+                          f"max {p.get('max', float('nan')):.1f}  "
                           f"(n={p.get('n', 0)}, failed {len(failures)}; gateway-side p50 "
                           f"{q.get('p50', float('nan')):.0f} p99 {q.get('p99', float('nan')):.0f}; "
                           f"background acknowledged {bg_rate:.0f} events/s"
                           + ("" if bg_ok else ", BACKGROUND LOAD NOT DRAINED") + ")", flush=True)
+                    for line in stage_lines(calls, read_trace(trace_file)):
+                        print(line, flush=True)
                     if failures:
                         print("  failures:", failures[:3])
                     failed |= bool(failures) or not bg_ok

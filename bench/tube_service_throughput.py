@@ -86,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--return-share", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", type=Path, default=None, help="keep logs, database and flash here")
+    p.add_argument("--gateway-root", type=Path, default=None,
+                   help="run `python -m gateway` from this directory (e.g. main, to compare)")
     args = p.parse_args(argv)
+    from ingest import load_line, machine
+    print(f"machine: {machine()}", flush=True)
+    print(load_line() + (f"; gateway from {args.gateway_root}" if args.gateway_root else ""),
+          flush=True)
 
     cfg = json.loads(NETWORK.read_text())
     net = TubeNetwork.from_dict(cfg)
@@ -96,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = args.workdir or Path(tmp)
         broker = Mosquitto(tmp / "mosquitto").start()
         gw = GatewayProcess(tmp / "gw", broker.port, extra_args=["--tube-network", str(NETWORK),
-                                                                 "--log-level", "WARNING"]).start()
+                                                                 "--log-level", "WARNING"],
+                            root=args.gateway_root).start()
         rig = VirtualRigBackend(tmp / "rig", ("127.0.0.1", broker.port), wiring=WIRING)
         staff = None
         try:
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
           f"pipelined {pipelined:.0f}/h; naive serial {3600 / statistics.mean(serial):.0f}/h; "
           f"wait p50 {statistics.median(waits):.1f} s")
     print(f"  line model: {len(model.arrivals)} arrivals, {len(model.violations)} violations")
+    print(load_line())
     return 1 if model.violations or lost else 0
 
 

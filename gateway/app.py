@@ -25,6 +25,7 @@ import uvicorn
 from gateway.aisle.service import AisleService
 from gateway.analytics.service import AnalyticsService
 from gateway.devices.alerts import AlertsService
+from gateway.devices.cmdtrace import TRACE
 from gateway.devices.commands import CommandService, now_ms
 from gateway.devices.ingest import IngestWorker
 from gateway.devices.liveness import LivenessMonitor
@@ -415,6 +416,8 @@ class Gateway:
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if self.coap is not None:
             self.coap.mqtt_seen(topic)  # a device that moved to MQTT is routed there again
+        if TRACE is not None and topic.endswith("/reply"):  # diagnostics (bench/command_rtt.py)
+            TRACE.reply_read(topic.split("/")[2])
         if topic.endswith(OTA_SUFFIX):  # a firmware chunk request: answered, never journaled
             self.ota.handle_request(topic, payload)
             return

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.devices import protocol
+from gateway.devices.cmdtrace import TRACE
 from gateway.devices.protocol import ProtocolError, Reply
 from gateway.http.redact import redact_args
 from gateway.storage.db import Database
@@ -94,6 +95,8 @@ def apply_reply(store: Store, reply: Reply, now: int) -> tuple[dict[str, Any] | 
     updated = store.update_command(reply.id, status=status, now=now, expect=(cmd["status"],),
                                    reason=reply.reason if final else None,
                                    result=reply.result if final else None)
+    if TRACE is not None and final:
+        TRACE.reply_applied(reply.id, reply.dev)
     if updated is not None:
         log.info("command status command=%s device=%s status=%s", reply.id, reply.dev, status)
     return updated, None
@@ -129,6 +132,8 @@ class CommandRejected(ValueError):
 
 def _submit_tx(store: Store, *, device: str, name: str, args: dict[str, Any], key: str,
                deadline: int, now: int, new_id: str) -> tuple[dict[str, Any], bool, bool]:
+    if TRACE is not None:
+        TRACE.mark(new_id, "submit_tx")
     with store.transaction():
         dev = store.get_device(device)
         if dev is None:
@@ -179,6 +184,9 @@ class CommandService:
         self.publish_failures = 0
         self._waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
         self._sending: set[str] = set()
+        # command id -> clock of its last publish: a tick must not send it again before
+        # `resend_ms` because its `sent` record has not committed yet (the record lags)
+        self._published: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_submit: Callable[[float], None] | None = None  # told each command's timeout
 
@@ -205,13 +213,17 @@ class CommandService:
         now = self.clock()
         deadline = now + max(1, round(timeout_s * 1000))
         new_id = "c-" + secrets.token_hex(8)
+        if TRACE is not None:
+            TRACE.mark(new_id, "submit")
         try:  # the device must be able to take it: check the envelope size now
             protocol.encode_cmd(device, new_id, name, args, deadline, now)
         except (ProtocolError, ValueError, TypeError) as exc:
             raise CommandRejected(f"command does not fit the protocol: {exc}") from None
-        cmd, created, online = await self.db.write_grouped(
+        cmd, created, online = await self.db.write_first(
             _submit_tx, device=device, name=name, args=args, key=idempotency_key,
             deadline=deadline, now=now, new_id=new_id)
+        if TRACE is not None:
+            TRACE.mark(new_id, "submit_ok")
         if created:
             log.info("command submitted command=%s device=%s name=%s deadline=%d online=%s",
                      cmd["id"], device, name, deadline, online)
@@ -219,7 +231,8 @@ class CommandService:
                 # deliver now, but do not hold the caller longer than `send_wait_s` if the
                 # broker is slow: the send goes on in the background, and ticks retry it
                 published = asyncio.get_running_loop().create_future()
-                send = asyncio.get_running_loop().create_task(self._send(cmd, published))
+                send = asyncio.get_running_loop().create_task(
+                    self._send(cmd, published, first=wait_send))
                 self._tasks.add(send)
                 send.add_done_callback(self._tasks.discard)
                 await asyncio.wait({send if wait_send else published}, timeout=self.send_wait_s)
@@ -233,48 +246,76 @@ class CommandService:
         return None if cmd is None else public_command(cmd)
 
     async def wait(self, command_id: str, timeout: float) -> dict[str, Any] | None:
-        """The record once it is final, or as it is after `timeout` seconds."""
-        cmd = await self.get(command_id)
-        if cmd is None or cmd["final"]:
-            return cmd
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        """The record once it is final, or as it is after `timeout` seconds.
+
+        The waiter is registered before the record is read, and the read races the outcome:
+        a reply committed meanwhile wakes the caller at once, whatever the reader thread
+        (shared with the services' reads) is busy with."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._waiters.setdefault(command_id, set()).add(fut)
+        read: asyncio.Future[dict[str, Any] | None] = loop.create_task(self.get(command_id))
+        deadline = loop.time() + timeout
         try:
-            cmd = await self.get(command_id)  # it may have become final before we registered
-            if cmd is None or cmd["final"]:
-                return cmd
-            try:
-                return await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
-                return await self.get(command_id)
+            waiting: set[asyncio.Future[Any]] = {read, fut}
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not fut.done() and read.done():
+                cmd = read.result()
+                if cmd is None or cmd["final"]:  # unknown, or final before we registered
+                    return self._traced(command_id, cmd)
+                await asyncio.wait({fut}, timeout=max(0.0, deadline - loop.time()))
+            if fut.done():
+                return self._traced(command_id, fut.result())
+            return await self.get(command_id)  # timed out: as it is now
         finally:
+            read.cancel()
             waiters = self._waiters.get(command_id)
             if waiters is not None:
                 waiters.discard(fut)
                 if not waiters:
                     del self._waiters[command_id]
 
+    @staticmethod
+    def _traced(command_id: str, cmd: dict[str, Any] | None) -> dict[str, Any] | None:
+        if TRACE is not None and cmd is not None:
+            TRACE.finish(command_id)
+        return cmd
+
     def notify(self, record: dict[str, Any]) -> None:
         """Called on the loop for every committed change of a command."""
         if record["final"]:
+            self._published.pop(record["id"], None)
+            if TRACE is not None:
+                TRACE.mark(record["id"], "notify")
             for fut in self._waiters.get(record["id"], ()):
                 if not fut.done():
                     fut.set_result(record)
 
     # delivery
 
-    async def _send(self, cmd: dict[str, Any],
-                    published: asyncio.Future[None] | None = None) -> None:
+    async def _send(self, cmd: dict[str, Any], published: asyncio.Future[None] | None = None,
+                    first: bool = False, force: bool = False) -> None:
+        """Publish `cmd`, then record the send; `first`: a caller waits for that record, so it
+        goes in the database's command lane (otherwise it shares the next ingest commit)."""
         cid = cmd["id"]
         now = self.clock()
-        if cid in self._sending or now >= cmd["deadline"]:
-            _resolve(published)  # being sent by another task (a tick), or too late
+        last = self._published.get(cid)
+        if (cid in self._sending or now >= cmd["deadline"]
+                or (not force and last is not None and now - last < self.resend_ms)):
+            _resolve(published)  # being sent by another task (a tick), just sent, or too late
             return
         self._sending.add(cid)
         try:
             payload = protocol.encode_cmd(cmd["device"], cid, cmd["name"], cmd["args"],
                                           cmd["deadline"], now)
+            if TRACE is not None:
+                TRACE.mark(cid, "publish")
             await self.publish(protocol.topic(cmd["device"], "cmd"), payload, qos=1, retain=False)
+            if len(self._published) >= 10_000:  # commands that never became final here
+                del self._published[next(iter(self._published))]
+            self._published[cid] = now
+            if TRACE is not None:
+                TRACE.mark(cid, "puback")
         except Exception as exc:  # noqa: BLE001 - any failure leaves it pending for the next tick
             self.publish_failures += 1
             log.warning("command publish failed command=%s device=%s error=%r", cid,
@@ -283,11 +324,12 @@ class CommandService:
         finally:
             self._sending.discard(cid)
             _resolve(published)
-        await self.db.write_grouped(_record_send, cid, self.clock())
+        write = self.db.write_first if first else self.db.write_grouped
+        await write(_record_send, cid, self.clock())
         log.debug("command sent command=%s device=%s", cid, cmd["device"])
 
-    def _spawn_send(self, cmd: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(cmd))
+    def _spawn_send(self, cmd: dict[str, Any], force: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(cmd, force=force))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -301,7 +343,7 @@ class CommandService:
         """A device (re)connected: send it every pending command now."""
         for cmd in await self.db.read(Store.pending_commands, device):
             if self.clock() < cmd["deadline"]:
-                self._spawn_send(cmd)
+                self._spawn_send(cmd, force=True)  # it may have missed the last one
 
     async def tick(self) -> None:
         now = self.clock()

@@ -558,8 +558,11 @@ class _Next:
 class IngestWorker:
     """Batch inbound messages into transactions; acknowledge after each commit.
 
-    Command replies take a priority lane: they go into the next batch ahead of queued events,
-    so a caller waiting for an outcome does not wait for the event backlog. While commands are
+    Command replies overtake events: a reply read while a batch is at the writer goes to a lane
+    of its own (a second task applies it at once, in the database's command lane,
+    `Database.write_first`), so a caller waiting for an outcome waits neither for the event
+    backlog nor for the batch in progress; a reply read while no batch is at the writer goes
+    first into the next batch (the priority lane), which starts at once. While commands are
     in progress (`expedite`), batches are kept small (`urgent_batch_max`): the writer thread is
     shared, and every step of a command (submit, record the send, apply the reply) waits for
     the batch in progress.
@@ -569,14 +572,17 @@ class IngestWorker:
     a moderate load makes fewer, larger commits (less per-commit CPU and fewer fsyncs for a
     little more event latency; docs/benchmarks.md). A reply or `linger_below` queued messages
     end the wait at once. Command writes do not wait for it: they go to the writer thread
-    directly, which is idle while the ingest lingers."""
+    directly, which is idle while the ingest lingers. A message alone (none in the `alone_s`
+    before it, default 4 × `linger_s`) does not linger: no companion is likely to come, and a
+    device that waits for the gateway's reaction to it (a tube eye, a locker door) would only
+    wait longer."""
 
     def __init__(self, db: Database, publish: Publisher, *,
                  on_birth: Callable[[str], Any] | None = None, batch_max: int = 256,
                  linger_s: float = 0.0, queue_max: int = 10_000,
                  rebirth_interval_s: float = 2.0, urgent_batch_max: int = 64,
                  linger_below: int = 32, acks_in_flight_max: int = 8192,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 alone_s: float | None = None, clock: Callable[[], int] = now_ms) -> None:
         self.db = db
         self.publish = publish
         self.on_birth = on_birth
@@ -584,6 +590,9 @@ class IngestWorker:
         self.urgent_batch_max = max(1, min(urgent_batch_max, self.batch_max))
         self.linger_s = linger_s
         self.linger_below = max(1, linger_below)
+        self.alone_s = 4 * linger_s if alone_s is None else alone_s
+        self._last_arrival: float | None = None
+        self._gap: float | None = None  # between the last two messages queued
         self._linger: asyncio.Future[None] | None = None  # set while lingering
         # set while the loop waits for more to decode during the writer's work on a batch
         self._more: asyncio.Future[None] | None = None
@@ -595,6 +604,9 @@ class IngestWorker:
         self.clock = clock
         self.queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(queue_max)
         self.priority: deque[tuple[str, bytes]] = deque()
+        self._replies: deque[tuple[str, bytes]] = deque()  # the reply lane (`_run_replies`)
+        self._reply_wake = asyncio.Event()
+        self._reply_busy = False
         self.ack_failures = 0
         self.batches = 0
         self._urgent_until = 0.0
@@ -627,6 +639,10 @@ class IngestWorker:
         """Queue one message (waits when the queue is full: backpressure on the bus)."""
         self._idle.clear()
         if topic.endswith("/reply"):
+            if self._inflight is not None and not self._inflight.done():
+                self._replies.append((topic, payload))  # a batch is at the writer: the lane
+                self._reply_wake.set()
+                return
             self.priority.append((topic, payload))
             self._end_linger()
             self._wake_more()
@@ -636,7 +652,10 @@ class IngestWorker:
                 pass  # not waiting then
             return
         await self.queue.put((topic, payload))
-        self._arrivals.append(time.monotonic())  # same step as the put: order matches
+        now = time.monotonic()
+        self._arrivals.append(now)  # same step as the put: order matches
+        self._gap = None if self._last_arrival is None else now - self._last_arrival
+        self._last_arrival = now
         if self._more is not None:
             self._wake_more()
         if self._linger is not None and self.queue.qsize() >= self.linger_below:
@@ -656,9 +675,11 @@ class IngestWorker:
         return True
 
     async def run(self) -> None:
+        replies = asyncio.get_running_loop().create_task(self._run_replies())
         try:
             await self._run()
         finally:  # cancelled (shutdown, after `drained`): what is still unsent stays unacked
+            replies.cancel()
             if self._inflight is not None:
                 self._inflight.cancel()
             for task in list(self._sending):
@@ -681,8 +702,7 @@ class IngestWorker:
             self._inflight = inflight
             nxt = _Next()
             if inflight is None:
-                if self.queue.empty() and not self.priority:
-                    self._idle.set()
+                self._maybe_idle()
                 if not self.priority:
                     first = await self.queue.get()
                     if first is not None:
@@ -710,6 +730,30 @@ class IngestWorker:
             if nxt.raw:
                 inflight = loop.create_task(self._commit(nxt))
                 self._inflight = inflight
+
+    def _maybe_idle(self) -> None:
+        if ((self._inflight is None or self._inflight.done()) and self.queue.empty()
+                and not self.priority and not self._replies and not self._reply_busy):
+            self._idle.set()
+
+    async def _run_replies(self) -> None:
+        """The reply lane: every reply read so far, in one command-lane write, at once."""
+        while True:
+            await self._reply_wake.wait()
+            self._reply_wake.clear()
+            while self._replies:
+                batch = list(self._replies)
+                self._replies.clear()
+                self._reply_busy = True
+                try:
+                    await self._process(batch, lane=True)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the command is sent again, the device answers it again
+                    log.exception("reply batch failed size=%d", len(batch))
+                finally:
+                    self._reply_busy = False
+            self._maybe_idle()
 
     def _limit(self) -> int:
         return self.urgent_batch_max if time.monotonic() < self._urgent_until else self.batch_max
@@ -755,6 +799,8 @@ class IngestWorker:
         waits (see the class docstring)."""
         if len(self.priority) > 1 or self.queue.qsize() + 1 >= self.linger_below:
             return
+        if self.queue.empty() and self._gap is not None and self._gap > self.alone_s:
+            return  # alone
         loop = asyncio.get_running_loop()
         self._linger = fut = loop.create_future()
         timer = loop.call_later(self.linger_s, self._end_linger)
@@ -764,15 +810,16 @@ class IngestWorker:
             timer.cancel()
             self._linger = None
 
-    async def _process(self, batch: list[tuple[str, bytes]], nxt: _Next | None = None) -> None:
+    async def _process(self, batch: list[tuple[str, bytes]], nxt: _Next | None = None,
+                       lane: bool = False) -> None:
         # validate on the loop (`_take`, while the writer works on the batch before): the
         # writer thread (the serial stage) only applies
         if nxt is None:
             nxt = _Next()
             nxt.decoded, nxt.rejections = decode_batch(batch, nxt.samples)
         samples = nxt.samples
-        eff = await self.db.write_grouped(apply_decoded, nxt.decoded, nxt.rejections, len(batch),
-                                          self.clock())
+        write = self.db.write_first if lane else self.db.write_grouped  # lane: replies
+        eff = await write(apply_decoded, nxt.decoded, nxt.rejections, len(batch), self.clock())
         self.batches += 1
         if eff.rejections:
             self._log_rejections(eff, samples)

@@ -238,6 +238,9 @@ class StatefulService(KindService):
 
     async def _save(self, put_state: Callable[[Store], None], batch: Batch
                     ) -> list[dict[str, Any]]:
-        """Persist the state, the batch's stream items and commands (one transaction)."""
-        return await self.db.write(save_tx, put_state, self.stream_kind, batch.items, batch.cmds,
-                                   self.clock())
+        """Persist the state, the batch's stream items and commands (one transaction). A
+        change that sends devices commands goes in the database's command lane
+        (`Database.write_first`: ahead of the queued event batches), the others in order."""
+        write = self.db.write_first if batch.cmds else self.db.write
+        return await write(save_tx, put_state, self.stream_kind, batch.items, batch.cmds,
+                           self.clock())

@@ -14,6 +14,14 @@ savepoint) and gets its exception;
 every caller gets its result only after the shared COMMIT (`synchronous=FULL`) returned, so
 nothing is reported done before it is durable, exactly as with one transaction per write.
 
+Command lane: `write_first` writes (a command's submit, its send record, a device's reply)
+overtake every queued write that is not itself a command-lane write, and share a transaction
+only with each other: a command step waits for at most the write the writer is running when it
+arrives (and a group in progress ends after its current write: the command-lane writes join
+that transaction and it commits at once), never for the queue of event batches behind it. The
+other writes keep their FIFO order among themselves. Durability is the same for every lane:
+a caller is answered only after the COMMIT that holds its write.
+
 After each write commits, the stream items it appended (the outbox) are handed to the
 `on_commit` callback on the event loop, from the writer thread, with `call_soon_threadsafe`.
 Callbacks run in FIFO order, so subscribers see items in commit order (= stream id order).
@@ -36,6 +44,8 @@ log = logging.getLogger("gateway.db")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+# a write waiting for the writer thread: (fn, args, kwargs, its future, may be grouped)
+_Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]", bool]
 
 
 class Database:
@@ -52,11 +62,12 @@ class Database:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="db-reader")
         self._local = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # writes waiting for the writer thread: (fn, args, kwargs, future, may be grouped)
-        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
-                                 asyncio.Future[Any], bool]] = deque()
+        self._queue: deque[_Job] = deque()
+        self._first: deque[_Job] = deque()  # the command lane (`write_first`): served first
         self.groups = 0          # transactions the writer ran for queued writes
         self.grouped_writes = 0  # writes that shared a transaction with others
+        self.first_writes = 0    # command-lane writes
+        self.preempted = 0       # groups of queued writes ended early for command-lane writes
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -121,33 +132,62 @@ class Database:
         only use `store.transaction()` and plain statements (no scripts, no BEGIN/COMMIT)."""
         return await self._submit(fn, args, kwargs, True)
 
+    async def write_first(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
+                          **kwargs: P.kwargs) -> T:
+        """`write_grouped` in the command lane: runs before every queued write that is not
+        itself `write_first`, in a transaction shared only with other command-lane writes
+        (or with the one group already running, which then commits at once). For the short
+        writes of a command's path (submit, send record, reply); same rules as
+        `write_grouped` for `fn`."""
+        return await self._submit(fn, args, kwargs, True, first=True)
+
     async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...],
-                      kwargs: dict[str, Any], grouped: bool) -> T:
+                      kwargs: dict[str, Any], grouped: bool, first: bool = False) -> T:
         if self._loop is None:
             raise RuntimeError("database is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.append((fn, args, kwargs, fut, grouped))
+        (self._first if first else self._queue).append((fn, args, kwargs, fut, grouped))
         self._loop.run_in_executor(self._writer, self._run_queued)
         return await fut
 
     def _run_queued(self) -> None:
-        """On the writer thread: run every queued write in order, consecutive grouped ones
-        in one transaction."""
-        jobs = []
-        while self._queue:
-            jobs.append(self._queue.popleft())
-        i = 0
-        while i < len(jobs):  # empty: an earlier call took them
-            j = i + 1
-            while jobs[i][4] and j < len(jobs) and jobs[j][4]:
-                j += 1
-            self._run_group(jobs[i:j])
-            i = j
+        """On the writer thread: run the queued writes, command-lane writes first (together,
+        in one transaction), then the others in order, consecutive grouped ones in one
+        transaction. Between two writes of such a group, command-lane writes that arrived
+        meanwhile join it and it commits at once (the rest waits for the next transaction)."""
+        while True:  # nothing at once: an earlier call took them
+            if self._first:
+                group = []
+                while self._first:
+                    group.append(self._first.popleft())
+                self.first_writes += len(group)
+                self._run_group(group)
+            elif self._queue:
+                job = self._queue.popleft()
+                if job[4]:
+                    self._run_group([job], more=True)
+                else:
+                    self._run_group([job])
+            else:
+                return
 
-    def _run_group(self, group: list[tuple[Callable[..., Any], tuple[Any, ...],
-                                           dict[str, Any], asyncio.Future[Any], bool]]) -> None:
+    def _next_in_group(self) -> tuple[_Job | None, bool]:
+        """While a group of queued grouped writes runs: `(next write to add, last one)`.
+        A command-lane write is the last one: it joins, then the group commits."""
+        if self._first:
+            self.preempted += 1
+            self.first_writes += 1
+            return self._first.popleft(), True
+        if self._queue and self._queue[0][4]:
+            return self._queue.popleft(), False
+        return None, True
+
+    def _run_group(self, group: list[_Job], more: bool = False) -> None:
+        """Run `group`: a single plain write in its own transaction, grouped writes in one
+        shared transaction. `more`: while it runs, keep adding the grouped writes queued behind
+        it, until a command-lane write joins (`_next_in_group`)."""
         outcomes: list[tuple[Any, BaseException | None]] = []
-        if len(group) == 1:
+        if len(group) == 1 and not more:
             fn, args, kwargs, _, _ = group[0]
             try:
                 outcomes.append((self._run_write(fn, args, kwargs), None))
@@ -157,15 +197,24 @@ class Database:
             store: Store = self._local.store
             try:
                 with store.transaction():
-                    for fn, args, kwargs, _, _ in group:
+                    i = 0
+                    while i < len(group):
+                        fn, args, kwargs, _, _ = group[i]
                         try:
                             outcomes.append((fn(store, *args, **kwargs), None))
                         except Exception as exc:  # noqa: BLE001 - rolled back alone
                             outcomes.append((None, exc))
+                        i += 1
+                        if more and i == len(group):
+                            nxt, last = self._next_in_group()
+                            if nxt is not None:
+                                group.append(nxt)
+                            more = not last
             except Exception as exc:  # noqa: BLE001 - the commit failed: nothing is durable
                 outcomes = [(None, exc)] * len(group)
-            self.groups += 1
-            self.grouped_writes += len(group)
+            if len(group) > 1:
+                self.groups += 1
+                self.grouped_writes += len(group)
             items = store.take_outbox()
             if items and self.on_commit is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(self.on_commit, items)

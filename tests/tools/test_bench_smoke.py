@@ -42,9 +42,12 @@ def test_ingest_benchmark_quick_prints_its_figures():
 
 def test_command_rtt_benchmark_quick_prints_its_figures():
     out = run_quick("command_rtt.py")
-    lines = re.findall(rf"^command rtt ms \(background [^)]*\): p50 {NUM}\s+p99 {NUM}.*failed 0",
-                       out, re.MULTILINE)
+    lines = re.findall(rf"^command rtt ms \(background [^)]*\): p50 {NUM}\s+p95 {NUM}\s+p99 {NUM}"
+                       r".*failed 0", out, re.MULTILINE)
     assert len(lines) == 2, out  # --quick: no background load, then a light one
+    # where the time went, per level (the gateway's stage trace)
+    assert len(re.findall(r"^  stages ms over \d+ commands", out, re.MULTILINE)) == 2, out
+    assert len(re.findall(rf"^    writer queue\s+{NUM} /\s+{NUM}", out, re.MULTILINE)) == 2, out
     assert re.search(r"^goal: p99 < 25 ms", out, re.MULTILINE), out
     assert re.search(r"^integrity: OK", out, re.MULTILINE), out
 

@@ -1,6 +1,7 @@
 """The ingest pipeline (issue 18): while the writer thread commits one batch, the event loop
 decodes the next; the writer never holds two ingest batches; a reply that arrives meanwhile
-goes first in the next batch; acks only after the commit."""
+does not wait for either: it goes to the reply lane (the database's command lane, ahead of the
+next batch); acks only after the commit."""
 import asyncio
 import json
 import threading
@@ -12,6 +13,8 @@ from tests.support.envelopes import birth, evt, reply
 
 
 def test_the_next_batch_is_decoded_while_the_writer_commits_and_a_reply_goes_first(tmp_path):
+    """(The command half of issue 18 moved the reply from the front of the next batch to the
+    reply lane: tests/gateway/devices/test_command_lanes.py checks that it commits first.)"""
     acks: list[tuple[str, int]] = []
 
     async def publish(topic, payload, *, qos=1, retain=False):
@@ -53,7 +56,8 @@ def test_the_next_batch_is_decoded_while_the_writer_commits_and_a_reply_goes_fir
                 gate.set()
                 await blocker
                 assert await w.drained(60)
-                assert applied[1] == ["pe/1/pad-1/reply"] + ["pe/1/pad-1/evt"] * 3
+                assert applied[1] == ["pe/1/pad-1/evt"] * 3  # the reply took the lane
+                assert db.first_writes == 1
                 assert peak == 1  # one ingest batch at the writer at a time
                 assert acks[-1] == ("pe/1/pad-1/ctl", 3)
                 stored = await db.read(lambda store: [e["seq"] for e in store.list_events()])

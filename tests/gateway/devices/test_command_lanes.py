@@ -1,0 +1,223 @@
+"""Replies overtake event batches in the ingest (`IngestWorker`'s reply lane): a device's
+answer read while an event batch waits for the writer is committed before that batch, so the
+caller waiting for the outcome does not wait for the batch. Order only, on a real SQLite file."""
+import asyncio
+import threading
+
+from gateway.devices.commands import CommandService
+from gateway.devices.ingest import IngestWorker
+from gateway.storage.db import Database
+from gateway.storage.store import Store
+from tests.support.e2e import until
+from tests.support.envelopes import NOW, birth, evt, reply
+
+
+def _hold(store, gate):
+    assert gate.wait(30), "the test never opened the gate"
+
+
+def _command(store):
+    with store.transaction():
+        store.insert_command(id="c-1", device="pad-1", name="blink", args={}, idem_key="k-1",
+                             deadline=NOW + 60_000, now=NOW)
+
+
+def test_a_reply_read_while_an_event_batch_waits_for_the_writer_is_committed_first(tmp_path):
+    commits: list[tuple[str, object]] = []
+    acks: list[int] = []
+
+    def on_commit(items):
+        commits.extend((i.kind, i.data.get("status") if i.kind == "command" else
+                        i.data.get("seq")) for i in items if i.kind in ("command", "event"))
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        acks.append(len(acks))
+
+    async def main():
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
+            w = IngestWorker(db, publish, batch_max=2048)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                await db.write(_command)
+                commits.clear()
+                gate = threading.Event()
+                held = asyncio.ensure_future(db.write(_hold, gate))  # the writer is busy
+                await asyncio.sleep(0.05)
+                await w.put(*evt(1))
+                await w.put(*evt(2))
+                await until(lambda: db._queue, "the event batch to wait for the writer")
+                await w.put(*reply("c-1", "done"))
+                for _ in range(20):  # let the reply go as far as it can
+                    await asyncio.sleep(0)
+                gate.set()
+                await held
+                await until(lambda: len(commits) == 3, "the events and the reply committed")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        assert commits[0] == ("command", "done"), commits  # before the batch queued earlier
+        assert sorted(c[1] for c in commits[1:]) == [1, 2]
+
+    asyncio.run(main())
+
+
+def test_a_command_submitted_while_event_batches_wait_for_the_writer_is_stored_first(tmp_path):
+    """`CommandService.submit` writes in the command lane: its record commits before the event
+    batches queued ahead of it (a command is still stored before it is published)."""
+    commits: list[list[str]] = []
+    published: list[str] = []
+
+    def on_commit(items):
+        commits.append([i.kind for i in items if i.kind in ("command", "event")])
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        if topic.endswith("/cmd"):  # published only once its record is committed
+            published.append(topic)
+            assert any("command" in c for c in commits), "published before it was stored"
+
+    async def main():
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
+            w = IngestWorker(db, publish, batch_max=2048)
+            commands = CommandService(db, publish, clock=lambda: NOW)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                commits.clear()
+                gate = threading.Event()
+                held = asyncio.ensure_future(db.write(_hold, gate))
+                await asyncio.sleep(0.05)
+                await w.put(*evt(1))
+                await until(lambda: db._queue, "the event batch to wait for the writer")
+                submit = asyncio.ensure_future(commands.submit("pad-1", "blink", {}, "k-2", 60.0,
+                                                               wait_send=False))
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                gate.set()
+                await held
+                _cmd, created = await asyncio.wait_for(submit, 30)
+                await until(lambda: any("event" in c for c in commits), "the event batch committed")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        assert created and published == ["pe/1/pad-1/cmd"]
+        first_event = next(n for n, c in enumerate(commits) if "event" in c)
+        first_command = next(n for n, c in enumerate(commits) if "command" in c)
+        assert first_command < first_event, commits  # its own commit, ahead of the batch
+
+    asyncio.run(main())
+
+
+def test_an_event_alone_after_a_quiet_spell_does_not_linger(tmp_path):
+    """The linger gathers a moderate load's events into fewer commits; a message with none in
+    the `alone_s` before it has no companion coming, and a device waiting for the gateway's
+    reaction to it (a tube eye) would only wait: it is written at once. No timing is
+    asserted: a linger far longer than the test ends only by the rules."""
+    acks: list[int] = []
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        acks.append(len(acks))
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            w = IngestWorker(db, publish, batch_max=2048, linger_s=3600, linger_below=2,
+                             alone_s=0.2)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())  # the first message: nothing known before it, lingers
+                await until(lambda: w._linger is not None, "the worker to linger")
+                await w.put(*evt(1))
+                await w.put(*evt(2))  # 2 queued: the linger ends, one batch of three
+                await until(lambda: w.batches == 1, "the first batch")
+                await asyncio.sleep(0.3)  # quiet for longer than alone_s
+                await w.put(*evt(3))
+                await until(lambda: w.batches == 2, "the lone event written without lingering")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_a_caller_waiting_for_an_outcome_is_woken_by_its_commit_while_the_reader_is_busy(tmp_path):
+    """`CommandService.wait` registers before it reads, and the read races the outcome: the
+    reader thread (shared with the services' reads) being busy does not hold the caller once
+    the reply has committed."""
+    holder: dict[str, CommandService] = {}
+
+    def on_commit(items):
+        for item in items:
+            if item.kind == "command":
+                holder["commands"].notify(item.data)
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        pass
+
+    async def main():
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
+            w = IngestWorker(db, publish, batch_max=2048)
+            commands = holder["commands"] = CommandService(db, publish, clock=lambda: NOW)
+            task = asyncio.create_task(w.run())
+            gate = threading.Event()
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                cmd, _ = await commands.submit("pad-1", "blink", {}, "k-3", 60.0, wait_send=False)
+                held = asyncio.ensure_future(db.read(_hold, gate))  # the reader is busy
+                waiting = asyncio.ensure_future(commands.wait(cmd["id"], 60.0))
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                await w.put(*reply(cmd["id"], "done"))
+                outcome = await asyncio.wait_for(asyncio.shield(waiting), 30)
+                assert not held.done()  # woken while the reader was still busy
+                assert outcome is not None and outcome["status"] == "done" and outcome["final"]
+            finally:
+                gate.set()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_a_tick_does_not_send_again_a_command_whose_send_record_has_not_committed(tmp_path):
+    """The `sent` record is written after the publish and may lag (the writer is busy, or a
+    command-lane submit overtook the tick's writes): a tick that still sees the command
+    unsent must not publish it a second time before `resend_s`."""
+    published: list[str] = []
+    gate = threading.Event()
+    holder: dict[str, Database] = {}
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        if topic.endswith("/cmd"):
+            published.append(topic)
+            if len(published) == 1:  # the writer gets busy right after the first publish
+                holder["held"] = asyncio.ensure_future(holder["db"].write(_hold, gate))
+                await asyncio.sleep(0.05)
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            holder["db"] = db
+            w = IngestWorker(db, publish, batch_max=2048)
+            commands = CommandService(db, publish, clock=lambda: NOW, resend_s=60.0)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                await commands.submit("pad-1", "blink", {}, "k-4", 60.0, wait_send=False)
+                await until(lambda: "held" in holder, "the first publish")
+                stale = await db.read(Store.pending_commands)  # what a tick reads: not sent yet
+                assert [c["last_sent"] for c in stale] == [None]
+                commands._spawn_send(stale[0])  # what the tick does with it
+                for _ in range(50):
+                    await asyncio.sleep(0)
+                assert published == ["pe/1/pad-1/cmd"]  # once
+            finally:
+                gate.set()
+                if "held" in holder:
+                    await holder["held"]
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
