@@ -95,8 +95,8 @@ RP2_UART = {
 }
 
 # pins the apps drive (hal.pin_out) or pull up (hal.pin_in(name, "up")): see firmware/edge/apps
-_OUTPUT = re.compile(r"^(led|status_led|call_led|air|air_dir|gate|lock_\d+|.+\.run|.+\.dir)$")
-_PULLED_UP = re.compile(r"^(door|door_\d+|estop)$")
+_OUTPUT = re.compile(r"^(led|status_led|call_led|air|air_dir|gate|tm_clk|tm_dio|lock_\d+|.+\.run|.+\.dir)$")
+_PULLED_UP = re.compile(r"^(door|door_\d+|estop|tm_dio)$")
 
 
 @dataclass

@@ -55,6 +55,7 @@ async def demo(args: argparse.Namespace) -> int:
     from gateway.http.auth import create_token
     from gateway.kinds.fitting_room.demo import DEMO_STOCK, fitting_customer
     from gateway.kinds.locker_bank.demo import locker_day
+    from gateway.kinds.rack_display.demo import rack_day
     from gateway.kinds.tube.demo import DEMO_TUBE, tube_day
     from gateway.transport.embedded_broker import EmbeddedBroker
     from hil.sim.mfrc522 import NtagTag
@@ -105,6 +106,7 @@ async def demo(args: argparse.Namespace) -> int:
         # docs/tube.md, "In the demo": inputs polled every 25 ms (not 10: each poll is a round
         # trip to the rig in this process), so a passing capsule blocks an eye for 300 ms
         tube = store.add_tube(DEMO_TUBE, poll_ms=25, pass_ms=300, dt=0.02)
+        rack = store.add("rack-display", "rack-1", label="DENIM")  # docs/rack-display.md: an OLED on the rig
         store.start()
         stack.callback(store.stop)
         await asyncio.to_thread(store.wait_online, 30)
@@ -112,7 +114,8 @@ async def demo(args: argparse.Namespace) -> int:
         base = f"http://{http_host}:{http_port}"
         print(f"""
 Phygital Edge demo store is running on real MicroPython firmware: {args.pads} sample pads,
-a fitting room, a locker bank and a tube line (stockroom, womenswear till, fitting-room desk).
+a fitting room, a locker bank, a tube line (stockroom, womenswear till, fitting-room desk) and
+a rack display showing the rack's online likes.
   staff dashboard:   {base}/dashboard
   API (OpenAPI):     {base}/docs
   devices:           {base}/devices
@@ -122,6 +125,7 @@ a fitting room, a locker bank and a tube line (stockroom, womenswear till, fitti
   sample kiosk:      {base}/kiosk/pad-1     (a kiosk per pad; customers come and go on their own)
   locker bank:       {base}/lockers/lk-1
   tube line:         {base}/tube/line    (dispatches: {base}/tube/dispatches)
+  rack likes:        {base}/racks/rack-1   (the online shop's feed: POST {base}/likes)
   endless aisle:     {base}/aisle/orders (the kiosk's "Not here? Ask for it"; staff: {base}/aisle/outbox)
   send a command:    curl -X POST {base}/devices/pad-1/commands -H 'content-type: application/json' \\
                        -d '{{"name":"blink","args":{{"times":3}},"idempotency_key":"try-1"}}'
@@ -139,6 +143,8 @@ Ctrl-C stops everything.
         stack.push_async_callback(_cancel, lockers)
         tubes = asyncio.create_task(tube_day(tube, base, stop, random.Random(args.seed)))
         stack.push_async_callback(_cancel, tubes)
+        likes = asyncio.create_task(rack_day(rack, base, stop, random.Random(args.seed)))
+        stack.push_async_callback(_cancel, likes)
         # the endless aisle's customer holds a `customer` token: that and nothing else
         customer_token = await gw.db.write(lambda st: create_token(st.conn, "demo-customer", ["aisle"]))
         aisle = asyncio.create_task(aisle_day(gw.aisle.sender, bank, base, customer_token, stop,

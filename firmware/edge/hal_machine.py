@@ -65,6 +65,12 @@ class MachineHal:
         # Leaving it out would keep a pin's reset-time pull (ESP32 strapping pins have some).
         return machine.Pin(self._pin(name), machine.Pin.IN, p)  # type: ignore[arg-type]
 
+    def pin_od(self, name):
+        # open drain with the pull-up: value(1) releases the line, value(0) pulls it low,
+        # value() reads the line (ESP32: GPIO_MODE_INPUT_OUTPUT_OD; RP2 emulates it by
+        # switching the pin's direction). A TM1637's DIO, where the chip answers with an ack.
+        return machine.Pin(self._pin(name), machine.Pin.OPEN_DRAIN, machine.Pin.PULL_UP, value=1)
+
     def spi_device(self, name):
         d = self.board["spi"][name]
         spi = machine.SPI(d["id"], baudrate=d.get("baud", 1000000), polarity=0, phase=0,

@@ -92,6 +92,11 @@ class SimHal:
     def pin_in(self, name, pull=None):
         return _Io(self, name)
 
+    def pin_od(self, name):
+        # the sim link caches an out pin's value and cannot read a line both sides drive:
+        # the virtual rig's rack display is the SSD1306 (docs/rack-display.md)
+        raise ValueError("the sim HAL has no open-drain pins (" + name + "): use the SSD1306 display on the rig")
+
     def spi_device(self, name):
         return _Io(self, name)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -110,10 +111,10 @@ def demo(tmp_path_factory):
 
 
 def test_demo_store_runs_every_device(demo):
-    devices = wait_for(lambda: (d := demo.get("/devices")) and len([x for x in d if x["online"]]) == 8 and d,
-                       120, what="8 demo devices online")
+    devices = wait_for(lambda: (d := demo.get("/devices")) and len([x for x in d if x["online"]]) == 9 and d,
+                       120, what="9 demo devices online")
     assert sorted(d["kind"] for d in devices if d["id"] not in TUBE_DEVICES) == [
-        "fitting-room", "locker-bank", "sample-pad", "sample-pad"]
+        "fitting-room", "locker-bank", "rack-display", "sample-pad", "sample-pad"]
     assert {d["id"]: d["kind"] for d in devices if d["id"] in TUBE_DEVICES} == TUBE_DEVICES
     wait_for(lambda: (e := demo.get("/events", type="tag.placed")) and e["events"], 60, what="a sample on a pad")
     wait_for(lambda: (e := demo.get("/events", device="room-1")) and e["events"], 60, what="fitting-room events")
@@ -144,6 +145,28 @@ def test_demo_store_runs_every_device(demo):
     assert demo.get("/events", device=dest, type="carrier.removed")["events"]
     assert f"capsule arrived at {job['to']}" in demo.text()
     assert "Store dashboard" in httpx.get(demo.base + "/dashboard", timeout=5).text
+
+
+def test_the_rack_display_shows_the_likes_feed(demo, browser):
+    # the demo's feed posts likes; the gateway sums the rack's products and the display confirms
+    rack = wait_for(lambda: (r := demo.get("/racks/rack-1")) and r["likes"] > 0 and r["shown_rev"] == r["rev"]
+                    and r, 120, what="rack-1 showing likes")
+    assert rack["label"] == "DENIM" and rack["products"] == ["P-1001", "P-1002"]
+    # what the rig's OLED shows (its pixels, read by the demo after each batch) is the count
+    shown = wait_for(lambda: [m for m in re.findall(r"rack rack-1: (\d+) likes; its screen shows DENIM / (\d+) / $",
+                                                    demo.text(), re.MULTILINE) if m[0] == m[1]], 60,
+                     what="the demo saying rack-1's screen shows its count")
+    assert int(shown[-1][1]) > 0
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    try:
+        page.goto(f"{demo.base}/dashboard#token={os.environ['PHYGITAL_ADMIN_TOKEN']}")
+        row = page.locator('#racks tr[data-device="rack-1"][data-shown="true"]')
+        row.wait_for(timeout=30_000)
+        likes = int(row.get_attribute("data-likes") or "-1")
+        assert likes > 0 and str(likes) in row.inner_text() and "DENIM" in row.inner_text()
+        assert shot(page, "dashboard-demo-racks").stat().st_size > 10_000
+    finally:
+        page.close()
 
 
 def test_other_stores_stock_comes_from_head_office(demo):

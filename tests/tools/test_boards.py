@@ -62,6 +62,8 @@ BROKEN = [
     ("esp32", ("spi", "rfid", "sck"), 35, "spi.rfid.sck", "input-only"),
     ("esp32", ("uart", "keypad", "tx"), 39, "uart.keypad.tx", "input-only"),
     ("esp32", ("pins", "door"), 36, "pins.door", "pulled-up input"),
+    ("esp32", ("pins", "tm_clk"), 34, "pins.tm_clk", "input-only"),  # the TM1637's CLK is driven
+    ("esp32", ("pins", "tm_dio"), 39, "pins.tm_dio", "input-only"),  # its DIO too (open drain)
     ("esp32", ("spi", "rfid", "id"), 0, "spi.rfid.id", "SPI 0 does not exist on the esp32 port"),
     ("esp32", ("uart", "keypad", "id"), 3, "uart.keypad.id", "UART 3 does not exist"),
     ("pico-w", ("spi", "rfid", "id"), 2, "spi.rfid.id", "SPI 2 does not exist on the rp2 port"),

@@ -8,6 +8,10 @@
 # reconnected but not yet caught up) the screen shows the last known value with "LAST KNOWN"
 # (or the store's own words for it, `stale` in the `show`, kept on flash with the value).
 # Refresh: at most one redraw per `refresh_ms` (250), latest value wins.
+# Two displays: the SSD1306 OLED (the default; the virtual rig's) draws the label, the count
+# and the stale words; a TM1637 4-digit segment display (`display: "tm1637"`) shows only the
+# count (encode_count: "9999", "12k") and marks a last known value with the decimal points or
+# the colon, since no words fit on 4 digits.
 import asyncio
 import gc
 import time
@@ -27,8 +31,15 @@ class RackDisplay:
 
     def __init__(self, rt, hal, cfg):
         self.rt = rt
-        self.disp = SSD1306(hal.spi_device(cfg.get("spi", "display")), hal.pin_out(cfg.get("dc", "dc"), 0),
-                            cfg.get("width", 128), cfg.get("height", 32))
+        self.seg = None
+        self.disp = None
+        if cfg.get("display", "ssd1306") == "tm1637":
+            from edge.drivers.tm1637 import TM1637
+            self.seg = TM1637(hal.pin_out(cfg.get("clk", "tm_clk"), 1), hal.pin_od(cfg.get("dio", "tm_dio")),
+                              cfg.get("brightness", 4))
+        else:
+            self.disp = SSD1306(hal.spi_device(cfg.get("spi", "display")), hal.pin_out(cfg.get("dc", "dc"), 0),
+                                cfg.get("width", 128), cfg.get("height", 32))
         self.refresh_ms = cfg.get("refresh_ms", 250)
         self.path = rt.cfg["data_dir"] + "/shown.json"
         # what it shows: {"rev", "likes", "label"}; survives reboots (shown as last known)
@@ -75,8 +86,12 @@ class RackDisplay:
                     fb.fill_rect(x0 + 2 * xx, y + 2 * yy, 2, 2, 1)
 
     def render(self, live):
-        fb = self.disp.fb
         s = self.shown
+        if self.seg is not None:  # 4 digits: the count, and the mark when it is not live
+            self.seg.show_count(s["likes"], not live)
+            self.frames += 1
+            return
+        fb = self.disp.fb
         fb.fill(0)
         fb.text(s["label"][:16], 0, 0, 1)
         self._big("--" if s["likes"] is None else str(s["likes"]), 8)
@@ -86,7 +101,8 @@ class RackDisplay:
         self.frames += 1
 
     async def run(self):
-        self.disp.init()
+        if self.disp is not None:
+            self.disp.init()
         last = time.ticks_add(time.ticks_ms(), -self.refresh_ms)
         was = None
         while True:
