@@ -135,7 +135,8 @@ def encode(mtype, code, mid, token, opts=(), payload=None):
 
 
 def decode(buf):
-    """(mtype, code, mid, token, opts {number: [bytes]}, payload) or None if malformed."""
+    """(mtype, code, mid, token, opts {number: [bytes]}, payload) or None if malformed.
+    payload is None when the heap had no hole for its copy (up to 512 bytes in a poll's block)."""
     n = len(buf)
     if n < 4 or buf[0] >> 6 != 1:
         return None
@@ -156,7 +157,10 @@ def decode(buf):
         if b == 0xFF:
             if i == n:
                 return None  # a payload marker with no payload
-            payload = bytes(buf[i:])
+            try:
+                payload = bytes(buf[i:])
+            except MemoryError:  # no hole for the copy: None, the message is known but lost
+                payload = None  # (CoapTransport._rx ends its exchange at once, issue 16)
             break
         vals = []
         for nib in (b >> 4, b & 0x0F):
@@ -666,10 +670,23 @@ class CoapTransport(Link):
             if ex.resp[0] == UNAUTHORIZED and self.key is not None:
                 # the gateway does not know our session (it restarted) or our key: start over
                 self.stats["unauth"] += 1
-                self._err(ValueError(ex.resp[2][:80]))
+                self._err(ValueError((ex.resp[2] or b"")[:80]))
                 if not sends:
                     self._lost()
                 raise OSError(errno.EACCES)
+            if ex.resp[2] is None:
+                # The response came but the heap had no hole for its payload (_rx). Waiting for
+                # a retransmission does not help: the gateway's dedupe answers it with the same
+                # datagram, and on a quiet device the heap is the same too, so the lane stalled
+                # for 2 + 4 + 8 ... s and the commands behind waited (issue 16: 20 s without an
+                # answer to the kit's `ping` after a 4 KB message at 96 KB). Ended now instead:
+                # a poll's message is dropped (a command is re-sent by the gateway until it is
+                # answered); a POST was taken by the gateway, only the ctl on its response is
+                # lost (acks are cumulative and ride every event's response).
+                self.stats["rx_dropped"] += 1
+                if code == GET:
+                    raise OSError(errno.ENOBUFS)
+                return ex.resp[0], ex.resp[1], b""
             return ex.resp
         finally:
             self._ex.pop(mid, None)
