@@ -41,6 +41,7 @@ from gateway.aisle.core import (
     route_for,
     scrub,
 )
+from gateway.devices.ticker import tick_loop
 from gateway.kinds.fitting_room.stock import StockError, where_to_fetch
 from gateway.kinds.fitting_room.tube_sizes import TubeSizeDispatcher, dispatch_key
 from gateway.kinds.locker_bank.core import Refused
@@ -240,6 +241,7 @@ class AisleService:
         self.language = language
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._wait_s = 5.0
         self._orders: dict[str, str] = {}      # live locker order -> request id
         self._ready: deque[dict[str, Any]] = deque()
 
@@ -254,18 +256,15 @@ class AisleService:
             self._wake.set()
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("aisle step failed")
-            nxt = await self.db.read(_next_due_tx)
-            wait = 5.0 if nxt is None else min(5.0, max(0.0, (nxt - self.clock()) / 1000))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
-            self._wake.clear()
+        await tick_loop(self._wake, lambda: self._wait_s, self._step_and_plan, log, "aisle step",
+                        first=True)
+
+    async def _step_and_plan(self) -> None:
+        """A step, then how long to sleep: until the next message is due, 5 s at the most."""
+        self._wait_s = 5.0  # a step that fails is retried after 5 s
+        await self.step()
+        nxt = await self.db.read(_next_due_tx)
+        self._wait_s = 5.0 if nxt is None else min(5.0, max(0.0, (nxt - self.clock()) / 1000))
 
     async def step(self) -> None:
         """Queue messages for orders that became ready, then send what is due."""

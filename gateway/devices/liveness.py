@@ -27,6 +27,7 @@ from typing import Any
 from gateway.devices import protocol
 from gateway.devices.commands import Publisher, now_ms
 from gateway.devices.ingest import public_device
+from gateway.devices.ticker import tick_loop
 from gateway.storage.db import Database
 from gateway.storage.store import Store
 
@@ -142,13 +143,6 @@ class LivenessMonitor:
             log.warning("liveness: rebirth publish failed device=%s error=%r", dev, exc)
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("liveness step failed")
-            await asyncio.sleep(self.tick_s)
+        await tick_loop(asyncio.Event(), self.tick_s, self.step, log, "liveness step", first=True)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.devices.ticker import tick_loop
 from gateway.integrations.webhooks import queues
 from gateway.storage.db import Database
 from gateway.storage.store import Store
@@ -171,14 +172,9 @@ class CapacityWatch:
         return items
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a full disk refuses the alert's own write: logged, retried
-                log.exception("capacity check failed (retried in %.0f s)", self.settings.interval_s)
-            await asyncio.sleep(self.settings.interval_s)
+        # a failed check (a full disk refuses the alert's own write) is logged and retried
+        await tick_loop(asyncio.Event(), self.settings.interval_s, self.check, log,
+                        "capacity check", first=True)
 
 
 def _db_bytes(path: Path) -> int:
