@@ -345,6 +345,17 @@ class CentralProcess:
             self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         return self
 
+    def counter(self, name: str) -> int:
+        """The consumer's last logged value of a counter (0 if never logged)."""
+        last = 0
+        for line in self.log.read_text(errors="replace").splitlines():
+            if "central counters" in line:
+                for kv in line.split("central counters", 1)[1].split():
+                    k, _, v = kv.partition("=")
+                    if k == name:
+                        last = int(v)
+        return last
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -752,14 +763,7 @@ class HeadOfficeRig:
 
     def counter(self, name: str) -> int:
         """The consumer's last logged value of a counter (0 if never logged)."""
-        last = 0
-        for line in self.central.log.read_text(errors="replace").splitlines():
-            if "central counters" in line:
-                for kv in line.split("central counters", 1)[1].split():
-                    k, _, v = kv.partition("=")
-                    if k == name:
-                        last = int(v)
-        return last
+        return self.central.counter(name)
 
     def violations(self) -> list[str]:
         """`Publish Violation` lines of every node's log (a user publishing outside its

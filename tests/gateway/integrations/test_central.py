@@ -154,15 +154,7 @@ def rig(request, tmp_path):
 
 
 def _counter(rig, name) -> int:
-    """The consumer's last logged value of a counter (0 if never logged)."""
-    last = 0
-    for line in rig.central.log.read_text(errors="replace").splitlines():
-        if "central counters" in line:
-            for kv in line.split("central counters", 1)[1].split():
-                k, _, v = kv.partition("=")
-                if k == name:
-                    last = int(v)
-    return last
+    return rig.central.counter(name)  # hil.central_rig.CentralProcess
 
 
 def _report(rig, what):
