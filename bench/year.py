@@ -201,6 +201,38 @@ def fill(path: Path, days: float, end_ms: int, synth: Store_, rate: float = 1.0
     return {"events": total, "seconds": time.perf_counter() - t0, "last_id": last}
 
 
+def kept_fill(args: argparse.Namespace, path: Path, end_ms: int, synth: Store_
+              ) -> tuple[dict[str, Any], int]:
+    """The fill into `path`; with --db, once: a kept database is copied to `path` instead, its
+    devices' seqs and simulated end read back, so the rest runs as after a fill."""
+    kept = args.db
+    meta = kept.with_name(kept.name + ".json") if kept else None
+    if kept is None or meta is None:
+        return fill(path, args.days, end_ms, synth, args.rate), end_ms
+    if kept.exists() and meta.exists():
+        m = json.loads(meta.read_text())
+        if (m["days"], m["rate"]) != (args.days, args.rate):
+            raise SystemExit(f"{kept} holds {m['days']:g} days at {m['rate']:g} x the rate, not "
+                             f"{args.days:g} at {args.rate:g}: pass the same --days/--rate, or "
+                             "another --db")
+        t0 = time.perf_counter()
+        shutil.copyfile(kept, path)
+        conn = sqlite3.connect(path)
+        for dev, seq in conn.execute("SELECT device, MAX(seq) FROM events GROUP BY device"):
+            synth.seq[dev] = seq
+        conn.close()
+        print(f"fill: reused {kept} (filled {m['filled_at']}, copied in "
+              f"{time.perf_counter() - t0:.0f} s)")
+        return m["fill"], m["end_ms"]
+    f = fill(path, args.days, end_ms, synth, args.rate)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, kept)
+    meta.write_text(json.dumps({"days": args.days, "rate": args.rate, "end_ms": end_ms,
+                                "fill": f, "filled_at": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                      time.gmtime())}))
+    return f, end_ms
+
+
 def file_size(path: Path) -> int:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -363,6 +395,11 @@ def main() -> int:
                     help="events per ingest measurement (full vs empty)")
     ap.add_argument("--dir", type=Path, default=None, help="where the databases go (default: a "
                     "temporary folder; a year needs ~40 GB)")
+    ap.add_argument("--db", type=Path, default=None,
+                    help="keep the filled database here (and the fill's figures beside it, "
+                    "PATH.json); when it exists, skip the fill and measure on a copy of it: fill "
+                    "once (hours for a long history), measure on a quiet machine later")
+    ap.add_argument("--fill-only", action="store_true", help="with --db: fill it and stop")
     ap.add_argument("--kinds-hook", action="store_true",
                     help="say where the fitting/locker per-order costs come from and stop")
     args = ap.parse_args()
@@ -388,7 +425,10 @@ def main() -> int:
         work = Path(tmp)
         path = work / "full.db"
         synth = Store_()
-        f = fill(path, args.days, end_ms, synth, args.rate)
+        f, end_ms = kept_fill(args, path, end_ms, synth)
+        if args.fill_only:
+            print(f"filled {args.db}: {f['events']} events in {f['seconds']:.0f} s")
+            return 0
         size = file_size(path)
         bpe = size / f["events"]
         print(f"fill: {f['events']} events in {f['seconds']:.0f} s "
