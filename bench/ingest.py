@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -327,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra Mosquitto config line (repeat), e.g. 'max_inflight_messages 0'")
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy raw profile of the gateway during its phase (needs py-spy)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="raw and gateway phases alternated this many times on one broker: the "
+                    "raw ceiling moves with the machine's load, so the ratio is taken per round "
+                    "(each against the raw phase just before it) and its median printed")
     ap.add_argument("--json", type=Path, default=None, help="also write all results here")
     a = ap.parse_args(argv)
     if a.quick:
@@ -344,9 +349,18 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         broker = BenchBroker(work / "mosq", persistence=a.broker_persistence,
                              nagle=a.broker_nagle, extra=a.broker_conf).start()
+        rounds: list[tuple[float, float, bool]] = []
         try:
-            raw_gen, sunk = ({}, {}) if a.skip_raw else raw_phase(broker, a)
-            gen, stats, check, _ = gateway_phase(broker, work, a)
+            for r in range(max(1, a.rounds)):
+                raw_gen, sunk = ({}, {}) if a.skip_raw else raw_phase(broker, a)
+                gen, stats, check, _ = gateway_phase(broker, work / f"round-{r + 1}", a)
+                ok_r = check["ok"] and gen["drained"] and not gen["lost_connections"]
+                rounds.append((float(sunk.get("per_s", 0.0)), float(gen["acked_per_s"]), ok_r))
+                if a.rounds > 1:
+                    raw_r, gw_r, _ = rounds[-1]
+                    print(f"round {r + 1}: raw {raw_r:.0f} msgs/s, gateway {gw_r:.0f} events/s, "
+                          f"ratio {gw_r / raw_r if raw_r else float('nan'):.2f}, integrity "
+                          f"{'OK' if ok_r else 'FAILED'}; {load_line()}", flush=True)
         finally:
             broker.stop()
 
@@ -370,6 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  gateway phase {gen['cpu']}")
     if not a.skip_raw:
         print(f"ratio: {rate / raw if raw else float('nan'):.2f}  (goal >= 0.6, issue 18)")
+    if len(rounds) > 1:
+        ratios = [g / r for r, g, _ in rounds if r]
+        print(f"over {len(rounds)} rounds (the lines above are the last one's): raw median "
+              f"{statistics.median(r for r, _, _ in rounds):.0f} msgs/s (min {min(r for r, _, _ in rounds):.0f}, "
+              f"max {max(r for r, _, _ in rounds):.0f}), gateway median "
+              f"{statistics.median(g for _, g, _ in rounds):.0f} events/s"
+              + (f", ratio median {statistics.median(ratios):.2f} (per round "
+                 f"{', '.join(f'{x:.2f}' for x in ratios)})" if ratios else ""))
     print(f"latency publish->persisted (ack) ms: p50 {lat.get('p50', float('nan')):.1f}  "
           f"p99 {lat.get('p99', float('nan')):.1f}  max {lat.get('max', float('nan')):.1f}  "
           f"(n={lat.get('n', 0)})")
@@ -384,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         a.json.write_text(json.dumps({"raw_loadgen": raw_gen, "sink": sunk, "gateway_loadgen": {
             k: v for k, v in gen.items() if k != "sent_per_device"}, "stats": stats,
             "check": check}, indent=2))
-    ok = check["ok"] and gen["drained"] and not gen["lost_connections"]
+    ok = all(ok_r for _, _, ok_r in rounds)
     if gen["errors"]:
         print("loadgen errors:", gen["errors"])
     return 0 if ok else 1
