@@ -68,6 +68,9 @@ class SimHal:
         self.out = {}  # out pin key -> last value written
         ai = socket.getaddrinfo(sim.get("host", "127.0.0.1"), sim.get("port", 7000))[0][-1]
         self.s = socket.socket()
+        # writes (pins, UART) are not answered and an ask follows them: with Nagle the ask sat
+        # out the rig's delayed ACK, ~40 ms (IPPROTO_TCP 6, TCP_NODELAY 1: no constants here)
+        self.s.setsockopt(6, 1, 1)
         self.s.connect(ai)
         self.ask(b"H " + cfg["device_id"].encode())
 

@@ -916,8 +916,14 @@ class TubeArbiter:
                 self._holds[x] = j.req.id
             self._set_state(j, ROUTING, "route reserved: " + ", ".join(r.segments), out)
             active += 1
-            if r.diverter_settings:
-                self._send_diverters(j, now, out, [(d, p) for d, p, _ in r.diverter_settings])
+            # a diverter that last reported this very position, with no other position asked
+            # of it since, is not sent again: waiting for its confirmation was a whole device
+            # round trip on the line's critical path (issue 18); one that moves on its own
+            # reports it, and the ROUTING check below or the in-transit check sets it again
+            move = [(d, p) for d, p, _ in r.diverter_settings
+                    if not (self._diverter_pos[d] == p and self._diverter_target[d] == p)]
+            if move:
+                self._send_diverters(j, now, out, move)
 
     def _preposition(self, now: float, out: list[Action]) -> None:
         """Turn diverters nobody holds towards the route of the best-ranked job whose carrier is

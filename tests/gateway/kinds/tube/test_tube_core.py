@@ -394,8 +394,20 @@ def test_diverter_timeout_faults_it_and_requeues_then_recovers():
     assert arb.blocked() == {"div:DV1": "fault: did not confirm 'womens' for job J1"}
     out = arb.on_diverter_confirmed("DV1", "womens", 10.0)   # late report: back in service
     assert of(out, Alert, kind="diverter_recovered")
-    assert states(out, "J1") == [ROUTING]
-    out = arb.on_diverter_confirmed("DV1", "womens", 10.1)
+    # its report is the position J1 needs: routed and started at once, nothing sent again
+    assert states(out, "J1") == [ROUTING, IN_TRANSIT] and not of(out, SetDiverter)
+    assert of(out, StartBlower, job_id="J1")
+
+
+def test_a_diverter_that_recovers_elsewhere_is_set_and_awaited():
+    arb = TubeArbiter(NET)
+    arb.submit(req("J1", dest="floor-womens"), 0.0)
+    send(arb, "J1", "stockroom", 1.0)
+    arb.tick(1.0 + 4.25 + 1e-6)
+    out = arb.on_diverter_confirmed("DV1", "through", 10.0)  # back, but not where J1 goes
+    assert states(out, "J1") == [ROUTING] and not of(out, StartBlower)
+    assert of(out, SetDiverter, diverter_id="DV1", position="womens")
+    out = arb.on_diverter_confirmed("DV1", "womens", 10.5)
     assert of(out, StartBlower, job_id="J1")
 
 
@@ -427,7 +439,24 @@ def test_free_diverters_are_prepositioned_while_staff_load():
     arb.on_diverter_confirmed("DV1", "through", 1.5)
     arb.on_diverter_confirmed("DV2", "mens", 1.2)
     out = send(arb, "J1", "stockroom", 8.0)
-    assert len(of(out, SetDiverter)) == 2, "routing still sets and awaits every diverter"
+    # both report the route's positions and nothing else was asked of them since: routing
+    # neither sends nor awaits them again (a device round trip saved on the line, issue 18)
+    assert not of(out, SetDiverter) and of(out, StartBlower, job_id="J1")
+    assert states(out, "J1")[-1] == IN_TRANSIT
+
+
+def test_a_diverter_asked_elsewhere_since_its_report_is_awaited_again():
+    arb = TubeArbiter(NET)
+    arb.submit(req("J1", dest="floor-mens", priority="replenishment"), 0.0)  # DV1 through, DV2 mens
+    arb.on_diverter_confirmed("DV1", "through", 1.5)
+    arb.on_diverter_confirmed("DV2", "mens", 1.2)
+    out = arb.submit(req("J0", origin="floor-mens", dest="fitting-rooms"), 1.6)  # outranks J1
+    assert of(out, SetDiverter, diverter_id="DV2", position="cross")  # pre-positioned for J0
+    out = send(arb, "J1", "stockroom", 8.0)
+    # DV2 reported mens, but cross was asked of it after that report: J1 sets it and waits
+    assert of(out, SetDiverter, diverter_id="DV2", position="mens") and not of(out, StartBlower)
+    out = arb.on_diverter_confirmed("DV2", "mens", 9.0)
+    assert of(out, StartBlower, job_id="J1")
     assert not of(TubeArbiter(NET, ArbiterPolicy(preposition=False)).submit(req("J1"), 0.0), SetDiverter)
 
 
