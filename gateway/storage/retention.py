@@ -14,12 +14,12 @@ docs/configuration.md), each an age in days (0: kept forever):
 * `audit`: `t` older than `audit_days`;
 * `alerts`: resolved, `resolved_at` older than `alerts_days`; never an open or acked one;
 * `webhook_deliveries`: delivered, `delivered_at` older than `webhook_days`; never pending;
-* `fitting_*` (the fitting rooms' history: sessions with their try-ons, staff requests,
-  purchases, door counts): `fitting_days` after the session ended, the request was last
-  changed (only final ones whose dispatch is final: `pinned = 0`), the purchase or the door
-  count was made; never a session that is on;
-* `locker_history` (finished locker orders, their public record): `lockers_days` after the
-  order finished (live orders are never there);
+* `event_hours` (the hourly rollup): `hour` older than `event_hours_days` (two years by
+  default: kept far longer than the raw events it counts);
+* the rules of the device kinds (`DeviceKind.retention`: each kind names its own history
+  tables, their columns and the `[retention]` key of their age, gateway/kinds/*/__init__.py)
+  and of the endless aisle (`gateway.aisle.RETENTION`), handed over by `gateway/app.py` with
+  their ages: this module knows no kind's table;
 * `chain_outbox`: never (its rows leave when the central broker PUBACKs them);
 * `stream`: by count (`[database] stream_keep`, gateway/app.py), not here.
 
@@ -68,19 +68,25 @@ class RetentionPolicy:
     audit_days: float = 365.0
     alerts_days: float = 90.0
     webhook_days: float = 30.0
-    fitting_days: float = 365.0
-    lockers_days: float = 365.0
+    event_hours_days: float = 730.0
     batch_rows: int = 500           # rows looked at per transaction
     vacuum_pages: int = 500         # pages returned per incremental_vacuum step (4 KiB each)
     interval_s: float = 3600.0      # a pass this often (the first one a minute after start)
 
 
 @dataclass(frozen=True, slots=True)
-class _Rule:
+class Rule:
+    """What may go from one table, and from when. A core rule's `days` names a field of
+    `RetentionPolicy`; a kind's (`DeviceKind.retention`) or the aisle's names the GatewayConfig
+    field of its `[retention]` key, whose value `gateway/app.py` hands to `Retention` with it."""
     table: str
-    days_field: str
-    order: str       # a column that grows with the rowid (insert time): the walk's stop
+    days: str
+    order: str       # a column that grows with the walk's key (insert time): the walk's stop
     delete: str      # the WHERE clause of what may go, with `?` for the cutoff
+    key: str | None = None
+    """None: the walk goes in rowid order. A WITHOUT ROWID table names its primary key columns
+    ("device, type, hour"): each batch takes the oldest `batch_rows` rows by `order` (indexed)
+    that `delete` allows."""
 
 
 # `events`: a seq above the ack watermark is kept (not settled); so is the newest seq of each
@@ -92,24 +98,15 @@ _EVENTS_DELETE = (
     " AND seq < (SELECT MAX(m.seq) FROM events m WHERE m.device = events.device"
     " AND m.epoch = events.epoch)))")
 _FINAL = ",".join(f"'{s}'" for s in FINAL_STATUSES)
-RULES: tuple[_Rule, ...] = (
-    _Rule("events", "events_days", "t_gateway", _EVENTS_DELETE),
-    _Rule("commands", "commands_days", "created", f"status IN ({_FINAL}) AND updated < ?"),
-    _Rule("audit", "audit_days", "t", "t < ?"),
-    _Rule("alerts", "alerts_days", "created", "state = 'resolved' AND resolved_at < ?"),
-    _Rule("webhook_deliveries", "webhook_days", "created",
-          "status = 'delivered' AND delivered_at < ?"),
-    # the device kinds' history tables (gateway/kinds/*/__init__.py MIGRATIONS; a database
-    # without them, e.g. a kind's tables not created yet, is skipped): try-ons before their
-    # session, by its end (a session's start <= its end: the walk stops right)
-    _Rule("fitting_tryons", "fitting_days", "start",
-          'EXISTS (SELECT 1 FROM fitting_sessions s WHERE s.id = fitting_tryons.session '
-          'AND s."end" < ?)'),
-    _Rule("fitting_sessions", "fitting_days", "start", '"end" IS NOT NULL AND "end" < ?'),
-    _Rule("fitting_requests", "fitting_days", "created", "pinned = 0 AND updated < ?"),
-    _Rule("fitting_purchases", "fitting_days", "at", "at < ?"),
-    _Rule("fitting_footfall", "fitting_days", "at", "at < ?"),
-    _Rule("locker_history", "lockers_days", "closed", "closed < ?"),
+RULES: tuple[Rule, ...] = (
+    Rule("events", "events_days", "t_gateway", _EVENTS_DELETE),
+    Rule("commands", "commands_days", "created", f"status IN ({_FINAL}) AND updated < ?"),
+    Rule("audit", "audit_days", "t", "t < ?"),
+    Rule("alerts", "alerts_days", "created", "state = 'resolved' AND resolved_at < ?"),
+    Rule("webhook_deliveries", "webhook_days", "created",
+         "status = 'delivered' AND delivered_at < ?"),
+    # the hourly rollup of the events above, by its hour (index event_hours_by_hour)
+    Rule("event_hours", "event_hours_days", "hour", "hour < ?", key="device, type, hour"),
 )
 
 
@@ -131,11 +128,13 @@ class RetentionReport:
     longest_vacuum_s: float = 0.0
 
 
-def prune_batch(store: Store, rule: _Rule, cutoff: int, after: int, limit: int,
+def prune_batch(store: Store, rule: Rule, cutoff: int, after: int, limit: int,
                 floor: int | None = None) -> BatchResult:
     """One transaction: the `limit` rows of `rule.table` after rowid `after`, up to the first
     one at or past `cutoff` (by `rule.order`); delete those `rule.delete` allows."""
     t0 = time.perf_counter()
+    if rule.key is not None:
+        return _prune_keyed(store, rule, cutoff, limit, t0)
     with store.transaction():
         window = store.conn.execute(
             f"SELECT rowid, {rule.order} FROM {rule.table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
@@ -163,6 +162,18 @@ def prune_batch(store: Store, rule: _Rule, cutoff: int, after: int, limit: int,
                 f"DELETE FROM {rule.table} WHERE rowid > ? AND rowid <= ? AND {rule.delete}",
                 args).rowcount
     return BatchResult(deleted, hi, done, time.perf_counter() - t0)
+
+
+def _prune_keyed(store: Store, rule: Rule, cutoff: int, limit: int, t0: float) -> BatchResult:
+    """A WITHOUT ROWID table: the oldest `limit` rows by `rule.order` that `rule.delete` allows
+    (an index range from the start: what went before is gone)."""
+    assert rule.key is not None
+    with store.transaction():
+        deleted = store.conn.execute(
+            f"DELETE FROM {rule.table} WHERE ({rule.key}) IN (SELECT {rule.key} FROM {rule.table} "
+            f"WHERE {rule.order} < ? AND {rule.delete} ORDER BY {rule.order} LIMIT ?)",
+            (cutoff, cutoff, limit)).rowcount
+    return BatchResult(deleted, 0, deleted < limit, time.perf_counter() - t0)
 
 
 def event_floor(store: Store, floors: Sequence[Floor]) -> int | None:
@@ -215,9 +226,13 @@ class Retention:
     """Runs the policy through the database's writer, a pass every `policy.interval_s`."""
 
     def __init__(self, db: Database, policy: RetentionPolicy, clock: Callable[[], int],
-                 floors: Sequence[Floor] = ()) -> None:
+                 floors: Sequence[Floor] = (), rules: Sequence[tuple[Rule, float]] = ()) -> None:
+        """`rules`: the rules of the device kinds (`DeviceKind.retention`) and of the aisle, each
+        with its age in days (0: kept forever), applied after the core `RULES` in that order."""
         self.db = db
         self.policy = policy
+        self.rules: tuple[tuple[Rule, float], ...] = \
+            tuple((r, float(getattr(policy, r.days))) for r in RULES) + tuple(rules)
         self.clock = clock
         self.floors = tuple(floors)
         self.last: RetentionReport | None = None
@@ -237,8 +252,7 @@ class Retention:
         now = self.clock()
         p = self.policy
         tables = await self.db.read(_tables)
-        for rule in RULES:
-            days: float = getattr(p, rule.days_field)
+        for rule, days in self.rules:
             if days <= 0 or rule.table not in tables:
                 continue
             cutoff = now - int(days * DAY_MS)

@@ -487,6 +487,12 @@ MIGRATIONS: tuple[str, ...] = (
         n      INTEGER NOT NULL,
         PRIMARY KEY (device, type, hour)) WITHOUT ROWID;
     """,
+    # 21: the hourly rollups by hour (issue 17): `GET /events/hours` without a device and the
+    #     retention of `event_hours` itself (`[retention] event_hours_days`) walk them in hour
+    #     order; the index covers `n`, so a range of hours is read from it alone
+    """
+    CREATE INDEX event_hours_by_hour ON event_hours (hour, device, type, n);
+    """,
 )
 
 

@@ -68,6 +68,12 @@ KIND = DeviceKind(
     docs="docs/door-counter.md",
     build=_build,
     migrations=MIGRATIONS,
+    retention_exempt={
+        "door_counts": "a rollup (one row per counter and minute, ~720 a day: ~13 MB a year per "
+                       "counter), kept like event_hours; not pruned yet",
+        "door_counters": "one row per counter (its live view)",
+        "door_counter_cursor": "one row",
+    },
     entries=_entries,
     event_cursor=_event_cursor,
     router=_router,
