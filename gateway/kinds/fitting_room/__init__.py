@@ -117,6 +117,13 @@ MIGRATIONS: tuple[str, ...] = (
         entries INTEGER NOT NULL);
     CREATE INDEX fitting_footfall_at ON fitting_footfall (at);
     """,
+    # 2: `GET /fitting/requests?state=&room=&after=` pages in rowid order (the creation order,
+    #    `seq`), each filter an index search (an index ends with the rowid: no sort)
+    """
+    CREATE INDEX fitting_requests_by_state ON fitting_requests (state);
+    CREATE INDEX fitting_requests_by_room ON fitting_requests (room);
+    CREATE INDEX fitting_requests_by_room_state ON fitting_requests (room, state);
+    """,
 )
 
 

@@ -16,11 +16,13 @@ from gateway.devices.alerts import list_alerts
 from gateway.http.auth import read_audit
 from gateway.integrations import chain, webhooks
 from gateway.integrations.metrics import _db_snapshot
-from gateway.storage.store import Store, connect, migrate
+from gateway.kinds.fitting_room import MIGRATIONS as FITTING
+from gateway.kinds.fitting_room.service import requests_page
+from gateway.storage.store import Store, connect, migrate, migrate_kind
 
 # tables that grow with the store's traffic (retention bounds them in days, not in rows)
 GROWING = {"events", "commands", "audit", "alerts", "webhook_deliveries", "chain_outbox",
-           "stream", "purchases"}
+           "stream", "purchases", "fitting_requests", "event_hours"}
 
 
 class Recording:
@@ -62,6 +64,10 @@ def _reads():
                ["sub", "status"] if status else ["sub"])
     yield ("GET /webhooks (per subscription: its queue head)", "webhook_deliveries",
            lambda s: webhooks.list_subscriptions(s), ["sub", "status"])
+    for state, room in itertools.product((None, "open"), (None, "room-1")):
+        yield (f"GET /fitting/requests state={state} room={room}", "fitting_requests",
+               lambda s, st=state, r=room: requests_page(s, st, r, 5, 100),
+               [c for c, v in (("state", state), ("room", room)) if v])
     yield ("GET /commands/{id}", "commands", lambda s: Store.get_command(s, "c-1"), ["id"])
     yield ("GET /stats, GET /metrics", None, lambda s: (_db_snapshot(s), webhooks.backlog(s),
                                                         chain._count(s)), [])
@@ -77,6 +83,7 @@ SORT_OK = {"GET /alerts state=None"}
 def store(tmp_path_factory):
     conn = connect(tmp_path_factory.mktemp("plans") / "gw.db")
     migrate(conn)
+    migrate_kind(conn, "fitting", FITTING)
     conn.execute("INSERT INTO webhook_subscriptions (id, url, secret, events, created) "
                  "VALUES ('wh-a', 'http://x/', 's', '[\"*\"]', 1)")
     conn.execute("INSERT INTO webhook_deliveries (sub, stream_id, type, data, created, next_at) "
