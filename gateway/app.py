@@ -282,6 +282,7 @@ class Gateway:
         self._spawn("aisle", self.aisle.run())
         self._spawn("housekeeping", self._housekeeping())
         self._spawn("retention", self.retention.run())
+        self._spawn("rollups", self.retention.run_folds())   # event_hours follows the events
         self._spawn("capacity", self.capacity.run())
         if self.liveness is not None:
             self._spawn("liveness", self.liveness.run())
@@ -306,6 +307,7 @@ class Gateway:
         await self._cancel("analytics")
         await self._cancel("aisle")
         await self._cancel("housekeeping")
+        await self._cancel("rollups")
         await self._cancel("retention")
         await self._cancel("capacity")
         await self._cancel("liveness")

@@ -3,9 +3,10 @@
 One rule per table (`RetentionPolicy`, the `[retention]` section of the config file,
 docs/configuration.md), each an age in days (0: kept forever):
 
-* `events`: `t_gateway` older than `events_days`, counted first into the hourly rollup
-  `event_hours` (device, type, UTC hour) in the same transaction, which is kept for years
-  (`Store.event_counts`); never an event above its epoch's ack
+* `events`: `t_gateway` older than `events_days`; never an event not yet counted into the
+  hourly counts `event_hours` (device, type, UTC hour; `fold_batch` counts every event as it
+  comes, a pass every `FOLD_S`, and each pruning pass first catches up), which are kept for
+  years (`Store.event_counts`, `GET /events/hours`); never an event above its epoch's ack
   watermark (`acks.upto`), nor the newest event (highest seq) of a (device, epoch) (the
   journal checks compare a birth with it: `Store.max_seq`), nor one a device kind has yet to
   apply (`floors`: the kinds' persisted cursors, `DeviceKind.event_cursor`);
@@ -46,12 +47,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.storage.db import Database
-from gateway.storage.store import FINAL_STATUSES, Store
+from gateway.storage.store import FINAL_STATUSES, HOUR_MS, Store
 
 log = logging.getLogger("gateway.retention")
 
 DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
+FOLD_ROWS = 2000   # events counted into event_hours per transaction (one hold of the writer)
+FOLD_S = 60.0      # a fold this often: a read of the hourly counts adds at most ~a minute of raw
 
 #: a device kind's persisted event cursor: one events.id for all its devices, or one per device
 #: id (a device without an entry: 0). Events of its devices above it are not applied yet.
@@ -122,6 +124,7 @@ class BatchResult:
 class RetentionReport:
     deleted: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    fold_batches: int = 0    # event_hours catching up first (their holds in longest_hold_s)
     longest_hold_s: float = 0.0
     vacuum_steps: int = 0
     pages_freed: int = 0
@@ -148,16 +151,8 @@ def prune_batch(store: Store, rule: Rule, cutoff: int, after: int, limit: int,
         deleted = 0
         if hi > after:
             args: tuple[int, ...] = (after, hi, cutoff)
-            if rule.table == "events":
+            if rule.table == "events":  # below the floor: counted in event_hours, applied
                 args += (floor if floor is not None else 1 << 62,)
-                # the hourly rollup of exactly the rows this DELETE takes (same WHERE, same
-                # transaction): a count is never lost nor counted twice
-                store.conn.execute(
-                    "INSERT INTO event_hours (device, type, hour, n) "
-                    f"SELECT device, type, t_gateway / {HOUR_MS} * {HOUR_MS}, COUNT(*) "
-                    f"FROM events WHERE rowid > ? AND rowid <= ? AND {rule.delete} "
-                    "GROUP BY 1, 2, 3 ON CONFLICT (device, type, hour) "
-                    "DO UPDATE SET n = n + excluded.n", args)
             deleted = store.conn.execute(
                 f"DELETE FROM {rule.table} WHERE rowid > ? AND rowid <= ? AND {rule.delete}",
                 args).rowcount
@@ -201,8 +196,36 @@ def _tables(store: Store) -> set[str]:
     return {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def _floor_tx(store: Store, floors: Sequence[Floor]) -> int | None:
-    return event_floor(store, floors)
+def _floor_tx(store: Store, floors: Sequence[Floor]) -> int:
+    """The lowest events.id that must stay: above what `event_hours` counts (`fold_batch`), and
+    the kinds' floors."""
+    counted = store.hours_upto() + 1
+    kinds = event_floor(store, floors)
+    return counted if kinds is None else min(kinds, counted)
+
+
+def fold_batch(store: Store, limit: int) -> tuple[int, bool, float]:
+    """One transaction: count the next `limit` events above `hours_upto` into `event_hours`
+    (per device, type and UTC hour) and move the cursor past them. Returns (ids passed,
+    caught up, the writer's time on it with COMMIT). AUTOINCREMENT ids are never reused and
+    every id up to MAX(id) is committed (this runs on the single writer), so no event is
+    counted twice or skipped."""
+    t0 = time.perf_counter()
+    with store.transaction():
+        upto = store.hours_upto()
+        row = store.conn.execute("SELECT id FROM events WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?",
+                                 (upto, limit - 1)).fetchone()
+        hi = int(row[0]) if row is not None else \
+            int(store.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+        if hi <= upto:
+            return 0, True, time.perf_counter() - t0
+        store.conn.execute(
+            "INSERT INTO event_hours (device, type, hour, n) "
+            f"SELECT device, type, t_gateway / {HOUR_MS} * {HOUR_MS}, COUNT(*) FROM events "
+            "WHERE id > ? AND id <= ? GROUP BY 1, 2, 3 ON CONFLICT (device, type, hour) "
+            "DO UPDATE SET n = n + excluded.n", (upto, hi))
+        store.conn.execute("UPDATE event_hours_cursor SET upto = ? WHERE id = 1", (hi,))
+    return hi - upto, row is None, time.perf_counter() - t0
 
 
 def vacuum_step(store: Store, pages: int) -> tuple[int, float]:
@@ -238,6 +261,30 @@ class Retention:
         self.last: RetentionReport | None = None
         self._hinted = False
 
+    async def fold(self, report: RetentionReport | None = None) -> int:
+        """Count every event not counted yet into `event_hours`, `FOLD_ROWS` a transaction,
+        yielding between them (the writer's queue runs in between). Returns the batches; with
+        a `report`, their holds of the writer count in its `longest_hold_s`."""
+        batches = 0
+        while True:
+            _, done, held = await self.db.write(fold_batch, FOLD_ROWS)
+            batches += 1
+            if report is not None:
+                report.fold_batches += 1
+                report.longest_hold_s = max(report.longest_hold_s, held)
+            if done:
+                return batches
+            await asyncio.sleep(0)
+
+    async def run_folds(self) -> None:
+        """The hourly counts follow the events: a fold every `FOLD_S` (forever; cancel)."""
+        while True:
+            try:
+                await self.fold()
+            except Exception:
+                log.exception("hourly counts fold failed (retried in %.0f s)", FOLD_S)
+            await asyncio.sleep(FOLD_S)
+
     async def run(self) -> None:
         await asyncio.sleep(min(60.0, self.policy.interval_s))
         while True:
@@ -252,6 +299,7 @@ class Retention:
         now = self.clock()
         p = self.policy
         tables = await self.db.read(_tables)
+        await self.fold(report)   # an event is pruned only once counted in event_hours
         for rule, days in self.rules:
             if days <= 0 or rule.table not in tables:
                 continue

@@ -198,7 +198,7 @@ def router(fr: FittingService) -> APIRouter:
         """Staff: requests in the order they were made, a page at a time: pass the last one's
         `seq` as `after` for the next page (an empty page: no more). A `limit` above
         1000 or an unknown `state` is refused (422)."""
-        return await fr.all_requests(state, room, after, limit)
+        return await fr.requests_page(state, room, after, limit)
 
     @r.post("/fitting/requests/{rid}", response_model=FittingRequestOut, response_model_exclude_unset=True)
     async def fitting_request_update(rid: str, body: RequestUpdateIn) -> Any:

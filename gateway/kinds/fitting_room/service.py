@@ -431,10 +431,10 @@ class FittingService(StatefulService):
         return [q for q in self.core.requests.values()
                 if (state is None or q["state"] == state) and (room is None or q["room"] == room)]
 
-    async def all_requests(self, state: str | None = None, room: str | None = None,
-                           after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        """A page of the requests in the table (each change is written before it is answered):
-        see `requests_page`."""
+    async def requests_page(self, state: str | None = None, room: str | None = None,
+                            after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """A page of the requests in the table (each change is written before it is answered),
+        each with its `seq`: see `requests_page` (the function)."""
         return await self.db.read(requests_page, state, room, after, limit)
 
     async def view(self, room: str) -> dict[str, Any]:
