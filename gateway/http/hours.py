@@ -111,8 +111,8 @@ def router(db: Database, clock: Callable[[], int]) -> APIRouter:
         lag = await db.read(Store.hours_lag)
         if lag > MAX_LAG:
             return JSONResponse(status_code=503, headers={"Retry-After": "60"}, content={
-                "detail": f"the hourly counts are catching up ({lag} events to count, a few "
-                          "thousand a second); retry in a minute"})
+                "detail": f"the hourly counts are catching up ({lag} events still to count, "
+                          "e.g. after an upgrade); retry in a minute"})
         rows, nxt = await db.read(lambda s: s.event_hours_page(
             since=start, until=end, device=device, type=type, after=key, limit=limit))
         return {"hours": [{"hour": h, "device": d, "type": t, "n": n} for h, d, t, n in rows],

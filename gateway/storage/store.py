@@ -635,6 +635,19 @@ class Store:
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction (`BEGIN` … `COMMIT`): every SELECT inside sees the same database,
+        whatever the writer commits meanwhile (WAL). Inside a write transaction: that one."""
+        if self._depth:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         """`BEGIN IMMEDIATE … COMMIT`; nested use becomes a savepoint that rolls back alone."""
         if self._depth:
@@ -905,21 +918,25 @@ class Store:
         sql = (f"SELECT hour, device, type, n FROM event_hours "
                f"{'INDEXED BY ' + index if index else ''} WHERE {' AND '.join(where)} "
                f"ORDER BY {', '.join(free)} LIMIT ?")
-        counts: dict[tuple[int, str, str], int] = {
-            (h, d, t): n for h, d, t, n in self.conn.execute(sql, (*args, limit + 1))}
-        # the raw tail: events not folded yet, in the same hours (whole hours: t_gateway in
-        # [since, until) is the hour's start in it)
         raw_where = ["id > ?", "t_gateway >= ?", "t_gateway < ?"]
-        raw_args: list[Any] = [self.hours_upto(), since, until]
+        raw_args: list[Any] = [since, until]
         for col, value in fixed.items():
             if value is not None:
                 raw_where.append(f"{col} = ?")
                 raw_args.append(value)
-        for h, d, t, n in self.conn.execute(
-                f"SELECT t_gateway / {HOUR_MS} * {HOUR_MS}, device, type, COUNT(*) FROM events "
-                f"WHERE {' AND '.join(raw_where)} GROUP BY 1, 2, 3", raw_args):
-            if after is None or (h, d, t) > after:
-                counts[(h, d, t)] = counts.get((h, d, t), 0) + n
+        # one snapshot: a fold committed between the two reads would move events from the raw
+        # side to the counted one unseen (lost) or the other way round (counted twice)
+        with self.snapshot():
+            counts: dict[tuple[int, str, str], int] = {
+                (h, d, t): n for h, d, t, n in self.conn.execute(sql, (*args, limit + 1))}
+            # the raw tail: events not folded yet, in the same hours (whole hours: t_gateway in
+            # [since, until) is the hour's start in it)
+            for h, d, t, n in self.conn.execute(
+                    f"SELECT t_gateway / {HOUR_MS} * {HOUR_MS}, device, type, COUNT(*) FROM events "
+                    f"WHERE {' AND '.join(raw_where)} GROUP BY 1, 2, 3",
+                    (self.hours_upto(), *raw_args)):
+                if after is None or (h, d, t) > after:
+                    counts[(h, d, t)] = counts.get((h, d, t), 0) + n
         # the rollup gave its first limit + 1 keys: any key past the limit-th of the merge is
         # past a rollup key not returned, so the page and its sums are exact
         keys = sorted(counts)

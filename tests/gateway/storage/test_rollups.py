@@ -183,3 +183,27 @@ def test_an_upgraded_store_counts_each_event_once(tmp_path):
                 await Retention(db, RetentionPolicy(), lambda: NOW).fold()
             assert await db.read(_rolled) == expect
     asyncio.run(main())
+
+
+def test_a_fold_between_the_two_reads_of_a_page_loses_nothing(tmp_path, monkeypatch):
+    """A page reads the counted rows, then the raw events above the cursor. A fold the writer
+    commits in between moves events from one side to the other: without one snapshot for both
+    reads they were read on neither side (lost). The fold is made to commit exactly there."""
+    from gateway.storage.retention import fold_batch
+    from gateway.storage.store import connect, migrate
+    path = tmp_path / "gw.db"
+    writer = Store(connect(path))
+    migrate(writer.conn)
+    _fill(writer)
+    expect = _raw(writer)
+    reader = Store(connect(path))
+    real = Store.hours_upto
+
+    def upto_after_a_fold(self):
+        if self is reader:
+            fold_batch(writer, 1_000_000)       # another connection commits meanwhile
+        return real(self)
+    monkeypatch.setattr(Store, "hours_upto", upto_after_a_fold)
+    counts = reader.event_counts(since=0, until=NOW + DAY_MS)
+    assert Counter({(h, d, t): n for h, d, t, n in counts}) == expect
+    assert real(writer) > 0                     # the fold did happen in between
