@@ -152,3 +152,35 @@ def test_the_cursor_round_trips_and_the_route_needs_read():
     key = (H, "pad-1", "tag.placed")
     assert decode_cursor(encode_cursor(key)) == key
     assert auth.required_scopes("GET", "/events/hours") == ("read",)
+
+
+def test_the_real_gateway_serves_them_with_the_read_scope(broker, tmp_path):
+    """The gateway process (its fold task running), a device's events over MQTT: counted at
+    once (the raw side), for a token with `read` (the kiosk role); 401 without a token, 403
+    for the customer role (the endless aisle only)."""
+    from collections import Counter
+
+    from hil.fakes import FakeDevice
+    from hil.harness import GatewayProcess
+    from tests.support.auth import bearer, token
+    gw = GatewayProcess(tmp_path / "gw", broker.port).start()
+    dev = FakeDevice("pad-hours", broker.port).connect()
+    try:
+        for _ in range(3):
+            dev.emit("tag.placed", {"uid": "04a1b2c3d4e5f6", "tech": "ntag213", "sample": "S-1"})
+        dev.emit("button.pressed", {"n": 1})
+        dev.wait_acked(4)
+        url = f"{gw.url}/events/hours"
+        r = httpx.get(url, params={"device": "pad-hours"}, timeout=10,
+                      headers=bearer(token(gw, "kiosk-h", "kiosk")))
+        assert r.status_code == 200, r.text
+        by_type: Counter = Counter()
+        for row in r.json()["hours"]:   # two rows a type if the events straddle an hour
+            by_type[row["type"]] += row["n"]
+        assert by_type == {"tag.placed": 3, "button.pressed": 1}
+        assert httpx.get(url, timeout=10, headers={"Authorization": ""}).status_code == 401
+        assert httpx.get(url, timeout=10, headers=bearer(token(gw, "cust-h", "customer"))
+                         ).status_code == 403
+    finally:
+        dev.close()
+        gw.stop()
