@@ -84,6 +84,7 @@ class GatewayConfig:
     retention_aisle_days: float = 90.0
     retention_fitting_days: float = 365.0  # the kinds' keys (DeviceKind.retention)
     retention_lockers_days: float = 365.0
+    retention_door_counts_days: float = 365.0
     retention_batch_rows: int = 500
     retention_vacuum_pages: int = 500
     retention_interval_s: float = 3600.0

@@ -39,7 +39,7 @@ def _seqs(store: Store, dev: str) -> list[int]:
                                              (dev,))]
 
 
-KIND_DAYS = ("fitting_days", "lockers_days", "aisle_days")
+KIND_DAYS = ("fitting_days", "lockers_days", "aisle_days", "door_counts_days")
 
 
 def _rules(**days):
@@ -517,3 +517,38 @@ def test_the_gateway_hands_every_kinds_and_the_aisles_rules_with_their_configure
     order = [rule.table for rule, _ in gw.retention.rules]
     assert order.index("fitting_tryons") < order.index("fitting_sessions")   # child first
     assert order.index("aisle_deliveries") < order.index("aisle_outbox") < order.index("aisle_requests")
+
+
+def test_the_door_counters_minutes_by_door_counts_days(tmp_path):
+    """A WITHOUT ROWID table of a kind (door_counts: device, minute), walked by minute: the
+    minutes before the window go, the ones at its edge and after stay, for every counter."""
+    from gateway.kinds.door_counter import MIGRATIONS as DOORS
+    from gateway.storage.store import migrate_kind
+    edge = NOW - 365 * DAY_MS
+
+    def fill(store):
+        migrate_kind(store.conn, "doors", DOORS)
+        with store.transaction():
+            for dev in ("door-1", "door-2"):
+                for minute in (OLD, OLD + 60_000, edge - 60_000, edge, RECENT):
+                    store.conn.execute(
+                        "INSERT INTO door_counts (device, minute, entries, exits, oos_ms, "
+                        "occupancy, ev) VALUES (?, ?, 1, 1, 0, 0, 1)", (dev, minute))
+
+    def left(store):
+        return sorted(tuple(r) for r in store.conn.execute("SELECT device, minute FROM door_counts"))
+
+    async def main(path, **policy):
+        path.mkdir()
+        db, ret = await _open(path, fill, **policy)
+        try:
+            report = await ret.run_once()
+            return report, await db.read(left)
+        finally:
+            await db.close()
+
+    report, rows = run(main(tmp_path / "a", batch_rows=2))
+    assert rows == [(d, m) for d in ("door-1", "door-2") for m in (edge, RECENT)]
+    assert report.deleted["door_counts"] == 6
+    _, rows = run(main(tmp_path / "b", door_counts_days=0))
+    assert len(rows) == 10
