@@ -22,6 +22,7 @@ from typing import Any, Self
 
 import uvicorn
 
+from gateway.aisle import RETENTION as AISLE_RETENTION
 from gateway.aisle.service import AisleService
 from gateway.analytics.service import AnalyticsService
 from gateway.devices.alerts import AlertsService
@@ -39,7 +40,7 @@ from gateway.integrations.chain import ChainService
 from gateway.integrations.metrics import GatewayMetrics
 from gateway.integrations.webhooks import WebhookService, WebhookSettings
 from gateway.kinds.base import DeviceKind, KindContext, KindService
-from gateway.kinds.registry import KINDS, build_order, migrations
+from gateway.kinds.registry import KINDS, build_order, migrations, retention_rules
 from gateway.storage.db import Database
 from gateway.storage.retention import Retention, RetentionPolicy, kind_floor
 from gateway.storage.store import Store, StreamItem
@@ -79,8 +80,11 @@ class GatewayConfig:
     retention_audit_days: float = 365.0
     retention_alerts_days: float = 90.0
     retention_webhook_days: float = 30.0
-    retention_fitting_days: float = 365.0
+    retention_event_hours_days: float = 730.0  # the hourly rollups: far longer than the events
+    retention_aisle_days: float = 90.0
+    retention_fitting_days: float = 365.0  # the kinds' keys (DeviceKind.retention)
     retention_lockers_days: float = 365.0
+    retention_door_counts_days: float = 365.0
     retention_batch_rows: int = 500
     retention_vacuum_pages: int = 500
     retention_interval_s: float = 3600.0
@@ -212,16 +216,21 @@ class Gateway:
             stations=dict(s.split("=", 1) for s in config.aisle_stations),
             backoff=(config.aisle_backoff_min_s, config.aisle_backoff_max_s),
             max_attempts=config.aisle_max_attempts, language=config.screens_language)
-        # an event a kind has not applied yet is never pruned (DeviceKind.event_cursor)
+        # an event a kind has not applied yet is never pruned (DeviceKind.event_cursor); the
+        # kinds' history tables and the aisle's go by their own rules (DeviceKind.retention,
+        # gateway.aisle.RETENTION), each with the age its [retention] key sets
         self.retention = Retention(self.db, RetentionPolicy(
             events_days=config.retention_events_days, commands_days=config.retention_commands_days,
             audit_days=config.retention_audit_days, alerts_days=config.retention_alerts_days,
-            webhook_days=config.retention_webhook_days, fitting_days=config.retention_fitting_days,
-            lockers_days=config.retention_lockers_days, batch_rows=config.retention_batch_rows,
+            webhook_days=config.retention_webhook_days,
+            event_hours_days=config.retention_event_hours_days,
+            batch_rows=config.retention_batch_rows,
             vacuum_pages=config.retention_vacuum_pages, interval_s=config.retention_interval_s),
             clock, floors=[functools.partial(kind_floor, device_kinds=tuple(k.apps),
                                              cursor=k.event_cursor)
-                           for k in self.kinds if k.event_cursor is not None])
+                           for k in self.kinds if k.event_cursor is not None],
+            rules=[(rule, float(getattr(config, rule.days)))
+                   for rule in (*retention_rules(self.kinds), *AISLE_RETENTION)])
         self.metrics = GatewayMetrics()
         self.ingest.on_processed = self.metrics.observe_ingest
         self.webhooks = WebhookService(self.db, WebhookSettings(
@@ -274,6 +283,7 @@ class Gateway:
         self._spawn("aisle", self.aisle.run())
         self._spawn("housekeeping", self._housekeeping())
         self._spawn("retention", self.retention.run())
+        self._spawn("rollups", self.retention.run_folds())   # event_hours follows the events
         self._spawn("capacity", self.capacity.run())
         if self.liveness is not None:
             self._spawn("liveness", self.liveness.run())
@@ -298,6 +308,7 @@ class Gateway:
         await self._cancel("analytics")
         await self._cancel("aisle")
         await self._cancel("housekeeping")
+        await self._cancel("rollups")
         await self._cancel("retention")
         await self._cancel("capacity")
         await self._cancel("liveness")

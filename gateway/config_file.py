@@ -83,7 +83,7 @@ def _kinds(v: Any) -> str | None:
     return None if not bad else f"unknown kind(s) {bad}; choose from {', '.join(DEFAULT_KINDS)}"
 
 
-SPEC: dict[str, dict[str, Key]] = {
+_CORE: dict[str, dict[str, Key]] = {
     "broker": {
         "host": Key("broker_host", "str", _nonempty),
         "port": Key("broker_port", "port"),
@@ -116,8 +116,8 @@ SPEC: dict[str, dict[str, Key]] = {
         "audit_days": Key("retention_audit_days", "float", _non_negative),
         "alerts_days": Key("retention_alerts_days", "float", _non_negative),
         "webhook_deliveries_days": Key("retention_webhook_days", "float", _non_negative),
-        "fitting_days": Key("retention_fitting_days", "float", _non_negative),
-        "lockers_days": Key("retention_lockers_days", "float", _non_negative),
+        "event_hours_days": Key("retention_event_hours_days", "float", _non_negative),
+        "aisle_days": Key("retention_aisle_days", "float", _non_negative),
         "batch_rows": Key("retention_batch_rows", "int", _batch_rows),
         "vacuum_pages": Key("retention_vacuum_pages", "int", _positive),
         "interval_s": Key("retention_interval_s", "float", _positive),
@@ -134,7 +134,6 @@ SPEC: dict[str, dict[str, Key]] = {
         "silent_s": Key("device_silent_s", "float", _non_negative),
         "answer_s": Key("device_answer_s", "float", _positive),
     },
-    **config_sections(),  # the device kinds' sections: [samples], [lockers]... (gateway/kinds/)
     "screens": {  # customer screens: the kiosk, the mirror (gateway/http/screen_texts.py)
         "language": Key("screens_language", "str", _language),
         "texts_file": Key("screens_texts_file", "path"),
@@ -174,6 +173,26 @@ SPEC: dict[str, dict[str, Key]] = {
     },
     "gateway": {"shutdown_timeout_s": Key("shutdown_timeout_s", "float", _positive)},
 }
+
+
+def _with_kinds(core: dict[str, dict[str, Key]], kinds: dict[str, dict[str, Key]],
+                before: str = "screens") -> dict[str, dict[str, Key]]:
+    """The core sections with the device kinds': a kind's own section ([samples], [lockers]...)
+    goes before [`before`]; keys a kind adds to a core section ([retention] `fitting_days`:
+    `DeviceKind.retention`) follow the core keys. A key declared twice is a ValueError."""
+    out: dict[str, dict[str, Key]] = {}
+    for name, keys in core.items():
+        if name == before:
+            out |= {s: dict(k) for s, k in kinds.items() if s not in core}
+        out[name] = dict(keys)
+        for key, spec in kinds.get(name, {}).items():
+            if key in out[name]:
+                raise ValueError(f"config key [{name}] {key} declared by a kind and the core")
+            out[name][key] = spec
+    return out
+
+
+SPEC: dict[str, dict[str, Key]] = _with_kinds(_CORE, config_sections())
 
 _TYPE_TEXT = {"str": "a string", "int": "an integer", "float": "a number", "ms": "a number",
               "bool": "true or false", "path": "a path (string)", "list": "a list of strings",

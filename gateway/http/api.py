@@ -22,6 +22,7 @@ from gateway.devices.commands import CommandRejected, IdempotencyConflict, Unkno
 from gateway.devices.ingest import device_views
 from gateway.http import auth, resilience
 from gateway.http.firmware import router as firmware_router
+from gateway.http.hours import router as hours_router
 from gateway.http.ops import add_ops_routes
 from gateway.http.redact import may_see_codes, redact_event, redact_item
 from gateway.http.screens import add_screen_routes
@@ -431,6 +432,7 @@ def create_app(gw: Served) -> FastAPI:
     app.include_router(analytics_router(gw.analytics))
     app.include_router(aisle_router(gw.aisle))  # the endless aisle (docs/endless-aisle.md)
     app.include_router(firmware_router(gw.ota))  # bundles, rollouts (docs/ota.md)
+    app.include_router(hours_router(gw.db, gw.clock))  # events per hour, kept for years
     add_staff_routes(app, gw.alerts)
     add_screen_routes(app, gw.db, gw.services)  # customer points, the screens' script (gateway/http/screens.py)
     add_ops_routes(app, gw.webhooks, gw.metrics, gw,  # webhooks, /metrics, /storage

@@ -86,6 +86,7 @@ POLICY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("GET", "/audit", ("admin",)),
     ("GET", "/webhooks", ("admin",)),   # receivers' URLs (may hold credentials), payloads
     ("GET", "/storage", ("read",)),     # disk and queue sizes: subscription ids, no URL
+    ("GET", "/events/hours", ("read",)),  # events counted per hour (gateway/http/hours.py)
     ("POST", "/alerts/*/ack", ("operations",)),
     ("POST", "/devices/*/commands", ("operations",)),
     ("GET", "/firmware", ("read",)),      # bundles and rollouts (gateway/http/firmware.py)

@@ -23,6 +23,7 @@ from dataclasses import field as _field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway.devices.ticker import tick_loop
+from gateway.storage.retention import Rule as RetentionRule
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -61,6 +62,10 @@ class ConfigKey:
 
 def positive(v: Any) -> str | None:
     return None if v > 0 else f"must be > 0, got {v}"
+
+
+def non_negative(v: Any) -> str | None:
+    return None if v >= 0 else f"must be >= 0, got {v}"
 
 
 def nonempty(v: Any) -> str | None:
@@ -140,6 +145,16 @@ class DeviceKind:
     """(store) -> its service's persisted events.id cursor: one for all its devices, or one per
     device id. Retention never prunes an event of its devices above it, so an event is never
     gone before the kind applied it (gateway/storage/retention.py)."""
+    retention: tuple[RetentionRule, ...] = ()
+    """Its history tables' retention rules (gateway/storage/retention.py `Rule`): table, the
+    GatewayConfig field of the age (a `[retention]` key the kind declares in `config` and lists
+    in `settings`), the column the walk stops at, and what may go. Retention applies them in
+    this order after the core rules (a child table before its parent); the shared tier names
+    no kind's table."""
+    retention_exempt: Mapping[str, str] = _field(default_factory=dict)
+    """The tables of its `migrations` that have no age rule, each with why it stays bounded
+    (live state, a fixed number of rows, a rollup...): tests/gateway/kinds/test_registry.py
+    fails on a table that is in neither."""
     errors: Callable[[], tuple[type[Exception], ...]] = lambda: ()
     """Exceptions that mean the kind's configuration is wrong: the gateway reports them and
     exits 2 (`python -m gateway`)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.kinds import door_counter, fitting_room, locker_bank, rack_display, sample_pad, tube
-from gateway.kinds.base import AlertRule, AuthRow, CliFlag, ConfigKey, DeviceKind
+from gateway.kinds.base import AlertRule, AuthRow, CliFlag, ConfigKey, DeviceKind, RetentionRule
 
 KINDS: tuple[DeviceKind, ...] = (sample_pad.KIND, fitting_room.KIND, locker_bank.KIND, tube.KIND,
                                  door_counter.KIND, rack_display.KIND)
@@ -84,13 +84,22 @@ def alert_rules() -> tuple[AlertRule, ...]:
 
 
 def config_sections() -> dict[str, dict[str, ConfigKey]]:
+    """The kinds' config sections. Several kinds may add keys to one section (`[retention]`:
+    each its own ages, `DeviceKind.retention`); a key declared twice is a ValueError."""
     out: dict[str, dict[str, ConfigKey]] = {}
     for k in KINDS:
         for section, keys in k.config.items():
-            if section in out:
-                raise ValueError(f"config section [{section}] declared twice ({k.name})")
-            out[section] = dict(keys)
+            known = out.setdefault(section, {})
+            for name, key in keys.items():
+                if name in known:
+                    raise ValueError(f"config key [{section}] {name} declared twice ({k.name})")
+                known[name] = key
     return out
+
+
+def retention_rules(kinds: Iterable[DeviceKind] = KINDS) -> tuple[RetentionRule, ...]:
+    """Every kind's retention rules (`DeviceKind.retention`), in registry order."""
+    return tuple(rule for k in kinds for rule in k.retention)
 
 
 def cli_flags() -> tuple[CliFlag, ...]:

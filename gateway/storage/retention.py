@@ -3,9 +3,10 @@
 One rule per table (`RetentionPolicy`, the `[retention]` section of the config file,
 docs/configuration.md), each an age in days (0: kept forever):
 
-* `events`: `t_gateway` older than `events_days`, counted first into the hourly rollup
-  `event_hours` (device, type, UTC hour) in the same transaction, which is kept for years
-  (`Store.event_counts`); never an event above its epoch's ack
+* `events`: `t_gateway` older than `events_days`; never an event not yet counted into the
+  hourly counts `event_hours` (device, type, UTC hour; `fold_batch` counts every event as it
+  comes, a pass every `FOLD_S`, and each pruning pass first catches up), which are kept for
+  years (`Store.event_counts`, `GET /events/hours`); never an event above its epoch's ack
   watermark (`acks.upto`), nor the newest event (highest seq) of a (device, epoch) (the
   journal checks compare a birth with it: `Store.max_seq`), nor one a device kind has yet to
   apply (`floors`: the kinds' persisted cursors, `DeviceKind.event_cursor`);
@@ -14,12 +15,12 @@ docs/configuration.md), each an age in days (0: kept forever):
 * `audit`: `t` older than `audit_days`;
 * `alerts`: resolved, `resolved_at` older than `alerts_days`; never an open or acked one;
 * `webhook_deliveries`: delivered, `delivered_at` older than `webhook_days`; never pending;
-* `fitting_*` (the fitting rooms' history: sessions with their try-ons, staff requests,
-  purchases, door counts): `fitting_days` after the session ended, the request was last
-  changed (only final ones whose dispatch is final: `pinned = 0`), the purchase or the door
-  count was made; never a session that is on;
-* `locker_history` (finished locker orders, their public record): `lockers_days` after the
-  order finished (live orders are never there);
+* `event_hours` (the hourly rollup): `hour` older than `event_hours_days` (two years by
+  default: kept far longer than the raw events it counts);
+* the rules of the device kinds (`DeviceKind.retention`: each kind names its own history
+  tables, their columns and the `[retention]` key of their age, gateway/kinds/*/__init__.py)
+  and of the endless aisle (`gateway.aisle.RETENTION`), handed over by `gateway/app.py` with
+  their ages: this module knows no kind's table;
 * `chain_outbox`: never (its rows leave when the central broker PUBACKs them);
 * `stream`: by count (`[database] stream_keep`, gateway/app.py), not here.
 
@@ -46,12 +47,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.storage.db import Database
-from gateway.storage.store import FINAL_STATUSES, Store
+from gateway.storage.store import FINAL_STATUSES, HOUR_MS, Store
 
 log = logging.getLogger("gateway.retention")
 
 DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
+FOLD_ROWS = 2000   # events counted into event_hours per transaction (one hold of the writer)
+FOLD_S = 60.0      # a fold this often: a read of the hourly counts adds at most ~a minute of raw
 
 #: a device kind's persisted event cursor: one events.id for all its devices, or one per device
 #: id (a device without an entry: 0). Events of its devices above it are not applied yet.
@@ -68,19 +70,25 @@ class RetentionPolicy:
     audit_days: float = 365.0
     alerts_days: float = 90.0
     webhook_days: float = 30.0
-    fitting_days: float = 365.0
-    lockers_days: float = 365.0
+    event_hours_days: float = 730.0
     batch_rows: int = 500           # rows looked at per transaction
     vacuum_pages: int = 500         # pages returned per incremental_vacuum step (4 KiB each)
     interval_s: float = 3600.0      # a pass this often (the first one a minute after start)
 
 
 @dataclass(frozen=True, slots=True)
-class _Rule:
+class Rule:
+    """What may go from one table, and from when. A core rule's `days` names a field of
+    `RetentionPolicy`; a kind's (`DeviceKind.retention`) or the aisle's names the GatewayConfig
+    field of its `[retention]` key, whose value `gateway/app.py` hands to `Retention` with it."""
     table: str
-    days_field: str
-    order: str       # a column that grows with the rowid (insert time): the walk's stop
+    days: str
+    order: str       # a column that grows with the walk's key (insert time): the walk's stop
     delete: str      # the WHERE clause of what may go, with `?` for the cutoff
+    key: str | None = None
+    """None: the walk goes in rowid order. A WITHOUT ROWID table names its primary key columns
+    ("device, type, hour"): each batch takes the oldest `batch_rows` rows by `order` (indexed)
+    that `delete` allows."""
 
 
 # `events`: a seq above the ack watermark is kept (not settled); so is the newest seq of each
@@ -92,24 +100,15 @@ _EVENTS_DELETE = (
     " AND seq < (SELECT MAX(m.seq) FROM events m WHERE m.device = events.device"
     " AND m.epoch = events.epoch)))")
 _FINAL = ",".join(f"'{s}'" for s in FINAL_STATUSES)
-RULES: tuple[_Rule, ...] = (
-    _Rule("events", "events_days", "t_gateway", _EVENTS_DELETE),
-    _Rule("commands", "commands_days", "created", f"status IN ({_FINAL}) AND updated < ?"),
-    _Rule("audit", "audit_days", "t", "t < ?"),
-    _Rule("alerts", "alerts_days", "created", "state = 'resolved' AND resolved_at < ?"),
-    _Rule("webhook_deliveries", "webhook_days", "created",
-          "status = 'delivered' AND delivered_at < ?"),
-    # the device kinds' history tables (gateway/kinds/*/__init__.py MIGRATIONS; a database
-    # without them, e.g. a kind's tables not created yet, is skipped): try-ons before their
-    # session, by its end (a session's start <= its end: the walk stops right)
-    _Rule("fitting_tryons", "fitting_days", "start",
-          'EXISTS (SELECT 1 FROM fitting_sessions s WHERE s.id = fitting_tryons.session '
-          'AND s."end" < ?)'),
-    _Rule("fitting_sessions", "fitting_days", "start", '"end" IS NOT NULL AND "end" < ?'),
-    _Rule("fitting_requests", "fitting_days", "created", "pinned = 0 AND updated < ?"),
-    _Rule("fitting_purchases", "fitting_days", "at", "at < ?"),
-    _Rule("fitting_footfall", "fitting_days", "at", "at < ?"),
-    _Rule("locker_history", "lockers_days", "closed", "closed < ?"),
+RULES: tuple[Rule, ...] = (
+    Rule("events", "events_days", "t_gateway", _EVENTS_DELETE),
+    Rule("commands", "commands_days", "created", f"status IN ({_FINAL}) AND updated < ?"),
+    Rule("audit", "audit_days", "t", "t < ?"),
+    Rule("alerts", "alerts_days", "created", "state = 'resolved' AND resolved_at < ?"),
+    Rule("webhook_deliveries", "webhook_days", "created",
+         "status = 'delivered' AND delivered_at < ?"),
+    # the hourly rollup of the events above, by its hour (index event_hours_by_hour)
+    Rule("event_hours", "event_hours_days", "hour", "hour < ?", key="device, type, hour"),
 )
 
 
@@ -125,17 +124,20 @@ class BatchResult:
 class RetentionReport:
     deleted: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    fold_batches: int = 0    # event_hours catching up first (their holds in longest_hold_s)
     longest_hold_s: float = 0.0
     vacuum_steps: int = 0
     pages_freed: int = 0
     longest_vacuum_s: float = 0.0
 
 
-def prune_batch(store: Store, rule: _Rule, cutoff: int, after: int, limit: int,
+def prune_batch(store: Store, rule: Rule, cutoff: int, after: int, limit: int,
                 floor: int | None = None) -> BatchResult:
     """One transaction: the `limit` rows of `rule.table` after rowid `after`, up to the first
     one at or past `cutoff` (by `rule.order`); delete those `rule.delete` allows."""
     t0 = time.perf_counter()
+    if rule.key is not None:
+        return _prune_keyed(store, rule, cutoff, limit, t0)
     with store.transaction():
         window = store.conn.execute(
             f"SELECT rowid, {rule.order} FROM {rule.table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
@@ -149,20 +151,24 @@ def prune_batch(store: Store, rule: _Rule, cutoff: int, after: int, limit: int,
         deleted = 0
         if hi > after:
             args: tuple[int, ...] = (after, hi, cutoff)
-            if rule.table == "events":
+            if rule.table == "events":  # below the floor: counted in event_hours, applied
                 args += (floor if floor is not None else 1 << 62,)
-                # the hourly rollup of exactly the rows this DELETE takes (same WHERE, same
-                # transaction): a count is never lost nor counted twice
-                store.conn.execute(
-                    "INSERT INTO event_hours (device, type, hour, n) "
-                    f"SELECT device, type, t_gateway / {HOUR_MS} * {HOUR_MS}, COUNT(*) "
-                    f"FROM events WHERE rowid > ? AND rowid <= ? AND {rule.delete} "
-                    "GROUP BY 1, 2, 3 ON CONFLICT (device, type, hour) "
-                    "DO UPDATE SET n = n + excluded.n", args)
             deleted = store.conn.execute(
                 f"DELETE FROM {rule.table} WHERE rowid > ? AND rowid <= ? AND {rule.delete}",
                 args).rowcount
     return BatchResult(deleted, hi, done, time.perf_counter() - t0)
+
+
+def _prune_keyed(store: Store, rule: Rule, cutoff: int, limit: int, t0: float) -> BatchResult:
+    """A WITHOUT ROWID table: the oldest `limit` rows by `rule.order` that `rule.delete` allows
+    (an index range from the start: what went before is gone)."""
+    assert rule.key is not None
+    with store.transaction():
+        deleted = store.conn.execute(
+            f"DELETE FROM {rule.table} WHERE ({rule.key}) IN (SELECT {rule.key} FROM {rule.table} "
+            f"WHERE {rule.order} < ? AND {rule.delete} ORDER BY {rule.order} LIMIT ?)",
+            (cutoff, cutoff, limit)).rowcount
+    return BatchResult(deleted, 0, deleted < limit, time.perf_counter() - t0)
 
 
 def event_floor(store: Store, floors: Sequence[Floor]) -> int | None:
@@ -190,8 +196,36 @@ def _tables(store: Store) -> set[str]:
     return {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def _floor_tx(store: Store, floors: Sequence[Floor]) -> int | None:
-    return event_floor(store, floors)
+def _floor_tx(store: Store, floors: Sequence[Floor]) -> int:
+    """The lowest events.id that must stay: above what `event_hours` counts (`fold_batch`), and
+    the kinds' floors."""
+    counted = store.hours_upto() + 1
+    kinds = event_floor(store, floors)
+    return counted if kinds is None else min(kinds, counted)
+
+
+def fold_batch(store: Store, limit: int) -> tuple[int, bool, float]:
+    """One transaction: count the next `limit` events above `hours_upto` into `event_hours`
+    (per device, type and UTC hour) and move the cursor past them. Returns (ids passed,
+    caught up, the writer's time on it with COMMIT). AUTOINCREMENT ids are never reused and
+    every id up to MAX(id) is committed (this runs on the single writer), so no event is
+    counted twice or skipped."""
+    t0 = time.perf_counter()
+    with store.transaction():
+        upto = store.hours_upto()
+        row = store.conn.execute("SELECT id FROM events WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?",
+                                 (upto, limit - 1)).fetchone()
+        hi = int(row[0]) if row is not None else \
+            int(store.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+        if hi <= upto:
+            return 0, True, time.perf_counter() - t0
+        store.conn.execute(
+            "INSERT INTO event_hours (device, type, hour, n) "
+            f"SELECT device, type, t_gateway / {HOUR_MS} * {HOUR_MS}, COUNT(*) FROM events "
+            "WHERE id > ? AND id <= ? GROUP BY 1, 2, 3 ON CONFLICT (device, type, hour) "
+            "DO UPDATE SET n = n + excluded.n", (upto, hi))
+        store.conn.execute("UPDATE event_hours_cursor SET upto = ? WHERE id = 1", (hi,))
+    return hi - upto, row is None, time.perf_counter() - t0
 
 
 def vacuum_step(store: Store, pages: int) -> tuple[int, float]:
@@ -215,13 +249,41 @@ class Retention:
     """Runs the policy through the database's writer, a pass every `policy.interval_s`."""
 
     def __init__(self, db: Database, policy: RetentionPolicy, clock: Callable[[], int],
-                 floors: Sequence[Floor] = ()) -> None:
+                 floors: Sequence[Floor] = (), rules: Sequence[tuple[Rule, float]] = ()) -> None:
+        """`rules`: the rules of the device kinds (`DeviceKind.retention`) and of the aisle, each
+        with its age in days (0: kept forever), applied after the core `RULES` in that order."""
         self.db = db
         self.policy = policy
+        self.rules: tuple[tuple[Rule, float], ...] = \
+            tuple((r, float(getattr(policy, r.days))) for r in RULES) + tuple(rules)
         self.clock = clock
         self.floors = tuple(floors)
         self.last: RetentionReport | None = None
         self._hinted = False
+
+    async def fold(self, report: RetentionReport | None = None) -> int:
+        """Count every event not counted yet into `event_hours`, `FOLD_ROWS` a transaction,
+        yielding between them (the writer's queue runs in between). Returns the batches; with
+        a `report`, their holds of the writer count in its `longest_hold_s`."""
+        batches = 0
+        while True:
+            _, done, held = await self.db.write(fold_batch, FOLD_ROWS)
+            batches += 1
+            if report is not None:
+                report.fold_batches += 1
+                report.longest_hold_s = max(report.longest_hold_s, held)
+            if done:
+                return batches
+            await asyncio.sleep(0)
+
+    async def run_folds(self) -> None:
+        """The hourly counts follow the events: a fold every `FOLD_S` (forever; cancel)."""
+        while True:
+            try:
+                await self.fold()
+            except Exception:
+                log.exception("hourly counts fold failed (retried in %.0f s)", FOLD_S)
+            await asyncio.sleep(FOLD_S)
 
     async def run(self) -> None:
         await asyncio.sleep(min(60.0, self.policy.interval_s))
@@ -237,8 +299,8 @@ class Retention:
         now = self.clock()
         p = self.policy
         tables = await self.db.read(_tables)
-        for rule in RULES:
-            days: float = getattr(p, rule.days_field)
+        await self.fold(report)   # an event is pruned only once counted in event_hours
+        for rule, days in self.rules:
             if days <= 0 or rule.table not in tables:
                 continue
             cutoff = now - int(days * DAY_MS)

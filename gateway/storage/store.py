@@ -487,7 +487,27 @@ MIGRATIONS: tuple[str, ...] = (
         n      INTEGER NOT NULL,
         PRIMARY KEY (device, type, hour)) WITHOUT ROWID;
     """,
+    # 21: hourly counts of every event, not only the pruned ones (issue 17, `GET /events/hours`):
+    #     retention folds the events into `event_hours` as they come (`upto`: the events.id
+    #     counted up to, a pass a minute, gateway/storage/retention.py), prunes only events
+    #     already counted, and a read adds the few events above `upto`. The rows counted before
+    #     (the pruned events) are gone from `events`, so the fold starts at 0 without counting
+    #     one twice. One index per filter of the route, each in its order (hour, device, type)
+    #     and covering `n`; `event_hours_by_hour` also walks the rollup's own retention
+    #     (`[retention] event_hours_days`).
+    """
+    CREATE TABLE event_hours_cursor (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        upto INTEGER NOT NULL);                 -- events.id counted into event_hours up to
+    INSERT INTO event_hours_cursor (id, upto) VALUES (1, 0);
+    CREATE INDEX event_hours_by_hour ON event_hours (hour, device, type, n);
+    CREATE INDEX event_hours_by_device ON event_hours (device, hour, type, n);
+    CREATE INDEX event_hours_by_type ON event_hours (type, hour, device, n);
+    """,
 )
+
+
+HOUR_MS = 3_600_000   # event_hours: counts per UTC hour (unix ms of its start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,6 +633,19 @@ class Store:
         self.stream_hooks: list[Callable[[Store, StreamItem], None]] = []
 
     # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction (`BEGIN` … `COMMIT`): every SELECT inside sees the same database,
+        whatever the writer commits meanwhile (WAL). Inside a write transaction: that one."""
+        if self._depth:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -834,49 +867,81 @@ class Store:
         args.append(limit)
         return [self._event(r) for r in self.conn.execute(sql, args).fetchall()]
 
+    def hours_upto(self) -> int:
+        """The events.id up to which every event is counted in `event_hours` (0: none)."""
+        row = self.conn.execute("SELECT upto FROM event_hours_cursor WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def hours_lag(self) -> int:
+        """How many events.ids are not counted in `event_hours` yet (the raw tail a read of the
+        hourly counts adds itself): one index seek."""
+        row = self.conn.execute("SELECT MAX(id) FROM events").fetchone()
+        return max(0, int(row[0] or 0) - self.hours_upto())
+
     def event_counts(self, *, since: int, until: int, device: str | None = None,
                      type: str | None = None) -> list[tuple[int, str, str, int]]:
-        """Events per UTC hour, device and type in [since, until) (unix ms): the hourly rollup
-        of what retention pruned (`event_hours`) plus the raw events still kept, each event
-        counted once (pruning moves it from one to the other in one transaction). Rows
-        `(hour, device, type, n)` ordered by hour. The raw side is bounded by id (events.id
-        follows t_gateway, the gateway's clock at insert), found by a binary search."""
-        where, args = [], []
-        if device is not None:
-            where.append(" AND device = ?")
-            args.append(device)
-        if type is not None:
-            where.append(" AND type = ?")
-            args.append(type)
-        cond = "".join(where)
-        counts: dict[tuple[int, str, str], int] = {}
-        for h, d, t, n in self.conn.execute(
-                f"SELECT hour, device, type, n FROM event_hours WHERE hour >= ? AND hour < ?{cond}",
-                (since, until, *args)):
-            counts[(h, d, t)] = counts.get((h, d, t), 0) + n
-        lo, hi = self._first_id_at(since), self._first_id_at(until)
-        for h, d, t, n in self.conn.execute(
-                f"SELECT t_gateway / 3600000 * 3600000, device, type, COUNT(*) FROM events "
-                f"WHERE id >= ? AND id < ? AND t_gateway >= ? AND t_gateway < ?{cond} "
-                "GROUP BY 1, 2, 3", (lo, hi, since, until, *args)):
-            counts[(h, d, t)] = counts.get((h, d, t), 0) + n
-        return [(h, d, t, n) for (h, d, t), n in sorted(counts.items())]
+        """Events per UTC hour, device and type whose hour starts in [since, until) (unix ms,
+        whole hours): the hourly counts (`event_hours`, every event up to `hours_upto`, kept
+        after the raw events are pruned) plus the raw events above it, each event counted
+        once. Rows `(hour, device, type, n)` ordered by (hour, device, type)."""
+        rows: list[tuple[int, str, str, int]] = []
+        after: tuple[int, str, str] | None = None
+        while True:
+            page, after = self.event_hours_page(since=since, until=until, device=device,
+                                                type=type, after=after, limit=10_000)
+            rows += page
+            if after is None:
+                return rows
 
-    def _first_id_at(self, t: int) -> int:
-        """The first events.id with t_gateway >= t (one past the last id if none)."""
-        row = self.conn.execute("SELECT MIN(id), MAX(id) FROM events").fetchone()
-        if row[0] is None:
-            return 0
-        lo, hi = int(row[0]), int(row[1]) + 1
-        while lo < hi:
-            mid = (lo + hi) // 2
-            got = self.conn.execute("SELECT id, t_gateway FROM events WHERE id >= ? ORDER BY id "
-                                    "LIMIT 1", (mid,)).fetchone()
-            if got is None or got[1] >= t:
-                hi = mid
-            else:
-                lo = int(got[0]) + 1
-        return lo
+    def event_hours_page(self, *, since: int, until: int, device: str | None = None,
+                         type: str | None = None, after: tuple[int, str, str] | None = None,
+                         limit: int = 1000
+                         ) -> tuple[list[tuple[int, str, str, int]], tuple[int, str, str] | None]:
+        """A page of `event_counts`: the first `limit` rows whose key (hour, device, type) is
+        above `after`, and the key to pass as `after` for the next page (None: the last page).
+        Each filter is an index search in key order (migration 21), stopped by `limit`; the raw
+        side reads only the events above `hours_upto` (a rowid range: one fold pass's worth)."""
+        where: list[str] = ["hour >= ?", "hour < ?"]
+        args: list[Any] = [since, until]
+        fixed = {"device": device, "type": type}
+        for col, value in fixed.items():
+            if value is not None:
+                where.append(f"{col} = ?")
+                args.append(value)
+        free = ["hour"] + [c for c in ("device", "type") if fixed[c] is None]
+        if after is not None:
+            key = dict(zip(("hour", "device", "type"), after, strict=True))
+            where.append(f"({', '.join(free)}) > ({', '.join('?' * len(free))})")
+            args += [key[c] for c in free]
+        index = {(False, False): "event_hours_by_hour", (True, False): "event_hours_by_device",
+                 (False, True): "event_hours_by_type"}.get((device is not None, type is not None))
+        sql = (f"SELECT hour, device, type, n FROM event_hours "
+               f"{'INDEXED BY ' + index if index else ''} WHERE {' AND '.join(where)} "
+               f"ORDER BY {', '.join(free)} LIMIT ?")
+        raw_where = ["id > ?", "t_gateway >= ?", "t_gateway < ?"]
+        raw_args: list[Any] = [since, until]
+        for col, value in fixed.items():
+            if value is not None:
+                raw_where.append(f"{col} = ?")
+                raw_args.append(value)
+        # one snapshot: a fold committed between the two reads would move events from the raw
+        # side to the counted one unseen (lost) or the other way round (counted twice)
+        with self.snapshot():
+            counts: dict[tuple[int, str, str], int] = {
+                (h, d, t): n for h, d, t, n in self.conn.execute(sql, (*args, limit + 1))}
+            # the raw tail: events not folded yet, in the same hours (whole hours: t_gateway in
+            # [since, until) is the hour's start in it)
+            for h, d, t, n in self.conn.execute(
+                    f"SELECT t_gateway / {HOUR_MS} * {HOUR_MS}, device, type, COUNT(*) FROM events "
+                    f"WHERE {' AND '.join(raw_where)} GROUP BY 1, 2, 3",
+                    (self.hours_upto(), *raw_args)):
+                if after is None or (h, d, t) > after:
+                    counts[(h, d, t)] = counts.get((h, d, t), 0) + n
+        # the rollup gave its first limit + 1 keys: any key past the limit-th of the merge is
+        # past a rollup key not returned, so the page and its sums are exact
+        keys = sorted(counts)
+        page = [(h, d, t, counts[(h, d, t)]) for h, d, t in keys[:limit]]
+        return page, (keys[limit - 1] if len(keys) > limit else None)
 
     # -- acknowledgement watermark --------------------------------------------------------
 

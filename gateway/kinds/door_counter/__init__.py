@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.kinds.base import AlertRule, DeviceKind, KindContext
+from gateway.kinds.base import AlertRule, ConfigKey, DeviceKind, KindContext, RetentionRule, non_negative
 
 
 def _build(ctx: KindContext) -> Any:
@@ -54,6 +54,18 @@ MIGRATIONS = (
     UPDATE door_counts SET ev = (SELECT COALESCE(MAX(cursor), 0) FROM door_counter_cursor);
     CREATE INDEX door_counts_by_ev ON door_counts (ev);
     """,
+    # 3: retention walks the minutes in time order ([retention] door_counts_days)
+    """
+    CREATE INDEX door_counts_by_minute ON door_counts (minute);
+    """,
+)
+
+# retention ([retention] door_counts_days, docs/door-counter.md): a counter's minute this long
+# after it (the funnel keeps its own hourly rollups for years, docs/analytics.md); a WITHOUT
+# ROWID table, walked by minute (kind migration 3)
+RETENTION: tuple[RetentionRule, ...] = (
+    RetentionRule("door_counts", "retention_door_counts_days", "minute", "minute < ?",
+                  key="device, minute"),
 )
 
 def _event_cursor(store: Any) -> int:
@@ -67,13 +79,21 @@ KIND = DeviceKind(
     apps={"door-counter": ("edge.apps.door_counter", "DoorCounter")},
     docs="docs/door-counter.md",
     build=_build,
+    settings=("retention_door_counts_days",),
     migrations=MIGRATIONS,
+    retention=RETENTION,
+    retention_exempt={
+        "door_counters": "one row per counter (its live view)",
+        "door_counter_cursor": "one row",
+    },
     entries=_entries,
     event_cursor=_event_cursor,
     router=_router,
     auth=(
         ("GET", "/door-counters", ("read",)),                   # counts and occupancy
     ),
+    config={"retention": {"door_counts_days": ConfigKey("retention_door_counts_days", "float",
+                                                        non_negative)}},
     alerts=(
         AlertRule("event", "beam.stuck", "warning", "beam.stuck:{device}:{beam}",
                   "Door counter {device}: beam {beam} blocked for {blocked_ms} ms: it is out of "

@@ -4,7 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.kinds.base import CliFlag, ConfigKey, DeviceKind, KindContext, nonempty, positive
+from gateway.kinds.base import (
+    CliFlag,
+    ConfigKey,
+    DeviceKind,
+    KindContext,
+    RetentionRule,
+    non_negative,
+    nonempty,
+    positive,
+)
 
 
 def _build(ctx: KindContext) -> Any:
@@ -108,6 +117,31 @@ MIGRATIONS: tuple[str, ...] = (
         entries INTEGER NOT NULL);
     CREATE INDEX fitting_footfall_at ON fitting_footfall (at);
     """,
+    # 2: `GET /fitting/requests?state=&room=&after=` pages in rowid order (the creation order,
+    #    `seq`), each filter an index search (an index ends with the rowid: no sort)
+    """
+    CREATE INDEX fitting_requests_by_state ON fitting_requests (state);
+    CREATE INDEX fitting_requests_by_room ON fitting_requests (room);
+    CREATE INDEX fitting_requests_by_room_state ON fitting_requests (room, state);
+    """,
+)
+
+
+# retention of the history above ([retention] fitting_days, docs/fitting-rooms.md "Storage"):
+# a session and its try-ons `fitting_days` after it ended (never one that is on; the try-ons
+# first, by their session's end: a session's start <= its end, so the walk stops right), a
+# staff request after its last change (only final ones whose dispatch is final: `pinned = 0`),
+# a purchase and a door count after they were made
+RETENTION: tuple[RetentionRule, ...] = (
+    RetentionRule("fitting_tryons", "retention_fitting_days", "start",
+                  "EXISTS (SELECT 1 FROM fitting_sessions s WHERE s.id = fitting_tryons.session "
+                  'AND s."end" < ?)'),
+    RetentionRule("fitting_sessions", "retention_fitting_days", "start",
+                  '"end" IS NOT NULL AND "end" < ?'),
+    RetentionRule("fitting_requests", "retention_fitting_days", "created",
+                  "pinned = 0 AND updated < ?"),
+    RetentionRule("fitting_purchases", "retention_fitting_days", "at", "at < ?"),
+    RetentionRule("fitting_footfall", "retention_fitting_days", "at", "at < ?"),
 )
 
 
@@ -124,9 +158,12 @@ KIND = DeviceKind(
     build=_build,
     settings=("stock_file", "stock_url", "fitting_swap_n", "fitting_swap_window_s",
               "fitting_tube_station", "screens_texts_file", "screens_language",
-              "store_id", "chain_central_url", "chain_central_token_file"),
+              "store_id", "chain_central_url", "chain_central_token_file",
+              "retention_fitting_days"),
     needs=("tube",),
     migrations=MIGRATIONS,
+    retention=RETENTION,
+    retention_exempt={},
     router=_router,
     stream_kind="fitting",
     event_cursor=_event_cursor,
@@ -145,7 +182,7 @@ KIND = DeviceKind(
         "swap_n": ConfigKey("fitting_swap_n", "int", positive),
         "swap_window_s": ConfigKey("fitting_swap_window_s", "float", positive),
         "tube_station": ConfigKey("fitting_tube_station", "str", nonempty),
-    }},
+    }, "retention": {"fitting_days": ConfigKey("retention_fitting_days", "float", non_negative)}},
     flags=(
         CliFlag("--stock", "stock_file", after="--samples", options={
             "type": Path, "default": None,

@@ -10,7 +10,7 @@ session, out of stock, a transition that is not allowed) or 422 (bad GTIN).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -18,10 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.devices.protocol import is_device_id
 from gateway.http.screen_texts import ScreenTexts, inject
-from gateway.kinds.fitting_room.core import FittingError
+from gateway.kinds.fitting_room.core import REQUEST_STATES, FittingError
 from gateway.kinds.fitting_room.service import FittingService
 
 MIRROR_HTML = Path(__file__).with_name("mirror.html")
+MAX_REQUESTS_PAGE = 1000   # GET /fitting/requests: requests per page
+RequestState = Literal["open", "acknowledged", "on_the_way", "done", "cancelled"]
+assert get_args(RequestState) == REQUEST_STATES, "RequestState must list core.REQUEST_STATES"
+_STATE_QUERY = Query(None, description="only requests in this state (`open` for the to-do list)")
 _STATUS = {"unknown-room": 404, "unknown-request": 404, "bad-gtin": 422, "bad-state": 422,
            "unknown-product": 404}
 
@@ -86,6 +90,9 @@ class FittingRequestOut(BaseModel):
     reason: str | None
     via: str = Field(description="who fetches it: `staff` or a dispatcher (`tube`)")
     history: list[list[Any]] = Field(description="[state, at (unix ms)], oldest first")
+    seq: int | None = Field(default=None, description="`GET /fitting/requests` only: its place "
+                                                      "in creation order, the `after` of the "
+                                                      "next page")
     session: str | None = None
     source: str | None = Field(default=None, description="call: `button` or `mirror`")
     garments: list[dict[str, Any]] | None = Field(default=None, description="call, advice: "
@@ -180,10 +187,18 @@ def router(fr: FittingService) -> APIRouter:
         return q
 
     @r.get("/fitting/requests", response_model=list[FittingRequestOut], response_model_exclude_unset=True)
-    async def fitting_requests(state: str | None = None, room: str | None = None
-                               ) -> list[dict[str, Any]]:
-        """Staff: requests (`state=open` for the to-do list)."""
-        return await fr.all_requests(state, room)
+    async def fitting_requests(
+            state: RequestState | None = _STATE_QUERY,
+            room: str | None = Query(None, max_length=64, description="only this room's"),
+            after: int = Query(0, ge=0, le=2**62, description="the `seq` of the last request "
+                                                               "of the previous page"),
+            limit: int = Query(100, ge=1, le=MAX_REQUESTS_PAGE,
+                               description=f"page size, at most {MAX_REQUESTS_PAGE}")
+            ) -> list[dict[str, Any]]:
+        """Staff: requests in the order they were made, a page at a time: pass the last one's
+        `seq` as `after` for the next page (an empty page: no more). A `limit` above
+        1000 or an unknown `state` is refused (422)."""
+        return await fr.requests_page(state, room, after, limit)
 
     @r.post("/fitting/requests/{rid}", response_model=FittingRequestOut, response_model_exclude_unset=True)
     async def fitting_request_update(rid: str, body: RequestUpdateIn) -> Any:

@@ -186,10 +186,19 @@ def _request_tx(store: Store, rid: str) -> dict[str, Any] | None:
     return None if row is None else json.loads(row[0])
 
 
-def _requests_tx(store: Store, state: str | None, room: str | None) -> list[dict[str, Any]]:
-    return [json.loads(r[0]) for r in store.conn.execute(
-        "SELECT data FROM fitting_requests WHERE (? IS NULL OR state = ?) AND (? IS NULL OR room = ?) "
-        "ORDER BY rowid", (state, state, room, room))]
+def requests_page(store: Store, state: str | None, room: str | None, after: int, limit: int
+                  ) -> list[dict[str, Any]]:
+    """`GET /fitting/requests`: up to `limit` requests after `seq` `after`, in creation order
+    (`seq`: the row's rowid, stable across updates, which are upserts), each filter an index
+    search (kind migration 2)."""
+    sql = "SELECT rowid, data FROM fitting_requests WHERE rowid > ?"
+    args: list[Any] = [after]
+    for col, value in (("state", state), ("room", room)):
+        if value is not None:
+            sql += f" AND {col} = ?"
+            args.append(value)
+    return [{**json.loads(r[1]), "seq": r[0]} for r in store.conn.execute(
+        sql + " ORDER BY rowid LIMIT ?", (*args, limit))]
 
 
 def _analytics_tx(store: Store, start: int | None, end: int | None
@@ -422,10 +431,11 @@ class FittingService(StatefulService):
         return [q for q in self.core.requests.values()
                 if (state is None or q["state"] == state) and (room is None or q["room"] == room)]
 
-    async def all_requests(self, state: str | None = None,
-                           room: str | None = None) -> list[dict[str, Any]]:
-        """Every request in the table (each change is written before it is answered)."""
-        return await self.db.read(_requests_tx, state, room)
+    async def requests_page(self, state: str | None = None, room: str | None = None,
+                            after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """A page of the requests in the table (each change is written before it is answered),
+        each with its `seq`: see `requests_page` (the function)."""
+        return await self.db.read(requests_page, state, room, after, limit)
 
     async def view(self, room: str) -> dict[str, Any]:
         """What the mirror shows: garments with product details and availability."""

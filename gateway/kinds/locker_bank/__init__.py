@@ -4,7 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.kinds.base import AlertRule, CliFlag, ConfigKey, DeviceKind, KindContext, positive
+from gateway.kinds.base import (
+    AlertRule,
+    CliFlag,
+    ConfigKey,
+    DeviceKind,
+    KindContext,
+    RetentionRule,
+    non_negative,
+    positive,
+)
 
 
 def _build(ctx: KindContext) -> Any:
@@ -71,6 +80,18 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# retention ([retention] lockers_days, docs/lockers.md "Storage"): a finished order's public
+# record `lockers_days` after it finished. The other tables stay bounded without an age:
+RETENTION: tuple[RetentionRule, ...] = (
+    RetentionRule("locker_history", "retention_lockers_days", "closed", "closed < ?"),
+)
+RETENTION_EXEMPT = {
+    "locker_orders": "live orders and those finished less than a day ago (service.ARCHIVE_AFTER_S), "
+                     "then moved to locker_history",
+    "locker_ops": "the newest service.OPS_KEEP idempotency keys of each bank",
+}
+
+
 def _event_cursor(store: Any) -> dict[str, int]:
     """Each bank's events.id applied up to (retention keeps what is above it)."""
     return {r[0]: r[1] for r in store.conn.execute("SELECT bank, cursor FROM lockers")}
@@ -82,8 +103,10 @@ KIND = DeviceKind(
     docs="docs/lockers.md",
     build=_build,
     settings=("locker_tick_s", "locker_reserve_s", "locker_pickup_window_s", "locker_keys_file",
-              "screens_texts_file", "screens_language"),
+              "screens_texts_file", "screens_language", "retention_lockers_days"),
     migrations=MIGRATIONS,
+    retention=RETENTION,
+    retention_exempt=RETENTION_EXEMPT,
     router=_router,
     stream_kind="locker",
     event_cursor=_event_cursor,
@@ -118,7 +141,8 @@ KIND = DeviceKind(
                   "Locker {device}, door {compartment}: a pickup was interrupted by a power cut"),
     ),
     config={"lockers": {"tick_s": ConfigKey("locker_tick_s", "float", positive),
-                        "keys_file": ConfigKey("locker_keys_file", "path")}},
+                        "keys_file": ConfigKey("locker_keys_file", "path")},
+            "retention": {"lockers_days": ConfigKey("retention_lockers_days", "float", non_negative)}},
     flags=(
         CliFlag("--locker-reserve", "locker_reserve_s", after="--ack-linger-ms", options={
             "type": float, "default": 4 * 3600, "metavar": "SECONDS",

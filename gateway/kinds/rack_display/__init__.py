@@ -61,6 +61,11 @@ KIND = DeviceKind(
     build=_build,
     settings=("screens_texts_file", "screens_language"),
     migrations=MIGRATIONS,
+    retention_exempt={
+        "rack_likes": "the service deletes a feed event id after 30 days (service.LIKE_IDS_KEEP_MS)",
+        "rack_products": "one row per product liked",
+        "racks": "one row per display",
+    },
     router=_router,
     auth=(
         ("POST", "/likes", ("likes",)),                  # the online shop's likes feed

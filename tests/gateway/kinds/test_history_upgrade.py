@@ -109,7 +109,11 @@ def test_an_old_database_is_split_into_tables_and_answers_the_same(tmp_path):
             f = want["fitting"]
             assert fit.rooms() == f["rooms"]
             assert {r: await fit.view(r) for r in f["views"]} == f["views"]
-            assert await fit.all_requests() == f["requests"]
+            listed, after = [], 0
+            while page := await fit.requests_page(after=after, limit=1000):
+                listed += page
+                after = page[-1]["seq"]
+            assert [{k: v for k, v in r.items() if k != "seq"} for r in listed] == f["requests"]
             assert await fit.analytics(None, None) == f["analytics"]
             day1 = want["clock"] - 3 * 86_400_000 - 10 * 3_600_000 + 86_400_000
             assert await fit.analytics(day1, day1 + 86_400_000) == f["analytics_day1"]

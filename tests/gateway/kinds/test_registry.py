@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,52 @@ def test_reading_the_registry_loads_no_service_and_no_fastapi():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def _kind_tables(kind: DeviceKind) -> tuple[set[str], sqlite3.Connection]:
+    """The tables a kind's migrations create, on top of the core schema."""
+    from gateway.storage.store import migrate, migrate_kind
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    migrate_kind(conn, "-", ())  # its bookkeeping table (kind_schema) is not the kind's
+    before = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    migrate_kind(conn, kind.name, kind.migrations)
+    after = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return after - before, conn
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+def test_every_table_of_a_kind_has_a_retention_rule_or_says_why_not(kind):
+    """A kind's history table that no rule prunes grows for ever (issue 17: the fitting rooms'
+    and the lockers' rules were named in gateway/storage/retention.py, a shared tier). Each
+    table its migrations create is pruned by one of its own rules (`DeviceKind.retention`) or
+    listed in `retention_exempt` with why it stays bounded; a rule's age is a [retention] key
+    the kind declares, a GatewayConfig field in its settings; its SQL is valid."""
+    tables, conn = _kind_tables(kind)
+    ruled = {r.table for r in kind.retention}
+    assert ruled <= tables, f"{kind.name} prunes a table its migrations do not create"
+    assert not ruled & set(kind.retention_exempt), kind.name
+    assert tables == ruled | set(kind.retention_exempt), \
+        f"{kind.name}: no retention rule for {sorted(tables - ruled - set(kind.retention_exempt))}"
+    ages = {key.field for key in kind.config.get("retention", {}).values()}
+    for rule in kind.retention:
+        assert rule.days in ages and rule.days in kind.settings, (kind.name, rule.table)
+        assert isinstance(getattr(GatewayConfig(), rule.days), float), rule.days
+        assert rule.delete.count("?") == 1, rule.table
+        key = rule.key or "rowid"   # a WITHOUT ROWID table names its key
+        conn.execute(f"EXPLAIN DELETE FROM {rule.table} WHERE ({key}) IN (SELECT {key} FROM "
+                     f"{rule.table} WHERE {rule.delete} ORDER BY {rule.order})", (0,))
+    assert all(why.strip() for why in kind.retention_exempt.values())
+    conn.close()
+
+
+def test_a_kind_with_history_tables_has_rules_and_the_shared_tier_names_none():
+    """The check above is not empty (two kinds prune their history), and the shared retention
+    module names no kind's table: it iterates what it is given."""
+    assert {r.table for k in KINDS for r in k.retention} >= {
+        "fitting_sessions", "fitting_tryons", "fitting_requests", "fitting_purchases",
+        "fitting_footfall", "locker_history"}
+    src = (ROOT / "gateway/storage/retention.py").read_text()
+    for k in KINDS:
+        for table in _kind_tables(k)[0]:
+            assert table not in src, f"gateway/storage/retention.py names {table} ({k.name})"

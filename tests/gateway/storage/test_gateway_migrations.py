@@ -109,7 +109,7 @@ def old_v4_store(path) -> None:
 
 def test_a_fresh_database_gets_every_table_from_the_migrations(tmp_path):
     conn = connect(tmp_path / "gw.db")
-    assert migrate(conn) == len(MIGRATIONS) == 20
+    assert migrate(conn) == len(MIGRATIONS) == 21
     got = tables(conn)
     for name in ("tube_state", "tube_jobs", "fitting", "webhook_subscriptions",
                  "webhook_deliveries", "chain_outbox", "api_tokens", "audit", "alerts", "fw_rollouts",

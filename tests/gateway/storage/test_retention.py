@@ -6,10 +6,13 @@ free between them; incremental auto-vacuum gives the space back. A scripted cloc
 import asyncio
 import sqlite3
 
+from gateway.aisle import RETENTION as AISLE_RETENTION
+from gateway.app import GatewayConfig
 from gateway.config_file import ConfigError, parse
+from gateway.kinds.registry import retention_rules
 from gateway.storage import retention
 from gateway.storage.db import Database
-from gateway.storage.retention import DAY_MS, Retention, RetentionPolicy, kind_floor
+from gateway.storage.retention import DAY_MS, HOUR_MS, Retention, RetentionPolicy, kind_floor
 from gateway.storage.store import Store, connect, migrate
 
 NOW = 1_000 * DAY_MS            # the scripted clock: day 1000
@@ -36,12 +39,23 @@ def _seqs(store: Store, dev: str) -> list[int]:
                                              (dev,))]
 
 
+KIND_DAYS = ("fitting_days", "lockers_days", "aisle_days", "door_counts_days")
+
+
+def _rules(**days):
+    """As gateway/app.py hands them over: each kind's rules (DeviceKind.retention) and the
+    aisle's, with the age of their [retention] key (GatewayConfig's default unless given)."""
+    cfg = GatewayConfig(**{f"retention_{k}": v for k, v in days.items()})
+    return [(r, float(getattr(cfg, r.days))) for r in (*retention_rules(), *AISLE_RETENTION)]
+
+
 async def _open(tmp_path, fill, **policy):
     db = Database(tmp_path / "gw.db")
     await db.__aenter__()
     await db.write(fill)
     floors = policy.pop("floors", ())
-    return db, Retention(db, RetentionPolicy(**policy), lambda: NOW, floors=floors)
+    rules = _rules(**{k: policy.pop(k) for k in KIND_DAYS if k in policy})
+    return db, Retention(db, RetentionPolicy(**policy), lambda: NOW, floors=floors, rules=rules)
 
 
 def test_old_settled_events_go_recent_and_unsettled_stay(tmp_path):
@@ -304,8 +318,10 @@ def test_the_retention_section_of_the_config_file():
     cfg = parse({"retention": {"events_days": 7, "commands_days": 0, "batch_rows": 500}}).gateway
     assert (cfg.retention_events_days, cfg.retention_commands_days, cfg.retention_batch_rows) == \
         (7.0, 0.0, 500)
-    cfg = parse({"retention": {"fitting_days": 730, "lockers_days": 0}}).gateway
-    assert (cfg.retention_fitting_days, cfg.retention_lockers_days) == (730.0, 0.0)
+    cfg = parse({"retention": {"fitting_days": 730, "lockers_days": 0, "aisle_days": 30,
+                               "event_hours_days": 1000}}).gateway
+    assert (cfg.retention_fitting_days, cfg.retention_lockers_days, cfg.retention_aisle_days,
+            cfg.retention_event_hours_days) == (730.0, 0.0, 30.0, 1000.0)
     try:
         parse({"retention": {"events_days": -1, "batch_rows": 10**6}})
     except ConfigError as exc:
@@ -386,3 +402,153 @@ def test_a_database_without_the_kinds_tables_is_pruned_all_the_same(tmp_path):
 
     report = run(main())
     assert "fitting_sessions" not in report.deleted and report.deleted["commands"] == 2
+
+
+def _fill_aisle(store: Store) -> None:
+    """The endless aisle's tables (core migration 19): each request in a state a rule must
+    tell apart, old unless its name says otherwise."""
+    def request(rid, route, state, updated):
+        store.conn.execute(
+            "INSERT INTO aisle_requests (id, who, digest, origin, gtin, name, route, state, lang, "
+            "created, updated) VALUES (?, 't', 'd', 'pad-1', 'g', 'n', ?, ?, 'en', ?, ?)",
+            (rid, route, state, OLD, updated))
+
+    def message(rid, state, attempts_at):
+        mid = store.conn.execute(
+            "INSERT INTO aisle_outbox (request, channel, masked, state, attempts, next_at, created) "
+            "VALUES (?, 'sms', 'x', ?, ?, 0, ?)", (rid, state, len(attempts_at), OLD)).lastrowid
+        for n, t in enumerate(attempts_at, 1):
+            store.conn.execute("INSERT INTO aisle_deliveries (message, attempt, t, ok) "
+                               "VALUES (?, ?, ?, 1)", (mid, n, t))
+    with store.transaction():
+        request("floor-old", "floor", "open", OLD)            # a floor request: nothing follows it
+        request("tube-young", "tube", "open", RECENT)
+        request("order-open", "order", "open", OLD)           # the locker flow still follows it
+        request("order-done", "order", "closed", OLD)
+        message("order-done", "delivered", [OLD, OLD])
+        request("order-failed", "order", "closed", OLD)
+        message("order-failed", "failed", [OLD, RECENT])      # its last attempt is recent
+        request("order-pending", "order", "closed", OLD)
+        message("order-pending", "pending", [OLD])            # still being sent: never
+
+
+def _aisle_left(store: Store) -> dict[str, list]:
+    q = {"requests": "SELECT id FROM aisle_requests",
+         "messages": "SELECT r.id FROM aisle_outbox o JOIN aisle_requests r ON r.id = o.request",
+         "attempts": "SELECT r.id || ':' || d.attempt FROM aisle_deliveries d "
+                     "JOIN aisle_outbox o ON o.id = d.message JOIN aisle_requests r ON r.id = o.request"}
+    return {k: sorted(r[0] for r in store.conn.execute(sql)) for k, sql in q.items()}
+
+
+def test_the_aisle_tables_by_aisle_days(tmp_path):
+    """aisle_days (90 by default): a request, its message and their delivery log go once old
+    and final, children first (the foreign keys hold); an open order, a pending message and
+    what hangs on a recent attempt stay."""
+    async def main(**policy):
+        db, ret = await _open(tmp_path, _fill_aisle, **policy)
+        try:
+            report = await ret.run_once()
+            return report, await db.read(_aisle_left)
+        finally:
+            await db.close()
+
+    report, left = run(main())
+    assert left == {"requests": ["order-failed", "order-open", "order-pending", "tube-young"],
+                    "messages": ["order-failed", "order-pending"],
+                    "attempts": ["order-failed:2", "order-pending:1"]}
+    assert (report.deleted["aisle_requests"], report.deleted["aisle_outbox"],
+            report.deleted["aisle_deliveries"]) == (2, 1, 3)
+
+
+def test_aisle_days_zero_keeps_the_aisle_forever(tmp_path):
+    async def main():
+        db, ret = await _open(tmp_path, _fill_aisle, aisle_days=0)
+        try:
+            await ret.run_once()
+            return await db.read(_aisle_left)
+        finally:
+            await db.close()
+
+    left = run(main())
+    assert len(left["requests"]) == 6 and len(left["attempts"]) == 5
+
+
+def _fill_hours(store: Store) -> None:
+    """Hourly rollups on each side of event_hours_days (730 by default): far past the raw
+    events' 30 days, they stay."""
+    with store.transaction():
+        for days_ago in (800, 731, 729, 400, 31):
+            hour = (NOW - days_ago * DAY_MS) // HOUR_MS * HOUR_MS
+            for dev in ("pad-1", "pad-2"):
+                store.conn.execute("INSERT INTO event_hours (device, type, hour, n) "
+                                   "VALUES (?, 'tag.placed', ?, ?)", (dev, hour, days_ago))
+
+
+async def _hours_with(path, **policy):
+    path.mkdir()
+    db, ret = await _open(path, _fill_hours, **policy)
+    try:
+        report = await ret.run_once()
+        return report, await db.read(lambda s: sorted(
+            r[0] for r in s.conn.execute("SELECT DISTINCT n FROM event_hours")))
+    finally:
+        await db.close()
+
+
+def test_hourly_rollups_by_event_hours_days(tmp_path):
+    report, left = run(_hours_with(tmp_path / "a"))
+    assert left == [31, 400, 729] and report.deleted["event_hours"] == 4
+    # one row a batch: the walk goes on until no row is older than the cutoff
+    report, left = run(_hours_with(tmp_path / "b", batch_rows=1, event_hours_days=30))
+    assert left == [] and report.deleted["event_hours"] == 10 and report.batches >= 11
+
+
+def test_the_gateway_hands_every_kinds_and_the_aisles_rules_with_their_configured_age(tmp_path):
+    """gateway/app.py: the core rules with the policy's ages, then each kind's and the aisle's
+    with the age of their [retention] key (a key set in the config reaches its rule)."""
+    from gateway.app import Gateway
+    gw = Gateway(GatewayConfig(db_path=tmp_path / "gw.db", retention_fitting_days=200.0,
+                               retention_aisle_days=7.0, retention_event_hours_days=1000.0))
+    ages = {rule.table: days for rule, days in gw.retention.rules}
+    assert ages["fitting_sessions"] == ages["fitting_footfall"] == 200.0
+    assert ages["locker_history"] == 365.0 and ages["event_hours"] == 1000.0
+    assert ages["aisle_requests"] == ages["aisle_outbox"] == ages["aisle_deliveries"] == 7.0
+    assert ages["events"] == 30.0
+    order = [rule.table for rule, _ in gw.retention.rules]
+    assert order.index("fitting_tryons") < order.index("fitting_sessions")   # child first
+    assert order.index("aisle_deliveries") < order.index("aisle_outbox") < order.index("aisle_requests")
+
+
+def test_the_door_counters_minutes_by_door_counts_days(tmp_path):
+    """A WITHOUT ROWID table of a kind (door_counts: device, minute), walked by minute: the
+    minutes before the window go, the ones at its edge and after stay, for every counter."""
+    from gateway.kinds.door_counter import MIGRATIONS as DOORS
+    from gateway.storage.store import migrate_kind
+    edge = NOW - 365 * DAY_MS
+
+    def fill(store):
+        migrate_kind(store.conn, "doors", DOORS)
+        with store.transaction():
+            for dev in ("door-1", "door-2"):
+                for minute in (OLD, OLD + 60_000, edge - 60_000, edge, RECENT):
+                    store.conn.execute(
+                        "INSERT INTO door_counts (device, minute, entries, exits, oos_ms, "
+                        "occupancy, ev) VALUES (?, ?, 1, 1, 0, 0, 1)", (dev, minute))
+
+    def left(store):
+        return sorted(tuple(r) for r in store.conn.execute("SELECT device, minute FROM door_counts"))
+
+    async def main(path, **policy):
+        path.mkdir()
+        db, ret = await _open(path, fill, **policy)
+        try:
+            report = await ret.run_once()
+            return report, await db.read(left)
+        finally:
+            await db.close()
+
+    report, rows = run(main(tmp_path / "a", batch_rows=2))
+    assert rows == [(d, m) for d in ("door-1", "door-2") for m in (edge, RECENT)]
+    assert report.deleted["door_counts"] == 6
+    _, rows = run(main(tmp_path / "b", door_counts_days=0))
+    assert len(rows) == 10
