@@ -264,6 +264,7 @@ class CoapTransport(Link):
         self._last_tx = ticks_ms()
         self.full = None  # the runtime's: True while it handles as many commands as it may
         self._born = False
+        self._again = False  # the last poll's message was not taken: say so in the next poll
 
     # ---- public API (as MQTTClient) -------------------------------------------------------
 
@@ -291,7 +292,21 @@ class CoapTransport(Link):
                 self.session = json.loads(p)["body"]["session"]
             except (ValueError, KeyError, TypeError):
                 pass
-        code, opts, body = await self._call(self._req_lock, POST, ch, self._query(), p)
+        for again in range(3):
+            # an event's or birth's response carries the gateway's ack, rebirth or new_epoch:
+            # one that finds no heap to be taken in is asked for again by repeating the request
+            # with again=1 (the gateway is idempotent for both; issue 16)
+            q = self._query()
+            if again:
+                q.append("again=1")
+            code, opts, body = await self._call(self._req_lock, POST, ch, q, p)
+            if code >> 5 != 2 or ch not in ("evt", "birth") or again == 2:
+                break
+            if body is None or (body and self._deliver(body) is False):
+                await asyncio.sleep_ms(100)  # the heap changes as the other tasks go on
+                continue
+            body = b""  # delivered
+            break
         if ch == "birth":
             self._born = True  # the poll may start: the gateway knows this session now
         cls = code >> 5
@@ -485,6 +500,10 @@ class CoapTransport(Link):
                 continue
             q = self._query()
             q.append("hold=%d" % self.hold)
+            again = self._again
+            if again:  # the gateway sends the last message again (docs/protocol.md)
+                q.append("again=1")
+            self._again = True  # until this poll's message is taken (or there was none)
             try:
                 code, opts, body = await self._call(self._poll_lock, GET, "cmd", q, None,
                                                     (self.hold * 1000) + self._rt)
@@ -498,13 +517,14 @@ class CoapTransport(Link):
                 continue
             self.stats["polls"] += 1
             if code == CONTENT:
-                if body:
-                    self._deliver(body)
+                self._again = bool(body) and self._deliver(body) is False
             else:  # 5.03 with Max-Age, or the gateway does not know this resource
+                self._again = again
                 self.stats["busy"] += 1
                 await asyncio.sleep_ms(1000 * opt_uint(opts, OPT_MAX_AGE, self.hold))
 
     def _deliver(self, body):
+        # False: no heap to take it now (asked for again); anything else: taken or refused
         if body[:1] == b"\0":  # a firmware chunk, the answer to a POST .../ota (docs/ota.md)
             t = self.prefix + "ctl"
             if t in self._subs and self.on_message:
@@ -512,7 +532,10 @@ class CoapTransport(Link):
             return
         try:
             mtype = json.loads(body).get("type")
-        except (ValueError, AttributeError, MemoryError):  # MemoryError: deeply nested JSON
+        except MemoryError:  # no heap now, or JSON nested too deep (the gateway gives up)
+            self.stats["rx_dropped"] += 1
+            return False
+        except (ValueError, AttributeError):
             self._err(ValueError("bad message from gateway"))
             return
         topic = self.prefix + ("cmd" if mtype == "cmd" else "ctl")
@@ -520,7 +543,7 @@ class CoapTransport(Link):
             self.stats["cmds"] += 1
         if topic in self._subs and self.on_message:
             try:
-                self.on_message(topic, body)
+                return self.on_message(topic, body)  # the runtime's False: no heap for it
             except Exception as e:
                 self._err(e)
 
@@ -607,13 +630,14 @@ class CoapTransport(Link):
             else:
                 r = await self._exchange(code, opts, payload, wait_ms)
             body = r[2]
-            while True:
+            while body is not None:  # None: a POST's response had no hole (_exchange)
                 b2 = opt_uint(r[1], OPT_BLOCK2)
                 if b2 is None or not b2 & 8:
                     break
                 nxt = (b2 >> 4) + 1
                 if len(body) >= 4096:  # and more to come: larger than the protocol allows
                     self.stats["rx_dropped"] += 1  # refused before its next block is fetched
+                    self._again = False  # for good: not asked for again
                     raise OSError(errno.ENOBUFS)
                 r = await self._exchange(code, opts + [(OPT_BLOCK2, block_opt(nxt, False, b2 & 7))],
                                          None, wait_ms)
@@ -621,8 +645,8 @@ class CoapTransport(Link):
                     return r
                 try:
                     body += r[2]
-                except MemoryError:  # no hole for the body so far: drop it, go on (a command
-                    self.stats["rx_dropped"] += 1  # is re-sent by the gateway until answered)
+                except MemoryError:  # no hole for the body so far: drop it, go on (the
+                    self.stats["rx_dropped"] += 1  # next poll asks for it again)
                     raise OSError(errno.ENOBUFS)
             return r[0], r[1], body
 
@@ -679,14 +703,13 @@ class CoapTransport(Link):
                 # a retransmission does not help: the gateway's dedupe answers it with the same
                 # datagram, and on a quiet device the heap is the same too, so the lane stalled
                 # for 2 + 4 + 8 ... s and the commands behind waited (issue 16: 20 s without an
-                # answer to the kit's `ping` after a 4 KB message at 96 KB). Ended now instead:
-                # a poll's message is dropped (a command is re-sent by the gateway until it is
-                # answered); a POST was taken by the gateway, only the ctl on its response is
-                # lost (acks are cumulative and ride every event's response).
+                # answer to the kit's `ping` after a 4 KB message at 96 KB). Ended now instead,
+                # and the message asked for again: the next poll says again=1 (_poller); a
+                # POST was taken by the gateway, publish() repeats it with again=1 (None here)
                 self.stats["rx_dropped"] += 1
                 if code == GET:
                     raise OSError(errno.ENOBUFS)
-                return ex.resp[0], ex.resp[1], b""
+                return ex.resp[0], ex.resp[1], None
             return ex.resp
         finally:
             self._ex.pop(mid, None)

@@ -36,8 +36,9 @@ REDELIVER_S = 2.0  # a command without a final reply is delivered again (the gat
 REQUESTS_MAX = 100_000  # request times kept for the heartbeat clause (a run makes a few hundred)
 
 # the device request being handled (set by KitEdge.handle): tells the device's own messages from
-# the ones the edge makes up (an `online` on a device's return, an `offline` after its silence)
-_request: contextvars.ContextVar[tuple[str, bytes] | None] = contextvars.ContextVar(
+# the ones the edge makes up (an `online` on a device's return, an `offline` after its silence);
+# and whether it is a repeat with `again=1` (its response could not be taken by the device)
+_request: contextvars.ContextVar[tuple[str, bytes, bool] | None] = contextvars.ContextVar(
     "conformance_request", default=None)
 
 
@@ -66,7 +67,7 @@ class KitEdge(CoapEdge):
         return answer
 
     async def handle(self, dev: str, channel: str, request: aiocoap.Message):
-        token = _request.set((channel, request.payload))
+        token = _request.set((channel, request.payload, "again=1" in request.opt.uri_query))
         try:
             return await super().handle(dev, channel, request)
         finally:
@@ -193,7 +194,8 @@ class CoapGatewaySide(GatewaySide):
         if not from_device:  # made up by the edge (liveness): not the device's behaviour
             self.record("gateway-" + channel, payload, obj)
             return
-        msg = self.record(channel, payload, obj)
+        # a repeat with again=1 is recorded, marked: clauses that count sends skip it
+        msg = self.record(channel, payload, obj, meta={"again": True} if req[2] else None)
         if channel == "birth" and obj and msg.epoch:
             first = msg.body.get("first")
             upto = self.acked.get(msg.epoch, 0)
