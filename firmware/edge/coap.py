@@ -517,7 +517,11 @@ class CoapTransport(Link):
                 continue
             self.stats["polls"] += 1
             if code == CONTENT:
-                self._again = bool(body) and self._deliver(body) is False
+                # asked for again: a message of one block (every ctl message) that found no
+                # heap. Not a body of several blocks: too big to be sure of a hole, and junk
+                # (4 KB of nested JSON) asked for again held the commands behind it for seconds
+                # each time at 96 KB; a command comes again anyway (redelivery every 2 s)
+                self._again = bool(body) and self._deliver(body) is False and len(body) <= 512
             else:  # 5.03 with Max-Age, or the gateway does not know this resource
                 self._again = again
                 self.stats["busy"] += 1
@@ -635,9 +639,9 @@ class CoapTransport(Link):
                 if b2 is None or not b2 & 8:
                     break
                 nxt = (b2 >> 4) + 1
+                self._again = False  # a body of several blocks is not asked for again (_poller)
                 if len(body) >= 4096:  # and more to come: larger than the protocol allows
                     self.stats["rx_dropped"] += 1  # refused before its next block is fetched
-                    self._again = False  # for good: not asked for again
                     raise OSError(errno.ENOBUFS)
                 r = await self._exchange(code, opts + [(OPT_BLOCK2, block_opt(nxt, False, b2 & 7))],
                                          None, wait_ms)
@@ -645,8 +649,8 @@ class CoapTransport(Link):
                     return r
                 try:
                     body += r[2]
-                except MemoryError:  # no hole for the body so far: drop it, go on (the
-                    self.stats["rx_dropped"] += 1  # next poll asks for it again)
+                except MemoryError:  # no hole for the body so far: drop it, go on (a command
+                    self.stats["rx_dropped"] += 1  # is re-sent by the gateway until answered)
                     raise OSError(errno.ENOBUFS)
             return r[0], r[1], body
 
@@ -708,6 +712,8 @@ class CoapTransport(Link):
                 # POST was taken by the gateway, publish() repeats it with again=1 (None here)
                 self.stats["rx_dropped"] += 1
                 if code == GET:
+                    if (opt_uint(ex.resp[1], OPT_BLOCK2) or 0) & 8:
+                        self._again = False  # the first block of several: not asked for again
                     raise OSError(errno.ENOBUFS)
                 return ex.resp[0], ex.resp[1], None
             return ex.resp

@@ -215,13 +215,14 @@ def test_block2_body_is_delivered_whole_and_one_over_the_limit_is_refused_early(
     than 512 (issue 16: at 96 KB a 1,025-byte copy found no hole and the poll stalled). A
     3,000-byte command is delivered whole and once; a 5,000-byte one is refused as soon as it
     cannot fit the protocol's 4,096 bytes (block 8 is never asked for), counted, and the
-    poller goes on to the next message."""
+    poller goes on to the next message, without asking for it again (`again=1`)."""
     cmd_a = ('{"v":1,"dev":"fw-1","type":"cmd","id":"a","t":1,"body":{"pad":"%s"}}'
              % ("a" * 2930)).encode()
     cmd_b = ('{"v":1,"dev":"fw-1","type":"cmd","id":"b","t":1,"body":{"pad":"%s"}}'
              % ("b" * 4930)).encode()
     cmd_c = cmd_a.replace(b'"id":"a"', b'"id":"c"')
     polls: list[tuple[int, int, int | None]] = []  # (which body, block asked for, SZX asked for)
+    agains: list[bool] = []  # each new poll: did it say again=1?
 
     def on_request(data: bytes, addr) -> None:
         req = Message.decode(data)
@@ -231,6 +232,7 @@ def test_block2_body_is_delivered_whole_and_one_over_the_limit_is_refused_early(
         num = b2.block_number if b2 else 0
         if num == 0:  # a new poll
             which = sum(1 for _, n, _ in polls if n == 0)
+            agains.append("again=1" in req.opt.uri_query)
         else:
             which = next(w for w, n, _ in reversed(polls) if n == 0)
         polls.append((which, num, b2.size_exponent if b2 else None))
@@ -267,6 +269,7 @@ print("rx_dropped", c.stats.get("rx_dropped"), "connected", c.is_connected())
         assert "rx_dropped 1 connected True" in out, out
         asked_b = [n for w, n, _ in polls if w == 1 and n != 0]
         assert asked_b == [1, 2, 3, 4, 5, 6, 7], polls  # refused before block 8: 8 fill 4 KB
+        assert not any(agains), agains  # refused for good, not asked for again
     finally:
         peer.close()
 
