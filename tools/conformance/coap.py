@@ -6,9 +6,12 @@ the challenge and the per-request HMAC) with a throwaway key the kit makes for t
 Where the gateway would persist (its ingest handler) the kit records instead: every message the
 device POSTs, raw and in order, as `Msg`s on the same channels as over MQTT (birth, status,
 evt, reply), plus `auth` (each `GET`/`POST auth` and every 4.01) and the time of every request
-(for the heartbeat). Gateway-to-device traffic bypasses the edge's filters on purpose: the kit
-puts commands into the mailbox as they are (a command past its deadline, malformed bytes), so
-the device's own behaviour is what gets checked. The edge runs on its own event loop in a
+(for the heartbeat). A birth or event the device repeats with `again=1` (it could not take the
+response in: docs/protocol.md "Delivery of cmd and ctl messages") is recorded with
+`meta["again"]`; the edge sends the message it asks for again, as the gateway does.
+Gateway-to-device traffic bypasses the edge's filters on purpose: the kit puts commands into
+the mailbox as they are (a command past its deadline, malformed bytes), so the device's own
+behaviour is what gets checked. The edge runs on its own event loop in a
 thread; the clauses call in from theirs, as with `MqttGatewaySide`."""
 from __future__ import annotations
 
