@@ -302,7 +302,7 @@ class CoapTransport(Link):
             code, opts, body = await self._call(self._req_lock, POST, ch, q, p)
             if code >> 5 != 2 or ch not in ("evt", "birth") or again == 2:
                 break
-            if body is None or (body and self._deliver(body) is False):
+            if body is None or (body and self._deliver(body, 0 in opts) is False):
                 await asyncio.sleep_ms(100)  # the heap changes as the other tasks go on
                 continue
             body = b""  # delivered
@@ -521,13 +521,15 @@ class CoapTransport(Link):
                 # heap. Not a body of several blocks: too big to be sure of a hole, and junk
                 # (4 KB of nested JSON) asked for again held the commands behind it for seconds
                 # each time at 96 KB; a command comes again anyway (redelivery every 2 s)
-                self._again = bool(body) and self._deliver(body) is False and len(body) <= 512
+                glued = 0 in opts and not opt_uint(opts, OPT_BLOCK2, 0) >> 4  # one block only
+                self._again = bool(body) and self._deliver(body, glued) is False and (
+                    glued or len(body) <= 512)
             else:  # 5.03 with Max-Age, or the gateway does not know this resource
                 self._again = again
                 self.stats["busy"] += 1
                 await asyncio.sleep_ms(1000 * opt_uint(opts, OPT_MAX_AGE, self.hold))
 
-    def _deliver(self, body):
+    def _deliver(self, body, glued=False):
         # False: no heap to take it now (asked for again); anything else: taken or refused
         if body[:1] == b"\0":  # a firmware chunk, the answer to a POST .../ota (docs/ota.md)
             t = self.prefix + "ctl"
@@ -540,6 +542,8 @@ class CoapTransport(Link):
             self.stats["rx_dropped"] += 1
             return False
         except (ValueError, AttributeError):
+            if glued:  # maybe the next datagram came glued to it (_read): ask for it again
+                return False
             self._err(ValueError("bad message from gateway"))
             return
         topic = self.prefix + ("cmd" if mtype == "cmd" else "ctl")
@@ -736,14 +740,16 @@ class CoapTransport(Link):
         while gen == self._gen:
             try:
                 yield _io_queue.queue_read(s)  # as asyncio's own streams wait for a socket
+                short = False
                 try:
                     d = s.recv(RX_MAX)
                 except MemoryError:
                     self.stats["rx_short"] += 1
                     n = s.readinto(buf)
                     d = mv[:n] if n else None
+                    short = True  # the next datagram may be glued to it
                 if d:
-                    self._rx(d)
+                    self._rx(d, short)
             except OSError as e:  # ICMP port unreachable and the like: the timers decide
                 if gen != self._gen:
                     return
@@ -753,12 +759,14 @@ class CoapTransport(Link):
                 self._err(e)
                 await asyncio.sleep_ms(20)
 
-    def _rx(self, d):
+    def _rx(self, d, short=False):
         m = decode(d)
         if m is None:
             self.stats["errors"] += 1
             return
         mtype, code, mid, token, opts, payload = m
+        if short:  # read into our buffer: option 0 (reserved, never sent) marks it for _deliver
+            opts[0] = 1
         if mtype == ACK or mtype == RST:
             ex = self._ex.get(mid)
             if ex is None:
