@@ -264,6 +264,7 @@ class CoapTransport(Link):
         self._last_tx = ticks_ms()
         self.full = None  # the runtime's: True while it handles as many commands as it may
         self._born = False
+        self._again = False  # the last poll's message was not taken: say so in the next poll
 
     # ---- public API (as MQTTClient) -------------------------------------------------------
 
@@ -291,7 +292,21 @@ class CoapTransport(Link):
                 self.session = json.loads(p)["body"]["session"]
             except (ValueError, KeyError, TypeError):
                 pass
-        code, opts, body = await self._call(self._req_lock, POST, ch, self._query(), p)
+        for again in range(3):
+            # an event's or birth's response carries the gateway's ack, rebirth or new_epoch:
+            # one that finds no heap to be taken in is asked for again by repeating the request
+            # with again=1 (the gateway is idempotent for both; issue 16)
+            q = self._query()
+            if again:
+                q.append("again=1")
+            code, opts, body = await self._call(self._req_lock, POST, ch, q, p)
+            if code >> 5 != 2 or ch not in ("evt", "birth") or again == 2:
+                break
+            if body is None or (body and self._deliver(body, 0 in opts) is False):
+                await asyncio.sleep_ms(100)  # the heap changes as the other tasks go on
+                continue
+            body = b""  # delivered
+            break
         if ch == "birth":
             self._born = True  # the poll may start: the gateway knows this session now
         cls = code >> 5
@@ -485,6 +500,10 @@ class CoapTransport(Link):
                 continue
             q = self._query()
             q.append("hold=%d" % self.hold)
+            again = self._again
+            if again:  # the gateway sends the last message again (docs/protocol.md)
+                q.append("again=1")
+            self._again = True  # until this poll's message is taken (or there was none)
             try:
                 code, opts, body = await self._call(self._poll_lock, GET, "cmd", q, None,
                                                     (self.hold * 1000) + self._rt)
@@ -498,13 +517,20 @@ class CoapTransport(Link):
                 continue
             self.stats["polls"] += 1
             if code == CONTENT:
-                if body:
-                    self._deliver(body)
+                # asked for again: a message of one block (every ctl message) that found no
+                # heap. Not a body of several blocks: too big to be sure of a hole, and junk
+                # (4 KB of nested JSON) asked for again held the commands behind it for seconds
+                # each time at 96 KB; a command comes again anyway (redelivery every 2 s)
+                glued = 0 in opts and not opt_uint(opts, OPT_BLOCK2, 0) >> 4  # one block only
+                self._again = bool(body) and self._deliver(body, glued) is False and (
+                    glued or len(body) <= 512)
             else:  # 5.03 with Max-Age, or the gateway does not know this resource
+                self._again = again
                 self.stats["busy"] += 1
                 await asyncio.sleep_ms(1000 * opt_uint(opts, OPT_MAX_AGE, self.hold))
 
-    def _deliver(self, body):
+    def _deliver(self, body, glued=False):
+        # False: no heap to take it now (asked for again); anything else: taken or refused
         if body[:1] == b"\0":  # a firmware chunk, the answer to a POST .../ota (docs/ota.md)
             t = self.prefix + "ctl"
             if t in self._subs and self.on_message:
@@ -512,7 +538,12 @@ class CoapTransport(Link):
             return
         try:
             mtype = json.loads(body).get("type")
-        except (ValueError, AttributeError, MemoryError):  # MemoryError: deeply nested JSON
+        except MemoryError:  # no heap now, or JSON nested too deep (the gateway gives up)
+            self.stats["rx_dropped"] += 1
+            return False
+        except (ValueError, AttributeError):
+            if glued:  # maybe the next datagram came glued to it (_read): ask for it again
+                return False
             self._err(ValueError("bad message from gateway"))
             return
         topic = self.prefix + ("cmd" if mtype == "cmd" else "ctl")
@@ -520,7 +551,7 @@ class CoapTransport(Link):
             self.stats["cmds"] += 1
         if topic in self._subs and self.on_message:
             try:
-                self.on_message(topic, body)
+                return self.on_message(topic, body)  # the runtime's False: no heap for it
             except Exception as e:
                 self._err(e)
 
@@ -607,11 +638,12 @@ class CoapTransport(Link):
             else:
                 r = await self._exchange(code, opts, payload, wait_ms)
             body = r[2]
-            while True:
+            while body is not None:  # None: a POST's response had no hole (_exchange)
                 b2 = opt_uint(r[1], OPT_BLOCK2)
                 if b2 is None or not b2 & 8:
                     break
                 nxt = (b2 >> 4) + 1
+                self._again = False  # a body of several blocks is not asked for again (_poller)
                 if len(body) >= 4096:  # and more to come: larger than the protocol allows
                     self.stats["rx_dropped"] += 1  # refused before its next block is fetched
                     raise OSError(errno.ENOBUFS)
@@ -679,14 +711,15 @@ class CoapTransport(Link):
                 # a retransmission does not help: the gateway's dedupe answers it with the same
                 # datagram, and on a quiet device the heap is the same too, so the lane stalled
                 # for 2 + 4 + 8 ... s and the commands behind waited (issue 16: 20 s without an
-                # answer to the kit's `ping` after a 4 KB message at 96 KB). Ended now instead:
-                # a poll's message is dropped (a command is re-sent by the gateway until it is
-                # answered); a POST was taken by the gateway, only the ctl on its response is
-                # lost (acks are cumulative and ride every event's response).
+                # answer to the kit's `ping` after a 4 KB message at 96 KB). Ended now instead,
+                # and the message asked for again: the next poll says again=1 (_poller); a
+                # POST was taken by the gateway, publish() repeats it with again=1 (None here)
                 self.stats["rx_dropped"] += 1
                 if code == GET:
+                    if (opt_uint(ex.resp[1], OPT_BLOCK2) or 0) & 8:
+                        self._again = False  # the first block of several: not asked for again
                     raise OSError(errno.ENOBUFS)
-                return ex.resp[0], ex.resp[1], b""
+                return ex.resp[0], ex.resp[1], None
             return ex.resp
         finally:
             self._ex.pop(mid, None)
@@ -707,14 +740,16 @@ class CoapTransport(Link):
         while gen == self._gen:
             try:
                 yield _io_queue.queue_read(s)  # as asyncio's own streams wait for a socket
+                short = False
                 try:
                     d = s.recv(RX_MAX)
                 except MemoryError:
                     self.stats["rx_short"] += 1
                     n = s.readinto(buf)
                     d = mv[:n] if n else None
+                    short = True  # the next datagram may be glued to it
                 if d:
-                    self._rx(d)
+                    self._rx(d, short)
             except OSError as e:  # ICMP port unreachable and the like: the timers decide
                 if gen != self._gen:
                     return
@@ -724,12 +759,14 @@ class CoapTransport(Link):
                 self._err(e)
                 await asyncio.sleep_ms(20)
 
-    def _rx(self, d):
+    def _rx(self, d, short=False):
         m = decode(d)
         if m is None:
             self.stats["errors"] += 1
             return
         mtype, code, mid, token, opts, payload = m
+        if short:  # read into our buffer: option 0 (reserved, never sent) marks it for _deliver
+            opts[0] = 1
         if mtype == ACK or mtype == RST:
             ex = self._ex.get(mid)
             if ex is None:

@@ -223,7 +223,11 @@ class Runtime:
                 "cfg": self.cfg["cfg_hash"], "session": self.state["session"], "boot": self.state["boot"],
                 "reset": self.reset_cause, "epoch": j.epoch, "first": j.first, "next": j.next}
         self._birth_due = False
-        await self.client.publish(self.prefix + "birth", self._msg("birth", body), 1)
+        try:
+            await self.client.publish(self.prefix + "birth", self._msg("birth", body), 1)
+        except Exception:  # not sent (OSError, MemoryError): a rebirth still wants one (a
+            self._birth_due = self.client.is_connected()  # new connection sends its own)
+            raise
         self._sent = j.first - 1
 
     def _on_down(self):
@@ -269,6 +273,8 @@ class Runtime:
         except (ValueError, TypeError, KeyError, MemoryError) as e:  # MemoryError: deeply nested JSON
             self.stats["bad_msgs"] += 1
             self.log("dropped message on", topic, ":", e)
+            if isinstance(e, MemoryError):
+                return False  # not taken: the CoAP transport asks the gateway for it again
 
     # --- commands -------------------------------------------------------------------
     async def _reply(self, cid, status, reason=None, result=None):

@@ -18,6 +18,8 @@ interval in seconds, both optional):
     POST /pe/1/{dev}/status|reply → 2.04 once queued for ingest (like a broker's PUBACK).
     GET  /pe/1/{dev}/cmd?hold=N   → long poll: 2.05 with the next `cmd` or `ctl` message for
                                     the device, or an empty 2.05 after N s (hold=0: just look).
+                                    `again=1` (also on a repeated birth/evt): the device could
+                                    not take the last message of that lane in; it goes again.
     POST /pe/1/{dev}/hb           → 2.04, liveness only.
     GET  /pe/1/{dev}/auth         → 2.05, a fresh challenge (changes nothing);
     POST /pe/1/{dev}/auth         → 2.04, a new session nonce for a signed, unused challenge
@@ -81,6 +83,10 @@ Publisher = Callable[..., Awaitable[None]]
 JSON = 50  # Content-Format application/json
 DEVICE_CHANNELS = ("birth", "status", "evt", "reply")  # POSTed, fed to ingest
 ACKED_CHANNELS = ("birth", "evt")                     # their response carries the ctl
+# a message handed to a device that says, with `again=1` on its next request of that lane, that
+# it could not take it (no heap for it at that moment) goes out again, at most this many times
+# more (docs/protocol.md "Delivery of cmd and ctl messages")
+AGAIN_MAX = 3
 
 
 class PublishError(RuntimeError):
@@ -172,6 +178,7 @@ class _Entry:
     key: str                       # command id, "ack" or "rebirth" (a newer one replaces it)
     deadline: int | None = None    # commands: never handed out past this (unix ms)
     taken: asyncio.Future[None] | None = None
+    sent: int = 0                  # times handed out (again=1 re-queues it up to AGAIN_MAX more)
 
 
 @dataclass
@@ -193,6 +200,10 @@ class CoapDevice:
     poll: asyncio.Future[_Entry | None] | None = None
     waiters: list[_Waiter] = field(default_factory=list)
     last_ack: bytes | None = None
+    # what went out last on each lane, until the device's next request of that lane shows it
+    # took it (no `again=1`): the poll's message, and a rebirth/new_epoch that rode a response
+    handed: _Entry | None = None
+    rode: _Entry | None = None
 
 
 def _query(request: aiocoap.Message) -> dict[str, str]:
@@ -395,12 +406,29 @@ class CoapEdge:
             if mtype in ("rebirth", "new_epoch") or (mtype == "ack" and w.want(body)):
                 w.future.set_result(payload)
                 consumed = True
+        key = "ack" if mtype == "ack" else str(mtype)
         if consumed:
             self.counters["ctl_piggybacked"] += 1
+            if mtype != "ack":  # an ack is computed again for the request a device repeats
+                d.rode = _Entry(protocol.topic(d.dev, "ctl"), payload, key=key, sent=1)
             return
-        key = "ack" if mtype == "ack" else str(mtype)
         self._put_mail(d, _Entry(protocol.topic(d.dev, "ctl"), payload, key=key))
         self._hand_to_poll(d)
+
+    def _again(self, d: CoapDevice, entry: _Entry | None, again: bool) -> None:
+        """The device's next request of a lane: `again=1` means it could not take `entry`, the
+        message that went out last on that lane (no heap for it): back to the front of the
+        mailbox, unless a newer one of the same key is there or it went out AGAIN_MAX more
+        times already. Without `again`, it was taken."""
+        if entry is None or not again:
+            return
+        if any(e.key == entry.key for e in d.mailbox):
+            return  # a newer copy (a resent command, a later ack) goes out instead
+        if entry.sent > AGAIN_MAX or len(d.mailbox) >= self.mailbox_max:
+            self.counters["again_given_up"] += 1
+            return
+        self.counters["again_" + entry.topic.rsplit("/", 1)[1]] += 1
+        d.mailbox.appendleft(entry)
 
     def _put_mail(self, d: CoapDevice, entry: _Entry) -> _Entry:
         for i, old in enumerate(d.mailbox):
@@ -427,6 +455,7 @@ class CoapEdge:
                 continue  # never send a command past its deadline
             if entry.taken is not None and not entry.taken.done():
                 entry.taken.set_result(None)
+            entry.sent += 1
             return entry
         return None
 
@@ -579,6 +608,11 @@ class CoapEdge:
             d.session = msg.session
         waiter = None
         if channel in ACKED_CHANNELS:
+            # the device repeats a birth or event whose response it could not take (again=1):
+            # a rebirth/new_epoch that rode that response goes by the poll now
+            rode, d.rode = d.rode, None
+            self._again(d, rode, q.get("again") == "1")
+            self._hand_to_poll(d)
             waiter = _Waiter(_wants(msg), asyncio.get_running_loop().create_future())
             d.waiters.append(waiter)
         try:
@@ -609,6 +643,8 @@ class CoapEdge:
             return self._busy("ingest")
         # a held poll never outlasts the heartbeat: a polling device is seen every `hb_s`
         hold = min(float(_qint(q, "hold", 0, 3600) or 0), self.max_hold_s, d.hb_s)
+        handed, d.handed = d.handed, None
+        self._again(d, handed, q.get("again") == "1")  # the last poll's message, not taken?
         entry = self._take_mail(d)
         if entry is None and hold > 0:
             if d.poll is not None and not d.poll.done():
@@ -629,6 +665,7 @@ class CoapEdge:
         if entry is None:
             return self._reply(Code.CONTENT)
         self.counters["delivered_" + entry.topic.rsplit("/", 1)[1]] += 1
+        d.handed = entry  # until the next poll says whether it was taken
         return self._reply(Code.CONTENT, entry.payload)
 
     # liveness ---------------------------------------------------------------------------

@@ -54,3 +54,71 @@ print("DELIVERED", [p for t, p in events if isinstance(t, str) and t.endswith("/
     assert "OK 3 RETX 0 ERRORS 0 RX 3" in out, out
     assert "DELIVERED [b'{\"n\":1}', b'{\"n\":2}', b'{\"n\":3}']" in out, out
     assert len(peer.requests(b"evt")) == 3, "each event went out once (no retransmission)"
+
+
+def test_a_message_glued_to_the_next_datagram_is_asked_for_again():
+    """Issue 16, `ack-cumulative` (seen in the kit's trace): the kit's ack rides the event's
+    response and its `rebirth` goes to the poll at the same instant; when `recv()` finds no hole
+    the datagrams are read into the transport's buffer and come back glued, the rebirth's JSON
+    followed by the other datagram: it did not parse and was dropped as malformed, never sent
+    again, and no birth came within 20 s. A message read that way that does not parse is now
+    asked for again (`again=1` on the next poll). Here `recv()` always fails (RX_MAX made
+    huge), and the peer answers the parked poll and the event back to back while the device is
+    busy."""
+    rebirth = b'{"v":1,"dev":"fw-1","type":"rebirth","t":1,"body":{}}'
+    ack = b'{"v":1,"dev":"fw-1","type":"ack","t":1,"body":{"epoch":"e","upto":1,"now":1}}'
+    polls: list[tuple[int, bytes, bool]] = []  # (mid, token, again=1?) of each new poll
+
+    def answer(data: bytes, addr) -> None:
+        if (data[0] >> 4) & 3 != 0:
+            return  # our own ACKs and RSTs
+        tkl = data[0] & 0x0F
+        mid = struct.unpack("!H", data[2:4])[0]
+        token = data[4:4 + tkl]
+        if b"birth" in data or b"evt" in data:
+            reply = struct.pack("!BBH", 0x60 | tkl, 68, mid) + token
+            if b"evt" in data:
+                reply += b"\xff" + ack
+                if len(polls) == 1:  # the parked poll's answer first, then the event's
+                    pmid, ptok, _ = polls[0]
+                    peer.sock.sendto(struct.pack("!BBH", 0x60 | len(ptok), 69, pmid) + ptok
+                                     + b"\xff" + rebirth, addr)
+            peer.sock.sendto(reply, addr)
+        elif data[1] == 1 and b"cmd" in data and all(p[0] != mid for p in polls):
+            polls.append((mid, token, b"again=1" in data))
+            if len(polls) == 2 and polls[1][2]:  # asked for again: the same message
+                peer.sock.sendto(struct.pack("!BBH", 0x60 | tkl, 69, mid) + token
+                                 + b"\xff" + rebirth, addr)
+
+    peer = ScriptedPeer(answer)
+    try:
+        out = client(peer.port, r'''
+import edge.coap as ec
+ec.RX_MAX = 1 << 24  # recv() never finds a hole: every datagram is read into the buffer
+send = c._send
+def busy_send(msg):
+    send(msg)
+    time.sleep_ms(150)  # blocking: both answers arrive while the device is busy
+await c.subscribe("pe/1/fw-1/cmd")
+await c.subscribe("pe/1/fw-1/ctl")
+await c.publish("pe/1/fw-1/birth", b'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}')
+for _ in range(50):
+    if c._tasks and c._poll_lock.locked():
+        break
+    await asyncio.sleep_ms(20)
+await asyncio.sleep_ms(100)
+c._send = busy_send
+await c.publish("pe/1/fw-1/evt", b'{"seq":1}')
+c._send = send
+for _ in range(150):
+    if any(isinstance(e, tuple) and b"rebirth" in e[1] for e in events):
+        break
+    await asyncio.sleep_ms(20)
+print("CTL", [p for t, p in events if isinstance(t, str) and t.endswith("/ctl")])
+print("SHORT", c.stats["rx_short"] > 0)
+''', ack=1000, timeout=60)
+    finally:
+        peer.close()
+    assert "SHORT True" in out, out
+    assert [p[2] for p in polls[:2]] == [False, True], (polls, out)  # the second poll: again=1
+    assert repr(rebirth) in out.split("CTL", 1)[1].split("\n")[0], out

@@ -256,3 +256,63 @@ def test_the_runtime_tells_the_transport_when_it_handles_as_many_commands_as_it_
                          "done False [('a', 'accepted'), ('a', 'done'), ('b', 'accepted'), ('b', 'done')]"], r.stdout
     assert lines[4] == "after MemoryError False {}", r.stdout
     assert lines[-1] == "no task False 3", r.stdout  # c, d (MemoryError) and e counted as dropped
+
+
+RUNTIME_REBIRTH = r'''
+import asyncio, json, sys
+import edge.runtime as er
+from edge.runtime import Runtime
+
+class Hal:
+    def reset_cause(self): return "power"
+
+class Client:  # the birth's first publish fails (a lost exchange, a MemoryError), then works
+    def __init__(self, *a, **k):
+        self.births = 0
+        self.fail = 1
+    def is_connected(self): return True
+    async def publish(self, topic, payload, qos=0, retain=False):
+        if topic.endswith("/birth"):
+            self.births += 1
+            if self.fail:
+                self.fail -= 1
+                raise OSError(110)
+
+class App:
+    caps = []
+    def __init__(self, rt, hal, cfg):
+        self.commands = {}
+
+async def main():
+    cfg = {"device_id": "fw-1", "kind": "sample-pad", "data_dir": "%(dir)s", "cfg_hash": "0",
+           "journal_max": 10, "mqtt": {"host": "h"}, "app": {}}
+    rt = Runtime(cfg, Hal(), App, mqtt_class=Client)
+    asyncio.create_task(rt._sender())
+    await asyncio.sleep_ms(50)
+    rt._on_message("pe/1/fw-1/ctl", b'{"v":1,"dev":"fw-1","type":"rebirth","t":1,"body":{}}')
+    for _ in range(60):
+        if rt.client.births >= 2:
+            break
+        await asyncio.sleep_ms(50)
+    print("births", rt.client.births, "due", rt._birth_due)
+    class NoHeap:
+        def loads(self, s):
+            raise MemoryError
+    er.json = NoHeap()  # no heap to parse a message: the transport must hear it was not taken
+    print("taken", rt._on_message("pe/1/fw-1/ctl", b'{"v":1,"dev":"fw-1","type":"ack","t":1,"body":{}}'))
+
+asyncio.run(main())
+'''
+
+
+def test_a_birth_that_could_not_be_published_after_a_rebirth_is_tried_again(tmp_path):
+    """Issue 16 (`ack-cumulative`): `_birth_due` was cleared before the birth's publish, so a
+    rebirth whose birth met a lost exchange or a MemoryError was never answered. And a message
+    the runtime had no heap to parse returns False, which the CoAP transport takes as "ask for
+    it again" (docs/protocol.md, "Delivery of cmd and ctl messages")."""
+    from tests.support.micropython import run_micropython
+    r = run_micropython(RUNTIME_REBIRTH % {"dir": tmp_path / "flash"}, env={
+        "MICROPYPATH": f"{build_mpy()}:.frozen"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "births 2 due False" in r.stdout, r.stdout
+    assert "taken False" in r.stdout, r.stdout

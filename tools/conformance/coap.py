@@ -6,9 +6,12 @@ the challenge and the per-request HMAC) with a throwaway key the kit makes for t
 Where the gateway would persist (its ingest handler) the kit records instead: every message the
 device POSTs, raw and in order, as `Msg`s on the same channels as over MQTT (birth, status,
 evt, reply), plus `auth` (each `GET`/`POST auth` and every 4.01) and the time of every request
-(for the heartbeat). Gateway-to-device traffic bypasses the edge's filters on purpose: the kit
-puts commands into the mailbox as they are (a command past its deadline, malformed bytes), so
-the device's own behaviour is what gets checked. The edge runs on its own event loop in a
+(for the heartbeat). A birth or event the device repeats with `again=1` (it could not take the
+response in: docs/protocol.md "Delivery of cmd and ctl messages") is recorded with
+`meta["again"]`; the edge sends the message it asks for again, as the gateway does.
+Gateway-to-device traffic bypasses the edge's filters on purpose: the kit puts commands into
+the mailbox as they are (a command past its deadline, malformed bytes), so the device's own
+behaviour is what gets checked. The edge runs on its own event loop in a
 thread; the clauses call in from theirs, as with `MqttGatewaySide`."""
 from __future__ import annotations
 
@@ -36,8 +39,9 @@ REDELIVER_S = 2.0  # a command without a final reply is delivered again (the gat
 REQUESTS_MAX = 100_000  # request times kept for the heartbeat clause (a run makes a few hundred)
 
 # the device request being handled (set by KitEdge.handle): tells the device's own messages from
-# the ones the edge makes up (an `online` on a device's return, an `offline` after its silence)
-_request: contextvars.ContextVar[tuple[str, bytes] | None] = contextvars.ContextVar(
+# the ones the edge makes up (an `online` on a device's return, an `offline` after its silence);
+# and whether it is a repeat with `again=1` (its response could not be taken by the device)
+_request: contextvars.ContextVar[tuple[str, bytes, bool] | None] = contextvars.ContextVar(
     "conformance_request", default=None)
 
 
@@ -66,7 +70,7 @@ class KitEdge(CoapEdge):
         return answer
 
     async def handle(self, dev: str, channel: str, request: aiocoap.Message):
-        token = _request.set((channel, request.payload))
+        token = _request.set((channel, request.payload, "again=1" in request.opt.uri_query))
         try:
             return await super().handle(dev, channel, request)
         finally:
@@ -193,7 +197,8 @@ class CoapGatewaySide(GatewaySide):
         if not from_device:  # made up by the edge (liveness): not the device's behaviour
             self.record("gateway-" + channel, payload, obj)
             return
-        msg = self.record(channel, payload, obj)
+        # a repeat with again=1 is recorded, marked: clauses that count sends skip it
+        msg = self.record(channel, payload, obj, meta={"again": True} if req[2] else None)
         if channel == "birth" and obj and msg.epoch:
             first = msg.body.get("first")
             upto = self.acked.get(msg.epoch, 0)

@@ -24,7 +24,7 @@ class Msg:
     obj: dict | None
     epoch: str | None
     at: float = field(default_factory=time.monotonic)
-    meta: dict = field(default_factory=dict)  # CoAP `auth` records: method, response code
+    meta: dict = field(default_factory=dict)  # CoAP: `auth` records (method, response code), `again`
 
     @property
     def type(self) -> str | None:
