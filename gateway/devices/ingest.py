@@ -555,6 +555,9 @@ class _Next:
     arrivals: list[float] = field(default_factory=list)  # of its queued (not reply) messages
 
 
+PublishMany = Callable[[list[tuple[str, bytes]]], list[asyncio.Future[None]]]
+
+
 class IngestWorker:
     """Batch inbound messages into transactions; acknowledge after each commit.
 
@@ -582,9 +585,12 @@ class IngestWorker:
                  linger_s: float = 0.0, queue_max: int = 10_000,
                  rebirth_interval_s: float = 2.0, urgent_batch_max: int = 64,
                  linger_below: int = 32, acks_in_flight_max: int = 8192,
-                 alone_s: float | None = None, clock: Callable[[], int] = now_ms) -> None:
+                 alone_s: float | None = None, clock: Callable[[], int] = now_ms,
+                 publish_many: PublishMany | None = None) -> None:
         self.db = db
         self.publish = publish
+        # acks without a task each (`TransportRouter.publish_many`); None: a task per ack
+        self.publish_many = publish_many
         self.on_birth = on_birth
         self.batch_max = max(1, batch_max)
         self.urgent_batch_max = max(1, min(urgent_batch_max, self.batch_max))
@@ -598,7 +604,7 @@ class IngestWorker:
         self._more: asyncio.Future[None] | None = None
         self._inflight: asyncio.Task[None] | None = None  # the batch at the writer, then its acks
         # acks/rebirths published, PUBACK not yet in: the next batch does not wait for them
-        self._sending: set[asyncio.Task[Any]] = set()
+        self._sending: set[asyncio.Future[Any]] = set()
         self.acks_in_flight_max = acks_in_flight_max
         self.rebirth_interval_s = rebirth_interval_s
         self.clock = clock
@@ -824,8 +830,16 @@ class IngestWorker:
         if eff.rejections:
             self._log_rejections(eff, samples)
         now = self.clock()
-        sends: list[Coroutine[Any, Any, Any]] = [self._publish_ack(dev, epoch, upto, now)
-                                       for dev, (epoch, upto) in eff.acks.items()]
+        sends: list[Coroutine[Any, Any, Any]] = []
+        if self.publish_many is None:
+            sends += [self._publish_ack(dev, epoch, upto, now)
+                      for dev, (epoch, upto) in eff.acks.items()]
+        elif eff.acks:  # written now, in order; their PUBACKs settle futures, no task each
+            for fut in self.publish_many([
+                    (protocol.topic(dev, "ctl"), protocol.encode_ack(dev, epoch, upto, now))
+                    for dev, (epoch, upto) in eff.acks.items()]):
+                self._sending.add(fut)
+                fut.add_done_callback(self._ack_done)
         for dev, (epoch, upto, new) in eff.new_epochs.items():
             log.info("new epoch requested device=%s epoch=%s upto=%d new=%s", dev, epoch, upto,
                      new)
@@ -881,6 +895,15 @@ class IngestWorker:
         self.rejection_log.flush()
         self.rebirth_log.flush()
         self._schedule_flush()  # keys not due yet
+
+    def _ack_done(self, fut: asyncio.Future[Any]) -> None:
+        self._sending.discard(fut)
+        if fut.cancelled():
+            return  # shutdown
+        exc = fut.exception()
+        if exc is not None:  # the device re-sends and we ack again
+            self.ack_failures += 1
+            log.warning("ack publish failed error=%r", exc)
 
     async def _publish_ack(self, dev: str, epoch: str, upto: int, now: int) -> None:
         ok = await self._publish(protocol.topic(dev, "ctl"),
