@@ -100,3 +100,42 @@ def test_command_writes_fail_alone_and_plain_writes_keep_their_order(tmp_path):
         assert items == ["busy", "command", "plain1", "plain2"]  # "bad" rolled back alone
 
     asyncio.run(main())
+
+
+def _slice(store, name, ran, gate=None, started=None):
+    """One slice of a batch (`write_grouped_many`); the first one may hold the writer."""
+    if started is not None:
+        started.set()
+    if gate is not None:
+        assert gate.wait(30), "the test never opened the gate"
+    return _put(store, name, ran)
+
+
+def test_a_batch_in_slices_is_one_commit_and_a_command_waits_for_one_slice_only(tmp_path):
+    """Issue 18, session 7: an ingest batch handed to the writer as slices
+    (`write_grouped_many`) commits once when nothing overtakes it; a command's write that comes
+    while the first slice runs joins that transaction after that slice, which commits at once,
+    and the other slices follow in the next one."""
+    commits: list[list[str]] = []
+    ran: list[str] = []
+
+    async def main():
+        db = Database(tmp_path / "gw.db",
+                      on_commit=lambda items: commits.append([i.data["n"] for i in items]))
+        async with db:
+            futs = db.write_grouped_many(_slice, [("a1", ran), ("a2", ran), ("a3", ran)])
+            assert await asyncio.gather(*futs) == ["a1", "a2", "a3"]
+            assert commits == [["a1", "a2", "a3"]]  # alone: one transaction, one fsync
+            started, gate = threading.Event(), threading.Event()
+            futs = db.write_grouped_many(_slice, [("b1", ran, gate, started), ("b2", ran),
+                                                  ("b3", ran)])
+            assert await asyncio.to_thread(started.wait, 30)
+            command = asyncio.ensure_future(db.write_first(_put, "command", ran))
+            while not db._first:  # queued in the command lane while b1 holds the writer
+                await asyncio.sleep(0.001)
+            gate.set()
+            assert await asyncio.gather(*futs, command) == ["b1", "b2", "b3", "command"]
+        assert ran == ["a1", "a2", "a3", "b1", "command", "b2", "b3"]
+        assert commits[1:] == [["b1", "command"], ["b2", "b3"]]
+
+    asyncio.run(main())
