@@ -719,7 +719,7 @@ class IngestWorker:
                             nxt.arrivals.append(self._arrivals.popleft())
                         if self.linger_s > 0:
                             await self._maybe_linger()
-            self._take(nxt)
+            await self._fill(nxt)
             while inflight is not None and not inflight.done():
                 # the writer works on the previous batch: decode what comes in meanwhile
                 if len(nxt.raw) >= self._limit() and not self.priority:
@@ -730,11 +730,12 @@ class IngestWorker:
                         await asyncio.wait((more, inflight), return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         self._more = None
-                self._take(nxt)
+                if self._take(nxt, self.slice_max) >= self.slice_max:
+                    await asyncio.sleep(0)  # more to decode: let HTTP and replies in first
             if inflight is not None:
                 await inflight  # never raises: `_commit` logs what fails
                 inflight = None
-                self._take(nxt)  # replies that came meanwhile go first, then a top-up
+                await self._fill(nxt)  # replies that came meanwhile go first, then a top-up
             if nxt.raw:
                 inflight = loop.create_task(self._commit(nxt))
                 self._inflight = inflight
@@ -766,13 +767,15 @@ class IngestWorker:
     def _limit(self) -> int:
         return self.urgent_batch_max if time.monotonic() < self._urgent_until else self.batch_max
 
-    def _take(self, nxt: _Next) -> None:
-        """Move the replies (to the front of `nxt`) and queued messages (up to the batch limit)
-        into `nxt`, decoded."""
+    def _take(self, nxt: _Next, most: int | None = None) -> int:
+        """Move the replies (to the front of `nxt`) and queued messages (up to the batch limit,
+        and at most `most`) into `nxt`, decoded; returns how many queued messages it took."""
         replies = list(self.priority)
         self.priority.clear()
         queued: list[tuple[str, bytes]] = []
         room = self._limit() - len(nxt.raw) - len(replies)
+        if most is not None:
+            room = min(room, most)
         queue, arrivals = self.queue, self._arrivals
         while room > 0 and not queue.empty():
             item = queue.get_nowait()
@@ -791,6 +794,14 @@ class IngestWorker:
             nxt.decoded += decoded
             nxt.rejections.update(rejections)
             nxt.raw += queued
+        return len(queued)
+
+    async def _fill(self, nxt: _Next) -> None:
+        """`_take` up to the batch limit, `slice_max` messages at a time with a yield to the
+        event loop between two: decoding a full batch (2,048) in one step kept an HTTP request
+        (a command) waiting for it."""
+        while self._take(nxt, self.slice_max) >= self.slice_max and len(nxt.raw) < self._limit():
+            await asyncio.sleep(0)
 
     async def _commit(self, nxt: _Next) -> None:
         try:
