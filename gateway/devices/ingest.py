@@ -591,7 +591,7 @@ class IngestWorker:
         self.publish = publish
         # acks without a task each (`TransportRouter.publish_many`); None: a task per ack
         self.publish_many = publish_many
-        # a batch goes to the writer in slices of this many messages (`_write_slices`)
+        # the loop decodes the next batch this many messages at a time (`_fill`)
         self.slice_max = max(1, slice_max)
         self.on_birth = on_birth
         self.batch_max = max(1, batch_max)
@@ -837,15 +837,8 @@ class IngestWorker:
             nxt = _Next()
             nxt.decoded, nxt.rejections = decode_batch(batch, nxt.samples)
         samples = nxt.samples
-        decoded, now = nxt.decoded, self.clock()
-        if lane:  # replies
-            eff = await self.db.write_first(apply_decoded, decoded, nxt.rejections, len(batch),
-                                            now)
-        elif len(decoded) <= self.slice_max:
-            eff = await self.db.write_grouped(apply_decoded, decoded, nxt.rejections, len(batch),
-                                              now)
-        else:
-            eff = await self._write_slices(decoded, nxt.rejections, len(batch), now)
+        write = self.db.write_first if lane else self.db.write_grouped  # lane: replies
+        eff = await write(apply_decoded, nxt.decoded, nxt.rejections, len(batch), self.clock())
         self.batches += 1
         if eff.rejections:
             self._log_rejections(eff, samples)
@@ -896,25 +889,6 @@ class IngestWorker:
                 result = self.on_birth(dev)
                 if asyncio.iscoroutine(result):
                     await result
-
-    async def _write_slices(self, decoded: list[tuple[str, Message]], rejections: Counter[str],
-                            received: int, now: int) -> Effects:
-        """A large batch as slices of `slice_max` messages queued together: one transaction
-        (one fsync) as one write would be, but a command's write that comes meanwhile waits
-        for the slice in progress, not the whole batch (`Database.write_grouped_many`); acks
-        only once every slice committed."""
-        n = self.slice_max
-        calls = [(decoded[i:i + n], rejections if i == 0 else Counter(),
-                  received if i == 0 else 0, now) for i in range(0, len(decoded), n)]
-        futs = self.db.write_grouped_many(apply_decoded, calls)
-        await asyncio.wait(futs)
-        errors = [f.exception() for f in futs if f.exception() is not None]
-        if errors:  # slices committed before a failed one are acked when the device re-sends
-            raise errors[0]
-        eff = futs[0].result()
-        for fut in futs[1:]:
-            eff.merge(fut.result())
-        return eff
 
     def _log_rejections(self, eff: Effects, samples: dict[str, str]) -> None:
         """One line per reason of this batch (count + one example), rate-limited per reason;

@@ -14,9 +14,6 @@ savepoint) and gets its exception;
 every caller gets its result only after the shared COMMIT (`synchronous=FULL`) returned, so
 nothing is reported done before it is durable, exactly as with one transaction per write.
 
-`write_grouped_many` queues several grouped writes at once (an ingest batch in slices): one
-transaction for all of them unless a command-lane write comes, which then waits for one slice.
-
 Command lane: `write_first` writes (a command's submit, its send record, a device's reply)
 overtake every queued write that is not itself a command-lane write, and share a transaction
 only with each other: a command step waits for at most the write the writer is running when it
@@ -143,23 +140,6 @@ class Database:
         writes of a command's path (submit, send record, reply); same rules as
         `write_grouped` for `fn`."""
         return await self._submit(fn, args, kwargs, True, first=True)
-
-    def write_grouped_many(self, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]
-                           ) -> list[asyncio.Future[T]]:
-        """`write_grouped` of `fn(store, *args)` for each `args` of `calls`, queued at once, in
-        order: one future each (await them all). They share one transaction with each other
-        and with the grouped writes around them, as one big write would, but a command-lane
-        write that arrives meanwhile joins after the call in progress and the group commits
-        then: it waits for one call, not for all of them (an ingest batch in slices)."""
-        if self._loop is None:
-            raise RuntimeError("database is closed")
-        futs: list[asyncio.Future[T]] = []
-        for args in calls:
-            fut: asyncio.Future[T] = self._loop.create_future()
-            self._queue.append((fn, tuple(args), {}, fut, True))
-            futs.append(fut)
-        self._loop.run_in_executor(self._writer, self._run_queued)
-        return futs
 
     async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...],
                       kwargs: dict[str, Any], grouped: bool, first: bool = False) -> T:

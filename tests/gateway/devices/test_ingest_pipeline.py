@@ -116,56 +116,6 @@ def test_acks_go_out_through_publish_many_after_the_commit_without_a_task_each(t
     asyncio.run(main())
 
 
-def test_a_large_batch_goes_to_the_writer_in_slices_and_is_acked_once_all_committed(tmp_path):
-    """Issue 18, session 7: a batch larger than `slice_max` is queued as slices
-    (`Database.write_grouped_many`, so a command's write waits for one slice, not the whole
-    batch); the counters count each message once and the device gets one ack, the highest,
-    after every slice committed."""
-    acks: list[tuple[str, int]] = []
-    slices: list[list[int]] = []
-
-    async def publish(topic, payload, *, qos=1, retain=False):
-        acks.append((topic, json.loads(payload)["body"]["upto"]))
-
-    async def main():
-        async with Database(tmp_path / "gw.db") as db:
-            many = db.write_grouped_many
-
-            def spy(fn, calls):
-                slices.append([len(c[0]) for c in calls])
-                return many(fn, calls)
-
-            db.write_grouped_many = spy
-            gate = threading.Event()
-            blocker = asyncio.ensure_future(db.write(lambda store: gate.wait(60)))
-            w = IngestWorker(db, publish, batch_max=2048, slice_max=2)
-            task = asyncio.create_task(w.run())
-            try:
-                await w.put(*birth())  # its batch waits for the blocker at the writer
-                await until(lambda: w._inflight is not None, "the birth's batch at the writer")
-                for seq in (1, 2, 3, 4, 5):
-                    await w.put(*evt(seq))
-                await w.put(*evt(3))  # a true duplicate: acknowledged again, not stored
-                await until(lambda: w.queue.empty(), "the events taken into the next batch")
-                assert acks == []
-                gate.set()
-                await blocker
-                assert await w.drained(60)
-                assert slices == [[2, 2, 2]]
-                assert acks == [("pe/1/pad-1/ctl", 0), ("pe/1/pad-1/ctl", 5)]
-                stored = await db.read(lambda store: [e["seq"] for e in store.list_events()])
-                assert stored == [1, 2, 3, 4, 5]
-                counters = await db.read(lambda store: store.counters())
-                assert counters["messages_received"] == 7 and counters["events_persisted"] == 5
-                assert counters["duplicates"] == 1
-            finally:
-                gate.set()
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(main())
-
-
 def test_the_loop_decodes_at_most_a_slice_per_step_and_keeps_the_order(tmp_path):
     """Issue 18, session 7: the next batch is decoded `slice_max` messages at a time with a
     yield to the event loop between two (an HTTP request does not wait for a whole batch's
