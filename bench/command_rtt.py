@@ -3,6 +3,8 @@
     .venv/bin/python bench/command_rtt.py                     # 300 commands per load level
     .venv/bin/python bench/command_rtt.py --quick             # CI smoke: 20 commands, 2 levels
     .venv/bin/python bench/command_rtt.py --levels 0,400,2000,saturate --commands 500
+    .venv/bin/python bench/command_rtt.py --levels saturate --commands 30 --pause-ms 1600 \
+        --timeout-s 1.5                # lone commands: no `expedite` (small batches) between
 
 One real Mosquitto and the gateway on loopback. A simulated device (tools/loadgen.py, a
 process of its own, as a device is its own machine) answers every command like the firmware

@@ -570,6 +570,11 @@ class IngestWorker:
     shared, and every step of a command (submit, record the send, apply the reply) waits for
     the batch in progress.
 
+    The event loop decodes the next batch `slice_max` messages at a time, yielding between
+    two, and hands a batch's acks to `publish_many` (the gateway's router) in one call, as
+    futures settled by the PUBACKs, without a task per ack (issue 18: an HTTP request, that
+    is a command, waits for whatever step the loop is running).
+
     Linger (`linger_s`, 0 = off): when a batch would be tiny (fewer than `linger_below`
     messages queued) and no reply waits, wait up to `linger_s` for more before committing, so
     a moderate load makes fewer, larger commits (less per-commit CPU and fewer fsyncs for a

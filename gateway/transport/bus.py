@@ -10,7 +10,10 @@
   clean stop, when the broker would not fire the will).
 * `publish` waits for the broker's PUBACK (QoS 1) and raises `PublishError` when not
   connected, on a broker error or on timeout: a publish is never silently lost.
-* Inbound messages are handed to the handler in arrival order; while the handler (the ingest
+* `publish_many` sends QoS 1 publishes without awaiting them (an ingest batch's acks): one
+  future each, settled by its PUBACK, one timeout timer for all of them, no task per message.
+* Inbound messages are handed to the handler in arrival order (a long read in slices of
+  `HANDOFF_SLICE`, with a yield to the event loop between two); while the handler (the ingest
   queue) is full, the client stops reading the socket, so the broker holds the backlog.
 * Command lane: a second connection (client id `<client_id>.cmd`, persistent session too;
   its own user `lane_username`: a provisioned broker makes every client id its user name
