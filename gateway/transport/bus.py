@@ -161,7 +161,7 @@ class MqttBus:
         return failed
 
     def _count_failure(self, fut: asyncio.Future[None]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
+        if not fut.cancelled() and fut.exception() is not None:  # cancelled: shutting down
             self.publish_failures += 1
 
     async def run(self) -> None:
