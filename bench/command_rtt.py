@@ -3,6 +3,8 @@
     .venv/bin/python bench/command_rtt.py                     # 300 commands per load level
     .venv/bin/python bench/command_rtt.py --quick             # CI smoke: 20 commands, 2 levels
     .venv/bin/python bench/command_rtt.py --levels 0,400,2000,saturate --commands 500
+    .venv/bin/python bench/command_rtt.py --levels saturate --commands 30 --pause-ms 1600 \
+        --timeout-s 1.5                # lone commands: no `expedite` (small batches) between
 
 One real Mosquitto and the gateway on loopback. A simulated device (tools/loadgen.py, a
 process of its own, as a device is its own machine) answers every command like the firmware
@@ -107,8 +109,8 @@ def background_args(port: int, level: str, devices: int, prefix: str) -> list[st
 
 
 def run_commands(client: httpx.Client, url: str, device: str, n: int, tag: str,
-                 pause_s: float, calls: dict[str, tuple[float, float]] | None = None
-                 ) -> tuple[list[float], list[float], list[str]]:
+                 pause_s: float, calls: dict[str, tuple[float, float]] | None = None,
+                 timeout_s: float = 5.0) -> tuple[list[float], list[float], list[str]]:
     """Sequential commands; returns (caller ms, gateway-side ms, failures). `calls` gets each
     command's (request sent, response read) in `time.monotonic()` (the trace's clock)."""
     rtts: list[float] = []
@@ -116,7 +118,7 @@ def run_commands(client: httpx.Client, url: str, device: str, n: int, tag: str,
     failures: list[str] = []
     for i in range(n):
         body = {"name": "blink", "args": {"times": 1}, "idempotency_key": f"{tag}-{i}",
-                "timeout_s": 5.0, "wait": True}
+                "timeout_s": timeout_s, "wait": True}
         m0 = time.monotonic()
         t0 = time.perf_counter()
         r = client.post(f"{url}/devices/{device}/commands", json=body)
@@ -211,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bg-devices", type=int, default=200)
     ap.add_argument("--pause-ms", type=float, default=5.0, help="pause between commands")
     ap.add_argument("--warmup", type=int, default=10, help="untimed commands per level")
+    ap.add_argument("--timeout-s", type=float, default=5.0,
+                    help="each command's timeout_s; the gateway keeps ingest batches small for "
+                         "that long after a submit (`expedite`), so with --pause-ms above it "
+                         "every command meets a full-size batch: sporadic commands")
     ap.add_argument("--gateway-arg", action="append", default=[],
                     help="extra argument for `python -m gateway` (repeat)")
     ap.add_argument("--gateway-root", type=Path, default=None,
@@ -233,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.bg_devices} devices at {', '.join(levels)} events/s"
           + (f", gateway args {' '.join(a.gateway_arg)}" if a.gateway_arg else "")
           + (", broker with Nagle (no set_tcp_nodelay)" if a.broker_nagle else "")
+          + (f", timeout_s {a.timeout_s:g}, pause {a.pause_ms:g} ms"
+             if a.timeout_s != 5.0 or a.pause_ms != 5.0 else "")
           + (f", gateway from {a.gateway_root}" if a.gateway_root else ""))
     print(f"machine: {machine()}", flush=True)
     print(load_line(), flush=True)
@@ -266,10 +274,12 @@ def main(argv: list[str] | None = None) -> int:
                         bg.wait_started()
                         time.sleep(1.0)  # let the load settle
                     try:
-                        run_commands(client, gw.url, device, a.warmup, f"warm{n}", a.pause_ms / 1000)
+                        run_commands(client, gw.url, device, a.warmup, f"warm{n}",
+                                     a.pause_ms / 1000, timeout_s=a.timeout_s)
                         calls: dict[str, tuple[float, float]] = {}
                         rtts, inside, failures = run_commands(client, gw.url, device, a.commands,
-                                                              f"rtt{n}", a.pause_ms / 1000, calls)
+                                                              f"rtt{n}", a.pause_ms / 1000, calls,
+                                                              a.timeout_s)
                     finally:
                         summary = bg.stop() if bg is not None else None
                     p = percentiles(rtts)

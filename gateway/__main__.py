@@ -28,6 +28,8 @@ from gateway.net import host_port
 
 log = logging.getLogger("gateway")
 
+GIL_SWITCH_S = 0.001  # sys.setswitchinterval of the gateway process (CPython's default: 0.005)
+
 
 class _Parser(argparse.ArgumentParser):
     """Adds the device kinds' flags (gateway/kinds/registry.py) where each says it goes in
@@ -189,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(level, fmt)
     # what means the configuration is wrong (a device kind adds its own, e.g. a bad stock file)
     bad_config: tuple[type[Exception], ...] = (OSError, RuntimeError, ValueError, *config_errors())
+    # The event loop and the SQLite writer thread share the GIL: while the writer applies a
+    # batch, a loop that wakes for an HTTP request or a reply waits up to the switch interval
+    # (CPython's 5 ms) at every hand-off, and a command crosses ~6 of them
+    # (docs/benchmarks.md, "Issue 18, session 7")
+    sys.setswitchinterval(GIL_SWITCH_S)
     try:
         asyncio.run(serve(config))
     except bad_config as exc:

@@ -165,11 +165,13 @@ class Gateway:
             **config.coap_options)
         # one publisher for everything the gateway sends a device: CoAP devices get theirs
         # from the CoAP edge, the others (and the gateway state) from the MQTT bus
-        self.router = TransportRouter(self.bus.publish, *([self.coap] if self.coap else []))
+        self.router = TransportRouter(self.bus.publish, *([self.coap] if self.coap else []),
+                                     fallback_many=self.bus.publish_many)
         self.commands = CommandService(self.db, self.router.publish,
                                        resend_s=config.command_resend_s,
                                        grace_s=config.command_grace_s, clock=clock)
         self.ingest = IngestWorker(self.db, self.router.publish, on_birth=self._on_birth,
+                                   publish_many=self.router.publish_many,
                                    batch_max=config.ingest_batch_max,
                                    linger_s=config.ack_linger_s, clock=clock)
         self.commands.on_submit = self.ingest.expedite  # small batches while commands wait

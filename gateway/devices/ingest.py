@@ -555,6 +555,9 @@ class _Next:
     arrivals: list[float] = field(default_factory=list)  # of its queued (not reply) messages
 
 
+PublishMany = Callable[[list[tuple[str, bytes]]], list[asyncio.Future[None]]]
+
+
 class IngestWorker:
     """Batch inbound messages into transactions; acknowledge after each commit.
 
@@ -566,6 +569,11 @@ class IngestWorker:
     in progress (`expedite`), batches are kept small (`urgent_batch_max`): the writer thread is
     shared, and every step of a command (submit, record the send, apply the reply) waits for
     the batch in progress.
+
+    The event loop decodes the next batch `slice_max` messages at a time, yielding between
+    two, and hands a batch's acks to `publish_many` (the gateway's router) in one call, as
+    futures settled by the PUBACKs, without a task per ack (issue 18: an HTTP request, that
+    is a command, waits for whatever step the loop is running).
 
     Linger (`linger_s`, 0 = off): when a batch would be tiny (fewer than `linger_below`
     messages queued) and no reply waits, wait up to `linger_s` for more before committing, so
@@ -582,9 +590,14 @@ class IngestWorker:
                  linger_s: float = 0.0, queue_max: int = 10_000,
                  rebirth_interval_s: float = 2.0, urgent_batch_max: int = 64,
                  linger_below: int = 32, acks_in_flight_max: int = 8192,
-                 alone_s: float | None = None, clock: Callable[[], int] = now_ms) -> None:
+                 alone_s: float | None = None, clock: Callable[[], int] = now_ms,
+                 publish_many: PublishMany | None = None, slice_max: int = 128) -> None:
         self.db = db
         self.publish = publish
+        # acks without a task each (`TransportRouter.publish_many`); None: a task per ack
+        self.publish_many = publish_many
+        # the loop decodes the next batch this many messages at a time (`_fill`)
+        self.slice_max = max(1, slice_max)
         self.on_birth = on_birth
         self.batch_max = max(1, batch_max)
         self.urgent_batch_max = max(1, min(urgent_batch_max, self.batch_max))
@@ -598,7 +611,7 @@ class IngestWorker:
         self._more: asyncio.Future[None] | None = None
         self._inflight: asyncio.Task[None] | None = None  # the batch at the writer, then its acks
         # acks/rebirths published, PUBACK not yet in: the next batch does not wait for them
-        self._sending: set[asyncio.Task[Any]] = set()
+        self._sending: set[asyncio.Future[Any]] = set()
         self.acks_in_flight_max = acks_in_flight_max
         self.rebirth_interval_s = rebirth_interval_s
         self.clock = clock
@@ -711,7 +724,7 @@ class IngestWorker:
                             nxt.arrivals.append(self._arrivals.popleft())
                         if self.linger_s > 0:
                             await self._maybe_linger()
-            self._take(nxt)
+            await self._fill(nxt)
             while inflight is not None and not inflight.done():
                 # the writer works on the previous batch: decode what comes in meanwhile
                 if len(nxt.raw) >= self._limit() and not self.priority:
@@ -722,11 +735,12 @@ class IngestWorker:
                         await asyncio.wait((more, inflight), return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         self._more = None
-                self._take(nxt)
+                if self._take(nxt, self.slice_max) >= self.slice_max:
+                    await asyncio.sleep(0)  # more to decode: let HTTP and replies in first
             if inflight is not None:
                 await inflight  # never raises: `_commit` logs what fails
                 inflight = None
-                self._take(nxt)  # replies that came meanwhile go first, then a top-up
+                await self._fill(nxt)  # replies that came meanwhile go first, then a top-up
             if nxt.raw:
                 inflight = loop.create_task(self._commit(nxt))
                 self._inflight = inflight
@@ -758,13 +772,15 @@ class IngestWorker:
     def _limit(self) -> int:
         return self.urgent_batch_max if time.monotonic() < self._urgent_until else self.batch_max
 
-    def _take(self, nxt: _Next) -> None:
-        """Move the replies (to the front of `nxt`) and queued messages (up to the batch limit)
-        into `nxt`, decoded."""
+    def _take(self, nxt: _Next, most: int | None = None) -> int:
+        """Move the replies (to the front of `nxt`) and queued messages (up to the batch limit,
+        and at most `most`) into `nxt`, decoded; returns how many queued messages it took."""
         replies = list(self.priority)
         self.priority.clear()
         queued: list[tuple[str, bytes]] = []
         room = self._limit() - len(nxt.raw) - len(replies)
+        if most is not None:
+            room = min(room, most)
         queue, arrivals = self.queue, self._arrivals
         while room > 0 and not queue.empty():
             item = queue.get_nowait()
@@ -783,6 +799,14 @@ class IngestWorker:
             nxt.decoded += decoded
             nxt.rejections.update(rejections)
             nxt.raw += queued
+        return len(queued)
+
+    async def _fill(self, nxt: _Next) -> None:
+        """`_take` up to the batch limit, `slice_max` messages at a time with a yield to the
+        event loop between two: decoding a full batch (2,048) in one step kept an HTTP request
+        (a command) waiting for it."""
+        while self._take(nxt, self.slice_max) >= self.slice_max and len(nxt.raw) < self._limit():
+            await asyncio.sleep(0)
 
     async def _commit(self, nxt: _Next) -> None:
         try:
@@ -824,8 +848,16 @@ class IngestWorker:
         if eff.rejections:
             self._log_rejections(eff, samples)
         now = self.clock()
-        sends: list[Coroutine[Any, Any, Any]] = [self._publish_ack(dev, epoch, upto, now)
-                                       for dev, (epoch, upto) in eff.acks.items()]
+        sends: list[Coroutine[Any, Any, Any]] = []
+        if self.publish_many is None:
+            sends += [self._publish_ack(dev, epoch, upto, now)
+                      for dev, (epoch, upto) in eff.acks.items()]
+        elif eff.acks:  # written now, in order; their PUBACKs settle futures, no task each
+            for fut in self.publish_many([
+                    (protocol.topic(dev, "ctl"), protocol.encode_ack(dev, epoch, upto, now))
+                    for dev, (epoch, upto) in eff.acks.items()]):
+                self._sending.add(fut)
+                fut.add_done_callback(self._ack_done)
         for dev, (epoch, upto, new) in eff.new_epochs.items():
             log.info("new epoch requested device=%s epoch=%s upto=%d new=%s", dev, epoch, upto,
                      new)
@@ -881,6 +913,15 @@ class IngestWorker:
         self.rejection_log.flush()
         self.rebirth_log.flush()
         self._schedule_flush()  # keys not due yet
+
+    def _ack_done(self, fut: asyncio.Future[Any]) -> None:
+        self._sending.discard(fut)
+        if fut.cancelled():
+            return  # shutdown
+        exc = fut.exception()
+        if exc is not None:  # the device re-sends and we ack again
+            self.ack_failures += 1
+            log.warning("ack publish failed error=%r", exc)
 
     async def _publish_ack(self, dev: str, epoch: str, upto: int, now: int) -> None:
         ok = await self._publish(protocol.topic(dev, "ctl"),

@@ -846,9 +846,34 @@ class TransportRouter:
     """The gateway's one publisher: CoAP devices get their messages from the CoAP edge,
     everything else (and the gateway state topic) goes to the MQTT bus."""
 
-    def __init__(self, fallback: Publisher, *edges: CoapEdge) -> None:
+    def __init__(self, fallback: Publisher, *edges: CoapEdge,
+                 fallback_many: Callable[[list[tuple[str, bytes]]],
+                                         list[asyncio.Future[None]]] | None = None) -> None:
         self.fallback = fallback
+        self.fallback_many = fallback_many  # `MqttBus.publish_many`: no task per message
         self.edges = edges
+
+    def publish_many(self, items: list[tuple[str, bytes]]) -> list[asyncio.Future[None]]:
+        """QoS 1 publishes not awaited (an ingest batch's acks): one future per item, done
+        when the transport has it. CoAP devices' items become tasks on their edge; the rest
+        go to `fallback_many` in one call (or a task each without it)."""
+        if not self.edges and self.fallback_many is not None:
+            return self.fallback_many(items)
+        out: list[asyncio.Future[None]] = []
+        rest: list[tuple[str, bytes]] = []
+        for topic, payload in items:
+            dev = _device_of(topic)
+            edge = None if dev is None else next((e for e in self.edges if e.handles(dev)), None)
+            if edge is not None:
+                out.append(asyncio.ensure_future(edge.publish(topic, payload, qos=1)))
+            elif self.fallback_many is None:
+                out.append(asyncio.ensure_future(self.fallback(topic, payload, qos=1)))
+            else:
+                rest.append((topic, payload))
+        if rest:
+            assert self.fallback_many is not None
+            out += self.fallback_many(rest)
+        return out
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
                       retain: bool = False) -> None:

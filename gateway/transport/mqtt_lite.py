@@ -139,6 +139,38 @@ class MqttLite(asyncio.Protocol):
         finally:
             self._inflight.pop(pid, None)
 
+    def publish_many(self, items: list[tuple[str, bytes]], timeout: float = 5.0
+                     ) -> list[asyncio.Future[None]]:
+        """Send QoS 1 publishes without waiting: one future each, done at its PUBACK, failed
+        with `MqttLiteError` when the connection is lost or after `timeout` seconds (one timer
+        for all of them). For a batch's acks: no task, no `wait_for` and no timer per message.
+        Raises `MqttLiteError` at once when not connected (nothing sent)."""
+        if self.transport is None or self.transport.is_closing():
+            raise MqttLiteError("not connected")
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[None]] = []
+        pids: list[int] = []
+        inflight = self._inflight
+        for topic, payload in items:
+            pid = self._next_pid()
+            packet = codec.publish_packet(topic, payload, 1, pid, False)
+            fut: asyncio.Future[None] = loop.create_future()
+            inflight[pid] = fut
+            self._write(packet)
+            futs.append(fut)
+            pids.append(pid)
+        if futs:
+            loop.call_later(timeout, self._expire, pids, futs, timeout)
+        return futs
+
+    def _expire(self, pids: list[int], futs: list[asyncio.Future[None]], timeout: float) -> None:
+        inflight = self._inflight
+        for pid, fut in zip(pids, futs):
+            if inflight.get(pid) is fut:
+                del inflight[pid]
+            if not fut.done():
+                fut.set_exception(MqttLiteError(f"no PUBACK within {timeout} s"))
+
     def disconnect(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self._flush()
@@ -225,7 +257,7 @@ class MqttLite(asyncio.Protocol):
                 messages.append((topic.decode("utf-8", "replace"), body))
                 got = True
             elif kind == 4:  # PUBACK
-                fut = self._inflight.get(pid)
+                fut = self._inflight.pop(pid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(None)
             elif kind == 2:  # CONNACK

@@ -226,3 +226,27 @@ def test_command_lane_credentials_from_file_and_gateway_json(tmp_path):
     assert not shared.unsubscriptions
     anonymous = MqttBus("127.0.0.1", 1883, handler)  # a lab broker: ids are the clients' own
     assert anonymous.lane is not None and REPLY_TOPIC not in anonymous.subscriptions
+
+
+def test_the_gateway_process_runs_with_a_short_gil_switch_interval(tmp_path, monkeypatch):
+    """Issue 18, session 7: the event loop and the SQLite writer thread share the GIL; at
+    CPython's 5 ms switch interval a loop that wakes for a command waits up to 5 ms at every
+    hand-off while the writer applies a batch."""
+    import sys
+
+    import gateway.__main__ as gw_main
+
+    seen: list[float] = []
+
+    def fake_run(coro):
+        coro.close()
+        seen.append(sys.getswitchinterval())
+
+    monkeypatch.setattr(gw_main.asyncio, "run", fake_run)
+    monkeypatch.setattr(gw_main, "setup_logging", lambda *a: None)
+    before = sys.getswitchinterval()
+    try:
+        assert gw_main.main(["--db", str(tmp_path / "gw.db")]) == 0
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [pytest.approx(gw_main.GIL_SWITCH_S)] and gw_main.GIL_SWITCH_S <= 0.001

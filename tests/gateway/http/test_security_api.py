@@ -128,3 +128,38 @@ def test_every_actuating_route_of_the_app_is_covered():
                          ("POST", "/lockers/b/compartments/1/open"),
                          ("POST", "/lockers/b/orders/o/cancel")):
         assert auth.required_scopes(method, path) != ("admin",), path
+
+
+def test_an_audit_row_shares_the_commit_of_the_writes_queued_with_it(tmp_path):
+    """Issue 18, session 7: the audit row of an actuation is written after its response went
+    out, so it needs no fsync of its own: it joins the group commit of the writes queued with
+    it (an ingest batch) instead of a transaction of its own between them."""
+    import asyncio
+    import threading
+
+    from gateway.storage.db import Database
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            mw = auth.AuthMiddleware(None, db)
+            started, gate = threading.Event(), threading.Event()
+
+            def batch(store):  # an ingest batch at the writer
+                started.set()
+                gate.wait(60)
+
+            busy = asyncio.ensure_future(db.write_grouped(batch))
+            assert await asyncio.to_thread(started.wait, 30)
+            audit = asyncio.ensure_future(mw._audit(auth.ANONYMOUS, "127.0.0.1", "POST",
+                                                    "/devices/pad-1/commands", 200, "done"))
+            after = asyncio.ensure_future(db.write_grouped(lambda store: None))
+            while len(db._queue) < 2:  # both queued behind the batch
+                await asyncio.sleep(0.01)
+            gate.set()
+            await asyncio.gather(busy, audit, after)
+            assert (db.groups, db.grouped_writes) == (1, 3)  # one transaction for the three
+            rows = await db.read(auth.read_audit, 0, 10, None)
+            assert [(r["method"], r["path"], r["outcome"]) for r in rows] == [
+                ("POST", "/devices/pad-1/commands", "done")]
+
+    asyncio.run(main())

@@ -9,7 +9,8 @@ import pytest
 
 from gateway.devices.ingest import IngestWorker
 from gateway.storage.db import Database
-from gateway.transport.bus import MqttBus
+from gateway.transport.bus import HANDOFF_SLICE, MqttBus, PublishError
+from gateway.transport.coap import TransportRouter
 from hil.fakes import MqttProbe
 from tests.support.e2e import until
 from tests.support.envelopes import birth, evt, reply
@@ -159,3 +160,95 @@ def test_batch_histogram_exposes_what_a_prometheus_histogram_does():
         return reg.get_sample_value("x_seconds_sum")
     assert lines(ours) == lines(theirs) and len(lines(ours)) == 2 + 15 + 1  # 14 bounds, +Inf
     assert total(ours) == pytest.approx(total(theirs)) and total(ours) > 46
+
+
+def test_publish_many_delivers_in_order_and_fails_counted_when_not_connected(broker):
+    """Issue 18, session 7: an ingest batch's acks as one `publish_many` on the main
+    connection (futures settled by the PUBACKs, no task each)."""
+    dev = f"many-{secrets.token_hex(3)}"
+
+    async def handler(topic, payload):
+        pass
+
+    async def main():
+        probe = await asyncio.to_thread(MqttProbe, broker.port, ("pe/1/+/ctl",))
+        bus = MqttBus("127.0.0.1", broker.port, handler, client_id=f"gw-{secrets.token_hex(3)}")
+        down = bus.publish_many([(f"pe/1/{dev}-0/ctl", b"early")])  # before it connects
+        with pytest.raises(PublishError, match="not connected to the broker"):
+            down[0].result()
+        assert bus.publish_failures == 1
+        task = asyncio.create_task(bus.run())
+        try:
+            assert await bus.wait_connected(30)
+            items = [(f"pe/1/{dev}-{i}/ctl", f"ack{i}".encode()) for i in range(50)]
+            futs = bus.publish_many(items)
+            done, pending = await asyncio.wait(futs, timeout=30)
+            assert not pending and all(f.result() is None for f in done)  # every PUBACK in
+            await until(lambda: len([m for m in probe.messages if m[0].startswith(
+                f"pe/1/{dev}-")]) == 50, "the 50 publishes at the subscriber")
+            assert [(t, p) for t, p, _ in probe.messages if t.startswith(f"pe/1/{dev}-")] == items
+            assert bus.publish_failures == 1
+        finally:
+            await bus.announce_offline()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            probe.close()
+
+    asyncio.run(main())
+
+
+def test_router_publish_many_sends_coap_devices_to_their_edge_and_the_rest_in_one_call():
+    edge_got: list[str] = []
+    many_got: list[list[str]] = []
+
+    class Edge:
+        def handles(self, dev):
+            return dev == "coap-1"
+
+        async def publish(self, topic, payload, *, qos=1, retain=False):
+            edge_got.append(topic)
+
+    async def fallback(topic, payload, *, qos=1, retain=False):
+        raise AssertionError("one call to fallback_many, not a publish each")
+
+    def fallback_many(items):
+        many_got.append([t for t, _ in items])
+        futs = [asyncio.get_running_loop().create_future() for _ in items]
+        for f in futs:
+            f.set_result(None)
+        return futs
+
+    async def main():
+        router = TransportRouter(fallback, Edge(), fallback_many=fallback_many)  # type: ignore[arg-type]
+        futs = router.publish_many([("pe/1/mqtt-1/ctl", b"a"), ("pe/1/coap-1/ctl", b"b"),
+                                    ("pe/1/mqtt-2/ctl", b"c")])
+        assert len(futs) == 3
+        await asyncio.wait(futs, timeout=5)
+        assert all(f.result() is None for f in futs)
+        assert many_got == [["pe/1/mqtt-1/ctl", "pe/1/mqtt-2/ctl"]] and edge_got == ["pe/1/coap-1/ctl"]
+
+    asyncio.run(main())
+
+
+def test_a_long_read_is_handed_over_in_slices_so_other_work_interleaves():
+    """A saturated broker's socket read holds ~1,000 messages: the bus yields to the event loop
+    every `HANDOFF_SLICE` of them, so an HTTP request (a command) does not wait for the whole
+    hand-over (issue 18, session 7)."""
+    order: list[str] = []
+
+    async def handler(topic, payload):
+        order.append(topic)
+
+    async def other():
+        order.append("other")
+
+    async def main():
+        bus = MqttBus("127.0.0.1", 1, handler, command_lane=False)
+        batch = [(f"m{i}", b"") for i in range(3 * HANDOFF_SLICE)]
+        waiting = asyncio.ensure_future(other())  # ready to run at the loop's next step
+        await bus._hand_over(batch)
+        await waiting
+        assert [t for t in order if t != "other"] == [t for t, _ in batch]  # order kept
+        assert order.index("other") == HANDOFF_SLICE  # it ran after the first slice
+
+    asyncio.run(main())

@@ -271,3 +271,50 @@ def test_client_closes_the_connection_on_bytes_that_are_not_mqtt():
         with pytest.raises(MqttLiteError, match="remaining length longer than 4 bytes"):
             await client.next_batch()
     asyncio.run(main())
+
+
+def test_publish_many_writes_in_order_and_each_future_settles_at_its_puback():
+    """Issue 18: a batch's acks without a task each. Every publish is written at once, in
+    order; its future is done at its own PUBACK, which frees its packet id."""
+    async def main():
+        client, t = lite_on_fake()
+        futs = client.publish_many([("pe/1/d1/ctl", b"a"), ("pe/1/d2/ctl", b"b")], timeout=60)
+        await asyncio.sleep(0)  # the write goes out at the end of the loop pass
+        dec = codec.Decoder(codec.MAX_PACKET)
+        sent = dec.feed(bytes(t.sent))
+        assert [(k, p, topic, body) for k, _, p, topic, body in sent] == [
+            (codec.PUBLISH, 1, b"pe/1/d1/ctl", b"a"), (codec.PUBLISH, 2, b"pe/1/d2/ctl", b"b")]
+        assert [f.done() for f in futs] == [False, False]
+        client.data_received(codec.puback_packet(2))
+        assert [f.done() for f in futs] == [False, True] and futs[1].result() is None
+        client.data_received(codec.puback_packet(1))
+        assert futs[0].done() and futs[0].result() is None
+        assert client._inflight == {}  # both packet ids free again
+    asyncio.run(main())
+
+
+def test_publish_many_fails_what_has_no_puback_in_time_and_frees_its_packet_id():
+    async def main():
+        client, _ = lite_on_fake()
+        futs = client.publish_many([("pe/1/d1/ctl", b"a"), ("pe/1/d2/ctl", b"b")], timeout=0.05)
+        client.data_received(codec.puback_packet(1))
+        await asyncio.wait(futs, timeout=5)
+        assert futs[0].result() is None
+        with pytest.raises(MqttLiteError, match="no PUBACK within 0.05 s"):
+            futs[1].result()
+        assert client._inflight == {}
+        client.data_received(codec.puback_packet(2))  # a late PUBACK: ignored
+    asyncio.run(main())
+
+
+def test_publish_many_fails_on_connection_loss_and_refuses_when_not_connected():
+    async def main():
+        client, t = lite_on_fake()
+        futs = client.publish_many([("pe/1/d1/ctl", b"a")], timeout=60)
+        client.connection_lost(None)
+        with pytest.raises(MqttLiteError, match="connection lost"):
+            futs[0].result()
+        t.aborted = True
+        with pytest.raises(MqttLiteError, match="not connected"):
+            client.publish_many([("pe/1/d1/ctl", b"a")])
+    asyncio.run(main())
