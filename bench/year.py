@@ -423,6 +423,9 @@ def main() -> int:
                     help="keep the filled database here (and the fill's figures beside it, "
                     "PATH.json); when it exists, skip the fill and measure on a copy of it: fill "
                     "once (hours for a long history), measure on a quiet machine later")
+    ap.add_argument("--reads-only", action="store_true",
+                    help="after the fill: only the gateway's startup, API reads, RSS and idle CPU "
+                    "(no ingest rounds, backup or pruning)")
     ap.add_argument("--fill-only", action="store_true", help="with --db: fill it and stop")
     ap.add_argument("--kinds-hook", action="store_true",
                     help="say where the fitting/locker per-order costs come from and stop")
@@ -473,17 +476,18 @@ def main() -> int:
 
         # ingest: full against empty, interleaved
         rates: dict[str, list[float]] = {"empty": [], "full": []}
-        for r in range(3):
+        for r in range(0 if args.reads_only else 3):
             for which in ("empty", "full"):
                 target = path if which == "full" else work / f"empty-{r}.db"
                 # an empty store's devices start at seq 1 (their own synthesizer)
                 rates[which].append(ingest_rate(target, synth if which == "full" else Store_(r),
                                                 args.ingest_events, end_ms + r))
-        e, fu = statistics.median(rates["empty"]), statistics.median(rates["full"])
-        print(f"ingest (apply_batch, {args.ingest_events} events, median of 3 interleaved): "
-              f"empty {e:.0f} events/s, full {fu:.0f} events/s, ratio {fu / e:.2f} "
-              f"(rounds: empty {', '.join(f'{x:.0f}' for x in rates['empty'])}; full "
-              f"{', '.join(f'{x:.0f}' for x in rates['full'])})")
+        if rates["empty"]:
+            e, fu = statistics.median(rates["empty"]), statistics.median(rates["full"])
+            print(f"ingest (apply_batch, {args.ingest_events} events, median of 3 interleaved): "
+                  f"empty {e:.0f} events/s, full {fu:.0f} events/s, ratio {fu / e:.2f} "
+                  f"(rounds: empty {', '.join(f'{x:.0f}' for x in rates['empty'])}; full "
+                  f"{', '.join(f'{x:.0f}' for x in rates['full'])})")
 
         # the ingest rounds' events in one burst: counted now, as the gateway's fold would
         # have within a minute of each (the gateway's reads below meet a caught-up store)
@@ -502,6 +506,9 @@ def main() -> int:
         print(f"gateway idle CPU ({args.idle_s:g} s, no traffic): {g['idle_cpu'] * 100:.2f} % "
               "of a core")
 
+        if args.reads_only:
+            print(f"machine at the end: {machine()}")
+            return 0
         b = db_cli.backup(path, work / "backup.db")
         print(f"backup (phygital db backup): {b['bytes'] / 1e6:.1f} MB in {b['seconds']:.1f} s "
               f"({b['bytes'] / 1e6 / max(b['seconds'], 1e-9):.0f} MB/s; a year at the default "
