@@ -68,9 +68,11 @@ def make_bundle(version: str, files: list[tuple[str, bytes]], kinds: list[str],
                 "files": [[p, len(d), hashlib.sha256(d).hexdigest()] for p, d in files]}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("manifest.json", json.dumps(manifest, separators=(",", ":")))
-        for p, d in files:
-            z.writestr(p, d)
+        # a fixed date on every entry: the same files make the same bytes (reproducible)
+        for p, d in [("manifest.json", json.dumps(manifest, separators=(",", ":")).encode()),
+                     *files]:
+            z.writestr(zipfile.ZipInfo(p, date_time=(1980, 1, 1, 0, 0, 0)), d,
+                       compress_type=zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 

@@ -66,3 +66,16 @@ def test_a_manifest_a_device_cannot_read_is_refused(shape, why):
         ota.read_bundle(_zip(m.encode(), files))
     with pytest.raises(ValueError, match=why):
         ota.device_entries(m.encode())
+
+
+def test_a_bundle_is_the_same_bytes_whenever_it_is_built(monkeypatch):
+    """The zip's entries carry no build time: the same files give the same bundle (and the same
+    hash) a second later. A test that built one twice failed in CI when the two builds fell on
+    either side of a 2-second boundary of the zip's DOS time."""
+    import time as _time
+    files = [("edge/__init__.mpy", b"M\x06init"), ("edge/boot.mpy", b"M\x06boot")]
+    first = ota.make_bundle("1.0.0", files, ["sample-pad"], ["sim"], 96 * 1024)
+    later = _time.time() + 3600
+    monkeypatch.setattr(_time, "time", lambda: later)
+    monkeypatch.setattr(_time, "localtime", lambda t=None: _time.gmtime(later))
+    assert ota.make_bundle("1.0.0", files, ["sample-pad"], ["sim"], 96 * 1024) == first
