@@ -92,7 +92,7 @@ class Getter:
         self.h = None     # its sha256 so far
         self.topic = self.rt.prefix + "ota"
         self.chunks = 0
-        self.retries = 0  # requests asked again (no answer in WAIT_MS)
+        self.retries = 0  # requests asked again (no answer in WAIT_MS, or no heap for them)
         self.nomem = 0    # MemoryErrors the download went on after (edge/ota.py _resumed)
         self.min_free = None
         # what a chunk may carry: it must fit the client's receive buffer with its topic
@@ -196,7 +196,18 @@ class Getter:
         self.fh = open(part, "ab")  # appended straight to flash: resumable, no whole file in RAM
         try:
             while o < size:
-                o += await self._fetch(f, o, min(self.chunk, size - o))
+                co = None
+                for _ in range(NO_ROOM):  # the request's frame (~250 B), the MemoryError met
+                    try:                  # most at 96k: made again here, not resumed from flash
+                        co = self._fetch(f, o, min(self.chunk, size - o))
+                        break
+                    except MemoryError:
+                        self.nomem += 1
+                        await asyncio.sleep_ms(200)
+                if co is None:
+                    raise MemoryError("no hole for a request")
+                o += await co
+                co = None
                 self.chunks += 1
         finally:
             self.fh.close()

@@ -206,22 +206,18 @@ class Runtime:
         self.state["session"] = session
         fsutil.save_json(self.state_path, self.state)
         client.will = self._will(session + 1)  # used by the next connect
-        step = tries = 0
-        while step < 5:  # a step that meets a MemoryError (a fragmented heap: no hole for its
-            try:         # frame now) is tried again, not the session: it dropped the link before
-                if step < 3:  # subscribing twice, or a second birth, changes nothing
-                    await client.subscribe(self.prefix + ("cmd", "ctl")[step] if step < 2
-                                           else "pe/1/gateway/state", 1)
-                elif step == 3:
-                    self._sent = self.journal.first - 1
-                    await self._publish_birth()
-                else:
-                    await client.publish(self.prefix + "status", self._msg(
-                        "online", {"session": session, "epoch": self.journal.epoch}), 1, True)
-                step += 1
+        for i in range(20):  # a MemoryError (a fragmented heap: no hole for a frame now) is
+            try:             # met again here, not by a new session: it dropped the link before;
+                await client.subscribe(self.prefix + "cmd", 1)  # subscribing twice, or a
+                await client.subscribe(self.prefix + "ctl", 1)  # second birth, changes nothing
+                await client.subscribe("pe/1/gateway/state", 1)
+                self._sent = self.journal.first - 1
+                await self._publish_birth()
+                await client.publish(self.prefix + "status", self._msg(
+                    "online", {"session": session, "epoch": self.journal.epoch}), 1, True)
+                break
             except MemoryError:
-                tries += 1
-                if tries > 20:
+                if i == 19:
                     raise
                 await asyncio.sleep_ms(200)
         self._down_since = None
