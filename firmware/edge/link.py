@@ -37,6 +37,7 @@ class Link:
         try:
             while not self._closing:
                 up = None
+                self._oom = False  # a MemoryError on this connection (_err)
                 try:
                     if await self._connect():
                         up = ticks_ms()
@@ -47,8 +48,8 @@ class Link:
                 self._lost()
                 if self._closing:
                     break
-                if up is not None and ticks_diff(ticks_ms(), up) >= STABLE_MS:
-                    delay = 1
+                if up is not None and ticks_diff(ticks_ms(), up) >= STABLE_MS or self._oom:
+                    delay = 1  # a MemoryError is about this moment's heap, not the network
                 ms = delay * 1000
                 try:
                     await self._wait(ms + ((ms * getrandbits(8)) >> 9))  # +0..50 % jitter
@@ -70,6 +71,8 @@ class Link:
     def _err(self, e):
         self.stats["errors"] += 1
         self.last_error = e
+        if isinstance(e, MemoryError):
+            self._oom = True
 
     async def _wait(self, ms):
         # Sleep up to ms, or until _ev is set. Callers check their condition first: nothing

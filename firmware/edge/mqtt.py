@@ -210,6 +210,10 @@ class MQTTClient(Link):
                 await asyncio.wait_for_ms(ev.wait(), self._rt)
             except asyncio.TimeoutError:
                 pass
+            except MemoryError:  # no hole for wait_for's task now (a fragmented heap): poll
+                t = ticks_ms()   # instead, sleep_ms allocates nothing; the packet is out, so
+                while ev.rc is None and ticks_diff(ticks_ms(), t) < self._rt:  # never give
+                    await asyncio.sleep_ms(10)  # up the link for this
         if ev.rc is not None and ev.rc < 0:
             raise OSError(errno.ECONNABORTED)  # link lost while waiting
         return ev.rc
@@ -411,7 +415,14 @@ class MQTTClient(Link):
                 self._last_rx = ticks_ms()
                 t = h & 0xF0
                 if t == 0x30:
-                    await self._rx_publish(r, h, n)
+                    co = None
+                    while co is None:  # its frame is made before it reads a byte: when the
+                        try:           # heap has no hole for it now, wait and make it again
+                            co = self._rx_publish(r, h, n)
+                        except MemoryError:
+                            await asyncio.sleep_ms(20)
+                    await co
+                    co = None
                 elif t == 0x40 and n == 2:  # PUBACK
                     b = await self._body(r, 2)
                     if self._resolve((b[0] << 8) | b[1], 0):
@@ -497,7 +508,11 @@ async def _fill(r, mv):
     n = len(mv)
     got = 0
     while got < n:
-        k = await r.readinto(mv[got:] if got else mv)
+        try:
+            k = await r.readinto(mv[got:] if got else mv)
+        except MemoryError:  # no hole for the read's frame or slice: nothing was read (the
+            await asyncio.sleep_ms(20)  # bytes go into mv only after the wait); again
+            continue
         if k == 0:
             raise EOFError
         if k:

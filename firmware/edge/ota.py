@@ -10,6 +10,7 @@
 # reboot. The new firmware confirms it (`cur`) once it is online again and its self-test passed
 # (edge/ota_trial.py, loaded only on trial); main.py gives up on it after TRIES boots without that.
 import asyncio
+import gc
 import os
 
 from edge import fsutil
@@ -22,26 +23,79 @@ class Refused(Exception):
     pass
 
 
+NO_ROOM = 50          # a step tried again this many times, 200 ms apart, when the heap has no hole
+STALL = 30            # MemoryErrors in a row, 1 s apart, with no chunk fetched in between: `no-heap`
+
+
+async def again(fn, *a):
+    """fn(*a), tried again when it finds no hole in the heap: on a fragmented heap a MemoryError
+    is about this moment (the app's garbage moves on), so wait and try again, NO_ROOM times."""
+    for _ in range(NO_ROOM - 1):
+        try:
+            return fn(*a)
+        except MemoryError:
+            await asyncio.sleep_ms(200)
+    return fn(*a)
+
+
+async def emit(rt, etype, body):
+    # an event, tried again on a MemoryError (again()), but never journaled twice: the
+    # journal may have taken it before the error (its offsets' list growing after the write)
+    for _ in range(NO_ROOM):
+        n = rt.journal.next
+        try:
+            rt.emit(etype, body)
+            return
+        except MemoryError:
+            if rt.journal.next != n:
+                rt._wake.set()
+                return
+            await asyncio.sleep_ms(200)
+    raise MemoryError
+
+
+def where(rt, e):
+    # the spot of a MemoryError on the console (the log names the line that found no hole)
+    try:
+        rt.log("ota: no heap:", e)
+        __import__("sys").print_exception(e)
+    except MemoryError:
+        pass
+
+
 async def _resumed(g):
     # a MemoryError anywhere in the download (a fragmented heap with no hole at that moment):
-    # pause and go on where it stopped (the download resumes from the parts on flash)
-    for _ in range(5):
+    # pause and go on where it stopped (from the parts on flash: nothing fetched twice but the
+    # chunk in flight). `no-heap` only after STALL of them in a row with no chunk in between.
+    stall = 0
+    while True:
+        n = g.chunks
         try:
             return await g.run()
-        except MemoryError:
+        except MemoryError as e:
+            g.nomem += 1
+            where(g.rt, e)
+            stall = stall + 1 if g.chunks == n else 1
+            if stall >= STALL:
+                raise Refused("no-heap")
             await asyncio.sleep_ms(1000)
-    raise Refused("no-heap")
 
 
-async def _load_getter():
-    # the download's module, loaded now: on a fragmented heap a function's bytecode may find
-    # no hole at once; the app's garbage moves on, so try again for a while before giving up
-    for _ in range(20):
+async def _getter(ota, off, d):
+    # the download's module and its Getter, made now: on a fragmented heap a function's
+    # bytecode or the Getter's attributes may find no hole at once; the app's garbage moves on,
+    # so try again for a while before giving up
+    G = None
+    for _ in range(NO_ROOM):
         try:
-            from edge.ota_get import Getter
-            return Getter
-        except MemoryError:
-            drop("ota_get")
+            gc.collect()  # the allocator then fills the lowest holes first: the module's
+            if G is None:  # long-lived code packs there instead of pinning new holes
+                from edge.ota_get import Getter as G
+            return G(ota, off, d)
+        except MemoryError as e:
+            where(ota.rt, e)
+            if G is None:
+                drop("ota_get")
             await asyncio.sleep_ms(500)
     raise Refused("no-heap")
 
@@ -174,26 +228,40 @@ class Ota:
         rt = self.rt
         d = self._dir()
         g = None
+        reason = None
         try:
-            g = self.get = (await _load_getter())(self, off, d)
+            g = self.get = await _getter(self, off, d)
             m = await _resumed(g)
         except Refused as e:
-            rt.log("ota: refused", off["version"], e)
-            rmtree(d)
-            rt.emit("ota.failed", {"version": off["version"], "reason": str(e)})
-            self.task = None
-            return
+            reason = e.args[0]
         except Exception as e:  # a bug or a full flash: keep the running firmware
-            rt.log("ota: failed", repr(e))
-            __import__("sys").print_exception(e)  # where, on the console
-            rmtree(d)
-            rt.emit("ota.failed", {"version": off["version"], "reason": "error: %s" % e})
-            self.task = None
-            return
+            reason = "error"
+            try:
+                reason = "error: %s" % e
+                __import__("sys").print_exception(e)  # where, on the console
+            except MemoryError:
+                pass
         finally:
             self.get = None
-        rt.emit("ota.staged", {"version": m, "chunks": g.chunks, "retries": g.retries, "min_free": g.min_free})
+        if reason is not None:
+            await self._failed(off["version"], d, reason)
+            return
+        await emit(rt, "ota.staged", {"version": m, "chunks": g.chunks, "retries": g.retries,
+                                      "nomem": g.nomem, "min_free": g.min_free})
         await self._switch(d[4:])
+
+    async def _failed(self, version, d, reason):
+        # nothing installed: the set goes (a partial or unverified one never boots), and the
+        # gateway is told why; each step waits for heap rather than dying silently
+        try:
+            self.rt.log("ota: refused", version, reason)
+            try:
+                await again(rmtree, d)
+            except MemoryError:  # left on flash without its `version`: never booted
+                pass
+            await emit(self.rt, "ota.failed", {"version": version, "reason": reason})
+        finally:
+            self.task = None
 
     async def _switch(self, slot):
         """Never mid-action: wait until the app is not busy and no command runs, then name the
@@ -204,7 +272,7 @@ class Ota:
             await asyncio.sleep_ms(IDLE_MS)
         self.st["try"] = slot
         self.st["n"] = 0
-        self.save()
+        await again(self.save)  # tmp file then rename: a MemoryError before it leaves the old state
         rt.log("ota: switching to", slot)
         await asyncio.sleep_ms(300)  # let the sender publish ota.staged (it stays journaled anyway)
         rt.hal.reset()

@@ -12,12 +12,13 @@ import json
 import os
 from binascii import unhexlify
 from hashlib import sha256
+from time import ticks_diff, ticks_ms
 
 from edge import fsutil
-from edge.ota import Refused, size_of
+from edge.ota import NO_ROOM, Refused, again, size_of, where
 
 WAIT_MS = 4000        # a chunk not answered by then is asked for again
-NO_ROOM = 50          # requests in a row without heap for them (200 ms apart) before `no-heap`
+POLL_MS = 5           # how often a request looks whether its chunk came
 MAX_FILES = 64
 MAX_BYTES = 512 * 1024
 HEAD = 512            # the manifest's fields before its file list (gateway.devices.ota: the same)
@@ -89,9 +90,10 @@ class Getter:
         self.got = None   # bytes written, or a refusal (str)
         self.fh = None    # the .part being written
         self.h = None     # its sha256 so far
-        self.ev = asyncio.Event()
+        self.topic = self.rt.prefix + "ota"
         self.chunks = 0
-        self.retries = 0
+        self.retries = 0  # requests asked again (no answer in WAIT_MS, or no heap for them)
+        self.nomem = 0    # MemoryErrors the download went on after (edge/ota.py _resumed)
         self.min_free = None
         # what a chunk may carry: it must fit the client's receive buffer with its topic
         room = getattr(self.rt.client, "rx_size", 512) - 4 - len(self.rt.prefix) - 3 - HDR - len(self.oid)
@@ -111,9 +113,13 @@ class Getter:
         if w is None or len(mv) < HDR or mv[1] != w[0] + 1 \
                 or (mv[2] << 24 | mv[3] << 16 | mv[4] << 8 | mv[5]) != w[1]:
             return
-        k = HDR + mv[6]
-        if bytes(mv[HDR:k]) != self.oid:
+        oid = self.oid
+        k = HDR + len(oid)
+        if mv[6] != len(oid) or len(mv) < k:
             return
+        for i in range(len(oid)):  # compared in place: no copy of it per chunk
+            if mv[HDR + i] != oid[i]:
+                return
         d = mv[k:]
         self.want = None
         if not 0 < len(d) <= w[2]:
@@ -125,7 +131,8 @@ class Getter:
                 self.got = len(d)
             except OSError as e:
                 self.got = "error: %s" % e
-        self.ev.set()
+            except MemoryError:  # what is on flash and the hash may differ now: go on from
+                self.got = -1    # the part on flash (_fetch: as any MemoryError, resumed)
 
     def on_chunk(self, body):
         """A JSON `ota.chunk`: the gateway's refusal (`err`) of the chunk asked for."""
@@ -133,7 +140,6 @@ class Getter:
         if w and body.get("f") == w[0] and body.get("o") == w[1]:
             self.want = None
             self.got = str(body.get("err") or "bad-chunk")[:32]
-            self.ev.set()
 
     async def _fetch(self, f, o, n):
         rt = self.rt
@@ -141,20 +147,26 @@ class Getter:
         while True:
             if rt.client.is_connected():
                 self.got = None
-                self.ev.clear()
                 self.want = (f, o, n)
                 try:
-                    await rt.client.publish(rt.prefix + "ota", rt._msg(
+                    await rt.client.publish(self.topic, rt._msg(
                         "get", {"id": self.off["id"], "f": f, "o": o, "n": n}), 0)
-                    await asyncio.wait_for_ms(self.ev.wait(), WAIT_MS)
-                except (OSError, asyncio.TimeoutError):
+                    # the answer polled for: sleep_ms allocates nothing, while a wait_for's
+                    # task and frames (~350 B) were the allocation that failed most at 96 KB
+                    t = ticks_ms()
+                    while self.got is None and ticks_diff(ticks_ms(), t) < WAIT_MS:
+                        await asyncio.sleep_ms(POLL_MS)
+                except OSError:
                     pass
-                except MemoryError:  # a fragmented heap had no hole for the request: the app's
-                    short += 1       # garbage moves on, ask again (a download waits, never fails
-                    if short > NO_ROOM:  # on one allocation), up to NO_ROOM times in a row
+                except MemoryError as e:  # a fragmented heap had no hole for the request: the
+                    short += 1       # app's garbage moves on, ask again (a download waits, never
+                    if short > NO_ROOM:  # fails on one allocation), up to NO_ROOM times in a row
+                        where(rt, e)
                         raise Refused("no-heap")
                     await asyncio.sleep_ms(200)
                 g = self.got
+                if g == -1:  # the chunk met a MemoryError on its way to flash: the download
+                    raise MemoryError("chunk")  # resumes from the part (edge/ota.py _resumed)
                 if g is not None:
                     if isinstance(g, str):
                         raise Refused(g)
@@ -184,7 +196,18 @@ class Getter:
         self.fh = open(part, "ab")  # appended straight to flash: resumable, no whole file in RAM
         try:
             while o < size:
-                o += await self._fetch(f, o, min(self.chunk, size - o))
+                co = None
+                for _ in range(NO_ROOM):  # the request's frame (~250 B), the MemoryError met
+                    try:                  # most at 96k: made again here, not resumed from flash
+                        co = self._fetch(f, o, min(self.chunk, size - o))
+                        break
+                    except MemoryError:
+                        self.nomem += 1
+                        await asyncio.sleep_ms(200)
+                if co is None:
+                    raise MemoryError("no hole for a request")
+                o += await co
+                co = None
                 self.chunks += 1
         finally:
             self.fh.close()
@@ -204,13 +227,13 @@ class Getter:
         if size_of(mpath) < 0:
             if not await self._get_file(-1, mpath, off["size"], unhexlify(off["sha"])):
                 raise Refused("bad-manifest-hash")
-        first = await self._try(self._check, mpath)
+        first = await again(self._check, mpath)
         self._low()
-        await self._try(self._room, mpath, first)
+        await again(self._room, mpath, first)
         i = 0
         pos = first
         while pos >= 0:
-            e, pos = await self._try(entry, mpath, pos)
+            e, pos = await again(entry, mpath, pos)
             await self._file(i, e)
             i += 1
             self._low()
@@ -218,16 +241,6 @@ class Getter:
             f.write(off["version"])
         os.remove(self.d + "/offer.json")  # the set is complete: nothing to resume
         return off["version"]
-
-    async def _try(self, fn, *a):
-        # a step that reads from flash allocates a few hundred bytes: a fragmented heap may
-        # have no hole for them now; the app's garbage moves on, so try again for a while
-        for _ in range(NO_ROOM):
-            try:
-                return fn(*a)
-            except MemoryError:
-                await asyncio.sleep_ms(200)
-        raise Refused("no-heap")
 
     def _check(self, mpath):
         # the manifest's fields: for us? (its file list is read entry by entry)

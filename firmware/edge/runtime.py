@@ -206,13 +206,20 @@ class Runtime:
         self.state["session"] = session
         fsutil.save_json(self.state_path, self.state)
         client.will = self._will(session + 1)  # used by the next connect
-        await client.subscribe(self.prefix + "cmd", 1)
-        await client.subscribe(self.prefix + "ctl", 1)
-        await client.subscribe("pe/1/gateway/state", 1)
-        self._sent = self.journal.first - 1
-        await self._publish_birth()
-        await client.publish(self.prefix + "status", self._msg(
-            "online", {"session": session, "epoch": self.journal.epoch}), 1, True)
+        for i in range(20):  # a MemoryError (a fragmented heap: no hole for a frame now) is
+            try:             # met again here, not by a new session: it dropped the link before;
+                await client.subscribe(self.prefix + "cmd", 1)  # subscribing twice, or a
+                await client.subscribe(self.prefix + "ctl", 1)  # second birth, changes nothing
+                await client.subscribe("pe/1/gateway/state", 1)
+                self._sent = self.journal.first - 1
+                await self._publish_birth()
+                await client.publish(self.prefix + "status", self._msg(
+                    "online", {"session": session, "epoch": self.journal.epoch}), 1, True)
+                break
+            except MemoryError:
+                if i == 19:
+                    raise
+                await asyncio.sleep_ms(200)
         self._down_since = None
         self.log("online session", session)
         self._wake.set()
@@ -356,20 +363,29 @@ class Runtime:
 
     # --- over-the-air updates (edge/ota.py, docs/ota.md): one hook for every app ------------
     def _load_ota(self):
+        import gc
+        gc.collect()  # the OTA code packs into the lowest holes (the allocator's first fit)
         from edge.ota import Ota
-        self.ota = Ota(self)
-        v = self.ota.version()
+        o = Ota(self)
+        v = o.version()
         if v:
             self.fw_version = v
+        self.ota = o
 
     async def _cmd_ota(self, args):
-        if self.ota is None:
-            self._load_ota()
-        from edge.ota import Refused
-        try:
-            return self.ota.offer(args)
-        except Refused as r:
-            raise Rejected(r.args[0])
+        for _ in range(20):
+            try:
+                if self.ota is None:
+                    self._load_ota()
+                return self.ota.offer(args)
+            except MemoryError as e:  # no hole for the OTA code or the offer's check now: a
+                self.log("ota: no heap for the offer:", e)  # failed answer would halt the
+                await asyncio.sleep_ms(500)  # rollout; the heap moves on
+            except Exception as e:
+                if type(e).__name__ == "Refused":  # edge.ota.Refused (imported only with it)
+                    raise Rejected(e.args[0])
+                raise
+        raise Rejected("no-heap")
 
     # --- health -----------------------------------------------------------------------
     def heartbeat(self):

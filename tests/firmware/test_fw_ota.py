@@ -141,10 +141,13 @@ def test_good_update_is_staged_switched_on_reboot_confirmed_and_reported(pad):
     assert st["cur"] == "a" and st["try"] is None
     staged = gw.of("ota.staged")[0]["body"]
     print(f"\nOTA download at {HEAP} of heap: {staged['chunks']} chunks of {gw.asked} B, "
-          f"{staged['retries']} retries, lowest free heap after a collection {staged['min_free']} B")
+          f"{staged['retries']} retries, {staged['nomem']} MemoryErrors gone past, "
+          f"lowest free heap after a collection {staged['min_free']} B")
     assert staged["min_free"] > 0
-    # not one chunk was dropped for want of heap (at 96 KB before the fix, every one was)
-    assert not [line for line in fw.lines if "memory allocation failed" in line]
+    # not one chunk was dropped for want of heap (at 96 KB before the fix, every one was: the
+    # runtime's `dropped message on pe/1/ota-pad/ctl : memory allocation failed, allocating 685
+    # bytes`); a MemoryError the download went past is logged `ota: no heap:` and counted
+    assert not [line for line in fw.lines if "dropped message" in line]
     # the app still works on the new set
     from hil.sim.mfrc522 import NtagTag
     handle.place(NtagTag(bytes.fromhex("04a1b2c3d4e5f6")))
@@ -231,3 +234,122 @@ def test_firmware_that_crashes_at_boot_rolls_back_by_itself(pad, tmp_path):
     assert rb == {"version": "9.9.9-crash", "boots": 4, "running": "0.1.0"}
     assert gw.births[-1]["body"]["fw"] == "0.1.0"
     assert _state(fw)["try"] is None and _state(fw)["cur"] is None
+
+
+
+@pytest.mark.slow  # a long scenario: `pytest -m slow` (README, "Tests")
+def test_a_trial_is_confirmed_only_once_the_pads_reader_answers(pad):
+    store, fw, gw, _ = pad
+    gw.offer("c-self-test")
+    wait_for(lambda: gw.of("ota.staged"), 60, what="ota.staged")
+    _reboot_until_exit(fw)
+    sim = store.rig.device("ota-pad")
+    chip = sim.spi.pop("rfid")  # the reader off the bus: MISO floats high, VersionReg reads 0xFF
+    start = len(fw.lines)
+    fw.start()
+    fw.wait_line(r"ota: self-test: reader: no answer \(VersionReg 0xff\)", 30, start)
+    assert not gw.of("ota.installed") and _state(fw)["cur"] is None  # the trial stays a trial
+    sim.spi["rfid"] = chip  # wired again: the next self-test passes
+    wait_for(lambda: gw.of("ota.installed"), 30, what="ota.installed once the reader answers")
+    assert _state(fw)["cur"] == "a" and gw.births[-1]["body"]["fw"] == "9.0.0"
+
+# The download's answers to a MemoryError, each forced where the heap would fail (edge/ota.py
+# with a Getter that fails as a fragmented heap does): a 96 KB device meets them now and then
+# (a rollout at 96k halted on one: docs/ota.md, "Heap while downloading").
+NOMEM = """
+import asyncio, json, os
+from edge import ota as O
+import edge.ota_get as og
+
+_sleep = asyncio.sleep_ms
+asyncio.sleep_ms = lambda ms: _sleep(1)  # the pauses between tries, shortened for the test
+O.STALL = 3
+
+class J:
+    next = 1
+
+class Hal:
+    resets = 0
+    def reset(self):
+        Hal.resets += 1
+
+class RT:
+    def __init__(self):
+        self.events = []
+        self.journal = J()
+        self._running = {}
+        self._wake = asyncio.Event()
+        self.app = None
+        self.hal = Hal()
+        self.fail_emit = 0
+    def emit(self, etype, body):
+        if self.fail_emit:
+            self.fail_emit -= 1
+            raise MemoryError("no hole for the event")
+        self.events.append([etype, body])
+        self.journal.next += 1
+    def log(self, *a):
+        pass
+
+class G:
+    # `fail_init` constructions, then `fail_runs` runs fail (after `progress` chunks each)
+    made = 0
+    def __init__(self, ota, off, d):
+        G.made += 1
+        if G.made <= S["fail_init"]:
+            raise MemoryError("no hole for the Getter")
+        self.rt = ota.rt
+        self.chunks = self.retries = self.nomem = self.runs = 0
+        self.min_free = 1
+    async def run(self):
+        self.runs += 1
+        if self.runs <= S["fail_runs"]:
+            self.chunks += S["progress"]
+            raise MemoryError("no hole mid-download")
+        return "9.0.0"
+
+og.Getter = G
+out = {}
+for name, S in (("getter", {"fail_init": 2, "fail_runs": 0, "progress": 0, "fail_emit": 0}),
+                ("resumed", {"fail_init": 0, "fail_runs": 8, "progress": 1, "fail_emit": 0}),
+                ("event", {"fail_init": 0, "fail_runs": 0, "progress": 0, "fail_emit": 1}),
+                ("stalled", {"fail_init": 0, "fail_runs": 99, "progress": 0, "fail_emit": 0})):
+    G.made = Hal.resets = 0
+    rt = RT()
+    rt.fail_emit = S["fail_emit"]
+    O.rmtree("ota")
+    os.mkdir("ota")
+    o = O.Ota(rt)
+    o.task = True
+    d = o._dir()
+    os.mkdir(d)
+    try:
+        asyncio.run(o._run({"id": "r1", "version": "9.0.0", "sha": "00", "mac": "", "size": 1}))
+        r = "ended"
+    except MemoryError as e:
+        r = "died: %s" % e
+    out[name] = {"run": r, "events": [e[0] for e in rt.events], "reason": [e[1].get("reason") for e in rt.events],
+                 "resets": Hal.resets, "try": o.st.get("try"), "set_kept": d[4:] in os.listdir("ota"),
+                 "task": o.task is None}
+print(json.dumps(out))
+"""
+
+
+def test_download_goes_on_after_memory_errors_and_a_stalled_one_ends_in_no_heap(tmp_path):
+    from hil.sim.firmware import build_mpy
+    from tests.support.micropython import run_micropython
+    p = run_micropython(NOMEM, cwd=str(tmp_path), env={"MICROPYPATH": f"{build_mpy()}:.frozen"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    staged = {"run": "ended", "events": ["ota.staged"], "reason": [None], "resets": 1, "try": "a",
+              "set_kept": True, "task": False}
+    # no hole for the Getter at first: made again, not refused with "error: ..."
+    assert out["getter"] == staged, out["getter"]
+    # eight MemoryErrors mid-download, each after progress: it went on (was `no-heap` after 5)
+    assert out["resumed"] == staged, out["resumed"]
+    # no hole for the `ota.staged` event at first: sent once, then the switch (the task died
+    # silently before: no event, no switch)
+    assert out["event"] == staged, out["event"]
+    # MemoryErrors with no chunk in between: it ends with a clear event, the set deleted
+    assert out["stalled"] == {"run": "ended", "events": ["ota.failed"], "reason": ["no-heap"], "resets": 0,
+                              "try": None, "set_kept": False, "task": True}, out["stalled"]
