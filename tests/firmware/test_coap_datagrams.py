@@ -122,3 +122,95 @@ print("SHORT", c.stats["rx_short"] > 0)
     assert "SHORT True" in out, out
     assert [p[2] for p in polls[:2]] == [False, True], (polls, out)  # the second poll: again=1
     assert repr(rebirth) in out.split("CTL", 1)[1].split("\n")[0], out
+
+
+# the unix port's `recv()` takes the datagram from the kernel into a buffer of RX_MAX bytes, then
+# copies it into a new `bytes` of its own size: when the heap has no hole for that copy the
+# datagram is gone (ports/unix/modsocket.c). Here a shim socket does the same for every
+# datagram with a payload over 100 bytes (as a heap that stays the same on a quiet device would),
+# and `readinto` works as the real one (it needs no heap).
+LOSSY_RECV = r'''
+import socket as _socket
+import edge.coap as ec
+from asyncio.core import _io_queue as _ioq
+class LossySocket:
+    def __init__(self, s):
+        self.s = s
+    def recv(self, n):
+        d = self.s.recv(n)
+        if len(d) > 100:
+            lost.append(len(d))
+            raise MemoryError("memory allocation failed, allocating %d bytes" % len(d))
+        return d
+    def readinto(self, buf):
+        return self.s.readinto(buf)
+    def send(self, b):
+        return self.s.send(b)
+    def connect(self, a):
+        return self.s.connect(a)
+    def setblocking(self, f):
+        return self.s.setblocking(f)
+    def close(self):
+        return self.s.close()
+class Sockets:
+    SOCK_DGRAM = _socket.SOCK_DGRAM
+    def getaddrinfo(self, *a):
+        return _socket.getaddrinfo(*a)
+    def socket(self, *a):
+        return LossySocket(_socket.socket(*a))
+class IoQueue:  # asyncio waits on the real socket
+    def queue_read(self, s):
+        return _ioq.queue_read(s.s)
+lost = []
+ec.socket = Sockets()
+ec._io_queue = IoQueue()
+c._open()  # the link's socket again, through the shim (same gateway, the link stays up)
+'''
+
+
+def test_a_datagram_recv_took_and_lost_to_the_heap_is_asked_for_again_at_once():
+    """Issue 16, `bad-input` failing about one run in 10 at 96 KB (the kit's `ping` unanswered
+    for 20 s; seen in the device's console with the kit's trace): `recv()` had a hole for its
+    640-byte buffer but none for the copy of a 525-byte block, so the datagram was taken from
+    the socket and lost; `readinto` then found nothing. The poll waited for its retransmission
+    (2-3 s), the gateway's dedupe answered it with the same datagram into the same heap, and it
+    was lost again (4-6 s more). Now the request goes out again at once and its answer is read
+    into the transport's buffer. The ACK timeout here is 30 s: the only way to the command
+    within the test is the immediate resend."""
+    cmd = b'{"v":1,"dev":"fw-1","type":"cmd","id":"c1","t":1,"body":{"name":"ping","pad":"%s"}}' \
+        % (b"x" * 200)
+    polls: list[int] = []  # message ids of the polls, one per poll (retransmissions not)
+
+    def answer(data: bytes, addr) -> None:
+        if (data[0] >> 4) & 3 != 0:
+            return  # our own ACKs and RSTs
+        tkl = data[0] & 0x0F
+        mid = struct.unpack("!H", data[2:4])[0]
+        token = data[4:4 + tkl]
+        if b"birth" in data:
+            peer.sock.sendto(struct.pack("!BBH", 0x60 | tkl, 68, mid) + token, addr)
+        elif data[1] == 1 and b"cmd" in data:
+            if mid not in polls:
+                polls.append(mid)
+            if polls.index(mid) == 0:  # the first poll, and its retransmissions (as dedupe)
+                peer.sock.sendto(struct.pack("!BBH", 0x60 | tkl, 69, mid) + token
+                                 + b"\xff" + cmd, addr)
+
+    peer = ScriptedPeer(answer)
+    try:
+        out = client(peer.port, LOSSY_RECV + r'''
+await c.subscribe("pe/1/fw-1/cmd")
+await c.publish("pe/1/fw-1/birth", b'{"v":1,"dev":"fw-1","type":"birth","t":null,"body":{"session":1}}')
+for _ in range(150):
+    if any(isinstance(e, tuple) for e in events):
+        break
+    await asyncio.sleep_ms(20)
+print("GOT", [json.loads(p)["id"] for t, p in events if isinstance(t, str) and t.endswith("/cmd")])
+print("LOST", len(lost), "rx_lost", c.stats.get("rx_lost"), "retx", c.stats["retx"],
+      "connected", c.is_connected())
+'''.replace("await c.subscribe", "import json\nawait c.subscribe", 1), ack=30000, timeout=60)
+    finally:
+        peer.close()
+    assert "GOT ['c1']" in out, out
+    assert "LOST 1 rx_lost 1 retx 1 connected True" in out, out  # lost once, sent again once
+    assert len(peer.requests(b"cmd")) >= 2 and len(polls) >= 1, out
