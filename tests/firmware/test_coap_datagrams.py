@@ -15,15 +15,19 @@ import struct
 from tests.support.coap_device import ScriptedPeer, client
 
 
+def _head(data: bytes) -> tuple[int, int, bytes]:
+    """A CoAP datagram's token length, message id and token (RFC 7252 §3)."""
+    tkl = data[0] & 0x0F
+    return tkl, struct.unpack("!H", data[2:4])[0], data[4:4 + tkl]
+
+
 def test_two_datagrams_waiting_in_the_socket_are_two_messages():
     last: list[int] = []
 
     def answer(data: bytes, addr) -> None:
         if data[1] != 2:
             return  # only POSTs (the long poll `subscribe` starts stays outstanding)
-        tkl = data[0] & 0x0F
-        mid = struct.unpack("!H", data[2:4])[0]
-        token = data[4:4 + tkl]
+        tkl, mid, token = _head(data)
         stale = struct.pack("!BBH", 0x60, 0, last[-1]) if last else struct.pack("!BBH", 0x70, 0, mid ^ 0x8000)
         last.append(mid)
         ack = struct.pack("!BBH", 0x60 | tkl, 68, mid) + token + b"\xff" + b'{"n":%d}' % len(last)
@@ -72,9 +76,7 @@ def test_a_message_glued_to_the_next_datagram_is_asked_for_again():
     def answer(data: bytes, addr) -> None:
         if (data[0] >> 4) & 3 != 0:
             return  # our own ACKs and RSTs
-        tkl = data[0] & 0x0F
-        mid = struct.unpack("!H", data[2:4])[0]
-        token = data[4:4 + tkl]
+        tkl, mid, token = _head(data)
         if b"birth" in data or b"evt" in data:
             reply = struct.pack("!BBH", 0x60 | tkl, 68, mid) + token
             if b"evt" in data:
@@ -184,9 +186,7 @@ def test_a_datagram_recv_took_and_lost_to_the_heap_is_asked_for_again_at_once():
     def answer(data: bytes, addr) -> None:
         if (data[0] >> 4) & 3 != 0:
             return  # our own ACKs and RSTs
-        tkl = data[0] & 0x0F
-        mid = struct.unpack("!H", data[2:4])[0]
-        token = data[4:4 + tkl]
+        tkl, mid, token = _head(data)
         if b"birth" in data:
             peer.sock.sendto(struct.pack("!BBH", 0x60 | tkl, 68, mid) + token, addr)
         elif data[1] == 1 and b"cmd" in data:

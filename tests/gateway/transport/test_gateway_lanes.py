@@ -16,6 +16,14 @@ from tests.support.e2e import until
 from tests.support.envelopes import birth, evt, reply
 
 
+async def _close(bus: MqttBus, task: asyncio.Task, probe: MqttProbe) -> None:
+    """The end of a bus test: offline announced, the bus's task and the probe closed."""
+    await bus.announce_offline()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    probe.close()
+
+
 def test_linger_gathers_a_tiny_batch_until_enough_queue_and_a_reply_ends_it(tmp_path):
     acks = []
 
@@ -84,10 +92,7 @@ def test_command_lane_carries_replies_and_commands_while_the_event_connection_is
             bus._client.transport.resume_reading()
             await until(lambda: (f"pe/1/{dev}/evt", b"E1") in got, "the event after the stall")
         finally:
-            await bus.announce_offline()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            probe.close()
+            await _close(bus, task, probe)
 
     asyncio.run(main())
 
@@ -189,10 +194,7 @@ def test_publish_many_delivers_in_order_and_fails_counted_when_not_connected(bro
             assert [(t, p) for t, p, _ in probe.messages if t.startswith(f"pe/1/{dev}-")] == items
             assert bus.publish_failures == 1
         finally:
-            await bus.announce_offline()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            probe.close()
+            await _close(bus, task, probe)
 
     asyncio.run(main())
 
