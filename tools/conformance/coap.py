@@ -29,13 +29,12 @@ import aiocoap
 from gateway.devices import protocol
 from gateway.transport.coap import CoapEdge, _Entry
 from gateway.transport.coap_auth import AUTH_CHANNEL
-from tools.conformance.link import GatewaySide, Msg, now_ms
+from tools.conformance.link import REDELIVER_S, GatewaySide, Msg, now_ms
 
 # a kit key: this marker, then 16 random bytes. The firmware takes its test hook next to a CoAP
 # key only if the key starts with it (firmware/edge/config.py); tools/provision.py makes keys of
 # 32 random bytes, which start with it with probability 2^-128
 KIT_KEY_MARKER = b"conformance-kit\0"
-REDELIVER_S = 2.0  # a command without a final reply is delivered again (the gateway's period)
 REQUESTS_MAX = 100_000  # request times kept for the heartbeat clause (a run makes a few hundred)
 
 # the device request being handled (set by KitEdge.handle): tells the device's own messages from

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 TOPICS = ("birth", "status", "evt", "reply")
+REDELIVER_S = 2.0  # a command without a final reply is delivered again (the gateway's period)
 
 
 def now_ms() -> int:
@@ -80,8 +81,9 @@ class GatewaySide:
 class MqttGatewaySide(GatewaySide):
     """A paho client that answers like the gateway (docs/protocol.md): an `ack` to every birth
     (with the `upto` the kit has acked for that epoch and its clock in `now`) and re-sends the
-    commands it has no final answer for on every birth. Events are acked only when a clause
-    says so (`ack`)."""
+    commands it has no final answer for on every birth and every `REDELIVER_S` (as the gateway
+    does: docs/protocol.md "Commands", Redelivery). Events are acked only when a clause says
+    so (`ack`)."""
 
     transport = "mqtt"
 
@@ -95,6 +97,9 @@ class MqttGatewaySide(GatewaySide):
         self.client.on_message = self._on_message
         self._subscribed = threading.Event()
         self.client.on_connect = self._on_connect
+        self._stop = threading.Event()
+        self._redeliverer = threading.Thread(target=self._redeliver, daemon=True,
+                                             name=f"conformance-redeliver-{dev}")
 
     def start(self, timeout: float = 10) -> None:
         self.client.connect(self.host, self.port, keepalive=30)
@@ -102,10 +107,24 @@ class MqttGatewaySide(GatewaySide):
         if not self._subscribed.wait(timeout):
             raise RuntimeError(f"could not connect to the broker at {self.host}:{self.port}: "
                                "check --broker (or let the kit start its own Mosquitto)")
+        self._redeliverer.start()
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._redeliverer.is_alive():
+            self._redeliverer.join(10)
         self.client.disconnect()
         self.client.loop_stop()
+
+    def _redeliver(self) -> None:
+        # every command without a final reply goes out again every 2 s, as the gateway does:
+        # a device at 96 KB that found no hole in its heap for a command (its task, its
+        # parse) drops it and counts on this to answer later (docs/protocol.md "Commands")
+        while not self._stop.wait(REDELIVER_S):
+            with self.cond:
+                pending = list(self.pending.values())
+            for payload in pending:
+                self.publish("cmd", payload)
 
     def _on_connect(self, client, userdata, flags, rc, props=None):
         client.subscribe([(self.prefix + t, 1) for t in TOPICS])
