@@ -88,14 +88,20 @@ def _state_len(store: Store) -> int:
     return store.conn.execute("SELECT length(state) FROM fitting").fetchone()[0]
 
 
+async def _started(tmp_path) -> tuple[Database, World, FittingService]:
+    """An open database with the rooms' devices born, and the fitting service loaded on it."""
+    db = Database(tmp_path / "gw.db")
+    await db.__aenter__()
+    w = World(db)
+    await w.devices()
+    svc = FittingService(db, None, clock=w.clock)
+    await svc.load()
+    return db, w, svc
+
+
 def test_a_purchase_writes_the_same_after_days_of_history_and_answers_as_before(tmp_path):
     async def main() -> None:
-        db = Database(tmp_path / "gw.db")
-        await db.__aenter__()
-        w = World(db)
-        await w.devices()
-        svc = FittingService(db, None, clock=w.clock)
-        await svc.load()
+        db, w, svc = await _started(tmp_path)
 
         async def traced_purchase(receipt: str, items) -> tuple[list[str], int]:
             w.sql.clear()
@@ -156,12 +162,7 @@ def test_a_purchase_writes_the_same_after_days_of_history_and_answers_as_before(
 
 def test_a_request_done_long_ago_is_listed_and_can_still_be_answered(tmp_path):
     async def main() -> None:
-        db = Database(tmp_path / "gw.db")
-        await db.__aenter__()
-        w = World(db)
-        await w.devices()
-        svc = FittingService(db, None, clock=w.clock)
-        await svc.load()
+        db, w, svc = await _started(tmp_path)
         await w.event("room-1", "room.occupied")
         await w.event("room-1", "call.pressed")
         await svc.step()
