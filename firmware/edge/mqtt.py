@@ -109,7 +109,7 @@ class MQTTClient(Link):
         self._tx = bytearray(self.tx_size)  # allocated at boot, before the heap fragments
         self._js = io.BytesIO(self.tx_size)  # a dict payload's JSON
         self._rx = memoryview(bytearray(self.rx_size))
-        self._b1 = self._rx[:1]  # the fixed header's bytes
+        self._b2 = self._rx[:2]  # a fixed header's first two bytes: its type, its length's first
         self.last_error = None
 
     # ---- public API -------------------------------------------------------------------
@@ -425,24 +425,25 @@ class MQTTClient(Link):
     async def _read(self, r, gen):
         try:
             while True:
-                b1 = self._b1
-                h = -1
-                n = 0
+                # the fixed header: its type byte and 1-4 length bytes (every packet has 2: read
+                # at once, one step less per packet; a length over 127 reads on, a byte a step)
+                while (co := self._co(0, r, self._b2)) is None:
+                    await asyncio.sleep_ms(20)
+                await co
+                b = self._rx
+                h = b[0]
+                c = b[1]
+                n = c & 0x7F
                 sh = 0
-                while True:  # the fixed header: its type byte, then 1-4 length bytes
-                    while (co := self._co(0, r, b1)) is None:
-                        await asyncio.sleep_ms(20)
-                    await co
-                    b = b1[0]
-                    if h < 0:
-                        h = b
-                        continue
-                    n |= (b & 0x7F) << sh
-                    if not b & 0x80:
-                        break
+                while c & 0x80:
                     sh += 7
                     if sh > 21:
                         raise OSError(errno.EIO)  # more than 4 length bytes
+                    while (co := self._co(1, r, 1)) is None:
+                        await asyncio.sleep_ms(20)
+                    await co
+                    c = b[0]
+                    n |= (c & 0x7F) << sh
                 self._last_rx = ticks_ms()
                 t = h & 0xF0
                 if t == 0x30:
