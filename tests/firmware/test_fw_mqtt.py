@@ -457,70 +457,81 @@ def _publish(topic: str, payload: bytes, qos=0, pid=0) -> bytes:
     return bytes([0x30 | qos << 1]) + _enc_len(len(body)) + body
 
 
-def test_framing_split_coalesced_varint_oversize_suback_failure_and_dup(mp):
+def _scripted_broker(script, timeout: float = 10):
+    """A fake broker for one connection on a free port: `script(conn, log)` plays its side in a
+    thread; an exception there lands in log["error"]. Returns (server socket, port, log, thread)."""
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
-    port = srv.getsockname()[1]
-    big = bytes((i * 31 + 7) & 0xFF for i in range(8192))
-    log: dict = {"pkts": []}
+    log: dict = {"pkts": [], "accepts": 0}
 
-    def broker():
+    def run():
         conn, _ = srv.accept()
-        conn.settimeout(10)
+        log["accepts"] += 1
+        conn.settimeout(timeout)
         try:
-            h, body = _read_packet(conn)
-            log["connect"] = (h, body)
-            for b in (b"\x20", b"\x02", b"\x00\x00"):  # CONNACK split across reads
-                conn.sendall(b)
-                time.sleep(0.05)
-            h, body = _read_packet(conn)
-            assert h == 0x82, hex(h)
-            pid = body[:2]
-            # SUBACK + QoS 1 PUBLISH + QoS 0 PUBLISH in one write
-            conn.sendall(b"\x90\x03" + pid + b"\x01" + _publish("f/a", b"first", 1, 0x1234)
-                         + _publish("f/b", b"second"))
-            while True:
-                h, body = _read_packet(conn)
-                log["pkts"].append((h, body))
-                if h == 0x82:  # second subscription: refused
-                    conn.sendall(b"\x90\x03" + body[:2] + b"\x80")
-                    break
-            # 8 KB message dribbled in 1000-byte pieces (2-byte remaining length)
-            data = _publish("f/big", big)
-            for i in range(0, len(data), 1000):
-                conn.sendall(data[i:i + 1000])
-                time.sleep(0.01)
-            # 4-byte remaining length, too big for the client: discarded; the stream stays in sync
-            huge = _publish("f/huge", b"\xaa" * 2_100_000)
-            assert huge[1] & 0x80 and huge[2] & 0x80 and huge[3] & 0x80 and not huge[4] & 0x80
-            conn.sendall(huge + _publish("f/after", b"ok"))
-            # a QoS 1 publish from the client: ignore the first copy, ack the DUP retransmission
-            while True:
-                h, body = _read_packet(conn)
-                log["pkts"].append((h, body))
-                if h & 0xF0 == 0x30:
-                    break
-            first = (h, body)
-            conn.sendall(b"\x40\x02\xff\xff")  # a PUBACK for an id nobody waits for: ignored
-            h, body = _read_packet(conn)
-            log["retx"] = (first, (h, body))
-            tl = struct.unpack("!H", body[:2])[0]
-            conn.sendall(b"\x40\x02" + body[2 + tl:4 + tl])
-            while True:
-                h, body = _read_packet(conn)
-                log["pkts"].append((h, body))
-                if h == 0xE0:
-                    log["disconnect"] = True
-                    break
-        except Exception as e:  # noqa: BLE001 - surfaced by the assertions below
+            script(conn, log)
+        except Exception as e:  # noqa: BLE001 - surfaced by the tests' assertions
             log["error"] = repr(e)
         finally:
             conn.close()
 
-    th = threading.Thread(target=broker, daemon=True)
+    th = threading.Thread(target=run, daemon=True)
     th.start()
+    return srv, srv.getsockname()[1], log, th
+
+
+def test_framing_split_coalesced_varint_oversize_suback_failure_and_dup(mp):
+    big = bytes((i * 31 + 7) & 0xFF for i in range(8192))
+
+    def broker(conn, log):
+        h, body = _read_packet(conn)
+        log["connect"] = (h, body)
+        for b in (b"\x20", b"\x02", b"\x00\x00"):  # CONNACK split across reads
+            conn.sendall(b)
+            time.sleep(0.05)
+        h, body = _read_packet(conn)
+        assert h == 0x82, hex(h)
+        pid = body[:2]
+        # SUBACK + QoS 1 PUBLISH + QoS 0 PUBLISH in one write
+        conn.sendall(b"\x90\x03" + pid + b"\x01" + _publish("f/a", b"first", 1, 0x1234)
+                     + _publish("f/b", b"second"))
+        while True:
+            h, body = _read_packet(conn)
+            log["pkts"].append((h, body))
+            if h == 0x82:  # second subscription: refused
+                conn.sendall(b"\x90\x03" + body[:2] + b"\x80")
+                break
+        # 8 KB message dribbled in 1000-byte pieces (2-byte remaining length)
+        data = _publish("f/big", big)
+        for i in range(0, len(data), 1000):
+            conn.sendall(data[i:i + 1000])
+            time.sleep(0.01)
+        # 4-byte remaining length, too big for the client: discarded; the stream stays in sync
+        huge = _publish("f/huge", b"\xaa" * 2_100_000)
+        assert huge[1] & 0x80 and huge[2] & 0x80 and huge[3] & 0x80 and not huge[4] & 0x80
+        conn.sendall(huge + _publish("f/after", b"ok"))
+        # a QoS 1 publish from the client: ignore the first copy, ack the DUP retransmission
+        while True:
+            h, body = _read_packet(conn)
+            log["pkts"].append((h, body))
+            if h & 0xF0 == 0x30:
+                break
+        first = (h, body)
+        conn.sendall(b"\x40\x02\xff\xff")  # a PUBACK for an id nobody waits for: ignored
+        h, body = _read_packet(conn)
+        log["retx"] = (first, (h, body))
+        tl = struct.unpack("!H", body[:2])[0]
+        conn.sendall(b"\x40\x02" + body[2 + tl:4 + tl])
+        while True:
+            h, body = _read_packet(conn)
+            log["pkts"].append((h, body))
+            if h == 0xE0:
+                log["disconnect"] = True
+                break
+
+    srv, port, log, th = _scripted_broker(broker)
     p = mp(f"""
 def on_message(t, p):
     say("RX", t, len(p), h(p))
@@ -705,46 +716,31 @@ def test_reader_survives_memory_errors_at_every_step(mp, sites):
     payload's slice) or while writing its PUBACK: the reader waits and makes the step again. The
     link stays up, every message arrives whole, in order, and is acknowledged (before: the reader
     died, the link dropped and was made again)."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
     big = bytes(range(256)) * 2  # over the client's max_payload (400): read whole, dropped, PUBACKed
     mid = bytes((i * 7 + 3) & 0xFF for i in range(300))
-    log: dict = {"pkts": [], "accepts": 0}
 
-    def broker():
-        conn, _ = srv.accept()
-        log["accepts"] += 1
-        conn.settimeout(15)
-        try:
-            _read_packet(conn)  # CONNECT
-            for b in (b"\x20", b"\x02", b"\x00\x00"):  # CONNACK split across reads
-                conn.sendall(b)
-                time.sleep(0.02)
+    def broker(conn, log):
+        _read_packet(conn)  # CONNECT
+        for b in (b"\x20", b"\x02", b"\x00\x00"):  # CONNACK split across reads
+            conn.sendall(b)
+            time.sleep(0.02)
+        h, body = _read_packet(conn)
+        assert h == 0x82, hex(h)
+        conn.sendall(b"\x90\x03" + body[:2] + b"\x01"  # SUBACK
+                     + _publish("f/a", b"first", 1, 0x1234) + _publish("f/b", b"second")
+                     + b"\xb0\x02\x00\x09"  # UNSUBACK nobody asked for: its body skipped
+                     + _publish("f/big", big, 1, 0x2222) + _publish("f/c", mid, 1, 0x3333)
+                     + b"\xd0\x00")  # PINGRESP
+        while True:
             h, body = _read_packet(conn)
-            assert h == 0x82, hex(h)
-            conn.sendall(b"\x90\x03" + body[:2] + b"\x01"  # SUBACK
-                         + _publish("f/a", b"first", 1, 0x1234) + _publish("f/b", b"second")
-                         + b"\xb0\x02\x00\x09"  # UNSUBACK nobody asked for: its body skipped
-                         + _publish("f/big", big, 1, 0x2222) + _publish("f/c", mid, 1, 0x3333)
-                         + b"\xd0\x00")  # PINGRESP
-            while True:
-                h, body = _read_packet(conn)
-                log["pkts"].append((h, body))
-                if h & 0xF0 == 0x30:  # the client's QoS 1 publish
-                    tl = struct.unpack("!H", body[:2])[0]
-                    conn.sendall(b"\x40\x02" + body[2 + tl:4 + tl])
-                if h == 0xE0:
-                    break
-        except Exception as e:  # noqa: BLE001 - surfaced by the assertions below
-            log["error"] = repr(e)
-        finally:
-            conn.close()
+            log["pkts"].append((h, body))
+            if h & 0xF0 == 0x30:  # the client's QoS 1 publish
+                tl = struct.unpack("!H", body[:2])[0]
+                conn.sendall(b"\x40\x02" + body[2 + tl:4 + tl])
+            if h == 0xE0:
+                break
 
-    th = threading.Thread(target=broker, daemon=True)
-    th.start()
+    srv, port, log, th = _scripted_broker(broker, 15)
     p = mp(READER_FAULTS.format(sites=list(sites), port=port))
     try:
         p.wait_line(r"^HITS", timeout=30)
