@@ -10,6 +10,9 @@
 #   then raises OSError and drops the connection; the caller keeps the message;
 # * incoming QoS 1 PUBLISH is PUBACKed after on_message returns; QoS 2 is not supported;
 # * one asyncio.Lock around every socket write, so packets never interleave.
+# * a MemoryError in the reader (a fragmented heap with no hole *now* for a step's frame or the
+#   slice it reads into) is waited out: each step is made before it reads a byte (_co), so it is
+#   made again after a gc.collect() and 20 ms, the stream where it was; the link stays up.
 #
 # Heap: a PUBLISH is built in one buffer allocated with the client (tx_size bytes) and
 # incoming packets are read into another (rx_size), so the usual small messages allocate
@@ -27,6 +30,7 @@
 # connection that had been up goes away (including close()).
 import asyncio
 import errno
+import gc
 import io
 import json
 import select
@@ -105,7 +109,7 @@ class MQTTClient(Link):
         self._tx = bytearray(self.tx_size)  # allocated at boot, before the heap fragments
         self._js = io.BytesIO(self.tx_size)  # a dict payload's JSON
         self._rx = memoryview(bytearray(self.rx_size))
-        self._b1 = self._rx[:1]  # the fixed header's bytes
+        self._b2 = self._rx[:2]  # a fixed header's first two bytes: its type, its length's first
         self.last_error = None
 
     # ---- public API -------------------------------------------------------------------
@@ -395,75 +399,101 @@ class MQTTClient(Link):
         self._ev.set()
         self._went_down(st)
 
+    def _co(self, k, r, a, h=0):
+        # A reader step's coroutine, or None when the heap has no hole for it now: its frame (or
+        # the slice it reads into) is made before it reads a byte, so after a MemoryError the
+        # caller waits (sleep_ms allocates nothing) and makes it again, the stream where it was.
+        # k: 0 read into the memoryview a; 1 the next a bytes into the receive buffer; 2 skip a
+        # bytes; 3 a PUBLISH of a bytes after the fixed header h; 4 write the PUBACK a; and 5,
+        # not a coroutine: the receive buffer's first a bytes (a slice, made again alike).
+        try:
+            if k == 0:
+                return _fill(r, a)
+            if k == 1:
+                return _fill(r, self._rx[:a])
+            if k == 2:
+                return self._skip(r, a)
+            if k == 3:
+                return self._rx_publish(r, h, a)
+            if k == 4:
+                return self._write(a)
+            return self._rx[:a]
+        except MemoryError:
+            gc.collect()
+            return None
+
     async def _read(self, r, gen):
         try:
             while True:
-                b1 = self._b1
-                await _fill(r, b1)
-                h = b1[0]
-                n = 0
+                # the fixed header: its type byte and 1-4 length bytes (every packet has 2: read
+                # at once, one step less per packet; a length over 127 reads on, a byte a step)
+                while (co := self._co(0, r, self._b2)) is None:
+                    await asyncio.sleep_ms(20)
+                await co
+                b = self._rx
+                h = b[0]
+                c = b[1]
+                n = c & 0x7F
                 sh = 0
-                while True:
-                    await _fill(r, b1)
-                    b = b1[0]
-                    n |= (b & 0x7F) << sh
-                    if not b & 0x80:
-                        break
+                while c & 0x80:
                     sh += 7
                     if sh > 21:
                         raise OSError(errno.EIO)  # more than 4 length bytes
+                    while (co := self._co(1, r, 1)) is None:
+                        await asyncio.sleep_ms(20)
+                    await co
+                    c = b[0]
+                    n |= (c & 0x7F) << sh
                 self._last_rx = ticks_ms()
                 t = h & 0xF0
                 if t == 0x30:
-                    co = None
-                    while co is None:  # its frame is made before it reads a byte: when the
-                        try:           # heap has no hole for it now, wait and make it again
-                            co = self._rx_publish(r, h, n)
-                        except MemoryError:
-                            await asyncio.sleep_ms(20)
-                    await co
-                    co = None
-                elif t == 0x40 and n == 2:  # PUBACK
-                    b = await self._body(r, 2)
+                    k = 3
+                elif (t == 0x40 or t == 0x20) and n == 2 or t == 0x90 and 3 <= n <= self.rx_size:
+                    k = 1  # PUBACK, CONNACK, SUBACK: the body into the receive buffer
+                else:  # PINGRESP, UNSUBACK, anything else: skip the body
+                    k = 2
+                while (co := self._co(k, r, n, h)) is None:
+                    await asyncio.sleep_ms(20)
+                await co
+                co = None  # its frame is garbage while the next packet is awaited
+                if k != 1:
+                    continue
+                b = self._rx
+                if t == 0x40:  # PUBACK
                     if self._resolve((b[0] << 8) | b[1], 0):
                         self.stats["puback"] += 1
-                elif t == 0x90 and 3 <= n <= self.rx_size:  # SUBACK
-                    b = await self._body(r, n)
+                elif t == 0x90:  # SUBACK
                     self._resolve((b[0] << 8) | b[1], b[2])
-                elif t == 0x20 and n == 2:  # CONNACK
-                    b = await self._body(r, 2)
+                else:  # CONNACK
                     if self._state != _CONNECTING:
                         raise OSError(errno.EIO)
                     if b[1]:
                         raise OSError(errno.ECONNREFUSED)  # rc 1..5: refused by broker
                     self._state = _UP
                     self._ev.set()
-                else:  # PINGRESP, UNSUBACK, anything else: skip the body
-                    await self._skip(r, n)
         except Exception as e:  # EOFError, OSError, protocol errors
             if gen == self._gen and not self._closing:
                 self._err(e)
         if gen == self._gen:
             self._lost()
 
-    async def _body(self, r, n):
-        # the next n bytes (n <= rx_size), read into the client's receive buffer
-        b = self._rx[:n]
-        await _fill(r, b)
-        return b
-
     async def _skip(self, r, n):
         rx = self._rx
         while n:
             k = n if n < len(rx) else len(rx)
-            await _fill(r, rx[:k])
+            while (co := self._co(1, r, k)) is None:
+                await asyncio.sleep_ms(20)
+            await co
             n -= k
 
     async def _rx_publish(self, r, h, n):
         qos = (h >> 1) & 3
         if n < 2:
             raise OSError(errno.EIO)
-        b = await self._body(r, 2)
+        while (co := self._co(1, r, 2)) is None:
+            await asyncio.sleep_ms(20)
+        await co
+        b = self._rx
         tl = (b[0] << 8) | b[1]
         k = tl + (2 if qos else 0)  # topic and packet id: where the payload starts
         n -= 2
@@ -472,19 +502,35 @@ class MQTTClient(Link):
         pid = 0
         b = None
         if n - k <= self.max_payload and qos < 2:
-            try:
-                b = self._rx[:n] if n <= self.rx_size else memoryview(bytearray(n))
-            except MemoryError:  # no room for it now (fragmented heap): dropped, not the link
-                b = None
+            if n <= self.rx_size:
+                while (b := self._co(5, r, n)) is None:
+                    await asyncio.sleep_ms(20)
+            else:
+                try:
+                    b = memoryview(bytearray(n))
+                except MemoryError:  # no room for it now (fragmented heap): dropped, not the link
+                    b = None
         if b is None:  # too big for us, no room, or QoS 2: dropped, counted
-            await self._skip(r, tl)
+            while (co := self._co(2, r, tl)) is None:
+                await asyncio.sleep_ms(20)
+            await co
             if qos:
-                b = await self._body(r, 2)
-                pid = (b[0] << 8) | b[1]
-            await self._skip(r, n - k)
-            self._err(OSError(errno.ENOBUFS if qos < 2 else errno.EIO))
+                while (co := self._co(1, r, 2)) is None:
+                    await asyncio.sleep_ms(20)
+                await co
+                pid = (self._rx[0] << 8) | self._rx[1]
+            while (co := self._co(2, r, n - k)) is None:
+                await asyncio.sleep_ms(20)
+            await co
+            try:  # the message is gone whole: the stream is in sync
+                e = OSError(errno.ENOBUFS if qos < 2 else errno.EIO)
+            except MemoryError as m:  # (no hole for the error: counted all the same)
+                e = m
+            self._err(e)
         else:
-            await _fill(r, b)
+            while (co := self._co(0, r, b)) is None:
+                await asyncio.sleep_ms(20)
+            await co
             if qos:
                 pid = (b[tl] << 8) | b[tl + 1]
             self.stats["rx"] += 1
@@ -494,13 +540,25 @@ class MQTTClient(Link):
                 except Exception as e:
                     self._err(e)
             b = None
+        co = None
         if qos == 1:  # acknowledge even if the handler failed: a redelivery would not help
-            async with self._lock:
+            while True:  # (not `async with`: its __aexit__ is a frame too, the lock held if it fails)
+                try:
+                    await self._lock.acquire()
+                    break
+                except MemoryError:
+                    gc.collect()
+                    await asyncio.sleep_ms(20)
+            try:
                 if self._state == _UP:
                     a = self._ack
                     a[2] = pid >> 8
                     a[3] = pid & 0xFF
-                    await self._write(a)
+                    while (co := self._co(4, r, a)) is None:
+                        await asyncio.sleep_ms(20)
+                    await co
+            finally:
+                self._lock.release()
 
 
 async def _fill(r, mv):

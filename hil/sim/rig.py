@@ -31,6 +31,9 @@ class SimDevice:
         self.outputs: dict[str, int] = {}
         self.inputs: dict[str, int] = {}
         self.spi: dict[str, SpiChip] = {}
+        # SPI buses with a fault: a transfer is answered with an error (`E`), which the sim HAL
+        # raises as OSError, as a board's bus driver does (a display's self-test, docs/ota.md)
+        self.faulty: set[str] = set()
         # inputs driven by emulated hardware: pin -> (level source, level when released)
         self._wired: dict[str, tuple[Callable[[], int | None], int]] = {}
         self._uart_to_fw: dict[str, bytearray] = {}
@@ -120,6 +123,8 @@ class SimDevice:
     def _spi(self, bus: str, data: bytes) -> bytes:
         chip = self.spi.get(bus)
         self.spi_transfers += 1
+        if bus in self.faulty:
+            raise ValueError(f"SPI {bus}: bus fault")
         if chip is None:  # nothing wired: MISO floats high
             return b"\xff" * len(data)
         return chip.transfer(data)

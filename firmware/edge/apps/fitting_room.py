@@ -145,6 +145,10 @@ class FittingRoom:
                 self.rt.log("inventory failed:", repr(e))
             await asyncio.sleep_ms(self.poll_ms)
 
+    def self_test(self):
+        # a new firmware is confirmed only if the reader answers (edge/ota_trial.py, docs/ota.md)
+        return self.reader.self_test()
+
     # --- commands ----------------------------------------------------------------------------
     async def cmd_call_ack(self, args):
         """Staff acknowledged the call: the LED goes off."""

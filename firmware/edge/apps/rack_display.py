@@ -47,6 +47,7 @@ class RackDisplay:
         self.confirmed = None  # the session in which the gateway last sent a `show`
         self.dirty = True
         self.frames = 0
+        self.err = None  # the last draw's error, None once one went out (self_test)
         self.commands = {"show": self.cmd_show}
 
     def live(self):
@@ -91,6 +92,8 @@ class RackDisplay:
             self.seg.show_count(s["likes"], not live)
             self.frames += 1
             return
+        if not self.frames:  # (again until a draw went out: a display that fails it is reported)
+            self.disp.init()
         fb = self.disp.fb
         fb.fill(0)
         fb.text(s["label"][:16], 0, 0, 1)
@@ -100,9 +103,14 @@ class RackDisplay:
         self.disp.show()
         self.frames += 1
 
+    def self_test(self):
+        # a new firmware is confirmed only once a draw went out (edge/ota_trial.py): a TM1637
+        # acks every byte; an SSD1306 on SPI answers nothing, so only a bus error shows there
+        if self.err is not None or not self.frames:
+            return "display: not drawn (%r)" % (self.err,)
+        return None
+
     async def run(self):
-        if self.disp is not None:
-            self.disp.init()
         last = time.ticks_add(time.ticks_ms(), -self.refresh_ms)
         was = None
         while True:
@@ -117,8 +125,10 @@ class RackDisplay:
                 last = time.ticks_ms()
                 try:
                     self.render(live)
+                    self.err = None
                 except Exception as e:  # MemoryError in a burst, a bus error: draw again next time,
                     self.rt.log("display:", repr(e))  # never let the screen's loop die
+                    self.err = e
                     self.dirty = True
                     gc.collect()
             await asyncio.sleep_ms(40)

@@ -13,7 +13,7 @@ import asyncio
 import time
 
 from edge import fsutil
-from edge.apps.tube_io import Eyes, Input, check_seq, emit_estop, inputs_cfg
+from edge.apps.tube_io import Eyes, Input, check_seq, emit_estop, estop_test, inputs_cfg
 from edge.runtime import Failed, Rejected
 
 # fields of a diverter record
@@ -141,6 +141,18 @@ class TubeLine:
             if d[_TGT] is not None and time.ticks_diff(now, d[_T0]) > d[_TMO]:
                 self._stop(d, "timeout")
         self.eyes.poll()
+
+    def self_test(self):
+        # a new firmware is confirmed only if each diverter shows one position (edge/ota_trial.py):
+        # none closed is a switch harness unplugged (a diverter rests at a position), two a short
+        # or the board file's pins wrong; and with the e-stop loop closed
+        for d in self.divs:
+            k = 0
+            for lim in d[_LIM]:
+                k += lim.pin.value()
+            if k != 1:
+                return "diverter %s: %d position switches closed, 1 expected (check its wiring)" % (d[_ID], k)
+        return estop_test(self.estop)
 
     async def run(self):
         for d in self.divs:

@@ -22,7 +22,7 @@
 import asyncio
 
 from edge import fsutil
-from edge.apps.tube_io import Eyes, Input, check_seq, emit_estop, inputs_cfg
+from edge.apps.tube_io import Eyes, Input, check_seq, emit_estop, estop_test, inputs_cfg
 from edge.runtime import Rejected
 
 IDLE = "Tube station ready"
@@ -185,6 +185,10 @@ class TubeStation:
     def busy(self):
         # an update waits while the air runs (a carrier in transit; runtime ota hook, docs/ota.md)
         return bool(self.air.value())
+
+    def self_test(self):
+        # a new firmware is confirmed only with the e-stop loop closed (edge/ota_trial.py)
+        return estop_test(self.estop)
 
     async def run(self):
         # what the gateway cannot know after a power cut: the world as it is now

@@ -122,6 +122,14 @@ class MFRC522:
     def version(self):
         return self._rd(_VERSION)
 
+    def self_test(self):
+        # None when the chip answers (an app's self_test, edge/ota_trial.py): VersionReg reads
+        # 0x00 or 0xFF when no chip is on the bus (a driver, the pins or the SPI wrong)
+        v = self._rd(_VERSION)
+        if v in (0x00, 0xFF):
+            return "reader: no answer (VersionReg 0x%02x)" % v
+        return None
+
     def init(self):
         self._wr(_COMMAND, _SOFTRESET)
         for _ in range(50):  # PowerDown stays set until the oscillator runs again
