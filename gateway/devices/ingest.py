@@ -48,7 +48,7 @@ from gateway.devices.commands import Publisher, apply_reply, now_ms
 from gateway.devices.protocol import Birth, Event, Message, ProtocolError, Reply, Status
 from gateway.logs import RateLimitedLog
 from gateway.storage.db import Database
-from gateway.storage.store import Store
+from gateway.storage.store import MidwayCommitError, Store
 
 log = logging.getLogger("gateway.ingest")
 
@@ -346,20 +346,31 @@ def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
 _UNREAD: Any = object()
 
 
+CHUNK = 128  # events per insert; between two, a waiting command write cuts in (`_Batch.flush`)
+
+
 class _Batch:
     """Per-batch caches for the event fast path: device rows and ack states read for every
     device of the batch in one query (`prefetch`), events inserted together
-    (`Store.insert_events_many`), the ack watermark advanced once per device per batch (not
-    once per event), and the acks rows written with one `executemany` per batch."""
+    (`Store.insert_events_many`, `CHUNK` at a time), the ack watermark advanced once per device
+    per batch (not once per event), and the acks rows written with one `executemany` per batch.
 
-    def __init__(self, store: Store, now: int) -> None:
+    The command lane (issue 18): between two chunks, when a command's write waits for the
+    writer (`Store.lane_waiting`), the watermarks of what is inserted so far are written and
+    the command's write joins the transaction, which commits midway (`Store.lane_join`); the
+    rest of the batch goes on in the next transaction. With no command waiting, the per-device
+    work is done once per batch, as before."""
+
+    def __init__(self, store: Store, now: int, progress: _Progress | None = None) -> None:
         self.store = store
         self.now = now
+        self.progress = progress
         self.devices: dict[str, dict[str, Any] | None] = {}
-        # (device, epoch) -> its acks row as read by `prefetch`; dropped by `flush` (which
+        # (device, epoch) -> its acks row as read by `prefetch`; dropped by `_settle` (which
         # writes them) and never used after a birth or status changed them
         self.states: dict[tuple[str, str], dict[str, Any] | None] = {}
-        self.events: list[tuple[Event, str]] = []  # (event, epoch) not inserted yet
+        # (event, epoch or None: an unknown device, its index in the batch) not inserted yet
+        self.events: list[tuple[Event, str | None, int]] = []
         self.seqs: dict[tuple[str, str], set[int]] = {}
         self.tracks: dict[tuple[str, str], _Track] = {}
 
@@ -378,47 +389,73 @@ class _Batch:
             if row is not None:
                 self.states[(dev, row["epoch"])] = st
 
-    def add_event(self, e: Event, eff: Effects) -> None:
+    def add_event(self, e: Event, index: int) -> None:
         dev = self.device(e.dev)
-        if dev is None:
-            eff.reject("unknown-device", _no_birth(e.dev, "evt"))
-            eff.rebirths.add(e.dev)
-            return
-        self.events.append((e, dev["epoch"]))
+        self.events.append((e, None if dev is None else dev["epoch"], index))
 
     def flush(self, eff: Effects) -> None:
-        """Insert the pending events, then advance and store the watermark of every device
-        with events in this batch."""
+        """Insert the pending events, `CHUNK` at a time, then advance and store the watermark
+        of every device with events in this batch. Between two chunks a command write that
+        waits cuts in (see the class docstring)."""
+        store = self.store
+        events = self.events
+        done = 0
+        while done < len(events):
+            end = min(len(events), done + CHUNK)
+            self._insert(events[done:end], eff)
+            done = end
+            if done < len(events) and store.lane_waiting is not None and store.lane_waiting():
+                join = store.lane_join
+                assert join is not None  # set with `lane_waiting`
+                self._settle(eff)
+                if self.progress is not None:
+                    self.progress.midway(events[done - 1][2], eff)
+                join()
+        events.clear()
+        self._settle(eff)
+
+    def _insert(self, part: list[tuple[Event, str | None, int]], eff: Effects) -> None:
         store = self.store
         now = self.now
         tracks = self.tracks
         states = self.states
-        for e, epoch in self.events:
+        known: list[tuple[Event, str]] = []
+        for e, epoch, _ in part:
+            if epoch is None:
+                eff.reject("unknown-device", _no_birth(e.dev, "evt"))
+                eff.rebirths.add(e.dev)
+                continue
+            known.append((e, epoch))
             if (e.dev, epoch) not in tracks:
                 st = states.pop((e.dev, epoch), _UNREAD)
                 tracks[(e.dev, epoch)] = _Track(store.epoch_state(e.dev, epoch)
                                                 if st is _UNREAD else st)
-        states.clear()  # what this flush writes makes them stale
-        rows = [(e.dev, epoch, e.seq, e.type, e.t, now, e.body) for e, epoch in self.events
+        rows = [(e.dev, epoch, e.seq, e.type, e.t, now, e.body) for e, epoch in known
                 if (s := tracks[(e.dev, epoch)].st["sealed"]) is None or e.seq < s]
         # all new (the common case): one executemany; else one by one, in order, each
         # duplicate compared with what we have (a reused seq seals the epoch at once, so
         # nothing above it is stored)
         ids = store.insert_events_many(rows, one_by_one=False) \
-            if len(rows) == len(self.events) else None
+            if len(rows) == len(known) else None
         if ids is not None:
-            for (e, epoch), eid in zip(self.events, ids):
+            for (e, epoch), eid in zip(known, ids):
                 eff.persisted += 1
                 t = tracks[(e.dev, epoch)]
                 t.new.add(e.seq)
                 t.shown.append(e.seq)
         else:
-            for e, epoch in self.events:
+            for e, epoch in known:
                 _insert_checked(store, e, epoch, tracks[(e.dev, epoch)], now, eff)
-        for e, epoch in self.events:
+        for e, epoch in known:
             self.seqs.setdefault((e.dev, epoch), set()).add(e.seq)
             eff.touched.add(e.dev)
-        self.events.clear()
+
+    def _settle(self, eff: Effects) -> None:
+        """Advance and store the watermark and verified prefix of every device with events
+        inserted since the last call, and answer them (ack or `new_epoch`)."""
+        store = self.store
+        tracks = self.tracks
+        self.states.clear()  # what this writes makes them stale
         watermarks: list[tuple[str, str, int]] = []
         verified: list[tuple[int, str, str]] = []
         for dev, epoch in self.seqs:
@@ -434,6 +471,38 @@ class _Batch:
         store.set_acks_many(watermarks, verified)
         self.seqs.clear()
         tracks.clear()
+
+
+class _Progress:
+    """What an apply has committed midway (the command lane cut in, `_Batch.flush`): how many
+    of its messages, their effects (a copy), and the counters bumped for them, so that a
+    failure after that point re-applies only the rest, and the counters add up once."""
+
+    def __init__(self, store: Store, now: int) -> None:
+        self.store, self.now = store, now
+        self.done = 0  # the first messages of the batch, committed
+        self.effects: Effects | None = None
+        self.bumped: Counter[str] = Counter()
+        self.rejections: Counter[str] = Counter()
+
+    def midway(self, last: int, eff: Effects) -> None:
+        """Messages up to index `last` are applied (effects `eff`) and about to commit."""
+        self.done = last + 1
+        self.effects = Effects()
+        self.effects.merge(eff)
+        self.bump(eff, self.done)
+        self.store.touch(sorted(eff.touched), self.now)
+
+    def bump(self, eff: Effects, received: int) -> None:
+        """Bring the counters to `eff`'s figures (and `received` messages)."""
+        store = self.store
+        for name, n in (("messages_received", received), ("events_persisted", eff.persisted),
+                        ("duplicates", eff.duplicates), ("seq_conflicts", eff.conflicts)):
+            store.bump(name, n - self.bumped[name])
+            self.bumped[name] = n
+        for reason, n in eff.rejections.items():
+            store.bump_rejection(reason, n - self.rejections[reason])
+            self.rejections[reason] = n
 
 
 class _Probe:
@@ -453,15 +522,16 @@ class _Probe:
             return eid
 
 
-def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff: Effects) -> None:
+def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff: Effects,
+                progress: _Progress | None = None) -> None:
     """All messages in one savepoint, no savepoint per message (the common case)."""
-    batch = _Batch(store, now)
+    batch = _Batch(store, now, progress)
     devices = {msg.dev for _, msg in messages if type(msg) is Event}
     if devices:
         batch.prefetch(devices)
-    for topic, msg in messages:
+    for index, (topic, msg) in enumerate(messages):
         if isinstance(msg, Event):
-            batch.add_event(msg, eff)
+            batch.add_event(msg, index)
             continue
         batch.flush(eff)  # births/status read the watermark and change the device row
         batch.devices.pop(msg.dev, None)
@@ -526,21 +596,20 @@ def apply_decoded(store: Store, decoded: list[tuple[str, Message]], rejections: 
     eff.rejections.update(rejections)
     with store.transaction():
         applied = Effects()
+        progress = _Progress(store, now)  # a command write may cut in and commit midway
         try:
             with store.transaction():  # savepoint
-                _apply_fast(store, decoded, now, applied)
+                _apply_fast(store, decoded, now, applied, progress)
+        except MidwayCommitError:
+            raise  # the transaction is lost: the batch fails (not acked, re-sent)
         except Exception:
             log.exception("batch fast path failed size=%d; applying message by message",
                           len(decoded))
-            applied = Effects()
-            _apply_careful(store, decoded, now, applied)
+            # what committed midway stays; the rest again, message by message
+            applied = progress.effects or Effects()
+            _apply_careful(store, decoded[progress.done:], now, applied)
         eff.merge(applied)
-        store.bump("messages_received", eff.received)
-        store.bump("events_persisted", eff.persisted)
-        store.bump("duplicates", eff.duplicates)
-        store.bump("seq_conflicts", eff.conflicts)
-        for reason, n in eff.rejections.items():
-            store.bump_rejection(reason, n)
+        progress.bump(eff, eff.received)
         store.touch(sorted(eff.touched), now)
     return eff
 

@@ -617,6 +617,11 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+class MidwayCommitError(Exception):
+    """A commit midway through a write (`Store.commit_midway`, for the command lane) failed:
+    the transaction is lost, the write in progress must not go on in it."""
+
+
 class _NotAllNew(Exception):
     """A batch insert met a duplicate row (rolled back; the rows go one by one)."""
 
@@ -627,7 +632,14 @@ class Store:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._outbox: list[StreamItem] = []
+        self._taken = 0  # outbox items handed out so far: a savepoint's mark counts them too
         self._depth = 0
+        # set by the writer (`gateway.storage.db.Database`) while a group of writes runs:
+        # `lane_waiting()` is True when command-lane writes wait; `lane_join()` runs them in
+        # this transaction and commits it midway (`commit_midway`). A long write calls them
+        # between two chunks of its work (the ingest: `gateway.devices.ingest._Batch.flush`)
+        self.lane_waiting: Callable[[], bool] | None = None
+        self.lane_join: Callable[[], None] | None = None
         # called with every appended stream item, inside its transaction: integrations
         # (gateway.integrations.webhooks, gateway.integrations.chain) add their own outbox rows atomically with it
         self.stream_hooks: list[Callable[[Store, StreamItem], None]] = []
@@ -652,7 +664,7 @@ class Store:
         """`BEGIN IMMEDIATE … COMMIT`; nested use becomes a savepoint that rolls back alone."""
         if self._depth:
             name = f"sp{self._depth}"
-            mark = len(self._outbox)
+            mark = self._taken + len(self._outbox)  # absolute: `commit_midway` takes items
             self.conn.execute(f"SAVEPOINT {name}")
             self._depth += 1
             try:
@@ -660,14 +672,14 @@ class Store:
             except BaseException:
                 self.conn.execute(f"ROLLBACK TO {name}")
                 self.conn.execute(f"RELEASE {name}")
-                del self._outbox[mark:]
+                del self._outbox[max(0, mark - self._taken):]
                 raise
             else:
                 self.conn.execute(f"RELEASE {name}")
             finally:
                 self._depth -= 1
             return
-        mark = len(self._outbox)  # items of earlier, committed transactions stay
+        mark = self._taken + len(self._outbox)  # items of earlier, committed transactions stay
         self.conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
@@ -676,7 +688,7 @@ class Store:
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
-            del self._outbox[mark:]
+            del self._outbox[max(0, mark - self._taken):]
             raise
         finally:
             self._depth = 0
@@ -684,6 +696,22 @@ class Store:
     def take_outbox(self) -> list[StreamItem]:
         """Stream items of the transactions committed since the last call."""
         items, self._outbox = self._outbox, []
+        self._taken += len(items)
+        return items
+
+    def commit_midway(self) -> list[StreamItem]:
+        """COMMIT the open transaction, savepoints included, and open it again with the same
+        savepoints: what was written so far is durable, and the writes in progress go on (a
+        rollback of one of them now undoes only what it writes after this point). Returns the
+        stream items that committed (for `on_commit`). The writer's command lane uses it to
+        cut a long ingest batch (`Database._lane_join`)."""
+        if not self._depth:
+            raise RuntimeError("commit_midway outside a transaction")
+        self.conn.execute("COMMIT")
+        items = self.take_outbox()
+        self.conn.execute("BEGIN IMMEDIATE")
+        for depth in range(1, self._depth):
+            self.conn.execute(f"SAVEPOINT sp{depth}")
         return items
 
     # -- devices --------------------------------------------------------------------------
