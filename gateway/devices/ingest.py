@@ -637,7 +637,9 @@ class IngestWorker:
     first into the next batch (the priority lane), which starts at once. While commands are
     in progress (`expedite`), batches are kept small (`urgent_batch_max`): the writer thread is
     shared, and every step of a command (submit, record the send, apply the reply) waits for
-    the batch in progress.
+    the batch in progress, or, in a batch of more than `CHUNK` events, for the chunk in
+    progress (the command's write then commits with what the batch applied so far, midway:
+    `_Batch.flush`, `Database._lane_join`).
 
     The event loop decodes the next batch `slice_max` messages at a time, yielding between
     two, and hands a batch's acks to `publish_many` (the gateway's router) in one call, as

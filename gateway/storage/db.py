@@ -22,6 +22,16 @@ that transaction and it commits at once), never for the queue of event batches b
 other writes keep their FIFO order among themselves. Durability is the same for every lane:
 a caller is answered only after the COMMIT that holds its write.
 
+A long write need not be waited for either (issue 18, session 8): while a group runs, the
+store offers `lane_waiting()` and `lane_join()`, and a write that works in chunks (an ingest
+batch: `gateway.devices.ingest._Batch.flush`, 128 events at a time) asks between two chunks;
+when command-lane writes wait, they run in the transaction at that point and it commits
+midway (`Store.commit_midway`: one fsync for what the batch wrote so far and the commands),
+then the rest of the write goes on in a new transaction with the same savepoints. The lane's
+callers, and the group's writes already finished, are answered after that commit; the write
+in progress after its own last commit (an ingest batch acks then). With no command waiting a
+batch commits once, as before.
+
 After each write commits, the stream items it appended (the outbox) are handed to the
 `on_commit` callback on the event loop, from the writer thread, with `call_soon_threadsafe`.
 Callbacks run in FIFO order, so subscribers see items in commit order (= stream id order).

@@ -5,8 +5,13 @@ of the batch goes on in the next transaction. Order only, on a real SQLite file:
 import asyncio
 import threading
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.devices import ingest
 from gateway.devices.ingest import CHUNK, apply_batch
 from gateway.storage.db import Database
+from gateway.storage.store import Store, connect, migrate
 from tests.support.envelopes import birth, evt
 
 DEVICES = ("pad-1", "pad-2", "pad-3", "pad-4")
@@ -180,3 +185,74 @@ def test_events_of_an_unknown_device_in_a_cut_batch_are_rejected_once(tmp_path):
             assert eff.persisted == EVENTS - 2
 
     asyncio.run(main())
+
+
+# -- cut anywhere, same result -------------------------------------------------------------
+
+_SEQS = st.lists(st.tuples(st.sampled_from(["pad-1", "pad-2", "stranger", "birth-2"]),
+                           st.integers(1, 12)), min_size=1, max_size=40)
+
+
+def _messages(spec):
+    out = []
+    for dev, seq in spec:
+        if dev == "birth-2":  # a rebirth of pad-2 mid-batch (a flush point of its own)
+            out.append(birth(dev="pad-2", session=2, first=1, nxt=100))
+        else:
+            out.append(evt(seq, dev=dev))
+    return out
+
+
+def _state(store):
+    events = [tuple(r) for r in store.conn.execute(
+        "SELECT device, epoch, seq, type, body FROM events ORDER BY device, epoch, seq")]
+    acks = [tuple(r) for r in store.conn.execute(
+        "SELECT device, epoch, upto, verified FROM acks ORDER BY device, epoch")]
+    return events, acks, store.counters(), store.rejections()
+
+
+def _apply(tmp_path, name, batches, cuts):
+    """Apply `batches` to a fresh store; `cuts` says, at each chunk boundary in turn, whether
+    a command write waits there (the midway commit is then made, as the writer's lane does)."""
+    conn = connect(tmp_path / name)
+    conn.execute("PRAGMA synchronous = OFF")  # a test of order, not of durability: no fsync
+    migrate(conn)
+    store = Store(conn)
+    apply_batch(store, [birth(dev=d) for d in ("pad-1", "pad-2")], 1)
+    asked = iter(cuts)
+    made = 0
+
+    def waiting():
+        return next(asked, False)
+
+    def join():
+        nonlocal made
+        made += 1
+        with store.transaction():  # a command's write in the lane: a savepoint of its own
+            store.append_stream("command", {"n": made})
+        store.commit_midway()
+
+    store.lane_waiting, store.lane_join = waiting, join
+    effects = [apply_batch(store, batch, 2) for batch in batches]
+    assert not conn.in_transaction
+    state = _state(store)
+    conn.close()
+    return state, [(e.acks, e.new_epochs, e.persisted, e.duplicates, e.rebirths) for e in effects], \
+        made
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(batches=st.lists(_SEQS, min_size=1, max_size=3), cuts=st.lists(st.booleans(), max_size=30))
+def test_a_batch_cut_anywhere_ends_as_the_same_batch_uncut(tmp_path_factory, monkeypatch,
+                                                          batches, cuts):
+    """Duplicates, gaps, unknown devices and a rebirth mid-batch, with chunks of 3 events: cut
+    at any chunk boundary, a batch stores, acks and counts exactly what it does uncut."""
+    monkeypatch.setattr(ingest, "CHUNK", 3)
+    tmp = tmp_path_factory.mktemp("cut")
+    messages = [_messages(spec) for spec in batches]
+    uncut, uncut_effects, _ = _apply(tmp, "uncut.db", messages, [])
+    cut, cut_effects, made = _apply(tmp, "cut.db", messages, cuts)
+    assert cut == uncut
+    assert cut_effects == uncut_effects
+    assert made <= len(cuts)
