@@ -356,10 +356,11 @@ class _Batch:
     per batch (not once per event), and the acks rows written with one `executemany` per batch.
 
     The command lane (issue 18): between two chunks, when a command's write waits for the
-    writer (`Store.lane_waiting`), the watermarks of what is inserted so far are written and
-    the command's write joins the transaction, which commits midway (`Store.lane_join`); the
-    rest of the batch goes on in the next transaction. With no command waiting, the per-device
-    work is done once per batch, as before."""
+    writer (`Store.lane_waiting`), the command's write joins the transaction, which commits
+    midway (`Store.lane_join`), and the rest of the batch goes on in the next transaction. The
+    per-device work (watermark, verified prefix, acks rows) is done once per batch, at the end,
+    cut or not: a cut costs a commit, not a pass over the devices (session 7's writer slices
+    paid that pass per slice, 2.5x the writer's CPU)."""
 
     def __init__(self, store: Store, now: int, progress: _Progress | None = None) -> None:
         self.store = store
@@ -394,61 +395,80 @@ class _Batch:
         self.events.append((e, None if dev is None else dev["epoch"], index))
 
     def flush(self, eff: Effects) -> None:
-        """Insert the pending events, `CHUNK` at a time, then advance and store the watermark
-        of every device with events in this batch. Between two chunks a command write that
-        waits cuts in (see the class docstring)."""
-        store = self.store
-        events = self.events
-        done = 0
-        while done < len(events):
-            end = min(len(events), done + CHUNK)
-            self._insert(events[done:end], eff)
-            done = end
-            if done < len(events) and store.lane_waiting is not None and store.lane_waiting():
-                join = store.lane_join
-                assert join is not None  # set with `lane_waiting`
-                self._settle(eff)
-                if self.progress is not None:
-                    self.progress.midway(events[done - 1][2], eff)
-                join()
-        events.clear()
-        self._settle(eff)
-
-    def _insert(self, part: list[tuple[Event, str | None, int]], eff: Effects) -> None:
+        """Insert the pending events (`CHUNK` at a time, in one savepoint: a waiting command
+        write cuts in between two, see the class docstring), then advance and store the
+        watermark of every device with events in this batch."""
         store = self.store
         now = self.now
         tracks = self.tracks
         states = self.states
-        known: list[tuple[Event, str]] = []
-        for e, epoch, _ in part:
+        events = self.events
+        known: list[tuple[int, Event, str]] = []  # (index in `events`, event, epoch)
+        for i, (e, epoch, _) in enumerate(events):
             if epoch is None:
-                eff.reject("unknown-device", _no_birth(e.dev, "evt"))
-                eff.rebirths.add(e.dev)
                 continue
-            known.append((e, epoch))
+            known.append((i, e, epoch))
             if (e.dev, epoch) not in tracks:
                 st = states.pop((e.dev, epoch), _UNREAD)
                 tracks[(e.dev, epoch)] = _Track(store.epoch_state(e.dev, epoch)
                                                 if st is _UNREAD else st)
-        rows = [(e.dev, epoch, e.seq, e.type, e.t, now, e.body) for e, epoch in known
+        rows = [(e.dev, epoch, e.seq, e.type, e.t, now, e.body) for _, e, epoch in known
                 if (s := tracks[(e.dev, epoch)].st["sealed"]) is None or e.seq < s]
-        # all new (the common case): one executemany; else one by one, in order, each
-        # duplicate compared with what we have (a reused seq seals the epoch at once, so
-        # nothing above it is stored)
-        ids = store.insert_events_many(rows, one_by_one=False) \
-            if len(rows) == len(known) else None
-        if ids is not None:
-            for (e, epoch), eid in zip(known, ids):
+        counted = [0, 0]  # events and known events (= rows) accounted for in `eff`
+
+        def account(ev_end: int, row_end: int) -> None:
+            """Count events[:ev_end], whose rows[:row_end] are inserted, in `eff`."""
+            ev, row = counted
+            for i in range(ev, ev_end):
+                e, epoch, _ = events[i]
+                if epoch is None:
+                    eff.reject("unknown-device", _no_birth(e.dev, "evt"))
+                    eff.rebirths.add(e.dev)
+            for k in range(row, row_end):
+                _, e, epoch = known[k]
                 eff.persisted += 1
                 t = tracks[(e.dev, epoch)]
                 t.new.add(e.seq)
                 t.shown.append(e.seq)
-        else:
-            for e, epoch in known:
-                _insert_checked(store, e, epoch, tracks[(e.dev, epoch)], now, eff)
-        for e, epoch in known:
+            counted[:] = [ev_end, row_end]
+
+        def cut(n: int) -> bool:
+            """After `n` rows: when a command write waits, it joins and the transaction
+            commits here (no per-device work: the watermarks and acks rows are written once,
+            at the end; a crash after this commit leaves them behind the stored events, which
+            is safe: the device re-sends, the duplicates are acked)."""
+            if store.lane_waiting is None or not store.lane_waiting():
+                return False
+            join = store.lane_join
+            assert join is not None  # set with `lane_waiting`
+            ev_end = known[n - 1][0] + 1
+            account(ev_end, n)
+            if self.progress is not None:
+                self.progress.midway(events[ev_end - 1][2], eff)
+            join()
+            return True
+
+        # all new (the common case): `CHUNK` rows per executemany pair; else one by one, in
+        # order, each duplicate compared with what we have (a reused seq seals the epoch at
+        # once, so nothing above it is stored)
+        all_new = len(rows) == len(known)  # else some are at or above a seal: one by one
+        inserted = store.insert_events_cut(rows, CHUNK, cut) if all_new else []
+        if all_new and len(inserted) == len(rows):
+            account(len(events), len(rows))
+        else:  # a duplicate: what a cut committed stays, the rest one by one
+            assert counted[1] == len(inserted)
+            for i in range(counted[0], len(events)):
+                e, epoch, _ = events[i]
+                if epoch is None:
+                    eff.reject("unknown-device", _no_birth(e.dev, "evt"))
+                    eff.rebirths.add(e.dev)
+                else:
+                    _insert_checked(store, e, epoch, tracks[(e.dev, epoch)], now, eff)
+        for _, e, epoch in known:
             self.seqs.setdefault((e.dev, epoch), set()).add(e.seq)
             eff.touched.add(e.dev)
+        events.clear()
+        self._settle(eff)
 
     def _settle(self, eff: Effects) -> None:
         """Advance and store the watermark and verified prefix of every device with events
@@ -478,8 +498,8 @@ class _Progress:
     of its messages, their effects (a copy), and the counters bumped for them, so that a
     failure after that point re-applies only the rest, and the counters add up once."""
 
-    def __init__(self, store: Store, now: int) -> None:
-        self.store, self.now = store, now
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.done = 0  # the first messages of the batch, committed
         self.effects: Effects | None = None
         self.bumped: Counter[str] = Counter()
@@ -491,7 +511,6 @@ class _Progress:
         self.effects = Effects()
         self.effects.merge(eff)
         self.bump(eff, self.done)
-        self.store.touch(sorted(eff.touched), self.now)
 
     def bump(self, eff: Effects, received: int) -> None:
         """Bring the counters to `eff`'s figures (and `received` messages)."""
@@ -596,7 +615,7 @@ def apply_decoded(store: Store, decoded: list[tuple[str, Message]], rejections: 
     eff.rejections.update(rejections)
     with store.transaction():
         applied = Effects()
-        progress = _Progress(store, now)  # a command write may cut in and commit midway
+        progress = _Progress(store)  # a command write may cut in and commit midway
         try:
             with store.transaction():  # savepoint
                 _apply_fast(store, decoded, now, applied, progress)
