@@ -96,14 +96,19 @@ def _load() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--a", required=True, help="tree A's root (e.g. a copy of main)")
-    ap.add_argument("--b", required=True, help="tree B's root")
+    here = str(Path(__file__).resolve().parent.parent)
+    ap.add_argument("--a", default=here, help="tree A's root (e.g. a copy of main)")
+    ap.add_argument("--b", default=here, help="tree B's root (default: this one)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--batches", type=int, default=15)
     ap.add_argument("--cuts", type=int, default=0, help="midway commits per batch (tree B only)")
+    ap.add_argument("--quick", action="store_true",
+                    help="CI smoke: this tree as A and B, 1 round of 2 small batches, 1 cut each")
     args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.devices, args.batch, args.batches, args.cuts = 1, 10, 256, 2, 1
     print(f"machine: {_machine()}; {args.batches} batches of {args.batch} events over "
           f"{args.devices} devices per run, thread CPU of the apply; B cut {args.cuts}x a batch")
     got: dict[str, list[float]] = {"A": [], "B": []}
