@@ -56,6 +56,7 @@ if cuts:
         with store.transaction():
             store.bump("bench_cut")
         store.commit_midway()
+        store.reopen_midway()
     store.lane_waiting, store.lane_join = waiting, join
 apply_batch(store, make(), 2)  # warm-up
 cpu = 0.0

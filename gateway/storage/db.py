@@ -221,6 +221,8 @@ class Database:
                         fn, args, kwargs, _, _ = group[i]
                         try:
                             outcomes.append((fn(store, *args, **kwargs), None))
+                        except MidwayCommitError:
+                            raise  # the transaction is lost: the rest of the group fails
                         except Exception as exc:  # noqa: BLE001 - rolled back alone
                             outcomes.append((None, exc))
                         i += 1
@@ -285,6 +287,7 @@ class Database:
                 raise MidwayCommitError(f"commit for the command lane failed: {exc!r}") from exc
         finally:
             self._joining = False
+        # committed: answered as such whatever happens next
         self.midway += 1
         if items and self.on_commit is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.on_commit, items)
@@ -292,6 +295,10 @@ class Database:
         self._answer(self._group[self._settled:done], self._outcomes[self._settled:done])
         self._settled = done
         self._answer(lane, outcomes)
+        try:
+            store.reopen_midway()
+        except Exception as exc:  # the rest of the write cannot go on: it fails
+            raise MidwayCommitError(f"transaction not reopened after a cut: {exc!r}") from exc
 
     def _answer(self, jobs: list[_Job], outcomes: list[tuple[Any, BaseException | None]]) -> None:
         loop = self._loop

@@ -670,8 +670,14 @@ class Store:
             try:
                 yield
             except BaseException:
-                self.conn.execute(f"ROLLBACK TO {name}")
-                self.conn.execute(f"RELEASE {name}")
+                try:
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+                except sqlite3.OperationalError:
+                    # the savepoint is gone (a cut whose transaction could not be reopened,
+                    # `reopen_midway`): nothing uncommitted may stay; the first error goes up
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
                 del self._outbox[max(0, mark - self._taken):]
                 raise
             else:
@@ -700,19 +706,22 @@ class Store:
         return items
 
     def commit_midway(self) -> list[StreamItem]:
-        """COMMIT the open transaction, savepoints included, and open it again with the same
-        savepoints: what was written so far is durable, and the writes in progress go on (a
-        rollback of one of them now undoes only what it writes after this point). Returns the
-        stream items that committed (for `on_commit`). The writer's command lane uses it to
-        cut a long ingest batch (`Database._lane_join`)."""
+        """COMMIT the open transaction, savepoints included: what was written so far is
+        durable. Returns the stream items that committed (for `on_commit`). The caller then
+        calls `reopen_midway` before the writes in progress go on. The writer's command lane
+        uses the two to cut a long ingest batch (`Database._lane_join`)."""
         if not self._depth:
             raise RuntimeError("commit_midway outside a transaction")
         self.conn.execute("COMMIT")
-        items = self.take_outbox()
+        return self.take_outbox()
+
+    def reopen_midway(self) -> None:
+        """After `commit_midway`: open the transaction again with the same savepoints, so the
+        writes in progress go on (a rollback of one of them now undoes only what it writes
+        after the commit)."""
         self.conn.execute("BEGIN IMMEDIATE")
         for depth in range(1, self._depth):
             self.conn.execute(f"SAVEPOINT sp{depth}")
-        return items
 
     # -- devices --------------------------------------------------------------------------
 

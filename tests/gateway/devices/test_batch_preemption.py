@@ -3,6 +3,7 @@ batch `CHUNK` events at a time in one transaction; when a command-lane write wai
 chunks, what is applied so far and the command's write commit together (midway), and the rest
 of the batch goes on in the next transaction. Order only, on a real SQLite file: no timing."""
 import asyncio
+import sqlite3
 import threading
 
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from gateway.devices import ingest
 from gateway.devices.ingest import CHUNK, apply_batch
 from gateway.storage.db import Database
-from gateway.storage.store import Store, connect, migrate
+from gateway.storage.store import MidwayCommitError, Store, connect, migrate
 from tests.support.envelopes import birth, evt
 
 DEVICES = ("pad-1", "pad-2", "pad-3", "pad-4")
@@ -187,6 +188,60 @@ def test_events_of_an_unknown_device_in_a_cut_batch_are_rejected_once(tmp_path):
     asyncio.run(main())
 
 
+def _cut_with(tmp_path, patch):
+    """A 600-event batch cut by a command write, with `patch(store)` applied to the writer's
+    store first; returns (the batch's outcome, the command's outcome, events stored after, and
+    a write made after it all)."""
+
+    async def main():
+        db = Database(tmp_path / "gw.db")
+        async with db:
+            await _setup(db)
+            hold = _Hold()
+            await db.write(lambda store: (store.stream_hooks.append(hold), patch(store)))
+            batch = asyncio.ensure_future(db.write_grouped(apply_batch, _events(), 2))
+            await asyncio.to_thread(hold.reached.wait, 30)
+            command = asyncio.ensure_future(db.write_first(_lane, "command"))
+            await asyncio.sleep(0)
+            hold.gate.set()
+            outcomes = await asyncio.gather(batch, command, return_exceptions=True)
+            stored = await db.read(lambda store: (len(store.list_events(limit=10_000)),
+                                                  store.stream_after(0, 10_000)))
+            after = await db.write_first(_lane, "after")  # the writer is in a clean state
+            return outcomes, stored, after
+
+    return asyncio.run(main())
+
+
+def test_a_cut_whose_commit_fails_fails_the_command_write_and_the_batch(tmp_path):
+    def patch(store):
+        def boom():
+            raise sqlite3.OperationalError("disk I/O error")
+        store.commit_midway = boom
+
+    (batch, command), (events, items), after = _cut_with(tmp_path, patch)
+    assert isinstance(batch, MidwayCommitError)  # not acked: the device sends it again
+    assert isinstance(command, sqlite3.OperationalError)  # the caller hears it failed
+    assert events == 0 and not [i for i in items if i.kind == "command"]  # nothing of either
+    assert after == "after"
+
+
+def test_a_cut_that_commits_but_cannot_reopen_tells_the_command_it_is_stored(tmp_path):
+    """The command write committed with the first chunk: its caller is answered with success
+    (never "failed" for a command that is stored and will be sent); the batch fails, and what
+    it had not committed is rolled back."""
+    def patch(store):
+        def boom():
+            raise sqlite3.OperationalError("database is locked")
+        store.reopen_midway = boom
+
+    (batch, command), (events, items), after = _cut_with(tmp_path, patch)
+    assert command == "command"
+    assert isinstance(batch, MidwayCommitError)
+    assert events == CHUNK and [i.data["n"] for i in items if i.kind == "command"] == ["command"]
+    assert after == "after"
+
+
 # -- cut anywhere, same result -------------------------------------------------------------
 
 _SEQS = st.lists(st.tuples(st.sampled_from(["pad-1", "pad-2", "stranger", "birth-2"]),
@@ -231,6 +286,7 @@ def _apply(tmp_path, name, batches, cuts):
         with store.transaction():  # a command's write in the lane: a savepoint of its own
             store.append_stream("command", {"n": made})
         store.commit_midway()
+        store.reopen_midway()
 
     store.lane_waiting, store.lane_join = waiting, join
     effects = [apply_batch(store, batch, 2) for batch in batches]
