@@ -48,7 +48,7 @@ from gateway.devices.commands import Publisher, apply_reply, now_ms
 from gateway.devices.protocol import Birth, Event, Message, ProtocolError, Reply, Status
 from gateway.logs import RateLimitedLog
 from gateway.storage.db import Database
-from gateway.storage.store import Store
+from gateway.storage.store import MidwayCommitError, Store
 
 log = logging.getLogger("gateway.ingest")
 
@@ -346,20 +346,32 @@ def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
 _UNREAD: Any = object()
 
 
+CHUNK = 128  # events per insert; between two, a waiting command write cuts in (`_Batch.flush`)
+
+
 class _Batch:
     """Per-batch caches for the event fast path: device rows and ack states read for every
     device of the batch in one query (`prefetch`), events inserted together
-    (`Store.insert_events_many`), the ack watermark advanced once per device per batch (not
-    once per event), and the acks rows written with one `executemany` per batch."""
+    (`Store.insert_events_many`, `CHUNK` at a time), the ack watermark advanced once per device
+    per batch (not once per event), and the acks rows written with one `executemany` per batch.
 
-    def __init__(self, store: Store, now: int) -> None:
+    The command lane (issue 18): between two chunks, when a command's write waits for the
+    writer (`Store.lane_waiting`), the command's write joins the transaction, which commits
+    midway (`Store.lane_join`), and the rest of the batch goes on in the next transaction. The
+    per-device work (watermark, verified prefix, acks rows) is done once per batch, at the end,
+    cut or not: a cut costs a commit, not a pass over the devices (session 7's writer slices
+    paid that pass per slice, 2.5x the writer's CPU)."""
+
+    def __init__(self, store: Store, now: int, progress: _Progress | None = None) -> None:
         self.store = store
         self.now = now
+        self.progress = progress
         self.devices: dict[str, dict[str, Any] | None] = {}
-        # (device, epoch) -> its acks row as read by `prefetch`; dropped by `flush` (which
+        # (device, epoch) -> its acks row as read by `prefetch`; dropped by `_settle` (which
         # writes them) and never used after a birth or status changed them
         self.states: dict[tuple[str, str], dict[str, Any] | None] = {}
-        self.events: list[tuple[Event, str]] = []  # (event, epoch) not inserted yet
+        # (event, epoch or None: an unknown device, its index in the batch) not inserted yet
+        self.events: list[tuple[Event, str | None, int]] = []
         self.seqs: dict[tuple[str, str], set[int]] = {}
         self.tracks: dict[tuple[str, str], _Track] = {}
 
@@ -378,47 +390,92 @@ class _Batch:
             if row is not None:
                 self.states[(dev, row["epoch"])] = st
 
-    def add_event(self, e: Event, eff: Effects) -> None:
+    def add_event(self, e: Event, index: int) -> None:
         dev = self.device(e.dev)
-        if dev is None:
-            eff.reject("unknown-device", _no_birth(e.dev, "evt"))
-            eff.rebirths.add(e.dev)
-            return
-        self.events.append((e, dev["epoch"]))
+        self.events.append((e, None if dev is None else dev["epoch"], index))
 
     def flush(self, eff: Effects) -> None:
-        """Insert the pending events, then advance and store the watermark of every device
-        with events in this batch."""
+        """Insert the pending events (`CHUNK` at a time, in one savepoint: a waiting command
+        write cuts in between two, see the class docstring), then advance and store the
+        watermark of every device with events in this batch."""
         store = self.store
         now = self.now
         tracks = self.tracks
         states = self.states
-        for e, epoch in self.events:
+        events = self.events
+        known: list[tuple[int, Event, str]] = []  # (index in `events`, event, epoch)
+        for i, (e, epoch, _) in enumerate(events):
+            if epoch is None:
+                continue
+            known.append((i, e, epoch))
             if (e.dev, epoch) not in tracks:
                 st = states.pop((e.dev, epoch), _UNREAD)
                 tracks[(e.dev, epoch)] = _Track(store.epoch_state(e.dev, epoch)
                                                 if st is _UNREAD else st)
-        states.clear()  # what this flush writes makes them stale
-        rows = [(e.dev, epoch, e.seq, e.type, e.t, now, e.body) for e, epoch in self.events
+        rows = [(e.dev, epoch, e.seq, e.type, e.t, now, e.body) for _, e, epoch in known
                 if (s := tracks[(e.dev, epoch)].st["sealed"]) is None or e.seq < s]
-        # all new (the common case): one executemany; else one by one, in order, each
-        # duplicate compared with what we have (a reused seq seals the epoch at once, so
-        # nothing above it is stored)
-        ids = store.insert_events_many(rows, one_by_one=False) \
-            if len(rows) == len(self.events) else None
-        if ids is not None:
-            for (e, epoch), eid in zip(self.events, ids):
+        counted = [0, 0]  # events and known events (= rows) accounted for in `eff`
+
+        def account(ev_end: int, row_end: int) -> None:
+            """Count events[:ev_end], whose rows[:row_end] are inserted, in `eff`."""
+            ev, row = counted
+            for i in range(ev, ev_end):
+                e, epoch, _ = events[i]
+                if epoch is None:
+                    eff.reject("unknown-device", _no_birth(e.dev, "evt"))
+                    eff.rebirths.add(e.dev)
+            for k in range(row, row_end):
+                _, e, epoch = known[k]
                 eff.persisted += 1
                 t = tracks[(e.dev, epoch)]
                 t.new.add(e.seq)
                 t.shown.append(e.seq)
-        else:
-            for e, epoch in self.events:
-                _insert_checked(store, e, epoch, tracks[(e.dev, epoch)], now, eff)
-        for e, epoch in self.events:
+            counted[:] = [ev_end, row_end]
+
+        def cut(n: int) -> bool:
+            """After `n` rows: when a command write waits, it joins and the transaction
+            commits here (no per-device work: the watermarks and acks rows are written once,
+            at the end; a crash after this commit leaves them behind the stored events, which
+            is safe: the device re-sends, the duplicates are acked)."""
+            if store.lane_waiting is None or not store.lane_waiting():
+                return False
+            join = store.lane_join
+            assert join is not None  # set with `lane_waiting`
+            ev_end = known[n - 1][0] + 1
+            account(ev_end, n)
+            if self.progress is not None:
+                self.progress.midway(events[ev_end - 1][2], eff)
+            join()
+            return True
+
+        # all new (the common case): `CHUNK` rows per executemany pair; else one by one, in
+        # order, each duplicate compared with what we have (a reused seq seals the epoch at
+        # once, so nothing above it is stored)
+        all_new = len(rows) == len(known)  # else some are at or above a seal: one by one
+        inserted = store.insert_events_cut(rows, CHUNK, cut) if all_new else []
+        if all_new and len(inserted) == len(rows):
+            account(len(events), len(rows))
+        else:  # a duplicate: what a cut committed stays, the rest one by one
+            assert counted[1] == len(inserted)
+            for i in range(counted[0], len(events)):
+                e, epoch, _ = events[i]
+                if epoch is None:
+                    eff.reject("unknown-device", _no_birth(e.dev, "evt"))
+                    eff.rebirths.add(e.dev)
+                else:
+                    _insert_checked(store, e, epoch, tracks[(e.dev, epoch)], now, eff)
+        for _, e, epoch in known:
             self.seqs.setdefault((e.dev, epoch), set()).add(e.seq)
             eff.touched.add(e.dev)
-        self.events.clear()
+        events.clear()
+        self._settle(eff)
+
+    def _settle(self, eff: Effects) -> None:
+        """Advance and store the watermark and verified prefix of every device with events
+        inserted since the last call, and answer them (ack or `new_epoch`)."""
+        store = self.store
+        tracks = self.tracks
+        self.states.clear()  # what this writes makes them stale
         watermarks: list[tuple[str, str, int]] = []
         verified: list[tuple[int, str, str]] = []
         for dev, epoch in self.seqs:
@@ -434,6 +491,37 @@ class _Batch:
         store.set_acks_many(watermarks, verified)
         self.seqs.clear()
         tracks.clear()
+
+
+class _Progress:
+    """What an apply has committed midway (the command lane cut in, `_Batch.flush`): how many
+    of its messages, their effects (a copy), and the counters bumped for them, so that a
+    failure after that point re-applies only the rest, and the counters add up once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.done = 0  # the first messages of the batch, committed
+        self.effects: Effects | None = None
+        self.bumped: Counter[str] = Counter()
+        self.rejections: Counter[str] = Counter()
+
+    def midway(self, last: int, eff: Effects) -> None:
+        """Messages up to index `last` are applied (effects `eff`) and about to commit."""
+        self.done = last + 1
+        self.effects = Effects()
+        self.effects.merge(eff)
+        self.bump(eff, self.done)
+
+    def bump(self, eff: Effects, received: int) -> None:
+        """Bring the counters to `eff`'s figures (and `received` messages)."""
+        store = self.store
+        for name, n in (("messages_received", received), ("events_persisted", eff.persisted),
+                        ("duplicates", eff.duplicates), ("seq_conflicts", eff.conflicts)):
+            store.bump(name, n - self.bumped[name])
+            self.bumped[name] = n
+        for reason, n in eff.rejections.items():
+            store.bump_rejection(reason, n - self.rejections[reason])
+            self.rejections[reason] = n
 
 
 class _Probe:
@@ -453,15 +541,16 @@ class _Probe:
             return eid
 
 
-def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff: Effects) -> None:
+def _apply_fast(store: Store, messages: list[tuple[str, Message]], now: int, eff: Effects,
+                progress: _Progress | None = None) -> None:
     """All messages in one savepoint, no savepoint per message (the common case)."""
-    batch = _Batch(store, now)
+    batch = _Batch(store, now, progress)
     devices = {msg.dev for _, msg in messages if type(msg) is Event}
     if devices:
         batch.prefetch(devices)
-    for topic, msg in messages:
+    for index, (topic, msg) in enumerate(messages):
         if isinstance(msg, Event):
-            batch.add_event(msg, eff)
+            batch.add_event(msg, index)
             continue
         batch.flush(eff)  # births/status read the watermark and change the device row
         batch.devices.pop(msg.dev, None)
@@ -526,21 +615,20 @@ def apply_decoded(store: Store, decoded: list[tuple[str, Message]], rejections: 
     eff.rejections.update(rejections)
     with store.transaction():
         applied = Effects()
+        progress = _Progress(store)  # a command write may cut in and commit midway
         try:
             with store.transaction():  # savepoint
-                _apply_fast(store, decoded, now, applied)
+                _apply_fast(store, decoded, now, applied, progress)
+        except MidwayCommitError:
+            raise  # the transaction is lost: the batch fails (not acked, re-sent)
         except Exception:
             log.exception("batch fast path failed size=%d; applying message by message",
                           len(decoded))
-            applied = Effects()
-            _apply_careful(store, decoded, now, applied)
+            # what committed midway stays; the rest again, message by message
+            applied = progress.effects or Effects()
+            _apply_careful(store, decoded[progress.done:], now, applied)
         eff.merge(applied)
-        store.bump("messages_received", eff.received)
-        store.bump("events_persisted", eff.persisted)
-        store.bump("duplicates", eff.duplicates)
-        store.bump("seq_conflicts", eff.conflicts)
-        for reason, n in eff.rejections.items():
-            store.bump_rejection(reason, n)
+        progress.bump(eff, eff.received)
         store.touch(sorted(eff.touched), now)
     return eff
 
@@ -568,7 +656,9 @@ class IngestWorker:
     first into the next batch (the priority lane), which starts at once. While commands are
     in progress (`expedite`), batches are kept small (`urgent_batch_max`): the writer thread is
     shared, and every step of a command (submit, record the send, apply the reply) waits for
-    the batch in progress.
+    the batch in progress, or, in a batch of more than `CHUNK` events, for the chunk in
+    progress (the command's write then commits with what the batch applied so far, midway:
+    `_Batch.flush`, `Database._lane_join`).
 
     The event loop decodes the next batch `slice_max` messages at a time, yielding between
     two, and hands a batch's acks to `publish_many` (the gateway's router) in one call, as

@@ -22,6 +22,16 @@ that transaction and it commits at once), never for the queue of event batches b
 other writes keep their FIFO order among themselves. Durability is the same for every lane:
 a caller is answered only after the COMMIT that holds its write.
 
+A long write need not be waited for either (issue 18, session 8): while a group runs, the
+store offers `lane_waiting()` and `lane_join()`, and a write that works in chunks (an ingest
+batch: `gateway.devices.ingest._Batch.flush`, 128 events at a time) asks between two chunks;
+when command-lane writes wait, they run in the transaction at that point and it commits
+midway (`Store.commit_midway`: one fsync for what the batch wrote so far and the commands),
+then the rest of the write goes on in a new transaction with the same savepoints. The lane's
+callers, and the group's writes already finished, are answered after that commit; the write
+in progress after its own last commit (an ingest batch acks then). With no command waiting a
+batch commits once, as before.
+
 After each write commits, the stream items it appended (the outbox) are handed to the
 `on_commit` callback on the event loop, from the writer thread, with `call_soon_threadsafe`.
 Callbacks run in FIFO order, so subscribers see items in commit order (= stream id order).
@@ -38,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from gateway.storage.store import Store, StreamItem, connect, migrate, migrate_kind
+from gateway.storage.store import MidwayCommitError, Store, StreamItem, connect, migrate, migrate_kind
 
 log = logging.getLogger("gateway.db")
 
@@ -68,6 +78,13 @@ class Database:
         self.grouped_writes = 0  # writes that shared a transaction with others
         self.first_writes = 0    # command-lane writes
         self.preempted = 0       # groups of queued writes ended early for command-lane writes
+        self.midway = 0          # transactions committed inside a write for command-lane writes
+        # the group being written (`_run_group`): its jobs, the outcomes of those done, how
+        # many of them are settled already (committed midway), and whether a join runs now
+        self._group: list[_Job] = []
+        self._outcomes: list[tuple[Any, BaseException | None]] = []
+        self._settled = 0
+        self._joining = False
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -195,6 +212,8 @@ class Database:
                 outcomes.append((None, exc))
         else:
             store: Store = self._local.store
+            self._group, self._outcomes, self._settled = group, outcomes, 0
+            store.lane_waiting, store.lane_join = self._lane_waiting, self._lane_join
             try:
                 with store.transaction():
                     i = 0
@@ -202,6 +221,8 @@ class Database:
                         fn, args, kwargs, _, _ = group[i]
                         try:
                             outcomes.append((fn(store, *args, **kwargs), None))
+                        except MidwayCommitError:
+                            raise  # the transaction is lost: the rest of the group fails
                         except Exception as exc:  # noqa: BLE001 - rolled back alone
                             outcomes.append((None, exc))
                         i += 1
@@ -211,7 +232,11 @@ class Database:
                                 group.append(nxt)
                             more = not last
             except Exception as exc:  # noqa: BLE001 - the commit failed: nothing is durable
-                outcomes = [(None, exc)] * len(group)
+                # (beyond what `_lane_join` committed and settled midway)
+                outcomes[self._settled:] = [(None, exc)] * (len(group) - self._settled)
+            finally:
+                store.lane_waiting = store.lane_join = None
+                self._group, self._outcomes = [], []
             if len(group) > 1:
                 self.groups += 1
                 self.grouped_writes += len(group)
@@ -220,7 +245,65 @@ class Database:
                 self._loop.call_soon_threadsafe(self.on_commit, items)
         loop = self._loop
         if loop is not None:
-            for (_, _, _, fut, _), (result, error) in zip(group, outcomes):
+            for (_, _, _, fut, _), (result, error) in zip(group[self._settled:],
+                                                          outcomes[self._settled:]):
+                loop.call_soon_threadsafe(_settle, fut, result, error)
+        self._settled = 0
+
+    def _lane_waiting(self) -> bool:
+        """`Store.lane_waiting` while a group runs: command-lane writes wait (and no join runs)."""
+        return bool(self._first) and not self._joining
+
+    def _lane_join(self) -> None:
+        """`Store.lane_join`, called by a write of the group in progress between two chunks
+        of its work (an ingest batch of 2,048 events): the command-lane writes waiting now run
+        in this transaction, each in its savepoint, then it commits (`Store.commit_midway`) and
+        goes on for the rest of the write. The lane writes and the group's writes finished so
+        far are answered now: they are durable. The write in progress is answered at the end,
+        as usual (what it wrote before this point is durable already; an ingest batch acks
+        after its last commit)."""
+        if not self._first or self._joining:
+            return
+        store: Store = self._local.store
+        lane: list[_Job] = []
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        self._joining = True
+        try:
+            while self._first:
+                job = self._first.popleft()
+                lane.append(job)
+                fn, args, kwargs, _, _ = job
+                try:
+                    outcomes.append((fn(store, *args, **kwargs), None))
+                except Exception as exc:  # noqa: BLE001 - rolled back alone
+                    outcomes.append((None, exc))
+            self.first_writes += len(lane)
+            try:
+                items = store.commit_midway()
+            except Exception as exc:
+                # not committed: the lane writes are lost with the transaction; the write in
+                # progress gets the exception (its group then fails as a whole)
+                self._answer(lane, [(None, exc)] * len(lane))
+                raise MidwayCommitError(f"commit for the command lane failed: {exc!r}") from exc
+        finally:
+            self._joining = False
+        # committed: answered as such whatever happens next
+        self.midway += 1
+        if items and self.on_commit is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.on_commit, items)
+        done = len(self._outcomes)  # the group's writes finished before the one in progress
+        self._answer(self._group[self._settled:done], self._outcomes[self._settled:done])
+        self._settled = done
+        self._answer(lane, outcomes)
+        try:
+            store.reopen_midway()
+        except Exception as exc:  # the rest of the write cannot go on: it fails
+            raise MidwayCommitError(f"transaction not reopened after a cut: {exc!r}") from exc
+
+    def _answer(self, jobs: list[_Job], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        loop = self._loop
+        if loop is not None:
+            for (_, _, _, fut, _), (result, error) in zip(jobs, outcomes):
                 loop.call_soon_threadsafe(_settle, fut, result, error)
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

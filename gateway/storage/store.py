@@ -617,6 +617,11 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+class MidwayCommitError(Exception):
+    """A commit midway through a write (`Store.commit_midway`, for the command lane) failed:
+    the transaction is lost, the write in progress must not go on in it."""
+
+
 class _NotAllNew(Exception):
     """A batch insert met a duplicate row (rolled back; the rows go one by one)."""
 
@@ -627,7 +632,14 @@ class Store:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._outbox: list[StreamItem] = []
+        self._taken = 0  # outbox items handed out so far: a savepoint's mark counts them too
         self._depth = 0
+        # set by the writer (`gateway.storage.db.Database`) while a group of writes runs:
+        # `lane_waiting()` is True when command-lane writes wait; `lane_join()` runs them in
+        # this transaction and commits it midway (`commit_midway`). A long write calls them
+        # between two chunks of its work (the ingest: `gateway.devices.ingest._Batch.flush`)
+        self.lane_waiting: Callable[[], bool] | None = None
+        self.lane_join: Callable[[], None] | None = None
         # called with every appended stream item, inside its transaction: integrations
         # (gateway.integrations.webhooks, gateway.integrations.chain) add their own outbox rows atomically with it
         self.stream_hooks: list[Callable[[Store, StreamItem], None]] = []
@@ -652,22 +664,28 @@ class Store:
         """`BEGIN IMMEDIATE … COMMIT`; nested use becomes a savepoint that rolls back alone."""
         if self._depth:
             name = f"sp{self._depth}"
-            mark = len(self._outbox)
+            mark = self._taken + len(self._outbox)  # absolute: `commit_midway` takes items
             self.conn.execute(f"SAVEPOINT {name}")
             self._depth += 1
             try:
                 yield
             except BaseException:
-                self.conn.execute(f"ROLLBACK TO {name}")
-                self.conn.execute(f"RELEASE {name}")
-                del self._outbox[mark:]
+                try:
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+                except sqlite3.OperationalError:
+                    # the savepoint is gone (a cut whose transaction could not be reopened,
+                    # `reopen_midway`): nothing uncommitted may stay; the first error goes up
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                del self._outbox[max(0, mark - self._taken):]
                 raise
             else:
                 self.conn.execute(f"RELEASE {name}")
             finally:
                 self._depth -= 1
             return
-        mark = len(self._outbox)  # items of earlier, committed transactions stay
+        mark = self._taken + len(self._outbox)  # items of earlier, committed transactions stay
         self.conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
@@ -676,7 +694,7 @@ class Store:
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
-            del self._outbox[mark:]
+            del self._outbox[max(0, mark - self._taken):]
             raise
         finally:
             self._depth = 0
@@ -684,7 +702,26 @@ class Store:
     def take_outbox(self) -> list[StreamItem]:
         """Stream items of the transactions committed since the last call."""
         items, self._outbox = self._outbox, []
+        self._taken += len(items)
         return items
+
+    def commit_midway(self) -> list[StreamItem]:
+        """COMMIT the open transaction, savepoints included: what was written so far is
+        durable. Returns the stream items that committed (for `on_commit`). The caller then
+        calls `reopen_midway` before the writes in progress go on. The writer's command lane
+        uses the two to cut a long ingest batch (`Database._lane_join`)."""
+        if not self._depth:
+            raise RuntimeError("commit_midway outside a transaction")
+        self.conn.execute("COMMIT")
+        return self.take_outbox()
+
+    def reopen_midway(self) -> None:
+        """After `commit_midway`: open the transaction again with the same savepoints, so the
+        writes in progress go on (a rollback of one of them now undoes only what it writes
+        after the commit)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        for depth in range(1, self._depth):
+            self.conn.execute(f"SAVEPOINT sp{depth}")
 
     # -- devices --------------------------------------------------------------------------
 
@@ -795,39 +832,70 @@ class Store:
                 eid = self.insert_event(*rows[0])
                 return None if eid is None else [eid]
             return [self.insert_event(*row) for row in rows]
+        ids = self.insert_events_cut(rows, len(rows))
+        if len(ids) == len(rows):
+            return list(ids)
+        if not one_by_one:
+            return None
+        return [self.insert_event(*row) for row in rows]
+
+    def insert_events_cut(self, rows: Sequence[tuple[str, str, int | None, str, int | None,
+                                                     int, dict[str, Any]]], chunk: int,
+                          between: Callable[[int], bool] | None = None) -> list[int]:
+        """`insert_events_many` `chunk` rows at a time, in ONE savepoint (a savepoint per chunk
+        would copy every page the chunks share to its journal again: +30 % of the writer's
+        CPU), calling `between(n)` after each chunk but the last (`n` rows inserted so far).
+        `between` may commit the transaction midway (`commit_midway`: the command lane) and
+        then returns True. Returns the ids of the rows inserted: all of them, or, when a row
+        is a duplicate, only those committed by a `between` (a prefix; the savepoint rolled
+        back the rest, which the caller inserts one by one)."""
+        kept: list[int] = []  # committed by a cut
+        done: list[int] = []  # inserted since the start or the last cut
+        try:
+            with self.transaction():  # savepoint (re-made by `commit_midway`)
+                start = 0
+                while start < len(rows):
+                    part = rows[start:start + chunk]
+                    done += self._insert_part(part)
+                    start += len(part)
+                    if start < len(rows) and between is not None and between(start):
+                        kept += done
+                        done = []
+        except _NotAllNew:
+            return kept
+        return kept + done
+
+    def _insert_part(self, rows: Sequence[tuple[str, str, int | None, str, int | None, int,
+                                                dict[str, Any]]]) -> range:
+        """Insert `rows` (events and their stream items) with two `executemany`; raises
+        `_NotAllNew` if one is a duplicate (the caller's savepoint rolls back)."""
         bodies = [_dumps_decoded(row[6]) for row in rows]
         conn = self.conn
-        try:
-            with self.transaction():  # savepoint
-                before = conn.total_changes
-                conn.executemany(
-                    """INSERT INTO events (device, epoch, seq, type, t_device, t_gateway, body)
-                       VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, epoch, seq) DO NOTHING""",
-                    [(*row[:6], body) for row, body in zip(rows, bodies)])
-                if conn.total_changes - before != len(rows):
-                    raise _NotAllNew
-                ids = self._new_ids("events", len(rows))
-                items = []
-                texts = []
-                for eid, (device, epoch, seq, type_, t_device, t_gateway, body), text in zip(
-                        ids, rows, bodies):
-                    data = {"id": eid, "device": device, "epoch": epoch, "seq": seq,
-                            "type": type_, "t_device": t_device, "t_gateway": t_gateway}
-                    # the same text append_stream writes, without encoding the body twice
-                    texts.append((_dumps_decoded(data)[:-1] + ',"body":' + text + "}",))
-                    data["body"] = body
-                    items.append(data)
-                conn.executemany("INSERT INTO stream (kind, data) VALUES ('event', ?)", texts)
-                for sid, data in zip(self._new_ids("stream", len(rows)), items):
-                    item = StreamItem(sid, "event", data)
-                    self._outbox.append(item)
-                    for hook in self.stream_hooks:  # as append_stream does, same transaction
-                        hook(self, item)
-        except _NotAllNew:
-            if not one_by_one:
-                return None
-            return [self.insert_event(*row) for row in rows]
-        return list(ids)
+        before = conn.total_changes
+        conn.executemany(
+            """INSERT INTO events (device, epoch, seq, type, t_device, t_gateway, body)
+               VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, epoch, seq) DO NOTHING""",
+            [(*row[:6], body) for row, body in zip(rows, bodies)])
+        if conn.total_changes - before != len(rows):
+            raise _NotAllNew
+        ids = self._new_ids("events", len(rows))
+        items = []
+        texts = []
+        for eid, (device, epoch, seq, type_, t_device, t_gateway, body), text in zip(
+                ids, rows, bodies):
+            data = {"id": eid, "device": device, "epoch": epoch, "seq": seq,
+                    "type": type_, "t_device": t_device, "t_gateway": t_gateway}
+            # the same text append_stream writes, without encoding the body twice
+            texts.append((_dumps_decoded(data)[:-1] + ',"body":' + text + "}",))
+            data["body"] = body
+            items.append(data)
+        conn.executemany("INSERT INTO stream (kind, data) VALUES ('event', ?)", texts)
+        for sid, data in zip(self._new_ids("stream", len(rows)), items):
+            item = StreamItem(sid, "event", data)
+            self._outbox.append(item)
+            for hook in self.stream_hooks:  # as append_stream does, same transaction
+                hook(self, item)
+        return ids
 
     def _new_ids(self, table: str, n: int) -> range:
         """Ids of the `n` rows just inserted into `table` by one executemany: AUTOINCREMENT

@@ -113,3 +113,12 @@ def test_mqtt_clients_benchmark_quick_prints_its_figures():
     out = run_quick("mqtt_clients.py", timeout=120)
     assert re.search(rf"^median mqtt_lite\s+{NUM} msgs/s, {NUM} us CPU/msg", out, re.MULTILINE), out
     assert "FAILED" not in out, out
+
+
+def test_writer_apply_benchmark_quick_prints_its_figures():
+    """bench/writer_apply.py (issue 18, session 8): the writer's CPU per event, B with a command
+    write cutting into each batch."""
+    out = run_quick("writer_apply.py")
+    assert "A: median" in out and "B: median" in out, out
+    b = [line for line in out.splitlines() if line.startswith("round 1 B:")]
+    assert len(b) == 1 and "cuts 2," in b[0], out  # one cut in each of the 2 batches

@@ -2,10 +2,11 @@
 answer read while an event batch waits for the writer is committed before that batch, so the
 caller waiting for the outcome does not wait for the batch. Order only, on a real SQLite file."""
 import asyncio
+import json
 import threading
 
 from gateway.devices.commands import CommandService
-from gateway.devices.ingest import IngestWorker
+from gateway.devices.ingest import CHUNK, IngestWorker
 from gateway.storage.db import Database
 from gateway.storage.store import Store
 from tests.support.e2e import until
@@ -219,5 +220,61 @@ def test_a_tick_does_not_send_again_a_command_whose_send_record_has_not_committe
                     await holder["held"]
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_a_reply_read_while_a_long_event_batch_is_applied_commits_before_its_last_chunk(tmp_path):
+    """Issue 18, session 8: the reply does not wait for the batch the writer is applying (600
+    events, five chunks): it joins the batch's transaction at the next chunk boundary, which
+    commits there; the rest of the batch commits after it, and is acked after that."""
+
+    commits: list[list[tuple[str, object]]] = []
+    acks: list[int] = []
+
+    def on_commit(items):
+        commits.append([(i.kind, i.data.get("status") if i.kind == "command" else
+                         i.data.get("seq")) for i in items if i.kind in ("command", "event")])
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        acks.append(json.loads(payload)["body"].get("upto"))
+
+    reached, gate = threading.Event(), threading.Event()
+
+    def hold_at_first_event(store, item):  # on the writer thread, inside the batch
+        if item.kind == "event" and not reached.is_set():
+            reached.set()
+            assert gate.wait(30), "the test never opened the gate"
+
+    async def main():
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
+            w = IngestWorker(db, publish, batch_max=2048)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                await db.write(_command)
+                await db.write(lambda store: store.stream_hooks.append(hold_at_first_event))
+                commits.clear()
+                acks.clear()
+                for seq in range(1, 601):
+                    await w.put(*evt(seq))
+                await asyncio.to_thread(reached.wait, 30)  # the writer is in the first chunk
+                await w.put(*reply("c-1", "done"))
+                await until(lambda: db._first, "the reply waiting in the command lane")
+                assert acks == []
+                gate.set()
+                await until(lambda: w.queue.empty() and sum(len(c) for c in commits) >= 601,
+                            "the batch and the reply committed")
+                assert await w.drained(30)
+            finally:
+                gate.set()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        batch_size = len(commits[0]) - 1  # the first batch the loop gathered, cut
+        assert commits[0][-1] == ("command", "done"), commits[0][-3:]
+        assert commits[0][:-1] == [("event", s) for s in range(1, CHUNK + 1)]
+        assert batch_size == CHUNK and sum(len(c) for c in commits[1:]) == 600 - CHUNK
+        assert acks[-1] == 600  # acked up to the last event, after the last commit
 
     asyncio.run(main())
