@@ -36,8 +36,14 @@ class Runtime:
     def __init__(self, cfg, hal, app_class, mqtt_class=None):
         # the rest is boot-only code: it lives in edge/runtime_boot.py, which edge/boot.py
         # drops once the runtime is built (~2 KB of bytecode on the 64-bit unix port)
+        # ms since boot that never wrap: ticks_ms() wraps every 2**30 ms (12.4 days) on 32-bit
+        # ports and a ticks_diff() is only right within half of that; _mono() adds up the
+        # ticks and runs at least every second (_health), so no single diff gets near it
+        self._tk = self._alive = self._boot_alive = time.ticks_ms()
+        self._up = 0
         from edge.runtime_boot import init
         init(self, cfg, hal, app_class, mqtt_class)
+        self._down_since = time.ticks_ms()
 
     # --- clock ------------------------------------------------------------------
     def now(self):

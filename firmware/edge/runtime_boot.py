@@ -1,9 +1,9 @@
 # The Runtime's constructor (edge/runtime.py): boot-only code, a module of its own so that
 # edge/boot.py can drop it once the runtime is built, as it drops edge.config (its bytecode
 # would otherwise stay in the heap for good: ~2 KB on the 64-bit unix port). Importing it
-# again (a second Runtime in one process: tests) loads it again.
+# again (a second Runtime in one process: tests) loads it again. The clock fields are set by
+# Runtime.__init__ itself, with edge.runtime's `time` (tests replace it there).
 import asyncio
-import time
 
 from edge import fsutil
 from edge.cmdlog import CommandLog
@@ -27,11 +27,6 @@ def init(rt, cfg, hal, app_class, mqtt_class=None):
     for cid in rt.cmds.interrupted():  # power lost mid-actuation: report, never redo
         rt.cmds.finish(cid, "failed", "interrupted")
     rt.reset_cause = hal.reset_cause()
-    # ms since boot that never wrap: ticks_ms() wraps every 2**30 ms (12.4 days) on 32-bit
-    # ports and a ticks_diff() is only right within half of that; _mono() adds up the
-    # ticks and runs at least every second (_health), so no single diff gets near it
-    rt._tk = time.ticks_ms()
-    rt._up = 0
     rt._clock = None  # (unix_ms, _mono()) from the last gateway ack
     rt._wake = asyncio.Event()
     rt._sent = rt.journal.first - 1  # highest seq published on this connection
@@ -40,7 +35,6 @@ def init(rt, cfg, hal, app_class, mqtt_class=None):
     rt._ncmd = 0  # command tasks alive (their messages, replies and cmdlog work in RAM)
     rt._birth_due = False
     rt.gateway_online = None
-    rt._alive = rt._boot_alive = time.ticks_ms()
     rt.stats = {"events": 0, "cmds": 0, "bad_msgs": 0}
     rt.fw_version = FW_VERSION
     rt.ota = None
@@ -63,4 +57,3 @@ def init(rt, cfg, hal, app_class, mqtt_class=None):
         will=rt._will(rt.state["session"] + 1), on_message=rt._on_message,
         on_connect=rt._on_connect, on_down=rt._on_down)
     rt.client.full = rt._full  # the CoAP poller asks before fetching the next message
-    rt._down_since = time.ticks_ms()
