@@ -29,7 +29,27 @@ def make_hal(cfg):
 
 
 def main(argv):
-    global config  # dropped once the runtime is built (below)
+    rt = _start(argv)
+    import asyncio
+    # boot-only code: free it. The config module (3.4 KB on the 64-bit unix port), the
+    # runtime's constructor (edge/runtime_boot.py, ~2 KB) and this module but main() (~2 KB)
+    import edge
+    sys = __import__("sys")
+    for m in ("config", "runtime_boot", "boot"):
+        edge.__dict__.pop(m, None)
+        sys.modules.pop("edge." + m, None)
+    g = globals()
+    for k in ("APPS", "load_app", "make_hal", "_start", "config"):
+        g.pop(k, None)
+    g = sys = edge = None
+    gc.collect()
+    # collect early rather than when the heap is exhausted: fewer holes, shorter pauses
+    gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
+    asyncio.run(rt.run())
+
+
+def _start(argv):
+    # config -> transport -> runtime -> app -> HAL; returns the Runtime
     path = argv[1] if len(argv) > 1 else "config.json"
     try:
         cfg = config.load(path)
@@ -42,7 +62,6 @@ def main(argv):
     # Loading bytecode leaves garbage between the long-lived module objects: collecting after
     # each step keeps the heap unfragmented (the difference between fitting in 96 KB or not).
     gc.collect()
-    import asyncio
     if cfg["transport"] == "coap":  # docs/protocol.md "CoAP mapping"
         from edge.coap import CoapTransport as client_class  # (largest module first)
     else:
@@ -58,13 +77,4 @@ def main(argv):
     gc.collect()
     hal = make_hal(cfg)
     gc.collect()
-    rt = Runtime(cfg, hal, app, mqtt_class=client_class)
-    # the config module is only needed to boot: free it (3.4 KB on the 64-bit unix port)
-    config = None
-    import edge
-    edge.__dict__.pop("config", None)
-    __import__("sys").modules.pop("edge.config", None)
-    gc.collect()
-    # collect early rather than when the heap is exhausted: fewer holes, shorter pauses
-    gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
-    asyncio.run(rt.run())
+    return Runtime(cfg, hal, app, mqtt_class=client_class)

