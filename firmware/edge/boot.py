@@ -43,7 +43,10 @@ def main(argv):
         g.pop(k, None)
     g = sys = edge = None
     gc.collect()
-    # collect early rather than when the heap is exhausted: fewer holes, shorter pauses
+    # gc.threshold counts bytes allocated since the last collection: on a 96 KB heap this sum
+    # exceeds the free heap, so collections come only when it is exhausted (a quarter of the
+    # free heap measured worse: the CoAP fitting room failed at 100 KB, docs/benchmarks.md);
+    # on a large heap (PSRAM boards) it still bounds the garbage, and so the pause
     gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
     asyncio.run(rt.run())
 
