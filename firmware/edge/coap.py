@@ -136,7 +136,8 @@ def encode(mtype, code, mid, token, opts=(), payload=None):
 
 def decode(buf):
     """(mtype, code, mid, token, opts {number: [bytes]}, payload) or None if malformed.
-    payload is None when the heap had no hole for its copy (up to 512 bytes in a poll's block)."""
+    payload is None when the heap had no hole for its copy (up to 512 bytes in a poll's block);
+    a memoryview into buf when its first byte is 0 (a firmware chunk, docs/ota.md, or binary)."""
     n = len(buf)
     if n < 4 or buf[0] >> 6 != 1:
         return None
@@ -157,6 +158,9 @@ def decode(buf):
         if b == 0xFF:
             if i == n:
                 return None  # a payload marker with no payload
+            if buf[i] == 0:  # maybe a firmware chunk (JSON never starts with 0): not copied
+                payload = memoryview(buf)[i:]  # yet, _rx decides (_chunk)
+                break
             try:
                 payload = bytes(buf[i:])
             except MemoryError:  # no hole for the copy: None, the message is known but lost
@@ -209,6 +213,7 @@ class _Exchange:
         self.rst = False
         self.resp = None  # (code, opts, payload)
         self.lost = False  # a datagram was lost to the heap while this waited for its ACK
+        self.ota = False  # a POST .../ota: its response is a firmware chunk, taken in place
 
 
 class CoapTransport(Link):
@@ -534,7 +539,7 @@ class CoapTransport(Link):
 
     def _deliver(self, body, glued=False):
         # False: no heap to take it now (asked for again); anything else: taken or refused
-        if body[:1] == b"\0":  # a firmware chunk, the answer to a POST .../ota (docs/ota.md)
+        if body[0] == 0:  # a firmware chunk, the answer to a POST .../ota (docs/ota.md)
             t = self.prefix + "ctl"
             if t in self._subs and self.on_message:
                 self.on_message(t, body)
@@ -639,7 +644,7 @@ class CoapTransport(Link):
                 r = await self._exchange(code, opts + [(OPT_BLOCK2, block_opt(0, False, RX_SZX))],
                                          None, wait_ms)
             else:
-                r = await self._exchange(code, opts, payload, wait_ms)
+                r = await self._exchange(code, opts, payload, wait_ms, 0, ch == "ota")
             body = r[2]
             while body is not None:  # None: a POST's response had no hole (_exchange)
                 b2 = opt_uint(r[1], OPT_BLOCK2)
@@ -661,12 +666,13 @@ class CoapTransport(Link):
                     raise OSError(errno.ENOBUFS)
             return r[0], r[1], body
 
-    async def _exchange(self, code, opts, payload, wait_ms=None, sends=0):
+    async def _exchange(self, code, opts, payload, wait_ms=None, sends=0, ota=False):
         """One CON request with RFC 7252 retransmission. A request nobody ever acknowledges
         means the gateway is gone: the link is declared lost. (sends: the handshake's tries.)"""
         mid = self._next_mid()
         token = bytes((getrandbits(8), getrandbits(8), getrandbits(8), getrandbits(8)))
         ex = _Exchange(mid, token, sends > 0)
+        ex.ota = ota
         self._ex[mid] = ex
         self._bytoken[token] = ex
         if self.key is not None and (self._nonce or code == POST):
@@ -795,12 +801,31 @@ class CoapTransport(Link):
             ex.lost = True
             ex.ev.set()
 
+    def _chunk(self, mtype, mid, token, mv):
+        # A firmware chunk answering a POST .../ota is written to flash and hashed right here,
+        # from the datagram's buffer (the MQTT client does the same from its receive buffer),
+        # once, as the answer to the exchange waiting for it: the exchange then sees an empty
+        # payload. Copied, it needed a ~500-byte hole per chunk, which a fragmented heap did
+        # not have: the chunk was dropped and asked for again, for ever. Any other payload
+        # (the auth challenge is binary) is copied as decode() does.
+        ex = self._ex.get(mid) if mtype == ACK else self._bytoken.get(token)
+        if ex is not None and ex.ota and ex.resp is None and token == ex.token \
+                and (mtype == ACK or mid not in self._seen):
+            self._deliver(mv)
+            return b""
+        try:
+            return bytes(mv)
+        except MemoryError:
+            return None
+
     def _rx(self, d, short=False):
         m = decode(d)
         if m is None:
             self.stats["errors"] += 1
             return
         mtype, code, mid, token, opts, payload = m
+        if isinstance(payload, memoryview):  # a firmware chunk, in the datagram's buffer
+            payload = self._chunk(mtype, mid, token, payload)
         if short:  # read into our buffer: option 0 (reserved, never sent) marks it for _deliver
             opts[0] = 1
         if mtype == ACK or mtype == RST:
