@@ -14,29 +14,11 @@ APPS = {
 }
 
 
-# Free heap after boot from which the update's names are interned at boot (_ota_names): what a
-# download needs over the steady state when its names grow the qstr pool (~19 KB on the 64-bit
-# unix port over CoAP: the pool ~7 KB, the OTA code ~10.5 KB, docs/ota.md). A device with less
-# room keeps its heap: it never pays for an update it may never get.
+# A CoAP device with this much free heap after boot interns the update's names now (edge/ota_names
+# .py, docs/ota.md): what a download needs over the steady state when its names grow the qstr pool
+# (~19 KB on the 64-bit unix port). With less room a device keeps its heap; over MQTT the
+# download's names fit the pools a device has (the pad: 478 + 89 of 620).
 OTA_ROOM = 24 * 1024
-
-
-def _ota_names():
-    """Intern the names of the update's code (edge/ota*.py) now, while the heap is in one piece.
-    Loading a module interns its names for good, and a full qstr pool is replaced by one twice
-    its size in one allocation (640 entries, ~7 KB on the 64-bit unix port: "allocating 640
-    bytes" counts entries), which a fragmented heap at the first download did not have. The
-    modules themselves are dropped again (their code is loaded when an update comes)."""
-    import sys
-    import edge
-    got = []
-    for n in ("ota", "ota_offer", "ota_get"):
-        if "edge." + n not in sys.modules:  # edge.ota stays if the runtime has it (an update ran)
-            __import__("edge." + n)
-            got.append(n)
-    for n in got:
-        sys.modules.pop("edge." + n, None)
-        edge.__dict__.pop(n, None)
 
 
 def load_app(kind):
@@ -90,8 +72,10 @@ def main(argv):
     edge.__dict__.pop("config", None)
     __import__("sys").modules.pop("edge.config", None)
     gc.collect()
-    if gc.mem_free() >= OTA_ROOM:
-        _ota_names()
+    if cfg["transport"] == "coap" and gc.mem_free() >= OTA_ROOM:
+        __import__("edge.ota_names")
+        edge.__dict__.pop("ota_names", None)
+        __import__("sys").modules.pop("edge.ota_names", None)
         gc.collect()
     # collect early rather than when the heap is exhausted: fewer holes, shorter pauses
     gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())

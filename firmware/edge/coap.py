@@ -137,7 +137,8 @@ def encode(mtype, code, mid, token, opts=(), payload=None):
 def decode(buf):
     """(mtype, code, mid, token, opts {number: [bytes]}, payload) or None if malformed.
     payload is None when the heap had no hole for its copy (up to 512 bytes in a poll's block);
-    a memoryview into buf when its first byte is 0 (a firmware chunk, docs/ota.md, or binary)."""
+    a memoryview into buf when its first byte is 0 (a firmware chunk, docs/ota.md, or binary:
+    CoapTransport._rx copies it unless it is the chunk it waits for)."""
     n = len(buf)
     if n < 4 or buf[0] >> 6 != 1:
         return None
@@ -159,7 +160,7 @@ def decode(buf):
             if i == n:
                 return None  # a payload marker with no payload
             if buf[i] == 0:  # maybe a firmware chunk (JSON never starts with 0): not copied
-                payload = memoryview(buf)[i:]  # yet, _rx decides (_chunk)
+                payload = memoryview(buf)[i:]  # yet, _rx decides
                 break
             try:
                 payload = bytes(buf[i:])
@@ -213,7 +214,6 @@ class _Exchange:
         self.rst = False
         self.resp = None  # (code, opts, payload)
         self.lost = False  # a datagram was lost to the heap while this waited for its ACK
-        self.ota = False  # a POST .../ota: its response is a firmware chunk, taken in place
 
 
 class CoapTransport(Link):
@@ -273,6 +273,7 @@ class CoapTransport(Link):
         self.full = None  # the runtime's: True while it handles as many commands as it may
         self._born = False
         self._again = False  # the last poll's message was not taken: say so in the next poll
+        self._ota_ex = None  # the exchange of the chunk request in flight (_rx)
 
     # ---- public API (as MQTTClient) -------------------------------------------------------
 
@@ -672,7 +673,8 @@ class CoapTransport(Link):
         mid = self._next_mid()
         token = bytes((getrandbits(8), getrandbits(8), getrandbits(8), getrandbits(8)))
         ex = _Exchange(mid, token, sends > 0)
-        ex.ota = ota
+        if ota:  # a POST .../ota: its response is a firmware chunk, taken in place (_rx)
+            self._ota_ex = ex
         self._ex[mid] = ex
         self._bytoken[token] = ex
         if self.key is not None and (self._nonce or code == POST):
@@ -736,6 +738,8 @@ class CoapTransport(Link):
         finally:
             self._ex.pop(mid, None)
             self._bytoken.pop(token, None)
+            if self._ota_ex is ex:
+                self._ota_ex = None
 
     # ---- receiving ------------------------------------------------------------------------
 
@@ -801,31 +805,26 @@ class CoapTransport(Link):
             ex.lost = True
             ex.ev.set()
 
-    def _chunk(self, mtype, mid, token, mv):
-        # A firmware chunk answering a POST .../ota is written to flash and hashed right here,
-        # from the datagram's buffer (the MQTT client does the same from its receive buffer),
-        # once, as the answer to the exchange waiting for it: the exchange then sees an empty
-        # payload. Copied, it needed a ~500-byte hole per chunk, which a fragmented heap did
-        # not have: the chunk was dropped and asked for again, for ever. Any other payload
-        # (the auth challenge is binary) is copied as decode() does.
-        ex = self._ex.get(mid) if mtype == ACK else self._bytoken.get(token)
-        if ex is not None and ex.ota and ex.resp is None and token == ex.token \
-                and (mtype == ACK or mid not in self._seen):
-            self._deliver(mv)
-            return b""
-        try:
-            return bytes(mv)
-        except MemoryError:
-            return None
-
     def _rx(self, d, short=False):
         m = decode(d)
         if m is None:
             self.stats["errors"] += 1
             return
         mtype, code, mid, token, opts, payload = m
-        if isinstance(payload, memoryview):  # a firmware chunk, in the datagram's buffer
-            payload = self._chunk(mtype, mid, token, payload)
+        if isinstance(payload, memoryview):  # first byte 0: maybe a firmware chunk (decode)
+            # A chunk answering the POST .../ota in flight is written to flash and hashed right
+            # here, from the datagram's buffer (as the MQTT client does from its receive
+            # buffer); its exchange sees an empty payload. Copied, it needed a ~500-byte hole
+            # per chunk, which a fragmented heap lacked: dropped and asked for again, for ever.
+            ex = self._ota_ex  # (a second copy, a duplicate, is ignored by the Getter)
+            if ex is not None and ex.resp is None and token == ex.token:
+                self._deliver(payload)
+                payload = b""
+            else:  # any other binary payload (the auth challenge) is copied, as decode did
+                try:
+                    payload = bytes(payload)
+                except MemoryError:
+                    payload = None
         if short:  # read into our buffer: option 0 (reserved, never sent) marks it for _deliver
             opts[0] = 1
         if mtype == ACK or mtype == RST:
