@@ -136,7 +136,9 @@ def encode(mtype, code, mid, token, opts=(), payload=None):
 
 def decode(buf):
     """(mtype, code, mid, token, opts {number: [bytes]}, payload) or None if malformed.
-    payload is None when the heap had no hole for its copy (up to 512 bytes in a poll's block)."""
+    payload is None when the heap had no hole for its copy (up to 512 bytes in a poll's block);
+    a memoryview into buf when its first byte is 0 (a firmware chunk, docs/ota.md, or binary:
+    CoapTransport._rx copies it unless it is the chunk it waits for)."""
     n = len(buf)
     if n < 4 or buf[0] >> 6 != 1:
         return None
@@ -157,6 +159,9 @@ def decode(buf):
         if b == 0xFF:
             if i == n:
                 return None  # a payload marker with no payload
+            if buf[i] == 0:  # maybe a firmware chunk (JSON never starts with 0): not copied
+                payload = memoryview(buf)[i:]  # yet, _rx decides
+                break
             try:
                 payload = bytes(buf[i:])
             except MemoryError:  # no hole for the copy: None, the message is known but lost
@@ -268,6 +273,7 @@ class CoapTransport(Link):
         self.full = None  # the runtime's: True while it handles as many commands as it may
         self._born = False
         self._again = False  # the last poll's message was not taken: say so in the next poll
+        self._ota_ex = None  # the exchange of the chunk request in flight (_rx)
 
     # ---- public API (as MQTTClient) -------------------------------------------------------
 
@@ -534,7 +540,7 @@ class CoapTransport(Link):
 
     def _deliver(self, body, glued=False):
         # False: no heap to take it now (asked for again); anything else: taken or refused
-        if body[:1] == b"\0":  # a firmware chunk, the answer to a POST .../ota (docs/ota.md)
+        if body[0] == 0:  # a firmware chunk, the answer to a POST .../ota (docs/ota.md)
             t = self.prefix + "ctl"
             if t in self._subs and self.on_message:
                 self.on_message(t, body)
@@ -639,7 +645,7 @@ class CoapTransport(Link):
                 r = await self._exchange(code, opts + [(OPT_BLOCK2, block_opt(0, False, RX_SZX))],
                                          None, wait_ms)
             else:
-                r = await self._exchange(code, opts, payload, wait_ms)
+                r = await self._exchange(code, opts, payload, wait_ms, 0, ch == "ota")
             body = r[2]
             while body is not None:  # None: a POST's response had no hole (_exchange)
                 b2 = opt_uint(r[1], OPT_BLOCK2)
@@ -661,12 +667,14 @@ class CoapTransport(Link):
                     raise OSError(errno.ENOBUFS)
             return r[0], r[1], body
 
-    async def _exchange(self, code, opts, payload, wait_ms=None, sends=0):
+    async def _exchange(self, code, opts, payload, wait_ms=None, sends=0, ota=False):
         """One CON request with RFC 7252 retransmission. A request nobody ever acknowledges
         means the gateway is gone: the link is declared lost. (sends: the handshake's tries.)"""
         mid = self._next_mid()
         token = bytes((getrandbits(8), getrandbits(8), getrandbits(8), getrandbits(8)))
         ex = _Exchange(mid, token, sends > 0)
+        if ota:  # a POST .../ota: its response is a firmware chunk, taken in place (_rx)
+            self._ota_ex = ex
         self._ex[mid] = ex
         self._bytoken[token] = ex
         if self.key is not None and (self._nonce or code == POST):
@@ -730,6 +738,8 @@ class CoapTransport(Link):
         finally:
             self._ex.pop(mid, None)
             self._bytoken.pop(token, None)
+            if self._ota_ex is ex:
+                self._ota_ex = None
 
     # ---- receiving ------------------------------------------------------------------------
 
@@ -801,6 +811,20 @@ class CoapTransport(Link):
             self.stats["errors"] += 1
             return
         mtype, code, mid, token, opts, payload = m
+        if isinstance(payload, memoryview):  # first byte 0: maybe a firmware chunk (decode)
+            # A chunk answering the POST .../ota in flight is written to flash and hashed right
+            # here, from the datagram's buffer (as the MQTT client does from its receive
+            # buffer); its exchange sees an empty payload. Copied, it needed a ~500-byte hole
+            # per chunk, which a fragmented heap lacked: dropped and asked for again, for ever.
+            ex = self._ota_ex  # (a second copy, a duplicate, is ignored by the Getter)
+            if ex is not None and ex.resp is None and token == ex.token:
+                self._deliver(payload)
+                payload = b""
+            else:  # any other binary payload (the auth challenge) is copied, as decode did
+                try:
+                    payload = bytes(payload)
+                except MemoryError:
+                    payload = None
         if short:  # read into our buffer: option 0 (reserved, never sent) marks it for _deliver
             opts[0] = 1
         if mtype == ACK or mtype == RST:

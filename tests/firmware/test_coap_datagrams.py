@@ -214,3 +214,57 @@ print("LOST", len(lost), "rx_lost", c.stats.get("rx_lost"), "retx", c.stats["ret
     assert "GOT ['c1']" in out, out
     assert "LOST 1 rx_lost 1 retx 1 connected True" in out, out  # lost once, sent again once
     assert len(peer.requests(b"cmd")) >= 2 and len(polls) >= 1, out
+
+
+def test_a_firmware_chunk_is_taken_from_the_datagram_without_a_copy():
+    """OTA over CoAP (docs/ota.md): a chunk is the response to `POST .../ota`. It was copied out
+    of the datagram (decode) and handed over later by publish(): a ~500-byte hole per chunk,
+    which a fragmented heap at 112 KB did not have, so the chunk was dropped and asked for again
+    (`no-heap`). Now the transport hands it to on_message in place, from the datagram's buffer,
+    while it reads it (as the MQTT client does from its receive buffer), once. A binary payload
+    of any other exchange (the auth challenge) is still copied for its caller."""
+    chunk = b"\x00\x01\x00\x00\x00\x00\x02r1" + bytes(range(256)) + bytes(224)  # 489 bytes
+
+    def answer(data: bytes, addr) -> None:
+        if (data[0] >> 4) & 3 != 0:
+            return  # our own ACKs and RSTs
+        tkl, mid, token = _head(data)
+        if data[1] == 2 and b"ota" in data:  # POST .../ota: the chunk, piggybacked (2.05)
+            peer.sock.sendto(struct.pack("!BBH", 0x60 | tkl, 69, mid) + token + b"\xff" + chunk, addr)
+        elif data[1] == 1 and b"auth" in data:  # GET .../auth: a binary challenge
+            peer.sock.sendto(struct.pack("!BBH", 0x60 | tkl, 69, mid) + token + b"\xff\x00challenge", addr)
+
+    peer = ScriptedPeer(answer)
+    try:
+        out = client(peer.port, r'''
+import gc
+await c.subscribe("pe/1/fw-1/ctl")
+rx = c._rx
+taken = []
+def measured(d, short=False):  # the heap a datagram's handling takes, the datagram aside
+    gc.collect()
+    gc.disable()
+    a = gc.mem_alloc()
+    rx(d, short)
+    taken.append(gc.mem_alloc() - a)
+    gc.enable()
+c._rx = measured
+got = [None] * 4
+def on_message(t, p):  # keeps what it got without allocating (no copy made here either)
+    got[got.index(None)] = t
+    got[got.index(None)] = p
+c.on_message = on_message
+await c.publish("pe/1/fw-1/ota", b'{"v":1,"body":{"id":"r1","f":0,"o":0,"n":480}}')
+print("GOT", [(t, type(p).__name__, len(p), bytes(p[:9])) for t, p in zip(got[::2], got[1::2]) if t])
+print("TAKEN", taken)
+r = await c._exchange(1, [(11, "pe"), (11, "1"), (11, "fw-1"), (11, "auth")], None)
+print("AUTH", type(r[2]).__name__, r[2])
+''', ack=1000, timeout=60)
+    finally:
+        peer.close()
+    got = out.split("GOT ", 1)[1].split("\n")[0]
+    # once, on ctl, the datagram's own buffer (a memoryview), not a copy
+    assert got == f"[('pe/1/fw-1/ctl', 'memoryview', {len(chunk)}, {chunk[:9]!r})]", out
+    taken = [int(x) for x in out.split("TAKEN [", 1)[1].split("]")[0].split(",")]
+    assert len(taken) == 1 and taken[0] < len(chunk), out  # no copy of the chunk's bytes
+    assert "AUTH bytes b'\\x00challenge'" in out, out

@@ -21,7 +21,7 @@ from hil.sim.store import VirtualStore
 from tools.firmware import build
 
 HEAP = "96k"
-COAP_HEAP = "160k"
+COAP_HEAP = "120k"  # not 96k: docs/ota.md, "What is left" (the CoAP pad's download needs ~108 KB)
 PADS = ("ro-pad-1", "ro-pad-2", "ro-pad-3")
 
 
@@ -172,9 +172,9 @@ def test_a_pad_over_coap_takes_an_update_over_coap(tmp_path, broker, bundles):
     reboots = None
     try:
         store.add_pad("co-pad")
-        # 160k: this shows the protocol path. The CoAP pad's download needs ~104 KB in use: at
-        # 96k and 112k it refused with no-heap, at 128k in 2 runs of 3 (docs/ota.md, "What is
-        # left"; the CoAP firmware's steady heap is issue 16's)
+        # 120k (was 160k): the download needs ~108 KB in use over CoAP, so 96k cannot carry it;
+        # at 112k main always refused with no-heap (the qstr pool's growth found no ~7 KB hole)
+        # and this firmware passes about 1 run in 4 (~3 KB free): docs/ota.md, "What is left"
         store.devices["co-pad"].heap = COAP_HEAP
         store.start()
         wait_for(lambda: [d["fw"] for d in gw.get("/devices")] == ["0.1.0"], 30,
