@@ -46,11 +46,12 @@ def main(argv):
         edge.__dict__.pop(m, None)
         sys.modules.pop("edge." + m, None)
     g = globals()
-    for k in ("APPS", "load_app", "make_hal", "_start", "config"):
+    room = OTA_ROOM
+    for k in ("APPS", "load_app", "make_hal", "_start", "config", "OTA_ROOM"):
         g.pop(k, None)
     g = None
     gc.collect()
-    if rt.cfg.get("transport") == "coap" and gc.mem_free() >= OTA_ROOM:
+    if rt.cfg.get("transport") == "coap" and gc.mem_free() >= room:
         __import__("edge.ota_names")
         edge.__dict__.pop("ota_names", None)
         sys.modules.pop("edge.ota_names", None)
