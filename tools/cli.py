@@ -49,6 +49,16 @@ async def _customer(store, samples: list[str], stop: asyncio.Event, rng: random.
             await asyncio.wait_for(stop.wait(), rng.uniform(1.0, 2.0))
 
 
+def line_buffered_stdout() -> None:
+    """The demo narrates as it goes: each line reaches a file or a pipe when printed. Python
+    block-buffers stdout that is not a terminal, so `phygital demo > demo.log` showed a line only
+    when a log record happened to flush the buffer after it (CI: the endless aisle's line was
+    still in the buffer when the test read the log)."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)
+
+
 async def demo(args: argparse.Namespace) -> int:
     from gateway.aisle.demo import aisle_day
     from gateway.app import Gateway, GatewayConfig
@@ -61,6 +71,7 @@ async def demo(args: argparse.Namespace) -> int:
     from hil.sim.mfrc522 import NtagTag
     from hil.sim.store import VirtualStore
 
+    line_buffered_stdout()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()

@@ -124,8 +124,9 @@ def test_demo_store_runs_every_device(demo):
     # the endless aisle (docs/endless-aisle.md): a kiosk customer's order, a locker reserved for it
     orders = wait_for(lambda: demo.get("/aisle/orders"), 90, what="an endless-aisle order")
     assert orders[0]["order_id"].startswith("ea-") and orders[0]["bank"] == "lk-1"
-    assert "customer at the kiosk of pad-1 asks for Oak plank smoked: ordered for click-and-collect" \
-        in demo.text()
+    # the demo prints the order once its request is answered: a moment after the API lists it
+    wait_for(lambda: "customer at the kiosk of pad-1 asks for Oak plank smoked: ordered for "
+             "click-and-collect" in demo.text(), 20, what="the demo's line for the order")
     assert any(j["job"].startswith("aisle:") and j["to"] == "floor-womens"
                for j in demo.get("/tube/dispatches") or [])
     # the tube: a capsule sent from the stockroom went through the line into a floor station's
