@@ -2,6 +2,7 @@
 answer read while an event batch waits for the writer is committed before that batch, so the
 caller waiting for the outcome does not wait for the batch. Order only, on a real SQLite file."""
 import asyncio
+import contextlib
 import json
 import threading
 
@@ -23,6 +24,21 @@ def _command(store):
                              deadline=NOW + 60_000, now=NOW)
 
 
+@contextlib.asynccontextmanager
+async def _worker(db, publish):
+    """An IngestWorker running on `db`, pad-1 born and its command c-1 stored."""
+    w = IngestWorker(db, publish, batch_max=2048)
+    task = asyncio.create_task(w.run())
+    try:
+        await w.put(*birth())
+        await until(lambda: w.batches == 1, "the birth's batch")
+        await db.write(_command)
+        yield w
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def test_a_reply_read_while_an_event_batch_waits_for_the_writer_is_committed_first(tmp_path):
     commits: list[tuple[str, object]] = []
     acks: list[int] = []
@@ -35,29 +51,21 @@ def test_a_reply_read_while_an_event_batch_waits_for_the_writer_is_committed_fir
         acks.append(len(acks))
 
     async def main():
-        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
-            w = IngestWorker(db, publish, batch_max=2048)
-            task = asyncio.create_task(w.run())
-            try:
-                await w.put(*birth())
-                await until(lambda: w.batches == 1, "the birth's batch")
-                await db.write(_command)
-                commits.clear()
-                gate = threading.Event()
-                held = asyncio.ensure_future(db.write(_hold, gate))  # the writer is busy
-                await asyncio.sleep(0.05)
-                await w.put(*evt(1))
-                await w.put(*evt(2))
-                await until(lambda: db._queue, "the event batch to wait for the writer")
-                await w.put(*reply("c-1", "done"))
-                for _ in range(20):  # let the reply go as far as it can
-                    await asyncio.sleep(0)
-                gate.set()
-                await held
-                await until(lambda: len(commits) == 3, "the events and the reply committed")
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db, \
+                _worker(db, publish) as w:
+            commits.clear()
+            gate = threading.Event()
+            held = asyncio.ensure_future(db.write(_hold, gate))  # the writer is busy
+            await asyncio.sleep(0.05)
+            await w.put(*evt(1))
+            await w.put(*evt(2))
+            await until(lambda: db._queue, "the event batch to wait for the writer")
+            await w.put(*reply("c-1", "done"))
+            for _ in range(20):  # let the reply go as far as it can
+                await asyncio.sleep(0)
+            gate.set()
+            await held
+            await until(lambda: len(commits) == 3, "the events and the reply committed")
         assert commits[0] == ("command", "done"), commits  # before the batch queued earlier
         assert sorted(c[1] for c in commits[1:]) == [1, 2]
 
@@ -247,13 +255,9 @@ def test_a_reply_read_while_a_long_event_batch_is_applied_commits_before_its_las
             assert gate.wait(30), "the test never opened the gate"
 
     async def main():
-        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
-            w = IngestWorker(db, publish, batch_max=2048)
-            task = asyncio.create_task(w.run())
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db, \
+                _worker(db, publish) as w:
             try:
-                await w.put(*birth())
-                await until(lambda: w.batches == 1, "the birth's batch")
-                await db.write(_command)
                 await db.write(lambda store: store.stream_hooks.append(hold_at_first_event))
                 commits.clear()
                 acks.clear()
@@ -269,8 +273,6 @@ def test_a_reply_read_while_a_long_event_batch_is_applied_commits_before_its_las
                 assert await w.drained(30)
             finally:
                 gate.set()
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
         batch_size = len(commits[0]) - 1  # the first batch the loop gathered, cut
         assert commits[0][-1] == ("command", "done"), commits[0][-3:]
         assert commits[0][:-1] == [("event", s) for s in range(1, CHUNK + 1)]
