@@ -51,6 +51,21 @@ class _Hold:
             assert self.gate.wait(30), "the test never opened the gate"
 
 
+async def _command_during_batch(db, hold, events=None, done=None, return_exceptions=False):
+    """Start an ingest batch, wait until the writer holds in its first chunk, queue a command
+    write in the lane, let the writer go; the (batch, command) outcomes. `done` records which
+    of the two was answered first."""
+    batch = asyncio.ensure_future(db.write_grouped(apply_batch, events or _events(), 2))
+    await asyncio.to_thread(hold.reached.wait, 30)  # the writer is in the first chunk
+    command = asyncio.ensure_future(db.write_first(_lane, "command"))
+    if done is not None:
+        batch.add_done_callback(lambda _: done.append("batch"))
+        command.add_done_callback(lambda _: done.append("command"))
+    await asyncio.sleep(0)  # the command write is queued in the lane
+    hold.gate.set()
+    return await asyncio.gather(batch, command, return_exceptions=return_exceptions)
+
+
 def _commits_of(commits):
     """Each commit as (events in it, names of the lane writes in it)."""
     return [(sum(1 for i in items if i.kind == "event"),
@@ -73,14 +88,7 @@ def test_a_command_write_that_waits_during_a_long_batch_commits_before_its_last_
             hold = _Hold()
             await db.write(lambda store: store.stream_hooks.append(hold))
             done: list[str] = []
-            batch = asyncio.ensure_future(db.write_grouped(apply_batch, _events(), 2))
-            batch.add_done_callback(lambda _: done.append("batch"))
-            await asyncio.to_thread(hold.reached.wait, 30)  # the writer is in the first chunk
-            command = asyncio.ensure_future(db.write_first(_lane, "command"))
-            command.add_done_callback(lambda _: done.append("command"))
-            await asyncio.sleep(0)  # the command write is queued in the lane
-            hold.gate.set()
-            eff, name = await asyncio.gather(batch, command)
+            eff, name = await _command_during_batch(db, hold, done=done)
             # the command's write committed with the first chunk, the rest of the batch after it
             assert _commits_of(commits) == [(CHUNK, ["command"]), (EVENTS - CHUNK, [])]
             assert done == ["command", "batch"]  # the command was answered first
@@ -137,12 +145,7 @@ def test_a_batch_that_fails_after_a_midway_commit_applies_only_its_rest_again(tm
                     raise RuntimeError("a bug")
 
             await db.write(lambda store: store.stream_hooks.extend([hold, trip]))
-            batch = asyncio.ensure_future(db.write_grouped(apply_batch, _events(), 2))
-            await asyncio.to_thread(hold.reached.wait, 30)
-            command = asyncio.ensure_future(db.write_first(_lane, "command"))
-            await asyncio.sleep(0)
-            hold.gate.set()
-            eff, _ = await asyncio.gather(batch, command)
+            eff, _ = await _command_during_batch(db, hold)
             assert failed == [90] and db.midway == 1
             assert _commits_of(commits)[0] == (CHUNK, ["command"])
             assert eff.persisted == EVENTS and eff.duplicates == 0
@@ -173,12 +176,7 @@ def test_events_of_an_unknown_device_in_a_cut_batch_are_rejected_once(tmp_path):
             # one stranger's event in the first chunk, one in the last
             events[5] = evt(1, dev="stranger")
             events[-3] = evt(2, dev="stranger")
-            batch = asyncio.ensure_future(db.write_grouped(apply_batch, events, 2))
-            await asyncio.to_thread(hold.reached.wait, 30)
-            command = asyncio.ensure_future(db.write_first(_lane, "command"))
-            await asyncio.sleep(0)
-            hold.gate.set()
-            eff, _ = await asyncio.gather(batch, command)
+            eff, _ = await _command_during_batch(db, hold, events)
             assert db.midway == 1
             assert eff.rejections["unknown-device"] == 2 and eff.rebirths == {"stranger"}
             rejections = await db.read(lambda store: store.rejections())
@@ -199,12 +197,7 @@ def _cut_with(tmp_path, patch):
             await _setup(db)
             hold = _Hold()
             await db.write(lambda store: (store.stream_hooks.append(hold), patch(store)))
-            batch = asyncio.ensure_future(db.write_grouped(apply_batch, _events(), 2))
-            await asyncio.to_thread(hold.reached.wait, 30)
-            command = asyncio.ensure_future(db.write_first(_lane, "command"))
-            await asyncio.sleep(0)
-            hold.gate.set()
-            outcomes = await asyncio.gather(batch, command, return_exceptions=True)
+            outcomes = await _command_during_batch(db, hold, return_exceptions=True)
             stored = await db.read(lambda store: (len(store.list_events(limit=10_000)),
                                                   store.stream_after(0, 10_000)))
             after = await db.write_first(_lane, "after")  # the writer is in a clean state
