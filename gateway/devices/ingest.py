@@ -346,7 +346,11 @@ def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
 _UNREAD: Any = object()
 
 
-CHUNK = 128  # events per insert; between two, a waiting command write cuts in (`_Batch.flush`)
+# events per insert; between two, a waiting command write cuts in (`_Batch.flush`). 32, not
+# 128: at saturation the ingest commits batches of ~90 events (the writer is the bottleneck:
+# docs/benchmarks.md, "Issue 18, session 9"), which 128 never cut; the writer's CPU per event
+# did not move (18.5 against 18.99 us, 6 rounds), lone commands' p50 fell 6 rounds of 6
+CHUNK = 32
 
 
 class _Batch:

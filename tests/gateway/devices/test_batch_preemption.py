@@ -109,6 +109,30 @@ def test_a_command_write_that_waits_during_a_long_batch_commits_before_its_last_
     asyncio.run(main())
 
 
+def test_a_batch_of_the_size_seen_at_saturation_is_cut_too(tmp_path):
+    """Issue 18, session 9: at saturation the writer commits batches of ~90 events (it is the
+    bottleneck, so batches stay small; docs/benchmarks.md). A command that waits during one
+    commits before its end, not with it (chunks of 128 never cut such a batch)."""
+    commits: list = []
+    events = _events()[:96]
+
+    async def main():
+        db = Database(tmp_path / "gw.db", on_commit=commits.append)
+        async with db:
+            await _setup(db)
+            commits.clear()
+            hold = _Hold()
+            await db.write(lambda store: store.stream_hooks.append(hold))
+            eff, _ = await _command_during_batch(db, hold, events=events)
+            cs = _commits_of(commits)
+            assert len(cs) == 2, f"one commit for batch and command: {cs}"
+            first, rest = cs
+            assert first[1] == ["command"] and first[0] < len(events)
+            assert first[0] + rest[0] == len(events) == eff.persisted
+
+    asyncio.run(main())
+
+
 def test_with_no_command_waiting_a_long_batch_commits_once(tmp_path):
     """The control: chunks cost no extra commit when no command waits."""
     commits: list = []
@@ -139,14 +163,17 @@ def test_a_batch_that_fails_after_a_midway_commit_applies_only_its_rest_again(tm
             hold = _Hold()
             failed: list[int] = []
 
+            # the first event with this seq is in the third chunk (events go round the devices)
+            trip_seq = (2 * CHUNK + 2 * len(DEVICES)) // len(DEVICES) + 1
+
             def trip(store, item):  # one event of the third chunk fails once
-                if item.kind == "event" and item.data["seq"] == 90 and not failed:
+                if item.kind == "event" and item.data["seq"] == trip_seq and not failed:
                     failed.append(item.data["seq"])
                     raise RuntimeError("a bug")
 
             await db.write(lambda store: store.stream_hooks.extend([hold, trip]))
             eff, _ = await _command_during_batch(db, hold)
-            assert failed == [90] and db.midway == 1
+            assert failed == [trip_seq] and db.midway == 1
             assert _commits_of(commits)[0] == (CHUNK, ["command"])
             assert eff.persisted == EVENTS and eff.duplicates == 0
             per_device = EVENTS // len(DEVICES)
