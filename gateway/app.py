@@ -175,6 +175,7 @@ class Gateway:
                                    batch_max=config.ingest_batch_max,
                                    linger_s=config.ack_linger_s, clock=clock)
         self.commands.on_submit = self.ingest.expedite  # small batches while commands wait
+        self.commands.on_settled = self.ingest.relax    # ... and only while they wait
         # devices whose last will does not cover them (none set, or lost): gateway/devices/liveness.py
         self.liveness = None if config.device_silent_s <= 0 else LivenessMonitor(
             self.db, self.router.publish, idle_s=config.device_silent_s,

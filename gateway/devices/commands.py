@@ -189,6 +189,10 @@ class CommandService:
         self._published: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_submit: Callable[[float], None] | None = None  # told each command's timeout
+        # told when no submitted command is waiting for its outcome any more (the ingest goes
+        # back to full-size batches: `IngestWorker.relax`)
+        self.on_settled: Callable[[], None] | None = None
+        self._urgent: dict[str, float] = {}  # submitted, not final: id → monotonic deadline
 
     # API side
 
@@ -210,9 +214,33 @@ class CommandService:
                                   "'_', '.', '-' (e.g. 'blink')")
         if self.on_submit is not None:
             self.on_submit(min(timeout_s, 5.0))
+        new_id = "c-" + secrets.token_hex(8)
+        self._urgent[new_id] = time.monotonic() + min(timeout_s, 5.0)
+        cmd: dict[str, Any] | None = None
+        try:
+            cmd, created = await self._submit(device, name, args, idempotency_key, timeout_s,
+                                              wait_send, new_id)
+            return cmd, created
+        finally:
+            urgent = self._urgent.pop(new_id, None)
+            if cmd is not None and urgent is not None and not cmd["final"]:
+                self._urgent[cmd["id"]] = urgent  # (an existing command's id, if not new)
+            self._maybe_settled()
+
+    def _maybe_settled(self) -> None:
+        """Tell `on_settled` when no submitted command waits for its outcome any more (those
+        past their deadline count as settled)."""
+        now = time.monotonic()
+        for cid in [c for c, until in self._urgent.items() if until <= now]:
+            del self._urgent[cid]
+        if not self._urgent and self.on_settled is not None:
+            self.on_settled()
+
+    async def _submit(self, device: str, name: str, args: dict[str, Any], idempotency_key: str,
+                      timeout_s: float, wait_send: bool, new_id: str
+                      ) -> tuple[dict[str, Any], bool]:
         now = self.clock()
         deadline = now + max(1, round(timeout_s * 1000))
-        new_id = "c-" + secrets.token_hex(8)
         if TRACE is not None:
             TRACE.mark(new_id, "submit")
         try:  # the device must be able to take it: check the envelope size now
@@ -285,6 +313,8 @@ class CommandService:
         """Called on the loop for every committed change of a command."""
         if record["final"]:
             self._published.pop(record["id"], None)
+            if self._urgent.pop(record["id"], None) is not None:
+                self._maybe_settled()
             if TRACE is not None:
                 TRACE.mark(record["id"], "notify")
             for fut in self._waiters.get(record["id"], ()):

@@ -346,6 +346,7 @@ def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
 _UNREAD: Any = object()
 
 
+RELAX_GRACE_S = 0.25  # small batches this long after the last command's outcome (`relax`)
 # events per insert; between two, a waiting command write cuts in (`_Batch.flush`). 32, not
 # 128: at saturation the ingest commits batches of ~90 events (the writer is the bottleneck:
 # docs/benchmarks.md, "Issue 18, session 9"), which 128 never cut; the writer's CPU per event
@@ -658,9 +659,10 @@ class IngestWorker:
     `Database.write_first`), so a caller waiting for an outcome waits neither for the event
     backlog nor for the batch in progress; a reply read while no batch is at the writer goes
     first into the next batch (the priority lane), which starts at once. While commands are
-    in progress (`expedite`), batches are kept small (`urgent_batch_max`): the writer thread is
-    shared, and every step of a command (submit, record the send, apply the reply) waits for
-    the batch in progress, or, in a batch of more than `CHUNK` events, for the chunk in
+    in progress (`expedite`, until the last one's outcome: `relax`), batches are kept small
+    (`urgent_batch_max`): the writer thread is shared, and every step of a command (submit,
+    record the send, apply the reply) waits for the batch in progress, or, in a batch of more
+    than `CHUNK` events, for the chunk in
     progress (the command's write then commits with what the batch applied so far, midway:
     `_Batch.flush`, `Database._lane_join`).
 
@@ -733,6 +735,14 @@ class IngestWorker:
         self._urgent_until = max(self._urgent_until, time.monotonic() + seconds)
         # a linger in progress goes on: the writer is idle meanwhile, so the command's own
         # write runs at once instead of after a commit of the lingering events
+
+    def relax(self, grace_s: float = RELAX_GRACE_S) -> None:
+        """No command waits any more: full-size batches again `grace_s` from now, rather than
+        when the `expedite` window ends (a lone command's outcome comes in ~50 ms; its window
+        was up to 5 s of small batches, which halved the ingest at saturation; the grace keeps
+        a caller's next command, sent right after the outcome, on small batches:
+        docs/benchmarks.md, "Issue 18, session 9")."""
+        self._urgent_until = min(self._urgent_until, time.monotonic() + grace_s)
 
     def _wake_more(self) -> None:
         if self._more is not None and not self._more.done():

@@ -5,9 +5,10 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 
 from gateway.devices.commands import CommandService
-from gateway.devices.ingest import CHUNK, IngestWorker
+from gateway.devices.ingest import CHUNK, RELAX_GRACE_S, IngestWorker
 from gateway.storage.db import Database
 from gateway.storage.store import Store
 from tests.support.e2e import until
@@ -278,5 +279,55 @@ def test_a_reply_read_while_a_long_event_batch_is_applied_commits_before_its_las
         assert commits[0][:-1] == [("event", s) for s in range(1, CHUNK + 1)]
         assert batch_size == CHUNK and sum(len(c) for c in commits[1:]) == 600 - CHUNK
         assert acks[-1] == 600  # acked up to the last event, after the last commit
+
+    asyncio.run(main())
+
+
+def test_small_batches_last_while_commands_wait_and_end_with_their_outcomes(tmp_path):
+    """Issue 18, session 9: `expedite` keeps ingest batches small for up to 5 s after a submit;
+    a lone command's outcome comes much sooner, and at saturation the small batches halved the
+    background ingest (docs/benchmarks.md). They end `RELAX_GRACE_S` after no submitted command
+    waits any more: the last outcome, not the first; a command past its deadline counts as
+    settled."""
+    holder: dict[str, CommandService] = {}
+
+    def on_commit(items):
+        for item in items:
+            if item.kind == "command":
+                holder["commands"].notify(item.data)
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        pass
+
+    async def main():
+        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
+            w = IngestWorker(db, publish, batch_max=2048, urgent_batch_max=64)
+            commands = holder["commands"] = CommandService(db, publish, clock=lambda: NOW)
+            commands.on_submit, commands.on_settled = w.expedite, w.relax
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                a, _ = await commands.submit("pad-1", "blink", {}, "k-a", 60.0, wait_send=False)
+                b, _ = await commands.submit("pad-1", "blink", {}, "k-b", 60.0, wait_send=False)
+                assert w._limit() == 64  # both wait
+                await w.put(*reply(a["id"], "done"))
+                await until(lambda: a["id"] not in commands._urgent, "a's outcome")
+                assert w._limit() == 64  # b still waits
+                await w.put(*reply(b["id"], "done"))
+                t0 = time.monotonic()
+                await until(lambda: w._limit() == 2048, "full-size batches once b is done",
+                            timeout=1.0)  # (the expedite window is 5 s)
+                assert time.monotonic() - t0 >= RELAX_GRACE_S * 0.9  # after the grace
+                # a command past its deadline counts as settled
+                c, _ = await commands.submit("pad-1", "blink", {}, "k-c", 60.0, wait_send=False)
+                assert w._limit() == 64
+                commands._urgent[c["id"]] = 0.0  # its deadline has passed
+                commands._maybe_settled()
+                assert not commands._urgent
+                await until(lambda: w._limit() == 2048, "full-size batches", timeout=1.0)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(main())
