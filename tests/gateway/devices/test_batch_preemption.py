@@ -3,6 +3,7 @@ batch `CHUNK` events at a time in one transaction; when a command-lane write wai
 chunks, what is applied so far and the command's write commit together (midway), and the rest
 of the batch goes on in the next transaction. Order only, on a real SQLite file: no timing."""
 import asyncio
+import contextlib
 import sqlite3
 import threading
 
@@ -77,16 +78,23 @@ async def _setup(db):
     await db.write_grouped(apply_batch, births, 1)
 
 
+@contextlib.asynccontextmanager
+async def _held_db(tmp_path, commits: list):
+    """A database with the pads born, `commits` cleared, and a `_Hold` installed."""
+    db = Database(tmp_path / "gw.db", on_commit=commits.append)
+    async with db:
+        await _setup(db)
+        commits.clear()
+        hold = _Hold()
+        await db.write(lambda store: store.stream_hooks.append(hold))
+        yield db, hold
+
+
 def test_a_command_write_that_waits_during_a_long_batch_commits_before_its_last_chunk(tmp_path):
     commits: list = []
 
     async def main():
-        db = Database(tmp_path / "gw.db", on_commit=commits.append)
-        async with db:
-            await _setup(db)
-            commits.clear()
-            hold = _Hold()
-            await db.write(lambda store: store.stream_hooks.append(hold))
+        async with _held_db(tmp_path, commits) as (db, hold):
             done: list[str] = []
             eff, name = await _command_during_batch(db, hold, done=done)
             # the command's write committed with the first chunk, the rest of the batch after it
@@ -117,12 +125,7 @@ def test_a_batch_of_the_size_seen_at_saturation_is_cut_too(tmp_path):
     events = _events()[:96]
 
     async def main():
-        db = Database(tmp_path / "gw.db", on_commit=commits.append)
-        async with db:
-            await _setup(db)
-            commits.clear()
-            hold = _Hold()
-            await db.write(lambda store: store.stream_hooks.append(hold))
+        async with _held_db(tmp_path, commits) as (db, hold):
             eff, _ = await _command_during_batch(db, hold, events=events)
             cs = _commits_of(commits)
             assert len(cs) == 2, f"one commit for batch and command: {cs}"

@@ -151,19 +151,25 @@ def test_an_event_alone_after_a_quiet_spell_does_not_linger(tmp_path):
     asyncio.run(main())
 
 
+def _notifying(holder: dict[str, CommandService]):
+    """An `on_commit` that tells `holder["commands"]` of every committed command change."""
+    def on_commit(items):
+        for item in items:
+            if item.kind == "command":
+                holder["commands"].notify(item.data)
+    return on_commit
+
+
+async def _no_publish(topic, payload, *, qos=1, retain=False):
+    pass
+
+
 def test_a_caller_waiting_for_an_outcome_is_woken_by_its_commit_while_the_reader_is_busy(tmp_path):
     """`CommandService.wait` registers before it reads, and the read races the outcome: the
     reader thread (shared with the services' reads) being busy does not hold the caller once
     the reply has committed."""
     holder: dict[str, CommandService] = {}
-
-    def on_commit(items):
-        for item in items:
-            if item.kind == "command":
-                holder["commands"].notify(item.data)
-
-    async def publish(topic, payload, *, qos=1, retain=False):
-        pass
+    on_commit, publish = _notifying(holder), _no_publish
 
     async def main():
         async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
@@ -290,14 +296,7 @@ def test_small_batches_last_while_commands_wait_and_end_with_their_outcomes(tmp_
     waits any more: the last outcome, not the first; a command past its deadline counts as
     settled."""
     holder: dict[str, CommandService] = {}
-
-    def on_commit(items):
-        for item in items:
-            if item.kind == "command":
-                holder["commands"].notify(item.data)
-
-    async def publish(topic, payload, *, qos=1, retain=False):
-        pass
+    on_commit, publish = _notifying(holder), _no_publish
 
     async def main():
         async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
