@@ -79,12 +79,19 @@ async def _setup(db):
 
 
 @contextlib.asynccontextmanager
-async def _held_db(tmp_path, commits: list):
-    """A database with the pads born, `commits` cleared, and a `_Hold` installed."""
+async def _ready_db(tmp_path, commits: list):
+    """A database with the pads born and `commits` cleared."""
     db = Database(tmp_path / "gw.db", on_commit=commits.append)
     async with db:
         await _setup(db)
         commits.clear()
+        yield db
+
+
+@contextlib.asynccontextmanager
+async def _held_db(tmp_path, commits: list):
+    """`_ready_db` with a `_Hold` installed."""
+    async with _ready_db(tmp_path, commits) as db:
         hold = _Hold()
         await db.write(lambda store: store.stream_hooks.append(hold))
         yield db, hold
@@ -141,10 +148,7 @@ def test_with_no_command_waiting_a_long_batch_commits_once(tmp_path):
     commits: list = []
 
     async def main():
-        db = Database(tmp_path / "gw.db", on_commit=commits.append)
-        async with db:
-            await _setup(db)
-            commits.clear()
+        async with _ready_db(tmp_path, commits) as db:
             eff = await db.write_grouped(apply_batch, _events(), 2)
             assert _commits_of(commits) == [(EVENTS, [])]
             assert db.midway == 0 and eff.persisted == EVENTS
@@ -159,10 +163,7 @@ def test_a_batch_that_fails_after_a_midway_commit_applies_only_its_rest_again(tm
     commits: list = []
 
     async def main():
-        db = Database(tmp_path / "gw.db", on_commit=commits.append)
-        async with db:
-            await _setup(db)
-            commits.clear()
+        async with _ready_db(tmp_path, commits) as db:
             hold = _Hold()
             failed: list[int] = []
 
