@@ -482,6 +482,17 @@ def _scripted_broker(script, timeout: float = 10):
     return srv, srv.getsockname()[1], log, th
 
 
+def _run_to_end(p, srv, th, last_line: str, timeout: float) -> None:
+    """Wait for the device's `last_line`, check it exited cleanly, then end the scripted
+    broker (`_scripted_broker`) whatever happened."""
+    try:
+        p.wait_line(last_line, timeout=timeout)
+        assert p.finish() == 0, p.stderr()
+        th.join(5)
+    finally:
+        srv.close()
+
+
 def test_framing_split_coalesced_varint_oversize_suback_failure_and_dup(mp):
     big = bytes((i * 31 + 7) & 0xFF for i in range(8192))
 
@@ -556,12 +567,7 @@ async def main():
     await c.close()
 asyncio.run(main())
 """)
-    try:
-        p.wait_line(r"^STATS", timeout=20)
-        assert p.finish() == 0, p.stderr()
-        th.join(5)
-    finally:
-        srv.close()
+    _run_to_end(p, srv, th, r"^STATS", 20)
     assert "error" not in log, log["error"]
     out = p.texts()
     # CONNECT: MQTT 3.1.1, clean session, will QoS 1 retained, user+password, keepalive, fields in order
@@ -742,12 +748,7 @@ def test_reader_survives_memory_errors_at_every_step(mp, sites):
 
     srv, port, log, th = _scripted_broker(broker, 15)
     p = mp(READER_FAULTS.format(sites=list(sites), port=port))
-    try:
-        p.wait_line(r"^HITS", timeout=30)
-        assert p.finish() == 0, p.stderr()
-        th.join(5)
-    finally:
-        srv.close()
+    _run_to_end(p, srv, th, r"^HITS", 30)
     out = p.texts()
     hits = dict(kv.split("=") for kv in next(l for l in out if l.startswith("HITS")).split()[1:])
     assert set(hits) == set(sites), (hits, out)  # each injected step was met at least once
