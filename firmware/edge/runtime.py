@@ -265,12 +265,23 @@ class Runtime:
             self._ncmd -= 1
 
     async def _command1(self, cid, body):
+        # A MemoryError can end this task anywhere. Before the handler runs, nothing is left
+        # logged (the redelivery runs it); once it ran, its outcome waits in _running until it
+        # is stored (the redelivery stores and answers it). An id logged `started` with neither
+        # is answered `failed`/`interrupted`, as after a power cut: a final answer always comes.
         if not isinstance(cid, str) or not 0 < len(cid) <= 64:
             self.stats["bad_msgs"] += 1
             return
-        done = self.cmds.get(cid)
-        if cid in self._running or (done and done[1] == "started"):
+        run = self._running.get(cid)
+        if run is True:  # its handler runs now
             await self._reply(cid, "accepted")
+            return
+        if run is not None:  # acted; its outcome not stored yet (no heap then)
+            await self._settle(cid, run)
+            return
+        done = self.cmds.get(cid)
+        if done and done[1] == "started":  # started in this boot and its task gone
+            await self._settle(cid, ["failed", "interrupted", None])
             return
         if done:  # finished before (maybe before a reboot): answer again, never act again
             await self._reply(cid, done[1], done[2], done[3])
@@ -289,27 +300,54 @@ class Runtime:
         elif not isinstance(args, dict):
             reason = "bad-args"
         if reason:
-            e = self.cmds.finish(cid, "rejected", reason)
-            await self._reply(cid, "rejected", reason)
+            await self._settle(cid, ["rejected", reason, None])
             return
-        self.cmds.start(cid)
+        out = ["failed", "interrupted", None]  # the outcome, filled in place (no heap needed)
+        co = handler(args)  # made before `started` is logged: no heap for it, nothing logged
         self._running[cid] = True
         try:
-            self.stats["cmds"] += 1
-            await self._reply(cid, "accepted")
-            status, reason, result = "done", None, None
-            try:
-                result = await handler(args)
-            except Rejected as r:
-                status, reason = "rejected", r.reason
-            except Failed as f:
-                status, reason, result = "failed", f.reason, f.result
-            except Exception as e:  # a bug in a handler must not kill the runtime
-                status, reason = "failed", "error: %s" % e
-            self.cmds.finish(cid, status, reason, result)
-        finally:  # a MemoryError before `finish`: the log says `started`, answered `accepted`
+            self.cmds.start(cid)  # no heap: nothing logged (cmdlog rolls RAM back)
+        except BaseException:
             del self._running[cid]
-        await self._reply(cid, status, reason, result)
+            raise
+        try:
+            self.stats["cmds"] += 1
+            try:
+                await self._reply(cid, "accepted")
+            except MemoryError:  # a progress note only: the final answer is what counts
+                pass
+            try:
+                out[2] = await co
+                out[0] = "done"
+                out[1] = None
+            except Rejected as r:
+                out[0] = "rejected"
+                out[1] = r.reason
+            except Failed as f:
+                out[1] = f.reason
+                out[2] = f.result
+            except Exception as e:  # a bug in a handler must not kill the runtime
+                out[1] = "error"
+                try:
+                    out[1] = "error: %s" % e
+                except MemoryError:
+                    pass
+        finally:
+            self._running[cid] = out  # the key exists: no heap needed
+        await self._settle(cid, out)
+
+    async def _settle(self, cid, out):
+        # store a final outcome, then answer it; no heap to store it: kept for the redelivery
+        for _ in range(3):
+            try:
+                self.cmds.finish(cid, out[0], out[1], out[2])
+                break
+            except MemoryError:
+                await asyncio.sleep_ms(200)
+        else:
+            return  # one that acted keeps `out` in _running; a rejection is made again
+        self._running.pop(cid, None)
+        await self._reply(cid, out[0], out[1], out[2])
 
     async def _cmd_ping(self, args):
         return {"up": self.uptime_ms()}

@@ -316,3 +316,78 @@ def test_a_birth_that_could_not_be_published_after_a_rebirth_is_tried_again(tmp_
     assert r.returncode == 0, r.stdout + r.stderr
     assert "births 2 due False" in r.stdout, r.stdout
     assert "taken False" in r.stdout, r.stdout
+
+
+RUNTIME_NO_HEAP = r'''
+import asyncio, json, sys
+from edge.runtime import Runtime
+
+class Hal:
+    def reset_cause(self): return "power"
+
+class Client:  # records the final replies
+    def __init__(self, *a, **k):
+        self.replies = []
+    def is_connected(self): return False
+    async def publish(self, topic, payload, qos=0, retain=False):
+        self.replies.append((payload["id"], payload["body"]["status"], payload["body"]["reason"]))
+
+class App:
+    caps = []
+    def __init__(self, rt, hal, cfg):
+        self.applied = []
+        self.commands = {"act": self.act}
+    async def act(self, args):
+        self.applied.append(args["n"])
+        return {"n": args["n"]}
+
+def once(obj, name, when=lambda *a: True):
+    # obj.name raises MemoryError the first time `when` holds (no hole in the heap then)
+    real = getattr(obj, name)
+    left = [1]
+    def f(*a):
+        if left[0] and when(*a):
+            left[0] = 0
+            raise MemoryError
+        return real(*a)
+    setattr(obj, name, f)
+
+async def main():
+    cfg = {"device_id": "fw-1", "kind": "sample-pad", "data_dir": "%(dir)s",
+           "journal_max": 10, "mqtt": {"host": "h"}, "app": {}}
+    rt = Runtime(cfg, Hal(), App, mqtt_class=Client)
+    c = rt.client
+    async def cmd(cid, n):  # delivered, then redelivered as the gateway does, until final
+        for _ in range(3):
+            rt._on_message("pe/1/fw-1/cmd", json.dumps({"v": 1, "dev": "fw-1", "type": "cmd", "id": cid,
+                                                       "body": {"name": "act", "args": {"n": n}}}))
+            await asyncio.sleep_ms(400)
+        print(cid, [r[1:] for r in c.replies if r[0] == cid and r[1] != "accepted"][-1:])
+    once(rt, "_reply", lambda cid, status, *a: status == "accepted")  # no heap for `accepted`
+    await cmd("a", 1)
+    once(rt.cmds, "_save", lambda e, gone: e[1] == "started")  # no heap to log it started
+    await cmd("b", 2)
+    once(rt.cmds, "_save", lambda e, gone: e[1] == "done")  # no heap to store its outcome (it acted)
+    await cmd("c", 3)
+    rt.cmds.start("d")  # started in this boot, no task any more: interrupted, as after a power cut
+    await cmd("d", 4)
+    print("applied", rt.app.applied)
+
+asyncio.run(main())
+'''
+
+
+def test_a_command_that_met_a_full_heap_still_gets_a_final_answer_and_acts_once(tmp_path):
+    """A MemoryError between logging a command `started` and storing its outcome left the id
+    `started` while the device ran on: every redelivery was answered `accepted`, never a final
+    answer (CI, the conformance kit's `bad-input`: `ping` unanswered for 20 s; at 88 KB, 33 of
+    40 runs). Now a command with no heap before it acts is not logged and runs on a redelivery;
+    one that acted keeps its outcome until it is stored; a `started` id with no task is
+    finished `failed`/`interrupted`, as after a power cut. Each acts at most once."""
+    from tests.support.micropython import run_micropython
+    r = run_micropython(RUNTIME_NO_HEAP % {"dir": tmp_path / "flash"}, env={
+        "MICROPYPATH": f"{build_mpy()}:.frozen"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "a [('done', None)]", "b [('done', None)]", "c [('done', None)]",
+        "d [('failed', 'interrupted')]", "applied [1, 2, 3]"], r.stdout
