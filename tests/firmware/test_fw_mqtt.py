@@ -762,3 +762,56 @@ def test_reader_survives_memory_errors_at_every_step(mp, sites):
     pubacks = [b for h, b in log["pkts"] if h == 0x40]
     assert pubacks == [b"\x12\x34", b"\x22\x22", b"\x33\x33"], log["pkts"]
     assert log["accepts"] == 1
+
+
+STARVED = """
+import errno
+import edge.mqtt as M
+real_fill = M._fill
+starve = [False]
+def fill(*a):  # while `starve`: no step of the reader finds a hole in the heap
+    if starve[0]:
+        raise MemoryError("no hole (injected)")
+    return real_fill(*a)
+M._fill = fill
+async def main():
+    c = MQTTClient("starve-1", "127.0.0.1", {port}, keepalive=0, response_timeout=2)
+    asyncio.create_task(c.run())
+    for _ in range(250):
+        if c.is_connected():
+            break
+        await asyncio.sleep_ms(20)
+    starve[0] = True  # the PUBACK of `one` arrives; the reader cannot read its body
+    try:
+        await c.publish("s/out", b"one", qos=1)
+        say("PUBOK")
+    except OSError as e:
+        say("OSERROR", errno.errorcode.get(e.args[0], e.args[0]))
+    starve[0] = False
+    await c.publish("s/out", b"two", qos=1)
+    await asyncio.sleep_ms(300)
+    s = c.stats
+    say("STATS", s["connects"], s["disconnects"], c.is_connected())
+    await c.close()
+asyncio.run(main())
+"""
+
+
+def test_a_starved_reader_lets_the_publishes_waiting_on_it_go_and_keeps_the_link(broker, mp):
+    """A QoS 1 publish waits for a PUBACK that only the reader can read; when no step of the
+    reader finds heap, the waiting publishes' frames may be what holds it. After STARVE tries
+    they stop waiting with ENOMEM (their packets are out: the broker has them) and the link
+    stays up. Before, they waited twice response_timeout, then dropped the link (ETIMEDOUT),
+    and a device's commands went unanswered that long: the conformance kit's `bad-input`
+    (CI at 96 KB once; 7 runs of 30 at 88 KB)."""
+    sub = Sub(broker.port, "s/out")
+    try:
+        p = mp(STARVED.format(port=broker.port))
+        p.wait_line(r"^STATS", timeout=20)
+        assert p.finish() == 0, p.stderr()
+        out = p.texts()
+        assert "OSERROR ENOMEM" in out, out
+        assert next(l for l in out if l.startswith("STATS")) == "STATS 1 0 True", out
+        wait_for(lambda: sub.payloads("s/out") == [b"one", b"two"], 5, what="both at the broker")
+    finally:
+        sub.close()
