@@ -122,3 +122,11 @@ def test_writer_apply_benchmark_quick_prints_its_figures():
     assert "A: median" in out and "B: median" in out, out
     b = [line for line in out.splitlines() if line.startswith("round 1 B:")]
     assert len(b) == 1 and "cuts 2," in b[0], out  # one cut in each of the 2 batches
+
+
+def test_conformance_heap_benchmark_quick_prints_its_figures():
+    """bench/conformance_heap.py (session 10): the kit against our firmware with a given heap,
+    failures counted per heap size; `--quick` is one `ping` run at the 96 KB goal."""
+    out = run_quick("conformance_heap.py")
+    assert re.search(r"^96k run 1: pass in", out, re.MULTILINE), out
+    assert "96k: 0 of 1 runs failed (ping)" in out, out
