@@ -267,8 +267,9 @@ class Runtime:
     async def _command1(self, cid, body):
         # A MemoryError can end this task anywhere. Before the handler runs, nothing is left
         # logged (the redelivery runs it); once it ran, its outcome waits in _running until it
-        # is stored (the redelivery stores and answers it). An id logged `started` with neither
-        # is answered `failed`/`interrupted`, as after a power cut: a final answer always comes.
+        # is stored (_settle, or the redelivery if this task died). An id logged `started` with
+        # neither is answered `failed`/`interrupted`, as after a power cut: a final answer
+        # always comes.
         if not isinstance(cid, str) or not 0 < len(cid) <= 64:
             self.stats["bad_msgs"] += 1
             return
@@ -281,7 +282,7 @@ class Runtime:
             return
         done = self.cmds.get(cid)
         if done and done[1] == "started":  # started in this boot and its task gone
-            await self._settle(cid, ["failed", "interrupted", None])
+            await self._settle(cid, ["failed", "interrupted", None, False])
             return
         if done:  # finished before (maybe before a reboot): answer again, never act again
             await self._reply(cid, done[1], done[2], done[3])
@@ -300,9 +301,9 @@ class Runtime:
         elif not isinstance(args, dict):
             reason = "bad-args"
         if reason:
-            await self._settle(cid, ["rejected", reason, None])
+            await self._settle(cid, ["rejected", reason, None, False])
             return
-        out = ["failed", "interrupted", None]  # the outcome, filled in place (no heap needed)
+        out = ["failed", "interrupted", None, False]  # the outcome, filled in place (no heap)
         co = handler(args)  # made before `started` is logged: no heap for it, nothing logged
         self._running[cid] = True
         try:
@@ -337,15 +338,21 @@ class Runtime:
         await self._settle(cid, out)
 
     async def _settle(self, cid, out):
-        # store a final outcome, then answer it; no heap to store it: kept for the redelivery
-        for _ in range(3):
-            try:
-                self.cmds.finish(cid, out[0], out[1], out[2])
-                break
-            except MemoryError:
-                await asyncio.sleep_ms(200)
-        else:
-            return  # one that acted keeps `out` in _running; a rejection is made again
+        # Store a final outcome [status, reason, result, settling], then answer it. No heap to
+        # store it: tried again 200 ms apart until it is (never dropped: an OTA switch waits
+        # for _running to empty); a redelivery meanwhile leaves it to this task (out[3]).
+        if out[3]:
+            return
+        out[3] = True
+        try:
+            while True:
+                try:
+                    self.cmds.finish(cid, out[0], out[1], out[2])
+                    break
+                except MemoryError:
+                    await asyncio.sleep_ms(200)
+        finally:
+            out[3] = False
         self._running.pop(cid, None)
         await self._reply(cid, out[0], out[1], out[2])
 
