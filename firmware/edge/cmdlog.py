@@ -88,25 +88,11 @@ class CommandLog:
         e = [cid, status, reason, result]
         try:
             k = self.ids.index(cid)
-            old = self.st[k]
             self.st[k] = _status(status)
         except ValueError:
-            old = None
             self.ids.append(fsutil.settle(cid))
             self.st.append(_status(status))
-        try:
-            self._save(e, self._trim())
-        except Exception:  # not on flash (MemoryError, a full flash): RAM as before, so RAM
-            try:  # never says `started` or finished where the file does not (runtime._command1)
-                k = self.ids.index(cid)
-                if old is None:
-                    self.ids.pop(k)
-                    self.st.pop(k)
-                else:
-                    self.st[k] = old
-            except ValueError:  # trimmed meanwhile (finished ids only)
-                pass
-            raise
+        self._save(e, self._trim())
         return e
 
     def _trim(self):

@@ -13,13 +13,6 @@
 # * a MemoryError in the reader (a fragmented heap with no hole *now* for a step's frame or the
 #   slice it reads into) is waited out: each step is made before it reads a byte (_co), so it is
 #   made again after a gc.collect() and 20 ms, the stream where it was; the link stays up.
-#   If a step still finds no heap after STARVE tries, the publishes waiting for a PUBACK stop
-#   waiting (OSError, as on a lost link; their packets are out, the caller keeps the message):
-#   their frames hold heap that only the reader, reading those PUBACKs, could give back. They
-#   waited on each other until the publish timed out (twice response_timeout), the link
-#   dropped and the device's commands went unanswered that long (issue 16, the conformance
-#   kit's `bad-input`: once in CI at 96 KB; at 88 KB, 7 runs of 30, the reader failing ~49
-#   tries a second with 3.6 KB free in holes too small).
 #
 # Heap: a PUBLISH is built in one buffer allocated with the client (tx_size bytes) and
 # incoming packets are read into another (rx_size), so the usual small messages allocate
@@ -83,7 +76,6 @@ class MQTTClient(Link):
     max_payload = 8192  # larger incoming messages are read, discarded and counted
     tx_size = 640  # outgoing PUBLISH packets up to this size use the client's buffer
     rx_size = 512  # incoming packets (after the fixed header) up to this size use the other
-    STARVE = 5  # failed tries of a reader step (20 ms apart) before the waiters let go (above)
 
     def __init__(self, client_id, host, port=1883, keepalive=30, user=None, password=None,
                  will=None, on_message=None, on_connect=None, on_down=None,
@@ -118,7 +110,6 @@ class MQTTClient(Link):
         self._js = io.BytesIO(self.tx_size)  # a dict payload's JSON
         self._rx = memoryview(bytearray(self.rx_size))
         self._b2 = self._rx[:2]  # a fixed header's first two bytes: its type, its length's first
-        self._starve = 0  # failed tries of the reader's current step
         self.last_error = None
 
     # ---- public API -------------------------------------------------------------------
@@ -227,8 +218,8 @@ class MQTTClient(Link):
                 t = ticks_ms()   # instead, sleep_ms allocates nothing; the packet is out, so
                 while ev.rc is None and ticks_diff(ticks_ms(), t) < self._rt:  # never give
                     await asyncio.sleep_ms(10)  # up the link for this
-        if ev.rc is not None and ev.rc < 0:  # link lost while waiting; -2: let go (_let_go)
-            raise OSError(errno.ECONNABORTED if ev.rc == -1 else errno.ENOMEM)
+        if ev.rc is not None and ev.rc < 0:
+            raise OSError(errno.ECONNABORTED)  # link lost while waiting
         return ev.rc
 
     def _resolve(self, pid, rc):
@@ -417,32 +408,19 @@ class MQTTClient(Link):
         # not a coroutine: the receive buffer's first a bytes (a slice, made again alike).
         try:
             if k == 0:
-                co = _fill(r, a)
-            elif k == 1:
-                co = _fill(r, self._rx[:a])
-            elif k == 2:
-                co = self._skip(r, a)
-            elif k == 3:
-                co = self._rx_publish(r, h, a)
-            elif k == 4:
-                co = self._write(a)
-            else:
-                co = self._rx[:a]
-            self._starve = 0
-            return co
+                return _fill(r, a)
+            if k == 1:
+                return _fill(r, self._rx[:a])
+            if k == 2:
+                return self._skip(r, a)
+            if k == 3:
+                return self._rx_publish(r, h, a)
+            if k == 4:
+                return self._write(a)
+            return self._rx[:a]
         except MemoryError:
             gc.collect()
-            self._starve += 1
-            if self._starve >= self.STARVE and self._pend:
-                self._let_go()
             return None
-
-    def _let_go(self):
-        # the waiters for a PUBACK give up (ENOMEM), as on a lost link; the link stays up
-        for ev in self._pend.values():
-            ev.rc = -2
-            ev.set()
-        self._pend.clear()
 
     async def _read(self, r, gen):
         try:

@@ -265,24 +265,12 @@ class Runtime:
             self._ncmd -= 1
 
     async def _command1(self, cid, body):
-        # A MemoryError can end this task anywhere. Before the handler runs, nothing is left
-        # logged (the redelivery runs it); once it ran, its outcome waits in _running until it
-        # is stored (_settle, or the redelivery if this task died). An id logged `started` with
-        # neither is answered `failed`/`interrupted`, as after a power cut: a final answer
-        # always comes.
         if not isinstance(cid, str) or not 0 < len(cid) <= 64:
             self.stats["bad_msgs"] += 1
             return
-        run = self._running.get(cid)
-        if run is True:  # its handler runs now
-            await self._reply(cid, "accepted")
-            return
-        if run is not None:  # acted; its outcome not stored yet (no heap then)
-            await self._settle(cid, run)
-            return
         done = self.cmds.get(cid)
-        if done and done[1] == "started":  # started in this boot and its task gone
-            await self._settle(cid, ["failed", "interrupted", None, False])
+        if cid in self._running or (done and done[1] == "started"):
+            await self._reply(cid, "accepted")
             return
         if done:  # finished before (maybe before a reboot): answer again, never act again
             await self._reply(cid, done[1], done[2], done[3])
@@ -301,60 +289,27 @@ class Runtime:
         elif not isinstance(args, dict):
             reason = "bad-args"
         if reason:
-            await self._settle(cid, ["rejected", reason, None, False])
+            e = self.cmds.finish(cid, "rejected", reason)
+            await self._reply(cid, "rejected", reason)
             return
-        out = ["failed", "interrupted", None, False]  # the outcome, filled in place (no heap)
-        co = handler(args)  # made before `started` is logged: no heap for it, nothing logged
+        self.cmds.start(cid)
         self._running[cid] = True
         try:
-            self.cmds.start(cid)  # no heap: nothing logged (cmdlog rolls RAM back)
-        except BaseException:
-            del self._running[cid]
-            raise
-        try:
             self.stats["cmds"] += 1
+            await self._reply(cid, "accepted")
+            status, reason, result = "done", None, None
             try:
-                await self._reply(cid, "accepted")
-            except MemoryError:  # a progress note only: the final answer is what counts
-                pass
-            try:
-                out[2] = await co
-                out[0] = "done"
-                out[1] = None
+                result = await handler(args)
             except Rejected as r:
-                out[0] = "rejected"
-                out[1] = r.reason
+                status, reason = "rejected", r.reason
             except Failed as f:
-                out[1] = f.reason
-                out[2] = f.result
+                status, reason, result = "failed", f.reason, f.result
             except Exception as e:  # a bug in a handler must not kill the runtime
-                out[1] = "error"
-                try:
-                    out[1] = "error: %s" % e
-                except MemoryError:
-                    pass
-        finally:
-            self._running[cid] = out  # the key exists: no heap needed
-        await self._settle(cid, out)
-
-    async def _settle(self, cid, out):
-        # Store a final outcome [status, reason, result, settling], then answer it. No heap to
-        # store it: tried again 200 ms apart until it is (never dropped: an OTA switch waits
-        # for _running to empty); a redelivery meanwhile leaves it to this task (out[3]).
-        if out[3]:
-            return
-        out[3] = True
-        try:
-            while True:
-                try:
-                    self.cmds.finish(cid, out[0], out[1], out[2])
-                    break
-                except MemoryError:
-                    await asyncio.sleep_ms(200)
-        finally:
-            out[3] = False
-        self._running.pop(cid, None)
-        await self._reply(cid, out[0], out[1], out[2])
+                status, reason = "failed", "error: %s" % e
+            self.cmds.finish(cid, status, reason, result)
+        finally:  # a MemoryError before `finish`: the log says `started`, answered `accepted`
+            del self._running[cid]
+        await self._reply(cid, status, reason, result)
 
     async def _cmd_ping(self, args):
         return {"up": self.uptime_ms()}
