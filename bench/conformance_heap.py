@@ -23,20 +23,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tools.conformance as kit
-from hil.sim.firmware import FIRMWARE, build_mpy, micropython_binary
+from hil.sim.firmware import build_mpy, kit_device_cmd
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
 
 
 def one(heap: str, only: list[str], root: Path, i: int) -> tuple[list[str], float, Path]:
     wd = root / f"{heap}-{i}"
-    wd.mkdir(parents=True)
-    shutil.copyfile(FIRMWARE / "main.py", wd / "main.py")
     rig = VirtualRig().start()
     try:
         rig.device("pad-cf").attach_spi("rfid", MFRC522Emulator())
-        opts = kit.Options("pad-cf", device_cmd=f"{micropython_binary()} -X heapsize={heap} "
-                           "{workdir}/main.py {config}",
+        opts = kit.Options("pad-cf", device_cmd=kit_device_cmd(wd, heap),
                            device_config={"board": "sim", "sim": {"host": rig.host, "port": rig.port}},
                            workdir=wd, only=only)
         t = time.monotonic()
@@ -81,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(wd, ignore_errors=True)
                 print(f"{heap} run {i + 1}: pass in {took:.1f} s", flush=True)
         summary.append(f"{heap}: {fails} of {a.runs} runs failed ({', '.join(only)})")
+    if not any(root.iterdir()):  # every run passed: nothing to keep
+        root.rmdir()
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     print("\n".join(summary))

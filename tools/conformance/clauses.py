@@ -400,8 +400,9 @@ def bad_input(ctx: Ctx) -> None:
             ctx.link.publish("cmd", raw)
     ctx.alive()  # after all of them, in order on the same topic
     # one dropped for want of heap is answered on a redelivery (every 2 s), maybe after the
-    # ping: each may take up to the timeout (before, a fixed 1.5 s: our firmware at 88 KB
-    # failed 6 runs of 40 with "got none", answering at the next redelivery)
+    # ping: each may take up to the timeout (before, a fixed 1.5 s: session 10's firmware
+    # fixes, since reverted, failed 6 runs of 40 at 88 KB with "got none", then answered at
+    # the next redelivery; docs/benchmarks.md)
     until = time.monotonic() + ctx.timeout
     for _, cid, _, expect in cases:
         if cid is not None and expect == "reject":
