@@ -61,7 +61,7 @@ from gateway.devices.ingest import apply_batch
 from gateway.storage import db_cli
 from gateway.storage.db import Database
 from gateway.storage.retention import DAY_MS, FOLD_ROWS, Retention, RetentionPolicy, fold_batch
-from gateway.storage.store import Store, connect, migrate
+from gateway.storage.store import Store, commands_path, connect, connect_all, migrate
 from hil.harness import GatewayProcess, Mosquitto
 
 DEVICES = 60
@@ -161,8 +161,7 @@ def fill(path: Path, days: float, end_ms: int, synth: Store_, rate: float = 1.0
          ) -> dict[str, Any]:
     """`days` of the store through apply_batch, ending at `end_ms`, at `rate` x the busy
     store's events (and commands, audit) a day."""
-    conn = connect(path)
-    migrate(conn)
+    conn = connect_all(path)  # the command file attached: the day's commands go there
     store = Store(conn)
     start = end_ms - int(days * DAY_MS)
     apply_batch(store, synth.births(start), start)
@@ -217,6 +216,8 @@ def kept_fill(args: argparse.Namespace, path: Path, end_ms: int, synth: Store_
                              "another --db")
         t0 = time.perf_counter()
         shutil.copyfile(kept, path)
+        if commands_path(kept).exists():
+            shutil.copyfile(commands_path(kept), commands_path(path))
         conn = sqlite3.connect(path)
         for dev, seq in conn.execute("SELECT device, MAX(seq) FROM events GROUP BY device"):
             synth.seq[dev] = seq
@@ -227,6 +228,7 @@ def kept_fill(args: argparse.Namespace, path: Path, end_ms: int, synth: Store_
     f = fill(path, args.days, end_ms, synth, args.rate)
     kept.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, kept)
+    shutil.copyfile(commands_path(path), commands_path(kept))
     meta.write_text(json.dumps({"days": args.days, "rate": args.rate, "end_ms": end_ms,
                                 "fill": f, "filled_at": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                       time.gmtime())}))
@@ -253,10 +255,15 @@ def catch_up(path: Path) -> dict[str, Any]:
 
 
 def file_size(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return path.stat().st_size
+    """The gateway's file and its command file, checkpointed."""
+    size = 0
+    for p in (path, commands_path(path)):
+        if p.exists():
+            conn = sqlite3.connect(p)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+            size += p.stat().st_size
+    return size
 
 
 def ingest_rate(path: Path, synth: Store_, n: int, t: int) -> float:
@@ -304,6 +311,7 @@ def _settle(pid: int, limit_s: float = 300.0) -> float:
 def gateway_reads(path: Path, work: Path, synth: Store_, rounds: int, idle_s: float
                   ) -> dict[str, Any]:
     conn = sqlite3.connect(path)
+    conn.execute("ATTACH DATABASE ? AS cmds", (str(commands_path(path)),))
     mid = conn.execute("SELECT MAX(id) / 2 FROM events").fetchone()[0] or 0
     last = conn.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
     cmd = conn.execute("SELECT id FROM commands ORDER BY rowid DESC LIMIT 1").fetchone()

@@ -399,9 +399,7 @@ class Gateway:
         if self.chain is not None:
             self.chain.notify()
         for item in items:
-            if item.kind == "command":
-                self.commands.notify(item.data)
-            else:
+            if item.kind != "command":  # commands: `CommandService` hears the command file
                 for service in self.services.values():
                     service.on_commit_item(item.kind, item.data)
             self.alerts.on_commit_item(item.kind, item.data)

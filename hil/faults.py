@@ -424,7 +424,10 @@ class FaultRig:
 
 
 def _db(rig: FaultRig) -> sqlite3.Connection:
+    """The gateway's file, read-only, with its command file (`gw.commands.db`) attached."""
     conn = sqlite3.connect(f"file:{rig.gw.db}?mode=ro", uri=True)
+    cmds = rig.gw.db.with_name(f"{rig.gw.db.stem}.commands{rig.gw.db.suffix}")
+    conn.execute("ATTACH DATABASE ? AS cmds", (f"file:{cmds}?mode=ro",))
     conn.row_factory = sqlite3.Row
     return conn
 

@@ -30,10 +30,9 @@ def own_broker(tmp_path):
 def gw_store(tmp_path):
     """A migrated gateway database of its own (gateway.storage.store.Store), for tests of the write
     path without a running gateway."""
-    from gateway.storage.store import Store, connect, migrate
+    from gateway.storage.store import Store, connect_all
 
-    conn = connect(tmp_path / "gw.db")
-    migrate(conn)
+    conn = connect_all(tmp_path / "gw.db")  # the command file attached: one Store for both
     yield Store(conn)
     conn.close()
 

@@ -138,12 +138,11 @@ def metric_names() -> str:
     """`# TYPE` lines of `/metrics`, rendered against a fresh database with every part present."""
     from gateway.integrations.capacity import CapacityWatch
     from gateway.integrations.metrics import GatewayMetrics
-    from gateway.storage.store import Store, connect, migrate
+    from gateway.storage.store import Store, connect_all
 
     async def render() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
-            conn = connect(Path(tmp) / "gw.db")
-            migrate(conn)
+            conn = connect_all(Path(tmp) / "gw.db")  # with the command file: /metrics counts commands
             store = Store(conn)
 
             async def read(fn: Callable[..., Any], *args: Any) -> Any:

@@ -6,12 +6,14 @@ each stage it passed (CLOCK_MONOTONIC: the same clock in every process of the ma
 benchmark can put its own request and response times beside them):
 
     submit      `CommandService.submit` entered (the HTTP request is parsed)
-    submit_tx   the submit's transaction starts on the writer thread (before: the writer queue)
+    submit_tx   the submit's transaction starts on the command file's writer thread (before:
+                its queue)
     submit_ok   the submit committed, back on the event loop
     publish     the command's PUBLISH handed to the MQTT client
     puback      its PUBACK came back (the broker has it)
     reply_rx    the device's final reply read from the broker (gateway `_on_message`)
-    reply_tx    that reply applied on the writer thread (before: ingest queue + writer queue)
+    reply_tx    that reply applied on the command file's writer thread (before: the reply
+                lane + its writer's queue)
     notify      the reply's commit announced on the event loop (the waiter woken)
     response    `CommandService.wait` returns the outcome to the HTTP route
 

@@ -33,7 +33,13 @@ from gateway.devices.cmdtrace import TRACE
 from gateway.devices.protocol import ProtocolError, Reply
 from gateway.http.redact import redact_args
 from gateway.storage.db import Database
-from gateway.storage.store import FINAL_STATUSES, PENDING_STATUSES, Store, public_command
+from gateway.storage.store import (
+    FINAL_STATUSES,
+    PENDING_STATUSES,
+    Store,
+    StreamItem,
+    public_command,
+)
 
 log = logging.getLogger("gateway.commands")
 
@@ -175,6 +181,10 @@ class CommandService:
                  grace_s: float = 2.0, tick_s: float = 0.25, send_wait_s: float = 1.0,
                  clock: Callable[[], int] = now_ms) -> None:
         self.db = db
+        # the command file's commits wake the waiters at once (`_committed`)
+        listeners = getattr(db, "command_listeners", None)  # (None: a test's bare service)
+        if listeners is not None:
+            listeners.append(self._committed)
         self.publish = publish
         self.resend_ms = int(resend_s * 1000)
         self.grace_ms = int(grace_s * 1000)
@@ -193,6 +203,15 @@ class CommandService:
         # back to full-size batches: `IngestWorker.relax`)
         self.on_settled: Callable[[], None] | None = None
         self._urgent: dict[str, float] = {}  # submitted, not final: id → monotonic deadline
+
+    @property
+    def cdb(self) -> Database:
+        """The command file (issue 18): every command write and read goes there, so none
+        waits for the event writer (`Database.commands`, open once `db` is)."""
+        cdb = self.db.commands
+        if cdb is None:
+            raise RuntimeError("the database is not open (no command file)")
+        return cdb
 
     # API side
 
@@ -247,7 +266,7 @@ class CommandService:
             protocol.encode_cmd(device, new_id, name, args, deadline, now)
         except (ProtocolError, ValueError, TypeError) as exc:
             raise CommandRejected(f"command does not fit the protocol: {exc}") from None
-        cmd, created, online = await self.db.write_first(
+        cmd, created, online = await self.cdb.write_grouped(
             _submit_tx, device=device, name=name, args=args, key=idempotency_key,
             deadline=deadline, now=now, new_id=new_id)
         if TRACE is not None:
@@ -265,12 +284,12 @@ class CommandService:
                 send.add_done_callback(self._tasks.discard)
                 await asyncio.wait({send if wait_send else published}, timeout=self.send_wait_s)
                 if wait_send:
-                    latest = await self.db.read(Store.get_command, cmd["id"])
+                    latest = await self.cdb.read(Store.get_command, cmd["id"])
                     cmd = latest if latest is not None else cmd
         return public_command(cmd), created
 
     async def get(self, command_id: str) -> dict[str, Any] | None:
-        cmd = await self.db.read(Store.get_command, command_id)
+        cmd = await self.cdb.read(Store.get_command, command_id)
         return None if cmd is None else public_command(cmd)
 
     async def wait(self, command_id: str, timeout: float) -> dict[str, Any] | None:
@@ -309,6 +328,11 @@ class CommandService:
             TRACE.finish(command_id)
         return cmd
 
+    def _committed(self, items: list[StreamItem]) -> None:
+        """On the loop: the command file committed these changes."""
+        for item in items:
+            self.notify(item.data)
+
     def notify(self, record: dict[str, Any]) -> None:
         """Called on the loop for every committed change of a command."""
         if record["final"]:
@@ -325,8 +349,7 @@ class CommandService:
 
     async def _send(self, cmd: dict[str, Any], published: asyncio.Future[None] | None = None,
                     first: bool = False, force: bool = False) -> None:
-        """Publish `cmd`, then record the send; `first`: a caller waits for that record, so it
-        goes in the database's command lane (otherwise it shares the next ingest commit)."""
+        """Publish `cmd`, then record the send (`first`: a caller waits for that record)."""
         cid = cmd["id"]
         now = self.clock()
         last = self._published.get(cid)
@@ -354,8 +377,7 @@ class CommandService:
         finally:
             self._sending.discard(cid)
             _resolve(published)
-        write = self.db.write_first if first else self.db.write_grouped
-        await write(_record_send, cid, self.clock())
+        await self.cdb.write_grouped(_record_send, cid, self.clock())
         log.debug("command sent command=%s device=%s", cid, cmd["device"])
 
     def _spawn_send(self, cmd: dict[str, Any], force: bool = False) -> None:
@@ -371,14 +393,14 @@ class CommandService:
 
     async def on_birth(self, device: str) -> None:
         """A device (re)connected: send it every pending command now."""
-        for cmd in await self.db.read(Store.pending_commands, device):
+        for cmd in await self.cdb.read(Store.pending_commands, device):
             if self.clock() < cmd["deadline"]:
                 self._spawn_send(cmd, force=True)  # it may have missed the last one
 
     async def tick(self) -> None:
         now = self.clock()
-        await self.db.write(expire_due, now, self.grace_ms)
-        for cmd in await self.db.read(Store.pending_commands):
+        await self.cdb.write(expire_due, now, self.grace_ms)
+        for cmd in await self.cdb.read(Store.pending_commands):
             if is_due_for_send(cmd, now, self.resend_ms):
                 self._spawn_send(cmd)
 

@@ -317,7 +317,38 @@ def _finish(store: Store, dev: str, epoch: str, track: _Track, eff: Effects,
     _answer(dev, epoch, st, v, eff)
 
 
+def apply_replies(store: Store, decoded: list[tuple[str, Message]], rejections: Counter[str],
+                  received: int, now: int) -> Effects:
+    """The command file's writer: apply device replies (each in its savepoint: one that trips
+    a bug rolls back alone), in one transaction. The main file's part (counters, last seen)
+    follows with `book_replies`."""
+    eff = Effects(received=received)
+    eff.rejections.update(rejections)
+    with store.transaction():
+        for topic, msg in decoded:
+            try:
+                with store.transaction():  # savepoint
+                    if not isinstance(msg, Reply):
+                        raise TypeError(f"not a reply: {type(msg).__name__}")
+                    apply_reply_message(store, msg, now, eff)
+            except Exception:
+                log.exception("reply failed topic=%s; rolled back alone", _printable(topic))
+                eff.reject("internal-error", f"topic={_printable(topic)}")
+    return eff
+
+
+def book_replies(store: Store, eff: Effects, now: int) -> None:
+    """The main file's part of a batch of replies: the counters and the devices' last seen."""
+    with store.transaction():
+        store.bump("messages_received", eff.received)
+        for reason, n in eff.rejections.items():
+            store.bump_rejection(reason, n)
+        store.touch(sorted(eff.touched), now)
+
+
 def apply_reply_message(store: Store, r: Reply, now: int, eff: Effects) -> None:
+    """A device reply, on the command file (`CommandStore`: `devices` is the gateway's file,
+    attached read-only)."""
     if store.get_device(r.dev) is None:
         eff.reject("unknown-device", _no_birth(r.dev, "reply"))
         eff.rebirths.add(r.dev)
@@ -339,7 +370,8 @@ def apply_message(store: Store, msg: Message, now: int, eff: Effects) -> None:
         apply_birth(store, msg, now, eff)
     elif isinstance(msg, Status):
         apply_status(store, msg, now, eff)
-    else:
+    else:  # (the gateway's `IngestWorker` sends replies to the command file: `apply_replies`;
+        # a store that sees both files, as in tools and tests, takes them here too)
         apply_reply_message(store, msg, now, eff)
 
 
@@ -654,17 +686,16 @@ PublishMany = Callable[[list[tuple[str, bytes]]], list[asyncio.Future[None]]]
 class IngestWorker:
     """Batch inbound messages into transactions; acknowledge after each commit.
 
-    Command replies overtake events: a reply read while a batch is at the writer goes to a lane
-    of its own (a second task applies it at once, in the database's command lane,
-    `Database.write_first`), so a caller waiting for an outcome waits neither for the event
-    backlog nor for the batch in progress; a reply read while no batch is at the writer goes
-    first into the next batch (the priority lane), which starts at once. While commands are
-    in progress (`expedite`, until the last one's outcome: `relax`), batches are kept small
-    (`urgent_batch_max`): the writer thread is shared, and every step of a command (submit,
-    record the send, apply the reply) waits for the batch in progress, or, in a batch of more
-    than `CHUNK` events, for the chunk in
-    progress (the command's write then commits with what the batch applied so far, midway:
-    `_Batch.flush`, `Database._lane_join`).
+    Command replies never wait for events: every reply goes to a lane of its own (a second
+    task applies it at once on the command file's writer, `apply_replies`: the commands live
+    in a file of their own, `Database.commands`), so a caller waiting for an outcome waits
+    neither for the event backlog nor for the batch in progress; the counters and last-seen of
+    the replies follow on the gateway's writer (`book_replies`), not waited for. While
+    commands are in progress (`expedite`, until the last one's outcome: `relax`), batches are
+    kept small (`urgent_batch_max`): a kind's change that sends commands still goes through
+    this writer (`Database.write_first`), and waits for the batch in progress, or, in a batch
+    of more than `CHUNK` events, for the chunk in progress (it then commits with what the
+    batch applied so far, midway: `_Batch.flush`, `Database._lane_join`).
 
     The event loop decodes the next batch `slice_max` messages at a time, yielding between
     two, and hands a batch's acks to `publish_many` (the gateway's router) in one call, as
@@ -755,18 +786,9 @@ class IngestWorker:
     async def put(self, topic: str, payload: bytes) -> None:
         """Queue one message (waits when the queue is full: backpressure on the bus)."""
         self._idle.clear()
-        if topic.endswith("/reply"):
-            if self._inflight is not None and not self._inflight.done():
-                self._replies.append((topic, payload))  # a batch is at the writer: the lane
-                self._reply_wake.set()
-                return
-            self.priority.append((topic, payload))
-            self._end_linger()
-            self._wake_more()
-            try:
-                self.queue.put_nowait(None)  # wakes `run` if it waits on an empty queue
-            except asyncio.QueueFull:
-                pass  # not waiting then
+        if topic.endswith("/reply"):  # the reply lane: the command file's writer, at once
+            self._replies.append((topic, payload))
+            self._reply_wake.set()
             return
         await self.queue.put((topic, payload))
         now = time.monotonic()
@@ -864,7 +886,7 @@ class IngestWorker:
                 self._replies.clear()
                 self._reply_busy = True
                 try:
-                    await self._process(batch, lane=True)
+                    await self._process_replies(batch)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # the command is sent again, the device answers it again
@@ -938,6 +960,27 @@ class IngestWorker:
             timer.cancel()
             self._linger = None
 
+    async def _process_replies(self, batch: list[tuple[str, bytes]]) -> None:
+        """Replies, on the command file's writer (none waits for an event batch); the main
+        file's bookkeeping (counters, last seen) follows in the background: the next replies
+        do not wait for it."""
+        samples: dict[str, str] = {}
+        decoded, rejections = decode_batch(batch, samples)
+        assert self.db.commands is not None
+        eff = await self.db.commands.write_grouped(apply_replies, decoded, rejections,
+                                                   len(batch), self.clock())
+        self.batches += 1
+        task = asyncio.get_running_loop().create_task(self._book_replies(eff, samples))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _book_replies(self, eff: Effects, samples: dict[str, str]) -> None:
+        try:
+            await self.db.write_grouped(book_replies, eff, self.clock())
+        except Exception:  # counters only: the replies themselves are stored
+            log.exception("reply bookkeeping failed size=%d", eff.received)
+        await self._after(eff, samples)
+
     async def _process(self, batch: list[tuple[str, bytes]], nxt: _Next | None = None,
                        lane: bool = False) -> None:
         # validate on the loop (`_take`, while the writer works on the batch before): the
@@ -949,6 +992,11 @@ class IngestWorker:
         write = self.db.write_first if lane else self.db.write_grouped  # lane: replies
         eff = await write(apply_decoded, nxt.decoded, nxt.rejections, len(batch), self.clock())
         self.batches += 1
+        await self._after(eff, samples)
+
+    async def _after(self, eff: Effects, samples: dict[str, str]) -> None:
+        """What a committed batch asks for: log its rejections, publish its acks, new epochs
+        and rebirths, tell its births."""
         if eff.rejections:
             self._log_rejections(eff, samples)
         now = self.clock()

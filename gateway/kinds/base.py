@@ -198,16 +198,21 @@ class Batch:
 
 
 def save_tx(store: Store, put_state: Callable[[Store], None], stream_kind: str,
-            items: list[dict[str, Any]], cmds: list[DeviceCommand], now: int
-            ) -> list[dict[str, Any]]:
-    """Writer thread: the state (`put_state`), the stream items and the device commands in ONE
-    transaction. A command whose idempotency key the device already has is not inserted again
-    (a re-emitted action after a restart). Returns the commands it inserted."""
-    inserted = []
+            items: list[dict[str, Any]]) -> None:
+    """Writer thread: the state (`put_state`) and the stream items in ONE transaction."""
     with store.transaction():
         put_state(store)
         for data in items:
             store.append_stream(stream_kind, data)
+
+
+def insert_commands_tx(store: Store, cmds: list[DeviceCommand], now: int
+                       ) -> list[dict[str, Any]]:
+    """The command file's writer: the device commands of a change, in one transaction. A
+    command whose idempotency key the device already has is not inserted again (a re-emitted
+    action after a restart). Returns the commands it inserted."""
+    inserted = []
+    with store.transaction():
         for device, name, args, key, deadline in cmds:
             if store.find_command(device, key) is None:
                 inserted.append(store.insert_command(id="c-" + secrets.token_hex(8), device=device,
@@ -253,9 +258,21 @@ class StatefulService(KindService):
 
     async def _save(self, put_state: Callable[[Store], None], batch: Batch
                     ) -> list[dict[str, Any]]:
-        """Persist the state, the batch's stream items and commands (one transaction). A
-        change that sends devices commands goes in the database's command lane
-        (`Database.write_first`: ahead of the queued event batches), the others in order."""
+        """Persist the batch's commands, then the state with its stream items; returns the
+        commands inserted (sent by the caller).
+
+        Two files, two commits (the commands live in a file of their own: `Database.commands`),
+        in the order that survives a crash between them: the commands first. A crash after
+        it leaves the state of before, so the same events are applied again after the restart
+        and re-emit the same actions with the same idempotency keys, which find their commands
+        (`insert_commands_tx`). The other order could keep a state that counts on a command
+        that was never stored. A change that sends devices commands goes in the database's
+        command lane (`Database.write_first`: ahead of the queued event batches)."""
+        inserted: list[dict[str, Any]] = []
+        if batch.cmds:
+            assert self.db.commands is not None
+            inserted = await self.db.commands.write_grouped(insert_commands_tx, batch.cmds,
+                                                            self.clock())
         write = self.db.write_first if batch.cmds else self.db.write
-        return await write(save_tx, put_state, self.stream_kind, batch.items, batch.cmds,
-                           self.clock())
+        await write(save_tx, put_state, self.stream_kind, batch.items)
+        return inserted

@@ -14,12 +14,18 @@ savepoint) and gets its exception;
 every caller gets its result only after the shared COMMIT (`synchronous=FULL`) returned, so
 nothing is reported done before it is durable, exactly as with one transaction per write.
 
-Command lane: `write_first` writes (a command's submit, its send record, a device's reply)
-overtake every queued write that is not itself a command-lane write, and share a transaction
-only with each other: a command step waits for at most the write the writer is running when it
-arrives (and a group in progress ends after its current write: the command-lane writes join
-that transaction and it commits at once), never for the queue of event batches behind it. The
-other writes keep their FIFO order among themselves. Durability is the same for every lane:
+The commands themselves are in a file of their own (`CommandDatabase`, issue 18, session 11):
+a command's submit, its send record and a device's reply commit there, on its own writer
+thread, and never wait for this one. The command lane below is for the writes here that send
+devices commands (a kind service's change: a tube step setting diverters, a locker opening a
+door).
+
+Command lane: `write_first` writes overtake every queued write that is not itself a
+command-lane write, and share a transaction only with each other: such a write waits for at
+most the write the writer is running when it arrives (and a group in progress ends after its
+current write: the command-lane writes join that transaction and it commits at once), never
+for the queue of event batches behind it. The other writes keep their FIFO order among
+themselves. Durability is the same for every lane:
 a caller is answered only after the COMMIT that holds its write.
 
 A long write need not be waited for either (issue 18, session 8): while a group runs, the
@@ -39,6 +45,7 @@ Callbacks run in FIFO order, so subscribers see items in commit order (= stream 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -48,7 +55,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from gateway.storage.store import MidwayCommitError, Store, StreamItem, connect, migrate, migrate_kind
+from gateway.storage.store import (
+    CommandStore,
+    MidwayCommitError,
+    Store,
+    StreamItem,
+    attach_readonly,
+    commands_path,
+    connect,
+    migrate_all,
+    migrate_commands,
+    migrate_kind,
+)
 
 log = logging.getLogger("gateway.db")
 
@@ -59,7 +77,16 @@ _Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "asyncio.Futur
 
 
 class Database:
-    """Async access to the store. Use `async with Database(path, on_commit) as db`."""
+    """Async access to the store. Use `async with Database(path, on_commit) as db`.
+
+    The commands live in a file of their own beside it (`commands_path`) with its own writer
+    and reader threads: `db.commands`, a `CommandDatabase` (issue 18). Its committed stream
+    items go to `command_listeners` on the loop at once (`CommandService` wakes its waiters)
+    and are copied, in order and once, into this database's stream (`_follow`), whose
+    `on_commit` then sees them like any other item. This database's reader sees the command
+    file too (attached read-only as `cmds`: `/devices` lists pending commands)."""
+
+    command_file = True  # a command file beside it (False for the command file itself)
 
     def __init__(self, path: str | Path,
                  on_commit: Callable[[list[StreamItem]], None] | None = None, *,
@@ -85,20 +112,80 @@ class Database:
         self._outcomes: list[tuple[Any, BaseException | None]] = []
         self._settled = 0
         self._joining = False
+        self.commands: CommandDatabase | None = None
+        self.command_listeners: list[Callable[[list[StreamItem]], None]] = []
+        self._follow_wake = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
+        self._copied = 0  # command-file stream items copied into the main stream up to
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
         await self._loop.run_in_executor(self._writer, self._open, False)
+        if self.command_file:
+            self.commands = CommandDatabase(commands_path(self.path), self.path,
+                                            self._commands_committed)
+            await self.commands.__aenter__()
         await self._loop.run_in_executor(self._reader, self._open, True)
+        if self.commands is not None:
+            self._copied = await self.read(Store.command_stream_upto)
+            await self._copy_command_stream()  # what a crash left uncopied
+            self._follower = self._loop.create_task(self._follow(), name="command-stream")
         return self
+
+    def _commands_committed(self, items: list[StreamItem]) -> None:
+        """On the loop: stream items the command file committed."""
+        for listener in list(self.command_listeners):
+            try:
+                listener(items)
+            except Exception:
+                log.exception("command listener failed")
+        self._follow_wake.set()
+
+    async def _copy_command_stream(self) -> bool:
+        """Copy the command file's new stream items into the main stream; True if it did."""
+        assert self.commands is not None
+        moved = False
+        while True:
+            items = await self.commands.read(Store.command_stream_after, self._copied)
+            if not items:
+                return moved
+            self._copied = await self.write_grouped(Store.append_command_stream, items)
+            moved = True
+
+    async def _follow(self) -> None:
+        """Copy the command file's stream items into the main stream as they commit, and
+        drop the copied ones from the command file (at most once a second)."""
+        assert self.commands is not None
+        pruned, last_prune = self._copied, 0.0
+        while True:
+            self._follow_wake.clear()
+            try:
+                await self._copy_command_stream()
+                loop = asyncio.get_running_loop()
+                if self._copied > pruned and loop.time() - last_prune >= 1.0:
+                    await self.commands.write_grouped(Store.prune_command_stream, self._copied)
+                    pruned, last_prune = self._copied, loop.time()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # copied on the next wake, or at the next start
+                log.exception("copying command stream items failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            timer = asyncio.get_running_loop().call_later(1.0, self._follow_wake.set)
+            try:  # (no task per wait, as `wait_for` would make)
+                await self._follow_wake.wait()
+            finally:
+                timer.cancel()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     def _open(self, readonly: bool) -> None:
         conn = connect(self.path, readonly=readonly)
-        if not readonly:
-            version = migrate(conn)
+        if readonly:
+            attach_readonly(conn, commands_path(self.path), "cmds")
+        else:
+            version = migrate_all(conn, self.path)
             for kind, steps in self.kind_migrations.items():
                 migrate_kind(conn, kind, steps)
             pages = os.environ.get("PHYGITAL_DB_MAX_PAGES")  # fault injection: a full disk
@@ -116,6 +203,17 @@ class Database:
     async def close(self) -> None:
         if self._loop is None:
             return
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
+            try:  # the last items, so the main stream is whole at a clean stop
+                await self._copy_command_stream()
+            except Exception:
+                log.exception("copying command stream items failed; copied at the next start")
+        if self.commands is not None:
+            await self.commands.close()
         loop, self._loop = self._loop, None
         for ex in (self._reader, self._writer):
             try:
@@ -324,3 +422,26 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         fut.set_exception(exc)
     else:
         fut.set_result(result)
+
+
+class CommandDatabase(Database):
+    """The command file (`Database.commands`): the same writer and reader threads, on a file
+    of its own, so a command's write commits alone (a small fsync) instead of waiting for the
+    event batch at the main writer and sharing its commit (docs/benchmarks.md, "Issue 18,
+    session 11"). The gateway's file is attached read-only as `gw` (a command checks its
+    device; `pending_commands` joins `devices`); every write here goes to the command file
+    only, so its `BEGIN IMMEDIATE` takes no lock on the gateway's file."""
+
+    command_file = False
+
+    def __init__(self, path: str | Path, main_path: str | Path,
+                 on_commit: Callable[[list[StreamItem]], None] | None = None) -> None:
+        super().__init__(path, on_commit)
+        self.main_path = Path(main_path)
+
+    def _open(self, readonly: bool) -> None:
+        conn = connect(self.path, readonly=readonly)
+        if not readonly:
+            migrate_commands(conn)
+        attach_readonly(conn, self.main_path, "gw")
+        self._local.store = CommandStore(conn)

@@ -4,6 +4,9 @@
   on a large file), its oldest row's time, the rows written in the last 24 hours and what that
   makes per day; the file, its WAL, its free pages and its auto-vacuum mode. Read-only, safe
   while the gateway runs.
+The commands live in a file of their own beside it (`gw.commands.db` beside `gw.db`, issue
+18): each command covers both files.
+
 * `backup --to FILE`: SQLite's online backup API in ONE step from a read transaction: a
   consistent copy of the last commit, taken while the gateway runs (in WAL mode a reader never
   blocks the writer; a copy made in several steps would restart at every commit of a busy
@@ -27,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.storage.store import connect
+from gateway.storage.store import commands_path, connect
 
 DAY_MS = 86_400_000
 #: tables whose rows carry a unix-ms time that grows with the rowid: oldest row, last 24 hours
@@ -69,8 +72,16 @@ def _first_rowid_since(conn: sqlite3.Connection, table: str, col: str, since: in
 
 
 def stats(path: Path, now_ms: int | None = None, sizes: bool = True) -> dict[str, Any]:
+    """The gateway's file, and its command file (`commands_file`, issue 18) if it has one."""
     if not path.exists():
         raise DbError(f"{path}: no such database (give the gateway's --db)")
+    out = _file_stats(path, now_ms, sizes)
+    cpath = commands_path(path)
+    out["commands_file"] = _file_stats(cpath, now_ms, sizes) if cpath.exists() else None
+    return out
+
+
+def _file_stats(path: Path, now_ms: int | None, sizes: bool) -> dict[str, Any]:
     now = int(time.time() * 1000) if now_ms is None else now_ms
     conn = connect(path, readonly=True)
     try:
@@ -141,15 +152,35 @@ def format_stats(s: dict[str, Any]) -> str:
     if s["auto_vacuum"] != "incremental":
         lines.append("note: not in incremental auto-vacuum: pruned space is reused but the file "
                      "never shrinks; stop the gateway and run `phygital db vacuum` once")
+    if s.get("commands_file"):
+        lines += ["", format_stats(s["commands_file"])]
     return "\n".join(lines)
 
 
 def backup(path: Path, to: Path) -> dict[str, Any]:
-    """Copy `path` to `to` (a new file) with the online backup API; returns what was copied."""
+    """Copy `path` to `to` (a new file) with the online backup API, then its command file to
+    `commands_path(to)`; returns what was copied.
+
+    The command file is copied second, so it is at least as new as the copy of the gateway's
+    file: the order a crash between their commits leaves too (a kind's commands are committed
+    before its state, `StatefulService._save`), which a gateway started on the copy handles.
+    (A command's stream item copied into the main stream and dropped from the command file
+    between the two copies is in neither: its command is, with its outcome.)"""
     if not path.exists():
         raise DbError(f"{path}: no such database (give the gateway's --db)")
-    if to.exists():
-        raise DbError(f"{to} exists: give a new file name (a backup never overwrites)")
+    for p in (to, commands_path(to)):
+        if p.exists():
+            raise DbError(f"{p} exists: give a new file name (a backup never overwrites)")
+    r = _backup_file(path, to)
+    cpath = commands_path(path)
+    if cpath.exists():
+        c = _backup_file(cpath, commands_path(to))
+        r["commands_to"], r["bytes"] = c["to"], r["bytes"] + c["bytes"]
+        r["seconds"] = round(r["seconds"] + c["seconds"], 3)
+    return r
+
+
+def _backup_file(path: Path, to: Path) -> dict[str, Any]:
     if not to.parent.is_dir():
         raise DbError(f"{to.parent}: no such folder")
     size = path.stat().st_size
@@ -183,9 +214,20 @@ def backup(path: Path, to: Path) -> dict[str, Any]:
 
 
 def vacuum(path: Path) -> dict[str, Any]:
-    """Rewrite the file once in incremental auto-vacuum (the gateway must be stopped)."""
+    """Rewrite the file once in incremental auto-vacuum (the gateway must be stopped), then its
+    command file."""
     if not path.exists():
         raise DbError(f"{path}: no such database (give the gateway's --db)")
+    r = _vacuum_file(path)
+    cpath = commands_path(path)
+    if cpath.exists():
+        c = _vacuum_file(cpath)
+        for k in ("bytes_before", "bytes_after", "seconds"):
+            r[k] += c[k]
+    return r
+
+
+def _vacuum_file(path: Path) -> dict[str, Any]:
     wal = path.with_name(path.name + "-wal")
     size = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
     free = shutil.disk_usage(path.parent).free
@@ -242,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(s, indent=2) if args.json else format_stats(s))
         elif args.cmd == "backup":
             r = backup(args.db, args.to)
-            print(f"{r['to']}: {_mb(r['bytes'])} MB, schema v{r['schema']}, "
+            also = f" and {r['commands_to']}" if r.get("commands_to") else ""
+            print(f"{r['to']}{also}: {_mb(r['bytes'])} MB, schema v{r['schema']}, "
                   f"{r['seconds']} s (restore: start the gateway with --db {r['to']})")
         else:
             r = vacuum(args.db)

@@ -89,6 +89,8 @@ class Rule:
     """None: the walk goes in rowid order. A WITHOUT ROWID table names its primary key columns
     ("device, type, hour"): each batch takes the oldest `batch_rows` rows by `order` (indexed)
     that `delete` allows."""
+    commands: bool = False
+    """The table is in the command file (`Database.commands`), pruned through its writer."""
 
 
 # `events`: a seq above the ack watermark is kept (not settled); so is the newest seq of each
@@ -102,7 +104,8 @@ _EVENTS_DELETE = (
 _FINAL = ",".join(f"'{s}'" for s in FINAL_STATUSES)
 RULES: tuple[Rule, ...] = (
     Rule("events", "events_days", "t_gateway", _EVENTS_DELETE),
-    Rule("commands", "commands_days", "created", f"status IN ({_FINAL}) AND updated < ?"),
+    Rule("commands", "commands_days", "created", f"status IN ({_FINAL}) AND updated < ?",
+         commands=True),
     Rule("audit", "audit_days", "t", "t < ?"),
     Rule("alerts", "alerts_days", "created", "state = 'resolved' AND resolved_at < ?"),
     Rule("webhook_deliveries", "webhook_days", "created",
@@ -299,15 +302,18 @@ class Retention:
         now = self.clock()
         p = self.policy
         tables = await self.db.read(_tables)
+        cdb = self.db.commands
+        ctables = await cdb.read(_tables) if cdb is not None else set()
         await self.fold(report)   # an event is pruned only once counted in event_hours
         for rule, days in self.rules:
-            if days <= 0 or rule.table not in tables:
+            db = cdb if rule.commands else self.db
+            if days <= 0 or db is None or rule.table not in (ctables if rule.commands else tables):
                 continue
             cutoff = now - int(days * DAY_MS)
             floor = await self.db.read(_floor_tx, self.floors) if rule.table == "events" else None
             after, total = 0, 0
             while True:
-                b = await self.db.write(prune_batch, rule, cutoff, after, p.batch_rows, floor)
+                b = await db.write(prune_batch, rule, cutoff, after, p.batch_rows, floor)
                 report.batches += 1
                 report.longest_hold_s = max(report.longest_hold_s, b.hold_s)
                 total += b.deleted
@@ -318,6 +324,9 @@ class Retention:
             report.deleted[rule.table] = total
         if sum(report.deleted.values()):
             await self.vacuum(report)
+        if cdb is not None and any(report.deleted.get(r.table) for r, _ in self.rules
+                                   if r.commands):
+            await self.vacuum(report, cdb)
         self.last = report
         if sum(report.deleted.values()):
             log.info("retention pruned %s batches=%d longest_hold_ms=%.1f pages_freed=%d",
@@ -325,8 +334,10 @@ class Retention:
                      report.batches, report.longest_hold_s * 1000, report.pages_freed)
         return report
 
-    async def vacuum(self, report: RetentionReport) -> None:
-        if await self.db.read(auto_vacuum_mode) != 2:
+    async def vacuum(self, report: RetentionReport, db: Database | None = None) -> None:
+        """Return the freed pages of `db` (the gateway's file by default) to the file system."""
+        db = self.db if db is None else db
+        if await db.read(auto_vacuum_mode) != 2:
             if not self._hinted:
                 self._hinted = True
                 log.warning("database is not in incremental auto-vacuum: pruned space is reused "
@@ -334,7 +345,7 @@ class Retention:
                             "vacuum --db %s` once to convert it", self.db.path)
             return
         while True:
-            freed, held = await self.db.write(vacuum_step, self.policy.vacuum_pages)
+            freed, held = await db.write(vacuum_step, self.policy.vacuum_pages)
             report.vacuum_steps += 1
             report.pages_freed += freed
             report.longest_vacuum_s = max(report.longest_vacuum_s, held)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -504,6 +505,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX event_hours_by_device ON event_hours (device, hour, type, n);
     CREATE INDEX event_hours_by_type ON event_hours (type, hour, device, n);
     """,
+    # 22: the commands live in a file of their own (issue 18, `COMMAND_MIGRATIONS`): their
+    #     rows were copied there first (`split_commands`, before this step), so a command's
+    #     write never waits for the event writer nor shares its fsync
+    """
+    DROP TRIGGER IF EXISTS main.command_counts_insert;
+    DROP TRIGGER IF EXISTS main.command_counts_update;
+    DROP TRIGGER IF EXISTS main.command_counts_delete;
+    DROP TABLE IF EXISTS main.command_counts;
+    DROP TABLE IF EXISTS main.commands;
+    """,
 )
 
 
@@ -521,11 +532,13 @@ class StreamItem:
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open a connection in autocommit mode (transactions are explicit) with our pragmas."""
     if readonly:
-        conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True,
+        conn = sqlite3.connect(_uri(path, "ro"), uri=True,
                                isolation_level=None, check_same_thread=True)
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+        # a URI connection: it may ATTACH another file read-only (`attach_readonly`)
+        conn = sqlite3.connect(_uri(path), uri=True, isolation_level=None,
+                               check_same_thread=True)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 5000")
     if not readonly:
@@ -541,6 +554,17 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _uri(path: str | Path, mode: str | None = None) -> str:
+    uri = "file:" + urllib.parse.quote(str(Path(path).resolve()))
+    return uri if mode is None else f"{uri}?mode={mode}"
+
+
+def attach_readonly(conn: sqlite3.Connection, path: str | Path, name: str) -> None:
+    """ATTACH `path` as `name`, read-only: a `BEGIN IMMEDIATE` on `conn` then takes no write
+    lock on it (its writer is another thread), and a write to it by mistake fails loudly."""
+    conn.execute("ATTACH DATABASE ? AS " + name, (_uri(path, "ro"),))
+
+
 def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
     """Bring the schema to the newest version (by `PRAGMA user_version`); returns it.
     `upto`: stop at that version instead (tests build an older gateway's database)."""
@@ -550,6 +574,8 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
                            f"(v{len(MIGRATIONS)}): upgrade the gateway or use another --db")
     target = len(MIGRATIONS) if upto is None else upto
     for version in range(current + 1, target + 1):
+        if version == COMMAND_SPLIT:  # the rows go to the command file first (committed)
+            _copy_commands_out(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             for stmt in _statements(MIGRATIONS[version - 1]):
@@ -587,6 +613,136 @@ def migrate_kind(conn: sqlite3.Connection, kind: str, migrations: Sequence[str])
             conn.execute("ROLLBACK")
             raise
     return max(current, len(migrations))
+
+
+# -- the command file (issue 18) ---------------------------------------------------------
+# The commands live in a SQLite file of their own beside the gateway's (`commands_path`), with
+# its own writer thread (`gateway.storage.db.CommandDatabase`): a command's submit, its send
+# record and a device's reply commit there, a small fsync that never waits for an event batch
+# nor shares its commit (docs/benchmarks.md, "Issue 18, session 11"). Its stream items go to
+# `command_stream` in the same transaction and are copied, in order and once, into the main
+# `stream` (SSE, webhooks, the chain) by `Database` (`command_stream_upto` counter).
+COMMAND_SPLIT = 22  # the main migration that drops the old `commands` table (copied first)
+COMMAND_MIGRATIONS: tuple[str, ...] = (
+    # 1: as the main file's table was at main v21 (migrations 1, 11 and 16)
+    """
+    CREATE TABLE commands (
+        id           TEXT PRIMARY KEY,
+        device       TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        args         TEXT NOT NULL,            -- JSON object
+        idem_key     TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN
+                     ('queued','sent','accepted','done','rejected','failed','expired')),
+        reason       TEXT,
+        result       TEXT,                     -- JSON object or NULL
+        deadline     INTEGER NOT NULL,
+        created      INTEGER NOT NULL,
+        updated      INTEGER NOT NULL,
+        late         INTEGER NOT NULL DEFAULT 0,
+        sends        INTEGER NOT NULL DEFAULT 0,
+        last_sent    INTEGER,
+        late_outcome TEXT,                     -- JSON {status, reason, result, at} or NULL
+        UNIQUE (device, idem_key)
+    );
+    CREATE INDEX commands_pending ON commands (status) WHERE status IN ('queued','sent','accepted');
+    CREATE TABLE command_counts (
+        status TEXT PRIMARY KEY,
+        n      INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TRIGGER command_counts_insert AFTER INSERT ON commands BEGIN
+        INSERT INTO command_counts (status, n) VALUES (NEW.status, 1)
+            ON CONFLICT (status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER command_counts_update AFTER UPDATE OF status ON commands
+        WHEN NEW.status IS NOT OLD.status BEGIN
+        UPDATE command_counts SET n = n - 1 WHERE status = OLD.status;
+        INSERT INTO command_counts (status, n) VALUES (NEW.status, 1)
+            ON CONFLICT (status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER command_counts_delete AFTER DELETE ON commands BEGIN
+        UPDATE command_counts SET n = n - 1 WHERE status = OLD.status;
+    END;
+    CREATE TABLE command_stream (              -- items not yet copied to the main stream
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        data TEXT NOT NULL);
+    """,
+)
+_COMMAND_COLUMNS = ("id, device, name, args, idem_key, status, reason, result, deadline, "
+                    "created, updated, late, sends, last_sent, late_outcome")
+
+
+def commands_path(path: str | Path) -> Path:
+    """The command file beside the gateway's database: `gw.db` → `gw.commands.db`."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.commands{p.suffix}")
+
+
+def connect_all(path: str | Path) -> sqlite3.Connection:
+    """One connection to the gateway's file (migrated) with its command file attached
+    read-write as `cmds`, so one `Store` reads and writes both: for tools and tests. (The
+    gateway writes each file from its own thread, `gateway.storage.db`.)"""
+    conn = connect(path)
+    migrate_all(conn, path)
+    conn.execute("ATTACH DATABASE ? AS cmds", (_uri(commands_path(path)),))
+    return conn
+
+
+def migrate_commands(conn: sqlite3.Connection) -> int:
+    """`migrate` for the command file (its own `user_version`)."""
+    current: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(COMMAND_MIGRATIONS):
+        raise RuntimeError(f"command file schema v{current} is newer than this gateway "
+                           f"(v{len(COMMAND_MIGRATIONS)}): upgrade the gateway")
+    for version in range(current + 1, len(COMMAND_MIGRATIONS) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(COMMAND_MIGRATIONS[version - 1]):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return max(current, len(COMMAND_MIGRATIONS))
+
+
+def _copy_commands_out(conn: sqlite3.Connection) -> None:
+    """Before `COMMAND_SPLIT` drops the main file's `commands`: copy its rows into the command
+    file beside it and commit them there (`INSERT OR IGNORE`: again after a crash, harmless)."""
+    path = conn.execute("PRAGMA database_list").fetchone()[2]  # the main file's path
+    if not path:  # a temporary database has no file beside it
+        if conn.execute("SELECT 1 FROM main.commands LIMIT 1").fetchone() is not None:
+            raise RuntimeError("a temporary database with commands cannot be upgraded")
+        return
+    cpath = commands_path(path)
+    cconn = connect(cpath)
+    try:
+        migrate_commands(cconn)
+    finally:
+        cconn.close()
+    conn.execute("ATTACH DATABASE ? AS cmds", (_uri(cpath),))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"INSERT OR IGNORE INTO cmds.commands ({_COMMAND_COLUMNS}) "
+                         f"SELECT {_COMMAND_COLUMNS} FROM main.commands")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("DETACH DATABASE cmds")
+
+
+def migrate_all(conn: sqlite3.Connection, path: str | Path) -> int:
+    """The main file to the newest schema (`migrate`: its old `commands` rows are copied into
+    the command file before v22 drops them) and the command file beside it."""
+    cconn = connect(commands_path(path))
+    try:
+        migrate_commands(cconn)
+    finally:
+        cconn.close()
+    return migrate(conn)
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -1311,6 +1467,54 @@ class Store:
         cur = self.conn.execute("DELETE FROM stream WHERE id <= (SELECT MAX(id) FROM stream) - ?",
                                 (keep,))
         return cur.rowcount
+
+
+    # -- the command file's stream items, copied into the main stream ---------------------
+
+    def command_stream_after(self, after: int, limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
+        """The command file's stream items above `after` (its `command_stream` ids)."""
+        rows = self.conn.execute("SELECT id, data FROM command_stream WHERE id > ? ORDER BY id "
+                                 "LIMIT ?", (after, limit)).fetchall()
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    def command_stream_upto(self) -> int:
+        """The main file: the last command-file stream id copied into `stream`."""
+        row = self.conn.execute("SELECT value FROM counters WHERE name = 'command_stream_upto'"
+                                ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def append_command_stream(self, items: Sequence[tuple[int, dict[str, Any]]]) -> int:
+        """The main file: append the command file's stream items above the copied mark, in
+        order, and move the mark, in one transaction (so each is copied once); returns it."""
+        with self.transaction():
+            upto = self.command_stream_upto()
+            for cid, data in items:
+                if cid > upto:
+                    self.append_stream("command", data)
+                    upto = cid
+            self.conn.execute(
+                """INSERT INTO counters (name, value) VALUES ('command_stream_upto', ?)
+                   ON CONFLICT (name) DO UPDATE SET value = excluded.value""", (upto,))
+        return upto
+
+    def prune_command_stream(self, upto: int) -> int:
+        """The command file: drop the items copied into the main stream."""
+        with self.transaction():
+            return self.conn.execute("DELETE FROM command_stream WHERE id <= ?",
+                                     (upto,)).rowcount
+
+
+class CommandStore(Store):
+    """A `Store` on the command file (the gateway's file attached read-only as `gw`, so
+    `devices` reads work): its stream items go to `command_stream`, in the same transaction as
+    the change; `Database` copies them into the main stream."""
+
+    def append_stream(self, kind: str, data: dict[str, Any]) -> StreamItem:
+        cur = self.conn.execute("INSERT INTO command_stream (data) VALUES (?)", (_dumps(data),))
+        assert cur.lastrowid is not None
+        item = StreamItem(cur.lastrowid, kind, data)
+        self._outbox.append(item)
+        return item
 
 
 def public_command(cmd: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from gateway.storage.store import (
     Store,
     StreamItem,
     connect,
+    connect_all,
     migrate,
     public_command,
 )
@@ -120,7 +121,8 @@ def test_migration_freezes_old_late_rows_as_expired(tmp_path):
                     deadline, created, updated, late) VALUES
                     ('c-old','pad-1','open','{}','k','done',NULL,'{"ok":1}',5,1,9,1),
                     ('c-new','pad-1','open','{}','k2','done',NULL,'{"ok":2}',5,1,4,0)""")
-    migrate(conn)
+    conn.close()
+    conn = connect_all(tmp_path / "old.db")  # upgraded: the rows move to the command file
     gw_store = Store(conn)
     old, new = gw_store.get_command("c-old"), gw_store.get_command("c-new")
     assert (old["status"], old["reason"], old["result"], old["late"]) == \

@@ -1,14 +1,14 @@
-"""Replies overtake event batches in the ingest (`IngestWorker`'s reply lane): a device's
-answer read while an event batch waits for the writer is committed before that batch, so the
-caller waiting for the outcome does not wait for the batch. Order only, on a real SQLite file."""
+"""Commands never wait for the event writer (issue 18): they live in a file of their own with
+its own writer (`Database.commands`), so a command's submit, its send record and a device's
+reply commit while the gateway's writer is held by an event batch, and the caller waiting for
+the outcome does not wait for the batch. Order only, on real SQLite files."""
 import asyncio
 import contextlib
-import json
 import threading
 import time
 
 from gateway.devices.commands import CommandService
-from gateway.devices.ingest import CHUNK, RELAX_GRACE_S, IngestWorker
+from gateway.devices.ingest import RELAX_GRACE_S, IngestWorker
 from gateway.storage.db import Database
 from gateway.storage.store import Store
 from tests.support.e2e import until
@@ -33,89 +33,93 @@ async def _worker(db, publish):
     try:
         await w.put(*birth())
         await until(lambda: w.batches == 1, "the birth's batch")
-        await db.write(_command)
+        await db.commands.write(_command)
         yield w
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
 
-def test_a_reply_read_while_an_event_batch_waits_for_the_writer_is_committed_first(tmp_path):
+def test_a_reply_commits_in_the_command_file_while_the_event_writer_is_held(tmp_path):
     commits: list[tuple[str, object]] = []
-    acks: list[int] = []
+    heard: list[str] = []
 
     def on_commit(items):
         commits.extend((i.kind, i.data.get("status") if i.kind == "command" else
                         i.data.get("seq")) for i in items if i.kind in ("command", "event"))
 
     async def publish(topic, payload, *, qos=1, retain=False):
-        acks.append(len(acks))
+        pass
 
     async def main():
         async with Database(tmp_path / "gw.db", on_commit=on_commit) as db, \
                 _worker(db, publish) as w:
+            db.command_listeners.append(lambda items: heard.extend(i.data["status"]
+                                                                   for i in items))
+            await until(lambda: ("command", "queued") in commits, "c-1 in the main stream")
             commits.clear()
             gate = threading.Event()
-            held = asyncio.ensure_future(db.write(_hold, gate))  # the writer is busy
-            await asyncio.sleep(0.05)
-            await w.put(*evt(1))
-            await w.put(*evt(2))
-            await until(lambda: db._queue, "the event batch to wait for the writer")
-            await w.put(*reply("c-1", "done"))
-            for _ in range(20):  # let the reply go as far as it can
-                await asyncio.sleep(0)
-            gate.set()
+            held = asyncio.ensure_future(db.write(_hold, gate))  # the event writer is busy
+            try:
+                await asyncio.sleep(0.05)
+                await w.put(*evt(1))
+                await w.put(*evt(2))
+                await until(lambda: db._queue, "the event batch to wait for the writer")
+                await w.put(*reply("c-1", "done"))
+                await until(lambda: heard == ["done"], "the reply committed")
+                assert commits == []  # the event writer is still held
+                assert (await db.commands.read(Store.get_command, "c-1"))["status"] == "done"
+            finally:
+                gate.set()
             await held
-            await until(lambda: len(commits) == 3, "the events and the reply committed")
-        assert commits[0] == ("command", "done"), commits  # before the batch queued earlier
-        assert sorted(c[1] for c in commits[1:]) == [1, 2]
+            # then the events, and the command's item copied into the main stream
+            await until(lambda: len(commits) == 3, "the events and the command item")
+            assert await w.drained(30)
+        assert sorted(c for c in commits if c[0] == "event") == [("event", 1), ("event", 2)]
+        assert ("command", "done") in commits
 
     asyncio.run(main())
 
 
-def test_a_command_submitted_while_event_batches_wait_for_the_writer_is_stored_first(tmp_path):
-    """`CommandService.submit` writes in the command lane: its record commits before the event
-    batches queued ahead of it (a command is still stored before it is published)."""
-    commits: list[list[str]] = []
+def test_a_command_is_stored_and_published_while_the_event_writer_is_held(tmp_path):
+    """`CommandService.submit` writes to the command file: its record commits, and the command
+    is published, while the gateway's writer is held by an event batch (before the command
+    file, its submit waited for the batch in progress and shared its commit)."""
     published: list[str] = []
-
-    def on_commit(items):
-        commits.append([i.kind for i in items if i.kind in ("command", "event")])
-
-    async def publish(topic, payload, *, qos=1, retain=False):
-        if topic.endswith("/cmd"):  # published only once its record is committed
-            published.append(topic)
-            assert any("command" in c for c in commits), "published before it was stored"
+    stored: list[str] = []
 
     async def main():
-        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db:
+        async with Database(tmp_path / "gw.db") as db:
+            async def publish(topic, payload, *, qos=1, retain=False):
+                if topic.endswith("/cmd"):  # published only once its record is committed
+                    published.append(topic)
+                    assert stored, "published before it was stored"
+
             w = IngestWorker(db, publish, batch_max=2048)
             commands = CommandService(db, publish, clock=lambda: NOW)
+            db.command_listeners.append(lambda items: stored.extend(i.data["status"]
+                                                                    for i in items))
             task = asyncio.create_task(w.run())
+            gate = threading.Event()
+            held = None
             try:
                 await w.put(*birth())
                 await until(lambda: w.batches == 1, "the birth's batch")
-                commits.clear()
-                gate = threading.Event()
                 held = asyncio.ensure_future(db.write(_hold, gate))
                 await asyncio.sleep(0.05)
                 await w.put(*evt(1))
                 await until(lambda: db._queue, "the event batch to wait for the writer")
-                submit = asyncio.ensure_future(commands.submit("pad-1", "blink", {}, "k-2", 60.0,
-                                                               wait_send=False))
-                for _ in range(20):
-                    await asyncio.sleep(0)
-                gate.set()
-                await held
-                _cmd, created = await asyncio.wait_for(submit, 30)
-                await until(lambda: any("event" in c for c in commits), "the event batch committed")
+                cmd, created = await asyncio.wait_for(
+                    commands.submit("pad-1", "blink", {}, "k-2", 60.0), 10)
+                assert not held.done()  # the event writer was held all along
             finally:
+                gate.set()
+                if held is not None:
+                    await held
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         assert created and published == ["pe/1/pad-1/cmd"]
-        first_event = next(n for n, c in enumerate(commits) if "event" in c)
-        first_command = next(n for n, c in enumerate(commits) if "command" in c)
-        assert first_command < first_event, commits  # its own commit, ahead of the batch
+        assert stored[:2] == ["queued", "sent"] and cmd["status"] == "sent"
 
     asyncio.run(main())
 
@@ -198,8 +202,8 @@ def test_a_caller_waiting_for_an_outcome_is_woken_by_its_commit_while_the_reader
 
 
 def test_a_tick_does_not_send_again_a_command_whose_send_record_has_not_committed(tmp_path):
-    """The `sent` record is written after the publish and may lag (the writer is busy, or a
-    command-lane submit overtook the tick's writes): a tick that still sees the command
+    """The `sent` record is written after the publish and may lag (the command file's writer is
+    busy): a tick that still sees the command
     unsent must not publish it a second time before `resend_s`."""
     published: list[str] = []
     gate = threading.Event()
@@ -208,8 +212,8 @@ def test_a_tick_does_not_send_again_a_command_whose_send_record_has_not_committe
     async def publish(topic, payload, *, qos=1, retain=False):
         if topic.endswith("/cmd"):
             published.append(topic)
-            if len(published) == 1:  # the writer gets busy right after the first publish
-                holder["held"] = asyncio.ensure_future(holder["db"].write(_hold, gate))
+            if len(published) == 1:  # the command file's writer gets busy after the publish
+                holder["held"] = asyncio.ensure_future(holder["db"].commands.write(_hold, gate))
                 await asyncio.sleep(0.05)
 
     async def main():
@@ -235,56 +239,6 @@ def test_a_tick_does_not_send_again_a_command_whose_send_record_has_not_committe
                     await holder["held"]
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(main())
-
-
-def test_a_reply_read_while_a_long_event_batch_is_applied_commits_before_its_last_chunk(tmp_path):
-    """Issue 18, session 8: the reply does not wait for the batch the writer is applying (600
-    events, five chunks): it joins the batch's transaction at the next chunk boundary, which
-    commits there; the rest of the batch commits after it, and is acked after that."""
-
-    commits: list[list[tuple[str, object]]] = []
-    acks: list[int] = []
-
-    def on_commit(items):
-        commits.append([(i.kind, i.data.get("status") if i.kind == "command" else
-                         i.data.get("seq")) for i in items if i.kind in ("command", "event")])
-
-    async def publish(topic, payload, *, qos=1, retain=False):
-        acks.append(json.loads(payload)["body"].get("upto"))
-
-    reached, gate = threading.Event(), threading.Event()
-
-    def hold_at_first_event(store, item):  # on the writer thread, inside the batch
-        if item.kind == "event" and not reached.is_set():
-            reached.set()
-            assert gate.wait(30), "the test never opened the gate"
-
-    async def main():
-        async with Database(tmp_path / "gw.db", on_commit=on_commit) as db, \
-                _worker(db, publish) as w:
-            try:
-                await db.write(lambda store: store.stream_hooks.append(hold_at_first_event))
-                commits.clear()
-                acks.clear()
-                for seq in range(1, 601):
-                    await w.put(*evt(seq))
-                await asyncio.to_thread(reached.wait, 30)  # the writer is in the first chunk
-                await w.put(*reply("c-1", "done"))
-                await until(lambda: db._first, "the reply waiting in the command lane")
-                assert acks == []
-                gate.set()
-                await until(lambda: w.queue.empty() and sum(len(c) for c in commits) >= 601,
-                            "the batch and the reply committed")
-                assert await w.drained(30)
-            finally:
-                gate.set()
-        batch_size = len(commits[0]) - 1  # the first batch the loop gathered, cut
-        assert commits[0][-1] == ("command", "done"), commits[0][-3:]
-        assert commits[0][:-1] == [("event", s) for s in range(1, CHUNK + 1)]
-        assert batch_size == CHUNK and sum(len(c) for c in commits[1:]) == 600 - CHUNK
-        assert acks[-1] == 600  # acked up to the last event, after the last commit
 
     asyncio.run(main())
 

@@ -7,15 +7,17 @@ import itertools
 import json
 import threading
 
-from gateway.devices.ingest import IngestWorker
+from gateway.devices.ingest import IngestWorker, apply_decoded
 from gateway.storage.db import Database
+from gateway.storage.store import Store
 from tests.support.e2e import until
 from tests.support.envelopes import birth, evt, reply
 
 
 def test_the_next_batch_is_decoded_while_the_writer_commits_and_a_reply_goes_first(tmp_path):
     """(The command half of issue 18 moved the reply from the front of the next batch to the
-    reply lane: tests/gateway/devices/test_command_lanes.py checks that it commits first.)"""
+    reply lane, and session 11 to the command file: tests/gateway/devices/test_command_lanes.py
+    checks that it commits while the event writer is held.)"""
     acks: list[tuple[str, int]] = []
 
     async def publish(topic, payload, *, qos=1, retain=False):
@@ -31,6 +33,8 @@ def test_the_next_batch_is_decoded_while_the_writer_commits_and_a_reply_goes_fir
 
             async def counting(fn, decoded, *args):
                 nonlocal at_writer, peak
+                if fn is not apply_decoded:  # the replies' bookkeeping, the command stream
+                    return await write_grouped(fn, decoded, *args)
                 at_writer += 1
                 peak = max(peak, at_writer)
                 applied.append([topic for topic, _ in decoded])
@@ -58,7 +62,9 @@ def test_the_next_batch_is_decoded_while_the_writer_commits_and_a_reply_goes_fir
                 await blocker
                 assert await w.drained(60)
                 assert applied[1] == ["pe/1/pad-1/evt"] * 3  # the reply took the lane
-                assert db.first_writes == 1
+                # ... to the command file (refused there: no such command, or no birth yet),
+                # counted in the gateway's file
+                assert sum((await db.read(Store.rejections)).values()) == 1
                 assert peak == 1  # one ingest batch at the writer at a time
                 assert acks[-1] == ("pe/1/pad-1/ctl", 3)
                 stored = await db.read(lambda store: [e["seq"] for e in store.list_events()])

@@ -50,7 +50,7 @@ import pytest
 from gateway.analytics.charts import CHARTS
 from gateway.http import auth
 from gateway.kinds.locker_bank import core as core_lockers
-from gateway.storage.store import connect
+from gateway.storage.store import connect, connect_all
 from gateway.transport.coap_auth import add_key
 from hil.harness import free_port, wait_for
 from tests.support.e2e import wait_events
@@ -292,7 +292,7 @@ def test_no_route_stream_webhook_log_or_metric_shows_a_secret(bank: Bank, secret
     streamed_s = time.monotonic() - t0
 
     # the verifiers the gateway sent to the bank (whatever its algorithm), and its own function
-    with connect(gw.db) as conn:
+    with connect_all(gw.db) as conn:  # the command file attached
         for name, args in conn.execute("SELECT name, args FROM commands WHERE name IN "
                                        "('set_order', 'load_codes')"):
             args = json.loads(args)

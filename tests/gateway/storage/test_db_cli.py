@@ -21,6 +21,12 @@ def _fill(store: Store, now: int) -> None:
             store.insert_event("pad-1", "e1", seq, "tag.placed", t, t, {"uid": "04aa", "n": seq})
 
 
+def _command(store, now):
+    with store.transaction():
+        store.insert_command(id="c-1", device="pad-1", name="blink", args={}, idem_key="k",
+                             deadline=now + 60_000, now=now)
+
+
 def test_stats_backup_restore_while_open(tmp_path, capsys):
     now = int(time.time() * 1000)
     src, copy = tmp_path / "gw.db", tmp_path / "backup" / "gw-copy.db"
@@ -29,6 +35,7 @@ def test_stats_backup_restore_while_open(tmp_path, capsys):
     async def main():
         async with Database(src) as db:  # the gateway's writer and reader are open throughout
             await db.write(_fill, now)
+            await db.commands.write(_command, now)  # in the command file beside it
             assert phygital(["db", "stats", "--db", str(src), "--json"]) == 0
             stats = json.loads(capsys.readouterr().out)
             assert phygital(["db", "stats", "--db", str(src)]) == 0
@@ -48,15 +55,20 @@ def test_stats_backup_restore_while_open(tmp_path, capsys):
     assert "events" in table and "auto_vacuum incremental" in table
     assert f"schema v{len(MIGRATIONS)}" in said and str(copy) in said
     assert again == 2 and "exists: give a new file name" in refused
+    cmds = next(t for t in stats["commands_file"]["tables"] if t["table"] == "commands")
+    assert cmds["rows"] == 1 and cmds["last_24h"] == 1
+    assert "gw.commands.db" in table and "gw-copy.commands.db" in said
 
     async def restored():
         async with Database(copy) as db:   # a gateway started on the copy: opens, migrates
             return (await db.read(lambda s: s.conn.execute("SELECT COUNT(*), MAX(seq) FROM events")
                                   .fetchone()[:]),
-                    await db.read(Store.list_devices))
+                    await db.read(Store.list_devices),
+                    await db.commands.read(Store.get_command, "c-1"))
 
-    (n, top), devices = asyncio.run(restored())
+    (n, top), devices, cmd = asyncio.run(restored())
     assert (n, top) == (30, 30)
+    assert cmd is not None and cmd["name"] == "blink"  # the command file was copied too
     assert [d["id"] for d in devices] == ["pad-1"]
 
 

@@ -11,7 +11,17 @@ from gateway.integrations import chain, webhooks
 from gateway.kinds.fitting_room import service as fitting
 from gateway.kinds.tube import service as tube
 from gateway.storage.db import Database
-from gateway.storage.store import MIGRATIONS, Store, connect, migrate
+from gateway.storage.store import (
+    COMMAND_SPLIT,
+    MIGRATIONS,
+    Store,
+    commands_path,
+    connect,
+    connect_all,
+    migrate,
+    migrate_all,
+    migrate_commands,
+)
 from tools.cli import main as phygital
 
 # What the services of a v4 gateway ran on start (before v5..v9 existed), verbatim: the test
@@ -109,7 +119,7 @@ def old_v4_store(path) -> None:
 
 def test_a_fresh_database_gets_every_table_from_the_migrations(tmp_path):
     conn = connect(tmp_path / "gw.db")
-    assert migrate(conn) == len(MIGRATIONS) == 21
+    assert migrate(conn) == len(MIGRATIONS) == 22
     got = tables(conn)
     for name in ("tube_state", "tube_jobs", "fitting", "webhook_subscriptions",
                  "webhook_deliveries", "chain_outbox", "api_tokens", "audit", "alerts", "fw_rollouts",
@@ -120,7 +130,63 @@ def test_a_fresh_database_gets_every_table_from_the_migrations(tmp_path):
                  "webhook_by_sub_status"):                    # v20: issue 17's read plans
         assert got.get(name) == "index", name
     assert got.get("queue_counts") == "table"
+    assert "commands" not in got  # v22: in the command file (`migrate_all`)
     conn.close()
+
+
+def _v21_with_commands(path):
+    """A v21 gateway file with two commands in its own `commands` table (before the split)."""
+    conn = connect(path)
+    migrate(conn, upto=COMMAND_SPLIT - 1)
+    conn.execute("INSERT INTO devices VALUES ('pad-1','sample-pad','0','[]','0',1,'e1',1,NULL,1,1,1)")
+    conn.execute("""INSERT INTO commands (id, device, name, args, idem_key, status, deadline,
+                    created, updated) VALUES ('c-1','pad-1','blink','{}','k1','done',5,1,2),
+                    ('c-2','pad-1','blink','{}','k2','queued',5,1,1)""")
+    conn.close()
+
+
+def test_the_commands_move_to_their_own_file_and_a_crash_midway_loses_none(tmp_path):
+    """Issue 18, session 11: v22 moves `commands` to the command file beside the gateway's.
+    The rows are committed there before they are dropped here, so a crash between the two
+    steps (simulated: the copy done, the drop not) copies them again without duplicates."""
+    path = tmp_path / "gw.db"
+    _v21_with_commands(path)
+    # the crash: the copy committed in the command file, the gateway's file still at v21
+    conn = connect(path)
+    conn.execute("ATTACH DATABASE ? AS cmds", (str(commands_path(path)),))
+    cconn = connect(commands_path(path))
+    migrate_commands(cconn)
+    cconn.close()
+    conn.execute("INSERT INTO cmds.commands (id, device, name, args, idem_key, status, deadline, "
+                 "created, updated) SELECT id, device, name, args, idem_key, status, deadline, "
+                 "created, updated FROM main.commands")
+    conn.execute("DETACH DATABASE cmds")
+    conn.close()
+    # the next start
+    conn = connect(path)
+    assert migrate_all(conn, path) == len(MIGRATIONS) == COMMAND_SPLIT
+    assert "commands" not in tables(conn)
+    conn.close()
+    store = Store(connect_all(path))
+    assert [(c["id"], c["status"]) for c in store.pending_commands()] == [("c-2", "queued")]
+    assert store.get_command("c-1")["status"] == "done"
+    assert store.count_commands() == {"done": 1, "queued": 1}  # the triggers counted each once
+    store.conn.close()
+
+
+def test_the_gateway_opens_an_old_file_with_its_commands(tmp_path):
+    path = tmp_path / "gw.db"
+    _v21_with_commands(path)
+
+    async def opened():
+        async with Database(path) as db:
+            assert db.commands is not None
+            return (await db.commands.read(Store.get_command, "c-2"),
+                    await db.read(Store.devices_with_acks))
+
+    cmd, devices = asyncio.run(opened())
+    assert cmd is not None and cmd["status"] == "queued"
+    assert devices[0]["pending_commands"] == ["c-2"]  # the gateway's reader sees the file
 
 
 def test_a_store_upgraded_from_service_created_tables_keeps_its_data(tmp_path):

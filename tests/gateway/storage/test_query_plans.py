@@ -18,7 +18,7 @@ from gateway.integrations import chain, webhooks
 from gateway.integrations.metrics import _db_snapshot
 from gateway.kinds.fitting_room import MIGRATIONS as FITTING
 from gateway.kinds.fitting_room.service import requests_page
-from gateway.storage.store import Store, connect, migrate, migrate_kind
+from gateway.storage.store import Store, connect, connect_all, migrate, migrate_kind
 
 # tables that grow with the store's traffic (retention bounds them in days, not in rows)
 GROWING = {"events", "commands", "audit", "alerts", "webhook_deliveries", "chain_outbox",
@@ -93,8 +93,7 @@ SORT_OK |= {r[0]: "FROM events" for r in READS if r[0].startswith("GET /events/h
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    conn = connect(tmp_path_factory.mktemp("plans") / "gw.db")
-    migrate(conn)
+    conn = connect_all(tmp_path_factory.mktemp("plans") / "gw.db")  # the command file too
     migrate_kind(conn, "fitting", FITTING)
     conn.execute("INSERT INTO webhook_subscriptions (id, url, secret, events, created) "
                  "VALUES ('wh-a', 'http://x/', 's', '[\"*\"]', 1)")

@@ -13,7 +13,7 @@ from gateway.kinds.registry import retention_rules
 from gateway.storage import retention
 from gateway.storage.db import Database
 from gateway.storage.retention import DAY_MS, HOUR_MS, Retention, RetentionPolicy, kind_floor
-from gateway.storage.store import Store, connect, migrate
+from gateway.storage.store import COMMAND_SPLIT, Store, connect, migrate
 
 NOW = 1_000 * DAY_MS            # the scripted clock: day 1000
 OLD = NOW - 400 * DAY_MS        # older than every default window
@@ -53,6 +53,9 @@ async def _open(tmp_path, fill, **policy):
     db = Database(tmp_path / "gw.db")
     await db.__aenter__()
     await db.write(fill)
+    if fill is _fill_rest:  # its commands, in the command file
+        assert db.commands is not None
+        await db.commands.write(_fill_commands)
     floors = policy.pop("floors", ())
     rules = _rules(**{k: policy.pop(k) for k in KIND_DAYS if k in policy})
     return db, Retention(db, RetentionPolicy(**policy), lambda: NOW, floors=floors, rules=rules)
@@ -124,8 +127,8 @@ def test_an_event_a_kind_has_not_applied_is_kept(tmp_path):
     assert pad == [7, 8]  # below the floor another device's old events go, above it they stay
 
 
-def _fill_rest(store: Store) -> None:
-    _device(store, "pad-1")
+def _fill_commands(store: Store) -> None:
+    """The command file's part of `_fill_rest`."""
     rows = [("c-old-done", "done", OLD, OLD), ("c-old-expired", "expired", OLD, OLD),
             ("c-old-queued", "queued", OLD, OLD), ("c-old-sent", "sent", OLD, OLD),
             ("c-new-done", "done", OLD, RECENT)]      # created long ago, final only yesterday
@@ -134,6 +137,10 @@ def _fill_rest(store: Store) -> None:
             "INSERT INTO commands (id, device, name, args, idem_key, status, deadline, created, "
             "updated) VALUES (?, 'pad-1', 'blink', '{}', ?, ?, 0, ?, ?)",
             (cid, cid, status, created, updated))
+
+
+def _fill_rest(store: Store) -> None:
+    _device(store, "pad-1")
     for key, state, resolved in (("a-old-resolved", "resolved", OLD), ("a-old-open", "open", None),
                                  ("a-old-acked", "acked", None), ("a-new-resolved", "resolved", RECENT)):
         store.conn.execute(
@@ -306,7 +313,7 @@ def test_migration_16_counts_the_commands_an_upgraded_store_has(tmp_path):
         conn.execute("INSERT INTO commands (id, device, name, args, idem_key, status, deadline, "
                      "created, updated) VALUES (?, 'pad-1', 'b', '{}', ?, ?, 0, 0, 0)",
                      (f"c{i}", f"k{i}", status))
-    migrate(conn)
+    migrate(conn, upto=COMMAND_SPLIT - 1)  # (v22 moves them to the command file)
     assert store.count_commands() == {"done": 2, "queued": 1, "expired": 1}
     with store.transaction():
         store.update_command("c2", status="sent", now=1, expect=("queued",))

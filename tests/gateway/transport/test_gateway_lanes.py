@@ -24,7 +24,7 @@ async def _close(bus: MqttBus, task: asyncio.Task, probe: MqttProbe) -> None:
     probe.close()
 
 
-def test_linger_gathers_a_tiny_batch_until_enough_queue_and_a_reply_ends_it(tmp_path):
+def test_linger_gathers_a_tiny_batch_until_enough_queue_and_a_reply_does_not_wait(tmp_path):
     acks = []
 
     async def publish(topic, payload, *, qos=1, retain=False):
@@ -49,17 +49,21 @@ def test_linger_gathers_a_tiny_batch_until_enough_queue_and_a_reply_ends_it(tmp_
 
                 await w.put(*evt(3))
                 await until(lambda: w._linger is not None, "the worker to linger again")
-                await w.put(*reply("c-unknown", "done"))  # a reply ends it at once
-                await until(lambda: w.batches == 2, "the batch with the reply")
-                await until(lambda: len(acks) == 2, "the second ack")
-                assert acks[1] == ("pe/1/pad-1/ctl", 3)
-
+                # a reply does not wait for the linger (it goes to the command file's writer)
+                await w.put(*reply("c-unknown", "done"))
+                await until(lambda: w.batches == 2, "the reply applied")
+                assert w._linger is not None and len(acks) == 1  # nor ends it: events gather
                 await w.put(*evt(4))
+                await w.put(*evt(5))  # 2 queued: the linger ends
+                await until(lambda: len(acks) == 2, "the second ack")
+                assert acks[1] == ("pe/1/pad-1/ctl", 5) and w.batches == 3
+
+                await w.put(*evt(6))
                 await until(lambda: w._linger is not None, "the worker to linger a third time")
                 # a command's write does not wait for the lingering batch: the writer is idle
                 w.expedite(1.0)
                 assert await asyncio.wait_for(db.write_grouped(lambda store: 42), 30) == 42
-                assert w._linger is not None and w.batches == 2
+                assert w._linger is not None and w.batches == 3
             finally:
                 task.cancel()
 

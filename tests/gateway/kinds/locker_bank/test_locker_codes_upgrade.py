@@ -12,6 +12,7 @@ import httpx
 
 from gateway.kinds.locker_bank.core import hash_code, mac_code
 from gateway.kinds.locker_bank.keys import LockerKeys
+from gateway.storage.store import commands_path
 from hil.fakes import SseReader
 from hil.harness import GatewayProcess, wait_for
 from hil.sim.store import VirtualStore
@@ -43,6 +44,7 @@ def _legacy_gateway_row(db, code: str) -> None:
 
 def _command(db, name: str, status: str) -> dict | None:
     con = sqlite3.connect(db)
+    con.execute("ATTACH DATABASE ? AS cmds", (str(commands_path(db)),))  # the command file
     try:
         row = con.execute("SELECT args, result FROM commands WHERE device = ? AND name = ? AND status = ?",
                           (BANK, name, status)).fetchone()

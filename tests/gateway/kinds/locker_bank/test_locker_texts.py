@@ -75,7 +75,7 @@ class FakeBank:
     async def _answer(self, cid: str, rev: int) -> None:
         await asyncio.sleep(0.01)
         assert self.db is not None and self.cmds is not None
-        rec = await self.db.write(_reply_tx, Reply(BANK, cid, None, "done", None, {"rev": rev}), 0)
+        rec = await self.db.commands.write(_reply_tx, Reply(BANK, cid, None, "done", None, {"rev": rev}), 0)
         if rec is not None:
             self.cmds.notify(public_command(rec))
 

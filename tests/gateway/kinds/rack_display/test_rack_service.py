@@ -58,7 +58,7 @@ class FakeDisplay:
     async def _answer(self, cid: str, result: dict[str, Any]) -> None:
         await asyncio.sleep(0.01)
         assert self.db is not None and self.cmds is not None
-        rec = await self.db.write(_reply_tx, Reply("rack-1", cid, None, "done", None, result), 0)
+        rec = await self.db.commands.write(_reply_tx, Reply("rack-1", cid, None, "done", None, result), 0)
         if rec is not None:
             from gateway.storage.store import public_command
             self.cmds.notify(public_command(rec))
