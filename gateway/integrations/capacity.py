@@ -34,7 +34,7 @@ from typing import Any
 from gateway.devices.ticker import tick_loop
 from gateway.integrations.webhooks import queues
 from gateway.storage.db import Database
-from gateway.storage.store import Store
+from gateway.storage.store import Store, commands_path
 
 log = logging.getLogger("gateway.capacity")
 
@@ -178,8 +178,10 @@ class CapacityWatch:
 
 
 def _db_bytes(path: Path) -> int:
+    """The gateway's file and its command file, their WALs included."""
     total = 0
-    for p in (path, path.with_name(path.name + "-wal")):
+    cmds = commands_path(path)
+    for p in (path, path.with_name(path.name + "-wal"), cmds, cmds.with_name(cmds.name + "-wal")):
         try:
             total += p.stat().st_size
         except OSError:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as _field
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway.devices.ticker import tick_loop
 from gateway.storage.retention import Rule as RetentionRule
+from gateway.storage.store import outbox_commands
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -198,27 +198,16 @@ class Batch:
 
 
 def save_tx(store: Store, put_state: Callable[[Store], None], stream_kind: str,
-            items: list[dict[str, Any]]) -> None:
-    """Writer thread: the state (`put_state`) and the stream items in ONE transaction."""
+            items: list[dict[str, Any]], cmds: list[DeviceCommand], now: int
+            ) -> list[tuple[int, dict[str, Any]]]:
+    """Writer thread: the state (`put_state`), the stream items and the device commands in ONE
+    transaction (the commands into `command_outbox`, whence `Database.move_command_outbox`
+    moves them to the command file). Returns the outbox rows."""
     with store.transaction():
         put_state(store)
         for data in items:
             store.append_stream(stream_kind, data)
-
-
-def insert_commands_tx(store: Store, cmds: list[DeviceCommand], now: int
-                       ) -> list[dict[str, Any]]:
-    """The command file's writer: the device commands of a change, in one transaction. A
-    command whose idempotency key the device already has is not inserted again (a re-emitted
-    action after a restart). Returns the commands it inserted."""
-    inserted = []
-    with store.transaction():
-        for device, name, args, key, deadline in cmds:
-            if store.find_command(device, key) is None:
-                inserted.append(store.insert_command(id="c-" + secrets.token_hex(8), device=device,
-                                                     name=name, args=args, idem_key=key,
-                                                     deadline=deadline, now=now))
-    return inserted
+        return outbox_commands(store, cmds, now)
 
 
 class StatefulService(KindService):
@@ -258,21 +247,17 @@ class StatefulService(KindService):
 
     async def _save(self, put_state: Callable[[Store], None], batch: Batch
                     ) -> list[dict[str, Any]]:
-        """Persist the batch's commands, then the state with its stream items; returns the
-        commands inserted (sent by the caller).
+        """Persist the state, the batch's stream items and commands (one transaction), then
+        move the commands to the command file; returns the commands inserted there (sent by
+        the caller). A command whose idempotency key the device already has is not inserted
+        again (a re-emitted action after a restart).
 
-        Two files, two commits (the commands live in a file of their own: `Database.commands`),
-        in the order that survives a crash between them: the commands first. A crash after
-        it leaves the state of before, so the same events are applied again after the restart
-        and re-emit the same actions with the same idempotency keys, which find their commands
-        (`insert_commands_tx`). The other order could keep a state that counts on a command
-        that was never stored. A change that sends devices commands goes in the database's
-        command lane (`Database.write_first`: ahead of the queued event batches)."""
-        inserted: list[dict[str, Any]] = []
-        if batch.cmds:
-            assert self.db.commands is not None
-            inserted = await self.db.commands.write_grouped(insert_commands_tx, batch.cmds,
-                                                            self.clock())
+        The commands live in a file of their own (`Database.commands`), so they are committed
+        here first, in `command_outbox`, atomically with the state, and moved after: a crash
+        between the two leaves them in the outbox, which the next start moves (and the tick
+        sends). A change that sends devices commands goes in the database's command lane
+        (`Database.write_first`: ahead of the queued event batches), the others in order."""
         write = self.db.write_first if batch.cmds else self.db.write
-        await write(save_tx, put_state, self.stream_kind, batch.items)
-        return inserted
+        rows = await write(save_tx, put_state, self.stream_kind, batch.items, batch.cmds,
+                           self.clock())
+        return await self.db.move_command_outbox(rows) if rows else []

@@ -61,11 +61,14 @@ from gateway.storage.store import (
     Store,
     StreamItem,
     attach_readonly,
+    command_outbox,
     commands_path,
     connect,
+    forget_outbox,
     migrate_all,
     migrate_commands,
     migrate_kind,
+    take_commands,
 )
 
 log = logging.getLogger("gateway.db")
@@ -117,6 +120,7 @@ class Database:
         self._follow_wake = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
         self._copied = 0  # command-file stream items copied into the main stream up to
+        self._background: set[asyncio.Task[Any]] = set()  # outbox rows being forgotten
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -127,10 +131,31 @@ class Database:
             await self.commands.__aenter__()
         await self._loop.run_in_executor(self._reader, self._open, True)
         if self.commands is not None:
+            while rows := await self.read(command_outbox):  # what a crash left there
+                await self.move_command_outbox(rows)
+                await asyncio.gather(*self._background)  # forgotten before the next page
             self._copied = await self.read(Store.command_stream_upto)
             await self._copy_command_stream()  # what a crash left uncopied
             self._follower = self._loop.create_task(self._follow(), name="command-stream")
         return self
+
+    async def move_command_outbox(self, rows: list[tuple[int, dict[str, Any]]] | None = None
+                                  ) -> list[dict[str, Any]]:
+        """Move a kind's commands from the outbox (committed with its state: `rows`, or the
+        oldest rows there) into the command file; returns those inserted there (the others
+        were there already). The outbox rows go after, in the background (moved again after
+        a crash meanwhile: found by their keys, not inserted twice)."""
+        assert self.commands is not None
+        if rows is None:
+            rows = await self.read(command_outbox)
+        if not rows:
+            return []
+        inserted = await self.commands.write_grouped(take_commands, rows)
+        task = asyncio.get_running_loop().create_task(
+            self.write_grouped(forget_outbox, [oid for oid, _ in rows]))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return inserted
 
     def _commands_committed(self, items: list[StreamItem]) -> None:
         """On the loop: stream items the command file committed."""
@@ -203,6 +228,8 @@ class Database:
     async def close(self) -> None:
         if self._loop is None:
             return
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -443,5 +470,8 @@ class CommandDatabase(Database):
         conn = connect(self.path, readonly=readonly)
         if not readonly:
             migrate_commands(conn)
+            if os.environ.get("PHYGITAL_DB_MAX_PAGES"):  # a full disk: this file cannot grow either
+                pages = conn.execute("PRAGMA page_count").fetchone()[0]
+                conn.execute(f"PRAGMA max_page_count = {int(pages)}")
         attach_readonly(conn, self.main_path, "gw")
         self._local.store = CommandStore(conn)

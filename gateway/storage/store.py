@@ -17,6 +17,7 @@ per ingest batch, not once per event.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -506,9 +507,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX event_hours_by_type ON event_hours (type, hour, device, n);
     """,
     # 22: the commands live in a file of their own (issue 18, `COMMAND_MIGRATIONS`): their
-    #     rows were copied there first (`split_commands`, before this step), so a command's
-    #     write never waits for the event writer nor shares its fsync
+    #     rows were copied there first (`_copy_commands_out`, before this step), so a
+    #     command's write never waits for the event writer nor shares its fsync. A kind's
+    #     commands are committed here with its state (`command_outbox`, atomically), then
+    #     moved to the command file (`Database.move_command_outbox`)
     """
+    CREATE TABLE command_outbox (
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        data TEXT NOT NULL);                   -- JSON {id, device, name, args, idem_key, deadline, created}
     DROP TRIGGER IF EXISTS main.command_counts_insert;
     DROP TRIGGER IF EXISTS main.command_counts_update;
     DROP TRIGGER IF EXISTS main.command_counts_delete;
@@ -1502,6 +1508,49 @@ class Store:
         with self.transaction():
             return self.conn.execute("DELETE FROM command_stream WHERE id <= ?",
                                      (upto,)).rowcount
+
+
+# -- a kind's commands: committed with its state in the main file, then moved ------------
+
+def outbox_commands(store: Store, cmds: Sequence[tuple[str, str, dict[str, Any], str, int]],
+                    now: int) -> list[tuple[int, dict[str, Any]]]:
+    """The main file, inside a kind's transaction: its device commands `(device, name, args,
+    key, deadline)` into `command_outbox`, each with the id it will have; returns the rows."""
+    rows = []
+    for device, name, args, key, deadline in cmds:
+        data = {"id": "c-" + secrets.token_hex(8), "device": device, "name": name, "args": args,
+                "idem_key": key, "deadline": deadline, "created": now}
+        cur = store.conn.execute("INSERT INTO command_outbox (data) VALUES (?)", (_dumps(data),))
+        assert cur.lastrowid is not None
+        rows.append((cur.lastrowid, data))
+    return rows
+
+
+def command_outbox(store: Store, limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
+    """The main file: the outbox's rows, oldest first."""
+    return [(r[0], json.loads(r[1])) for r in store.conn.execute(
+        "SELECT id, data FROM command_outbox ORDER BY id LIMIT ?", (limit,)).fetchall()]
+
+
+def take_commands(store: Store, rows: Sequence[tuple[int, dict[str, Any]]]
+                  ) -> list[dict[str, Any]]:
+    """The command file: insert the outbox's commands, in one transaction. A command whose
+    idempotency key its device already has is not inserted again (an action re-emitted after
+    a restart, or a row moved again after a crash). Returns those inserted."""
+    inserted = []
+    with store.transaction():
+        for _, d in rows:
+            if store.find_command(d["device"], d["idem_key"]) is None:
+                inserted.append(store.insert_command(
+                    id=d["id"], device=d["device"], name=d["name"], args=d["args"],
+                    idem_key=d["idem_key"], deadline=d["deadline"], now=d["created"]))
+    return inserted
+
+
+def forget_outbox(store: Store, ids: Sequence[int]) -> None:
+    """The main file: drop outbox rows the command file has."""
+    with store.transaction():
+        store.conn.executemany("DELETE FROM command_outbox WHERE id = ?", [(i,) for i in ids])
 
 
 class CommandStore(Store):

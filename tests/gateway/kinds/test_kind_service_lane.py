@@ -77,36 +77,45 @@ def test_a_change_without_commands_keeps_its_place_behind_them(tmp_path):
     assert order == ["event:batch", "probe:change"]
 
 
-def test_a_crash_between_the_commands_and_the_state_repeats_no_command(tmp_path):
-    """Issue 18, session 11: the commands live in a file of their own, so a change is two
-    commits: its commands first, then its state. A crash between them (here: the state's write
-    fails) leaves the commands stored and the state as before; the same events applied again
-    after the restart re-emit the same action with the same idempotency key, which finds its
-    command: nothing is inserted, nor sent, twice. (The other order would keep a state that
-    counts on a command never stored.)"""
-    from gateway.storage.store import Store
+def test_a_crash_before_the_commands_reach_their_file_loses_none_and_repeats_none(tmp_path):
+    """Issue 18, session 11: the commands live in a file of their own. A kind's commands are
+    committed with its state (`command_outbox`, one transaction) and moved to the command file
+    after; a crash between the two (here: the process stops after the state's commit) leaves
+    them in the outbox, and the next start moves them. The same action re-emitted after the
+    restart finds its command by its key: nothing is inserted, nor sent, twice."""
+    from gateway.kinds.base import save_tx
+    from gateway.storage.store import Store, command_outbox
 
-    def crash(store):
-        raise RuntimeError("the process died before the state committed")
+    path = tmp_path / "gw.db"
+    cmd = ("dev-1", "set", {"to": "floor"}, "k-1", NOW + 60_000)
 
-    async def main():
-        async with Database(tmp_path / "gw.db") as db:
+    def put_state(store):
+        store.bump("probe_state")
+
+    async def crashed():
+        async with Database(path) as db:
             await db.write(_device)
+            rows = await db.write_first(save_tx, put_state, "probe", [{"n": "change"}], [cmd], NOW)
+            # (the process dies here: the move to the command file never runs)
+            return rows, await db.commands.read(Store.pending_commands)
+
+    async def restarted():
+        async with Database(path) as db:
+            pending = await db.commands.read(Store.pending_commands)
+            state = (await db.read(Store.counters)).get("probe_state")
             svc = _Service(db, tick_s=1.0, clock=lambda: NOW)
             batch = Batch()
-            batch.items.append({"n": "change"})
-            batch.cmds.append(("dev-1", "set", {"to": "floor"}, "k-1", NOW + 60_000))
-            try:
-                await svc._save(crash, batch)
-                raise AssertionError("the state's write did not fail")
-            except RuntimeError as exc:
-                assert "died" in str(exc)
-            first = await db.commands.read(Store.find_command, "dev-1", "k-1")
+            batch.cmds.append(cmd)
             again = await svc._save(lambda store: None, batch)  # the re-emitted action
-            pending = await db.commands.read(Store.pending_commands)
-            return first, again, pending
+            after = await db.commands.read(Store.pending_commands)
+        async with Database(path) as db:
+            left = await db.read(command_outbox)
+        return pending, state, again, after, left
 
-    first, again, pending = asyncio.run(main())
-    assert first is not None and first["status"] == "queued"  # committed before the state
-    assert again == []                                       # found by its key: not again
-    assert [c["id"] for c in pending] == [first["id"]]
+    rows, before = asyncio.run(crashed())
+    assert len(rows) == 1 and before == []  # committed with the state, not in the file yet
+    pending, state, again, after, left = asyncio.run(restarted())
+    assert [c["id"] for c in pending] == [rows[0][1]["id"]]  # moved by the start
+    assert state == 1                                        # the state it came with
+    assert again == [] and [c["id"] for c in after] == [rows[0][1]["id"]]  # not twice
+    assert left == []                                        # the outbox emptied
