@@ -121,6 +121,7 @@ class Database:
         self._follower: asyncio.Task[None] | None = None
         self._copied = 0  # command-file stream items copied into the main stream up to
         self._background: set[asyncio.Task[Any]] = set()  # outbox rows being forgotten
+        self._outbox_retry = False  # a move failed: `_follow` moves what the outbox holds
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -133,6 +134,8 @@ class Database:
         if self.commands is not None:
             while rows := await self.read(command_outbox):  # what a crash left there
                 await self.move_command_outbox(rows)
+                if self._outbox_retry:  # the command file cannot take them now: `_follow`
+                    break
                 await asyncio.gather(*self._background)  # forgotten before the next page
             self._copied = await self.read(Store.command_stream_upto)
             await self._copy_command_stream()  # what a crash left uncopied
@@ -150,7 +153,13 @@ class Database:
             rows = await self.read(command_outbox)
         if not rows:
             return []
-        inserted = await self.commands.write_grouped(take_commands, rows)
+        try:
+            inserted = await self.commands.write_grouped(take_commands, rows)
+        except Exception:  # (a full disk): they are safe in the outbox; `_follow` retries
+            log.exception("moving %d commands to the command file failed; retrying", len(rows))
+            self._outbox_retry = True
+            self._follow_wake.set()
+            return []
         task = asyncio.get_running_loop().create_task(
             self.write_grouped(forget_outbox, [oid for oid, _ in rows]))
         self._background.add(task)
@@ -185,6 +194,12 @@ class Database:
         while True:
             self._follow_wake.clear()
             try:
+                if self._outbox_retry:
+                    self._outbox_retry = False
+                    while rows := await self.read(command_outbox):
+                        if not await self.move_command_outbox(rows) and self._outbox_retry:
+                            raise RuntimeError("the command outbox could not be moved")
+                        await asyncio.gather(*self._background)
                 await self._copy_command_stream()
                 loop = asyncio.get_running_loop()
                 if self._copied > pruned and loop.time() - last_prune >= 1.0:

@@ -119,3 +119,42 @@ def test_a_crash_before_the_commands_reach_their_file_loses_none_and_repeats_non
     assert state == 1                                        # the state it came with
     assert again == [] and [c["id"] for c in after] == [rows[0][1]["id"]]  # not twice
     assert left == []                                        # the outbox emptied
+
+
+def test_commands_the_command_file_cannot_take_now_are_moved_when_it_can(tmp_path):
+    """A change is committed with its commands in the outbox; if the command file refuses them
+    (a full disk), the change stands (its state is committed: the service must not act as if it
+    were not), nothing is sent yet, and the database moves them as soon as the file takes
+    writes again."""
+    from gateway.storage.store import Store
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            await db.write(_device)
+            svc = _Service(db, tick_s=1.0, clock=lambda: NOW)
+            real = db.commands.write_grouped
+            failures = []
+
+            async def full_once(fn, *args):
+                if not failures:
+                    failures.append(fn.__name__)
+                    raise OSError("database or disk is full")
+                return await real(fn, *args)
+
+            db.commands.write_grouped = full_once
+            batch = Batch()
+            batch.cmds.append(("dev-1", "set", {"to": "floor"}, "k-1", NOW + 60_000))
+            sent = await svc._save(lambda store: store.bump("probe_state"), batch)
+            state = (await db.read(Store.counters)).get("probe_state")
+            await until(lambda: failures, "the refusal")
+            pending = []
+            for _ in range(100):  # `_follow` retries within a second or two
+                pending = await db.commands.read(Store.pending_commands)
+                if pending:
+                    break
+                await asyncio.sleep(0.05)
+            return sent, state, failures, pending
+
+    sent, state, failures, pending = asyncio.run(main())
+    assert failures == ["take_commands"] and sent == [] and state == 1
+    assert [c["idem_key"] for c in pending] == ["k-1"]
