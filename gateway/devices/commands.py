@@ -279,7 +279,7 @@ class CommandService:
                 # broker is slow: the send goes on in the background, and ticks retry it
                 published = asyncio.get_running_loop().create_future()
                 send = asyncio.get_running_loop().create_task(
-                    self._send(cmd, published, first=wait_send))
+                    self._send(cmd, published))
                 self._tasks.add(send)
                 send.add_done_callback(self._tasks.discard)
                 await asyncio.wait({send if wait_send else published}, timeout=self.send_wait_s)
@@ -348,8 +348,8 @@ class CommandService:
     # delivery
 
     async def _send(self, cmd: dict[str, Any], published: asyncio.Future[None] | None = None,
-                    first: bool = False, force: bool = False) -> None:
-        """Publish `cmd`, then record the send (`first`: a caller waits for that record)."""
+                    force: bool = False) -> None:
+        """Publish `cmd`, then record the send (in the command file)."""
         cid = cmd["id"]
         now = self.clock()
         last = self._published.get(cid)

@@ -981,16 +981,15 @@ class IngestWorker:
             log.exception("reply bookkeeping failed size=%d", eff.received)
         await self._after(eff, samples)
 
-    async def _process(self, batch: list[tuple[str, bytes]], nxt: _Next | None = None,
-                       lane: bool = False) -> None:
+    async def _process(self, batch: list[tuple[str, bytes]], nxt: _Next | None = None) -> None:
         # validate on the loop (`_take`, while the writer works on the batch before): the
         # writer thread (the serial stage) only applies
         if nxt is None:
             nxt = _Next()
             nxt.decoded, nxt.rejections = decode_batch(batch, nxt.samples)
         samples = nxt.samples
-        write = self.db.write_first if lane else self.db.write_grouped  # lane: replies
-        eff = await write(apply_decoded, nxt.decoded, nxt.rejections, len(batch), self.clock())
+        eff = await self.db.write_grouped(apply_decoded, nxt.decoded, nxt.rejections, len(batch),
+                                          self.clock())
         self.batches += 1
         await self._after(eff, samples)
 
