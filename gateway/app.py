@@ -236,6 +236,9 @@ class Gateway:
                    for rule in (*retention_rules(self.kinds), *AISLE_RETENTION)])
         self.metrics = GatewayMetrics()
         self.ingest.on_processed = self.metrics.observe_ingest
+        # command outcomes counted as the command file commits them (before the caller hears
+        # them), not when their stream items reach the main stream a little later
+        self.db.command_listeners.append(self.metrics.on_commit)
         self.webhooks = WebhookService(self.db, WebhookSettings(
             config.webhook_backoff_min_s, config.webhook_backoff_max_s, config.webhook_timeout_s,
             max_pending=config.webhook_max_pending),
@@ -393,7 +396,6 @@ class Gateway:
 
     def _on_commit(self, items: list[StreamItem]) -> None:
         self.broadcaster.publish(items)
-        self.metrics.on_commit(items)
         self.webhooks.notify()
         self.analytics.notify()
         if self.chain is not None:

@@ -168,6 +168,7 @@ class GatewayMetrics:
         self.webhook_attempts.labels("ok" if ok else "failed").observe(seconds)
 
     def on_commit(self, items: list[StreamItem]) -> None:
+        """Committed command changes (the gateway hands it the command file's commits)."""
         for item in items:
             if item.kind != "command" or item.data.get("status") not in FINAL_STATUSES \
                     or item.data.get("change"):  # a late outcome: the status was counted
