@@ -51,6 +51,7 @@ from typing import Self
 import httpx
 
 from gateway import provision
+from gateway.storage.store import commands_path
 from hil.fault_tube import LINE, STATIONS, TubeLine, no_capsule_lost, one_carrier_per_segment
 from hil.fault_tube import NETWORK as TUBE_NETWORK
 from hil.harness import GatewayProcess, ProvisionedMosquitto, free_port, wait_for
@@ -426,8 +427,7 @@ class FaultRig:
 def _db(rig: FaultRig) -> sqlite3.Connection:
     """The gateway's file, read-only, with its command file (`gw.commands.db`) attached."""
     conn = sqlite3.connect(f"file:{rig.gw.db}?mode=ro", uri=True)
-    cmds = rig.gw.db.with_name(f"{rig.gw.db.stem}.commands{rig.gw.db.suffix}")
-    conn.execute("ATTACH DATABASE ? AS cmds", (f"file:{cmds}?mode=ro",))
+    conn.execute("ATTACH DATABASE ? AS cmds", (f"file:{commands_path(rig.gw.db)}?mode=ro",))
     conn.row_factory = sqlite3.Row
     return conn
 

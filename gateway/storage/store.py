@@ -582,16 +582,22 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
     for version in range(current + 1, target + 1):
         if version == COMMAND_SPLIT:  # the rows go to the command file first (committed)
             _copy_commands_out(conn)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for stmt in _statements(MIGRATIONS[version - 1]):
-                conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        _step(conn, MIGRATIONS[version - 1], f"PRAGMA user_version = {version}")
     return max(current, target)
+
+
+def _step(conn: sqlite3.Connection, script: str, *mark: Any) -> None:
+    """One migration step in one transaction: `script`'s statements, then `mark` (the SQL
+    and arguments that record the version)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for stmt in _statements(script):
+            conn.execute(stmt)
+        conn.execute(*mark)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def migrate_kind(conn: sqlite3.Connection, kind: str, migrations: Sequence[str]) -> int:
@@ -608,16 +614,9 @@ def migrate_kind(conn: sqlite3.Connection, kind: str, migrations: Sequence[str])
         raise RuntimeError(f"the {kind} tables are at v{current}, newer than this gateway "
                            f"(v{len(migrations)}): upgrade the gateway or use another --db")
     for version in range(current + 1, len(migrations) + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for stmt in _statements(migrations[version - 1]):
-                conn.execute(stmt)
-            conn.execute("INSERT INTO kind_schema (kind, version) VALUES (?, ?) ON CONFLICT (kind)"
-                         " DO UPDATE SET version = excluded.version", (kind, version))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        _step(conn, migrations[version - 1],
+              "INSERT INTO kind_schema (kind, version) VALUES (?, ?) ON CONFLICT (kind)"
+              " DO UPDATE SET version = excluded.version", (kind, version))
     return max(current, len(migrations))
 
 
@@ -700,16 +699,19 @@ def migrate_commands(conn: sqlite3.Connection) -> int:
         raise RuntimeError(f"command file schema v{current} is newer than this gateway "
                            f"(v{len(COMMAND_MIGRATIONS)}): upgrade the gateway")
     for version in range(current + 1, len(COMMAND_MIGRATIONS) + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for stmt in _statements(COMMAND_MIGRATIONS[version - 1]):
-                conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        _step(conn, COMMAND_MIGRATIONS[version - 1], f"PRAGMA user_version = {version}")
     return max(current, len(COMMAND_MIGRATIONS))
+
+
+def _command_file(path: str | Path) -> Path:
+    """Create (or bring up to date) the command file beside the gateway's `path`."""
+    cpath = commands_path(path)
+    cconn = connect(cpath)
+    try:
+        migrate_commands(cconn)
+    finally:
+        cconn.close()
+    return cpath
 
 
 def _copy_commands_out(conn: sqlite3.Connection) -> None:
@@ -720,12 +722,7 @@ def _copy_commands_out(conn: sqlite3.Connection) -> None:
         if conn.execute("SELECT 1 FROM main.commands LIMIT 1").fetchone() is not None:
             raise RuntimeError("a temporary database with commands cannot be upgraded")
         return
-    cpath = commands_path(path)
-    cconn = connect(cpath)
-    try:
-        migrate_commands(cconn)
-    finally:
-        cconn.close()
+    cpath = _command_file(path)
     conn.execute("ATTACH DATABASE ? AS cmds", (_uri(cpath),))
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -743,11 +740,7 @@ def _copy_commands_out(conn: sqlite3.Connection) -> None:
 def migrate_all(conn: sqlite3.Connection, path: str | Path) -> int:
     """The main file to the newest schema (`migrate`: its old `commands` rows are copied into
     the command file before v22 drops them) and the command file beside it."""
-    cconn = connect(commands_path(path))
-    try:
-        migrate_commands(cconn)
-    finally:
-        cconn.close()
+    _command_file(path)
     return migrate(conn)
 
 
