@@ -199,7 +199,19 @@ def stage_lines(calls: dict[str, tuple[float, float]], trace: dict[str, dict[str
         share = sum(r.get(label, 0.0) for r in worst) / worst_total
         out.append(f"    {label:<15} {p['p50']:6.1f} / {p['p99']:6.1f}   {share * 100:3.0f} %")
     # rows without every mark (e.g. the reply applied before the publish's PUBACK came back)
-    return out
+    begin, end = min(s for s, _ in calls.values()), max(r for _, r in calls.values())
+    probes = [rec for key, rec in trace.items()
+              if key.startswith("loop@") and begin <= rec["t"] <= end]
+    lags = [lag for rec in probes for lag in rec["lags"]]
+    if lags:
+        p = percentiles(lags)
+        out.append(f"    event loop late by (a 2 ms timer, {len(lags)} samples): p50 "
+                   f"{p['p50']:.1f}  p99 {p['p99']:.1f}  max {p['max']:.1f} ms")
+        for gen in (0, 1, 2):
+            ms = [t for rec in probes for g, t in rec.get("gc", ()) if g == gen]
+            if ms:
+                out.append(f"    garbage collections, generation {gen}: {len(ms)}, "
+                           f"{sum(ms):.0f} ms in all, longest {max(ms):.1f} ms")
     return out
 
 

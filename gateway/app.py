@@ -281,6 +281,8 @@ class Gateway:
         self._spawn("ingest", self.ingest.run())
         self._spawn("bus", self.bus.run())
         self._spawn("commands", self.commands.run())
+        if TRACE is not None:  # diagnostics (bench/command_rtt.py): the loop's busy stretches
+            self._spawn("loop-probe", TRACE.probe_loop())
         for name, service in self.services.items():
             self._spawn(name, service.run())
         self._spawn("alerts", self.alerts.run())
@@ -307,6 +309,7 @@ class Gateway:
         if self.coap is not None:
             await self.coap.stop()  # in-flight CoAP requests are retransmitted to the next run
         await self._cancel("commands")
+        await self._cancel("loop-probe")
         for name in self.services:
             await self._cancel(name)
         await self._cancel("alerts")

@@ -17,10 +17,16 @@ benchmark can put its own request and response times beside them):
     notify      the reply's commit announced on the event loop (the waiter woken)
     response    `CommandService.wait` returns the outcome to the HTTP route
 
+and, once a second, a `loop@<time>` line: how late the event loop ran a 2 ms timer (`lags`,
+ms), i.e. how long its busy stretches were. Every hop of a command on the loop (HTTP parse,
+route, each awaited future) waits about that long for its turn.
+
 Nothing here changes behaviour; with the variable unset every hook is one `if` on None.
 """
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import threading
@@ -60,6 +66,33 @@ class CommandTrace:
         if marks is not None:
             marks["response"] = time.monotonic()
             self._file.write(json.dumps({"id": command_id, **marks}) + "\n")
+
+    async def probe_loop(self, every_s: float = 0.002) -> None:
+        """Write how late the loop ran a timer of `every_s`, in ms, once a second (cancel to
+        stop)."""
+        lags: list[float] = []
+        collections: list[tuple[int, float]] = []  # (generation, ms) of the garbage collector
+        started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.monotonic()
+            else:
+                collections.append((info["generation"],
+                                    round((time.monotonic() - started[0]) * 1000, 2)))
+
+        gc.callbacks.append(on_gc)
+        last = time.monotonic()
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(every_s)
+            t1 = time.monotonic()
+            lags.append(round((t1 - t0 - every_s) * 1000, 2))
+            if t1 - last >= 1.0:
+                self._file.write(json.dumps({"id": f"loop@{t1:.3f}", "t": t1, "lags": lags,
+                                             "gc": collections}) + "\n")
+                lags, last = [], t1
+                collections = []
 
 
 _path = os.environ.get("PHYGITAL_COMMAND_TRACE")

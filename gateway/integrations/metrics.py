@@ -12,6 +12,7 @@ Each `Gateway` has its own registry (several gateways can run in one test proces
 """
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from gateway.integrations.gcpause import PAUSES
 from gateway.storage.store import FINAL_STATUSES, Store, StreamItem
 
 if TYPE_CHECKING:
@@ -136,8 +138,28 @@ class Sources(Protocol):
     def bus(self) -> MqttBus: ...
 
 
+def _gc_families() -> list[Metric]:
+    """The garbage collector: its pauses hold every thread (gateway/integrations/gcpause.py)."""
+    count = CounterMetricFamily("pe_gc_collections", "Garbage collections, by generation",
+                                labels=["generation"])
+    pause = CounterMetricFamily("pe_gc_pause_seconds",
+                                "Seconds the garbage collector held the process, by generation",
+                                labels=["generation"])
+    for gen in range(3):
+        count.add_metric([str(gen)], PAUSES.count[gen])
+        pause.add_metric([str(gen)], PAUSES.seconds[gen])
+    return [count, pause,
+            GaugeMetricFamily("pe_gc_longest_pause_seconds",
+                              "The longest garbage collection since the process started",
+                              value=PAUSES.longest),
+            GaugeMetricFamily("pe_gc_frozen_objects",
+                              "Objects the collector no longer walks (frozen after startup)",
+                              value=gc.get_freeze_count())]
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
+        PAUSES.install()
         self.registry = CollectorRegistry(auto_describe=False)
         self.ingest_latency = BatchHistogram(
             "pe_ingest_latency_seconds",
@@ -238,5 +260,6 @@ class GatewayMetrics:
             fams.append(_by_label(CounterMetricFamily, "pe_coap_auth_refused",
                                   "CoAP requests refused 4.01, by reason", "reason",
                                   coap.auth_refusals()))
+        fams.extend(_gc_families())
         self._snapshot.families = fams
         return generate_latest(self.registry)

@@ -26,6 +26,10 @@ def test_metrics_follow_devices_events_commands_and_webhooks(broker, tmp_path):
         assert m[("pe_events_persisted_total", ())] == 0
         assert m[("pe_mqtt_connected", ())] == 1
         assert m[("pe_queue_depth", (("queue", "webhooks"),))] == 0
+        # what existed at startup is frozen (`settle_heap`): full collections stay short
+        assert m[("pe_gc_frozen_objects", ())] > 10_000
+        assert ("pe_gc_pause_seconds_total", (("generation", "2"),)) in m
+        assert m[("pe_gc_longest_pause_seconds", ())] >= 0
 
         dev.connect()
         seqs = [dev.emit("tag.placed", {"uid": f"04{i:02x}"}) for i in range(10)]
