@@ -279,7 +279,7 @@ class CommandService:
                 # broker is slow: the send goes on in the background, and ticks retry it
                 published = asyncio.get_running_loop().create_future()
                 send = asyncio.get_running_loop().create_task(
-                    self._send(cmd, published))
+                    self._send(cmd, published, lazy=not wait_send))
                 self._tasks.add(send)
                 send.add_done_callback(self._tasks.discard)
                 await asyncio.wait({send if wait_send else published}, timeout=self.send_wait_s)
@@ -348,8 +348,12 @@ class CommandService:
     # delivery
 
     async def _send(self, cmd: dict[str, Any], published: asyncio.Future[None] | None = None,
-                    force: bool = False) -> None:
-        """Publish `cmd`, then record the send (in the command file)."""
+                    force: bool = False, lazy: bool = True) -> None:
+        """Publish `cmd`, then record the send (in the command file). `lazy`: the record
+        shares the next write's commit (the device's answer, usually) instead of taking one
+        of its own before it (`Database.defer`); a crash before it only means the command is
+        sent again, which the device answers from its journal. Not lazy when a caller waits
+        to see `sent`."""
         cid = cmd["id"]
         now = self.clock()
         last = self._published.get(cid)
@@ -377,7 +381,10 @@ class CommandService:
         finally:
             self._sending.discard(cid)
             _resolve(published)
-        await self.cdb.write_grouped(_record_send, cid, self.clock())
+        if lazy:
+            await self.cdb.defer(_record_send, cid, self.clock())
+        else:
+            await self.cdb.write_grouped(_record_send, cid, self.clock())
         log.debug("command sent command=%s device=%s", cid, cmd["device"])
 
     def _spawn_send(self, cmd: dict[str, Any], force: bool = False) -> None:

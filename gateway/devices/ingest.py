@@ -967,14 +967,31 @@ class IngestWorker:
         samples: dict[str, str] = {}
         decoded, rejections = decode_batch(batch, samples)
         assert self.db.commands is not None
-        eff = await self.db.commands.write_grouped(apply_replies, decoded, rejections,
-                                                   len(batch), self.clock())
+        written: asyncio.Future[Effects]
+        if decoded and all(isinstance(m, Reply) and m.status == "accepted" for _, m in decoded):
+            # nobody waits for an `accepted`: it shares the final answer's commit, which
+            # usually follows at once, instead of taking a commit of its own before it (the
+            # lane does not wait for it; the writer keeps the order). A crash before it
+            # commits loses a non-final step the device says again when the command is resent.
+            written = self.db.commands.defer(apply_replies, decoded, rejections, len(batch),
+                                             self.clock())
+        else:
+            eff = await self.db.commands.write_grouped(apply_replies, decoded, rejections,
+                                                       len(batch), self.clock())
+            written = asyncio.get_running_loop().create_future()
+            written.set_result(eff)
         self.batches += 1
-        task = asyncio.get_running_loop().create_task(self._book_replies(eff, samples))
+        task = asyncio.get_running_loop().create_task(self._book_replies(written, samples))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _book_replies(self, eff: Effects, samples: dict[str, str]) -> None:
+    async def _book_replies(self, written: asyncio.Future[Effects], samples: dict[str, str]
+                            ) -> None:
+        try:
+            eff = await written
+        except Exception:  # the command is sent again, the device answers it again
+            log.exception("reply batch failed")
+            return
         try:
             await self.db.write_grouped(book_replies, eff, self.clock())
         except Exception:  # counters only: the replies themselves are stored

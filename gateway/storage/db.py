@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -75,6 +76,11 @@ log = logging.getLogger("gateway.db")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+DEFER_S = 0.05  # the longest a `defer`red write waits for another to share its commit
+CHECKPOINT_S = 0.5  # how often a background checkpointer copies a file's WAL into it
+# the writer checkpoints itself only past this many WAL pages (SQLite's default: 1,000), i.e.
+# only if the background checkpointer falls far behind
+WRITER_AUTOCHECKPOINT = 10_000
 # a write waiting for the writer thread: (fn, args, kwargs, its future, may be grouped)
 _Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]", bool]
 
@@ -90,6 +96,9 @@ class Database:
     file too (attached read-only as `cmds`: `/devices` lists pending commands)."""
 
     command_file = True  # a command file beside it (False for the command file itself)
+    # checkpoints on a thread of their own (`_checkpoints`) instead of in the commit that
+    # crosses SQLite's 1,000-page mark
+    background_checkpoints = False
 
     def __init__(self, path: str | Path,
                  on_commit: Callable[[list[StreamItem]], None] | None = None, *,
@@ -121,6 +130,13 @@ class Database:
         self._follower: asyncio.Task[None] | None = None
         self._copied = 0  # command-file stream items copied into the main stream up to
         self._background: set[asyncio.Task[Any]] = set()  # outbox rows being forgotten
+        # `defer`red writes, held on the loop until the next write or `DEFER_S` (loop only)
+        self._held: list[_Job] = []
+        self._held_timer: asyncio.TimerHandle | None = None
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self.checkpointed = 0  # WAL frames the background checkpointer copied into the file
+        self.wal_frames = 0  # frames in the WAL at its last checkpoint
         self._outbox_retry = False  # a move failed: `_follow` moves what the outbox holds
 
     async def __aenter__(self) -> Self:
@@ -131,6 +147,11 @@ class Database:
                                             self._commands_committed)
             await self.commands.__aenter__()
         await self._loop.run_in_executor(self._reader, self._open, True)
+        if self.background_checkpoints:
+            self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="db-checkpoint")
+            await self._loop.run_in_executor(self._checkpointer, self._open_checkpointer)
+            self._checkpoint_task = self._loop.create_task(self._checkpoints(),
+                                                           name=f"checkpoint {self.path.name}")
         if self.commands is not None:
             while rows := await self.read(command_outbox):  # what a crash left there
                 await self.move_command_outbox(rows)
@@ -203,7 +224,10 @@ class Database:
                 await self._copy_command_stream()
                 loop = asyncio.get_running_loop()
                 if self._copied > pruned and loop.time() - last_prune >= 1.0:
-                    await self.commands.write_grouped(Store.prune_command_stream, self._copied)
+                    # (shares the next command write's commit: never one of its own on a
+                    # command's path; what a crash leaves is copied only once, by its counter)
+                    self.commands.defer(Store.prune_command_stream, self._copied
+                                        ).add_done_callback(_log_failure)
                     pruned, last_prune = self._copied, loop.time()
             except asyncio.CancelledError:
                 raise
@@ -217,6 +241,33 @@ class Database:
             finally:
                 timer.cancel()
 
+    def _open_checkpointer(self) -> None:
+        self._local.checkpoint_conn = connect(self.path)
+
+    def _checkpoint(self) -> int:
+        """On the checkpoint thread: copy what the WAL holds into the file without waiting
+        for (or blocking) the writer or readers (PASSIVE); the writer then starts the WAL
+        over at its next commit. Returns the frames copied."""
+        conn: sqlite3.Connection = self._local.checkpoint_conn
+        _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.wal_frames = max(0, int(frames))
+        return max(0, int(copied))
+
+    async def _checkpoints(self) -> None:
+        """Checkpoint every `CHECKPOINT_S`, so that no commit of the writer runs one: a
+        commit that crossed SQLite's 1,000-page mark copied the WAL into the file and synced
+        both before it returned, 10-35 ms on a command's path (docs/benchmarks.md, "Issue 18,
+        session 12"). The writer keeps `WRITER_AUTOCHECKPOINT` as a bound if this falls
+        behind."""
+        assert self._loop is not None and self._checkpointer is not None
+        while True:
+            await asyncio.sleep(CHECKPOINT_S)
+            try:
+                self.checkpointed += await self._loop.run_in_executor(self._checkpointer,
+                                                                      self._checkpoint)
+            except sqlite3.Error as exc:  # (a locked or full disk): the next round tries again
+                log.warning("checkpoint of %s failed: %r", self.path.name, exc)
+
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
@@ -228,11 +279,19 @@ class Database:
             version = migrate_all(conn, self.path)
             for kind, steps in self.kind_migrations.items():
                 migrate_kind(conn, kind, steps)
+            if self.background_checkpoints:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
             pages = os.environ.get("PHYGITAL_DB_MAX_PAGES")  # fault injection: a full disk
             if pages:
                 conn.execute(f"PRAGMA max_page_count = {int(pages)}")
             log.info("db open path=%s schema=v%d journal=wal synchronous=full", self.path, version)
         self._local.store = Store(conn)
+
+    def _close_checkpointer(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "checkpoint_conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.checkpoint_conn = None
 
     def _close_conn(self) -> None:
         store: Store | None = getattr(self._local, "store", None)
@@ -243,6 +302,15 @@ class Database:
     async def close(self) -> None:
         if self._loop is None:
             return
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+            self._checkpoint_task = None
+        if self._checkpointer is not None:
+            await self._loop.run_in_executor(self._checkpointer, self._close_checkpointer)
+            self._checkpointer.shutdown(wait=True)
+            self._checkpointer = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._follower is not None:
@@ -256,6 +324,10 @@ class Database:
                 log.exception("copying command stream items failed; copied at the next start")
         if self.commands is not None:
             await self.commands.close()
+        if self._held:  # written before the writer stops
+            held = [job[3] for job in self._held]
+            self._release_held()
+            await asyncio.gather(*held, return_exceptions=True)
         loop, self._loop = self._loop, None
         for ex in (self._reader, self._writer):
             try:
@@ -298,11 +370,42 @@ class Database:
         `write_grouped` for `fn`."""
         return await self._submit(fn, args, kwargs, True, first=True)
 
+    def defer(self, fn: Callable[Concatenate[Store, P], T], *args: P.args,
+              **kwargs: P.kwargs) -> asyncio.Future[T]:
+        """`write_grouped` for a write that needs no commit of its own: it is queued (now, in
+        order) with the next write anyone asks for and shares its transaction, or goes alone
+        after `DEFER_S`. Returns the future of its outcome (settled once committed).
+
+        For what a crash may lose without harm because the device says it again: a command's
+        send record and a device's `accepted` (issue 18: a command's path then waits for two
+        commits, its submit and its outcome, instead of four)."""
+        if self._loop is None:
+            raise RuntimeError("database is closed")
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._held.append((fn, args, kwargs, fut, True))
+        if self._held_timer is None:
+            self._held_timer = self._loop.call_later(DEFER_S, self._release_held)
+        return fut
+
+    def _release_held(self, run: bool = True) -> None:
+        """On the loop: queue the held writes (`run`: and wake the writer; not when the
+        caller queues a write right behind them, so that the writer finds both)."""
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        if self._held and self._loop is not None:
+            self._queue.extend(self._held)
+            self._held.clear()
+            if run:
+                self._loop.run_in_executor(self._writer, self._run_queued)
+
     async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...],
                       kwargs: dict[str, Any], grouped: bool, first: bool = False) -> T:
         if self._loop is None:
             raise RuntimeError("database is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
+        if self._held:
+            self._release_held(run=False)
         (self._first if first else self._queue).append((fn, args, kwargs, fut, grouped))
         self._loop.run_in_executor(self._writer, self._run_queued)
         return await fut
@@ -457,6 +560,11 @@ class Database:
         return await self._loop.run_in_executor(self._reader, self._run_read, fn, args, kwargs)
 
 
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("deferred write failed: %r", fut.exception())
+
+
 def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     if fut.done():  # the caller was cancelled
         return
@@ -475,6 +583,7 @@ class CommandDatabase(Database):
     only, so its `BEGIN IMMEDIATE` takes no lock on the gateway's file."""
 
     command_file = False
+    background_checkpoints = True  # no checkpoint on a command's path
 
     def __init__(self, path: str | Path, main_path: str | Path,
                  on_commit: Callable[[list[StreamItem]], None] | None = None) -> None:
@@ -485,6 +594,7 @@ class CommandDatabase(Database):
         conn = connect(self.path, readonly=readonly)
         if not readonly:
             migrate_commands(conn)
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
             if os.environ.get("PHYGITAL_DB_MAX_PAGES"):  # a full disk: this file cannot grow either
                 pages = conn.execute("PRAGMA page_count").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count = {int(pages)}")

@@ -1,0 +1,129 @@
+"""A command's path waits for two commits of the command file, not four (issue 18): its send
+record and the device's `accepted` need no commit of their own (a crash before they commit
+only means the command is sent again, which the device answers from its journal), so they
+are held (`Database.defer`) and share the commit of the device's final answer. Order only,
+on real SQLite files: `DEFER_S` is made long, so nothing here depends on timing."""
+import asyncio
+import sqlite3
+
+import pytest
+
+from gateway.devices.commands import CommandService
+from gateway.devices.ingest import IngestWorker
+from gateway.storage import db as dbmod
+from gateway.storage.db import Database
+from gateway.storage.store import Store
+from tests.support.e2e import until
+from tests.support.envelopes import birth, reply
+
+
+@pytest.fixture
+def long_defer(monkeypatch):
+    monkeypatch.setattr(dbmod, "DEFER_S", 60.0)
+
+
+def _mark(store, key, value):
+    with store.transaction():
+        store.conn.execute("CREATE TABLE IF NOT EXISTS marks (k TEXT PRIMARY KEY, v TEXT)")
+        store.conn.execute("INSERT INTO marks VALUES (?, ?)", (key, value))
+
+
+def _marked(store, key):
+    try:
+        row = store.conn.execute("SELECT v FROM marks WHERE k = ?", (key,)).fetchone()
+    except sqlite3.OperationalError:  # no such table yet
+        return None
+    return row and row[0]
+
+
+def test_a_deferred_write_shares_the_next_commit_and_close_writes_what_is_held(
+        tmp_path, long_defer):
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            cdb = db.commands
+            groups = cdb.groups
+            held = cdb.defer(_mark, "a", "1")
+            await asyncio.sleep(0.1)
+            assert not held.done()  # no commit of its own yet
+            assert await cdb.read(_marked, "a") is None
+            await cdb.write_grouped(_mark, "b", "2")
+            assert held.done()  # committed with the next write, first (the order is kept)
+            assert cdb.groups == groups + 1 and await cdb.read(_marked, "a") == "1"
+            cdb.defer(_mark, "c", "3")  # still held when the database closes
+        async with Database(tmp_path / "gw.db") as db:
+            assert await db.commands.read(_marked, "c") == "3"
+
+    asyncio.run(main())
+
+
+def test_a_deferred_write_commits_alone_after_its_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr(dbmod, "DEFER_S", 0.01)
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            await asyncio.wait_for(db.commands.defer(_mark, "a", "1"), 30)
+            assert await db.commands.read(_marked, "a") == "1"
+
+    asyncio.run(main())
+
+
+def test_the_send_record_and_accepted_share_the_final_answers_commit(tmp_path, long_defer):
+    commits: list[list[str]] = []  # the command file's transactions, by the statuses in each
+    sent: list[bytes] = []
+
+    async def publish(topic, payload, *, qos=1, retain=False):
+        sent.append(payload)
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            db.command_listeners.append(
+                lambda items: commits.append([i.data["status"] for i in items]))
+            w = IngestWorker(db, publish)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                svc = CommandService(db, publish)
+                cmd, created = await svc.submit("pad-1", "blink", {}, "k-1", 30, wait_send=False)
+                assert created and sent, "published"
+                await w.put(*reply(cmd["id"], "accepted"))
+                await until(lambda: w.batches == 2, "the accepted reply taken by the lane")
+                await w.put(*reply(cmd["id"], "done"))
+                outcome = await svc.wait(cmd["id"], 30)
+                assert outcome is not None and outcome["status"] == "done"
+                # submit alone, then one commit for the send record, accepted and done
+                assert commits == [["queued"], ["sent", "accepted", "done"]]
+                stored = await db.commands.read(Store.get_command, cmd["id"])
+                assert stored["status"] == "done" and stored["sends"] == 1
+                assert await w.drained(30)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def _autocheckpoint(store):
+    return store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+
+def test_the_command_writer_leaves_checkpoints_to_a_thread_of_their_own(tmp_path, monkeypatch):
+    """A commit that crosses SQLite's 1,000-page mark runs the checkpoint itself (copies the
+    WAL into the file and syncs both before it returns): on the command file that is a
+    command's submit or outcome. A background thread checkpoints instead."""
+    monkeypatch.setattr(dbmod, "CHECKPOINT_S", 0.05)
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            cdb = db.commands
+            assert await cdb.write(_autocheckpoint) == dbmod.WRITER_AUTOCHECKPOINT > 1000
+            for i in range(40):
+                await cdb.write_grouped(_mark, f"k{i}", "x" * 4000)
+            await until(lambda: cdb.checkpointed >= 40, "the WAL copied into the file")
+            assert cdb.wal_frames >= 40
+            await cdb.write_grouped(_mark, "after", "y")  # the writer starts the WAL over
+            await until(lambda: 0 < cdb.wal_frames < 10, "the WAL started over")
+        async with Database(tmp_path / "gw.db") as db:
+            assert await db.commands.read(_marked, "k39") == "x" * 4000
+
+    asyncio.run(main())
