@@ -20,8 +20,10 @@ the command record, the background events/s actually acknowledged) and the goal 
 Under each level, where the time went: the gateway runs with `PHYGITAL_COMMAND_TRACE` (a file:
 gateway/devices/cmdtrace.py writes each command's stage times), and the benchmark prints p50 /
 p99 per stage (HTTP in, writer queue, submit commit, publish, broker+device, reply queue, reply
-commit, wake, HTTP out) and each stage's share of the 10 slowest commands' time. A gateway
-without the trace (an older tree through `--gateway-root`) gets no breakdown.
+commit, wake, HTTP out) and each stage's share of the 10 slowest commands' time, then how late
+the gateway's event loop ran a 2 ms timer meanwhile and its garbage collections by generation
+(a full collection holds every thread). A gateway without the trace (an older tree through
+`--gateway-root`) gets no breakdown.
 Exits 1 if a command did not end `done` or the background load lost an event.
 """
 from __future__ import annotations
