@@ -313,6 +313,8 @@ class Database:
             self._checkpointer = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self.commands is not None:  # their stream items are copied below, not at next start
+            await self.commands.flush_held()
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -324,10 +326,7 @@ class Database:
                 log.exception("copying command stream items failed; copied at the next start")
         if self.commands is not None:
             await self.commands.close()
-        if self._held:  # written before the writer stops
-            held = [job[3] for job in self._held]
-            self._release_held()
-            await asyncio.gather(*held, return_exceptions=True)
+        await self.flush_held()  # written before the writer stops
         loop, self._loop = self._loop, None
         for ex in (self._reader, self._writer):
             try:
@@ -386,6 +385,13 @@ class Database:
         if self._held_timer is None:
             self._held_timer = self._loop.call_later(DEFER_S, self._release_held)
         return fut
+
+    async def flush_held(self) -> None:
+        """Write the `defer`red writes now and wait for them (their outcomes are theirs)."""
+        if self._held:
+            held = [job[3] for job in self._held]
+            self._release_held()
+            await asyncio.gather(*held, return_exceptions=True)
 
     def _release_held(self, run: bool = True) -> None:
         """On the loop: queue the held writes (`run`: and wake the writer; not when the
@@ -594,7 +600,8 @@ class CommandDatabase(Database):
         conn = connect(self.path, readonly=readonly)
         if not readonly:
             migrate_commands(conn)
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
+            if self.background_checkpoints:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
             if os.environ.get("PHYGITAL_DB_MAX_PAGES"):  # a full disk: this file cannot grow either
                 pages = conn.execute("PRAGMA page_count").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count = {int(pages)}")

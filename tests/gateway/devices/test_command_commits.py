@@ -4,6 +4,7 @@ only means the command is sent again, which the device answers from its journal)
 are held (`Database.defer`) and share the commit of the device's final answer. Order only,
 on real SQLite files: `DEFER_S` is made long, so nothing here depends on timing."""
 import asyncio
+import json
 import sqlite3
 
 import pytest
@@ -127,3 +128,31 @@ def test_the_command_writer_leaves_checkpoints_to_a_thread_of_their_own(tmp_path
             assert await db.commands.read(_marked, "k39") == "x" * 4000
 
     asyncio.run(main())
+
+
+def test_a_clean_stop_writes_the_held_writes_and_copies_their_stream_items(tmp_path, long_defer):
+    async def publish(topic, payload, *, qos=1, retain=False):
+        pass
+
+    async def main():
+        async with Database(tmp_path / "gw.db") as db:
+            w = IngestWorker(db, publish)
+            task = asyncio.create_task(w.run())
+            try:
+                await w.put(*birth())
+                await until(lambda: w.batches == 1, "the birth's batch")
+                svc = CommandService(db, publish)
+                await svc.submit("pad-1", "blink", {}, "k-1", 30, wait_send=False)
+                assert db.commands._held, "the send record is held"
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    conn = sqlite3.connect(tmp_path / "gw.db")
+    try:
+        statuses = [json.loads(data)["status"] for (data,) in conn.execute(
+            "SELECT data FROM stream WHERE kind = 'command' ORDER BY id")]
+    finally:
+        conn.close()
+    assert statuses == ["queued", "sent"]  # in the main stream at the stop, not at next start
