@@ -4,6 +4,7 @@ only means the command is sent again, which the device answers from its journal)
 are held (`Database.defer`) and share the commit of the device's final answer. Order only,
 on real SQLite files: `DEFER_S` is made long, so nothing here depends on timing."""
 import asyncio
+import contextlib
 import json
 import sqlite3
 
@@ -21,6 +22,20 @@ from tests.support.envelopes import birth, reply
 @pytest.fixture
 def long_defer(monkeypatch):
     monkeypatch.setattr(dbmod, "DEFER_S", 60.0)
+
+
+@contextlib.asynccontextmanager
+async def _born(db, publish):
+    """An IngestWorker (with its reply lane) running on `db`, pad-1 born."""
+    w = IngestWorker(db, publish)
+    task = asyncio.create_task(w.run())
+    try:
+        await w.put(*birth())
+        await until(lambda: w.batches == 1, "the birth's batch")
+        yield w
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _mark(store, key, value):
@@ -79,11 +94,7 @@ def test_the_send_record_and_accepted_share_the_final_answers_commit(tmp_path, l
         async with Database(tmp_path / "gw.db") as db:
             db.command_listeners.append(
                 lambda items: commits.append([i.data["status"] for i in items]))
-            w = IngestWorker(db, publish)
-            task = asyncio.create_task(w.run())
-            try:
-                await w.put(*birth())
-                await until(lambda: w.batches == 1, "the birth's batch")
+            async with _born(db, publish) as w:
                 svc = CommandService(db, publish)
                 cmd, created = await svc.submit("pad-1", "blink", {}, "k-1", 30, wait_send=False)
                 assert created and sent, "published"
@@ -97,9 +108,6 @@ def test_the_send_record_and_accepted_share_the_final_answers_commit(tmp_path, l
                 stored = await db.commands.read(Store.get_command, cmd["id"])
                 assert stored["status"] == "done" and stored["sends"] == 1
                 assert await w.drained(30)
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(main())
 
@@ -135,18 +143,10 @@ def test_a_clean_stop_writes_the_held_writes_and_copies_their_stream_items(tmp_p
         pass
 
     async def main():
-        async with Database(tmp_path / "gw.db") as db:
-            w = IngestWorker(db, publish)
-            task = asyncio.create_task(w.run())
-            try:
-                await w.put(*birth())
-                await until(lambda: w.batches == 1, "the birth's batch")
-                svc = CommandService(db, publish)
-                await svc.submit("pad-1", "blink", {}, "k-1", 30, wait_send=False)
-                assert db.commands._held, "the send record is held"
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        async with Database(tmp_path / "gw.db") as db, _born(db, publish):
+            svc = CommandService(db, publish)
+            await svc.submit("pad-1", "blink", {}, "k-1", 30, wait_send=False)
+            assert db.commands._held, "the send record is held"
 
     asyncio.run(main())
     conn = sqlite3.connect(tmp_path / "gw.db")
