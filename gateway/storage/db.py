@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -77,10 +76,6 @@ log = logging.getLogger("gateway.db")
 P = ParamSpec("P")
 T = TypeVar("T")
 DEFER_S = 0.05  # the longest a `defer`red write waits for another to share its commit
-CHECKPOINT_S = 0.5  # how often a background checkpointer copies a file's WAL into it
-# the writer checkpoints itself only past this many WAL pages (SQLite's default: 1,000), i.e.
-# only if the background checkpointer falls far behind
-WRITER_AUTOCHECKPOINT = 10_000
 # a write waiting for the writer thread: (fn, args, kwargs, its future, may be grouped)
 _Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]", bool]
 
@@ -96,9 +91,6 @@ class Database:
     file too (attached read-only as `cmds`: `/devices` lists pending commands)."""
 
     command_file = True  # a command file beside it (False for the command file itself)
-    # checkpoints on a thread of their own (`_checkpoints`) instead of in the commit that
-    # crosses SQLite's 1,000-page mark
-    background_checkpoints = False
 
     def __init__(self, path: str | Path,
                  on_commit: Callable[[list[StreamItem]], None] | None = None, *,
@@ -133,10 +125,6 @@ class Database:
         # `defer`red writes, held on the loop until the next write or `DEFER_S` (loop only)
         self._held: list[_Job] = []
         self._held_timer: asyncio.TimerHandle | None = None
-        self._checkpointer: ThreadPoolExecutor | None = None
-        self._checkpoint_task: asyncio.Task[None] | None = None
-        self.checkpointed = 0  # WAL frames the background checkpointer copied into the file
-        self.wal_frames = 0  # frames in the WAL at its last checkpoint
         self._outbox_retry = False  # a move failed: `_follow` moves what the outbox holds
 
     async def __aenter__(self) -> Self:
@@ -147,11 +135,6 @@ class Database:
                                             self._commands_committed)
             await self.commands.__aenter__()
         await self._loop.run_in_executor(self._reader, self._open, True)
-        if self.background_checkpoints:
-            self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="db-checkpoint")
-            await self._loop.run_in_executor(self._checkpointer, self._open_checkpointer)
-            self._checkpoint_task = self._loop.create_task(self._checkpoints(),
-                                                           name=f"checkpoint {self.path.name}")
         if self.commands is not None:
             while rows := await self.read(command_outbox):  # what a crash left there
                 await self.move_command_outbox(rows)
@@ -241,33 +224,6 @@ class Database:
             finally:
                 timer.cancel()
 
-    def _open_checkpointer(self) -> None:
-        self._local.checkpoint_conn = connect(self.path)
-
-    def _checkpoint(self) -> int:
-        """On the checkpoint thread: copy what the WAL holds into the file without waiting
-        for (or blocking) the writer or readers (PASSIVE); the writer then starts the WAL
-        over at its next commit. Returns the frames copied."""
-        conn: sqlite3.Connection = self._local.checkpoint_conn
-        _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self.wal_frames = max(0, int(frames))
-        return max(0, int(copied))
-
-    async def _checkpoints(self) -> None:
-        """Checkpoint every `CHECKPOINT_S`, so that no commit of the writer runs one: a
-        commit that crossed SQLite's 1,000-page mark copied the WAL into the file and synced
-        both before it returned, 10-35 ms on a command's path (docs/benchmarks.md, "Issue 18,
-        session 12"). The writer keeps `WRITER_AUTOCHECKPOINT` as a bound if this falls
-        behind."""
-        assert self._loop is not None and self._checkpointer is not None
-        while True:
-            await asyncio.sleep(CHECKPOINT_S)
-            try:
-                self.checkpointed += await self._loop.run_in_executor(self._checkpointer,
-                                                                      self._checkpoint)
-            except sqlite3.Error as exc:  # (a locked or full disk): the next round tries again
-                log.warning("checkpoint of %s failed: %r", self.path.name, exc)
-
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
@@ -279,19 +235,11 @@ class Database:
             version = migrate_all(conn, self.path)
             for kind, steps in self.kind_migrations.items():
                 migrate_kind(conn, kind, steps)
-            if self.background_checkpoints:
-                conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
             pages = os.environ.get("PHYGITAL_DB_MAX_PAGES")  # fault injection: a full disk
             if pages:
                 conn.execute(f"PRAGMA max_page_count = {int(pages)}")
             log.info("db open path=%s schema=v%d journal=wal synchronous=full", self.path, version)
         self._local.store = Store(conn)
-
-    def _close_checkpointer(self) -> None:
-        conn: sqlite3.Connection | None = getattr(self._local, "checkpoint_conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.checkpoint_conn = None
 
     def _close_conn(self) -> None:
         store: Store | None = getattr(self._local, "store", None)
@@ -302,15 +250,6 @@ class Database:
     async def close(self) -> None:
         if self._loop is None:
             return
-        if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_task
-            self._checkpoint_task = None
-        if self._checkpointer is not None:
-            await self._loop.run_in_executor(self._checkpointer, self._close_checkpointer)
-            self._checkpointer.shutdown(wait=True)
-            self._checkpointer = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self.commands is not None:  # their stream items are copied below, not at next start
@@ -589,7 +528,6 @@ class CommandDatabase(Database):
     only, so its `BEGIN IMMEDIATE` takes no lock on the gateway's file."""
 
     command_file = False
-    background_checkpoints = True  # no checkpoint on a command's path
 
     def __init__(self, path: str | Path, main_path: str | Path,
                  on_commit: Callable[[list[StreamItem]], None] | None = None) -> None:
@@ -600,8 +538,6 @@ class CommandDatabase(Database):
         conn = connect(self.path, readonly=readonly)
         if not readonly:
             migrate_commands(conn)
-            if self.background_checkpoints:
-                conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
             if os.environ.get("PHYGITAL_DB_MAX_PAGES"):  # a full disk: this file cannot grow either
                 pages = conn.execute("PRAGMA page_count").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count = {int(pages)}")

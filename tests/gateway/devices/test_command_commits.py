@@ -112,32 +112,6 @@ def test_the_send_record_and_accepted_share_the_final_answers_commit(tmp_path, l
     asyncio.run(main())
 
 
-def _autocheckpoint(store):
-    return store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-
-
-def test_the_command_writer_leaves_checkpoints_to_a_thread_of_their_own(tmp_path, monkeypatch):
-    """A commit that crosses SQLite's 1,000-page mark runs the checkpoint itself (copies the
-    WAL into the file and syncs both before it returns): on the command file that is a
-    command's submit or outcome. A background thread checkpoints instead."""
-    monkeypatch.setattr(dbmod, "CHECKPOINT_S", 0.05)
-
-    async def main():
-        async with Database(tmp_path / "gw.db") as db:
-            cdb = db.commands
-            assert await cdb.write(_autocheckpoint) == dbmod.WRITER_AUTOCHECKPOINT > 1000
-            for i in range(40):
-                await cdb.write_grouped(_mark, f"k{i}", "x" * 4000)
-            await until(lambda: cdb.checkpointed >= 40, "the WAL copied into the file")
-            assert cdb.wal_frames >= 40
-            await cdb.write_grouped(_mark, "after", "y")  # the writer starts the WAL over
-            await until(lambda: 0 < cdb.wal_frames < 10, "the WAL started over")
-        async with Database(tmp_path / "gw.db") as db:
-            assert await db.commands.read(_marked, "k39") == "x" * 4000
-
-    asyncio.run(main())
-
-
 def test_a_clean_stop_writes_the_held_writes_and_copies_their_stream_items(tmp_path, long_defer):
     async def publish(topic, payload, *, qos=1, retain=False):
         pass
