@@ -26,12 +26,13 @@ Nothing here changes behaviour; with the variable unset every hook is one `if` o
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import threading
 import time
 from typing import IO
+
+from gateway.devices.gcpause import PAUSES
 
 
 class CommandTrace:
@@ -72,27 +73,26 @@ class CommandTrace:
         stop)."""
         lags: list[float] = []
         collections: list[tuple[int, float]] = []  # (generation, ms) of the garbage collector
-        started = [0.0]
 
-        def on_gc(phase: str, info: dict[str, int]) -> None:
-            if phase == "start":
-                started[0] = time.monotonic()
-            else:
-                collections.append((info["generation"],
-                                    round((time.monotonic() - started[0]) * 1000, 2)))
+        def on_gc(gen: int, seconds: float) -> None:
+            collections.append((gen, round(seconds * 1000, 2)))
 
-        gc.callbacks.append(on_gc)
-        last = time.monotonic()
-        while True:
-            t0 = time.monotonic()
-            await asyncio.sleep(every_s)
-            t1 = time.monotonic()
-            lags.append(round((t1 - t0 - every_s) * 1000, 2))
-            if t1 - last >= 1.0:
-                self._file.write(json.dumps({"id": f"loop@{t1:.3f}", "t": t1, "lags": lags,
-                                             "gc": collections}) + "\n")
-                lags, last = [], t1
-                collections = []
+        PAUSES.install()
+        PAUSES.listeners.append(on_gc)
+        try:
+            last = time.monotonic()
+            while True:
+                t0 = time.monotonic()
+                await asyncio.sleep(every_s)
+                t1 = time.monotonic()
+                lags.append(round((t1 - t0 - every_s) * 1000, 2))
+                if t1 - last >= 1.0:
+                    self._file.write(json.dumps({"id": f"loop@{t1:.3f}", "t": t1, "lags": lags,
+                                                 "gc": collections}) + "\n")
+                    lags, last = [], t1
+                    collections = []
+        finally:
+            PAUSES.listeners.remove(on_gc)
 
 
 _path = os.environ.get("PHYGITAL_COMMAND_TRACE")

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from gateway.integrations.gcpause import PAUSES
+from gateway.devices.gcpause import PAUSES
 from gateway.storage.store import FINAL_STATUSES, Store, StreamItem
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class Sources(Protocol):
 
 
 def _gc_families() -> list[Metric]:
-    """The garbage collector: its pauses hold every thread (gateway/integrations/gcpause.py)."""
+    """The garbage collector: its pauses hold every thread (gateway/devices/gcpause.py)."""
     count = CounterMetricFamily("pe_gc_collections", "Garbage collections, by generation",
                                 labels=["generation"])
     pause = CounterMetricFamily("pe_gc_pause_seconds",
