@@ -25,6 +25,7 @@ class Refused(Exception):
 
 NO_ROOM = 50          # a step tried again this many times, 200 ms apart, when the heap has no hole
 STALL = 30            # MemoryErrors in a row, 1 s apart, with no chunk fetched in between: `no-heap`
+HEAP_RESETS = 1       # resets an offer may take for a fresh heap before `no-heap` ends it (_run)
 
 
 async def again(fn, *a):
@@ -229,6 +230,8 @@ class Ota:
         d = self._dir()
         g = None
         reason = None
+        while not rt.client.is_connected():  # resumed at boot: the link's session set up first,
+            await asyncio.sleep_ms(IDLE_MS)  # as when an offer comes, then the download's code
         try:
             g = self.get = await _getter(self, off, d)
             m = await _resumed(g)
@@ -243,12 +246,42 @@ class Ota:
                 pass
         finally:
             self.get = None
+        if reason == "no-heap" and await self._fresh_heap(off, d):
+            return
         if reason is not None:
             await self._failed(off["version"], d, reason)
             return
         await emit(rt, "ota.staged", {"version": m, "chunks": g.chunks, "retries": g.retries,
                                       "nomem": g.nomem, "min_free": g.min_free})
         await self._switch(d[4:])
+
+    async def _fresh_heap(self, off, d):
+        """A download that found no hole for this long has a fragmented heap, not a full one
+        (~5 KB free at 96k, in small holes, and an idle app's garbage does not move them): a
+        reset gives a fresh heap, and boot() resumes from the parts on flash. HEAP_RESETS times
+        an offer (counted in its offer.json), then `no-heap` ends it as before."""
+        n = off.get("resets", 0)
+        if n >= HEAP_RESETS:
+            return False
+        off["resets"] = n + 1
+        try:
+            await again(fsutil.save_json, d + "/offer.json", off)
+        except MemoryError:
+            return False
+        try:
+            self.rt.log("ota: no heap: a reset, then the download goes on")
+        except MemoryError:
+            pass
+        await self._idle()
+        self.rt.hal.reset()
+        return True
+
+    async def _idle(self):
+        # never mid-action: the app not busy and no command running
+        rt = self.rt
+        busy = getattr(rt.app, "busy", None)
+        while rt._running or (busy and busy()):
+            await asyncio.sleep_ms(IDLE_MS)
 
     async def _failed(self, version, d, reason):
         # nothing installed: the set goes (a partial or unverified one never boots), and the
@@ -267,9 +300,7 @@ class Ota:
         """Never mid-action: wait until the app is not busy and no command runs, then name the
         set `try` (one rename) and reboot into it."""
         rt = self.rt
-        busy = getattr(rt.app, "busy", None)
-        while rt._running or (busy and busy()):
-            await asyncio.sleep_ms(IDLE_MS)
+        await self._idle()
         self.st["try"] = slot
         self.st["n"] = 0
         await again(self.save)  # tmp file then rename: a MemoryError before it leaves the old state

@@ -273,8 +273,13 @@ class Hal:
     def reset(self):
         Hal.resets += 1
 
+class Client:
+    def is_connected(self):
+        return True
+
 class RT:
     def __init__(self):
+        self.client = Client()
         self.events = []
         self.journal = J()
         self._running = {}
@@ -313,7 +318,9 @@ out = {}
 for name, S in (("getter", {"fail_init": 2, "fail_runs": 0, "progress": 0, "fail_emit": 0}),
                 ("resumed", {"fail_init": 0, "fail_runs": 8, "progress": 1, "fail_emit": 0}),
                 ("event", {"fail_init": 0, "fail_runs": 0, "progress": 0, "fail_emit": 1}),
-                ("stalled", {"fail_init": 0, "fail_runs": 99, "progress": 0, "fail_emit": 0})):
+                ("stalled", {"fail_init": 0, "fail_runs": 99, "progress": 0, "fail_emit": 0}),
+                ("stalled_after_reset", {"fail_init": 0, "fail_runs": 99, "progress": 0, "fail_emit": 0,
+                                         "resets": 1})):
     G.made = Hal.resets = 0
     rt = RT()
     rt.fail_emit = S["fail_emit"]
@@ -324,13 +331,17 @@ for name, S in (("getter", {"fail_init": 2, "fail_runs": 0, "progress": 0, "fail
     d = o._dir()
     os.mkdir(d)
     try:
-        asyncio.run(o._run({"id": "r1", "version": "9.0.0", "sha": "00", "mac": "", "size": 1}))
+        off = {"id": "r1", "version": "9.0.0", "sha": "00", "mac": "", "size": 1}
+        if "resets" in S:
+            off["resets"] = S["resets"]
+        asyncio.run(o._run(off))
         r = "ended"
     except MemoryError as e:
         r = "died: %s" % e
     out[name] = {"run": r, "events": [e[0] for e in rt.events], "reason": [e[1].get("reason") for e in rt.events],
                  "resets": Hal.resets, "try": o.st.get("try"), "set_kept": d[4:] in os.listdir("ota"),
-                 "task": o.task is None}
+                 "task": o.task is None,
+                 "offer_resets": (O.fsutil.load_json(d + "/offer.json") or {}).get("resets")}
 print(json.dumps(out))
 """
 
@@ -342,7 +353,7 @@ def test_download_goes_on_after_memory_errors_and_a_stalled_one_ends_in_no_heap(
     assert p.returncode == 0, p.stdout + p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
     staged = {"run": "ended", "events": ["ota.staged"], "reason": [None], "resets": 1, "try": "a",
-              "set_kept": True, "task": False}
+              "set_kept": True, "task": False, "offer_resets": None}
     # no hole for the Getter at first: made again, not refused with "error: ..."
     assert out["getter"] == staged, out["getter"]
     # eight MemoryErrors mid-download, each after progress: it went on (was `no-heap` after 5)
@@ -350,6 +361,13 @@ def test_download_goes_on_after_memory_errors_and_a_stalled_one_ends_in_no_heap(
     # no hole for the `ota.staged` event at first: sent once, then the switch (the task died
     # silently before: no event, no switch)
     assert out["event"] == staged, out["event"]
-    # MemoryErrors with no chunk in between: it ends with a clear event, the set deleted
-    assert out["stalled"] == {"run": "ended", "events": ["ota.failed"], "reason": ["no-heap"], "resets": 0,
-                              "try": None, "set_kept": False, "task": True}, out["stalled"]
+    # MemoryErrors with no chunk in between: the heap is fragmented (an idle app's garbage does
+    # not move), so the board resets for a fresh one, the set and the offer kept for boot() to
+    # resume, the reset counted in the offer (main ended it `no-heap` here: a rollout halted in
+    # CI on a pad at 96k with ~5 KB free)
+    assert out["stalled"] == {"run": "ended", "events": [], "reason": [], "resets": 1, "try": None,
+                              "set_kept": True, "task": False, "offer_resets": 1}, out["stalled"]
+    # stalled again after that reset: it ends with a clear event, the set deleted
+    assert out["stalled_after_reset"] == {"run": "ended", "events": ["ota.failed"], "reason": ["no-heap"],
+                                          "resets": 0, "try": None, "set_kept": False, "task": True,
+                                          "offer_resets": None}, out["stalled_after_reset"]
