@@ -167,8 +167,11 @@ class Journal:
                             out.write(line)
             except OSError:
                 pass
+        # the metadata first: a power cut after the log's rewrite and before it left an empty
+        # log beside a `next` older than the last appends, and the next boot reused a seq the
+        # gateway had (the old log beside the new metadata only holds dead lines: recovered)
+        self._save_meta()
         fsutil.replace(tmp, self.log_path)
         self._offs = []  # the offsets moved
         self._hint = None
         self._dead = 0
-        self._save_meta()
