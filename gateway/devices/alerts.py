@@ -29,7 +29,7 @@ from typing import Any
 from gateway.kinds.base import AlertRule
 from gateway.kinds.registry import alert_rules
 from gateway.storage.db import Database
-from gateway.storage.store import Store, StreamItem
+from gateway.storage.store import Store, StreamItem, stream_tag, stream_tag_field
 
 log = logging.getLogger("gateway.alerts")
 
@@ -48,11 +48,6 @@ def _fields(item: StreamItem) -> dict[str, Any]:
     late: dict[str, Any] = d["late_outcome"] if isinstance(d.get("late_outcome"), dict) else {}
     return {**body, **{f"late_{k}": v for k, v in late.items()},
             **{k: v for k, v in d.items() if k != "body"}}
-
-
-def _tag_field(kind: str) -> str:
-    """The item field a rule's `type` is matched against."""
-    return "change" if kind in ("device", "command") else "type"
 
 
 # The rules. `{device}`, `{compartment}`, ... come from the item (an event's body is merged in).
@@ -109,7 +104,7 @@ def match(item: StreamItem, rules: tuple[Rule, ...] = RULES) -> list[tuple[Rule,
     """The rules an item triggers, with the item's fields (pure: no I/O)."""
     if item.kind == "alert":
         return []
-    tag = item.data.get(_tag_field(item.kind))
+    tag = stream_tag(item.kind, item.data)
     hits = [r for r in rules if r.kind == item.kind and r.type == tag]
     return [(r, _fields(item)) for r in hits]
 
@@ -175,7 +170,7 @@ def save_cursor(store: Store, upto: int) -> int:
 _TAGS = {kind: tuple(sorted({r.type for r in RULES if r.kind == kind}))
          for kind in sorted({r.kind for r in RULES})}
 _WHERE = " OR ".join(
-    f"(kind = ? AND json_extract(data, '$.{_tag_field(kind)}') "
+    f"(kind = ? AND COALESCE(tag, json_extract(data, '$.{stream_tag_field(kind)}')) "
     f"IN ({','.join('?' * len(tags))}))" for kind, tags in _TAGS.items())
 _WHERE_ARGS = tuple(x for kind, tags in _TAGS.items() for x in (kind, *tags))
 SCAN = 20_000  # stream rows looked at per read

@@ -122,6 +122,8 @@ def test_writer_apply_benchmark_quick_prints_its_figures():
     assert "A: median" in out and "B: median" in out, out
     b = [line for line in out.splitlines() if line.startswith("round 1 B:")]
     assert len(b) == 1 and "cuts 2," in b[0], out  # one cut in each of the 2 batches
+    assert re.search(rf", fold {NUM} \+ alerts {NUM} us CPU/event", b[0]), out
+    assert "B: median" in out and "for the fold and the alerts' scan" in out, out
 
 
 def test_conformance_heap_benchmark_quick_prints_its_figures():
