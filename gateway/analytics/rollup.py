@@ -306,10 +306,13 @@ def cursor(store: Store) -> int:
 #: the event types `_Fold.event` counts (every other event is skipped without decoding it)
 FOLDED_EVENTS = ("tag.placed", "tag.removed")
 _FOLDED_EVENTS_SQL = ", ".join(f"'{t}'" for t in FOLDED_EVENTS)
-_FOLD_SQL = {tagged: "SELECT id, kind, CASE WHEN kind != 'event' OR "
-             f"{'COALESCE(tag, ' if tagged else '('}json_extract(data, '$.type')) IN "
+# an event's type: from the `tag` column (migration 23), or only from the JSON on a file older
+# than that (the upgrade tests fill one with this code)
+_TYPE_SQL = {True: "COALESCE(tag, json_extract(data, '$.type'))",
+             False: "json_extract(data, '$.type')"}
+_FOLD_SQL = {tagged: f"SELECT id, kind, CASE WHEN kind != 'event' OR {type_sql} IN "
              f"({_FOLDED_EVENTS_SQL}) THEN data END FROM stream WHERE id > ? ORDER BY id LIMIT ?"
-             for tagged in (False, True)}  # False: a file before migration 23 (upgrade tests)
+             for tagged, type_sql in _TYPE_SQL.items()}
 
 
 def fold_tx(store: Store, limit: int = PAGE) -> int:
