@@ -132,6 +132,45 @@ class CpuShares:
                 f"else {max(0.0, used['machine'] - mine):.2f} (other users' work included)")
 
 
+class ThreadShares:
+    """The gateway's busiest threads over a phase, from Linux's schedstat: the share of the
+    phase each spent on a core and waiting in the run queue for one (the rest it slept: on
+    the GIL, a lock, I/O or an empty queue). The main thread (the event loop) is the one
+    whose id is the process's; the others are shown by id, oldest first (the gateway's
+    writer thread is the first it starts)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.t0 = time.monotonic()
+        self.start = self._sample()
+
+    def _sample(self) -> dict[int, tuple[int, int]]:
+        out = {}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                run_ns, wait_ns, _ = (task / "schedstat").read_text().split()
+            except (OSError, ValueError):  # gone, or no schedstat (not Linux)
+                continue
+            out[int(task.name)] = (int(run_ns), int(wait_ns))
+        return out
+
+    def line(self, most: int = 3) -> str:
+        try:
+            end = self._sample()
+        except OSError:
+            return "threads: not measured"
+        wall_ns = (time.monotonic() - self.t0) * 1e9
+        used = []
+        for tid, (run, wait) in end.items():
+            run0, wait0 = self.start.get(tid, (0, 0))
+            used.append((tid, (run - run0) / wall_ns, (wait - wait0) / wall_ns))
+        used.sort(key=lambda u: -u[1])
+        parts = [f"{'main' if tid == self.pid else f'thread {tid - self.pid:+d}'} "
+                 f"{run:.2f} on a core, {wait:.2f} waiting for one"
+                 for tid, run, wait in sorted(used[:most])]
+        return "threads (share of the phase): " + "; ".join(parts)
+
+
 def loadgen_cmd(port: int, *, devices: int, prefix: str, duration: float, qos: int, size: int,
                 ack: str, rate: float | None, per_device: float | None = None) -> list[str]:
     cmd = [PY, "-m", "tools.loadgen", "--broker", f"127.0.0.1:{port}", "--devices", str(devices),
@@ -289,14 +328,17 @@ def gateway_phase(broker: Mosquitto, work: Path, a: argparse.Namespace
             profiler = subprocess.Popen(
                 [str(Path(PY).parent / "py-spy"), "record", "-p", str(gw.pid()), "-d",
                  str(int(a.duration) + 2), "-r", "100", "--threads", "-f", "raw", "-o",
-                 str(a.profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 str(a.profile)] + (["--gil"] if a.profile_gil else []),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu0 = gw.cpu_s()
         shares = CpuShares(gw.pid(), broker.proc.pid)
+        threads = ThreadShares(gw.pid())
         gen = run_json(loadgen_cmd(gw.broker_port, devices=a.devices, prefix="ld",
                                    duration=a.duration, qos=a.qos, size=a.size, ack="app",
                                    rate=a.rate), timeout=a.duration + 180)
         gen["gateway_cpu_s"] = gw.cpu_s() - cpu0
         gen["cpu"] = shares.line()
+        gen["threads"] = threads.line()
         if profiler is not None:
             profiler.wait(60)
         stats = gw.get("/stats")
@@ -328,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra Mosquitto config line (repeat), e.g. 'max_inflight_messages 0'")
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy raw profile of the gateway during its phase (needs py-spy)")
+    ap.add_argument("--profile-gil", action="store_true",
+                    help="with --profile: only the samples of the thread that holds the GIL (how "
+                    "much of the phase the GIL was held, and by whom)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="raw and gateway phases alternated this many times on one broker: the "
                     "raw ceiling moves with the machine's load, so the ratio is taken per round "
@@ -382,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{stats.get('events_persisted', 0) / max(1, stats.get('ingest_batches', 1)):.0f} "
           f"events/batch)")
     print(f"  gateway phase {gen['cpu']}")
+    print(f"  gateway {gen['threads']}")
     if not a.skip_raw:
         print(f"ratio: {rate / raw if raw else float('nan'):.2f}  (goal >= 0.6, issue 18)")
     if len(rounds) > 1:

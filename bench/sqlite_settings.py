@@ -34,6 +34,8 @@ SETTINGS: dict[str, list[str]] = {
     "wal_autocheckpoint=10000": ["PRAGMA wal_autocheckpoint = 10000"],
     "cache_size=-32000": ["PRAGMA cache_size = -32000"],
     "page_size=8192": ["PRAGMA page_size = 8192"],          # before the first table
+    "page_size=2048": ["PRAGMA page_size = 2048"],
+    "page_size=1024": ["PRAGMA page_size = 1024"],
     "cached_statements=512": [],                            # a connect() argument
 }
 
@@ -50,7 +52,7 @@ def open_store(path: Path, name: str) -> Store:
             conn.execute(pragma)
     for pragma in SETTINGS[name]:
         conn.execute(pragma)
-    if name == "page_size=8192":
+    if name.startswith("page_size="):
         conn.execute("VACUUM")  # an empty file: takes the page size
     migrate(conn)
     return Store(conn)
