@@ -145,8 +145,12 @@ class ThreadShares:
         self.start = self._sample()
 
     def _sample(self) -> dict[int, tuple[int, int]]:
-        out = {}
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
+        out: dict[int, tuple[int, int]] = {}
+        try:
+            tasks = list(Path(f"/proc/{self.pid}/task").iterdir())
+        except OSError:  # not Linux, or the process is gone
+            return out
+        for task in tasks:
             try:
                 run_ns, wait_ns, _ = (task / "schedstat").read_text().split()
             except (OSError, ValueError):  # gone, or no schedstat (not Linux)
@@ -155,10 +159,9 @@ class ThreadShares:
         return out
 
     def line(self, most: int = 3) -> str:
-        try:
-            end = self._sample()
-        except OSError:
-            return "threads: not measured"
+        end = self._sample()
+        if not end or not self.start:
+            return "threads: not measured (no /proc/<pid>/task/*/schedstat)"
         wall_ns = (time.monotonic() - self.t0) * 1e9
         used = []
         for tid, (run, wait) in end.items():
@@ -379,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                     "(each against the raw phase just before it) and its median printed")
     ap.add_argument("--json", type=Path, default=None, help="also write all results here")
     a = ap.parse_args(argv)
+    if a.profile_gil and a.profile is None:
+        ap.error("--profile-gil needs --profile FILE")
     if a.quick:
         a.devices, a.duration = min(a.devices, 20), min(a.duration, 2.0)
 
