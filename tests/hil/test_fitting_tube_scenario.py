@@ -46,7 +46,11 @@ def test_size_from_the_mirror_comes_by_tube(tmp_path, broker, browser):
             garment.locator(f'[data-testid="variant"][data-gtin="{SHIRT_L}"] [data-testid="ask-size"]').click()
             state = page.locator('[data-testid="request"][data-kind="size"] .state')
             state.wait_for(timeout=T * 1000)
-            q = wait_for(lambda: next(iter(requests(gw, ROOM, "size")), None), T, what="size request")
+            # the request is stored (as staff's) before the dispatcher acts on it, and shows the
+            # tube only once the dispatch is recorded: wait for that, not for the request alone
+            q = wait_for(lambda: next((r for r in requests(gw, ROOM, "size")
+                                       if r.get("dispatch") or r.get("fallback")), None),
+                         T, what="size request with its dispatcher's answer")
             assert q["gtin"] == SHIRT_L and q["where"] == "stockroom" and q["via"] == "tube"
             job = q["dispatch"]["job"]
             rec = line.job(job)
