@@ -133,11 +133,11 @@ class CpuShares:
 
 
 class ThreadShares:
-    """The gateway's busiest threads over a phase, from Linux's schedstat: the share of the
-    phase each spent on a core and waiting in the run queue for one (the rest it slept: on
-    the GIL, a lock, I/O or an empty queue). The main thread (the event loop) is the one
-    whose id is the process's; the others are shown by id, oldest first (the gateway's
-    writer thread is the first it starts)."""
+    """The gateway's main thread and its busiest others over a phase, from Linux's
+    schedstat: the share of the phase each spent on a core and waiting in the run queue for
+    one (the rest it slept: on the GIL, a lock, I/O or an empty queue). The main thread (the
+    event loop) is the one whose id is the process's, always shown first; the others by id
+    relative to it, oldest first (the gateway's writer thread is the first it starts)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -167,10 +167,11 @@ class ThreadShares:
         for tid, (run, wait) in end.items():
             run0, wait0 = self.start.get(tid, (0, 0))
             used.append((tid, (run - run0) / wall_ns, (wait - wait0) / wall_ns))
-        used.sort(key=lambda u: -u[1])
+        main = [u for u in used if u[0] == self.pid]
+        busiest = sorted((u for u in used if u[0] != self.pid), key=lambda u: -u[1])
         parts = [f"{'main' if tid == self.pid else f'thread {tid - self.pid:+d}'} "
                  f"{run:.2f} on a core, {wait:.2f} waiting for one"
-                 for tid, run, wait in sorted(used[:most])]
+                 for tid, run, wait in main + sorted(busiest[:most - 1])]
         return "threads (share of the phase): " + "; ".join(parts)
 
 
